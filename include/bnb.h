@@ -1,0 +1,230 @@
+/* bnb — 8-bit and 4-bit quantization, 4-bit/int8 inference matmuls and 8-bit optimizers.
+ *
+ * The one public header: plain C99, stable ABI. The contract is ../shared/spec/API.md (mirrored
+ * in docs/API.md); every function returns a bnb_status_t and writes results through pointers.
+ * On failure bnb_last_error_message() names the argument that was wrong.
+ */
+#ifndef BNB_H_
+#define BNB_H_
+
+#include <stddef.h>
+#include <stdint.h>
+
+#if defined(_WIN32)
+#  if defined(BNB_BUILDING_LIBRARY)
+#    define BNB_API __declspec(dllexport)
+#  else
+#    define BNB_API __declspec(dllimport)
+#  endif
+#elif defined(__GNUC__)
+#  define BNB_API __attribute__((visibility("default")))
+#else
+#  define BNB_API
+#endif
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ---------------------------------------------------------------- version, status, errors */
+#define BNB_VERSION_MAJOR 0
+#define BNB_VERSION_MINOR 1
+#define BNB_VERSION_PATCH 0
+#define BNB_VERSION_NUMBER (BNB_VERSION_MAJOR * 10000 + BNB_VERSION_MINOR * 100 + BNB_VERSION_PATCH)
+
+BNB_API int32_t bnb_version_number(void);
+BNB_API const char* bnb_version_string(void);
+
+typedef enum bnb_status {
+  BNB_SUCCESS = 0,
+  BNB_ERR_INVALID_ARGUMENT = 1,
+  BNB_ERR_NOT_SUPPORTED = 2,
+  BNB_ERR_OUT_OF_MEMORY = 3,
+  BNB_ERR_BACKEND_UNAVAILABLE = 4,
+  BNB_ERR_DEVICE = 5,
+  BNB_ERR_INTERNAL = 6,
+  BNB_STATUS_FORCE_32BIT = 0x7fffffff
+} bnb_status_t;
+
+BNB_API const char* bnb_status_string(bnb_status_t status);
+/* The calling thread's last failure; "" if none. Valid until this thread's next failing call. */
+BNB_API const char* bnb_last_error_message(void);
+
+/* ---------------------------------------------------------------- types */
+typedef enum bnb_dtype { BNB_F32 = 0, BNB_F16 = 1, BNB_BF16 = 2, BNB_U8 = 3, BNB_I8 = 4, BNB_I32 = 5 } bnb_dtype_t;
+typedef enum bnb_quant4 { BNB_FP4 = 1, BNB_NF4 = 2 } bnb_quant4_t; /* reference's numbering */
+typedef enum bnb_code_table {
+  BNB_CODE_DYNAMIC_SIGNED = 0,
+  BNB_CODE_DYNAMIC_UNSIGNED = 1,
+  BNB_CODE_NF4 = 2,
+  BNB_CODE_FP4 = 3
+} bnb_code_table_t;
+typedef enum bnb_backend_kind {
+  BNB_BACKEND_AUTO = 0,
+  BNB_BACKEND_CPU = 1,
+  BNB_BACKEND_CUDA = 2,
+  BNB_BACKEND_HIP = 3
+} bnb_backend_kind_t;
+
+/* ---------------------------------------------------------------- backends and contexts */
+typedef struct bnb_backend_info {
+  uint32_t struct_size;
+  int32_t kind;         /* bnb_backend_kind_t */
+  char name[32];        /* "cpu", "cuda", "hip" */
+  int32_t available;    /* 1 if loaded and usable */
+  int32_t device_count;
+  char detail[256];     /* why not available, or what was found (ISA, GPU names, versions) */
+} bnb_backend_info_t;
+
+BNB_API bnb_status_t bnb_backend_count(int32_t* count);
+BNB_API bnb_status_t bnb_backend_get_info(int32_t index, bnb_backend_info_t* info);
+
+typedef struct bnb_context* bnb_context_t;
+typedef struct bnb_context_options {
+  uint32_t struct_size;
+  int32_t backend;      /* bnb_backend_kind_t; AUTO = $BNB_BACKEND, else the best available */
+  int32_t device;       /* device index on GPU backends */
+  int32_t num_threads;  /* CPU threads; 0 = $BNB_NUM_THREADS, else all cores */
+} bnb_context_options_t;
+
+BNB_API bnb_status_t bnb_context_options_init(bnb_context_options_t* options);
+BNB_API bnb_status_t bnb_context_create(const bnb_context_options_t* options /* NULL = defaults */,
+                                        bnb_context_t* ctx);
+BNB_API bnb_status_t bnb_context_destroy(bnb_context_t ctx);
+BNB_API bnb_status_t bnb_context_get_backend(bnb_context_t ctx, int32_t* kind, int32_t* device);
+
+/* ---------------------------------------------------------------- code tables */
+/* Writes the table to host memory `out` (room for 256 floats); *count = 256 or 16. */
+BNB_API bnb_status_t bnb_get_code_table(int32_t which /* bnb_code_table_t */, float* out, int64_t* count);
+
+/* ---------------------------------------------------------------- blockwise 8-bit */
+/* code: a 256-entry table in the backend's memory, or NULL for the signed dynamic map.
+   absmax gets ceil(n / blocksize) floats. blocksize: 64..4096, a power of two. */
+BNB_API bnb_status_t bnb_quantize_blockwise(bnb_context_t ctx, int32_t dtype, const void* A, int64_t n,
+                                            int64_t blocksize, const float* code, uint8_t* out,
+                                            float* absmax, void* stream);
+BNB_API bnb_status_t bnb_dequantize_blockwise(bnb_context_t ctx, const uint8_t* q, const float* absmax,
+                                              const float* code, int64_t n, int64_t blocksize,
+                                              int32_t out_dtype, void* out, void* stream);
+
+/* ---------------------------------------------------------------- 4-bit and double quantization */
+/* How a 4-bit tensor's per-block scales are held: plain (absmax != NULL) or nested. */
+typedef struct bnb_scales {
+  uint32_t struct_size;
+  const float* absmax;     /* plain: one float per block; NULL when nested */
+  const uint8_t* absmax_q; /* nested: one 8-bit code per block */
+  const float* absmax2;    /* nested: one float per `blocksize2` codes */
+  const float* code2;      /* nested: the 8-bit table; NULL = signed dynamic map */
+  const float* offset;     /* nested: pointer to the single float added back (the mean) */
+  int64_t blocksize2;      /* nested: 256 */
+} bnb_scales_t;
+
+BNB_API bnb_status_t bnb_scales_init(bnb_scales_t* scales);
+
+/* packed gets (n + 1) / 2 bytes, even element in the high nibble; blocksize 32..4096. */
+BNB_API bnb_status_t bnb_quantize_4bit(bnb_context_t ctx, int32_t quant_type, int32_t dtype, const void* A,
+                                       int64_t n, int64_t blocksize, uint8_t* packed, float* absmax,
+                                       void* stream);
+BNB_API bnb_status_t bnb_dequantize_4bit(bnb_context_t ctx, int32_t quant_type, const uint8_t* packed,
+                                         const bnb_scales_t* scales, int64_t n, int64_t blocksize,
+                                         int32_t out_dtype, void* out, void* stream);
+/* Double quantization: offset = mean(absmax); absmax - offset quantized 8-bit, blocksize2 256. */
+BNB_API bnb_status_t bnb_compress_absmax(bnb_context_t ctx, const float* absmax, int64_t nblocks,
+                                         uint8_t* absmax_q, float* absmax2, float* offset, void* stream);
+
+/* ---------------------------------------------------------------- 4-bit inference matmul */
+/* out[M,N] = A[M,K] @ W[N,K]^T (+ bias[N]), W quantized by bnb_quantize_4bit from its [N,K]
+   row-major form. A, bias and out share `dtype` (F32, F16, BF16); rows are contiguous. */
+BNB_API bnb_status_t bnb_gemm_4bit(bnb_context_t ctx, int32_t dtype, int64_t M, int64_t N, int64_t K,
+                                   const void* A, const uint8_t* W, const bnb_scales_t* scales,
+                                   int32_t quant_type, int64_t blocksize, const void* bias, void* out,
+                                   void* stream);
+
+/* ---------------------------------------------------------------- LLM.int8() */
+/* Row-wise: row_stats[r] = absmax of row r over entries with |x| < threshold (all when
+   threshold == 0); entries at or above threshold are written as 0 in q. */
+BNB_API bnb_status_t bnb_int8_vectorwise_quant(bnb_context_t ctx, int32_t dtype, int64_t rows, int64_t cols,
+                                               const void* A, float threshold, int8_t* q, float* row_stats,
+                                               void* stream);
+/* Columns holding any |x| >= threshold, ascending; host-visible *count (this call may sync). */
+BNB_API bnb_status_t bnb_int8_outlier_columns(bnb_context_t ctx, int32_t dtype, int64_t rows, int64_t cols,
+                                              const void* A, float threshold, int32_t* columns,
+                                              int64_t capacity, int64_t* count, void* stream);
+/* C[M,N] (int32) = A[M,K] (int8) @ B[N,K]^T (int8). */
+BNB_API bnb_status_t bnb_int8_matmul(bnb_context_t ctx, int64_t M, int64_t N, int64_t K, const int8_t* A,
+                                     const int8_t* B, int32_t* C, void* stream);
+/* out[M,N] = C * row_stats[m] * col_stats[n] / (127*127) (+ bias[n]), in out_dtype. */
+BNB_API bnb_status_t bnb_int8_mm_dequant(bnb_context_t ctx, int64_t M, int64_t N, const int32_t* C,
+                                         const float* row_stats, const float* col_stats, const void* bias,
+                                         int32_t out_dtype, void* out, void* stream);
+
+/* ---------------------------------------------------------------- optimizers */
+typedef enum bnb_optimizer {
+  BNB_OPT_ADAM = 1,
+  BNB_OPT_MOMENTUM = 2,
+  BNB_OPT_RMSPROP = 3,
+  BNB_OPT_LION = 4,
+  BNB_OPT_ADAGRAD = 5,
+  BNB_OPT_ADEMAMIX = 6,
+  BNB_OPT_LAMB = 7,
+  BNB_OPT_LARS = 8
+} bnb_optimizer_t;
+
+typedef struct bnb_optimizer_params {
+  uint32_t struct_size;
+  int32_t optimizer;   /* bnb_optimizer_t */
+  int32_t state_bits;  /* 32, or 8 (blockwise, blocksize 256) */
+  int32_t param_dtype; /* F32, F16, BF16 (p and g share it) */
+  int64_t n;
+  float lr, beta1, beta2, beta3, alpha, eps, weight_decay, gnorm_scale, max_unorm, param_norm;
+  int64_t step;        /* 1-based */
+  int32_t skip_zeros;
+} bnb_optimizer_params_t;
+
+typedef struct bnb_optimizer_tensors {
+  uint32_t struct_size;
+  void* p;
+  const void* g;
+  void* state1;
+  void* state2;                  /* float (32-bit) or uint8 codes (8-bit); state2 NULL if unused */
+  float* absmax1;
+  float* absmax2;                /* 8-bit only */
+  const float* qmap1;
+  const float* qmap2;            /* 8-bit only; NULL = signed / unsigned dynamic maps */
+  float* unorm_vec;              /* LAMB/LARS (max_unorm > 0) only */
+} bnb_optimizer_tensors_t;
+
+BNB_API bnb_status_t bnb_optimizer_params_init(bnb_optimizer_params_t* params);
+BNB_API bnb_status_t bnb_optimizer_tensors_init(bnb_optimizer_tensors_t* tensors);
+BNB_API bnb_status_t bnb_optimizer_update(bnb_context_t ctx, const bnb_optimizer_params_t* params,
+                                          const bnb_optimizer_tensors_t* tensors, void* stream);
+
+/* ---------------------------------------------------------------- paged (unified) memory */
+BNB_API bnb_status_t bnb_paged_alloc(bnb_context_t ctx, int64_t bytes, void** ptr);
+BNB_API bnb_status_t bnb_paged_free(bnb_context_t ctx, void* ptr);
+/* to_device = 1 moves pages to the context's device, 0 to the host; asynchronous on stream. */
+BNB_API bnb_status_t bnb_paged_prefetch(bnb_context_t ctx, void* ptr, int64_t bytes, int32_t to_device,
+                                        void* stream);
+
+/* ---------------------------------------------------------------- backend memory (extension)
+   Memory in the context's backend: host memory for CPU, device memory of the context's device
+   for CUDA/HIP. Lets tests, benchmarks and bindings stay backend-agnostic. */
+typedef enum bnb_memcpy_kind {
+  BNB_MEMCPY_HOST_TO_HOST = 0,
+  BNB_MEMCPY_HOST_TO_BACKEND = 1,
+  BNB_MEMCPY_BACKEND_TO_HOST = 2,
+  BNB_MEMCPY_BACKEND_TO_BACKEND = 3
+} bnb_memcpy_kind_t;
+BNB_API bnb_status_t bnb_malloc(bnb_context_t ctx, int64_t bytes, void** ptr);
+BNB_API bnb_status_t bnb_free(bnb_context_t ctx, void* ptr);
+/* Asynchronous on `stream` for GPU backends (host memory involved: may be synchronous). */
+BNB_API bnb_status_t bnb_memcpy(bnb_context_t ctx, void* dst, const void* src, int64_t bytes,
+                                int32_t kind /* bnb_memcpy_kind_t */, void* stream);
+/* Waits until all work queued on `stream` (NULL = the default stream) has finished. */
+BNB_API bnb_status_t bnb_synchronize(bnb_context_t ctx, void* stream);
+
+#ifdef __cplusplus
+} /* extern "C" */
+#endif
+
+#endif /* BNB_H_ */

@@ -1,0 +1,75 @@
+// Scalar binary16 / bfloat16 <-> binary32 conversions with round-to-nearest-even.
+// Used by the core, the scalar reference and tests; SIMD kernels use their own vector forms.
+#ifndef BNB_COMMON_HALF_H_
+#define BNB_COMMON_HALF_H_
+
+#include <cstdint>
+#include <cstring>
+
+namespace bnb {
+
+inline float bf16_to_f32(uint16_t h) {
+  uint32_t b = static_cast<uint32_t>(h) << 16;
+  float f;
+  std::memcpy(&f, &b, 4);
+  return f;
+}
+
+inline uint16_t f32_to_bf16(float f) {
+  uint32_t b;
+  std::memcpy(&b, &f, 4);
+  if ((b & 0x7fffffffu) > 0x7f800000u) return static_cast<uint16_t>((b >> 16) | 0x40);  // quiet NaN
+  b += 0x7fffu + ((b >> 16) & 1u);
+  return static_cast<uint16_t>(b >> 16);
+}
+
+inline float f16_to_f32(uint16_t h) {
+  const uint32_t sign = static_cast<uint32_t>(h & 0x8000u) << 16;
+  uint32_t exp = (h >> 10) & 0x1fu;
+  uint32_t man = h & 0x3ffu;
+  uint32_t b;
+  if (exp == 0x1f) {
+    b = sign | 0x7f800000u | (man << 13);
+  } else if (exp != 0) {
+    b = sign | ((exp + 112u) << 23) | (man << 13);
+  } else if (man == 0) {
+    b = sign;
+  } else {  // subnormal: normalise
+    int e = -1;
+    do {
+      ++e;
+      man <<= 1;
+    } while ((man & 0x400u) == 0);
+    b = sign | ((112u - static_cast<uint32_t>(e)) << 23) | ((man & 0x3ffu) << 13);
+  }
+  float f;
+  std::memcpy(&f, &b, 4);
+  return f;
+}
+
+inline uint16_t f32_to_f16(float f) {
+  uint32_t b;
+  std::memcpy(&b, &f, 4);
+  const uint16_t sign = static_cast<uint16_t>((b >> 16) & 0x8000u);
+  const uint32_t abs = b & 0x7fffffffu;
+  if (abs > 0x7f800000u) return static_cast<uint16_t>(sign | 0x7e00u);  // NaN
+  if (abs >= 0x477ff000u) return static_cast<uint16_t>(sign | 0x7c00u); // rounds to inf
+  if (abs >= 0x38800000u) {                                              // normal half
+    uint32_t mant = abs + 0xfffu + ((abs >> 13) & 1u);
+    return static_cast<uint16_t>(sign | ((mant - 0x38000000u) >> 13));
+  }
+  if (abs < 0x33000000u) return sign;  // below half the smallest subnormal: +-0
+  // Subnormal half: value = abs * 2^24 rounded to an integer with RNE.
+  const uint32_t e = abs >> 23;
+  const uint32_t m = (abs & 0x7fffffu) | 0x800000u;
+  const uint32_t shift = 126u - e;  // 14..24
+  uint32_t q = m >> shift;
+  const uint32_t rem = m & ((1u << shift) - 1u);
+  const uint32_t half = 1u << (shift - 1u);
+  if (rem > half || (rem == half && (q & 1u))) ++q;
+  return static_cast<uint16_t>(sign | q);
+}
+
+}  // namespace bnb
+
+#endif  // BNB_COMMON_HALF_H_
