@@ -1,0 +1,91 @@
+//! Safe Rust interface to libbnb: bitsandbytes-compatible 8-bit blockwise and NF4/FP4 4-bit
+//! quantization, double-quantized statistics, 4-bit and int8 matmuls.
+//!
+//! Everything goes through libbnb (never a plugin directly), so `BNB_BACKEND=cpu|cuda|hip`
+//! picks the backend the same way as from C or Python. Data is passed as host slices; on a GPU
+//! backend each call copies its arguments to the device and its results back.
+//!
+//! ```no_run
+//! use bnb::{Context, Quant4};
+//! let ctx = Context::new()?;
+//! let x: Vec<f32> = (0..1000).map(|i| (i as f32 * 0.37).sin()).collect();
+//! let mut packed = vec![0u8; bnb::packed_len(x.len())];
+//! let mut absmax = vec![0f32; bnb::num_blocks(x.len(), 64)];
+//! ctx.quantize_4bit(Quant4::Nf4, &x, 64, &mut packed, &mut absmax)?;
+//! let mut y = vec![0f32; x.len()];
+//! ctx.dequantize_4bit(Quant4::Nf4, &packed, &bnb::Scales::Plain(&absmax), 64, &mut y)?;
+//! # Ok::<(), bnb::Error>(())
+//! ```
+mod context;
+mod error;
+mod types;
+
+use bnb_sys as sys;
+
+pub use bnb_sys;
+pub use context::{num_blocks, packed_len, Context, ContextOptions, Scales};
+pub use error::{Error, Result, Status};
+pub use types::{Backend, CodeTable, DType, Float, Quant4, BF16, F16};
+
+use error::{c_text, check};
+
+/// The library's version as `MAJOR * 10000 + MINOR * 100 + PATCH`.
+pub fn version_number() -> i32 {
+    // SAFETY: no arguments.
+    unsafe { sys::bnb_version_number() }
+}
+
+/// The library's version string, e.g. "0.1.0".
+pub fn version_string() -> String {
+    // SAFETY: returns a static string.
+    unsafe { c_text(sys::bnb_version_string()) }
+}
+
+/// One backend as the library sees it (`bnb_backend_info_t`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BackendInfo {
+    pub kind: Backend,
+    pub name: String,
+    pub available: bool,
+    pub device_count: i32,
+    /// Why it is not available, or what was found.
+    pub detail: String,
+}
+
+fn fixed_text(chars: &[std::ffi::c_char]) -> String {
+    let bytes: Vec<u8> = chars.iter().take_while(|&&c| c != 0).map(|&c| c as u8).collect();
+    String::from_utf8_lossy(&bytes).into_owned()
+}
+
+/// Every backend the library knows, loaded or not.
+pub fn backends() -> Result<Vec<BackendInfo>> {
+    let mut count = 0i32;
+    // SAFETY: out-parameter.
+    unsafe { check(sys::bnb_backend_count(&mut count))? };
+    (0..count)
+        .map(|i| {
+            // SAFETY: an all-zero bnb_backend_info_t is valid; struct_size tells the library
+            // how much it may write.
+            let mut info: sys::bnb_backend_info_t = unsafe { std::mem::zeroed() };
+            info.struct_size = std::mem::size_of::<sys::bnb_backend_info_t>() as u32;
+            unsafe { check(sys::bnb_backend_get_info(i, &mut info))? };
+            Ok(BackendInfo {
+                kind: Backend::from_raw(info.kind),
+                name: fixed_text(&info.name),
+                available: info.available != 0,
+                device_count: info.device_count,
+                detail: fixed_text(&info.detail),
+            })
+        })
+        .collect()
+}
+
+/// One of the built-in code tables: 256 entries (8-bit maps) or 16 (NF4, FP4).
+pub fn code_table(which: CodeTable) -> Result<Vec<f32>> {
+    let mut table = vec![0f32; 256];
+    let mut count = 0i64;
+    // SAFETY: `table` has room for 256 floats, as the call requires.
+    unsafe { check(sys::bnb_get_code_table(which.raw(), table.as_mut_ptr(), &mut count))? };
+    table.truncate(usize::try_from(count).unwrap_or(0).min(256));
+    Ok(table)
+}
