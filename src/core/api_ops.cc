@@ -1,0 +1,241 @@
+// Entry points: 4-bit matmul, LLM.int8(), optimizers and paged memory. The core checks the
+// arguments; each backend offers the ops it implements (NULL = BNB_ERR_NOT_SUPPORTED).
+#include <cmath>
+#include <cstring>
+
+#include "context.h"
+
+using namespace bnb;
+
+#define BNB_OFFERED(op, fname) \
+  BNB_CHECK(check_offered(ctx, reinterpret_cast<const void*>(ctx->backend->ops.op), fname))
+
+extern "C" {
+
+BNB_API bnb_status_t bnb_gemm_4bit(bnb_context_t ctx, int32_t dtype, int64_t M, int64_t N, int64_t K,
+                                   const void* A, const uint8_t* W, const bnb_scales_t* scales, int32_t quant_type,
+                                   int64_t blocksize, const void* bias, void* out, void* stream) {
+  BNB_API_GUARD_BEGIN
+  BNB_CHECK(check_context(ctx));
+  BNB_CHECK(check_float_dtype(dtype, "dtype"));
+  BNB_CHECK(check_count(M, "M"));
+  BNB_CHECK(check_count(N, "N"));
+  BNB_CHECK(check_count(K, "K"));
+  BNB_CHECK(check_quant_type(quant_type));
+  BNB_CHECK(check_blocksize(blocksize, 32, 4096, "blocksize"));
+  if (K % blocksize != 0)
+    return failf(BNB_ERR_INVALID_ARGUMENT, "K = %lld is not a multiple of blocksize %lld", static_cast<long long>(K),
+                 static_cast<long long>(blocksize));
+  int64_t elems = 0;
+  BNB_CHECK(check_product(M, K, "M*K", &elems));
+  BNB_CHECK(check_product(N, K, "N*K", &elems));
+  const int64_t nblocks = elems / blocksize;
+  BNB_CHECK(check_product(M, N, "M*N", &elems));
+  BNB_CHECK(check_array(ctx, A, "A"));
+  BNB_CHECK(check_array(ctx, W, "W"));
+  BNB_CHECK(check_memory(ctx, bias, "bias"));
+  BNB_CHECK(check_array(ctx, out, "out"));
+  bnb_scales_resolved_t resolved;
+  BNB_CHECK(resolve_scales(ctx, scales, nblocks, &resolved));
+  BNB_OFFERED(gemm_4bit, "bnb_gemm_4bit");
+  return ctx->backend->ops.gemm_4bit(ctx->impl, dtype, M, N, K, A, W, &resolved, quant_type, blocksize, bias, out,
+                                     stream);
+  BNB_API_GUARD_END
+}
+
+BNB_API bnb_status_t bnb_int8_vectorwise_quant(bnb_context_t ctx, int32_t dtype, int64_t rows, int64_t cols,
+                                               const void* A, float threshold, int8_t* q, float* row_stats,
+                                               void* stream) {
+  BNB_API_GUARD_BEGIN
+  BNB_CHECK(check_context(ctx));
+  BNB_CHECK(check_float_dtype(dtype, "dtype"));
+  BNB_CHECK(check_count(rows, "rows"));
+  BNB_CHECK(check_count(cols, "cols"));
+  int64_t elems = 0;
+  BNB_CHECK(check_product(rows, cols, "rows*cols", &elems));
+  if (!(threshold >= 0.0f) || std::isinf(threshold))
+    return failf(BNB_ERR_INVALID_ARGUMENT, "threshold %g must be finite and >= 0 (0 = no outliers)", threshold);
+  BNB_CHECK(check_array(ctx, A, "A"));
+  BNB_CHECK(check_array(ctx, q, "q"));
+  BNB_CHECK(check_array(ctx, row_stats, "row_stats"));
+  BNB_OFFERED(int8_vectorwise_quant, "bnb_int8_vectorwise_quant");
+  return ctx->backend->ops.int8_vectorwise_quant(ctx->impl, dtype, rows, cols, A, threshold, q, row_stats, stream);
+  BNB_API_GUARD_END
+}
+
+BNB_API bnb_status_t bnb_int8_outlier_columns(bnb_context_t ctx, int32_t dtype, int64_t rows, int64_t cols,
+                                              const void* A, float threshold, int32_t* columns, int64_t capacity,
+                                              int64_t* count, void* stream) {
+  BNB_API_GUARD_BEGIN
+  BNB_CHECK(check_context(ctx));
+  BNB_CHECK(check_float_dtype(dtype, "dtype"));
+  BNB_CHECK(check_count(rows, "rows"));
+  BNB_CHECK(check_count(cols, "cols"));
+  int64_t elems = 0;
+  BNB_CHECK(check_product(rows, cols, "rows*cols", &elems));
+  if (!(threshold > 0.0f) || std::isinf(threshold))
+    return failf(BNB_ERR_INVALID_ARGUMENT, "threshold %g must be finite and > 0", threshold);
+  if (capacity < 0)
+    return failf(BNB_ERR_INVALID_ARGUMENT, "capacity = %lld is negative", static_cast<long long>(capacity));
+  BNB_CHECK(check_array(ctx, A, "A"));
+  if (capacity > 0) BNB_CHECK(check_array(ctx, columns, "columns"));
+  BNB_CHECK(check_not_null(count, "count"));
+  BNB_OFFERED(int8_outlier_columns, "bnb_int8_outlier_columns");
+  return ctx->backend->ops.int8_outlier_columns(ctx->impl, dtype, rows, cols, A, threshold, columns, capacity, count,
+                                                stream);
+  BNB_API_GUARD_END
+}
+
+BNB_API bnb_status_t bnb_int8_matmul(bnb_context_t ctx, int64_t M, int64_t N, int64_t K, const int8_t* A,
+                                     const int8_t* B, int32_t* C, void* stream) {
+  BNB_API_GUARD_BEGIN
+  BNB_CHECK(check_context(ctx));
+  BNB_CHECK(check_count(M, "M"));
+  BNB_CHECK(check_count(N, "N"));
+  BNB_CHECK(check_count(K, "K"));
+  int64_t elems = 0;
+  BNB_CHECK(check_product(M, K, "M*K", &elems));
+  BNB_CHECK(check_product(N, K, "N*K", &elems));
+  BNB_CHECK(check_product(M, N, "M*N", &elems));
+  if (K > 131071)
+    return failf(BNB_ERR_INVALID_ARGUMENT, "K = %lld is too large: int32 accumulation is exact only for K <= 131071",
+                 static_cast<long long>(K));
+  BNB_CHECK(check_array(ctx, A, "A"));
+  BNB_CHECK(check_array(ctx, B, "B"));
+  BNB_CHECK(check_array(ctx, C, "C"));
+  BNB_OFFERED(int8_matmul, "bnb_int8_matmul");
+  return ctx->backend->ops.int8_matmul(ctx->impl, M, N, K, A, B, C, stream);
+  BNB_API_GUARD_END
+}
+
+BNB_API bnb_status_t bnb_int8_mm_dequant(bnb_context_t ctx, int64_t M, int64_t N, const int32_t* C,
+                                         const float* row_stats, const float* col_stats, const void* bias,
+                                         int32_t out_dtype, void* out, void* stream) {
+  BNB_API_GUARD_BEGIN
+  BNB_CHECK(check_context(ctx));
+  BNB_CHECK(check_count(M, "M"));
+  BNB_CHECK(check_count(N, "N"));
+  int64_t elems = 0;
+  BNB_CHECK(check_product(M, N, "M*N", &elems));
+  BNB_CHECK(check_float_dtype(out_dtype, "out_dtype"));
+  BNB_CHECK(check_array(ctx, C, "C"));
+  BNB_CHECK(check_array(ctx, row_stats, "row_stats"));
+  BNB_CHECK(check_array(ctx, col_stats, "col_stats"));
+  BNB_CHECK(check_memory(ctx, bias, "bias"));
+  BNB_CHECK(check_array(ctx, out, "out"));
+  BNB_OFFERED(int8_mm_dequant, "bnb_int8_mm_dequant");
+  return ctx->backend->ops.int8_mm_dequant(ctx->impl, M, N, C, row_stats, col_stats, bias, out_dtype, out, stream);
+  BNB_API_GUARD_END
+}
+
+BNB_API bnb_status_t bnb_optimizer_params_init(bnb_optimizer_params_t* params) {
+  BNB_API_GUARD_BEGIN
+  BNB_CHECK(check_not_null(params, "params"));
+  std::memset(params, 0, sizeof *params);
+  params->struct_size = sizeof *params;
+  params->optimizer = BNB_OPT_ADAM;
+  params->state_bits = 32;
+  params->param_dtype = BNB_F32;
+  params->lr = 1e-3f;
+  params->beta1 = 0.9f;
+  params->beta2 = 0.999f;
+  params->beta3 = 0.9999f;
+  params->alpha = 5.0f;
+  params->eps = 1e-8f;
+  params->gnorm_scale = 1.0f;
+  params->step = 1;
+  return BNB_SUCCESS;
+  BNB_API_GUARD_END
+}
+
+BNB_API bnb_status_t bnb_optimizer_tensors_init(bnb_optimizer_tensors_t* tensors) {
+  BNB_API_GUARD_BEGIN
+  BNB_CHECK(check_not_null(tensors, "tensors"));
+  std::memset(tensors, 0, sizeof *tensors);
+  tensors->struct_size = sizeof *tensors;
+  return BNB_SUCCESS;
+  BNB_API_GUARD_END
+}
+
+BNB_API bnb_status_t bnb_optimizer_update(bnb_context_t ctx, const bnb_optimizer_params_t* params,
+                                          const bnb_optimizer_tensors_t* tensors, void* stream) {
+  BNB_API_GUARD_BEGIN
+  BNB_CHECK(check_context(ctx));
+  BNB_CHECK(check_not_null(params, "params"));
+  BNB_CHECK(check_not_null(tensors, "tensors"));
+  if (params->struct_size < sizeof(bnb_optimizer_params_t))
+    return failf(BNB_ERR_INVALID_ARGUMENT, "params->struct_size %u is smaller than %zu: call bnb_optimizer_params_init",
+                 params->struct_size, sizeof(bnb_optimizer_params_t));
+  if (tensors->struct_size < sizeof(bnb_optimizer_tensors_t))
+    return failf(BNB_ERR_INVALID_ARGUMENT,
+                 "tensors->struct_size %u is smaller than %zu: call bnb_optimizer_tensors_init", tensors->struct_size,
+                 sizeof(bnb_optimizer_tensors_t));
+  const int32_t opt = params->optimizer;
+  if (opt < BNB_OPT_ADAM || opt > BNB_OPT_LARS)
+    return failf(BNB_ERR_INVALID_ARGUMENT, "params->optimizer %d is not a bnb_optimizer_t (1..8)", opt);
+  if (params->state_bits != 32 && params->state_bits != 8)
+    return failf(BNB_ERR_INVALID_ARGUMENT, "params->state_bits %d is not supported: use 32 or 8", params->state_bits);
+  BNB_CHECK(check_float_dtype(params->param_dtype, "params->param_dtype"));
+  BNB_CHECK(check_count(params->n, "params->n"));
+  if (params->step < 1)
+    return failf(BNB_ERR_INVALID_ARGUMENT, "params->step = %lld: steps are 1-based",
+                 static_cast<long long>(params->step));
+  if (!std::isfinite(params->lr)) return fail(BNB_ERR_INVALID_ARGUMENT, "params->lr is not finite");
+  BNB_CHECK(check_array(ctx, tensors->p, "tensors->p"));
+  BNB_CHECK(check_array(ctx, tensors->g, "tensors->g"));
+  BNB_CHECK(check_array(ctx, tensors->state1, "tensors->state1"));
+  const bool two_states = opt == BNB_OPT_ADAM || opt == BNB_OPT_ADEMAMIX || opt == BNB_OPT_LAMB;
+  if (two_states) BNB_CHECK(check_array(ctx, tensors->state2, "tensors->state2"));
+  else BNB_CHECK(check_memory(ctx, tensors->state2, "tensors->state2"));
+  if (params->state_bits == 8) {
+    BNB_CHECK(check_array(ctx, tensors->absmax1, "tensors->absmax1"));
+    if (two_states) BNB_CHECK(check_array(ctx, tensors->absmax2, "tensors->absmax2"));
+    BNB_CHECK(check_memory(ctx, tensors->qmap1, "tensors->qmap1"));
+    BNB_CHECK(check_memory(ctx, tensors->qmap2, "tensors->qmap2"));
+  }
+  if (params->max_unorm > 0.0f) BNB_CHECK(check_array(ctx, tensors->unorm_vec, "tensors->unorm_vec"));
+  BNB_OFFERED(optimizer_update, "bnb_optimizer_update");
+  return ctx->backend->ops.optimizer_update(ctx->impl, params, tensors, stream);
+  BNB_API_GUARD_END
+}
+
+BNB_API bnb_status_t bnb_paged_alloc(bnb_context_t ctx, int64_t bytes, void** ptr) {
+  BNB_API_GUARD_BEGIN
+  BNB_CHECK(check_context(ctx));
+  BNB_CHECK(check_not_null(ptr, "ptr"));
+  *ptr = nullptr;
+  BNB_CHECK(check_count(bytes, "bytes"));
+  // Paged memory on the CPU is ordinary host memory.
+  if (ctx->backend->ops.paged_alloc == nullptr && ctx->kind == BNB_BACKEND_CPU)
+    return ctx->backend->ops.mem_alloc(ctx->impl, bytes, ptr);
+  BNB_OFFERED(paged_alloc, "bnb_paged_alloc");
+  return ctx->backend->ops.paged_alloc(ctx->impl, bytes, ptr);
+  BNB_API_GUARD_END
+}
+
+BNB_API bnb_status_t bnb_paged_free(bnb_context_t ctx, void* ptr) {
+  BNB_API_GUARD_BEGIN
+  BNB_CHECK(check_context(ctx));
+  if (ptr == nullptr) return BNB_SUCCESS;
+  if (ctx->backend->ops.paged_free == nullptr && ctx->kind == BNB_BACKEND_CPU)
+    return ctx->backend->ops.mem_free(ctx->impl, ptr);
+  BNB_OFFERED(paged_free, "bnb_paged_free");
+  return ctx->backend->ops.paged_free(ctx->impl, ptr);
+  BNB_API_GUARD_END
+}
+
+BNB_API bnb_status_t bnb_paged_prefetch(bnb_context_t ctx, void* ptr, int64_t bytes, int32_t to_device,
+                                        void* stream) {
+  BNB_API_GUARD_BEGIN
+  BNB_CHECK(check_context(ctx));
+  BNB_CHECK(check_not_null(ptr, "ptr"));
+  BNB_CHECK(check_count(bytes, "bytes"));
+  if (to_device != 0 && to_device != 1)
+    return failf(BNB_ERR_INVALID_ARGUMENT, "to_device %d must be 0 (host) or 1 (device)", to_device);
+  if (ctx->backend->ops.paged_prefetch == nullptr && ctx->kind == BNB_BACKEND_CPU) return BNB_SUCCESS;
+  BNB_OFFERED(paged_prefetch, "bnb_paged_prefetch");
+  return ctx->backend->ops.paged_prefetch(ctx->impl, ptr, bytes, to_device, stream);
+  BNB_API_GUARD_END
+}
+
+}  // extern "C"

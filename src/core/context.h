@@ -1,0 +1,58 @@
+// The context object behind bnb_context_t, and the argument checks every entry point shares.
+#ifndef BNB_CORE_CONTEXT_H_
+#define BNB_CORE_CONTEXT_H_
+
+#include <cstdint>
+#include <string>
+
+#include "error.h"
+#include "registry.h"
+
+struct bnb_context {
+  static constexpr uint64_t kMagic = 0x626e62637478ull;  // "bnbctx"
+  uint64_t magic = kMagic;
+  const bnb::Backend* backend = nullptr;
+  void* impl = nullptr;
+  int32_t kind = 0;
+  int32_t device = 0;
+};
+
+namespace bnb {
+
+// Largest element count accepted anywhere: keeps every byte count of every dtype inside int64_t.
+constexpr int64_t kMaxElements = INT64_C(1) << 60;
+
+bnb_status_t check_context(bnb_context_t ctx);
+bnb_status_t check_not_null(const void* ptr, const char* name);
+bnb_status_t check_count(int64_t n, const char* name);
+// Product of two positive counts, failing if it exceeds kMaxElements.
+bnb_status_t check_product(int64_t a, int64_t b, const char* what, int64_t* out);
+bnb_status_t check_float_dtype(int32_t dtype, const char* name);
+bnb_status_t check_quant_type(int32_t quant_type);
+bnb_status_t check_blocksize(int64_t blocksize, int64_t lo, int64_t hi, const char* name);
+// The pointer must live in the memory of the context's backend (host for CPU, device or managed
+// memory of the context's device for GPU backends).
+bnb_status_t check_memory(bnb_context_t ctx, const void* ptr, const char* name);
+// NULL check + memory check in one.
+bnb_status_t check_array(bnb_context_t ctx, const void* ptr, const char* name);
+// The op is offered by the context's backend.
+bnb_status_t check_offered(bnb_context_t ctx, const void* op, const char* function);
+
+int64_t ceil_div(int64_t a, int64_t b);
+const char* dtype_name(int32_t dtype);
+
+}  // namespace bnb
+
+#define BNB_CHECK(expr)                       \
+  do {                                        \
+    const bnb_status_t bnb_check_s_ = (expr); \
+    if (bnb_check_s_ != BNB_SUCCESS) return bnb_check_s_; \
+  } while (0)
+
+#endif  // BNB_CORE_CONTEXT_H_
+
+namespace bnb {
+// Checks a caller's bnb_scales_t for a tensor of `nblocks` blocks and fills the backend's form.
+bnb_status_t resolve_scales(bnb_context_t ctx, const bnb_scales_t* scales, int64_t nblocks,
+                            bnb_scales_resolved_t* out);
+}  // namespace bnb

@@ -1,0 +1,115 @@
+#include "golden.h"
+
+#include <cstdlib>
+#include <cstring>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <sstream>
+#include <stdexcept>
+
+#include "half.h"
+
+namespace bnb_test {
+namespace {
+
+size_t dtype_size(const std::string& dtype) {
+  if (dtype == "float32" || dtype == "int32") return 4;
+  if (dtype == "float16" || dtype == "bfloat16") return 2;
+  if (dtype == "uint8" || dtype == "int8") return 1;
+  if (dtype == "int64") return 8;
+  throw std::runtime_error("unknown golden dtype " + dtype);
+}
+
+std::vector<uint8_t> read_file(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw std::runtime_error("cannot open " + path);
+  return std::vector<uint8_t>(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+}
+
+GoldenArray load_array(const std::string& dir, const nlohmann::json& j) {
+  GoldenArray a;
+  a.file = j.at("file").get<std::string>();
+  a.dtype = j.at("dtype").get<std::string>();
+  a.shape = j.at("shape").get<std::vector<int64_t>>();
+  a.bytes = read_file(dir + "/" + a.file);
+  if (a.bytes.size() != static_cast<size_t>(a.numel()) * dtype_size(a.dtype))
+    throw std::runtime_error(a.file + ": size does not match its shape and dtype");
+  return a;
+}
+
+}  // namespace
+
+int64_t GoldenArray::numel() const {
+  int64_t n = 1;
+  for (int64_t d : shape) n *= d;
+  return n;
+}
+
+std::vector<float> GoldenArray::as_f32() const {
+  const int64_t n = numel();
+  std::vector<float> out(static_cast<size_t>(n));
+  for (int64_t i = 0; i < n; ++i) {
+    if (dtype == "float32") {
+      std::memcpy(&out[i], &bytes[i * 4], 4);
+    } else {
+      uint16_t h;
+      std::memcpy(&h, &bytes[i * 2], 2);
+      out[i] = dtype == "float16" ? bnb::f16_to_f32(h) : bnb::bf16_to_f32(h);
+    }
+  }
+  return out;
+}
+
+std::string GoldenCase::param_string(const std::string& key) const {
+  auto it = params.find(key);
+  if (it == params.end()) return "";
+  const nlohmann::json j = nlohmann::json::parse(it->second);
+  return j.is_string() ? j.get<std::string>() : j.dump();
+}
+
+int64_t GoldenCase::param_int(const std::string& key) const {
+  auto it = params.find(key);
+  if (it == params.end()) throw std::runtime_error("golden case lacks param " + key);
+  return nlohmann::json::parse(it->second).get<int64_t>();
+}
+
+std::string GoldenCase::label() const {
+  std::ostringstream s;
+  s << "#" << index << " " << op;
+  for (const auto& kv : params) s << " " << kv.first << "=" << kv.second;
+  auto it = inputs.find("A");
+  if (it != inputs.end()) s << " " << it->second.dtype;
+  return s.str();
+}
+
+std::string golden_dir() {
+  if (const char* env = std::getenv("BNB_GOLDEN_DIR")) return env;
+  return BNB_GOLDEN_DIR;
+}
+
+std::vector<GoldenCase> load_golden(const std::string& op, const std::string& backend) {
+  const std::string dir = golden_dir();
+  std::ifstream in(dir + "/manifest.json");
+  if (!in) return {};
+  const nlohmann::json manifest = nlohmann::json::parse(in);
+  std::vector<GoldenCase> cases;
+  int index = 0;
+  for (const auto& c : manifest.at("cases")) {
+    ++index;
+    if (c.at("op") != op || c.at("backend") != backend) continue;
+    GoldenCase g;
+    g.index = index - 1;
+    g.op = op;
+    g.backend = backend;
+    if (c.contains("note")) g.note = c.at("note").get<std::string>();
+    for (auto it = c.at("params").begin(); it != c.at("params").end(); ++it) g.params[it.key()] = it.value().dump();
+    for (auto it = c.at("inputs").begin(); it != c.at("inputs").end(); ++it)
+      g.inputs[it.key()] = load_array(dir, it.value());
+    for (auto it = c.at("outputs").begin(); it != c.at("outputs").end(); ++it)
+      g.outputs[it.key()] = load_array(dir, it.value());
+    cases.push_back(std::move(g));
+  }
+  return cases;
+}
+
+}  // namespace bnb_test

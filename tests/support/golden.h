@@ -1,0 +1,38 @@
+// Reader for the golden vectors produced by bitsandbytes (../shared/golden, see its README).
+#ifndef BNB_TESTS_GOLDEN_H_
+#define BNB_TESTS_GOLDEN_H_
+
+#include <cstdint>
+#include <map>
+#include <string>
+#include <vector>
+
+namespace bnb_test {
+
+struct GoldenArray {
+  std::string file;
+  std::string dtype;           // float32, float16, bfloat16, uint8, int8, int32, int64
+  std::vector<int64_t> shape;
+  std::vector<uint8_t> bytes;  // raw little-endian contents
+  int64_t numel() const;
+  std::vector<float> as_f32() const;  // widened exactly from float32/float16/bfloat16
+};
+
+struct GoldenCase {
+  int index = 0;
+  std::string op, backend, note;
+  std::map<std::string, std::string> params;  // scalar params as JSON text ("64", "\"nf4\"")
+  std::map<std::string, GoldenArray> inputs, outputs;
+  std::string param_string(const std::string& key) const;  // unquoted string param
+  int64_t param_int(const std::string& key) const;
+  std::string label() const;  // "#12 quantize_4bit nf4 bs64 n=13289 float16"
+};
+
+// The golden directory: $BNB_GOLDEN_DIR, else the path configured at build time.
+std::string golden_dir();
+// Every case of `op` for `backend`, with arrays loaded. Empty when the directory is missing.
+std::vector<GoldenCase> load_golden(const std::string& op, const std::string& backend);
+
+}  // namespace bnb_test
+
+#endif  // BNB_TESTS_GOLDEN_H_

@@ -1,0 +1,9 @@
+#ifndef BNB_TOOLS_CLI_H_
+#define BNB_TOOLS_CLI_H_
+
+#include <string>
+#include <vector>
+
+int run_bench(const std::vector<std::string>& args);
+
+#endif  // BNB_TOOLS_CLI_H_
