@@ -18,24 +18,67 @@ use std::process::Command;
 
 // Every struct of bnb.h and its fields, in declaration order.
 const STRUCTS: &[(&str, &[&str])] = &[
-    ("bnb_backend_info_t", &["struct_size", "kind", "name", "available", "device_count", "detail"]),
-    ("bnb_context_options_t", &["struct_size", "backend", "device", "num_threads"]),
+    (
+        "bnb_backend_info_t",
+        &[
+            "struct_size",
+            "kind",
+            "name",
+            "available",
+            "device_count",
+            "detail",
+        ],
+    ),
+    (
+        "bnb_context_options_t",
+        &["struct_size", "backend", "device", "num_threads"],
+    ),
     (
         "bnb_scales_t",
-        &["struct_size", "absmax", "absmax_q", "absmax2", "code2", "offset", "blocksize2"],
+        &[
+            "struct_size",
+            "absmax",
+            "absmax_q",
+            "absmax2",
+            "code2",
+            "offset",
+            "blocksize2",
+        ],
     ),
     (
         "bnb_optimizer_params_t",
         &[
-            "struct_size", "optimizer", "state_bits", "param_dtype", "n", "lr", "beta1", "beta2",
-            "beta3", "alpha", "eps", "weight_decay", "gnorm_scale", "max_unorm", "param_norm",
-            "step", "skip_zeros",
+            "struct_size",
+            "optimizer",
+            "state_bits",
+            "param_dtype",
+            "n",
+            "lr",
+            "beta1",
+            "beta2",
+            "beta3",
+            "alpha",
+            "eps",
+            "weight_decay",
+            "gnorm_scale",
+            "max_unorm",
+            "param_norm",
+            "step",
+            "skip_zeros",
         ],
     ),
     (
         "bnb_optimizer_tensors_t",
         &[
-            "struct_size", "p", "g", "state1", "state2", "absmax1", "absmax2", "qmap1", "qmap2",
+            "struct_size",
+            "p",
+            "g",
+            "state1",
+            "state2",
+            "absmax1",
+            "absmax2",
+            "qmap1",
+            "qmap2",
             "unorm_vec",
         ],
     ),
@@ -103,7 +146,10 @@ fn probe_source() -> String {
         let _ = writeln!(c, "  printf(\"{name}::size %zu\\n\", sizeof({name}));");
         let _ = writeln!(c, "  printf(\"{name}::align %zu\\n\", alignof({name}));");
         for field in *fields {
-            let _ = writeln!(c, "  printf(\"{name}.{field} %zu\\n\", offsetof({name}, {field}));");
+            let _ = writeln!(
+                c,
+                "  printf(\"{name}.{field} %zu\\n\", offsetof({name}, {field}));"
+            );
             let _ = writeln!(
                 c,
                 "  printf(\"{name}.{field}::size %zu\\n\", sizeof((({name}*)0)->{field}));"

@@ -16,8 +16,7 @@ use std::marker::{PhantomData, PhantomPinned};
 pub const BNB_VERSION_MAJOR: i32 = 0;
 pub const BNB_VERSION_MINOR: i32 = 1;
 pub const BNB_VERSION_PATCH: i32 = 0;
-pub const BNB_VERSION_NUMBER: i32 =
-    BNB_VERSION_MAJOR * 10000 + BNB_VERSION_MINOR * 100 + BNB_VERSION_PATCH;
+pub const BNB_VERSION_NUMBER: i32 = BNB_VERSION_MAJOR * 10000 + BNB_VERSION_MINOR * 100 + BNB_VERSION_PATCH;
 
 pub type bnb_status_t = i32;
 pub const BNB_SUCCESS: bnb_status_t = 0;
@@ -159,16 +158,10 @@ extern "C" {
     pub fn bnb_backend_get_info(index: i32, info: *mut bnb_backend_info_t) -> bnb_status_t;
 
     pub fn bnb_context_options_init(options: *mut bnb_context_options_t) -> bnb_status_t;
-    pub fn bnb_context_create(
-        options: *const bnb_context_options_t,
-        ctx: *mut bnb_context_t,
-    ) -> bnb_status_t;
+    pub fn bnb_context_create(options: *const bnb_context_options_t, ctx: *mut bnb_context_t)
+        -> bnb_status_t;
     pub fn bnb_context_destroy(ctx: bnb_context_t) -> bnb_status_t;
-    pub fn bnb_context_get_backend(
-        ctx: bnb_context_t,
-        kind: *mut i32,
-        device: *mut i32,
-    ) -> bnb_status_t;
+    pub fn bnb_context_get_backend(ctx: bnb_context_t, kind: *mut i32, device: *mut i32) -> bnb_status_t;
 
     pub fn bnb_get_code_table(which: i32, out: *mut f32, count: *mut i64) -> bnb_status_t;
 

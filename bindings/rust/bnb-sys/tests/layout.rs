@@ -30,16 +30,75 @@ fn field_size<S, F>(_: impl Fn(&S) -> &F) -> usize {
 
 fn rust_side() -> BTreeMap<String, usize> {
     let mut m = BTreeMap::new();
-    rust_layout!(m, bnb_backend_info_t { struct_size, kind, name, available, device_count, detail });
-    rust_layout!(m, bnb_context_options_t { struct_size, backend, device, num_threads });
-    rust_layout!(m, bnb_scales_t { struct_size, absmax, absmax_q, absmax2, code2, offset, blocksize2 });
-    rust_layout!(m, bnb_optimizer_params_t {
-        struct_size, optimizer, state_bits, param_dtype, n, lr, beta1, beta2, beta3, alpha, eps,
-        weight_decay, gnorm_scale, max_unorm, param_norm, step, skip_zeros,
-    });
-    rust_layout!(m, bnb_optimizer_tensors_t {
-        struct_size, p, g, state1, state2, absmax1, absmax2, qmap1, qmap2, unorm_vec,
-    });
+    rust_layout!(
+        m,
+        bnb_backend_info_t {
+            struct_size,
+            kind,
+            name,
+            available,
+            device_count,
+            detail
+        }
+    );
+    rust_layout!(
+        m,
+        bnb_context_options_t {
+            struct_size,
+            backend,
+            device,
+            num_threads
+        }
+    );
+    rust_layout!(
+        m,
+        bnb_scales_t {
+            struct_size,
+            absmax,
+            absmax_q,
+            absmax2,
+            code2,
+            offset,
+            blocksize2
+        }
+    );
+    rust_layout!(
+        m,
+        bnb_optimizer_params_t {
+            struct_size,
+            optimizer,
+            state_bits,
+            param_dtype,
+            n,
+            lr,
+            beta1,
+            beta2,
+            beta3,
+            alpha,
+            eps,
+            weight_decay,
+            gnorm_scale,
+            max_unorm,
+            param_norm,
+            step,
+            skip_zeros,
+        }
+    );
+    rust_layout!(
+        m,
+        bnb_optimizer_tensors_t {
+            struct_size,
+            p,
+            g,
+            state1,
+            state2,
+            absmax1,
+            absmax2,
+            qmap1,
+            qmap2,
+            unorm_vec,
+        }
+    );
     for name in [
         "bnb_status_t",
         "bnb_dtype_t",
@@ -59,8 +118,7 @@ fn struct_layouts_match_the_c_header() {
     if let Some(why) = C_LAYOUT_ERROR {
         panic!("the C layout probe could not run: {why}");
     }
-    let c_side: BTreeMap<String, usize> =
-        C_LAYOUT.iter().map(|(k, v)| (k.to_string(), *v)).collect();
+    let c_side: BTreeMap<String, usize> = C_LAYOUT.iter().map(|(k, v)| (k.to_string(), *v)).collect();
     let rust = rust_side();
     assert!(c_side.len() > 40, "probe reported only {} entries", c_side.len());
     let mut mismatches = Vec::new();
@@ -71,7 +129,11 @@ fn struct_layouts_match_the_c_header() {
         }
     }
     mismatches.dedup();
-    assert!(mismatches.is_empty(), "layout mismatches:\n{}", mismatches.join("\n"));
+    assert!(
+        mismatches.is_empty(),
+        "layout mismatches:\n{}",
+        mismatches.join("\n")
+    );
 }
 
 #[test]

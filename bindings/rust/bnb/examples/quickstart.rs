@@ -15,7 +15,11 @@ fn main() -> Result<(), bnb::Error> {
     ctx.dequantize_4bit(Quant4::Nf4, &packed, &Scales::Plain(&absmax), blocksize, &mut y)?;
 
     let max_err = x.iter().zip(&y).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
-    println!("bnb {} on {:?}: NF4 max error {max_err:.4}", bnb::version_string(), ctx.backend());
+    println!(
+        "bnb {} on {:?}: NF4 max error {max_err:.4}",
+        bnb::version_string(),
+        ctx.backend()
+    );
     if let Err(e) = ctx.quantize_4bit(Quant4::Nf4, &x, 48, &mut packed, &mut absmax) {
         println!("blocksize 48 -> {e}");
     }

@@ -19,7 +19,11 @@ pub struct ContextOptions {
 
 impl Default for ContextOptions {
     fn default() -> Self {
-        ContextOptions { backend: Backend::Auto, device: 0, num_threads: 0 }
+        ContextOptions {
+            backend: Backend::Auto,
+            device: 0,
+            num_threads: 0,
+        }
     }
 }
 
@@ -64,7 +68,10 @@ impl Drop for Context {
 
 impl std::fmt::Debug for Context {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Context").field("backend", &self.backend).field("device", &self.device).finish()
+        f.debug_struct("Context")
+            .field("backend", &self.backend)
+            .field("device", &self.device)
+            .finish()
     }
 }
 
@@ -93,13 +100,16 @@ pub fn packed_len(n: usize) -> usize {
 
 fn need(name: &str, have: usize, want: usize, what: &str) -> Result<()> {
     if have < want {
-        return Err(Error::invalid(format!("{name} has {have} elements, needs {want} ({what})")));
+        return Err(Error::invalid(format!(
+            "{name} has {have} elements, needs {want} ({what})"
+        )));
     }
     Ok(())
 }
 
 fn product(what: &str, a: usize, b: usize) -> Result<usize> {
-    a.checked_mul(b).ok_or_else(|| Error::invalid(format!("{what}: {a} x {b} overflows")))
+    a.checked_mul(b)
+        .ok_or_else(|| Error::invalid(format!("{what}: {a} x {b} overflows")))
 }
 
 /// An argument in the context's backend memory: the host slice itself on CPU, a device copy
@@ -138,7 +148,10 @@ impl Context {
 
     /// A context on `backend` (device 0); an unavailable backend is an error, never a fallback.
     pub fn with_backend(backend: Backend) -> Result<Context> {
-        Context::with_options(&ContextOptions { backend, ..ContextOptions::default() })
+        Context::with_options(&ContextOptions {
+            backend,
+            ..ContextOptions::default()
+        })
     }
 
     pub fn with_options(options: &ContextOptions) -> Result<Context> {
@@ -153,10 +166,18 @@ impl Context {
             raw_options.num_threads = options.num_threads;
             check(sys::bnb_context_create(&raw_options, &mut raw))?;
         }
-        let ctx = Context { raw, backend: Backend::Auto, device: 0 };
+        let ctx = Context {
+            raw,
+            backend: Backend::Auto,
+            device: 0,
+        };
         // SAFETY: `raw` is a live context.
         unsafe { check(sys::bnb_context_get_backend(ctx.raw, &mut kind, &mut device))? };
-        Ok(Context { backend: Backend::from_raw(kind), device, ..ctx })
+        Ok(Context {
+            backend: Backend::from_raw(kind),
+            device,
+            ..ctx
+        })
     }
 
     /// The backend this context runs on (never `Auto`).
@@ -181,14 +202,22 @@ impl Context {
         let mut p = ptr::null_mut();
         // SAFETY: out-parameter; freed by Staged's drop.
         unsafe { check(sys::bnb_malloc(self.raw, to_i64("bytes", bytes)?, &mut p))? };
-        Ok(Staged { ctx: self, ptr: p, owned: true })
+        Ok(Staged {
+            ctx: self,
+            ptr: p,
+            owned: true,
+        })
     }
 
     /// An input slice where the backend can read it.
     fn input<T: Copy>(&self, s: &[T]) -> Result<Staged<'_>> {
         let bytes = std::mem::size_of_val(s);
         if self.host_addressable() || bytes == 0 {
-            return Ok(Staged { ctx: self, ptr: s.as_ptr() as *mut c_void, owned: false });
+            return Ok(Staged {
+                ctx: self,
+                ptr: s.as_ptr() as *mut c_void,
+                owned: false,
+            });
         }
         let staged = self.alloc(bytes)?;
         // SAFETY: `staged` has `bytes` bytes of backend memory; `s` has `bytes` bytes.
@@ -213,7 +242,11 @@ impl Context {
     fn output<T: Copy>(&self, s: &mut [T]) -> Result<Staged<'_>> {
         let bytes = std::mem::size_of_val(s);
         if self.host_addressable() || bytes == 0 {
-            return Ok(Staged { ctx: self, ptr: s.as_mut_ptr().cast(), owned: false });
+            return Ok(Staged {
+                ctx: self,
+                ptr: s.as_mut_ptr().cast(),
+                owned: false,
+            });
         }
         self.alloc(bytes)
     }
@@ -252,7 +285,12 @@ impl Context {
     ) -> Result<()> {
         let n = a.len();
         need("out", out.len(), n, "one code per input element")?;
-        need("absmax", absmax.len(), blocks(n, blocksize), "one float per block")?;
+        need(
+            "absmax",
+            absmax.len(),
+            blocks(n, blocksize),
+            "one float per block",
+        )?;
         if let Some(code) = code {
             need("code", code.len(), 256, "a 256-entry table")?;
         }
@@ -287,7 +325,12 @@ impl Context {
     ) -> Result<()> {
         let n = out.len();
         need("q", q.len(), n, "one code per output element")?;
-        need("absmax", absmax.len(), blocks(n, blocksize), "one float per block")?;
+        need(
+            "absmax",
+            absmax.len(),
+            blocks(n, blocksize),
+            "one float per block",
+        )?;
         if let Some(code) = code {
             need("code", code.len(), 256, "a 256-entry table")?;
         }
@@ -323,7 +366,12 @@ impl Context {
         let n = a.len();
         let packed_bytes = packed_len(n);
         need("packed", packed.len(), packed_bytes, "two codes per byte")?;
-        need("absmax", absmax.len(), blocks(n, blocksize), "one float per block")?;
+        need(
+            "absmax",
+            absmax.len(),
+            blocks(n, blocksize),
+            "one float per block",
+        )?;
         let a_s = self.input(a)?;
         let (packed_s, absmax_s) = (self.output(packed)?, self.output(absmax)?);
         // SAFETY: buffers checked above.
@@ -380,10 +428,19 @@ impl Context {
     pub fn compress_absmax(&self, absmax: &[f32], absmax_q: &mut [u8], absmax2: &mut [f32]) -> Result<f32> {
         let nblocks = absmax.len();
         need("absmax_q", absmax_q.len(), nblocks, "one code per block")?;
-        need("absmax2", absmax2.len(), blocks(nblocks, 256), "one float per 256 blocks")?;
+        need(
+            "absmax2",
+            absmax2.len(),
+            blocks(nblocks, 256),
+            "one float per 256 blocks",
+        )?;
         let mut offset = [0f32; 1];
         let absmax_s = self.input(absmax)?;
-        let (q_s, a2_s, off_s) = (self.output(absmax_q)?, self.output(absmax2)?, self.output(&mut offset)?);
+        let (q_s, a2_s, off_s) = (
+            self.output(absmax_q)?,
+            self.output(absmax2)?,
+            self.output(&mut offset)?,
+        );
         // SAFETY: buffers checked above.
         unsafe {
             check(sys::bnb_compress_absmax(
@@ -484,7 +541,13 @@ impl Context {
     }
 
     /// The columns of `a[rows, cols]` holding any `|x| >= threshold`, ascending.
-    pub fn int8_outlier_columns<T: Float>(&self, rows: usize, cols: usize, a: &[T], threshold: f32) -> Result<Vec<i32>> {
+    pub fn int8_outlier_columns<T: Float>(
+        &self,
+        rows: usize,
+        cols: usize,
+        a: &[T],
+        threshold: f32,
+    ) -> Result<Vec<i32>> {
         need("a", a.len(), product("rows*cols", rows, cols)?, "rows*cols")?;
         let mut columns = vec![0i32; cols];
         let mut count: i64 = 0;
@@ -554,8 +617,12 @@ impl Context {
         if let Some(bias) = bias {
             need("bias", bias.len(), n, "one per column")?;
         }
-        let (c_s, rs_s, cs_s, bias_s) =
-            (self.input(c)?, self.input(row_stats)?, self.input(col_stats)?, self.input_opt(bias)?);
+        let (c_s, rs_s, cs_s, bias_s) = (
+            self.input(c)?,
+            self.input(row_stats)?,
+            self.input(col_stats)?,
+            self.input_opt(bias)?,
+        );
         let out_s = self.output(out)?;
         // SAFETY: buffers checked above.
         unsafe {
@@ -597,9 +664,20 @@ impl Context {
                 raw.absmax = s.ptr();
                 keep.push(s);
             }
-            Scales::Nested { absmax_q, absmax2, code2, offset, blocksize2 } => {
+            Scales::Nested {
+                absmax_q,
+                absmax2,
+                code2,
+                offset,
+                blocksize2,
+            } => {
                 need("absmax_q", absmax_q.len(), nblocks, "one code per block")?;
-                need("absmax2", absmax2.len(), blocks(nblocks, *blocksize2), "one float per blocksize2 codes")?;
+                need(
+                    "absmax2",
+                    absmax2.len(),
+                    blocks(nblocks, *blocksize2),
+                    "one float per blocksize2 codes",
+                )?;
                 if let Some(code2) = code2 {
                     need("code2", code2.len(), 256, "a 256-entry table")?;
                 }

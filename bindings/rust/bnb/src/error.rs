@@ -65,7 +65,10 @@ pub struct Error {
 
 impl Error {
     pub fn new(status: Status, message: impl Into<String>) -> Error {
-        Error { status, message: message.into() }
+        Error {
+            status,
+            message: message.into(),
+        }
     }
 
     pub fn status(&self) -> Status {
@@ -102,7 +105,9 @@ pub(crate) fn check(raw: sys::bnb_status_t) -> Result<()> {
     match Status::from_raw(raw) {
         None => Ok(()),
         // SAFETY: the message is this thread's, valid until its next failing call; copied now.
-        Some(status) => Err(Error::new(status, unsafe { c_text(sys::bnb_last_error_message()) })),
+        Some(status) => Err(Error::new(status, unsafe {
+            c_text(sys::bnb_last_error_message())
+        })),
     }
 }
 

@@ -85,7 +85,13 @@ pub fn code_table(which: CodeTable) -> Result<Vec<f32>> {
     let mut table = vec![0f32; 256];
     let mut count = 0i64;
     // SAFETY: `table` has room for 256 floats, as the call requires.
-    unsafe { check(sys::bnb_get_code_table(which.raw(), table.as_mut_ptr(), &mut count))? };
+    unsafe {
+        check(sys::bnb_get_code_table(
+            which.raw(),
+            table.as_mut_ptr(),
+            &mut count,
+        ))?
+    };
     table.truncate(usize::try_from(count).unwrap_or(0).min(256));
     Ok(table)
 }

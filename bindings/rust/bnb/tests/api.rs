@@ -12,7 +12,10 @@ fn version_matches_the_header() {
 #[test]
 fn cpu_backend_is_listed_and_available() {
     let all = bnb::backends().expect("backends");
-    let cpu = all.iter().find(|b| b.kind == Backend::Cpu).expect("cpu backend listed");
+    let cpu = all
+        .iter()
+        .find(|b| b.kind == Backend::Cpu)
+        .expect("cpu backend listed");
     assert_eq!(cpu.name, "cpu");
     assert!(cpu.available, "cpu backend not available: {}", cpu.detail);
     let ctx = Context::with_backend(Backend::Cpu).expect("cpu context");
@@ -25,9 +28,15 @@ fn unsupported_blocksize_is_an_error_with_the_library_message() {
     let a = vec![1.0f32; 480];
     let mut q = vec![0u8; 480];
     let mut absmax = vec![0f32; 10];
-    let err = ctx.quantize_blockwise(&a, 48, None, &mut q, &mut absmax).unwrap_err();
+    let err = ctx
+        .quantize_blockwise(&a, 48, None, &mut q, &mut absmax)
+        .unwrap_err();
     assert_eq!(err.status(), Status::InvalidArgument);
-    assert!(err.message().contains("blocksize"), "message: {:?}", err.message());
+    assert!(
+        err.message().contains("blocksize"),
+        "message: {:?}",
+        err.message()
+    );
     assert!(err.to_string().contains(err.message()));
     // The status name comes from bnb_status_string, not from this crate.
     assert!(!err.status().name().is_empty());
@@ -50,13 +59,25 @@ fn short_output_slice_is_rejected_before_the_call() {
     let a = vec![0.5f32; 1000];
     let mut q = vec![0u8; 999];
     let mut absmax = vec![0f32; 16];
-    let err = ctx.quantize_blockwise(&a, 64, None, &mut q, &mut absmax).unwrap_err();
+    let err = ctx
+        .quantize_blockwise(&a, 64, None, &mut q, &mut absmax)
+        .unwrap_err();
     assert_eq!(err.status(), Status::InvalidArgument);
-    assert!(err.message().starts_with("out has 999 elements"), "{}", err.message());
+    assert!(
+        err.message().starts_with("out has 999 elements"),
+        "{}",
+        err.message()
+    );
     let mut absmax = vec![0f32; 15];
     let mut q = vec![0u8; 1000];
-    let err = ctx.quantize_blockwise(&a, 64, None, &mut q, &mut absmax).unwrap_err();
-    assert!(err.message().starts_with("absmax has 15 elements, needs 16"), "{}", err.message());
+    let err = ctx
+        .quantize_blockwise(&a, 64, None, &mut q, &mut absmax)
+        .unwrap_err();
+    assert!(
+        err.message().starts_with("absmax has 15 elements, needs 16"),
+        "{}",
+        err.message()
+    );
 }
 
 #[test]
@@ -90,28 +111,47 @@ fn double_quantized_scales_round_trip() {
     let bs = 64;
     let mut packed = vec![0u8; bnb::packed_len(x.len())];
     let mut absmax = vec![0f32; bnb::num_blocks(x.len(), bs)];
-    ctx.quantize_4bit(Quant4::Nf4, &x, bs, &mut packed, &mut absmax).unwrap();
+    ctx.quantize_4bit(Quant4::Nf4, &x, bs, &mut packed, &mut absmax)
+        .unwrap();
 
     let mut absmax_q = vec![0u8; absmax.len()];
     let mut absmax2 = vec![0f32; bnb::num_blocks(absmax.len(), 256)];
     let offset = ctx.compress_absmax(&absmax, &mut absmax_q, &mut absmax2).unwrap();
     let mean = absmax.iter().map(|&v| v as f64).sum::<f64>() / absmax.len() as f64;
-    assert!((offset as f64 - mean).abs() <= 1e-5 * mean.abs(), "offset {offset}, mean {mean}");
+    assert!(
+        (offset as f64 - mean).abs() <= 1e-5 * mean.abs(),
+        "offset {offset}, mean {mean}"
+    );
 
     let mut plain = vec![0f32; x.len()];
-    ctx.dequantize_4bit(Quant4::Nf4, &packed, &Scales::Plain(&absmax), bs, &mut plain).unwrap();
+    ctx.dequantize_4bit(Quant4::Nf4, &packed, &Scales::Plain(&absmax), bs, &mut plain)
+        .unwrap();
     let mut nested = vec![0f32; x.len()];
-    let scales = Scales::Nested { absmax_q: &absmax_q, absmax2: &absmax2, code2: None, offset, blocksize2: 256 };
-    ctx.dequantize_4bit(Quant4::Nf4, &packed, &scales, bs, &mut nested).unwrap();
+    let scales = Scales::Nested {
+        absmax_q: &absmax_q,
+        absmax2: &absmax2,
+        code2: None,
+        offset,
+        blocksize2: 256,
+    };
+    ctx.dequantize_4bit(Quant4::Nf4, &packed, &scales, bs, &mut nested)
+        .unwrap();
 
     // 8-bit scales are within ~1% of the plain ones, so the values are too.
-    let worst = plain.iter().zip(&nested).map(|(p, q)| (p - q).abs()).fold(0f32, f32::max);
+    let worst = plain
+        .iter()
+        .zip(&nested)
+        .map(|(p, q)| (p - q).abs())
+        .fold(0f32, f32::max);
     let peak = plain.iter().fold(0f32, |m, v| m.max(v.abs()));
     assert!(worst <= 0.02 * peak, "nested vs plain: {worst} (peak {peak})");
     // And the 4-bit values are near the input: NF4's coarsest step is ~0.28 of the block absmax.
     for (i, (&xi, &yi)) in x.iter().zip(&plain).enumerate() {
         let scale = absmax[i / bs];
-        assert!((xi - yi).abs() <= 0.17 * scale, "element {i}: {xi} -> {yi} (absmax {scale})");
+        assert!(
+            (xi - yi).abs() <= 0.17 * scale,
+            "element {i}: {xi} -> {yi} (absmax {scale})"
+        );
     }
 }
 
@@ -125,7 +165,8 @@ fn a_context_is_shared_across_threads() {
                 s.spawn(|| {
                     let mut q = vec![0u8; x.len()];
                     let mut absmax = vec![0f32; 16];
-                    ctx.quantize_blockwise(&x, 256, None, &mut q, &mut absmax).unwrap();
+                    ctx.quantize_blockwise(&x, 256, None, &mut q, &mut absmax)
+                        .unwrap();
                     (q, absmax)
                 })
             })
@@ -139,10 +180,14 @@ fn a_context_is_shared_across_threads() {
 fn errors_are_per_thread() {
     // A failure on another thread must not change what this thread reads.
     let ctx = Context::new().unwrap();
-    let err = ctx.quantize_blockwise(&[1.0f32; 64], 48, None, &mut [0u8; 64], &mut [0f32; 2]).unwrap_err();
+    let err = ctx
+        .quantize_blockwise(&[1.0f32; 64], 48, None, &mut [0u8; 64], &mut [0f32; 2])
+        .unwrap_err();
     std::thread::scope(|s| {
         s.spawn(|| {
-            let e = ctx.quantize_4bit(Quant4::Nf4, &[1.0f32; 64], 3, &mut [0u8; 32], &mut [0f32; 22]).unwrap_err();
+            let e = ctx
+                .quantize_4bit(Quant4::Nf4, &[1.0f32; 64], 3, &mut [0u8; 32], &mut [0f32; 22])
+                .unwrap_err();
             assert!(e.message().contains("blocksize"), "{}", e.message());
         })
         .join()

@@ -54,7 +54,12 @@ impl FromBits for BF16 {
 fn check_blockwise<T: FromBits>(blocksize: usize, dtype: &str) {
     let m = manifest();
     let bs = blocksize.to_string();
-    let case = find_case(&m, "quantize_blockwise", &[("blocksize", &bs), ("code", "dynamic_signed")], dtype);
+    let case = find_case(
+        &m,
+        "quantize_blockwise",
+        &[("blocksize", &bs), ("code", "dynamic_signed")],
+        dtype,
+    );
     let a = T::load(case, "inputs", "A");
     let want_q = read_bytes(case, "outputs", "q");
     let want_absmax = read_f32(case, "outputs", "absmax");
@@ -63,13 +68,15 @@ fn check_blockwise<T: FromBits>(blocksize: usize, dtype: &str) {
     // Poisoned outputs: every element must be written.
     let mut q = vec![0xa5u8; a.len()];
     let mut absmax = vec![f32::NAN; bnb::num_blocks(a.len(), blocksize)];
-    ctx.quantize_blockwise(&a, blocksize, None, &mut q, &mut absmax).expect("quantize_blockwise");
+    ctx.quantize_blockwise(&a, blocksize, None, &mut q, &mut absmax)
+        .expect("quantize_blockwise");
     assert_same("absmax", &bits(&absmax), &bits(&want_absmax));
     assert_same("q", &q, &want_q);
 
     let want = T::load(case, "outputs", "dequant");
     let mut out = vec![T::default(); a.len()];
-    ctx.dequantize_blockwise(&want_q, &want_absmax, None, blocksize, &mut out).expect("dequantize_blockwise");
+    ctx.dequantize_blockwise(&want_q, &want_absmax, None, blocksize, &mut out)
+        .expect("dequantize_blockwise");
     assert_same("dequant", &T::raw_bits(&out), &T::raw_bits(&want));
 }
 
@@ -80,7 +87,12 @@ fn check_4bit<T: FromBits>(quant: Quant4, blocksize: usize, dtype: &str) {
         Quant4::Nf4 => "nf4",
         Quant4::Fp4 => "fp4",
     };
-    let case = find_case(&m, "quantize_4bit", &[("blocksize", &bs), ("quant_type", qname)], dtype);
+    let case = find_case(
+        &m,
+        "quantize_4bit",
+        &[("blocksize", &bs), ("quant_type", qname)],
+        dtype,
+    );
     let a = T::load(case, "inputs", "A");
     let want_packed = read_bytes(case, "outputs", "packed");
     let want_absmax = read_f32(case, "outputs", "absmax");
@@ -88,14 +100,21 @@ fn check_4bit<T: FromBits>(quant: Quant4, blocksize: usize, dtype: &str) {
 
     let mut packed = vec![0x5au8; bnb::packed_len(a.len())];
     let mut absmax = vec![f32::NAN; bnb::num_blocks(a.len(), blocksize)];
-    ctx.quantize_4bit(quant, &a, blocksize, &mut packed, &mut absmax).expect("quantize_4bit");
+    ctx.quantize_4bit(quant, &a, blocksize, &mut packed, &mut absmax)
+        .expect("quantize_4bit");
     assert_same("absmax", &bits(&absmax), &bits(&want_absmax));
     assert_same("packed", &packed, &want_packed);
 
     let want = T::load(case, "outputs", "dequant");
     let mut out = vec![T::default(); a.len()];
-    ctx.dequantize_4bit(quant, &want_packed, &Scales::Plain(&want_absmax), blocksize, &mut out)
-        .expect("dequantize_4bit");
+    ctx.dequantize_4bit(
+        quant,
+        &want_packed,
+        &Scales::Plain(&want_absmax),
+        blocksize,
+        &mut out,
+    )
+    .expect("dequantize_4bit");
     assert_same("dequant", &T::raw_bits(&out), &T::raw_bits(&want));
 }
 
@@ -122,22 +141,41 @@ fn fp4_bf16_blocksize_128() {
 #[test]
 fn nested_nf4_dequantizes_like_the_reference() {
     let m = manifest();
-    let case = find_case(&m, "quantize_4bit_nested", &[("blocksize", "64"), ("quant_type", "nf4")], "float32");
+    let case = find_case(
+        &m,
+        "quantize_4bit_nested",
+        &[("blocksize", "64"), ("quant_type", "nf4")],
+        "float32",
+    );
     let packed = read_bytes(case, "outputs", "packed");
     let absmax_q = read_bytes(case, "outputs", "absmax_q");
     let offset = read_f32(case, "outputs", "absmax_offset")[0];
     let absmax2 = read_f32(case, "outputs", "absmax_absmax");
     let want = read_f32(case, "outputs", "dequant");
-    let scales = Scales::Nested { absmax_q: &absmax_q, absmax2: &absmax2, code2: None, offset, blocksize2: 256 };
+    let scales = Scales::Nested {
+        absmax_q: &absmax_q,
+        absmax2: &absmax2,
+        code2: None,
+        offset,
+        blocksize2: 256,
+    };
     let mut out = vec![f32::NAN; want.len()];
-    ctx().dequantize_4bit(Quant4::Nf4, &packed, &scales, 64, &mut out).expect("dequantize_4bit nested");
+    ctx()
+        .dequantize_4bit(Quant4::Nf4, &packed, &scales, 64, &mut out)
+        .expect("dequantize_4bit nested");
     assert_same("dequant", &bits(&out), &bits(&want));
 }
 
 #[test]
 fn code_tables_match_the_reference() {
     let m = manifest();
-    let case = m.get("cases").unwrap().arr().iter().find(|c| c.path_str(&["op"]) == "code_tables").unwrap();
+    let case = m
+        .get("cases")
+        .unwrap()
+        .arr()
+        .iter()
+        .find(|c| c.path_str(&["op"]) == "code_tables")
+        .unwrap();
     for (which, name) in [
         (bnb::CodeTable::DynamicSigned, "dynamic_signed"),
         (bnb::CodeTable::DynamicUnsigned, "dynamic_unsigned"),

@@ -44,12 +44,16 @@ impl Json {
         for key in path {
             v = v.get(key).unwrap_or_else(|| panic!("manifest: no {path:?}"));
         }
-        v.str().unwrap_or_else(|| panic!("manifest: {path:?} is not a string"))
+        v.str()
+            .unwrap_or_else(|| panic!("manifest: {path:?} is not a string"))
     }
 }
 
 pub fn parse(text: &str) -> Json {
-    let mut p = Parser { s: text.as_bytes(), i: 0 };
+    let mut p = Parser {
+        s: text.as_bytes(),
+        i: 0,
+    };
     let v = p.value();
     p.ws();
     assert_eq!(p.i, p.s.len(), "trailing data in JSON");
@@ -69,7 +73,13 @@ impl Parser<'_> {
     }
     fn eat(&mut self, c: u8) {
         self.ws();
-        assert_eq!(self.s.get(self.i), Some(&c), "JSON: expected {:?} at byte {}", c as char, self.i);
+        assert_eq!(
+            self.s.get(self.i),
+            Some(&c),
+            "JSON: expected {:?} at byte {}",
+            c as char,
+            self.i
+        );
         self.i += 1;
     }
     fn peek(&mut self) -> u8 {
@@ -224,7 +234,10 @@ pub fn read_f32(case: &Json, side: &str, name: &str) -> Vec<f32> {
 }
 
 pub fn read_u16(case: &Json, side: &str, name: &str) -> Vec<u16> {
-    read_bytes(case, side, name).chunks_exact(2).map(|b| u16::from_le_bytes([b[0], b[1]])).collect()
+    read_bytes(case, side, name)
+        .chunks_exact(2)
+        .map(|b| u16::from_le_bytes([b[0], b[1]]))
+        .collect()
 }
 
 /// Index and values of the first difference of two bit patterns, for a readable failure.
@@ -233,5 +246,13 @@ pub fn first_mismatch<T: PartialEq + Copy + std::fmt::Debug>(got: &[T], want: &[
         return Some(format!("length {} != {}", got.len(), want.len()));
     }
     let bad: Vec<usize> = (0..got.len()).filter(|&i| got[i] != want[i]).collect();
-    bad.first().map(|&i| format!("{} of {} differ; first at {i}: got {:?}, want {:?}", bad.len(), got.len(), got[i], want[i]))
+    bad.first().map(|&i| {
+        format!(
+            "{} of {} differ; first at {i}: got {:?}, want {:?}",
+            bad.len(),
+            got.len(),
+            got[i],
+            want[i]
+        )
+    })
 }
