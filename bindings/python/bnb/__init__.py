@@ -1,0 +1,48 @@
+"""bnb: bitsandbytes' 8-bit and 4-bit quantization formats on a stable C library (libbnb).
+
+    import bnb, numpy as np
+    q, state = bnb.quantize_4bit(np.random.randn(4096).astype(np.float32), quant_type="nf4")
+    x = bnb.dequantize_4bit(q, state)
+
+Works with numpy arrays (host) and torch tensors (CPU and GPU; torch is imported only when a
+tensor is passed). Errors raise bnb.Error subclasses that are also ValueError,
+NotImplementedError, MemoryError or RuntimeError, carrying the library's message.
+Environment: BNB_LIBRARY_PATH (a libbnb file or its directory) overrides the bundled library;
+BNB_BACKEND, BNB_NUM_THREADS and BNB_LOG_LEVEL are read by the library itself.
+"""
+
+from . import _lib
+from ._lib import (BackendError, Error, InvalidArgumentError, NotSupportedError, OutOfMemoryError)
+from .functional import (QuantState, compress_absmax, dequantize_4bit, dequantize_blockwise, get_code_table,
+                         int8_linear_matmul, int8_mm_dequant, int8_vectorwise_quant, linear4bit_state_dict,
+                         load_linear4bit_state_dict, matmul_4bit, quantize_4bit, quantize_blockwise)
+
+__version__ = _lib.version()
+library_path = _lib.LIBRARY_PATH
+
+
+def backends():
+    """The backends libbnb knows about: dicts with name, kind, available, device_count, detail."""
+    return _lib.backend_infos()
+
+
+def _register_torch_ops_if_loaded():
+    # A model compiled later must find the ops already registered; when torch is not imported
+    # yet they are registered on the first tensor passed in.
+    import sys
+
+    if "torch" in sys.modules:
+        from . import functional
+
+        functional._torch_ops()
+
+
+_register_torch_ops_if_loaded()
+
+__all__ = [
+    "BackendError", "Error", "InvalidArgumentError", "NotSupportedError", "OutOfMemoryError", "QuantState",
+    "backends", "compress_absmax", "dequantize_4bit", "dequantize_blockwise", "get_code_table",
+    "int8_linear_matmul", "int8_mm_dequant", "int8_vectorwise_quant", "library_path",
+    "linear4bit_state_dict", "load_linear4bit_state_dict", "matmul_4bit", "quantize_4bit",
+    "quantize_blockwise",
+]

@@ -1,0 +1,228 @@
+"""Array adapters: what the ops need from numpy arrays and torch tensors, behind one interface.
+
+A "kit" knows the library context and stream that arrays of one place (host, or one GPU) use,
+allocates outputs there, and gives data pointers. `kit_for(x)` picks it from an input:
+numpy arrays -> the CPU context; torch tensors -> the context of the tensor's device, and on a
+GPU the current torch stream. torch is never imported here: a tensor can only exist once the
+caller has imported it.
+
+bfloat16 on the numpy side: numpy has no bfloat16. An `ml_dtypes.bfloat16` array is taken as
+bf16; a uint16 array holding bf16 bit patterns is taken as bf16 only when the caller says so
+(dtype="bfloat16"). bf16 outputs are ml_dtypes.bfloat16 arrays when ml_dtypes is installed,
+else uint16 arrays of the bit patterns.
+"""
+
+import sys
+
+import numpy as np
+
+from . import _lib
+
+try:  # optional: a real bfloat16 dtype for numpy
+    import ml_dtypes as _ml_dtypes
+
+    NP_BF16 = np.dtype(_ml_dtypes.bfloat16)
+except ImportError:  # pragma: no cover - depends on the environment
+    _ml_dtypes = None
+    NP_BF16 = None
+
+_NP_BY_CODE = {
+    _lib.F32: np.dtype(np.float32),
+    _lib.F16: np.dtype(np.float16),
+    _lib.BF16: NP_BF16 if NP_BF16 is not None else np.dtype(np.uint16),
+    _lib.U8: np.dtype(np.uint8),
+    _lib.I8: np.dtype(np.int8),
+    _lib.I32: np.dtype(np.int32),
+}
+_CODE_BY_NP = {np.dtype(np.float32): _lib.F32, np.dtype(np.float16): _lib.F16, np.dtype(np.uint8): _lib.U8,
+               np.dtype(np.int8): _lib.I8, np.dtype(np.int32): _lib.I32}
+if NP_BF16 is not None:
+    _CODE_BY_NP[NP_BF16] = _lib.BF16
+
+
+def is_torch(x):
+    torch = sys.modules.get("torch")
+    return torch is not None and isinstance(x, torch.Tensor)
+
+
+def dtype_code(dtype):
+    """bnb_dtype_t of a dtype given as a name, a numpy dtype or a torch dtype."""
+    if isinstance(dtype, str):
+        code = _lib.DTYPE_CODES.get(dtype)
+        if code is None:
+            raise ValueError(f"dtype {dtype!r} is not one of {', '.join(_lib.DTYPE_CODES)}")
+        return code
+    torch = sys.modules.get("torch")
+    if torch is not None and isinstance(dtype, torch.dtype):
+        code = _TORCH_CODES().get(dtype)
+        if code is None:
+            raise ValueError(f"dtype {dtype} is not supported (float32, float16, bfloat16, uint8, int8, int32)")
+        return code
+    try:
+        np_dtype = np.dtype(dtype)
+    except TypeError:
+        raise ValueError(f"dtype {dtype!r} is not a dtype") from None
+    code = _CODE_BY_NP.get(np_dtype)
+    if code is None:
+        raise ValueError(f"dtype {np_dtype} is not supported (float32, float16, bfloat16, uint8, int8, int32)")
+    return code
+
+
+def dtype_name(dtype):
+    """'float32', 'float16', 'bfloat16', ... for any accepted dtype spelling."""
+    return _lib.DTYPE_NAMES[dtype_code(dtype)]
+
+
+_torch_codes = None
+
+
+def _TORCH_CODES():
+    global _torch_codes
+    if _torch_codes is None:
+        import torch
+
+        _torch_codes = {torch.float32: _lib.F32, torch.float16: _lib.F16, torch.bfloat16: _lib.BF16,
+                        torch.uint8: _lib.U8, torch.int8: _lib.I8, torch.int32: _lib.I32}
+    return _torch_codes
+
+
+def TORCH_BY_CODE():
+    return {code: dt for dt, code in _TORCH_CODES().items()}
+
+
+# ---------------------------------------------------------------- numpy (host memory, CPU backend)
+class NumpyKit:
+    stream = None
+    library = "numpy"
+
+    @property
+    def ctx(self):
+        return _lib.context(_lib.BACKEND_CPU, 0)
+
+    @staticmethod
+    def prepare(a, name, dtype=None):
+        """(contiguous array, bnb dtype code). `dtype` only reinterprets uint16 bits as bfloat16."""
+        if not isinstance(a, np.ndarray):
+            raise TypeError(f"{name} must be a numpy array or a torch tensor, not {type(a).__name__}")
+        if dtype is not None and dtype_code(dtype) == _lib.BF16 and a.dtype == np.uint16:
+            code = _lib.BF16
+        else:
+            code = _CODE_BY_NP.get(a.dtype)
+            if code is None:
+                hint = " (pass dtype='bfloat16' to read uint16 as bfloat16 bits)" if a.dtype == np.uint16 else ""
+                raise ValueError(f"{name}: dtype {a.dtype} is not supported{hint}")
+            if dtype is not None and dtype_code(dtype) != code:
+                raise ValueError(f"{name}: dtype {a.dtype} does not match dtype={dtype!r}")
+        if not a.flags.c_contiguous:
+            a = np.ascontiguousarray(a)
+        return a, code
+
+    @staticmethod
+    def empty(shape, code):
+        return np.empty(shape, _NP_BY_CODE[code])
+
+    @staticmethod
+    def ptr(a):
+        return a.__array_interface__["data"][0] if a is not None else None
+
+    @staticmethod
+    def native_dtype(code):
+        """The dtype a QuantState records for arrays of this kit."""
+        if code == _lib.BF16 and NP_BF16 is None:
+            return "bfloat16"
+        return _NP_BY_CODE[code]
+
+    def same_place(self, a, name):
+        if is_torch(a):
+            raise ValueError(f"{name} is a torch tensor but the other inputs are numpy arrays")
+        return a
+
+    def from_host(self, array):
+        return array
+
+
+NUMPY = NumpyKit()
+
+
+# ---------------------------------------------------------------- torch (CPU, CUDA or ROCm tensors)
+class TorchKit:
+    library = "torch"
+
+    def __init__(self, device):
+        import torch
+
+        self.torch = torch
+        self.device = device
+        if device.type == "cpu":
+            self.backend, self.index = _lib.BACKEND_CPU, 0
+        elif device.type == "cuda":
+            self.backend = _lib.BACKEND_HIP if getattr(torch.version, "hip", None) else _lib.BACKEND_CUDA
+            self.index = device.index if device.index is not None else torch.cuda.current_device()
+            self.device = torch.device("cuda", self.index)
+        else:
+            raise ValueError(f"tensors on {device} are not supported (cpu, cuda)")
+        self._ctx = None
+        self._by_code = {code: dt for dt, code in _TORCH_CODES().items()}
+
+    @property
+    def ctx(self):
+        if self._ctx is None:
+            self._ctx = _lib.context(self.backend, self.index)
+        return self._ctx
+
+    @property
+    def stream(self):
+        if self.backend == _lib.BACKEND_CPU:
+            return None
+        return self.torch.cuda.current_stream(self.device).cuda_stream or None
+
+    def prepare(self, a, name, dtype=None):
+        if not is_torch(a):
+            raise TypeError(f"{name} must be a torch tensor like the other inputs, not {type(a).__name__}")
+        if a.device != self.device:
+            raise ValueError(f"{name} is on {a.device}, the other inputs on {self.device}")
+        code = _TORCH_CODES().get(a.dtype)
+        if code is None:
+            raise ValueError(f"{name}: dtype {a.dtype} is not supported")
+        if dtype is not None and dtype_code(dtype) != code:
+            raise ValueError(f"{name}: dtype {a.dtype} does not match dtype={dtype!r}")
+        if not a.is_contiguous():
+            a = a.contiguous()
+        return a, code
+
+    def empty(self, shape, code):
+        return self.torch.empty(shape, dtype=self._by_code[code], device=self.device)
+
+    @staticmethod
+    def ptr(a):
+        return a.data_ptr() if a is not None else None
+
+    def native_dtype(self, code):
+        return self._by_code[code]
+
+    def same_place(self, a, name):
+        if not is_torch(a):
+            raise TypeError(f"{name} must be a torch tensor like the other inputs, not {type(a).__name__}")
+        if a.device != self.device:
+            raise ValueError(f"{name} is on {a.device}, the other inputs on {self.device}")
+        return a
+
+    def from_host(self, array):
+        return self.torch.from_numpy(np.ascontiguousarray(array)).to(self.device)
+
+
+_torch_kits = {}
+
+
+def kit_for(x):
+    """The kit of an input array (numpy -> host; torch -> the tensor's device)."""
+    if isinstance(x, np.ndarray):
+        return NUMPY
+    if is_torch(x):
+        device = x.device
+        kit = _torch_kits.get(device)
+        if kit is None:
+            kit = TorchKit(device)
+            _torch_kits[device] = kit
+        return kit
+    raise TypeError(f"expected a numpy array or a torch tensor, not {type(x).__name__}")

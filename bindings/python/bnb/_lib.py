@@ -1,0 +1,329 @@
+"""Loading libbnb with ctypes: the library, its prototypes, errors and cached contexts.
+
+Every C function of include/bnb.h gets argtypes and restype here (PROTOTYPES); nothing else in
+the package calls into the library by another route. Array arguments are declared c_void_p
+and passed as integers (a data pointer), which keeps each call cheap.
+"""
+
+import ctypes
+import glob
+import os
+import threading
+
+EXPECTED_MAJOR = 0  # BNB_VERSION_MAJOR this binding was written against
+
+# ---------------------------------------------------------------- enums (bnb.h)
+SUCCESS, ERR_INVALID_ARGUMENT, ERR_NOT_SUPPORTED, ERR_OUT_OF_MEMORY = 0, 1, 2, 3
+ERR_BACKEND_UNAVAILABLE, ERR_DEVICE, ERR_INTERNAL = 4, 5, 6
+
+F32, F16, BF16, U8, I8, I32 = 0, 1, 2, 3, 4, 5
+DTYPE_NAMES = {F32: "float32", F16: "float16", BF16: "bfloat16", U8: "uint8", I8: "int8", I32: "int32"}
+DTYPE_CODES = {name: code for code, name in DTYPE_NAMES.items()}
+
+FP4, NF4 = 1, 2
+QUANT_TYPES = {"fp4": FP4, "nf4": NF4}
+
+CODE_DYNAMIC_SIGNED, CODE_DYNAMIC_UNSIGNED, CODE_NF4, CODE_FP4 = 0, 1, 2, 3
+CODE_TABLES = {
+    "dynamic_signed": CODE_DYNAMIC_SIGNED,
+    "dynamic": CODE_DYNAMIC_SIGNED,
+    "dynamic_unsigned": CODE_DYNAMIC_UNSIGNED,
+    "nf4": CODE_NF4,
+    "fp4": CODE_FP4,
+}
+
+BACKEND_AUTO, BACKEND_CPU, BACKEND_CUDA, BACKEND_HIP = 0, 1, 2, 3
+BACKEND_NAMES = {BACKEND_AUTO: "auto", BACKEND_CPU: "cpu", BACKEND_CUDA: "cuda", BACKEND_HIP: "hip"}
+
+MEMCPY_HOST_TO_HOST, MEMCPY_HOST_TO_BACKEND, MEMCPY_BACKEND_TO_HOST, MEMCPY_BACKEND_TO_BACKEND = 0, 1, 2, 3
+
+
+# ---------------------------------------------------------------- structs (bnb.h)
+class BackendInfo(ctypes.Structure):
+    _fields_ = [
+        ("struct_size", ctypes.c_uint32),
+        ("kind", ctypes.c_int32),
+        ("name", ctypes.c_char * 32),
+        ("available", ctypes.c_int32),
+        ("device_count", ctypes.c_int32),
+        ("detail", ctypes.c_char * 256),
+    ]
+
+
+class ContextOptions(ctypes.Structure):
+    _fields_ = [
+        ("struct_size", ctypes.c_uint32),
+        ("backend", ctypes.c_int32),
+        ("device", ctypes.c_int32),
+        ("num_threads", ctypes.c_int32),
+    ]
+
+
+class Scales(ctypes.Structure):
+    _fields_ = [
+        ("struct_size", ctypes.c_uint32),
+        ("absmax", ctypes.c_void_p),
+        ("absmax_q", ctypes.c_void_p),
+        ("absmax2", ctypes.c_void_p),
+        ("code2", ctypes.c_void_p),
+        ("offset", ctypes.c_void_p),
+        ("blocksize2", ctypes.c_int64),
+    ]
+
+
+class OptimizerParams(ctypes.Structure):
+    _fields_ = [
+        ("struct_size", ctypes.c_uint32),
+        ("optimizer", ctypes.c_int32),
+        ("state_bits", ctypes.c_int32),
+        ("param_dtype", ctypes.c_int32),
+        ("n", ctypes.c_int64),
+        ("lr", ctypes.c_float),
+        ("beta1", ctypes.c_float),
+        ("beta2", ctypes.c_float),
+        ("beta3", ctypes.c_float),
+        ("alpha", ctypes.c_float),
+        ("eps", ctypes.c_float),
+        ("weight_decay", ctypes.c_float),
+        ("gnorm_scale", ctypes.c_float),
+        ("max_unorm", ctypes.c_float),
+        ("param_norm", ctypes.c_float),
+        ("step", ctypes.c_int64),
+        ("skip_zeros", ctypes.c_int32),
+    ]
+
+
+class OptimizerTensors(ctypes.Structure):
+    _fields_ = [
+        ("struct_size", ctypes.c_uint32),
+        ("p", ctypes.c_void_p),
+        ("g", ctypes.c_void_p),
+        ("state1", ctypes.c_void_p),
+        ("state2", ctypes.c_void_p),
+        ("absmax1", ctypes.c_void_p),
+        ("absmax2", ctypes.c_void_p),
+        ("qmap1", ctypes.c_void_p),
+        ("qmap2", ctypes.c_void_p),
+        ("unorm_vec", ctypes.c_void_p),
+    ]
+
+
+# ---------------------------------------------------------------- prototypes: every function of bnb.h
+_i32, _i64, _f32, _ptr = ctypes.c_int32, ctypes.c_int64, ctypes.c_float, ctypes.c_void_p
+_st = ctypes.c_int32  # bnb_status_t (a 32-bit enum)
+_P = ctypes.POINTER
+
+PROTOTYPES = {
+    # name: (restype, argtypes)
+    "bnb_version_number": (_i32, []),
+    "bnb_version_string": (ctypes.c_char_p, []),
+    "bnb_status_string": (ctypes.c_char_p, [_st]),
+    "bnb_last_error_message": (ctypes.c_char_p, []),
+    "bnb_backend_count": (_st, [_P(_i32)]),
+    "bnb_backend_get_info": (_st, [_i32, _P(BackendInfo)]),
+    "bnb_context_options_init": (_st, [_P(ContextOptions)]),
+    "bnb_context_create": (_st, [_P(ContextOptions), _P(_ptr)]),
+    "bnb_context_destroy": (_st, [_ptr]),
+    "bnb_context_get_backend": (_st, [_ptr, _P(_i32), _P(_i32)]),
+    "bnb_get_code_table": (_st, [_i32, _ptr, _P(_i64)]),
+    # ctx, dtype, A, n, blocksize, code, out, absmax, stream
+    "bnb_quantize_blockwise": (_st, [_ptr, _i32, _ptr, _i64, _i64, _ptr, _ptr, _ptr, _ptr]),
+    # ctx, q, absmax, code, n, blocksize, out_dtype, out, stream
+    "bnb_dequantize_blockwise": (_st, [_ptr, _ptr, _ptr, _ptr, _i64, _i64, _i32, _ptr, _ptr]),
+    "bnb_scales_init": (_st, [_P(Scales)]),
+    # ctx, quant_type, dtype, A, n, blocksize, packed, absmax, stream
+    "bnb_quantize_4bit": (_st, [_ptr, _i32, _i32, _ptr, _i64, _i64, _ptr, _ptr, _ptr]),
+    # ctx, quant_type, packed, scales, n, blocksize, out_dtype, out, stream
+    "bnb_dequantize_4bit": (_st, [_ptr, _i32, _ptr, _P(Scales), _i64, _i64, _i32, _ptr, _ptr]),
+    # ctx, absmax, nblocks, absmax_q, absmax2, offset, stream
+    "bnb_compress_absmax": (_st, [_ptr, _ptr, _i64, _ptr, _ptr, _ptr, _ptr]),
+    # ctx, dtype, M, N, K, A, W, scales, quant_type, blocksize, bias, out, stream
+    "bnb_gemm_4bit": (_st, [_ptr, _i32, _i64, _i64, _i64, _ptr, _ptr, _P(Scales), _i32, _i64, _ptr, _ptr,
+                            _ptr]),
+    # ctx, dtype, rows, cols, A, threshold, q, row_stats, stream
+    "bnb_int8_vectorwise_quant": (_st, [_ptr, _i32, _i64, _i64, _ptr, _f32, _ptr, _ptr, _ptr]),
+    # ctx, dtype, rows, cols, A, threshold, columns, capacity, count, stream
+    "bnb_int8_outlier_columns": (_st, [_ptr, _i32, _i64, _i64, _ptr, _f32, _ptr, _i64, _P(_i64), _ptr]),
+    # ctx, M, N, K, A, B, C, stream
+    "bnb_int8_matmul": (_st, [_ptr, _i64, _i64, _i64, _ptr, _ptr, _ptr, _ptr]),
+    # ctx, M, N, C, row_stats, col_stats, bias, out_dtype, out, stream
+    "bnb_int8_mm_dequant": (_st, [_ptr, _i64, _i64, _ptr, _ptr, _ptr, _ptr, _i32, _ptr, _ptr]),
+    "bnb_optimizer_params_init": (_st, [_P(OptimizerParams)]),
+    "bnb_optimizer_tensors_init": (_st, [_P(OptimizerTensors)]),
+    "bnb_optimizer_update": (_st, [_ptr, _P(OptimizerParams), _P(OptimizerTensors), _ptr]),
+    "bnb_paged_alloc": (_st, [_ptr, _i64, _P(_ptr)]),
+    "bnb_paged_free": (_st, [_ptr, _ptr]),
+    "bnb_paged_prefetch": (_st, [_ptr, _ptr, _i64, _i32, _ptr]),
+    "bnb_malloc": (_st, [_ptr, _i64, _P(_ptr)]),
+    "bnb_free": (_st, [_ptr, _ptr]),
+    "bnb_memcpy": (_st, [_ptr, _ptr, _ptr, _i64, _i32, _ptr]),
+    "bnb_synchronize": (_st, [_ptr, _ptr]),
+}
+
+
+# ---------------------------------------------------------------- errors
+class Error(Exception):
+    """A failed bnb call. `status` is the bnb_status_t; the message is bnb_last_error_message()."""
+
+    status = ERR_INTERNAL
+
+    def __init__(self, message, status=None):
+        super().__init__(message)
+        if status is not None:
+            self.status = status
+
+
+class InvalidArgumentError(Error, ValueError):
+    status = ERR_INVALID_ARGUMENT
+
+
+class NotSupportedError(Error, NotImplementedError):
+    status = ERR_NOT_SUPPORTED
+
+
+class OutOfMemoryError(Error, MemoryError):
+    status = ERR_OUT_OF_MEMORY
+
+
+class BackendError(Error, RuntimeError):
+    """BNB_ERR_BACKEND_UNAVAILABLE, BNB_ERR_DEVICE, BNB_ERR_INTERNAL (and any unknown status)."""
+
+
+_ERROR_CLASSES = {
+    ERR_INVALID_ARGUMENT: InvalidArgumentError,
+    ERR_NOT_SUPPORTED: NotSupportedError,
+    ERR_OUT_OF_MEMORY: OutOfMemoryError,
+}
+
+
+# ---------------------------------------------------------------- finding and loading the library
+def _candidates_in(directory):
+    """libbnb files of a directory, best first: the SONAME, the plain name, then any version."""
+    names = [f"libbnb.so.{EXPECTED_MAJOR}", "libbnb.so", "libbnb.dylib", "bnb.dll"]
+    found = [os.path.join(directory, n) for n in names if os.path.isfile(os.path.join(directory, n))]
+    found += sorted(glob.glob(os.path.join(directory, "libbnb.so.*")))
+    return found
+
+
+def find_library():
+    """Path of libbnb: $BNB_LIBRARY_PATH (a file or a directory), else this package's directory."""
+    override = os.environ.get("BNB_LIBRARY_PATH")
+    if override:
+        if os.path.isfile(override):
+            return override
+        if os.path.isdir(override):
+            found = _candidates_in(override)
+            if found:
+                return found[0]
+            raise ImportError(f"BNB_LIBRARY_PATH={override!r}: no libbnb.so.{EXPECTED_MAJOR} or libbnb.so there")
+        raise ImportError(f"BNB_LIBRARY_PATH={override!r} is neither a file nor a directory")
+    here = os.path.dirname(os.path.abspath(__file__))
+    found = _candidates_in(here)
+    if found:
+        return found[0]
+    raise ImportError(
+        f"libbnb.so.{EXPECTED_MAJOR} is not in the package directory {here}: install the package with "
+        "`pip install .` from the repository root, or point BNB_LIBRARY_PATH at a build's lib directory")
+
+
+def _load(path):
+    try:
+        lib = ctypes.CDLL(path)
+    except OSError as e:
+        raise ImportError(f"cannot load libbnb from {path}: {e}") from e
+    missing = []
+    for name, (restype, argtypes) in PROTOTYPES.items():
+        fn = getattr(lib, name, None)
+        if fn is None:
+            missing.append(name)
+            continue
+        fn.restype = restype
+        fn.argtypes = argtypes
+    if "bnb_version_number" in missing:
+        raise ImportError(f"{path} is not libbnb (no bnb_version_number)")
+    number = lib.bnb_version_number()
+    if number // 10000 != EXPECTED_MAJOR:
+        raise ImportError(
+            f"{path} is libbnb {number // 10000}.{number // 100 % 100}.{number % 100}; this binding needs "
+            f"major version {EXPECTED_MAJOR}")
+    if missing:
+        raise ImportError(f"{path} lacks the functions {', '.join(missing)}")
+    return lib
+
+
+LIBRARY_PATH = os.path.abspath(find_library())
+lib = _load(LIBRARY_PATH)
+
+
+def last_error_message():
+    return (lib.bnb_last_error_message() or b"").decode("utf-8", "replace")
+
+
+def status_string(status):
+    return (lib.bnb_status_string(status) or b"").decode("utf-8", "replace")
+
+
+def raise_for(status, function):
+    """Raises the exception that matches a failed call's status, with the library's message."""
+    message = last_error_message() or status_string(status)
+    cls = _ERROR_CLASSES.get(status, BackendError)
+    raise cls(f"{function}: {message}", status)
+
+
+def check(status, function):
+    if status:
+        raise_for(status, function)
+
+
+# ---------------------------------------------------------------- contexts, cached per (backend, device)
+_contexts = {}
+_contexts_lock = threading.Lock()
+
+
+def context(backend=BACKEND_CPU, device=0):
+    """The library context of a backend and device, created on first use and kept for the process."""
+    key = (backend, device)
+    ctx = _contexts.get(key)
+    if ctx is not None:
+        return ctx
+    with _contexts_lock:
+        ctx = _contexts.get(key)
+        if ctx is None:
+            options = ContextOptions()
+            check(lib.bnb_context_options_init(ctypes.byref(options)), "bnb_context_options_init")
+            options.backend = backend
+            options.device = device
+            handle = ctypes.c_void_p()
+            check(lib.bnb_context_create(ctypes.byref(options), ctypes.byref(handle)), "bnb_context_create")
+            ctx = handle.value
+            _contexts[key] = ctx
+    return ctx
+
+
+def version():
+    return lib.bnb_version_string().decode()
+
+
+def backend_infos():
+    """One dict per backend the library knows about (loaded or not)."""
+    count = ctypes.c_int32()
+    check(lib.bnb_backend_count(ctypes.byref(count)), "bnb_backend_count")
+    infos = []
+    for i in range(count.value):
+        info = BackendInfo()
+        info.struct_size = ctypes.sizeof(BackendInfo)
+        check(lib.bnb_backend_get_info(i, ctypes.byref(info)), "bnb_backend_get_info")
+        infos.append({
+            "name": info.name.decode("utf-8", "replace"),
+            "kind": info.kind,
+            "available": bool(info.available),
+            "device_count": info.device_count,
+            "detail": info.detail.decode("utf-8", "replace"),
+        })
+    return infos
+
+
+def new_scales():
+    scales = Scales()
+    check(lib.bnb_scales_init(ctypes.byref(scales)), "bnb_scales_init")
+    return scales

@@ -1,0 +1,232 @@
+"""bnb's torch custom ops (namespace `bnb`), registered with torch.library on first import.
+
+Each op is opaque to torch.compile and has a fake (meta) implementation that gives output shapes
+and dtypes, so a model calling them compiles with fullgraph=True. The eager implementation
+makes one library call on the tensor's device and the current torch stream, allocating outputs
+with torch's allocator and never synchronizing, so the ops can be captured in CUDA graphs.
+
+Deliberately no `from __future__ import annotations`: torch.library reads the real annotations.
+"""
+
+from typing import List, Optional, Tuple
+
+import torch
+
+from . import _arrays, _lib, _ops
+from ._arrays import kit_for
+
+Tensor = torch.Tensor
+
+
+def _prep(kit, a, name, dtype=None):
+    return kit.prepare(a, name, dtype)[0] if a is not None else None
+
+
+def _nb(n, blocksize):
+    return _ops.nblocks(n, blocksize)
+
+
+# ---------------------------------------------------------------- 8-bit blockwise
+@torch.library.custom_op("bnb::quantize_blockwise", mutates_args=())
+def quantize_blockwise(A: Tensor, code: Optional[Tensor], blocksize: int) -> Tuple[Tensor, Tensor]:
+    kit = kit_for(A)
+    A, dt = kit.prepare(A, "A")
+    return _ops.quantize_blockwise(kit, A, dt, _prep(kit, code, "code", "float32"), blocksize)
+
+
+@quantize_blockwise.register_fake
+def _(A, code, blocksize):
+    return torch.empty_like(A, dtype=torch.uint8), A.new_empty((_nb(A.numel(), blocksize),), dtype=torch.float32)
+
+
+@torch.library.custom_op("bnb::dequantize_blockwise", mutates_args=())
+def dequantize_blockwise(A: Tensor, absmax: Tensor, code: Optional[Tensor], blocksize: int,
+                         dtype: torch.dtype) -> Tensor:
+    kit = kit_for(A)
+    A = _prep(kit, A, "A", "uint8")
+    return _ops.dequantize_blockwise(kit, A, _prep(kit, absmax, "absmax", "float32"),
+                                     _prep(kit, code, "code", "float32"), blocksize, _arrays.dtype_code(dtype))
+
+
+@dequantize_blockwise.register_fake
+def _(A, absmax, code, blocksize, dtype):
+    return torch.empty_like(A, dtype=dtype)
+
+
+# ---------------------------------------------------------------- 4-bit
+@torch.library.custom_op("bnb::quantize_4bit", mutates_args=())
+def quantize_4bit(A: Tensor, blocksize: int, quant_type: str) -> Tuple[Tensor, Tensor]:
+    kit = kit_for(A)
+    A, dt = kit.prepare(A, "A")
+    return _ops.quantize_4bit(kit, A, dt, blocksize, _lib.QUANT_TYPES[quant_type])
+
+
+@quantize_4bit.register_fake
+def _(A, blocksize, quant_type):
+    n = A.numel()
+    return (A.new_empty(((n + 1) // 2, 1), dtype=torch.uint8),
+            A.new_empty((_nb(n, blocksize),), dtype=torch.float32))
+
+
+@torch.library.custom_op("bnb::compress_absmax", mutates_args=())
+def compress_absmax(absmax: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
+    kit = kit_for(absmax)
+    return _ops.compress_absmax(kit, _prep(kit, absmax, "absmax", "float32"))
+
+
+@compress_absmax.register_fake
+def _(absmax):
+    nb = absmax.numel()
+    return (absmax.new_empty((nb,), dtype=torch.uint8), absmax.new_empty((_nb(nb, 256),), dtype=torch.float32),
+            absmax.new_empty((), dtype=torch.float32))
+
+
+@torch.library.custom_op("bnb::dequantize_4bit", mutates_args=())
+def dequantize_4bit(A: Tensor, absmax: Tensor, absmax2: Optional[Tensor], code2: Optional[Tensor],
+                    offset: Optional[Tensor], blocksize2: int, blocksize: int, quant_type: str, shape: List[int],
+                    dtype: torch.dtype) -> Tensor:
+    kit = kit_for(A)
+    A = _prep(kit, A, "A", "uint8")
+    parts = _contiguous_scales(kit, absmax, absmax2, code2, offset)
+    scales = _ops.scales(kit, *parts, blocksize2)
+    n = 1
+    for d in shape:
+        n *= d
+    return _ops.dequantize_4bit(kit, A, scales, n, shape, blocksize, _lib.QUANT_TYPES[quant_type],
+                                _arrays.dtype_code(dtype))
+
+
+@dequantize_4bit.register_fake
+def _(A, absmax, absmax2, code2, offset, blocksize2, blocksize, quant_type, shape, dtype):
+    return A.new_empty(shape, dtype=dtype)
+
+
+def _contiguous_scales(kit, absmax, absmax2, code2, offset):
+    if absmax2 is None:
+        return (_prep(kit, absmax, "absmax", "float32"), None, None, None)
+    return (_prep(kit, absmax, "absmax", "uint8"), _prep(kit, absmax2, "state2.absmax", "float32"),
+            _prep(kit, code2, "state2.code", "float32"), _prep(kit, offset, "offset", "float32"))
+
+
+@torch.library.custom_op("bnb::gemm_4bit", mutates_args=())
+def gemm_4bit(A: Tensor, B: Tensor, absmax: Tensor, absmax2: Optional[Tensor], code2: Optional[Tensor],
+              offset: Optional[Tensor], blocksize2: int, blocksize: int, quant_type: str, N: int,
+              bias: Optional[Tensor]) -> Tensor:
+    kit = kit_for(A)
+    A, dt = kit.prepare(A, "A")
+    K = A.shape[-1]
+    M = A.numel() // K if K else 0
+    parts = _contiguous_scales(kit, absmax, absmax2, code2, offset)
+    scales = _ops.scales(kit, *parts, blocksize2)
+    return _ops.gemm_4bit(kit, dt, A, M, K, _prep(kit, B, "B", "uint8"), N, scales, _lib.QUANT_TYPES[quant_type],
+                          blocksize, _prep(kit, bias, "bias", _lib.DTYPE_NAMES[dt]), tuple(A.shape[:-1]) + (N,))
+
+
+@gemm_4bit.register_fake
+def _(A, B, absmax, absmax2, code2, offset, blocksize2, blocksize, quant_type, N, bias):
+    return A.new_empty(tuple(A.shape[:-1]) + (N,))
+
+
+# ---------------------------------------------------------------- LLM.int8()
+@torch.library.custom_op("bnb::int8_vectorwise_quant", mutates_args=())
+def int8_vectorwise_quant(A: Tensor, threshold: float) -> Tuple[Tensor, Tensor]:
+    kit = kit_for(A)
+    A, dt = kit.prepare(A, "A")
+    cols = A.shape[-1]
+    rows = A.numel() // cols if cols else 0
+    return _ops.int8_vectorwise_quant(kit, A, dt, rows, cols, threshold)
+
+
+@int8_vectorwise_quant.register_fake
+def _(A, threshold):
+    cols = A.shape[-1]
+    rows = A.numel() // cols if cols else 0
+    return torch.empty_like(A, dtype=torch.int8), A.new_empty((rows,), dtype=torch.float32)
+
+
+@torch.library.custom_op("bnb::int8_outlier_columns", mutates_args=())
+def int8_outlier_columns(A: Tensor, threshold: float) -> Tensor:
+    kit = kit_for(A)
+    A, dt = kit.prepare(A, "A")
+    cols = A.shape[-1]
+    rows = A.numel() // cols if cols else 0
+    return _ops.int8_outlier_columns(kit, A, dt, rows, cols, threshold).clone()
+
+
+@int8_outlier_columns.register_fake
+def _(A, threshold):
+    count = torch.library.get_ctx().new_dynamic_size()
+    return A.new_empty((count,), dtype=torch.int32)
+
+
+@torch.library.custom_op("bnb::int8_matmul", mutates_args=())
+def int8_matmul(A: Tensor, B: Tensor) -> Tensor:
+    kit = kit_for(A)
+    M, K = A.shape
+    return _ops.int8_matmul(kit, _prep(kit, A, "A", "int8"), _prep(kit, B, "B", "int8"), M, B.shape[0], K)
+
+
+@int8_matmul.register_fake
+def _(A, B):
+    return A.new_empty((A.shape[0], B.shape[0]), dtype=torch.int32)
+
+
+@torch.library.custom_op("bnb::int8_mm_dequant", mutates_args=())
+def int8_mm_dequant(C: Tensor, row_stats: Tensor, col_stats: Tensor, bias: Optional[Tensor],
+                    dtype: torch.dtype) -> Tensor:
+    kit = kit_for(C)
+    M, N = C.shape
+    return _ops.int8_mm_dequant(kit, _prep(kit, C, "C", "int32"), M, N, _prep(kit, row_stats, "row_stats", "float32"),
+                                _prep(kit, col_stats, "col_stats", "float32"), _prep(kit, bias, "bias", dtype),
+                                _arrays.dtype_code(dtype))
+
+
+@int8_mm_dequant.register_fake
+def _(C, row_stats, col_stats, bias, dtype):
+    return C.new_empty(tuple(C.shape), dtype=dtype)
+
+
+# ---------------------------------------------------------------- code tables on a device
+@torch.library.custom_op("bnb::code_table", mutates_args=())
+def code_table(which: int, like: Tensor) -> Tensor:
+    """A fresh copy of a code table on `like`'s device (an op, so it traces under torch.compile)."""
+    kit = kit_for(like)
+    cached = kit.__dict__.setdefault("_code_tables", {})
+    table = cached.get(which)
+    if table is None:
+        table = kit.from_host(_ops.get_code_table(which))
+        cached[which] = table
+    return table.clone()
+
+
+@code_table.register_fake
+def _(which, like):
+    return like.new_empty((16 if which in (_lib.CODE_NF4, _lib.CODE_FP4) else 256,), dtype=torch.float32)
+
+
+class _Ops:
+    """What functional.py calls: the registered ops (through torch.ops, as a compiled graph sees them)."""
+
+    def __init__(self):
+        ns = torch.ops.bnb
+        self.quantize_blockwise = ns.quantize_blockwise
+        self.dequantize_blockwise = ns.dequantize_blockwise
+        self.quantize_4bit = ns.quantize_4bit
+        self.compress_absmax = ns.compress_absmax
+        self.dequantize_4bit = ns.dequantize_4bit
+        self.gemm_4bit = ns.gemm_4bit
+        self.int8_vectorwise_quant = ns.int8_vectorwise_quant
+        self.int8_outlier_columns = ns.int8_outlier_columns
+        self.int8_matmul = ns.int8_matmul
+        self.int8_mm_dequant = ns.int8_mm_dequant
+        self._code_table = ns.code_table
+
+    def code_table_like(self, like, name):
+        return self._code_table(_lib.CODE_TABLES[name], like)
+
+    @staticmethod
+    def dtype(code):
+        return _arrays.TORCH_BY_CODE()[code]
+
+
+ops = _Ops()

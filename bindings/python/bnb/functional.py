@@ -1,0 +1,459 @@
+"""The functional API, shaped like bitsandbytes.functional.
+
+Every function takes numpy arrays (host, CPU backend) or torch tensors (the tensor's device picks
+the backend and device; on a GPU the current torch stream is used). Outputs are allocated in the
+same library and on the same device as the input. torch tensors go through the torch custom ops
+of bnb/_torch_ops.py (so torch.compile sees one opaque op per call); numpy arrays call the
+library directly.
+
+Which dtype to read: float32, float16 and bfloat16 inputs are quantized. numpy has no bfloat16:
+pass an ml_dtypes.bfloat16 array, or a uint16 array of bf16 bit patterns together with
+dtype="bfloat16". dequantize_* return bf16 as ml_dtypes.bfloat16 when ml_dtypes is installed,
+else as uint16 bit patterns.
+"""
+
+import json
+
+import numpy as np
+
+from . import _arrays, _lib, _ops
+from ._arrays import is_torch
+
+_torch_ops_module = None
+
+
+def _torch_ops():
+    """bnb's torch custom ops, registered on first use (importing torch only when a tensor is seen)."""
+    global _torch_ops_module
+    if _torch_ops_module is None:
+        from . import _torch_ops
+
+        _torch_ops_module = _torch_ops
+    return _torch_ops_module.ops
+
+
+def _quant_type_code(quant_type):
+    code = _lib.QUANT_TYPES.get(quant_type)
+    if code is None:
+        raise ValueError(f"quant_type {quant_type!r} is not supported: use 'nf4' or 'fp4'")
+    return code
+
+
+# ---------------------------------------------------------------- code tables
+_host_tables = {}
+
+
+def get_code_table(name="dynamic_signed"):
+    """A code table as a float32 numpy array: 'dynamic_signed' (or 'dynamic'), 'dynamic_unsigned'
+    (256 entries), 'nf4', 'fp4' (16 entries)."""
+    which = _lib.CODE_TABLES.get(name)
+    if which is None:
+        raise ValueError(f"code table {name!r} is unknown: use one of {', '.join(_lib.CODE_TABLES)}")
+    table = _host_tables.get(which)
+    if table is None:
+        table = _ops.get_code_table(which)
+        _host_tables[which] = table
+    return table.copy()
+
+
+def _code_table_like(like, name):
+    """A private copy of a code table in the library and device of `like` (for QuantState.code)."""
+    return _torch_ops().code_table_like(like, name) if is_torch(like) else get_code_table(name)
+
+
+def _mean_f32(absmax):
+    """offset = RN32(sum(absmax) / n), summed in binary64 (FORMATS 4.1's recommendation)."""
+    if is_torch(absmax):
+        return absmax.double().mean().float()
+    return np.array(absmax.sum(dtype=np.float64) / absmax.size, dtype=np.float32)
+
+
+# ---------------------------------------------------------------- QuantState
+class QuantState:
+    """Everything needed to dequantize a tensor; the fields and dictionaries of bitsandbytes'
+    QuantState (FORMATS.md section 5)."""
+
+    valid_quant_types = ("fp4", "nf4")
+    valid_qs_type_keys = [f"bitsandbytes__{x}" for x in valid_quant_types]
+    valid_qs_keys = [
+        "absmax", "quant_map", "nested_absmax", "nested_quant_map", "quant_state", "quant_type", "blocksize",
+        "dtype", "shape", "nested_blocksize", "nested_dtype", "nested_offset",
+    ]
+
+    def __init__(self, absmax, shape=None, code=None, blocksize=None, quant_type=None, dtype=None, offset=None,
+                 state2=None):
+        self.absmax = absmax
+        self.shape = tuple(shape) if shape is not None else None
+        self.code = code
+        self.blocksize = blocksize
+        self.quant_type = quant_type
+        self.dtype = dtype
+        self.offset = offset
+        self.state2 = state2
+        self.nested = state2 is not None
+
+    def __repr__(self):
+        return (f"QuantState(quant_type={self.quant_type!r}, blocksize={self.blocksize}, shape={self.shape}, "
+                f"dtype={_dtype_str(self.dtype)}, nested={self.nested})")
+
+    def __getitem__(self, index):
+        """The legacy positional view: [absmax, shape, dtype, blocksize, [offset, state2] | None, quant_type]."""
+        state2 = [self.offset, self.state2] if self.nested else None
+        return [self.absmax, self.shape, self.dtype, self.blocksize, state2, self.quant_type][index]
+
+    def as_dict(self, packed=False):
+        """bitsandbytes' dictionary of this state. packed=True (4-bit states): the tensors plus one
+        `quant_state.bitsandbytes__<type>` uint8 array holding the other items as JSON."""
+        qs = {
+            "quant_type": self.quant_type,
+            "absmax": self.absmax,
+            "blocksize": self.blocksize,
+            "quant_map": self.code,
+            "dtype": _dtype_str(self.dtype),
+            "shape": list(self.shape) if self.shape is not None else None,
+        }
+        if self.nested:
+            qs.update({
+                "nested_absmax": self.state2.absmax,
+                "nested_blocksize": self.state2.blocksize,
+                "nested_quant_map": _copy(self.state2.code),
+                "nested_dtype": _dtype_str(self.state2.dtype),
+                "nested_offset": float(_scalar(self.offset)),
+            })
+        if not packed or self.quant_type is None:
+            return qs
+        arrays = {k: v for k, v in qs.items() if _is_array(v)}
+        others = {k: v for k, v in qs.items() if not _is_array(v)}
+        blob = np.frombuffer(json.dumps(others).encode("utf-8"), dtype=np.uint8).copy()
+        if is_torch(self.absmax):
+            import torch
+
+            blob = torch.from_numpy(blob)
+        arrays["quant_state.bitsandbytes__" + self.quant_type] = blob
+        return arrays
+
+    @classmethod
+    def from_dict(cls, qs_dict, device=None):
+        """Reads as_dict()'s output, packed or not, with any key prefix (e.g. a layer's state dict
+        entries under `P.weight.`). torch tensors are moved to `device` when it is given."""
+        items = dict(qs_dict)
+        packed_keys = [k for k, v in items.items() if "quant_state" in k and _is_array(v)]
+        stripped = {k.split(".")[-1] for k in items}
+        if not packed_keys and "quant_type" not in stripped:
+            raise ValueError("expected packed or unpacked quant_state items, found neither")
+        if len(packed_keys) > 1 or (packed_keys and packed_keys[0].split(".")[-1] not in cls.valid_qs_type_keys):
+            raise ValueError(f"there must be exactly one quant_state item ending in one of "
+                             f"{cls.valid_qs_type_keys}; found {packed_keys}")
+        if packed_keys:
+            blob = items.pop(packed_keys[0])
+            items.update(json.loads(bytes(_to_host(blob).astype(np.uint8, copy=False)).decode("utf-8")))
+        items = {k.split(".")[-1]: v for k, v in items.items()}
+        unknown = sorted(set(items) - set(cls.valid_qs_keys))
+        if unknown:
+            raise ValueError(f"unexpected quant_state items {unknown}")
+
+        move = _mover(items["absmax"], device)
+        native = _native_dtype_of(items["absmax"])
+        if "nested_absmax" in items:
+            offset = move(np.array(float(items["nested_offset"]), dtype=np.float32))
+            state2 = cls(absmax=move(items["nested_absmax"]), blocksize=items["nested_blocksize"],
+                         code=move(items["nested_quant_map"]), dtype=native(items["nested_dtype"]))
+        else:
+            offset, state2 = None, None
+        return cls(quant_type=items["quant_type"], absmax=move(items["absmax"]), blocksize=items["blocksize"],
+                   code=move(items["quant_map"]), dtype=native(items["dtype"]),
+                   shape=tuple(items["shape"]) if items.get("shape") is not None else None, offset=offset,
+                   state2=state2)
+
+    def to(self, device):
+        """Moves the torch tensors of this state (and its nested state) to `device`."""
+        for name in ("absmax", "code", "offset"):
+            value = getattr(self, name)
+            if is_torch(value):
+                setattr(self, name, value.to(device))
+        if self.state2 is not None:
+            self.state2.to(device)
+        return self
+
+    def __eq__(self, other):
+        if not isinstance(other, QuantState):
+            return NotImplemented
+        return (self.quant_type == other.quant_type and self.blocksize == other.blocksize
+                and self.shape == other.shape and _dtype_str(self.dtype) == _dtype_str(other.dtype)
+                and _same(self.absmax, other.absmax) and _same(self.code, other.code)
+                and _same(self.offset, other.offset) and self.state2 == other.state2)
+
+    __hash__ = None
+
+
+def _is_array(v):
+    return isinstance(v, np.ndarray) or is_torch(v)
+
+
+def _to_host(a):
+    return a.detach().cpu().numpy() if is_torch(a) else np.asarray(a)
+
+
+def _copy(a):
+    return a.clone() if is_torch(a) else np.array(a, copy=True)
+
+
+def _scalar(a):
+    return a.item() if _is_array(a) else a
+
+
+def _same(a, b):
+    if a is None or b is None:
+        return a is None and b is None
+    a, b = _to_host(a), _to_host(b)
+    return a.dtype == b.dtype and a.shape == b.shape and a.tobytes() == b.tobytes()
+
+
+def _dtype_str(dtype):
+    return None if dtype is None else _arrays.dtype_name(dtype)
+
+
+def _mover(example, device):
+    if is_torch(example):
+        import torch
+
+        target = device if device is not None else example.device
+
+        def move(a):
+            return (a if is_torch(a) else torch.from_numpy(np.asarray(a))).to(target)
+        return move
+    return np.asarray
+
+
+def _native_dtype_of(example):
+    if is_torch(example):
+        import torch
+
+        return lambda name: getattr(torch, name)
+    return lambda name: _arrays.NUMPY.native_dtype(_lib.DTYPE_CODES[name])
+
+
+# ---------------------------------------------------------------- 8-bit blockwise
+def _host(a, name, dtype=None):
+    """A numpy input made contiguous, and its bnb dtype code (checked against `dtype` if given)."""
+    return _arrays.NUMPY.prepare(a, name, dtype)
+
+
+def _host_opt(a, name, dtype=None):
+    return _arrays.NUMPY.prepare(_arrays.NUMPY.same_place(a, name), name, dtype)[0] if a is not None else None
+
+
+def quantize_blockwise(A, code=None, blocksize=4096, nested=False, dtype=None):
+    """8-bit blockwise quantization (FORMATS 2). Returns (codes uint8 shaped like A, QuantState).
+
+    code: a 256-entry float32 table in A's library and device, None = the signed dynamic map.
+    nested: also quantize the absmax (minus its mean) with the same blocksize (FORMATS 4.2).
+    dtype: only to read a uint16 numpy array as bfloat16 bits (dtype="bfloat16")."""
+    if is_torch(A):
+        _check_torch_dtype(A, dtype)
+        q, absmax = _torch_ops().quantize_blockwise(A, code, blocksize)
+        native = A.dtype
+    else:
+        kit = _arrays.NUMPY
+        A, dt = _host(A, "A", dtype)
+        code = _host_opt(code, "code", "float32")
+        q, absmax = _ops.quantize_blockwise(kit, A, dt, code, blocksize)
+        native = kit.native_dtype(dt)
+    code_out = _copy(code) if code is not None else _code_table_like(absmax, "dynamic_signed")
+    if not nested:
+        return q, QuantState(absmax=absmax, code=code_out, blocksize=blocksize, dtype=native)
+    offset = _mean_f32(absmax)
+    qabsmax, state2 = quantize_blockwise(absmax - offset, blocksize=blocksize, nested=False)
+    return q, QuantState(absmax=qabsmax, code=code_out, blocksize=blocksize, dtype=native, offset=offset,
+                         state2=state2)
+
+
+def _check_torch_dtype(A, dtype):
+    if dtype is not None and _arrays.dtype_code(dtype) != _arrays.dtype_code(A.dtype):
+        raise ValueError(f"A: dtype {A.dtype} does not match dtype={dtype!r}")
+
+
+def dequantize_blockwise(A, quant_state=None, absmax=None, code=None, blocksize=4096, dtype=None):
+    """Inverse of quantize_blockwise. Either quant_state, or absmax (+ code, blocksize).
+    dtype: of the output; default quant_state.dtype, or float32 without a quant_state."""
+    if quant_state is not None:
+        absmax, code, blocksize = quant_state.absmax, quant_state.code, quant_state.blocksize
+        if dtype is None:
+            dtype = quant_state.dtype
+        if quant_state.nested:
+            absmax = dequantize_blockwise(quant_state.absmax, quant_state.state2, dtype="float32")
+            absmax = absmax + quant_state.offset
+    elif absmax is None:
+        raise ValueError("dequantize_blockwise needs a quant_state or an absmax")
+    out_dt = _arrays.dtype_code(dtype if dtype is not None else "float32")
+    if is_torch(A):
+        return _torch_ops().dequantize_blockwise(A, absmax, code, blocksize, _torch_ops().dtype(out_dt))
+    A, _ = _host(A, "A", "uint8")
+    absmax = _host_opt(absmax, "absmax", "float32")
+    code = _host_opt(code, "code", "float32")
+    return _ops.dequantize_blockwise(_arrays.NUMPY, A, absmax, code, blocksize, out_dt)
+
+
+# ---------------------------------------------------------------- 4-bit
+def quantize_4bit(A, blocksize=64, compress_statistics=False, quant_type="fp4", dtype=None):
+    """NF4/FP4 quantization (FORMATS 3). Returns (packed uint8 [(n+1)//2, 1], QuantState).
+    compress_statistics: double-quantize the absmax (FORMATS 4.1; nested blocksize 256)."""
+    qt = _quant_type_code(quant_type)
+    shape = tuple(A.shape)
+    if is_torch(A):
+        _check_torch_dtype(A, dtype)
+        packed, absmax = _torch_ops().quantize_4bit(A, blocksize, quant_type)
+        native, f32 = A.dtype, _torch_ops().dtype(_lib.F32)
+    else:
+        kit = _arrays.NUMPY
+        A, dt = _host(A, "A", dtype)
+        packed, absmax = _ops.quantize_4bit(kit, A, dt, blocksize, qt)
+        native, f32 = kit.native_dtype(dt), kit.native_dtype(_lib.F32)
+    code = _code_table_like(absmax, quant_type)
+    if not compress_statistics:
+        return packed, QuantState(absmax=absmax, shape=shape, code=code, blocksize=blocksize, quant_type=quant_type,
+                                  dtype=native)
+    absmax_q, absmax2, offset = compress_absmax(absmax)
+    state2 = QuantState(absmax=absmax2, code=_code_table_like(absmax, "dynamic_signed"), blocksize=256, dtype=f32)
+    return packed, QuantState(absmax=absmax_q, shape=shape, code=code, blocksize=blocksize, quant_type=quant_type,
+                              dtype=native, offset=offset, state2=state2)
+
+
+def compress_absmax(absmax):
+    """Double quantization of float32 absmax: (codes uint8 [nb], absmax2 float32 [ceil(nb/256)],
+    offset float32 0-d) with offset = mean(absmax)."""
+    if is_torch(absmax):
+        return _torch_ops().compress_absmax(absmax)
+    absmax, _ = _host(absmax, "absmax", "float32")
+    return _ops.compress_absmax(_arrays.NUMPY, absmax)
+
+
+def _scales_args(quant_state, absmax):
+    """(absmax-or-codes, absmax2, code2, offset, blocksize2) of a QuantState or a plain absmax."""
+    if quant_state is not None and quant_state.nested:
+        s2 = quant_state.state2
+        return quant_state.absmax, s2.absmax, s2.code, quant_state.offset, s2.blocksize
+    return (quant_state.absmax if quant_state is not None else absmax), None, None, None, 256
+
+
+def _host_scales(amax, absmax2, code2, offset, blocksize2):
+    if absmax2 is None:
+        return _ops.scales(_arrays.NUMPY, _host_opt(amax, "absmax", "float32"))
+    return _ops.scales(_arrays.NUMPY, _host_opt(amax, "absmax", "uint8"),
+                       _host_opt(absmax2, "state2.absmax", "float32"), _host_opt(code2, "state2.code", "float32"),
+                       _host_opt(np.asarray(offset, dtype=np.float32), "offset", "float32"), blocksize2)
+
+
+def dequantize_4bit(A, quant_state=None, absmax=None, blocksize=64, quant_type="fp4", shape=None, dtype=None):
+    """Inverse of quantize_4bit. Either quant_state, or absmax + shape (+ blocksize, quant_type).
+    dtype: of the output; default quant_state.dtype, or float32."""
+    if quant_state is not None:
+        blocksize, quant_type, shape = quant_state.blocksize, quant_state.quant_type, quant_state.shape
+        if dtype is None:
+            dtype = quant_state.dtype
+    elif absmax is None or shape is None:
+        raise ValueError("dequantize_4bit needs a quant_state, or an absmax and a shape")
+    qt = _quant_type_code(quant_type)
+    out_dt = _arrays.dtype_code(dtype if dtype is not None else "float32")
+    amax, absmax2, code2, offset, blocksize2 = _scales_args(quant_state, absmax)
+    shape = tuple(int(d) for d in shape)
+    if is_torch(A):
+        return _torch_ops().dequantize_4bit(A, amax, absmax2, code2, offset, blocksize2, blocksize, quant_type,
+                                            list(shape), _torch_ops().dtype(out_dt))
+    A, _ = _host(A, "A", "uint8")
+    # the contiguous copies behind the scales' pointers must live until the call returns
+    scales = _host_scales(amax, absmax2, code2, offset, blocksize2)
+    return _ops.dequantize_4bit(_arrays.NUMPY, A, scales, int(np.prod(shape)), shape, blocksize, qt, out_dt)
+
+
+def matmul_4bit(A, B, quant_state, bias=None):
+    """A[..., K] @ dequantize_4bit(B, quant_state).T (+ bias): out [..., N] in A's dtype.
+    B was quantized from a [N, K] weight (quant_state.shape)."""
+    if quant_state.shape is None or len(quant_state.shape) != 2:
+        raise ValueError(f"quant_state.shape must be (N, K) of the weight, not {quant_state.shape}")
+    qt = _quant_type_code(quant_state.quant_type)
+    N, K = (int(d) for d in quant_state.shape)
+    if A.shape[-1] != K:
+        raise ValueError(f"A has {A.shape[-1]} columns, the weight {K}")
+    amax, absmax2, code2, offset, blocksize2 = _scales_args(quant_state, None)
+    if is_torch(A):
+        return _torch_ops().gemm_4bit(A, B, amax, absmax2, code2, offset, blocksize2, quant_state.blocksize,
+                                      quant_state.quant_type, N, bias)
+    A, dt = _host(A, "A")
+    B = _host_opt(B, "B", "uint8")
+    bias = _host_opt(bias, "bias", _lib.DTYPE_NAMES[dt])
+    scales = _host_scales(amax, absmax2, code2, offset, blocksize2)
+    M = A.size // K if K else 0
+    return _ops.gemm_4bit(_arrays.NUMPY, dt, A, M, K, B, N, scales, qt, quant_state.blocksize, bias,
+                          tuple(A.shape[:-1]) + (N,))
+
+
+# ---------------------------------------------------------------- LLM.int8()
+def int8_vectorwise_quant(A, threshold=0.0, dtype=None):
+    """Row-wise int8 quantization over the last axis: (q int8, row_stats float32 [rows],
+    outlier columns int32 or None). With threshold > 0, entries with |x| >= threshold are zeroed
+    in q, left out of row_stats, and their columns returned."""
+    if A.ndim < 1:
+        raise ValueError("A must have at least one dimension")
+    threshold = float(threshold)
+    if is_torch(A):
+        _check_torch_dtype(A, dtype)
+        ops = _torch_ops()
+        q, row_stats = ops.int8_vectorwise_quant(A, threshold)
+        return q, row_stats, (ops.int8_outlier_columns(A, threshold) if threshold > 0 else None)
+    cols = int(A.shape[-1])
+    rows = int(np.prod(A.shape[:-1])) if A.ndim > 1 else 1
+    A, dt = _host(A, "A", dtype)
+    q, row_stats = _ops.int8_vectorwise_quant(_arrays.NUMPY, A, dt, rows, cols, threshold)
+    outliers = _ops.int8_outlier_columns(_arrays.NUMPY, A, dt, rows, cols, threshold) if threshold > 0 else None
+    return q, row_stats, outliers
+
+
+def int8_linear_matmul(A, B):
+    """C[M, N] int32 = A[M, K] int8 @ B[N, K]^T int8."""
+    if A.ndim != 2 or B.ndim != 2 or A.shape[1] != B.shape[1]:
+        raise ValueError(f"A [M, K] and B [N, K] must share K: got {tuple(A.shape)} and {tuple(B.shape)}")
+    if is_torch(A):
+        return _torch_ops().int8_matmul(A, B)
+    M, K = (int(d) for d in A.shape)
+    A, _ = _host(A, "A", "int8")
+    return _ops.int8_matmul(_arrays.NUMPY, A, _host_opt(B, "B", "int8"), M, int(B.shape[0]), K)
+
+
+def int8_mm_dequant(C, row_stats, col_stats, bias=None, dtype="float16"):
+    """out[M, N] = C * row_stats[m] * col_stats[n] / 127^2 (+ bias[n]) in `dtype`."""
+    out_dt = _arrays.dtype_code(dtype)
+    if C.ndim != 2:
+        raise ValueError(f"C must be 2-D, not {tuple(C.shape)}")
+    if is_torch(C):
+        return _torch_ops().int8_mm_dequant(C, row_stats, col_stats, bias, _torch_ops().dtype(out_dt))
+    M, N = (int(d) for d in C.shape)
+    C, _ = _host(C, "C", "int32")
+    return _ops.int8_mm_dequant(_arrays.NUMPY, C, M, N, _host_opt(row_stats, "row_stats", "float32"),
+                                _host_opt(col_stats, "col_stats", "float32"),
+                                _host_opt(bias, "bias", _lib.DTYPE_NAMES[out_dt]), out_dt)
+
+
+# ---------------------------------------------------------------- the 4-bit linear layer's state dict
+def linear4bit_state_dict(weight, quant_state, bias=None, prefix=""):
+    """The keys bitsandbytes' Linear4bit writes (FORMATS 5.2), in its order: weight, bias, then
+    weight.<packed quant_state items>."""
+    sd = {prefix + "weight": weight}
+    if bias is not None:
+        sd[prefix + "bias"] = bias
+    for key, value in quant_state.as_dict(packed=True).items():
+        sd[prefix + "weight." + key] = value
+    return sd
+
+
+def load_linear4bit_state_dict(state_dict, prefix="", device=None):
+    """Reads a Linear4bit state dict: returns (packed weight, QuantState, bias or None)."""
+    head = prefix + "weight."
+    qs_items = {k[len(head):]: v for k, v in state_dict.items() if k.startswith(head)}
+    quant_state = QuantState.from_dict(qs_items, device=device)
+    weight = state_dict[prefix + "weight"]
+    bias = state_dict.get(prefix + "bias")
+    if device is not None and is_torch(weight):
+        weight = weight.to(device)
+        bias = bias.to(device) if bias is not None else None
+    return weight, quant_state, bias
