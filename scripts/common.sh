@@ -1,0 +1,14 @@
+# Shared by setup.sh and test.sh: configure flags that follow what this machine has.
+cuda_flags() {
+  if command -v nvcc >/dev/null 2>&1 || [ -x /usr/local/cuda/bin/nvcc ]; then
+    export PATH="$PATH:/usr/local/cuda/bin"
+    # One architecture keeps CI builds short; release builds use the default list.
+    echo "-DBNB_BUILD_CUDA=ON -DBNB_CUDA_ARCHITECTURES=${BNB_CUDA_ARCHITECTURES:-90}"
+  else
+    echo "-DBNB_BUILD_CUDA=OFF"
+  fi
+}
+hip_flags() {
+  if command -v hipcc >/dev/null 2>&1; then echo "-DBNB_BUILD_HIP=ON"; else echo "-DBNB_BUILD_HIP=OFF"; fi
+}
+jobs() { nproc 2>/dev/null || echo 2; }

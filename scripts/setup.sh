@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# The main job: install what is missing, build bnb, then `bnb info` and `bnb bench` on the best
+# backend found (BNB_BACKEND selects another). Usage: scripts/setup.sh [build-dir]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/common.sh
+BUILD=${1:-build}
+scripts/install_deps.sh
+cmake -S . -B "$BUILD" -G Ninja -DCMAKE_BUILD_TYPE=Release $(cuda_flags) $(hip_flags)
+ninja -C "$BUILD" -j"$(jobs)"
+"$BUILD/bin/bnb" info
+mkdir -p bench/results
+"$BUILD/bin/bnb" bench --n $((64 << 20)) --threads "$(jobs)" --json "$BUILD/bench_quant.json"
