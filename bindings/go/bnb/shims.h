@@ -1,0 +1,20 @@
+// C helpers for the cgo binding. bnb_scales_t holds pointers, and Go memory handed to C may not
+// hold Go pointers; so these take the scales as flat arguments and build the struct on the C
+// stack. The backend info helper sets struct_size, which cgo cannot take sizeof of portably.
+#ifndef BNB_GO_SHIMS_H_
+#define BNB_GO_SHIMS_H_
+
+#include "bnb.h"
+
+bnb_status_t go_bnb_dequantize_4bit(bnb_context_t ctx, int32_t quant_type, const uint8_t* packed,
+                                    const float* absmax, const uint8_t* absmax_q, const float* absmax2,
+                                    const float* code2, const float* offset, int64_t blocksize2, int64_t n,
+                                    int64_t blocksize, int32_t out_dtype, void* out);
+bnb_status_t go_bnb_gemm_4bit(bnb_context_t ctx, int32_t dtype, int64_t m, int64_t n, int64_t k,
+                              const void* a, const uint8_t* w, const float* absmax, const uint8_t* absmax_q,
+                              const float* absmax2, const float* code2, const float* offset,
+                              int64_t blocksize2, int32_t quant_type, int64_t blocksize, const void* bias,
+                              void* out);
+bnb_status_t go_bnb_backend_info(int32_t index, bnb_backend_info_t* info);
+
+#endif  // BNB_GO_SHIMS_H_

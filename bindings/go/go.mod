@@ -1,0 +1,3 @@
+module bnb/bindings/go
+
+go 1.19
