@@ -1,0 +1,56 @@
+// What the GPU plugin's op families share: the context, error reporting and the device guard.
+// Each family (quantization today; gemm, int8, optimizers later) lives in its own .cu file and
+// fills its entries of the ops table through a register_*_ops function declared here.
+#ifndef BNB_GPU_GPU_BACKEND_H_
+#define BNB_GPU_GPU_BACKEND_H_
+
+#include <cstdint>
+
+#include "backend_abi.h"
+#include "gpu_port.h"
+
+namespace bnb {
+namespace gpu {
+
+// One per bnb context: immutable after creation, so many threads may use it at once.
+struct GpuContext {
+  int device = 0;
+  int sm_count = 1;
+  // Device copies of the built-in tables, indexed by bnb_code_table_t (256 or 16 floats).
+  float* tables[4] = {nullptr, nullptr, nullptr, nullptr};
+};
+
+// Records `message` (printf-style) as the thread's error and returns `status`.
+bnb_status_t fail(bnb_status_t status, const char* format, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 2, 3)))
+#endif
+    ;
+// BNB_SUCCESS, or BNB_ERR_DEVICE naming `what` and the runtime's error.
+bnb_status_t check(gpuError_t err, const char* what);
+// Checks the launch that just happened (without synchronising).
+bnb_status_t check_launch(const char* kernel);
+
+// Makes the context's device current for the lifetime of the guard, restoring the caller's.
+class DeviceGuard {
+ public:
+  explicit DeviceGuard(int device);
+  ~DeviceGuard();
+  DeviceGuard(const DeviceGuard&) = delete;
+  DeviceGuard& operator=(const DeviceGuard&) = delete;
+
+ private:
+  int previous_ = -1;
+  int device_ = 0;
+};
+
+// Grid size for a persistent kernel: enough blocks to fill every multiprocessor, at most `tiles`.
+int64_t persistent_grid(const GpuContext& ctx, int blocks_per_sm, int64_t tiles);
+
+// Op families.
+void register_quant_ops(bnb_backend_ops_t* ops);
+
+}  // namespace gpu
+}  // namespace bnb
+
+#endif  // BNB_GPU_GPU_BACKEND_H_

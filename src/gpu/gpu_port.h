@@ -1,0 +1,161 @@
+// The one place where CUDA and HIP differ. Kernels and launchers in src/gpu use only the gpu*
+// names and macros below, so the same .cu files build with nvcc (CUDA plugin) and hipcc (HIP
+// plugin). The HIP build defines BNB_GPU_HIP on the command line.
+#ifndef BNB_GPU_GPU_PORT_H_
+#define BNB_GPU_GPU_PORT_H_
+
+#include <cstdint>
+
+#if defined(BNB_GPU_HIP)
+#include <hip/hip_fp16.h>
+#include <hip/hip_runtime.h>
+
+#define BNB_GPU_NAME "hip"
+#define BNB_GPU_KIND BNB_BACKEND_HIP
+using gpuError_t = hipError_t;
+using gpuStream_t = hipStream_t;
+using gpuDeviceProp = hipDeviceProp_t;
+using gpuPointerAttributes = hipPointerAttribute_t;
+#define gpuSuccess hipSuccess
+#define gpuErrorNoDevice hipErrorNoDevice
+#define gpuErrorInsufficientDriver hipErrorInsufficientDriver
+#define gpuGetErrorName hipGetErrorName
+#define gpuGetErrorString hipGetErrorString
+#define gpuGetLastError hipGetLastError
+#define gpuGetDeviceCount hipGetDeviceCount
+#define gpuGetDeviceProperties hipGetDeviceProperties
+#define gpuDeviceGetAttribute hipDeviceGetAttribute
+#define gpuDevAttrMultiProcessorCount hipDeviceAttributeMultiprocessorCount
+#define gpuSetDevice hipSetDevice
+#define gpuGetDevice hipGetDevice
+#define gpuDriverGetVersion hipDriverGetVersion
+#define gpuRuntimeGetVersion hipRuntimeGetVersion
+#define gpuMalloc hipMalloc
+#define gpuFree hipFree
+#define gpuMemcpy hipMemcpy
+#define gpuMemcpyAsync hipMemcpyAsync
+#define gpuMemcpyDefault hipMemcpyDefault
+#define gpuMemcpyHostToDevice hipMemcpyHostToDevice
+#define gpuStreamSynchronize hipStreamSynchronize
+#define gpuPointerGetAttributes hipPointerGetAttributes
+#define gpuOccupancyMaxActiveBlocksPerMultiprocessor hipOccupancyMaxActiveBlocksPerMultiprocessor
+// ROCm 5.x names the field memoryType and reports unregistered host memory as an error.
+#define BNB_GPU_PTR_TYPE(attr) ((attr).memoryType)
+#define BNB_GPU_PTR_IS_MANAGED(attr) ((attr).isManaged != 0)
+#define gpuMemoryTypeDevice hipMemoryTypeDevice
+#define gpuMemoryTypeHost hipMemoryTypeHost
+
+#else  // CUDA
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+#define BNB_GPU_NAME "cuda"
+#define BNB_GPU_KIND BNB_BACKEND_CUDA
+using gpuError_t = cudaError_t;
+using gpuStream_t = cudaStream_t;
+using gpuDeviceProp = cudaDeviceProp;
+using gpuPointerAttributes = cudaPointerAttributes;
+#define gpuSuccess cudaSuccess
+#define gpuErrorNoDevice cudaErrorNoDevice
+#define gpuErrorInsufficientDriver cudaErrorInsufficientDriver
+#define gpuGetErrorName cudaGetErrorName
+#define gpuGetErrorString cudaGetErrorString
+#define gpuGetLastError cudaGetLastError
+#define gpuGetDeviceCount cudaGetDeviceCount
+#define gpuGetDeviceProperties cudaGetDeviceProperties
+#define gpuDeviceGetAttribute cudaDeviceGetAttribute
+#define gpuDevAttrMultiProcessorCount cudaDevAttrMultiProcessorCount
+#define gpuSetDevice cudaSetDevice
+#define gpuGetDevice cudaGetDevice
+#define gpuDriverGetVersion cudaDriverGetVersion
+#define gpuRuntimeGetVersion cudaRuntimeGetVersion
+#define gpuMalloc cudaMalloc
+#define gpuFree cudaFree
+#define gpuMemcpy cudaMemcpy
+#define gpuMemcpyAsync cudaMemcpyAsync
+#define gpuMemcpyDefault cudaMemcpyDefault
+#define gpuMemcpyHostToDevice cudaMemcpyHostToDevice
+#define gpuStreamSynchronize cudaStreamSynchronize
+#define gpuPointerGetAttributes cudaPointerGetAttributes
+#define gpuOccupancyMaxActiveBlocksPerMultiprocessor cudaOccupancyMaxActiveBlocksPerMultiprocessor
+#define BNB_GPU_PTR_TYPE(attr) ((attr).type)
+#define BNB_GPU_PTR_IS_MANAGED(attr) ((attr).type == cudaMemoryTypeManaged)
+#define gpuMemoryTypeDevice cudaMemoryTypeDevice
+#define gpuMemoryTypeHost cudaMemoryTypeHost
+#endif
+
+namespace bnb {
+namespace gpu {
+
+// Threads of a warp (NVIDIA) or wavefront (AMD) in device code, known at compile time: 64 on
+// gfx90a, 32 on gfx1030 and every NVIDIA GPU. Host code never needs it.
+#if defined(BNB_GPU_HIP) && defined(__AMDGCN_WAVEFRONT_SIZE)
+constexpr int kWarpSize = __AMDGCN_WAVEFRONT_SIZE;
+#elif defined(BNB_GPU_HIP)
+constexpr int kWarpSize = 64;  // host pass of hipcc: unused there
+#else
+constexpr int kWarpSize = 32;
+#endif
+
+#if defined(__CUDACC__) || defined(__HIPCC__)
+
+// Exchange within aligned groups of `width` lanes (a power of two up to the warp size).
+__device__ __forceinline__ float gpu_shfl_xor(float v, int mask, int width) {
+#if defined(BNB_GPU_HIP)
+  return __shfl_xor(v, mask, width);
+#else
+  return __shfl_xor_sync(0xffffffffu, v, mask, width);
+#endif
+}
+
+// The reciprocal the reference takes of each block's absmax. CUDA: the fast-math instruction
+// the reference's `1.0f / absmax` compiles to (FORMATS.md section 0, RCP). HIP: IEEE division,
+// as the reference's ROCm build (rare last-ulp differences, documented in src/gpu/README.md).
+__device__ __forceinline__ float gpu_block_reciprocal(float m) {
+#if defined(BNB_GPU_HIP)
+  return 1.0f / m;
+#else
+  float r;
+  asm("rcp.approx.ftz.f32 %0, %1;" : "=f"(r) : "f"(m));
+  return r;
+#endif
+}
+
+// binary32 arithmetic rounded once per operation (never contracted into a fused multiply-add)
+// with denormal results and operands flushed to zero, as the reference's fast-math build does.
+// HIP gets the flushing from -fgpu-flush-denormals-to-zero.
+__device__ __forceinline__ float gpu_mul_ftz(float a, float b) {
+#if defined(BNB_GPU_HIP)
+  return __fmul_rn(a, b);
+#else
+  float r;
+  asm("mul.rn.ftz.f32 %0, %1, %2;" : "=f"(r) : "f"(a), "f"(b));
+  return r;
+#endif
+}
+__device__ __forceinline__ float gpu_add_ftz(float a, float b) {
+#if defined(BNB_GPU_HIP)
+  return __fadd_rn(a, b);
+#else
+  float r;
+  asm("add.rn.ftz.f32 %0, %1, %2;" : "=f"(r) : "f"(a), "f"(b));
+  return r;
+#endif
+}
+// NaN-dropping maximum (a NaN operand yields the other one).
+__device__ __forceinline__ float gpu_max_ftz(float a, float b) {
+#if defined(BNB_GPU_HIP)
+  return fmaxf(a, b);
+#else
+  float r;
+  asm("max.ftz.f32 %0, %1, %2;" : "=f"(r) : "f"(a), "f"(b));
+  return r;
+#endif
+}
+
+#endif  // __CUDACC__ || __HIPCC__
+
+}  // namespace gpu
+}  // namespace bnb
+
+#endif  // BNB_GPU_GPU_PORT_H_
