@@ -1,0 +1,150 @@
+"""bitsandbytes' golden vectors through the binding: numpy on the CPU backend, and torch on every
+device available (CPU, CUDA). Codes and absmax must be identical to the cuda cases."""
+
+import numpy as np
+import pytest
+
+import bnb
+from conftest import golden_or_none, needs_cpu, torch_devices
+
+GOLDEN = golden_or_none()
+pytestmark = pytest.mark.skipif(GOLDEN is None, reason="no golden vectors (set BNB_GOLDEN_DIR)")
+
+
+def cases(op):
+    return GOLDEN.cases(op) if GOLDEN is not None else []
+
+
+def case_id(case):
+    p = case["params"]
+    return "-".join(f"{k}={v}" for k, v in p.items()) + "-" + case["inputs"]["A"]["dtype"]
+
+
+def as_bits(a):
+    a = np.asarray(a)
+    return a.view({4: np.uint32, 2: np.uint16, 1: np.uint8}[a.dtype.itemsize])
+
+
+class Place:
+    """Where a case runs: numpy, or torch on a device. Converts golden arrays in and results out."""
+
+    def __init__(self, where):
+        self.where = where
+
+    def put(self, array, dtype):
+        if self.where == "numpy":
+            return array, ({"dtype": "bfloat16"} if dtype == "bfloat16" else {})
+        import torch
+
+        if dtype == "bfloat16":
+            t = torch.from_numpy(array.astype(np.int16, copy=False).view(np.int16)).view(torch.bfloat16)
+        else:
+            t = torch.from_numpy(np.ascontiguousarray(array))
+        return t.to(self.where), {}
+
+    def get(self, x):
+        if self.where == "numpy":
+            return np.asarray(x)
+        import torch
+
+        x = x.detach().cpu()
+        if x.dtype == torch.bfloat16:
+            return x.view(torch.int16).numpy().view(np.uint16)
+        return x.numpy()
+
+
+def places():
+    out = []
+    try:
+        from conftest import cpu_available
+
+        if cpu_available():
+            out.append("numpy")
+    except Exception:  # pragma: no cover
+        pass
+    return out + torch_devices()
+
+
+PLACES = places()
+
+
+def test_code_tables():
+    out = GOLDEN.cases("code_tables")[0]["outputs"]
+    for name, entry in out.items():
+        want = GOLDEN.load(entry)[0]
+        assert np.array_equal(as_bits(bnb.get_code_table(name)), as_bits(want)), name
+
+
+@pytest.mark.parametrize("where", PLACES)
+@pytest.mark.parametrize("case", cases("quantize_blockwise"), ids=case_id)
+def test_quantize_blockwise(where, case):
+    place = Place(where)
+    A, dtype = GOLDEN.load(case["inputs"]["A"])
+    x, kw = place.put(A, dtype)
+    code = bnb.get_code_table(case["params"]["code"])
+    code_x, _ = place.put(code, "float32")
+    q, state = bnb.quantize_blockwise(x, code=code_x, blocksize=case["params"]["blocksize"], **kw)
+    out = case["outputs"]
+    assert np.array_equal(place.get(q), GOLDEN.load(out["q"])[0]), "codes differ"
+    assert np.array_equal(as_bits(place.get(state.absmax)), as_bits(GOLDEN.load(out["absmax"])[0]))
+    want, want_dtype = GOLDEN.load(out["dequant"])
+    got = place.get(bnb.dequantize_blockwise(q, state, dtype=want_dtype))
+    assert np.array_equal(as_bits(got), as_bits(want))
+
+
+@pytest.mark.parametrize("where", PLACES)
+@pytest.mark.parametrize("case", cases("quantize_4bit"), ids=case_id)
+def test_quantize_4bit(where, case):
+    place = Place(where)
+    A, dtype = GOLDEN.load(case["inputs"]["A"])
+    x, kw = place.put(A, dtype)
+    p = case["params"]
+    packed, state = bnb.quantize_4bit(x, blocksize=p["blocksize"], quant_type=p["quant_type"], **kw)
+    out = case["outputs"]
+    assert np.array_equal(place.get(packed), GOLDEN.load(out["packed"])[0]), "codes differ"
+    assert np.array_equal(as_bits(place.get(state.absmax)), as_bits(GOLDEN.load(out["absmax"])[0]))
+    want, want_dtype = GOLDEN.load(out["dequant"])
+    got = place.get(bnb.dequantize_4bit(packed, state, dtype=want_dtype))
+    assert np.array_equal(as_bits(got).ravel(), as_bits(want).ravel())
+
+
+@pytest.mark.parametrize("where", PLACES)
+@pytest.mark.parametrize("case", cases("quantize_4bit_nested"), ids=case_id)
+def test_quantize_4bit_nested(where, case):
+    place = Place(where)
+    A, dtype = GOLDEN.load(case["inputs"]["A"])
+    x, kw = place.put(A, dtype)
+    p = case["params"]
+    out = case["outputs"]
+    packed, state = bnb.quantize_4bit(x, blocksize=p["blocksize"], quant_type=p["quant_type"],
+                                      compress_statistics=True, **kw)
+    assert np.array_equal(place.get(packed), GOLDEN.load(out["packed"])[0])
+    golden_offset = GOLDEN.load(out["absmax_offset"])[0].reshape(())
+    offset = place.get(state.offset).reshape(())
+    assert np.isclose(offset, golden_offset, rtol=1e-6)
+    if offset == golden_offset:  # codes are bit-exact given the same offset (FORMATS 4.1)
+        assert np.array_equal(place.get(state.absmax), GOLDEN.load(out["absmax_q"])[0])
+        assert np.array_equal(as_bits(place.get(state.state2.absmax)), as_bits(GOLDEN.load(out["absmax_absmax"])[0]))
+    # with the golden statistics, dequantization is bit-exact
+    absmax_q, _ = place.put(GOLDEN.load(out["absmax_q"])[0], "uint8")
+    absmax2, _ = place.put(GOLDEN.load(out["absmax_absmax"])[0], "float32")
+    offset_x, _ = place.put(golden_offset.astype(np.float32), "float32")
+    code2, _ = place.put(bnb.get_code_table("dynamic_signed"), "float32")
+    golden_state = bnb.QuantState(absmax=absmax_q, shape=state.shape, code=state.code, blocksize=p["blocksize"],
+                                  quant_type=p["quant_type"], dtype=state.dtype, offset=offset_x,
+                                  state2=bnb.QuantState(absmax=absmax2, code=code2, blocksize=256,
+                                                        dtype=state.state2.dtype))
+    want, want_dtype = GOLDEN.load(out["dequant"])
+    got = place.get(bnb.dequantize_4bit(packed, golden_state, dtype=want_dtype))
+    assert np.array_equal(as_bits(got).ravel(), as_bits(want).ravel())
+    # and the codes of absmax - golden offset, composed from the 8-bit op, are the golden ones
+    plain_packed, plain = bnb.quantize_4bit(x, blocksize=p["blocksize"], quant_type=p["quant_type"], **kw)
+    qabs, s2 = bnb.quantize_blockwise(plain.absmax - offset_x, blocksize=256)
+    assert np.array_equal(place.get(qabs), GOLDEN.load(out["absmax_q"])[0])
+    assert np.array_equal(as_bits(place.get(s2.absmax)), as_bits(GOLDEN.load(out["absmax_absmax"])[0]))
+
+
+@needs_cpu
+def test_there_are_golden_cases():
+    for op, count in (("quantize_blockwise", 24), ("quantize_4bit", 48), ("quantize_4bit_nested", 6)):
+        assert len(cases(op)) == count, op
