@@ -226,10 +226,10 @@ func check4Bit[T Float](t *testing.T, quant Quant4, blocksize int, dtype string)
 	sameBits(t, "dequant", bitsOf(got), bitsOf(want))
 }
 
-func TestGoldenBlockwiseF32Blocksize64(t *testing.T) { checkBlockwise[float32](t, 64, "float32") }
+func TestGoldenBlockwiseF32Blocksize64(t *testing.T)   { checkBlockwise[float32](t, 64, "float32") }
 func TestGoldenBlockwiseBF16Blocksize512(t *testing.T) { checkBlockwise[BF16](t, 512, "bfloat16") }
-func TestGoldenNF4F32Blocksize64(t *testing.T)        { check4Bit[float32](t, NF4, 64, "float32") }
-func TestGoldenFP4F16Blocksize256(t *testing.T)       { check4Bit[F16](t, FP4, 256, "float16") }
+func TestGoldenNF4F32Blocksize64(t *testing.T)         { check4Bit[float32](t, NF4, 64, "float32") }
+func TestGoldenFP4F16Blocksize256(t *testing.T)        { check4Bit[F16](t, FP4, 256, "float16") }
 
 func TestGoldenNestedFP4Dequantize(t *testing.T) {
 	c := findCase(t, "quantize_4bit_nested", "float32", map[string]string{"blocksize": "128", "quant_type": "fp4"})
