@@ -2,7 +2,8 @@
 #
 #   include/bnb.h
 #   <libdir>/libbnb.so -> libbnb.so.0 -> libbnb.so.0.1.0
-#   <libdir>/libbnb_backend_{cpu,cuda,hip}.so   beside libbnb: the core finds them via dladdr
+#   <libdir>/libbnb_backend_{cpu,cuda,hip}.so   beside libbnb (installed by each plugin's own
+#                                               CMakeLists): the core finds them via dladdr
 #   <libdir>/cmake/bnb/bnbConfig*.cmake, bnbTargets*.cmake    find_package(bnb) -> bnb::bnb
 #   <libdir>/pkgconfig/bnb.pc                                 pkg-config --cflags --libs bnb
 #   bin/bnb                                                   the command-line tool, if built
@@ -29,19 +30,13 @@ if(NOT _bnb_public_header)
           DESTINATION "${CMAKE_INSTALL_INCLUDEDIR}" COMPONENT development)
 endif()
 
-# ---- backend plugins, next to libbnb (BNB_PLUGIN_INSTALL_DIR defaults to the same lib dir)
+# ---- backend plugins: each plugin's CMakeLists installs it into BNB_PLUGIN_INSTALL_DIR, which
+# must be the lib dir of libbnb because the core looks for plugins beside itself (dladdr).
 if(NOT BNB_PLUGIN_INSTALL_DIR STREQUAL CMAKE_INSTALL_LIBDIR)
   message(WARNING "BNB_PLUGIN_INSTALL_DIR (${BNB_PLUGIN_INSTALL_DIR}) differs from CMAKE_INSTALL_LIBDIR "
-                  "(${CMAKE_INSTALL_LIBDIR}): libbnb looks for plugins beside itself, so set "
-                  "BNB_BACKEND_PATH at run time")
+                  "(${CMAKE_INSTALL_LIBDIR}): libbnb looks for plugins beside itself, so installed "
+                  "programs will need BNB_BACKEND_PATH")
 endif()
-foreach(_bnb_plugin IN ITEMS bnb_backend_cpu bnb_backend_cuda bnb_backend_hip)
-  if(TARGET ${_bnb_plugin})
-    install(TARGETS ${_bnb_plugin}
-      LIBRARY DESTINATION "${BNB_PLUGIN_INSTALL_DIR}" COMPONENT runtime
-      RUNTIME DESTINATION "${BNB_PLUGIN_INSTALL_DIR}" COMPONENT runtime)
-  endif()
-endforeach()
 
 # ---- the command-line tool (its INSTALL_RPATH points at ../<libdir>)
 if(TARGET bnb_cli)

@@ -93,7 +93,10 @@ run_installed_example() {
     cat "$TMP/ldd.txt"
     fail "$exe resolves libraries from the build dir"
   fi
-  grep -q "$PLIB/libbnb.so.0" "$TMP/ldd.txt" || { cat "$TMP/ldd.txt"; fail "$exe does not load the installed libbnb"; }
+  local loaded
+  loaded=$(sed -n 's/^[[:space:]]*libbnb\.so\.0 => \(.*\) (0x.*/\1/p' "$TMP/ldd.txt")
+  [[ -n "$loaded" && "$(readlink -f "$loaded")" == "$(readlink -f "$PLIB/libbnb.so.0")" ]] \
+    || { cat "$TMP/ldd.txt"; fail "$exe does not load the installed libbnb"; }
   env -u BNB_BACKEND_PATH -u LD_LIBRARY_PATH "$exe"
 }
 
