@@ -251,6 +251,7 @@ def quantize_blockwise(A, code=None, blocksize=4096, nested=False, dtype=None):
     dtype: only to read a uint16 numpy array as bfloat16 bits (dtype="bfloat16")."""
     if is_torch(A):
         _check_torch_dtype(A, dtype)
+        _check_torch_inputs(A, code=code)
         q, absmax = _torch_ops().quantize_blockwise(A, code, blocksize)
         native = A.dtype
     else:
@@ -266,6 +267,17 @@ def quantize_blockwise(A, code=None, blocksize=4096, nested=False, dtype=None):
     qabsmax, state2 = quantize_blockwise(absmax - offset, blocksize=blocksize, nested=False)
     return q, QuantState(absmax=qabsmax, code=code_out, blocksize=blocksize, dtype=native, offset=offset,
                          state2=state2)
+
+
+def _check_torch_inputs(A, **others):
+    """Every other array of a torch call must be a tensor on A's device (None allowed)."""
+    for name, x in others.items():
+        if x is None:
+            continue
+        if not is_torch(x):
+            raise TypeError(f"{name} must be a torch tensor like A, not {type(x).__name__}")
+        if x.device != A.device:
+            raise ValueError(f"{name} is on {x.device}, A on {A.device}")
 
 
 def _check_torch_dtype(A, dtype):
@@ -287,6 +299,7 @@ def dequantize_blockwise(A, quant_state=None, absmax=None, code=None, blocksize=
         raise ValueError("dequantize_blockwise needs a quant_state or an absmax")
     out_dt = _arrays.dtype_code(dtype if dtype is not None else "float32")
     if is_torch(A):
+        _check_torch_inputs(A, absmax=absmax, code=code)
         return _torch_ops().dequantize_blockwise(A, absmax, code, blocksize, _torch_ops().dtype(out_dt))
     A, _ = _host(A, "A", "uint8")
     absmax = _host_opt(absmax, "absmax", "float32")
@@ -358,6 +371,7 @@ def dequantize_4bit(A, quant_state=None, absmax=None, blocksize=64, quant_type="
     amax, absmax2, code2, offset, blocksize2 = _scales_args(quant_state, absmax)
     shape = tuple(int(d) for d in shape)
     if is_torch(A):
+        _check_torch_inputs(A, absmax=amax, nested_absmax=absmax2, nested_code=code2, offset=offset)
         return _torch_ops().dequantize_4bit(A, amax, absmax2, code2, offset, blocksize2, blocksize, quant_type,
                                             list(shape), _torch_ops().dtype(out_dt))
     A, _ = _host(A, "A", "uint8")
@@ -377,6 +391,7 @@ def matmul_4bit(A, B, quant_state, bias=None):
         raise ValueError(f"A has {A.shape[-1]} columns, the weight {K}")
     amax, absmax2, code2, offset, blocksize2 = _scales_args(quant_state, None)
     if is_torch(A):
+        _check_torch_inputs(A, B=B, absmax=amax, nested_absmax=absmax2, nested_code=code2, offset=offset, bias=bias)
         return _torch_ops().gemm_4bit(A, B, amax, absmax2, code2, offset, blocksize2, quant_state.blocksize,
                                       quant_state.quant_type, N, bias)
     A, dt = _host(A, "A")
@@ -414,6 +429,7 @@ def int8_linear_matmul(A, B):
     if A.ndim != 2 or B.ndim != 2 or A.shape[1] != B.shape[1]:
         raise ValueError(f"A [M, K] and B [N, K] must share K: got {tuple(A.shape)} and {tuple(B.shape)}")
     if is_torch(A):
+        _check_torch_inputs(A, B=B)
         return _torch_ops().int8_matmul(A, B)
     M, K = (int(d) for d in A.shape)
     A, _ = _host(A, "A", "int8")
@@ -426,6 +442,7 @@ def int8_mm_dequant(C, row_stats, col_stats, bias=None, dtype="float16"):
     if C.ndim != 2:
         raise ValueError(f"C must be 2-D, not {tuple(C.shape)}")
     if is_torch(C):
+        _check_torch_inputs(C, row_stats=row_stats, col_stats=col_stats, bias=bias)
         return _torch_ops().int8_mm_dequant(C, row_stats, col_stats, bias, _torch_ops().dtype(out_dt))
     M, N = (int(d) for d in C.shape)
     C, _ = _host(C, "C", "int32")

@@ -1,0 +1,203 @@
+"""torch tensors: same results as numpy, outputs on the input's device, custom ops that pass
+torch.library.opcheck, torch.compile(fullgraph=True) and CUDA graphs. Skipped without torch."""
+
+import numpy as np
+import pytest
+
+import bnb
+from conftest import needs_cuda, needs_torch, torch_devices
+
+torch = pytest.importorskip("torch")
+pytestmark = needs_torch
+DEVICES = torch_devices()
+
+
+def t(a, device):
+    return torch.from_numpy(np.ascontiguousarray(a)).to(device)
+
+
+def host(x):
+    return x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+def test_blockwise_matches_numpy_and_stays_on_device(rng, device, dtype):
+    A32 = rng.standard_normal((33, 200)).astype(np.float32)
+    A = t(A32, device).to(dtype)
+    q, state = bnb.quantize_blockwise(A, blocksize=256)
+    assert q.device == A.device and state.absmax.device == A.device and state.code.device == A.device
+    assert q.dtype == torch.uint8 and q.shape == A.shape and state.dtype == dtype
+    A_np = A.float().cpu().numpy() if dtype != torch.float16 else A.cpu().numpy()
+    if dtype == torch.bfloat16:
+        q_np, s_np = bnb.quantize_blockwise(A.cpu().view(torch.int16).numpy().view(np.uint16), blocksize=256,
+                                            dtype="bfloat16")
+    else:
+        q_np, s_np = bnb.quantize_blockwise(A_np, blocksize=256)
+    assert np.array_equal(host(q), q_np) and np.array_equal(host(state.absmax), s_np.absmax)
+    out = bnb.dequantize_blockwise(q, state)
+    assert out.device == A.device and out.dtype == dtype and out.shape == A.shape
+    want = bnb.dequantize_blockwise(q_np, s_np, dtype="float32")
+    assert torch.equal(out.float().cpu(), torch.from_numpy(want).to(dtype).float())
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("quant_type", ["nf4", "fp4"])
+@pytest.mark.parametrize("nested", [False, True])
+def test_4bit_matches_numpy(rng, device, quant_type, nested):
+    A_np = rng.standard_normal((64, 130)).astype(np.float16)
+    A = t(A_np, device)
+    packed, state = bnb.quantize_4bit(A, blocksize=64, quant_type=quant_type, compress_statistics=nested)
+    p_np, s_np = bnb.quantize_4bit(A_np, blocksize=64, quant_type=quant_type, compress_statistics=nested)
+    assert packed.device == A.device and packed.shape == ((A.numel() + 1) // 2, 1)
+    assert np.array_equal(host(packed), p_np)
+    assert state.nested == nested and state.dtype == torch.float16 and state.shape == (64, 130)
+    if nested:
+        assert state.offset.device == A.device and state.offset.shape == ()
+        assert np.isclose(host(state.offset), s_np.offset, rtol=1e-6)
+    out = bnb.dequantize_4bit(packed, state)
+    assert out.device == A.device and out.dtype == torch.float16 and out.shape == A.shape
+    if not nested or host(state.offset) == s_np.offset:
+        assert np.array_equal(host(out), bnb.dequantize_4bit(p_np, s_np))
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_non_contiguous_tensors(rng, device):
+    base = t(rng.standard_normal((128, 128)).astype(np.float32), device)
+    A = base.t()
+    assert not A.is_contiguous()
+    q, s = bnb.quantize_4bit(A, blocksize=64, quant_type="nf4")
+    q2, s2 = bnb.quantize_4bit(A.contiguous(), blocksize=64, quant_type="nf4")
+    assert torch.equal(q, q2) and torch.equal(s.absmax, s2.absmax)
+    q8, s8 = bnb.quantize_blockwise(A[:, ::3], blocksize=64)
+    q8b, _ = bnb.quantize_blockwise(A[:, ::3].contiguous(), blocksize=64)
+    assert torch.equal(q8, q8b)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_errors_from_torch_inputs(rng, device):
+    A = t(rng.standard_normal(1000).astype(np.float32), device)
+    with pytest.raises(ValueError, match="blocksize"):
+        bnb.quantize_blockwise(A, blocksize=48)
+    with pytest.raises(ValueError, match="not supported"):
+        bnb.quantize_blockwise(A.double())
+    with pytest.raises(TypeError, match="torch tensor"):
+        bnb.dequantize_blockwise(bnb.quantize_blockwise(A)[0], absmax=np.ones(1, np.float32))
+
+
+@needs_cuda
+def test_mixed_devices_are_rejected(rng):
+    A = t(rng.standard_normal(1000).astype(np.float32), "cuda")
+    q, state = bnb.quantize_blockwise(A, blocksize=256)
+    with pytest.raises(ValueError, match="is on cpu"):
+        bnb.dequantize_blockwise(q, absmax=state.absmax.cpu(), blocksize=256)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_opcheck(rng, device):
+    A = t(rng.standard_normal((16, 64)).astype(np.float32), device)
+    ops = torch.ops.bnb
+    q, absmax = ops.quantize_blockwise(A, None, 64)
+    packed, absmax4 = ops.quantize_4bit(A, 64, "nf4")
+    aq, a2, off = ops.compress_absmax(absmax4)
+    code2 = bnb.functional._code_table_like(A, "dynamic_signed")
+    checks = [
+        (ops.quantize_blockwise.default, (A, None, 64)),
+        (ops.dequantize_blockwise.default, (q, absmax, None, 64, torch.float16)),
+        (ops.quantize_4bit.default, (A, 64, "nf4")),
+        (ops.compress_absmax.default, (absmax4,)),
+        (ops.dequantize_4bit.default, (packed, absmax4, None, None, None, 256, 64, "nf4", [16, 64], torch.float32)),
+        (ops.dequantize_4bit.default, (packed, aq, a2, code2, off, 256, 64, "nf4", [16, 64], torch.bfloat16)),
+        (ops.code_table.default, (2, A)),
+    ]
+    for op, args in checks:
+        torch.library.opcheck(op, args, test_utils=("test_schema", "test_faketensor"))
+
+
+class QuantLinear4bit(torch.nn.Module):
+    """A minimal 4-bit linear layer built on the functional API, as a model would use it."""
+
+    def __init__(self, weight, bias, quant_type="nf4", nested=True):
+        super().__init__()
+        self.packed, self.state = bnb.quantize_4bit(weight, blocksize=64, quant_type=quant_type,
+                                                    compress_statistics=nested)
+        self.bias = bias
+
+    def forward(self, x):
+        w = bnb.dequantize_4bit(self.packed, self.state)
+        return torch.nn.functional.linear(x, w.to(x.dtype), self.bias)
+
+
+class Roundtrip8bit(torch.nn.Module):
+    def forward(self, x):
+        q, state = bnb.quantize_blockwise(x, blocksize=256)
+        return bnb.dequantize_blockwise(q, state) * 2
+
+
+def make_model(rng, device, dtype=torch.float32):
+    W = t(rng.standard_normal((96, 128)).astype(np.float32), device).to(dtype)
+    b = t(rng.standard_normal(96).astype(np.float32), device).to(dtype)
+    return QuantLinear4bit(W, b)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_torch_compile_fullgraph(rng, device):
+    torch._dynamo.reset()
+    model = make_model(rng, device)
+    x = t(rng.standard_normal((4, 128)).astype(np.float32), device)
+    eager = model(x)
+    compiled = torch.compile(model, fullgraph=True)
+    assert torch.equal(compiled(x), eager)
+    rt = Roundtrip8bit()
+    assert torch.equal(torch.compile(rt, fullgraph=True)(x), rt(x))
+
+    def quantize_and_back(a):
+        packed, state = bnb.quantize_4bit(a, blocksize=64, quant_type="fp4", compress_statistics=True)
+        return bnb.dequantize_4bit(packed, state)
+
+    assert torch.equal(torch.compile(quantize_and_back, fullgraph=True)(x), quantize_and_back(x))
+
+
+@needs_cuda
+def test_cuda_graph_capture_and_replay(rng):
+    model = make_model(rng, "cuda", torch.float16)
+    rt = Roundtrip8bit()
+    x = t(rng.standard_normal((8, 128)).astype(np.float16), "cuda")
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):  # warm up (contexts, tables) outside the capture
+        for _ in range(2):
+            model(x), rt(x)
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        y = model(x)
+        z = rt(x)
+    x.copy_(t(rng.standard_normal((8, 128)).astype(np.float16), "cuda"))
+    graph.replay()
+    torch.cuda.synchronize()
+    assert torch.equal(y, model(x)) and torch.equal(z, rt(x))
+
+
+@needs_cuda
+def test_compile_reduce_overhead_uses_cuda_graphs(rng):
+    torch._dynamo.reset()
+    model = make_model(rng, "cuda", torch.bfloat16)
+    compiled = torch.compile(model, mode="reduce-overhead", fullgraph=True)
+    for _ in range(4):
+        x = t(rng.standard_normal((2, 128)).astype(np.float32), "cuda").to(torch.bfloat16)
+        got = compiled(x).clone()
+        assert torch.equal(got, model(x))
+
+
+@needs_cuda
+def test_runs_on_the_current_stream(rng):
+    A = t(rng.standard_normal(1 << 20).astype(np.float32), "cuda")
+    want_q, want_state = bnb.quantize_4bit(A, quant_type="nf4")
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):
+        q, state = bnb.quantize_4bit(A, quant_type="nf4")
+        out = bnb.dequantize_4bit(q, state)
+    torch.cuda.current_stream().wait_stream(stream)
+    assert torch.equal(q, want_q) and torch.equal(out, bnb.dequantize_4bit(want_q, want_state))
