@@ -1,0 +1,328 @@
+// SIMD kernels of the 4-bit inference matmul, compiled once per Highway target (foreach_target)
+// and chosen at run time (HWY_DYNAMIC_DISPATCH).
+//
+// out[m,n] = sum_k A[m,k] * W[n,k]: the packed weights are read once per tile of A rows and
+// decoded in registers. A chunk of N packed bytes (one vector of u32 lanes after widening) holds
+// 2N consecutive weights of a row: the high nibbles are the even k, the low nibbles the odd k.
+// Rather than re-interleaving the decoded weights, A is copied once per call into binary32 with
+// each 2N-element chunk split into [even k | odd k], so the decoded high/low vectors multiply
+// the matching halves directly.
+//
+// Decoding: per block a 16-entry table LUT[i] * absmax (RN32, the exact weight value, FORMATS
+// 3.6) is built in registers and indexed with lane permutes (AVX-512: one permute; AVX2: two
+// and a blend; narrower targets gather from memory).
+//
+// Tiles: MR rows of A x NR rows of W share every decoded weight and every loaded A vector;
+// accumulators are binary32 vectors, reduced once per tile and K chunk into a binary32 scratch
+// that is rounded to the output dtype (with the bias added) at the end.
+#include <algorithm>
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <new>
+#include <vector>
+
+#include "gemm4_kernels.h"
+#include "half.h"
+#include "tables.h"
+
+#undef HWY_TARGET_INCLUDE
+#define HWY_TARGET_INCLUDE "src/backend_cpu/gemm4_simd.cc"
+#include "hwy/foreach_target.h"  // IWYU pragma: keep
+#include "hwy/aligned_allocator.h"
+#include "hwy/highway.h"
+
+#ifndef BNB_BACKEND_CPU_GEMM4_SIMD_SHARED_
+#define BNB_BACKEND_CPU_GEMM4_SIMD_SHARED_
+namespace bnb {
+namespace cpu {
+
+struct Gemm4Args {
+  int64_t K;
+  int64_t blocksize;
+  const uint8_t* W;
+  bnb_scales_resolved_t scales;
+  alignas(64) float lut[16];  // the decoder's table (FP4: bit 3 is a sign, nibble 8 = -0.0)
+};
+
+// absmax of block b, reconstructed as every consumer does (FORMATS 4.1) when nested.
+inline float Gemm4BlockScale(const bnb_scales_resolved_t& s, int64_t b) {
+  if (s.absmax != nullptr) return s.absmax[b];
+  const float c = s.code2 != nullptr ? s.code2[s.absmax_q[b]]
+                                     : bnb::bits_to_float(bnb::BNB_DYNAMIC_SIGNED_BITS[s.absmax_q[b]]);
+  const float scaled = c * s.absmax2[b / s.blocksize2];
+  return scaled + s.offset[0];
+}
+
+}  // namespace cpu
+}  // namespace bnb
+#endif  // BNB_BACKEND_CPU_GEMM4_SIMD_SHARED_
+
+HWY_BEFORE_NAMESPACE();
+namespace bnb {
+namespace cpu {
+namespace HWY_NAMESPACE {
+namespace hn = hwy::HWY_NAMESPACE;
+
+using DF = hn::ScalableTag<float>;
+using DU = hn::RebindToUnsigned<DF>;
+using DI = hn::RebindToSigned<DF>;
+using VF = hn::Vec<DF>;
+using VU = hn::Vec<DU>;
+
+// Lanes per vector; x86 targets have a fixed count known at compile time.
+constexpr int64_t kLanes = static_cast<int64_t>(hn::MaxLanes(DF()));
+// One chunk = kLanes packed bytes = 2 * kLanes weights of one row.
+constexpr int64_t kChunk = 2 * kLanes;
+static_assert(32 % kChunk == 0, "K is a multiple of 32; chunks must tile it");
+
+// A block's scaled 16-entry table, held the way Lookup16 wants it.
+struct ScaledLut {
+  VF lo;  // entries 0..7 (or 0..15 with 16 lanes)
+  VF hi;  // entries 8..15 (8 lanes only)
+};
+
+HWY_INLINE void MakeLut(DF df, const float* HWY_RESTRICT lut, float scale, ScaledLut* t,
+                        float* HWY_RESTRICT mem) {
+  const VF s = hn::Set(df, scale);
+  if constexpr (kLanes >= 8) {
+    t->lo = hn::Mul(hn::LoadU(df, lut), s);
+    t->hi = kLanes == 8 ? hn::Mul(hn::LoadU(df, lut + 8), s) : t->lo;
+  } else {
+    for (int i = 0; i < 16; i += static_cast<int>(kLanes)) hn::Store(hn::Mul(hn::LoadU(df, lut + i), s), df, mem + i);
+    t->lo = t->hi = s;  // unused
+  }
+}
+
+// t[idx] for idx in [0, 16).
+HWY_INLINE VF Lookup16(DF df, const ScaledLut& t, const float* HWY_RESTRICT mem, VU idx) {
+  const DI di;
+  if constexpr (kLanes >= 16) {
+    (void)mem;
+    return hn::TableLookupLanes(t.lo, hn::IndicesFromVec(df, hn::BitCast(di, idx)));
+  } else if constexpr (kLanes == 8) {
+    (void)mem;
+    const DU du;
+    const auto lane = hn::IndicesFromVec(df, hn::BitCast(di, hn::And(idx, hn::Set(du, 7u))));
+    const VF lo = hn::TableLookupLanes(t.lo, lane);
+    const VF hi = hn::TableLookupLanes(t.hi, lane);
+    const auto upper = hn::RebindMask(df, hn::Gt(hn::BitCast(di, idx), hn::Set(di, 7)));
+    return hn::IfThenElse(upper, hi, lo);
+  } else {
+    return hn::GatherIndex(df, mem, hn::BitCast(di, idx));
+  }
+}
+
+// Rows [m0, m1) of A (row length K, dtype) to binary32 at Ad (row stride K), each chunk of
+// kChunk elements split into [even k | odd k].
+void Gemm4PrepareA(int32_t dtype, const void* A, int64_t K, int64_t m0, int64_t m1, float* Ad) {
+  for (int64_t m = m0; m < m1; ++m) {
+    float* HWY_RESTRICT dst = Ad + (m - m0) * K;
+    const int64_t base = m * K;
+    for (int64_t k = 0; k < K; k += kChunk) {
+      for (int64_t j = 0; j < kLanes; ++j) {
+        const int64_t e = base + k + 2 * j;
+        float v0, v1;
+        if (dtype == BNB_F32) {
+          v0 = static_cast<const float*>(A)[e];
+          v1 = static_cast<const float*>(A)[e + 1];
+        } else if (dtype == BNB_BF16) {
+          v0 = bnb::bf16_to_f32(static_cast<const uint16_t*>(A)[e]);
+          v1 = bnb::bf16_to_f32(static_cast<const uint16_t*>(A)[e + 1]);
+        } else {
+          v0 = bnb::f16_to_f32(static_cast<const uint16_t*>(A)[e]);
+          v1 = bnb::f16_to_f32(static_cast<const uint16_t*>(A)[e + 1]);
+        }
+        dst[k + j] = v0;
+        dst[k + kLanes + j] = v1;
+      }
+    }
+  }
+}
+
+// C[m * ldc + r] += sum_{k in [k0,k1)} Ad[m][k] * W[n0 + r][k] for m < MR, r < NR.
+template <int MR, int NR>
+HWY_INLINE void Tile(const Gemm4Args& a, const float* HWY_RESTRICT Ad, int64_t n0, int64_t k0, int64_t k1,
+                     float* HWY_RESTRICT C, int64_t ldc) {
+  const DF df;
+  const DU du;
+  const hn::Rebind<uint8_t, DF> d8;
+  // Few accumulators: give the odd-k products their own to halve the dependency chains.
+  constexpr bool kSplit = MR * NR <= 8;
+  const int64_t K = a.K;
+  const int64_t bs = a.blocksize;
+  VF acc[MR][NR];
+  VF acc2[MR][NR];
+  for (int m = 0; m < MR; ++m) {
+    for (int r = 0; r < NR; ++r) {
+      acc[m][r] = hn::Zero(df);
+      acc2[m][r] = hn::Zero(df);
+    }
+  }
+  const uint8_t* HWY_RESTRICT wrow[NR];
+  for (int r = 0; r < NR; ++r) wrow[r] = a.W + (n0 + r) * (K / 2);
+  const VU nibble = hn::Set(du, 15u);
+  ScaledLut lut[NR];
+  alignas(64) float lut_mem[NR][16];
+  for (int64_t k = k0; k < k1;) {
+    const int64_t block_end = (k / bs + 1) * bs;
+    const int64_t seg_end = block_end < k1 ? block_end : k1;
+    for (int r = 0; r < NR; ++r) {
+      const float scale = Gemm4BlockScale(a.scales, (n0 + r) * (K / bs) + k / bs);
+      MakeLut(df, a.lut, scale, &lut[r], lut_mem[r]);
+    }
+    for (; k < seg_end; k += kChunk) {
+      VF w_even[NR], w_odd[NR];
+      for (int r = 0; r < NR; ++r) {
+        const VU bytes = hn::PromoteTo(du, hn::LoadU(d8, wrow[r] + k / 2));
+        w_even[r] = Lookup16(df, lut[r], lut_mem[r], hn::ShiftRight<4>(bytes));
+        w_odd[r] = Lookup16(df, lut[r], lut_mem[r], hn::And(bytes, nibble));
+      }
+      for (int m = 0; m < MR; ++m) {
+        const VF a_even = hn::Load(df, Ad + m * K + k);
+        const VF a_odd = hn::Load(df, Ad + m * K + k + kLanes);
+        for (int r = 0; r < NR; ++r) {
+          acc[m][r] = hn::MulAdd(w_even[r], a_even, acc[m][r]);
+          if constexpr (kSplit) {
+            acc2[m][r] = hn::MulAdd(w_odd[r], a_odd, acc2[m][r]);
+          } else {
+            acc[m][r] = hn::MulAdd(w_odd[r], a_odd, acc[m][r]);
+          }
+        }
+      }
+    }
+  }
+  for (int m = 0; m < MR; ++m) {
+    for (int r = 0; r < NR; ++r) {
+      const VF v = kSplit ? hn::Add(acc[m][r], acc2[m][r]) : acc[m][r];
+      C[m * ldc + r] += hn::GetLane(hn::SumOfLanes(df, v));
+    }
+  }
+}
+
+template <int NR>
+HWY_INLINE void RowTiles(const Gemm4Args& a, const float* HWY_RESTRICT Ad, int64_t rows, int64_t n0, int64_t k0,
+                         int64_t k1, float* HWY_RESTRICT C, int64_t ldc) {
+  constexpr int kMR = 4;
+  int64_t m = 0;
+  for (; m + kMR <= rows; m += kMR) Tile<kMR, NR>(a, Ad + m * a.K, n0, k0, k1, C + m * ldc, ldc);
+  const float* HWY_RESTRICT Am = Ad + m * a.K;
+  float* HWY_RESTRICT Cm = C + m * ldc;
+  switch (rows - m) {
+    case 3: Tile<3, NR>(a, Am, n0, k0, k1, Cm, ldc); break;
+    case 2: Tile<2, NR>(a, Am, n0, k0, k1, Cm, ldc); break;
+    case 1: Tile<1, NR>(a, Am, n0, k0, k1, Cm, ldc); break;
+    default: break;
+  }
+}
+
+// C[rows][n1 - n0] += Ad[rows][K] @ W[n0:n1, :]^T, K walked in chunks of kc (a multiple of 32)
+// so the A rows of a chunk stay in cache while the W rows stream past.
+void Gemm4Panel(const Gemm4Args& a, const float* Ad, int64_t rows, int64_t n0, int64_t n1, int64_t kc, float* C) {
+  constexpr int kNR = 4;
+  const int64_t ldc = n1 - n0;
+  for (int64_t k0 = 0; k0 < a.K; k0 += kc) {
+    const int64_t k1 = k0 + kc < a.K ? k0 + kc : a.K;
+    int64_t n = n0;
+    for (; n + kNR <= n1; n += kNR) RowTiles<kNR>(a, Ad, rows, n, k0, k1, C + (n - n0), ldc);
+    for (; n < n1; ++n) RowTiles<1>(a, Ad, rows, n, k0, k1, C + (n - n0), ldc);
+  }
+}
+
+// NOLINTNEXTLINE(google-readability-namespace-comments)
+}  // namespace HWY_NAMESPACE
+}  // namespace cpu
+}  // namespace bnb
+HWY_AFTER_NAMESPACE();
+
+#if HWY_ONCE
+namespace bnb {
+namespace cpu {
+
+HWY_EXPORT(Gemm4PrepareA);
+HWY_EXPORT(Gemm4Panel);
+
+namespace {
+
+int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+float load_as_f32(int32_t dtype, const void* p, int64_t i) {
+  if (dtype == BNB_F32) return static_cast<const float*>(p)[i];
+  const uint16_t h = static_cast<const uint16_t*>(p)[i];
+  return dtype == BNB_BF16 ? bnb::bf16_to_f32(h) : bnb::f16_to_f32(h);
+}
+
+void store_from_f32(int32_t dtype, void* p, int64_t i, float v) {
+  if (dtype == BNB_F32) {
+    static_cast<float*>(p)[i] = v;
+  } else {
+    static_cast<uint16_t*>(p)[i] = dtype == BNB_BF16 ? bnb::f32_to_bf16(v) : bnb::f32_to_f16(v);
+  }
+}
+
+// Blocking (bytes): the prepared copy of A is made for at most this much A at a time; a task's
+// A rows x K chunk should stay in L2 while the weights stream.
+constexpr int64_t kMaxPreparedBytes = int64_t{64} << 20;
+constexpr int64_t kTaskABytes = int64_t{256} << 10;
+constexpr int64_t kMaxKChunk = 4096;
+constexpr int64_t kMaxTaskRows = 64;   // rows of A per task
+constexpr int64_t kMaxPanel = 256;     // rows of W per task
+
+}  // namespace
+
+void gemm_4bit(ThreadPool& pool, int32_t dtype, int64_t M, int64_t N, int64_t K, const void* A,
+               const uint8_t* W, const bnb_scales_resolved_t& scales, int32_t quant_type, int64_t blocksize,
+               const void* bias, void* out) {
+  Gemm4Args args;
+  args.K = K;
+  args.blocksize = blocksize;
+  args.W = W;
+  args.scales = scales;
+  const uint32_t* lut_bits = quant_type == BNB_FP4 ? bnb::kFP4DecodeBits : bnb::kNF4Bits;
+  for (int i = 0; i < 16; ++i) args.lut[i] = bnb::bits_to_float(lut_bits[i]);
+
+  const int64_t threads = pool.num_threads();
+  const int64_t kc = K < kMaxKChunk ? K : kMaxKChunk;  // K and kMaxKChunk are multiples of 32
+  int64_t mc = kTaskABytes / (kc * 4);
+  mc = std::max<int64_t>(4, std::min<int64_t>(kMaxTaskRows, mc)) / 4 * 4;
+  const int64_t mb = std::max<int64_t>(1, std::min<int64_t>(M, kMaxPreparedBytes / (K * 4)));
+
+  hwy::AlignedFreeUniquePtr<float[]> Ad = hwy::AllocateAligned<float>(static_cast<size_t>(mb * K));
+  if (!Ad) throw std::bad_alloc();
+
+  for (int64_t mbegin = 0; mbegin < M; mbegin += mb) {
+    const int64_t rows = std::min(mb, M - mbegin);
+    const int64_t prep_tasks = std::min<int64_t>(rows, threads * 4);
+    pool.run(prep_tasks, [&](int64_t t) {
+      const int64_t r0 = t * rows / prep_tasks, r1 = (t + 1) * rows / prep_tasks;
+      HWY_DYNAMIC_DISPATCH(Gemm4PrepareA)(dtype, A, K, mbegin + r0, mbegin + r1, Ad.get() + r0 * K);
+    });
+
+    // Tasks: (group of A rows) x (panel of W rows), about 8 per thread when the shape allows.
+    const int64_t row_groups = ceil_div(rows, mc);
+    const int64_t want_panels = std::max<int64_t>(1, ceil_div(threads * 8, row_groups));
+    const int64_t panel = std::max<int64_t>(4, std::min<int64_t>(kMaxPanel, ceil_div(ceil_div(N, want_panels), 4) * 4));
+    const int64_t panels = ceil_div(N, panel);
+    pool.run(row_groups * panels, [&](int64_t t) {
+      const int64_t g = t / panels, p = t % panels;
+      const int64_t m0 = g * mc, mr = std::min(mc, rows - m0);
+      const int64_t n0 = p * panel, n1 = std::min(N, n0 + panel);
+      const int64_t ldc = n1 - n0;
+      alignas(64) float C[kMaxTaskRows * kMaxPanel];
+      std::memset(C, 0, sizeof(float) * static_cast<size_t>(mr * ldc));
+      HWY_DYNAMIC_DISPATCH(Gemm4Panel)(args, Ad.get() + m0 * K, mr, n0, n1, kc, C);
+      for (int64_t m = 0; m < mr; ++m) {
+        const int64_t row = (mbegin + m0 + m) * N;
+        for (int64_t n = n0; n < n1; ++n) {
+          float v = C[m * ldc + (n - n0)];
+          if (bias != nullptr) v += load_as_f32(dtype, bias, n);
+          store_from_f32(dtype, out, row + n, v);
+        }
+      }
+    });
+  }
+}
+
+}  // namespace cpu
+}  // namespace bnb
+#endif  // HWY_ONCE

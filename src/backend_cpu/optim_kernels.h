@@ -1,0 +1,91 @@
+// The CPU kernels of the optimizer family (OPS.md section 6), callable without the plugin (the
+// per-target tests and bench/optim link bnb_cpu_kernels directly). Arguments are assumed valid
+// (the core checked them, optim.cc the family's own rules); std::bad_alloc may escape.
+#ifndef BNB_BACKEND_CPU_OPTIM_KERNELS_H_
+#define BNB_BACKEND_CPU_OPTIM_KERNELS_H_
+
+#include <cstdint>
+
+#include "backend_abi.h"
+#include "thread_pool.h"
+
+namespace bnb {
+namespace cpu {
+
+// Elements per 8-bit state block (FORMATS 5.6).
+constexpr int64_t kOptimBlock = 256;
+
+// Search plan of one 8-bit state table: the decoding values and the encoder (FORMATS 2.3).
+struct OptimCodePlan {
+  alignas(64) float values[256];
+  // Strictly increasing finite table with strictly increasing midpoints: the level search over
+  // `levels` applies (odd midpoints moved one ulp down, so ties go to the even index).
+  bool fast = false;
+  // levels[(128 / s) - 1 + c] = adjusted midpoint c * 2s + s - 1, for s = 128, 64, ..., 1.
+  alignas(64) float levels[256 + 64];
+  // Entries whose sign bit is set; a sorted table has them first (the 8-bit sign fix, OPS 6.5).
+  int32_t negative_count = 0;
+};
+void build_optim_code_plan(const float* table, OptimCodePlan* plan);
+
+// Everything a kernel needs besides the tensors, computed once per call in binary32.
+struct OptimConsts {
+  int32_t optimizer;   // bnb_optimizer_t
+  int32_t dtype;       // of p and g
+  int32_t skip_zeros;
+  int32_t first_step;  // step == 1 (Momentum starts its state from g)
+  int64_t n;
+  float lr, beta1, beta2, beta3, alpha, eps, weight_decay, gnorm_scale;
+  float one_minus_beta1, one_minus_beta2, one_minus_beta3;
+  float rcp_c1;         // 1 / (1 - beta1^t)
+  float rcp_c2;         // 1 / sqrt(1 - beta2^t)
+  float rcp_bias2;      // 1 / (1 - beta2^t) (update norm of Adam/LAMB)
+  float step_size;      // RN32(-lr * c2) / c1
+  float eps_c2;         // eps * c2
+  float decay;          // 1 - lr * wd
+  float update_scale;   // 1 unless clipping (OPS 6.4) is on
+  float adam_scale;     // RN32(update_scale * step_size)
+  float neg_lr;         // -lr
+  float neg_lr_scaled;  // RN32(-lr * update_scale)
+};
+void make_optim_consts(const bnb_optimizer_params_t& params, OptimConsts* k);
+
+struct Optim32Args {
+  const OptimConsts* k;
+  void* p;
+  const void* g;
+  float* s1;  // AdEMAMix: m1 in [0, n), m2 in [n, 2n)
+  float* s2;
+};
+
+struct Optim8Args {
+  const OptimConsts* k;
+  const OptimCodePlan* plan1;
+  const OptimCodePlan* plan2;
+  void* p;
+  const void* g;
+  uint8_t* c1;       // AdEMAMix: m1 codes in [0, n), m2 codes in [n, 2n)
+  uint8_t* c2;
+  float* absmax1;    // AdEMAMix: [0, nblocks) for m1, [nblocks, 2 nblocks) for m2
+  float* absmax2;
+};
+
+// Highway-dispatched kernels (optim_simd.cc), each over a range of one tensor.
+void optim32_update(const Optim32Args& a, int64_t begin, int64_t end);
+// Sum of squares of the update-norm quantity of OPS 6.4 over [begin, end) (states not written).
+double optim32_unorm(const Optim32Args& a, int64_t begin, int64_t end);
+void optim8_update(const Optim8Args& a, int64_t block_begin, int64_t block_end);
+double optim8_unorm(const Optim8Args& a, int64_t block_begin, int64_t block_end);
+
+// The whole operation on one tensor, threaded over `pool`: clipping pre-pass when
+// params.max_unorm > 0, then the update. qmap1/qmap2 NULL = the dynamic signed/unsigned maps.
+// The family's own argument rules (optim.cc, optim_check_args) must hold.
+void optimizer_run(ThreadPool& pool, const bnb_optimizer_params_t& params, const bnb_optimizer_tensors_t& tensors);
+
+// NULL when the call is acceptable, else why not (the plugin turns it into an error status).
+const char* optim_check_args(const bnb_optimizer_params_t& params, const bnb_optimizer_tensors_t& tensors);
+
+}  // namespace cpu
+}  // namespace bnb
+
+#endif  // BNB_BACKEND_CPU_OPTIM_KERNELS_H_

@@ -1,0 +1,191 @@
+// The CPU backend plugin: the two exported symbols, the ops table, contexts and the ops every
+// backend must offer. Families fill their own slots (plugin.h).
+#include "plugin.h"
+
+#include <cpuinfo_x86.h>
+
+#include <atomic>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <mutex>
+#include <new>
+#include <string>
+#include <system_error>
+#include <thread>
+
+#include "quant_kernels.h"
+#include "tables.h"
+
+namespace bnb {
+namespace cpu {
+namespace {
+
+std::atomic<const bnb_host_api_t*> g_host{nullptr};
+std::string g_target_cap;  // BNB_CPU_MAX_TARGET as read at init ("" = none)
+
+struct CodeTables {
+  float dynamic_signed[256];
+  float dynamic_unsigned[256];
+  float nf4[16];
+  float fp4[16];
+  CodeTables() {
+    copy_code_table(BNB_CODE_DYNAMIC_SIGNED, dynamic_signed);
+    copy_code_table(BNB_CODE_DYNAMIC_UNSIGNED, dynamic_unsigned);
+    copy_code_table(BNB_CODE_NF4, nf4);
+    copy_code_table(BNB_CODE_FP4, fp4);
+  }
+};
+const CodeTables g_code_tables;
+
+int32_t default_num_threads() {
+  if (const char* env = std::getenv("BNB_NUM_THREADS")) {
+    char* end = nullptr;
+    const long v = std::strtol(env, &end, 10);
+    if (end != env && *end == '\0' && v > 0 && v <= 4096) return static_cast<int32_t>(v);
+  }
+  const unsigned hw = std::thread::hardware_concurrency();
+  return hw > 0 ? static_cast<int32_t>(hw) : 1;
+}
+
+int32_t op_device_count(void) { return 1; }
+
+void op_describe(char* buf, size_t cap) {
+  if (buf == nullptr || cap == 0) return;
+  const cpu_features::X86Info info = cpu_features::GetX86Info();
+  const cpu_features::X86Features& f = info.features;
+  std::string isa;
+  const auto add = [&isa](int present, const char* name) {
+    if (present) {
+      if (!isa.empty()) isa += ' ';
+      isa += name;
+    }
+  };
+  add(f.sse4_2, "sse4.2");
+  add(f.avx2, "avx2");
+  add(f.fma3, "fma");
+  add(f.f16c, "f16c");
+  add(f.avx512f, "avx512f");
+  add(f.avx512bw, "avx512bw");
+  add(f.avx512vl, "avx512vl");
+  add(f.avx512vnni, "avx512vnni");
+  add(f.avx512vbmi2, "avx512vbmi2");
+  add(f.avx512_bf16, "avx512bf16");
+  add(f.amx_tile, "amx");
+  const std::string brand = info.brand_string[0] != '\0' ? info.brand_string : "unknown x86 CPU";
+  std::snprintf(buf, cap, "%s; isa: %s; simd: %s%s%s; threads: %d", brand.c_str(), isa.c_str(),
+                chosen_target_name(), g_target_cap.empty() ? "" : " (capped by BNB_CPU_MAX_TARGET=",
+                g_target_cap.empty() ? "" : (g_target_cap + ")").c_str(), default_num_threads());
+}
+
+bnb_status_t op_context_create(const bnb_context_options_t* options, void** impl) {
+  int32_t threads = options != nullptr ? options->num_threads : 0;
+  if (threads <= 0) threads = default_num_threads();
+  try {
+    *impl = new Context(threads);
+  } catch (const std::bad_alloc&) {
+    return fail(BNB_ERR_OUT_OF_MEMORY, "context_create: out of memory");
+  } catch (const std::system_error&) {
+    return fail(BNB_ERR_INTERNAL, "context_create: cannot start worker threads");
+  }
+  return BNB_SUCCESS;
+}
+
+void op_context_destroy(void* impl) { delete context_of(impl); }
+
+const float* op_default_code(void* /*impl*/, int32_t which) {
+  switch (which) {
+    case BNB_CODE_DYNAMIC_SIGNED: return g_code_tables.dynamic_signed;
+    case BNB_CODE_DYNAMIC_UNSIGNED: return g_code_tables.dynamic_unsigned;
+    case BNB_CODE_NF4: return g_code_tables.nf4;
+    case BNB_CODE_FP4: return g_code_tables.fp4;
+    default: return nullptr;
+  }
+}
+
+bnb_status_t op_mem_alloc(void* /*impl*/, int64_t bytes, void** ptr) {
+  const size_t size = (static_cast<size_t>(bytes) + 63) / 64 * 64;  // aligned_alloc wants a multiple
+  *ptr = std::aligned_alloc(64, size == 0 ? 64 : size);
+  if (*ptr == nullptr) return fail(BNB_ERR_OUT_OF_MEMORY, "mem_alloc: out of host memory");
+  return BNB_SUCCESS;
+}
+
+bnb_status_t op_mem_free(void* /*impl*/, void* ptr) {
+  std::free(ptr);
+  return BNB_SUCCESS;
+}
+
+bnb_status_t op_mem_copy(void* /*impl*/, void* dst, const void* src, int64_t bytes, int32_t /*kind*/,
+                         void* /*stream*/) {
+  if (bytes > 0) std::memmove(dst, src, static_cast<size_t>(bytes));
+  return BNB_SUCCESS;
+}
+
+bnb_status_t op_synchronize(void* /*impl*/, void* /*stream*/) { return BNB_SUCCESS; }
+
+bnb_backend_ops_t make_ops() {
+  bnb_backend_ops_t ops;
+  std::memset(&ops, 0, sizeof ops);
+  ops.struct_size = sizeof(bnb_backend_ops_t);
+  ops.abi_version = BNB_BACKEND_ABI_VERSION;
+  ops.kind = BNB_BACKEND_CPU;
+  ops.name = "cpu";
+  ops.device_count = op_device_count;
+  ops.describe = op_describe;
+  ops.pointer_kind = nullptr;
+  ops.context_create = op_context_create;
+  ops.context_destroy = op_context_destroy;
+  ops.default_code = op_default_code;
+  ops.mem_alloc = op_mem_alloc;
+  ops.mem_free = op_mem_free;
+  ops.mem_copy = op_mem_copy;
+  ops.synchronize = op_synchronize;
+  register_quant_ops(&ops);
+  register_gemm4_ops(&ops);
+  register_int8_ops(&ops);
+  register_optim_ops(&ops);
+  return ops;
+}
+
+void apply_target_cap() {
+  const char* cap = std::getenv("BNB_CPU_MAX_TARGET");
+  if (cap == nullptr || *cap == '\0') return;
+  if (cap_target(cap)) {
+    g_target_cap = cap;
+  } else if (const bnb_host_api_t* h = g_host.load()) {
+    const std::string msg = std::string("cpu: ignoring unknown BNB_CPU_MAX_TARGET=") + cap +
+                            " (expected avx3_dl, avx3, avx2, sse4, scalar or emu128)";
+    h->log(1, msg.c_str());
+  }
+}
+
+}  // namespace
+
+const bnb_host_api_t* host() { return g_host.load(); }
+
+bnb_status_t fail(bnb_status_t status, const char* message) {
+  const bnb_host_api_t* h = g_host.load();
+  return h != nullptr && h->fail != nullptr ? h->fail(status, message) : status;
+}
+
+}  // namespace cpu
+}  // namespace bnb
+
+extern "C" {
+
+__attribute__((visibility("default"))) int32_t bnb_backend_score(void) {
+  return 10;  // runs on any x86-64; GPU backends score higher
+}
+
+__attribute__((visibility("default"))) const bnb_backend_ops_t* bnb_backend_init(const bnb_host_api_t* host) {
+  static std::once_flag once;
+  static bnb_backend_ops_t ops;
+  bnb::cpu::g_host.store(host);
+  std::call_once(once, [] {
+    bnb::cpu::apply_target_cap();
+    ops = bnb::cpu::make_ops();
+  });
+  return &ops;
+}
+
+}  // extern "C"

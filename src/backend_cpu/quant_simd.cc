@@ -1,0 +1,672 @@
+// SIMD kernels of the quantization family, compiled once per Highway target (foreach_target)
+// and chosen at run time (HWY_DYNAMIC_DISPATCH). Every result is bit-exact with FORMATS.md and
+// tests/ref: the same binary32 operations in the same order, only many lanes at a time.
+//
+// Work is split into whole blocks; each task converts/copies a block into an L1-resident
+// scratch buffer when needed (fp16/bf16 input, partial last block), takes the NaN-dropping
+// absmax, one exact RCP per block (rcp.h), then selects codes:
+//  * 8-bit, strictly increasing table: branchless 8-level search over the 255 binary32
+//    midpoints (odd ones moved one ulp down so a tie goes to the even index, FORMATS 2.3),
+//    each level's candidates held in registers;
+//  * 8-bit, any other table: the reference's literal 7-step search, vectorised with gathers;
+//  * NF4: 4-level search over the 15 thresholds; FP4: 7 compares on |x| plus the sign.
+// Dequantizing uses the 256-entry table (8-bit) or a per-block pre-scaled 16-entry table
+// (4-bit; RN32(LUT[k] * absmax) equals the per-element product).
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <vector>
+
+#include "quant_kernels.h"
+#include "rcp.h"
+#include "tables.h"
+
+#undef HWY_TARGET_INCLUDE
+#define HWY_TARGET_INCLUDE "src/backend_cpu/quant_simd.cc"
+#include "hwy/foreach_target.h"  // IWYU pragma: keep
+#include "hwy/highway.h"
+
+#ifndef BNB_BACKEND_CPU_QUANT_SIMD_SHARED_
+#define BNB_BACKEND_CPU_QUANT_SIMD_SHARED_
+namespace bnb {
+namespace cpu {
+
+constexpr int64_t kMaxBlock = 4096;  // largest blocksize (FORMATS 2.5, 3.7); scratch buffers hold one block
+
+// Search plan of an 8-bit table (built once per call, 1 KiB).
+struct Code8Plan {
+  // Strictly increasing finite table with strictly increasing finite midpoints: the level
+  // search below applies. Otherwise the 7-step search runs.
+  bool fast = false;
+  // levels[(128 / s) - 1 + c] = adjusted midpoint (c * 2s + s - 1), for s = 128, 64, ..., 1.
+  alignas(64) float levels[256 + 64] = {};
+};
+
+struct Quant8Args {
+  int32_t dtype;
+  const void* A;
+  int64_t n;
+  int64_t blocksize;
+  const float* code;
+  const Code8Plan* plan;
+  uint8_t* out;
+  float* absmax;
+};
+
+struct Dequant8Args {
+  const uint8_t* q;
+  const float* absmax;
+  const float* code;
+  int64_t n;
+  int64_t blocksize;
+  int32_t out_dtype;
+  void* out;
+};
+
+struct Quant4Args {
+  int32_t quant_type;
+  int32_t dtype;
+  const void* A;
+  int64_t n;
+  int64_t blocksize;
+  uint8_t* packed;
+  float* absmax;
+};
+
+struct Dequant4Args {
+  int32_t quant_type;
+  const uint8_t* packed;
+  bnb_scales_resolved_t scales;
+  int64_t n;
+  int64_t blocksize;
+  int32_t out_dtype;
+  void* out;
+};
+
+}  // namespace cpu
+}  // namespace bnb
+#endif  // BNB_BACKEND_CPU_QUANT_SIMD_SHARED_
+
+HWY_BEFORE_NAMESPACE();
+namespace bnb {
+namespace cpu {
+namespace HWY_NAMESPACE {
+namespace hn = hwy::HWY_NAMESPACE;
+
+using DF = hn::ScalableTag<float>;
+using DI = hn::RebindToSigned<DF>;
+using DU = hn::RebindToUnsigned<DF>;
+using VF = hn::Vec<DF>;
+using VI = hn::Vec<DI>;
+using VU = hn::Vec<DU>;
+
+#undef BNB_HAVE_PERMUTE2
+#if HWY_TARGET == HWY_AVX3 || HWY_TARGET == HWY_AVX3_DL
+#define BNB_HAVE_PERMUTE2 1
+#else
+#define BNB_HAVE_PERMUTE2 0
+#endif
+
+// ------------------------------------------------------------------ dtype conversions
+
+// binary16 bits (in u32 lanes) -> binary32, exact (subnormals, inf, NaN included).
+HWY_INLINE VF F16BitsToF32(DF df, VU h) {
+  const DU du;
+  const VU sign = hn::ShiftLeft<16>(hn::And(h, hn::Set(du, 0x8000u)));
+  VU o = hn::ShiftLeft<13>(hn::And(h, hn::Set(du, 0x7fffu)));
+  const VU exp = hn::And(o, hn::Set(du, 0x0f800000u));
+  o = hn::Add(o, hn::Set(du, 0x38000000u));
+  const auto is_special = hn::Eq(exp, hn::Set(du, 0x0f800000u));
+  o = hn::IfThenElse(is_special, hn::Add(o, hn::Set(du, 0x38000000u)), o);
+  const auto is_small = hn::Eq(exp, hn::Zero(du));
+  const VF sub = hn::Sub(hn::BitCast(df, hn::Add(o, hn::Set(du, 0x00800000u))),
+                         hn::BitCast(df, hn::Set(du, 0x38800000u)));
+  const VF mag = hn::IfThenElse(hn::RebindMask(df, is_small), sub, hn::BitCast(df, o));
+  return hn::BitCast(df, hn::Or(hn::BitCast(du, mag), sign));
+}
+
+// binary32 -> binary16 bits in u32 lanes, round to nearest even.
+HWY_INLINE VU F32ToF16Bits(DF df, VF v) {
+  const DU du;
+  const DI di;
+  const VU u = hn::BitCast(du, v);
+  const VU sign = hn::And(u, hn::Set(du, 0x80000000u));
+  const VU a = hn::Xor(u, sign);
+  const VI ai = hn::BitCast(di, a);
+  const VU lsb = hn::And(hn::ShiftRight<13>(a), hn::Set(du, 1u));
+  const VU normal = hn::ShiftRight<13>(
+      hn::Sub(hn::Add(hn::Add(a, hn::Set(du, 0xfffu)), lsb), hn::Set(du, 0x38000000u)));
+  // Below the smallest normal half: adding 0.5 rounds |v| to a multiple of 2^-24 (RNE).
+  const VU sub = hn::Sub(hn::BitCast(du, hn::Add(hn::BitCast(df, a), hn::Set(df, 0.5f))),
+                         hn::Set(du, 0x3f000000u));
+  VU r = hn::IfThenElse(hn::RebindMask(du, hn::Lt(ai, hn::Set(di, 0x38800000))), sub, normal);
+  r = hn::IfThenElse(hn::RebindMask(du, hn::Gt(ai, hn::Set(di, 0x477fefff))), hn::Set(du, 0x7c00u), r);
+  r = hn::IfThenElse(hn::RebindMask(du, hn::Gt(ai, hn::Set(di, 0x7f800000))), hn::Set(du, 0x7e00u), r);
+  return hn::Or(r, hn::ShiftRight<16>(sign));
+}
+
+// binary32 -> bfloat16 bits in u32 lanes, round to nearest even, NaN kept quiet.
+HWY_INLINE VU F32ToBF16Bits(DF df, VF v) {
+  (void)df;
+  const DU du;
+  const DI di;
+  const VU u = hn::BitCast(du, v);
+  const VU lsb = hn::And(hn::ShiftRight<16>(u), hn::Set(du, 1u));
+  const VU rounded = hn::ShiftRight<16>(hn::Add(hn::Add(u, hn::Set(du, 0x7fffu)), lsb));
+  const VU quiet = hn::Or(hn::ShiftRight<16>(u), hn::Set(du, 0x40u));
+  const VI mag = hn::BitCast(di, hn::And(u, hn::Set(du, 0x7fffffffu)));
+  return hn::IfThenElse(hn::RebindMask(du, hn::Gt(mag, hn::Set(di, 0x7f800000))), quiet, rounded);
+}
+
+// N elements of a fp32/fp16/bf16 array starting at element i, widened to binary32.
+HWY_INLINE VF LoadAsF32(DF df, int32_t dtype, const void* src, int64_t i) {
+  if (dtype == BNB_F32) return hn::LoadU(df, static_cast<const float*>(src) + i);
+  const DU du;
+  const hn::Rebind<uint16_t, DF> d16;
+  const VU h = hn::PromoteTo(du, hn::LoadU(d16, static_cast<const uint16_t*>(src) + i));
+  if (dtype == BNB_BF16) return hn::BitCast(df, hn::ShiftLeft<16>(h));
+  return F16BitsToF32(df, h);
+}
+
+HWY_INLINE void StoreFromF32(DF df, VF v, int32_t dtype, void* dst, int64_t i) {
+  if (dtype == BNB_F32) {
+    hn::StoreU(v, df, static_cast<float*>(dst) + i);
+    return;
+  }
+  const DI di;
+  const hn::Rebind<uint16_t, DF> d16;
+  const VU bits = dtype == BNB_BF16 ? F32ToBF16Bits(df, v) : F32ToF16Bits(df, v);
+  hn::StoreU(hn::DemoteTo(d16, hn::BitCast(di, bits)), d16, static_cast<uint16_t*>(dst) + i);
+}
+
+// Scalar twins for the last few elements (same rounding as the vector forms).
+inline void StoreScalar(float v, int32_t dtype, void* dst, int64_t i) {
+  uint32_t b;
+  std::memcpy(&b, &v, 4);
+  if (dtype == BNB_F32) {
+    static_cast<float*>(dst)[i] = v;
+  } else if (dtype == BNB_BF16) {
+    uint16_t h;
+    if ((b & 0x7fffffffu) > 0x7f800000u) {
+      h = static_cast<uint16_t>((b >> 16) | 0x40u);
+    } else {
+      h = static_cast<uint16_t>((b + 0x7fffu + ((b >> 16) & 1u)) >> 16);
+    }
+    static_cast<uint16_t*>(dst)[i] = h;
+  } else {
+    const DF df;
+    const DU du;
+    alignas(64) uint32_t lanes[hn::MaxLanes(DU())];
+    hn::Store(F32ToF16Bits(df, hn::Set(df, v)), du, lanes);
+    static_cast<uint16_t*>(dst)[i] = static_cast<uint16_t>(lanes[0]);
+  }
+}
+
+// ------------------------------------------------------------------ in-register tables
+
+// table[idx] for a table of K floats (K a power of two) starting at `table`; idx in [0, K).
+// Up to two vectors of candidates use lane permutes, otherwise a gather.
+template <size_t K>
+HWY_INLINE VF Lookup(DF df, const float* HWY_RESTRICT table, VI idx) {
+  constexpr size_t N = hn::MaxLanes(DF());
+  if constexpr (K == 1) {
+    (void)idx;
+    return hn::Set(df, table[0]);
+  } else if constexpr (K <= N) {
+    return hn::TableLookupLanes(hn::LoadU(df, table), hn::IndicesFromVec(df, idx));
+  } else if constexpr (K == 2 * N && N >= 4) {
+#if BNB_HAVE_PERMUTE2
+    return VF{_mm512_permutex2var_ps(hn::LoadU(df, table).raw, idx.raw, hn::LoadU(df, table + N).raw)};
+#else
+    const DI di;
+    const VI lane = hn::And(idx, hn::Set(di, static_cast<int32_t>(N - 1)));
+    const auto ix = hn::IndicesFromVec(df, lane);
+    const VF lo = hn::TableLookupLanes(hn::LoadU(df, table), ix);
+    const VF hi = hn::TableLookupLanes(hn::LoadU(df, table + N), ix);
+    const auto upper = hn::RebindMask(df, hn::Ne(hn::And(idx, hn::Set(di, static_cast<int32_t>(N))), hn::Zero(di)));
+    return hn::IfThenElse(upper, hi, lo);
+#endif
+  } else {
+#if BNB_HAVE_PERMUTE2
+    // Halves of 32 entries each, chosen by the index bits above bit 4.
+    constexpr size_t kHalf = K / 2;
+    const DI di;
+    const VF lo = Lookup<kHalf>(df, table, idx);
+    const VF hi = Lookup<kHalf>(df, table + kHalf, hn::And(idx, hn::Set(di, static_cast<int32_t>(kHalf - 1))));
+    const auto upper = hn::RebindMask(df, hn::Ne(hn::And(idx, hn::Set(di, static_cast<int32_t>(kHalf))), hn::Zero(di)));
+    return hn::IfThenElse(upper, hi, lo);
+#else
+    return hn::GatherIndex(df, table, idx);
+#endif
+  }
+}
+
+// ------------------------------------------------------------------ blocks
+
+// NaN-dropping max |v| over `count` (a multiple of the lane count) floats. Max(a, acc) keeps
+// acc when a is NaN on every target (x86 max returns its second operand; EMU128 skips NaN).
+HWY_INLINE float AbsMax(DF df, const float* HWY_RESTRICT p, int64_t count) {
+  const int64_t N = static_cast<int64_t>(hn::Lanes(df));
+  VF m0 = hn::Zero(df), m1 = hn::Zero(df), m2 = hn::Zero(df), m3 = hn::Zero(df);
+  int64_t i = 0;
+  for (; i + 4 * N <= count; i += 4 * N) {
+    m0 = hn::Max(hn::Abs(hn::LoadU(df, p + i)), m0);
+    m1 = hn::Max(hn::Abs(hn::LoadU(df, p + i + N)), m1);
+    m2 = hn::Max(hn::Abs(hn::LoadU(df, p + i + 2 * N)), m2);
+    m3 = hn::Max(hn::Abs(hn::LoadU(df, p + i + 3 * N)), m3);
+  }
+  for (; i < count; i += N) m0 = hn::Max(hn::Abs(hn::LoadU(df, p + i)), m0);
+  return hn::GetLane(hn::MaxOfLanes(df, hn::Max(hn::Max(m0, m1), hn::Max(m2, m3))));
+}
+
+// Points at block [begin, begin + count) as binary32 with `padded` readable elements
+// (a multiple of 2 * lanes), converting or zero-padding into `scratch` when needed.
+HWY_INLINE const float* BlockAsF32(DF df, int32_t dtype, const void* A, int64_t begin, int64_t count,
+                                   int64_t padded, float* HWY_RESTRICT scratch) {
+  const int64_t N = static_cast<int64_t>(hn::Lanes(df));
+  if (dtype == BNB_F32 && count == padded) return static_cast<const float*>(A) + begin;
+  int64_t i = 0;
+  for (; i + N <= count; i += N) hn::Store(LoadAsF32(df, dtype, A, begin + i), df, scratch + i);
+  for (; i < count; ++i) {
+    if (dtype == BNB_F32) {
+      scratch[i] = static_cast<const float*>(A)[begin + i];
+    } else {
+      const uint16_t h = static_cast<const uint16_t*>(A)[begin + i];
+      scratch[i] = dtype == BNB_BF16 ? bnb::bits_to_float(static_cast<uint32_t>(h) << 16)
+                                     : hn::GetLane(F16BitsToF32(df, hn::Set(DU(), h)));
+    }
+  }
+  for (; i < padded; ++i) scratch[i] = 0.0f;
+  return scratch;
+}
+
+// ------------------------------------------------------------------ 8-bit code selection
+
+// Q_C(x) for a table with a fast plan: count of adjusted midpoints below x.
+HWY_INLINE VI SelectCode8Fast(DF df, const float* HWY_RESTRICT lv, VF x) {
+  const DI di;
+  VI idx = hn::IfThenElseZero(hn::RebindMask(di, hn::Gt(x, hn::Set(df, lv[0]))), hn::Set(di, 128));
+#define BNB_LEVEL(S, SHIFT)                                                                          \
+  {                                                                                                  \
+    const VF t = Lookup<128 / (S)>(df, lv + (128 / (S)) - 1, hn::ShiftRight<SHIFT>(idx));            \
+    idx = hn::Or(idx, hn::IfThenElseZero(hn::RebindMask(di, hn::Gt(x, t)), hn::Set(di, S)));        \
+  }
+  BNB_LEVEL(64, 7)
+  BNB_LEVEL(32, 6)
+  BNB_LEVEL(16, 5)
+  BNB_LEVEL(8, 4)
+  BNB_LEVEL(4, 3)
+  BNB_LEVEL(2, 2)
+  BNB_LEVEL(1, 1)
+#undef BNB_LEVEL
+  return idx;
+}
+
+// Q_C(x) for any table: the reference's 7-step search, lane by lane.
+HWY_INLINE VI SelectCode8Search(DF df, const float* HWY_RESTRICT code, VF x) {
+  const DI di;
+  VI p = hn::Set(di, 127), lo_i = hn::Zero(di), hi_i = hn::Set(di, 255);
+  VF lo_v = hn::Set(df, -1.0f), hi_v = hn::Set(df, 1.0f), v = hn::Set(df, code[127]);
+  for (int32_t s = 64; s >= 1; s /= 2) {
+    const auto gt = hn::Gt(x, v);
+    const auto gti = hn::RebindMask(di, gt);
+    lo_i = hn::IfThenElse(gti, p, lo_i);
+    lo_v = hn::IfThenElse(gt, v, lo_v);
+    hi_i = hn::IfThenElse(gti, hi_i, p);
+    hi_v = hn::IfThenElse(gt, hi_v, v);
+    p = hn::IfThenElse(gti, hn::Add(p, hn::Set(di, s)), hn::Sub(p, hn::Set(di, s)));
+    v = hn::GatherIndex(df, code, p);
+  }
+  hi_v = hn::IfThenElse(hn::RebindMask(df, hn::Eq(hi_i, hn::Set(di, 255))), hn::Set(df, code[255]), hi_v);
+  lo_v = hn::IfThenElse(hn::RebindMask(df, hn::Eq(lo_i, hn::Zero(di))), hn::Set(df, code[0]), lo_v);
+  const VF half = hn::Set(df, 0.5f);
+  const VF mid_hi = hn::Mul(hn::Add(hi_v, v), half);
+  const VF mid_lo = hn::Mul(hn::Add(lo_v, v), half);
+  const VI up = hn::IfThenElse(hn::RebindMask(di, hn::Gt(x, mid_hi)), hi_i, p);
+  const VI down = hn::IfThenElse(hn::RebindMask(di, hn::Lt(x, mid_lo)), lo_i, p);
+  return hn::IfThenElse(hn::RebindMask(di, hn::Gt(x, v)), up, down);
+}
+
+HWY_INLINE void StoreCodes8(DF df, VI codes, uint8_t* HWY_RESTRICT out) {
+  (void)df;
+  const hn::Rebind<uint8_t, DI> d8;
+  hn::StoreU(hn::DemoteTo(d8, codes), d8, out);
+}
+
+template <bool kFast>
+HWY_INLINE void QuantizeBlock8(DF df, const float* HWY_RESTRICT src, int64_t padded, float inv,
+                               const Quant8Args& a, uint8_t* HWY_RESTRICT out) {
+  const int64_t N = static_cast<int64_t>(hn::Lanes(df));
+  const VF vinv = hn::Set(df, inv);
+  for (int64_t i = 0; i < padded; i += N) {
+    const VF x = hn::Mul(hn::LoadU(df, src + i), vinv);
+    const VI codes = kFast ? SelectCode8Fast(df, a.plan->levels, x) : SelectCode8Search(df, a.code, x);
+    StoreCodes8(df, codes, out + i);
+  }
+}
+
+template <bool kFast>
+void QuantizeBlocks8Impl(const Quant8Args& a, int64_t b0, int64_t b1) {
+  const DF df;
+  const int64_t N2 = 2 * static_cast<int64_t>(hn::Lanes(df));
+  alignas(64) float scratch[kMaxBlock + 64];
+  alignas(64) uint8_t codes[kMaxBlock + 64];
+  for (int64_t b = b0; b < b1; ++b) {
+    const int64_t begin = b * a.blocksize;
+    const int64_t count = begin + a.blocksize <= a.n ? a.blocksize : a.n - begin;
+    const int64_t padded = (count + N2 - 1) / N2 * N2;
+    const float* src = BlockAsF32(df, a.dtype, a.A, begin, count, padded, scratch);
+    const float m = AbsMax(df, src, padded);
+    a.absmax[b] = m;
+    const float inv = bnb::rcp_approx(m);
+    if (padded == count) {
+      QuantizeBlock8<kFast>(df, src, padded, inv, a, a.out + begin);
+    } else {
+      QuantizeBlock8<kFast>(df, src, padded, inv, a, codes);
+      std::memcpy(a.out + begin, codes, static_cast<size_t>(count));
+    }
+  }
+}
+
+void QuantizeBlocks8(const Quant8Args& a, int64_t b0, int64_t b1) {
+  if (a.plan->fast) {
+    QuantizeBlocks8Impl<true>(a, b0, b1);
+  } else {
+    QuantizeBlocks8Impl<false>(a, b0, b1);
+  }
+}
+
+void DequantizeBlocks8(const Dequant8Args& a, int64_t b0, int64_t b1) {
+  const DF df;
+  const DI di;
+  const hn::Rebind<uint8_t, DI> d8;
+  const int64_t N = static_cast<int64_t>(hn::Lanes(df));
+  for (int64_t b = b0; b < b1; ++b) {
+    const int64_t begin = b * a.blocksize;
+    const int64_t end = begin + a.blocksize <= a.n ? begin + a.blocksize : a.n;
+    const float scale = a.absmax[b];
+    const VF vscale = hn::Set(df, scale);
+    int64_t i = begin;
+    for (; i + N <= end; i += N) {
+      const VI idx = hn::PromoteTo(di, hn::LoadU(d8, a.q + i));
+      const VF y = hn::Mul(Lookup<256>(df, a.code, idx), vscale);
+      StoreFromF32(df, y, a.out_dtype, a.out, i);
+    }
+    for (; i < end; ++i) StoreScalar(a.code[a.q[i]] * scale, a.out_dtype, a.out, i);
+  }
+}
+
+// ------------------------------------------------------------------ 4-bit
+
+HWY_INLINE VI EncodeNF4(DF df, const float* HWY_RESTRICT levels, VF x) {
+  // levels: [t8 | t4 t12 | t2 t6 t10 t14 | t1 t3 ... t15] (1-based thresholds), padded.
+  const DI di;
+  VI idx = hn::IfThenElseZero(hn::RebindMask(di, hn::Gt(x, hn::Set(df, levels[0]))), hn::Set(di, 8));
+  VF t = Lookup<2>(df, levels + 1, hn::ShiftRight<3>(idx));
+  idx = hn::Or(idx, hn::IfThenElseZero(hn::RebindMask(di, hn::Gt(x, t)), hn::Set(di, 4)));
+  t = Lookup<4>(df, levels + 3, hn::ShiftRight<2>(idx));
+  idx = hn::Or(idx, hn::IfThenElseZero(hn::RebindMask(di, hn::Gt(x, t)), hn::Set(di, 2)));
+  t = Lookup<8>(df, levels + 7, hn::ShiftRight<1>(idx));
+  return hn::Or(idx, hn::IfThenElseZero(hn::RebindMask(di, hn::Gt(x, t)), hn::Set(di, 1)));
+}
+
+HWY_INLINE VI EncodeFP4(DF df, VF x) {
+  // Pattern of k = #{j : |x| > thr_j} is [0, 1, 6, 7, 4, 5, 2, 3][k]: a sum of per-threshold steps.
+  static constexpr int32_t kStep[7] = {1, 5, 1, -3, 1, -3, 1};
+  const DI di;
+  const VF a = hn::Abs(x);
+  VI code = hn::IfThenElseZero(hn::RebindMask(di, hn::Lt(x, hn::Zero(df))), hn::Set(di, 8));
+  for (int j = 0; j < 7; ++j) {
+    const VF t = hn::Set(df, bnb::bits_to_float(bnb::kFP4ThresholdBits[j]));
+    code = hn::Add(code, hn::IfThenElseZero(hn::RebindMask(di, hn::Gt(a, t)), hn::Set(di, kStep[j])));
+  }
+  return code;
+}
+
+// Packs 2N codes (c0: elements 0..N-1, c1: N..2N-1) into N bytes, even element high.
+HWY_INLINE void StorePacked(DF df, VI c0, VI c1, uint8_t* HWY_RESTRICT out) {
+  (void)df;
+#if HWY_TARGET == HWY_SCALAR
+  out[0] = static_cast<uint8_t>((hn::GetLane(c0) << 4) | hn::GetLane(c1));
+#else
+  const DI di;
+  const DU du;
+  const hn::Repartition<uint64_t, DU> d64;
+  const auto pair = [&](VI c) {
+    const auto w = hn::BitCast(d64, c);
+    return hn::BitCast(du, hn::Or(hn::ShiftLeft<4>(w), hn::ShiftRight<32>(w)));
+  };
+  const VU bytes = hn::And(hn::ConcatEven(du, pair(c1), pair(c0)), hn::Set(du, 0xffu));
+  const hn::Rebind<uint8_t, DI> d8;
+  hn::StoreU(hn::DemoteTo(d8, hn::BitCast(di, bytes)), d8, out);
+#endif
+}
+
+template <bool kNF4>
+void QuantizeBlocks4Impl(const Quant4Args& a, int64_t b0, int64_t b1) {
+  const DF df;
+  const int64_t N = static_cast<int64_t>(hn::Lanes(df));
+  alignas(64) float scratch[kMaxBlock + 64];
+  alignas(64) uint8_t bytes[kMaxBlock / 2 + 64];
+  alignas(64) float levels[16 + 64] = {};
+  static constexpr int kOrder[15] = {7, 3, 11, 1, 5, 9, 13, 0, 2, 4, 6, 8, 10, 12, 14};
+  for (int j = 0; j < 15; ++j) levels[j] = bnb::bits_to_float(bnb::kNF4ThresholdBits[kOrder[j]]);
+  for (int64_t b = b0; b < b1; ++b) {
+    const int64_t begin = b * a.blocksize;
+    const int64_t count = begin + a.blocksize <= a.n ? a.blocksize : a.n - begin;
+    const int64_t padded = (count + 2 * N - 1) / (2 * N) * (2 * N);
+    const float* src = BlockAsF32(df, a.dtype, a.A, begin, count, padded, scratch);
+    const float m = AbsMax(df, src, padded);
+    a.absmax[b] = m;
+    const VF vinv = hn::Set(df, bnb::rcp_approx(m));
+    // Zero padding encodes 0.0 under this block's scale: the odd-n filler nibble.
+    uint8_t* dst = padded == count ? a.packed + begin / 2 : bytes;
+    for (int64_t i = 0; i < padded; i += 2 * N) {
+      const VF x0 = hn::Mul(hn::LoadU(df, src + i), vinv);
+      const VF x1 = hn::Mul(hn::LoadU(df, src + i + N), vinv);
+      const VI c0 = kNF4 ? EncodeNF4(df, levels, x0) : EncodeFP4(df, x0);
+      const VI c1 = kNF4 ? EncodeNF4(df, levels, x1) : EncodeFP4(df, x1);
+      StorePacked(df, c0, c1, dst + i / 2);
+    }
+    if (dst == bytes) std::memcpy(a.packed + begin / 2, bytes, static_cast<size_t>((count + 1) / 2));
+  }
+}
+
+void QuantizeBlocks4(const Quant4Args& a, int64_t b0, int64_t b1) {
+  if (a.quant_type == BNB_FP4) {
+    QuantizeBlocks4Impl<false>(a, b0, b1);
+  } else {
+    QuantizeBlocks4Impl<true>(a, b0, b1);
+  }
+}
+
+// The block's scale: plain, or rebuilt from the nested statistics (FORMATS 4.1).
+inline float BlockScale(const bnb_scales_resolved_t& s, int64_t b) {
+  if (s.absmax != nullptr) return s.absmax[b];
+  const float c = s.code2 != nullptr ? s.code2[s.absmax_q[b]]
+                                     : bnb::bits_to_float(bnb::BNB_DYNAMIC_SIGNED_BITS[s.absmax_q[b]]);
+  const float scaled = c * s.absmax2[b / s.blocksize2];
+  return scaled + s.offset[0];
+}
+
+void DequantizeBlocks4(const Dequant4Args& a, int64_t b0, int64_t b1) {
+  const uint32_t* lut_bits = a.quant_type == BNB_FP4 ? bnb::kFP4DecodeBits : bnb::kNF4Bits;
+  alignas(64) float lut[16 + 64] = {};
+#if HWY_TARGET != HWY_SCALAR
+  const DF df;
+  const DU du;
+  const DI di;
+  const int64_t N = static_cast<int64_t>(hn::Lanes(df));
+  const hn::Rebind<uint8_t, DF> d8;             // N bytes
+  const hn::Rebind<uint16_t, DF> d16;           // N u16 lanes
+  const hn::Repartition<uint8_t, decltype(d16)> d8x2;  // the same bits as 2N bytes
+  const hn::Half<decltype(d8x2)> d8h;
+#endif
+  for (int64_t b = b0; b < b1; ++b) {
+    const int64_t begin = b * a.blocksize;
+    const int64_t end = begin + a.blocksize <= a.n ? begin + a.blocksize : a.n;
+    const float scale = BlockScale(a.scales, b);
+    for (int k = 0; k < 16; ++k) lut[k] = bnb::bits_to_float(lut_bits[k]) * scale;
+    int64_t i = begin;
+#if HWY_TARGET != HWY_SCALAR
+    for (; i + 2 * N <= end; i += 2 * N) {
+      const auto w = hn::PromoteTo(d16, hn::LoadU(d8, a.packed + i / 2));
+      // u16 lane j = [high nibble of byte j | low nibble << 8]: as bytes, the nibbles in order.
+      const auto nib = hn::BitCast(d8x2, hn::Or(hn::ShiftRight<4>(w), hn::ShiftLeft<8>(hn::And(w, hn::Set(d16, 15)))));
+      const VI i0 = hn::BitCast(di, hn::PromoteTo(du, hn::LowerHalf(d8h, nib)));
+      const VI i1 = hn::BitCast(di, hn::PromoteTo(du, hn::UpperHalf(d8h, nib)));
+      StoreFromF32(df, Lookup<16>(df, lut, i0), a.out_dtype, a.out, i);
+      StoreFromF32(df, Lookup<16>(df, lut, i1), a.out_dtype, a.out, i + N);
+    }
+#endif
+    for (; i < end; ++i) {
+      const uint8_t byte = a.packed[i / 2];
+      StoreScalar(lut[(i & 1) ? (byte & 15) : (byte >> 4)], a.out_dtype, a.out, i);
+    }
+  }
+}
+
+// NOLINTNEXTLINE(google-readability-namespace-comments)
+}  // namespace HWY_NAMESPACE
+}  // namespace cpu
+}  // namespace bnb
+HWY_AFTER_NAMESPACE();
+
+#if HWY_ONCE
+namespace bnb {
+namespace cpu {
+
+HWY_EXPORT(QuantizeBlocks8);
+HWY_EXPORT(DequantizeBlocks8);
+HWY_EXPORT(QuantizeBlocks4);
+HWY_EXPORT(DequantizeBlocks4);
+
+namespace {
+
+// Splits [0, nblocks) into contiguous ranges of whole blocks, a few per thread, none smaller
+// than ~64 KiB of input unless the tensor itself is small.
+template <class Fn>
+void for_block_ranges(ThreadPool& pool, int64_t nblocks, int64_t blocksize, const Fn& fn) {
+  constexpr int64_t kMinElementsPerTask = 1 << 14;
+  const int64_t by_size = (nblocks * blocksize + kMinElementsPerTask - 1) / kMinElementsPerTask;
+  int64_t tasks = static_cast<int64_t>(pool.num_threads()) * 4;
+  if (tasks > by_size) tasks = by_size;
+  if (tasks > nblocks) tasks = nblocks;
+  if (tasks < 1) tasks = 1;
+  pool.run(tasks, [&](int64_t t) { fn(t * nblocks / tasks, (t + 1) * nblocks / tasks); });
+}
+
+int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+// Midpoint j of a table exactly as the reference computes it: RN32(RN32(C[j] + C[j+1]) * 0.5).
+float midpoint(const float* code, int j) {
+  volatile float sum = code[j] + code[j + 1];  // volatile: keep the two roundings separate
+  return sum * 0.5f;
+}
+
+float next_below(float v) {
+  if (v == 0.0f) return -bnb::bits_to_float(1u);
+  uint32_t b = bnb::float_to_bits(v);
+  b = v > 0.0f ? b - 1 : b + 1;
+  return bnb::bits_to_float(b);
+}
+
+void build_plan(const float* code, Code8Plan* plan) {
+  plan->fast = false;
+  float mid[256];
+  for (int j = 0; j < 256; ++j) {
+    if (!std::isfinite(code[j])) return;
+    if (j > 0 && !(code[j - 1] < code[j])) return;
+  }
+  for (int j = 0; j < 255; ++j) {
+    mid[j] = midpoint(code, j);
+    if (!std::isfinite(mid[j])) return;
+    if (j > 0 && !(mid[j - 1] < mid[j])) return;
+  }
+  // An odd midpoint hit exactly goes up (to the even index): compare against one ulp below.
+  for (int j = 1; j < 255; j += 2) mid[j] = next_below(mid[j]);
+  for (int s = 128; s >= 1; s /= 2) {
+    float* level = plan->levels + (128 / s) - 1;
+    for (int c = 0; c < 128 / s; ++c) level[c] = mid[c * 2 * s + s - 1];
+  }
+  plan->fast = true;
+}
+
+}  // namespace
+
+void quantize_blockwise(ThreadPool& pool, int32_t dtype, const void* A, int64_t n, int64_t blocksize,
+                        const float* code, uint8_t* out, float* absmax) {
+  Code8Plan plan;
+  build_plan(code, &plan);
+  const Quant8Args args{dtype, A, n, blocksize, code, &plan, out, absmax};
+  for_block_ranges(pool, ceil_div(n, blocksize), blocksize, [&](int64_t b0, int64_t b1) {
+    HWY_DYNAMIC_DISPATCH(QuantizeBlocks8)(args, b0, b1);
+  });
+}
+
+void dequantize_blockwise(ThreadPool& pool, const uint8_t* q, const float* absmax, const float* code,
+                          int64_t n, int64_t blocksize, int32_t out_dtype, void* out) {
+  const Dequant8Args args{q, absmax, code, n, blocksize, out_dtype, out};
+  for_block_ranges(pool, ceil_div(n, blocksize), blocksize, [&](int64_t b0, int64_t b1) {
+    HWY_DYNAMIC_DISPATCH(DequantizeBlocks8)(args, b0, b1);
+  });
+}
+
+void quantize_4bit(ThreadPool& pool, int32_t quant_type, int32_t dtype, const void* A, int64_t n,
+                   int64_t blocksize, uint8_t* packed, float* absmax) {
+  const Quant4Args args{quant_type, dtype, A, n, blocksize, packed, absmax};
+  for_block_ranges(pool, ceil_div(n, blocksize), blocksize, [&](int64_t b0, int64_t b1) {
+    HWY_DYNAMIC_DISPATCH(QuantizeBlocks4)(args, b0, b1);
+  });
+}
+
+void dequantize_4bit(ThreadPool& pool, int32_t quant_type, const uint8_t* packed,
+                     const bnb_scales_resolved_t& scales, int64_t n, int64_t blocksize, int32_t out_dtype,
+                     void* out) {
+  const Dequant4Args args{quant_type, packed, scales, n, blocksize, out_dtype, out};
+  for_block_ranges(pool, ceil_div(n, blocksize), blocksize, [&](int64_t b0, int64_t b1) {
+    HWY_DYNAMIC_DISPATCH(DequantizeBlocks4)(args, b0, b1);
+  });
+}
+
+void compress_absmax(ThreadPool& pool, const float* absmax, int64_t nblocks, uint8_t* absmax_q,
+                     float* absmax2, float* offset) {
+  double sum = 0.0;  // sequential binary64 sum: reproducible regardless of threads
+  for (int64_t i = 0; i < nblocks; ++i) sum += absmax[i];
+  const float mean = static_cast<float>(sum / static_cast<double>(nblocks));
+  std::vector<float> r(static_cast<size_t>(nblocks));
+  for (int64_t i = 0; i < nblocks; ++i) r[static_cast<size_t>(i)] = absmax[i] - mean;
+  float code[256];
+  bnb::copy_code_table(BNB_CODE_DYNAMIC_SIGNED, code);
+  quantize_blockwise(pool, BNB_F32, r.data(), nblocks, 256, code, absmax_q, absmax2);
+  *offset = mean;
+}
+
+const char* chosen_target_name() {
+  const int64_t targets = hwy::SupportedTargets() & HWY_TARGETS;
+  return hwy::TargetName(targets & -targets);  // best = lowest bit
+}
+
+bool cap_target(const char* name) {
+  struct Cap {
+    const char* name;
+    int64_t target;
+  };
+  static constexpr Cap kCaps[] = {{"avx3_dl", HWY_AVX3_DL}, {"avx3", HWY_AVX3}, {"avx2", HWY_AVX2},
+                                  {"sse4", HWY_SSE4},       {"emu128", HWY_EMU128}, {"scalar", HWY_EMU128}};
+  for (const Cap& c : kCaps) {
+    if (std::strcmp(name, c.name) == 0) {
+      // Every better (lower-bit) target; "scalar"/"emu128" leave whichever fallback was built
+      // (GCC < 12.3 gets HWY_SCALAR, later compilers HWY_EMU128).
+      hwy::DisableTargets(c.target - 1);
+      hwy::GetChosenTarget().Update(hwy::SupportedTargets());
+      return true;
+    }
+  }
+  return false;
+}
+
+}  // namespace cpu
+}  // namespace bnb
+#endif  // HWY_ONCE
