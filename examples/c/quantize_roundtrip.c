@@ -1,6 +1,6 @@
 /* Quantize a random vector with bnb's C API (8-bit blockwise and NF4), dequantize it, print the
- * largest error and exit non-zero if any element is further from its input than half the widest
- * gap of the code table allows.
+ * largest error and exit non-zero if any element is further from its input than rounding to the
+ * nearest entry of the code table allows, or a block's absmax is not its largest |x|.
  *
  * Arrays go through bnb_malloc/bnb_memcpy, so the same program runs on every backend
  * (BNB_BACKEND=cpu|cuda|hip); on the CPU those are plain host allocations and copies.
@@ -34,17 +34,16 @@ static float next_value(uint64_t* s) {
   return sum;
 }
 
-/* Half the widest gap between neighbouring entries of a sorted code table. */
-static float half_widest_gap(int32_t which) {
+/* The largest distance from a value in [-1, 1] to its nearest entry of a sorted code table:
+   half the widest gap between neighbours, or the distance from an end of the range to the
+   table's outermost entry (the signed 8-bit map stops short of -1). */
+static float worst_rounding(int32_t which) {
   float table[256];
   int64_t count = 0;
   CHECK(bnb_get_code_table(which, table, &count));
-  float widest = 0.0f;
-  for (int64_t i = 1; i < count; ++i) {
-    float gap = table[i] - table[i - 1];
-    if (gap > widest) widest = gap;
-  }
-  return widest / 2.0f;
+  float worst = fmaxf(table[0] + 1.0f, 1.0f - table[count - 1]);
+  for (int64_t i = 1; i < count; ++i) worst = fmaxf(worst, (table[i] - table[i - 1]) / 2.0f);
+  return worst;
 }
 
 static void* backend_copy_of(bnb_context_t ctx, const void* host, int64_t bytes) {
@@ -67,8 +66,8 @@ static int count_errors(const float* x, const float* y, const float* absmax, int
   for (int64_t i = 0; i < n; ++i) {
     float err = fabsf(x[i] - y[i]);
     if (err > *max_err) *max_err = err;
-    /* 1e-6 of slack for the float rounding of code * absmax. */
-    if (err > bound * absmax[i / blocksize] * (1.0f + 1e-6f)) ++bad;
+    /* 1e-6 * absmax of slack for the float rounding of x / absmax and code * absmax. */
+    if (err > (bound + 1e-6f) * absmax[i / blocksize]) ++bad;
   }
   return bad;
 }
@@ -113,7 +112,7 @@ int main(void) {
   CHECK(bnb_dequantize_blockwise(ctx, d_q, d_absmax, NULL, n, blocksize, BNB_F32, d_y, NULL));
   to_host(ctx, y, d_y, n * (int64_t)sizeof(float));
   to_host(ctx, absmax, d_absmax, nblocks * (int64_t)sizeof(float));
-  int bad = count_errors(x, y, absmax, n, blocksize, half_widest_gap(BNB_CODE_DYNAMIC_SIGNED), &max_err);
+  int bad = count_errors(x, y, absmax, n, blocksize, worst_rounding(BNB_CODE_DYNAMIC_SIGNED), &max_err);
   bad += count_absmax_errors(x, absmax, n, blocksize);
   printf("8-bit blockwise: max error %.6f (%d elements out of bounds)\n", max_err, bad);
   failures += bad;
@@ -127,7 +126,7 @@ int main(void) {
   CHECK(bnb_dequantize_4bit(ctx, BNB_NF4, d_q, &scales, n, blocksize, BNB_F32, d_y, NULL));
   to_host(ctx, y, d_y, n * (int64_t)sizeof(float));
   to_host(ctx, absmax, d_absmax, nblocks * (int64_t)sizeof(float));
-  bad = count_errors(x, y, absmax, n, blocksize, half_widest_gap(BNB_CODE_NF4), &max_err);
+  bad = count_errors(x, y, absmax, n, blocksize, worst_rounding(BNB_CODE_NF4), &max_err);
   bad += count_absmax_errors(x, absmax, n, blocksize);
   printf("NF4: max error %.6f (%d elements out of bounds)\n", max_err, bad);
   failures += bad;

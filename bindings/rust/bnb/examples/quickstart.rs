@@ -20,8 +20,11 @@ fn main() -> Result<(), bnb::Error> {
         bnb::version_string(),
         ctx.backend()
     );
-    if let Err(e) = ctx.quantize_4bit(Quant4::Nf4, &x, 48, &mut packed, &mut absmax) {
-        println!("blocksize 48 -> {e}");
+    // A bad argument comes back as an error value carrying the library's message.
+    let mut absmax48 = vec![0f32; bnb::num_blocks(x.len(), 48)];
+    match ctx.quantize_4bit(Quant4::Nf4, &x, 48, &mut packed, &mut absmax48) {
+        Err(e) => println!("blocksize 48 -> {e}"),
+        Ok(()) => panic!("blocksize 48 was accepted"),
     }
     Ok(())
 }

@@ -166,18 +166,17 @@ impl Context {
             raw_options.num_threads = options.num_threads;
             check(sys::bnb_context_create(&raw_options, &mut raw))?;
         }
-        let ctx = Context {
+        // Owned from here on, so an error below still destroys it.
+        let mut ctx = Context {
             raw,
             backend: Backend::Auto,
             device: 0,
         };
         // SAFETY: `raw` is a live context.
         unsafe { check(sys::bnb_context_get_backend(ctx.raw, &mut kind, &mut device))? };
-        Ok(Context {
-            backend: Backend::from_raw(kind),
-            device,
-            ..ctx
-        })
+        ctx.backend = Backend::from_raw(kind);
+        ctx.device = device;
+        Ok(ctx)
     }
 
     /// The backend this context runs on (never `Auto`).
