@@ -16,9 +16,11 @@
 #include <cstring>
 #include <vector>
 
+#include "bnb.h"
 #include "half.h"
 #include "int8_kernels.h"
 #include "rcp.h"
+#include "tables.h"
 
 #undef HWY_TARGET_INCLUDE
 #define HWY_TARGET_INCLUDE "src/backend_cpu/int8_simd.cc"
@@ -102,6 +104,7 @@ using VF = hn::Vec<DF>;
 using VI = hn::Vec<DI>;
 using VU = hn::Vec<DU>;
 
+#undef BNB_INT8_VECTOR_FMA
 #if HWY_NATIVE_FMA && HWY_TARGET != HWY_EMU128 && HWY_TARGET != HWY_SCALAR
 #define BNB_INT8_VECTOR_FMA 1
 #else
@@ -280,6 +283,27 @@ void OutlierRowsInt8(const Int8OutlierArgs& a, int64_t r0, int64_t r1, uint8_t* 
 
 // ------------------------------------------------------------------ int8 matmul, small M
 
+#if HWY_TARGET == HWY_SCALAR
+// One lane: no pairwise product; plain loops.
+void WidenRowsInt8(const int8_t* A, int64_t M, int64_t K, int64_t K16, int16_t* A16) {
+  for (int64_t m = 0; m < M; ++m) {
+    for (int64_t k = 0; k < K16; ++k) A16[m * K16 + k] = k < K ? A[m * K + k] : int16_t{0};
+  }
+}
+
+template <int NB>
+HWY_INLINE void DotColumns(const Int8RowsArgs& a, int64_t n0) {
+  for (int64_t m = 0; m < a.M; ++m) {
+    for (int j = 0; j < NB; ++j) {
+      const int8_t* b = a.B + (n0 + j) * a.K;
+      const int16_t* r = a.A16 + m * a.K16;
+      int32_t s = 0;
+      for (int64_t k = 0; k < a.K; ++k) s += static_cast<int32_t>(r[k]) * b[k];
+      a.C[m * a.N + n0 + j] = s;
+    }
+  }
+}
+#else
 using D32 = hn::ScalableTag<int32_t>;
 using DW = hn::RepartitionToNarrow<D32>;  // int16, twice the lanes
 using DB = hn::Rebind<int8_t, DW>;        // int8, as many lanes as DW (half a vector)
@@ -347,6 +371,8 @@ HWY_INLINE void DotColumns(const Int8RowsArgs& a, int64_t n0) {
   }
 }
 
+#endif  // HWY_TARGET == HWY_SCALAR
+
 // Columns [n0, n1) of C.
 void MatmulRowsInt8(const Int8RowsArgs& a, int64_t n0, int64_t n1) {
   int64_t n = n0;
@@ -366,7 +392,7 @@ void DequantInt8(const Int8DequantArgs& a, int64_t e0, int64_t e1) {
   const bool fused_bias = a.bias != nullptr && a.out_dtype == BNB_F16;
   const bool late_bias = a.bias != nullptr && a.out_dtype != BNB_F16;
   alignas(64) float tbuf[HWY_MAX_BYTES / sizeof(float)];
-  alignas(64) uint32_t hbuf[HWY_MAX_BYTES / sizeof(float)];
+  alignas(64) uint32_t hbuf[HWY_MAX_BYTES / sizeof(float)] = {};
   int64_t e = e0;
   while (e < e1) {
     const int64_t m = e / a.N;

@@ -1,0 +1,116 @@
+// oneDNN's s8 x s8 -> s32 matmul for the LLM.int8() product (the large-M path).
+//
+// B[N, K] row-major is B^T[K, N] with strides {1, K}: oneDNN reads it in place and packs it
+// for its kernels per call (no cache keyed on user pointers: the caller may change B).
+// Primitives come from oneDNN's own primitive cache. oneDNN runs on OpenMP here; the
+// context's thread count is applied to the calling thread's OpenMP setting for the call and
+// restored afterwards.
+#include <cstdint>
+
+#include "int8_kernels.h"
+
+#if defined(BNB_HAVE_DNNL)
+#include <dlfcn.h>
+
+#include <cstring>
+#include <oneapi/dnnl/dnnl.hpp>
+#endif
+
+namespace bnb {
+namespace cpu {
+
+#if defined(BNB_HAVE_DNNL)
+namespace {
+
+// omp_get_max_threads / omp_set_num_threads of the OpenMP runtime oneDNN was built with
+// (already loaded as its dependency); absent when oneDNN is not OpenMP-threaded.
+struct OmpControl {
+  int (*get_max)(void) = nullptr;
+  void (*set_num)(int) = nullptr;
+  OmpControl() {
+    if (dnnl::version()->cpu_runtime != DNNL_RUNTIME_OMP) return;
+    void* lib = dlopen("libgomp.so.1", RTLD_NOW | RTLD_NOLOAD);
+    if (lib == nullptr) lib = dlopen("libiomp5.so", RTLD_NOW | RTLD_NOLOAD);
+    if (lib == nullptr) return;
+    get_max = reinterpret_cast<int (*)(void)>(dlsym(lib, "omp_get_max_threads"));
+    set_num = reinterpret_cast<void (*)(int)>(dlsym(lib, "omp_set_num_threads"));
+    if (get_max == nullptr || set_num == nullptr) get_max = nullptr, set_num = nullptr;
+  }
+};
+
+class ScopedOmpThreads {
+ public:
+  ScopedOmpThreads(const OmpControl& omp, int threads) : omp_(omp) {
+    if (omp_.set_num == nullptr) return;
+    previous_ = omp_.get_max();
+    if (previous_ != threads) omp_.set_num(threads);
+  }
+  ~ScopedOmpThreads() {
+    if (omp_.set_num != nullptr && previous_ > 0) omp_.set_num(previous_);
+  }
+  ScopedOmpThreads(const ScopedOmpThreads&) = delete;
+  ScopedOmpThreads& operator=(const ScopedOmpThreads&) = delete;
+
+ private:
+  const OmpControl& omp_;
+  int previous_ = 0;
+};
+
+const dnnl::engine& cpu_engine() {
+  static const dnnl::engine engine(dnnl::engine::kind::cpu, 0);
+  return engine;
+}
+
+const OmpControl& omp_control() {
+  static const OmpControl omp;
+  return omp;
+}
+
+}  // namespace
+
+bool int8_matmul_onednn(int32_t threads, int64_t M, int64_t N, int64_t K, const int8_t* A, const int8_t* B,
+                        int32_t* C) {
+  using dnnl::memory;
+  try {
+    const dnnl::engine& engine = cpu_engine();
+    const memory::desc a_md({M, K}, memory::data_type::s8, memory::dims{K, 1});
+    const memory::desc b_md({K, N}, memory::data_type::s8, memory::dims{1, K});
+    const memory::desc c_md({M, N}, memory::data_type::s32, memory::dims{N, 1});
+    const dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(a_md, b_md, c_md), engine);
+    // The reference implementation is far slower than our own kernel: decline it.
+    const char* impl = pd.impl_info_str();
+    if (impl == nullptr || std::strncmp(impl, "ref", 3) == 0) return false;
+    const dnnl::matmul prim(pd);
+    memory a_mem(a_md, engine, const_cast<int8_t*>(A));
+    memory b_mem(b_md, engine, const_cast<int8_t*>(B));
+    memory c_mem(c_md, engine, C);
+    dnnl::stream stream(engine);
+    ScopedOmpThreads scoped(omp_control(), threads);
+    prim.execute(stream, {{DNNL_ARG_SRC, a_mem}, {DNNL_ARG_WEIGHTS, b_mem}, {DNNL_ARG_DST, c_mem}});
+    stream.wait();
+    return true;
+  } catch (const dnnl::error&) {
+    return false;
+  }
+}
+
+#else  // !BNB_HAVE_DNNL
+
+bool int8_matmul_onednn(int32_t, int64_t, int64_t, int64_t, const int8_t*, const int8_t*, int32_t*) {
+  return false;
+}
+
+#endif
+
+int64_t int8_rows_kernel_max_m() { return 8; }
+
+void int8_matmul(ThreadPool& pool, int64_t M, int64_t N, int64_t K, const int8_t* A, const int8_t* B,
+                 int32_t* C) {
+  // Best first: oneDNN above a few rows, the bandwidth-bound kernel for the rest and whenever
+  // oneDNN declines.
+  if (M > int8_rows_kernel_max_m() && int8_matmul_onednn(pool.num_threads(), M, N, K, A, B, C)) return;
+  int8_matmul_rows(pool, M, N, K, A, B, C);
+}
+
+}  // namespace cpu
+}  // namespace bnb
