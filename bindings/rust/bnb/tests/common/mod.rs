@@ -256,3 +256,41 @@ pub fn first_mismatch<T: PartialEq + Copy + std::fmt::Debug>(got: &[T], want: &[
         )
     })
 }
+
+/// The first cuda case of `op` for which `pred` holds.
+pub fn find_case_by<'a>(m: &'a Json, op: &str, pred: impl Fn(&Json) -> bool) -> &'a Json {
+    m.get("cases")
+        .expect("manifest has cases")
+        .arr()
+        .iter()
+        .find(|c| c.path_str(&["op"]) == op && c.path_str(&["backend"]) == "cuda" && pred(c))
+        .unwrap_or_else(|| panic!("no cuda {op} case"))
+}
+
+pub fn read_i32(case: &Json, side: &str, name: &str) -> Vec<i32> {
+    read_bytes(case, side, name)
+        .chunks_exact(4)
+        .map(|b| i32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect()
+}
+
+pub fn read_i8(case: &Json, side: &str, name: &str) -> Vec<i8> {
+    read_bytes(case, side, name)
+        .into_iter()
+        .map(|b| b as i8)
+        .collect()
+}
+
+/// Shape of an array as usize dimensions.
+pub fn shape(case: &Json, side: &str, name: &str) -> Vec<usize> {
+    let mut v = case;
+    for key in [side, name, "shape"] {
+        v = v
+            .get(key)
+            .unwrap_or_else(|| panic!("manifest: no {side}.{name}.shape"));
+    }
+    v.arr()
+        .iter()
+        .map(|d| d.num().expect("numeric dimension") as usize)
+        .collect()
+}
