@@ -323,7 +323,14 @@ def backend_infos():
     return infos
 
 
+_scales_template = None
+
+
 def new_scales():
-    scales = Scales()
-    check(lib.bnb_scales_init(ctypes.byref(scales)), "bnb_scales_init")
-    return scales
+    """A bnb_scales_t as bnb_scales_init fills it (initialised once, then copied: cheaper)."""
+    global _scales_template
+    if _scales_template is None:
+        scales = Scales()
+        check(lib.bnb_scales_init(ctypes.byref(scales)), "bnb_scales_init")
+        _scales_template = bytes(scales)
+    return Scales.from_buffer_copy(_scales_template)

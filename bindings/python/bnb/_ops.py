@@ -1,6 +1,6 @@
 """One call into libbnb per op, for any kit (numpy or torch).
 
-Inputs are already contiguous arrays of the kit's place (kit.prepare / kit.same_place); each
+Inputs are already contiguous arrays of the kit's place (kit.prepare); each
 function allocates its outputs with the kit, calls the C function once and returns the outputs.
 The numpy functional API calls these directly; the torch custom ops (bnb/_torch_ops.py) call
 them from their eager implementations.

@@ -13,6 +13,7 @@ else as uint16 bit patterns.
 """
 
 import json
+import math
 
 import numpy as np
 
@@ -240,7 +241,7 @@ def _host(a, name, dtype=None):
 
 
 def _host_opt(a, name, dtype=None):
-    return _arrays.NUMPY.prepare(_arrays.NUMPY.same_place(a, name), name, dtype)[0] if a is not None else None
+    return _arrays.NUMPY.prepare(a, name, dtype)[0] if a is not None else None
 
 
 def quantize_blockwise(A, code=None, blocksize=4096, nested=False, dtype=None):
@@ -257,7 +258,7 @@ def quantize_blockwise(A, code=None, blocksize=4096, nested=False, dtype=None):
     else:
         kit = _arrays.NUMPY
         A, dt = _host(A, "A", dtype)
-        code = _host_opt(code, "code", "float32")
+        code = _host_opt(code, "code", _lib.F32)
         q, absmax = _ops.quantize_blockwise(kit, A, dt, code, blocksize)
         native = kit.native_dtype(dt)
     code_out = _copy(code) if code is not None else _code_table_like(absmax, "dynamic_signed")
@@ -301,9 +302,9 @@ def dequantize_blockwise(A, quant_state=None, absmax=None, code=None, blocksize=
     if is_torch(A):
         _check_torch_inputs(A, absmax=absmax, code=code)
         return _torch_ops().dequantize_blockwise(A, absmax, code, blocksize, _torch_ops().dtype(out_dt))
-    A, _ = _host(A, "A", "uint8")
-    absmax = _host_opt(absmax, "absmax", "float32")
-    code = _host_opt(code, "code", "float32")
+    A, _ = _host(A, "A", _lib.U8)
+    absmax = _host_opt(absmax, "absmax", _lib.F32)
+    code = _host_opt(code, "code", _lib.F32)
     return _ops.dequantize_blockwise(_arrays.NUMPY, A, absmax, code, blocksize, out_dt)
 
 
@@ -337,7 +338,7 @@ def compress_absmax(absmax):
     offset float32 0-d) with offset = mean(absmax)."""
     if is_torch(absmax):
         return _torch_ops().compress_absmax(absmax)
-    absmax, _ = _host(absmax, "absmax", "float32")
+    absmax, _ = _host(absmax, "absmax", _lib.F32)
     return _ops.compress_absmax(_arrays.NUMPY, absmax)
 
 
@@ -351,10 +352,10 @@ def _scales_args(quant_state, absmax):
 
 def _host_scales(amax, absmax2, code2, offset, blocksize2):
     if absmax2 is None:
-        return _ops.scales(_arrays.NUMPY, _host_opt(amax, "absmax", "float32"))
-    return _ops.scales(_arrays.NUMPY, _host_opt(amax, "absmax", "uint8"),
-                       _host_opt(absmax2, "state2.absmax", "float32"), _host_opt(code2, "state2.code", "float32"),
-                       _host_opt(np.asarray(offset, dtype=np.float32), "offset", "float32"), blocksize2)
+        return _ops.scales(_arrays.NUMPY, _host_opt(amax, "absmax", _lib.F32))
+    return _ops.scales(_arrays.NUMPY, _host_opt(amax, "absmax", _lib.U8),
+                       _host_opt(absmax2, "state2.absmax", _lib.F32), _host_opt(code2, "state2.code", _lib.F32),
+                       _host_opt(np.asarray(offset, dtype=np.float32), "offset", _lib.F32), blocksize2)
 
 
 def dequantize_4bit(A, quant_state=None, absmax=None, blocksize=64, quant_type="fp4", shape=None, dtype=None):
@@ -374,10 +375,10 @@ def dequantize_4bit(A, quant_state=None, absmax=None, blocksize=64, quant_type="
         _check_torch_inputs(A, absmax=amax, nested_absmax=absmax2, nested_code=code2, offset=offset)
         return _torch_ops().dequantize_4bit(A, amax, absmax2, code2, offset, blocksize2, blocksize, quant_type,
                                             list(shape), _torch_ops().dtype(out_dt))
-    A, _ = _host(A, "A", "uint8")
+    A, _ = _host(A, "A", _lib.U8)
     # the contiguous copies behind the scales' pointers must live until the call returns
     scales = _host_scales(amax, absmax2, code2, offset, blocksize2)
-    return _ops.dequantize_4bit(_arrays.NUMPY, A, scales, int(np.prod(shape)), shape, blocksize, qt, out_dt)
+    return _ops.dequantize_4bit(_arrays.NUMPY, A, scales, math.prod(shape), shape, blocksize, qt, out_dt)
 
 
 def matmul_4bit(A, B, quant_state, bias=None):
@@ -395,8 +396,8 @@ def matmul_4bit(A, B, quant_state, bias=None):
         return _torch_ops().gemm_4bit(A, B, amax, absmax2, code2, offset, blocksize2, quant_state.blocksize,
                                       quant_state.quant_type, N, bias)
     A, dt = _host(A, "A")
-    B = _host_opt(B, "B", "uint8")
-    bias = _host_opt(bias, "bias", _lib.DTYPE_NAMES[dt])
+    B = _host_opt(B, "B", _lib.U8)
+    bias = _host_opt(bias, "bias", dt)
     scales = _host_scales(amax, absmax2, code2, offset, blocksize2)
     M = A.size // K if K else 0
     return _ops.gemm_4bit(_arrays.NUMPY, dt, A, M, K, B, N, scales, qt, quant_state.blocksize, bias,
@@ -417,7 +418,7 @@ def int8_vectorwise_quant(A, threshold=0.0, dtype=None):
         q, row_stats = ops.int8_vectorwise_quant(A, threshold)
         return q, row_stats, (ops.int8_outlier_columns(A, threshold) if threshold > 0 else None)
     cols = int(A.shape[-1])
-    rows = int(np.prod(A.shape[:-1])) if A.ndim > 1 else 1
+    rows = math.prod(A.shape[:-1]) if A.ndim > 1 else 1
     A, dt = _host(A, "A", dtype)
     q, row_stats = _ops.int8_vectorwise_quant(_arrays.NUMPY, A, dt, rows, cols, threshold)
     outliers = _ops.int8_outlier_columns(_arrays.NUMPY, A, dt, rows, cols, threshold) if threshold > 0 else None
@@ -432,8 +433,8 @@ def int8_linear_matmul(A, B):
         _check_torch_inputs(A, B=B)
         return _torch_ops().int8_matmul(A, B)
     M, K = (int(d) for d in A.shape)
-    A, _ = _host(A, "A", "int8")
-    return _ops.int8_matmul(_arrays.NUMPY, A, _host_opt(B, "B", "int8"), M, int(B.shape[0]), K)
+    A, _ = _host(A, "A", _lib.I8)
+    return _ops.int8_matmul(_arrays.NUMPY, A, _host_opt(B, "B", _lib.I8), M, int(B.shape[0]), K)
 
 
 def int8_mm_dequant(C, row_stats, col_stats, bias=None, dtype="float16"):
@@ -445,10 +446,10 @@ def int8_mm_dequant(C, row_stats, col_stats, bias=None, dtype="float16"):
         _check_torch_inputs(C, row_stats=row_stats, col_stats=col_stats, bias=bias)
         return _torch_ops().int8_mm_dequant(C, row_stats, col_stats, bias, _torch_ops().dtype(out_dt))
     M, N = (int(d) for d in C.shape)
-    C, _ = _host(C, "C", "int32")
-    return _ops.int8_mm_dequant(_arrays.NUMPY, C, M, N, _host_opt(row_stats, "row_stats", "float32"),
-                                _host_opt(col_stats, "col_stats", "float32"),
-                                _host_opt(bias, "bias", _lib.DTYPE_NAMES[out_dt]), out_dt)
+    C, _ = _host(C, "C", _lib.I32)
+    return _ops.int8_mm_dequant(_arrays.NUMPY, C, M, N, _host_opt(row_stats, "row_stats", _lib.F32),
+                                _host_opt(col_stats, "col_stats", _lib.F32),
+                                _host_opt(bias, "bias", out_dt), out_dt)
 
 
 # ---------------------------------------------------------------- the 4-bit linear layer's state dict
