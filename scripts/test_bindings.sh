@@ -57,7 +57,7 @@ step "go: go test ./... (CGO_LDFLAGS -> $LIB_DIR)"
   export CGO_LDFLAGS="-L$LIB_DIR -Wl,-rpath,$LIB_DIR ${CGO_LDFLAGS:-}"
   export GOFLAGS="-mod=mod" GOPROXY=off GOTOOLCHAIN=local
   go vet ./...
-  go test -count=1 ./...
+  go test -count=1 -v ./... # -v: skipped tests and their reasons show in the log
 )
 
 # ------------------------------------------------------------------ install

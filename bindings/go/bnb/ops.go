@@ -6,6 +6,7 @@ package bnb
 import "C"
 
 import (
+	"fmt"
 	"math/bits"
 	"unsafe"
 )
@@ -452,6 +453,100 @@ func (c *Context) Int8Matmul(m, n, k int, a, b []int8, dst []int32) error {
 		err = call(func() C.bnb_status_t {
 			return C.bnb_int8_matmul(raw, C.int64_t(m), C.int64_t(n), C.int64_t(k), (*C.int8_t)(pa), (*C.int8_t)(pb),
 				(*C.int32_t)(pc), nil)
+		})
+		if err != nil {
+			return err
+		}
+		return s.finish()
+	})
+}
+
+// Int8OutlierColumns lists the columns of a[rows, cols] holding any |x| >= threshold, ascending.
+func Int8OutlierColumns[T Float](c *Context, rows, cols int, a []T, threshold float32) ([]int32, error) {
+	total, err := product("rows*cols", rows, cols)
+	if err != nil {
+		return nil, err
+	}
+	if err := need("a", len(a), total, "rows*cols"); err != nil {
+		return nil, err
+	}
+	columns := make([]int32, cols)
+	var count C.int64_t
+	err = c.use(func(raw C.bnb_context_t) error {
+		s := c.stager(raw)
+		defer s.free()
+		pa, err := in(s, a)
+		if err != nil {
+			return err
+		}
+		pc, err := out(s, columns)
+		if err != nil {
+			return err
+		}
+		err = call(func() C.bnb_status_t {
+			return C.bnb_int8_outlier_columns(raw, C.int32_t(dtypeOf[T]()), C.int64_t(rows), C.int64_t(cols), pa,
+				C.float(threshold), (*C.int32_t)(pc), C.int64_t(cols), &count, nil)
+		})
+		if err != nil {
+			return err
+		}
+		return s.finish()
+	})
+	if err != nil {
+		return nil, err
+	}
+	if count < 0 || int(count) > cols {
+		return nil, &Error{Status: StatusInternal, Message: fmt.Sprintf("outlier column count %d", count)}
+	}
+	return columns[:count], nil
+}
+
+// Int8MmDequant computes dst[m,n] = acc * rowStats[m] * colStats[n] / (127*127) (+ bias[n]).
+// bias may be nil.
+func Int8MmDequant[T Float](c *Context, m, n int, acc []int32, rowStats, colStats []float32, bias []T, dst []T) error {
+	total, err := product("m*n", m, n)
+	if err != nil {
+		return err
+	}
+	for _, chk := range []struct {
+		name      string
+		have, min int
+		what      string
+	}{{"acc", len(acc), total, "m rows of n"}, {"rowStats", len(rowStats), m, "one per row"},
+		{"colStats", len(colStats), n, "one per column"}, {"dst", len(dst), total, "m rows of n"}} {
+		if err := need(chk.name, chk.have, chk.min, chk.what); err != nil {
+			return err
+		}
+	}
+	if bias != nil {
+		if err := need("bias", len(bias), n, "one per column"); err != nil {
+			return err
+		}
+	}
+	return c.use(func(raw C.bnb_context_t) error {
+		s := c.stager(raw)
+		defer s.free()
+		var ptrs [4]unsafe.Pointer
+		var err error
+		if ptrs[0], err = in(s, acc); err != nil {
+			return err
+		}
+		if ptrs[1], err = in(s, rowStats); err != nil {
+			return err
+		}
+		if ptrs[2], err = in(s, colStats); err != nil {
+			return err
+		}
+		if ptrs[3], err = in(s, bias); err != nil {
+			return err
+		}
+		po, err := out(s, dst[:total])
+		if err != nil {
+			return err
+		}
+		err = call(func() C.bnb_status_t {
+			return C.bnb_int8_mm_dequant(raw, C.int64_t(m), C.int64_t(n), (*C.int32_t)(ptrs[0]), (*C.float)(ptrs[1]),
+				(*C.float)(ptrs[2]), ptrs[3], C.int32_t(dtypeOf[T]()), po, nil)
 		})
 		if err != nil {
 			return err

@@ -127,20 +127,21 @@ fn gemm_4bit_matches_the_reference_within_tolerance() {
     let absmax = read_f32(case, "inputs", "absmax");
     let want = read_f32(case, "outputs", "out");
     let mut out = vec![f32::NAN; mm * n];
-    ctx()
-        .gemm_4bit(
-            mm,
-            n,
-            k,
-            &a,
-            &w,
-            &Scales::Plain(&absmax),
-            quant,
-            bs,
-            None,
-            &mut out,
-        )
-        .unwrap();
+    let result = ctx().gemm_4bit(
+        mm,
+        n,
+        k,
+        &a,
+        &w,
+        &Scales::Plain(&absmax),
+        quant,
+        bs,
+        None,
+        &mut out,
+    );
+    if !ran(result) {
+        return;
+    }
     // Reduction order is not specified: compare relative to the size of the row's terms.
     let scale = want.iter().fold(0f32, |acc, v| acc.max(v.abs())).max(1.0);
     for (i, (g, w)) in out.iter().zip(&want).enumerate() {
