@@ -242,6 +242,51 @@ HWY_INLINE VF Lookup(DF df, const float* HWY_RESTRICT table, VI idx) {
   }
 }
 
+// A table of K floats (K a power of two) held in registers where that pays off: K/N vectors
+// (one when K <= N) on targets with a two-table permute (AVX-512) or when K <= 2N; otherwise
+// lookups read `mem`. Loaded once per task so the compiler need not reload it after every
+// store of codes (uint8_t stores may alias the table).
+template <size_t K>
+struct RegTable {
+  static constexpr size_t N = hn::MaxLanes(DF());
+  static constexpr bool kInRegs = K <= 2 * N || (BNB_HAVE_PERMUTE2 && K <= 16 * N);
+  static constexpr size_t kVecs = kInRegs ? (K <= N ? 1 : K / N) : 1;
+  VF v[kVecs];
+  const float* mem;
+
+  explicit RegTable(DF df, const float* table) : mem(table) {
+    for (size_t i = 0; i < kVecs; ++i) v[i] = hn::LoadU(df, table + i * N);
+  }
+
+  HWY_INLINE VF Get(DF df, VI idx) const { return Select<K>(df, 0, idx); }
+
+ private:
+  template <size_t kK>
+  HWY_INLINE VF Select(DF df, size_t first, VI idx) const {
+    if constexpr (!kInRegs) {
+      return Lookup<K>(df, mem, idx);
+    } else if constexpr (kK == 1) {
+      (void)idx;
+      return hn::Set(df, mem[first * N]);
+    } else if constexpr (kK <= N) {
+      return hn::TableLookupLanes(v[first], hn::IndicesFromVec(df, idx));
+    } else if constexpr (kK == 2 * N && BNB_HAVE_PERMUTE2) {
+#if BNB_HAVE_PERMUTE2
+      return VF{_mm512_permutex2var_ps(v[first].raw, idx.raw, v[first + 1].raw)};
+#endif
+    } else {
+      const DI di;
+      constexpr size_t kHalf = kK / 2;
+      const VI low = kHalf <= N ? hn::And(idx, hn::Set(di, static_cast<int32_t>(kHalf - 1))) : idx;
+      const VF lo = Select<kHalf>(df, first, low);
+      const VF hi = Select<kHalf>(df, first + kHalf / N, low);
+      const auto upper =
+          hn::RebindMask(df, hn::Ne(hn::And(idx, hn::Set(di, static_cast<int32_t>(kHalf))), hn::Zero(di)));
+      return hn::IfThenElse(upper, hi, lo);
+    }
+  }
+};
+
 // ------------------------------------------------------------------ blocks
 
 // NaN-dropping max |v| over `count` (a multiple of the lane count) floats. Max(a, acc) keeps
@@ -283,24 +328,38 @@ HWY_INLINE const float* BlockAsF32(DF df, int32_t dtype, const void* A, int64_t 
 
 // ------------------------------------------------------------------ 8-bit code selection
 
-// Q_C(x) for a table with a fast plan: count of adjusted midpoints below x.
-HWY_INLINE VI SelectCode8Fast(DF df, const float* HWY_RESTRICT lv, VF x) {
+// The eight levels of the midpoint search, held for a whole task.
+struct Code8Levels {
+  Code8Levels(DF df, const float* lv)
+      : t1(hn::Set(df, lv[0])), l2(df, lv + 1), l4(df, lv + 3), l8(df, lv + 7), l16(df, lv + 15),
+        l32(df, lv + 31), l64(df, lv + 63), l128(df, lv + 127) {}
+  VF t1;
+  RegTable<2> l2;
+  RegTable<4> l4;
+  RegTable<8> l8;
+  RegTable<16> l16;
+  RegTable<32> l32;
+  RegTable<64> l64;
+  RegTable<128> l128;
+};
+
+// Q_C(x) for a table with a fast plan: the count of adjusted midpoints below x, one bit per
+// level (c doubles and takes the comparison as its new low bit).
+HWY_INLINE VI SelectCode8Fast(DF df, const Code8Levels& L, VF x) {
   const DI di;
-  VI idx = hn::IfThenElseZero(hn::RebindMask(di, hn::Gt(x, hn::Set(df, lv[0]))), hn::Set(di, 128));
-#define BNB_LEVEL(S, SHIFT)                                                                          \
-  {                                                                                                  \
-    const VF t = Lookup<128 / (S)>(df, lv + (128 / (S)) - 1, hn::ShiftRight<SHIFT>(idx));            \
-    idx = hn::Or(idx, hn::IfThenElseZero(hn::RebindMask(di, hn::Gt(x, t)), hn::Set(di, S)));        \
-  }
-  BNB_LEVEL(64, 7)
-  BNB_LEVEL(32, 6)
-  BNB_LEVEL(16, 5)
-  BNB_LEVEL(8, 4)
-  BNB_LEVEL(4, 3)
-  BNB_LEVEL(2, 2)
-  BNB_LEVEL(1, 1)
-#undef BNB_LEVEL
-  return idx;
+  const VI one = hn::Set(di, 1);
+  const auto step = [&](VI c, VF t) {
+    const VI twice = hn::Add(c, c);
+    return hn::IfThenElse(hn::RebindMask(di, hn::Gt(x, t)), hn::Add(twice, one), twice);
+  };
+  VI c = hn::IfThenElseZero(hn::RebindMask(di, hn::Gt(x, L.t1)), one);
+  c = step(c, L.l2.Get(df, c));
+  c = step(c, L.l4.Get(df, c));
+  c = step(c, L.l8.Get(df, c));
+  c = step(c, L.l16.Get(df, c));
+  c = step(c, L.l32.Get(df, c));
+  c = step(c, L.l64.Get(df, c));
+  return step(c, L.l128.Get(df, c));
 }
 
 // Q_C(x) for any table: the reference's 7-step search, lane by lane.
@@ -330,28 +389,47 @@ HWY_INLINE VI SelectCode8Search(DF df, const float* HWY_RESTRICT code, VF x) {
 
 HWY_INLINE void StoreCodes8(DF df, VI codes, uint8_t* HWY_RESTRICT out) {
   (void)df;
+#if BNB_HAVE_PERMUTE2
+  _mm_storeu_si128(reinterpret_cast<__m128i*>(out), _mm512_cvtepi32_epi8(codes.raw));  // codes < 256
+#else
   const hn::Rebind<uint8_t, DI> d8;
   hn::StoreU(hn::DemoteTo(d8, codes), d8, out);
+#endif
 }
 
+// `padded` is a multiple of 4N: four independent search chains per iteration keep the
+// out-of-order core busy (each chain is a long dependency of permutes and compares).
 template <bool kFast>
 HWY_INLINE void QuantizeBlock8(DF df, const float* HWY_RESTRICT src, int64_t padded, float inv,
-                               const Quant8Args& a, uint8_t* HWY_RESTRICT out) {
+                               const Quant8Args& a, const Code8Levels& levels, uint8_t* HWY_RESTRICT out) {
   const int64_t N = static_cast<int64_t>(hn::Lanes(df));
   const VF vinv = hn::Set(df, inv);
-  for (int64_t i = 0; i < padded; i += N) {
-    const VF x = hn::Mul(hn::LoadU(df, src + i), vinv);
-    const VI codes = kFast ? SelectCode8Fast(df, a.plan->levels, x) : SelectCode8Search(df, a.code, x);
-    StoreCodes8(df, codes, out + i);
+  for (int64_t i = 0; i < padded; i += 4 * N) {
+    const VF x0 = hn::Mul(hn::LoadU(df, src + i), vinv);
+    const VF x1 = hn::Mul(hn::LoadU(df, src + i + N), vinv);
+    const VF x2 = hn::Mul(hn::LoadU(df, src + i + 2 * N), vinv);
+    const VF x3 = hn::Mul(hn::LoadU(df, src + i + 3 * N), vinv);
+    if constexpr (kFast) {
+      StoreCodes8(df, SelectCode8Fast(df, levels, x0), out + i);
+      StoreCodes8(df, SelectCode8Fast(df, levels, x1), out + i + N);
+      StoreCodes8(df, SelectCode8Fast(df, levels, x2), out + i + 2 * N);
+      StoreCodes8(df, SelectCode8Fast(df, levels, x3), out + i + 3 * N);
+    } else {
+      StoreCodes8(df, SelectCode8Search(df, a.code, x0), out + i);
+      StoreCodes8(df, SelectCode8Search(df, a.code, x1), out + i + N);
+      StoreCodes8(df, SelectCode8Search(df, a.code, x2), out + i + 2 * N);
+      StoreCodes8(df, SelectCode8Search(df, a.code, x3), out + i + 3 * N);
+    }
   }
 }
 
 template <bool kFast>
 void QuantizeBlocks8Impl(const Quant8Args& a, int64_t b0, int64_t b1) {
   const DF df;
-  const int64_t N2 = 2 * static_cast<int64_t>(hn::Lanes(df));
+  const int64_t N2 = 4 * static_cast<int64_t>(hn::Lanes(df));  // QuantizeBlock8's step
   alignas(64) float scratch[kMaxBlock + 64];
   alignas(64) uint8_t codes[kMaxBlock + 64];
+  const Code8Levels levels(df, a.plan->levels);
   for (int64_t b = b0; b < b1; ++b) {
     const int64_t begin = b * a.blocksize;
     const int64_t count = begin + a.blocksize <= a.n ? a.blocksize : a.n - begin;
@@ -361,9 +439,9 @@ void QuantizeBlocks8Impl(const Quant8Args& a, int64_t b0, int64_t b1) {
     a.absmax[b] = m;
     const float inv = bnb::rcp_approx(m);
     if (padded == count) {
-      QuantizeBlock8<kFast>(df, src, padded, inv, a, a.out + begin);
+      QuantizeBlock8<kFast>(df, src, padded, inv, a, levels, a.out + begin);
     } else {
-      QuantizeBlock8<kFast>(df, src, padded, inv, a, codes);
+      QuantizeBlock8<kFast>(df, src, padded, inv, a, levels, codes);
       std::memcpy(a.out + begin, codes, static_cast<size_t>(count));
     }
   }
@@ -382,6 +460,7 @@ void DequantizeBlocks8(const Dequant8Args& a, int64_t b0, int64_t b1) {
   const DI di;
   const hn::Rebind<uint8_t, DI> d8;
   const int64_t N = static_cast<int64_t>(hn::Lanes(df));
+  const RegTable<256> table(df, a.code);
   for (int64_t b = b0; b < b1; ++b) {
     const int64_t begin = b * a.blocksize;
     const int64_t end = begin + a.blocksize <= a.n ? begin + a.blocksize : a.n;
@@ -390,7 +469,7 @@ void DequantizeBlocks8(const Dequant8Args& a, int64_t b0, int64_t b1) {
     int64_t i = begin;
     for (; i + N <= end; i += N) {
       const VI idx = hn::PromoteTo(di, hn::LoadU(d8, a.q + i));
-      const VF y = hn::Mul(Lookup<256>(df, a.code, idx), vscale);
+      const VF y = hn::Mul(table.Get(df, idx), vscale);
       StoreFromF32(df, y, a.out_dtype, a.out, i);
     }
     for (; i < end; ++i) StoreScalar(a.code[a.q[i]] * scale, a.out_dtype, a.out, i);
@@ -462,7 +541,20 @@ void QuantizeBlocks4Impl(const Quant4Args& a, int64_t b0, int64_t b1) {
     const VF vinv = hn::Set(df, bnb::rcp_approx(m));
     // Zero padding encodes 0.0 under this block's scale: the odd-n filler nibble.
     uint8_t* dst = padded == count ? a.packed + begin / 2 : bytes;
-    for (int64_t i = 0; i < padded; i += 2 * N) {
+    int64_t i = 0;
+    for (; i + 4 * N <= padded; i += 4 * N) {  // two independent pairs per iteration
+      const VF x0 = hn::Mul(hn::LoadU(df, src + i), vinv);
+      const VF x1 = hn::Mul(hn::LoadU(df, src + i + N), vinv);
+      const VF x2 = hn::Mul(hn::LoadU(df, src + i + 2 * N), vinv);
+      const VF x3 = hn::Mul(hn::LoadU(df, src + i + 3 * N), vinv);
+      const VI c0 = kNF4 ? EncodeNF4(df, levels, x0) : EncodeFP4(df, x0);
+      const VI c1 = kNF4 ? EncodeNF4(df, levels, x1) : EncodeFP4(df, x1);
+      const VI c2 = kNF4 ? EncodeNF4(df, levels, x2) : EncodeFP4(df, x2);
+      const VI c3 = kNF4 ? EncodeNF4(df, levels, x3) : EncodeFP4(df, x3);
+      StorePacked(df, c0, c1, dst + i / 2);
+      StorePacked(df, c2, c3, dst + i / 2 + N);
+    }
+    for (; i < padded; i += 2 * N) {
       const VF x0 = hn::Mul(hn::LoadU(df, src + i), vinv);
       const VF x1 = hn::Mul(hn::LoadU(df, src + i + N), vinv);
       const VI c0 = kNF4 ? EncodeNF4(df, levels, x0) : EncodeFP4(df, x0);
