@@ -17,6 +17,7 @@ if [[ $# -ne 1 ]]; then
   echo "usage: $0 BUILD_DIR" >&2
   exit 2
 fi
+[[ -d "$1" ]] || { echo "test_bindings: FAILED: build dir $1 does not exist" >&2; exit 1; }
 BUILD_DIR=$(cd "$1" && pwd)
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 LIB_DIR="$BUILD_DIR/lib"
