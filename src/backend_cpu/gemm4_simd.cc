@@ -76,6 +76,13 @@ constexpr int64_t kLanes = static_cast<int64_t>(hn::MaxLanes(DF()));
 constexpr int64_t kChunk = 2 * kLanes;
 static_assert(32 % kChunk == 0, "K is a multiple of 32; chunks must tile it");
 
+// Whether Lookup16 ignores index bits above bit 3 (the AVX-512 permute does).
+#if HWY_TARGET == HWY_AVX3 || HWY_TARGET == HWY_AVX3_DL
+constexpr bool kIndexMasked = true;
+#else
+constexpr bool kIndexMasked = false;
+#endif
+
 // A block's scaled 16-entry table, held the way Lookup16 wants it.
 struct ScaledLut {
   VF lo;  // entries 0..7 (or 0..15 with 16 lanes)
@@ -94,12 +101,18 @@ HWY_INLINE void MakeLut(DF df, const float* HWY_RESTRICT lut, float scale, Scale
   }
 }
 
-// t[idx] for idx in [0, 16).
+// t[idx & 15] (idx < 16 unless kIndexMasked).
 HWY_INLINE VF Lookup16(DF df, const ScaledLut& t, const float* HWY_RESTRICT mem, VU idx) {
   const DI di;
+#if HWY_TARGET == HWY_AVX3 || HWY_TARGET == HWY_AVX3_DL
+  (void)df;
+  (void)di;
+  (void)mem;
+  return VF{_mm512_permutexvar_ps(idx.raw, t.lo.raw)};
+#else
   if constexpr (kLanes >= 16) {
     (void)mem;
-    return hn::TableLookupLanes(t.lo, hn::IndicesFromVec(df, hn::BitCast(di, idx)));
+    return hn::TableLookupLanes(t.lo, hn::IndicesFromVec(df, hn::BitCast(di, hn::And(idx, hn::Set(DU(), 15u)))));
   } else if constexpr (kLanes == 8) {
     (void)mem;
     const DU du;
@@ -111,6 +124,7 @@ HWY_INLINE VF Lookup16(DF df, const ScaledLut& t, const float* HWY_RESTRICT mem,
   } else {
     return hn::GatherIndex(df, mem, hn::BitCast(di, idx));
   }
+#endif
 }
 
 // Rows [m0, m1) of A (row length K, dtype) to binary32 at Ad (row stride K), each chunk of
@@ -176,7 +190,7 @@ HWY_INLINE void Tile(const Gemm4Args& a, const float* HWY_RESTRICT Ad, int64_t n
       for (int r = 0; r < NR; ++r) {
         const VU bytes = hn::PromoteTo(du, hn::LoadU(d8, wrow[r] + k / 2));
         w_even[r] = Lookup16(df, lut[r], lut_mem[r], hn::ShiftRight<4>(bytes));
-        w_odd[r] = Lookup16(df, lut[r], lut_mem[r], hn::And(bytes, nibble));
+        w_odd[r] = Lookup16(df, lut[r], lut_mem[r], kIndexMasked ? bytes : hn::And(bytes, nibble));
       }
       for (int m = 0; m < MR; ++m) {
         const VF a_even = hn::Load(df, Ad + m * K + k);
