@@ -102,6 +102,7 @@ std::vector<GoldenCase> load_golden(const std::string& op, const std::string& ba
     g.op = op;
     g.backend = backend;
     if (c.contains("note")) g.note = c.at("note").get<std::string>();
+    if (c.contains("valid_steps")) g.valid_steps = c.at("valid_steps").get<int64_t>();
     for (auto it = c.at("params").begin(); it != c.at("params").end(); ++it) g.params[it.key()] = it.value().dump();
     for (auto it = c.at("inputs").begin(); it != c.at("inputs").end(); ++it)
       g.inputs[it.key()] = load_array(dir, it.value());

@@ -21,6 +21,7 @@ struct GoldenArray {
 struct GoldenCase {
   int index = 0;
   std::string op, backend, note;
+  int64_t valid_steps = 0;  // optimizer cases: how many steps are valid targets (0 = all)
   std::map<std::string, std::string> params;  // scalar params as JSON text ("64", "\"nf4\"")
   std::map<std::string, GoldenArray> inputs, outputs;
   std::string param_string(const std::string& key) const;  // unquoted string param

@@ -1,0 +1,1022 @@
+// SIMD kernels of the optimizer family (OPS.md section 6), compiled once per Highway target
+// (foreach_target) and chosen at run time (HWY_DYNAMIC_DISPATCH).
+//
+// Numerics follow the normative CUDA kernels (OPS 6.1): binary32 throughout, the parameter
+// rounded to its dtype wherever the rules say `p <- T(...)`, and the fused multiply-adds the
+// CUDA build contracts (Highway MulAdd: fused on FMA targets, two roundings on SSE4/EMU128).
+// Divisions and square roots are IEEE here (CUDA: fast-math approximations), and beta^t is
+// RN32 of the exact power (CUDA: __powf): the parameter differs in the last bits, the 8-bit state
+// codes do not (they never see a division or root; the block reciprocal is the exact RCP).
+//
+// 32-bit: one pass over [begin, end), a vector at a time (the last partial vector is staged).
+// 8-bit: one 256-element block at a time (OPS 6.5), in four phases on L1-resident scratch:
+// A decode + update states in fp32, B new absmax, C parameter step, D re-encode with the new
+// absmax (RCP(absmax) as the CUDA kernel, then the level search of FORMATS 2.3 + sign fix).
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <memory>
+#include <mutex>
+#include <vector>
+
+#include "optim_kernels.h"
+#include "rcp.h"
+#include "tables.h"
+
+#undef HWY_TARGET_INCLUDE
+#define HWY_TARGET_INCLUDE "src/backend_cpu/optim_simd.cc"
+#include "hwy/foreach_target.h"  // IWYU pragma: keep
+#include "hwy/highway.h"
+
+#ifndef BNB_BACKEND_CPU_OPTIM_SIMD_SHARED_
+#define BNB_BACKEND_CPU_OPTIM_SIMD_SHARED_
+namespace bnb {
+namespace cpu {
+namespace optim_detail {
+
+// Q_C(x), the reference's 7-step search (FORMATS 2.3), for tables without a fast plan.
+inline int32_t select_code_search(const float* code, float x) {
+  int32_t p = 127, lo_i = 0, hi_i = 255;
+  float lo_v = -1.0f, hi_v = 1.0f, v = code[127];
+  for (int32_t s = 64; s >= 1; s /= 2) {
+    if (x > v) {
+      lo_i = p;
+      lo_v = v;
+      p += s;
+    } else {
+      hi_i = p;
+      hi_v = v;
+      p -= s;
+    }
+    v = code[p];
+  }
+  if (hi_i == 255) hi_v = code[255];
+  if (lo_i == 0) lo_v = code[0];
+  if (x > v) return x > (hi_v + v) * 0.5f ? hi_i : p;
+  return x < (lo_v + v) * 0.5f ? lo_i : p;
+}
+
+}  // namespace optim_detail
+}  // namespace cpu
+}  // namespace bnb
+#endif  // BNB_BACKEND_CPU_OPTIM_SIMD_SHARED_
+
+HWY_BEFORE_NAMESPACE();
+namespace bnb {
+namespace cpu {
+namespace HWY_NAMESPACE {
+namespace hn = hwy::HWY_NAMESPACE;
+
+using DF = hn::ScalableTag<float>;
+using DI = hn::RebindToSigned<DF>;
+using DU = hn::RebindToUnsigned<DF>;
+using VF = hn::Vec<DF>;
+using VI = hn::Vec<DI>;
+using VU = hn::Vec<DU>;
+using MF = hn::Mask<DF>;
+
+#undef BNB_OPTIM_PERMUTE2
+#if HWY_TARGET == HWY_AVX3 || HWY_TARGET == HWY_AVX3_DL
+#define BNB_OPTIM_PERMUTE2 1
+#else
+#define BNB_OPTIM_PERMUTE2 0
+#endif
+
+constexpr int kAdam = BNB_OPT_ADAM;  // also LAMB
+constexpr int kMomentum = BNB_OPT_MOMENTUM;  // also LARS
+constexpr int kRmsprop = BNB_OPT_RMSPROP;
+constexpr int kLion = BNB_OPT_LION;
+constexpr int kAdagrad = BNB_OPT_ADAGRAD;
+constexpr int kAdemamix = BNB_OPT_ADEMAMIX;
+
+// ------------------------------------------------------------------ parameter dtype
+
+// binary16 bits (u32 lanes) -> binary32, exact.
+HWY_INLINE VF HalfBitsToF32(DF df, VU h) {
+  const DU du;
+  const DI di;
+  const VU sign = hn::ShiftLeft<16>(hn::And(h, hn::Set(du, 0x8000u)));
+  const VU em = hn::And(h, hn::Set(du, 0x7fffu));
+  const VU shifted = hn::ShiftLeft<13>(em);
+  const VU normal = hn::Add(shifted, hn::Set(du, 0x38000000u));
+  const VU special = hn::Add(shifted, hn::Set(du, 0x70000000u));
+  const VU tiny = hn::BitCast(du, hn::Mul(hn::ConvertTo(df, hn::BitCast(di, em)), hn::Set(df, 5.9604644775390625e-8f)));
+  const VI emi = hn::BitCast(di, em);
+  VU mag = hn::IfThenElse(hn::RebindMask(du, hn::Lt(emi, hn::Set(di, 0x0400))), tiny, normal);
+  mag = hn::IfThenElse(hn::RebindMask(du, hn::Gt(emi, hn::Set(di, 0x7bff))), special, mag);
+  return hn::BitCast(df, hn::Or(mag, sign));
+}
+
+// Rounds binary32 lanes to binary16 precision (RNE, overflow to inf, NaN kept), still binary32.
+HWY_INLINE VF RoundToHalf(DF df, VF v) {
+  const DU du;
+  const DI di;
+  const VU u = hn::BitCast(du, v);
+  const VU sign = hn::And(u, hn::Set(du, 0x80000000u));
+  const VU a = hn::Xor(u, sign);
+  const VI ai = hn::BitCast(di, a);
+  const VU lsb = hn::And(hn::ShiftRight<13>(a), hn::Set(du, 1u));
+  const VU normal = hn::And(hn::Add(hn::Add(a, hn::Set(du, 0xfffu)), lsb), hn::Set(du, 0xffffe000u));
+  const VF half = hn::Set(df, 0.5f);
+  const VU sub = hn::BitCast(du, hn::Sub(hn::Add(hn::BitCast(df, a), half), half));  // multiple of 2^-24
+  VU r = hn::IfThenElse(hn::RebindMask(du, hn::Lt(ai, hn::Set(di, 0x38800000))), sub, normal);
+  r = hn::IfThenElse(hn::RebindMask(du, hn::Gt(ai, hn::Set(di, 0x477fefff))), hn::Set(du, 0x7f800000u), r);
+  r = hn::IfThenElse(hn::RebindMask(du, hn::Gt(ai, hn::Set(di, 0x7f800000))), hn::Or(a, hn::Set(du, 0x400000u)), r);
+  return hn::BitCast(df, hn::Or(r, sign));
+}
+
+// binary16 bits of lanes that RoundToHalf already made representable.
+HWY_INLINE VU HalfBitsOfRounded(DF df, VF v) {
+  const DU du;
+  const DI di;
+  const VU u = hn::BitCast(du, v);
+  const VU sign16 = hn::And(hn::ShiftRight<16>(u), hn::Set(du, 0x8000u));
+  const VU a = hn::And(u, hn::Set(du, 0x7fffffffu));
+  const VI ai = hn::BitCast(di, a);
+  const VU normal = hn::ShiftRight<13>(hn::Sub(a, hn::Set(du, 0x38000000u)));
+  const VU tiny = hn::BitCast(du, hn::ConvertTo(di, hn::Mul(hn::BitCast(df, a), hn::Set(df, 16777216.0f))));
+  VU h = hn::IfThenElse(hn::RebindMask(du, hn::Lt(ai, hn::Set(di, 0x38800000))), tiny, normal);
+  h = hn::IfThenElse(hn::RebindMask(du, hn::Eq(ai, hn::Set(di, 0x7f800000))), hn::Set(du, 0x7c00u), h);
+  h = hn::IfThenElse(hn::RebindMask(du, hn::Gt(ai, hn::Set(di, 0x7f800000))), hn::Set(du, 0x7e00u), h);
+  return hn::Or(h, sign16);
+}
+
+// Rounds to bfloat16 precision (RNE, NaN kept quiet), still binary32.
+HWY_INLINE VF RoundToBF16(DF df, VF v) {
+  const DU du;
+  const DI di;
+  const VU u = hn::BitCast(du, v);
+  const VU lsb = hn::And(hn::ShiftRight<16>(u), hn::Set(du, 1u));
+  const VU rounded = hn::Add(hn::Add(u, hn::Set(du, 0x7fffu)), lsb);
+  const VU quiet = hn::Or(u, hn::Set(du, 0x400000u));
+  const VI mag = hn::BitCast(di, hn::And(u, hn::Set(du, 0x7fffffffu)));
+  const VU r = hn::IfThenElse(hn::RebindMask(du, hn::Gt(mag, hn::Set(di, 0x7f800000))), quiet, rounded);
+  return hn::BitCast(df, hn::And(r, hn::Set(du, 0xffff0000u)));
+}
+
+// `p <- T(x)`: x rounded to the parameter dtype, kept in binary32 lanes.
+template <int kDt>
+HWY_INLINE VF RoundP(DF df, VF v) {
+  if constexpr (kDt == BNB_F32) {
+    (void)df;
+    return v;
+  } else if constexpr (kDt == BNB_BF16) {
+    return RoundToBF16(df, v);
+  } else {
+    return RoundToHalf(df, v);
+  }
+}
+
+template <int kDt>
+HWY_INLINE VF LoadP(DF df, const void* base, int64_t i) {
+  if constexpr (kDt == BNB_F32) {
+    return hn::LoadU(df, static_cast<const float*>(base) + i);
+  } else {
+    const DU du;
+    const hn::Rebind<uint16_t, DF> d16;
+    const VU h = hn::PromoteTo(du, hn::LoadU(d16, static_cast<const uint16_t*>(base) + i));
+    if constexpr (kDt == BNB_BF16) return hn::BitCast(df, hn::ShiftLeft<16>(h));
+    return HalfBitsToF32(df, h);
+  }
+}
+
+// Stores lanes that RoundP<kDt> produced (exactly representable in kDt).
+template <int kDt>
+HWY_INLINE void StoreP(DF df, VF v, void* base, int64_t i) {
+  if constexpr (kDt == BNB_F32) {
+    hn::StoreU(v, df, static_cast<float*>(base) + i);
+  } else {
+    const DI di;
+    const DU du;
+    const hn::Rebind<uint16_t, DF> d16;
+    VU bits;
+    if constexpr (kDt == BNB_BF16) {
+      bits = hn::ShiftRight<16>(hn::BitCast(du, v));
+    } else {
+      bits = HalfBitsOfRounded(df, v);
+    }
+    hn::StoreU(hn::DemoteTo(d16, hn::BitCast(di, bits)), d16, static_cast<uint16_t*>(base) + i);
+  }
+}
+
+template <int kDt>
+constexpr size_t ElemSize() {
+  return kDt == BNB_F32 ? 4 : 2;
+}
+
+HWY_INLINE VF Sign(DF df, VF x) {
+  const VF zero = hn::Zero(df);
+  const VF one = hn::Set(df, 1.0f);
+  return hn::IfThenElse(hn::Gt(x, zero), one, hn::IfThenElseZero(hn::Lt(x, zero), hn::Neg(one)));
+}
+
+// ------------------------------------------------------------------ 8-bit tables
+
+// table[idx] for K floats (K a power of two), idx in [0, K): lane permutes where the table fits
+// in one or two vectors (AVX-512), else a gather.
+template <size_t K>
+HWY_INLINE VF Lookup(DF df, const float* HWY_RESTRICT table, VI idx) {
+  constexpr size_t N = hn::MaxLanes(DF());
+  if constexpr (K == 1) {
+    (void)idx;
+    return hn::Set(df, table[0]);
+  } else if constexpr (K <= N) {
+    return hn::TableLookupLanes(hn::LoadU(df, table), hn::IndicesFromVec(df, idx));
+  } else {
+#if BNB_OPTIM_PERMUTE2
+    if constexpr (K == 2 * N) {
+      return VF{_mm512_permutex2var_ps(hn::LoadU(df, table).raw, idx.raw, hn::LoadU(df, table + N).raw)};
+    } else {
+      constexpr size_t kHalf = K / 2;
+      const DI di;
+      const VI low_bits = hn::And(idx, hn::Set(di, static_cast<int32_t>(kHalf - 1)));
+      const VF lo = Lookup<kHalf>(df, table, low_bits);
+      const VF hi = Lookup<kHalf>(df, table + kHalf, low_bits);
+      const auto upper = hn::RebindMask(df, hn::Ne(hn::And(idx, hn::Set(di, static_cast<int32_t>(kHalf))), hn::Zero(di)));
+      return hn::IfThenElse(upper, hi, lo);
+    }
+#else
+    return hn::GatherIndex(df, table, idx);
+#endif
+  }
+}
+
+HWY_INLINE VF Decode(DF df, const OptimCodePlan& plan, const uint8_t* HWY_RESTRICT codes, VF scale) {
+  const DI di;
+  const hn::Rebind<uint8_t, DI> d8;
+  return hn::Mul(Lookup<256>(df, plan.values, hn::PromoteTo(di, hn::LoadU(d8, codes))), scale);
+}
+
+// Q_C(x): number of adjusted midpoints below x, found level by level.
+HWY_INLINE VI SelectCode(DF df, const OptimCodePlan& plan, VF x) {
+  const DI di;
+  if (!plan.fast) {
+    constexpr size_t N = hn::MaxLanes(DF());
+    alignas(64) float xs[N];
+    alignas(64) int32_t cs[N];
+    hn::Store(x, df, xs);
+    for (size_t j = 0; j < hn::Lanes(df); ++j) cs[j] = optim_detail::select_code_search(plan.values, xs[j]);
+    return hn::Load(di, cs);
+  }
+  const float* lv = plan.levels;
+  VI idx = hn::IfThenElseZero(hn::RebindMask(di, hn::Gt(x, hn::Set(df, lv[0]))), hn::Set(di, 128));
+#define BNB_OPTIM_LEVEL(S, SHIFT)                                                               \
+  {                                                                                             \
+    const VF t = Lookup<128 / (S)>(df, lv + (128 / (S)) - 1, hn::ShiftRight<SHIFT>(idx));       \
+    idx = hn::Or(idx, hn::IfThenElseZero(hn::RebindMask(di, hn::Gt(x, t)), hn::Set(di, S)));   \
+  }
+  BNB_OPTIM_LEVEL(64, 7)
+  BNB_OPTIM_LEVEL(32, 6)
+  BNB_OPTIM_LEVEL(16, 5)
+  BNB_OPTIM_LEVEL(8, 4)
+  BNB_OPTIM_LEVEL(4, 3)
+  BNB_OPTIM_LEVEL(2, 2)
+  BNB_OPTIM_LEVEL(1, 1)
+#undef BNB_OPTIM_LEVEL
+  return idx;
+}
+
+// Code of `value` normalised by `inv` (= RCP(absmax)). kSignFix: the signed-state rule of OPS 6.5
+// (a code whose table sign differs from the value's moves one step towards it, uint8 wrap).
+template <bool kSignFix>
+HWY_INLINE void Encode(DF df, const OptimCodePlan& plan, VF value, VF inv, uint8_t* HWY_RESTRICT out) {
+  const DI di;
+  const hn::Rebind<uint8_t, DI> d8;
+  VI c = SelectCode(df, plan, hn::Mul(value, inv));
+  if constexpr (kSignFix) {
+    const auto code_negative = hn::Lt(c, hn::Set(di, plan.negative_count));
+    const auto value_negative = hn::Lt(hn::BitCast(di, value), hn::Zero(di));
+    const auto mismatch = hn::Xor(code_negative, value_negative);
+    const VI step = hn::IfThenElse(hn::RebindMask(di, hn::Gt(value, hn::Zero(df))), hn::Set(di, 1), hn::Set(di, -1));
+    c = hn::And(hn::Add(c, hn::IfThenElseZero(mismatch, step)), hn::Set(di, 255));
+  }
+  hn::StoreU(hn::DemoteTo(d8, c), d8, out);
+}
+
+HWY_INLINE float BlockAbsMax(DF df, const float* HWY_RESTRICT s) {
+  const int64_t N = static_cast<int64_t>(hn::Lanes(df));
+  VF m0 = hn::Zero(df), m1 = hn::Zero(df);
+  for (int64_t i = 0; i < kOptimBlock; i += 2 * N) {
+    m0 = hn::Max(hn::Abs(hn::Load(df, s + i)), m0);
+    m1 = hn::Max(hn::Abs(hn::Load(df, s + i + N)), m1);
+  }
+  return hn::GetLane(hn::MaxOfLanes(df, hn::Max(m0, m1)));
+}
+
+// ------------------------------------------------------------------ 32-bit
+
+template <int kDt, int kOpt>
+HWY_INLINE void Step32(DF df, const OptimConsts& k, void* p, const void* g, float* s1, float* s1b, float* s2,
+                       int64_t i) {
+  const VF gs = RoundP<kDt>(df, hn::Mul(LoadP<kDt>(df, g, i), hn::Set(df, k.gnorm_scale)));
+  const VF p0 = LoadP<kDt>(df, p, i);
+  const VF s = hn::LoadU(df, s1 + i);
+  const bool decay = k.weight_decay > 0.0f;
+  if constexpr (kOpt == kAdam) {
+    const VF v = hn::LoadU(df, s2 + i);
+    const VF m_new = hn::MulAdd(s, hn::Set(df, k.beta1), hn::Mul(hn::Set(df, k.one_minus_beta1), gs));
+    const VF v_new = hn::MulAdd(v, hn::Set(df, k.beta2), hn::Mul(hn::Set(df, k.one_minus_beta2), hn::Mul(gs, gs)));
+    const VF x = hn::Div(m_new, hn::Add(hn::Sqrt(v_new), hn::Set(df, k.eps_c2)));
+    VF p_new = RoundP<kDt>(df, hn::MulAdd(hn::Set(df, k.adam_scale), x, p0));
+    if (decay) p_new = RoundP<kDt>(df, hn::Mul(p_new, hn::Set(df, k.decay)));
+    if (k.skip_zeros) {
+      const MF skip = hn::Eq(gs, hn::Zero(df));
+      hn::StoreU(hn::IfThenElse(skip, s, m_new), df, s1 + i);
+      hn::StoreU(hn::IfThenElse(skip, v, v_new), df, s2 + i);
+      StoreP<kDt>(df, hn::IfThenElse(skip, p0, p_new), p, i);
+    } else {
+      hn::StoreU(m_new, df, s1 + i);
+      hn::StoreU(v_new, df, s2 + i);
+      StoreP<kDt>(df, p_new, p, i);
+    }
+  } else if constexpr (kOpt == kAdemamix) {
+    const VF m2 = hn::LoadU(df, s1b + i);
+    const VF nu = hn::LoadU(df, s2 + i);
+    const VF m1_new = hn::MulAdd(s, hn::Set(df, k.beta1), hn::Mul(hn::Set(df, k.one_minus_beta1), gs));
+    const VF m2_new = hn::MulAdd(m2, hn::Set(df, k.beta3), hn::Mul(hn::Set(df, k.one_minus_beta3), gs));
+    const VF nu_new = hn::MulAdd(nu, hn::Set(df, k.beta2), hn::Mul(hn::Mul(hn::Set(df, k.one_minus_beta2), gs), gs));
+    const VF den = hn::MulAdd(hn::Sqrt(nu_new), hn::Set(df, k.rcp_c2), hn::Set(df, k.eps));
+    const VF num = hn::MulAdd(hn::Set(df, k.alpha), m2_new, hn::Mul(m1_new, hn::Set(df, k.rcp_c1)));
+    VF p_new = RoundP<kDt>(df, hn::MulAdd(hn::Set(df, k.neg_lr), hn::Div(num, den), p0));
+    if (decay) p_new = RoundP<kDt>(df, hn::Mul(p_new, hn::Set(df, k.decay)));
+    hn::StoreU(m1_new, df, s1 + i);
+    hn::StoreU(m2_new, df, s1b + i);
+    hn::StoreU(nu_new, df, s2 + i);
+    StoreP<kDt>(df, p_new, p, i);
+  } else {
+    VF gd = gs;
+    if constexpr (kOpt != kLion) {
+      if (decay) {
+        const VF wd = hn::Set(df, k.weight_decay);
+        gd = RoundP<kDt>(df, k.first_step ? hn::MulAdd(p0, wd, gs) : hn::Add(gs, hn::Mul(p0, wd)));
+      }
+    }
+    VF s_new, p_new;
+    if constexpr (kOpt == kMomentum) {
+      s_new = k.first_step ? gd : hn::MulAdd(s, hn::Set(df, k.beta1), gd);
+      p_new = RoundP<kDt>(df, hn::MulAdd(hn::Set(df, k.update_scale), hn::Mul(hn::Set(df, k.neg_lr), s_new), p0));
+    } else if constexpr (kOpt == kRmsprop) {
+      s_new = hn::MulAdd(s, hn::Set(df, k.beta1), hn::Mul(hn::Mul(hn::Set(df, k.one_minus_beta1), gd), gd));
+      const VF step = hn::Div(hn::Mul(hn::Set(df, k.lr), gd), hn::Add(hn::Sqrt(s_new), hn::Set(df, k.eps)));
+      p_new = RoundP<kDt>(df, hn::Sub(p0, hn::Mul(hn::Set(df, k.update_scale), step)));
+    } else if constexpr (kOpt == kAdagrad) {
+      s_new = hn::MulAdd(gd, gd, s);
+      const VF x = hn::Div(gd, hn::Add(hn::Sqrt(s_new), hn::Set(df, k.eps)));
+      p_new = RoundP<kDt>(df, hn::MulAdd(hn::Set(df, k.neg_lr), x, p0));
+    } else {  // Lion
+      const VF arg = hn::MulAdd(s, hn::Set(df, k.beta1), hn::Mul(hn::Set(df, k.one_minus_beta1), gd));
+      const VF upd = hn::Mul(hn::Set(df, k.update_scale), hn::Mul(hn::Set(df, k.lr), Sign(df, arg)));
+      if constexpr (kDt == BNB_F32) {
+        p_new = hn::MulAdd(p0, hn::Set(df, k.decay), hn::Neg(upd));
+      } else {
+        const VF p1 = decay ? RoundP<kDt>(df, hn::Mul(p0, hn::Set(df, k.decay))) : p0;
+        p_new = RoundP<kDt>(df, hn::Sub(p1, upd));
+      }
+      s_new = hn::MulAdd(s, hn::Set(df, k.beta2), hn::Mul(hn::Set(df, k.one_minus_beta2), gd));
+    }
+    if (k.skip_zeros) {
+      const MF skip = hn::Eq(gd, hn::Zero(df));
+      s_new = hn::IfThenElse(skip, s, s_new);
+      p_new = hn::IfThenElse(skip, p0, p_new);
+    }
+    hn::StoreU(s_new, df, s1 + i);
+    StoreP<kDt>(df, p_new, p, i);
+  }
+}
+
+// Squared update-norm quantity of OPS 6.4 (no weight decay, states not written).
+template <int kDt, int kOpt>
+HWY_INLINE VF Unorm32(DF df, const OptimConsts& k, const void* g, const float* s1, const float* s2, int64_t i) {
+  const VF gs = RoundP<kDt>(df, hn::Mul(LoadP<kDt>(df, g, i), hn::Set(df, k.gnorm_scale)));
+  const VF s = hn::LoadU(df, s1 + i);
+  if constexpr (kOpt == kAdam) {
+    const VF v = hn::LoadU(df, s2 + i);
+    const VF m_new = hn::MulAdd(s, hn::Set(df, k.beta1), hn::Mul(hn::Set(df, k.one_minus_beta1), gs));
+    const VF v_new = hn::MulAdd(v, hn::Set(df, k.beta2), hn::Mul(hn::Set(df, k.one_minus_beta2), hn::Mul(gs, gs)));
+    const VF u = hn::Div(hn::Mul(m_new, hn::Set(df, k.rcp_c1)),
+                         hn::Add(hn::Sqrt(hn::Mul(v_new, hn::Set(df, k.rcp_bias2))), hn::Set(df, k.eps)));
+    return hn::Mul(u, u);
+  } else if constexpr (kOpt == kMomentum) {
+    const VF s_new = k.first_step ? gs : hn::MulAdd(s, hn::Set(df, k.beta1), gs);
+    return hn::Mul(s_new, s_new);
+  } else {
+    const VF s_new = kOpt == kRmsprop
+                         ? hn::MulAdd(s, hn::Set(df, k.beta1), hn::Mul(hn::Mul(hn::Set(df, k.one_minus_beta1), gs), gs))
+                         : hn::MulAdd(gs, gs, s);
+    const VF u = hn::Div(gs, hn::Add(hn::Sqrt(s_new), hn::Set(df, k.eps)));
+    return hn::Mul(u, u);
+  }
+}
+
+template <int kDt, int kOpt>
+void Update32Impl(const Optim32Args& a, int64_t begin, int64_t end) {
+  const DF df;
+  const OptimConsts& k = *a.k;
+  const int64_t N = static_cast<int64_t>(hn::Lanes(df));
+  float* s1b = kOpt == kAdemamix ? a.s1 + k.n : nullptr;
+  int64_t i = begin;
+  for (; i + N <= end; i += N) Step32<kDt, kOpt>(df, k, a.p, a.g, a.s1, s1b, a.s2, i);
+  const int64_t rem = end - i;
+  if (rem == 0) return;
+  // The last partial vector, staged (zero padding is harmless: its lanes are never copied back).
+  constexpr size_t kMax = hn::MaxLanes(DF());
+  constexpr size_t kEs = ElemSize<kDt>();
+  alignas(64) uint8_t pb[kMax * 4] = {}, gb[kMax * 4] = {};
+  alignas(64) float sa[kMax] = {}, sb[kMax] = {}, sc[kMax] = {};
+  const size_t r = static_cast<size_t>(rem);
+  std::memcpy(pb, static_cast<const uint8_t*>(a.p) + i * kEs, r * kEs);
+  std::memcpy(gb, static_cast<const uint8_t*>(a.g) + i * kEs, r * kEs);
+  std::memcpy(sa, a.s1 + i, r * 4);
+  if (s1b != nullptr) std::memcpy(sb, s1b + i, r * 4);
+  if (a.s2 != nullptr && (kOpt == kAdam || kOpt == kAdemamix)) std::memcpy(sc, a.s2 + i, r * 4);
+  Step32<kDt, kOpt>(df, k, pb, gb, sa, sb, sc, 0);
+  std::memcpy(static_cast<uint8_t*>(a.p) + i * kEs, pb, r * kEs);
+  std::memcpy(a.s1 + i, sa, r * 4);
+  if (s1b != nullptr) std::memcpy(s1b + i, sb, r * 4);
+  if (a.s2 != nullptr && (kOpt == kAdam || kOpt == kAdemamix)) std::memcpy(a.s2 + i, sc, r * 4);
+}
+
+template <int kDt, int kOpt>
+double Unorm32Impl(const Optim32Args& a, int64_t begin, int64_t end) {
+  const DF df;
+  const OptimConsts& k = *a.k;
+  const int64_t N = static_cast<int64_t>(hn::Lanes(df));
+  VF acc = hn::Zero(df);
+  int64_t i = begin;
+  for (; i + N <= end; i += N) acc = hn::Add(acc, Unorm32<kDt, kOpt>(df, k, a.g, a.s1, a.s2, i));
+  const int64_t rem = end - i;
+  if (rem > 0) {
+    constexpr size_t kMax = hn::MaxLanes(DF());
+    constexpr size_t kEs = ElemSize<kDt>();
+    alignas(64) uint8_t gb[kMax * 4] = {};
+    alignas(64) float sa[kMax] = {}, sc[kMax] = {};
+    const size_t r = static_cast<size_t>(rem);
+    std::memcpy(gb, static_cast<const uint8_t*>(a.g) + i * kEs, r * kEs);
+    std::memcpy(sa, a.s1 + i, r * 4);
+    if (kOpt == kAdam) std::memcpy(sc, a.s2 + i, r * 4);
+    const VF u = Unorm32<kDt, kOpt>(df, k, gb, sa, sc, 0);
+    acc = hn::Add(acc, hn::IfThenElseZero(hn::FirstN(df, r), u));
+  }
+  return static_cast<double>(hn::GetLane(hn::SumOfLanes(df, acc)));
+}
+
+// ------------------------------------------------------------------ 8-bit blocks
+
+// One block's tensors: either views into the real arrays (full block) or staged copies.
+struct Block8 {
+  void* p;
+  const void* g;
+  uint8_t* c1;
+  uint8_t* c1b;  // AdEMAMix slow EMA
+  uint8_t* c2;
+  int64_t index;  // block number
+  int64_t valid;  // elements of the block that exist (256 except for the last block)
+};
+
+// Phase A of the 2-state optimizers: new fp32 states of the block (zero past `valid`).
+template <int kDt, bool kEma>
+HWY_INLINE void NewStates2(DF df, const Optim8Args& a, const Block8& b, float* HWY_RESTRICT m,
+                           float* HWY_RESTRICT v, float* HWY_RESTRICT e) {
+  const OptimConsts& k = *a.k;
+  const int64_t N = static_cast<int64_t>(hn::Lanes(df));
+  const int64_t nblocks = (k.n + kOptimBlock - 1) / kOptimBlock;
+  const VF scale1 = hn::Set(df, a.absmax1[b.index]);
+  const VF scale2 = hn::Set(df, a.absmax2[b.index]);
+  const VF scale3 = hn::Set(df, kEma ? a.absmax1[nblocks + b.index] : 0.0f);
+  const VF b1 = hn::Set(df, k.beta1), b2 = hn::Set(df, k.beta2), b3 = hn::Set(df, k.beta3);
+  const VF omb1 = hn::Set(df, k.one_minus_beta1), omb2 = hn::Set(df, k.one_minus_beta2);
+  const VF omb3 = hn::Set(df, k.one_minus_beta3);
+  const VF gn = hn::Set(df, k.gnorm_scale);
+  for (int64_t i = 0; i < kOptimBlock; i += N) {
+    const VF graw = LoadP<kDt>(df, b.g, i);
+    const MF finite = hn::IsFinite(graw);
+    const VF gs = hn::Mul(graw, gn);
+    const VF vd = Decode(df, *a.plan2, b.c2 + i, scale2);
+    // CUDA contracts v differently for bf16 gradients (OPS 6.1).
+    const VF v_new = kDt == BNB_BF16 ? hn::MulAdd(vd, b2, hn::Mul(hn::Mul(omb2, gs), gs))
+                                     : hn::MulAdd(hn::Mul(omb2, gs), gs, hn::Mul(vd, b2));
+    const VF md = Decode(df, *a.plan1, b.c1 + i, scale1);
+    const VF m_new = hn::MulAdd(omb1, gs, hn::Mul(md, b1));
+    hn::Store(hn::IfThenElseZero(finite, m_new), df, m + i);
+    hn::Store(hn::IfThenElseZero(finite, v_new), df, v + i);
+    if constexpr (kEma) {
+      const VF ed = Decode(df, *a.plan1, b.c1b + i, scale3);
+      hn::Store(hn::IfThenElseZero(finite, hn::MulAdd(omb3, gs, hn::Mul(ed, b3))), df, e + i);
+    }
+  }
+  for (int64_t i = b.valid; i < kOptimBlock; ++i) {
+    m[i] = 0.0f;
+    v[i] = 0.0f;
+    if constexpr (kEma) e[i] = 0.0f;
+  }
+}
+
+template <int kDt, bool kEma>
+void Block2State(DF df, const Optim8Args& a, const Block8& b) {
+  const OptimConsts& k = *a.k;
+  const int64_t N = static_cast<int64_t>(hn::Lanes(df));
+  const int64_t nblocks = (k.n + kOptimBlock - 1) / kOptimBlock;
+  alignas(64) float m[kOptimBlock], v[kOptimBlock], e[kEma ? kOptimBlock : 1];
+  NewStates2<kDt, kEma>(df, a, b, m, v, e);
+  // Phase B: the new scales replace the old ones.
+  const float am1 = BlockAbsMax(df, m), am2 = BlockAbsMax(df, v);
+  a.absmax1[b.index] = am1;
+  a.absmax2[b.index] = am2;
+  float am3 = 0.0f;
+  if constexpr (kEma) {
+    am3 = BlockAbsMax(df, e);
+    a.absmax1[nblocks + b.index] = am3;
+  }
+  const VF inv1 = hn::Set(df, rcp_approx(am1)), inv2 = hn::Set(df, rcp_approx(am2));
+  const VF inv3 = hn::Set(df, rcp_approx(am3));
+  const bool decay = k.weight_decay > 0.0f;
+  // Phases C and D.
+  for (int64_t i = 0; i < kOptimBlock; i += N) {
+    const VF mv = hn::Load(df, m + i), vv = hn::Load(df, v + i);
+    const MF finite = hn::IsFinite(LoadP<kDt>(df, b.g, i));
+    const VF p0 = LoadP<kDt>(df, b.p, i);
+    VF p_new;
+    if constexpr (kEma) {
+      const VF ev = hn::Load(df, e + i);
+      const VF den = hn::MulAdd(hn::Sqrt(vv), hn::Set(df, k.rcp_c2), hn::Set(df, k.eps));
+      const VF num = hn::MulAdd(hn::Set(df, k.alpha), ev, hn::Mul(mv, hn::Set(df, k.rcp_c1)));
+      p_new = RoundP<kDt>(df, hn::MulAdd(hn::Set(df, k.neg_lr), hn::Div(num, den), p0));
+      Encode<true>(df, *a.plan1, ev, inv3, b.c1b + i);
+    } else {
+      const VF x = hn::Div(mv, hn::Add(hn::Sqrt(vv), hn::Set(df, k.eps_c2)));
+      p_new = RoundP<kDt>(df, hn::MulAdd(hn::Set(df, k.adam_scale), x, p0));
+    }
+    if (decay) p_new = RoundP<kDt>(df, hn::Mul(p_new, hn::Set(df, k.decay)));
+    StoreP<kDt>(df, hn::IfThenElse(finite, p_new, p0), b.p, i);
+    Encode<true>(df, *a.plan1, mv, inv1, b.c1 + i);
+    Encode<false>(df, *a.plan2, vv, inv2, b.c2 + i);
+  }
+}
+
+template <int kDt, int kOpt>
+void Block1State(DF df, const Optim8Args& a, const Block8& b) {
+  const OptimConsts& k = *a.k;
+  const int64_t N = static_cast<int64_t>(hn::Lanes(df));
+  alignas(64) float s[kOptimBlock], aux[kOptimBlock];
+  const VF scale = hn::Set(df, a.absmax1[b.index]);
+  const VF gn = hn::Set(df, k.gnorm_scale);
+  const VF b1 = hn::Set(df, k.beta1), omb1 = hn::Set(df, k.one_minus_beta1);
+  const bool decay = k.weight_decay > 0.0f;
+  // Phase A. A skipped element keeps its decoded state (re-encoded below with the new scale).
+  for (int64_t i = 0; i < kOptimBlock; i += N) {
+    const VF graw = LoadP<kDt>(df, b.g, i);
+    VF gs = hn::Mul(graw, gn);
+    const VF p0 = LoadP<kDt>(df, b.p, i);
+    if (kOpt != kLion && decay) gs = hn::MulAdd(p0, hn::Set(df, k.weight_decay), gs);
+    const VF sd = Decode(df, *a.plan1, b.c1 + i, scale);
+    VF s_new;
+    if constexpr (kOpt == kMomentum) {
+      s_new = k.first_step ? gs : hn::MulAdd(sd, b1, gs);
+    } else if constexpr (kOpt == kRmsprop) {
+      s_new = hn::MulAdd(omb1, hn::Mul(gs, gs), hn::Mul(sd, b1));
+      hn::Store(gs, df, aux + i);
+    } else if constexpr (kOpt == kAdagrad) {
+      s_new = hn::MulAdd(gs, gs, sd);
+      hn::Store(gs, df, aux + i);
+    } else {  // Lion: the whole parameter step happens here, from the old state.
+      const VF p1 = decay ? RoundP<kDt>(df, hn::Mul(p0, hn::Set(df, k.decay))) : p0;
+      const VF arg = hn::MulAdd(sd, b1, hn::Mul(omb1, gs));
+      const VF d = RoundP<kDt>(df, hn::Mul(hn::Set(df, k.lr * k.update_scale), Sign(df, arg)));
+      hn::Store(RoundP<kDt>(df, hn::Sub(p1, d)), df, aux + i);
+      s_new = hn::MulAdd(hn::Set(df, k.one_minus_beta2), gs, hn::Mul(sd, hn::Set(df, k.beta2)));
+    }
+    if (k.skip_zeros) s_new = hn::IfThenElse(hn::Eq(graw, hn::Zero(df)), sd, s_new);
+    hn::Store(s_new, df, s + i);
+  }
+  for (int64_t i = b.valid; i < kOptimBlock; ++i) s[i] = 0.0f;
+  const float am = BlockAbsMax(df, s);
+  a.absmax1[b.index] = am;
+  const VF inv = hn::Set(df, rcp_approx(am));
+  for (int64_t i = 0; i < kOptimBlock; i += N) {
+    const VF sv = hn::Load(df, s + i);
+    const VF p0 = LoadP<kDt>(df, b.p, i);
+    VF p_new;
+    if constexpr (kOpt == kMomentum) {
+      p_new = RoundP<kDt>(df, hn::MulAdd(hn::Set(df, k.neg_lr_scaled), sv, p0));
+    } else if constexpr (kOpt == kLion) {
+      p_new = hn::Load(df, aux + i);
+    } else {
+      const VF x = hn::Div(hn::Load(df, aux + i), hn::Add(hn::Sqrt(sv), hn::Set(df, k.eps)));
+      const float a_scale = kOpt == kAdagrad ? k.neg_lr : k.neg_lr_scaled;  // Adagrad is never clipped
+      p_new = RoundP<kDt>(df, hn::MulAdd(hn::Set(df, a_scale), x, p0));
+    }
+    if (k.skip_zeros) p_new = hn::IfThenElse(hn::Eq(LoadP<kDt>(df, b.g, i), hn::Zero(df)), p0, p_new);
+    StoreP<kDt>(df, p_new, b.p, i);
+    Encode<true>(df, *a.plan1, sv, inv, b.c1 + i);
+  }
+}
+
+// Squared update norm of one block (OPS 6.4 with the decoded states; no weight decay).
+template <int kDt, int kOpt>
+double BlockUnorm(DF df, const Optim8Args& a, const Block8& b) {
+  const OptimConsts& k = *a.k;
+  const int64_t N = static_cast<int64_t>(hn::Lanes(df));
+  VF acc = hn::Zero(df);
+  if constexpr (kOpt == kAdam) {
+    alignas(64) float m[kOptimBlock], v[kOptimBlock], e[1];
+    NewStates2<kDt, false>(df, a, b, m, v, e);
+    for (int64_t i = 0; i < kOptimBlock; i += N) {
+      const VF u = hn::Div(hn::Mul(hn::Load(df, m + i), hn::Set(df, k.rcp_c1)),
+                           hn::Add(hn::Sqrt(hn::Mul(hn::Load(df, v + i), hn::Set(df, k.rcp_bias2))), hn::Set(df, k.eps)));
+      acc = hn::MulAdd(u, u, acc);
+    }
+  } else {
+    const VF scale = hn::Set(df, a.absmax1[b.index]);
+    for (int64_t i = 0; i < b.valid; i += N) {
+      const VF gs = hn::Mul(LoadP<kDt>(df, b.g, i), hn::Set(df, k.gnorm_scale));
+      const VF sd = Decode(df, *a.plan1, b.c1 + i, scale);
+      VF u;
+      if constexpr (kOpt == kMomentum) {
+        u = k.first_step ? gs : hn::MulAdd(sd, hn::Set(df, k.beta1), gs);
+      } else {
+        const VF s_new = kOpt == kRmsprop
+                             ? hn::MulAdd(hn::Set(df, k.one_minus_beta1), hn::Mul(gs, gs), hn::Mul(sd, hn::Set(df, k.beta1)))
+                             : hn::MulAdd(gs, gs, sd);
+        u = hn::Div(gs, hn::Add(hn::Sqrt(s_new), hn::Set(df, k.eps)));
+      }
+      const int64_t left = b.valid - i;
+      if (left < N) u = hn::IfThenElseZero(hn::FirstN(df, static_cast<size_t>(left)), u);
+      acc = hn::MulAdd(u, u, acc);
+    }
+  }
+  return static_cast<double>(hn::GetLane(hn::SumOfLanes(df, acc)));
+}
+
+// Runs `fn(block)` for blocks [b0, b1), staging the last partial block in zero-padded scratch.
+template <int kDt, class Fn>
+HWY_INLINE void ForBlocks(const Optim8Args& a, int64_t b0, int64_t b1, bool write_back, const Fn& fn) {
+  const int64_t n = a.k->n;
+  const bool ema = a.k->optimizer == BNB_OPT_ADEMAMIX;
+  const bool two = a.c2 != nullptr;
+  constexpr size_t kEs = ElemSize<kDt>();
+  for (int64_t blk = b0; blk < b1; ++blk) {
+    const int64_t begin = blk * kOptimBlock;
+    const int64_t valid = begin + kOptimBlock <= n ? kOptimBlock : n - begin;
+    if (valid == kOptimBlock) {
+      Block8 b{static_cast<uint8_t*>(a.p) + begin * kEs, static_cast<const uint8_t*>(a.g) + begin * kEs,
+               a.c1 + begin, ema ? a.c1 + n + begin : nullptr, two ? a.c2 + begin : nullptr, blk, valid};
+      fn(b);
+      continue;
+    }
+    alignas(64) uint8_t pb[kOptimBlock * 4] = {}, gb[kOptimBlock * 4] = {};
+    alignas(64) uint8_t c1[kOptimBlock] = {}, c1b[kOptimBlock] = {}, c2[kOptimBlock] = {};
+    const size_t r = static_cast<size_t>(valid);
+    std::memcpy(pb, static_cast<const uint8_t*>(a.p) + begin * kEs, r * kEs);
+    std::memcpy(gb, static_cast<const uint8_t*>(a.g) + begin * kEs, r * kEs);
+    std::memcpy(c1, a.c1 + begin, r);
+    if (ema) std::memcpy(c1b, a.c1 + n + begin, r);
+    if (two) std::memcpy(c2, a.c2 + begin, r);
+    Block8 b{pb, gb, c1, c1b, c2, blk, valid};
+    fn(b);
+    if (!write_back) continue;
+    std::memcpy(static_cast<uint8_t*>(a.p) + begin * kEs, pb, r * kEs);
+    std::memcpy(a.c1 + begin, c1, r);
+    if (ema) std::memcpy(a.c1 + n + begin, c1b, r);
+    if (two) std::memcpy(a.c2 + begin, c2, r);
+  }
+}
+
+template <int kDt>
+void Update8Typed(const Optim8Args& a, int64_t b0, int64_t b1) {
+  const DF df;
+  switch (a.k->optimizer) {
+    case BNB_OPT_ADAM:
+    case BNB_OPT_LAMB:
+      ForBlocks<kDt>(a, b0, b1, true, [&](const Block8& b) { Block2State<kDt, false>(df, a, b); });
+      break;
+    case BNB_OPT_ADEMAMIX:
+      ForBlocks<kDt>(a, b0, b1, true, [&](const Block8& b) { Block2State<kDt, true>(df, a, b); });
+      break;
+    case BNB_OPT_MOMENTUM:
+    case BNB_OPT_LARS:
+      ForBlocks<kDt>(a, b0, b1, true, [&](const Block8& b) { Block1State<kDt, kMomentum>(df, a, b); });
+      break;
+    case BNB_OPT_RMSPROP:
+      ForBlocks<kDt>(a, b0, b1, true, [&](const Block8& b) { Block1State<kDt, kRmsprop>(df, a, b); });
+      break;
+    case BNB_OPT_ADAGRAD:
+      ForBlocks<kDt>(a, b0, b1, true, [&](const Block8& b) { Block1State<kDt, kAdagrad>(df, a, b); });
+      break;
+    case BNB_OPT_LION:
+      ForBlocks<kDt>(a, b0, b1, true, [&](const Block8& b) { Block1State<kDt, kLion>(df, a, b); });
+      break;
+    default:
+      break;
+  }
+}
+
+template <int kDt>
+double Unorm8Typed(const Optim8Args& a, int64_t b0, int64_t b1) {
+  const DF df;
+  double sum = 0.0;
+  switch (a.k->optimizer) {
+    case BNB_OPT_ADAM:
+    case BNB_OPT_LAMB:
+      ForBlocks<kDt>(a, b0, b1, false, [&](const Block8& b) { sum += BlockUnorm<kDt, kAdam>(df, a, b); });
+      break;
+    case BNB_OPT_MOMENTUM:
+    case BNB_OPT_LARS:
+      ForBlocks<kDt>(a, b0, b1, false, [&](const Block8& b) { sum += BlockUnorm<kDt, kMomentum>(df, a, b); });
+      break;
+    case BNB_OPT_RMSPROP:
+      ForBlocks<kDt>(a, b0, b1, false, [&](const Block8& b) { sum += BlockUnorm<kDt, kRmsprop>(df, a, b); });
+      break;
+    case BNB_OPT_ADAGRAD:
+      ForBlocks<kDt>(a, b0, b1, false, [&](const Block8& b) { sum += BlockUnorm<kDt, kAdagrad>(df, a, b); });
+      break;
+    default:
+      break;
+  }
+  return sum;
+}
+
+template <int kDt>
+void Update32Typed(const Optim32Args& a, int64_t begin, int64_t end) {
+  switch (a.k->optimizer) {
+    case BNB_OPT_ADAM:
+    case BNB_OPT_LAMB:
+      return Update32Impl<kDt, kAdam>(a, begin, end);
+    case BNB_OPT_ADEMAMIX:
+      return Update32Impl<kDt, kAdemamix>(a, begin, end);
+    case BNB_OPT_MOMENTUM:
+    case BNB_OPT_LARS:
+      return Update32Impl<kDt, kMomentum>(a, begin, end);
+    case BNB_OPT_RMSPROP:
+      return Update32Impl<kDt, kRmsprop>(a, begin, end);
+    case BNB_OPT_ADAGRAD:
+      return Update32Impl<kDt, kAdagrad>(a, begin, end);
+    case BNB_OPT_LION:
+      return Update32Impl<kDt, kLion>(a, begin, end);
+    default:
+      return;
+  }
+}
+
+template <int kDt>
+double Unorm32Typed(const Optim32Args& a, int64_t begin, int64_t end) {
+  switch (a.k->optimizer) {
+    case BNB_OPT_ADAM:
+    case BNB_OPT_LAMB:
+      return Unorm32Impl<kDt, kAdam>(a, begin, end);
+    case BNB_OPT_MOMENTUM:
+    case BNB_OPT_LARS:
+      return Unorm32Impl<kDt, kMomentum>(a, begin, end);
+    case BNB_OPT_RMSPROP:
+      return Unorm32Impl<kDt, kRmsprop>(a, begin, end);
+    case BNB_OPT_ADAGRAD:
+      return Unorm32Impl<kDt, kAdagrad>(a, begin, end);
+    default:
+      return 0.0;
+  }
+}
+
+void Optim32Update(const Optim32Args& a, int64_t begin, int64_t end) {
+  switch (a.k->dtype) {
+    case BNB_F32:
+      return Update32Typed<BNB_F32>(a, begin, end);
+    case BNB_F16:
+      return Update32Typed<BNB_F16>(a, begin, end);
+    default:
+      return Update32Typed<BNB_BF16>(a, begin, end);
+  }
+}
+
+double Optim32Unorm(const Optim32Args& a, int64_t begin, int64_t end) {
+  switch (a.k->dtype) {
+    case BNB_F32:
+      return Unorm32Typed<BNB_F32>(a, begin, end);
+    case BNB_F16:
+      return Unorm32Typed<BNB_F16>(a, begin, end);
+    default:
+      return Unorm32Typed<BNB_BF16>(a, begin, end);
+  }
+}
+
+void Optim8Update(const Optim8Args& a, int64_t b0, int64_t b1) {
+  switch (a.k->dtype) {
+    case BNB_F32:
+      return Update8Typed<BNB_F32>(a, b0, b1);
+    case BNB_F16:
+      return Update8Typed<BNB_F16>(a, b0, b1);
+    default:
+      return Update8Typed<BNB_BF16>(a, b0, b1);
+  }
+}
+
+double Optim8Unorm(const Optim8Args& a, int64_t b0, int64_t b1) {
+  switch (a.k->dtype) {
+    case BNB_F32:
+      return Unorm8Typed<BNB_F32>(a, b0, b1);
+    case BNB_F16:
+      return Unorm8Typed<BNB_F16>(a, b0, b1);
+    default:
+      return Unorm8Typed<BNB_BF16>(a, b0, b1);
+  }
+}
+
+}  // namespace HWY_NAMESPACE
+}  // namespace cpu
+}  // namespace bnb
+HWY_AFTER_NAMESPACE();
+
+#if HWY_ONCE
+namespace bnb {
+namespace cpu {
+
+HWY_EXPORT(Optim32Update);
+HWY_EXPORT(Optim32Unorm);
+HWY_EXPORT(Optim8Update);
+HWY_EXPORT(Optim8Unorm);
+
+void optim32_update(const Optim32Args& a, int64_t begin, int64_t end) {
+  HWY_DYNAMIC_DISPATCH(Optim32Update)(a, begin, end);
+}
+double optim32_unorm(const Optim32Args& a, int64_t begin, int64_t end) {
+  return HWY_DYNAMIC_DISPATCH(Optim32Unorm)(a, begin, end);
+}
+void optim8_update(const Optim8Args& a, int64_t block_begin, int64_t block_end) {
+  HWY_DYNAMIC_DISPATCH(Optim8Update)(a, block_begin, block_end);
+}
+double optim8_unorm(const Optim8Args& a, int64_t block_begin, int64_t block_end) {
+  return HWY_DYNAMIC_DISPATCH(Optim8Unorm)(a, block_begin, block_end);
+}
+
+namespace {
+
+float next_below(float v) {
+  if (v == 0.0f) return -bits_to_float(1u);
+  uint32_t b = float_to_bits(v);
+  b = v > 0.0f ? b - 1 : b + 1;
+  return bits_to_float(b);
+}
+
+bool is_optimizer_2state(int32_t opt) {
+  return opt == BNB_OPT_ADAM || opt == BNB_OPT_LAMB || opt == BNB_OPT_ADEMAMIX;
+}
+
+// The built-in table's plan, built once.
+const OptimCodePlan& default_plan(int32_t which) {
+  static OptimCodePlan plans[2];
+  static std::once_flag once;
+  std::call_once(once, [] {
+    float t[256];
+    copy_code_table(BNB_CODE_DYNAMIC_SIGNED, t);
+    build_optim_code_plan(t, &plans[0]);
+    copy_code_table(BNB_CODE_DYNAMIC_UNSIGNED, t);
+    build_optim_code_plan(t, &plans[1]);
+  });
+  return plans[which == BNB_CODE_DYNAMIC_SIGNED ? 0 : 1];
+}
+
+// The plan of `qmap` (NULL = the built-in table `which`); `storage` holds a custom one.
+const OptimCodePlan* plan_for(const float* qmap, int32_t which, std::unique_ptr<OptimCodePlan>* storage) {
+  const OptimCodePlan& builtin = default_plan(which);
+  if (qmap == nullptr || std::memcmp(qmap, builtin.values, sizeof builtin.values) == 0) return &builtin;
+  storage->reset(new OptimCodePlan);
+  build_optim_code_plan(qmap, storage->get());
+  return storage->get();
+}
+
+// Elements (32-bit) or blocks (8-bit) per task: large enough to amortise the pool, small enough
+// to balance.
+constexpr int64_t kChunk32 = 16384;
+constexpr int64_t kChunkBlocks = 64;
+
+template <class Fn>
+void for_chunks(ThreadPool& pool, int64_t total, int64_t chunk, const Fn& fn) {
+  const int64_t tasks = (total + chunk - 1) / chunk;
+  pool.run(tasks, [&](int64_t t) {
+    const int64_t begin = t * chunk;
+    fn(t, begin, begin + chunk < total ? begin + chunk : total);
+  });
+}
+
+}  // namespace
+
+void build_optim_code_plan(const float* table, OptimCodePlan* plan) {
+  std::memcpy(plan->values, table, sizeof plan->values);
+  std::memset(plan->levels, 0, sizeof plan->levels);
+  plan->negative_count = 0;
+  while (plan->negative_count < 256 && std::signbit(table[plan->negative_count])) ++plan->negative_count;
+  plan->fast = false;
+  float mid[255];
+  for (int j = 0; j < 256; ++j) {
+    if (!std::isfinite(table[j])) return;
+    if (j > 0 && !(table[j - 1] < table[j])) return;
+  }
+  for (int j = 0; j < 255; ++j) {
+    mid[j] = (table[j] + table[j + 1]) * 0.5f;
+    if (!std::isfinite(mid[j]) || (j > 0 && !(mid[j - 1] < mid[j]))) return;
+  }
+  // A value exactly on an odd midpoint goes up to the even index (FORMATS 2.3).
+  for (int j = 1; j < 255; j += 2) mid[j] = next_below(mid[j]);
+  for (int s = 128; s >= 1; s /= 2) {
+    float* level = plan->levels + (128 / s) - 1;
+    for (int c = 0; c < 128 / s; ++c) level[c] = mid[c * 2 * s + s - 1];
+  }
+  plan->fast = true;
+}
+
+void make_optim_consts(const bnb_optimizer_params_t& P, OptimConsts* k) {
+  k->optimizer = P.optimizer;
+  k->dtype = P.param_dtype;
+  k->skip_zeros = P.skip_zeros != 0;
+  k->first_step = P.step == 1;
+  k->n = P.n;
+  k->lr = P.lr;
+  k->beta1 = P.beta1;
+  k->beta2 = P.beta2;
+  k->beta3 = P.beta3;
+  k->alpha = P.alpha;
+  k->eps = P.eps;
+  k->weight_decay = P.weight_decay;
+  k->gnorm_scale = P.gnorm_scale;
+  k->one_minus_beta1 = 1.0f - P.beta1;
+  k->one_minus_beta2 = 1.0f - P.beta2;
+  k->one_minus_beta3 = 1.0f - P.beta3;
+  const double t = static_cast<double>(P.step);
+  const float beta1_t = static_cast<float>(std::pow(static_cast<double>(P.beta1), t));
+  const float beta2_t = static_cast<float>(std::pow(static_cast<double>(P.beta2), t));
+  const float c1 = 1.0f - beta1_t;
+  const float bias2 = 1.0f - beta2_t;
+  const float c2 = std::sqrt(bias2);
+  k->rcp_c1 = 1.0f / c1;
+  k->rcp_c2 = 1.0f / c2;
+  k->rcp_bias2 = 1.0f / bias2;
+  k->step_size = (-P.lr * c2) / c1;
+  k->eps_c2 = P.eps * c2;
+  k->decay = 1.0f - P.lr * P.weight_decay;
+  k->neg_lr = -P.lr;
+  k->update_scale = 1.0f;
+  k->adam_scale = k->step_size;
+  k->neg_lr_scaled = -P.lr;
+}
+
+const char* optim_check_args(const bnb_optimizer_params_t& P, const bnb_optimizer_tensors_t& T) {
+  (void)T;
+  const float scalars[] = {P.beta1, P.beta2, P.beta3, P.alpha, P.eps, P.weight_decay, P.gnorm_scale, P.param_norm};
+  for (float s : scalars) {
+    if (!std::isfinite(s)) return "a hyper-parameter (beta1..3, alpha, eps, weight_decay, gnorm_scale, param_norm) is not finite";
+  }
+  if (!(P.max_unorm >= 0.0f) || std::isinf(P.max_unorm)) return "params->max_unorm must be finite and >= 0 (0 = no clipping)";
+  if (P.max_unorm > 0.0f && (P.optimizer == BNB_OPT_LION || P.optimizer == BNB_OPT_ADEMAMIX))
+    return "update-norm clipping (max_unorm > 0) is defined for Adam/LAMB, Momentum/LARS, RMSprop and Adagrad only";
+  if (P.max_unorm > 0.0f && P.param_norm < 0.0f) return "params->param_norm must be >= 0";
+  if (is_optimizer_2state(P.optimizer) && (!(P.beta1 < 1.0f) || !(P.beta2 < 1.0f)))
+    return "beta1 and beta2 must be < 1 for Adam, LAMB and AdEMAMix (bias correction divides by 1 - beta^t)";
+  if (P.weight_decay < 0.0f) return "params->weight_decay must be >= 0";
+  return nullptr;
+}
+
+void optimizer_run(ThreadPool& pool, const bnb_optimizer_params_t& P, const bnb_optimizer_tensors_t& T) {
+  OptimConsts k;
+  make_optim_consts(P, &k);
+  const int64_t n = P.n;
+  const bool clip = P.max_unorm > 0.0f;
+  // Clipping needs the norm of the whole update before any element changes (OPS 6.4).
+  auto apply_clip = [&](const std::vector<double>& parts) {
+    double sum = 0.0;
+    for (double s : parts) sum += s;  // fixed order: the result does not depend on threads
+    const float sq = static_cast<float>(sum);
+    T.unorm_vec[0] = sq;
+    const float norm = std::sqrt(sq);
+    float limit = P.max_unorm * P.param_norm;
+    if (!is_optimizer_2state(P.optimizer)) limit += P.eps;
+    k.update_scale = norm > limit ? limit / norm : 1.0f;
+    k.adam_scale = k.update_scale * k.step_size;
+    k.neg_lr_scaled = -P.lr * k.update_scale;
+  };
+  if (P.state_bits == 32) {
+    Optim32Args a{&k, T.p, T.g, static_cast<float*>(T.state1), static_cast<float*>(T.state2)};
+    if (clip) {
+      std::vector<double> parts(static_cast<size_t>((n + kChunk32 - 1) / kChunk32), 0.0);
+      for_chunks(pool, n, kChunk32, [&](int64_t t, int64_t b, int64_t e) { parts[t] = optim32_unorm(a, b, e); });
+      apply_clip(parts);
+    }
+    for_chunks(pool, n, kChunk32, [&](int64_t, int64_t b, int64_t e) { optim32_update(a, b, e); });
+    return;
+  }
+  std::unique_ptr<OptimCodePlan> custom1, custom2;
+  const OptimCodePlan* plan1 = plan_for(T.qmap1, BNB_CODE_DYNAMIC_SIGNED, &custom1);
+  const OptimCodePlan* plan2 = plan_for(T.qmap2, BNB_CODE_DYNAMIC_UNSIGNED, &custom2);
+  const bool two = is_optimizer_2state(P.optimizer);
+  Optim8Args a{&k, plan1, plan2, T.p, T.g, static_cast<uint8_t*>(T.state1),
+               two ? static_cast<uint8_t*>(T.state2) : nullptr, T.absmax1, two ? T.absmax2 : nullptr};
+  const int64_t nblocks = (n + kOptimBlock - 1) / kOptimBlock;
+  if (clip) {
+    std::vector<double> parts(static_cast<size_t>((nblocks + kChunkBlocks - 1) / kChunkBlocks), 0.0);
+    for_chunks(pool, nblocks, kChunkBlocks, [&](int64_t t, int64_t b, int64_t e) { parts[t] = optim8_unorm(a, b, e); });
+    apply_clip(parts);
+  }
+  for_chunks(pool, nblocks, kChunkBlocks, [&](int64_t, int64_t b, int64_t e) { optim8_update(a, b, e); });
+}
+
+}  // namespace cpu
+}  // namespace bnb
+#endif  // HWY_ONCE
