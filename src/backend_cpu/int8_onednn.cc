@@ -2,7 +2,7 @@
 //
 // B[N, K] row-major is B^T[K, N] with strides {1, K}: oneDNN reads it in place and packs it
 // for its kernels per call (no cache keyed on user pointers: the caller may change B).
-// Primitives come from oneDNN's own primitive cache. oneDNN runs on OpenMP here; the
+// Primitives are created once per shape. oneDNN runs on OpenMP here; the
 // context's thread count is applied to the calling thread's OpenMP setting for the call and
 // restored afterwards.
 #include <cstdint>
@@ -13,6 +13,10 @@
 #include <dlfcn.h>
 
 #include <cstring>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <tuple>
 #include <oneapi/dnnl/dnnl.hpp>
 #endif
 
@@ -66,27 +70,65 @@ const OmpControl& omp_control() {
   return omp;
 }
 
+// Primitives by shape: creating the primitive descriptor costs about as much as a small
+// product, so each shape is created once (oneDNN primitives may run from many threads at once).
+// A shape oneDNN only offers its reference implementation for is remembered as declined.
+class PrimitiveCache {
+ public:
+  // NULL: declined.
+  std::shared_ptr<const dnnl::matmul> get(int64_t M, int64_t N, int64_t K) {
+    const auto key = std::make_tuple(M, N, K);
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      auto it = cache_.find(key);
+      if (it != cache_.end()) return it->second;
+    }
+    std::shared_ptr<const dnnl::matmul> prim = create(M, N, K);
+    std::lock_guard<std::mutex> lock(mu_);
+    if (cache_.size() >= kCapacity) cache_.clear();
+    cache_.emplace(key, prim);
+    return prim;
+  }
+
+ private:
+  static constexpr size_t kCapacity = 256;
+
+  static std::shared_ptr<const dnnl::matmul> create(int64_t M, int64_t N, int64_t K) {
+    using dnnl::memory;
+    const memory::desc a_md({M, K}, memory::data_type::s8, memory::dims{K, 1});
+    const memory::desc b_md({K, N}, memory::data_type::s8, memory::dims{1, K});
+    const memory::desc c_md({M, N}, memory::data_type::s32, memory::dims{N, 1});
+    const dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(a_md, b_md, c_md), cpu_engine());
+    // The reference implementation is far slower than our own kernel: decline it.
+    const char* impl = pd.impl_info_str();
+    if (impl == nullptr || std::strncmp(impl, "ref", 3) == 0) return nullptr;
+    return std::make_shared<const dnnl::matmul>(pd);
+  }
+
+  std::mutex mu_;
+  std::map<std::tuple<int64_t, int64_t, int64_t>, std::shared_ptr<const dnnl::matmul>> cache_;
+};
+
+PrimitiveCache& primitive_cache() {
+  static PrimitiveCache cache;
+  return cache;
+}
+
 }  // namespace
 
 bool int8_matmul_onednn(int32_t threads, int64_t M, int64_t N, int64_t K, const int8_t* A, const int8_t* B,
                         int32_t* C) {
   using dnnl::memory;
   try {
+    const std::shared_ptr<const dnnl::matmul> prim = primitive_cache().get(M, N, K);
+    if (prim == nullptr) return false;
     const dnnl::engine& engine = cpu_engine();
-    const memory::desc a_md({M, K}, memory::data_type::s8, memory::dims{K, 1});
-    const memory::desc b_md({K, N}, memory::data_type::s8, memory::dims{1, K});
-    const memory::desc c_md({M, N}, memory::data_type::s32, memory::dims{N, 1});
-    const dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(a_md, b_md, c_md), engine);
-    // The reference implementation is far slower than our own kernel: decline it.
-    const char* impl = pd.impl_info_str();
-    if (impl == nullptr || std::strncmp(impl, "ref", 3) == 0) return false;
-    const dnnl::matmul prim(pd);
-    memory a_mem(a_md, engine, const_cast<int8_t*>(A));
-    memory b_mem(b_md, engine, const_cast<int8_t*>(B));
-    memory c_mem(c_md, engine, C);
-    dnnl::stream stream(engine);
+    memory a_mem({{M, K}, memory::data_type::s8, memory::dims{K, 1}}, engine, const_cast<int8_t*>(A));
+    memory b_mem({{K, N}, memory::data_type::s8, memory::dims{1, K}}, engine, const_cast<int8_t*>(B));
+    memory c_mem({{M, N}, memory::data_type::s32, memory::dims{N, 1}}, engine, C);
+    thread_local dnnl::stream stream(engine);
     ScopedOmpThreads scoped(omp_control(), threads);
-    prim.execute(stream, {{DNNL_ARG_SRC, a_mem}, {DNNL_ARG_WEIGHTS, b_mem}, {DNNL_ARG_DST, c_mem}});
+    prim->execute(stream, {{DNNL_ARG_SRC, a_mem}, {DNNL_ARG_WEIGHTS, b_mem}, {DNNL_ARG_DST, c_mem}});
     stream.wait();
     return true;
   } catch (const dnnl::error&) {
@@ -102,7 +144,7 @@ bool int8_matmul_onednn(int32_t, int64_t, int64_t, int64_t, const int8_t*, const
 
 #endif
 
-int64_t int8_rows_kernel_max_m() { return 8; }
+int64_t int8_rows_kernel_max_m() { return 4; }
 
 void int8_matmul(ThreadPool& pool, int64_t M, int64_t N, int64_t K, const int8_t* A, const int8_t* B,
                  int32_t* C) {
