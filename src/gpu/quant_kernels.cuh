@@ -69,6 +69,26 @@ __device__ __forceinline__ uint32_t from_f32(float f) {
 
 // ---------------------------------------------------------------- loads and stores
 
+// A thread's 32 input bytes as loaded, before conversion.
+struct Raw32 {
+  uint4 lo, hi;
+};
+
+template <int D>
+__device__ __forceinline__ void unpack_chunk(const Raw32& r, float (&v)[elems_per_thread<D>()]) {
+  const uint32_t w[8] = {r.lo.x, r.lo.y, r.lo.z, r.lo.w, r.hi.x, r.hi.y, r.hi.z, r.hi.w};
+  if constexpr (D == kF32) {
+#pragma unroll
+    for (int k = 0; k < 8; ++k) v[k] = __uint_as_float(w[k]);
+  } else {
+#pragma unroll
+    for (int k = 0; k < 8; ++k) {
+      v[2 * k] = to_f32<D>(w[k] & 0xffffu);
+      v[2 * k + 1] = to_f32<D>(w[k] >> 16);
+    }
+  }
+}
+
 // Loads a thread's kEpt elements starting at i0 as binary32; elements at or past n read as 0.
 template <int D>
 __device__ __forceinline__ void load_chunk(const typename Elem<D>::T* __restrict__ a, int64_t i0, int64_t n,
@@ -76,19 +96,7 @@ __device__ __forceinline__ void load_chunk(const typename Elem<D>::T* __restrict
   constexpr int kEpt = elems_per_thread<D>();
   if (vec && i0 + kEpt <= n) {
     const uint4* p = reinterpret_cast<const uint4*>(a + i0);
-    const uint4 r0 = p[0];
-    const uint4 r1 = p[1];
-    const uint32_t w[8] = {r0.x, r0.y, r0.z, r0.w, r1.x, r1.y, r1.z, r1.w};
-    if constexpr (D == kF32) {
-#pragma unroll
-      for (int k = 0; k < 8; ++k) v[k] = __uint_as_float(w[k]);
-    } else {
-#pragma unroll
-      for (int k = 0; k < 8; ++k) {
-        v[2 * k] = to_f32<D>(w[k] & 0xffffu);
-        v[2 * k + 1] = to_f32<D>(w[k] >> 16);
-      }
-    }
+    unpack_chunk<D>(Raw32{p[0], p[1]}, v);
   } else {
 #pragma unroll
     for (int k = 0; k < kEpt; ++k) {
@@ -104,6 +112,38 @@ __device__ __forceinline__ void load_chunk(const typename Elem<D>::T* __restrict
     }
   }
 }
+
+// Walks a thread's chunks tile by tile with the next tile's 32 bytes already in flight while the
+// current one is processed (the quantizers spend long enough on a tile that a single outstanding
+// load per thread leaves the memory system idle). kPrefetch = 0 loads on demand.
+template <int D, int kPrefetch>
+struct ChunkReader {
+  static constexpr int kEpt = elems_per_thread<D>();
+  const typename Elem<D>::T* __restrict__ a;
+  int64_t n;
+  bool vec;
+  Raw32 next{};
+
+  __device__ __forceinline__ bool whole(int64_t i0) const { return vec && i0 + kEpt <= n; }
+  __device__ __forceinline__ void prefetch(int64_t i0) {
+    if (kPrefetch && whole(i0)) {
+      const uint4* p = reinterpret_cast<const uint4*>(a + i0);
+      next = Raw32{p[0], p[1]};
+    }
+  }
+  // Elements of the chunk at i0 (the one last prefetched); then starts loading the chunk at i0_next
+  // (pass a negative value when there is none).
+  __device__ __forceinline__ void read(int64_t i0, int64_t i0_next, float (&v)[kEpt]) {
+    if (kPrefetch && whole(i0)) {
+      const Raw32 cur = next;
+      if (i0_next >= 0) prefetch(i0_next);
+      unpack_chunk<D>(cur, v);
+    } else {
+      if (kPrefetch && i0_next >= 0) prefetch(i0_next);
+      load_chunk<D>(a, i0, n, vec, v);
+    }
+  }
+};
 
 // Stores kEpt output elements of dtype D computed as binary32 (only those below n).
 template <int D, int kEpt>
@@ -365,7 +405,7 @@ __device__ __forceinline__ uint32_t select_code_fast(float x, const Quant8Shared
 
 // ---------------------------------------------------------------- 8-bit blockwise kernels
 
-template <int D, int B>
+template <int D, int B, int kPrefetch>
 __global__ void __launch_bounds__(threads_for(B / elems_per_thread<D>()))
     quantize_blockwise_kernel(const typename Elem<D>::T* __restrict__ a, const float* __restrict__ code,
                               uint8_t* __restrict__ out, float* __restrict__ absmax, int64_t n, int vec,
@@ -380,10 +420,13 @@ __global__ void __launch_bounds__(threads_for(B / elems_per_thread<D>()))
   const float sub = offset != nullptr ? *offset : 0.0f;
   const int64_t ntiles = (n + kTile - 1) / kTile;
   const int64_t nblocks = (n + B - 1) / B;
+  const int64_t lane0 = static_cast<int64_t>(threadIdx.x) * kEpt;
+  ChunkReader<D, kPrefetch> reader{a, n, vec != 0};
+  reader.prefetch(static_cast<int64_t>(blockIdx.x) * kTile + lane0);
   for (int64_t t = blockIdx.x; t < ntiles; t += gridDim.x) {
-    const int64_t i0 = t * kTile + static_cast<int64_t>(threadIdx.x) * kEpt;
+    const int64_t i0 = t * kTile + lane0;
     float v[kEpt];
-    load_chunk<D>(a, i0, n, vec != 0, v);
+    reader.read(i0, t + gridDim.x < ntiles ? (t + gridDim.x) * kTile + lane0 : -1, v);
     if (offset != nullptr) {
 #pragma unroll
       for (int k = 0; k < kEpt; ++k) v[k] = i0 + k < n ? gpu_add_ftz(v[k], -sub) : 0.0f;
@@ -406,8 +449,9 @@ __global__ void __launch_bounds__(threads_for(B / elems_per_thread<D>()))
   }
 }
 
-// Every thread decodes 16 codes of one block: y = RN_T(RN32(code[q] * absmax)).
-template <int D>
+// Every thread decodes 16 codes of one block: y = RN_T(RN32(code[q] * absmax)). With kPrefetch
+// the next tile's codes and scale are loaded before the current tile is decoded.
+template <int D, int kPrefetch>
 __global__ void __launch_bounds__(256)
     dequantize_blockwise_kernel(const uint8_t* __restrict__ q, const float* __restrict__ absmax,
                                 const float* __restrict__ code, int64_t n, int log2_block,
@@ -418,13 +462,26 @@ __global__ void __launch_bounds__(256)
   table[threadIdx.x] = code[threadIdx.x];
   __syncthreads();
   const int64_t ntiles = (n + kTile - 1) / kTile;
+  const int64_t lane0 = static_cast<int64_t>(threadIdx.x) * kEpt;
+  auto whole = [&](int64_t i0) { return vec != 0 && i0 + kEpt <= n; };
+  uint4 next = make_uint4(0, 0, 0, 0);
+  float next_s = 0.0f;
+  auto fetch = [&](int64_t i0) {
+    if (i0 < n) {
+      next_s = absmax[i0 >> log2_block];
+      if (whole(i0)) next = *reinterpret_cast<const uint4*>(q + i0);
+    }
+  };
+  if (kPrefetch) fetch(static_cast<int64_t>(blockIdx.x) * kTile + lane0);
   for (int64_t t = blockIdx.x; t < ntiles; t += gridDim.x) {
-    const int64_t i0 = t * kTile + static_cast<int64_t>(threadIdx.x) * kEpt;
-    if (i0 >= n) continue;
-    const float s = absmax[i0 >> log2_block];
+    const int64_t i0 = t * kTile + lane0;
+    if (i0 >= n) break;  // later tiles start further out
+    if (!kPrefetch) fetch(i0);
+    const uint4 r = next;
+    const float s = next_s;
+    if (kPrefetch && t + gridDim.x < ntiles) fetch((t + gridDim.x) * kTile + lane0);
     float y[kEpt];
-    if (vec && i0 + kEpt <= n) {
-      const uint4 r = *reinterpret_cast<const uint4*>(q + i0);
+    if (whole(i0)) {
       const uint32_t w[4] = {r.x, r.y, r.z, r.w};
 #pragma unroll
       for (int k = 0; k < kEpt; ++k) y[k] = gpu_mul_ftz(table[(w[k / 4] >> (8 * (k % 4))) & 0xffu], s);
@@ -462,7 +519,7 @@ __device__ __forceinline__ uint32_t encode_fp4(float x, const float* t) {
   return (x < 0.0f ? 8u : 0u) | pattern;
 }
 
-template <int D, int B, int QT>
+template <int D, int B, int QT, int kPrefetch>
 __global__ void __launch_bounds__(threads_for(B / elems_per_thread<D>()))
     quantize_4bit_kernel(const typename Elem<D>::T* __restrict__ a, Table16 thresholds,
                          uint8_t* __restrict__ packed, float* __restrict__ absmax, int64_t n, int vec) {
@@ -476,10 +533,13 @@ __global__ void __launch_bounds__(threads_for(B / elems_per_thread<D>()))
   __syncthreads();
   const int64_t ntiles = (n + kTile - 1) / kTile;
   const int64_t nblocks = (n + B - 1) / B;
+  const int64_t lane0 = static_cast<int64_t>(threadIdx.x) * kEpt;
+  ChunkReader<D, kPrefetch> reader{a, n, vec != 0};
+  reader.prefetch(static_cast<int64_t>(blockIdx.x) * kTile + lane0);
   for (int64_t tile = blockIdx.x; tile < ntiles; tile += gridDim.x) {
-    const int64_t i0 = tile * kTile + static_cast<int64_t>(threadIdx.x) * kEpt;
+    const int64_t i0 = tile * kTile + lane0;
     float v[kEpt];
-    load_chunk<D>(a, i0, n, vec != 0, v);
+    reader.read(i0, tile + gridDim.x < ntiles ? (tile + gridDim.x) * kTile + lane0 : -1, v);
     float m = 0.0f;
 #pragma unroll
     for (int k = 0; k < kEpt; ++k) m = gpu_max_ftz(m, fabsf(v[k]));
@@ -516,8 +576,8 @@ __device__ __forceinline__ float block_scale(Scales4 s, int64_t block) {
   }
 }
 
-// Every thread decodes 16 elements (8 bytes) of one block.
-template <int D, bool kNested>
+// Every thread decodes 16 elements (8 bytes) of one block; kPrefetch as above.
+template <int D, bool kNested, int kPrefetch>
 __global__ void __launch_bounds__(256)
     dequantize_4bit_kernel(const uint8_t* __restrict__ packed, Table16 lut, Scales4 scales,
                            int64_t n, int log2_block, typename Elem<D>::T* __restrict__ out, int vec) {
@@ -528,14 +588,27 @@ __global__ void __launch_bounds__(256)
   __syncthreads();
   const int64_t ntiles = (n + kTile - 1) / kTile;
   const int64_t nbytes = (n + 1) / 2;
+  const int64_t lane0 = static_cast<int64_t>(threadIdx.x) * kEpt;
+  auto whole = [&](int64_t i0) { return vec != 0 && i0 / 2 + kEpt / 2 <= nbytes; };
+  uint2 next = make_uint2(0, 0);
+  float next_s = 0.0f;
+  auto fetch = [&](int64_t i0) {
+    if (i0 < n) {
+      next_s = block_scale<kNested>(scales, i0 >> log2_block);
+      if (whole(i0)) next = *reinterpret_cast<const uint2*>(packed + i0 / 2);
+    }
+  };
+  if (kPrefetch) fetch(static_cast<int64_t>(blockIdx.x) * kTile + lane0);
   for (int64_t t = blockIdx.x; t < ntiles; t += gridDim.x) {
-    const int64_t i0 = t * kTile + static_cast<int64_t>(threadIdx.x) * kEpt;
-    if (i0 >= n) continue;
-    const float s = block_scale<kNested>(scales, i0 >> log2_block);
+    const int64_t i0 = t * kTile + lane0;
+    if (i0 >= n) break;  // later tiles start further out
+    if (!kPrefetch) fetch(i0);
+    const uint2 r = next;
+    const float s = next_s;
+    if (kPrefetch && t + gridDim.x < ntiles) fetch((t + gridDim.x) * kTile + lane0);
     float y[kEpt];
     const int64_t b0 = i0 / 2;
-    if (vec && b0 + kEpt / 2 <= nbytes) {
-      const uint2 r = *reinterpret_cast<const uint2*>(packed + b0);
+    if (whole(i0)) {
       const uint32_t w[2] = {r.x, r.y};
 #pragma unroll
       for (int k = 0; k < kEpt / 2; ++k) {
