@@ -218,6 +218,7 @@ bnb_backend_ops_t make_ops() {
   ops.synchronize = synchronize;
   // Each op family fills its own entries; later families add a file and a line here.
   register_quant_ops(&ops);
+  register_gemm4_ops(&ops);
   return ops;
 }
 

@@ -1,0 +1,268 @@
+// Launchers of the 4-bit inference matmul (gemm4_kernels.cuh) and its entry in the ops table.
+//
+// Paths, best first:
+//  * M <= 16: the SIMT kernel (batch-1 GEMV for M = 1; tiles of 2, 4 or 8 rows of A otherwise):
+//    weights streamed once per tile at memory bandwidth, decoded in registers.
+//  * M > 16 (CUDA): weight slabs dequantized to the activation dtype in a stream-ordered
+//    workspace, then cuBLAS (cublasGemmEx, binary32 compute) — loaded with dlopen at first use
+//    so the plugin never needs the library to load. Without it (or on HIP) the SIMT kernel
+//    covers every M.
+// Nothing here synchronises the host: every path is capturable in a CUDA graph.
+#include <cstdint>
+#include <cstdlib>
+
+#include "gemm4_kernels.cuh"
+#include "gpu_backend.h"
+#include "tables.h"
+
+#if !defined(BNB_GPU_HIP)
+#include <cublas_v2.h>
+#include <dlfcn.h>
+#endif
+
+namespace bnb {
+namespace gpu {
+namespace {
+
+using namespace gemm4;  // NOLINT(build/namespaces): this file's own kernels
+
+constexpr int kThreads = kGemm4Warps * 32;
+// Shared memory of the SIMT kernel for A: MB rows x kc elements as binary32, at most 32 KiB
+// (no opt-in needed on any GPU).
+constexpr int kStagedFloats = 8192;
+constexpr int64_t kSimtMaxM = 16;                          // larger M goes to the library GEMM
+constexpr int64_t kWorkspaceBytes = int64_t{128} << 20;  // dequantized slab of the large-M path
+
+Table16 decode_table(int32_t quant_type) {
+  const uint32_t* bits = quant_type == BNB_FP4 ? kFP4DecodeBits : kNF4Bits;
+  Table16 t{};
+  for (int i = 0; i < 16; ++i) t.v[i] = bits_to_float(bits[i]);
+  return t;
+}
+
+int log2_of(int64_t v) {
+  int l = 0;
+  while ((int64_t{1} << l) < v) ++l;
+  return l;
+}
+
+bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15u) == 0; }
+
+const GpuContext& ctx_of(void* impl) { return *static_cast<const GpuContext*>(impl); }
+
+struct Problem {
+  int64_t M, N, K;
+  const void* A;
+  const uint8_t* W;
+  Gemm4Scales scales;
+  Table16 table;
+  int log2_blocksize;
+  const void* bias;
+  void* out;
+};
+
+// ---------------------------------------------------------------- SIMT kernel
+
+template <int D, int MB, bool ALIGNED>
+bnb_status_t launch_simt_tiles(const GpuContext& ctx, const Problem& p, gpuStream_t stream) {
+  using T = typename Elem<D>::T;
+  const auto kernel = gemm4_simt_kernel<D, MB, ALIGNED>;
+  int64_t kc = kStagedFloats / MB;
+  const int64_t k_rounded = (p.K + 31) / 32 * 32;
+  if (kc > k_rounded) kc = k_rounded;
+  const size_t smem = static_cast<size_t>(MB * kc + 16) * sizeof(float);
+  int per_sm = 0;
+  if (gpuOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, kThreads, smem) != gpuSuccess || per_sm < 1) {
+    (void)gpuGetLastError();
+    per_sm = 1;
+  }
+  const int64_t row_groups = (p.N + kGemm4Warps - 1) / kGemm4Warps;
+  const int64_t tiles = (p.M + MB - 1) / MB;
+  // Fill the GPU once over all A tiles; each block then walks its rows of W.
+  int64_t gx = persistent_grid(ctx, per_sm, row_groups);
+  const int64_t want = (static_cast<int64_t>(ctx.sm_count) * per_sm + tiles - 1) / tiles;
+  if (gx > want) gx = want < 1 ? 1 : want;
+  constexpr int64_t kMaxGridY = 65535;
+  const T* A = static_cast<const T*>(p.A);
+  T* out = static_cast<T*>(p.out);
+  for (int64_t t0 = 0; t0 < tiles; t0 += kMaxGridY) {
+    const int64_t ty = tiles - t0 < kMaxGridY ? tiles - t0 : kMaxGridY;
+    const int64_t m0 = t0 * MB;
+    const int64_t m = p.M - m0 < ty * MB ? p.M - m0 : ty * MB;
+    const dim3 grid(static_cast<unsigned>(gx), static_cast<unsigned>(ty));
+    kernel<<<grid, kThreads, smem, stream>>>(A + m0 * p.K, p.W, p.scales, p.table, static_cast<const T*>(p.bias),
+                                             out + m0 * p.N, m, p.N, p.K, p.log2_blocksize, static_cast<int>(kc));
+    const bnb_status_t st = check_launch("gemm4_simt_kernel");
+    if (st != BNB_SUCCESS) return st;
+  }
+  return BNB_SUCCESS;
+}
+
+template <int D, int MB>
+bnb_status_t launch_simt(const GpuContext& ctx, const Problem& p, gpuStream_t stream) {
+  return aligned16(p.W) ? launch_simt_tiles<D, MB, true>(ctx, p, stream)
+                        : launch_simt_tiles<D, MB, false>(ctx, p, stream);
+}
+
+template <int D>
+bnb_status_t dispatch_simt(const GpuContext& ctx, const Problem& p, gpuStream_t stream) {
+  if (p.M == 1) return launch_simt<D, 1>(ctx, p, stream);
+  if (p.M == 2) return launch_simt<D, 2>(ctx, p, stream);
+  if (p.M <= 4) return launch_simt<D, 4>(ctx, p, stream);
+  return launch_simt<D, 8>(ctx, p, stream);
+}
+
+// ---------------------------------------------------------------- large M: dequantize + cuBLAS
+#if !defined(BNB_GPU_HIP)
+
+// The few cuBLAS entry points used, resolved once from the shared library.
+struct CublasApi {
+  bool ok = false;
+  cublasStatus_t (*create)(cublasHandle_t*) = nullptr;
+  cublasStatus_t (*set_stream)(cublasHandle_t, cudaStream_t) = nullptr;
+  cublasStatus_t (*gemm_ex)(cublasHandle_t, cublasOperation_t, cublasOperation_t, int, int, int, const void*,
+                            const void*, cudaDataType, int, const void*, cudaDataType, int, const void*, void*,
+                            cudaDataType, int, cublasComputeType_t, cublasGemmAlgo_t) = nullptr;
+};
+
+CublasApi load_cublas() {
+  CublasApi api;
+  const char* off = std::getenv("BNB_GEMM4_NO_CUBLAS");  // tests of the fallback
+  if (off != nullptr && off[0] != '\0' && off[0] != '0') return api;
+  static const char* const kNames[] = {"libcublas.so.13", "libcublas.so.12", "libcublas.so"};
+  void* lib = nullptr;
+  for (const char* name : kNames) {
+    lib = dlopen(name, RTLD_NOW | RTLD_LOCAL);
+    if (lib != nullptr) break;
+  }
+  if (lib == nullptr) return api;
+  api.create = reinterpret_cast<decltype(api.create)>(dlsym(lib, "cublasCreate_v2"));
+  api.set_stream = reinterpret_cast<decltype(api.set_stream)>(dlsym(lib, "cublasSetStream_v2"));
+  api.gemm_ex = reinterpret_cast<decltype(api.gemm_ex)>(dlsym(lib, "cublasGemmEx"));
+  api.ok = api.create != nullptr && api.set_stream != nullptr && api.gemm_ex != nullptr;
+  return api;  // the library stays loaded for the life of the process
+}
+
+const CublasApi& cublas() {
+  static const CublasApi api = load_cublas();
+  return api;
+}
+
+// One handle per thread and device (a handle's stream is per-handle state), created on first
+// use and kept for the thread's lifetime.
+cublasHandle_t thread_handle(int device) {
+  constexpr int kMaxDevices = 64;
+  thread_local cublasHandle_t handles[kMaxDevices] = {};
+  if (device < 0 || device >= kMaxDevices) return nullptr;
+  if (handles[device] == nullptr) {
+    cublasHandle_t h = nullptr;
+    if (cublas().create(&h) != CUBLAS_STATUS_SUCCESS) return nullptr;
+    handles[device] = h;
+  }
+  return handles[device];
+}
+
+template <int D>
+cudaDataType cuda_type() {
+  return D == kF32 ? CUDA_R_32F : D == kF16 ? CUDA_R_16F : CUDA_R_16BF;
+}
+
+// BNB_SUCCESS, or BNB_ERR_NOT_SUPPORTED when this path can't run (the caller falls back).
+template <int D>
+bnb_status_t gemm_via_cublas(const GpuContext& ctx, const Problem& p, cudaStream_t stream) {
+  using T = typename Elem<D>::T;
+  constexpr int64_t kIntMax = 2147483647;
+  if (!cublas().ok || p.M > kIntMax || p.K > kIntMax || p.N > kIntMax) return BNB_ERR_NOT_SUPPORTED;
+  cublasHandle_t handle = thread_handle(ctx.device);
+  if (handle == nullptr || cublas().set_stream(handle, stream) != CUBLAS_STATUS_SUCCESS) return BNB_ERR_NOT_SUPPORTED;
+
+  int64_t slab = kWorkspaceBytes / (p.K * static_cast<int64_t>(sizeof(T)));
+  if (slab < 1) slab = 1;
+  if (slab > p.N) slab = p.N;
+  T* ws = nullptr;
+  if (cudaMallocAsync(reinterpret_cast<void**>(&ws), static_cast<size_t>(slab * p.K) * sizeof(T), stream) !=
+      cudaSuccess) {
+    (void)cudaGetLastError();
+    return BNB_ERR_NOT_SUPPORTED;
+  }
+  T* out = static_cast<T*>(p.out);
+  const float alpha = 1.0f;
+  float beta = 0.0f;
+  bnb_status_t st = BNB_SUCCESS;
+  if (p.bias != nullptr) {
+    const int64_t grid = persistent_grid(ctx, 8, (p.M * p.N + 255) / 256);
+    gemm4_fill_bias_kernel<D><<<static_cast<unsigned>(grid), 256, 0, stream>>>(static_cast<const T*>(p.bias), out,
+                                                                               p.M, p.N);
+    st = check_launch("gemm4_fill_bias_kernel");
+    beta = 1.0f;
+  }
+  const bool aligned = aligned16(p.W);
+  for (int64_t n0 = 0; n0 < p.N && st == BNB_SUCCESS; n0 += slab) {
+    const int64_t rows = p.N - n0 < slab ? p.N - n0 : slab;
+    const int64_t pieces = rows * (p.K / kGemm4PieceWeights);
+    const int64_t grid = persistent_grid(ctx, 8, (pieces + 255) / 256);
+    if (aligned) {
+      gemm4_dequantize_kernel<D, true><<<static_cast<unsigned>(grid), 256, 0, stream>>>(
+          p.W, p.scales, p.table, n0, rows, p.K, p.log2_blocksize, ws);
+    } else {
+      gemm4_dequantize_kernel<D, false><<<static_cast<unsigned>(grid), 256, 0, stream>>>(
+          p.W, p.scales, p.table, n0, rows, p.K, p.log2_blocksize, ws);
+    }
+    st = check_launch("gemm4_dequantize_kernel");
+    if (st != BNB_SUCCESS) break;
+    // Row-major out[M, N] is column-major out^T [N x M]: out^T[n0:n0+rows] = ws * A^T.
+    const cublasStatus_t cs = cublas().gemm_ex(
+        handle, CUBLAS_OP_T, CUBLAS_OP_N, static_cast<int>(rows), static_cast<int>(p.M), static_cast<int>(p.K), &alpha,
+        ws, cuda_type<D>(), static_cast<int>(p.K), p.A, cuda_type<D>(), static_cast<int>(p.K), &beta, out + n0,
+        cuda_type<D>(), static_cast<int>(p.N), CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
+    if (cs != CUBLAS_STATUS_SUCCESS) st = fail(BNB_ERR_DEVICE, "gemm_4bit: cublasGemmEx failed with status %d", cs);
+  }
+  const cudaError_t fe = cudaFreeAsync(ws, stream);
+  if (st == BNB_SUCCESS) st = check(fe, "freeing the gemm_4bit workspace");
+  return st;
+}
+#endif  // !BNB_GPU_HIP
+
+template <int D>
+bnb_status_t dispatch(const GpuContext& ctx, const Problem& p, gpuStream_t stream) {
+#if !defined(BNB_GPU_HIP)
+  if (p.M > kSimtMaxM) {
+    const bnb_status_t st = gemm_via_cublas<D>(ctx, p, stream);
+    if (st != BNB_ERR_NOT_SUPPORTED) return st;
+  }
+#endif
+  return dispatch_simt<D>(ctx, p, stream);
+}
+
+bnb_status_t gemm_4bit(void* impl, int32_t dtype, int64_t M, int64_t N, int64_t K, const void* A, const uint8_t* W,
+                       const bnb_scales_resolved_t* scales, int32_t quant_type, int64_t blocksize, const void* bias,
+                       void* out, void* stream) {
+  const GpuContext& ctx = ctx_of(impl);
+  DeviceGuard guard(ctx.device);
+  Problem p;
+  p.M = M;
+  p.N = N;
+  p.K = K;
+  p.A = A;
+  p.W = W;
+  p.scales = Gemm4Scales{scales->absmax, scales->absmax_q, scales->absmax2, scales->code2, scales->offset,
+                         scales->absmax != nullptr ? 0 : log2_of(scales->blocksize2)};
+  p.table = decode_table(quant_type);
+  p.log2_blocksize = log2_of(blocksize);
+  p.bias = bias;
+  p.out = out;
+  const auto s = static_cast<gpuStream_t>(stream);
+  switch (dtype) {
+    case kF32: return dispatch<kF32>(ctx, p, s);
+    case kF16: return dispatch<kF16>(ctx, p, s);
+    case kBF16: return dispatch<kBF16>(ctx, p, s);
+    default: return fail(BNB_ERR_NOT_SUPPORTED, "gemm_4bit: dtype %d is not supported", dtype);
+  }
+}
+
+}  // namespace
+
+void register_gemm4_ops(bnb_backend_ops_t* ops) { ops->gemm_4bit = gemm_4bit; }
+
+}  // namespace gpu
+}  // namespace bnb
