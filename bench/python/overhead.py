@@ -7,7 +7,7 @@ time plus the unavoidable ctypes trampoline); `overhead = api - c_call` is what 
 `ctypes_floor` is one call of bnb_version_number, the cost of any ctypes call. Target: overhead
 <= 10 us. Timings are the best of 25 interleaved repeats of a timed loop.
 
-    python bench/python/overhead.py [--n 256] [--json bench/results/python_overhead.json]
+    python bench/python/overhead.py [--n 256] [--torch] [--json bench/results/python_overhead.json]
 """
 
 import argparse
@@ -61,6 +61,8 @@ def best_us(*fns, min_time=0.02, repeats=25):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--n", type=int, default=256, help="elements per input (default 256)")
+    parser.add_argument("--torch", action="store_true",
+                        help="also time torch CPU tensors (through the torch custom ops)")
     parser.add_argument("--json", default=os.path.join(REPO, "bench", "results", "python_overhead.json"))
     args = parser.parse_args()
     n = args.n
@@ -97,20 +99,35 @@ def main():
         ("dequantize_4bit_nested", lambda: bnb.dequantize_4bit(p4n, s4n),
          lambda: lib.bnb_dequantize_4bit(ctx, 2, pp, by_ref_n, n, 64, 0, of, None)),
     ]
+    if args.torch:
+        import torch
+
+        At = torch.from_numpy(A)
+        q8t, s8t = bnb.quantize_blockwise(At, blocksize=256)
+        p4t, s4t = bnb.quantize_4bit(At, blocksize=64, quant_type="nf4")
+        p4nt, s4nt = bnb.quantize_4bit(At, blocksize=64, quant_type="nf4", compress_statistics=True)
+        rows += [
+            ("torch_cpu:" + name, api, raw) for name, api, raw in [
+                ("quantize_blockwise", lambda: bnb.quantize_blockwise(At, blocksize=256), rows[0][2]),
+                ("dequantize_blockwise", lambda: bnb.dequantize_blockwise(q8t, s8t), rows[1][2]),
+                ("quantize_4bit", lambda: bnb.quantize_4bit(At, blocksize=64, quant_type="nf4"), rows[2][2]),
+                ("dequantize_4bit", lambda: bnb.dequantize_4bit(p4t, s4t), rows[3][2]),
+                ("dequantize_4bit_nested", lambda: bnb.dequantize_4bit(p4nt, s4nt), rows[4][2]),
+            ]]
     floor, = best_us(lambda: lib.bnb_version_number())
     results = []
     print(f"bnb {bnb.__version__} python overhead, n={n} float32, CPU backend, {platform.python_version()}")
     print(f"ctypes floor (bnb_version_number): {floor:.2f} us")
-    print(f"{'op':<24}{'api us':>10}{'c_call us':>12}{'overhead us':>14}{'<=10us':>8}")
+    print(f"{'op':<34}{'api us':>10}{'c_call us':>12}{'overhead us':>14}{'<=10us':>8}")
     for name, api, raw in rows:
         assert raw() == 0, name
         t_api, t_raw = best_us(api, raw)
         over = t_api - t_raw
         results.append({"op": name, "n": n, "api_us": round(t_api, 3), "c_call_us": round(t_raw, 3),
                         "overhead_us": round(over, 3), "meets_target": over <= 10.0})
-        print(f"{name:<24}{t_api:>10.2f}{t_raw:>12.2f}{over:>14.2f}{'yes' if over <= 10 else 'NO':>8}")
+        print(f"{name:<34}{t_api:>10.2f}{t_raw:>12.2f}{over:>14.2f}{'yes' if over <= 10 else 'NO':>8}")
     report = {"bench": "python_overhead", "bnb_version": bnb.__version__, "python": platform.python_version(),
-              "numpy": np.__version__, "machine": platform.machine(), "library": bnb.library_path,
+              "numpy": np.__version__, "torch": sys.modules["torch"].__version__ if args.torch else None, "machine": platform.machine(), "library": bnb.library_path,
               "backends": [b["name"] + ": " + b["detail"] for b in bnb.backends() if b["available"]],
               "ctypes_floor_us": round(floor, 3), "target_overhead_us": 10.0, "results": results}
     os.makedirs(os.path.dirname(args.json), exist_ok=True)

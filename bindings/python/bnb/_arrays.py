@@ -100,8 +100,14 @@ def _TORCH_CODES():
     return _torch_codes
 
 
+_torch_by_code = None
+
+
 def TORCH_BY_CODE():
-    return {code: dt for dt, code in _TORCH_CODES().items()}
+    global _torch_by_code
+    if _torch_by_code is None:
+        _torch_by_code = {code: dt for dt, code in _TORCH_CODES().items()}
+    return _torch_by_code
 
 
 # ---------------------------------------------------------------- numpy (host memory, CPU backend)
@@ -208,7 +214,9 @@ class TorchKit:
         else:
             raise ValueError(f"tensors on {device} are not supported (cpu, cuda)")
         self._ctx = None
-        self._by_code = {code: dt for dt, code in _TORCH_CODES().items()}
+        self._by_code = TORCH_BY_CODE()
+        self._codes = _TORCH_CODES()
+        self._device_id = -1 if self.device.type == "cpu" else self.index  # Tensor.get_device()
 
     @property
     def ctx(self):
@@ -225,9 +233,9 @@ class TorchKit:
     def prepare(self, a, name, dtype=None):
         if not is_torch(a):
             raise TypeError(f"{name} must be a torch tensor like the other inputs, not {type(a).__name__}")
-        if a.device != self.device:
+        if a.get_device() != self._device_id:
             raise ValueError(f"{name} is on {a.device}, the other inputs on {self.device}")
-        code = _TORCH_CODES().get(a.dtype)
+        code = self._codes.get(a.dtype)
         if code is None:
             raise ValueError(f"{name}: dtype {a.dtype} is not supported")
         if dtype is not None and dtype_code(dtype) != code:
