@@ -586,7 +586,9 @@ void Block1State(DF df, const Optim8Args& a, const Block8& b) {
       hn::Store(RoundP<kDt>(df, hn::Sub(p1, d)), df, aux + i);
       s_new = hn::MulAdd(hn::Set(df, k.one_minus_beta2), gs, hn::Mul(sd, hn::Set(df, k.beta2)));
     }
-    if (k.skip_zeros) s_new = hn::IfThenElse(hn::Eq(graw, hn::Zero(df)), sd, s_new);
+    // A skipped element keeps its state; -0 (an all-zero block decodes to it) becomes +0 so the
+    // sign fix cannot turn it into a negative code (a negative RMSprop/Adagrad state).
+    if (k.skip_zeros) s_new = hn::IfThenElse(hn::Eq(graw, hn::Zero(df)), hn::Add(sd, hn::Zero(df)), s_new);
     hn::Store(s_new, df, s + i);
   }
   for (int64_t i = b.valid; i < kOptimBlock; ++i) s[i] = 0.0f;
@@ -642,6 +644,7 @@ double BlockUnorm(DF df, const Optim8Args& a, const Block8& b) {
       }
       const int64_t left = b.valid - i;
       if (left < N) u = hn::IfThenElseZero(hn::FirstN(df, static_cast<size_t>(left)), u);
+      if (k.skip_zeros) u = hn::IfThenZeroElse(hn::Eq(gs, hn::Zero(df)), u);  // no update, no norm
       acc = hn::MulAdd(u, u, acc);
     }
   }
@@ -960,14 +963,15 @@ void make_optim_consts(const bnb_optimizer_params_t& P, OptimConsts* k) {
 
 const char* optim_check_args(const bnb_optimizer_params_t& P, const bnb_optimizer_tensors_t& T) {
   (void)T;
-  const float scalars[] = {P.beta1, P.beta2, P.beta3, P.alpha, P.eps, P.weight_decay, P.gnorm_scale, P.param_norm};
+  const float scalars[] = {P.beta1, P.beta2, P.beta3, P.alpha, P.eps, P.weight_decay, P.gnorm_scale};
   for (float s : scalars) {
-    if (!std::isfinite(s)) return "a hyper-parameter (beta1..3, alpha, eps, weight_decay, gnorm_scale, param_norm) is not finite";
+    if (!std::isfinite(s)) return "a hyper-parameter (beta1..3, alpha, eps, weight_decay, gnorm_scale) is not finite";
   }
   if (!(P.max_unorm >= 0.0f) || std::isinf(P.max_unorm)) return "params->max_unorm must be finite and >= 0 (0 = no clipping)";
   if (P.max_unorm > 0.0f && (P.optimizer == BNB_OPT_LION || P.optimizer == BNB_OPT_ADEMAMIX))
     return "update-norm clipping (max_unorm > 0) is defined for Adam/LAMB, Momentum/LARS, RMSprop and Adagrad only";
-  if (P.max_unorm > 0.0f && P.param_norm < 0.0f) return "params->param_norm must be >= 0";
+  if (P.max_unorm > 0.0f && !(P.param_norm >= 0.0f && std::isfinite(P.param_norm)))
+    return "params->param_norm must be finite and >= 0 when max_unorm > 0";
   if (is_optimizer_2state(P.optimizer) && (!(P.beta1 < 1.0f) || !(P.beta2 < 1.0f)))
     return "beta1 and beta2 must be < 1 for Adam, LAMB and AdEMAMix (bias correction divides by 1 - beta^t)";
   if (P.weight_decay < 0.0f) return "params->weight_decay must be >= 0";
