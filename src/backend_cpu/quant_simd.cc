@@ -12,6 +12,7 @@
 //  * NF4: 4-level search over the 15 thresholds; FP4: 7 compares on |x| plus the sign.
 // Dequantizing uses the 256-entry table (8-bit) or a per-block pre-scaled 16-entry table
 // (4-bit; RN32(LUT[k] * absmax) equals the per-element product).
+#include <algorithm>
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
@@ -39,6 +40,11 @@ struct Code8Plan {
   // Strictly increasing finite table with strictly increasing finite midpoints: the level
   // search below applies. Otherwise the 7-step search runs.
   bool fast = false;
+  // Optional, for fast tables with at most one adjusted midpoint per bucket of floats sharing
+  // their top 16 bits: 65536 entries (low16'(midpoint) << 16) | count of midpoints below the
+  // bucket; low16' orders a bucket's floats by value (negative ones have their low bits
+  // inverted), 0xffff when the bucket holds no midpoint. One gather per lane then decides.
+  const uint32_t* buckets = nullptr;
   // levels[(128 / s) - 1 + c] = adjusted midpoint (c * 2s + s - 1), for s = 128, 64, ..., 1.
   alignas(64) float levels[256 + 64] = {};
 };
@@ -362,6 +368,21 @@ HWY_INLINE VI SelectCode8Fast(DF df, const Code8Levels& L, VF x) {
   return step(c, L.l128.Get(df, c));
 }
 
+// Q_C(x) from the bucket table: the count below x's bucket, plus one if x is above the
+// bucket's midpoint. NaN keys have count 0 and no midpoint.
+HWY_INLINE VI SelectCode8Bucket(DF df, const uint32_t* HWY_RESTRICT buckets, VF x) {
+  (void)df;
+  const DI di;
+  const DU du;
+  const VI bits = hn::BitCast(di, x);
+  const VI key = hn::BitCast(di, hn::ShiftRight<16>(hn::BitCast(du, bits)));
+  const VI entry = hn::GatherIndex(di, reinterpret_cast<const int32_t*>(buckets), key);
+  const VI t_low = hn::BitCast(di, hn::ShiftRight<16>(hn::BitCast(du, entry)));
+  const VI below = hn::And(entry, hn::Set(di, 0xff));
+  const VI x_low = hn::And(hn::Xor(bits, hn::ShiftRight<31>(bits)), hn::Set(di, 0xffff));
+  return hn::IfThenElse(hn::Gt(x_low, t_low), hn::Add(below, hn::Set(di, 1)), below);
+}
+
 // Q_C(x) for any table: the reference's 7-step search, lane by lane.
 HWY_INLINE VI SelectCode8Search(DF df, const float* HWY_RESTRICT code, VF x) {
   const DI di;
@@ -399,7 +420,9 @@ HWY_INLINE void StoreCodes8(DF df, VI codes, uint8_t* HWY_RESTRICT out) {
 
 // `padded` is a multiple of 4N: four independent search chains per iteration keep the
 // out-of-order core busy (each chain is a long dependency of permutes and compares).
-template <bool kFast>
+enum class Code8Path { kBucket, kLevels, kSearch };
+
+template <Code8Path kPath>
 HWY_INLINE void QuantizeBlock8(DF df, const float* HWY_RESTRICT src, int64_t padded, float inv,
                                const Quant8Args& a, const Code8Levels& levels, uint8_t* HWY_RESTRICT out) {
   const int64_t N = static_cast<int64_t>(hn::Lanes(df));
@@ -409,7 +432,13 @@ HWY_INLINE void QuantizeBlock8(DF df, const float* HWY_RESTRICT src, int64_t pad
     const VF x1 = hn::Mul(hn::LoadU(df, src + i + N), vinv);
     const VF x2 = hn::Mul(hn::LoadU(df, src + i + 2 * N), vinv);
     const VF x3 = hn::Mul(hn::LoadU(df, src + i + 3 * N), vinv);
-    if constexpr (kFast) {
+    if constexpr (kPath == Code8Path::kBucket) {
+      const uint32_t* buckets = a.plan->buckets;
+      StoreCodes8(df, SelectCode8Bucket(df, buckets, x0), out + i);
+      StoreCodes8(df, SelectCode8Bucket(df, buckets, x1), out + i + N);
+      StoreCodes8(df, SelectCode8Bucket(df, buckets, x2), out + i + 2 * N);
+      StoreCodes8(df, SelectCode8Bucket(df, buckets, x3), out + i + 3 * N);
+    } else if constexpr (kPath == Code8Path::kLevels) {
       StoreCodes8(df, SelectCode8Fast(df, levels, x0), out + i);
       StoreCodes8(df, SelectCode8Fast(df, levels, x1), out + i + N);
       StoreCodes8(df, SelectCode8Fast(df, levels, x2), out + i + 2 * N);
@@ -423,35 +452,64 @@ HWY_INLINE void QuantizeBlock8(DF df, const float* HWY_RESTRICT src, int64_t pad
   }
 }
 
-template <bool kFast>
-void QuantizeBlocks8Impl(const Quant8Args& a, int64_t b0, int64_t b1) {
-  const DF df;
-  const int64_t N2 = 4 * static_cast<int64_t>(hn::Lanes(df));  // QuantizeBlock8's step
-  alignas(64) float scratch[kMaxBlock + 64];
-  alignas(64) uint8_t codes[kMaxBlock + 64];
-  const Code8Levels levels(df, a.plan->levels);
-  for (int64_t b = b0; b < b1; ++b) {
-    const int64_t begin = b * a.blocksize;
-    const int64_t count = begin + a.blocksize <= a.n ? a.blocksize : a.n - begin;
-    const int64_t padded = (count + N2 - 1) / N2 * N2;
-    const float* src = BlockAsF32(df, a.dtype, a.A, begin, count, padded, scratch);
-    const float m = AbsMax(df, src, padded);
-    a.absmax[b] = m;
-    const float inv = bnb::rcp_approx(m);
-    if (padded == count) {
-      QuantizeBlock8<kFast>(df, src, padded, inv, a, levels, a.out + begin);
-    } else {
-      QuantizeBlock8<kFast>(df, src, padded, inv, a, levels, codes);
-      std::memcpy(a.out + begin, codes, static_cast<size_t>(count));
+// Visits blocks [b0, b1) in chunks of up to kMaxBlock elements: converts/pads a chunk once,
+// takes every block's absmax, then every reciprocal (independent, so their table look-ups
+// overlap instead of stalling each block), then calls
+// encode(block, src, padded, valid, inv) with `padded` a multiple of `step`.
+template <class Encode>
+HWY_INLINE void ForEachScaledBlock(DF df, int32_t dtype, const void* A, int64_t n, int64_t blocksize,
+                                   int64_t step, float* absmax, int64_t b0, int64_t b1,
+                                   float* HWY_RESTRICT scratch, const Encode& encode) {
+  const int64_t per_chunk = blocksize >= kMaxBlock ? 1 : kMaxBlock / blocksize;
+  float inv[kMaxBlock / 32];
+  for (int64_t c0 = b0; c0 < b1; c0 += per_chunk) {
+    const int64_t c1 = c0 + per_chunk < b1 ? c0 + per_chunk : b1;
+    const int64_t begin = c0 * blocksize;
+    const int64_t end = c1 * blocksize < n ? c1 * blocksize : n;
+    const int64_t count = end - begin;
+    const int64_t padded = (count + step - 1) / step * step;
+    const float* src = BlockAsF32(df, dtype, A, begin, count, padded, scratch);
+    for (int64_t b = c0; b < c1; ++b) {
+      const int64_t off = (b - c0) * blocksize;
+      const int64_t len = padded - off < blocksize ? padded - off : blocksize;
+      absmax[b] = AbsMax(df, src + off, len);
+    }
+    for (int64_t b = c0; b < c1; ++b) inv[b - c0] = bnb::rcp_approx(absmax[b]);
+    for (int64_t b = c0; b < c1; ++b) {
+      const int64_t off = (b - c0) * blocksize;
+      const int64_t len = padded - off < blocksize ? padded - off : blocksize;
+      const int64_t valid = count - off < blocksize ? count - off : blocksize;
+      encode(b, src + off, len, valid, inv[b - c0]);
     }
   }
 }
 
+template <Code8Path kPath>
+void QuantizeBlocks8Impl(const Quant8Args& a, int64_t b0, int64_t b1) {
+  const DF df;
+  const int64_t step = 4 * static_cast<int64_t>(hn::Lanes(df));  // QuantizeBlock8's step
+  alignas(64) float scratch[kMaxBlock + 64];
+  alignas(64) uint8_t codes[kMaxBlock + 64];
+  const Code8Levels levels(df, a.plan->levels);
+  ForEachScaledBlock(df, a.dtype, a.A, a.n, a.blocksize, step, a.absmax, b0, b1, scratch,
+                     [&](int64_t b, const float* src, int64_t padded, int64_t valid, float inv) {
+                       uint8_t* out = a.out + b * a.blocksize;
+                       if (padded == valid) {
+                         QuantizeBlock8<kPath>(df, src, padded, inv, a, levels, out);
+                       } else {
+                         QuantizeBlock8<kPath>(df, src, padded, inv, a, levels, codes);
+                         std::memcpy(out, codes, static_cast<size_t>(valid));
+                       }
+                     });
+}
+
 void QuantizeBlocks8(const Quant8Args& a, int64_t b0, int64_t b1) {
-  if (a.plan->fast) {
-    QuantizeBlocks8Impl<true>(a, b0, b1);
+  if (a.plan->buckets != nullptr) {
+    QuantizeBlocks8Impl<Code8Path::kBucket>(a, b0, b1);
+  } else if (a.plan->fast) {
+    QuantizeBlocks8Impl<Code8Path::kLevels>(a, b0, b1);
   } else {
-    QuantizeBlocks8Impl<false>(a, b0, b1);
+    QuantizeBlocks8Impl<Code8Path::kSearch>(a, b0, b1);
   }
 }
 
@@ -531,16 +589,11 @@ void QuantizeBlocks4Impl(const Quant4Args& a, int64_t b0, int64_t b1) {
   alignas(64) float levels[16 + 64] = {};
   static constexpr int kOrder[15] = {7, 3, 11, 1, 5, 9, 13, 0, 2, 4, 6, 8, 10, 12, 14};
   for (int j = 0; j < 15; ++j) levels[j] = bnb::bits_to_float(bnb::kNF4ThresholdBits[kOrder[j]]);
-  for (int64_t b = b0; b < b1; ++b) {
-    const int64_t begin = b * a.blocksize;
-    const int64_t count = begin + a.blocksize <= a.n ? a.blocksize : a.n - begin;
-    const int64_t padded = (count + 2 * N - 1) / (2 * N) * (2 * N);
-    const float* src = BlockAsF32(df, a.dtype, a.A, begin, count, padded, scratch);
-    const float m = AbsMax(df, src, padded);
-    a.absmax[b] = m;
-    const VF vinv = hn::Set(df, bnb::rcp_approx(m));
+  ForEachScaledBlock(df, a.dtype, a.A, a.n, a.blocksize, 2 * N, a.absmax, b0, b1, scratch,
+                     [&](int64_t b, const float* src, int64_t padded, int64_t valid, float inv) {
+    const VF vinv = hn::Set(df, inv);
     // Zero padding encodes 0.0 under this block's scale: the odd-n filler nibble.
-    uint8_t* dst = padded == count ? a.packed + begin / 2 : bytes;
+    uint8_t* dst = padded == valid ? a.packed + b * a.blocksize / 2 : bytes;
     int64_t i = 0;
     for (; i + 4 * N <= padded; i += 4 * N) {  // two independent pairs per iteration
       const VF x0 = hn::Mul(hn::LoadU(df, src + i), vinv);
@@ -561,8 +614,8 @@ void QuantizeBlocks4Impl(const Quant4Args& a, int64_t b0, int64_t b1) {
       const VI c1 = kNF4 ? EncodeNF4(df, levels, x1) : EncodeFP4(df, x1);
       StorePacked(df, c0, c1, dst + i / 2);
     }
-    if (dst == bytes) std::memcpy(a.packed + begin / 2, bytes, static_cast<size_t>((count + 1) / 2));
-  }
+    if (dst == bytes) std::memcpy(a.packed + b * a.blocksize / 2, bytes, static_cast<size_t>((valid + 1) / 2));
+  });
 }
 
 void QuantizeBlocks4(const Quant4Args& a, int64_t b0, int64_t b1) {
@@ -664,7 +717,36 @@ float next_below(float v) {
   return bnb::bits_to_float(b);
 }
 
-void build_plan(const float* code, Code8Plan* plan) {
+// Fills the bucket table from the sorted adjusted midpoints; false if a bucket holds two.
+bool build_buckets(const float* mid, uint32_t* buckets) {
+  for (uint32_t key = 0; key < 65536; ++key) {
+    const bool negative = key >= 0x8000u;
+    const uint32_t exp_bits = (key >> 7) & 0xffu;
+    if (exp_bits == 0xffu && (key & 0x7fu) != 0) {  // NaN payloads (quiet NaNs): code 0
+      buckets[key] = 0xffff0000u;
+      continue;
+    }
+    const float first = bnb::bits_to_float(key << 16);
+    const float last = bnb::bits_to_float((key << 16) | 0xffffu);
+    const float lo = negative ? last : first;
+    const float hi = negative ? first : last;
+    const uint32_t below = static_cast<uint32_t>(std::lower_bound(mid, mid + 255, lo) - mid);
+    uint32_t inside = 0;
+    while (below + inside < 255 && mid[below + inside] <= hi) ++inside;
+    if (inside > 1) return false;
+    uint32_t t_low = 0xffffu;  // no midpoint: nothing in the bucket is above it
+    if (inside == 1) {
+      // A zero midpoint lies in both zero buckets; take the zero of this bucket's sign.
+      const float t = mid[below];
+      const uint32_t tb = t == 0.0f ? (key << 16) : bnb::float_to_bits(t);
+      t_low = (tb & 0xffffu) ^ (negative ? 0xffffu : 0u);
+    }
+    buckets[key] = (t_low << 16) | below;
+  }
+  return true;
+}
+
+void build_plan(const float* code, Code8Plan* plan, float* mid_out = nullptr) {
   plan->fast = false;
   float mid[256];
   for (int j = 0; j < 256; ++j) {
@@ -682,16 +764,51 @@ void build_plan(const float* code, Code8Plan* plan) {
     float* level = plan->levels + (128 / s) - 1;
     for (int c = 0; c < 128 / s; ++c) level[c] = mid[c * 2 * s + s - 1];
   }
+  if (mid_out != nullptr) std::memcpy(mid_out, mid, sizeof(float) * 255);
   plan->fast = true;
+}
+
+// A plan with buckets, built once, for one of the built-in tables (they are what almost every
+// call uses: optimizer states, nested statistics, the default of quantize_blockwise).
+struct CachedPlan {
+  explicit CachedPlan(int32_t which) : buckets(65536) {
+    bnb::copy_code_table(which, code);
+    float mid[256];
+    build_plan(code, &plan, mid);
+    if (plan.fast && build_buckets(mid, buckets.data())) plan.buckets = buckets.data();
+  }
+  float code[256];
+  Code8Plan plan;
+  std::vector<uint32_t> buckets;
+};
+
+const Code8Plan* cached_plan(const float* code) {
+  static const CachedPlan signed_plan(BNB_CODE_DYNAMIC_SIGNED);
+  static const CachedPlan unsigned_plan(BNB_CODE_DYNAMIC_UNSIGNED);
+  if (std::memcmp(code, signed_plan.code, sizeof signed_plan.code) == 0) return &signed_plan.plan;
+  if (std::memcmp(code, unsigned_plan.code, sizeof unsigned_plan.code) == 0) return &unsigned_plan.plan;
+  return nullptr;
 }
 
 }  // namespace
 
 void quantize_blockwise(ThreadPool& pool, int32_t dtype, const void* A, int64_t n, int64_t blocksize,
                         const float* code, uint8_t* out, float* absmax) {
-  Code8Plan plan;
-  build_plan(code, &plan);
-  const Quant8Args args{dtype, A, n, blocksize, code, &plan, out, absmax};
+  // Building a table's buckets costs about as much as quantizing ~1M elements by level search.
+  constexpr int64_t kBucketsWorthIt = int64_t{1} << 20;
+  const Code8Plan* plan = cached_plan(code);
+  Code8Plan own;
+  std::vector<uint32_t> own_buckets;
+  if (plan == nullptr) {
+    float mid[256];
+    build_plan(code, &own, mid);
+    if (own.fast && n >= kBucketsWorthIt) {
+      own_buckets.resize(65536);
+      if (build_buckets(mid, own_buckets.data())) own.buckets = own_buckets.data();
+    }
+    plan = &own;
+  }
+  const Quant8Args args{dtype, A, n, blocksize, code, plan, out, absmax};
   for_block_ranges(pool, ceil_div(n, blocksize), blocksize, [&](int64_t b0, int64_t b1) {
     HWY_DYNAMIC_DISPATCH(QuantizeBlocks8)(args, b0, b1);
   });

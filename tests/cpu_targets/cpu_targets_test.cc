@@ -213,6 +213,27 @@ TEST_P(CpuTarget, BlockwiseEveryDataKind) {
   }
 }
 
+// A strictly increasing table with runs of nearly equal values: several midpoints share a
+// bucket of floats, so the kernels must use the level search even for large inputs.
+std::vector<float> clustered_table(std::mt19937& rng) {
+  std::vector<float> c = random_table(rng);
+  for (int i = 100; i < 110; ++i) c[static_cast<size_t>(i)] = std::nextafter(c[static_cast<size_t>(i - 1)], 2.0f);
+  return c;
+}
+
+// Past ~1M elements a custom table gets its own bucket table (or is found unfit for one).
+TEST_P(CpuTarget, BlockwiseLargeInputsWithCustomTables) {
+  std::mt19937 rng(2024);
+  cpu::ThreadPool pool(2);
+  const std::vector<float> tables[] = {random_table(rng), clustered_table(rng), code_table(BNB_CODE_DYNAMIC_UNSIGNED)};
+  int which = 0;
+  for (const std::vector<float>& table : tables) {
+    const std::vector<float> values = make_values(Data::kUniform, (int64_t{1} << 20) + 17, 4096, rng);
+    check_blockwise(pool, BNB_F32, values, 4096, table, "large table " + std::to_string(which++));
+    if (HasFatalFailure()) return;
+  }
+}
+
 // Quantizes 4-bit, compares packed codes and absmax, then dequantizes with plain and nested scales.
 void check_4bit(cpu::ThreadPool& pool, int32_t quant_type, int32_t dtype, const std::vector<float>& values,
                 int64_t blocksize, const std::string& what) {
