@@ -142,7 +142,8 @@ BNB_API bnb_status_t bnb_gemm_4bit(bnb_context_t ctx, int32_t dtype, int64_t M, 
 
 /* ---------------------------------------------------------------- LLM.int8() */
 /* Row-wise: row_stats[r] = absmax of row r over entries with |x| < threshold (all when
-   threshold == 0); entries at or above threshold are written as 0 in q. */
+   threshold == 0); entries at or above threshold are written as 0 in q — as in the reference,
+   every entry of a column that holds such an entry is written as 0 (FORMATS.md 6.1). */
 BNB_API bnb_status_t bnb_int8_vectorwise_quant(bnb_context_t ctx, int32_t dtype, int64_t rows, int64_t cols,
                                                const void* A, float threshold, int8_t* q, float* row_stats,
                                                void* stream);

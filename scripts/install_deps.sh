@@ -17,4 +17,4 @@ if [ ${#missing[@]} -gt 0 ]; then
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}"
 fi
-python3 -m pip install -q --disable-pip-version-check numpy pytest scikit-build-core
+python3 -m pip install -q --disable-pip-version-check numpy pytest ml_dtypes scikit-build-core
