@@ -219,6 +219,7 @@ bnb_backend_ops_t make_ops() {
   // Each op family fills its own entries; later families add a file and a line here.
   register_quant_ops(&ops);
   register_gemm4_ops(&ops);
+  register_int8_ops(&ops);
   return ops;
 }
 

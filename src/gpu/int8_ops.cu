@@ -1,0 +1,346 @@
+// Launchers of the LLM.int8() family and their entries in the ops table. The core has validated
+// every argument (backend_abi.h). Semantics beyond bnb.h's comments are those of the CPU backend
+// (src/backend_cpu/int8_kernels.h): the threshold is compared in the input dtype, every element
+// of an outlier column is written as 0, the bias of mm_dequant has out_dtype.
+//
+// int8 matmul: cuBLASLt's int8 GEMM (int32 accumulation) above kRowsKernelMaxM rows of A when
+// K % 4 == 0; otherwise, and whenever cuBLASLt is missing or offers no algorithm, the
+// bandwidth-bound kernel that reads B once. cuBLASLt is loaded at run time (dlopen), so the
+// plugin loads on machines without it. Nothing here synchronises except outlier_columns, whose
+// contract returns a host-visible count.
+#include <cstdint>
+#include <cstring>
+#include <map>
+#include <mutex>
+#include <string>
+#include <tuple>
+
+#include "gpu_backend.h"
+#include "half.h"
+#include "int8_kernels.cuh"
+
+#if !defined(BNB_GPU_HIP)
+#include <cublasLt.h>
+#include <dlfcn.h>
+#endif
+
+namespace bnb {
+namespace gpu {
+namespace {
+
+using namespace int8;
+
+constexpr int64_t kRowsKernelMaxM = 16;
+
+const GpuContext& ctx_of(void* impl) { return *static_cast<const GpuContext*>(impl); }
+
+// The threshold as the reference compares it: rounded to the input's dtype.
+float threshold_in_dtype(int32_t dtype, float threshold) {
+  if (dtype == BNB_F16) return f16_to_f32(f32_to_f16(threshold));
+  if (dtype == BNB_BF16) return bf16_to_f32(f32_to_bf16(threshold));
+  return threshold;
+}
+
+unsigned grid_of(int64_t blocks, int64_t cap) {
+  return static_cast<unsigned>(blocks < 1 ? 1 : (blocks > cap ? cap : blocks));
+}
+
+// ---------------------------------------------------------------- vectorwise quantization
+
+template <int D>
+bnb_status_t launch_vectorwise_quant(const GpuContext& ctx, int64_t rows, int64_t cols, const void* A,
+                                     bool outliers, float t, int8_t* q, float* row_stats, gpuStream_t stream) {
+  constexpr int kThreads = 256;
+  const unsigned grid = grid_of(rows, int64_t{ctx.sm_count} * 16);
+  row_quant_kernel<D, kThreads><<<grid, kThreads, 0, stream>>>(A, rows, cols, outliers, t, q, row_stats);
+  bnb_status_t st = check_launch("int8 row_quant_kernel");
+  if (st != BNB_SUCCESS || !outliers || rows == 1) return st;  // one row: its outliers are already 0
+  outlier_columns_kernel<D, true><<<static_cast<unsigned>((cols + 31) / 32), dim3(32, 32), 0, stream>>>(
+      A, rows, cols, t, q, nullptr);
+  return check_launch("int8 outlier_columns_kernel (zero)");
+}
+
+bnb_status_t op_vectorwise_quant(void* impl, int32_t dtype, int64_t rows, int64_t cols, const void* A,
+                                 float threshold, int8_t* q, float* row_stats, void* stream) {
+  const GpuContext& ctx = ctx_of(impl);
+  DeviceGuard guard(ctx.device);
+  const bool outliers = threshold > 0.0f;
+  const float t = outliers ? threshold_in_dtype(dtype, threshold) : 0.0f;
+  const auto s = static_cast<gpuStream_t>(stream);
+  switch (dtype) {
+    case BNB_F32: return launch_vectorwise_quant<kF32>(ctx, rows, cols, A, outliers, t, q, row_stats, s);
+    case BNB_F16: return launch_vectorwise_quant<kF16>(ctx, rows, cols, A, outliers, t, q, row_stats, s);
+    default: return launch_vectorwise_quant<kBF16>(ctx, rows, cols, A, outliers, t, q, row_stats, s);
+  }
+}
+
+// ---------------------------------------------------------------- outlier columns
+
+template <int D>
+void launch_outlier_flags(int64_t rows, int64_t cols, const void* A, float t, int32_t* flags, gpuStream_t stream) {
+  outlier_columns_kernel<D, false><<<static_cast<unsigned>((cols + 31) / 32), dim3(32, 32), 0, stream>>>(
+      A, rows, cols, t, nullptr, flags);
+}
+
+bnb_status_t op_outlier_columns(void* impl, int32_t dtype, int64_t rows, int64_t cols, const void* A,
+                                float threshold, int32_t* columns, int64_t capacity, int64_t* count, void* stream) {
+  const GpuContext& ctx = ctx_of(impl);
+  DeviceGuard guard(ctx.device);
+  const auto s = static_cast<gpuStream_t>(stream);
+  const float t = threshold_in_dtype(dtype, threshold);
+  // Scratch: one flag per column and the count (this op synchronises anyway).
+  void* scratch = nullptr;
+  const size_t flag_bytes = static_cast<size_t>(cols) * 4;
+  bnb_status_t st = check(gpuMalloc(&scratch, flag_bytes + 16), "allocating outlier-column scratch");
+  if (st != BNB_SUCCESS) return st;
+  auto* flags = static_cast<int32_t*>(scratch);
+  auto* dcount = reinterpret_cast<int64_t*>(static_cast<uint8_t*>(scratch) + ((flag_bytes + 7) / 8) * 8);
+  switch (dtype) {
+    case BNB_F32: launch_outlier_flags<kF32>(rows, cols, A, t, flags, s); break;
+    case BNB_F16: launch_outlier_flags<kF16>(rows, cols, A, t, flags, s); break;
+    default: launch_outlier_flags<kBF16>(rows, cols, A, t, flags, s); break;
+  }
+  st = check_launch("int8 outlier_columns_kernel (flags)");
+  if (st == BNB_SUCCESS) {
+    compact_columns_kernel<<<1, 1024, 0, s>>>(flags, cols, columns, capacity, dcount);
+    st = check_launch("int8 compact_columns_kernel");
+  }
+  int64_t host_count = 0;
+  if (st == BNB_SUCCESS) st = check(gpuMemcpyAsync(&host_count, dcount, 8, gpuMemcpyDefault, s), "reading the count");
+  if (st == BNB_SUCCESS) st = check(gpuStreamSynchronize(s), "waiting for the outlier columns");
+  const bnb_status_t freed = check(gpuFree(scratch), "freeing outlier-column scratch");
+  if (st == BNB_SUCCESS) st = freed;
+  if (st == BNB_SUCCESS) *count = host_count;
+  return st;
+}
+
+// ---------------------------------------------------------------- int8 matmul
+
+bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15u) == 0; }
+
+template <int kMaxM>
+bnb_status_t launch_rows_matmul_m(int64_t M, int64_t N, int64_t K, const int8_t* A, const int8_t* B, int32_t* C,
+                                  gpuStream_t stream) {
+  constexpr int kRowsB = 4;
+  constexpr int kThreads = 256;
+  const int64_t warps = (N + kRowsB - 1) / kRowsB;
+  const int64_t blocks = (warps * kWarpSize + kThreads - 1) / kThreads;
+  const bool vec = K % 16 == 0 && aligned16(A) && aligned16(B);
+  if (vec) {
+    rows_matmul_kernel<kMaxM, kRowsB, true><<<static_cast<unsigned>(blocks), kThreads, 0, stream>>>(A, B, C, M, N, K);
+  } else {
+    rows_matmul_kernel<kMaxM, kRowsB, false><<<static_cast<unsigned>(blocks), kThreads, 0, stream>>>(A, B, C, M, N, K);
+  }
+  return check_launch("int8 rows_matmul_kernel");
+}
+
+bnb_status_t launch_rows_matmul(int64_t M, int64_t N, int64_t K, const int8_t* A, const int8_t* B, int32_t* C,
+                                gpuStream_t stream) {
+  if (M <= 1) return launch_rows_matmul_m<1>(M, N, K, A, B, C, stream);
+  if (M <= 2) return launch_rows_matmul_m<2>(M, N, K, A, B, C, stream);
+  if (M <= 4) return launch_rows_matmul_m<4>(M, N, K, A, B, C, stream);
+  if (M <= 8) return launch_rows_matmul_m<8>(M, N, K, A, B, C, stream);
+  return launch_rows_matmul_m<16>(M, N, K, A, B, C, stream);
+}
+
+#if !defined(BNB_GPU_HIP)
+
+// cuBLASLt, loaded once; absent = every product takes the kernel above.
+struct CublasLt {
+  decltype(&cublasLtCreate) create = nullptr;
+  decltype(&cublasLtMatmulDescCreate) desc_create = nullptr;
+  decltype(&cublasLtMatmulDescSetAttribute) desc_set = nullptr;
+  decltype(&cublasLtMatrixLayoutCreate) layout_create = nullptr;
+  decltype(&cublasLtMatmulPreferenceCreate) pref_create = nullptr;
+  decltype(&cublasLtMatmulPreferenceSetAttribute) pref_set = nullptr;
+  decltype(&cublasLtMatmulPreferenceDestroy) pref_destroy = nullptr;
+  decltype(&cublasLtMatmulAlgoGetHeuristic) heuristic = nullptr;
+  decltype(&cublasLtMatmul) matmul = nullptr;
+  bool ok = false;
+
+  CublasLt() {
+    const std::string versioned = "libcublasLt.so." + std::to_string(CUBLAS_VER_MAJOR);
+    void* lib = dlopen(versioned.c_str(), RTLD_NOW | RTLD_LOCAL);
+    if (lib == nullptr) lib = dlopen("libcublasLt.so", RTLD_NOW | RTLD_LOCAL);
+    if (lib == nullptr) return;
+    ok = load(lib, "cublasLtCreate", &create) && load(lib, "cublasLtMatmulDescCreate", &desc_create) &&
+         load(lib, "cublasLtMatmulDescSetAttribute", &desc_set) &&
+         load(lib, "cublasLtMatrixLayoutCreate", &layout_create) &&
+         load(lib, "cublasLtMatmulPreferenceCreate", &pref_create) &&
+         load(lib, "cublasLtMatmulPreferenceSetAttribute", &pref_set) &&
+         load(lib, "cublasLtMatmulPreferenceDestroy", &pref_destroy) &&
+         load(lib, "cublasLtMatmulAlgoGetHeuristic", &heuristic) && load(lib, "cublasLtMatmul", &matmul);
+  }
+  template <class F>
+  static bool load(void* lib, const char* name, F* fn) {
+    *fn = reinterpret_cast<F>(dlsym(lib, name));
+    return *fn != nullptr;
+  }
+};
+
+const CublasLt& cublaslt() {
+  static const CublasLt lt;
+  return lt;
+}
+
+int alignment_of(const void* p) {
+  const uintptr_t a = reinterpret_cast<uintptr_t>(p);
+  int align = 16;
+  while (align > 1 && (a % static_cast<uintptr_t>(align)) != 0) align /= 2;
+  return align;
+}
+
+// One product shape on one device: descriptors and the heuristic's first algorithm.
+struct LtPlan {
+  bool ok = false;
+  cublasLtMatmulDesc_t desc = nullptr;
+  cublasLtMatrixLayout_t b_layout = nullptr, a_layout = nullptr, c_layout = nullptr;
+  cublasLtMatmulAlgo_t algo{};
+};
+
+class LtPlans {
+ public:
+  // NULL when cuBLASLt is unavailable or has no algorithm for the shape.
+  const LtPlan* get(int device, int64_t M, int64_t N, int64_t K, int align_a, int align_b, int align_c) {
+    const CublasLt& lt = cublaslt();
+    if (!lt.ok) return nullptr;
+    std::lock_guard<std::mutex> lock(mu_);
+    cublasLtHandle_t handle = handle_for(device, lt);
+    if (handle == nullptr) return nullptr;
+    const auto key = std::make_tuple(device, M, N, K, align_a * 256 + align_b * 16 + align_c);
+    auto it = plans_.find(key);
+    if (it != plans_.end()) return it->second.ok ? &it->second : nullptr;
+    LtPlan& plan = plans_[key];
+    plan.ok = make_plan(lt, handle, M, N, K, align_a, align_b, align_c, &plan);
+    return plan.ok ? &plan : nullptr;
+  }
+  cublasLtHandle_t handle(int device) {
+    std::lock_guard<std::mutex> lock(mu_);
+    return handle_for(device, cublaslt());
+  }
+
+ private:
+  cublasLtHandle_t handle_for(int device, const CublasLt& lt) {
+    auto it = handles_.find(device);
+    if (it != handles_.end()) return it->second;
+    cublasLtHandle_t h = nullptr;
+    if (lt.create(&h) != CUBLAS_STATUS_SUCCESS) h = nullptr;
+    handles_[device] = h;
+    return h;
+  }
+
+  // Column-major view: C^T[N, M] = op(B)[N, K] * A^T[K, M] with B stored K x N (ld K, transposed)
+  // and A stored K x M (ld K): the "TN" int8 layout of cuBLASLt, written straight into row-major C.
+  static bool make_plan(const CublasLt& lt, cublasLtHandle_t handle, int64_t M, int64_t N, int64_t K, int align_a,
+                        int align_b, int align_c, LtPlan* plan) {
+    if (lt.desc_create(&plan->desc, CUBLAS_COMPUTE_32I, CUDA_R_32I) != CUBLAS_STATUS_SUCCESS) return false;
+    const cublasOperation_t trans = CUBLAS_OP_T;
+    if (lt.desc_set(plan->desc, CUBLASLT_MATMUL_DESC_TRANSA, &trans, sizeof trans) != CUBLAS_STATUS_SUCCESS) return false;
+    if (lt.layout_create(&plan->b_layout, CUDA_R_8I, static_cast<uint64_t>(K), static_cast<uint64_t>(N), K) !=
+            CUBLAS_STATUS_SUCCESS ||
+        lt.layout_create(&plan->a_layout, CUDA_R_8I, static_cast<uint64_t>(K), static_cast<uint64_t>(M), K) !=
+            CUBLAS_STATUS_SUCCESS ||
+        lt.layout_create(&plan->c_layout, CUDA_R_32I, static_cast<uint64_t>(N), static_cast<uint64_t>(M), N) !=
+            CUBLAS_STATUS_SUCCESS) {
+      return false;
+    }
+    cublasLtMatmulPreference_t pref = nullptr;
+    if (lt.pref_create(&pref) != CUBLAS_STATUS_SUCCESS) return false;
+    const uint64_t workspace = 0;  // none: concurrent streams never share scratch
+    const uint32_t aa = static_cast<uint32_t>(align_a), ab = static_cast<uint32_t>(align_b),
+                   ac = static_cast<uint32_t>(align_c);
+    lt.pref_set(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &workspace, sizeof workspace);
+    lt.pref_set(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, &ab, sizeof ab);  // cuBLASLt's A is our B
+    lt.pref_set(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, &aa, sizeof aa);
+    lt.pref_set(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, &ac, sizeof ac);
+    lt.pref_set(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, &ac, sizeof ac);
+    cublasLtMatmulHeuristicResult_t result{};
+    int found = 0;
+    const cublasStatus_t hs = lt.heuristic(handle, plan->desc, plan->b_layout, plan->a_layout, plan->c_layout,
+                                           plan->c_layout, pref, 1, &result, &found);
+    lt.pref_destroy(pref);
+    if (hs != CUBLAS_STATUS_SUCCESS || found < 1) return false;
+    plan->algo = result.algo;
+    return true;
+  }
+
+  std::mutex mu_;
+  std::map<int, cublasLtHandle_t> handles_;
+  std::map<std::tuple<int, int64_t, int64_t, int64_t, int>, LtPlan> plans_;
+};
+
+LtPlans& lt_plans() {
+  static LtPlans plans;
+  return plans;
+}
+
+// false: cuBLASLt declined (nothing launched).
+bool try_cublaslt(const GpuContext& ctx, int64_t M, int64_t N, int64_t K, const int8_t* A, const int8_t* B,
+                  int32_t* C, gpuStream_t stream) {
+  if (K % 4 != 0 || M > INT32_MAX || N > INT32_MAX) return false;
+  const LtPlan* plan = lt_plans().get(ctx.device, M, N, K, alignment_of(A), alignment_of(B), alignment_of(C));
+  if (plan == nullptr) return false;
+  const int32_t alpha = 1, beta = 0;
+  const cublasStatus_t st =
+      cublaslt().matmul(lt_plans().handle(ctx.device), plan->desc, &alpha, B, plan->b_layout, A, plan->a_layout, &beta,
+                        C, plan->c_layout, C, plan->c_layout, &plan->algo, nullptr, 0, stream);
+  return st == CUBLAS_STATUS_SUCCESS;
+}
+
+#else
+
+bool try_cublaslt(const GpuContext&, int64_t, int64_t, int64_t, const int8_t*, const int8_t*, int32_t*, gpuStream_t) {
+  return false;
+}
+
+#endif  // !BNB_GPU_HIP
+
+bnb_status_t op_matmul(void* impl, int64_t M, int64_t N, int64_t K, const int8_t* A, const int8_t* B, int32_t* C,
+                       void* stream) {
+  const GpuContext& ctx = ctx_of(impl);
+  DeviceGuard guard(ctx.device);
+  const auto s = static_cast<gpuStream_t>(stream);
+  if (M > kRowsKernelMaxM && try_cublaslt(ctx, M, N, K, A, B, C, s)) return BNB_SUCCESS;
+  return launch_rows_matmul(M, N, K, A, B, C, s);
+}
+
+// ---------------------------------------------------------------- dequantization
+
+template <int O, bool kBias>
+bnb_status_t launch_dequant(int64_t M, int64_t N, const int32_t* C, const float* row_stats, const float* col_stats,
+                            const void* bias, void* out, gpuStream_t stream) {
+  const dim3 grid(static_cast<unsigned>((N + kDequantCols - 1) / kDequantCols), grid_of(M, 65535));
+  dequant_kernel<O, kBias><<<grid, 256, 0, stream>>>(C, row_stats, col_stats, bias, M, N, out);
+  return check_launch("int8 dequant_kernel");
+}
+
+template <int O>
+bnb_status_t launch_dequant_o(int64_t M, int64_t N, const int32_t* C, const float* row_stats, const float* col_stats,
+                              const void* bias, void* out, gpuStream_t stream) {
+  if (bias != nullptr) return launch_dequant<O, true>(M, N, C, row_stats, col_stats, bias, out, stream);
+  return launch_dequant<O, false>(M, N, C, row_stats, col_stats, bias, out, stream);
+}
+
+bnb_status_t op_mm_dequant(void* impl, int64_t M, int64_t N, const int32_t* C, const float* row_stats,
+                           const float* col_stats, const void* bias, int32_t out_dtype, void* out, void* stream) {
+  const GpuContext& ctx = ctx_of(impl);
+  DeviceGuard guard(ctx.device);
+  const auto s = static_cast<gpuStream_t>(stream);
+  switch (out_dtype) {
+    case BNB_F32: return launch_dequant_o<kF32>(M, N, C, row_stats, col_stats, bias, out, s);
+    case BNB_F16: return launch_dequant_o<kF16>(M, N, C, row_stats, col_stats, bias, out, s);
+    default: return launch_dequant_o<kBF16>(M, N, C, row_stats, col_stats, bias, out, s);
+  }
+}
+
+}  // namespace
+
+void register_int8_ops(bnb_backend_ops_t* ops) {
+  ops->int8_vectorwise_quant = op_vectorwise_quant;
+  ops->int8_outlier_columns = op_outlier_columns;
+  ops->int8_matmul = op_matmul;
+  ops->int8_mm_dequant = op_mm_dequant;
+}
+
+}  // namespace gpu
+}  // namespace bnb
