@@ -1,0 +1,308 @@
+// LLM.int8() on the GPU backend at layer sizes, against the CPU backend (which tests/unit/
+// test_int8.cc holds to the golden vectors and the scalar reference): codes, row statistics,
+// outlier columns and int32 products bit for bit, dequantization bit for bit (both follow
+// FORMATS 6.3; FTZ can only differ below fp16's range). Covers both int8 GEMM paths (the
+// bandwidth-bound kernel for M <= 16, K % 16 != 0 or unaligned pointers; cuBLASLt above), a
+// user stream and CUDA-graph capture of the layer forward. The unit suite runs on the GPU too.
+//
+// BNB_GPU_TESTS_ON_CPU=1 runs the suite against the CPU backend (a harness self-check).
+#include <gtest/gtest.h>
+
+#include <dlfcn.h>
+
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#include <memory>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "util.h"
+
+using namespace bnb_test;
+
+namespace {
+
+bool harness_check() {
+  const char* e = std::getenv("BNB_GPU_TESTS_ON_CPU");
+  return e != nullptr && e[0] == '1';
+}
+
+int32_t gpu_kind() {
+  if (harness_check()) return BNB_BACKEND_CPU;
+  for (int32_t k : available_backends())
+    if (k == BNB_BACKEND_CUDA || k == BNB_BACKEND_HIP) return k;
+  return 0;
+}
+
+bool has_cpu() {
+  for (int32_t k : available_backends())
+    if (k == BNB_BACKEND_CPU) return true;
+  return false;
+}
+
+int64_t count_diffs(const std::vector<uint8_t>& a, const std::vector<uint8_t>& b) {
+  if (a.size() != b.size()) return -1;
+  int64_t d = 0;
+  for (size_t i = 0; i < a.size(); ++i) d += a[i] != b[i];
+  return d;
+}
+
+std::vector<uint8_t> random_int8_bytes(int64_t n, uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  std::vector<uint8_t> v(static_cast<size_t>(n));
+  for (auto& b : v) b = static_cast<uint8_t>(rng());
+  return v;
+}
+
+// fp16 activations with a few outlier columns (|x| >= 6 in most rows).
+std::vector<uint8_t> activations_f16(int64_t rows, int64_t cols, uint64_t seed) {
+  std::vector<float> x = random_normal(rows * cols, seed, 1.0f);
+  std::mt19937_64 rng(seed + 1);
+  for (int j = 0; j < 6; ++j) {
+    const int64_t c = static_cast<int64_t>(rng() % static_cast<uint64_t>(cols));
+    for (int64_t r = 0; r < rows; ++r)
+      if (rng() % 8 != 0) x[static_cast<size_t>(r * cols + c)] = (rng() % 2 ? 1.f : -1.f) * (6.0f + (rng() % 6000) / 100.f);
+  }
+  return to_dtype(x, BNB_F16);
+}
+
+// One backend's results of the layer ops, downloaded to the host.
+struct Results {
+  std::vector<uint8_t> q, stats, cols, C, out;
+  int64_t count = -1;
+};
+
+class Int8Gpu : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    kind_ = gpu_kind();
+    if (kind_ == 0) GTEST_SKIP() << "no GPU backend available";
+    if (!has_cpu()) GTEST_SKIP() << "the CPU backend is the reference here";
+    gpu_ = std::make_unique<Context>(kind_);
+    cpu_ = std::make_unique<Context>(BNB_BACKEND_CPU);
+    ASSERT_TRUE(gpu_->ok() && cpu_->ok()) << bnb_last_error_message();
+  }
+
+  static Results quant(const Context& ctx, int32_t dtype, int64_t rows, int64_t cols, const std::vector<uint8_t>& a,
+                       float threshold) {
+    Buffer A(ctx, a.size()), Q(ctx, static_cast<size_t>(rows * cols)), S(ctx, static_cast<size_t>(rows) * 4),
+        Cc(ctx, static_cast<size_t>(cols) * 4);
+    A.upload(a.data(), a.size());
+    Q.fill(0xcd);
+    S.fill(0xcd);
+    Results r;
+    EXPECT_EQ(bnb_int8_vectorwise_quant(ctx.get(), dtype, rows, cols, A.get(), threshold, Q.as<int8_t>(),
+                                        S.as<float>(), nullptr),
+              BNB_SUCCESS)
+        << bnb_last_error_message();
+    if (threshold > 0.0f) {
+      EXPECT_EQ(bnb_int8_outlier_columns(ctx.get(), dtype, rows, cols, A.get(), threshold, Cc.as<int32_t>(), cols,
+                                         &r.count, nullptr),
+                BNB_SUCCESS)
+          << bnb_last_error_message();
+      r.cols = Cc.download();
+      r.cols.resize(static_cast<size_t>(std::max<int64_t>(r.count, 0)) * 4);
+    }
+    r.q = Q.download();
+    r.stats = S.download();
+    return r;
+  }
+
+  // C = A @ B^T with A and B placed `offset` bytes into their buffers (offset 0: aligned).
+  static std::vector<uint8_t> matmul(const Context& ctx, int64_t M, int64_t N, int64_t K, const std::vector<uint8_t>& a,
+                                     const std::vector<uint8_t>& b, int64_t offset) {
+    Buffer A(ctx, a.size() + 16), B(ctx, b.size() + 16), C(ctx, static_cast<size_t>(M * N) * 4);
+    std::vector<uint8_t> ah(a.size() + 16, 0), bh(b.size() + 16, 0);
+    std::memcpy(ah.data() + offset, a.data(), a.size());
+    std::memcpy(bh.data() + offset, b.data(), b.size());
+    A.upload(ah.data(), ah.size());
+    B.upload(bh.data(), bh.size());
+    C.fill(0xcd);
+    EXPECT_EQ(bnb_int8_matmul(ctx.get(), M, N, K, A.as<int8_t>() + offset, B.as<int8_t>() + offset, C.as<int32_t>(),
+                              nullptr),
+              BNB_SUCCESS)
+        << bnb_last_error_message();
+    return C.download();
+  }
+
+  int32_t kind_ = 0;
+  std::unique_ptr<Context> gpu_, cpu_;
+};
+
+}  // namespace
+
+TEST_F(Int8Gpu, VectorwiseQuantMatchesCpu) {
+  const int64_t shapes[][2] = {{1, 4096}, {7, 4097}, {2048, 4096}, {333, 11008}};
+  for (const auto& s : shapes) {
+    const std::vector<uint8_t> a16 = activations_f16(s[0], s[1], static_cast<uint64_t>(s[0] * 31 + s[1]));
+    for (const int32_t dtype : {BNB_F16, BNB_BF16, BNB_F32}) {
+      const std::vector<uint8_t> a = dtype == BNB_F16 ? a16 : to_dtype(from_dtype(a16, BNB_F16), dtype);
+      for (const float threshold : {0.0f, 6.0f}) {
+        SCOPED_TRACE(testing::Message() << "rows " << s[0] << " cols " << s[1] << " dtype " << dtype << " threshold "
+                                        << threshold);
+        const Results g = quant(*gpu_, dtype, s[0], s[1], a, threshold);
+        const Results c = quant(*cpu_, dtype, s[0], s[1], a, threshold);
+        EXPECT_EQ(count_diffs(g.q, c.q), 0);
+        EXPECT_EQ(count_diffs(g.stats, c.stats), 0);
+        EXPECT_EQ(g.count, c.count);
+        EXPECT_EQ(count_diffs(g.cols, c.cols), 0);
+      }
+    }
+  }
+}
+
+TEST_F(Int8Gpu, MatmulMatchesCpu) {
+  // {M, N, K, byte offset of A and B}: the kernel for M <= 16 (vector and byte paths), cuBLASLt
+  // above (and the kernel when K % 4 != 0).
+  const int64_t cases[][4] = {{1, 4096, 4096, 0},  {3, 4096, 4096, 0}, {16, 4096, 4096, 0}, {5, 1000, 999, 0},
+                              {8, 512, 4096, 1},   {17, 4096, 4096, 0}, {256, 4096, 4096, 0}, {300, 1000, 999, 0},
+                              {2048, 1024, 4096, 0}, {130, 258, 4100, 0}, {64, 64, 64, 4}};
+  for (const auto& c : cases) {
+    SCOPED_TRACE(testing::Message() << "M " << c[0] << " N " << c[1] << " K " << c[2] << " offset " << c[3]);
+    const auto a = random_int8_bytes(c[0] * c[2], static_cast<uint64_t>(c[0] + 1));
+    const auto b = random_int8_bytes(c[1] * c[2], static_cast<uint64_t>(c[1] + 2));
+    EXPECT_EQ(count_diffs(matmul(*gpu_, c[0], c[1], c[2], a, b, c[3]), matmul(*cpu_, c[0], c[1], c[2], a, b, c[3])), 0);
+  }
+}
+
+TEST_F(Int8Gpu, MmDequantMatchesCpu) {
+  const int64_t shapes[][2] = {{1, 4096}, {16, 11008}, {2048, 4096}, {5, 1001}};
+  for (const auto& s : shapes) {
+    const int64_t M = s[0], N = s[1];
+    std::mt19937_64 rng(static_cast<uint64_t>(M * N));
+    std::vector<int32_t> C(static_cast<size_t>(M * N));
+    for (auto& v : C) v = static_cast<int32_t>(rng() % 4000001) - 2000000;
+    std::vector<float> row(static_cast<size_t>(M)), col(static_cast<size_t>(N));
+    for (auto& v : row) v = from_dtype(to_dtype({0.5f + (rng() % 1000) / 100.f}, BNB_F16), BNB_F16)[0];
+    for (auto& v : col) v = from_dtype(to_dtype({0.01f + (rng() % 1000) / 2000.f}, BNB_F16), BNB_F16)[0];
+    for (const int32_t out_dtype : {BNB_F16, BNB_F32, BNB_BF16}) {
+      for (const bool with_bias : {false, true}) {
+        SCOPED_TRACE(testing::Message() << "M " << M << " N " << N << " out " << out_dtype << " bias " << with_bias);
+        const std::vector<uint8_t> bias = to_dtype(random_normal(N, rng(), 1.0f), out_dtype);
+        const size_t out_bytes = static_cast<size_t>(M * N) * dtype_size(out_dtype);
+        std::vector<uint8_t> results[2];
+        const Context* ctxs[2] = {gpu_.get(), cpu_.get()};
+        for (int i = 0; i < 2; ++i) {
+          const Context& ctx = *ctxs[i];
+          Buffer Cb(ctx, C.size() * 4), R(ctx, row.size() * 4), Co(ctx, col.size() * 4), Bi(ctx, bias.size()),
+              O(ctx, out_bytes);
+          Cb.upload(C.data(), C.size() * 4);
+          R.upload(row.data(), row.size() * 4);
+          Co.upload(col.data(), col.size() * 4);
+          Bi.upload(bias.data(), bias.size());
+          O.fill(0xcd);
+          ASSERT_BNB_OK(bnb_int8_mm_dequant(ctx.get(), M, N, Cb.as<int32_t>(), R.as<float>(), Co.as<float>(),
+                                            with_bias ? Bi.get() : nullptr, out_dtype, O.get(), nullptr));
+          results[i] = O.download();
+        }
+        EXPECT_EQ(count_diffs(results[0], results[1]), 0);
+      }
+    }
+  }
+}
+
+// The CUDA driver API through dlopen, so the tests need no CUDA toolkit to build.
+struct CudaDriver {
+  void* lib = nullptr;
+  int (*cuInit)(unsigned) = nullptr;
+  int (*cuDevicePrimaryCtxRetain)(void**, int) = nullptr;
+  int (*cuCtxSetCurrent)(void*) = nullptr;
+  int (*cuStreamCreate)(void**, unsigned) = nullptr;
+  int (*cuStreamDestroy)(void*) = nullptr;
+  int (*cuStreamSynchronize)(void*) = nullptr;
+  int (*cuStreamBeginCapture)(void*, int) = nullptr;
+  int (*cuStreamEndCapture)(void*, void**) = nullptr;
+  int (*cuGraphInstantiateWithFlags)(void**, void*, unsigned long long) = nullptr;
+  int (*cuGraphLaunch)(void*, void*) = nullptr;
+  int (*cuGraphExecDestroy)(void*) = nullptr;
+  int (*cuGraphDestroy)(void*) = nullptr;
+
+  template <typename F>
+  bool get(F& f, const char* name, const char* alt = nullptr) {
+    void* p = dlsym(lib, name);
+    if (p == nullptr && alt != nullptr) p = dlsym(lib, alt);
+    f = reinterpret_cast<F>(p);
+    return p != nullptr;
+  }
+  bool load() {
+    lib = dlopen("libcuda.so.1", RTLD_NOW | RTLD_LOCAL);
+    if (lib == nullptr) return false;
+    const bool ok = get(cuInit, "cuInit") && get(cuDevicePrimaryCtxRetain, "cuDevicePrimaryCtxRetain") &&
+                    get(cuCtxSetCurrent, "cuCtxSetCurrent") && get(cuStreamCreate, "cuStreamCreate") &&
+                    get(cuStreamDestroy, "cuStreamDestroy_v2", "cuStreamDestroy") &&
+                    get(cuStreamSynchronize, "cuStreamSynchronize") &&
+                    get(cuStreamBeginCapture, "cuStreamBeginCapture_v2", "cuStreamBeginCapture") &&
+                    get(cuStreamEndCapture, "cuStreamEndCapture") &&
+                    get(cuGraphInstantiateWithFlags, "cuGraphInstantiateWithFlags") &&
+                    get(cuGraphLaunch, "cuGraphLaunch") && get(cuGraphExecDestroy, "cuGraphExecDestroy") &&
+                    get(cuGraphDestroy, "cuGraphDestroy");
+    if (!ok) return false;
+    void* ctx = nullptr;
+    return cuInit(0) == 0 && cuDevicePrimaryCtxRetain(&ctx, 0) == 0 && cuCtxSetCurrent(ctx) == 0;
+  }
+};
+
+// The layer forward (quantize with threshold, matmul on both paths, dequantize with bias) on a
+// user stream captured into a CUDA graph; replayed on new activations it gives their result.
+TEST_F(Int8Gpu, LayerForwardCapturesInAGraph) {
+  if (kind_ != BNB_BACKEND_CUDA) GTEST_SKIP() << "CUDA-only test";
+  CudaDriver drv;
+  if (!drv.load()) GTEST_SKIP() << "libcuda.so.1 not loadable";
+  void* stream = nullptr;
+  ASSERT_EQ(drv.cuStreamCreate(&stream, 1 /* non-blocking */), 0);
+  for (const int64_t M : {int64_t{4}, int64_t{64}}) {
+    SCOPED_TRACE(testing::Message() << "M " << M);
+    const int64_t N = 1024, K = 2048;
+    const auto w = random_int8_bytes(N * K, 5);
+    std::vector<float> scb(static_cast<size_t>(N), 0.75f);
+    const std::vector<uint8_t> bias = to_dtype(random_normal(N, 6, 1.0f), BNB_F16);
+    Buffer X(*gpu_, static_cast<size_t>(M * K) * 2), CA(*gpu_, static_cast<size_t>(M * K)), SCA(*gpu_, M * 4),
+        W(*gpu_, w.size()), SCB(*gpu_, scb.size() * 4), Bi(*gpu_, bias.size()), Cc(*gpu_, static_cast<size_t>(M * N) * 4),
+        O(*gpu_, static_cast<size_t>(M * N) * 2);
+    W.upload(w.data(), w.size());
+    SCB.upload(scb.data(), scb.size() * 4);
+    Bi.upload(bias.data(), bias.size());
+    const auto enqueue = [&](void* s) {
+      ASSERT_BNB_OK(bnb_int8_vectorwise_quant(gpu_->get(), BNB_F16, M, K, X.get(), 6.0f, CA.as<int8_t>(),
+                                              SCA.as<float>(), s));
+      ASSERT_BNB_OK(bnb_int8_matmul(gpu_->get(), M, N, K, CA.as<int8_t>(), W.as<int8_t>(), Cc.as<int32_t>(), s));
+      ASSERT_BNB_OK(bnb_int8_mm_dequant(gpu_->get(), M, N, Cc.as<int32_t>(), SCA.as<float>(), SCB.as<float>(),
+                                        Bi.get(), BNB_F16, O.get(), s));
+    };
+    const std::vector<uint8_t> x0 = activations_f16(M, K, 1);
+    X.upload(x0.data(), x0.size());
+    enqueue(stream);  // warm-up outside the capture (module loading, cuBLASLt plans)
+    ASSERT_BNB_OK(bnb_synchronize(gpu_->get(), stream));
+    ASSERT_EQ(drv.cuStreamBeginCapture(stream, 1 /* thread-local */), 0);
+    enqueue(stream);
+    void* graph = nullptr;
+    ASSERT_EQ(drv.cuStreamEndCapture(stream, &graph), 0) << "an op broke the capture";
+    void* exec = nullptr;
+    ASSERT_EQ(drv.cuGraphInstantiateWithFlags(&exec, graph, 0), 0);
+    const std::vector<uint8_t> x1 = activations_f16(M, K, 2);
+    X.upload(x1.data(), x1.size());
+    O.fill(0);
+    ASSERT_EQ(drv.cuGraphLaunch(exec, stream), 0);
+    ASSERT_EQ(drv.cuStreamSynchronize(stream), 0);
+    const std::vector<uint8_t> got = O.download();
+    drv.cuGraphExecDestroy(exec);
+    drv.cuGraphDestroy(graph);
+    // The same forward on the CPU backend.
+    const Context& c = *cpu_;
+    Buffer cX(c, x1.size()), cCA(c, static_cast<size_t>(M * K)), cSCA(c, M * 4), cW(c, w.size()), cSCB(c, scb.size() * 4),
+        cBi(c, bias.size()), cC(c, static_cast<size_t>(M * N) * 4), cO(c, static_cast<size_t>(M * N) * 2);
+    cX.upload(x1.data(), x1.size());
+    cW.upload(w.data(), w.size());
+    cSCB.upload(scb.data(), scb.size() * 4);
+    cBi.upload(bias.data(), bias.size());
+    ASSERT_BNB_OK(bnb_int8_vectorwise_quant(c.get(), BNB_F16, M, K, cX.get(), 6.0f, cCA.as<int8_t>(), cSCA.as<float>(),
+                                            nullptr));
+    ASSERT_BNB_OK(bnb_int8_matmul(c.get(), M, N, K, cCA.as<int8_t>(), cW.as<int8_t>(), cC.as<int32_t>(), nullptr));
+    ASSERT_BNB_OK(bnb_int8_mm_dequant(c.get(), M, N, cC.as<int32_t>(), cSCA.as<float>(), cSCB.as<float>(), cBi.get(),
+                                      BNB_F16, cO.get(), nullptr));
+    EXPECT_EQ(count_diffs(got, cO.download()), 0);
+  }
+  drv.cuStreamDestroy(stream);
+}
