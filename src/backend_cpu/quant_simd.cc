@@ -68,6 +68,7 @@ struct Dequant8Args {
   int64_t blocksize;
   int32_t out_dtype;
   void* out;
+  bool stream;  // non-temporal stores (large, 64-byte aligned output)
 };
 
 struct Quant4Args {
@@ -88,7 +89,16 @@ struct Dequant4Args {
   int64_t blocksize;
   int32_t out_dtype;
   void* out;
+  bool stream;
 };
+
+// Outputs at least this large bypass the caches (they cannot stay in them anyway).
+constexpr int64_t kStreamBytes = int64_t{16} << 20;
+
+inline bool use_streaming(const void* out, int64_t n, int32_t out_dtype) {
+  const int64_t bytes = n * (out_dtype == BNB_F32 ? 4 : 2);
+  return bytes >= kStreamBytes && reinterpret_cast<uintptr_t>(out) % 64 == 0;
+}
 
 }  // namespace cpu
 }  // namespace bnb
@@ -175,15 +185,39 @@ HWY_INLINE VF LoadAsF32(DF df, int32_t dtype, const void* src, int64_t i) {
   return F16BitsToF32(df, h);
 }
 
+#undef BNB_CAN_STREAM
+#if HWY_TARGET == HWY_AVX2 || HWY_TARGET == HWY_AVX3 || HWY_TARGET == HWY_AVX3_DL
+#define BNB_CAN_STREAM 1
+#else
+#define BNB_CAN_STREAM 0
+#endif
+
+// kStream: non-temporal stores (dst + i aligned to the vector) for outputs far larger than the
+// caches; they skip the read-for-ownership of every output line. Callers end with an sfence.
+template <bool kStream = false>
 HWY_INLINE void StoreFromF32(DF df, VF v, int32_t dtype, void* dst, int64_t i) {
   if (dtype == BNB_F32) {
-    hn::StoreU(v, df, static_cast<float*>(dst) + i);
+    if constexpr (kStream && BNB_CAN_STREAM) {
+      hn::Stream(v, df, static_cast<float*>(dst) + i);
+    } else {
+      hn::StoreU(v, df, static_cast<float*>(dst) + i);
+    }
     return;
   }
   const DI di;
   const hn::Rebind<uint16_t, DF> d16;
   const VU bits = dtype == BNB_BF16 ? F32ToBF16Bits(df, v) : F32ToF16Bits(df, v);
-  hn::StoreU(hn::DemoteTo(d16, hn::BitCast(di, bits)), d16, static_cast<uint16_t*>(dst) + i);
+  if constexpr (kStream && BNB_CAN_STREAM) {
+    hn::Stream(hn::DemoteTo(d16, hn::BitCast(di, bits)), d16, static_cast<uint16_t*>(dst) + i);
+  } else {
+    hn::StoreU(hn::DemoteTo(d16, hn::BitCast(di, bits)), d16, static_cast<uint16_t*>(dst) + i);
+  }
+}
+
+inline void EndStreaming() {
+#if BNB_CAN_STREAM
+  _mm_sfence();
+#endif
 }
 
 // Scalar twins for the last few elements (same rounding as the vector forms).
@@ -422,12 +456,14 @@ HWY_INLINE void StoreCodes8(DF df, VI codes, uint8_t* HWY_RESTRICT out) {
 // out-of-order core busy (each chain is a long dependency of permutes and compares).
 enum class Code8Path { kBucket, kLevels, kSearch };
 
-template <Code8Path kPath>
+template <Code8Path kPath, class AheadT>
 HWY_INLINE void QuantizeBlock8(DF df, const float* HWY_RESTRICT src, int64_t padded, float inv,
-                               const Quant8Args& a, const Code8Levels& levels, uint8_t* HWY_RESTRICT out) {
+                               const Quant8Args& a, const Code8Levels& levels, const AheadT& ahead,
+                               uint8_t* HWY_RESTRICT out) {
   const int64_t N = static_cast<int64_t>(hn::Lanes(df));
   const VF vinv = hn::Set(df, inv);
   for (int64_t i = 0; i < padded; i += 4 * N) {
+    ahead.Touch(i, 4 * N);
     const VF x0 = hn::Mul(hn::LoadU(df, src + i), vinv);
     const VF x1 = hn::Mul(hn::LoadU(df, src + i + N), vinv);
     const VF x2 = hn::Mul(hn::LoadU(df, src + i + 2 * N), vinv);
@@ -452,6 +488,18 @@ HWY_INLINE void QuantizeBlock8(DF df, const float* HWY_RESTRICT src, int64_t pad
   }
 }
 
+// Where to prefetch while encoding a block: `bytes` of input from `p`, `esize` bytes/element.
+struct Ahead {
+  const char* p;
+  int64_t bytes;
+  int64_t esize;
+  // Prefetches the input that pairs with elements [i, i + count) of the current block.
+  HWY_INLINE void Touch(int64_t i, int64_t count) const {
+    if (p == nullptr) return;
+    for (int64_t k = i * esize; k < (i + count) * esize && k < bytes; k += 64) __builtin_prefetch(p + k, 0, 2);
+  }
+};
+
 // Visits blocks [b0, b1) in chunks of up to kMaxBlock elements: converts/pads a chunk once,
 // takes every block's absmax, then every reciprocal (independent, so their table look-ups
 // overlap instead of stalling each block), then calls
@@ -475,11 +523,18 @@ HWY_INLINE void ForEachScaledBlock(DF df, int32_t dtype, const void* A, int64_t 
       absmax[b] = AbsMax(df, src + off, len);
     }
     for (int64_t b = c0; b < c1; ++b) inv[b - c0] = bnb::rcp_approx(absmax[b]);
+    // While this chunk is encoded (from L1), the next one is prefetched: the memory stream
+    // keeps going instead of idling during every encode phase.
+    const int64_t esize = dtype == BNB_F32 ? 4 : 2;
+    const int64_t next_end = (c1 + per_chunk) * blocksize < n ? (c1 + per_chunk) * blocksize : n;
     for (int64_t b = c0; b < c1; ++b) {
       const int64_t off = (b - c0) * blocksize;
       const int64_t len = padded - off < blocksize ? padded - off : blocksize;
       const int64_t valid = count - off < blocksize ? count - off : blocksize;
-      encode(b, src + off, len, valid, inv[b - c0]);
+      const int64_t ahead_elem = end + off;  // same offset in the next chunk
+      const Ahead ahead{ahead_elem < next_end ? static_cast<const char*>(A) + ahead_elem * esize : nullptr,
+                        (next_end - ahead_elem) * esize, esize};
+      encode(b, src + off, len, valid, inv[b - c0], ahead);
     }
   }
 }
@@ -492,12 +547,12 @@ void QuantizeBlocks8Impl(const Quant8Args& a, int64_t b0, int64_t b1) {
   alignas(64) uint8_t codes[kMaxBlock + 64];
   const Code8Levels levels(df, a.plan->levels);
   ForEachScaledBlock(df, a.dtype, a.A, a.n, a.blocksize, step, a.absmax, b0, b1, scratch,
-                     [&](int64_t b, const float* src, int64_t padded, int64_t valid, float inv) {
+                     [&](int64_t b, const float* src, int64_t padded, int64_t valid, float inv, const auto& ahead) {
                        uint8_t* out = a.out + b * a.blocksize;
                        if (padded == valid) {
-                         QuantizeBlock8<kPath>(df, src, padded, inv, a, levels, out);
+                         QuantizeBlock8<kPath>(df, src, padded, inv, a, levels, ahead, out);
                        } else {
-                         QuantizeBlock8<kPath>(df, src, padded, inv, a, levels, codes);
+                         QuantizeBlock8<kPath>(df, src, padded, inv, a, levels, ahead, codes);
                          std::memcpy(out, codes, static_cast<size_t>(valid));
                        }
                      });
@@ -513,7 +568,8 @@ void QuantizeBlocks8(const Quant8Args& a, int64_t b0, int64_t b1) {
   }
 }
 
-void DequantizeBlocks8(const Dequant8Args& a, int64_t b0, int64_t b1) {
+template <bool kStream>
+void DequantizeBlocks8Impl(const Dequant8Args& a, int64_t b0, int64_t b1) {
   const DF df;
   const DI di;
   const hn::Rebind<uint8_t, DI> d8;
@@ -528,9 +584,18 @@ void DequantizeBlocks8(const Dequant8Args& a, int64_t b0, int64_t b1) {
     for (; i + N <= end; i += N) {
       const VI idx = hn::PromoteTo(di, hn::LoadU(d8, a.q + i));
       const VF y = hn::Mul(table.Get(df, idx), vscale);
-      StoreFromF32(df, y, a.out_dtype, a.out, i);
+      StoreFromF32<kStream>(df, y, a.out_dtype, a.out, i);
     }
     for (; i < end; ++i) StoreScalar(a.code[a.q[i]] * scale, a.out_dtype, a.out, i);
+  }
+  if (kStream) EndStreaming();
+}
+
+void DequantizeBlocks8(const Dequant8Args& a, int64_t b0, int64_t b1) {
+  if (a.stream) {
+    DequantizeBlocks8Impl<true>(a, b0, b1);
+  } else {
+    DequantizeBlocks8Impl<false>(a, b0, b1);
   }
 }
 
@@ -590,12 +655,13 @@ void QuantizeBlocks4Impl(const Quant4Args& a, int64_t b0, int64_t b1) {
   static constexpr int kOrder[15] = {7, 3, 11, 1, 5, 9, 13, 0, 2, 4, 6, 8, 10, 12, 14};
   for (int j = 0; j < 15; ++j) levels[j] = bnb::bits_to_float(bnb::kNF4ThresholdBits[kOrder[j]]);
   ForEachScaledBlock(df, a.dtype, a.A, a.n, a.blocksize, 2 * N, a.absmax, b0, b1, scratch,
-                     [&](int64_t b, const float* src, int64_t padded, int64_t valid, float inv) {
+                     [&](int64_t b, const float* src, int64_t padded, int64_t valid, float inv, const auto& ahead) {
     const VF vinv = hn::Set(df, inv);
     // Zero padding encodes 0.0 under this block's scale: the odd-n filler nibble.
     uint8_t* dst = padded == valid ? a.packed + b * a.blocksize / 2 : bytes;
     int64_t i = 0;
     for (; i + 4 * N <= padded; i += 4 * N) {  // two independent pairs per iteration
+      ahead.Touch(i, 4 * N);
       const VF x0 = hn::Mul(hn::LoadU(df, src + i), vinv);
       const VF x1 = hn::Mul(hn::LoadU(df, src + i + N), vinv);
       const VF x2 = hn::Mul(hn::LoadU(df, src + i + 2 * N), vinv);
@@ -635,7 +701,8 @@ inline float BlockScale(const bnb_scales_resolved_t& s, int64_t b) {
   return scaled + s.offset[0];
 }
 
-void DequantizeBlocks4(const Dequant4Args& a, int64_t b0, int64_t b1) {
+template <bool kStream>
+void DequantizeBlocks4Impl(const Dequant4Args& a, int64_t b0, int64_t b1) {
   const uint32_t* lut_bits = a.quant_type == BNB_FP4 ? bnb::kFP4DecodeBits : bnb::kNF4Bits;
   alignas(64) float lut[16 + 64] = {};
 #if HWY_TARGET != HWY_SCALAR
@@ -661,14 +728,23 @@ void DequantizeBlocks4(const Dequant4Args& a, int64_t b0, int64_t b1) {
       const auto nib = hn::BitCast(d8x2, hn::Or(hn::ShiftRight<4>(w), hn::ShiftLeft<8>(hn::And(w, hn::Set(d16, 15)))));
       const VI i0 = hn::BitCast(di, hn::PromoteTo(du, hn::LowerHalf(d8h, nib)));
       const VI i1 = hn::BitCast(di, hn::PromoteTo(du, hn::UpperHalf(d8h, nib)));
-      StoreFromF32(df, Lookup<16>(df, lut, i0), a.out_dtype, a.out, i);
-      StoreFromF32(df, Lookup<16>(df, lut, i1), a.out_dtype, a.out, i + N);
+      StoreFromF32<kStream>(df, Lookup<16>(df, lut, i0), a.out_dtype, a.out, i);
+      StoreFromF32<kStream>(df, Lookup<16>(df, lut, i1), a.out_dtype, a.out, i + N);
     }
 #endif
     for (; i < end; ++i) {
       const uint8_t byte = a.packed[i / 2];
       StoreScalar(lut[(i & 1) ? (byte & 15) : (byte >> 4)], a.out_dtype, a.out, i);
     }
+  }
+  if (kStream) EndStreaming();
+}
+
+void DequantizeBlocks4(const Dequant4Args& a, int64_t b0, int64_t b1) {
+  if (a.stream) {
+    DequantizeBlocks4Impl<true>(a, b0, b1);
+  } else {
+    DequantizeBlocks4Impl<false>(a, b0, b1);
   }
 }
 
@@ -816,7 +892,7 @@ void quantize_blockwise(ThreadPool& pool, int32_t dtype, const void* A, int64_t 
 
 void dequantize_blockwise(ThreadPool& pool, const uint8_t* q, const float* absmax, const float* code,
                           int64_t n, int64_t blocksize, int32_t out_dtype, void* out) {
-  const Dequant8Args args{q, absmax, code, n, blocksize, out_dtype, out};
+  const Dequant8Args args{q, absmax, code, n, blocksize, out_dtype, out, use_streaming(out, n, out_dtype)};
   for_block_ranges(pool, ceil_div(n, blocksize), blocksize, [&](int64_t b0, int64_t b1) {
     HWY_DYNAMIC_DISPATCH(DequantizeBlocks8)(args, b0, b1);
   });
@@ -833,7 +909,8 @@ void quantize_4bit(ThreadPool& pool, int32_t quant_type, int32_t dtype, const vo
 void dequantize_4bit(ThreadPool& pool, int32_t quant_type, const uint8_t* packed,
                      const bnb_scales_resolved_t& scales, int64_t n, int64_t blocksize, int32_t out_dtype,
                      void* out) {
-  const Dequant4Args args{quant_type, packed, scales, n, blocksize, out_dtype, out};
+  const Dequant4Args args{quant_type, packed, scales, n, blocksize, out_dtype, out,
+                          use_streaming(out, n, out_dtype)};
   for_block_ranges(pool, ceil_div(n, blocksize), blocksize, [&](int64_t b0, int64_t b1) {
     HWY_DYNAMIC_DISPATCH(DequantizeBlocks4)(args, b0, b1);
   });

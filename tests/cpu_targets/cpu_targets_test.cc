@@ -5,6 +5,7 @@
 
 #include <cmath>
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
 #include <random>
 #include <string>
@@ -340,6 +341,41 @@ TEST_P(CpuTarget, CompressAbsmaxMatchesReference) {
     EXPECT_EQ(q.first_mismatch(q_ref.data()), -1) << nb;
     EXPECT_EQ(a2.first_mismatch(a2_ref.data()), -1) << nb;
     EXPECT_EQ(off.first_mismatch(&off_ref), -1) << nb;
+  }
+}
+
+// Outputs of 16 MiB and more (64-byte aligned) are written with non-temporal stores.
+TEST_P(CpuTarget, LargeDequantizeOutputs) {
+  std::mt19937 rng(8);
+  cpu::ThreadPool pool(2);
+  const int64_t n = (int64_t{9} << 20) + 5, blocksize = 256, nb = (n + blocksize - 1) / blocksize;
+  std::vector<uint8_t> q(static_cast<size_t>(n)), packed(static_cast<size_t>((n + 1) / 2));
+  for (auto& v : q) v = static_cast<uint8_t>(rng());
+  for (auto& v : packed) v = static_cast<uint8_t>(rng());
+  std::vector<float> absmax(static_cast<size_t>(nb));
+  for (auto& a : absmax) a = std::uniform_real_distribution<float>(0.0f, 4.0f)(rng);
+  const std::vector<float> dyn = code_table(BNB_CODE_DYNAMIC_SIGNED);
+  for (int32_t out_dtype : {BNB_F32, BNB_F16}) {
+    const size_t bytes = static_cast<size_t>(n) * dtype_size(out_dtype);
+    std::vector<uint8_t> want(bytes);
+    uint8_t* got = static_cast<uint8_t*>(std::aligned_alloc(64, (bytes + kGuard + 63) / 64 * 64));
+    for (int family = 0; family < 2; ++family) {
+      std::memset(got, kPoison, bytes + kGuard);
+      if (family == 0) {
+        ref::dequantize_blockwise(q.data(), absmax.data(), dyn.data(), n, blocksize, out_dtype, want.data());
+        cpu::dequantize_blockwise(pool, q.data(), absmax.data(), dyn.data(), n, blocksize, out_dtype, got);
+      } else {
+        ref::dequantize_4bit(BNB_NF4, packed.data(), absmax.data(), n, blocksize, out_dtype, want.data());
+        bnb_scales_resolved_t scales{};
+        scales.absmax = absmax.data();
+        cpu::dequantize_4bit(pool, BNB_NF4, packed.data(), scales, n, blocksize, out_dtype, got);
+      }
+      EXPECT_EQ(std::memcmp(got, want.data(), bytes), 0) << "family " << family << " " << dtype_name(out_dtype);
+      bool guard = true;
+      for (size_t i = bytes; i < bytes + kGuard; ++i) guard = guard && got[i] == kPoison;
+      EXPECT_TRUE(guard) << "family " << family;
+    }
+    std::free(got);
   }
 }
 
