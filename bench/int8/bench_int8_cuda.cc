@@ -1,0 +1,289 @@
+// The LLM.int8() layer forward on the CUDA backend against a dense fp16 layer (cublasGemmEx,
+// fp16 in/out, binary32 compute) in the same run. Forward = bnb_int8_vectorwise_quant of the
+// fp16 activations + bnb_int8_matmul with the int8 weight + bnb_int8_mm_dequant with an fp16
+// bias (threshold 6 adds the outlier-column zeroing; the fp16 product of the outlier columns,
+// an ordinary small GEMM, is not part of these ops and not timed). Each measurement is a CUDA
+// graph of R back-to-back calls, each on its own weight copy, the copies together at least 4x
+// the L2 cache; CUDA events around graph replays, median over replays, divided by R.
+//
+//   bnb_bench_int8_cuda [--nk 4096,8192] [--m 1,16,256,2048] [--reps 20] [--json out.json]
+//
+// cuBLAS is loaded with dlopen (libcublas.so.13/.12); without it the fp16 column is empty.
+#include <cublas_v2.h>
+#include <cuda_runtime.h>
+#include <dlfcn.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <functional>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "bnb.h"
+
+namespace {
+
+#define CUDA_OK(expr)                                                                            \
+  do {                                                                                           \
+    const cudaError_t e_ = (expr);                                                               \
+    if (e_ != cudaSuccess) {                                                                     \
+      std::fprintf(stderr, "%s:%d %s: %s\n", __FILE__, __LINE__, #expr, cudaGetErrorString(e_)); \
+      std::exit(1);                                                                              \
+    }                                                                                            \
+  } while (0)
+
+#define BNB_OK(expr)                                                                               \
+  do {                                                                                             \
+    const bnb_status_t s_ = (expr);                                                                \
+    if (s_ != BNB_SUCCESS) {                                                                       \
+      std::fprintf(stderr, "%s:%d %s: %s: %s\n", __FILE__, __LINE__, #expr, bnb_status_string(s_), \
+                   bnb_last_error_message());                                                      \
+      std::exit(1);                                                                                \
+    }                                                                                              \
+  } while (0)
+
+struct Cublas {
+  bool ok = false;
+  cublasStatus_t (*create)(cublasHandle_t*) = nullptr;
+  cublasStatus_t (*set_stream)(cublasHandle_t, cudaStream_t) = nullptr;
+  cublasStatus_t (*gemm_ex)(cublasHandle_t, cublasOperation_t, cublasOperation_t, int, int, int, const void*,
+                            const void*, cudaDataType, int, const void*, cudaDataType, int, const void*, void*,
+                            cudaDataType, int, cublasComputeType_t, cublasGemmAlgo_t) = nullptr;
+  cublasHandle_t handle = nullptr;
+
+  bool load(cudaStream_t stream) {
+    void* lib = nullptr;
+    for (const char* name : {"libcublas.so.13", "libcublas.so.12", "libcublas.so"}) {
+      if ((lib = dlopen(name, RTLD_NOW | RTLD_LOCAL)) != nullptr) break;
+    }
+    if (lib == nullptr) return false;
+    create = reinterpret_cast<decltype(create)>(dlsym(lib, "cublasCreate_v2"));
+    set_stream = reinterpret_cast<decltype(set_stream)>(dlsym(lib, "cublasSetStream_v2"));
+    gemm_ex = reinterpret_cast<decltype(gemm_ex)>(dlsym(lib, "cublasGemmEx"));
+    ok = create != nullptr && set_stream != nullptr && gemm_ex != nullptr && create(&handle) == CUBLAS_STATUS_SUCCESS &&
+         set_stream(handle, stream) == CUBLAS_STATUS_SUCCESS;
+    return ok;
+  }
+};
+
+std::vector<int64_t> parse_list(const std::string& s) {
+  std::vector<int64_t> out;
+  size_t start = 0;
+  while (start <= s.size()) {
+    const size_t end = s.find(',', start);
+    out.push_back(std::atoll(s.substr(start, end == std::string::npos ? std::string::npos : end - start).c_str()));
+    if (end == std::string::npos) break;
+    start = end + 1;
+  }
+  return out;
+}
+
+double time_graph(cudaGraphExec_t graph, cudaStream_t stream, int reps) {
+  CUDA_OK(cudaGraphLaunch(graph, stream));
+  CUDA_OK(cudaStreamSynchronize(stream));
+  cudaEvent_t a, b;
+  CUDA_OK(cudaEventCreate(&a));
+  CUDA_OK(cudaEventCreate(&b));
+  std::vector<float> t;
+  for (int i = 0; i < reps; ++i) {
+    CUDA_OK(cudaEventRecord(a, stream));
+    CUDA_OK(cudaGraphLaunch(graph, stream));
+    CUDA_OK(cudaEventRecord(b, stream));
+    CUDA_OK(cudaEventSynchronize(b));
+    float ms = 0.0f;
+    CUDA_OK(cudaEventElapsedTime(&ms, a, b));
+    t.push_back(ms);
+  }
+  CUDA_OK(cudaEventDestroy(a));
+  CUDA_OK(cudaEventDestroy(b));
+  std::sort(t.begin(), t.end());
+  return t[t.size() / 2];
+}
+
+// Milliseconds per call of enqueue(i), i = 0..calls-1, captured into one graph.
+double time_calls(cudaStream_t stream, int calls, int reps, const std::function<void(int)>& enqueue) {
+  for (int i = 0; i < std::min(calls, 2); ++i) enqueue(i);  // warm-up outside the capture
+  CUDA_OK(cudaStreamSynchronize(stream));
+  CUDA_OK(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal));
+  for (int i = 0; i < calls; ++i) enqueue(i);
+  cudaGraph_t graph;
+  CUDA_OK(cudaStreamEndCapture(stream, &graph));
+  cudaGraphExec_t exec;
+  CUDA_OK(cudaGraphInstantiate(&exec, graph, 0));
+  CUDA_OK(cudaGraphDestroy(graph));
+  const double ms = time_graph(exec, stream, reps) / calls;
+  CUDA_OK(cudaGraphExecDestroy(exec));
+  return ms;
+}
+
+void* device_upload(const void* host, size_t bytes) {
+  void* d = nullptr;
+  CUDA_OK(cudaMalloc(&d, bytes));
+  CUDA_OK(cudaMemcpy(d, host, bytes, cudaMemcpyHostToDevice));
+  return d;
+}
+
+std::vector<uint16_t> random_f16(size_t n, uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  std::vector<uint16_t> v(n);
+  for (auto& h : v) h = static_cast<uint16_t>(((rng() & 1) << 15) | ((12 + rng() % 4) << 10) | (rng() & 0x3ff));
+  return v;
+}
+
+struct Result {
+  int64_t M, N, K;
+  double fp16_ms, layer_ms, layer_t6_ms, quant_ms, matmul_ms, dequant_ms, speedup, weight_gbps;
+};
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::string nk_list = "4096,8192", m_list = "1,16,256,2048", json;
+  int reps = 20;
+  for (int i = 1; i < argc; ++i) {
+    const std::string a = argv[i];
+    const auto next = [&]() -> std::string {
+      if (i + 1 >= argc) {
+        std::fprintf(stderr, "%s needs a value\n", a.c_str());
+        std::exit(2);
+      }
+      return argv[++i];
+    };
+    if (a == "--nk") nk_list = next();
+    else if (a == "--m") m_list = next();
+    else if (a == "--reps") reps = std::atoi(next().c_str());
+    else if (a == "--json") json = next();
+    else {
+      std::fprintf(stderr, "usage: %s [--nk 4096,8192] [--m 1,16,256,2048] [--reps 20] [--json PATH]\n", argv[0]);
+      return 2;
+    }
+  }
+  bnb_context_options_t opts;
+  BNB_OK(bnb_context_options_init(&opts));
+  opts.backend = BNB_BACKEND_CUDA;
+  bnb_context_t ctx = nullptr;
+  BNB_OK(bnb_context_create(&opts, &ctx));
+  cudaStream_t stream;
+  CUDA_OK(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
+  Cublas cublas;
+  const bool have_cublas = cublas.load(stream);
+  cudaDeviceProp prop;
+  CUDA_OK(cudaGetDeviceProperties(&prop, 0));
+  const size_t l2 = static_cast<size_t>(prop.l2CacheSize);
+  std::printf("device %s, L2 %zu MiB, cuBLAS %s\n\n", prop.name, l2 >> 20, have_cublas ? "loaded" : "missing");
+  std::printf("%6s %6s %6s %10s %10s %8s %10s %9s %9s %9s %9s\n", "M", "N", "K", "fp16 ms", "int8 ms", "speedup",
+              "int8 t6 ms", "quant", "matmul", "dequant", "W GB/s");
+
+  std::vector<Result> results;
+  for (const int64_t NK : parse_list(nk_list)) {
+    const int64_t N = NK, K = NK;
+    const size_t w8 = static_cast<size_t>(N * K), w16 = w8 * 2;
+    const int copies8 = static_cast<int>(std::min<size_t>(16, std::max<size_t>(2, (4 * l2 + w8 - 1) / w8)));
+    const int copies16 = static_cast<int>(std::min<size_t>(16, std::max<size_t>(2, (4 * l2 + w16 - 1) / w16)));
+    std::vector<void*> W8, W16;
+    {
+      std::mt19937_64 rng(7);
+      std::vector<int8_t> w(w8);
+      for (auto& b : w) b = static_cast<int8_t>(static_cast<int>(rng() % 255) - 127);
+      for (int c = 0; c < copies8; ++c) W8.push_back(device_upload(w.data(), w8));
+      const std::vector<uint16_t> wf = random_f16(w8, 8);
+      if (have_cublas)
+        for (int c = 0; c < copies16; ++c) W16.push_back(device_upload(wf.data(), w16));
+    }
+    const std::vector<float> scb(static_cast<size_t>(N), 0.9f);
+    void* SCB = device_upload(scb.data(), scb.size() * 4);
+    const std::vector<uint16_t> bias_h = random_f16(static_cast<size_t>(N), 9);
+    void* bias = device_upload(bias_h.data(), bias_h.size() * 2);
+    for (const int64_t M : parse_list(m_list)) {
+      const std::vector<uint16_t> xh = random_f16(static_cast<size_t>(M * K), 10);
+      void* X = device_upload(xh.data(), xh.size() * 2);
+      void *CA, *SCA, *C, *O, *O16;
+      CUDA_OK(cudaMalloc(&CA, static_cast<size_t>(M * K)));
+      CUDA_OK(cudaMalloc(&SCA, static_cast<size_t>(M) * 4));
+      CUDA_OK(cudaMalloc(&C, static_cast<size_t>(M * N) * 4));
+      CUDA_OK(cudaMalloc(&O, static_cast<size_t>(M * N) * 2));
+      CUDA_OK(cudaMalloc(&O16, static_cast<size_t>(M * N) * 2));
+      const auto quant = [&](float t) {
+        BNB_OK(bnb_int8_vectorwise_quant(ctx, BNB_F16, M, K, X, t, static_cast<int8_t*>(CA), static_cast<float*>(SCA),
+                                         stream));
+      };
+      const auto matmul = [&](int i) {
+        BNB_OK(bnb_int8_matmul(ctx, M, N, K, static_cast<int8_t*>(CA), static_cast<int8_t*>(W8[i % copies8]),
+                               static_cast<int32_t*>(C), stream));
+      };
+      const auto dequant = [&] {
+        BNB_OK(bnb_int8_mm_dequant(ctx, M, N, static_cast<int32_t*>(C), static_cast<float*>(SCA),
+                                   static_cast<float*>(SCB), bias, BNB_F16, O, stream));
+      };
+      Result r{M, N, K, 0, 0, 0, 0, 0, 0, 0, 0};
+      const int calls = std::max(copies8, 8);
+      r.layer_ms = time_calls(stream, calls, reps, [&](int i) {
+        quant(0.0f);
+        matmul(i);
+        dequant();
+      });
+      r.layer_t6_ms = time_calls(stream, calls, reps, [&](int i) {
+        quant(6.0f);
+        matmul(i);
+        dequant();
+      });
+      r.quant_ms = time_calls(stream, calls, reps, [&](int) { quant(0.0f); });
+      r.matmul_ms = time_calls(stream, calls, reps, [&](int i) { matmul(i); });
+      r.dequant_ms = time_calls(stream, calls, reps, [&](int) { dequant(); });
+      if (have_cublas) {
+        const float one = 1.0f, zero = 0.0f;
+        // Row-major out[M,N] = X[M,K] W[N,K]^T  <=>  column-major out^T[N,M] = W^T... (op T on W).
+        r.fp16_ms = time_calls(stream, std::max(copies16, 8), reps, [&](int i) {
+          const cublasStatus_t st = cublas.gemm_ex(cublas.handle, CUBLAS_OP_T, CUBLAS_OP_N, static_cast<int>(N),
+                                                   static_cast<int>(M), static_cast<int>(K), &one, W16[i % copies16],
+                                                   CUDA_R_16F, static_cast<int>(K), X, CUDA_R_16F, static_cast<int>(K),
+                                                   &zero, O16, CUDA_R_16F, static_cast<int>(N), CUBLAS_COMPUTE_32F,
+                                                   CUBLAS_GEMM_DEFAULT);
+          if (st != CUBLAS_STATUS_SUCCESS) {
+            std::fprintf(stderr, "cublasGemmEx failed (%d)\n", static_cast<int>(st));
+            std::exit(1);
+          }
+        });
+        r.speedup = r.fp16_ms / r.layer_ms;
+      }
+      r.weight_gbps = static_cast<double>(w8) / (r.matmul_ms / 1e3) / 1e9;
+      results.push_back(r);
+      std::printf("%6lld %6lld %6lld %10.4f %10.4f %8.2f %10.4f %9.4f %9.4f %9.4f %9.0f\n", static_cast<long long>(M),
+                  static_cast<long long>(N), static_cast<long long>(K), r.fp16_ms, r.layer_ms, r.speedup,
+                  r.layer_t6_ms, r.quant_ms, r.matmul_ms, r.dequant_ms, r.weight_gbps);
+      std::fflush(stdout);
+      for (void* p : {X, CA, SCA, C, O, O16}) CUDA_OK(cudaFree(p));
+    }
+    for (void* p : W8) CUDA_OK(cudaFree(p));
+    for (void* p : W16) CUDA_OK(cudaFree(p));
+    CUDA_OK(cudaFree(SCB));
+    CUDA_OK(cudaFree(bias));
+  }
+
+  if (!json.empty()) {
+    FILE* f = std::fopen(json.c_str(), "w");
+    if (f == nullptr) {
+      std::fprintf(stderr, "cannot write %s\n", json.c_str());
+      return 1;
+    }
+    std::fprintf(f, "{\n  \"bench\": \"int8_cuda\",\n  \"device\": \"%s\",\n  \"rows\": [\n", prop.name);
+    for (size_t i = 0; i < results.size(); ++i) {
+      const Result& r = results[i];
+      std::fprintf(f,
+                   "    {\"M\": %lld, \"N\": %lld, \"K\": %lld, \"fp16_ms\": %.6f, \"layer_ms\": %.6f, "
+                   "\"layer_threshold6_ms\": %.6f, \"quant_ms\": %.6f, \"matmul_ms\": %.6f, \"dequant_ms\": %.6f, "
+                   "\"speedup_vs_fp16\": %.4f, \"matmul_weight_gbps\": %.2f}%s\n",
+                   static_cast<long long>(r.M), static_cast<long long>(r.N), static_cast<long long>(r.K), r.fp16_ms,
+                   r.layer_ms, r.layer_t6_ms, r.quant_ms, r.matmul_ms, r.dequant_ms, r.speedup, r.weight_gbps,
+                   i + 1 < results.size() ? "," : "");
+    }
+    std::fprintf(f, "  ]\n}\n");
+    std::fclose(f);
+  }
+  CUDA_OK(cudaStreamDestroy(stream));
+  BNB_OK(bnb_context_destroy(ctx));
+  return 0;
+}
