@@ -1,0 +1,337 @@
+// bnb_gemm_4bit on the CUDA backend against dense cuBLAS (cublasGemmEx, same dtype, binary32
+// compute) in the same run. Each measurement is a CUDA graph of R back-to-back calls, each on
+// its own copy of the weights, the copies together at least 4x the L2 cache, so no call finds
+// its weights in L2; CUDA events around graph replays, median over replays, divided by R.
+// Reported: time per call, speedup vs dense, and at M = 1 the weight bandwidth (packed bytes +
+// nested scales read once per call).
+//
+//   bnb_bench_gemm4_cuda [--shapes 4096x4096,11008x4096,...] [--m 1,4,16,64,256]
+//                        [--dtypes bf16,f16] [--quant nf4] [--blocksize 64] [--plain]
+//                        [--reps 20] [--json out.json]
+// cuBLAS is loaded with dlopen (libcublas.so.13/.12); without it the dense column is empty.
+#include <cublas_v2.h>
+#include <cuda_runtime.h>
+#include <dlfcn.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "bnb.h"
+
+namespace {
+
+#define CUDA_OK(expr)                                                                            \
+  do {                                                                                           \
+    const cudaError_t e_ = (expr);                                                               \
+    if (e_ != cudaSuccess) {                                                                     \
+      std::fprintf(stderr, "%s:%d %s: %s\n", __FILE__, __LINE__, #expr, cudaGetErrorString(e_)); \
+      std::exit(1);                                                                              \
+    }                                                                                            \
+  } while (0)
+
+#define BNB_OK(expr)                                                                                  \
+  do {                                                                                                \
+    const bnb_status_t s_ = (expr);                                                                   \
+    if (s_ != BNB_SUCCESS) {                                                                          \
+      std::fprintf(stderr, "%s:%d %s: %s: %s\n", __FILE__, __LINE__, #expr, bnb_status_string(s_),    \
+                   bnb_last_error_message());                                                         \
+      std::exit(1);                                                                                   \
+    }                                                                                                 \
+  } while (0)
+
+struct Cublas {
+  bool ok = false;
+  cublasStatus_t (*create)(cublasHandle_t*) = nullptr;
+  cublasStatus_t (*set_stream)(cublasHandle_t, cudaStream_t) = nullptr;
+  cublasStatus_t (*gemm_ex)(cublasHandle_t, cublasOperation_t, cublasOperation_t, int, int, int, const void*,
+                            const void*, cudaDataType, int, const void*, cudaDataType, int, const void*, void*,
+                            cudaDataType, int, cublasComputeType_t, cublasGemmAlgo_t) = nullptr;
+  cublasHandle_t handle = nullptr;
+
+  bool load(cudaStream_t stream) {
+    void* lib = nullptr;
+    for (const char* name : {"libcublas.so.13", "libcublas.so.12", "libcublas.so"}) {
+      if ((lib = dlopen(name, RTLD_NOW | RTLD_LOCAL)) != nullptr) break;
+    }
+    if (lib == nullptr) return false;
+    create = reinterpret_cast<decltype(create)>(dlsym(lib, "cublasCreate_v2"));
+    set_stream = reinterpret_cast<decltype(set_stream)>(dlsym(lib, "cublasSetStream_v2"));
+    gemm_ex = reinterpret_cast<decltype(gemm_ex)>(dlsym(lib, "cublasGemmEx"));
+    ok = create != nullptr && set_stream != nullptr && gemm_ex != nullptr && create(&handle) == CUBLAS_STATUS_SUCCESS &&
+         set_stream(handle, stream) == CUBLAS_STATUS_SUCCESS;
+    return ok;
+  }
+};
+
+std::vector<std::string> split(const std::string& s, char sep) {
+  std::vector<std::string> out;
+  size_t start = 0;
+  while (true) {
+    const size_t end = s.find(sep, start);
+    out.push_back(s.substr(start, end == std::string::npos ? std::string::npos : end - start));
+    if (end == std::string::npos) break;
+    start = end + 1;
+  }
+  return out;
+}
+
+// Median milliseconds of one replay of `graph`, over `reps` replays after one warm-up.
+double time_graph(cudaGraphExec_t graph, cudaStream_t stream, int reps) {
+  CUDA_OK(cudaGraphLaunch(graph, stream));
+  CUDA_OK(cudaStreamSynchronize(stream));
+  cudaEvent_t a, b;
+  CUDA_OK(cudaEventCreate(&a));
+  CUDA_OK(cudaEventCreate(&b));
+  std::vector<float> t;
+  for (int i = 0; i < reps; ++i) {
+    CUDA_OK(cudaEventRecord(a, stream));
+    CUDA_OK(cudaGraphLaunch(graph, stream));
+    CUDA_OK(cudaEventRecord(b, stream));
+    CUDA_OK(cudaEventSynchronize(b));
+    float ms = 0.0f;
+    CUDA_OK(cudaEventElapsedTime(&ms, a, b));
+    t.push_back(ms);
+  }
+  CUDA_OK(cudaEventDestroy(a));
+  CUDA_OK(cudaEventDestroy(b));
+  std::sort(t.begin(), t.end());
+  return t[t.size() / 2];
+}
+
+// Captures `calls` invocations of enqueue(i) into a graph.
+cudaGraphExec_t capture(cudaStream_t stream, int calls, const std::function<void(int)>& enqueue) {
+  for (int i = 0; i < std::min(calls, 2); ++i) enqueue(i);  // warm-up outside the capture
+  CUDA_OK(cudaStreamSynchronize(stream));
+  CUDA_OK(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal));
+  for (int i = 0; i < calls; ++i) enqueue(i);
+  cudaGraph_t graph;
+  CUDA_OK(cudaStreamEndCapture(stream, &graph));
+  cudaGraphExec_t exec;
+  CUDA_OK(cudaGraphInstantiate(&exec, graph, 0));
+  CUDA_OK(cudaGraphDestroy(graph));
+  return exec;
+}
+
+struct Result {
+  int64_t M, N, K;
+  std::string dtype;
+  double ms, dense_ms, speedup, weight_gbps;
+};
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::string shapes = "4096x4096,11008x4096,4096x11008,14336x4096,28672x8192", ms_list = "1,4,16,64,256";
+  std::string dtypes = "bf16,f16", quant = "nf4", json;
+  int64_t blocksize = 64;
+  bool nested = true;
+  int reps = 20;
+  for (int i = 1; i < argc; ++i) {
+    const std::string a = argv[i];
+    const auto next = [&]() -> std::string {
+      if (i + 1 >= argc) {
+        std::fprintf(stderr, "%s needs a value\n", a.c_str());
+        std::exit(2);
+      }
+      return argv[++i];
+    };
+    if (a == "--shapes") shapes = next();
+    else if (a == "--m") ms_list = next();
+    else if (a == "--dtypes") dtypes = next();
+    else if (a == "--quant") quant = next();
+    else if (a == "--blocksize") blocksize = std::atoll(next().c_str());
+    else if (a == "--plain") nested = false;
+    else if (a == "--reps") reps = std::atoi(next().c_str());
+    else if (a == "--json") json = next();
+    else {
+      std::fprintf(stderr, "unknown argument %s (see the comment at the top of bench_gemm4_cuda.cc)\n", a.c_str());
+      return 2;
+    }
+  }
+  const int32_t qt = quant == "fp4" ? BNB_FP4 : BNB_NF4;
+
+  bnb_context_options_t opts;
+  BNB_OK(bnb_context_options_init(&opts));
+  opts.backend = BNB_BACKEND_CUDA;
+  bnb_context_t ctx = nullptr;
+  BNB_OK(bnb_context_create(&opts, &ctx));
+  cudaDeviceProp prop;
+  CUDA_OK(cudaGetDeviceProperties(&prop, 0));
+  cudaStream_t stream;
+  CUDA_OK(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
+  Cublas cublas;
+  if (!cublas.load(stream)) std::printf("cuBLAS not loadable: no dense comparison\n");
+  const double l2 = static_cast<double>(prop.l2CacheSize);
+  const double rotate_bytes = std::max(4.0 * l2, 64.0 * (1 << 20));
+
+  std::printf("CUDA gemm_4bit on %s (L2 %.0f MiB), %s bs%lld %s; dense = cublasGemmEx, same dtype\n", prop.name,
+              l2 / (1 << 20), quant.c_str(), static_cast<long long>(blocksize), nested ? "nested" : "plain");
+  std::printf("%7s %6s %5s %5s %10s %10s %8s %9s\n", "N", "K", "M", "dtype", "4bit us", "dense us", "speedup",
+              "W GB/s");
+  std::vector<Result> results;
+
+  for (const std::string& shape : split(shapes, ',')) {
+    const auto nk = split(shape, 'x');
+    if (nk.size() != 2) {
+      std::fprintf(stderr, "bad shape %s (want NxK)\n", shape.c_str());
+      return 2;
+    }
+    const int64_t N = std::atoll(nk[0].c_str()), K = std::atoll(nk[1].c_str());
+    const int64_t n = N * K, nb = n / blocksize, nb2 = (nb + 255) / 256;
+    // One quantized weight from random data, then copies for the rotation.
+    float* w32 = nullptr;
+    CUDA_OK(cudaMalloc(&w32, static_cast<size_t>(n) * 4));
+    {
+      std::vector<float> host(static_cast<size_t>(n));
+      uint64_t x = 88172645463325252ull;
+      const float scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(K)));
+      for (auto& v : host) {  // xorshift + sum of uniforms: roughly normal, fast
+        x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+        v = (static_cast<float>(x & 0xffff) + static_cast<float>((x >> 16) & 0xffff) +
+             static_cast<float>((x >> 32) & 0xffff) - 98302.5f) / 32768.0f * scale;
+      }
+      CUDA_OK(cudaMemcpy(w32, host.data(), host.size() * 4, cudaMemcpyHostToDevice));
+    }
+    uint8_t* packed0;
+    float* absmax;
+    uint8_t* absmax_q0;
+    float *absmax2, *offset;
+    CUDA_OK(cudaMalloc(&packed0, static_cast<size_t>(n / 2)));
+    CUDA_OK(cudaMalloc(&absmax, static_cast<size_t>(nb) * 4));
+    CUDA_OK(cudaMalloc(&absmax_q0, static_cast<size_t>(nb)));
+    CUDA_OK(cudaMalloc(&absmax2, static_cast<size_t>(nb2) * 4));
+    CUDA_OK(cudaMalloc(&offset, 4));
+    BNB_OK(bnb_quantize_4bit(ctx, qt, BNB_F32, w32, n, blocksize, packed0, absmax, nullptr));
+    BNB_OK(bnb_compress_absmax(ctx, absmax, nb, absmax_q0, absmax2, offset, nullptr));
+    CUDA_OK(cudaDeviceSynchronize());
+    const double weight_bytes = static_cast<double>(n / 2) + (nested ? nb + 4.0 * nb2 : 4.0 * nb);
+    const int copies = static_cast<int>(std::max(2.0, std::ceil(rotate_bytes / weight_bytes)));
+    std::vector<uint8_t*> packed(copies), aq(copies);
+    std::vector<float*> am(copies);
+    for (int c = 0; c < copies; ++c) {
+      CUDA_OK(cudaMalloc(&packed[c], static_cast<size_t>(n / 2)));
+      CUDA_OK(cudaMemcpy(packed[c], packed0, static_cast<size_t>(n / 2), cudaMemcpyDeviceToDevice));
+      if (nested) {
+        CUDA_OK(cudaMalloc(&aq[c], static_cast<size_t>(nb)));
+        CUDA_OK(cudaMemcpy(aq[c], absmax_q0, static_cast<size_t>(nb), cudaMemcpyDeviceToDevice));
+      } else {
+        CUDA_OK(cudaMalloc(&am[c], static_cast<size_t>(nb) * 4));
+        CUDA_OK(cudaMemcpy(am[c], absmax, static_cast<size_t>(nb) * 4, cudaMemcpyDeviceToDevice));
+      }
+    }
+    CUDA_OK(cudaFree(w32));
+
+    for (const std::string& dname : split(dtypes, ',')) {
+      const int32_t dtype = dname == "f32" ? BNB_F32 : dname == "f16" ? BNB_F16 : BNB_BF16;
+      const cudaDataType ct = dtype == BNB_F32 ? CUDA_R_32F : dtype == BNB_F16 ? CUDA_R_16F : CUDA_R_16BF;
+      const size_t es = dtype == BNB_F32 ? 4 : 2;
+      // Dense copies: the dequantized weight in the activation dtype.
+      const double dense_bytes = static_cast<double>(n) * es;
+      const int dense_copies = cublas.ok ? static_cast<int>(std::max(1.0, std::ceil(rotate_bytes / dense_bytes))) : 0;
+      std::vector<void*> dense(dense_copies);
+      bnb_scales_t sc0;
+      BNB_OK(bnb_scales_init(&sc0));
+      if (nested) {
+        sc0.absmax_q = absmax_q0;
+        sc0.absmax2 = absmax2;
+        sc0.offset = offset;
+      } else {
+        sc0.absmax = absmax;
+      }
+      for (int c = 0; c < dense_copies; ++c) {
+        CUDA_OK(cudaMalloc(&dense[c], static_cast<size_t>(dense_bytes)));
+        BNB_OK(bnb_dequantize_4bit(ctx, qt, packed0, &sc0, n, blocksize, dtype, dense[c], nullptr));
+      }
+      CUDA_OK(cudaDeviceSynchronize());
+
+      for (const std::string& mstr : split(ms_list, ',')) {
+        const int64_t M = std::atoll(mstr.c_str());
+        void *A, *out;
+        CUDA_OK(cudaMalloc(&A, static_cast<size_t>(M * K) * es));
+        CUDA_OK(cudaMalloc(&out, static_cast<size_t>(M * N) * es));
+        CUDA_OK(cudaMemset(A, 0x3c, static_cast<size_t>(M * K) * es));  // ~1.0 in fp16, ~0.01 in bf16
+        cudaGraphExec_t g4 = capture(stream, copies, [&](int i) {
+          bnb_scales_t sc;
+          BNB_OK(bnb_scales_init(&sc));
+          if (nested) {
+            sc.absmax_q = aq[i];
+            sc.absmax2 = absmax2;
+            sc.offset = offset;
+          } else {
+            sc.absmax = am[i];
+          }
+          BNB_OK(bnb_gemm_4bit(ctx, dtype, M, N, K, A, packed[i], &sc, qt, blocksize, nullptr, out, stream));
+        });
+        const double ms = time_graph(g4, stream, reps) / copies;
+        CUDA_OK(cudaGraphExecDestroy(g4));
+        double dense_ms = NAN;
+        if (cublas.ok) {
+          const float alpha = 1.0f, beta = 0.0f;
+          cudaGraphExec_t gd = capture(stream, dense_copies, [&](int i) {
+            const cublasStatus_t s =
+                cublas.gemm_ex(cublas.handle, CUBLAS_OP_T, CUBLAS_OP_N, static_cast<int>(N), static_cast<int>(M),
+                               static_cast<int>(K), &alpha, dense[i], ct, static_cast<int>(K), A, ct,
+                               static_cast<int>(K), &beta, out, ct, static_cast<int>(N), CUBLAS_COMPUTE_32F,
+                               CUBLAS_GEMM_DEFAULT);
+            if (s != CUBLAS_STATUS_SUCCESS) {
+              std::fprintf(stderr, "cublasGemmEx: status %d\n", s);
+              std::exit(1);
+            }
+          });
+          dense_ms = time_graph(gd, stream, reps) / dense_copies;
+          CUDA_OK(cudaGraphExecDestroy(gd));
+        }
+        Result r{M, N, K, dname, ms, dense_ms, dense_ms / ms, weight_bytes / (ms * 1e6)};
+        std::printf("%7lld %6lld %5lld %5s %10.2f %10.2f %7.2fx %9.0f\n", static_cast<long long>(N),
+                    static_cast<long long>(K), static_cast<long long>(M), dname.c_str(), ms * 1e3, dense_ms * 1e3,
+                    r.speedup, r.weight_gbps);
+        std::fflush(stdout);
+        results.push_back(r);
+        CUDA_OK(cudaFree(A));
+        CUDA_OK(cudaFree(out));
+      }
+      for (void* d : dense) CUDA_OK(cudaFree(d));
+    }
+    for (int c = 0; c < copies; ++c) {
+      CUDA_OK(cudaFree(packed[c]));
+      if (nested) CUDA_OK(cudaFree(aq[c]));
+      else CUDA_OK(cudaFree(am[c]));
+    }
+    CUDA_OK(cudaFree(packed0));
+    CUDA_OK(cudaFree(absmax));
+    CUDA_OK(cudaFree(absmax_q0));
+    CUDA_OK(cudaFree(absmax2));
+    CUDA_OK(cudaFree(offset));
+  }
+  BNB_OK(bnb_context_destroy(ctx));
+
+  if (!json.empty()) {
+    FILE* f = std::fopen(json.c_str(), "w");
+    if (f == nullptr) {
+      std::perror(json.c_str());
+      return 1;
+    }
+    std::fprintf(f, "{\n  \"benchmark\": \"gemm_4bit\",\n  \"backend\": \"cuda\",\n  \"device\": \"%s\",\n", prop.name);
+    std::fprintf(f, "  \"quant_type\": \"%s\",\n  \"blocksize\": %lld,\n  \"nested\": %s,\n  \"results\": [\n",
+                 quant.c_str(), static_cast<long long>(blocksize), nested ? "true" : "false");
+    for (size_t i = 0; i < results.size(); ++i) {
+      const Result& r = results[i];
+      const auto num = [](double v) { return std::isfinite(v) ? std::to_string(v) : std::string("null"); };
+      std::fprintf(f,
+                   "    {\"M\": %lld, \"N\": %lld, \"K\": %lld, \"dtype\": \"%s\", \"us\": %s, \"dense_us\": %s, "
+                   "\"speedup_vs_dense\": %s, \"weight_gbps\": %s}%s\n",
+                   static_cast<long long>(r.M), static_cast<long long>(r.N), static_cast<long long>(r.K),
+                   r.dtype.c_str(), num(r.ms * 1e3).c_str(), num(r.dense_ms * 1e3).c_str(), num(r.speedup).c_str(),
+                   num(r.weight_gbps).c_str(), i + 1 < results.size() ? "," : "");
+    }
+    std::fprintf(f, "  ]\n}\n");
+    std::fclose(f);
+  }
+  return 0;
+}
