@@ -187,6 +187,7 @@ __global__ void __launch_bounds__(256)
 #pragma unroll
       for (int j = 0; j < kRowsB; ++j) acc[i][j] = 0;
     if constexpr (kVec) {
+#pragma unroll 2
       for (int64_t k = int64_t{lane} * 16; k < K; k += int64_t{kWarpSize} * 16) {
         int4 b[kRowsB];
 #pragma unroll
