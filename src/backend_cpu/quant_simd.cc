@@ -568,26 +568,44 @@ void QuantizeBlocks8(const Quant8Args& a, int64_t b0, int64_t b1) {
   }
 }
 
+// Elements [begin, end) of one block; `end - begin` need not be a multiple of N.
 template <bool kStream>
-void DequantizeBlocks8Impl(const Dequant8Args& a, int64_t b0, int64_t b1) {
-  const DF df;
+HWY_INLINE int64_t DequantizeRun8(DF df, const RegTable<256>& table, const Dequant8Args& a, int64_t begin,
+                                  int64_t end, float scale) {
   const DI di;
   const hn::Rebind<uint8_t, DI> d8;
   const int64_t N = static_cast<int64_t>(hn::Lanes(df));
-  const RegTable<256> table(df, a.code);
-  for (int64_t b = b0; b < b1; ++b) {
-    const int64_t begin = b * a.blocksize;
-    const int64_t end = begin + a.blocksize <= a.n ? begin + a.blocksize : a.n;
-    const float scale = a.absmax[b];
-    const VF vscale = hn::Set(df, scale);
-    int64_t i = begin;
-    for (; i + N <= end; i += N) {
-      const VI idx = hn::PromoteTo(di, hn::LoadU(d8, a.q + i));
-      const VF y = hn::Mul(table.Get(df, idx), vscale);
-      StoreFromF32<kStream>(df, y, a.out_dtype, a.out, i);
-    }
-    for (; i < end; ++i) StoreScalar(a.code[a.q[i]] * scale, a.out_dtype, a.out, i);
+  const VF vscale = hn::Set(df, scale);
+  int64_t i = begin;
+  for (; i + N <= end; i += N) {
+    const VI idx = hn::PromoteTo(di, hn::LoadU(d8, a.q + i));
+    StoreFromF32<kStream>(df, hn::Mul(table.Get(df, idx), vscale), a.out_dtype, a.out, i);
   }
+  return i;
+}
+
+// The partial last block, apart so that the hot loop holds no calls (a call would make the
+// compiler reload the register-held table around it).
+template <bool kStream>
+HWY_NOINLINE void DequantizeTail8(const Dequant8Args& a, int64_t b) {
+  const DF df;
+  const RegTable<256> table(df, a.code);
+  const int64_t begin = b * a.blocksize;
+  const float scale = a.absmax[b];
+  for (int64_t i = DequantizeRun8<kStream>(df, table, a, begin, a.n, scale); i < a.n; ++i) {
+    StoreScalar(a.code[a.q[i]] * scale, a.out_dtype, a.out, i);
+  }
+}
+
+template <bool kStream>
+void DequantizeBlocks8Impl(const Dequant8Args& a, int64_t b0, int64_t b1) {
+  const DF df;
+  const RegTable<256> table(df, a.code);
+  const int64_t full_end = (b1 * a.blocksize <= a.n) ? b1 : b1 - 1;
+  for (int64_t b = b0; b < full_end; ++b) {
+    DequantizeRun8<kStream>(df, table, a, b * a.blocksize, (b + 1) * a.blocksize, a.absmax[b]);
+  }
+  if (full_end < b1) DequantizeTail8<kStream>(a, full_end);
   if (kStream) EndStreaming();
 }
 
@@ -603,14 +621,15 @@ void DequantizeBlocks8(const Dequant8Args& a, int64_t b0, int64_t b1) {
 
 HWY_INLINE VI EncodeNF4(DF df, const float* HWY_RESTRICT levels, VF x) {
   // levels: [t8 | t4 t12 | t2 t6 t10 t14 | t1 t3 ... t15] (1-based thresholds), padded.
+  // idx | s under a mask compiles to one masked OR on AVX-512.
   const DI di;
   VI idx = hn::IfThenElseZero(hn::RebindMask(di, hn::Gt(x, hn::Set(df, levels[0]))), hn::Set(di, 8));
   VF t = Lookup<2>(df, levels + 1, hn::ShiftRight<3>(idx));
-  idx = hn::Or(idx, hn::IfThenElseZero(hn::RebindMask(di, hn::Gt(x, t)), hn::Set(di, 4)));
+  idx = hn::IfThenElse(hn::RebindMask(di, hn::Gt(x, t)), hn::Or(idx, hn::Set(di, 4)), idx);
   t = Lookup<4>(df, levels + 3, hn::ShiftRight<2>(idx));
-  idx = hn::Or(idx, hn::IfThenElseZero(hn::RebindMask(di, hn::Gt(x, t)), hn::Set(di, 2)));
+  idx = hn::IfThenElse(hn::RebindMask(di, hn::Gt(x, t)), hn::Or(idx, hn::Set(di, 2)), idx);
   t = Lookup<8>(df, levels + 7, hn::ShiftRight<1>(idx));
-  return hn::Or(idx, hn::IfThenElseZero(hn::RebindMask(di, hn::Gt(x, t)), hn::Set(di, 1)));
+  return hn::IfThenElse(hn::RebindMask(di, hn::Gt(x, t)), hn::Or(idx, hn::Set(di, 1)), idx);
 }
 
 HWY_INLINE VI EncodeFP4(DF df, VF x) {
@@ -621,7 +640,7 @@ HWY_INLINE VI EncodeFP4(DF df, VF x) {
   VI code = hn::IfThenElseZero(hn::RebindMask(di, hn::Lt(x, hn::Zero(df))), hn::Set(di, 8));
   for (int j = 0; j < 7; ++j) {
     const VF t = hn::Set(df, bnb::bits_to_float(bnb::kFP4ThresholdBits[j]));
-    code = hn::Add(code, hn::IfThenElseZero(hn::RebindMask(di, hn::Gt(a, t)), hn::Set(di, kStep[j])));
+    code = hn::IfThenElse(hn::RebindMask(di, hn::Gt(a, t)), hn::Add(code, hn::Set(di, kStep[j])), code);
   }
   return code;
 }
@@ -659,27 +678,32 @@ void QuantizeBlocks4Impl(const Quant4Args& a, int64_t b0, int64_t b1) {
     const VF vinv = hn::Set(df, inv);
     // Zero padding encodes 0.0 under this block's scale: the odd-n filler nibble.
     uint8_t* dst = padded == valid ? a.packed + b * a.blocksize / 2 : bytes;
+    const auto encode = [&](VF x) { return kNF4 ? EncodeNF4(df, levels, x) : EncodeFP4(df, x); };
     int64_t i = 0;
+#if HWY_TARGET == HWY_SCALAR
+    (void)ahead;
+    for (; i < padded; i += 2) {
+      StorePacked(df, encode(hn::Mul(hn::LoadU(df, src + i), vinv)), encode(hn::Mul(hn::LoadU(df, src + i + 1), vinv)),
+                  dst + i / 2);
+    }
+#else
+    // Even and odd elements go to separate vectors first, so a byte is just (even << 4) | odd.
+    const auto pair = [&](int64_t at) {
+      const VF lo = hn::LoadU(df, src + at);
+      const VF hi = hn::LoadU(df, src + at + N);
+      const VI even = encode(hn::Mul(hn::ConcatEven(df, hi, lo), vinv));
+      const VI odd = encode(hn::Mul(hn::ConcatOdd(df, hi, lo), vinv));
+      return hn::Or(hn::ShiftLeft<4>(even), odd);
+    };
     for (; i + 4 * N <= padded; i += 4 * N) {  // two independent pairs per iteration
       ahead.Touch(i, 4 * N);
-      const VF x0 = hn::Mul(hn::LoadU(df, src + i), vinv);
-      const VF x1 = hn::Mul(hn::LoadU(df, src + i + N), vinv);
-      const VF x2 = hn::Mul(hn::LoadU(df, src + i + 2 * N), vinv);
-      const VF x3 = hn::Mul(hn::LoadU(df, src + i + 3 * N), vinv);
-      const VI c0 = kNF4 ? EncodeNF4(df, levels, x0) : EncodeFP4(df, x0);
-      const VI c1 = kNF4 ? EncodeNF4(df, levels, x1) : EncodeFP4(df, x1);
-      const VI c2 = kNF4 ? EncodeNF4(df, levels, x2) : EncodeFP4(df, x2);
-      const VI c3 = kNF4 ? EncodeNF4(df, levels, x3) : EncodeFP4(df, x3);
-      StorePacked(df, c0, c1, dst + i / 2);
-      StorePacked(df, c2, c3, dst + i / 2 + N);
+      const VI p0 = pair(i);
+      const VI p1 = pair(i + 2 * N);
+      StoreCodes8(df, p0, dst + i / 2);
+      StoreCodes8(df, p1, dst + i / 2 + N);
     }
-    for (; i < padded; i += 2 * N) {
-      const VF x0 = hn::Mul(hn::LoadU(df, src + i), vinv);
-      const VF x1 = hn::Mul(hn::LoadU(df, src + i + N), vinv);
-      const VI c0 = kNF4 ? EncodeNF4(df, levels, x0) : EncodeFP4(df, x0);
-      const VI c1 = kNF4 ? EncodeNF4(df, levels, x1) : EncodeFP4(df, x1);
-      StorePacked(df, c0, c1, dst + i / 2);
-    }
+    for (; i < padded; i += 2 * N) StoreCodes8(df, pair(i), dst + i / 2);
+#endif
     if (dst == bytes) std::memcpy(a.packed + b * a.blocksize / 2, bytes, static_cast<size_t>((valid + 1) / 2));
   });
 }
@@ -701,40 +725,56 @@ inline float BlockScale(const bnb_scales_resolved_t& s, int64_t b) {
   return scaled + s.offset[0];
 }
 
+// Elements [begin, end) of one block through its pre-scaled table; returns where the vector
+// part stopped (a multiple of 2N from begin).
 template <bool kStream>
-void DequantizeBlocks4Impl(const Dequant4Args& a, int64_t b0, int64_t b1) {
-  const uint32_t* lut_bits = a.quant_type == BNB_FP4 ? bnb::kFP4DecodeBits : bnb::kNF4Bits;
-  alignas(64) float lut[16 + 64] = {};
-#if HWY_TARGET != HWY_SCALAR
+HWY_INLINE int64_t DequantizeRun4(const Dequant4Args& a, const float* HWY_RESTRICT lut, int64_t begin,
+                                  int64_t end) {
+#if HWY_TARGET == HWY_SCALAR
+  (void)a;
+  (void)lut;
+  (void)end;
+  return begin;
+#else
   const DF df;
   const DU du;
   const DI di;
   const int64_t N = static_cast<int64_t>(hn::Lanes(df));
-  const hn::Rebind<uint8_t, DF> d8;             // N bytes
-  const hn::Rebind<uint16_t, DF> d16;           // N u16 lanes
+  const hn::Rebind<uint8_t, DF> d8;                    // N bytes
+  const hn::Rebind<uint16_t, DF> d16;                  // N u16 lanes
   const hn::Repartition<uint8_t, decltype(d16)> d8x2;  // the same bits as 2N bytes
   const hn::Half<decltype(d8x2)> d8h;
+  int64_t i = begin;
+  for (; i + 2 * N <= end; i += 2 * N) {
+    const auto w = hn::PromoteTo(d16, hn::LoadU(d8, a.packed + i / 2));
+    // u16 lane j = [high nibble of byte j | low nibble << 8]: as bytes, the nibbles in order.
+    const auto nib = hn::BitCast(d8x2, hn::Or(hn::ShiftRight<4>(w), hn::ShiftLeft<8>(hn::And(w, hn::Set(d16, 15)))));
+    const VI i0 = hn::BitCast(di, hn::PromoteTo(du, hn::LowerHalf(d8h, nib)));
+    const VI i1 = hn::BitCast(di, hn::PromoteTo(du, hn::UpperHalf(d8h, nib)));
+    StoreFromF32<kStream>(df, Lookup<16>(df, lut, i0), a.out_dtype, a.out, i);
+    StoreFromF32<kStream>(df, Lookup<16>(df, lut, i1), a.out_dtype, a.out, i + N);
+  }
+  return i;
 #endif
+}
+
+template <bool kStream>
+void DequantizeBlocks4Impl(const Dequant4Args& a, int64_t b0, int64_t b1) {
+  const uint32_t* lut_bits = a.quant_type == BNB_FP4 ? bnb::kFP4DecodeBits : bnb::kNF4Bits;
+  alignas(64) float lut[16 + 64] = {};
+  float code[16];
+  for (int k = 0; k < 16; ++k) code[k] = bnb::bits_to_float(lut_bits[k]);
   for (int64_t b = b0; b < b1; ++b) {
     const int64_t begin = b * a.blocksize;
     const int64_t end = begin + a.blocksize <= a.n ? begin + a.blocksize : a.n;
     const float scale = BlockScale(a.scales, b);
-    for (int k = 0; k < 16; ++k) lut[k] = bnb::bits_to_float(lut_bits[k]) * scale;
-    int64_t i = begin;
-#if HWY_TARGET != HWY_SCALAR
-    for (; i + 2 * N <= end; i += 2 * N) {
-      const auto w = hn::PromoteTo(d16, hn::LoadU(d8, a.packed + i / 2));
-      // u16 lane j = [high nibble of byte j | low nibble << 8]: as bytes, the nibbles in order.
-      const auto nib = hn::BitCast(d8x2, hn::Or(hn::ShiftRight<4>(w), hn::ShiftLeft<8>(hn::And(w, hn::Set(d16, 15)))));
-      const VI i0 = hn::BitCast(di, hn::PromoteTo(du, hn::LowerHalf(d8h, nib)));
-      const VI i1 = hn::BitCast(di, hn::PromoteTo(du, hn::UpperHalf(d8h, nib)));
-      StoreFromF32<kStream>(df, Lookup<16>(df, lut, i0), a.out_dtype, a.out, i);
-      StoreFromF32<kStream>(df, Lookup<16>(df, lut, i1), a.out_dtype, a.out, i + N);
-    }
-#endif
-    for (; i < end; ++i) {
-      const uint8_t byte = a.packed[i / 2];
-      StoreScalar(lut[(i & 1) ? (byte & 15) : (byte >> 4)], a.out_dtype, a.out, i);
+    for (int k = 0; k < 16; ++k) lut[k] = code[k] * scale;
+    const int64_t i = DequantizeRun4<kStream>(a, lut, begin, end);
+    if (i < end) {  // only the last block (or every block on HWY_SCALAR)
+      for (int64_t j = i; j < end; ++j) {
+        const uint8_t byte = a.packed[j / 2];
+        StoreScalar(lut[(j & 1) ? (byte & 15) : (byte >> 4)], a.out_dtype, a.out, j);
+      }
     }
   }
   if (kStream) EndStreaming();
