@@ -58,6 +58,7 @@ struct Quant8Args {
   const Code8Plan* plan;
   uint8_t* out;
   float* absmax;
+  bool stream;  // non-temporal stores of the codes (large, 64-byte aligned output)
 };
 
 struct Dequant8Args {
@@ -79,6 +80,7 @@ struct Quant4Args {
   int64_t blocksize;
   uint8_t* packed;
   float* absmax;
+  bool stream;
 };
 
 struct Dequant4Args {
@@ -95,9 +97,11 @@ struct Dequant4Args {
 // Outputs at least this large bypass the caches (they cannot stay in them anyway).
 constexpr int64_t kStreamBytes = int64_t{16} << 20;
 
-inline bool use_streaming(const void* out, int64_t n, int32_t out_dtype) {
-  const int64_t bytes = n * (out_dtype == BNB_F32 ? 4 : 2);
+inline bool use_streaming(const void* out, int64_t bytes) {
   return bytes >= kStreamBytes && reinterpret_cast<uintptr_t>(out) % 64 == 0;
+}
+inline bool use_streaming(const void* out, int64_t n, int32_t out_dtype) {
+  return use_streaming(out, n * (out_dtype == BNB_F32 ? 4 : 2));
 }
 
 }  // namespace cpu
@@ -442,11 +446,19 @@ HWY_INLINE VI SelectCode8Search(DF df, const float* HWY_RESTRICT code, VF x) {
   return hn::IfThenElse(hn::RebindMask(di, hn::Gt(x, v)), up, down);
 }
 
-HWY_INLINE void StoreCodes8(DF df, VI codes, uint8_t* HWY_RESTRICT out) {
+// Stores N codes (< 256) as bytes; `stream` (AVX-512 only, 16-byte aligned `out`) bypasses
+// the caches for outputs far larger than them.
+HWY_INLINE void StoreCodes8(DF df, VI codes, uint8_t* HWY_RESTRICT out, bool stream = false) {
   (void)df;
 #if BNB_HAVE_PERMUTE2
-  _mm_storeu_si128(reinterpret_cast<__m128i*>(out), _mm512_cvtepi32_epi8(codes.raw));  // codes < 256
+  const __m128i bytes = _mm512_cvtepi32_epi8(codes.raw);
+  if (stream) {
+    _mm_stream_si128(reinterpret_cast<__m128i*>(out), bytes);
+  } else {
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(out), bytes);
+  }
 #else
+  (void)stream;
   const hn::Rebind<uint8_t, DI> d8;
   hn::StoreU(hn::DemoteTo(d8, codes), d8, out);
 #endif
@@ -459,7 +471,7 @@ enum class Code8Path { kBucket, kLevels, kSearch };
 template <Code8Path kPath, class AheadT>
 HWY_INLINE void QuantizeBlock8(DF df, const float* HWY_RESTRICT src, int64_t padded, float inv,
                                const Quant8Args& a, const Code8Levels& levels, const AheadT& ahead,
-                               uint8_t* HWY_RESTRICT out) {
+                               uint8_t* HWY_RESTRICT out, bool stream) {
   const int64_t N = static_cast<int64_t>(hn::Lanes(df));
   const VF vinv = hn::Set(df, inv);
   for (int64_t i = 0; i < padded; i += 4 * N) {
@@ -470,20 +482,20 @@ HWY_INLINE void QuantizeBlock8(DF df, const float* HWY_RESTRICT src, int64_t pad
     const VF x3 = hn::Mul(hn::LoadU(df, src + i + 3 * N), vinv);
     if constexpr (kPath == Code8Path::kBucket) {
       const uint32_t* buckets = a.plan->buckets;
-      StoreCodes8(df, SelectCode8Bucket(df, buckets, x0), out + i);
-      StoreCodes8(df, SelectCode8Bucket(df, buckets, x1), out + i + N);
-      StoreCodes8(df, SelectCode8Bucket(df, buckets, x2), out + i + 2 * N);
-      StoreCodes8(df, SelectCode8Bucket(df, buckets, x3), out + i + 3 * N);
+      StoreCodes8(df, SelectCode8Bucket(df, buckets, x0), out + i, stream);
+      StoreCodes8(df, SelectCode8Bucket(df, buckets, x1), out + i + N, stream);
+      StoreCodes8(df, SelectCode8Bucket(df, buckets, x2), out + i + 2 * N, stream);
+      StoreCodes8(df, SelectCode8Bucket(df, buckets, x3), out + i + 3 * N, stream);
     } else if constexpr (kPath == Code8Path::kLevels) {
-      StoreCodes8(df, SelectCode8Fast(df, levels, x0), out + i);
-      StoreCodes8(df, SelectCode8Fast(df, levels, x1), out + i + N);
-      StoreCodes8(df, SelectCode8Fast(df, levels, x2), out + i + 2 * N);
-      StoreCodes8(df, SelectCode8Fast(df, levels, x3), out + i + 3 * N);
+      StoreCodes8(df, SelectCode8Fast(df, levels, x0), out + i, stream);
+      StoreCodes8(df, SelectCode8Fast(df, levels, x1), out + i + N, stream);
+      StoreCodes8(df, SelectCode8Fast(df, levels, x2), out + i + 2 * N, stream);
+      StoreCodes8(df, SelectCode8Fast(df, levels, x3), out + i + 3 * N, stream);
     } else {
-      StoreCodes8(df, SelectCode8Search(df, a.code, x0), out + i);
-      StoreCodes8(df, SelectCode8Search(df, a.code, x1), out + i + N);
-      StoreCodes8(df, SelectCode8Search(df, a.code, x2), out + i + 2 * N);
-      StoreCodes8(df, SelectCode8Search(df, a.code, x3), out + i + 3 * N);
+      StoreCodes8(df, SelectCode8Search(df, a.code, x0), out + i, stream);
+      StoreCodes8(df, SelectCode8Search(df, a.code, x1), out + i + N, stream);
+      StoreCodes8(df, SelectCode8Search(df, a.code, x2), out + i + 2 * N, stream);
+      StoreCodes8(df, SelectCode8Search(df, a.code, x3), out + i + 3 * N, stream);
     }
   }
 }
@@ -550,12 +562,13 @@ void QuantizeBlocks8Impl(const Quant8Args& a, int64_t b0, int64_t b1) {
                      [&](int64_t b, const float* src, int64_t padded, int64_t valid, float inv, const auto& ahead) {
                        uint8_t* out = a.out + b * a.blocksize;
                        if (padded == valid) {
-                         QuantizeBlock8<kPath>(df, src, padded, inv, a, levels, ahead, out);
+                         QuantizeBlock8<kPath>(df, src, padded, inv, a, levels, ahead, out, a.stream);
                        } else {
-                         QuantizeBlock8<kPath>(df, src, padded, inv, a, levels, ahead, codes);
+                         QuantizeBlock8<kPath>(df, src, padded, inv, a, levels, ahead, codes, false);
                          std::memcpy(out, codes, static_cast<size_t>(valid));
                        }
                      });
+  if (a.stream) EndStreaming();
 }
 
 void QuantizeBlocks8(const Quant8Args& a, int64_t b0, int64_t b1) {
@@ -678,10 +691,12 @@ void QuantizeBlocks4Impl(const Quant4Args& a, int64_t b0, int64_t b1) {
     const VF vinv = hn::Set(df, inv);
     // Zero padding encodes 0.0 under this block's scale: the odd-n filler nibble.
     uint8_t* dst = padded == valid ? a.packed + b * a.blocksize / 2 : bytes;
+    const bool stream = a.stream && dst != bytes;
     const auto encode = [&](VF x) { return kNF4 ? EncodeNF4(df, levels, x) : EncodeFP4(df, x); };
     int64_t i = 0;
 #if HWY_TARGET == HWY_SCALAR
     (void)ahead;
+    (void)stream;
     for (; i < padded; i += 2) {
       StorePacked(df, encode(hn::Mul(hn::LoadU(df, src + i), vinv)), encode(hn::Mul(hn::LoadU(df, src + i + 1), vinv)),
                   dst + i / 2);
@@ -699,13 +714,14 @@ void QuantizeBlocks4Impl(const Quant4Args& a, int64_t b0, int64_t b1) {
       ahead.Touch(i, 4 * N);
       const VI p0 = pair(i);
       const VI p1 = pair(i + 2 * N);
-      StoreCodes8(df, p0, dst + i / 2);
-      StoreCodes8(df, p1, dst + i / 2 + N);
+      StoreCodes8(df, p0, dst + i / 2, stream);
+      StoreCodes8(df, p1, dst + i / 2 + N, stream);
     }
-    for (; i < padded; i += 2 * N) StoreCodes8(df, pair(i), dst + i / 2);
+    for (; i < padded; i += 2 * N) StoreCodes8(df, pair(i), dst + i / 2, stream);
 #endif
     if (dst == bytes) std::memcpy(a.packed + b * a.blocksize / 2, bytes, static_cast<size_t>((valid + 1) / 2));
   });
+  if (a.stream) EndStreaming();
 }
 
 void QuantizeBlocks4(const Quant4Args& a, int64_t b0, int64_t b1) {
@@ -924,7 +940,7 @@ void quantize_blockwise(ThreadPool& pool, int32_t dtype, const void* A, int64_t 
     }
     plan = &own;
   }
-  const Quant8Args args{dtype, A, n, blocksize, code, plan, out, absmax};
+  const Quant8Args args{dtype, A, n, blocksize, code, plan, out, absmax, use_streaming(out, n)};
   for_block_ranges(pool, ceil_div(n, blocksize), blocksize, [&](int64_t b0, int64_t b1) {
     HWY_DYNAMIC_DISPATCH(QuantizeBlocks8)(args, b0, b1);
   });
@@ -940,7 +956,7 @@ void dequantize_blockwise(ThreadPool& pool, const uint8_t* q, const float* absma
 
 void quantize_4bit(ThreadPool& pool, int32_t quant_type, int32_t dtype, const void* A, int64_t n,
                    int64_t blocksize, uint8_t* packed, float* absmax) {
-  const Quant4Args args{quant_type, dtype, A, n, blocksize, packed, absmax};
+  const Quant4Args args{quant_type, dtype, A, n, blocksize, packed, absmax, use_streaming(packed, (n + 1) / 2)};
   for_block_ranges(pool, ceil_div(n, blocksize), blocksize, [&](int64_t b0, int64_t b1) {
     HWY_DYNAMIC_DISPATCH(QuantizeBlocks4)(args, b0, b1);
   });

@@ -379,6 +379,49 @@ TEST_P(CpuTarget, LargeDequantizeOutputs) {
   }
 }
 
+// Codes of 16 MiB and more (64-byte aligned) are written with non-temporal stores too. The
+// reference runs once; every target is compared with it.
+TEST_P(CpuTarget, LargeQuantizeOutputs) {
+  struct Expected {
+    std::vector<float> values;
+    std::vector<uint8_t> q, packed;
+    std::vector<float> absmax8, absmax4;
+  };
+  constexpr int64_t n8 = (int64_t{16} << 20) + 64 * 3 + 7, n4 = (int64_t{32} << 20) + 5;
+  static const Expected expected = [] {
+    Expected e;
+    std::mt19937 rng(77);
+    e.values = make_values(Data::kNormal, n4, 64, rng);
+    const std::vector<float> dyn = code_table(BNB_CODE_DYNAMIC_SIGNED);
+    e.q.resize(static_cast<size_t>(n8));
+    e.absmax8.resize(static_cast<size_t>((n8 + 255) / 256));
+    ref::quantize_blockwise(BNB_F32, e.values.data(), n8, 256, dyn.data(), e.q.data(), e.absmax8.data());
+    e.packed.resize(static_cast<size_t>((n4 + 1) / 2));
+    e.absmax4.resize(static_cast<size_t>((n4 + 63) / 64));
+    ref::quantize_4bit(BNB_NF4, BNB_F32, e.values.data(), n4, 64, e.packed.data(), e.absmax4.data());
+    return e;
+  }();
+  cpu::ThreadPool pool(2);
+  const std::vector<float> dyn = code_table(BNB_CODE_DYNAMIC_SIGNED);
+  const size_t q_bytes = expected.q.size(), p_bytes = expected.packed.size();
+  uint8_t* q = static_cast<uint8_t*>(std::aligned_alloc(64, (q_bytes + kGuard + 63) / 64 * 64));
+  uint8_t* packed = static_cast<uint8_t*>(std::aligned_alloc(64, (p_bytes + kGuard + 63) / 64 * 64));
+  std::memset(q, kPoison, q_bytes + kGuard);
+  std::memset(packed, kPoison, p_bytes + kGuard);
+  std::vector<float> absmax8(expected.absmax8.size()), absmax4(expected.absmax4.size());
+  cpu::quantize_blockwise(pool, BNB_F32, expected.values.data(), n8, 256, dyn.data(), q, absmax8.data());
+  cpu::quantize_4bit(pool, BNB_NF4, BNB_F32, expected.values.data(), n4, 64, packed, absmax4.data());
+  EXPECT_EQ(std::memcmp(q, expected.q.data(), q_bytes), 0);
+  EXPECT_EQ(std::memcmp(packed, expected.packed.data(), p_bytes), 0);
+  EXPECT_EQ(absmax8, expected.absmax8);
+  EXPECT_EQ(absmax4, expected.absmax4);
+  bool guards = true;
+  for (size_t i = 0; i < kGuard; ++i) guards = guards && q[q_bytes + i] == kPoison && packed[p_bytes + i] == kPoison;
+  EXPECT_TRUE(guards);
+  std::free(q);
+  std::free(packed);
+}
+
 INSTANTIATE_TEST_SUITE_P(AllTargets, CpuTarget, testing::ValuesIn(hwy::SupportedAndGeneratedTargets()),
                          target_label);
 
