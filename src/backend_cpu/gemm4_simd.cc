@@ -22,6 +22,7 @@
 #include <new>
 #include <vector>
 
+#include "gemm4_common.h"
 #include "gemm4_kernels.h"
 #include "half.h"
 #include "tables.h"
@@ -30,33 +31,9 @@
 #define HWY_TARGET_INCLUDE "src/backend_cpu/gemm4_simd.cc"
 #include "hwy/foreach_target.h"  // IWYU pragma: keep
 #include "hwy/aligned_allocator.h"
+#include "hwy/cache_control.h"
 #include "hwy/highway.h"
 
-#ifndef BNB_BACKEND_CPU_GEMM4_SIMD_SHARED_
-#define BNB_BACKEND_CPU_GEMM4_SIMD_SHARED_
-namespace bnb {
-namespace cpu {
-
-struct Gemm4Args {
-  int64_t K;
-  int64_t blocksize;
-  const uint8_t* W;
-  bnb_scales_resolved_t scales;
-  alignas(64) float lut[16];  // the decoder's table (FP4: bit 3 is a sign, nibble 8 = -0.0)
-};
-
-// absmax of block b, reconstructed as every consumer does (FORMATS 4.1) when nested.
-inline float Gemm4BlockScale(const bnb_scales_resolved_t& s, int64_t b) {
-  if (s.absmax != nullptr) return s.absmax[b];
-  const float c = s.code2 != nullptr ? s.code2[s.absmax_q[b]]
-                                     : bnb::bits_to_float(bnb::BNB_DYNAMIC_SIGNED_BITS[s.absmax_q[b]]);
-  const float scaled = c * s.absmax2[b / s.blocksize2];
-  return scaled + s.offset[0];
-}
-
-}  // namespace cpu
-}  // namespace bnb
-#endif  // BNB_BACKEND_CPU_GEMM4_SIMD_SHARED_
 
 HWY_BEFORE_NAMESPACE();
 namespace bnb {
@@ -182,10 +159,15 @@ HWY_INLINE void Tile(const Gemm4Args& a, const float* HWY_RESTRICT Ad, int64_t n
     const int64_t block_end = (k / bs + 1) * bs;
     const int64_t seg_end = block_end < k1 ? block_end : k1;
     for (int r = 0; r < NR; ++r) {
-      const float scale = Gemm4BlockScale(a.scales, (n0 + r) * (K / bs) + k / bs);
+      const float scale = gemm4_block_scale(a.scales, (n0 + r) * (K / bs) + k / bs);
       MakeLut(df, a.lut, scale, &lut[r], lut_mem[r]);
     }
     for (; k < seg_end; k += kChunk) {
+      // The same cache line NR rows further on: the next tile of rows streams in while this
+      // one is computed (its rows are short, too short for the hardware prefetcher alone).
+      if ((k & 127) == 0) {
+        for (int r = 0; r < NR; ++r) hwy::Prefetch(wrow[r] + NR * (K / 2) + k / 2);
+      }
       VF w_even[NR], w_odd[NR];
       for (int r = 0; r < NR; ++r) {
         const VU bytes = hn::PromoteTo(du, hn::LoadU(d8, wrow[r] + k / 2));
@@ -282,6 +264,13 @@ constexpr int64_t kMaxKChunk = 4096;
 constexpr int64_t kMaxTaskRows = 64;   // rows of A per task
 constexpr int64_t kMaxPanel = 256;     // rows of W per task
 
+// AVX512_BF16 is present and Highway's AVX3_DL target is enabled (BNB_CPU_MAX_TARGET / a
+// cap below it turns the bf16 path off with the rest of AVX3_DL).
+bool bf16_dot_usable() {
+  static const bool cpu = gemm4_bf16_cpu_supported();
+  return cpu && (hwy::SupportedTargets() & HWY_AVX3_DL) != 0;
+}
+
 }  // namespace
 
 void gemm_4bit(ThreadPool& pool, int32_t dtype, int64_t M, int64_t N, int64_t K, const void* A,
@@ -303,13 +292,22 @@ void gemm_4bit(ThreadPool& pool, int32_t dtype, int64_t M, int64_t N, int64_t K,
 
   hwy::AlignedFreeUniquePtr<float[]> Ad = hwy::AllocateAligned<float>(static_cast<size_t>(mb * K));
   if (!Ad) throw std::bad_alloc();
+  // bf16 activations on CPUs with AVX512_BF16 take the dot-product path; A is then prepared as
+  // bf16 in the same buffer (half the bytes).
+  const bool bf16_dot = dtype == BNB_BF16 && blocksize >= kGemm4Bf16Chunk && K % kGemm4Bf16Chunk == 0 &&
+                        bf16_dot_usable();
+  uint16_t* Ad_bf16 = reinterpret_cast<uint16_t*>(Ad.get());
 
   for (int64_t mbegin = 0; mbegin < M; mbegin += mb) {
     const int64_t rows = std::min(mb, M - mbegin);
     const int64_t prep_tasks = std::min<int64_t>(rows, threads * 4);
     pool.run(prep_tasks, [&](int64_t t) {
       const int64_t r0 = t * rows / prep_tasks, r1 = (t + 1) * rows / prep_tasks;
-      HWY_DYNAMIC_DISPATCH(Gemm4PrepareA)(dtype, A, K, mbegin + r0, mbegin + r1, Ad.get() + r0 * K);
+      if (bf16_dot) {
+        gemm4_bf16_prepare_a(static_cast<const uint16_t*>(A), K, mbegin + r0, mbegin + r1, Ad_bf16 + r0 * K);
+      } else {
+        HWY_DYNAMIC_DISPATCH(Gemm4PrepareA)(dtype, A, K, mbegin + r0, mbegin + r1, Ad.get() + r0 * K);
+      }
     });
 
     // Tasks: (group of A rows) x (panel of W rows), about 8 per thread when the shape allows.
@@ -324,7 +322,11 @@ void gemm_4bit(ThreadPool& pool, int32_t dtype, int64_t M, int64_t N, int64_t K,
       const int64_t ldc = n1 - n0;
       alignas(64) float C[kMaxTaskRows * kMaxPanel];
       std::memset(C, 0, sizeof(float) * static_cast<size_t>(mr * ldc));
-      HWY_DYNAMIC_DISPATCH(Gemm4Panel)(args, Ad.get() + m0 * K, mr, n0, n1, kc, C);
+      if (bf16_dot) {
+        gemm4_bf16_panel(args, Ad_bf16 + m0 * K, mr, n0, n1, kc, C);
+      } else {
+        HWY_DYNAMIC_DISPATCH(Gemm4Panel)(args, Ad.get() + m0 * K, mr, n0, n1, kc, C);
+      }
       for (int64_t m = 0; m < mr; ++m) {
         const int64_t row = (mbegin + m0 + m) * N;
         for (int64_t n = n0; n < n1; ++n) {
