@@ -1,10 +1,12 @@
 // Kernels of the quantization family: 8-bit blockwise and NF4/FP4 quantize/dequantize and the
 // mean used by double quantization. Bit-exact with the reference CUDA kernels (FORMATS.md 2-4).
 //
-// Layout shared by every kernel: a thread owns kEpt consecutive elements (32 bytes of a 16-bit
-// input, 32 bytes of fp32), a block of blocksize B is owned by G = B / kEpt consecutive threads,
-// and a CUDA block of max(256, G) threads walks the tensor in tiles (a persistent grid), so the
-// per-launch set-up (code table, search buckets) is paid once per resident block.
+// Layout shared by every kernel: a CUDA block walks the tensor in tiles (a persistent grid, so the
+// per-launch set-up of code tables and search buckets is paid once per resident block). A tile is
+// kSub slices; in slice k thread t owns one 16-byte chunk of the wide side (the 16-bit or fp32
+// input of a quantizer, the output of a decoder) at chunk index k * threads + t, so every load and
+// store instruction of a warp covers one contiguous span. A block of blocksize B is then owned by
+// G = B / (chunk elements) consecutive threads of one slice.
 #ifndef BNB_GPU_QUANT_KERNELS_CUH_
 #define BNB_GPU_QUANT_KERNELS_CUH_
 
@@ -29,11 +31,14 @@ struct Elem<kF32> {
   using T = float;
 };
 
+// Elements in a 16-byte chunk of dtype D: 8 (fp16, bf16) or 4 (fp32).
 template <int D>
-__host__ __device__ constexpr int elems_per_thread() {
-  return 32 / static_cast<int>(sizeof(typename Elem<D>::T));
+__host__ __device__ constexpr int chunk_elems() {
+  return 16 / static_cast<int>(sizeof(typename Elem<D>::T));
 }
 __host__ __device__ constexpr int threads_for(int group) { return group > 256 ? group : 256; }
+constexpr int kQuantSlices = 2;    // 32 input bytes per thread and tile
+constexpr int kDequantSlices = 4;  // 64 output bytes per thread and tile
 
 // A 16-float table passed by value (4-bit thresholds and decode tables).
 struct Table16 {
@@ -69,37 +74,27 @@ __device__ __forceinline__ uint32_t from_f32(float f) {
 
 // ---------------------------------------------------------------- loads and stores
 
-// A thread's 32 input bytes as loaded, before conversion.
-struct Raw32 {
-  uint4 lo, hi;
-};
-
-template <int D>
-__device__ __forceinline__ void unpack_chunk(const Raw32& r, float (&v)[elems_per_thread<D>()]) {
-  const uint32_t w[8] = {r.lo.x, r.lo.y, r.lo.z, r.lo.w, r.hi.x, r.hi.y, r.hi.z, r.hi.w};
-  if constexpr (D == kF32) {
-#pragma unroll
-    for (int k = 0; k < 8; ++k) v[k] = __uint_as_float(w[k]);
-  } else {
-#pragma unroll
-    for (int k = 0; k < 8; ++k) {
-      v[2 * k] = to_f32<D>(w[k] & 0xffffu);
-      v[2 * k + 1] = to_f32<D>(w[k] >> 16);
-    }
-  }
-}
-
-// Loads a thread's kEpt elements starting at i0 as binary32; elements at or past n read as 0.
+// A chunk of kE elements at i0 as binary32; elements at or past n read as 0.
 template <int D>
 __device__ __forceinline__ void load_chunk(const typename Elem<D>::T* __restrict__ a, int64_t i0, int64_t n,
-                                           bool vec, float (&v)[elems_per_thread<D>()]) {
-  constexpr int kEpt = elems_per_thread<D>();
-  if (vec && i0 + kEpt <= n) {
-    const uint4* p = reinterpret_cast<const uint4*>(a + i0);
-    unpack_chunk<D>(Raw32{p[0], p[1]}, v);
+                                           bool vec, float (&v)[chunk_elems<D>()]) {
+  constexpr int kE = chunk_elems<D>();
+  if (vec && i0 + kE <= n) {
+    const uint4 r = *reinterpret_cast<const uint4*>(a + i0);
+    const uint32_t w[4] = {r.x, r.y, r.z, r.w};
+    if constexpr (D == kF32) {
+#pragma unroll
+      for (int k = 0; k < 4; ++k) v[k] = __uint_as_float(w[k]);
+    } else {
+#pragma unroll
+      for (int k = 0; k < 4; ++k) {
+        v[2 * k] = to_f32<D>(w[k] & 0xffffu);
+        v[2 * k + 1] = to_f32<D>(w[k] >> 16);
+      }
+    }
   } else {
 #pragma unroll
-    for (int k = 0; k < kEpt; ++k) {
+    for (int k = 0; k < kE; ++k) {
       if (i0 + k < n) {
         if constexpr (D == kF32) {
           v[k] = a[i0 + k];
@@ -113,65 +108,24 @@ __device__ __forceinline__ void load_chunk(const typename Elem<D>::T* __restrict
   }
 }
 
-// Walks a thread's chunks tile by tile with the next tile's 32 bytes already in flight while the
-// current one is processed (the quantizers spend long enough on a tile that a single outstanding
-// load per thread leaves the memory system idle). kPrefetch = 0 loads on demand.
-template <int D, int kPrefetch>
-struct ChunkReader {
-  static constexpr int kEpt = elems_per_thread<D>();
-  const typename Elem<D>::T* __restrict__ a;
-  int64_t n;
-  bool vec;
-  Raw32 next{};
-
-  __device__ __forceinline__ bool whole(int64_t i0) const { return vec && i0 + kEpt <= n; }
-  __device__ __forceinline__ void prefetch(int64_t i0) {
-    if (kPrefetch && whole(i0)) {
-      const uint4* p = reinterpret_cast<const uint4*>(a + i0);
-      next = Raw32{p[0], p[1]};
-    }
-  }
-  // Elements of the chunk at i0 (the one last prefetched); then starts loading the chunk at i0_next
-  // (pass a negative value when there is none).
-  __device__ __forceinline__ void read(int64_t i0, int64_t i0_next, float (&v)[kEpt]) {
-    if (kPrefetch && whole(i0)) {
-      const Raw32 cur = next;
-      if (i0_next >= 0) prefetch(i0_next);
-      unpack_chunk<D>(cur, v);
-    } else {
-      if (kPrefetch && i0_next >= 0) prefetch(i0_next);
-      load_chunk<D>(a, i0, n, vec, v);
-    }
-  }
-};
-
-// Stores kEpt output elements of dtype D computed as binary32 (only those below n).
-template <int D, int kEpt>
-__device__ __forceinline__ void store_values(typename Elem<D>::T* __restrict__ out, int64_t i0, int64_t n, bool vec,
-                                             const float (&y)[kEpt]) {
-  if (vec && i0 + kEpt <= n) {
+// Stores a chunk of kE values of dtype D computed as binary32 (only those below n).
+template <int D>
+__device__ __forceinline__ void store_chunk(typename Elem<D>::T* __restrict__ out, int64_t i0, int64_t n, bool vec,
+                                            const float (&y)[chunk_elems<D>()]) {
+  constexpr int kE = chunk_elems<D>();
+  if (vec && i0 + kE <= n) {
+    uint32_t w[4];
     if constexpr (D == kF32) {
-      uint4* p = reinterpret_cast<uint4*>(out + i0);
 #pragma unroll
-      for (int k = 0; k < kEpt / 4; ++k) {
-        p[k] = make_uint4(__float_as_uint(y[4 * k]), __float_as_uint(y[4 * k + 1]), __float_as_uint(y[4 * k + 2]),
-                          __float_as_uint(y[4 * k + 3]));
-      }
+      for (int k = 0; k < 4; ++k) w[k] = __float_as_uint(y[k]);
     } else {
-      uint4* p = reinterpret_cast<uint4*>(out + i0);
 #pragma unroll
-      for (int k = 0; k < kEpt / 8; ++k) {
-        uint32_t w[4];
-#pragma unroll
-        for (int j = 0; j < 4; ++j) {
-          w[j] = from_f32<D>(y[8 * k + 2 * j]) | (from_f32<D>(y[8 * k + 2 * j + 1]) << 16);
-        }
-        p[k] = make_uint4(w[0], w[1], w[2], w[3]);
-      }
+      for (int k = 0; k < 4; ++k) w[k] = from_f32<D>(y[2 * k]) | (from_f32<D>(y[2 * k + 1]) << 16);
     }
+    *reinterpret_cast<uint4*>(out + i0) = make_uint4(w[0], w[1], w[2], w[3]);
   } else {
 #pragma unroll
-    for (int k = 0; k < kEpt; ++k) {
+    for (int k = 0; k < kE; ++k) {
       if (i0 + k < n) {
         if constexpr (D == kF32) {
           out[i0 + k] = y[k];
@@ -183,53 +137,46 @@ __device__ __forceinline__ void store_values(typename Elem<D>::T* __restrict__ o
   }
 }
 
-// One byte per code (8-bit formats).
-template <int kEpt>
+// kE codes of one byte each (8-bit formats) at i0.
+template <int kE>
 __device__ __forceinline__ void store_codes8(uint8_t* __restrict__ out, int64_t i0, int64_t n, bool vec,
-                                             const uint32_t (&q)[kEpt]) {
-  if (vec && i0 + kEpt <= n) {
-    uint32_t w[kEpt / 4];
+                                             const uint32_t (&q)[kE]) {
+  if (vec && i0 + kE <= n) {
+    uint32_t w[kE / 4];
 #pragma unroll
-    for (int k = 0; k < kEpt / 4; ++k) {
-      w[k] = q[4 * k] | (q[4 * k + 1] << 8) | (q[4 * k + 2] << 16) | (q[4 * k + 3] << 24);
-    }
-    if constexpr (kEpt == 16) {
-      *reinterpret_cast<uint4*>(out + i0) = make_uint4(w[0], w[1], w[2], w[3]);
-    } else {
+    for (int k = 0; k < kE / 4; ++k) w[k] = q[4 * k] | (q[4 * k + 1] << 8) | (q[4 * k + 2] << 16) | (q[4 * k + 3] << 24);
+    if constexpr (kE == 8) {
       *reinterpret_cast<uint2*>(out + i0) = make_uint2(w[0], w[1]);
+    } else {
+      *reinterpret_cast<uint32_t*>(out + i0) = w[0];
     }
   } else {
 #pragma unroll
-    for (int k = 0; k < kEpt; ++k) {
+    for (int k = 0; k < kE; ++k) {
       if (i0 + k < n) out[i0 + k] = static_cast<uint8_t>(q[k]);
     }
   }
 }
 
-// Two codes per byte, even element in the high nibble (FORMATS 3.4); i0 is even. A trailing odd
-// element's partner nibble is the code of 0.0 (the loads padded it with 0).
-template <int kEpt>
+// kE codes packed two per byte, even element in the high nibble (FORMATS 3.4); i0 is even. A
+// trailing odd element's partner nibble is the code of 0.0 (the loads padded it with 0).
+template <int kE>
 __device__ __forceinline__ void store_codes4(uint8_t* __restrict__ packed, int64_t i0, int64_t n, bool vec,
-                                             const uint32_t (&q)[kEpt]) {
+                                             const uint32_t (&q)[kE]) {
   const int64_t nbytes = (n + 1) / 2;
   const int64_t b0 = i0 / 2;
-  uint32_t byte[kEpt / 2];
+  uint32_t byte[kE / 2];
 #pragma unroll
-  for (int k = 0; k < kEpt / 2; ++k) byte[k] = (q[2 * k] << 4) | q[2 * k + 1];
-  if (vec && b0 + kEpt / 2 <= nbytes) {
-    uint32_t w[kEpt / 8];
-#pragma unroll
-    for (int k = 0; k < kEpt / 8; ++k) {
-      w[k] = byte[4 * k] | (byte[4 * k + 1] << 8) | (byte[4 * k + 2] << 16) | (byte[4 * k + 3] << 24);
-    }
-    if constexpr (kEpt == 16) {
-      *reinterpret_cast<uint2*>(packed + b0) = make_uint2(w[0], w[1]);
+  for (int k = 0; k < kE / 2; ++k) byte[k] = (q[2 * k] << 4) | q[2 * k + 1];
+  if (vec && b0 + kE / 2 <= nbytes) {
+    if constexpr (kE == 8) {
+      *reinterpret_cast<uint32_t*>(packed + b0) = byte[0] | (byte[1] << 8) | (byte[2] << 16) | (byte[3] << 24);
     } else {
-      *reinterpret_cast<uint32_t*>(packed + b0) = w[0];
+      *reinterpret_cast<uint16_t*>(packed + b0) = static_cast<uint16_t>(byte[0] | (byte[1] << 8));
     }
   } else {
 #pragma unroll
-    for (int k = 0; k < kEpt / 2; ++k) {
+    for (int k = 0; k < kE / 2; ++k) {
       if (b0 + k < nbytes) packed[b0 + k] = static_cast<uint8_t>(byte[k]);
     }
   }
@@ -237,27 +184,39 @@ __device__ __forceinline__ void store_codes4(uint8_t* __restrict__ packed, int64
 
 // ---------------------------------------------------------------- absmax of a group of threads
 
-// Maximum over the G consecutive threads owning one block. `red` holds one float per warp; the
-// calling loop must be uniform across the CUDA block when G exceeds a warp.
-template <int G>
-__device__ __forceinline__ float group_max(float v, float* red) {
+// Maximum over the G consecutive threads owning one block, for each of the kS slices. `red` holds
+// kS x (warps) floats; the calling loop must be uniform across the CUDA block when G exceeds a warp.
+template <int G, int kS>
+__device__ __forceinline__ void group_max(float (&v)[kS], float* red) {
   if constexpr (G <= kWarpSize) {
 #pragma unroll
-    for (int s = G / 2; s > 0; s >>= 1) v = gpu_max_ftz(v, gpu_shfl_xor(v, s, G));
-    return v;
+    for (int s = G / 2; s > 0; s >>= 1) {
+#pragma unroll
+      for (int k = 0; k < kS; ++k) v[k] = gpu_max_ftz(v[k], gpu_shfl_xor(v[k], s, G));
+    }
   } else {
 #pragma unroll
-    for (int s = kWarpSize / 2; s > 0; s >>= 1) v = gpu_max_ftz(v, gpu_shfl_xor(v, s, kWarpSize));
+    for (int s = kWarpSize / 2; s > 0; s >>= 1) {
+#pragma unroll
+      for (int k = 0; k < kS; ++k) v[k] = gpu_max_ftz(v[k], gpu_shfl_xor(v[k], s, kWarpSize));
+    }
     constexpr int kWarpsPerGroup = G / kWarpSize;
+    const int warps = static_cast<int>(blockDim.x) / kWarpSize;
     const int warp = static_cast<int>(threadIdx.x) / kWarpSize;
     __syncthreads();  // the previous tile's readers are done with red
-    if (static_cast<int>(threadIdx.x) % kWarpSize == 0) red[warp] = v;
+    if (static_cast<int>(threadIdx.x) % kWarpSize == 0) {
+#pragma unroll
+      for (int k = 0; k < kS; ++k) red[k * warps + warp] = v[k];
+    }
     __syncthreads();
     const int first = (warp / kWarpsPerGroup) * kWarpsPerGroup;
-    float r = red[first];
 #pragma unroll
-    for (int k = 1; k < kWarpsPerGroup; ++k) r = gpu_max_ftz(r, red[first + k]);
-    return r;
+    for (int k = 0; k < kS; ++k) {
+      float r = red[k * warps + first];
+#pragma unroll
+      for (int j = 1; j < kWarpsPerGroup; ++j) r = gpu_max_ftz(r, red[k * warps + first + j]);
+      v[k] = r;
+    }
   }
 }
 
@@ -336,7 +295,6 @@ struct Quant8Shared {
   float code[256];
   float mid[256];        // m_j for j < 255, then +inf
   uint2 bucket[kBuckets];  // x: lo | (count inside) << 8; y: bits of m_lo (NaN when lo == 255)
-  float red[32];
   int strict;
 };
 
@@ -382,114 +340,147 @@ __device__ inline bool quant8_setup(const float* __restrict__ code, Quant8Shared
   return true;
 }
 
-__device__ __forceinline__ uint32_t select_code_fast(float x, const Quant8Shared& sh) {
-  const uint2 e = sh.bucket[bucket_of(x)];
-  const uint32_t lo = e.x & 0xffu;
-  const uint32_t inside = e.x >> 8;
-  const float m_lo = __uint_as_float(e.y);
-  uint32_t q;
-  if (inside <= 1) {
-    q = lo + (x > m_lo ? 1u : 0u) + ((x == m_lo) ? (lo & 1u) : 0u);
-  } else {
-    const uint32_t hi = lo + inside;
-    q = lo;
-    float m = m_lo;
-    while (q < hi && x > m) {
-      ++q;
-      m = sh.mid[q];
-    }
-    if (q < hi && x == m) q += q & 1u;
+// Codes of a thread's chunk: all bucket look-ups are issued before any result is used, and the
+// rare bucket holding several midpoints is resolved in a second pass, so the common path has no
+// branches and the shared-memory latencies overlap.
+template <int kE>
+__device__ __forceinline__ void select_codes_fast(const float (&x)[kE], const Quant8Shared& sh, uint32_t (&q)[kE]) {
+  uint2 e[kE];
+#pragma unroll
+  for (int k = 0; k < kE; ++k) e[k] = sh.bucket[bucket_of(x[k])];
+  bool crowded = false;
+#pragma unroll
+  for (int k = 0; k < kE; ++k) {
+    const uint32_t lo = e[k].x & 0xffu;
+    const float m_lo = __uint_as_float(e[k].y);
+    crowded |= (e[k].x >> 8) > 1;
+    q[k] = lo + (x[k] > m_lo ? 1u : 0u) + ((x[k] == m_lo) ? (lo & 1u) : 0u);
   }
-  return x == x ? q : 0u;
+  if (crowded) {
+#pragma unroll
+    for (int k = 0; k < kE; ++k) {
+      const uint32_t inside = e[k].x >> 8;
+      if (inside > 1) {
+        const uint32_t hi = (e[k].x & 0xffu) + inside;
+        uint32_t c = e[k].x & 0xffu;
+        float m = __uint_as_float(e[k].y);
+        while (c < hi && x[k] > m) {
+          ++c;
+          m = sh.mid[c];
+        }
+        if (c < hi && x[k] == m) c += c & 1u;
+        q[k] = c;
+      }
+    }
+  }
+#pragma unroll
+  for (int k = 0; k < kE; ++k) q[k] = x[k] == x[k] ? q[k] : 0u;  // NaN -> 0
 }
 
 // ---------------------------------------------------------------- 8-bit blockwise kernels
 
-template <int D, int B, int kPrefetch>
-__global__ void __launch_bounds__(threads_for(B / elems_per_thread<D>()))
+template <int D, int B>
+__global__ void __launch_bounds__(threads_for(B / chunk_elems<D>()))
     quantize_blockwise_kernel(const typename Elem<D>::T* __restrict__ a, const float* __restrict__ code,
                               uint8_t* __restrict__ out, float* __restrict__ absmax, int64_t n, int vec,
                               const float* __restrict__ offset) {
-  constexpr int kEpt = elems_per_thread<D>();
-  constexpr int kG = B / kEpt;
+  constexpr int kE = chunk_elems<D>();
+  constexpr int kG = B / kE;
   constexpr int kThreads = threads_for(kG);
-  constexpr int kTile = kThreads * kEpt;
+  constexpr int kS = kQuantSlices;
+  constexpr int64_t kTile = int64_t{kThreads} * kE * kS;
   __shared__ Quant8Shared sh;
+  __shared__ float red[kS * kThreads / 32];  // one float per warp and slice (warps hold >= 32 threads)
   const bool fast = quant8_setup(code, sh);
   // Double quantization subtracts the mean first: r_i = RN32(absmax_i - offset) (FORMATS 4.1).
   const float sub = offset != nullptr ? *offset : 0.0f;
   const int64_t ntiles = (n + kTile - 1) / kTile;
   const int64_t nblocks = (n + B - 1) / B;
-  const int64_t lane0 = static_cast<int64_t>(threadIdx.x) * kEpt;
-  ChunkReader<D, kPrefetch> reader{a, n, vec != 0};
-  reader.prefetch(static_cast<int64_t>(blockIdx.x) * kTile + lane0);
   for (int64_t t = blockIdx.x; t < ntiles; t += gridDim.x) {
-    const int64_t i0 = t * kTile + lane0;
-    float v[kEpt];
-    reader.read(i0, t + gridDim.x < ntiles ? (t + gridDim.x) * kTile + lane0 : -1, v);
-    if (offset != nullptr) {
+    int64_t i0[kS];
+    float v[kS][kE];
+    float m[kS];
 #pragma unroll
-      for (int k = 0; k < kEpt; ++k) v[k] = i0 + k < n ? gpu_add_ftz(v[k], -sub) : 0.0f;
+    for (int k = 0; k < kS; ++k) {
+      i0[k] = t * kTile + (static_cast<int64_t>(k) * kThreads + threadIdx.x) * kE;
+      load_chunk<D>(a, i0[k], n, vec != 0, v[k]);
     }
-    float m = 0.0f;
 #pragma unroll
-    for (int k = 0; k < kEpt; ++k) m = gpu_max_ftz(m, fabsf(v[k]));
-    m = group_max<kG>(m, sh.red);
-    if (static_cast<int>(threadIdx.x) % kG == 0 && i0 / B < nblocks) absmax[i0 / B] = m;
-    const float inv = gpu_block_reciprocal(m);
-    uint32_t q[kEpt];
-    if (fast) {
+    for (int k = 0; k < kS; ++k) {
+      if (offset != nullptr) {
 #pragma unroll
-      for (int k = 0; k < kEpt; ++k) q[k] = select_code_fast(gpu_mul_ftz(v[k], inv), sh);
-    } else {
+        for (int j = 0; j < kE; ++j) v[k][j] = i0[k] + j < n ? gpu_add_ftz(v[k][j], -sub) : 0.0f;
+      }
+      m[k] = 0.0f;
 #pragma unroll
-      for (int k = 0; k < kEpt; ++k) q[k] = select_code_search7(gpu_mul_ftz(v[k], inv), sh.code);
+      for (int j = 0; j < kE; ++j) m[k] = gpu_max_ftz(m[k], fabsf(v[k][j]));
     }
-    store_codes8<kEpt>(out, i0, n, vec != 0, q);
+    group_max<kG, kS>(m, red);
+#pragma unroll
+    for (int k = 0; k < kS; ++k) {
+      if (static_cast<int>(threadIdx.x) % kG == 0 && i0[k] / B < nblocks) absmax[i0[k] / B] = m[k];
+      const float inv = gpu_block_reciprocal(m[k]);
+      float x[kE];
+#pragma unroll
+      for (int j = 0; j < kE; ++j) x[j] = gpu_mul_ftz(v[k][j], inv);
+      uint32_t q[kE];
+      if (fast) {
+        select_codes_fast<kE>(x, sh, q);
+      } else {
+#pragma unroll
+        for (int j = 0; j < kE; ++j) q[j] = select_code_search7(x[j], sh.code);
+      }
+      store_codes8<kE>(out, i0[k], n, vec != 0, q);
+    }
   }
 }
 
-// Every thread decodes 16 codes of one block: y = RN_T(RN32(code[q] * absmax)). With kPrefetch
-// the next tile's codes and scale are loaded before the current tile is decoded.
-template <int D, int kPrefetch>
+// Decoders: y = RN_T(RN32(code[q] * absmax)); a thread writes kDequantSlices 16-byte chunks per tile.
+template <int D>
 __global__ void __launch_bounds__(256)
     dequantize_blockwise_kernel(const uint8_t* __restrict__ q, const float* __restrict__ absmax,
                                 const float* __restrict__ code, int64_t n, int log2_block,
                                 typename Elem<D>::T* __restrict__ out, int vec) {
-  constexpr int kEpt = 16;
-  constexpr int kTile = 256 * kEpt;
+  constexpr int kE = chunk_elems<D>();
+  constexpr int kS = kDequantSlices;
+  constexpr int64_t kTile = int64_t{256} * kE * kS;
   __shared__ float table[256];
   table[threadIdx.x] = code[threadIdx.x];
   __syncthreads();
   const int64_t ntiles = (n + kTile - 1) / kTile;
-  const int64_t lane0 = static_cast<int64_t>(threadIdx.x) * kEpt;
-  auto whole = [&](int64_t i0) { return vec != 0 && i0 + kEpt <= n; };
-  uint4 next = make_uint4(0, 0, 0, 0);
-  float next_s = 0.0f;
-  auto fetch = [&](int64_t i0) {
-    if (i0 < n) {
-      next_s = absmax[i0 >> log2_block];
-      if (whole(i0)) next = *reinterpret_cast<const uint4*>(q + i0);
-    }
-  };
-  if (kPrefetch) fetch(static_cast<int64_t>(blockIdx.x) * kTile + lane0);
   for (int64_t t = blockIdx.x; t < ntiles; t += gridDim.x) {
-    const int64_t i0 = t * kTile + lane0;
-    if (i0 >= n) break;  // later tiles start further out
-    if (!kPrefetch) fetch(i0);
-    const uint4 r = next;
-    const float s = next_s;
-    if (kPrefetch && t + gridDim.x < ntiles) fetch((t + gridDim.x) * kTile + lane0);
-    float y[kEpt];
-    if (whole(i0)) {
-      const uint32_t w[4] = {r.x, r.y, r.z, r.w};
+    int64_t i0[kS];
+    uint32_t w[kS][kE / 4];
+    float s[kS];
 #pragma unroll
-      for (int k = 0; k < kEpt; ++k) y[k] = gpu_mul_ftz(table[(w[k / 4] >> (8 * (k % 4))) & 0xffu], s);
-    } else {
+    for (int k = 0; k < kS; ++k) {
+      i0[k] = t * kTile + (static_cast<int64_t>(k) * 256 + threadIdx.x) * kE;
+      s[k] = i0[k] < n ? absmax[i0[k] >> log2_block] : 0.0f;
+      if (vec && i0[k] + kE <= n) {
+        if constexpr (kE == 8) {
+          const uint2 r = *reinterpret_cast<const uint2*>(q + i0[k]);
+          w[k][0] = r.x;
+          w[k][1] = r.y;
+        } else {
+          w[k][0] = *reinterpret_cast<const uint32_t*>(q + i0[k]);
+        }
+      } else {
 #pragma unroll
-      for (int k = 0; k < kEpt; ++k) y[k] = i0 + k < n ? gpu_mul_ftz(table[q[i0 + k]], s) : 0.0f;
+        for (int j = 0; j < kE / 4; ++j) w[k][j] = 0;
+#pragma unroll
+        for (int j = 0; j < kE; ++j) {
+          if (i0[k] + j < n) w[k][j / 4] |= static_cast<uint32_t>(q[i0[k] + j]) << (8 * (j % 4));
+        }
+      }
     }
-    store_values<D, kEpt>(out, i0, n, vec != 0, y);
+#pragma unroll
+    for (int k = 0; k < kS; ++k) {
+      if (i0[k] >= n) continue;
+      float y[kE];
+#pragma unroll
+      for (int j = 0; j < kE; ++j) y[j] = gpu_mul_ftz(table[(w[k][j / 4] >> (8 * (j % 4))) & 0xffu], s[k]);
+      store_chunk<D>(out, i0[k], n, vec != 0, y);
+    }
   }
 }
 
@@ -519,40 +510,49 @@ __device__ __forceinline__ uint32_t encode_fp4(float x, const float* t) {
   return (x < 0.0f ? 8u : 0u) | pattern;
 }
 
-template <int D, int B, int QT, int kPrefetch>
-__global__ void __launch_bounds__(threads_for(B / elems_per_thread<D>()))
+template <int D, int B, int QT>
+__global__ void __launch_bounds__(threads_for(B / chunk_elems<D>()))
     quantize_4bit_kernel(const typename Elem<D>::T* __restrict__ a, Table16 thresholds,
                          uint8_t* __restrict__ packed, float* __restrict__ absmax, int64_t n, int vec) {
-  constexpr int kEpt = elems_per_thread<D>();
-  constexpr int kG = B / kEpt;
+  constexpr int kE = chunk_elems<D>();
+  constexpr int kG = B / kE;
   constexpr int kThreads = threads_for(kG);
-  constexpr int kTile = kThreads * kEpt;
-  __shared__ float t[16];
-  __shared__ float red[32];
-  if (threadIdx.x < 16) t[threadIdx.x] = thresholds.v[threadIdx.x];
+  constexpr int kS = kQuantSlices;
+  constexpr int64_t kTile = int64_t{kThreads} * kE * kS;
+  __shared__ float t16[16];
+  __shared__ float red[kS * kThreads / 32];  // one float per warp and slice (warps hold >= 32 threads)
+  if (threadIdx.x < 16) t16[threadIdx.x] = thresholds.v[threadIdx.x];
   __syncthreads();
   const int64_t ntiles = (n + kTile - 1) / kTile;
   const int64_t nblocks = (n + B - 1) / B;
-  const int64_t lane0 = static_cast<int64_t>(threadIdx.x) * kEpt;
-  ChunkReader<D, kPrefetch> reader{a, n, vec != 0};
-  reader.prefetch(static_cast<int64_t>(blockIdx.x) * kTile + lane0);
-  for (int64_t tile = blockIdx.x; tile < ntiles; tile += gridDim.x) {
-    const int64_t i0 = tile * kTile + lane0;
-    float v[kEpt];
-    reader.read(i0, tile + gridDim.x < ntiles ? (tile + gridDim.x) * kTile + lane0 : -1, v);
-    float m = 0.0f;
+  for (int64_t t = blockIdx.x; t < ntiles; t += gridDim.x) {
+    int64_t i0[kS];
+    float v[kS][kE];
+    float m[kS];
 #pragma unroll
-    for (int k = 0; k < kEpt; ++k) m = gpu_max_ftz(m, fabsf(v[k]));
-    m = group_max<kG>(m, red);
-    if (static_cast<int>(threadIdx.x) % kG == 0 && i0 / B < nblocks) absmax[i0 / B] = m;
-    const float inv = gpu_block_reciprocal(m);
-    uint32_t q[kEpt];
-#pragma unroll
-    for (int k = 0; k < kEpt; ++k) {
-      const float x = gpu_mul_ftz(v[k], inv);
-      q[k] = QT == kNF4 ? encode_nf4(x, t) : encode_fp4(x, t);
+    for (int k = 0; k < kS; ++k) {
+      i0[k] = t * kTile + (static_cast<int64_t>(k) * kThreads + threadIdx.x) * kE;
+      load_chunk<D>(a, i0[k], n, vec != 0, v[k]);
     }
-    store_codes4<kEpt>(packed, i0, n, vec != 0, q);
+#pragma unroll
+    for (int k = 0; k < kS; ++k) {
+      m[k] = 0.0f;
+#pragma unroll
+      for (int j = 0; j < kE; ++j) m[k] = gpu_max_ftz(m[k], fabsf(v[k][j]));
+    }
+    group_max<kG, kS>(m, red);
+#pragma unroll
+    for (int k = 0; k < kS; ++k) {
+      if (static_cast<int>(threadIdx.x) % kG == 0 && i0[k] / B < nblocks) absmax[i0[k] / B] = m[k];
+      const float inv = gpu_block_reciprocal(m[k]);
+      uint32_t q[kE];
+#pragma unroll
+      for (int j = 0; j < kE; ++j) {
+        const float x = gpu_mul_ftz(v[k][j], inv);
+        q[j] = QT == kNF4 ? encode_nf4(x, t16) : encode_fp4(x, t16);
+      }
+      store_codes4<kE>(packed, i0[k], n, vec != 0, q);
+    }
   }
 }
 
@@ -576,55 +576,53 @@ __device__ __forceinline__ float block_scale(Scales4 s, int64_t block) {
   }
 }
 
-// Every thread decodes 16 elements (8 bytes) of one block; kPrefetch as above.
-template <int D, bool kNested, int kPrefetch>
+template <int D, bool kNested>
 __global__ void __launch_bounds__(256)
-    dequantize_4bit_kernel(const uint8_t* __restrict__ packed, Table16 lut, Scales4 scales,
-                           int64_t n, int log2_block, typename Elem<D>::T* __restrict__ out, int vec) {
-  constexpr int kEpt = 16;
-  constexpr int kTile = 256 * kEpt;
+    dequantize_4bit_kernel(const uint8_t* __restrict__ packed, Table16 lut, Scales4 scales, int64_t n,
+                           int log2_block, typename Elem<D>::T* __restrict__ out, int vec) {
+  constexpr int kE = chunk_elems<D>();
+  constexpr int kS = kDequantSlices;
+  constexpr int64_t kTile = int64_t{256} * kE * kS;
   __shared__ float table[16];
   if (threadIdx.x < 16) table[threadIdx.x] = lut.v[threadIdx.x];
   __syncthreads();
   const int64_t ntiles = (n + kTile - 1) / kTile;
   const int64_t nbytes = (n + 1) / 2;
-  const int64_t lane0 = static_cast<int64_t>(threadIdx.x) * kEpt;
-  auto whole = [&](int64_t i0) { return vec != 0 && i0 / 2 + kEpt / 2 <= nbytes; };
-  uint2 next = make_uint2(0, 0);
-  float next_s = 0.0f;
-  auto fetch = [&](int64_t i0) {
-    if (i0 < n) {
-      next_s = block_scale<kNested>(scales, i0 >> log2_block);
-      if (whole(i0)) next = *reinterpret_cast<const uint2*>(packed + i0 / 2);
-    }
-  };
-  if (kPrefetch) fetch(static_cast<int64_t>(blockIdx.x) * kTile + lane0);
   for (int64_t t = blockIdx.x; t < ntiles; t += gridDim.x) {
-    const int64_t i0 = t * kTile + lane0;
-    if (i0 >= n) break;  // later tiles start further out
-    if (!kPrefetch) fetch(i0);
-    const uint2 r = next;
-    const float s = next_s;
-    if (kPrefetch && t + gridDim.x < ntiles) fetch((t + gridDim.x) * kTile + lane0);
-    float y[kEpt];
-    const int64_t b0 = i0 / 2;
-    if (whole(i0)) {
-      const uint32_t w[2] = {r.x, r.y};
+    int64_t i0[kS];
+    uint32_t w[kS];
+    float s[kS];
 #pragma unroll
-      for (int k = 0; k < kEpt / 2; ++k) {
-        const uint32_t byte = (w[k / 4] >> (8 * (k % 4))) & 0xffu;
-        y[2 * k] = gpu_mul_ftz(table[byte >> 4], s);
-        y[2 * k + 1] = gpu_mul_ftz(table[byte & 0xfu], s);
-      }
-    } else {
+    for (int k = 0; k < kS; ++k) {
+      i0[k] = t * kTile + (static_cast<int64_t>(k) * 256 + threadIdx.x) * kE;
+      s[k] = i0[k] < n ? block_scale<kNested>(scales, i0[k] >> log2_block) : 0.0f;
+      const int64_t b0 = i0[k] / 2;
+      if (vec && b0 + kE / 2 <= nbytes) {
+        if constexpr (kE == 8) {
+          w[k] = *reinterpret_cast<const uint32_t*>(packed + b0);
+        } else {
+          w[k] = *reinterpret_cast<const uint16_t*>(packed + b0);
+        }
+      } else {
+        w[k] = 0;
 #pragma unroll
-      for (int k = 0; k < kEpt / 2; ++k) {
-        const uint32_t byte = b0 + k < nbytes ? packed[b0 + k] : 0u;
-        y[2 * k] = gpu_mul_ftz(table[byte >> 4], s);
-        y[2 * k + 1] = gpu_mul_ftz(table[byte & 0xfu], s);
+        for (int j = 0; j < kE / 2; ++j) {
+          if (b0 + j < nbytes) w[k] |= static_cast<uint32_t>(packed[b0 + j]) << (8 * j);
+        }
       }
     }
-    store_values<D, kEpt>(out, i0, n, vec != 0, y);
+#pragma unroll
+    for (int k = 0; k < kS; ++k) {
+      if (i0[k] >= n) continue;
+      float y[kE];
+#pragma unroll
+      for (int j = 0; j < kE / 2; ++j) {
+        const uint32_t byte = (w[k] >> (8 * j)) & 0xffu;
+        y[2 * j] = gpu_mul_ftz(table[byte >> 4], s[k]);
+        y[2 * j + 1] = gpu_mul_ftz(table[byte & 0xfu], s[k]);
+      }
+      store_chunk<D>(out, i0[k], n, vec != 0, y);
+    }
   }
 }
 

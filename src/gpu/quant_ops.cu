@@ -2,7 +2,6 @@
 // validated every argument (backend_abi.h), so these only pick a kernel instantiation, size the
 // grid and check the launch. Nothing here synchronises: every op is capturable in a CUDA graph.
 #include <cstdint>
-#include <cstdlib>
 
 #include "gpu_backend.h"
 #include "quant_kernels.cuh"
@@ -37,39 +36,24 @@ int occupancy(Kernel kernel, int threads) {
   return blocks;
 }
 
-// BNB_GPU_PREFETCH=0 turns off the one-tile-ahead loads of every kernel (to time both variants).
-bool prefetch_enabled() {
-  static const bool on = [] {
-    const char* e = std::getenv("BNB_GPU_PREFETCH");
-    return e == nullptr || e[0] != '0';
-  }();
-  return on;
-}
-
 const GpuContext& ctx_of(void* impl) { return *static_cast<const GpuContext*>(impl); }
 
 // ---------------------------------------------------------------- 8-bit blockwise
 
-template <int D, int B, int P>
-bnb_status_t launch_quantize_blockwise_p(const GpuContext& ctx, const void* a, int64_t n, const float* code,
-                                         uint8_t* out, float* absmax, const float* offset, gpuStream_t stream) {
+template <int D, int B>
+bnb_status_t launch_quantize_blockwise(const GpuContext& ctx, const void* a, int64_t n, const float* code,
+                                       uint8_t* out, float* absmax, const float* offset, gpuStream_t stream) {
   using T = typename Elem<D>::T;
-  constexpr int kThreads = threads_for(B / elems_per_thread<D>());
-  constexpr int64_t kTile = int64_t{kThreads} * elems_per_thread<D>();
-  static const int per_sm = occupancy(quantize_blockwise_kernel<D, B, P>, kThreads);
+  constexpr int kThreads = threads_for(B / chunk_elems<D>());
+  constexpr int64_t kTile = int64_t{kThreads} * chunk_elems<D>() * kQuantSlices;
+  static const int per_sm = occupancy(quantize_blockwise_kernel<D, B>, kThreads);
   const int64_t grid = persistent_grid(ctx, per_sm, (n + kTile - 1) / kTile);
   const int vec = aligned16(a) && aligned16(out);
-  quantize_blockwise_kernel<D, B, P><<<static_cast<unsigned>(grid), kThreads, 0, stream>>>(
+  quantize_blockwise_kernel<D, B><<<static_cast<unsigned>(grid), kThreads, 0, stream>>>(
       static_cast<const T*>(a), code, out, absmax, n, vec, offset);
   return check_launch("quantize_blockwise");
 }
 
-template <int D, int B>
-bnb_status_t launch_quantize_blockwise(const GpuContext& ctx, const void* a, int64_t n, const float* code,
-                                       uint8_t* out, float* absmax, const float* offset, gpuStream_t stream) {
-  return prefetch_enabled() ? launch_quantize_blockwise_p<D, B, 1>(ctx, a, n, code, out, absmax, offset, stream)
-                            : launch_quantize_blockwise_p<D, B, 0>(ctx, a, n, code, out, absmax, offset, stream);
-}
 
 template <int D>
 bnb_status_t dispatch_quantize_blockwise(const GpuContext& ctx, const void* a, int64_t n, int64_t blocksize,
@@ -101,25 +85,19 @@ bnb_status_t quantize_blockwise(void* impl, int32_t dtype, const void* A, int64_
   }
 }
 
-template <int D, int P>
-bnb_status_t launch_dequantize_blockwise_p(const GpuContext& ctx, const uint8_t* q, const float* absmax,
-                                           const float* code, int64_t n, int64_t blocksize, void* out,
-                                           gpuStream_t stream) {
-  static const int per_sm = occupancy(dequantize_blockwise_kernel<D, P>, 256);
-  const int64_t grid = persistent_grid(ctx, per_sm, (n + 4095) / 4096);
-  const int vec = aligned16(q) && aligned16(out);
-  dequantize_blockwise_kernel<D, P><<<static_cast<unsigned>(grid), 256, 0, stream>>>(
-      q, absmax, code, n, log2_of(blocksize), static_cast<typename Elem<D>::T*>(out), vec);
-  return check_launch("dequantize_blockwise");
-}
-
 template <int D>
 bnb_status_t launch_dequantize_blockwise(const GpuContext& ctx, const uint8_t* q, const float* absmax,
                                          const float* code, int64_t n, int64_t blocksize, void* out,
                                          gpuStream_t stream) {
-  return prefetch_enabled() ? launch_dequantize_blockwise_p<D, 1>(ctx, q, absmax, code, n, blocksize, out, stream)
-                            : launch_dequantize_blockwise_p<D, 0>(ctx, q, absmax, code, n, blocksize, out, stream);
+  constexpr int64_t kTile = int64_t{256} * chunk_elems<D>() * kDequantSlices;
+  static const int per_sm = occupancy(dequantize_blockwise_kernel<D>, 256);
+  const int64_t grid = persistent_grid(ctx, per_sm, (n + kTile - 1) / kTile);
+  const int vec = aligned16(q) && aligned16(out);
+  dequantize_blockwise_kernel<D><<<static_cast<unsigned>(grid), 256, 0, stream>>>(
+      q, absmax, code, n, log2_of(blocksize), static_cast<typename Elem<D>::T*>(out), vec);
+  return check_launch("dequantize_blockwise");
 }
+
 
 bnb_status_t dequantize_blockwise(void* impl, const uint8_t* q, const float* absmax, const float* code, int64_t n,
                                   int64_t blocksize, int32_t out_dtype, void* out, void* stream) {
@@ -140,29 +118,23 @@ bnb_status_t dequantize_blockwise(void* impl, const uint8_t* q, const float* abs
 
 // ---------------------------------------------------------------- 4-bit
 
-template <int D, int B, int QT, int P>
-bnb_status_t launch_quantize_4bit_p(const GpuContext& ctx, const void* a, int64_t n, uint8_t* packed, float* absmax,
-                                    gpuStream_t stream) {
+template <int D, int B, int QT>
+bnb_status_t launch_quantize_4bit(const GpuContext& ctx, const void* a, int64_t n, uint8_t* packed, float* absmax,
+                                  gpuStream_t stream) {
   using T = typename Elem<D>::T;
-  constexpr int kThreads = threads_for(B / elems_per_thread<D>());
-  constexpr int64_t kTile = int64_t{kThreads} * elems_per_thread<D>();
-  static const int per_sm = occupancy(quantize_4bit_kernel<D, B, QT, P>, kThreads);
+  constexpr int kThreads = threads_for(B / chunk_elems<D>());
+  constexpr int64_t kTile = int64_t{kThreads} * chunk_elems<D>() * kQuantSlices;
+  static const int per_sm = occupancy(quantize_4bit_kernel<D, B, QT>, kThreads);
   // Thresholds at 1..15 (NF4) or 1..7 (FP4), so the search needs no bounds.
   static const Table16 thresholds =
       QT == kNF4 ? table16(kNF4ThresholdBits, 15, 1) : table16(kFP4ThresholdBits, 7, 1);
   const int64_t grid = persistent_grid(ctx, per_sm, (n + kTile - 1) / kTile);
   const int vec = aligned16(a) && aligned16(packed);
-  quantize_4bit_kernel<D, B, QT, P><<<static_cast<unsigned>(grid), kThreads, 0, stream>>>(
+  quantize_4bit_kernel<D, B, QT><<<static_cast<unsigned>(grid), kThreads, 0, stream>>>(
       static_cast<const T*>(a), thresholds, packed, absmax, n, vec);
   return check_launch("quantize_4bit");
 }
 
-template <int D, int B, int QT>
-bnb_status_t launch_quantize_4bit(const GpuContext& ctx, const void* a, int64_t n, uint8_t* packed, float* absmax,
-                                  gpuStream_t stream) {
-  return prefetch_enabled() ? launch_quantize_4bit_p<D, B, QT, 1>(ctx, a, n, packed, absmax, stream)
-                            : launch_quantize_4bit_p<D, B, QT, 0>(ctx, a, n, packed, absmax, stream);
-}
 
 template <int D, int QT>
 bnb_status_t dispatch_quantize_4bit(const GpuContext& ctx, const void* a, int64_t n, int64_t blocksize,
@@ -204,26 +176,19 @@ bnb_status_t quantize_4bit(void* impl, int32_t quant_type, int32_t dtype, const 
   }
 }
 
-template <int D, bool kNested, int P>
-bnb_status_t launch_dequantize_4bit_p(const GpuContext& ctx, const Table16& lut, const uint8_t* packed,
-                                      const Scales4& scales, int64_t n, int64_t blocksize, void* out,
-                                      gpuStream_t stream) {
-  static const int per_sm = occupancy(dequantize_4bit_kernel<D, kNested, P>, 256);
-  const int64_t grid = persistent_grid(ctx, per_sm, (n + 4095) / 4096);
-  const int vec = aligned16(packed) && aligned16(out);
-  dequantize_4bit_kernel<D, kNested, P><<<static_cast<unsigned>(grid), 256, 0, stream>>>(
-      packed, lut, scales, n, log2_of(blocksize), static_cast<typename Elem<D>::T*>(out), vec);
-  return check_launch("dequantize_4bit");
-}
-
 template <int D, bool kNested>
 bnb_status_t launch_dequantize_4bit(const GpuContext& ctx, const Table16& lut, const uint8_t* packed,
                                     const Scales4& scales, int64_t n, int64_t blocksize, void* out,
                                     gpuStream_t stream) {
-  return prefetch_enabled()
-             ? launch_dequantize_4bit_p<D, kNested, 1>(ctx, lut, packed, scales, n, blocksize, out, stream)
-             : launch_dequantize_4bit_p<D, kNested, 0>(ctx, lut, packed, scales, n, blocksize, out, stream);
+  constexpr int64_t kTile = int64_t{256} * chunk_elems<D>() * kDequantSlices;
+  static const int per_sm = occupancy(dequantize_4bit_kernel<D, kNested>, 256);
+  const int64_t grid = persistent_grid(ctx, per_sm, (n + kTile - 1) / kTile);
+  const int vec = aligned16(packed) && aligned16(out);
+  dequantize_4bit_kernel<D, kNested><<<static_cast<unsigned>(grid), 256, 0, stream>>>(
+      packed, lut, scales, n, log2_of(blocksize), static_cast<typename Elem<D>::T*>(out), vec);
+  return check_launch("dequantize_4bit");
 }
+
 
 template <bool kNested>
 bnb_status_t dispatch_dequantize_4bit(const GpuContext& ctx, const Table16& lut, const uint8_t* packed,
