@@ -41,9 +41,9 @@ struct Code8Plan {
   // search below applies. Otherwise the 7-step search runs.
   bool fast = false;
   // Optional, for fast tables with at most one adjusted midpoint per bucket of floats sharing
-  // their top 16 bits: 65536 entries (low16'(midpoint) << 16) | count of midpoints below the
-  // bucket; low16' orders a bucket's floats by value (negative ones have their low bits
-  // inverted), 0xffff when the bucket holds no midpoint. One gather per lane then decides.
+  // their top 16 bits: 65536 entries (count of midpoints below the bucket << 16) | the low 16
+  // bits of the bucket's midpoint; a bucket without one stores the low bits of its largest
+  // value, which nothing in the bucket exceeds. One gather per lane then decides.
   const uint32_t* buckets = nullptr;
   // levels[(128 / s) - 1 + c] = adjusted midpoint (c * 2s + s - 1), for s = 128, 64, ..., 1.
   alignas(64) float levels[256 + 64] = {};
@@ -407,18 +407,17 @@ HWY_INLINE VI SelectCode8Fast(DF df, const Code8Levels& L, VF x) {
 }
 
 // Q_C(x) from the bucket table: the count below x's bucket, plus one if x is above the
-// bucket's midpoint. NaN keys have count 0 and no midpoint.
+// bucket's midpoint, whose float is x's top 16 bits joined with the stored low 16 bits.
 HWY_INLINE VI SelectCode8Bucket(DF df, const uint32_t* HWY_RESTRICT buckets, VF x) {
-  (void)df;
   const DI di;
   const DU du;
-  const VI bits = hn::BitCast(di, x);
-  const VI key = hn::BitCast(di, hn::ShiftRight<16>(hn::BitCast(du, bits)));
-  const VI entry = hn::GatherIndex(di, reinterpret_cast<const int32_t*>(buckets), key);
-  const VI t_low = hn::BitCast(di, hn::ShiftRight<16>(hn::BitCast(du, entry)));
-  const VI below = hn::And(entry, hn::Set(di, 0xff));
-  const VI x_low = hn::And(hn::Xor(bits, hn::ShiftRight<31>(bits)), hn::Set(di, 0xffff));
-  return hn::IfThenElse(hn::Gt(x_low, t_low), hn::Add(below, hn::Set(di, 1)), below);
+  const VU bits = hn::BitCast(du, x);
+  const VI key = hn::BitCast(di, hn::ShiftRight<16>(bits));
+  const VU entry = hn::BitCast(du, hn::GatherIndex(di, reinterpret_cast<const int32_t*>(buckets), key));
+  const VU high = hn::Set(du, 0xffff0000u);  // (bits & high) | (entry & ~high): one ternlog
+  const VF mid = hn::BitCast(df, hn::Or(hn::And(bits, high), hn::AndNot(high, entry)));
+  const VI below = hn::BitCast(di, hn::ShiftRight<16>(entry));
+  return hn::IfThenElse(hn::RebindMask(di, hn::Gt(x, mid)), hn::Add(below, hn::Set(di, 1)), below);
 }
 
 // Q_C(x) for any table: the reference's 7-step search, lane by lane.
@@ -855,7 +854,7 @@ bool build_buckets(const float* mid, uint32_t* buckets) {
     const bool negative = key >= 0x8000u;
     const uint32_t exp_bits = (key >> 7) & 0xffu;
     if (exp_bits == 0xffu && (key & 0x7fu) != 0) {  // NaN payloads (quiet NaNs): code 0
-      buckets[key] = 0xffff0000u;
+      buckets[key] = 0;                               // (a NaN compares false)
       continue;
     }
     const float first = bnb::bits_to_float(key << 16);
@@ -866,14 +865,14 @@ bool build_buckets(const float* mid, uint32_t* buckets) {
     uint32_t inside = 0;
     while (below + inside < 255 && mid[below + inside] <= hi) ++inside;
     if (inside > 1) return false;
-    uint32_t t_low = 0xffffu;  // no midpoint: nothing in the bucket is above it
+    // The largest value of the bucket: low bits 0xffff when positive, 0 when negative.
+    uint32_t t_low = negative ? 0u : 0xffffu;
     if (inside == 1) {
-      // A zero midpoint lies in both zero buckets; take the zero of this bucket's sign.
+      // A zero midpoint lies in both zero buckets; it is the zero of this bucket's sign.
       const float t = mid[below];
-      const uint32_t tb = t == 0.0f ? (key << 16) : bnb::float_to_bits(t);
-      t_low = (tb & 0xffffu) ^ (negative ? 0xffffu : 0u);
+      t_low = t == 0.0f ? 0u : (bnb::float_to_bits(t) & 0xffffu);
     }
-    buckets[key] = (t_low << 16) | below;
+    buckets[key] = (below << 16) | t_low;
   }
   return true;
 }
