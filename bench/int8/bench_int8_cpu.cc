@@ -188,7 +188,11 @@ int main(int argc, char** argv) {
   bnb::cpu::ThreadPool pool(threads);
 
   const double copy_gbps = copy_bandwidth(threads);
-  std::printf("threads %d, copy bandwidth %.1f GB/s (read + write)\n\n", threads, copy_gbps);
+  // Other processes' load makes every number here (oneDNN's OpenMP barriers most) unreliable.
+  double load[1] = {0.0};
+  if (getloadavg(load, 1) != 1) load[0] = -1.0;
+  std::printf("threads %d, copy bandwidth %.1f GB/s (read + write), load average %.2f on %u cpus\n\n", threads,
+              copy_gbps, load[0], std::thread::hardware_concurrency());
   std::printf("%-26s %6s %6s %6s %10s %9s %9s %7s\n", "what", "M", "N", "K", "ms", "GOP/s", "W GB/s", "%copy");
   std::vector<Row> rows;
   const auto report = [&](const std::string& what, int64_t M, int64_t N, int64_t K, double ms) {
@@ -269,8 +273,10 @@ int main(int argc, char** argv) {
       std::fprintf(stderr, "cannot write %s\n", json_path.c_str());
       return 1;
     }
-    std::fprintf(f, "{\n  \"bench\": \"int8_cpu\",\n  \"threads\": %d,\n  \"copy_gbps\": %.3f,\n  \"rows\": [\n", threads,
-                 copy_gbps);
+    std::fprintf(f,
+                 "{\n  \"bench\": \"int8_cpu\",\n  \"threads\": %d,\n  \"copy_gbps\": %.3f,\n  \"load_average\": %.2f,\n"
+                 "  \"rows\": [\n",
+                 threads, copy_gbps, load[0]);
     for (size_t i = 0; i < rows.size(); ++i) {
       const Row& r = rows[i];
       std::fprintf(f,
