@@ -1,14 +1,15 @@
 // Kernels of the 4-bit inference matmul (OPS 4.1): out[M,N] = A[M,K] @ dequant(W)[N,K]^T (+ bias).
 //
-// gemm4_simt_kernel<D, MB, ALIGNED>: the batch-1 GEMV (MB = 1) and small-batch (MB = 2..16)
-//   kernel. One warp per weight row n; each lane streams 16-byte pieces of the row (32 weights,
-//   always inside one quantization block since blocksize >= 32), up to four loads in flight,
-//   decodes the nibbles in registers through a 16-entry table in shared memory and multiplies
-//   them with MB rows of A held in shared memory as binary32 (staged once per block, swizzled so
-//   the lanes' 16-byte reads are free of bank conflicts). Per piece the products are summed
-//   unscaled, then scaled once by the block's absmax; binary32 accumulation, a warp tree sum,
-//   one rounding to the output dtype with the bias added. blockIdx.y picks a tile of MB rows of
-//   A, so any M works. No atomics, no host synchronisation.
+// gemm4_simt_kernel<D, MB, NR, ALIGNED>: the batch-1 GEMV (MB = 1) and small-batch (MB = 2..8)
+//   kernel. A warp owns NR consecutive weight rows; each lane streams the same 16-byte piece
+//   (32 weights, always inside one quantization block since blocksize >= 32) of all NR rows, so
+//   NR loads are in flight per lane and every A value read from shared memory serves NR rows.
+//   Nibbles are decoded in registers through a 16-entry table in shared memory (conflict-free:
+//   16 entries, 16 banks) and scaled to RN32(LUT * absmax), the exact dequantized weight; MB
+//   rows of A sit in shared memory as binary32 (staged once per block, swizzled so the lanes'
+//   16-byte reads are free of bank conflicts). binary32 FMA accumulation, a warp tree sum, one
+//   rounding to the output dtype with the bias added. blockIdx.y picks a tile of MB rows of A,
+//   so any M works. No atomics, no host synchronisation.
 // gemm4_dequantize_kernel<D>: weight rows [n0, n0 + rows) to dtype D in a workspace, each value
 //   RN_D(RN32(LUT[nibble] * absmax)), for the large-M path (workspace x A through cuBLAS).
 // gemm4_fill_bias_kernel<D>: out[m, n] = bias[n], so the library GEMM can add it with beta = 1.
@@ -43,7 +44,6 @@ struct Table16 {
 
 constexpr int kGemm4Warps = 8;                      // warps per block of the SIMT kernel
 constexpr int kGemm4PieceWeights = 32;              // weights per lane per 16-byte load
-constexpr int kGemm4Unroll = 4;                     // loads in flight per lane
 constexpr int kGemm4WarpStep = 32 * kGemm4PieceWeights;  // weights per warp per load round: 1024
 
 // The scales of a 4-bit weight, as the core resolved them (backend_abi.h).
@@ -111,7 +111,7 @@ __device__ __forceinline__ uint4 gemm4_load_piece(const uint8_t* __restrict__ p)
   }
 }
 
-template <int D, int MB, bool ALIGNED>
+template <int D, int MB, int NR, bool ALIGNED>
 __global__ void __launch_bounds__(kGemm4Warps * 32)
     gemm4_simt_kernel(const typename Elem<D>::T* __restrict__ A, const uint8_t* __restrict__ W, Gemm4Scales scales,
                       Table16 table, const typename Elem<D>::T* __restrict__ bias, typename Elem<D>::T* __restrict__ out,
@@ -123,20 +123,24 @@ __global__ void __launch_bounds__(kGemm4Warps * 32)
 
   const int warp = static_cast<int>(threadIdx.x) / 32;
   const int lane = static_cast<int>(threadIdx.x) % 32;
+  const int lane_swizzle = (lane & 7) << 2;  // gemm4_swizzle of this lane's elements
   const int64_t m0 = static_cast<int64_t>(blockIdx.y) * MB;
   const int mb = M - m0 < MB ? static_cast<int>(M - m0) : MB;
   const int64_t row_bytes = K / 2;
   const int64_t blocks_per_row = K >> log2_blocksize;
   const int nchunks = static_cast<int>((K + kc - 1) / kc);
+  constexpr int64_t kRowsPerBlock = int64_t{kGemm4Warps} * NR;
   bool staged = false;
 
-  for (int64_t nbase = static_cast<int64_t>(blockIdx.x) * kGemm4Warps; nbase < N;
-       nbase += static_cast<int64_t>(gridDim.x) * kGemm4Warps) {  // uniform across the block
-    const int64_t n = nbase + warp;
-    const bool active = n < N;
-    float acc[MB];
+  for (int64_t nbase = static_cast<int64_t>(blockIdx.x) * kRowsPerBlock; nbase < N;
+       nbase += static_cast<int64_t>(gridDim.x) * kRowsPerBlock) {  // uniform across the block
+    const int64_t n0 = nbase + static_cast<int64_t>(warp) * NR;       // this warp's NR rows
+    float acc[NR][MB];
 #pragma unroll
-    for (int m = 0; m < MB; ++m) acc[m] = 0.0f;
+    for (int r = 0; r < NR; ++r) {
+#pragma unroll
+      for (int m = 0; m < MB; ++m) acc[r][m] = 0.0f;
+    }
 
     for (int c = 0; c < nchunks; ++c) {
       const int64_t k0 = static_cast<int64_t>(c) * kc;
@@ -151,72 +155,81 @@ __global__ void __launch_bounds__(kGemm4Warps * 32)
         __syncthreads();
         staged = true;
       }
-      if (!active) continue;
-      const uint8_t* __restrict__ wrow = W + n * row_bytes + k0 / 2;
-      const int64_t block0 = n * blocks_per_row;
-      for (int kk = lane * kGemm4PieceWeights; kk < klen; kk += kGemm4Unroll * kGemm4WarpStep) {
-        uint4 piece[kGemm4Unroll];
-        float scale[kGemm4Unroll];
+      if (n0 >= N) continue;
+      for (int k = lane * kGemm4PieceWeights; k < klen; k += kGemm4WarpStep) {
+        // NR 16-byte loads in flight: the same 32 weights of NR consecutive rows.
+        uint4 piece[NR];
+        float scale[NR];
 #pragma unroll
-        for (int u = 0; u < kGemm4Unroll; ++u) {
-          const int k = kk + u * kGemm4WarpStep;
-          if (k < klen) {
-            piece[u] = gemm4_load_piece<ALIGNED>(wrow + k / 2);
-            scale[u] = gemm4_block_scale(scales, block0 + ((k0 + k) >> log2_blocksize));
+        for (int r = 0; r < NR; ++r) {
+          if (n0 + r < N) {
+            piece[r] = gemm4_load_piece<ALIGNED>(W + (n0 + r) * row_bytes + (k0 + k) / 2);
+            scale[r] = gemm4_block_scale(scales, (n0 + r) * blocks_per_row + ((k0 + k) >> log2_blocksize));
+          } else {
+            piece[r] = make_uint4(0, 0, 0, 0);
+            scale[r] = 0.0f;
           }
         }
 #pragma unroll
-        for (int u = 0; u < kGemm4Unroll; ++u) {
-          const int k = kk + u * kGemm4WarpStep;
-          if (k >= klen) break;
-          const uint32_t words[4] = {piece[u].x, piece[u].y, piece[u].z, piece[u].w};
-          float part[MB];
+        for (int j = 0; j < 4; ++j) {
+          // Word j of a piece holds elements k + 8j .. k + 8j + 7: byte b gives 2b (high
+          // nibble) and 2b + 1. Their A values are loaded once and used by all NR rows.
+          float4 a_lo[MB], a_hi[MB];
 #pragma unroll
-          for (int m = 0; m < MB; ++m) part[m] = 0.0f;
+          for (int m = 0; m < MB; ++m) {
+            const float* row = a_s + m * kc;
+            a_lo[m] = *reinterpret_cast<const float4*>(row + ((k + 8 * j) ^ lane_swizzle));
+            a_hi[m] = *reinterpret_cast<const float4*>(row + ((k + 8 * j + 4) ^ lane_swizzle));
+          }
 #pragma unroll
-          for (int j = 0; j < 4; ++j) {
-            // Word j holds elements k + 8j .. k + 8j + 7: byte b gives 2b (high nibble), 2b+1.
+          for (int r = 0; r < NR; ++r) {
+            const uint32_t word = j == 0 ? piece[r].x : j == 1 ? piece[r].y : j == 2 ? piece[r].z : piece[r].w;
             float w[8];
 #pragma unroll
             for (int b = 0; b < 4; ++b) {
-              w[2 * b] = lut[(words[j] >> (8 * b + 4)) & 15u];
-              w[2 * b + 1] = lut[(words[j] >> (8 * b)) & 15u];
+              // RN32(LUT[nibble] * absmax): the weight's exact dequantized value.
+              w[2 * b] = __fmul_rn(lut[(word >> (8 * b + 4)) & 15u], scale[r]);
+              w[2 * b + 1] = __fmul_rn(lut[(word >> (8 * b)) & 15u], scale[r]);
             }
 #pragma unroll
             for (int m = 0; m < MB; ++m) {
-              const float* row = a_s + m * kc;
-              const float4 a0 = *reinterpret_cast<const float4*>(row + gemm4_swizzle(k + 8 * j));
-              const float4 a1 = *reinterpret_cast<const float4*>(row + gemm4_swizzle(k + 8 * j + 4));
-              float p = part[m];
-              p = __fmaf_rn(w[0], a0.x, p);
-              p = __fmaf_rn(w[1], a0.y, p);
-              p = __fmaf_rn(w[2], a0.z, p);
-              p = __fmaf_rn(w[3], a0.w, p);
-              p = __fmaf_rn(w[4], a1.x, p);
-              p = __fmaf_rn(w[5], a1.y, p);
-              p = __fmaf_rn(w[6], a1.z, p);
-              p = __fmaf_rn(w[7], a1.w, p);
-              part[m] = p;
+              float p = acc[r][m];
+              p = __fmaf_rn(w[0], a_lo[m].x, p);
+              p = __fmaf_rn(w[1], a_lo[m].y, p);
+              p = __fmaf_rn(w[2], a_lo[m].z, p);
+              p = __fmaf_rn(w[3], a_lo[m].w, p);
+              p = __fmaf_rn(w[4], a_hi[m].x, p);
+              p = __fmaf_rn(w[5], a_hi[m].y, p);
+              p = __fmaf_rn(w[6], a_hi[m].z, p);
+              p = __fmaf_rn(w[7], a_hi[m].w, p);
+              acc[r][m] = p;
             }
           }
-#pragma unroll
-          for (int m = 0; m < MB; ++m) acc[m] = __fmaf_rn(part[m], scale[u], acc[m]);
         }
       }
     }
-    if (active) {
+    if (n0 < N) {
 #pragma unroll
-      for (int m = 0; m < MB; ++m) {
-        float v = acc[m];
-#pragma unroll
-        for (int off = 16; off > 0; off >>= 1) v += gpu_shfl_xor(v, off, 32);
-        acc[m] = v;
-      }
-      if (lane == 0) {
-        const float b = bias != nullptr ? gemm4_to_f32<D>(bias[n]) : 0.0f;
+      for (int r = 0; r < NR; ++r) {
 #pragma unroll
         for (int m = 0; m < MB; ++m) {
-          if (m < mb) out[(m0 + m) * N + n] = gemm4_from_f32<D>(__fadd_rn(acc[m], b));
+          float v = acc[r][m];
+#pragma unroll
+          for (int off = 16; off > 0; off >>= 1) v += gpu_shfl_xor(v, off, 32);
+          acc[r][m] = v;
+        }
+      }
+      if (lane == 0) {
+#pragma unroll
+        for (int r = 0; r < NR; ++r) {
+          const int64_t n = n0 + r;
+          if (n < N) {
+            const float b = bias != nullptr ? gemm4_to_f32<D>(bias[n]) : 0.0f;
+#pragma unroll
+            for (int m = 0; m < MB; ++m) {
+              if (m < mb) out[(m0 + m) * N + n] = gemm4_from_f32<D>(__fadd_rn(acc[r][m], b));
+            }
+          }
         }
       }
     }

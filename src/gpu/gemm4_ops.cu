@@ -2,7 +2,7 @@
 //
 // Paths, best first:
 //  * M <= 16: the SIMT kernel (batch-1 GEMV for M = 1; tiles of 2, 4 or 8 rows of A otherwise):
-//    weights streamed once per tile at memory bandwidth, decoded in registers.
+//    weights streamed once per tile of A, decoded in registers, 4-8 rows of W per warp.
 //  * M > 16 (CUDA): weight slabs dequantized to the activation dtype in a stream-ordered
 //    workspace, then cuBLAS (cublasGemmEx, binary32 compute) — loaded with dlopen at first use
 //    so the plugin never needs the library to load. Without it (or on HIP) the SIMT kernel
@@ -63,10 +63,10 @@ struct Problem {
 
 // ---------------------------------------------------------------- SIMT kernel
 
-template <int D, int MB, bool ALIGNED>
+template <int D, int MB, int NR, bool ALIGNED>
 bnb_status_t launch_simt_tiles(const GpuContext& ctx, const Problem& p, gpuStream_t stream) {
   using T = typename Elem<D>::T;
-  const auto kernel = gemm4_simt_kernel<D, MB, ALIGNED>;
+  const auto kernel = gemm4_simt_kernel<D, MB, NR, ALIGNED>;
   int64_t kc = kStagedFloats / MB;
   const int64_t k_rounded = (p.K + 31) / 32 * 32;
   if (kc > k_rounded) kc = k_rounded;
@@ -76,7 +76,7 @@ bnb_status_t launch_simt_tiles(const GpuContext& ctx, const Problem& p, gpuStrea
     (void)gpuGetLastError();
     per_sm = 1;
   }
-  const int64_t row_groups = (p.N + kGemm4Warps - 1) / kGemm4Warps;
+  const int64_t row_groups = (p.N + kGemm4Warps * NR - 1) / (kGemm4Warps * NR);
   const int64_t tiles = (p.M + MB - 1) / MB;
   // Fill the GPU once over all A tiles; each block then walks its rows of W.
   int64_t gx = persistent_grid(ctx, per_sm, row_groups);
@@ -98,18 +98,20 @@ bnb_status_t launch_simt_tiles(const GpuContext& ctx, const Problem& p, gpuStrea
   return BNB_SUCCESS;
 }
 
-template <int D, int MB>
+template <int D, int MB, int NR>
 bnb_status_t launch_simt(const GpuContext& ctx, const Problem& p, gpuStream_t stream) {
-  return aligned16(p.W) ? launch_simt_tiles<D, MB, true>(ctx, p, stream)
-                        : launch_simt_tiles<D, MB, false>(ctx, p, stream);
+  return aligned16(p.W) ? launch_simt_tiles<D, MB, NR, true>(ctx, p, stream)
+                        : launch_simt_tiles<D, MB, NR, false>(ctx, p, stream);
 }
 
+// Rows of W per warp (NR) grow with the tile of A so shared-memory reads of A (MB per weight
+// piece, shared by NR rows) stay below the table look-ups (one per weight).
 template <int D>
 bnb_status_t dispatch_simt(const GpuContext& ctx, const Problem& p, gpuStream_t stream) {
-  if (p.M == 1) return launch_simt<D, 1>(ctx, p, stream);
-  if (p.M == 2) return launch_simt<D, 2>(ctx, p, stream);
-  if (p.M <= 4) return launch_simt<D, 4>(ctx, p, stream);
-  return launch_simt<D, 8>(ctx, p, stream);
+  if (p.M == 1) return launch_simt<D, 1, 4>(ctx, p, stream);
+  if (p.M == 2) return launch_simt<D, 2, 4>(ctx, p, stream);
+  if (p.M <= 4) return launch_simt<D, 4, 8>(ctx, p, stream);
+  return launch_simt<D, 8, 8>(ctx, p, stream);
 }
 
 // ---------------------------------------------------------------- large M: dequantize + cuBLAS
