@@ -165,6 +165,14 @@ HWY_INLINE VU F32ToBf16(VF v) {
 HWY_INLINE VF LoadF32(int32_t dtype, const void* src, int64_t i) {
   const DF df;
   if (dtype == BNB_F32) return hn::LoadU(df, static_cast<const float*>(src) + i);
+#if HWY_TARGET == HWY_AVX2 || HWY_TARGET == HWY_AVX3 || HWY_TARGET == HWY_AVX3_DL
+  // F16C: exact, subnormals and inf included; a NaN only gains its quiet bit (NaNs count as
+  // neither values nor outliers, and encode as 0).
+  if (dtype == BNB_F16) {
+    const hn::Rebind<hwy::float16_t, DF> dh;
+    return hn::PromoteTo(df, hn::LoadU(dh, static_cast<const hwy::float16_t*>(src) + i));
+  }
+#endif
   const VU h = hn::PromoteTo(DU(), hn::LoadU(D16(), static_cast<const uint16_t*>(src) + i));
   if (dtype == BNB_BF16) return hn::BitCast(df, hn::ShiftLeft<16>(h));
   return HalfToF32(h);
