@@ -51,6 +51,7 @@ int64_t persistent_grid(const GpuContext& ctx, int blocks_per_sm, int64_t tiles)
 void register_quant_ops(bnb_backend_ops_t* ops);
 void register_gemm4_ops(bnb_backend_ops_t* ops);
 void register_int8_ops(bnb_backend_ops_t* ops);
+void register_optim_ops(bnb_backend_ops_t* ops);
 
 }  // namespace gpu
 }  // namespace bnb

@@ -5,6 +5,7 @@ set(BNB_GPU_SOURCES
   ${BNB_GPU_DIR}/quant_ops.cu
   ${BNB_GPU_DIR}/gemm4_ops.cu
   ${BNB_GPU_DIR}/int8_ops.cu
+  ${BNB_GPU_DIR}/optim_ops.cu
 )
 set(BNB_GPU_HEADERS
   ${BNB_GPU_DIR}/gpu_port.h
@@ -12,5 +13,6 @@ set(BNB_GPU_HEADERS
   ${BNB_GPU_DIR}/quant_kernels.cuh
   ${BNB_GPU_DIR}/gemm4_kernels.cuh
   ${BNB_GPU_DIR}/int8_kernels.cuh
+  ${BNB_GPU_DIR}/optim_kernels.cuh
 )
 set(BNB_GPU_EXPORTS_MAP ${BNB_GPU_DIR}/plugin_exports.map)

@@ -1,0 +1,238 @@
+// The optimizer family of the GPU plugin: bnb_optimizer_update (launchers of optim_kernels.cuh)
+// and paged (managed) memory. Asynchronous on the caller's stream; clipping (max_unorm > 0) adds a
+// memset and a pre-pass kernel on the same stream, never a host synchronisation.
+#include <cmath>
+#include <cstdint>
+
+#include "backend_abi.h"
+#include "gpu_backend.h"
+#include "optim_kernels.cuh"
+
+namespace bnb {
+namespace gpu {
+namespace {
+
+bool is_two_state(int32_t opt) { return opt == BNB_OPT_ADAM || opt == BNB_OPT_LAMB || opt == BNB_OPT_ADEMAMIX; }
+
+// The kernel family of an optimizer (LAMB runs the Adam kernels, LARS the Momentum ones).
+int kernel_opt(int32_t opt) {
+  switch (opt) {
+    case BNB_OPT_LAMB: return kOptAdam;
+    case BNB_OPT_LARS: return kOptMomentum;
+    default: return opt;
+  }
+}
+
+// The family's own argument rules (the core checked pointers, sizes, dtype and step).
+const char* check_args(const bnb_optimizer_params_t& P) {
+  const float scalars[] = {P.beta1, P.beta2, P.beta3, P.alpha, P.eps, P.weight_decay, P.gnorm_scale};
+  for (float s : scalars)
+    if (!std::isfinite(s)) return "a hyper-parameter (beta1..3, alpha, eps, weight_decay, gnorm_scale) is not finite";
+  if (!(P.max_unorm >= 0.0f) || std::isinf(P.max_unorm)) return "params->max_unorm must be finite and >= 0 (0 = no clipping)";
+  if (P.max_unorm > 0.0f && (P.optimizer == BNB_OPT_LION || P.optimizer == BNB_OPT_ADEMAMIX))
+    return "update-norm clipping (max_unorm > 0) is defined for Adam/LAMB, Momentum/LARS, RMSprop and Adagrad only";
+  if (P.max_unorm > 0.0f && !(P.param_norm >= 0.0f && std::isfinite(P.param_norm)))
+    return "params->param_norm must be finite and >= 0 when max_unorm > 0";
+  if (is_two_state(P.optimizer) && (!(P.beta1 < 1.0f) || !(P.beta2 < 1.0f)))
+    return "beta1 and beta2 must be < 1 for Adam, LAMB and AdEMAMix (bias correction divides by 1 - beta^t)";
+  if (P.weight_decay < 0.0f) return "params->weight_decay must be >= 0";
+  if (P.step > (int64_t{1} << 24)) return "params->step must be <= 2^24 (it is a binary32 exponent on the GPU)";
+  return nullptr;
+}
+
+template <int D, int OPT>
+bnb_status_t launch32(const GpuContext& ctx, const OptimKernelArgs& a, bool unorm, gpuStream_t s) {
+  const int64_t grid = persistent_grid(ctx, 8, (a.n + kOptimThreads - 1) / kOptimThreads);
+  if (unorm) {
+    if constexpr (OPT == kOptAdam || OPT == kOptMomentum || OPT == kOptRmsprop || OPT == kOptAdagrad) {
+      optim32_unorm_kernel<D, OPT><<<static_cast<unsigned>(grid), kOptimThreads, 0, s>>>(a);
+      return check_launch("optim32_unorm_kernel");
+    }
+    return BNB_SUCCESS;
+  }
+  optim32_kernel<D, OPT><<<static_cast<unsigned>(grid), kOptimThreads, 0, s>>>(a);
+  return check_launch("optim32_kernel");
+}
+
+template <int D, int OPT>
+bnb_status_t launch8(const GpuContext& ctx, const OptimKernelArgs& a, bool unorm, gpuStream_t s) {
+  const int64_t nblocks = (a.n + 255) / 256;
+  const int64_t grid = persistent_grid(ctx, 8, (nblocks + kOptimTileBlocks - 1) / kOptimTileBlocks);
+  if (unorm) {
+    if constexpr (OPT != kOptLion && OPT != kOptAdemamix) {
+      optim8_kernel<D, OPT, true><<<static_cast<unsigned>(grid), kOptimThreads, 0, s>>>(a);
+      return check_launch("optim8_kernel (update norm)");
+    }
+    return BNB_SUCCESS;
+  }
+  optim8_kernel<D, OPT, false><<<static_cast<unsigned>(grid), kOptimThreads, 0, s>>>(a);
+  return check_launch("optim8_kernel");
+}
+
+// The explicit whitelist of instantiations: 3 dtypes x 6 kernel families x {32, 8} bits.
+template <int D>
+bnb_status_t dispatch_opt(const GpuContext& ctx, int opt, bool eight, const OptimKernelArgs& a, bool unorm,
+                          gpuStream_t s) {
+#define BNB_OPTIM_CASE(OPT) \
+  case OPT: return eight ? launch8<D, OPT>(ctx, a, unorm, s) : launch32<D, OPT>(ctx, a, unorm, s);
+  switch (opt) {
+    BNB_OPTIM_CASE(kOptAdam)
+    BNB_OPTIM_CASE(kOptMomentum)
+    BNB_OPTIM_CASE(kOptRmsprop)
+    BNB_OPTIM_CASE(kOptLion)
+    BNB_OPTIM_CASE(kOptAdagrad)
+    BNB_OPTIM_CASE(kOptAdemamix)
+    default: return fail(BNB_ERR_INTERNAL, "optimizer kernel %d has no instantiation", opt);
+  }
+#undef BNB_OPTIM_CASE
+}
+
+bnb_status_t dispatch(const GpuContext& ctx, int32_t dtype, int opt, bool eight, const OptimKernelArgs& a,
+                      bool unorm, gpuStream_t s) {
+  switch (dtype) {
+    case BNB_F32: return dispatch_opt<kOptF32>(ctx, opt, eight, a, unorm, s);
+    case BNB_F16: return dispatch_opt<kOptF16>(ctx, opt, eight, a, unorm, s);
+    case BNB_BF16: return dispatch_opt<kOptBF16>(ctx, opt, eight, a, unorm, s);
+    default: return fail(BNB_ERR_INVALID_ARGUMENT, "param_dtype %d is not F32, F16 or BF16", dtype);
+  }
+}
+
+bnb_status_t op_optimizer_update(void* impl, const bnb_optimizer_params_t* params,
+                                 const bnb_optimizer_tensors_t* tensors, void* stream) {
+  const auto* ctx = static_cast<const GpuContext*>(impl);
+  const bnb_optimizer_params_t& P = *params;
+  const bnb_optimizer_tensors_t& T = *tensors;
+  if (const char* why = check_args(P)) return fail(BNB_ERR_INVALID_ARGUMENT, "%s", why);
+  DeviceGuard guard(ctx->device);
+  const gpuStream_t s = static_cast<gpuStream_t>(stream);
+  const bool eight = P.state_bits == 8;
+  const bool two = is_two_state(P.optimizer);
+  OptimKernelArgs a{};
+  a.p = T.p;
+  a.g = T.g;
+  if (eight) {
+    a.c1 = static_cast<uint8_t*>(T.state1);
+    a.c2 = two ? static_cast<uint8_t*>(T.state2) : nullptr;
+    a.absmax1 = T.absmax1;
+    a.absmax2 = two ? T.absmax2 : nullptr;
+    a.qmap1 = T.qmap1 != nullptr ? T.qmap1 : ctx->tables[BNB_CODE_DYNAMIC_SIGNED];
+    a.qmap2 = T.qmap2 != nullptr ? T.qmap2 : ctx->tables[BNB_CODE_DYNAMIC_UNSIGNED];
+  } else {
+    a.s1 = static_cast<float*>(T.state1);
+    a.s2 = two ? static_cast<float*>(T.state2) : nullptr;
+  }
+  a.unorm_vec = T.unorm_vec;
+  a.n = P.n;
+  a.lr = P.lr;
+  a.beta1 = P.beta1;
+  a.beta2 = P.beta2;
+  a.beta3 = P.beta3;
+  a.alpha = P.alpha;
+  a.eps = P.eps;
+  a.weight_decay = P.weight_decay;
+  a.gnorm_scale = P.gnorm_scale;
+  a.max_unorm = P.max_unorm;
+  a.param_norm = P.param_norm;
+  a.step = static_cast<float>(P.step);
+  a.first_step = P.step == 1;
+  a.skip_zeros = P.skip_zeros != 0;
+  a.two_state_limit = two;
+  const int opt = kernel_opt(P.optimizer);
+  if (P.max_unorm > 0.0f) {
+    // unorm_vec[0] = 0, then the sum of squares of the update (OPS 6.4), then the update reads it.
+#if defined(BNB_GPU_HIP)
+    bnb_status_t st = check(hipMemsetAsync(T.unorm_vec, 0, sizeof(float), s), "clearing unorm_vec");
+#else
+    bnb_status_t st = check(cudaMemsetAsync(T.unorm_vec, 0, sizeof(float), s), "clearing unorm_vec");
+#endif
+    if (st != BNB_SUCCESS) return st;
+    st = dispatch(*ctx, P.param_dtype, opt, eight, a, true, s);
+    if (st != BNB_SUCCESS) return st;
+    a.clip = 1;
+  }
+  return dispatch(*ctx, P.param_dtype, opt, eight, a, false, s);
+}
+
+// ---------------------------------------------------------------- paged (managed) memory
+
+bnb_status_t op_paged_alloc(void* impl, int64_t bytes, void** ptr) {
+  const auto* ctx = static_cast<const GpuContext*>(impl);
+  DeviceGuard guard(ctx->device);
+  *ptr = nullptr;
+#if defined(BNB_GPU_HIP)
+  gpuError_t err = hipMallocManaged(ptr, static_cast<size_t>(bytes), hipMemAttachGlobal);
+#else
+  gpuError_t err = cudaMallocManaged(ptr, static_cast<size_t>(bytes), cudaMemAttachGlobal);
+#endif
+  if (err != gpuSuccess) {
+    (void)gpuGetLastError();
+    *ptr = nullptr;
+    return fail(BNB_ERR_OUT_OF_MEMORY, "allocating %lld bytes of managed memory failed (%s)",
+                static_cast<long long>(bytes), gpuGetErrorString(err));
+  }
+  // Zero-filled, as the reference hands out fresh optimizer state.
+#if defined(BNB_GPU_HIP)
+  err = hipMemset(*ptr, 0, static_cast<size_t>(bytes));
+#else
+  err = cudaMemset(*ptr, 0, static_cast<size_t>(bytes));
+#endif
+  if (err == gpuSuccess) err = gpuStreamSynchronize(nullptr);
+  if (err != gpuSuccess) {
+    (void)gpuFree(*ptr);
+    *ptr = nullptr;
+    return check(err, "zero-filling managed memory");
+  }
+  return BNB_SUCCESS;
+}
+
+bnb_status_t op_paged_free(void* impl, void* ptr) {
+  const auto* ctx = static_cast<const GpuContext*>(impl);
+  DeviceGuard guard(ctx->device);
+  return check(gpuFree(ptr), "freeing managed memory");
+}
+
+// Moves the pages to the device (or the host) ahead of use; a no-op where the device cannot
+// access managed memory concurrently (the driver migrates on demand there).
+bnb_status_t op_paged_prefetch(void* impl, void* ptr, int64_t bytes, int32_t to_device, void* stream) {
+  const auto* ctx = static_cast<const GpuContext*>(impl);
+  DeviceGuard guard(ctx->device);
+  const gpuStream_t s = static_cast<gpuStream_t>(stream);
+#if defined(BNB_GPU_HIP)
+  int concurrent = 0;
+  if (hipDeviceGetAttribute(&concurrent, hipDeviceAttributeConcurrentManagedAccess, ctx->device) != hipSuccess ||
+      !concurrent) {
+    (void)hipGetLastError();
+    return BNB_SUCCESS;
+  }
+  return check(hipMemPrefetchAsync(ptr, static_cast<size_t>(bytes), to_device ? ctx->device : hipCpuDeviceId, s),
+               "prefetching managed memory");
+#else
+  int concurrent = 0;
+  if (cudaDeviceGetAttribute(&concurrent, cudaDevAttrConcurrentManagedAccess, ctx->device) != cudaSuccess ||
+      !concurrent) {
+    (void)cudaGetLastError();
+    return BNB_SUCCESS;
+  }
+#if CUDART_VERSION >= 13000
+  cudaMemLocation loc{};
+  loc.type = to_device ? cudaMemLocationTypeDevice : cudaMemLocationTypeHost;
+  loc.id = to_device ? ctx->device : 0;
+  return check(cudaMemPrefetchAsync(ptr, static_cast<size_t>(bytes), loc, 0, s), "prefetching managed memory");
+#else
+  return check(cudaMemPrefetchAsync(ptr, static_cast<size_t>(bytes), to_device ? ctx->device : cudaCpuDeviceId, s),
+               "prefetching managed memory");
+#endif
+#endif
+}
+
+}  // namespace
+
+void register_optim_ops(bnb_backend_ops_t* ops) {
+  ops->optimizer_update = op_optimizer_update;
+  ops->paged_alloc = op_paged_alloc;
+  ops->paged_free = op_paged_free;
+  ops->paged_prefetch = op_paged_prefetch;
+}
+
+}  // namespace gpu
+}  // namespace bnb
