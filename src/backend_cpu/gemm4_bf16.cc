@@ -121,6 +121,7 @@ BNB_GEMM4_BF16_TARGET inline void row_tiles(const Gemm4Args& p, __m512i table, c
                                             int64_t rows, int64_t n0, int64_t k0, int64_t k1, float* C,
                                             int64_t ldc) {
   int64_t m = 0;
+  for (; m + 4 <= rows; m += 4) tile<4, NR>(p, table, Ad + m * p.K, n0, k0, k1, C + m * ldc, ldc);
   for (; m + 2 <= rows; m += 2) tile<2, NR>(p, table, Ad + m * p.K, n0, k0, k1, C + m * ldc, ldc);
   if (m < rows) tile<1, NR>(p, table, Ad + m * p.K, n0, k0, k1, C + m * ldc, ldc);
 }
@@ -138,6 +139,9 @@ BNB_GEMM4_BF16_TARGET void gemm4_bf16_panel(const Gemm4Args& p, const uint16_t* 
   for (int64_t k0 = 0; k0 < p.K; k0 += kc) {
     const int64_t k1 = k0 + kc < p.K ? k0 + kc : p.K;
     int64_t n = n0;
+    if (rows >= 4) {
+      for (; n + 2 <= n1; n += 2) row_tiles<2>(p, table, Ad, rows, n, k0, k1, C + (n - n0), ldc);
+    }
     for (; n + kNR <= n1; n += kNR) row_tiles<kNR>(p, table, Ad, rows, n, k0, k1, C + (n - n0), ldc);
     for (; n < n1; ++n) row_tiles<1>(p, table, Ad, rows, n, k0, k1, C + (n - n0), ldc);
   }
