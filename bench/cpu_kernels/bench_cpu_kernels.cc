@@ -2,6 +2,7 @@
 // GB/s = (input bytes read + output bytes written) / best time, next to the copy bandwidth of
 // the same thread pool. Prints a table and writes JSON (default bench_cpu_kernels.json).
 //   bnb_bench_cpu_kernels [--n N] [--threads T] [--reps R] [--json PATH]
+// (bnb bench measures the same ops through the public API.)
 #include <algorithm>
 #include <chrono>
 #include <cstdio>

@@ -1,6 +1,8 @@
 // The CPU kernels of the quantization family, callable without the plugin (the per-target
 // tests and the micro-benchmark link bnb_cpu_kernels directly). Arguments are assumed valid
-// (the core checked them); std::bad_alloc may escape.
+// (the core checked them): n > 0, blocksize a power of two in [64, 4096] (8-bit) or
+// [32, 4096] (4-bit); std::bad_alloc may escape. Safe to call from many threads at once,
+// also on one pool.
 #ifndef BNB_BACKEND_CPU_QUANT_KERNELS_H_
 #define BNB_BACKEND_CPU_QUANT_KERNELS_H_
 

@@ -2,16 +2,23 @@
 // and chosen at run time (HWY_DYNAMIC_DISPATCH). Every result is bit-exact with FORMATS.md and
 // tests/ref: the same binary32 operations in the same order, only many lanes at a time.
 //
-// Work is split into whole blocks; each task converts/copies a block into an L1-resident
-// scratch buffer when needed (fp16/bf16 input, partial last block), takes the NaN-dropping
-// absmax, one exact RCP per block (rcp.h), then selects codes:
-//  * 8-bit, strictly increasing table: branchless 8-level search over the 255 binary32
-//    midpoints (odd ones moved one ulp down so a tie goes to the even index, FORMATS 2.3),
-//    each level's candidates held in registers;
+// Work is split into ranges of whole blocks, one per task. A task walks its blocks in chunks of
+// up to 4096 elements: it converts/pads a chunk into an L1-resident scratch buffer when needed
+// (fp16/bf16 input, partial last block), takes every block's NaN-dropping absmax, then every
+// exact RCP (rcp.h), then encodes the blocks while prefetching the next chunk. Codes:
+//  * 8-bit, built-in tables and large inputs: a 65536-entry bucket table indexed by the top 16
+//    bits of x (count of midpoints below the bucket, and the bucket's single midpoint), one
+//    gather and one compare per lane;
+//  * 8-bit, other strictly increasing tables: branchless 8-level search over the 255 binary32
+//    midpoints, each level's candidates held in registers;
 //  * 8-bit, any other table: the reference's literal 7-step search, vectorised with gathers;
-//  * NF4: 4-level search over the 15 thresholds; FP4: 7 compares on |x| plus the sign.
+//    (the two midpoint forms move odd midpoints one ulp down: a tie goes to the even index,
+//    FORMATS 2.3);
+//  * NF4: 4-level search over the 15 thresholds; FP4: 7 compares on |x| plus the sign; even
+//    and odd elements are encoded in separate vectors so a packed byte is (even << 4) | odd.
 // Dequantizing uses the 256-entry table (8-bit) or a per-block pre-scaled 16-entry table
-// (4-bit; RN32(LUT[k] * absmax) equals the per-element product).
+// (4-bit; RN32(LUT[k] * absmax) equals the per-element product). Outputs of 16 MiB and more
+// use non-temporal stores on AVX2/AVX-512.
 #include <algorithm>
 #include <cmath>
 #include <cstddef>
@@ -33,9 +40,9 @@
 namespace bnb {
 namespace cpu {
 
-constexpr int64_t kMaxBlock = 4096;  // largest blocksize (FORMATS 2.5, 3.7); scratch buffers hold one block
+constexpr int64_t kMaxBlock = 4096;  // largest blocksize (FORMATS 2.5, 3.7) and chunk size
 
-// Search plan of an 8-bit table (built once per call, 1 KiB).
+// Search plan of an 8-bit table (built per call; cached with buckets for the built-in tables).
 struct Code8Plan {
   // Strictly increasing finite table with strictly increasing finite midpoints: the level
   // search below applies. Otherwise the 7-step search runs.
