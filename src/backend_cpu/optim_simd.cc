@@ -358,7 +358,7 @@ HWY_INLINE void Step32(DF df, const OptimConsts& k, void* p, const void* g, floa
       p_new = RoundP<kDt>(df, hn::MulAdd(hn::Set(df, k.update_scale), hn::Mul(hn::Set(df, k.neg_lr), s_new), p0));
     } else if constexpr (kOpt == kRmsprop) {
       s_new = hn::MulAdd(s, hn::Set(df, k.beta1), hn::Mul(hn::Mul(hn::Set(df, k.one_minus_beta1), gd), gd));
-      const VF step = hn::Div(hn::Mul(hn::Set(df, k.lr), gd), hn::Add(hn::Sqrt(s_new), hn::Set(df, k.eps)));
+      const VF step = hn::Mul(hn::Set(df, k.lr), hn::Div(gd, hn::Add(hn::Sqrt(s_new), hn::Set(df, k.eps))));
       p_new = RoundP<kDt>(df, hn::Sub(p0, hn::Mul(hn::Set(df, k.update_scale), step)));
     } else if constexpr (kOpt == kAdagrad) {
       s_new = hn::MulAdd(gd, gd, s);

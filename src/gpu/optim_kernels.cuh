@@ -267,7 +267,7 @@ __device__ __forceinline__ void step32(const OptimKernelArgs& a, const OptimCons
       pn = round_p<D>(opt_fma(k.update_scale, -a.lr * s, p));
     } else if constexpr (OPT == kOptRmsprop) {
       s = opt_fma(s, a.beta1, ((1.0f - a.beta1) * g) * g);
-      pn = round_p<D>(p - k.update_scale * opt_div(a.lr * g, opt_sqrt(s) + a.eps));
+      pn = round_p<D>(p - k.update_scale * (a.lr * opt_div(g, opt_sqrt(s) + a.eps)));
     } else if constexpr (OPT == kOptAdagrad) {
       s = opt_fma(g, g, s);
       pn = round_p<D>(opt_fma(-a.lr, opt_div(g, opt_sqrt(s) + a.eps), p));
