@@ -37,7 +37,6 @@ __host__ __device__ constexpr int chunk_elems() {
   return 16 / static_cast<int>(sizeof(typename Elem<D>::T));
 }
 __host__ __device__ constexpr int threads_for(int group) { return group > 256 ? group : 256; }
-constexpr int kQuantSlices = 2;    // 32 input bytes per thread and tile
 constexpr int kDequantSlices = 4;  // 64 output bytes per thread and tile
 
 // A 16-float table passed by value (4-bit thresholds and decode tables).
@@ -74,20 +73,29 @@ __device__ __forceinline__ uint32_t from_f32(float f) {
 
 // ---------------------------------------------------------------- loads and stores
 
-// A chunk of kE elements at i0 as binary32; elements at or past n read as 0.
-template <int D>
+// A chunk of kE elements (16 or 32 bytes) at i0 as binary32; elements at or past n read as 0.
+template <int D, int kE>
 __device__ __forceinline__ void load_chunk(const typename Elem<D>::T* __restrict__ a, int64_t i0, int64_t n,
-                                           bool vec, float (&v)[chunk_elems<D>()]) {
-  constexpr int kE = chunk_elems<D>();
+                                           bool vec, float (&v)[kE]) {
+  constexpr int kWords = kE * static_cast<int>(sizeof(typename Elem<D>::T)) / 4;
+  static_assert(kWords == 4 || kWords == 8, "chunks are 16 or 32 bytes");
   if (vec && i0 + kE <= n) {
-    const uint4 r = *reinterpret_cast<const uint4*>(a + i0);
-    const uint32_t w[4] = {r.x, r.y, r.z, r.w};
+    uint32_t w[kWords];
+    const uint4* p = reinterpret_cast<const uint4*>(a + i0);
+#pragma unroll
+    for (int k = 0; k < kWords / 4; ++k) {
+      const uint4 r = p[k];
+      w[4 * k] = r.x;
+      w[4 * k + 1] = r.y;
+      w[4 * k + 2] = r.z;
+      w[4 * k + 3] = r.w;
+    }
     if constexpr (D == kF32) {
 #pragma unroll
-      for (int k = 0; k < 4; ++k) v[k] = __uint_as_float(w[k]);
+      for (int k = 0; k < kWords; ++k) v[k] = __uint_as_float(w[k]);
     } else {
 #pragma unroll
-      for (int k = 0; k < 4; ++k) {
+      for (int k = 0; k < kWords; ++k) {
         v[2 * k] = to_f32<D>(w[k] & 0xffffu);
         v[2 * k + 1] = to_f32<D>(w[k] >> 16);
       }
@@ -145,7 +153,9 @@ __device__ __forceinline__ void store_codes8(uint8_t* __restrict__ out, int64_t 
     uint32_t w[kE / 4];
 #pragma unroll
     for (int k = 0; k < kE / 4; ++k) w[k] = q[4 * k] | (q[4 * k + 1] << 8) | (q[4 * k + 2] << 16) | (q[4 * k + 3] << 24);
-    if constexpr (kE == 8) {
+    if constexpr (kE == 16) {
+      *reinterpret_cast<uint4*>(out + i0) = make_uint4(w[0], w[1], w[2], w[3]);
+    } else if constexpr (kE == 8) {
       *reinterpret_cast<uint2*>(out + i0) = make_uint2(w[0], w[1]);
     } else {
       *reinterpret_cast<uint32_t*>(out + i0) = w[0];
@@ -169,7 +179,11 @@ __device__ __forceinline__ void store_codes4(uint8_t* __restrict__ packed, int64
 #pragma unroll
   for (int k = 0; k < kE / 2; ++k) byte[k] = (q[2 * k] << 4) | q[2 * k + 1];
   if (vec && b0 + kE / 2 <= nbytes) {
-    if constexpr (kE == 8) {
+    if constexpr (kE == 16) {
+      *reinterpret_cast<uint2*>(packed + b0) =
+          make_uint2(byte[0] | (byte[1] << 8) | (byte[2] << 16) | (byte[3] << 24),
+                     byte[4] | (byte[5] << 8) | (byte[6] << 16) | (byte[7] << 24));
+    } else if constexpr (kE == 8) {
       *reinterpret_cast<uint32_t*>(packed + b0) = byte[0] | (byte[1] << 8) | (byte[2] << 16) | (byte[3] << 24);
     } else {
       *reinterpret_cast<uint16_t*>(packed + b0) = static_cast<uint16_t>(byte[0] | (byte[1] << 8));
@@ -379,15 +393,22 @@ __device__ __forceinline__ void select_codes_fast(const float (&x)[kE], const Qu
 
 // ---------------------------------------------------------------- 8-bit blockwise kernels
 
-template <int D, int B>
-__global__ void __launch_bounds__(threads_for(B / chunk_elems<D>()))
+// kChunk = bytes of input a thread owns per slice: 32 (one slice, 32 contiguous bytes per thread)
+// or 16 (two slices; each warp load instruction covers 512 contiguous bytes).
+template <int D, int kChunk>
+__host__ __device__ constexpr int quant_chunk_elems() {
+  return kChunk / static_cast<int>(sizeof(typename Elem<D>::T));
+}
+
+template <int D, int B, int kChunk>
+__global__ void __launch_bounds__(threads_for(B / quant_chunk_elems<D, kChunk>()))
     quantize_blockwise_kernel(const typename Elem<D>::T* __restrict__ a, const float* __restrict__ code,
                               uint8_t* __restrict__ out, float* __restrict__ absmax, int64_t n, int vec,
                               const float* __restrict__ offset) {
-  constexpr int kE = chunk_elems<D>();
+  constexpr int kE = quant_chunk_elems<D, kChunk>();
   constexpr int kG = B / kE;
   constexpr int kThreads = threads_for(kG);
-  constexpr int kS = kQuantSlices;
+  constexpr int kS = 32 / kChunk;
   constexpr int64_t kTile = int64_t{kThreads} * kE * kS;
   __shared__ Quant8Shared sh;
   __shared__ float red[kS * kThreads / 32];  // one float per warp and slice (warps hold >= 32 threads)
@@ -403,7 +424,7 @@ __global__ void __launch_bounds__(threads_for(B / chunk_elems<D>()))
 #pragma unroll
     for (int k = 0; k < kS; ++k) {
       i0[k] = t * kTile + (static_cast<int64_t>(k) * kThreads + threadIdx.x) * kE;
-      load_chunk<D>(a, i0[k], n, vec != 0, v[k]);
+      load_chunk<D, kE>(a, i0[k], n, vec != 0, v[k]);
     }
 #pragma unroll
     for (int k = 0; k < kS; ++k) {
@@ -425,7 +446,17 @@ __global__ void __launch_bounds__(threads_for(B / chunk_elems<D>()))
       for (int j = 0; j < kE; ++j) x[j] = gpu_mul_ftz(v[k][j], inv);
       uint32_t q[kE];
       if (fast) {
-        select_codes_fast<kE>(x, sh, q);
+        constexpr int kH = kE < 8 ? kE : 8;  // look-ups in flight per batch (bounds registers)
+#pragma unroll
+        for (int h = 0; h < kE; h += kH) {
+          float xh[kH];
+          uint32_t qh[kH];
+#pragma unroll
+          for (int j = 0; j < kH; ++j) xh[j] = x[h + j];
+          select_codes_fast<kH>(xh, sh, qh);
+#pragma unroll
+          for (int j = 0; j < kH; ++j) q[h + j] = qh[j];
+        }
       } else {
 #pragma unroll
         for (int j = 0; j < kE; ++j) q[j] = select_code_search7(x[j], sh.code);
@@ -510,14 +541,14 @@ __device__ __forceinline__ uint32_t encode_fp4(float x, const float* t) {
   return (x < 0.0f ? 8u : 0u) | pattern;
 }
 
-template <int D, int B, int QT>
-__global__ void __launch_bounds__(threads_for(B / chunk_elems<D>()))
+template <int D, int B, int QT, int kChunk>
+__global__ void __launch_bounds__(threads_for(B / quant_chunk_elems<D, kChunk>()))
     quantize_4bit_kernel(const typename Elem<D>::T* __restrict__ a, Table16 thresholds,
                          uint8_t* __restrict__ packed, float* __restrict__ absmax, int64_t n, int vec) {
-  constexpr int kE = chunk_elems<D>();
+  constexpr int kE = quant_chunk_elems<D, kChunk>();
   constexpr int kG = B / kE;
   constexpr int kThreads = threads_for(kG);
-  constexpr int kS = kQuantSlices;
+  constexpr int kS = 32 / kChunk;
   constexpr int64_t kTile = int64_t{kThreads} * kE * kS;
   __shared__ float t16[16];
   __shared__ float red[kS * kThreads / 32];  // one float per warp and slice (warps hold >= 32 threads)
@@ -532,7 +563,7 @@ __global__ void __launch_bounds__(threads_for(B / chunk_elems<D>()))
 #pragma unroll
     for (int k = 0; k < kS; ++k) {
       i0[k] = t * kTile + (static_cast<int64_t>(k) * kThreads + threadIdx.x) * kE;
-      load_chunk<D>(a, i0[k], n, vec != 0, v[k]);
+      load_chunk<D, kE>(a, i0[k], n, vec != 0, v[k]);
     }
 #pragma unroll
     for (int k = 0; k < kS; ++k) {

@@ -2,6 +2,7 @@
 // validated every argument (backend_abi.h), so these only pick a kernel instantiation, size the
 // grid and check the launch. Nothing here synchronises: every op is capturable in a CUDA graph.
 #include <cstdint>
+#include <cstdlib>
 
 #include "gpu_backend.h"
 #include "quant_kernels.cuh"
@@ -36,22 +37,40 @@ int occupancy(Kernel kernel, int threads) {
   return blocks;
 }
 
+// Input bytes a quantizer thread owns per slice: 32 (default) or 16; BNB_GPU_QUANT_CHUNK=16 picks
+// the second layout (kept to compare the two on new hardware; both are tested).
+int quant_chunk() {
+  static const int chunk = [] {
+    const char* e = std::getenv("BNB_GPU_QUANT_CHUNK");
+    return e != nullptr && std::atoi(e) == 16 ? 16 : 32;
+  }();
+  return chunk;
+}
+
 const GpuContext& ctx_of(void* impl) { return *static_cast<const GpuContext*>(impl); }
 
 // ---------------------------------------------------------------- 8-bit blockwise
 
+template <int D, int B, int kChunk>
+bnb_status_t launch_quantize_blockwise_chunk(const GpuContext& ctx, const void* a, int64_t n, const float* code,
+                                             uint8_t* out, float* absmax, const float* offset, gpuStream_t stream) {
+  using T = typename Elem<D>::T;
+  constexpr int kThreads = threads_for(B / quant_chunk_elems<D, kChunk>());
+  constexpr int64_t kTile = int64_t{kThreads} * 32 / static_cast<int64_t>(sizeof(T));
+  static const int per_sm = occupancy(quantize_blockwise_kernel<D, B, kChunk>, kThreads);
+  const int64_t grid = persistent_grid(ctx, per_sm, (n + kTile - 1) / kTile);
+  const int vec = aligned16(a) && aligned16(out);
+  quantize_blockwise_kernel<D, B, kChunk><<<static_cast<unsigned>(grid), kThreads, 0, stream>>>(
+      static_cast<const T*>(a), code, out, absmax, n, vec, offset);
+  return check_launch("quantize_blockwise");
+}
+
 template <int D, int B>
 bnb_status_t launch_quantize_blockwise(const GpuContext& ctx, const void* a, int64_t n, const float* code,
                                        uint8_t* out, float* absmax, const float* offset, gpuStream_t stream) {
-  using T = typename Elem<D>::T;
-  constexpr int kThreads = threads_for(B / chunk_elems<D>());
-  constexpr int64_t kTile = int64_t{kThreads} * chunk_elems<D>() * kQuantSlices;
-  static const int per_sm = occupancy(quantize_blockwise_kernel<D, B>, kThreads);
-  const int64_t grid = persistent_grid(ctx, per_sm, (n + kTile - 1) / kTile);
-  const int vec = aligned16(a) && aligned16(out);
-  quantize_blockwise_kernel<D, B><<<static_cast<unsigned>(grid), kThreads, 0, stream>>>(
-      static_cast<const T*>(a), code, out, absmax, n, vec, offset);
-  return check_launch("quantize_blockwise");
+  return quant_chunk() == 16
+             ? launch_quantize_blockwise_chunk<D, B, 16>(ctx, a, n, code, out, absmax, offset, stream)
+             : launch_quantize_blockwise_chunk<D, B, 32>(ctx, a, n, code, out, absmax, offset, stream);
 }
 
 
@@ -118,21 +137,28 @@ bnb_status_t dequantize_blockwise(void* impl, const uint8_t* q, const float* abs
 
 // ---------------------------------------------------------------- 4-bit
 
-template <int D, int B, int QT>
-bnb_status_t launch_quantize_4bit(const GpuContext& ctx, const void* a, int64_t n, uint8_t* packed, float* absmax,
-                                  gpuStream_t stream) {
+template <int D, int B, int QT, int kChunk>
+bnb_status_t launch_quantize_4bit_chunk(const GpuContext& ctx, const void* a, int64_t n, uint8_t* packed,
+                                        float* absmax, gpuStream_t stream) {
   using T = typename Elem<D>::T;
-  constexpr int kThreads = threads_for(B / chunk_elems<D>());
-  constexpr int64_t kTile = int64_t{kThreads} * chunk_elems<D>() * kQuantSlices;
-  static const int per_sm = occupancy(quantize_4bit_kernel<D, B, QT>, kThreads);
+  constexpr int kThreads = threads_for(B / quant_chunk_elems<D, kChunk>());
+  constexpr int64_t kTile = int64_t{kThreads} * 32 / static_cast<int64_t>(sizeof(T));
+  static const int per_sm = occupancy(quantize_4bit_kernel<D, B, QT, kChunk>, kThreads);
   // Thresholds at 1..15 (NF4) or 1..7 (FP4), so the search needs no bounds.
   static const Table16 thresholds =
       QT == kNF4 ? table16(kNF4ThresholdBits, 15, 1) : table16(kFP4ThresholdBits, 7, 1);
   const int64_t grid = persistent_grid(ctx, per_sm, (n + kTile - 1) / kTile);
   const int vec = aligned16(a) && aligned16(packed);
-  quantize_4bit_kernel<D, B, QT><<<static_cast<unsigned>(grid), kThreads, 0, stream>>>(
+  quantize_4bit_kernel<D, B, QT, kChunk><<<static_cast<unsigned>(grid), kThreads, 0, stream>>>(
       static_cast<const T*>(a), thresholds, packed, absmax, n, vec);
   return check_launch("quantize_4bit");
+}
+
+template <int D, int B, int QT>
+bnb_status_t launch_quantize_4bit(const GpuContext& ctx, const void* a, int64_t n, uint8_t* packed, float* absmax,
+                                  gpuStream_t stream) {
+  return quant_chunk() == 16 ? launch_quantize_4bit_chunk<D, B, QT, 16>(ctx, a, n, packed, absmax, stream)
+                             : launch_quantize_4bit_chunk<D, B, QT, 32>(ctx, a, n, packed, absmax, stream);
 }
 
 
