@@ -356,6 +356,42 @@ HWY_INLINE float AbsMax(DF df, const float* HWY_RESTRICT p, int64_t count) {
   return hn::GetLane(hn::MaxOfLanes(df, hn::Max(hn::Max(m0, m1), hn::Max(m2, m3))));
 }
 
+#if BNB_HAVE_PERMUTE2
+// NaN-dropping max |v| of 16 consecutive blocks of 32 or 64 floats, written to out[0..16).
+// Each block first folds to one vector; a transposing tree then reduces the sixteen vectors
+// together (about 3 shuffles and maxes per block instead of a full reduction each).
+HWY_INLINE void AbsMax16(DF df, const float* HWY_RESTRICT p, int64_t blocksize, float* out) {
+  __m512 v[16];
+  for (int j = 0; j < 16; ++j) {
+    const float* q = p + j * blocksize;
+    VF m = hn::Max(hn::Abs(hn::LoadU(df, q)), hn::Zero(df));
+    m = hn::Max(hn::Abs(hn::LoadU(df, q + 16)), m);
+    if (blocksize == 64) {
+      m = hn::Max(hn::Abs(hn::LoadU(df, q + 32)), m);
+      m = hn::Max(hn::Abs(hn::LoadU(df, q + 48)), m);
+    }
+    v[j] = m.raw;  // NaN-free from here on
+  }
+  __m512 a[8], b[4], c[2];
+  for (int j = 0; j < 8; ++j) {  // 256-bit halves: block 2j in quads 0-1, block 2j+1 in 2-3
+    a[j] = _mm512_max_ps(_mm512_shuffle_f32x4(v[2 * j], v[2 * j + 1], 0x44),
+                         _mm512_shuffle_f32x4(v[2 * j], v[2 * j + 1], 0xEE));
+  }
+  for (int j = 0; j < 4; ++j) {  // quad k: block 4j + k
+    b[j] = _mm512_max_ps(_mm512_shuffle_f32x4(a[2 * j], a[2 * j + 1], 0x88),
+                         _mm512_shuffle_f32x4(a[2 * j], a[2 * j + 1], 0xDD));
+  }
+  for (int j = 0; j < 2; ++j) {  // quad k: two lanes of block 8j + k, two of block 8j + 4 + k
+    c[j] = _mm512_max_ps(_mm512_shuffle_ps(b[2 * j], b[2 * j + 1], 0x44),
+                         _mm512_shuffle_ps(b[2 * j], b[2 * j + 1], 0xEE));
+  }
+  // Lane 4k + m holds block 4m + k; put block j in lane j.
+  const __m512 d = _mm512_max_ps(_mm512_shuffle_ps(c[0], c[1], 0x88), _mm512_shuffle_ps(c[0], c[1], 0xDD));
+  const __m512i order = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
+  _mm512_storeu_ps(out, _mm512_permutexvar_ps(order, d));
+}
+#endif
+
 // Points at block [begin, begin + count) as binary32 with `padded` readable elements
 // (a multiple of 2 * lanes), converting or zero-padding into `scratch` when needed.
 HWY_INLINE const float* BlockAsF32(DF df, int32_t dtype, const void* A, int64_t begin, int64_t count,
@@ -535,7 +571,16 @@ HWY_INLINE void ForEachScaledBlock(DF df, int32_t dtype, const void* A, int64_t 
     const int64_t count = end - begin;
     const int64_t padded = (count + step - 1) / step * step;
     const float* src = BlockAsF32(df, dtype, A, begin, count, padded, scratch);
-    for (int64_t b = c0; b < c1; ++b) {
+    int64_t b = c0;
+#if BNB_HAVE_PERMUTE2
+    // Small blocks: sixteen at a time, reduced together (full blocks only).
+    if (blocksize == 32 || blocksize == 64) {
+      for (; b + 16 <= c1 && (b + 16 - c0) * blocksize <= count; b += 16) {
+        AbsMax16(df, src + (b - c0) * blocksize, blocksize, absmax + b);
+      }
+    }
+#endif
+    for (; b < c1; ++b) {
       const int64_t off = (b - c0) * blocksize;
       const int64_t len = padded - off < blocksize ? padded - off : blocksize;
       absmax[b] = AbsMax(df, src + off, len);

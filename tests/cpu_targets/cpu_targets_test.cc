@@ -130,6 +130,8 @@ std::vector<float> linear_with_zeros() {
 std::vector<int64_t> sizes_for(int64_t blocksize, std::mt19937& rng) {
   std::vector<int64_t> sizes = {1, 3 * blocksize, 2 * blocksize + 1};
   sizes.push_back(1 + static_cast<int64_t>(rng() % static_cast<uint32_t>(4 * blocksize)));
+  // Many small blocks: the kernels reduce sixteen of them at a time.
+  if (blocksize <= 256) sizes.push_back(37 * blocksize + 5);
   return sizes;
 }
 
