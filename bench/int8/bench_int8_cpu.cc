@@ -6,11 +6,12 @@
 // weight bytes read per second as a share of the machine's copy bandwidth.
 //
 //   bnb_bench_int8_cpu [--threads 2] [--shapes 2048x2048x2048,1x4096x4096,...] (MxNxK)
-//                      [--min-ms 300] [--json out.json]
+//                      [--min-ms 300] [--copies N (weight copies rotated; default 768 MiB worth for
+//                      M <= 16, 1 otherwise)] [--json out.json]
 //
 // Copy bandwidth: `threads` threads each memcpy one part of a 256 MiB buffer into another,
 // counted STREAM-style as bytes read + bytes written, best of 5 (as bench/gemm4). For M <= 16
-// the weights rotate over enough copies that the last-level cache never holds the one in use.
+// the weights rotate over 768 MiB of copies, so no cache (the VM may hide a large L3) holds them.
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -156,6 +157,7 @@ double onednn_reference_ms(int threads, bool packed, int64_t M, int64_t N, int64
 int main(int argc, char** argv) {
   int threads = 2;
   double min_ms = 300;
+  int64_t copies_arg = 0;  // 0: rotate 768 MiB of weight copies for M <= 16
   std::string json_path;
   std::string shapes_arg = "2048x2048x2048,1x4096x4096,1x8192x8192,4x4096x4096,8x4096x4096,16x4096x4096,"
                            "64x4096x4096,256x4096x4096";
@@ -172,8 +174,10 @@ int main(int argc, char** argv) {
     else if (a == "--shapes") shapes_arg = next();
     else if (a == "--min-ms") min_ms = std::atof(next().c_str());
     else if (a == "--json") json_path = next();
+    else if (a == "--copies") copies_arg = std::atoll(next().c_str());
     else {
-      std::fprintf(stderr, "usage: %s [--threads N] [--shapes MxNxK,...] [--min-ms MS] [--json PATH]\n", argv[0]);
+      std::fprintf(stderr, "usage: %s [--threads N] [--shapes MxNxK,...] [--min-ms MS] [--copies N] [--json PATH]\n",
+                   argv[0]);
       return 2;
     }
   }
@@ -214,7 +218,8 @@ int main(int argc, char** argv) {
     const int64_t M = std::atoll(dims[0].c_str()), N = std::atoll(dims[1].c_str()), K = std::atoll(dims[2].c_str());
     const size_t wbytes = static_cast<size_t>(N * K);
     // Rotate weights for small M so they come from memory, as in a real layer.
-    const size_t copies = M <= 16 ? std::max<size_t>(1, std::min<size_t>(8, (size_t{512} << 20) / wbytes)) : 1;
+    size_t copies = M <= 16 ? std::max<size_t>(1, std::min<size_t>(48, (size_t{768} << 20) / wbytes)) : 1;
+    if (copies_arg > 0) copies = static_cast<size_t>(copies_arg);
     std::vector<std::vector<int8_t>> W;
     for (size_t c = 0; c < copies; ++c) W.push_back(random_int8(wbytes, 1000 + c));
     const std::vector<int8_t> A = random_int8(static_cast<size_t>(M * K), 7);

@@ -384,7 +384,11 @@ HWY_INLINE void DotColumns(const Int8RowsArgs& a, int64_t n0) {
 // Columns [n0, n1) of C.
 void MatmulRowsInt8(const Int8RowsArgs& a, int64_t n0, int64_t n1) {
   int64_t n = n0;
-  for (; n + 4 <= n1; n += 4) DotColumns<4>(a, n);
+  // One or two rows of A: B is read as one sequential stream (row after row), which the
+  // hardware prefetchers follow best; more rows of A share each load of four rows of B.
+  if (a.M > 2) {
+    for (; n + 4 <= n1; n += 4) DotColumns<4>(a, n);
+  }
   for (; n < n1; ++n) DotColumns<1>(a, n);
 }
 
