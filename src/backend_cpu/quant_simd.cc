@@ -14,8 +14,9 @@
 //  * 8-bit, any other table: the reference's literal 7-step search, vectorised with gathers;
 //    (the two midpoint forms move odd midpoints one ulp down: a tie goes to the even index,
 //    FORMATS 2.3);
-//  * NF4: 4-level search over the 15 thresholds; FP4: 7 compares on |x| plus the sign; even
-//    and odd elements are encoded in separate vectors so a packed byte is (even << 4) | odd.
+//  * NF4: 4-level search over the 15 thresholds; FP4: 3-level search over the 7 magnitude
+//    thresholds, the pattern table, the sign. Even and odd elements are encoded in separate
+//    vectors so a packed byte is (even << 4) | odd.
 // Dequantizing uses the 256-entry table (8-bit) or a per-block pre-scaled 16-entry table
 // (4-bit; RN32(LUT[k] * absmax) equals the per-element product). Outputs of 16 MiB and more
 // use non-temporal stores on AVX2/AVX-512.
@@ -696,17 +697,25 @@ HWY_INLINE VI EncodeNF4(DF df, const float* HWY_RESTRICT levels, VF x) {
   return hn::IfThenElse(hn::RebindMask(di, hn::Gt(x, t)), hn::Or(idx, hn::Set(di, 1)), idx);
 }
 
-HWY_INLINE VI EncodeFP4(DF df, VF x) {
-  // Pattern of k = #{j : |x| > thr_j} is [0, 1, 6, 7, 4, 5, 2, 3][k]: a sum of per-threshold steps.
-  static constexpr int32_t kStep[7] = {1, 5, 1, -3, 1, -3, 1};
+// FP4: k = #{j : |x| > thr_j} by a 3-level search over the 7 magnitude thresholds
+// (fp4_levels: [t4 | t2 t6 | t1 t3 t5 t7], 1-based), then pattern[k] and the sign (x < 0).
+HWY_INLINE VI EncodeFP4(DF df, const float* HWY_RESTRICT fp4_levels, const int32_t* HWY_RESTRICT patterns,
+                        VF x) {
   const DI di;
+  constexpr size_t N = hn::MaxLanes(DF());
   const VF a = hn::Abs(x);
-  VI code = hn::IfThenElseZero(hn::RebindMask(di, hn::Lt(x, hn::Zero(df))), hn::Set(di, 8));
-  for (int j = 0; j < 7; ++j) {
-    const VF t = hn::Set(df, bnb::bits_to_float(bnb::kFP4ThresholdBits[j]));
-    code = hn::IfThenElse(hn::RebindMask(di, hn::Gt(a, t)), hn::Add(code, hn::Set(di, kStep[j])), code);
+  VI k = hn::IfThenElseZero(hn::RebindMask(di, hn::Gt(a, hn::Set(df, fp4_levels[0]))), hn::Set(di, 4));
+  VF t = Lookup<2>(df, fp4_levels + 1, hn::ShiftRight<2>(k));
+  k = hn::IfThenElse(hn::RebindMask(di, hn::Gt(a, t)), hn::Or(k, hn::Set(di, 2)), k);
+  t = Lookup<4>(df, fp4_levels + 3, hn::ShiftRight<1>(k));
+  k = hn::IfThenElse(hn::RebindMask(di, hn::Gt(a, t)), hn::Or(k, hn::Set(di, 1)), k);
+  VI code;
+  if constexpr (N >= 8) {
+    code = hn::TableLookupLanes(hn::LoadU(di, patterns), hn::IndicesFromVec(di, k));
+  } else {
+    code = hn::GatherIndex(di, patterns, k);
   }
-  return code;
+  return hn::IfThenElse(hn::RebindMask(di, hn::Lt(x, hn::Zero(df))), hn::Or(code, hn::Set(di, 8)), code);
 }
 
 // Packs 2N codes (c0: elements 0..N-1, c1: N..2N-1) into N bytes, even element high.
@@ -737,13 +746,18 @@ void QuantizeBlocks4Impl(const Quant4Args& a, int64_t b0, int64_t b1) {
   alignas(64) float levels[16 + 64] = {};
   static constexpr int kOrder[15] = {7, 3, 11, 1, 5, 9, 13, 0, 2, 4, 6, 8, 10, 12, 14};
   for (int j = 0; j < 15; ++j) levels[j] = bnb::bits_to_float(bnb::kNF4ThresholdBits[kOrder[j]]);
+  alignas(64) float fp4_levels[8 + 64] = {};
+  static constexpr int kFP4Order[7] = {3, 1, 5, 0, 2, 4, 6};
+  for (int j = 0; j < 7; ++j) fp4_levels[j] = bnb::bits_to_float(bnb::kFP4ThresholdBits[kFP4Order[j]]);
+  alignas(64) int32_t patterns[8 + 64] = {};
+  for (int j = 0; j < 8; ++j) patterns[j] = bnb::kFP4Pattern[j];
   ForEachScaledBlock(df, a.dtype, a.A, a.n, a.blocksize, 2 * N, a.absmax, b0, b1, scratch,
                      [&](int64_t b, const float* src, int64_t padded, int64_t valid, float inv, const auto& ahead) {
     const VF vinv = hn::Set(df, inv);
     // Zero padding encodes 0.0 under this block's scale: the odd-n filler nibble.
     uint8_t* dst = padded == valid ? a.packed + b * a.blocksize / 2 : bytes;
     const bool stream = a.stream && dst != bytes;
-    const auto encode = [&](VF x) { return kNF4 ? EncodeNF4(df, levels, x) : EncodeFP4(df, x); };
+    const auto encode = [&](VF x) { return kNF4 ? EncodeNF4(df, levels, x) : EncodeFP4(df, fp4_levels, patterns, x); };
     int64_t i = 0;
 #if HWY_TARGET == HWY_SCALAR
     (void)ahead;
