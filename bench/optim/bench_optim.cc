@@ -3,7 +3,7 @@
 // share of the copy bandwidth measured in the same run.
 //
 //   bnb_bench_optim [--backend cpu|cuda|hip] [--threads 2] [--mode cpu|gpu] [--iters 20]
-//                   [--n 33554432] [--json out.json]
+//                   [--n 33554432] [--only "AdamW 8-bit"] [--json out.json]
 //
 // Modes:
 //   cpu (default on the CPU backend): one fp32 tensor of --n parameters; every optimizer in
@@ -22,6 +22,8 @@
 #include <thread>
 #include <vector>
 
+#include <time.h>
+
 #include "bnb.h"
 
 namespace {
@@ -38,6 +40,13 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 double seconds_since(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
+
+// CPU time of the whole process (all threads): what the work costs when the machine is shared.
+double process_cpu_seconds() {
+  timespec ts;
+  clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+  return static_cast<double>(ts.tv_sec) + 1e-9 * static_cast<double>(ts.tv_nsec);
+}
 
 struct Config {
   const char* name;
@@ -136,6 +145,7 @@ struct Result {
   std::string label, config;
   int64_t tensors = 0, n_each = 0;
   double median_ms = 0, gbps = 0, share = 0;
+  double cpu_ns_per_param = 0;  // process CPU time per parameter and step (host backends)
 };
 
 Result time_config(bnb_context_t ctx, const Config& c, int64_t count, int64_t n, int iters, double copy_gbps,
@@ -150,11 +160,13 @@ Result time_config(bnb_context_t ctx, const Config& c, int64_t count, int64_t n,
   for (int64_t i = 0; i < count; ++i) ts.push_back(make_tensor(ctx, c, n, pinit, ginit, zeros));
   step_all(ctx, c, ts, 1);  // warm-up (first touch, plans, lazy module load)
   std::vector<double> ms;
+  const double cpu0 = process_cpu_seconds();
   for (int it = 0; it < iters; ++it) {
     const auto t0 = Clock::now();
     step_all(ctx, c, ts, 2 + it);
     ms.push_back(1e3 * seconds_since(t0));
   }
+  const double cpu_s = process_cpu_seconds() - cpu0;
   for (Tensor& t : ts) free_tensor(ctx, t);
   std::sort(ms.begin(), ms.end());
   Result r;
@@ -165,8 +177,10 @@ Result time_config(bnb_context_t ctx, const Config& c, int64_t count, int64_t n,
   r.median_ms = ms[ms.size() / 2];
   r.gbps = bytes_per_param(c) * static_cast<double>(n * count) / (r.median_ms * 1e-3) / 1e9;
   r.share = copy_gbps > 0 ? r.gbps / copy_gbps : 0;
-  std::printf("%-22s %-16s %6lld x %-10lld %10.3f ms %9.1f GB/s %7.1f %%\n", label.c_str(), c.name,
-              static_cast<long long>(count), static_cast<long long>(n), r.median_ms, r.gbps, 100.0 * r.share);
+  r.cpu_ns_per_param = 1e9 * cpu_s / (static_cast<double>(n * count) * iters);
+  std::printf("%-22s %-16s %6lld x %-10lld %10.3f ms %9.1f GB/s %7.1f %% %9.2f\n", label.c_str(), c.name,
+              static_cast<long long>(count), static_cast<long long>(n), r.median_ms, r.gbps, 100.0 * r.share,
+              r.cpu_ns_per_param);
   std::fflush(stdout);
   return r;
 }
@@ -209,7 +223,7 @@ double backend_copy_gbps(bnb_context_t ctx) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  std::string backend = "cpu", mode, json;
+  std::string backend = "cpu", mode, json, only;
   int threads = 2, iters = 20;
   int64_t n = int64_t{1} << 25;
   for (int i = 1; i < argc; ++i) {
@@ -227,8 +241,9 @@ int main(int argc, char** argv) {
     else if (a == "--iters") iters = std::atoi(next().c_str());
     else if (a == "--n") n = std::atoll(next().c_str());
     else if (a == "--json") json = next();
+    else if (a == "--only") only = next();
     else {
-      std::fprintf(stderr, "usage: %s [--backend cpu|cuda|hip] [--threads N] [--mode cpu|gpu] [--iters N] [--n N] [--json PATH]\n", argv[0]);
+      std::fprintf(stderr, "usage: %s [--backend cpu|cuda|hip] [--threads N] [--mode cpu|gpu] [--iters N] [--n N] [--only NAME] [--json PATH]\n", argv[0]);
       return 2;
     }
   }
@@ -245,13 +260,14 @@ int main(int argc, char** argv) {
   if (mode == "cpu") {
     copy = opts.backend == BNB_BACKEND_CPU ? host_copy_gbps(threads) : backend_copy_gbps(ctx);
     std::printf("backend %s, %d threads, copy bandwidth %.1f GB/s (read + write)\n", backend.c_str(), threads, copy);
-    std::printf("%-22s %-16s %-19s %13s %14s %9s\n", "case", "optimizer", "tensors x n", "median step", "traffic",
-                "of copy");
+    std::printf("%-22s %-16s %-19s %13s %14s %9s %9s\n", "case", "optimizer", "tensors x n", "median step", "traffic",
+                "of copy", "cpu ns/p");
     const Config configs[] = {{"AdamW 8-bit", BNB_OPT_ADAM, 8},       {"Lion 8-bit", BNB_OPT_LION, 8},
                               {"Momentum 8-bit", BNB_OPT_MOMENTUM, 8}, {"RMSprop 8-bit", BNB_OPT_RMSPROP, 8},
                               {"Adagrad 8-bit", BNB_OPT_ADAGRAD, 8},   {"AdEMAMix 8-bit", BNB_OPT_ADEMAMIX, 8},
                               {"AdamW 32-bit", BNB_OPT_ADAM, 32},      {"Lion 32-bit", BNB_OPT_LION, 32}};
-    for (const Config& c : configs) results.push_back(time_config(ctx, c, 1, n, iters, copy, "one tensor"));
+    for (const Config& c : configs)
+      if (only.empty() || only == c.name) results.push_back(time_config(ctx, c, 1, n, iters, copy, "one tensor"));
   } else {
     copy = backend_copy_gbps(ctx);
     std::printf("backend %s, device copy bandwidth %.1f GB/s (read + write)\n", backend.c_str(), copy);
@@ -276,9 +292,10 @@ int main(int argc, char** argv) {
       const Result& r = results[i];
       std::fprintf(f,
                    "    {\"case\": \"%s\", \"optimizer\": \"%s\", \"tensors\": %lld, \"n_each\": %lld, "
-                   "\"median_ms\": %.4f, \"traffic_gbps\": %.3f, \"share_of_copy\": %.4f}%s\n",
+                   "\"median_ms\": %.4f, \"traffic_gbps\": %.3f, \"share_of_copy\": %.4f, \"cpu_ns_per_param\": %.4f}%s\n",
                    r.label.c_str(), r.config.c_str(), static_cast<long long>(r.tensors),
-                   static_cast<long long>(r.n_each), r.median_ms, r.gbps, r.share, i + 1 < results.size() ? "," : "");
+                   static_cast<long long>(r.n_each), r.median_ms, r.gbps, r.share, r.cpu_ns_per_param,
+                   i + 1 < results.size() ? "," : "");
     }
     std::fprintf(f, "  ]\n}\n");
     std::fclose(f);

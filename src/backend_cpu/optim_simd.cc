@@ -57,6 +57,14 @@ inline int32_t select_code_search(const float* code, float x) {
   return x < (lo_v + v) * 0.5f ? lo_i : p;
 }
 
+// Starts loading the RCP table entry of x (a 2 MiB table: the look-up is usually a cache miss,
+// so it is requested before the parameter step and used after it).
+inline void prefetch_rcp(float x) {
+  uint32_t b;
+  std::memcpy(&b, &x, 4);
+  __builtin_prefetch(&bnb_rcp_delta_packed[(b & 0x7fffffu) >> 2]);
+}
+
 }  // namespace optim_detail
 }  // namespace cpu
 }  // namespace bnb
@@ -528,10 +536,11 @@ void Block2State(DF df, const Optim8Args& a, const Block8& b) {
     am3 = BlockAbsMax(df, e);
     a.absmax1[nblocks + b.index] = am3;
   }
-  const VF inv1 = hn::Set(df, rcp_approx(am1)), inv2 = hn::Set(df, rcp_approx(am2));
-  const VF inv3 = hn::Set(df, rcp_approx(am3));
+  optim_detail::prefetch_rcp(am1);
+  optim_detail::prefetch_rcp(am2);
+  if constexpr (kEma) optim_detail::prefetch_rcp(am3);
   const bool decay = k.weight_decay > 0.0f;
-  // Phases C and D.
+  // Phase C (while the reciprocals' table entries arrive).
   for (int64_t i = 0; i < kOptimBlock; i += N) {
     const VF mv = hn::Load(df, m + i), vv = hn::Load(df, v + i);
     const MF finite = hn::IsFinite(LoadP<kDt>(df, b.g, i));
@@ -542,15 +551,20 @@ void Block2State(DF df, const Optim8Args& a, const Block8& b) {
       const VF den = hn::MulAdd(hn::Sqrt(vv), hn::Set(df, k.rcp_c2), hn::Set(df, k.eps));
       const VF num = hn::MulAdd(hn::Set(df, k.alpha), ev, hn::Mul(mv, hn::Set(df, k.rcp_c1)));
       p_new = RoundP<kDt>(df, hn::MulAdd(hn::Set(df, k.neg_lr), hn::Div(num, den), p0));
-      Encode<true>(df, *a.plan1, ev, inv3, b.c1b + i);
     } else {
       const VF x = hn::Div(mv, hn::Add(hn::Sqrt(vv), hn::Set(df, k.eps_c2)));
       p_new = RoundP<kDt>(df, hn::MulAdd(hn::Set(df, k.adam_scale), x, p0));
     }
     if (decay) p_new = RoundP<kDt>(df, hn::Mul(p_new, hn::Set(df, k.decay)));
     StoreP<kDt>(df, hn::IfThenElse(finite, p_new, p0), b.p, i);
-    Encode<true>(df, *a.plan1, mv, inv1, b.c1 + i);
-    Encode<false>(df, *a.plan2, vv, inv2, b.c2 + i);
+  }
+  // Phase D.
+  const VF inv1 = hn::Set(df, rcp_approx(am1)), inv2 = hn::Set(df, rcp_approx(am2));
+  const VF inv3 = hn::Set(df, kEma ? rcp_approx(am3) : 0.0f);
+  for (int64_t i = 0; i < kOptimBlock; i += N) {
+    Encode<true>(df, *a.plan1, hn::Load(df, m + i), inv1, b.c1 + i);
+    Encode<false>(df, *a.plan2, hn::Load(df, v + i), inv2, b.c2 + i);
+    if constexpr (kEma) Encode<true>(df, *a.plan1, hn::Load(df, e + i), inv3, b.c1b + i);
   }
 }
 
@@ -594,7 +608,7 @@ void Block1State(DF df, const Optim8Args& a, const Block8& b) {
   for (int64_t i = b.valid; i < kOptimBlock; ++i) s[i] = 0.0f;
   const float am = BlockAbsMax(df, s);
   a.absmax1[b.index] = am;
-  const VF inv = hn::Set(df, rcp_approx(am));
+  optim_detail::prefetch_rcp(am);
   for (int64_t i = 0; i < kOptimBlock; i += N) {
     const VF sv = hn::Load(df, s + i);
     const VF p0 = LoadP<kDt>(df, b.p, i);
@@ -610,8 +624,9 @@ void Block1State(DF df, const Optim8Args& a, const Block8& b) {
     }
     if (k.skip_zeros) p_new = hn::IfThenElse(hn::Eq(LoadP<kDt>(df, b.g, i), hn::Zero(df)), p0, p_new);
     StoreP<kDt>(df, p_new, b.p, i);
-    Encode<true>(df, *a.plan1, sv, inv, b.c1 + i);
   }
+  const VF inv = hn::Set(df, rcp_approx(am));
+  for (int64_t i = 0; i < kOptimBlock; i += N) Encode<true>(df, *a.plan1, hn::Load(df, s + i), inv, b.c1 + i);
 }
 
 // Squared update norm of one block (OPS 6.4 with the decoded states; no weight decay).
