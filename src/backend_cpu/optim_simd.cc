@@ -236,13 +236,13 @@ HWY_INLINE VF Lookup(DF df, const float* HWY_RESTRICT table, VI idx) {
     if constexpr (K == 2 * N) {
       return VF{_mm512_permutex2var_ps(hn::LoadU(df, table).raw, idx.raw, hn::LoadU(df, table + N).raw)};
     } else {
+      // vpermt2ps reads only the low 5 index bits: the halves need no masking of idx, and the
+      // bit that picks a half is one test (the compiler shares repeated tests).
       constexpr size_t kHalf = K / 2;
-      const DI di;
-      const VI low_bits = hn::And(idx, hn::Set(di, static_cast<int32_t>(kHalf - 1)));
-      const VF lo = Lookup<kHalf>(df, table, low_bits);
-      const VF hi = Lookup<kHalf>(df, table + kHalf, low_bits);
-      const auto upper = hn::RebindMask(df, hn::Ne(hn::And(idx, hn::Set(di, static_cast<int32_t>(kHalf))), hn::Zero(di)));
-      return hn::IfThenElse(upper, hi, lo);
+      const VF lo = Lookup<kHalf>(df, table, idx);
+      const VF hi = Lookup<kHalf>(df, table + kHalf, idx);
+      const __mmask16 upper = _mm512_test_epi32_mask(idx.raw, _mm512_set1_epi32(static_cast<int32_t>(kHalf)));
+      return VF{_mm512_mask_blend_ps(upper, lo.raw, hi.raw)};
     }
 #else
     return hn::GatherIndex(df, table, idx);
