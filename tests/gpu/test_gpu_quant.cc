@@ -218,6 +218,30 @@ class GpuTest : public ::testing::Test {
   std::unique_ptr<Context> gpu_, cpu_;
 };
 
+// Runs everywhere, GPU or not: a GPU plugin that loaded but cannot run says why.
+TEST(GpuPlugin, ReportsWhyItCannotRun) {
+  int32_t count = 0;
+  ASSERT_BNB_OK(bnb_backend_count(&count));
+  int checked = 0;
+  for (int32_t i = 0; i < count; ++i) {
+    bnb_backend_info_t info;
+    info.struct_size = sizeof info;
+    ASSERT_BNB_OK(bnb_backend_get_info(i, &info));
+    if (info.kind != BNB_BACKEND_CUDA && info.kind != BNB_BACKEND_HIP) continue;
+    const std::string detail = info.detail;
+    EXPECT_FALSE(detail.empty()) << info.name;
+    if (info.available) {
+      EXPECT_GT(info.device_count, 0) << info.name << ": " << detail;
+    } else {
+      EXPECT_EQ(info.device_count, 0) << info.name << ": " << detail;
+      EXPECT_TRUE(detail.find("no ") != std::string::npos || detail.find("not found") != std::string::npos)
+          << info.name << ": " << detail;
+    }
+    ++checked;
+  }
+  if (checked == 0) GTEST_SKIP() << "no GPU plugin registered";
+}
+
 // ---------------------------------------------------------------- 8-bit blockwise
 
 struct Case8 {
