@@ -42,6 +42,12 @@ struct Table16 {
   float v[16];
 };
 
+// The dynamic shared memory declaration; tests/gpu_emu runs these kernels as host code with
+// one thread per CUDA thread and declares it differently.
+#ifndef BNB_GEMM4_DYNAMIC_SHARED
+#define BNB_GEMM4_DYNAMIC_SHARED extern __shared__
+#endif
+
 constexpr int kGemm4Warps = 8;                      // warps per block of the SIMT kernel
 constexpr int kGemm4PieceWeights = 32;              // weights per lane per 16-byte load
 constexpr int kGemm4WarpStep = 32 * kGemm4PieceWeights;  // weights per warp per load round: 1024
@@ -92,6 +98,16 @@ __device__ __forceinline__ typename Elem<D>::T gemm4_from_f32(float f) {
   }
 }
 
+// The bits of an element of dtype D, zero-extended.
+template <int D>
+__device__ __forceinline__ uint32_t gemm4_bits(typename Elem<D>::T v) {
+  if constexpr (D == kF32) {
+    return __float_as_uint(v);
+  } else {
+    return static_cast<uint32_t>(v);
+  }
+}
+
 template <bool ALIGNED>
 __device__ __forceinline__ uint4 gemm4_load_piece(const uint8_t* __restrict__ p) {
   if constexpr (ALIGNED) {
@@ -116,7 +132,7 @@ __global__ void __launch_bounds__(kGemm4Warps * 32)
     gemm4_simt_kernel(const typename Elem<D>::T* __restrict__ A, const uint8_t* __restrict__ W, Gemm4Scales scales,
                       Table16 table, const typename Elem<D>::T* __restrict__ bias, typename Elem<D>::T* __restrict__ out,
                       int64_t M, int64_t N, int64_t K, int log2_blocksize, int kc) {
-  extern __shared__ float smem[];
+  BNB_GEMM4_DYNAMIC_SHARED float smem[];
   float* __restrict__ a_s = smem;               // [MB][kc], swizzled rows
   float* __restrict__ lut = smem + MB * kc;     // [16]
   if (threadIdx.x < 16) lut[threadIdx.x] = table.v[threadIdx.x];
@@ -254,20 +270,31 @@ __global__ void gemm4_dequantize_kernel(const uint8_t* __restrict__ W, Gemm4Scal
     const uint4 piece = gemm4_load_piece<ALIGNED>(W + g / 2);
     const float s = gemm4_block_scale(scales, g >> log2_blocksize);
     const uint32_t words[4] = {piece.x, piece.y, piece.z, piece.w};
-    alignas(16) T vals[kGemm4PieceWeights];
+    // The 32 values as 32-bit words (two 16-bit values per word, the lower element in the low
+    // half), stored as 16-byte vectors.
+    constexpr int kWords = kGemm4PieceWeights * static_cast<int>(sizeof(T)) / 4;
+    uint32_t out_words[kWords];
 #pragma unroll
     for (int j = 0; j < 4; ++j) {
 #pragma unroll
       for (int b = 0; b < 4; ++b) {
-        vals[8 * j + 2 * b] = gemm4_from_f32<D>(__fmul_rn(lut[(words[j] >> (8 * b + 4)) & 15u], s));
-        vals[8 * j + 2 * b + 1] = gemm4_from_f32<D>(__fmul_rn(lut[(words[j] >> (8 * b)) & 15u], s));
+        const uint32_t hi = gemm4_bits<D>(gemm4_from_f32<D>(__fmul_rn(lut[(words[j] >> (8 * b + 4)) & 15u], s)));
+        const uint32_t lo = gemm4_bits<D>(gemm4_from_f32<D>(__fmul_rn(lut[(words[j] >> (8 * b)) & 15u], s)));
+        const int i = 8 * j + 2 * b;  // element index of `hi`; `lo` is i + 1
+        if constexpr (sizeof(T) == 4) {
+          out_words[i] = hi;
+          out_words[i + 1] = lo;
+        } else {
+          out_words[i / 2] = hi | (lo << 16);
+        }
       }
     }
     // The workspace comes from the stream-ordered allocator: 16-byte aligned rows (K % 32 == 0).
     uint4* dst = reinterpret_cast<uint4*>(ws + e);
-    const uint4* src = reinterpret_cast<const uint4*>(vals);
 #pragma unroll
-    for (int i = 0; i < static_cast<int>(sizeof vals / 16); ++i) dst[i] = src[i];
+    for (int i = 0; i < kWords / 4; ++i) {
+      dst[i] = make_uint4(out_words[4 * i], out_words[4 * i + 1], out_words[4 * i + 2], out_words[4 * i + 3]);
+    }
   }
 }
 
