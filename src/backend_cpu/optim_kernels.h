@@ -23,6 +23,10 @@ struct OptimCodePlan {
   bool fast = false;
   // levels[(128 / s) - 1 + c] = adjusted midpoint c * 2s + s - 1, for s = 128, 64, ..., 1.
   alignas(64) float levels[256 + 64];
+  // The last three levels at once: tail[r][c] = adjusted midpoint 8c + r (r = 0..6, c = 0..31).
+  alignas(64) float tail[7][32];
+  // The first three levels at once: adjusted midpoints 32k + 31 (k = 0..6).
+  float top[7];
   // Entries whose sign bit is set; a sorted table has them first (the 8-bit sign fix, OPS 6.5).
   int32_t negative_count = 0;
 };

@@ -274,15 +274,40 @@ HWY_INLINE VI SelectCode(DF df, const OptimCodePlan& plan, VF x) {
     const VF t = Lookup<128 / (S)>(df, lv + (128 / (S)) - 1, hn::ShiftRight<SHIFT>(idx));       \
     idx = hn::Or(idx, hn::IfThenElseZero(hn::RebindMask(di, hn::Gt(x, t)), hn::Set(di, S)));   \
   }
+#if BNB_OPTIM_PERMUTE2
+  // The first three levels at once: how many of the midpoints 32k + 31 (k = 0..6) lie below x.
+  {
+    __m512i top = _mm512_setzero_si512();
+    for (int k = 0; k < 7; ++k) {
+      const __mmask16 above = _mm512_cmp_ps_mask(x.raw, _mm512_set1_ps(plan.top[k]), _CMP_GT_OQ);
+      top = _mm512_mask_add_epi32(top, above, top, _mm512_set1_epi32(32));
+    }
+    idx = VI{top};
+  }
+#else
   BNB_OPTIM_LEVEL(64, 7)
   BNB_OPTIM_LEVEL(32, 6)
+#endif
   BNB_OPTIM_LEVEL(16, 5)
   BNB_OPTIM_LEVEL(8, 4)
+#if BNB_OPTIM_PERMUTE2
+  // The 7 candidates of the last three levels, compared independently (no dependent look-ups).
+  const __m512i c = hn::ShiftRight<3>(idx).raw;
+  __m512i count = idx.raw;
+  for (int r = 0; r < 7; ++r) {
+    const __m512 t = _mm512_permutex2var_ps(_mm512_load_ps(plan.tail[r]), c, _mm512_load_ps(plan.tail[r] + 16));
+    const __mmask16 above = _mm512_cmp_ps_mask(x.raw, t, _CMP_GT_OQ);
+    count = _mm512_mask_add_epi32(count, above, count, _mm512_set1_epi32(1));
+  }
+#undef BNB_OPTIM_LEVEL
+  return VI{count};
+#else
   BNB_OPTIM_LEVEL(4, 3)
   BNB_OPTIM_LEVEL(2, 2)
   BNB_OPTIM_LEVEL(1, 1)
 #undef BNB_OPTIM_LEVEL
   return idx;
+#endif
 }
 
 // Code of `value` normalised by `inv` (= RCP(absmax)). kSignFix: the signed-state rule of OPS 6.5
@@ -938,6 +963,9 @@ void build_optim_code_plan(const float* table, OptimCodePlan* plan) {
     float* level = plan->levels + (128 / s) - 1;
     for (int c = 0; c < 128 / s; ++c) level[c] = mid[c * 2 * s + s - 1];
   }
+  for (int r = 0; r < 7; ++r)
+    for (int c = 0; c < 32; ++c) plan->tail[r][c] = mid[8 * c + r];
+  for (int k = 0; k < 7; ++k) plan->top[k] = mid[32 * k + 31];
   plan->fast = true;
 }
 

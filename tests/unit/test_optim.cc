@@ -413,6 +413,28 @@ TEST_P(OptimBackend, Matches8BitReference) {
     }
   }
 }
+
+// Momentum's first 8-bit step stores s = g with absmax 1 (one g = 1.0 per block, RCP(1) = 1), so
+// the codes are Q(g) + sign fix exactly: g on every DYN8S midpoint and one ulp either side
+// (ties go to the even index, FORMATS 2.3). No tolerance.
+TEST_P(OptimBackend, EncoderExactOnCodeBoundaries) {
+  float q[256];
+  bnb::copy_code_table(BNB_CODE_DYNAMIC_SIGNED, q);
+  std::vector<float> g;
+  for (int j = 0; j < 255; ++j) {
+    const float mid = (q[j] + q[j + 1]) * 0.5f;
+    for (float v : {std::nextafter(mid, -2.0f), mid, std::nextafter(mid, 2.0f)}) {
+      if (g.size() % 256 == 0) g.push_back(1.0f);
+      g.push_back(v);
+    }
+  }
+  const int64_t n = static_cast<int64_t>(g.size());
+  OptimTensor t(*ctx_, BNB_OPT_MOMENTUM, 8, BNB_F32, n);
+  t.set_p(std::vector<float>(n, 0.0f));
+  ASSERT_BNB_OK(t.step(default_optim_params(BNB_OPT_MOMENTUM), g));
+  const auto codes = t.state1_codes();
+  for (int64_t i = 0; i < n; ++i) ASSERT_EQ(codes[i], encode8(q, g[i], 1.0f, true)) << "g = " << g[i];
+}
 #endif  // BNB_HAVE_REF
 
 TEST_P(OptimBackend, NonFiniteGradientResets8BitState) {
