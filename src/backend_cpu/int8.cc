@@ -1,5 +1,7 @@
 // The LLM.int8() family's ops: thin adapters from the plugin ABI to int8_kernels.h.
+#include <mutex>
 #include <new>
+#include <string>
 
 #include "int8_kernels.h"
 #include "plugin.h"
@@ -36,9 +38,30 @@ bnb_status_t op_int8_outlier_columns(void* impl, int32_t dtype, int64_t rows, in
   });
 }
 
+// Says once (log level 2, info) which kernel computes the products: loading oneDNN is
+// decided on the first product.
+void log_int8_matmul_path() {
+  static std::once_flag once;
+  std::call_once(once, [] {
+    const bnb_host_api_t* h = host();
+    if (h == nullptr || h->log == nullptr) return;
+    std::string msg;
+    if (int8_onednn_available()) {
+      msg = std::string("cpu: int8_matmul: oneDNN ") + int8_onednn_description() + " for M > " +
+            std::to_string(int8_rows_kernel_max_m()) + ", Highway kernel otherwise";
+    } else {
+      msg = std::string("cpu: int8_matmul: Highway kernel for every shape; oneDNN ") + int8_onednn_description();
+    }
+    h->log(2, msg.c_str());
+  });
+}
+
 bnb_status_t op_int8_matmul(void* impl, int64_t M, int64_t N, int64_t K, const int8_t* A, const int8_t* B,
                             int32_t* C, void* /*stream*/) {
-  return guarded("int8_matmul: out of memory", [&] { int8_matmul(context_of(impl)->pool, M, N, K, A, B, C); });
+  return guarded("int8_matmul: out of memory", [&] {
+    log_int8_matmul_path();
+    int8_matmul(context_of(impl)->pool, M, N, K, A, B, C);
+  });
 }
 
 bnb_status_t op_int8_mm_dequant(void* impl, int64_t M, int64_t N, const int32_t* C, const float* row_stats,

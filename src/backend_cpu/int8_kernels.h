@@ -42,7 +42,7 @@ void int8_matmul_rows(ThreadPool& pool, int64_t M, int64_t N, int64_t K, const i
                       int32_t* C);
 
 // oneDNN's s8 x s8 -> s32 matmul on `threads` threads; false (nothing written) when oneDNN is
-// not built in or declines the problem.
+// unavailable or declines the problem.
 bool int8_matmul_onednn(int32_t threads, int64_t M, int64_t N, int64_t K, const int8_t* A, const int8_t* B,
                         int32_t* C);
 
@@ -52,6 +52,13 @@ void int8_mm_dequant(ThreadPool& pool, int64_t M, int64_t N, const int32_t* C, c
 
 // Rows of A up to which int8_matmul uses int8_matmul_rows rather than oneDNN.
 int64_t int8_rows_kernel_max_m();
+
+// oneDNN is not linked: libdnnl.so.2 is dlopen-ed on the first call of any of these (once,
+// thread-safe). Whether it loaded; when it did not, int8_matmul uses int8_matmul_rows for
+// every shape.
+bool int8_onednn_available();
+// Its version ("2.6.3") or "unavailable (<reason>)"; valid for the life of the process.
+const char* int8_onednn_description();
 
 }  // namespace cpu
 }  // namespace bnb

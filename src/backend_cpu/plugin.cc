@@ -14,6 +14,7 @@
 #include <system_error>
 #include <thread>
 
+#include "int8_kernels.h"
 #include "quant_kernels.h"
 #include "tables.h"
 
@@ -73,9 +74,10 @@ void op_describe(char* buf, size_t cap) {
   add(f.avx512_bf16, "avx512bf16");
   add(f.amx_tile, "amx");
   const std::string brand = info.brand_string[0] != '\0' ? info.brand_string : "unknown x86 CPU";
-  std::snprintf(buf, cap, "%s; isa: %s; simd: %s%s%s; threads: %d", brand.c_str(), isa.c_str(),
+  std::snprintf(buf, cap, "%s; isa: %s; simd: %s%s%s; threads: %d; onednn: %s", brand.c_str(), isa.c_str(),
                 chosen_target_name(), g_target_cap.empty() ? "" : " (capped by BNB_CPU_MAX_TARGET=",
-                g_target_cap.empty() ? "" : (g_target_cap + ")").c_str(), default_num_threads());
+                g_target_cap.empty() ? "" : (g_target_cap + ")").c_str(), default_num_threads(),
+                int8_onednn_description());
 }
 
 bnb_status_t op_context_create(const bnb_context_options_t* options, void** impl) {
