@@ -17,7 +17,11 @@ echo "== ctest under AddressSanitizer + UndefinedBehaviorSanitizer (cpu label)"
 cmake -S . -B build-asan -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DBNB_SANITIZE=ON \
   -DBNB_BUILD_CUDA=OFF -DBNB_BUILD_HIP=OFF -DBNB_BUILD_BENCH=OFF
 ninja -C build-asan -j"$(jobs)"
-ASAN_OPTIONS=detect_leaks=1 ctest --test-dir build-asan --output-on-failure -L cpu -j"$(jobs)"
+# oneDNN is left out here (BNB_ONEDNN_LIBRARY names no library, so int8 products take the
+# Highway path): its OpenMP worker threads crash LeakSanitizer's tracer at exit. The Release run
+# above covers the oneDNN path.
+BNB_ONEDNN_LIBRARY=/nonexistent ASAN_OPTIONS=detect_leaks=1 \
+  ctest --test-dir build-asan --output-on-failure -L cpu -j"$(jobs)"
 
 if [ -f pyproject.toml ]; then
   echo "== python binding"
