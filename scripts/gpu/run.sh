@@ -53,15 +53,10 @@ device() {
   {
     nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem,temperature.gpu,power.draw --format=csv
     BNB_LOG_LEVEL=2 timeout 300 "$CARRY/bin/bnb_gpu_tests" 2>&1
-    echo "== quantizers with the other input layout (BNB_GPU_QUANT_CHUNK=16)"
-    BNB_GPU_QUANT_CHUNK=16 timeout 300 "$CARRY/bin/bnb_gpu_tests" --gtest_filter='GpuTest.*:All/GpuQuant*:GpuCudaTest.*' 2>&1
     echo "== golden cases on every backend"
     timeout 120 "$CARRY/bin/bnb_tests" --gtest_filter='*Golden*' 2>&1
   } > "$out/tests.log"
   timeout 240 "$CARRY/bin/bnb_bench_gpu_quant" --n "$n" --reps "$reps" --json "$out/bnb.json" > "$out/bench.log" 2>&1
-  # The quantizers' other input layout, timed in the same call for comparison.
-  BNB_GPU_QUANT_CHUNK=16 timeout 240 "$CARRY/bin/bnb_bench_gpu_quant" --n "$n" --reps "$reps" \
-    --json "$out/bnb_chunk16.json" >> "$out/bench.log" 2>&1
   if [ -d "$CARRY/site/bitsandbytes" ]; then
     PYTHONPATH=$CARRY/site timeout 240 python3 bench/gpu/bench_bitsandbytes.py --n "$n" --reps "$reps" \
       --json "$out/bitsandbytes.json" >> "$out/bench.log" 2>&1
@@ -69,8 +64,6 @@ device() {
   echo "== tests"
   grep -E '^\[  (PASSED|FAILED|SKIPPED) |^\[==========\]|tests? FAILED|^\[golden\]|^\[gpu\]|Failure|error' \
     "$out/tests.log" | head -60
-  echo "== quantizers with BNB_GPU_QUANT_CHUNK=16 (GB/s, % of copy)"
-  python3 -c "import json,sys; [print(f\"{r['op']:28s} {r['dtype']:5s} {r['blocksize']:5d} {r['gbps']:7.0f} {r['pct_copy']:6.1f}\") for r in json.load(open(sys.argv[1]))['results'] if r['op'].startswith('quantize')]" "$out/bnb_chunk16.json" 2>/dev/null
   if [ -f "$out/bnb.json" ]; then
     python3 bench/gpu/compare.py "$out/bnb.json" $( [ -f "$out/bitsandbytes.json" ] && echo "$out/bitsandbytes.json") \
       --json "$out/gpu_quant.json" --md "$out/gpu_quant.md"

@@ -2,7 +2,6 @@
 // validated every argument (backend_abi.h), so these only pick a kernel instantiation, size the
 // grid and check the launch. Nothing here synchronises: every op is capturable in a CUDA graph.
 #include <cstdint>
-#include <cstdlib>
 
 #include "gpu_backend.h"
 #include "quant_kernels.cuh"
@@ -37,15 +36,9 @@ int occupancy(Kernel kernel, int threads) {
   return blocks;
 }
 
-// Input bytes a quantizer thread owns per slice: 32 (default) or 16; BNB_GPU_QUANT_CHUNK=16 picks
-// the second layout (kept to compare the two on new hardware; both are tested).
-int quant_chunk() {
-  static const int chunk = [] {
-    const char* e = std::getenv("BNB_GPU_QUANT_CHUNK");
-    return e != nullptr && std::atoi(e) == 16 ? 16 : 32;
-  }();
-  return chunk;
-}
+// Input bytes a quantizer thread owns per tile: 32 contiguous bytes. (16-byte slices, the
+// decoders' layout, measured slower for quantizers on the H100: bench/gpu/NOTES.md, run 4.)
+constexpr int kQuantChunk = 32;
 
 const GpuContext& ctx_of(void* impl) { return *static_cast<const GpuContext*>(impl); }
 
@@ -68,9 +61,7 @@ bnb_status_t launch_quantize_blockwise_chunk(const GpuContext& ctx, const void* 
 template <int D, int B>
 bnb_status_t launch_quantize_blockwise(const GpuContext& ctx, const void* a, int64_t n, const float* code,
                                        uint8_t* out, float* absmax, const float* offset, gpuStream_t stream) {
-  return quant_chunk() == 16
-             ? launch_quantize_blockwise_chunk<D, B, 16>(ctx, a, n, code, out, absmax, offset, stream)
-             : launch_quantize_blockwise_chunk<D, B, 32>(ctx, a, n, code, out, absmax, offset, stream);
+  return launch_quantize_blockwise_chunk<D, B, kQuantChunk>(ctx, a, n, code, out, absmax, offset, stream);
 }
 
 
@@ -157,8 +148,7 @@ bnb_status_t launch_quantize_4bit_chunk(const GpuContext& ctx, const void* a, in
 template <int D, int B, int QT>
 bnb_status_t launch_quantize_4bit(const GpuContext& ctx, const void* a, int64_t n, uint8_t* packed, float* absmax,
                                   gpuStream_t stream) {
-  return quant_chunk() == 16 ? launch_quantize_4bit_chunk<D, B, QT, 16>(ctx, a, n, packed, absmax, stream)
-                             : launch_quantize_4bit_chunk<D, B, QT, 32>(ctx, a, n, packed, absmax, stream);
+  return launch_quantize_4bit_chunk<D, B, QT, kQuantChunk>(ctx, a, n, packed, absmax, stream);
 }
 
 
