@@ -225,8 +225,9 @@ TEST(OptimGpu, OneStepMatchesCpu) {
             const double mag = std::max(std::fabs(pc[i]), 1e-3f);
             const double tol = dtype == BNB_F32 ? 5e-6 * mag + 1e-6 * P.lr
                                                 : std::ldexp(1.0, std::ilogb(mag) - (dtype == BNB_F16 ? 10 : 7));
-            if (!(std::fabs(pg[i] - pc[i]) <= tol) && bad++ < 3)
+            if (!(std::fabs(pg[i] - pc[i]) <= tol) && bad++ < 3) {
               ADD_FAILURE() << "p[" << i << "] gpu " << pg[i] << " cpu " << pc[i];
+            }
           }
           if (bits == 8) {
             auto check_codes = [&](const std::vector<uint8_t>& a, const std::vector<uint8_t>& b, const char* what) {

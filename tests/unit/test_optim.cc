@@ -178,8 +178,9 @@ TEST_P(OptimBackend, Matches32BitReference) {
           int64_t bad = 0;
           for (int64_t i = 0; i < n; ++i) {
             const double tol = dtype == BNB_F32 ? 2.5e-7 * std::fabs(p[i]) + 1e-5 * P.lr : ulp_of(dtype, p[i]);
-            if (!(std::fabs(got[i] - p[i]) <= tol) && bad++ < 3)
+            if (!(std::fabs(got[i] - p[i]) <= tol) && bad++ < 3) {
               ADD_FAILURE() << "step " << step << " p[" << i << "] " << got[i] << " vs " << p[i];
+            }
           }
           // Keep both on the same trajectory (a dtype rounding flip would otherwise grow).
           p = got;
@@ -375,8 +376,9 @@ TEST_P(OptimBackend, Matches8BitReference) {
           for (int64_t i = 0; i < n; ++i) {
             if (std::isnan(p[i]) && std::isnan(got[i])) continue;
             const double tol = dtype == BNB_F32 ? 2.5e-7 * std::fabs(p[i]) + 1e-5 * P.lr : ulp_of(dtype, p[i]);
-            if (!(std::fabs(got[i] - p[i]) <= tol) && bad++ < 3)
+            if (!(std::fabs(got[i] - p[i]) <= tol) && bad++ < 3) {
               ADD_FAILURE() << "step " << step << " p[" << i << "] " << got[i] << " vs " << p[i];
+            }
           }
           p = got;
           // Continue from the kernel's state so a boundary code does not diverge the runs.

@@ -38,7 +38,7 @@ double json_number(const std::string& text, const std::string& key, int index = 
 
 struct CaseSetup {
   int32_t opt = 0;
-  bnb_optimizer_params_t params;
+  bnb_optimizer_params_t params{};
 };
 
 // The kernel arguments the reference's Python classes pass (OPS 6.2) for a golden case.
