@@ -128,7 +128,9 @@ TEST(OptimGpu, GoldenBitExact) {
       const int64_t diff = count_bytes_differ(t.p_bytes(), c.outputs.at("p_step" + std::to_string(step)).bytes,
                                               dtype_size(dtype));
       per_step += std::to_string(diff) + " ";
-      if (!harness_check()) EXPECT_LE(diff, clipped ? n / 100 : 0) << "step " << step;
+      if (!harness_check()) {
+        EXPECT_LE(diff, clipped ? n / 100 : 0) << "step " << step;
+      }
     }
     int64_t state_diff = 0;
     if (steps == c.param_int("steps")) {
@@ -155,7 +157,9 @@ TEST(OptimGpu, GoldenBitExact) {
         std::memcpy(b1.data(), a1.data(), b1.size());
         state_diff += count_bytes_differ(b1, c.outputs.at("absmax1").bytes, 4);
       }
-      if (!harness_check()) EXPECT_LE(state_diff, clipped ? n / 100 : 0);
+      if (!harness_check()) {
+        EXPECT_LE(state_diff, clipped ? n / 100 : 0);
+      }
     }
     std::printf("%-15s %-9s %-28s %lld\n", c.param_string("class").c_str(), c.param_string("param_dtype").c_str(),
                 per_step.c_str(), static_cast<long long>(state_diff));

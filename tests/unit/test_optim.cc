@@ -184,7 +184,9 @@ TEST_P(OptimBackend, Matches32BitReference) {
           }
           // Keep both on the same trajectory (a dtype rounding flip would otherwise grow).
           p = got;
-          if (clipped(opt, P)) EXPECT_NEAR(t.unorm(), ref.unorm, 1e-4 * ref.unorm) << "unorm_vec, step " << step;
+          if (clipped(opt, P)) {
+            EXPECT_NEAR(t.unorm(), ref.unorm, 1e-4 * ref.unorm) << "unorm_vec, step " << step;
+          }
         }
         auto check_state = [&](const float* got, const std::vector<double>& want, const char* what) {
           double top = 0.0;
@@ -404,7 +406,9 @@ TEST_P(OptimBackend, Matches8BitReference) {
             for (size_t b = 0; b < a2.size(); ++b) EXPECT_NEAR(a2[b], ref.a2[b], 1e-6 * ref.a2[b]) << "absmax2 " << b;
             ref.a2 = a2;
           }
-          if (clipped(opt, P)) EXPECT_NEAR(t.unorm(), ref.unorm, 1e-4 * ref.unorm) << "unorm_vec, step " << step;
+          if (clipped(opt, P)) {
+            EXPECT_NEAR(t.unorm(), ref.unorm, 1e-4 * ref.unorm) << "unorm_vec, step " << step;
+          }
         }
         EXPECT_LE(code_diffs, n * copies * 4 / 200);
         if (opt == BNB_OPT_ADAM || opt == BNB_OPT_ADEMAMIX) {
