@@ -112,6 +112,82 @@ inline bool use_streaming(const void* out, int64_t n, int32_t out_dtype) {
   return use_streaming(out, n * (out_dtype == BNB_F32 ? 4 : 2));
 }
 
+// NF4 by cell look-up (AVX3_DL): x (at most +1, at least -1 - a few ulp) falls in cell
+// trunc(x * 15.5 + 16) (0..31; +32 in odd lanes, whose FMA adds 48). A cell is narrower than the smallest gap
+// between NF4 thresholds, so it holds at most one: code = g[cell] + (x > t[cell]). g is
+// stored shifted left by 4 for even lanes (the high nibble of a packed byte). Built by
+// searching each cell's exact bounds with the same FMA and truncation; `ok` is false if the
+// two lane parities would need different thresholds for a cell (then the search path runs).
+struct NF4CellTables {
+  alignas(64) uint8_t g[64];
+  alignas(64) float t[32];
+  bool ok = true;
+};
+
+inline int32_t nf4_cell_key(float x, int parity) {
+  return static_cast<int32_t>(std::fma(x, 15.5f, parity ? 48.0f : 16.0f));
+}
+
+inline int nf4_code_of(float x) {
+  int c = 0;
+  for (uint32_t t : bnb::kNF4ThresholdBits) c += x > bnb::bits_to_float(t) ? 1 : 0;
+  return c;
+}
+
+// Floats of [-1, 1] in increasing order <-> 0 .. 2 * 0x3f800000.
+inline float nf4_ordered_float(uint32_t i) {
+  return i < 0x3f800000u ? -bnb::bits_to_float(0x3f800000u - i) : bnb::bits_to_float(i - 0x3f800000u);
+}
+
+inline NF4CellTables build_nf4_cells() {
+  NF4CellTables tab;
+  constexpr uint32_t kLast = 2u * 0x3f800000u;
+  bool have_t[32] = {};
+  for (int parity = 0; parity < 2; ++parity) {
+    for (int32_t k = 0; k < 32; ++k) {
+      const int32_t key = k + 32 * parity;
+      // First ordered float whose key is >= key (keys are monotone in x).
+      const auto first_at_least = [&](int32_t want) {
+        uint32_t lo = 0, hi = kLast + 1;
+        while (lo < hi) {
+          const uint32_t mid = lo + (hi - lo) / 2;
+          if (nf4_cell_key(nf4_ordered_float(mid), parity) >= want) hi = mid; else lo = mid + 1;
+        }
+        return lo;
+      };
+      const uint32_t b = first_at_least(key), e = first_at_least(key + 1);  // cell = [b, e)
+      int g = 0, top = 0;
+      if (b < e) {
+        g = nf4_code_of(nf4_ordered_float(b));
+        top = nf4_code_of(nf4_ordered_float(e - 1));
+      } else {
+        g = top = k == 0 ? 0 : 15;  // empty cell (none expected)
+      }
+      if (top > g + 1) tab.ok = false;
+      const float t = g < 15 ? bnb::bits_to_float(bnb::kNF4ThresholdBits[g]) : bnb::bits_to_float(0x7f800000u);
+      // A cell without a threshold may use either neighbour bound; prefer the other parity's.
+      if (have_t[k] && tab.t[k] != t) {
+        if (top == g && g > 0 && tab.t[k] == bnb::bits_to_float(bnb::kNF4ThresholdBits[g - 1])) {
+          g -= 1;  // x > t[g - 1] holds for the whole cell: same code
+        } else {
+          tab.ok = false;
+        }
+      }
+      tab.t[k] = have_t[k] ? tab.t[k] : t;
+      have_t[k] = true;
+      tab.g[key] = static_cast<uint8_t>(parity ? g : g << 4);
+    }
+  }
+  // A NaN x converts to 0x80000000: key byte 0, which must decode as code 0 in either lane.
+  if (tab.g[0] != 0 || nf4_code_of(-1.0f) != 0) tab.ok = false;
+  return tab;
+}
+
+inline const NF4CellTables& nf4_cells() {
+  static const NF4CellTables tab = build_nf4_cells();
+  return tab;
+}
+
 }  // namespace cpu
 }  // namespace bnb
 #endif  // BNB_BACKEND_CPU_QUANT_SIMD_SHARED_
@@ -737,6 +813,100 @@ HWY_INLINE void StorePacked(DF df, VI c0, VI c1, uint8_t* HWY_RESTRICT out) {
 #endif
 }
 
+#if HWY_TARGET == HWY_AVX3_DL
+// NF4 through the cell tables (nf4_cells): clamp, one FMA and truncation give the cell, one
+// byte permute its code (pre-shifted in even lanes), one two-table permute its threshold.
+struct NF4CellEncoder {
+  __m512i g;
+  __m512 t0, t1, addend, scale, one;
+  __m512i inc;
+  explicit NF4CellEncoder(const NF4CellTables& tab)
+      : g(_mm512_load_si512(tab.g)),
+        t0(_mm512_load_ps(tab.t)),
+        t1(_mm512_load_ps(tab.t + 16)),
+        addend(_mm512_setr_ps(16.0f, 48.0f, 16.0f, 48.0f, 16.0f, 48.0f, 16.0f, 48.0f, 16.0f, 48.0f, 16.0f, 48.0f,
+                              16.0f, 48.0f, 16.0f, 48.0f)),
+        scale(_mm512_set1_ps(15.5f)),
+        one(_mm512_set1_ps(1.0f)),
+        inc(_mm512_setr_epi32(16, 1, 16, 1, 16, 1, 16, 1, 16, 1, 16, 1, 16, 1, 16, 1)) {}
+
+  // 16 consecutive elements (the first one even) -> codes, even lanes << 4.
+  HWY_INLINE __m512i Encode(__m512 x) const {
+    // min(1, x): +inf -> 1; a NaN stays NaN (vminps returns its second operand) and, like
+    // -inf, converts to key byte 0 (code 0) and compares false. x >= -1 - 2 ulp otherwise.
+    const __m512 xc = _mm512_min_ps(one, x);
+    const __m512i key = _mm512_cvttps_epi32(_mm512_fmadd_ps(xc, scale, addend));
+    const __m512i code = _mm512_maskz_permutexvar_epi8(0x1111111111111111ull, key, g);
+    const __m512 t = _mm512_permutex2var_ps(t0, key, t1);
+    return _mm512_mask_add_epi32(code, _mm512_cmp_ps_mask(xc, t, _CMP_GT_OQ), code, inc);
+  }
+};
+
+// Packs codes of 64 consecutive elements (c0..c3, from NF4CellEncoder) into 32 bytes.
+HWY_INLINE void StorePackedCells4(__m512i c0, __m512i c1, __m512i c2, __m512i c3, uint8_t* HWY_RESTRICT out,
+                                  bool stream) {
+  // Dword lane i: byte v = lane i of c_v; then qword j: byte v = packed byte j of vector v.
+  __m512i u = _mm512_ternarylogic_epi32(c0, _mm512_slli_epi32(c1, 8), _mm512_slli_epi32(c2, 16), 0xfe);
+  u = _mm512_or_si512(u, _mm512_slli_epi32(c3, 24));
+  u = _mm512_or_si512(u, _mm512_srli_epi64(u, 32));
+  const __m512i order = _mm512_set_epi8(0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+                                        0, 0, 0, 0, 0, 0,  // bytes 63..32 unused
+                                        59, 51, 43, 35, 27, 19, 11, 3, 58, 50, 42, 34, 26, 18, 10, 2, 57, 49, 41,
+                                        33, 25, 17, 9, 1, 56, 48, 40, 32, 24, 16, 8, 0);
+  const __m256i bytes = _mm512_castsi512_si256(_mm512_permutexvar_epi8(order, u));
+  if (stream) {
+    _mm256_stream_si256(reinterpret_cast<__m256i*>(out), bytes);
+  } else {
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(out), bytes);
+  }
+}
+
+// 32 elements -> 16 bytes.
+HWY_INLINE void StorePackedCells2(__m512i c0, __m512i c1, uint8_t* HWY_RESTRICT out, bool stream) {
+  __m512i u = _mm512_or_si512(c0, _mm512_slli_epi32(c1, 8));
+  u = _mm512_or_si512(u, _mm512_srli_epi64(u, 32));
+  const __m512i order = _mm512_set_epi8(0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+                                        0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 57, 49,
+                                        41, 33, 25, 17, 9, 1, 56, 48, 40, 32, 24, 16, 8, 0);
+  const __m128i bytes = _mm512_castsi512_si128(_mm512_permutexvar_epi8(order, u));
+  if (stream) {
+    _mm_stream_si128(reinterpret_cast<__m128i*>(out), bytes);
+  } else {
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(out), bytes);
+  }
+}
+
+void QuantizeBlocksNF4Cells(const Quant4Args& a, int64_t b0, int64_t b1) {
+  const DF df;
+  alignas(64) float scratch[kMaxBlock + 64];
+  alignas(64) uint8_t bytes[kMaxBlock / 2 + 64];
+  const NF4CellEncoder enc(nf4_cells());
+  ForEachScaledBlock(df, a.dtype, a.A, a.n, a.blocksize, 32, a.absmax, b0, b1, scratch,
+                     [&](int64_t b, const float* src, int64_t padded, int64_t valid, float inv, const auto& ahead) {
+    const __m512 vinv = _mm512_set1_ps(inv);
+    uint8_t* dst = padded == valid ? a.packed + b * a.blocksize / 2 : bytes;
+    const bool stream = a.stream && dst != bytes;
+    int64_t i = 0;
+    for (; i + 64 <= padded; i += 64) {
+      ahead.Touch(i, 64);
+      const __m512i c0 = enc.Encode(_mm512_mul_ps(_mm512_loadu_ps(src + i), vinv));
+      const __m512i c1 = enc.Encode(_mm512_mul_ps(_mm512_loadu_ps(src + i + 16), vinv));
+      const __m512i c2 = enc.Encode(_mm512_mul_ps(_mm512_loadu_ps(src + i + 32), vinv));
+      const __m512i c3 = enc.Encode(_mm512_mul_ps(_mm512_loadu_ps(src + i + 48), vinv));
+      StorePackedCells4(c0, c1, c2, c3, dst + i / 2, stream);
+    }
+    if (i < padded) {  // 32 left (blocksize 32, or a padded last block)
+      ahead.Touch(i, 32);
+      const __m512i c0 = enc.Encode(_mm512_mul_ps(_mm512_loadu_ps(src + i), vinv));
+      const __m512i c1 = enc.Encode(_mm512_mul_ps(_mm512_loadu_ps(src + i + 16), vinv));
+      StorePackedCells2(c0, c1, dst + i / 2, stream);
+    }
+    if (dst == bytes) std::memcpy(a.packed + b * a.blocksize / 2, bytes, static_cast<size_t>((valid + 1) / 2));
+  });
+  if (a.stream) EndStreaming();
+}
+#endif
+
 template <bool kNF4>
 void QuantizeBlocks4Impl(const Quant4Args& a, int64_t b0, int64_t b1) {
   const DF df;
@@ -790,6 +960,12 @@ void QuantizeBlocks4Impl(const Quant4Args& a, int64_t b0, int64_t b1) {
 }
 
 void QuantizeBlocks4(const Quant4Args& a, int64_t b0, int64_t b1) {
+#if HWY_TARGET == HWY_AVX3_DL
+  if (a.quant_type == BNB_NF4 && nf4_cells().ok) {
+    QuantizeBlocksNF4Cells(a, b0, b1);
+    return;
+  }
+#endif
   if (a.quant_type == BNB_FP4) {
     QuantizeBlocks4Impl<false>(a, b0, b1);
   } else {
