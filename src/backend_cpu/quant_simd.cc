@@ -469,6 +469,31 @@ HWY_INLINE void AbsMax16(DF df, const float* HWY_RESTRICT p, int64_t blocksize, 
 }
 #endif
 
+// bnb::rcp_approx of 16 values at once: one division, one gather of the packed deviations.
+HWY_INLINE VF RcpApprox16(DF df, VF x) {
+  const DU du;
+  const DI di;
+  const VU bits = hn::BitCast(du, x);
+  const VU sign = hn::And(bits, hn::Set(du, 0x80000000u));
+  const VI mag = hn::BitCast(di, hn::Xor(bits, sign));
+  const VU r = hn::BitCast(du, hn::Div(hn::Set(df, 1.0f), x));
+  const VI rmag = hn::BitCast(di, hn::AndNot(hn::Set(du, 0x80000000u), r));
+  // Deviation of significand i: bits 2 * (i % 16) of the i / 16-th little-endian dword.
+  const VU sig = hn::And(bits, hn::Set(du, 0x7fffffu));
+  const VI word = hn::GatherIndex(di, reinterpret_cast<const int32_t*>(bnb_rcp_delta_packed),
+                                  hn::BitCast(di, hn::ShiftRight<4>(sig)));
+  const VU shift = hn::ShiftLeft<1>(hn::And(sig, hn::Set(du, 15u)));
+  const VI delta = hn::Sub(hn::BitCast(di, hn::And(hn::Shr(hn::BitCast(du, word), shift), hn::Set(du, 3u))),
+                           hn::Set(di, 1));
+  VU out = hn::BitCast(du, hn::Add(hn::BitCast(di, r), delta));
+  out = hn::IfThenElse(hn::RebindMask(du, hn::Lt(rmag, hn::Set(di, 0x00800000))), sign, out);  // flushed
+  out = hn::IfThenElse(hn::RebindMask(du, hn::Eq(mag, hn::Set(di, 0x7f800000))), sign, out);   // +-inf
+  out = hn::IfThenElse(hn::RebindMask(du, hn::Lt(mag, hn::Set(di, 0x00800000))),
+                       hn::Or(sign, hn::Set(du, 0x7f800000u)), out);                             // 0, subnormal
+  out = hn::IfThenElse(hn::RebindMask(du, hn::Gt(mag, hn::Set(di, 0x7f800000))), bits, out);   // NaN
+  return hn::BitCast(df, out);
+}
+
 // Points at block [begin, begin + count) as binary32 with `padded` readable elements
 // (a multiple of 2 * lanes), converting or zero-padding into `scratch` when needed.
 HWY_INLINE const float* BlockAsF32(DF df, int32_t dtype, const void* A, int64_t begin, int64_t count,
@@ -662,7 +687,11 @@ HWY_INLINE void ForEachScaledBlock(DF df, int32_t dtype, const void* A, int64_t 
       const int64_t len = padded - off < blocksize ? padded - off : blocksize;
       absmax[b] = AbsMax(df, src + off, len);
     }
-    for (int64_t b = c0; b < c1; ++b) inv[b - c0] = bnb::rcp_approx(absmax[b]);
+    int64_t r = c0;
+#if BNB_HAVE_PERMUTE2
+    for (; r + 16 <= c1; r += 16) hn::StoreU(RcpApprox16(df, hn::LoadU(df, absmax + r)), df, inv + (r - c0));
+#endif
+    for (; r < c1; ++r) inv[r - c0] = bnb::rcp_approx(absmax[r]);
     // While this chunk is encoded (from L1), the next one is prefetched: the memory stream
     // keeps going instead of idling during every encode phase.
     const int64_t esize = dtype == BNB_F32 ? 4 : 2;
