@@ -905,11 +905,53 @@ HWY_INLINE void StorePackedCells2(__m512i c0, __m512i c1, uint8_t* HWY_RESTRICT 
   }
 }
 
+// Groups of 16 full fp32 blocks of 32 or 64 elements, without the chunk machinery: one
+// AbsMax16, one RcpApprox16, then the blocks straight from the input (L1-hot after the
+// absmax). Returns the first block not done.
+template <int64_t kBlock>
+HWY_INLINE int64_t QuantizeSmallBlocksNF4(const NF4CellEncoder& enc, const Quant4Args& a, int64_t b0, int64_t b1) {
+  const DF df;
+  const float* A = static_cast<const float*>(a.A);
+  alignas(64) float inv[16];
+  int64_t b = b0;
+  for (; b + 16 <= b1 && (b + 16) * kBlock <= a.n; b += 16) {
+    const float* src = A + b * kBlock;
+    AbsMax16(df, src, kBlock, a.absmax + b);
+    hn::Store(RcpApprox16(df, hn::LoadU(df, a.absmax + b)), df, inv);
+    const char* ahead = reinterpret_cast<const char*>(src + 32 * kBlock);  // two groups on
+    const char* input_end = reinterpret_cast<const char*>(A + a.n);
+    uint8_t* dst = a.packed + b * kBlock / 2;
+    for (int64_t i = 0; i < 16 * kBlock; i += 64) {  // one block (64) or two (32)
+      const char* pf = ahead + i * 4;
+      if (pf + 256 <= input_end) {
+        __builtin_prefetch(pf, 0, 2);
+        __builtin_prefetch(pf + 64, 0, 2);
+        __builtin_prefetch(pf + 128, 0, 2);
+        __builtin_prefetch(pf + 192, 0, 2);
+      }
+      const __m512 v0 = _mm512_set1_ps(inv[i / kBlock]);
+      const __m512 v1 = _mm512_set1_ps(inv[(i + 32) / kBlock]);
+      const __m512i c0 = enc.Encode(_mm512_mul_ps(_mm512_loadu_ps(src + i), v0));
+      const __m512i c1 = enc.Encode(_mm512_mul_ps(_mm512_loadu_ps(src + i + 16), v0));
+      const __m512i c2 = enc.Encode(_mm512_mul_ps(_mm512_loadu_ps(src + i + 32), v1));
+      const __m512i c3 = enc.Encode(_mm512_mul_ps(_mm512_loadu_ps(src + i + 48), v1));
+      StorePackedCells4(c0, c1, c2, c3, dst + i / 2, a.stream);
+    }
+  }
+  return b;
+}
+
 void QuantizeBlocksNF4Cells(const Quant4Args& a, int64_t b0, int64_t b1) {
   const DF df;
+  const NF4CellEncoder enc(nf4_cells());
+  if (a.dtype == BNB_F32 && a.blocksize == 64) b0 = QuantizeSmallBlocksNF4<64>(enc, a, b0, b1);
+  if (a.dtype == BNB_F32 && a.blocksize == 32) b0 = QuantizeSmallBlocksNF4<32>(enc, a, b0, b1);
+  if (b0 >= b1) {
+    if (a.stream) EndStreaming();
+    return;
+  }
   alignas(64) float scratch[kMaxBlock + 64];
   alignas(64) uint8_t bytes[kMaxBlock / 2 + 64];
-  const NF4CellEncoder enc(nf4_cells());
   ForEachScaledBlock(df, a.dtype, a.A, a.n, a.blocksize, 32, a.absmax, b0, b1, scratch,
                      [&](int64_t b, const float* src, int64_t padded, int64_t valid, float inv, const auto& ahead) {
     const __m512 vinv = _mm512_set1_ps(inv);
