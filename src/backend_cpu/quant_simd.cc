@@ -49,9 +49,10 @@ struct Code8Plan {
   // search below applies. Otherwise the 7-step search runs.
   bool fast = false;
   // Optional, for fast tables with at most one adjusted midpoint per bucket of floats sharing
-  // their top 16 bits: 65536 entries (count of midpoints below the bucket << 16) | the low 16
-  // bits of the bucket's midpoint; a bucket without one stores the low bits of its largest
-  // value, which nothing in the bucket exceeds. One gather per lane then decides.
+  // their top 16 bits: 65536 entries (count of midpoints below the bucket << 16) | low, where
+  // low + (x's low 16 bits, inverted when x < 0) carries into bit 16 exactly when x is above
+  // the bucket's midpoint (low = 0xffff - its low bits when positive, its low bits when
+  // negative; 0 without one). One gather and one add per lane then decide.
   const uint32_t* buckets = nullptr;
   // levels[(128 / s) - 1 + c] = adjusted midpoint (c * 2s + s - 1), for s = 128, 64, ..., 1.
   alignas(64) float levels[256 + 64] = {};
@@ -551,18 +552,22 @@ HWY_INLINE VI SelectCode8Fast(DF df, const Code8Levels& L, VF x) {
   return step(c, L.l128.Get(df, c));
 }
 
-// Q_C(x) from the bucket table: the count below x's bucket, plus one if x is above the
-// bucket's midpoint, whose float is x's top 16 bits joined with the stored low 16 bits.
-HWY_INLINE VI SelectCode8Bucket(DF df, const uint32_t* HWY_RESTRICT buckets, VF x) {
+// Q_C(x) << 16 (plus bits below 16) from the bucket table: the count below x's bucket, plus
+// the carry of (stored low bits + x's low bits, inverted when x < 0): one when x is above the
+// bucket's midpoint, which shares x's top 16 bits (see Code8Plan::buckets).
+HWY_INLINE VU SelectCode8BucketHigh(DF df, const uint32_t* HWY_RESTRICT buckets, VF x) {
+  (void)df;
   const DI di;
   const DU du;
   const VU bits = hn::BitCast(du, x);
   const VI key = hn::BitCast(di, hn::ShiftRight<16>(bits));
   const VU entry = hn::BitCast(du, hn::GatherIndex(di, reinterpret_cast<const int32_t*>(buckets), key));
-  const VU high = hn::Set(du, 0xffff0000u);  // (bits & high) | (entry & ~high): one ternlog
-  const VF mid = hn::BitCast(df, hn::Or(hn::And(bits, high), hn::AndNot(high, entry)));
-  const VI below = hn::BitCast(di, hn::ShiftRight<16>(entry));
-  return hn::IfThenElse(hn::RebindMask(di, hn::Gt(x, mid)), hn::Add(below, hn::Set(di, 1)), below);
+  const VU neg = hn::BitCast(du, hn::ShiftRight<31>(hn::BitCast(di, bits)));  // all ones when x < 0
+  return hn::Add(entry, hn::And(hn::Xor(bits, neg), hn::Set(du, 0xffffu)));
+}
+
+HWY_INLINE VI SelectCode8Bucket(DF df, const uint32_t* HWY_RESTRICT buckets, VF x) {
+  return hn::BitCast(DI(), hn::ShiftRight<16>(SelectCode8BucketHigh(df, buckets, x)));
 }
 
 // Q_C(x) for any table: the reference's 7-step search, lane by lane.
@@ -618,6 +623,14 @@ HWY_INLINE void QuantizeBlock8(DF df, const float* HWY_RESTRICT src, int64_t pad
                                uint8_t* HWY_RESTRICT out, bool stream) {
   const int64_t N = static_cast<int64_t>(hn::Lanes(df));
   const VF vinv = hn::Set(df, inv);
+#if HWY_TARGET == HWY_AVX3_DL
+  // Byte 2 of lane j of the first table -> byte j, of the second -> byte 16 + j; repeated in
+  // the upper 32 bytes.
+  const __m512i pick_byte2 = _mm512_set_epi8(
+      126, 122, 118, 114, 110, 106, 102, 98, 94, 90, 86, 82, 78, 74, 70, 66, 62, 58, 54, 50, 46, 42, 38, 34, 30, 26,
+      22, 18, 14, 10, 6, 2, 126, 122, 118, 114, 110, 106, 102, 98, 94, 90, 86, 82, 78, 74, 70, 66, 62, 58, 54, 50, 46,
+      42, 38, 34, 30, 26, 22, 18, 14, 10, 6, 2);
+#endif
   for (int64_t i = 0; i < padded; i += 4 * N) {
     ahead.Touch(i, 4 * N);
     const VF x0 = hn::Mul(hn::LoadU(df, src + i), vinv);
@@ -626,6 +639,22 @@ HWY_INLINE void QuantizeBlock8(DF df, const float* HWY_RESTRICT src, int64_t pad
     const VF x3 = hn::Mul(hn::LoadU(df, src + i + 3 * N), vinv);
     if constexpr (kPath == Code8Path::kBucket) {
       const uint32_t* buckets = a.plan->buckets;
+#if HWY_TARGET == HWY_AVX3_DL
+      // Codes sit in byte 2 of each lane: two byte permutes and a blend make the 64 bytes.
+      const __m512i s0 = SelectCode8BucketHigh(df, buckets, x0).raw;
+      const __m512i s1 = SelectCode8BucketHigh(df, buckets, x1).raw;
+      const __m512i s2 = SelectCode8BucketHigh(df, buckets, x2).raw;
+      const __m512i s3 = SelectCode8BucketHigh(df, buckets, x3).raw;
+      const __m512i lo = _mm512_permutex2var_epi8(s0, pick_byte2, s1);  // bytes 0..31
+      const __m512i hi = _mm512_permutex2var_epi8(s2, pick_byte2, s3);  // bytes 32..63
+      const __m512i codes = _mm512_mask_blend_epi64(0xf0, lo, hi);
+      if (stream) {
+        _mm512_stream_si512(reinterpret_cast<__m512i*>(out + i), codes);
+      } else {
+        _mm512_storeu_si512(out + i, codes);
+      }
+      continue;
+#endif
       StoreCodes8(df, SelectCode8Bucket(df, buckets, x0), out + i, stream);
       StoreCodes8(df, SelectCode8Bucket(df, buckets, x1), out + i + N, stream);
       StoreCodes8(df, SelectCode8Bucket(df, buckets, x2), out + i + 2 * N, stream);
@@ -1178,14 +1207,16 @@ bool build_buckets(const float* mid, uint32_t* buckets) {
     uint32_t inside = 0;
     while (below + inside < 255 && mid[below + inside] <= hi) ++inside;
     if (inside > 1) return false;
-    // The largest value of the bucket: low bits 0xffff when positive, 0 when negative.
-    uint32_t t_low = negative ? 0u : 0xffffu;
+    // Without a midpoint nothing may carry: low = 0 (x's addend is at most 0xffff).
+    uint32_t low = 0;
     if (inside == 1) {
-      // A zero midpoint lies in both zero buckets; it is the zero of this bucket's sign.
+      // A zero midpoint lies in both zero buckets; it is the zero of this bucket's sign
+      // (+0: x above it iff its low bits are > 0; -0: no x of the bucket is above it).
       const float t = mid[below];
-      t_low = t == 0.0f ? 0u : (bnb::float_to_bits(t) & 0xffffu);
+      const uint32_t t_low = t == 0.0f ? 0u : (bnb::float_to_bits(t) & 0xffffu);
+      low = negative ? t_low : 0xffffu - t_low;
     }
-    buckets[key] = (below << 16) | t_low;
+    buckets[key] = (below << 16) | low;
   }
   return true;
 }
