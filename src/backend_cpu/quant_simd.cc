@@ -189,6 +189,64 @@ inline const NF4CellTables& nf4_cells() {
   return tab;
 }
 
+// FP4 likewise on a = min(|x|, 1): cell trunc(a * 15.5) (+16 in odd lanes, FMA addend 16),
+// narrower than any gap between the 7 magnitude thresholds. Per cell the patterns below and
+// above its threshold (even lanes << 4) and the threshold itself (per lane parity: 32
+// cells); the sign is a compare and a masked OR. A NaN converts to key byte 0: pattern 0.
+struct FP4CellTables {
+  alignas(64) uint8_t lo[64];
+  alignas(64) uint8_t hi[64];
+  alignas(64) float t[32];
+  bool ok = true;
+};
+
+inline int fp4_count_of(float a) {
+  int k = 0;
+  for (uint32_t t : bnb::kFP4ThresholdBits) k += a > bnb::bits_to_float(t) ? 1 : 0;
+  return k;
+}
+
+inline FP4CellTables build_fp4_cells() {
+  FP4CellTables tab;
+  std::memset(tab.lo, 0, sizeof tab.lo);
+  std::memset(tab.hi, 0, sizeof tab.hi);
+  const auto key_of = [](uint32_t bits, int parity) {
+    return static_cast<int32_t>(std::fma(bnb::bits_to_float(bits), 15.5f, parity ? 16.0f : 0.0f));
+  };
+  for (int parity = 0; parity < 2; ++parity) {
+    for (int32_t k = 0; k < 16; ++k) {
+      const int32_t key = k + 16 * parity;
+      const auto first_at_least = [&](int32_t want) {  // over the bits of [0, 1]
+        uint32_t lo = 0, hi = 0x3f800000u + 1;
+        while (lo < hi) {
+          const uint32_t mid = lo + (hi - lo) / 2;
+          if (key_of(mid, parity) >= want) hi = mid; else lo = mid + 1;
+        }
+        return lo;
+      };
+      const uint32_t b = first_at_least(key), e = first_at_least(key + 1);
+      if (b >= e) {
+        tab.ok = false;
+        continue;
+      }
+      const int g = fp4_count_of(bnb::bits_to_float(b));
+      const int top = fp4_count_of(bnb::bits_to_float(e - 1));
+      if (top > g + 1) tab.ok = false;
+      const int shift = parity ? 0 : 4;
+      tab.lo[key] = static_cast<uint8_t>(bnb::kFP4Pattern[g] << shift);
+      tab.hi[key] = static_cast<uint8_t>(bnb::kFP4Pattern[g < 7 ? g + 1 : 7] << shift);
+      tab.t[key] = g < 7 ? bnb::bits_to_float(bnb::kFP4ThresholdBits[g]) : bnb::bits_to_float(0x7f800000u);
+    }
+  }
+  if (tab.lo[0] != 0) tab.ok = false;  // a NaN: key byte 0 in either lane, a > t false
+  return tab;
+}
+
+inline const FP4CellTables& fp4_cells() {
+  static const FP4CellTables tab = build_fp4_cells();
+  return tab;
+}
+
 }  // namespace cpu
 }  // namespace bnb
 #endif  // BNB_BACKEND_CPU_QUANT_SIMD_SHARED_
@@ -900,6 +958,32 @@ struct NF4CellEncoder {
   }
 };
 
+struct FP4CellEncoder {
+  __m512i lo, hi, sign;
+  __m512 t0, t1, addend, scale, one;
+  explicit FP4CellEncoder(const FP4CellTables& tab)
+      : lo(_mm512_load_si512(tab.lo)),
+        hi(_mm512_load_si512(tab.hi)),
+        sign(_mm512_setr_epi32(128, 8, 128, 8, 128, 8, 128, 8, 128, 8, 128, 8, 128, 8, 128, 8)),
+        t0(_mm512_load_ps(tab.t)),
+        t1(_mm512_load_ps(tab.t + 16)),
+        addend(_mm512_setr_ps(0.0f, 16.0f, 0.0f, 16.0f, 0.0f, 16.0f, 0.0f, 16.0f, 0.0f, 16.0f, 0.0f, 16.0f, 0.0f,
+                              16.0f, 0.0f, 16.0f)),
+        scale(_mm512_set1_ps(15.5f)),
+        one(_mm512_set1_ps(1.0f)) {}
+
+  HWY_INLINE __m512i Encode(__m512 x) const {
+    // min(1, |x|): +inf -> 1, a NaN stays NaN (key byte 0, compares false).
+    const __m512 a = _mm512_min_ps(one, _mm512_abs_ps(x));
+    const __m512i key = _mm512_cvttps_epi32(_mm512_fmadd_ps(a, scale, addend));
+    const __m512i below = _mm512_maskz_permutexvar_epi8(0x1111111111111111ull, key, lo);
+    const __m512i above = _mm512_maskz_permutexvar_epi8(0x1111111111111111ull, key, hi);
+    const __m512 t = _mm512_permutex2var_ps(t0, key, t1);
+    const __m512i code = _mm512_mask_blend_epi32(_mm512_cmp_ps_mask(a, t, _CMP_GT_OQ), below, above);
+    return _mm512_mask_or_epi32(code, _mm512_cmp_ps_mask(x, _mm512_setzero_ps(), _CMP_LT_OQ), code, sign);
+  }
+};
+
 // Packs codes of 64 consecutive elements (c0..c3, from NF4CellEncoder) into 32 bytes.
 HWY_INLINE void StorePackedCells4(__m512i c0, __m512i c1, __m512i c2, __m512i c3, uint8_t* HWY_RESTRICT out,
                                   bool stream) {
@@ -937,8 +1021,8 @@ HWY_INLINE void StorePackedCells2(__m512i c0, __m512i c1, uint8_t* HWY_RESTRICT 
 // Groups of 16 full fp32 blocks of 32 or 64 elements, without the chunk machinery: one
 // AbsMax16, one RcpApprox16, then the blocks straight from the input (L1-hot after the
 // absmax). Returns the first block not done.
-template <int64_t kBlock>
-HWY_INLINE int64_t QuantizeSmallBlocksNF4(const NF4CellEncoder& enc, const Quant4Args& a, int64_t b0, int64_t b1) {
+template <int64_t kBlock, class Encoder>
+HWY_INLINE int64_t QuantizeSmallBlocksCells(const Encoder& enc, const Quant4Args& a, int64_t b0, int64_t b1) {
   const DF df;
   const float* A = static_cast<const float*>(a.A);
   alignas(64) float inv[16];
@@ -970,11 +1054,11 @@ HWY_INLINE int64_t QuantizeSmallBlocksNF4(const NF4CellEncoder& enc, const Quant
   return b;
 }
 
-void QuantizeBlocksNF4Cells(const Quant4Args& a, int64_t b0, int64_t b1) {
+template <class Encoder>
+void QuantizeBlocks4Cells(const Encoder& enc, const Quant4Args& a, int64_t b0, int64_t b1) {
   const DF df;
-  const NF4CellEncoder enc(nf4_cells());
-  if (a.dtype == BNB_F32 && a.blocksize == 64) b0 = QuantizeSmallBlocksNF4<64>(enc, a, b0, b1);
-  if (a.dtype == BNB_F32 && a.blocksize == 32) b0 = QuantizeSmallBlocksNF4<32>(enc, a, b0, b1);
+  if (a.dtype == BNB_F32 && a.blocksize == 64) b0 = QuantizeSmallBlocksCells<64>(enc, a, b0, b1);
+  if (a.dtype == BNB_F32 && a.blocksize == 32) b0 = QuantizeSmallBlocksCells<32>(enc, a, b0, b1);
   if (b0 >= b1) {
     if (a.stream) EndStreaming();
     return;
@@ -1062,7 +1146,11 @@ void QuantizeBlocks4Impl(const Quant4Args& a, int64_t b0, int64_t b1) {
 void QuantizeBlocks4(const Quant4Args& a, int64_t b0, int64_t b1) {
 #if HWY_TARGET == HWY_AVX3_DL
   if (a.quant_type == BNB_NF4 && nf4_cells().ok) {
-    QuantizeBlocksNF4Cells(a, b0, b1);
+    QuantizeBlocks4Cells(NF4CellEncoder(nf4_cells()), a, b0, b1);
+    return;
+  }
+  if (a.quant_type == BNB_FP4 && fp4_cells().ok) {
+    QuantizeBlocks4Cells(FP4CellEncoder(fp4_cells()), a, b0, b1);
     return;
   }
 #endif
