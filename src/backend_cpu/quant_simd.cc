@@ -1022,18 +1022,24 @@ HWY_INLINE void StorePackedCells2(__m512i c0, __m512i c1, uint8_t* HWY_RESTRICT 
 // AbsMax16, one RcpApprox16, then the blocks straight from the input (L1-hot after the
 // absmax). Returns the first block not done.
 template <int64_t kBlock, class Encoder>
-HWY_INLINE int64_t QuantizeSmallBlocksCells(const Encoder& enc, const Quant4Args& a, int64_t b0, int64_t b1) {
+HWY_INLINE int64_t QuantizeSmallBlocksCells(const Encoder enc, const Quant4Args& a, int64_t b0, int64_t b1) {
+  // Locals (the encoder's tables included): the byte stores may alias anything in memory,
+  // which would make the compiler reload them in every iteration.
   const DF df;
   const float* A = static_cast<const float*>(a.A);
+  const int64_t n = a.n;
+  float* absmax = a.absmax;
+  uint8_t* packed = a.packed;
+  const bool stream = a.stream;
+  const char* input_end = reinterpret_cast<const char*>(A + n);
   alignas(64) float inv[16];
   int64_t b = b0;
-  for (; b + 16 <= b1 && (b + 16) * kBlock <= a.n; b += 16) {
+  for (; b + 16 <= b1 && (b + 16) * kBlock <= n; b += 16) {
     const float* src = A + b * kBlock;
-    AbsMax16(df, src, kBlock, a.absmax + b);
-    hn::Store(RcpApprox16(df, hn::LoadU(df, a.absmax + b)), df, inv);
+    AbsMax16(df, src, kBlock, absmax + b);
+    hn::Store(RcpApprox16(df, hn::LoadU(df, absmax + b)), df, inv);
     const char* ahead = reinterpret_cast<const char*>(src + 32 * kBlock);  // two groups on
-    const char* input_end = reinterpret_cast<const char*>(A + a.n);
-    uint8_t* dst = a.packed + b * kBlock / 2;
+    uint8_t* dst = packed + b * kBlock / 2;
     for (int64_t i = 0; i < 16 * kBlock; i += 64) {  // one block (64) or two (32)
       const char* pf = ahead + i * 4;
       if (pf + 256 <= input_end) {
@@ -1048,14 +1054,14 @@ HWY_INLINE int64_t QuantizeSmallBlocksCells(const Encoder& enc, const Quant4Args
       const __m512i c1 = enc.Encode(_mm512_mul_ps(_mm512_loadu_ps(src + i + 16), v0));
       const __m512i c2 = enc.Encode(_mm512_mul_ps(_mm512_loadu_ps(src + i + 32), v1));
       const __m512i c3 = enc.Encode(_mm512_mul_ps(_mm512_loadu_ps(src + i + 48), v1));
-      StorePackedCells4(c0, c1, c2, c3, dst + i / 2, a.stream);
+      StorePackedCells4(c0, c1, c2, c3, dst + i / 2, stream);
     }
   }
   return b;
 }
 
 template <class Encoder>
-void QuantizeBlocks4Cells(const Encoder& enc, const Quant4Args& a, int64_t b0, int64_t b1) {
+void QuantizeBlocks4Cells(const Encoder enc, const Quant4Args& a, int64_t b0, int64_t b1) {
   const DF df;
   if (a.dtype == BNB_F32 && a.blocksize == 64) b0 = QuantizeSmallBlocksCells<64>(enc, a, b0, b1);
   if (a.dtype == BNB_F32 && a.blocksize == 32) b0 = QuantizeSmallBlocksCells<32>(enc, a, b0, b1);
