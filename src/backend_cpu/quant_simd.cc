@@ -5,18 +5,23 @@
 // Work is split into ranges of whole blocks, one per task. A task walks its blocks in chunks of
 // up to 4096 elements: it converts/pads a chunk into an L1-resident scratch buffer when needed
 // (fp16/bf16 input, partial last block), takes every block's NaN-dropping absmax, then every
-// exact RCP (rcp.h), then encodes the blocks while prefetching the next chunk. Codes:
+// exact RCP (rcp.h; 16 at a time on AVX-512), then encodes the blocks while prefetching the
+// next chunk (4-bit fp32 blocks of 32/64 on AVX3_DL: groups of 16 blocks, no chunks). Codes:
 //  * 8-bit, built-in tables and large inputs: a 65536-entry bucket table indexed by the top 16
-//    bits of x (count of midpoints below the bucket, and the bucket's single midpoint), one
-//    gather and one compare per lane;
+//    bits of x (count of midpoints below the bucket, and low bits that make x's low bits carry
+//    into the count when x is above the bucket's single midpoint), one gather and one add per
+//    lane;
 //  * 8-bit, other strictly increasing tables: branchless 8-level search over the 255 binary32
 //    midpoints, each level's candidates held in registers;
 //  * 8-bit, any other table: the reference's literal 7-step search, vectorised with gathers;
 //    (the two midpoint forms move odd midpoints one ulp down: a tie goes to the even index,
 //    FORMATS 2.3);
-//  * NF4: 4-level search over the 15 thresholds; FP4: 3-level search over the 7 magnitude
-//    thresholds, the pattern table, the sign. Even and odd elements are encoded in separate
-//    vectors so a packed byte is (even << 4) | odd.
+//  * NF4 and FP4 on AVX3_DL: x (FP4: |x|) picks one of 32 cells narrower than any gap between
+//    thresholds (FMA + truncation); a VPERMB gives the cell's code (its high nibble already
+//    shifted in even lanes), a VPERMI2PS its one threshold, one compare decides;
+//  * NF4 elsewhere: 4-level search over the 15 thresholds; FP4: 3-level search over the 7
+//    magnitude thresholds, the pattern table, the sign. Even and odd elements are encoded in
+//    separate vectors so a packed byte is (even << 4) | odd.
 // Dequantizing uses the 256-entry table (8-bit) or a per-block pre-scaled 16-entry table
 // (4-bit; RN32(LUT[k] * absmax) equals the per-element product). Outputs of 16 MiB and more
 // use non-temporal stores on AVX2/AVX-512.
