@@ -1,0 +1,75 @@
+#!/usr/bin/env bash
+# Every GPU test suite and benchmark of every op family in ONE device call.
+#
+#   scripts/gpu/full.sh build    # here: build core + CPU + CUDA (sm_90) + tests + benchmarks and stage
+#                                # them in .gpu_carry/ (git-ignored) with the golden vectors and
+#                                # bitsandbytes' CUDA 13 library (from .wheels/, for side-by-sides)
+#   scripts/gpu/full.sh device   # on the device (run tool, carry [".gpu_carry"]): C++ GPU tests, the
+#                                # unit suites on the CUDA backend, the Python suite with torch, then
+#                                # the quantization, gemm_4bit, int8 and optimizer benchmarks; logs and
+#                                # JSON under $OUT, summary last.
+set -uo pipefail
+cd "$(dirname "$0")/../.."
+ROOT=$PWD
+CARRY=$ROOT/.gpu_carry
+BINS="bnb bnb_tests bnb_gpu_tests bnb_bench_gpu_quant bnb_bench_gemm4_cuda bnb_bench_int8_cuda bnb_bench_optim"
+
+build() {
+  local build=${BUILD:-build-gpu-full}
+  cmake -S . -B "$build" -G Ninja -DBNB_BUILD_CUDA=ON -DBNB_CUDA_ARCHITECTURES="${ARCH:-90}" -DBNB_BUILD_CPU=ON \
+    -DBNB_BUILD_TESTS=ON -DBNB_BUILD_BENCH=ON -DBNB_BUILD_TOOLS=ON -DCMAKE_BUILD_TYPE=Release >/dev/null || exit 1
+  ninja -C "$build" -j2 bnb bnb_backend_cpu bnb_backend_cuda bnb_cli bnb_tests bnb_gpu_tests bnb_bench_gpu_quant \
+    bnb_bench_gemm4_cuda bnb_bench_int8_cuda bnb_bench_optim || exit 1
+  rm -rf "$CARRY/lib" "$CARRY/bin"
+  mkdir -p "$CARRY/lib" "$CARRY/bin"
+  cp -L "$build"/lib/libbnb.so.0 "$build"/lib/libbnb_backend_*.so "$build"/lib/libhwy.so.1 "$CARRY/lib/"
+  ln -sf libbnb.so.0 "$CARRY/lib/libbnb.so"
+  for b in $BINS; do cp "$build/bin/$b" "$CARRY/bin/"; done
+  [ -d "$CARRY/golden" ] || { mkdir -p "$CARRY/golden" && cp -r ../shared/golden/manifest.json ../shared/golden/data "$CARRY/golden/"; }
+  local wheel
+  wheel=$(ls .wheels/bitsandbytes-*.whl 2>/dev/null | head -1)
+  if [ -n "$wheel" ] && [ ! -d "$CARRY/site/bitsandbytes" ]; then
+    mkdir -p "$CARRY/site" && python3 -m zipfile -e "$wheel" "$CARRY/site"
+    find "$CARRY/site/bitsandbytes" -name 'libbitsandbytes_*.so' ! -name '*cuda130.so' ! -name '*cpu.so' -delete
+  fi
+  du -sh "$CARRY"
+}
+
+device() {
+  local out=${OUT:-/tmp/bnb_gpu_out}
+  mkdir -p "$out"
+  export LD_LIBRARY_PATH=$CARRY/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+  # cuBLAS/cuBLASLt (dlopened by the gemm_4bit and int8 paths) come with torch's CUDA wheels there.
+  local nv
+  nv=$(python3 -c "import nvidia, os; print(os.path.dirname(nvidia.__file__))" 2>/dev/null)
+  for d in "$nv"/cublas/lib "$nv"/cu13/lib; do [ -d "$d" ] && export LD_LIBRARY_PATH=$LD_LIBRARY_PATH:$d; done
+  export BNB_GOLDEN_DIR=$CARRY/golden
+  nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem,temperature.gpu,power.draw --format=csv > "$out/gpu.txt" 2>&1
+  "$CARRY/bin/bnb" info > "$out/info.txt" 2>&1
+  timeout 240 "$CARRY/bin/bnb_gpu_tests" > "$out/gpu_tests.log" 2>&1
+  timeout 240 "$CARRY/bin/bnb_tests" > "$out/unit_tests.log" 2>&1
+  BNB_LIBRARY_PATH=$CARRY/lib timeout 240 python3 -m pytest -q -rs -p no:cacheprovider tests/python > "$out/python_tests.log" 2>&1
+  timeout 150 "$CARRY/bin/bnb" bench --backend cuda --n $((256 << 20)) --dtype all --reps 20 --json "$out/cli_bench_cuda.json" > "$out/cli_bench.log" 2>&1
+  timeout 200 "$CARRY/bin/bnb_bench_gpu_quant" --n $((256 << 20)) --reps 30 --json "$out/quant.json" > "$out/quant.log" 2>&1
+  if [ -d "$CARRY/site/bitsandbytes" ]; then
+    PYTHONPATH=$CARRY/site timeout 200 python3 bench/gpu/bench_bitsandbytes.py --n $((256 << 20)) --reps 30 \
+      --json "$out/quant_bitsandbytes.json" >> "$out/quant.log" 2>&1
+  fi
+  timeout 200 "$CARRY/bin/bnb_bench_gemm4_cuda" --json "$out/gemm4.json" > "$out/gemm4.log" 2>&1
+  timeout 200 "$CARRY/bin/bnb_bench_int8_cuda" --json "$out/int8.json" > "$out/int8.log" 2>&1
+  timeout 200 "$CARRY/bin/bnb_bench_optim" --backend cuda --json "$out/optim.json" > "$out/optim.log" 2>&1
+  echo "== gpu: $(tail -1 "$out/gpu.txt")"
+  for f in gpu_tests unit_tests; do
+    echo "== $f: $(grep -E '^\[  (PASSED|FAILED) ' "$out/$f.log" | tr '\n' ' ')"
+    grep -E '^\[  FAILED  \]' "$out/$f.log" | head -15
+  done
+  grep -E '^\[golden\]' "$out/unit_tests.log"
+  echo "== python: $(tail -1 "$out/python_tests.log")"
+  for f in cli_bench quant gemm4 int8 optim; do echo "== $f"; tail -25 "$out/$f.log"; done
+}
+
+case "${1:-}" in
+  build) build ;;
+  device) device ;;
+  *) echo "usage: $0 build|device" >&2; exit 2 ;;
+esac
