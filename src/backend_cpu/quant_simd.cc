@@ -186,6 +186,10 @@ inline NF4CellTables build_nf4_cells() {
   }
   // A NaN x converts to 0x80000000: key byte 0, which must decode as code 0 in either lane.
   if (tab.g[0] != 0 || nf4_code_of(-1.0f) != 0) tab.ok = false;
+  // x = +inf is clamped to 1 for its cell but compared itself: that cell's threshold is +inf.
+  for (int parity = 0; parity < 2; ++parity) {
+    if (!(tab.t[nf4_cell_key(1.0f, parity) & 31] > 3.0e38f)) tab.ok = false;
+  }
   return tab;
 }
 
@@ -244,6 +248,10 @@ inline FP4CellTables build_fp4_cells() {
     }
   }
   if (tab.lo[0] != 0) tab.ok = false;  // a NaN: key byte 0 in either lane, a > t false
+  // |x| = inf is clamped to 1 for its cell but compared itself: that cell's threshold is +inf.
+  for (int parity = 0; parity < 2; ++parity) {
+    if (!(tab.t[key_of(0x3f800000u, parity)] > 3.0e38f)) tab.ok = false;
+  }
   return tab;
 }
 
@@ -955,11 +963,12 @@ struct NF4CellEncoder {
   HWY_INLINE __m512i Encode(__m512 x) const {
     // min(1, x): +inf -> 1; a NaN stays NaN (vminps returns its second operand) and, like
     // -inf, converts to key byte 0 (code 0) and compares false. x >= -1 - 2 ulp otherwise.
-    const __m512 xc = _mm512_min_ps(one, x);
-    const __m512i key = _mm512_cvttps_epi32(_mm512_fmadd_ps(xc, scale, addend));
+    // The compare takes x itself (same result: x > 1 only for +inf, whose cell's threshold is
+    // +inf), so the FMA may overwrite the clamped value instead of a copy of it.
+    const __m512i key = _mm512_cvttps_epi32(_mm512_fmadd_ps(_mm512_min_ps(one, x), scale, addend));
     const __m512i code = _mm512_maskz_permutexvar_epi8(0x1111111111111111ull, key, g);
     const __m512 t = _mm512_permutex2var_ps(t0, key, t1);
-    return _mm512_mask_add_epi32(code, _mm512_cmp_ps_mask(xc, t, _CMP_GT_OQ), code, inc);
+    return _mm512_mask_add_epi32(code, _mm512_cmp_ps_mask(x, t, _CMP_GT_OQ), code, inc);
   }
 };
 
@@ -978,9 +987,10 @@ struct FP4CellEncoder {
         one(_mm512_set1_ps(1.0f)) {}
 
   HWY_INLINE __m512i Encode(__m512 x) const {
-    // min(1, |x|): +inf -> 1, a NaN stays NaN (key byte 0, compares false).
-    const __m512 a = _mm512_min_ps(one, _mm512_abs_ps(x));
-    const __m512i key = _mm512_cvttps_epi32(_mm512_fmadd_ps(a, scale, addend));
+    // min(1, |x|): +inf -> 1, a NaN stays NaN (key byte 0, compares false). The compare takes
+    // |x| (the same: |x| > 1 only for inf, whose cell's threshold is +inf).
+    const __m512 a = _mm512_abs_ps(x);
+    const __m512i key = _mm512_cvttps_epi32(_mm512_fmadd_ps(_mm512_min_ps(one, a), scale, addend));
     const __m512i below = _mm512_maskz_permutexvar_epi8(0x1111111111111111ull, key, lo);
     const __m512i above = _mm512_maskz_permutexvar_epi8(0x1111111111111111ull, key, hi);
     const __m512 t = _mm512_permutex2var_ps(t0, key, t1);
