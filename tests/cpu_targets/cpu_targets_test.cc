@@ -311,6 +311,70 @@ TEST_P(CpuTarget, FourBitMatchesReference) {
   }
 }
 
+// x = A / 1 exactly (each block holds a 1.0, so absmax = 1 and RCP = 1): every float within
+// 300 ulps of each NF4/FP4 threshold and of each boundary of the AVX3_DL look-up cells
+// (k / 15.5 - 1 for NF4, k / 15.5 for FP4), of 0 and of +-1, and every 4099th float of
+// [-1, 1]; blocks of 64 (grouped path) and 4096. Also x = +-inf / NaN (a block of subnormals).
+TEST_P(CpuTarget, FourBitAroundEveryThreshold) {
+  std::vector<float> centers = {0.0f, 1.0f, -1.0f};
+  for (uint32_t t : kNF4ThresholdBits) centers.push_back(bits_to_float(t));
+  for (uint32_t t : kFP4ThresholdBits) {
+    centers.push_back(bits_to_float(t));
+    centers.push_back(-bits_to_float(t));
+  }
+  for (int k = 0; k <= 32; ++k) {
+    centers.push_back(static_cast<float>(k) / 15.5f - 1.0f);
+    centers.push_back(static_cast<float>(k) / 15.5f);
+    centers.push_back(-static_cast<float>(k) / 15.5f);
+  }
+  // Floats of [-1, 1] in increasing order <-> 0 .. 2 * 0x3f800000.
+  const auto at = [](int64_t i) {
+    return i < 0x3f800000 ? -bits_to_float(static_cast<uint32_t>(0x3f800000 - i))
+                          : bits_to_float(static_cast<uint32_t>(i - 0x3f800000));
+  };
+  const auto index_of = [](float f) {
+    const uint32_t b = float_to_bits(f);
+    return (b & 0x80000000u) ? int64_t{0x3f800000} - (b & 0x7fffffffu) : int64_t{0x3f800000} + b;
+  };
+  std::vector<float> xs;
+  for (float c : centers) {
+    for (int64_t d = -300; d <= 300; ++d) {
+      const int64_t i = index_of(c) + d;
+      if (i >= 0 && i <= 2 * int64_t{0x3f800000}) xs.push_back(at(i));
+    }
+  }
+  for (int64_t i = 0; i <= 2 * int64_t{0x3f800000}; i += 4099) xs.push_back(at(i));
+  cpu::ThreadPool pool(2);
+  for (int64_t blocksize : {int64_t{64}, int64_t{4096}}) {
+    std::vector<float> a;
+    for (float x : xs) {
+      if (a.size() % static_cast<size_t>(blocksize) == 0) a.push_back(1.0f);
+      a.push_back(x);
+    }
+    while (a.size() % static_cast<size_t>(blocksize) != 0) a.push_back(0.5f);
+    // A block of subnormals: M subnormal, RCP(M) = +inf, x = +-inf or NaN.
+    const float sub[8] = {bits_to_float(0x400u), bits_to_float(0x80000400u), 0.0f, -0.0f,
+                          std::nanf(""), -std::nanf(""), bits_to_float(1u), bits_to_float(0x80000001u)};
+    for (int64_t j = 0; j < blocksize; ++j) a.push_back(sub[j % 8]);
+    const int64_t n = static_cast<int64_t>(a.size());
+    const int64_t nb = n / blocksize;
+    for (int32_t quant_type : {BNB_NF4, BNB_FP4}) {
+      std::vector<uint8_t> packed_ref(static_cast<size_t>(n / 2));
+      std::vector<float> absmax_ref(static_cast<size_t>(nb));
+      ref::quantize_4bit(quant_type, BNB_F32, a.data(), n, blocksize, packed_ref.data(), absmax_ref.data());
+      Output packed(static_cast<size_t>(n / 2));
+      std::vector<float> absmax(static_cast<size_t>(nb));
+      cpu::quantize_4bit(pool, quant_type, BNB_F32, a.data(), n, blocksize, packed.as<uint8_t>(), absmax.data());
+      const int64_t bad = packed.first_mismatch(packed_ref.data());
+      ASSERT_EQ(bad, -1) << (quant_type == BNB_NF4 ? "nf4" : "fp4") << " bs=" << blocksize << " byte " << bad
+                         << " x=" << a[static_cast<size_t>(bad < 0 ? 0 : 2 * bad)] << ", "
+                         << a[static_cast<size_t>(bad < 0 ? 0 : 2 * bad + 1)];
+      ASSERT_TRUE(packed.guard_intact());
+      ASSERT_EQ(absmax, absmax_ref);
+    }
+  }
+}
+
 TEST_P(CpuTarget, FourBitEveryDataKind) {
   std::mt19937 rng(4242);
   cpu::ThreadPool pool(2);
