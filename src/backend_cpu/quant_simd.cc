@@ -1045,7 +1045,9 @@ HWY_INLINE int64_t QuantizeSmallBlocksCells(const Encoder enc, const Quant4Args&
   const int64_t n = a.n;
   float* absmax = a.absmax;
   uint8_t* packed = a.packed;
-  const bool stream = a.stream;
+  // 32-byte non-temporal stores need 32-byte aligned codes: with blocks of 32 (16 bytes of
+  // codes) that depends on the parity of the first block (groups move by 16 blocks).
+  const bool stream = a.stream && (b0 * kBlock / 2) % 32 == 0;
   const char* input_end = reinterpret_cast<const char*>(A + n);
   alignas(64) float inv[16];
   int64_t b = b0;

@@ -450,8 +450,8 @@ TEST_P(CpuTarget, LargeDequantizeOutputs) {
 TEST_P(CpuTarget, LargeQuantizeOutputs) {
   struct Expected {
     std::vector<float> values;
-    std::vector<uint8_t> q, packed;
-    std::vector<float> absmax8, absmax4;
+    std::vector<uint8_t> q, packed, packed32;
+    std::vector<float> absmax8, absmax4, absmax32;
   };
   constexpr int64_t n8 = (int64_t{16} << 20) + 64 * 3 + 7, n4 = (int64_t{32} << 20) + 5;
   static const Expected expected = [] {
@@ -465,6 +465,10 @@ TEST_P(CpuTarget, LargeQuantizeOutputs) {
     e.packed.resize(static_cast<size_t>((n4 + 1) / 2));
     e.absmax4.resize(static_cast<size_t>((n4 + 63) / 64));
     ref::quantize_4bit(BNB_NF4, BNB_F32, e.values.data(), n4, 64, e.packed.data(), e.absmax4.data());
+    // Blocks of 32: 16 bytes of codes each, so a task may start off a 32-byte boundary.
+    e.packed32.resize(static_cast<size_t>((n4 + 1) / 2));
+    e.absmax32.resize(static_cast<size_t>((n4 + 31) / 32));
+    ref::quantize_4bit(BNB_FP4, BNB_F32, e.values.data(), n4, 32, e.packed32.data(), e.absmax32.data());
     return e;
   }();
   cpu::ThreadPool pool(2);
@@ -481,6 +485,13 @@ TEST_P(CpuTarget, LargeQuantizeOutputs) {
   EXPECT_EQ(std::memcmp(packed, expected.packed.data(), p_bytes), 0);
   EXPECT_EQ(absmax8, expected.absmax8);
   EXPECT_EQ(absmax4, expected.absmax4);
+  std::vector<float> absmax32(expected.absmax32.size());
+  for (int threads : {2, 3}) {
+    cpu::ThreadPool pool32(threads);
+    cpu::quantize_4bit(pool32, BNB_FP4, BNB_F32, expected.values.data(), n4, 32, packed, absmax32.data());
+    EXPECT_EQ(std::memcmp(packed, expected.packed32.data(), p_bytes), 0) << "bs=32, threads " << threads;
+    EXPECT_EQ(absmax32, expected.absmax32);
+  }
   bool guards = true;
   for (size_t i = 0; i < kGuard; ++i) guards = guards && q[q_bytes + i] == kPoison && packed[p_bytes + i] == kPoison;
   EXPECT_TRUE(guards);
