@@ -18,6 +18,11 @@
 #if !defined(BNB_GPU_HIP)
 #include <cublas_v2.h>
 #include <dlfcn.h>
+#define gpuFuncSetAttribute cudaFuncSetAttribute
+#define gpuFuncAttributeMaxDynamicSharedMemorySize cudaFuncAttributeMaxDynamicSharedMemorySize
+#else
+#define gpuFuncSetAttribute hipFuncSetAttribute
+#define gpuFuncAttributeMaxDynamicSharedMemorySize hipFuncAttributeMaxDynamicSharedMemorySize
 #endif
 
 namespace bnb {
@@ -27,9 +32,10 @@ namespace {
 using namespace gemm4;  // NOLINT(build/namespaces): this file's own kernels
 
 constexpr int kThreads = kGemm4Warps * 32;
-// Shared memory of the SIMT kernel for A: MB rows x kc elements as binary32, at most 32 KiB
-// (no opt-in needed on any GPU).
-constexpr int kStagedFloats = 8192;
+// Shared memory of the SIMT kernel: A (MB rows x kc elements as binary32), the table and code2
+// in at most 96 KiB (the kernel's dynamic limit is raised once; smaller K takes less).
+constexpr int kSimtSmemTail = 16 + 256;
+constexpr int kStagedFloats = 96 * 1024 / 4 - kSimtSmemTail;
 constexpr int64_t kSimtMaxM = 16;                          // larger M goes to the library GEMM
 constexpr int64_t kWorkspaceBytes = int64_t{128} << 20;  // dequantized slab of the large-M path
 
@@ -63,14 +69,25 @@ struct Problem {
 
 // ---------------------------------------------------------------- SIMT kernel
 
-template <int D, int MB, int NR, bool ALIGNED>
+template <int D, int MB, int NR, int U, bool ALIGNED>
 bnb_status_t launch_simt_tiles(const GpuContext& ctx, const Problem& p, gpuStream_t stream) {
   using T = typename Elem<D>::T;
-  const auto kernel = gemm4_simt_kernel<D, MB, NR, ALIGNED>;
-  int64_t kc = kStagedFloats / MB;
+  const auto kernel = gemm4_simt_kernel<D, MB, NR, U, ALIGNED>;
+  // Raise the kernel's dynamic shared-memory limit once (not a stream operation: fine while a
+  // stream is being captured). If that fails, stay within the default 48 KiB.
+  static const int max_floats = [kernel] {
+    const int want = (kStagedFloats + kSimtSmemTail) * static_cast<int>(sizeof(float));
+    if (gpuFuncSetAttribute(reinterpret_cast<const void*>(kernel), gpuFuncAttributeMaxDynamicSharedMemorySize, want) ==
+        gpuSuccess) {
+      return kStagedFloats;
+    }
+    (void)gpuGetLastError();
+    return 48 * 1024 / 4 - kSimtSmemTail;
+  }();
+  int64_t kc = max_floats / MB / 32 * 32;
   const int64_t k_rounded = (p.K + 31) / 32 * 32;
   if (kc > k_rounded) kc = k_rounded;
-  const size_t smem = static_cast<size_t>(MB * kc + 16) * sizeof(float);
+  const size_t smem = static_cast<size_t>(MB * kc + kSimtSmemTail) * sizeof(float);
   int per_sm = 0;
   if (gpuOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, kThreads, smem) != gpuSuccess || per_sm < 1) {
     (void)gpuGetLastError();
@@ -78,10 +95,13 @@ bnb_status_t launch_simt_tiles(const GpuContext& ctx, const Problem& p, gpuStrea
   }
   const int64_t row_groups = (p.N + kGemm4Warps * NR - 1) / (kGemm4Warps * NR);
   const int64_t tiles = (p.M + MB - 1) / MB;
-  // Fill the GPU once over all A tiles; each block then walks its rows of W.
-  int64_t gx = persistent_grid(ctx, per_sm, row_groups);
-  const int64_t want = (static_cast<int64_t>(ctx.sm_count) * per_sm + tiles - 1) / tiles;
-  if (gx > want) gx = want < 1 ? 1 : want;
+  // One row group per block up to 8 waves of resident blocks (the hardware hands finished
+  // blocks' places to the next ones, so no wave quantisation at the tail; re-staging A per block
+  // costs L2 reads only); beyond that, blocks walk several row groups.
+  const int64_t resident = static_cast<int64_t>(ctx.sm_count) * per_sm;
+  int64_t gx = row_groups;
+  const int64_t cap = (8 * resident + tiles - 1) / tiles;
+  if (gx > cap) gx = cap < 1 ? 1 : cap;
   constexpr int64_t kMaxGridY = 65535;
   const T* A = static_cast<const T*>(p.A);
   T* out = static_cast<T*>(p.out);
@@ -98,20 +118,21 @@ bnb_status_t launch_simt_tiles(const GpuContext& ctx, const Problem& p, gpuStrea
   return BNB_SUCCESS;
 }
 
-template <int D, int MB, int NR>
+template <int D, int MB, int NR, int U>
 bnb_status_t launch_simt(const GpuContext& ctx, const Problem& p, gpuStream_t stream) {
-  return aligned16(p.W) ? launch_simt_tiles<D, MB, NR, true>(ctx, p, stream)
-                        : launch_simt_tiles<D, MB, NR, false>(ctx, p, stream);
+  return aligned16(p.W) ? launch_simt_tiles<D, MB, NR, U, true>(ctx, p, stream)
+                        : launch_simt_tiles<D, MB, NR, U, false>(ctx, p, stream);
 }
 
 // Rows of W per warp (NR) grow with the tile of A so shared-memory reads of A (MB per weight
-// piece, shared by NR rows) stay below the table look-ups (one per weight).
+// piece, shared by NR rows) stay near the table look-ups (one per weight); NR * U 16-byte loads
+// per lane are in flight.
 template <int D>
 bnb_status_t dispatch_simt(const GpuContext& ctx, const Problem& p, gpuStream_t stream) {
-  if (p.M == 1) return launch_simt<D, 1, 4>(ctx, p, stream);
-  if (p.M == 2) return launch_simt<D, 2, 4>(ctx, p, stream);
-  if (p.M <= 4) return launch_simt<D, 4, 8>(ctx, p, stream);
-  return launch_simt<D, 8, 8>(ctx, p, stream);
+  if (p.M == 1) return launch_simt<D, 1, 4, 2>(ctx, p, stream);
+  if (p.M == 2) return launch_simt<D, 2, 4, 2>(ctx, p, stream);
+  if (p.M <= 4) return launch_simt<D, 4, 4, 2>(ctx, p, stream);
+  return launch_simt<D, 8, 4, 2>(ctx, p, stream);
 }
 
 // ---------------------------------------------------------------- large M: dequantize + cuBLAS
