@@ -52,6 +52,10 @@ def is_torch(x):
 
 def dtype_code(dtype):
     """bnb_dtype_t of a dtype given as a bnb code, a name, a numpy dtype or a torch dtype."""
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.compiler.is_compiling():
+        # Dynamo cannot trace look-ups in a dict keyed by numpy dtypes: use torch-only keys.
+        return _compile_safe_dtype_code(dtype)
     try:
         code = _FAST_CODES.get(dtype)
     except TypeError:  # unhashable
@@ -61,6 +65,14 @@ def dtype_code(dtype):
     code = _slow_dtype_code(dtype)
     _FAST_CODES[dtype] = code
     return code
+
+
+def _compile_safe_dtype_code(dtype):
+    if isinstance(dtype, int):
+        return dtype
+    if isinstance(dtype, str):
+        return _lib.DTYPE_CODES[dtype]
+    return _TORCH_CODES()[dtype]
 
 
 def _slow_dtype_code(dtype):
