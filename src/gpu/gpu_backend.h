@@ -18,6 +18,9 @@ struct GpuContext {
   int sm_count = 1;
   // Device copies of the built-in tables, indexed by bnb_code_table_t (256 or 16 floats).
   float* tables[4] = {nullptr, nullptr, nullptr, nullptr};
+  // The 8-bit optimizers' bucketed DYN8S and DYN8U tables (optim_kernels.cuh, Optim8Table), or
+  // null where they do not apply (then the search kernel runs).
+  void* optim8_tables = nullptr;
 };
 
 // Records `message` (printf-style) as the thread's error and returns `status`.
@@ -52,6 +55,9 @@ void register_quant_ops(bnb_backend_ops_t* ops);
 void register_gemm4_ops(bnb_backend_ops_t* ops);
 void register_int8_ops(bnb_backend_ops_t* ops);
 void register_optim_ops(bnb_backend_ops_t* ops);
+// Context set-up and tear-down of the optimizer family (the bucketed 8-bit tables).
+bnb_status_t optim_context_init(GpuContext* ctx);
+void optim_context_free(GpuContext* ctx);
 
 }  // namespace gpu
 }  // namespace bnb

@@ -8,9 +8,16 @@
 // optimizer cases reproduce bit for bit on the GPU the reference measured (HIP: IEEE division,
 // sqrtf and powf, as its ROCm build).
 //
-// 8-bit layout: a CUDA block of 256 threads walks the tensor in tiles of 4 state blocks (1024
-// elements); 64 threads own one 256-element state block, thread lane l its elements l + 64 j
-// (j = 0..3), so every load is coalesced. The code tables live in shared memory.
+// 8-bit layout (optim8_fast_kernel, CUDA with the built-in DYN8S/DYN8U tables): one warp owns one
+// 256-element state block, lane l its elements 4l + j and 128 + 4l + j (j = 0..3), so p and g
+// move as two 16-byte (fp32) or 8-byte (fp16/bf16) loads per lane and the codes as two 4-byte
+// loads, each warp instruction one contiguous span; the block's absmax is a warp-shuffle max (no
+// barrier), and the warps of a persistent grid walk the blocks independently. Codes are selected
+// through per-table buckets of the binary32 line built once per context on the host (at most two
+// midpoints per bucket for the dynamic maps, so one 8-byte shared-memory look-up and at most one
+// more per value, instead of a 7-step search whose later steps conflict on the shared-memory
+// banks). optim8_kernel (64 threads per block, the reference's search) remains for other code
+// tables and for HIP. The 32-bit clipping pre-pass sums in the reference's order (OPS 6.4).
 #ifndef BNB_GPU_OPTIM_KERNELS_CUH_
 #define BNB_GPU_OPTIM_KERNELS_CUH_
 
@@ -315,14 +322,46 @@ __device__ __forceinline__ float unorm32(const OptimKernelArgs& a, const OptimCo
   }
 }
 
+__device__ __forceinline__ float opt_shfl_down32(float v, int offset) {
+#if defined(BNB_GPU_HIP)
+  return __shfl_down(v, offset, 32);
+#else
+  return __shfl_down_sync(0xffffffffu, v, offset, 32);
+#endif
+}
+
+// The reference's summation order (its pre-pass: cub block load and block reduce): tiles of 4096
+// elements; thread t of 512 adds its 8 consecutive elements in order, each 32-thread warp reduces
+// with shuffle-down offsets 1, 2, .., 16, thread 0 adds the 16 warp totals in order and one
+// atomic per tile adds the tile to unorm_vec. With at most two tiles the sum is the reference's
+// bit for bit (the clipped golden LAMB/LARS cases); beyond that the atomics' order varies, as
+// the reference's does.
+constexpr int kUnormThreads = 512;
+constexpr int kUnormPerThread = 8;
+constexpr int kUnormTile = kUnormThreads * kUnormPerThread;
+
 template <int D, int OPT>
-__global__ void __launch_bounds__(kOptimThreads) optim32_unorm_kernel(OptimKernelArgs a) {
+__global__ void __launch_bounds__(kUnormThreads) optim32_unorm_kernel(OptimKernelArgs a) {
+  __shared__ float red[kUnormThreads / 32];
   const OptimConstsDev k = optim_consts(a);
-  const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
-  float acc = 0.0f;
-  for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < a.n; i += stride)
-    acc += unorm32<D, OPT>(a, k, i);
-  block_sum_atomic(acc, a.unorm_vec);
+  const int t = static_cast<int>(threadIdx.x);
+  for (int64_t tile = blockIdx.x; tile * kUnormTile < a.n; tile += gridDim.x) {
+    const int64_t i0 = tile * kUnormTile + static_cast<int64_t>(t) * kUnormPerThread;
+    float acc = i0 < a.n ? unorm32<D, OPT>(a, k, i0) : 0.0f;
+#pragma unroll
+    for (int j = 1; j < kUnormPerThread; ++j)
+      if (i0 + j < a.n) acc += unorm32<D, OPT>(a, k, i0 + j);
+#pragma unroll
+    for (int off = 1; off < 32; off <<= 1) acc += opt_shfl_down32(acc, off);
+    if ((t & 31) == 0) red[t >> 5] = acc;
+    __syncthreads();
+    if (t == 0) {
+      float s = red[0];
+      for (int w = 1; w < kUnormThreads / 32; ++w) s += red[w];
+      atomicAdd(a.unorm_vec, s);
+    }
+    __syncthreads();
+  }
 }
 
 // ---------------------------------------------------------------- 8-bit blockwise
@@ -469,6 +508,343 @@ __global__ void __launch_bounds__(kOptimThreads) optim8_kernel(OptimKernelArgs a
   }
   if constexpr (kUnorm) block_sum_atomic(unorm_acc, a.unorm_vec);
 }
+
+// ---------------------------------------------------------------- 8-bit blockwise, fast path
+
+// Q_C(x) of FORMATS 2.3 in closed form for a strictly increasing table: q = #{j : x > m_j} +
+// [x == m_j for an odd j], NaN -> 0 (m_j the binary32 midpoints, as the search computes them; the
+// search returns the same codes for such tables, OPS 6.5). Each term is one comparison with a
+// stored threshold: x > m_j for even j, x >= m_j, i.e. x > prev(m_j), for odd j. A bucket is one
+// 64th of a binade of |x| (binades 2^-24 .. 2^0; smaller magnitudes, and from 2 up, share one
+// bucket per sign), and holds lo = #{m_j below it} and the threshold of m_lo; buckets with two
+// midpoints (DYN8U near 1; `crowded` tables) flag it and compare the threshold of m_{lo+1} too.
+// Built on the host (build_optim8_table); verified there against the search on every midpoint
+// +-2 ulps and 4e7 random values.
+constexpr int kOpt8MagBuckets = 1 + 25 * 64 + 1;
+constexpr int kOpt8Buckets = 2 * kOpt8MagBuckets;
+constexpr int kOpt8FirstBinadeBits = 103;  // biased exponent of 2^-24
+
+struct Optim8Table {
+  float code[256];
+  float thr[256];                 // thresholds of m_j (above), then +inf
+  uint2 bucket[kOpt8Buckets];     // x: lo | (two midpoints inside) << 8; y: bits of thr[lo] (NaN when lo == 255)
+  int32_t nneg;                   // codes with the sign bit set: a prefix of the table
+  int32_t crowded;                // some bucket holds two midpoints
+  int32_t usable;                 // strictly increasing, normal midpoints, at most two per bucket
+  int32_t pad;
+};
+static_assert(sizeof(Optim8Table) % 16 == 0, "copied in 16-byte words");
+
+__host__ __device__ __forceinline__ int opt8_bucket_of_bits(uint32_t b) {
+  int mag = static_cast<int>((b >> 17) & 0x3fffu) - (kOpt8FirstBinadeBits * 64 - 1);
+  mag = mag < 0 ? 0 : (mag > kOpt8MagBuckets - 1 ? kOpt8MagBuckets - 1 : mag);
+  return (b >> 31) != 0u ? kOpt8MagBuckets - 1 - mag : kOpt8MagBuckets + mag;
+}
+
+__device__ __forceinline__ int opt8_select_fast(const Optim8Table& t, bool crowded, float x) {
+  const uint2 e = t.bucket[opt8_bucket_of_bits(__float_as_uint(x))];
+  const int lo = static_cast<int>(e.x & 255u);
+  int q = lo + (x > __uint_as_float(e.y) ? 1 : 0);
+  if (crowded && (e.x >> 8) != 0u) q += x > t.thr[lo + 1] ? 1 : 0;  // crowded: uniform
+  return x == x ? q : 0;
+}
+
+// optim_encode on a bucketed table (the sign of code[c] is c < nneg).
+template <bool kSignFix>
+__device__ __forceinline__ uint32_t opt8_encode_fast(const Optim8Table& t, bool crowded, float value, float inv) {
+  int c = opt8_select_fast(t, crowded, value * inv);
+  if (kSignFix && (c < t.nneg) != static_cast<bool>(signbit(value))) c = value > 0.0f ? c + 1 : c - 1;
+  return static_cast<uint32_t>(c & 255);
+}
+
+#if !defined(BNB_GPU_HIP)  // the fast path is CUDA only (cp.async; HIP runs optim8_kernel)
+
+constexpr int kOpt8FastThreads = 256;
+// Resident blocks per multiprocessor (2 x 27.7 KB of tables each: 4 fit in 228 KB); AdEMAMix,
+// with a third state, gets the registers of 3 (64 per thread spill it).
+template <int OPT>
+constexpr int opt8_fast_blocks_per_sm() {
+  return OPT == kOptAdemamix ? 3 : 4;
+}
+
+// Eight elements of a lane: e = 4 h + j is element base + 128 h + 4 lane + j.
+template <int D>
+__device__ __forceinline__ void opt8_load_vals(const void* base_ptr, int64_t base, int lane, bool full, int64_t n,
+                                               float (&x)[8], uint16_t (&raw)[8]) {
+  if constexpr (D == kOptF32) {
+    const float* src = static_cast<const float*>(base_ptr);
+    if (full) {
+#pragma unroll
+      for (int h = 0; h < 2; ++h) {
+        const float4 v = *reinterpret_cast<const float4*>(src + base + 128 * h + 4 * lane);
+        x[4 * h] = v.x;
+        x[4 * h + 1] = v.y;
+        x[4 * h + 2] = v.z;
+        x[4 * h + 3] = v.w;
+      }
+    } else {
+#pragma unroll
+      for (int e = 0; e < 8; ++e) {
+        const int64_t i = base + 128 * (e >> 2) + 4 * lane + (e & 3);
+        x[e] = i < n ? src[i] : 0.0f;
+      }
+    }
+  } else {
+    const uint16_t* src = static_cast<const uint16_t*>(base_ptr);
+    if (full) {
+#pragma unroll
+      for (int h = 0; h < 2; ++h) {
+        const uint2 v = *reinterpret_cast<const uint2*>(src + base + 128 * h + 4 * lane);
+        raw[4 * h] = static_cast<uint16_t>(v.x & 0xffffu);
+        raw[4 * h + 1] = static_cast<uint16_t>(v.x >> 16);
+        raw[4 * h + 2] = static_cast<uint16_t>(v.y & 0xffffu);
+        raw[4 * h + 3] = static_cast<uint16_t>(v.y >> 16);
+      }
+    } else {
+#pragma unroll
+      for (int e = 0; e < 8; ++e) {
+        const int64_t i = base + 128 * (e >> 2) + 4 * lane + (e & 3);
+        raw[e] = i < n ? src[i] : static_cast<uint16_t>(0);
+      }
+    }
+#pragma unroll
+    for (int e = 0; e < 8; ++e) {
+      if constexpr (D == kOptF16) {
+        x[e] = __half2float(__ushort_as_half(raw[e]));
+      } else {
+        x[e] = __uint_as_float(static_cast<uint32_t>(raw[e]) << 16);
+      }
+    }
+  }
+}
+
+__device__ __forceinline__ void opt8_load_codes(const uint8_t* src, int64_t base, int lane, bool full, int64_t n,
+                                                uint32_t (&c)[8]) {
+  if (full) {
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      const uint32_t w = *reinterpret_cast<const uint32_t*>(src + base + 128 * h + 4 * lane);
+#pragma unroll
+      for (int j = 0; j < 4; ++j) c[4 * h + j] = (w >> (8 * j)) & 255u;
+    }
+  } else {
+#pragma unroll
+    for (int e = 0; e < 8; ++e) {
+      const int64_t i = base + 128 * (e >> 2) + 4 * lane + (e & 3);
+      c[e] = i < n ? src[i] : 0u;
+    }
+  }
+}
+
+__device__ __forceinline__ void opt8_store_codes(uint8_t* dst, int64_t base, int lane, bool full, int64_t n,
+                                                 const uint32_t (&c)[8]) {
+  if (full) {
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      const uint32_t w = c[4 * h] | (c[4 * h + 1] << 8) | (c[4 * h + 2] << 16) | (c[4 * h + 3] << 24);
+      *reinterpret_cast<uint32_t*>(dst + base + 128 * h + 4 * lane) = w;
+    }
+  } else {
+#pragma unroll
+    for (int e = 0; e < 8; ++e) {
+      const int64_t i = base + 128 * (e >> 2) + 4 * lane + (e & 3);
+      if (i < n) dst[i] = static_cast<uint8_t>(c[e]);
+    }
+  }
+}
+
+// Stores the new p; kept elements get their loaded bits back.
+template <int D>
+__device__ __forceinline__ void opt8_store_p(void* dst_ptr, int64_t base, int lane, bool full, int64_t n,
+                                             const float (&pn)[8], const float (&p)[8], const uint16_t (&raw)[8],
+                                             const bool (&keep)[8]) {
+  if constexpr (D == kOptF32) {
+    float* dst = static_cast<float*>(dst_ptr);
+    float o[8];
+#pragma unroll
+    for (int e = 0; e < 8; ++e) o[e] = keep[e] ? p[e] : pn[e];
+    if (full) {
+#pragma unroll
+      for (int h = 0; h < 2; ++h)
+        *reinterpret_cast<float4*>(dst + base + 128 * h + 4 * lane) =
+            make_float4(o[4 * h], o[4 * h + 1], o[4 * h + 2], o[4 * h + 3]);
+    } else {
+#pragma unroll
+      for (int e = 0; e < 8; ++e) {
+        const int64_t i = base + 128 * (e >> 2) + 4 * lane + (e & 3);
+        if (i < n && !keep[e]) dst[i] = o[e];
+      }
+    }
+  } else {
+    uint16_t* dst = static_cast<uint16_t*>(dst_ptr);
+    uint32_t o[8];
+#pragma unroll
+    for (int e = 0; e < 8; ++e) o[e] = keep[e] ? raw[e] : half_bits<D>(pn[e]);
+    if (full) {
+#pragma unroll
+      for (int h = 0; h < 2; ++h)
+        *reinterpret_cast<uint2*>(dst + base + 128 * h + 4 * lane) =
+            make_uint2(o[4 * h] | (o[4 * h + 1] << 16), o[4 * h + 2] | (o[4 * h + 3] << 16));
+    } else {
+#pragma unroll
+      for (int e = 0; e < 8; ++e) {
+        const int64_t i = base + 128 * (e >> 2) + 4 * lane + (e & 3);
+        if (i < n && !keep[e]) dst[i] = static_cast<uint16_t>(o[e]);
+      }
+    }
+  }
+}
+
+__device__ __forceinline__ float warp_max32(float v) {
+#pragma unroll
+  for (int off = 16; off >= 1; off >>= 1) v = fmaxf(v, gpu_shfl_xor(v, off, 32));
+  return v;
+}
+
+// The arithmetic of optim8_kernel (OPS 6.5) element for element; only the layout, the loads and
+// the code selection differ. `tables`: the context's bucketed DYN8S then DYN8U. `vec`: p, g and
+// the state arrays are aligned for the vector accesses (the last partial block is scalar).
+template <int D, int OPT>
+__global__ void __launch_bounds__(kOpt8FastThreads, opt8_fast_blocks_per_sm<OPT>())
+    optim8_fast_kernel(OptimKernelArgs a, const Optim8Table* __restrict__ tables, int vec) {
+  constexpr bool kTwo = OPT == kOptAdam || OPT == kOptAdemamix;
+  constexpr bool kEma = OPT == kOptAdemamix;
+  extern __shared__ uint4 opt8_smem[];
+  {
+    // Asynchronous 16-byte copies: a thread's 7 or 14 words are all in flight at once.
+    constexpr int kWords = (kTwo ? 2 : 1) * static_cast<int>(sizeof(Optim8Table) / 16);
+    const uint4* src = reinterpret_cast<const uint4*>(tables);
+    for (int j = static_cast<int>(threadIdx.x); j < kWords; j += blockDim.x) {
+      const uint32_t dst = static_cast<uint32_t>(__cvta_generic_to_shared(&opt8_smem[j]));
+      asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"(dst), "l"(src + j) : "memory");
+    }
+    asm volatile("cp.async.wait_all;" ::: "memory");
+    __syncthreads();
+  }
+  const Optim8Table& t1 = *reinterpret_cast<const Optim8Table*>(opt8_smem);
+  const Optim8Table& t2 = *(reinterpret_cast<const Optim8Table*>(opt8_smem) + (kTwo ? 1 : 0));
+  const bool crowd1 = t1.crowded != 0;
+  const bool crowd2 = t2.crowded != 0;
+  const OptimConstsDev k = optim_consts(a);
+  const int64_t nblocks = (a.n + 255) / 256;
+  const int lane = static_cast<int>(threadIdx.x) & 31;
+  const int64_t warps = static_cast<int64_t>(gridDim.x) * (blockDim.x >> 5);
+  const bool decay = a.weight_decay > 0.0f;
+  for (int64_t b = static_cast<int64_t>(blockIdx.x) * (blockDim.x >> 5) + (threadIdx.x >> 5); b < nblocks;
+       b += warps) {
+    const int64_t base = b * 256;
+    const bool full = vec != 0 && base + 256 <= a.n;
+    float g[8], p[8];
+    uint16_t graw16[8], praw[8];
+    uint32_t c1[8], c2[8], c3[8];
+    opt8_load_vals<D>(a.g, base, lane, full, a.n, g, graw16);
+    opt8_load_vals<D>(a.p, base, lane, full, a.n, p, praw);
+    opt8_load_codes(a.c1, base, lane, full, a.n, c1);
+    if constexpr (kTwo) opt8_load_codes(a.c2, base, lane, full, a.n, c2);
+    if constexpr (kEma) opt8_load_codes(a.c1 + a.n, base, lane, full, a.n, c3);
+    const float scale1 = a.absmax1[b];
+    const float scale2 = kTwo ? a.absmax2[b] : 0.0f;
+    const float scale3 = kEma ? a.absmax1[nblocks + b] : 0.0f;
+    float s[8], v[8], e3[8], aux[8];
+    bool keep[8];
+    const int64_t rem = a.n - base;
+#pragma unroll
+    for (int e = 0; e < 8; ++e) {
+      s[e] = v[e] = e3[e] = aux[e] = 0.0f;
+      keep[e] = true;
+      if (!full && 128 * (e >> 2) + 4 * lane + (e & 3) >= rem) continue;
+      const float graw = g[e];
+      float gs = graw * a.gnorm_scale;
+      if constexpr (kTwo) {
+        if (!isfinite(graw)) continue;  // state reset to zero, p kept
+        keep[e] = false;
+        const float vd = t2.code[c2[e]] * scale2;
+        v[e] = D == kOptBF16 ? opt_fma(vd, a.beta2, ((1.0f - a.beta2) * gs) * gs)
+                             : opt_fma((1.0f - a.beta2) * gs, gs, vd * a.beta2);
+        s[e] = opt_fma(1.0f - a.beta1, gs, (t1.code[c1[e]] * scale1) * a.beta1);
+        if constexpr (kEma) e3[e] = opt_fma(1.0f - a.beta3, gs, (t1.code[c3[e]] * scale3) * a.beta3);
+      } else {
+        const float sd = t1.code[c1[e]] * scale1;
+        if (a.skip_zeros && graw == 0.0f) {
+          s[e] = sd + 0.0f;  // keeps the state; -0 -> +0 so the sign fix cannot make it negative
+          continue;
+        }
+        keep[e] = false;
+        if (OPT != kOptLion && decay) gs = opt_fma(p[e], a.weight_decay, gs);
+        if constexpr (OPT == kOptMomentum) {
+          s[e] = a.first_step ? gs : opt_fma(sd, a.beta1, gs);
+        } else if constexpr (OPT == kOptRmsprop) {
+          s[e] = opt_fma(1.0f - a.beta1, gs * gs, sd * a.beta1);
+          aux[e] = gs;
+        } else if constexpr (OPT == kOptAdagrad) {
+          s[e] = opt_fma(gs, gs, sd);
+          aux[e] = gs;
+        } else {  // Lion: the parameter step uses the old state
+          const float p1 = decay ? round_p<D>(p[e] * (1.0f - a.lr * a.weight_decay)) : p[e];
+          const float d = round_p<D>(a.lr * sign_of(opt_fma(sd, a.beta1, (1.0f - a.beta1) * gs)));
+          aux[e] = round_p<D>(p1 - d);
+          s[e] = opt_fma(1.0f - a.beta2, gs, sd * a.beta2);
+        }
+      }
+    }
+    // Phase B: the new scales (a skipped element's state counts too: it is re-encoded).
+    float max1 = 0.0f, max2 = 0.0f, max3 = 0.0f;
+#pragma unroll
+    for (int e = 0; e < 8; ++e) {
+      max1 = fmaxf(max1, fabsf(s[e]));
+      if constexpr (kTwo) max2 = fmaxf(max2, fabsf(v[e]));
+      if constexpr (kEma) max3 = fmaxf(max3, fabsf(e3[e]));
+    }
+    const float am1 = warp_max32(max1);
+    const float am2 = kTwo ? warp_max32(max2) : 0.0f;
+    const float am3 = kEma ? warp_max32(max3) : 0.0f;
+    if (lane == 0) {
+      a.absmax1[b] = am1;
+      if (kTwo) a.absmax2[b] = am2;
+      if (kEma) a.absmax1[nblocks + b] = am3;
+    }
+    const float inv1 = gpu_block_reciprocal(am1);
+    const float inv2 = gpu_block_reciprocal(am2);
+    const float inv3 = gpu_block_reciprocal(am3);
+    // Phases C and D.
+    float pn[8];
+#pragma unroll
+    for (int e = 0; e < 8; ++e) {
+      if constexpr (OPT == kOptAdam) {
+        pn[e] = round_p<D>(opt_fma(k.update_scale * k.step_size, opt_div(s[e], opt_sqrt(v[e]) + k.c2 * a.eps), p[e]));
+      } else if constexpr (OPT == kOptAdemamix) {
+        const float den = opt_fma(opt_sqrt(v[e]), gpu_block_reciprocal(k.c2), a.eps);
+        const float num = opt_fma(a.alpha, e3[e], s[e] * gpu_block_reciprocal(k.c1));
+        pn[e] = round_p<D>(opt_fma(-a.lr, opt_div(num, den), p[e]));
+      } else if constexpr (OPT == kOptMomentum) {
+        pn[e] = round_p<D>(opt_fma(-a.lr * k.update_scale, s[e], p[e]));
+      } else if constexpr (OPT == kOptLion) {
+        pn[e] = aux[e];
+      } else {
+        const float sc = OPT == kOptAdagrad ? -a.lr : -a.lr * k.update_scale;  // Adagrad: never clipped
+        pn[e] = round_p<D>(opt_fma(sc, opt_div(aux[e], opt_sqrt(s[e]) + a.eps), p[e]));
+      }
+      if (kTwo && decay) pn[e] = round_p<D>(pn[e] * (1.0f - a.lr * a.weight_decay));
+    }
+    opt8_store_p<D>(a.p, base, lane, full, a.n, pn, p, praw, keep);
+    uint32_t o[8];
+#pragma unroll
+    for (int e = 0; e < 8; ++e) o[e] = opt8_encode_fast<true>(t1, crowd1, s[e], inv1);
+    opt8_store_codes(a.c1, base, lane, full, a.n, o);
+    if constexpr (kTwo) {
+#pragma unroll
+      for (int e = 0; e < 8; ++e) o[e] = opt8_encode_fast<false>(t2, crowd2, v[e], inv2);
+      opt8_store_codes(a.c2, base, lane, full, a.n, o);
+    }
+    if constexpr (kEma) {
+#pragma unroll
+      for (int e = 0; e < 8; ++e) o[e] = opt8_encode_fast<true>(t1, crowd1, e3[e], inv3);
+      opt8_store_codes(a.c1 + a.n, base, lane, full, a.n, o);
+    }
+  }
+}
+
+#endif  // !BNB_GPU_HIP
 
 }  // namespace gpu
 }  // namespace bnb

@@ -1,12 +1,17 @@
 // The optimizer family of the GPU plugin: bnb_optimizer_update (launchers of optim_kernels.cuh)
 // and paged (managed) memory. Asynchronous on the caller's stream; clipping (max_unorm > 0) adds a
 // memset and a pre-pass kernel on the same stream, never a host synchronisation.
+#include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstdint>
+#include <cstring>
+#include <vector>
 
 #include "backend_abi.h"
 #include "gpu_backend.h"
 #include "optim_kernels.cuh"
+#include "tables.h"
 
 namespace bnb {
 namespace gpu {
@@ -40,12 +45,120 @@ const char* check_args(const bnb_optimizer_params_t& P) {
   return nullptr;
 }
 
+// Host copy of a code table with its comparison thresholds and buckets (Optim8Table). The
+// midpoints are the device search's `(a + b) * 0.5f` (binary32, round to nearest).
+void build_optim8_table(const float* code, Optim8Table* t) {
+  std::memset(t, 0, sizeof *t);
+  bool strict = true;
+  float mid[256];
+  for (int j = 0; j < 256; ++j) t->code[j] = code[j];
+  for (int j = 0; j < 255; ++j) {
+    mid[j] = (code[j] + code[j + 1]) * 0.5f;
+    if (!(code[j] < code[j + 1])) strict = false;
+  }
+  mid[255] = INFINITY;
+  for (int j = 0; j < 254; ++j)
+    if (!(mid[j] < mid[j + 1])) strict = false;
+  for (int j = 0; j < 256; ++j) {
+    // x >= m_j for odd j is x > prev(m_j); normal thresholds keep that true under -ftz.
+    t->thr[j] = (j & 1) != 0 && j < 255 ? std::nextafter(mid[j], -INFINITY) : mid[j];
+    if (j < 255 && !(std::fabs(t->thr[j]) >= 1.17549435e-38f)) strict = false;
+  }
+  int nneg = 0;
+  for (int j = 0; j < 256; ++j) nneg += std::signbit(code[j]) ? 1 : 0;
+  for (int j = 0; j < 256; ++j)
+    if (static_cast<bool>(std::signbit(code[j])) != (j < nneg)) strict = false;
+  auto count_below = [&](float v, bool or_equal) {
+    int c = 0;
+    for (int j = 0; j < 256; ++j) c += (or_equal ? mid[j] <= v : mid[j] < v) ? 1 : 0;
+    return c;
+  };
+  auto bits_float = [](uint32_t b) {
+    float f;
+    std::memcpy(&f, &b, 4);
+    return f;
+  };
+  auto start_bits = [](int mb) {
+    return mb == 0 ? 0u : static_cast<uint32_t>(mb - 1 + kOpt8FirstBinadeBits * 64) << 17;
+  };
+  auto end_bits = [&](int mb) { return mb == kOpt8MagBuckets - 1 ? 0x7f800000u : start_bits(mb + 1) - 1u; };
+  int most = 0;
+  for (int b = 0; b < kOpt8Buckets; ++b) {
+    float lo_v, hi_v;
+    if (b >= kOpt8MagBuckets) {
+      lo_v = bits_float(start_bits(b - kOpt8MagBuckets));
+      hi_v = bits_float(end_bits(b - kOpt8MagBuckets));
+    } else {
+      lo_v = -bits_float(end_bits(kOpt8MagBuckets - 1 - b));
+      hi_v = -bits_float(start_bits(kOpt8MagBuckets - 1 - b));
+    }
+    const int lo = std::min(count_below(lo_v, false), 255);
+    const int hi = std::min(count_below(hi_v, true), 255);
+    most = std::max(most, hi - lo);
+    uint32_t thr_lo = 0x7fc00000u;
+    if (lo < 255) std::memcpy(&thr_lo, &t->thr[lo], 4);
+    t->bucket[b] = make_uint2(static_cast<uint32_t>(lo) | (hi - lo >= 2 ? 256u : 0u), thr_lo);
+  }
+  t->nneg = nneg;
+  t->crowded = most >= 2;
+  t->usable = strict && most <= 2;
+}
+
+// The bucketed 8-bit tables serve the kernels only while the launch's tables are the built-in
+// ones (a null qmap, or the context's own device table).
+bool fast8_applies(const GpuContext& ctx, const OptimKernelArgs& a, bool two) {
+#if defined(BNB_GPU_HIP)
+  (void)ctx;
+  (void)a;
+  (void)two;
+  return false;
+#else
+  return ctx.optim8_tables != nullptr && a.qmap1 == ctx.tables[BNB_CODE_DYNAMIC_SIGNED] &&
+         (!two || a.qmap2 == ctx.tables[BNB_CODE_DYNAMIC_UNSIGNED]);
+#endif
+}
+
+template <int D, int OPT>
+bnb_status_t launch8_fast(const GpuContext& ctx, const OptimKernelArgs& a, gpuStream_t s) {
+#if defined(BNB_GPU_HIP)
+  (void)ctx;
+  (void)a;
+  (void)s;
+  return fail(BNB_ERR_INTERNAL, "the bucketed 8-bit optimizer kernel is CUDA only");
+#else
+  constexpr bool kTwo = OPT == kOptAdam || OPT == kOptAdemamix;
+  constexpr size_t kSmem = (kTwo ? 2 : 1) * sizeof(Optim8Table);
+  static std::atomic<uint64_t> configured{0};  // one bit per device
+  const uint64_t bit = uint64_t{1} << (ctx.device & 63);
+  if ((configured.load(std::memory_order_relaxed) & bit) == 0) {
+    const bnb_status_t st = check(cudaFuncSetAttribute(optim8_fast_kernel<D, OPT>,
+                                                       cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                                       static_cast<int>(kSmem)),
+                                  "raising the optimizer kernel's shared memory");
+    if (st != BNB_SUCCESS) return st;
+    configured.fetch_or(bit, std::memory_order_relaxed);
+  }
+  const size_t need = D == kOptF32 ? 16 : 8;
+  auto aligned = [](const void* ptr, size_t to) { return reinterpret_cast<uintptr_t>(ptr) % to == 0; };
+  bool vec = aligned(a.p, need) && aligned(a.g, need) && aligned(a.c1, 4) && (!kTwo || aligned(a.c2, 4));
+  if (OPT == kOptAdemamix) vec = vec && a.n % 4 == 0;
+  const int64_t nblocks = (a.n + 255) / 256;
+  const int64_t warps_per_cta = kOpt8FastThreads / 32;
+  int64_t grid = (nblocks + warps_per_cta - 1) / warps_per_cta;
+  grid = std::min<int64_t>(grid, static_cast<int64_t>(opt8_fast_blocks_per_sm<OPT>()) * ctx.sm_count);
+  const auto* tables = static_cast<const Optim8Table*>(ctx.optim8_tables);
+  optim8_fast_kernel<D, OPT><<<static_cast<unsigned>(grid), kOpt8FastThreads, kSmem, s>>>(a, tables, vec ? 1 : 0);
+  return check_launch("optim8_fast_kernel");
+#endif
+}
+
 template <int D, int OPT>
 bnb_status_t launch32(const GpuContext& ctx, const OptimKernelArgs& a, bool unorm, gpuStream_t s) {
   const int64_t grid = persistent_grid(ctx, 8, (a.n + kOptimThreads - 1) / kOptimThreads);
   if (unorm) {
     if constexpr (OPT == kOptAdam || OPT == kOptMomentum || OPT == kOptRmsprop || OPT == kOptAdagrad) {
-      optim32_unorm_kernel<D, OPT><<<static_cast<unsigned>(grid), kOptimThreads, 0, s>>>(a);
+      const int64_t ugrid = persistent_grid(ctx, 4, (a.n + kUnormTile - 1) / kUnormTile);
+      optim32_unorm_kernel<D, OPT><<<static_cast<unsigned>(ugrid), kUnormThreads, 0, s>>>(a);
       return check_launch("optim32_unorm_kernel");
     }
     return BNB_SUCCESS;
@@ -65,6 +178,7 @@ bnb_status_t launch8(const GpuContext& ctx, const OptimKernelArgs& a, bool unorm
     }
     return BNB_SUCCESS;
   }
+  if (fast8_applies(ctx, a, OPT == kOptAdam || OPT == kOptAdemamix)) return launch8_fast<D, OPT>(ctx, a, s);
   optim8_kernel<D, OPT, false><<<static_cast<unsigned>(grid), kOptimThreads, 0, s>>>(a);
   return check_launch("optim8_kernel");
 }
@@ -226,6 +340,34 @@ bnb_status_t op_paged_prefetch(void* impl, void* ptr, int64_t bytes, int32_t to_
 }
 
 }  // namespace
+
+bnb_status_t optim_context_init(GpuContext* ctx) {
+  ctx->optim8_tables = nullptr;
+#if !defined(BNB_GPU_HIP)
+  std::vector<Optim8Table> host(2);
+  float code[256];
+  copy_code_table(BNB_CODE_DYNAMIC_SIGNED, code);
+  build_optim8_table(code, &host[0]);
+  copy_code_table(BNB_CODE_DYNAMIC_UNSIGNED, code);
+  build_optim8_table(code, &host[1]);
+  if (!host[0].usable || !host[1].usable) return BNB_SUCCESS;  // the search kernel then
+  void* dev = nullptr;
+  const size_t bytes = host.size() * sizeof(Optim8Table);
+  bnb_status_t st = check(gpuMalloc(&dev, bytes), "allocating the 8-bit optimizer tables");
+  if (st == BNB_SUCCESS) st = check(gpuMemcpy(dev, host.data(), bytes, gpuMemcpyHostToDevice), "copying the 8-bit optimizer tables");
+  if (st != BNB_SUCCESS) {
+    if (dev != nullptr) (void)gpuFree(dev);
+    return st;
+  }
+  ctx->optim8_tables = dev;
+#endif
+  return BNB_SUCCESS;
+}
+
+void optim_context_free(GpuContext* ctx) {
+  if (ctx->optim8_tables != nullptr) (void)gpuFree(ctx->optim8_tables);
+  ctx->optim8_tables = nullptr;
+}
 
 void register_optim_ops(bnb_backend_ops_t* ops) {
   ops->optimizer_update = op_optimizer_update;

@@ -148,6 +148,12 @@ bnb_status_t context_create(const bnb_context_options_t* options, void** impl) {
     return st;
   }
   for (int t = 0; t < 4; ++t) ctx->tables[t] = dev + kTableOffsets[t];
+  st = optim_context_init(ctx);
+  if (st != BNB_SUCCESS) {
+    (void)gpuFree(dev);
+    delete ctx;
+    return st;
+  }
   *impl = ctx;
   return BNB_SUCCESS;
 }
@@ -156,6 +162,7 @@ void context_destroy(void* impl) {
   auto* ctx = static_cast<GpuContext*>(impl);
   if (ctx == nullptr) return;
   DeviceGuard guard(ctx->device);
+  optim_context_free(ctx);
   (void)gpuFree(ctx->tables[0]);
   (void)gpuGetLastError();
   delete ctx;

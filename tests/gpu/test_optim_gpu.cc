@@ -167,8 +167,9 @@ TEST(OptimGpu, GoldenBitExact) {
 }
 
 // One step from the same random state on the GPU and the CPU backend. Bounds: fp32 p within
-// 5e-6 relative + 1e-6 lr (fast-math division/sqrt/powf on the GPU); fp16/bf16 p within one ulp;
-// 8-bit codes equal or adjacent (<= 0.5 %); absmax within 1e-5; 32-bit states within 1e-5.
+// 5e-6 relative + 1e-6 lr, plus 1e-4 of the update |p_new - p_old| (kUpdateRel below: the GPU's
+// fast-math POW/RCP/SQRT, OPS 6.1); fp16/bf16 p within one ulp; 8-bit codes equal or adjacent
+// (<= 0.5 %); absmax within 1e-5; 32-bit states within 1e-5.
 TEST(OptimGpu, OneStepMatchesCpu) {
   SKIP_WITHOUT_GPU();
   Context cpu(BNB_BACKEND_CPU);
@@ -224,10 +225,18 @@ TEST(OptimGpu, OneStepMatchesCpu) {
           ASSERT_BNB_OK(tg.step(P, g));
           ASSERT_BNB_OK(tc.step(P, g));
           const std::vector<float> pg = tg.p(), pc = tc.p();
+          // The GPU evaluates beta^t with the reference's POW (OPS 6.1: up to 3 ulps above
+          // RN32(beta^t) for t <= 3), the CPU exactly. 1 - beta2^t cancels: one ulp of
+          // POW(0.999, 1) (6e-8) moves 1 - beta2^t by 6e-5 and c2 = sqrt(.) by 3e-5 relative, so
+          // the Adam/LAMB/AdEMAMix update (proportional to c2, or to 1/c2's reciprocal) differs by
+          // a few 1e-5 of itself (measured on the H100: up to 2.6e-5); RCP/SQRT/div.approx add a few
+          // ulps. Bound: 1e-4 of the update, i.e. about three ulps of POW at t = 1.
+          constexpr double kUpdateRel = 1e-4;
           int64_t bad = 0;
           for (int64_t i = 0; i < n; ++i) {
             const double mag = std::max(std::fabs(pc[i]), 1e-3f);
-            const double tol = dtype == BNB_F32 ? 5e-6 * mag + 1e-6 * P.lr
+            const double upd = std::fabs(static_cast<double>(pc[i]) - static_cast<double>(p[i]));
+            const double tol = dtype == BNB_F32 ? 5e-6 * mag + 1e-6 * P.lr + kUpdateRel * upd
                                                 : std::ldexp(1.0, std::ilogb(mag) - (dtype == BNB_F16 ? 10 : 7));
             if (!(std::fabs(pg[i] - pc[i]) <= tol) && bad++ < 3) {
               ADD_FAILURE() << "p[" << i << "] gpu " << pg[i] << " cpu " << pc[i];
