@@ -335,11 +335,28 @@ HWY_INLINE VU F32ToBF16Bits(DF df, VF v) {
   return hn::IfThenElse(hn::RebindMask(du, hn::Gt(mag, hn::Set(di, 0x7f800000))), quiet, rounded);
 }
 
+// x86 targets from AVX2 up have F16C (Highway's f16 Promote/Demote use it): one instruction per
+// vector instead of the integer emulation above, with the same results (round to nearest even;
+// NaN stays NaN with its sign).
+#undef BNB_HAVE_F16C
+#if (HWY_TARGET == HWY_AVX2 || HWY_TARGET == HWY_AVX3 || HWY_TARGET == HWY_AVX3_DL) && !defined(HWY_DISABLE_F16C)
+#define BNB_HAVE_F16C 1
+#else
+#define BNB_HAVE_F16C 0
+#endif
+
 // N elements of a fp32/fp16/bf16 array starting at element i, widened to binary32.
 HWY_INLINE VF LoadAsF32(DF df, int32_t dtype, const void* src, int64_t i) {
   if (dtype == BNB_F32) return hn::LoadU(df, static_cast<const float*>(src) + i);
   const DU du;
   const hn::Rebind<uint16_t, DF> d16;
+#if BNB_HAVE_F16C
+  if (dtype == BNB_F16) {
+    // F16C's conversion is exact for every binary16 value (subnormals, inf and NaN included).
+    const hn::Rebind<hwy::float16_t, DF> dh;
+    return hn::PromoteTo(df, hn::LoadU(dh, static_cast<const hwy::float16_t*>(src) + i));
+  }
+#endif
   const VU h = hn::PromoteTo(du, hn::LoadU(d16, static_cast<const uint16_t*>(src) + i));
   if (dtype == BNB_BF16) return hn::BitCast(df, hn::ShiftLeft<16>(h));
   return F16BitsToF32(df, h);
@@ -364,6 +381,18 @@ HWY_INLINE void StoreFromF32(DF df, VF v, int32_t dtype, void* dst, int64_t i) {
     }
     return;
   }
+#if BNB_HAVE_F16C
+  if (dtype == BNB_F16) {
+    const hn::Rebind<hwy::float16_t, DF> dh;
+    hwy::float16_t* out = static_cast<hwy::float16_t*>(dst) + i;
+    if constexpr (kStream && BNB_CAN_STREAM) {
+      hn::Stream(hn::DemoteTo(dh, v), dh, out);
+    } else {
+      hn::StoreU(hn::DemoteTo(dh, v), dh, out);
+    }
+    return;
+  }
+#endif
   const DI di;
   const hn::Rebind<uint16_t, DF> d16;
   const VU bits = dtype == BNB_BF16 ? F32ToBF16Bits(df, v) : F32ToF16Bits(df, v);
