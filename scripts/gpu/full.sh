@@ -36,8 +36,10 @@ build() {
 }
 
 device() {
-  local out=${OUT:-/tmp/bnb_gpu_out}
-  mkdir -p "$out"
+  # Logs and JSON go to a scratch folder, then into one archive under $OUT (the device tool
+  # returns at most 8 files).
+  local out=/tmp/bnb_gpu_out
+  rm -rf "$out" && mkdir -p "$out"
   export LD_LIBRARY_PATH=$CARRY/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
   # cuBLAS/cuBLASLt (dlopened by the gemm_4bit and int8 paths) come with torch's CUDA wheels there.
   local nv
@@ -66,6 +68,7 @@ device() {
   grep -E '^\[golden\]' "$out/unit_tests.log"
   echo "== python: $(tail -1 "$out/python_tests.log")"
   for f in cli_bench quant gemm4 int8 optim; do echo "== $f"; tail -25 "$out/$f.log"; done
+  if [ -n "${OUT:-}" ]; then tar czf "$OUT/gpu_full.tgz" -C "$out" .; fi
 }
 
 case "${1:-}" in
