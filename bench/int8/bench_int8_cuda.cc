@@ -23,51 +23,10 @@
 #include <vector>
 
 #include "bnb.h"
+#include "bench_check.h"
+#include "cublas_loader.h"
 
 namespace {
-
-#define CUDA_OK(expr)                                                                            \
-  do {                                                                                           \
-    const cudaError_t e_ = (expr);                                                               \
-    if (e_ != cudaSuccess) {                                                                     \
-      std::fprintf(stderr, "%s:%d %s: %s\n", __FILE__, __LINE__, #expr, cudaGetErrorString(e_)); \
-      std::exit(1);                                                                              \
-    }                                                                                            \
-  } while (0)
-
-#define BNB_OK(expr)                                                                               \
-  do {                                                                                             \
-    const bnb_status_t s_ = (expr);                                                                \
-    if (s_ != BNB_SUCCESS) {                                                                       \
-      std::fprintf(stderr, "%s:%d %s: %s: %s\n", __FILE__, __LINE__, #expr, bnb_status_string(s_), \
-                   bnb_last_error_message());                                                      \
-      std::exit(1);                                                                                \
-    }                                                                                              \
-  } while (0)
-
-struct Cublas {
-  bool ok = false;
-  cublasStatus_t (*create)(cublasHandle_t*) = nullptr;
-  cublasStatus_t (*set_stream)(cublasHandle_t, cudaStream_t) = nullptr;
-  cublasStatus_t (*gemm_ex)(cublasHandle_t, cublasOperation_t, cublasOperation_t, int, int, int, const void*,
-                            const void*, cudaDataType, int, const void*, cudaDataType, int, const void*, void*,
-                            cudaDataType, int, cublasComputeType_t, cublasGemmAlgo_t) = nullptr;
-  cublasHandle_t handle = nullptr;
-
-  bool load(cudaStream_t stream) {
-    void* lib = nullptr;
-    for (const char* name : {"libcublas.so.13", "libcublas.so.12", "libcublas.so"}) {
-      if ((lib = dlopen(name, RTLD_NOW | RTLD_LOCAL)) != nullptr) break;
-    }
-    if (lib == nullptr) return false;
-    create = reinterpret_cast<decltype(create)>(dlsym(lib, "cublasCreate_v2"));
-    set_stream = reinterpret_cast<decltype(set_stream)>(dlsym(lib, "cublasSetStream_v2"));
-    gemm_ex = reinterpret_cast<decltype(gemm_ex)>(dlsym(lib, "cublasGemmEx"));
-    ok = create != nullptr && set_stream != nullptr && gemm_ex != nullptr && create(&handle) == CUBLAS_STATUS_SUCCESS &&
-         set_stream(handle, stream) == CUBLAS_STATUS_SUCCESS;
-    return ok;
-  }
-};
 
 std::vector<int64_t> parse_list(const std::string& s) {
   std::vector<int64_t> out;
