@@ -16,6 +16,7 @@
 #include <string>
 #include <vector>
 
+#include "cuda_driver.h"
 #include "util.h"
 
 using namespace bnb_test;
@@ -223,56 +224,11 @@ TEST_F(Gemm4Gpu, AgreesWithCpuBackend) {
 
 // ---------------------------------------------------------------- CUDA graphs
 
-namespace {
-
-// The CUDA driver API through dlopen: the tests need no CUDA toolkit to build.
-struct Driver {
-  void* lib = nullptr;
-  int (*cuInit)(unsigned) = nullptr;
-  int (*cuDevicePrimaryCtxRetain)(void**, int) = nullptr;
-  int (*cuCtxSetCurrent)(void*) = nullptr;
-  int (*cuStreamCreate)(void**, unsigned) = nullptr;
-  int (*cuStreamDestroy)(void*) = nullptr;
-  int (*cuStreamSynchronize)(void*) = nullptr;
-  int (*cuStreamBeginCapture)(void*, int) = nullptr;
-  int (*cuStreamEndCapture)(void*, void**) = nullptr;
-  int (*cuGraphInstantiateWithFlags)(void**, void*, unsigned long long) = nullptr;
-  int (*cuGraphLaunch)(void*, void*) = nullptr;
-  int (*cuGraphExecDestroy)(void*) = nullptr;
-  int (*cuGraphDestroy)(void*) = nullptr;
-
-  template <typename F>
-  bool get(F& f, const char* name, const char* alt = nullptr) {
-    void* p = dlsym(lib, name);
-    if (p == nullptr && alt != nullptr) p = dlsym(lib, alt);
-    f = reinterpret_cast<F>(p);
-    return p != nullptr;
-  }
-  bool load() {
-    lib = dlopen("libcuda.so.1", RTLD_NOW | RTLD_LOCAL);
-    if (lib == nullptr) return false;
-    const bool ok = get(cuInit, "cuInit") && get(cuDevicePrimaryCtxRetain, "cuDevicePrimaryCtxRetain") &&
-                    get(cuCtxSetCurrent, "cuCtxSetCurrent") && get(cuStreamCreate, "cuStreamCreate") &&
-                    get(cuStreamDestroy, "cuStreamDestroy_v2", "cuStreamDestroy") &&
-                    get(cuStreamSynchronize, "cuStreamSynchronize") &&
-                    get(cuStreamBeginCapture, "cuStreamBeginCapture_v2", "cuStreamBeginCapture") &&
-                    get(cuStreamEndCapture, "cuStreamEndCapture") &&
-                    get(cuGraphInstantiateWithFlags, "cuGraphInstantiateWithFlags") &&
-                    get(cuGraphLaunch, "cuGraphLaunch") && get(cuGraphExecDestroy, "cuGraphExecDestroy") &&
-                    get(cuGraphDestroy, "cuGraphDestroy");
-    if (!ok) return false;
-    void* ctx = nullptr;
-    return cuInit(0) == 0 && cuDevicePrimaryCtxRetain(&ctx, 0) == 0 && cuCtxSetCurrent(ctx) == 0;
-  }
-};
-
-}  // namespace
-
 // Every path can be captured (no host synchronisation; the large-M workspace comes from the
 // stream-ordered allocator), and a replay on new activations gives their result.
 TEST_F(Gemm4Gpu, CapturedInAGraph) {
   if (kind_ != BNB_BACKEND_CUDA) GTEST_SKIP() << "CUDA-only test";
-  Driver drv;
+  CudaDriver drv;
   if (!drv.load()) GTEST_SKIP() << "libcuda.so.1 not loadable";
   Weight w;
   make_weight(*gpu_, 2048, 1024, 64, BNB_NF4, true, 90, &w);

@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "tables.h"
+#include "cuda_driver.h"
 #include "util.h"
 #if defined(BNB_HAVE_REF)
 #include "ref.h"
@@ -566,50 +567,6 @@ TEST_F(GpuTest, BackendInfoNamesTheDevice) {
 }
 
 // ---------------------------------------------------------------- streams and graphs (CUDA)
-
-// The CUDA driver API, reached through dlopen so the tests need no CUDA toolkit to build.
-struct CudaDriver {
-  using Fn = int (*)(...);
-  void* lib = nullptr;
-  int (*cuInit)(unsigned) = nullptr;
-  int (*cuDevicePrimaryCtxRetain)(void**, int) = nullptr;
-  int (*cuCtxSetCurrent)(void*) = nullptr;
-  int (*cuStreamCreate)(void**, unsigned) = nullptr;
-  int (*cuStreamDestroy)(void*) = nullptr;
-  int (*cuStreamSynchronize)(void*) = nullptr;
-  int (*cuStreamBeginCapture)(void*, int) = nullptr;
-  int (*cuStreamEndCapture)(void*, void**) = nullptr;
-  int (*cuGraphInstantiateWithFlags)(void**, void*, unsigned long long) = nullptr;
-  int (*cuGraphLaunch)(void*, void*) = nullptr;
-  int (*cuGraphExecDestroy)(void*) = nullptr;
-  int (*cuGraphDestroy)(void*) = nullptr;
-  int (*cuMemAllocManaged)(unsigned long long*, size_t, unsigned) = nullptr;
-  int (*cuMemFree)(unsigned long long) = nullptr;
-
-  template <typename F>
-  bool get(F& f, const char* name, const char* alt = nullptr) {
-    void* p = dlsym(lib, name);
-    if (p == nullptr && alt != nullptr) p = dlsym(lib, alt);
-    f = reinterpret_cast<F>(p);
-    return p != nullptr;
-  }
-  bool load() {
-    lib = dlopen("libcuda.so.1", RTLD_NOW | RTLD_LOCAL);
-    if (lib == nullptr) return false;
-    bool ok = get(cuInit, "cuInit") && get(cuDevicePrimaryCtxRetain, "cuDevicePrimaryCtxRetain") &&
-              get(cuCtxSetCurrent, "cuCtxSetCurrent") && get(cuStreamCreate, "cuStreamCreate") &&
-              get(cuStreamDestroy, "cuStreamDestroy_v2", "cuStreamDestroy") &&
-              get(cuStreamSynchronize, "cuStreamSynchronize") &&
-              get(cuStreamBeginCapture, "cuStreamBeginCapture_v2", "cuStreamBeginCapture") &&
-              get(cuStreamEndCapture, "cuStreamEndCapture") &&
-              get(cuGraphInstantiateWithFlags, "cuGraphInstantiateWithFlags") && get(cuGraphLaunch, "cuGraphLaunch") &&
-              get(cuGraphExecDestroy, "cuGraphExecDestroy") && get(cuGraphDestroy, "cuGraphDestroy") &&
-              get(cuMemAllocManaged, "cuMemAllocManaged") && get(cuMemFree, "cuMemFree_v2", "cuMemFree");
-    if (!ok) return false;
-    void* ctx = nullptr;
-    return cuInit(0) == 0 && cuDevicePrimaryCtxRetain(&ctx, 0) == 0 && cuCtxSetCurrent(ctx) == 0;
-  }
-};
 
 class GpuCudaTest : public GpuTest {
  protected:

@@ -18,6 +18,7 @@
 #include <string>
 #include <vector>
 
+#include "cuda_driver.h"
 #include "util.h"
 
 using namespace bnb_test;
@@ -202,47 +203,6 @@ TEST_F(Int8Gpu, MmDequantMatchesCpu) {
     }
   }
 }
-
-// The CUDA driver API through dlopen, so the tests need no CUDA toolkit to build.
-struct CudaDriver {
-  void* lib = nullptr;
-  int (*cuInit)(unsigned) = nullptr;
-  int (*cuDevicePrimaryCtxRetain)(void**, int) = nullptr;
-  int (*cuCtxSetCurrent)(void*) = nullptr;
-  int (*cuStreamCreate)(void**, unsigned) = nullptr;
-  int (*cuStreamDestroy)(void*) = nullptr;
-  int (*cuStreamSynchronize)(void*) = nullptr;
-  int (*cuStreamBeginCapture)(void*, int) = nullptr;
-  int (*cuStreamEndCapture)(void*, void**) = nullptr;
-  int (*cuGraphInstantiateWithFlags)(void**, void*, unsigned long long) = nullptr;
-  int (*cuGraphLaunch)(void*, void*) = nullptr;
-  int (*cuGraphExecDestroy)(void*) = nullptr;
-  int (*cuGraphDestroy)(void*) = nullptr;
-
-  template <typename F>
-  bool get(F& f, const char* name, const char* alt = nullptr) {
-    void* p = dlsym(lib, name);
-    if (p == nullptr && alt != nullptr) p = dlsym(lib, alt);
-    f = reinterpret_cast<F>(p);
-    return p != nullptr;
-  }
-  bool load() {
-    lib = dlopen("libcuda.so.1", RTLD_NOW | RTLD_LOCAL);
-    if (lib == nullptr) return false;
-    const bool ok = get(cuInit, "cuInit") && get(cuDevicePrimaryCtxRetain, "cuDevicePrimaryCtxRetain") &&
-                    get(cuCtxSetCurrent, "cuCtxSetCurrent") && get(cuStreamCreate, "cuStreamCreate") &&
-                    get(cuStreamDestroy, "cuStreamDestroy_v2", "cuStreamDestroy") &&
-                    get(cuStreamSynchronize, "cuStreamSynchronize") &&
-                    get(cuStreamBeginCapture, "cuStreamBeginCapture_v2", "cuStreamBeginCapture") &&
-                    get(cuStreamEndCapture, "cuStreamEndCapture") &&
-                    get(cuGraphInstantiateWithFlags, "cuGraphInstantiateWithFlags") &&
-                    get(cuGraphLaunch, "cuGraphLaunch") && get(cuGraphExecDestroy, "cuGraphExecDestroy") &&
-                    get(cuGraphDestroy, "cuGraphDestroy");
-    if (!ok) return false;
-    void* ctx = nullptr;
-    return cuInit(0) == 0 && cuDevicePrimaryCtxRetain(&ctx, 0) == 0 && cuCtxSetCurrent(ctx) == 0;
-  }
-};
 
 // The layer forward (quantize with threshold, matmul on both paths, dequantize with bias) on a
 // user stream captured into a CUDA graph; replayed on new activations it gives their result.
