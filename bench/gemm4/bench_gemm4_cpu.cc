@@ -21,34 +21,9 @@
 #include <vector>
 
 #include "bnb.h"
+#include "bench_util.h"
 
 namespace {
-
-#define BNB_OK(expr)                                                                                  \
-  do {                                                                                                \
-    const bnb_status_t s_ = (expr);                                                                   \
-    if (s_ != BNB_SUCCESS) {                                                                          \
-      std::fprintf(stderr, "%s:%d %s: %s: %s\n", __FILE__, __LINE__, #expr, bnb_status_string(s_),    \
-                   bnb_last_error_message());                                                         \
-      std::exit(1);                                                                                   \
-    }                                                                                                 \
-  } while (0)
-
-using Clock = std::chrono::steady_clock;
-
-double seconds_since(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
-
-std::vector<std::string> split(const std::string& s, char sep) {
-  std::vector<std::string> out;
-  size_t start = 0;
-  while (start <= s.size()) {
-    const size_t end = s.find(sep, start);
-    out.push_back(s.substr(start, end == std::string::npos ? std::string::npos : end - start));
-    if (end == std::string::npos) break;
-    start = end + 1;
-  }
-  return out;
-}
 
 int32_t dtype_of(const std::string& name) {
   if (name == "f32" || name == "fp32") return BNB_F32;

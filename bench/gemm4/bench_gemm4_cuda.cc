@@ -28,41 +28,6 @@
 
 namespace {
 
-std::vector<std::string> split(const std::string& s, char sep) {
-  std::vector<std::string> out;
-  size_t start = 0;
-  while (true) {
-    const size_t end = s.find(sep, start);
-    out.push_back(s.substr(start, end == std::string::npos ? std::string::npos : end - start));
-    if (end == std::string::npos) break;
-    start = end + 1;
-  }
-  return out;
-}
-
-// Median milliseconds of one replay of `graph`, over `reps` replays after one warm-up.
-double time_graph(cudaGraphExec_t graph, cudaStream_t stream, int reps) {
-  CUDA_OK(cudaGraphLaunch(graph, stream));
-  CUDA_OK(cudaStreamSynchronize(stream));
-  cudaEvent_t a, b;
-  CUDA_OK(cudaEventCreate(&a));
-  CUDA_OK(cudaEventCreate(&b));
-  std::vector<float> t;
-  for (int i = 0; i < reps; ++i) {
-    CUDA_OK(cudaEventRecord(a, stream));
-    CUDA_OK(cudaGraphLaunch(graph, stream));
-    CUDA_OK(cudaEventRecord(b, stream));
-    CUDA_OK(cudaEventSynchronize(b));
-    float ms = 0.0f;
-    CUDA_OK(cudaEventElapsedTime(&ms, a, b));
-    t.push_back(ms);
-  }
-  CUDA_OK(cudaEventDestroy(a));
-  CUDA_OK(cudaEventDestroy(b));
-  std::sort(t.begin(), t.end());
-  return t[t.size() / 2];
-}
-
 // Captures `calls` invocations of enqueue(i) into a graph.
 cudaGraphExec_t capture(cudaStream_t stream, int calls, const std::function<void(int)>& enqueue) {
   for (int i = 0; i < std::min(calls, 2); ++i) enqueue(i);  // warm-up outside the capture

@@ -28,40 +28,6 @@
 
 namespace {
 
-std::vector<int64_t> parse_list(const std::string& s) {
-  std::vector<int64_t> out;
-  size_t start = 0;
-  while (start <= s.size()) {
-    const size_t end = s.find(',', start);
-    out.push_back(std::atoll(s.substr(start, end == std::string::npos ? std::string::npos : end - start).c_str()));
-    if (end == std::string::npos) break;
-    start = end + 1;
-  }
-  return out;
-}
-
-double time_graph(cudaGraphExec_t graph, cudaStream_t stream, int reps) {
-  CUDA_OK(cudaGraphLaunch(graph, stream));
-  CUDA_OK(cudaStreamSynchronize(stream));
-  cudaEvent_t a, b;
-  CUDA_OK(cudaEventCreate(&a));
-  CUDA_OK(cudaEventCreate(&b));
-  std::vector<float> t;
-  for (int i = 0; i < reps; ++i) {
-    CUDA_OK(cudaEventRecord(a, stream));
-    CUDA_OK(cudaGraphLaunch(graph, stream));
-    CUDA_OK(cudaEventRecord(b, stream));
-    CUDA_OK(cudaEventSynchronize(b));
-    float ms = 0.0f;
-    CUDA_OK(cudaEventElapsedTime(&ms, a, b));
-    t.push_back(ms);
-  }
-  CUDA_OK(cudaEventDestroy(a));
-  CUDA_OK(cudaEventDestroy(b));
-  std::sort(t.begin(), t.end());
-  return t[t.size() / 2];
-}
-
 // Milliseconds per call of enqueue(i), i = 0..calls-1, captured into one graph.
 double time_calls(cudaStream_t stream, int calls, int reps, const std::function<void(int)>& enqueue) {
   for (int i = 0; i < std::min(calls, 2); ++i) enqueue(i);  // warm-up outside the capture
@@ -137,7 +103,7 @@ int main(int argc, char** argv) {
               "int8 t6 ms", "quant", "matmul", "dequant", "W GB/s");
 
   std::vector<Result> results;
-  for (const int64_t NK : parse_list(nk_list)) {
+  for (const int64_t NK : parse_int_list(nk_list)) {
     const int64_t N = NK, K = NK;
     const size_t w8 = static_cast<size_t>(N * K), w16 = w8 * 2;
     const int copies8 = static_cast<int>(std::min<size_t>(16, std::max<size_t>(2, (4 * l2 + w8 - 1) / w8)));
@@ -156,7 +122,7 @@ int main(int argc, char** argv) {
     void* SCB = device_upload(scb.data(), scb.size() * 4);
     const std::vector<uint16_t> bias_h = random_f16(static_cast<size_t>(N), 9);
     void* bias = device_upload(bias_h.data(), bias_h.size() * 2);
-    for (const int64_t M : parse_list(m_list)) {
+    for (const int64_t M : parse_int_list(m_list)) {
       const std::vector<uint16_t> xh = random_f16(static_cast<size_t>(M * K), 10);
       void* X = device_upload(xh.data(), xh.size() * 2);
       void *CA, *SCA, *C, *O, *O16;

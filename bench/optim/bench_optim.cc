@@ -25,21 +25,9 @@
 #include <time.h>
 
 #include "bnb.h"
+#include "bench_util.h"
 
 namespace {
-
-#define BNB_OK(expr)                                                                                  \
-  do {                                                                                                \
-    const bnb_status_t s_ = (expr);                                                                   \
-    if (s_ != BNB_SUCCESS) {                                                                          \
-      std::fprintf(stderr, "%s:%d %s: %s: %s\n", __FILE__, __LINE__, #expr, bnb_status_string(s_),    \
-                   bnb_last_error_message());                                                         \
-      std::exit(1);                                                                                   \
-    }                                                                                                 \
-  } while (0)
-
-using Clock = std::chrono::steady_clock;
-double seconds_since(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
 
 // CPU time of the whole process (all threads): what the work costs when the machine is shared.
 double process_cpu_seconds() {
