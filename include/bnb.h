@@ -199,6 +199,12 @@ BNB_API bnb_status_t bnb_optimizer_params_init(bnb_optimizer_params_t* params);
 BNB_API bnb_status_t bnb_optimizer_tensors_init(bnb_optimizer_tensors_t* tensors);
 BNB_API bnb_status_t bnb_optimizer_update(bnb_context_t ctx, const bnb_optimizer_params_t* params,
                                           const bnb_optimizer_tensors_t* tensors, void* stream);
+/* Extension: `count` tensors that share every field of `params` except n (params->n is ignored;
+   tensor i has n[i] elements) in as few launches as the backend needs. Clipping (max_unorm > 0)
+   is not offered here. Results equal `count` calls of bnb_optimizer_update. */
+BNB_API bnb_status_t bnb_optimizer_update_multi(bnb_context_t ctx, const bnb_optimizer_params_t* params,
+                                                int32_t count, const bnb_optimizer_tensors_t* tensors,
+                                                const int64_t* n, void* stream);
 
 /* ---------------------------------------------------------------- paged (unified) memory */
 BNB_API bnb_status_t bnb_paged_alloc(bnb_context_t ctx, int64_t bytes, void** ptr);

@@ -10,8 +10,9 @@
 //       8-bit plus 32-bit AdamW. Copy bandwidth: `threads` threads each memcpy a part of a
 //       256 MiB buffer (STREAM-style: bytes read + bytes written, best of 5).
 //   gpu (default on GPU backends): a 1.08 B-parameter model as 24 fp32 tensors of 4096 x 11008,
-//       and 1000 tensors of 65536; AdamW 8-bit, Lion 8-bit and AdamW 32-bit; one step = every
-//       tensor updated, then one synchronize. Copy bandwidth: bnb_memcpy device to device.
+//       and 1000 tensors of 65536 (a call per tensor, then one bnb_optimizer_update_multi call
+//       for all); AdamW 8-bit, Lion 8-bit and AdamW 32-bit; one step = every tensor updated, then
+//       one synchronize. Copy bandwidth: bnb_memcpy device to device.
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -113,7 +114,27 @@ bnb_optimizer_params_t params_for(const Config& c, int64_t n, int64_t step) {
   return p;
 }
 
-void step_all(bnb_context_t ctx, const Config& c, std::vector<Tensor>& ts, int64_t step) {
+// One step of every tensor: a bnb_optimizer_update call each, or (multi) one
+// bnb_optimizer_update_multi call for all of them.
+void step_all(bnb_context_t ctx, const Config& c, std::vector<Tensor>& ts, int64_t step, bool multi = false) {
+  if (multi) {
+    const bnb_optimizer_params_t p = params_for(c, 0, step);
+    std::vector<bnb_optimizer_tensors_t> xs(ts.size());
+    std::vector<int64_t> ns(ts.size());
+    for (size_t i = 0; i < ts.size(); ++i) {
+      BNB_OK(bnb_optimizer_tensors_init(&xs[i]));
+      xs[i].p = ts[i].p;
+      xs[i].g = ts[i].g;
+      xs[i].state1 = ts[i].s1;
+      xs[i].state2 = ts[i].s2;
+      xs[i].absmax1 = ts[i].a1;
+      xs[i].absmax2 = ts[i].a2;
+      ns[i] = ts[i].n;
+    }
+    BNB_OK(bnb_optimizer_update_multi(ctx, &p, static_cast<int32_t>(ts.size()), xs.data(), ns.data(), nullptr));
+    BNB_OK(bnb_synchronize(ctx, nullptr));
+    return;
+  }
   for (Tensor& t : ts) {
     const bnb_optimizer_params_t p = params_for(c, t.n, step);
     bnb_optimizer_tensors_t x;
@@ -137,7 +158,7 @@ struct Result {
 };
 
 Result time_config(bnb_context_t ctx, const Config& c, int64_t count, int64_t n, int iters, double copy_gbps,
-                   const std::string& label) {
+                   const std::string& label, bool multi = false) {
   std::mt19937 rng(7);
   std::normal_distribution<float> nd(0.0f, 1.0f);
   std::vector<float> pinit(static_cast<size_t>(n)), ginit(static_cast<size_t>(n));
@@ -146,12 +167,12 @@ Result time_config(bnb_context_t ctx, const Config& c, int64_t count, int64_t n,
   const std::vector<uint8_t> zeros(std::min<int64_t>(n * 4, 64 << 20), 0);
   std::vector<Tensor> ts;
   for (int64_t i = 0; i < count; ++i) ts.push_back(make_tensor(ctx, c, n, pinit, ginit, zeros));
-  step_all(ctx, c, ts, 1);  // warm-up (first touch, plans, lazy module load)
+  step_all(ctx, c, ts, 1, multi);  // warm-up (first touch, plans, lazy module load)
   std::vector<double> ms;
   const double cpu0 = process_cpu_seconds();
   for (int it = 0; it < iters; ++it) {
     const auto t0 = Clock::now();
-    step_all(ctx, c, ts, 2 + it);
+    step_all(ctx, c, ts, 2 + it, multi);
     ms.push_back(1e3 * seconds_since(t0));
   }
   const double cpu_s = process_cpu_seconds() - cpu0;
@@ -266,6 +287,8 @@ int main(int argc, char** argv) {
     for (const Config& c : configs)
       results.push_back(time_config(ctx, c, 24, int64_t{4096} * 11008, iters, copy, "1.08B (24x4096x11008)"));
     for (const Config& c : configs) results.push_back(time_config(ctx, c, 1000, 65536, iters, copy, "1000 x 65536"));
+    for (const Config& c : configs)
+      results.push_back(time_config(ctx, c, 1000, 65536, iters, copy, "1000 x 65536 multi", true));
   }
   if (!json.empty()) {
     FILE* f = std::fopen(json.c_str(), "w");

@@ -113,6 +113,13 @@ typedef struct bnb_backend_ops {
   bnb_status_t (*mem_free)(void* impl, void* ptr);
   bnb_status_t (*mem_copy)(void* impl, void* dst, const void* src, int64_t bytes, int32_t kind, void* stream);
   bnb_status_t (*synchronize)(void* impl, void* stream);
+
+  // ---- optional, appended after ABI 1 was first published (a plugin built before has a smaller
+  // struct_size, and the core reads NULL for it)
+  // `count` tensors sharing `params` except n (the core checked every tensor; max_unorm == 0).
+  // NULL: the core calls optimizer_update once per tensor.
+  bnb_status_t (*optimizer_update_multi)(void* impl, const bnb_optimizer_params_t* params, int32_t count,
+                                         const bnb_optimizer_tensors_t* tensors, const int64_t* n, void* stream);
 } bnb_backend_ops_t;
 
 typedef int32_t (*bnb_backend_score_fn)(void);

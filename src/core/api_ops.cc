@@ -1,6 +1,7 @@
 // Entry points: 4-bit matmul, LLM.int8(), optimizers and paged memory. The core checks the
 // arguments; each backend offers the ops it implements (NULL = BNB_ERR_NOT_SUPPORTED).
 #include <cmath>
+#include <cstdio>
 #include <cstring>
 
 #include "context.h"
@@ -157,45 +158,106 @@ BNB_API bnb_status_t bnb_optimizer_tensors_init(bnb_optimizer_tensors_t* tensors
   BNB_API_GUARD_END
 }
 
-BNB_API bnb_status_t bnb_optimizer_update(bnb_context_t ctx, const bnb_optimizer_params_t* params,
-                                          const bnb_optimizer_tensors_t* tensors, void* stream) {
-  BNB_API_GUARD_BEGIN
-  BNB_CHECK(check_context(ctx));
+}  // extern "C"
+
+namespace {
+
+// The checks bnb_optimizer_update makes, with the tensor's element count `n` and its name in
+// messages (`what`: "tensors" or "tensors[i]").
+bnb_status_t check_optimizer_params(const bnb_optimizer_params_t* params) {
   BNB_CHECK(check_not_null(params, "params"));
-  BNB_CHECK(check_not_null(tensors, "tensors"));
   if (params->struct_size < sizeof(bnb_optimizer_params_t))
     return failf(BNB_ERR_INVALID_ARGUMENT, "params->struct_size %u is smaller than %zu: call bnb_optimizer_params_init",
                  params->struct_size, sizeof(bnb_optimizer_params_t));
-  if (tensors->struct_size < sizeof(bnb_optimizer_tensors_t))
-    return failf(BNB_ERR_INVALID_ARGUMENT,
-                 "tensors->struct_size %u is smaller than %zu: call bnb_optimizer_tensors_init", tensors->struct_size,
-                 sizeof(bnb_optimizer_tensors_t));
   const int32_t opt = params->optimizer;
   if (opt < BNB_OPT_ADAM || opt > BNB_OPT_LARS)
     return failf(BNB_ERR_INVALID_ARGUMENT, "params->optimizer %d is not a bnb_optimizer_t (1..8)", opt);
   if (params->state_bits != 32 && params->state_bits != 8)
     return failf(BNB_ERR_INVALID_ARGUMENT, "params->state_bits %d is not supported: use 32 or 8", params->state_bits);
   BNB_CHECK(check_float_dtype(params->param_dtype, "params->param_dtype"));
-  BNB_CHECK(check_count(params->n, "params->n"));
   if (params->step < 1)
     return failf(BNB_ERR_INVALID_ARGUMENT, "params->step = %lld: steps are 1-based",
                  static_cast<long long>(params->step));
   if (!std::isfinite(params->lr)) return fail(BNB_ERR_INVALID_ARGUMENT, "params->lr is not finite");
-  BNB_CHECK(check_array(ctx, tensors->p, "tensors->p"));
-  BNB_CHECK(check_array(ctx, tensors->g, "tensors->g"));
-  BNB_CHECK(check_array(ctx, tensors->state1, "tensors->state1"));
+  return BNB_SUCCESS;
+}
+
+bnb_status_t check_optimizer_tensors(bnb_context_t ctx, const bnb_optimizer_params_t* params,
+                                     const bnb_optimizer_tensors_t* tensors, const char* what) {
+  if (tensors->struct_size < sizeof(bnb_optimizer_tensors_t))
+    return failf(BNB_ERR_INVALID_ARGUMENT, "%s->struct_size %u is smaller than %zu: call bnb_optimizer_tensors_init",
+                 what, tensors->struct_size, sizeof(bnb_optimizer_tensors_t));
+  const int32_t opt = params->optimizer;
+  char name[64];
+  auto named = [&](const char* field) {
+    std::snprintf(name, sizeof name, "%s->%s", what, field);
+    return name;
+  };
+  BNB_CHECK(check_array(ctx, tensors->p, named("p")));
+  BNB_CHECK(check_array(ctx, tensors->g, named("g")));
+  BNB_CHECK(check_array(ctx, tensors->state1, named("state1")));
   const bool two_states = opt == BNB_OPT_ADAM || opt == BNB_OPT_ADEMAMIX || opt == BNB_OPT_LAMB;
-  if (two_states) BNB_CHECK(check_array(ctx, tensors->state2, "tensors->state2"));
-  else BNB_CHECK(check_memory(ctx, tensors->state2, "tensors->state2"));
+  if (two_states) BNB_CHECK(check_array(ctx, tensors->state2, named("state2")));
+  else BNB_CHECK(check_memory(ctx, tensors->state2, named("state2")));
   if (params->state_bits == 8) {
-    BNB_CHECK(check_array(ctx, tensors->absmax1, "tensors->absmax1"));
-    if (two_states) BNB_CHECK(check_array(ctx, tensors->absmax2, "tensors->absmax2"));
-    BNB_CHECK(check_memory(ctx, tensors->qmap1, "tensors->qmap1"));
-    BNB_CHECK(check_memory(ctx, tensors->qmap2, "tensors->qmap2"));
+    BNB_CHECK(check_array(ctx, tensors->absmax1, named("absmax1")));
+    if (two_states) BNB_CHECK(check_array(ctx, tensors->absmax2, named("absmax2")));
+    BNB_CHECK(check_memory(ctx, tensors->qmap1, named("qmap1")));
+    BNB_CHECK(check_memory(ctx, tensors->qmap2, named("qmap2")));
   }
-  if (params->max_unorm > 0.0f) BNB_CHECK(check_array(ctx, tensors->unorm_vec, "tensors->unorm_vec"));
+  if (params->max_unorm > 0.0f) BNB_CHECK(check_array(ctx, tensors->unorm_vec, named("unorm_vec")));
+  return BNB_SUCCESS;
+}
+
+}  // namespace
+
+extern "C" {
+
+BNB_API bnb_status_t bnb_optimizer_update(bnb_context_t ctx, const bnb_optimizer_params_t* params,
+                                          const bnb_optimizer_tensors_t* tensors, void* stream) {
+  BNB_API_GUARD_BEGIN
+  BNB_CHECK(check_context(ctx));
+  BNB_CHECK(check_optimizer_params(params));
+  BNB_CHECK(check_not_null(tensors, "tensors"));
+  BNB_CHECK(check_count(params->n, "params->n"));
+  BNB_CHECK(check_optimizer_tensors(ctx, params, tensors, "tensors"));
   BNB_OFFERED(optimizer_update, "bnb_optimizer_update");
   return ctx->backend->ops.optimizer_update(ctx->impl, params, tensors, stream);
+  BNB_API_GUARD_END
+}
+
+BNB_API bnb_status_t bnb_optimizer_update_multi(bnb_context_t ctx, const bnb_optimizer_params_t* params,
+                                                int32_t count, const bnb_optimizer_tensors_t* tensors,
+                                                const int64_t* n, void* stream) {
+  BNB_API_GUARD_BEGIN
+  BNB_CHECK(check_context(ctx));
+  BNB_CHECK(check_optimizer_params(params));
+  if (count <= 0) return failf(BNB_ERR_INVALID_ARGUMENT, "count = %d: must be positive", count);
+  BNB_CHECK(check_not_null(tensors, "tensors"));
+  BNB_CHECK(check_not_null(n, "n"));
+  BNB_OFFERED(optimizer_update, "bnb_optimizer_update_multi");
+  if (params->max_unorm > 0.0f)
+    return fail(BNB_ERR_INVALID_ARGUMENT,
+                "bnb_optimizer_update_multi does not clip (max_unorm > 0 needs each tensor's own param_norm and "
+                "unorm_vec): call bnb_optimizer_update per tensor");
+  for (int32_t i = 0; i < count; ++i) {
+    char what[40];
+    std::snprintf(what, sizeof what, "tensors[%d]", i);
+    char nname[24];
+    std::snprintf(nname, sizeof nname, "n[%d]", i);
+    BNB_CHECK(check_count(n[i], nname));
+    BNB_CHECK(check_optimizer_tensors(ctx, params, &tensors[i], what));
+  }
+  if (ctx->backend->ops.optimizer_update_multi != nullptr)
+    return ctx->backend->ops.optimizer_update_multi(ctx->impl, params, count, tensors, n, stream);
+  // A backend without a multi-tensor op: one update per tensor, in order.
+  bnb_optimizer_params_t one = *params;
+  for (int32_t i = 0; i < count; ++i) {
+    one.n = n[i];
+    const bnb_status_t st = ctx->backend->ops.optimizer_update(ctx->impl, &one, &tensors[i], stream);
+    if (st != BNB_SUCCESS) return st;
+  }
+  return BNB_SUCCESS;
   BNB_API_GUARD_END
 }
 

@@ -84,6 +84,14 @@ using gpuPointerAttributes = cudaPointerAttributes;
 #define gpuMemoryTypeHost cudaMemoryTypeHost
 #endif
 
+// A kernel parameter read with a run-time index in place (CUDA keeps it in the parameter space
+// instead of copying it to local memory); HIP's kernel arguments are in memory already.
+#if defined(BNB_GPU_HIP)
+#define BNB_GRID_CONSTANT
+#else
+#define BNB_GRID_CONSTANT __grid_constant__
+#endif
+
 namespace bnb {
 namespace gpu {
 

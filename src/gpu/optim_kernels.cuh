@@ -301,6 +301,85 @@ __global__ void __launch_bounds__(kOptimThreads) optim32_kernel(OptimKernelArgs 
     step32<D, OPT>(a, k, i);
 }
 
+// ---------------------------------------------------------------- many tensors per launch
+
+// One tensor of a multi-tensor launch (bnb_optimizer_update_multi). Its work units (32-bit:
+// kOptim32Unit elements, 8-bit: one 256-element state block) are numbered from `first`.
+struct OptimMultiEntry {
+  void* p;
+  const void* g;
+  void* state1;
+  void* state2;
+  float* absmax1;
+  float* absmax2;
+  int64_t n;
+  int64_t first;
+  int32_t vec;  // 8-bit fast kernel: aligned for the vector accesses
+  int32_t pad;
+};
+
+// The descriptors travel as kernel parameters (no copy to the device, so a launch is as
+// asynchronous and graph-capturable as a single-tensor one): up to 32 KB of them where CUDA 12.1+
+// allows it (Volta and newer), else under the portable 4 KB.
+#if !defined(BNB_GPU_HIP) && CUDART_VERSION >= 12010
+constexpr int kOptimMultiMax = 384;
+constexpr size_t kOptimMultiParamLimit = 32764;
+#else
+constexpr int kOptimMultiMax = 40;
+constexpr size_t kOptimMultiParamLimit = 4096;
+#endif
+constexpr int64_t kOptim32Unit = kOptimThreads * 4;
+
+struct OptimMultiArgs {
+  OptimKernelArgs a;  // shared fields; the pointers and n come from t[i]
+  int64_t units;      // work units of all tensors together
+  int32_t count;
+  int32_t pad;
+  OptimMultiEntry t[kOptimMultiMax];
+};
+static_assert(sizeof(OptimMultiArgs) + 16 <= kOptimMultiParamLimit, "kernel parameters over the limit");
+
+// The tensor holding work unit u: the last entry whose first unit is <= u.
+__device__ __forceinline__ int optim_multi_find(const OptimMultiArgs& m, int64_t u) {
+  int lo = 0, hi = m.count - 1;
+  while (lo < hi) {
+    const int mid = (lo + hi + 1) >> 1;
+    if (m.t[mid].first <= u) lo = mid;
+    else hi = mid - 1;
+  }
+  return lo;
+}
+
+__device__ __forceinline__ OptimKernelArgs optim_multi_tensor(const OptimMultiArgs& m, int i, bool eight) {
+  OptimKernelArgs a = m.a;
+  const OptimMultiEntry& e = m.t[i];
+  a.p = e.p;
+  a.g = e.g;
+  a.n = e.n;
+  if (eight) {
+    a.c1 = static_cast<uint8_t*>(e.state1);
+    a.c2 = static_cast<uint8_t*>(e.state2);
+    a.absmax1 = e.absmax1;
+    a.absmax2 = e.absmax2;
+  } else {
+    a.s1 = static_cast<float*>(e.state1);
+    a.s2 = static_cast<float*>(e.state2);
+  }
+  return a;
+}
+
+template <int D, int OPT>
+__global__ void __launch_bounds__(kOptimThreads) optim32_multi_kernel(const BNB_GRID_CONSTANT OptimMultiArgs m) {
+  const OptimConstsDev k = optim_consts(m.a);
+  for (int64_t u = blockIdx.x; u < m.units; u += gridDim.x) {
+    const int i = optim_multi_find(m, u);
+    const OptimKernelArgs a = optim_multi_tensor(m, i, false);
+    const int64_t start = (u - m.t[i].first) * kOptim32Unit;
+    const int64_t end = start + kOptim32Unit < a.n ? start + kOptim32Unit : a.n;
+    for (int64_t e = start + threadIdx.x; e < end; e += blockDim.x) step32<D, OPT>(a, k, e);
+  }
+}
+
 // Squared update-norm quantity (OPS 6.4: new states, no weight decay, nothing written).
 template <int D, int OPT>
 __device__ __forceinline__ float unorm32(const OptimKernelArgs& a, const OptimConstsDev& k, int64_t i) {
@@ -704,34 +783,32 @@ __device__ __forceinline__ float warp_max32(float v) {
 // The arithmetic of optim8_kernel (OPS 6.5) element for element; only the layout, the loads and
 // the code selection differ. `tables`: the context's bucketed DYN8S then DYN8U. `vec`: p, g and
 // the state arrays are aligned for the vector accesses (the last partial block is scalar).
+// Copies the launch's bucketed tables (DYN8S, then DYN8U when kTwo) into shared memory.
+template <bool kTwo>
+__device__ __forceinline__ void opt8_stage_tables(const Optim8Table* __restrict__ tables, uint4* smem) {
+  // Asynchronous 16-byte copies: a thread's 7 or 14 words are all in flight at once.
+  constexpr int kWords = (kTwo ? 2 : 1) * static_cast<int>(sizeof(Optim8Table) / 16);
+  const uint4* src = reinterpret_cast<const uint4*>(tables);
+  for (int j = static_cast<int>(threadIdx.x); j < kWords; j += blockDim.x) {
+    const uint32_t dst = static_cast<uint32_t>(__cvta_generic_to_shared(&smem[j]));
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"(dst), "l"(src + j) : "memory");
+  }
+  asm volatile("cp.async.wait_all;" ::: "memory");
+  __syncthreads();
+}
+
+// One warp updates 256-element state block `b` of the tensor `a` describes.
 template <int D, int OPT>
-__global__ void __launch_bounds__(kOpt8FastThreads, opt8_fast_blocks_per_sm<OPT>())
-    optim8_fast_kernel(OptimKernelArgs a, const Optim8Table* __restrict__ tables, int vec) {
+__device__ __forceinline__ void opt8_fast_block(const OptimKernelArgs& a, const Optim8Table& t1,
+                                                const Optim8Table& t2, const OptimConstsDev& k, int64_t b,
+                                                int lane, bool vec) {
   constexpr bool kTwo = OPT == kOptAdam || OPT == kOptAdemamix;
   constexpr bool kEma = OPT == kOptAdemamix;
-  extern __shared__ uint4 opt8_smem[];
-  {
-    // Asynchronous 16-byte copies: a thread's 7 or 14 words are all in flight at once.
-    constexpr int kWords = (kTwo ? 2 : 1) * static_cast<int>(sizeof(Optim8Table) / 16);
-    const uint4* src = reinterpret_cast<const uint4*>(tables);
-    for (int j = static_cast<int>(threadIdx.x); j < kWords; j += blockDim.x) {
-      const uint32_t dst = static_cast<uint32_t>(__cvta_generic_to_shared(&opt8_smem[j]));
-      asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"(dst), "l"(src + j) : "memory");
-    }
-    asm volatile("cp.async.wait_all;" ::: "memory");
-    __syncthreads();
-  }
-  const Optim8Table& t1 = *reinterpret_cast<const Optim8Table*>(opt8_smem);
-  const Optim8Table& t2 = *(reinterpret_cast<const Optim8Table*>(opt8_smem) + (kTwo ? 1 : 0));
   const bool crowd1 = t1.crowded != 0;
   const bool crowd2 = t2.crowded != 0;
-  const OptimConstsDev k = optim_consts(a);
   const int64_t nblocks = (a.n + 255) / 256;
-  const int lane = static_cast<int>(threadIdx.x) & 31;
-  const int64_t warps = static_cast<int64_t>(gridDim.x) * (blockDim.x >> 5);
   const bool decay = a.weight_decay > 0.0f;
-  for (int64_t b = static_cast<int64_t>(blockIdx.x) * (blockDim.x >> 5) + (threadIdx.x >> 5); b < nblocks;
-       b += warps) {
+  {
     const int64_t base = b * 256;
     const bool full = vec != 0 && base + 256 <= a.n;
     float g[8], p[8];
@@ -841,6 +918,44 @@ __global__ void __launch_bounds__(kOpt8FastThreads, opt8_fast_blocks_per_sm<OPT>
       for (int e = 0; e < 8; ++e) o[e] = opt8_encode_fast<true>(t1, crowd1, e3[e], inv3);
       opt8_store_codes(a.c1 + a.n, base, lane, full, a.n, o);
     }
+  }
+}
+
+template <int D, int OPT>
+__global__ void __launch_bounds__(kOpt8FastThreads, opt8_fast_blocks_per_sm<OPT>())
+    optim8_fast_kernel(OptimKernelArgs a, const Optim8Table* __restrict__ tables, int vec) {
+  constexpr bool kTwo = OPT == kOptAdam || OPT == kOptAdemamix;
+  extern __shared__ uint4 opt8_smem[];
+  opt8_stage_tables<kTwo>(tables, opt8_smem);
+  const Optim8Table& t1 = *reinterpret_cast<const Optim8Table*>(opt8_smem);
+  const Optim8Table& t2 = *(reinterpret_cast<const Optim8Table*>(opt8_smem) + (kTwo ? 1 : 0));
+  const OptimConstsDev k = optim_consts(a);
+  const int64_t nblocks = (a.n + 255) / 256;
+  const int lane = static_cast<int>(threadIdx.x) & 31;
+  const int64_t warps = static_cast<int64_t>(gridDim.x) * (blockDim.x >> 5);
+  for (int64_t b = static_cast<int64_t>(blockIdx.x) * (blockDim.x >> 5) + (threadIdx.x >> 5); b < nblocks;
+       b += warps)
+    opt8_fast_block<D, OPT>(a, t1, t2, k, b, lane, vec != 0);
+}
+
+// The same update for up to kOptimMultiMax tensors in one launch: each warp walks the launch's
+// 256-element blocks, all tensors' blocks numbered one after another.
+template <int D, int OPT>
+__global__ void __launch_bounds__(kOpt8FastThreads, opt8_fast_blocks_per_sm<OPT>())
+    optim8_fast_multi_kernel(const BNB_GRID_CONSTANT OptimMultiArgs m, const Optim8Table* __restrict__ tables) {
+  constexpr bool kTwo = OPT == kOptAdam || OPT == kOptAdemamix;
+  extern __shared__ uint4 opt8_smem[];
+  opt8_stage_tables<kTwo>(tables, opt8_smem);
+  const Optim8Table& t1 = *reinterpret_cast<const Optim8Table*>(opt8_smem);
+  const Optim8Table& t2 = *(reinterpret_cast<const Optim8Table*>(opt8_smem) + (kTwo ? 1 : 0));
+  const OptimConstsDev k = optim_consts(m.a);
+  const int lane = static_cast<int>(threadIdx.x) & 31;
+  const int64_t warps = static_cast<int64_t>(gridDim.x) * (blockDim.x >> 5);
+  for (int64_t u = static_cast<int64_t>(blockIdx.x) * (blockDim.x >> 5) + (threadIdx.x >> 5); u < m.units;
+       u += warps) {
+    const int i = optim_multi_find(m, u);
+    const OptimKernelArgs a = optim_multi_tensor(m, i, true);
+    opt8_fast_block<D, OPT>(a, t1, t2, k, u - m.t[i].first, lane, m.t[i].vec != 0);
   }
 }
 

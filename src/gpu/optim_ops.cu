@@ -211,14 +211,9 @@ bnb_status_t dispatch(const GpuContext& ctx, int32_t dtype, int opt, bool eight,
   }
 }
 
-bnb_status_t op_optimizer_update(void* impl, const bnb_optimizer_params_t* params,
-                                 const bnb_optimizer_tensors_t* tensors, void* stream) {
-  const auto* ctx = static_cast<const GpuContext*>(impl);
-  const bnb_optimizer_params_t& P = *params;
-  const bnb_optimizer_tensors_t& T = *tensors;
-  if (const char* why = check_args(P)) return fail(BNB_ERR_INVALID_ARGUMENT, "%s", why);
-  DeviceGuard guard(ctx->device);
-  const gpuStream_t s = static_cast<gpuStream_t>(stream);
+// The launch arguments of one tensor (n from params->n unless given).
+OptimKernelArgs kernel_args(const GpuContext& ctx, const bnb_optimizer_params_t& P, const bnb_optimizer_tensors_t& T,
+                            int64_t n) {
   const bool eight = P.state_bits == 8;
   const bool two = is_two_state(P.optimizer);
   OptimKernelArgs a{};
@@ -229,14 +224,14 @@ bnb_status_t op_optimizer_update(void* impl, const bnb_optimizer_params_t* param
     a.c2 = two ? static_cast<uint8_t*>(T.state2) : nullptr;
     a.absmax1 = T.absmax1;
     a.absmax2 = two ? T.absmax2 : nullptr;
-    a.qmap1 = T.qmap1 != nullptr ? T.qmap1 : ctx->tables[BNB_CODE_DYNAMIC_SIGNED];
-    a.qmap2 = T.qmap2 != nullptr ? T.qmap2 : ctx->tables[BNB_CODE_DYNAMIC_UNSIGNED];
+    a.qmap1 = T.qmap1 != nullptr ? T.qmap1 : ctx.tables[BNB_CODE_DYNAMIC_SIGNED];
+    a.qmap2 = T.qmap2 != nullptr ? T.qmap2 : ctx.tables[BNB_CODE_DYNAMIC_UNSIGNED];
   } else {
     a.s1 = static_cast<float*>(T.state1);
     a.s2 = two ? static_cast<float*>(T.state2) : nullptr;
   }
   a.unorm_vec = T.unorm_vec;
-  a.n = P.n;
+  a.n = n;
   a.lr = P.lr;
   a.beta1 = P.beta1;
   a.beta2 = P.beta2;
@@ -251,6 +246,19 @@ bnb_status_t op_optimizer_update(void* impl, const bnb_optimizer_params_t* param
   a.first_step = P.step == 1;
   a.skip_zeros = P.skip_zeros != 0;
   a.two_state_limit = two;
+  return a;
+}
+
+bnb_status_t op_optimizer_update(void* impl, const bnb_optimizer_params_t* params,
+                                 const bnb_optimizer_tensors_t* tensors, void* stream) {
+  const auto* ctx = static_cast<const GpuContext*>(impl);
+  const bnb_optimizer_params_t& P = *params;
+  const bnb_optimizer_tensors_t& T = *tensors;
+  if (const char* why = check_args(P)) return fail(BNB_ERR_INVALID_ARGUMENT, "%s", why);
+  DeviceGuard guard(ctx->device);
+  const gpuStream_t s = static_cast<gpuStream_t>(stream);
+  const bool eight = P.state_bits == 8;
+  OptimKernelArgs a = kernel_args(*ctx, P, T, P.n);
   const int opt = kernel_opt(P.optimizer);
   if (P.max_unorm > 0.0f) {
     // unorm_vec[0] = 0, then the sum of squares of the update (OPS 6.4), then the update reads it.
@@ -265,6 +273,124 @@ bnb_status_t op_optimizer_update(void* impl, const bnb_optimizer_params_t* param
     a.clip = 1;
   }
   return dispatch(*ctx, P.param_dtype, opt, eight, a, false, s);
+}
+
+// ---------------------------------------------------------------- many tensors per launch
+
+template <int D, int OPT>
+bnb_status_t launch_multi(const GpuContext& ctx, bool eight, const OptimMultiArgs& m, gpuStream_t s) {
+  if (!eight) {
+    const int64_t grid = persistent_grid(ctx, 8, m.units);
+    optim32_multi_kernel<D, OPT><<<static_cast<unsigned>(grid), kOptimThreads, 0, s>>>(m);
+    return check_launch("optim32_multi_kernel");
+  }
+#if defined(BNB_GPU_HIP)
+  return fail(BNB_ERR_INTERNAL, "the multi-tensor 8-bit optimizer kernel is CUDA only");
+#else
+  constexpr bool kTwo = OPT == kOptAdam || OPT == kOptAdemamix;
+  constexpr size_t kSmem = (kTwo ? 2 : 1) * sizeof(Optim8Table);
+  static std::atomic<uint64_t> configured{0};  // one bit per device
+  const uint64_t bit = uint64_t{1} << (ctx.device & 63);
+  if ((configured.load(std::memory_order_relaxed) & bit) == 0) {
+    const bnb_status_t st = check(cudaFuncSetAttribute(optim8_fast_multi_kernel<D, OPT>,
+                                                       cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                                       static_cast<int>(kSmem)),
+                                  "raising the optimizer kernel's shared memory");
+    if (st != BNB_SUCCESS) return st;
+    configured.fetch_or(bit, std::memory_order_relaxed);
+  }
+  const int64_t warps_per_cta = kOpt8FastThreads / 32;
+  int64_t grid = (m.units + warps_per_cta - 1) / warps_per_cta;
+  grid = std::min<int64_t>(grid, static_cast<int64_t>(opt8_fast_blocks_per_sm<OPT>()) * ctx.sm_count);
+  const auto* tables = static_cast<const Optim8Table*>(ctx.optim8_tables);
+  optim8_fast_multi_kernel<D, OPT><<<static_cast<unsigned>(grid), kOpt8FastThreads, kSmem, s>>>(m, tables);
+  return check_launch("optim8_fast_multi_kernel");
+#endif
+}
+
+template <int D>
+bnb_status_t dispatch_multi_opt(const GpuContext& ctx, int opt, bool eight, const OptimMultiArgs& m, gpuStream_t s) {
+  switch (opt) {
+    case kOptAdam: return launch_multi<D, kOptAdam>(ctx, eight, m, s);
+    case kOptMomentum: return launch_multi<D, kOptMomentum>(ctx, eight, m, s);
+    case kOptRmsprop: return launch_multi<D, kOptRmsprop>(ctx, eight, m, s);
+    case kOptLion: return launch_multi<D, kOptLion>(ctx, eight, m, s);
+    case kOptAdagrad: return launch_multi<D, kOptAdagrad>(ctx, eight, m, s);
+    case kOptAdemamix: return launch_multi<D, kOptAdemamix>(ctx, eight, m, s);
+    default: return fail(BNB_ERR_INTERNAL, "optimizer kernel %d has no multi-tensor instantiation", opt);
+  }
+}
+
+bnb_status_t dispatch_multi(const GpuContext& ctx, int32_t dtype, int opt, bool eight, const OptimMultiArgs& m,
+                            gpuStream_t s) {
+  switch (dtype) {
+    case BNB_F32: return dispatch_multi_opt<kOptF32>(ctx, opt, eight, m, s);
+    case BNB_F16: return dispatch_multi_opt<kOptF16>(ctx, opt, eight, m, s);
+    case BNB_BF16: return dispatch_multi_opt<kOptBF16>(ctx, opt, eight, m, s);
+    default: return fail(BNB_ERR_INVALID_ARGUMENT, "param_dtype %d is not F32, F16 or BF16", dtype);
+  }
+}
+
+// Groups the tensors into launches of up to kOptimMultiMax. A tensor the multi kernels cannot
+// take (8-bit with its own code tables, or on HIP) gets its own bnb_optimizer_update launch.
+// The core has checked every tensor and that max_unorm == 0.
+bnb_status_t op_optimizer_update_multi(void* impl, const bnb_optimizer_params_t* params, int32_t count,
+                                       const bnb_optimizer_tensors_t* tensors, const int64_t* n, void* stream) {
+  const auto* ctx = static_cast<const GpuContext*>(impl);
+  const bnb_optimizer_params_t& P = *params;
+  if (const char* why = check_args(P)) return fail(BNB_ERR_INVALID_ARGUMENT, "%s", why);
+  if (P.max_unorm > 0.0f) return fail(BNB_ERR_INVALID_ARGUMENT, "multi-tensor updates do not clip");
+  DeviceGuard guard(ctx->device);
+  const gpuStream_t s = static_cast<gpuStream_t>(stream);
+  const bool eight = P.state_bits == 8;
+  const bool two = is_two_state(P.optimizer);
+  const int opt = kernel_opt(P.optimizer);
+  OptimMultiArgs m;
+  std::memset(&m, 0, sizeof m);
+  m.a = kernel_args(*ctx, P, tensors[0], n[0]);
+  auto flush = [&]() -> bnb_status_t {
+    if (m.count == 0) return BNB_SUCCESS;
+    const bnb_status_t st = dispatch_multi(*ctx, P.param_dtype, opt, eight, m, s);
+    m.count = 0;
+    m.units = 0;
+    return st;
+  };
+  bnb_optimizer_params_t one = P;
+  for (int32_t i = 0; i < count; ++i) {
+    const bnb_optimizer_tensors_t& T = tensors[i];
+    const OptimKernelArgs a = kernel_args(*ctx, P, T, n[i]);
+    if (eight && !fast8_applies(*ctx, a, two)) {
+      one.n = n[i];
+      const bnb_status_t st = op_optimizer_update(impl, &one, &T, stream);
+      if (st != BNB_SUCCESS) return st;
+      continue;
+    }
+    OptimMultiEntry& e = m.t[m.count];
+    e.p = a.p;
+    e.g = a.g;
+    e.state1 = T.state1;
+    e.state2 = two ? T.state2 : nullptr;
+    e.absmax1 = eight ? a.absmax1 : nullptr;
+    e.absmax2 = eight ? a.absmax2 : nullptr;
+    e.n = n[i];
+    e.first = m.units;
+    e.vec = 0;
+    if (eight) {
+      const size_t need = P.param_dtype == BNB_F32 ? 16 : 8;
+      auto aligned = [](const void* ptr, size_t to) { return reinterpret_cast<uintptr_t>(ptr) % to == 0; };
+      bool vec = aligned(a.p, need) && aligned(a.g, need) && aligned(a.c1, 4) && (!two || aligned(a.c2, 4));
+      if (opt == kOptAdemamix) vec = vec && n[i] % 4 == 0;
+      e.vec = vec ? 1 : 0;
+      m.units += (n[i] + 255) / 256;
+    } else {
+      m.units += (n[i] + kOptim32Unit - 1) / kOptim32Unit;
+    }
+    if (++m.count == kOptimMultiMax) {
+      const bnb_status_t st = flush();
+      if (st != BNB_SUCCESS) return st;
+    }
+  }
+  return flush();
 }
 
 // ---------------------------------------------------------------- paged (managed) memory
@@ -371,6 +497,7 @@ void optim_context_free(GpuContext* ctx) {
 
 void register_optim_ops(bnb_backend_ops_t* ops) {
   ops->optimizer_update = op_optimizer_update;
+  ops->optimizer_update_multi = op_optimizer_update_multi;
   ops->paged_alloc = op_paged_alloc;
   ops->paged_free = op_paged_free;
   ops->paged_prefetch = op_paged_prefetch;

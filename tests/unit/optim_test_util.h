@@ -107,6 +107,20 @@ class OptimTensor {
     return step_bytes(params, to_dtype(g, dtype_));
   }
 
+  // For bnb_optimizer_update_multi: uploads the gradient and returns this tensor's pointers.
+  bnb_optimizer_tensors_t prepare(const std::vector<float>& g) {
+    upload(*g_, to_dtype(g, dtype_));
+    bnb_optimizer_tensors_t t;
+    bnb_optimizer_tensors_init(&t);
+    t.p = p_->get();
+    t.g = g_->get();
+    t.state1 = s1_->get();
+    t.state2 = s2_ ? s2_->get() : nullptr;
+    t.absmax1 = a1_ ? a1_->as<float>() : nullptr;
+    t.absmax2 = a2_ ? a2_->as<float>() : nullptr;
+    return t;
+  }
+
   int64_t n() const { return n_; }
   int32_t dtype() const { return dtype_; }
 

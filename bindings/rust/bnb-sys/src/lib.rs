@@ -291,6 +291,14 @@ extern "C" {
         tensors: *const bnb_optimizer_tensors_t,
         stream: *mut c_void,
     ) -> bnb_status_t;
+    pub fn bnb_optimizer_update_multi(
+        ctx: bnb_context_t,
+        params: *const bnb_optimizer_params_t,
+        count: i32,
+        tensors: *const bnb_optimizer_tensors_t,
+        n: *const i64,
+        stream: *mut c_void,
+    ) -> bnb_status_t;
 
     pub fn bnb_paged_alloc(ctx: bnb_context_t, bytes: i64, ptr: *mut *mut c_void) -> bnb_status_t;
     pub fn bnb_paged_free(ctx: bnb_context_t, ptr: *mut c_void) -> bnb_status_t;
