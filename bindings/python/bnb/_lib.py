@@ -151,6 +151,7 @@ PROTOTYPES = {
     "bnb_optimizer_params_init": (_st, [_P(OptimizerParams)]),
     "bnb_optimizer_tensors_init": (_st, [_P(OptimizerTensors)]),
     "bnb_optimizer_update": (_st, [_ptr, _P(OptimizerParams), _P(OptimizerTensors), _ptr]),
+    "bnb_optimizer_update_multi": (_st, [_ptr, _P(OptimizerParams), _i32, _P(OptimizerTensors), _P(_i64), _ptr]),
     "bnb_paged_alloc": (_st, [_ptr, _i64, _P(_ptr)]),
     "bnb_paged_free": (_st, [_ptr, _ptr]),
     "bnb_paged_prefetch": (_st, [_ptr, _ptr, _i64, _i32, _ptr]),
