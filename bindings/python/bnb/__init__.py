@@ -4,6 +4,9 @@
     q, state = bnb.quantize_4bit(np.random.randn(4096).astype(np.float32), quant_type="nf4")
     x = bnb.dequantize_4bit(q, state)
 
+bnb.matmul (LLM.int8()) and bnb.matmul_4bit are the bitsandbytes-style products; bnb.nn has the
+torch layers Linear4bit / LinearNF4 / LinearFP4 and Linear8bitLt (imported on first access).
+
 Works with numpy arrays (host) and torch tensors (CPU and GPU; torch is imported only when a
 tensor is passed). Errors raise bnb.Error subclasses that are also ValueError,
 NotImplementedError, MemoryError or RuntimeError, carrying the library's message.
@@ -13,11 +16,24 @@ BNB_BACKEND, BNB_NUM_THREADS and BNB_LOG_LEVEL are read by the library itself.
 
 from . import _lib
 from ._lib import (BackendError, Error, InvalidArgumentError, NotSupportedError, OutOfMemoryError)
-from .functional import (QuantState, compress_absmax, dequantize_4bit, dequantize_blockwise, get_code_table,
-                         int8_linear_matmul, int8_mm_dequant, int8_vectorwise_quant, linear4bit_state_dict,
-                         load_linear4bit_state_dict, matmul_4bit, quantize_4bit, quantize_blockwise)
+from .functional import (MatmulLtState, QuantState, compress_absmax, dequantize_4bit, dequantize_blockwise,
+                         get_code_table, int8_linear_matmul, int8_mm_dequant, int8_vectorwise_quant,
+                         linear4bit_state_dict, load_linear4bit_state_dict, matmul, matmul_4bit, quantize_4bit,
+                         quantize_blockwise)
 
 __version__ = _lib.version()
+
+_LAZY_SUBMODULES = ("nn",)  # submodules that import torch: loaded on first access (bnb.nn)
+
+
+def __getattr__(name):
+    if name in _LAZY_SUBMODULES:
+        import importlib
+
+        return importlib.import_module(f"{__name__}.{name}")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 library_path = _lib.LIBRARY_PATH
 
 
@@ -31,7 +47,7 @@ def _register_torch_ops_if_loaded():
     # yet they are registered on the first tensor passed in.
     import sys
 
-    if "torch" in sys.modules:
+    if sys.modules.get("torch") is not None:
         from . import functional
 
         functional._torch_ops()
@@ -40,7 +56,8 @@ def _register_torch_ops_if_loaded():
 _register_torch_ops_if_loaded()
 
 __all__ = [
-    "BackendError", "Error", "InvalidArgumentError", "NotSupportedError", "OutOfMemoryError", "QuantState",
+    "BackendError", "Error", "InvalidArgumentError", "MatmulLtState", "NotSupportedError", "OutOfMemoryError",
+    "QuantState", "matmul",
     "backends", "compress_absmax", "dequantize_4bit", "dequantize_blockwise", "get_code_table",
     "int8_linear_matmul", "int8_mm_dequant", "int8_vectorwise_quant", "library_path",
     "linear4bit_state_dict", "load_linear4bit_state_dict", "matmul_4bit", "quantize_4bit",

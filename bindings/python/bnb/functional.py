@@ -381,27 +381,61 @@ def dequantize_4bit(A, quant_state=None, absmax=None, blocksize=64, quant_type="
     return _ops.dequantize_4bit(_arrays.NUMPY, A, scales, math.prod(shape), shape, blocksize, qt, out_dt)
 
 
-def matmul_4bit(A, B, quant_state, bias=None):
+def matmul_4bit(A, B, quant_state, out=None, bias=None):
     """A[..., K] @ dequantize_4bit(B, quant_state).T (+ bias): out [..., N] in A's dtype.
-    B was quantized from a [N, K] weight (quant_state.shape)."""
-    if quant_state.shape is None or len(quant_state.shape) != 2:
-        raise ValueError(f"quant_state.shape must be (N, K) of the weight, not {quant_state.shape}")
+
+    B holds the packed codes of a [N, K] weight (quant_state.shape): the [(N*K+1)//2, 1] array
+    quantize_4bit returned, or any view of the same bytes (bitsandbytes callers pass `weight.t()`).
+    out: optional array of the result's shape and dtype that receives the result (returned).
+    K not a multiple of the blocksize: the weight is dequantized and multiplied by torch/numpy
+    (the fused kernel needs whole blocks per row). bitsandbytes' order: (A, B, quant_state, out, bias)."""
+    if quant_state is None or quant_state.shape is None or len(quant_state.shape) != 2:
+        shape = None if quant_state is None else quant_state.shape
+        raise ValueError(f"quant_state.shape must be (N, K) of the weight, not {shape}")
     qt = _quant_type_code(quant_state.quant_type)
-    N, K = (int(d) for d in quant_state.shape)
+    N, K = quant_state.shape
     if A.shape[-1] != K:
         raise ValueError(f"A has {A.shape[-1]} columns, the weight {K}")
     amax, absmax2, code2, offset, blocksize2 = _scales_args(quant_state, None)
     if is_torch(A):
         _check_torch_inputs(A, B=B, absmax=amax, nested_absmax=absmax2, nested_code=code2, offset=offset, bias=bias)
-        return _torch_ops().gemm_4bit(A, B, amax, absmax2, code2, offset, blocksize2, quant_state.blocksize,
-                                      quant_state.quant_type, N, bias)
+        u8 = _torch_ops().dtype(_lib.U8)
+        if B.dtype != u8:
+            B = B.reshape(-1).view(u8)  # a quant_storage other than uint8 holds the same bytes
+        if B.numel() * 2 < N * K:
+            raise ValueError(f"B holds {B.numel()} bytes, a [{N}, {K}] 4-bit weight needs {(N * K + 1) // 2}")
+        if K % quant_state.blocksize:  # the fused kernel needs whole blocks in each weight row
+            import torch
+
+            W = dequantize_4bit(B, quant_state, dtype=A.dtype)
+            result = torch.nn.functional.linear(A, W, bias)
+        else:
+            result = _torch_ops().gemm_4bit(A, B, amax, absmax2, code2, offset, blocksize2, quant_state.blocksize,
+                                            quant_state.quant_type, N, bias)
+        if out is not None:
+            out.copy_(result)
+            return out
+        return result
     A, dt = _host(A, "A")
     B = _host_opt(B, "B", _lib.U8)
+    if B.size * 2 < N * K:
+        raise ValueError(f"B holds {B.size} bytes, a [{N}, {K}] 4-bit weight needs {(N * K + 1) // 2}")
     bias = _host_opt(bias, "bias", dt)
-    scales = _host_scales(amax, absmax2, code2, offset, blocksize2)
-    M = A.size // K if K else 0
-    return _ops.gemm_4bit(_arrays.NUMPY, dt, A, M, K, B, N, scales, qt, quant_state.blocksize, bias,
-                          tuple(A.shape[:-1]) + (N,))
+    if K % quant_state.blocksize:  # the fused kernel needs whole blocks in each weight row
+        W = dequantize_4bit(B, quant_state, dtype=dt)
+        result = A @ W.T
+        if bias is not None:
+            result = result + bias
+        result = result.astype(A.dtype, copy=False)
+    else:
+        scales = _host_scales(amax, absmax2, code2, offset, blocksize2)
+        M = A.size // K if K else 0
+        result = _ops.gemm_4bit(_arrays.NUMPY, dt, A, M, K, B, N, scales, qt, quant_state.blocksize, bias,
+                                tuple(A.shape[:-1]) + (N,))
+    if out is not None:
+        np.copyto(out, result)
+        return out
+    return result
 
 
 # ---------------------------------------------------------------- LLM.int8()
@@ -450,6 +484,126 @@ def int8_mm_dequant(C, row_stats, col_stats, bias=None, dtype="float16"):
     return _ops.int8_mm_dequant(_arrays.NUMPY, C, M, N, _host_opt(row_stats, "row_stats", _lib.F32),
                                 _host_opt(col_stats, "col_stats", _lib.F32),
                                 _host_opt(bias, "bias", out_dt), out_dt)
+
+
+# ---------------------------------------------------------------- the LLM.int8() product
+class MatmulLtState:
+    """What bnb.matmul keeps for one weight between calls (the fields of bitsandbytes'
+    MatmulLtState that inference uses).
+
+    CB: the int8 weight [N, K] (row-wise codes), SCB: its row absmax [N] (float32),
+    threshold: outlier threshold of the activations (0 = none), has_fp16_weights: when False and
+    CB is set, a float B passed to bnb.matmul is not quantized again (CB/SCB are reused),
+    idx: the outlier columns of the last call (torch int32 / numpy int32), or None."""
+
+    def __init__(self, CB=None, SCB=None, threshold=0.0, has_fp16_weights=True):
+        self.CB = CB
+        self.SCB = SCB
+        self.threshold = threshold
+        self.has_fp16_weights = has_fp16_weights
+        self.is_training = False
+        self.idx = None
+
+    def __repr__(self):
+        return (f"MatmulLtState(threshold={self.threshold}, has_fp16_weights={self.has_fp16_weights}, "
+                f"quantized={self.CB is not None})")
+
+
+def _is_int8(a):
+    return str(a.dtype) in ("int8", "torch.int8")
+
+
+def matmul(A, B, out=None, state=None, threshold=0.0, bias=None):
+    """LLM.int8() matrix product: A[..., K] @ B[N, K]^T (+ bias[N]) -> [..., N] in A's dtype.
+
+    B is either an int8 weight already quantized row-wise (its row absmax SCB comes from
+    `B.SCB` for an nn.Int8Params, else from `state.SCB`), or a float weight, which is quantized
+    row-wise from its fp16 rounding on every call (stored in `state.CB`/`state.SCB`; reused
+    instead when `state.has_fp16_weights` is False and `state.CB` is set).
+    threshold > 0 (or state.threshold): activation columns holding any |x| >= threshold are
+    multiplied in A's dtype against the dequantized weight columns, the rest in int8
+    (FORMATS 6.5). out: optional array receiving the result. Inference only: no backward.
+    Works on torch tensors (any device bnb supports) and numpy arrays.
+    bitsandbytes' argument order: (A, B, out, state, threshold, bias)."""
+    if state is None:
+        state = MatmulLtState()
+    if threshold and threshold > 0:
+        state.threshold = threshold
+    threshold = float(state.threshold or 0.0)
+    if threshold < 0:
+        raise ValueError(f"threshold must be >= 0, not {threshold}")
+    if B.ndim != 2:
+        raise ValueError(f"B must be a 2-D [N, K] weight, not {tuple(B.shape)}")
+    if A.ndim < 1 or A.shape[-1] != B.shape[1]:
+        raise ValueError(f"A [..., K] and B [N, K] must share K: got {tuple(A.shape)} and {tuple(B.shape)}")
+    if _is_int8(B):
+        SCB = getattr(B, "SCB", None)
+        if SCB is None:
+            SCB = state.SCB
+        if SCB is None:
+            raise ValueError("B is int8: its row absmax SCB is needed (pass state with state.SCB, or an "
+                             "nn.Int8Params weight)")
+        CB = B
+    elif state.CB is not None and not state.has_fp16_weights:
+        CB, SCB = state.CB, state.SCB
+    else:
+        CB, SCB = quantize_int8_rows(B)
+        state.CB, state.SCB = CB, SCB
+    result = int8_linear(A, CB, SCB, bias=bias, threshold=threshold, state=state)
+    if out is None:
+        return result
+    if is_torch(out):
+        out.copy_(result)
+    else:
+        np.copyto(out, result)
+    return out
+
+
+def quantize_int8_rows(W):
+    """Row-wise int8 quantization of a float weight [N, K] as LLM.int8() stores it:
+    (CB int8 [N, K], SCB float32 [N]) from the weight rounded to float16 (FORMATS 5.5, 6.1)."""
+    if is_torch(W):
+        import torch
+
+        W16 = W.detach().to(torch.float16)
+    else:
+        W16 = np.asarray(W, dtype=np.float16)
+    CB, SCB, _ = int8_vectorwise_quant(W16)
+    return CB, SCB
+
+
+def int8_linear(A, CB, SCB, bias=None, threshold=0.0, state=None):
+    """The LLM.int8() layer product (FORMATS 6.5): A[..., K] @ (CB * SCB / 127)^T (+ bias).
+
+    A is quantized row-wise (int8_vectorwise_quant with `threshold`); the int8 product is
+    dequantized with int8_mm_dequant into A's dtype with the bias fused; with threshold > 0 the
+    outlier columns of A are added back in A's dtype against CB's columns times SCB / 127.
+    `state`, when given, receives the outlier columns in state.idx."""
+    K = A.shape[-1]
+    N = CB.shape[0]
+    lead = tuple(A.shape[:-1])
+    A2 = A.reshape(-1, K) if A.ndim != 2 else A
+    CA, SCA, cols = int8_vectorwise_quant(A2, threshold)
+    if state is not None:
+        state.idx = cols
+    C = int8_linear_matmul(CA, CB)
+    torch_in = is_torch(A)
+    if bias is not None and bias.dtype != A.dtype:
+        bias = bias.to(A.dtype) if torch_in else np.asarray(bias).astype(A.dtype)
+    out = int8_mm_dequant(C, SCA, SCB, bias=bias, dtype=A.dtype)
+    if cols is not None:
+        if torch_in:
+            import torch
+
+            if torch.compiler.is_compiling() or cols.numel():
+                scale = SCB.unsqueeze(1) * (1.0 / 127.0)
+                w_cols = (CB[:, cols].to(torch.float32) * scale).to(A.dtype)
+                out = out + A2[:, cols] @ w_cols.t()
+        elif cols.size:
+            scale = SCB[:, None] * np.float32(1.0 / 127.0)
+            w_cols = (CB[:, cols].astype(np.float32) * scale).astype(A.dtype)
+            out = (out + A2[:, cols] @ w_cols.T).astype(A.dtype)
+    return out.reshape(lead + (N,)) if len(lead) != 1 else out
 
 
 # ---------------------------------------------------------------- the 4-bit linear layer's state dict

@@ -1,0 +1,439 @@
+"""Quantized linear layers for torch models, named and serialized like bitsandbytes.nn.
+
+    import torch, bnb
+    layer = bnb.nn.Linear4bit(4096, 4096, compute_dtype=torch.bfloat16, quant_type="nf4")
+    layer.load_state_dict(float_layer.state_dict())   # float weights: still float here
+    layer = layer.to("cuda")                           # quantized now (4-bit, on the GPU)
+    y = layer(x)
+
+When a weight is quantized (one rule for both layers and both parameter types):
+  * moving it with `.to(device)`, `.cuda()` or `.cpu()` (on the parameter or on any module that
+    holds it) quantizes a floating-point weight on that device — also when it is already there;
+    `.to(dtype)` alone only changes the float weight's dtype;
+  * otherwise the first forward quantizes it on the input's device (eager mode only: under
+    torch.compile the weight must already be quantized, and a clear error says so);
+  * loading a quantized state dict (bitsandbytes' key layout) gives a quantized weight at once.
+A quantized parameter moved to another device moves in place (data and quantization state) and
+`.to()` returns the same object, so modules keep their parameter objects.
+
+Only inference is implemented: the weights are frozen (requires_grad=False) and the products
+have no backward pass. `Linear8bitLt(has_fp16_weights=True)` (training in fp16) raises
+NotImplementedError.
+
+This module imports torch; `import bnb` does not (bnb.nn is loaded on first access).
+"""
+
+import copy
+
+import torch
+
+from . import functional as F
+from . import _torch_ops
+
+__all__ = ["Int8Params", "Linear4bit", "Linear8bitLt", "LinearFP4", "LinearNF4", "Params4bit"]
+
+
+def _parse_to(args, kwargs):
+    """(device, dtype, non_blocking) of a Tensor.to(...) call; device None when not given."""
+    device, dtype, non_blocking, _fmt = torch._C._nn._parse_to(*args, **kwargs)
+    return device, dtype, non_blocking
+
+
+def _cuda_device(device):
+    if device is None:
+        return torch.device("cuda", torch.cuda.current_device())
+    if isinstance(device, int):
+        return torch.device("cuda", device)
+    return torch.device(device)
+
+
+class _QuantizedParameter(torch.nn.Parameter):
+    """Shared device-move behaviour of Params4bit and Int8Params (see the module docstring)."""
+
+    def _is_quantized(self):
+        raise NotImplementedError
+
+    def _quantize(self, device):
+        raise NotImplementedError
+
+    def _move_quantized(self, device, non_blocking):
+        raise NotImplementedError
+
+    def _rewrap(self, data):
+        raise NotImplementedError
+
+    def to(self, *args, **kwargs):
+        device, dtype, non_blocking = _parse_to(args, kwargs)
+        if self._is_quantized():
+            if device is not None:
+                self._move_quantized(device, non_blocking)
+            return self  # a dtype does not apply to quantized codes
+        if device is not None and device.type != "meta":
+            if dtype is not None and self.is_floating_point():
+                self.data = self.data.to(dtype)  # quantize from the requested dtype
+            return self._quantize(device)
+        return self._rewrap(super().to(*args, **kwargs))
+
+    def cuda(self, device=None, non_blocking=False):
+        return self.to(device=_cuda_device(device), non_blocking=non_blocking)
+
+    def cpu(self):
+        return self.to(device="cpu")
+
+
+# ---------------------------------------------------------------- 4-bit
+class Params4bit(_QuantizedParameter):
+    """A 4-bit (NF4/FP4) weight: float until quantized, then the packed codes
+    [(N*K+1)//2, 1] (viewed as `quant_storage`) with a QuantState in `quant_state`."""
+
+    def __new__(cls, data=None, requires_grad=False, quant_state=None, blocksize=64, compress_statistics=True,
+                quant_type="fp4", quant_storage=torch.uint8, module=None, bnb_quantized=False):
+        if data is None:
+            data = torch.empty(0)
+        self = torch.Tensor._make_subclass(cls, data, requires_grad)
+        self.blocksize = blocksize
+        self.compress_statistics = compress_statistics
+        self.quant_type = quant_type
+        self.quant_storage = quant_storage
+        self.quant_state = quant_state
+        self.bnb_quantized = bnb_quantized
+        return self
+
+    def _is_quantized(self):
+        return self.bnb_quantized
+
+    def _config(self):
+        return dict(blocksize=self.blocksize, compress_statistics=self.compress_statistics,
+                    quant_type=self.quant_type, quant_storage=self.quant_storage)
+
+    def _rewrap(self, data):
+        return Params4bit(data, self.requires_grad, self.quant_state, bnb_quantized=self.bnb_quantized,
+                          **self._config())
+
+    def _quantize(self, device):
+        w = self.data.contiguous().to(device)
+        if not w.is_floating_point():
+            raise TypeError(f"Params4bit: cannot quantize a {w.dtype} weight (float32, float16 or bfloat16)")
+        packed, state = F.quantize_4bit(w, blocksize=self.blocksize, compress_statistics=self.compress_statistics,
+                                        quant_type=self.quant_type)
+        self.data = _to_storage(packed, self.quant_storage)
+        self.quant_state = state
+        self.bnb_quantized = True
+        return self
+
+    def _move_quantized(self, device, non_blocking):
+        self.data = self.data.to(device, non_blocking=non_blocking)
+        if self.quant_state is not None:
+            self.quant_state.to(device)
+
+    def packed_uint8(self):
+        """The packed codes as a uint8 tensor (a view; quant_storage may be another dtype)."""
+        data = self.data
+        return data if data.dtype == torch.uint8 else data.reshape(-1).view(torch.uint8).reshape(-1, 1)
+
+    def __deepcopy__(self, memo):
+        new = Params4bit(self.data.clone(), self.requires_grad, copy.deepcopy(self.quant_state, memo),
+                         bnb_quantized=self.bnb_quantized, **self._config())
+        memo[id(self)] = new
+        return new
+
+    def __repr__(self):
+        if not self.bnb_quantized:
+            return "Params4bit (not quantized yet) containing:\n" + super().__repr__()
+        return f"Params4bit({self.quant_state!r}, storage {self.dtype} {tuple(self.shape)} on {self.device})"
+
+
+def _to_storage(packed, storage):
+    if storage in (None, torch.uint8):
+        return packed
+    size = torch.empty((), dtype=storage).element_size()
+    if packed.numel() % size:
+        raise ValueError(f"quant_storage {storage}: {packed.numel()} packed bytes are not a multiple of {size}")
+    return packed.reshape(-1).view(storage).reshape(-1, 1)
+
+
+_QUANT_TYPES = ("fp4", "nf4")
+
+
+class Linear4bit(torch.nn.Linear):
+    """y = x @ dequantize(W)^T + b with W held in 4 bits (NF4 or FP4, blocksize 64 by default,
+    double-quantized statistics when compress_statistics).
+
+    compute_dtype: dtype the product runs in (the input is cast to it and the result cast back
+    to the input's dtype); None = the input's own dtype. quant_storage: dtype the packed bytes
+    are viewed as (uint8 by default). The weight is quantized on a device move or the first
+    forward (module docstring). state_dict() writes bitsandbytes' keys (FORMATS 5.2): `weight`,
+    `bias`, `weight.absmax`, `weight.quant_map`, `weight.nested_absmax`, `weight.nested_quant_map`,
+    `weight.quant_state.bitsandbytes__<nf4|fp4>`; load_state_dict() reads them (or a float weight)."""
+
+    def __init__(self, input_features, output_features, bias=True, compute_dtype=None, compress_statistics=True,
+                 quant_type="fp4", quant_storage=torch.uint8, device=None, blocksize=64):
+        if quant_type not in _QUANT_TYPES:
+            raise ValueError(f"quant_type {quant_type!r} is not supported: use 'nf4' or 'fp4'")
+        super().__init__(input_features, output_features, bias, device=device)
+        self.weight = Params4bit(self.weight.data, requires_grad=False, blocksize=blocksize,
+                                 compress_statistics=compress_statistics, quant_type=quant_type,
+                                 quant_storage=quant_storage)
+        self.compute_dtype = compute_dtype
+        self.quant_storage = quant_storage
+
+    @property
+    def quant_state(self):
+        return self.weight.quant_state
+
+    def extra_repr(self):
+        w = self.weight
+        return (f"{super().extra_repr()}, quant_type={w.quant_type}, blocksize={w.blocksize}, "
+                f"compress_statistics={w.compress_statistics}, compute_dtype={self.compute_dtype}, "
+                f"quantized={w.bnb_quantized}")
+
+    def forward(self, x):
+        w = self.weight
+        if not w.bnb_quantized:
+            _quantize_on_first_forward(self, x)
+        in_dtype = x.dtype
+        if self.compute_dtype is not None and in_dtype != self.compute_dtype:
+            x = x.to(self.compute_dtype)
+        bias = self.bias
+        if bias is not None and bias.dtype != x.dtype:
+            bias = bias.to(x.dtype)
+        out = F.matmul_4bit(x, w.data if w.dtype == torch.uint8 else w.packed_uint8(), w.quant_state, bias=bias)
+        return out if out.dtype == in_dtype else out.to(in_dtype)
+
+    def _save_to_state_dict(self, destination, prefix, keep_vars):
+        w = self.weight
+        if not w.bnb_quantized:  # still float: a plain Linear's keys
+            return super()._save_to_state_dict(destination, prefix, keep_vars)
+        weight = w if keep_vars else w.detach()
+        bias = None if self.bias is None else (self.bias if keep_vars else self.bias.detach())
+        items = F.linear4bit_state_dict(weight, w.quant_state, bias=bias, prefix=prefix)
+        if not keep_vars:
+            items = {k: v.detach() for k, v in items.items()}
+        destination.update(items)
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                              error_msgs):
+        wkey = prefix + "weight"
+        qs_items = {k: v for k, v in state_dict.items() if k.startswith(wkey + ".")}
+        weight = state_dict.get(wkey)
+        device = _load_device(self.weight, weight)
+        if weight is None:
+            missing_keys.append(wkey)
+        elif qs_items:
+            try:
+                packed, state, _ = F.load_linear4bit_state_dict({wkey: weight, **qs_items}, prefix=prefix,
+                                                               device=device)
+            except (KeyError, ValueError, TypeError) as e:
+                error_msgs.append(f"{wkey}: cannot read the 4-bit quantization state: {e}")
+            else:
+                if tuple(state.shape or ()) != (self.out_features, self.in_features):
+                    error_msgs.append(f"{wkey}: quantized shape {state.shape} does not match the layer's "
+                                      f"{(self.out_features, self.in_features)}")
+                else:
+                    self.weight = Params4bit(packed.to(device), False, state, blocksize=state.blocksize,
+                                             compress_statistics=state.nested, quant_type=state.quant_type,
+                                             quant_storage=packed.dtype, bnb_quantized=True)
+        elif _check_float_weight(self, wkey, weight, error_msgs):
+            was_quantized = self.weight.bnb_quantized
+            self.weight = self.weight._rewrap(weight.detach().to(device, copy=True))
+            self.weight.bnb_quantized, self.weight.quant_state = False, None
+            if was_quantized:
+                self.weight._quantize(device)
+        _load_bias(self, state_dict, prefix, missing_keys, error_msgs)
+        _unexpected(self, state_dict, prefix, strict, unexpected_keys, ("weight", "bias"))
+
+
+class LinearNF4(Linear4bit):
+    """Linear4bit with quant_type='nf4'."""
+
+    def __init__(self, input_features, output_features, bias=True, compute_dtype=None, compress_statistics=True,
+                 quant_storage=torch.uint8, device=None, blocksize=64):
+        super().__init__(input_features, output_features, bias, compute_dtype, compress_statistics, "nf4",
+                         quant_storage, device, blocksize)
+
+
+class LinearFP4(Linear4bit):
+    """Linear4bit with quant_type='fp4'."""
+
+    def __init__(self, input_features, output_features, bias=True, compute_dtype=None, compress_statistics=True,
+                 quant_storage=torch.uint8, device=None, blocksize=64):
+        super().__init__(input_features, output_features, bias, compute_dtype, compress_statistics, "fp4",
+                         quant_storage, device, blocksize)
+
+
+# ---------------------------------------------------------------- LLM.int8()
+class Int8Params(_QuantizedParameter):
+    """An LLM.int8() weight: float until quantized, then the int8 row codes CB [N, K] (the
+    parameter's data) with their row absmax SCB [N] (float32), from the weight rounded to fp16."""
+
+    def __new__(cls, data=None, requires_grad=False, has_fp16_weights=False, CB=None, SCB=None):
+        if data is None:
+            data = torch.empty(0)
+        if has_fp16_weights:
+            raise NotImplementedError(_FP16_WEIGHTS_MESSAGE)
+        self = torch.Tensor._make_subclass(cls, data, requires_grad)
+        self.has_fp16_weights = False
+        self.SCB = SCB
+        return self
+
+    @property
+    def CB(self):
+        return self.data if self.SCB is not None else None
+
+    def _is_quantized(self):
+        return self.SCB is not None
+
+    def _rewrap(self, data):
+        return Int8Params(data, self.requires_grad, SCB=self.SCB)
+
+    def _quantize(self, device):
+        w = self.data.contiguous().to(device)
+        if not w.is_floating_point():
+            raise TypeError(f"Int8Params: cannot quantize a {w.dtype} weight without its SCB")
+        CB, SCB = F.quantize_int8_rows(w)
+        self.data = CB
+        self.SCB = SCB
+        return self
+
+    def _move_quantized(self, device, non_blocking):
+        self.data = self.data.to(device, non_blocking=non_blocking)
+        self.SCB = self.SCB.to(device, non_blocking=non_blocking)
+
+    def __deepcopy__(self, memo):
+        new = Int8Params(self.data.clone(), self.requires_grad,
+                         SCB=None if self.SCB is None else self.SCB.clone())
+        memo[id(self)] = new
+        return new
+
+
+_FP16_WEIGHTS_MESSAGE = (
+    "has_fp16_weights=True (training Linear8bitLt with fp16 master weights) needs LLM.int8()'s backward pass, "
+    "which bnb does not implement: use has_fp16_weights=False (inference with int8 weights)")
+
+
+class Linear8bitLt(torch.nn.Linear):
+    """LLM.int8() linear layer: y = x @ (CB * SCB / 127)^T + b with the weight held as int8 rows.
+
+    threshold > 0 enables the mixed-precision decomposition: input columns holding any
+    |x| >= threshold are multiplied in the input's dtype (FORMATS 6.5). The weight is quantized
+    on a device move or the first forward (module docstring). state_dict() writes bitsandbytes'
+    keys (FORMATS 5.5): `weight` (int8 [N, K]), `bias`, `SCB` (float32 [N]), `weight_format`
+    (uint8 0 = row-major). `index` is accepted for compatibility and unused."""
+
+    def __init__(self, input_features, output_features, bias=True, has_fp16_weights=False, threshold=0.0,
+                 index=None, device=None):
+        if has_fp16_weights:
+            raise NotImplementedError(_FP16_WEIGHTS_MESSAGE)
+        if threshold < 0:
+            raise ValueError(f"threshold must be >= 0, not {threshold}")
+        super().__init__(input_features, output_features, bias, device=device)
+        self.state = F.MatmulLtState(threshold=float(threshold), has_fp16_weights=False)
+        self.index = index
+        self.weight = Int8Params(self.weight.data, requires_grad=False)
+
+    def extra_repr(self):
+        return (f"{super().extra_repr()}, threshold={self.state.threshold}, "
+                f"quantized={self.weight.SCB is not None}")
+
+    def forward(self, x):
+        w = self.weight
+        if w.SCB is None:
+            _quantize_on_first_forward(self, x)
+        self.state.CB, self.state.SCB = w.data, w.SCB
+        bias = self.bias
+        if bias is not None and bias.dtype != x.dtype:
+            bias = bias.to(x.dtype)
+        return F.int8_linear(x, w.data, w.SCB, bias=bias, threshold=self.state.threshold)
+
+    def _save_to_state_dict(self, destination, prefix, keep_vars):
+        super()._save_to_state_dict(destination, prefix, keep_vars)
+        SCB = self.weight.SCB
+        if SCB is not None:
+            destination[prefix + "SCB"] = SCB if keep_vars else SCB.detach()
+            destination[prefix + "weight_format"] = torch.tensor(0, dtype=torch.uint8)
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                              error_msgs):
+        wkey, skey, fkey = prefix + "weight", prefix + "SCB", prefix + "weight_format"
+        weight = state_dict.get(wkey)
+        device = _load_device(self.weight, weight)
+        if weight is None:
+            missing_keys.append(wkey)
+        elif weight.dtype == torch.int8:
+            SCB = state_dict.get(skey)
+            fmt = state_dict.get(fkey)
+            shape = (self.out_features, self.in_features)
+            if SCB is None:
+                error_msgs.append(f"{skey}: missing; an int8 weight needs its row absmax SCB")
+            elif fmt is not None and int(fmt.item() if isinstance(fmt, torch.Tensor) else fmt) != 0:
+                error_msgs.append(f"{fkey}: layout {int(fmt)} is not supported (only 0 = row-major)")
+            elif tuple(weight.shape) != shape or tuple(SCB.shape) != (self.out_features,):
+                error_msgs.append(f"{wkey}: int8 weight {tuple(weight.shape)} / SCB {tuple(SCB.shape)} do not match "
+                                  f"the layer's {shape}")
+            else:
+                self.weight = Int8Params(weight.detach().to(device, copy=True), False,
+                                         SCB=SCB.detach().to(device, torch.float32, copy=True))
+        elif _check_float_weight(self, wkey, weight, error_msgs):
+            was_quantized = self.weight.SCB is not None
+            self.weight = Int8Params(weight.detach().to(device, copy=True), False)
+            if was_quantized:
+                self.weight._quantize(device)
+        _load_bias(self, state_dict, prefix, missing_keys, error_msgs)
+        _unexpected(self, state_dict, prefix, strict, unexpected_keys, ("weight", "bias", "SCB", "weight_format"))
+
+
+# ---------------------------------------------------------------- shared helpers
+def _quantize_on_first_forward(module, x):
+    if torch.compiler.is_compiling():
+        raise RuntimeError(f"{type(module).__name__}: the weight is not quantized yet; quantize it before "
+                           "torch.compile (move the module with .to(device) or run one eager forward)")
+    if module.weight.device.type == "meta":
+        raise RuntimeError(f"{type(module).__name__}: the weight is on the meta device; load a state dict first")
+    with torch.no_grad():
+        module.weight._quantize(x.device)
+
+
+def _load_device(current, incoming):
+    """Where loaded tensors go: the module's device, or the state dict's for a module on meta."""
+    if current.device.type != "meta" or incoming is None:
+        return current.device
+    return incoming.device
+
+
+def _check_float_weight(module, key, weight, error_msgs):
+    shape = (module.out_features, module.in_features)
+    if not weight.is_floating_point():
+        error_msgs.append(f"{key}: a {weight.dtype} weight needs its quantization state")
+        return False
+    if tuple(weight.shape) != shape:
+        error_msgs.append(f"{key}: shape {tuple(weight.shape)} does not match the layer's {shape}")
+        return False
+    return True
+
+
+def _load_bias(module, state_dict, prefix, missing_keys, error_msgs):
+    key = prefix + "bias"
+    bias = state_dict.get(key)
+    if module.bias is None:
+        return
+    if bias is None:
+        missing_keys.append(key)
+    elif tuple(bias.shape) != tuple(module.bias.shape):
+        error_msgs.append(f"{key}: shape {tuple(bias.shape)} does not match the layer's {tuple(module.bias.shape)}")
+    elif module.bias.device.type == "meta":
+        module.bias = torch.nn.Parameter(bias.detach().clone(), requires_grad=module.bias.requires_grad)
+    else:
+        with torch.no_grad():
+            module.bias.copy_(bias)
+
+
+def _unexpected(module, state_dict, prefix, strict, unexpected_keys, known):
+    if not strict:
+        return
+    for key in state_dict:
+        if key.startswith(prefix) and key[len(prefix):].split(".", 1)[0] not in known:
+            unexpected_keys.append(key)
+
+
+# The eager fast path of the custom ops treats these parameter types as plain tensors.
+_torch_ops.PLAIN_TENSOR_TYPES.update((Params4bit, Int8Params))

@@ -1,0 +1,413 @@
+"""bnb.nn (Linear4bit, Linear8bitLt), bnb.matmul and bnb.matmul_4bit against float64 references,
+bitsandbytes' state-dict layouts (golden data), the quantization rule, torch.compile and errors.
+Skipped without torch (one test checks that `import bnb` itself needs no torch)."""
+
+import copy
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import bnb
+from conftest import golden_or_none, needs_cpu, torch_devices
+
+torch = pytest.importorskip("torch")
+pytestmark = needs_cpu
+DEVICES = torch_devices()
+GOLDEN = golden_or_none()
+TOL_4BIT = {torch.float32: 1e-5, torch.float16: 2e-3, torch.bfloat16: 1e-2}  # relative error norm
+
+
+def rel_err(got, want):
+    got, want = got.detach().double().cpu(), want.detach().double().cpu()
+    return ((got - want).norm() / want.norm()).item()
+
+
+def randn(shape, device, dtype=torch.float32, seed=0, scale=1.0):
+    g = torch.Generator().manual_seed(seed)
+    return (torch.randn(shape, generator=g) * scale).to(device=device, dtype=dtype)
+
+
+# ---------------------------------------------------------------- Linear4bit
+def dequantized_weight(layer):
+    return bnb.dequantize_4bit(layer.weight.packed_uint8(), layer.quant_state, dtype=torch.float32)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16], ids=str)
+@pytest.mark.parametrize("quant_type,nested", [("nf4", True), ("fp4", False), ("nf4", False)])
+@pytest.mark.parametrize("shape", [(128, 64), (256, 96), (67, 33), (64, 1), (4096 // 32, 130)])
+def test_linear4bit_forward_matches_float64(device, dtype, quant_type, nested, shape):
+    K, N = shape
+    layer = bnb.nn.Linear4bit(K, N, compute_dtype=dtype, compress_statistics=nested, quant_type=quant_type)
+    with torch.no_grad():
+        layer.weight.data = randn((N, K), "cpu", seed=1)  # still float: quantized on the move below
+        layer.bias.data = randn((N,), "cpu", seed=2)
+    layer = layer.to(device)
+    assert layer.weight.bnb_quantized and layer.weight.dtype == torch.uint8
+    assert layer.weight.shape == ((N * K + 1) // 2, 1) and layer.quant_state.nested == nested
+    for lead in [(1,), (5,), (2, 3)]:
+        x = randn(lead + (K,), device, dtype, seed=3)
+        y = layer(x)
+        assert y.shape == lead + (N,) and y.dtype == dtype and y.device == x.device
+        want = x.double() @ dequantized_weight(layer).double().T + layer.bias.to(dtype).double()
+        assert rel_err(y, want) <= TOL_4BIT[dtype], (lead, rel_err(y, want))
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_linear4bit_quantization_rule(device):
+    layer = bnb.nn.LinearNF4(128, 32)
+    assert layer.weight.quant_type == "nf4" and not layer.weight.bnb_quantized
+    assert layer.weight.dtype == torch.float32
+    layer = layer.to(torch.bfloat16)  # a dtype alone: still float
+    assert not layer.weight.bnb_quantized and layer.weight.dtype == torch.bfloat16
+    w = layer.weight.data.clone()
+    x = randn((3, 128), device, torch.bfloat16)
+    if device != "cpu":
+        layer = layer.to(device)
+        assert layer.weight.bnb_quantized and layer.weight.device == x.device
+    else:
+        y = layer(x)  # first forward quantizes on the input's device
+        assert layer.weight.bnb_quantized and y.dtype == torch.bfloat16
+    assert layer.quant_state.dtype == torch.bfloat16 and layer.quant_state.shape == (32, 128)
+    packed, state = bnb.quantize_4bit(w.to(device), blocksize=64, compress_statistics=True, quant_type="nf4")
+    assert torch.equal(layer.weight.data, packed)
+    # moving a quantized parameter moves it in place, state included
+    p = layer.weight
+    assert p.to(device) is p and p.cpu() is p and p.device.type == "cpu"
+    assert p.quant_state.absmax.device.type == "cpu" and p.quant_state.state2.absmax.device.type == "cpu"
+    assert bnb.nn.LinearFP4(64, 8).weight.quant_type == "fp4"
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_linear4bit_state_dict_round_trip(device):
+    layer = bnb.nn.Linear4bit(192, 40, quant_type="nf4", compute_dtype=torch.float16).to(device)
+    sd = layer.state_dict()
+    assert list(sd) == ["weight", "bias", "weight.absmax", "weight.quant_map", "weight.nested_absmax",
+                        "weight.nested_quant_map", "weight.quant_state.bitsandbytes__nf4"]
+    assert sd["weight"].dtype == torch.uint8 and type(sd["weight"]) is torch.Tensor
+    blob = json.loads(bytes(sd["weight.quant_state.bitsandbytes__nf4"].cpu().tolist()))
+    assert blob["quant_type"] == "nf4" and blob["blocksize"] == 64 and blob["shape"] == [40, 192]
+    assert blob["dtype"] == "float32" and blob["nested_blocksize"] == 256
+    other = bnb.nn.Linear4bit(192, 40, compute_dtype=torch.float16, quant_type="fp4", compress_statistics=False,
+                              device=device)
+    assert str(other.load_state_dict(sd)) == "<All keys matched successfully>"
+    assert other.weight.bnb_quantized and other.weight.quant_type == "nf4" and other.quant_state == layer.quant_state
+    x = randn((4, 192), device)
+    assert torch.equal(other(x), layer(x))
+    again = other.state_dict()
+    assert list(again) == list(sd) and all(torch.equal(again[k], sd[k]) for k in sd)
+    # a float state dict: loaded as float, quantized like any float weight
+    plain = torch.nn.Linear(192, 40)
+    fresh = bnb.nn.Linear4bit(192, 40, quant_type="fp4")
+    fresh.load_state_dict(plain.state_dict())
+    assert not fresh.weight.bnb_quantized and torch.equal(fresh.weight.data, plain.weight.data)
+    fresh = fresh.to(device)
+    assert fresh.weight.bnb_quantized and torch.equal(fresh.bias.cpu(), plain.bias.detach())
+    # quantization to another storage dtype keeps the bytes (bitsandbytes' quant_storage)
+    st = bnb.nn.Linear4bit(192, 40, quant_type="nf4", quant_storage=torch.bfloat16)
+    st.load_state_dict(plain.state_dict())
+    st = st.to(device)
+    ref = bnb.nn.Linear4bit(192, 40, quant_type="nf4")
+    ref.load_state_dict(plain.state_dict())
+    ref = ref.to(device)
+    assert st.weight.dtype == torch.bfloat16 and torch.equal(st.weight.packed_uint8().flatten(), ref.weight.data.flatten())
+    assert torch.equal(st(x), ref(x))
+    clone = copy.deepcopy(ref)
+    assert clone.quant_state == ref.quant_state and clone.quant_state is not ref.quant_state
+    assert torch.equal(clone(x), ref(x))
+
+
+def golden_linear4bit_dict(case, shape, bias):
+    """bitsandbytes' Linear4bit keys built from a golden nested case (its flat input viewed as `shape`)."""
+    out = case["outputs"]
+    qt, bs = case["params"]["quant_type"], case["params"]["blocksize"]
+    offset = float(GOLDEN.load(out["absmax_offset"])[0].reshape(()))
+    tables = GOLDEN.cases("code_tables")[0]["outputs"]
+    blob = json.dumps({"quant_type": qt, "blocksize": bs, "dtype": case["inputs"]["A"]["dtype"], "shape": list(shape),
+                       "nested_blocksize": 256, "nested_dtype": "float32", "nested_offset": offset})
+    t = lambda a: torch.from_numpy(np.ascontiguousarray(a))  # noqa: E731
+    return {
+        "lin.weight": t(GOLDEN.load(out["packed"])[0]),
+        "lin.bias": bias,
+        "lin.weight.absmax": t(GOLDEN.load(out["absmax_q"])[0]),
+        "lin.weight.quant_map": t(GOLDEN.load(tables[qt])[0]),
+        "lin.weight.nested_absmax": t(GOLDEN.load(out["absmax_absmax"])[0]),
+        "lin.weight.nested_quant_map": t(GOLDEN.load(tables["dynamic_signed"])[0]),
+        f"lin.weight.quant_state.bitsandbytes__{qt}": torch.frombuffer(bytearray(blob.encode()), dtype=torch.uint8),
+    }
+
+
+def golden_tensor(entry):
+    a, dtype = GOLDEN.load(entry)
+    t = torch.from_numpy(np.ascontiguousarray(a))
+    return t.view(torch.bfloat16) if dtype == "bfloat16" else t
+
+
+@pytest.mark.skipif(GOLDEN is None, reason="no golden vectors (set BNB_GOLDEN_DIR)")
+@pytest.mark.parametrize("device", DEVICES)
+def test_linear4bit_loads_a_bitsandbytes_state_dict_bit_exactly(device):
+    cases = GOLDEN.cases("quantize_4bit_nested")
+    assert cases
+    N, K = 7, 9367  # the golden inputs hold 65569 = 7 * 9367 values: one [7, 9367] weight
+    for case in cases:
+        want = golden_tensor(case["outputs"]["dequant"]).reshape(N, K)
+        dtype = want.dtype
+        sd = golden_linear4bit_dict(case, (N, K), torch.arange(N, dtype=dtype))
+        model = torch.nn.Sequential()
+        lin = bnb.nn.Linear4bit(K, N, quant_type="fp4", compress_statistics=False, device=device).to(dtype)
+        assert not lin.weight.bnb_quantized  # a dtype alone does not quantize; the bias is in `dtype` now
+        model.add_module("lin", lin)
+        assert str(model.load_state_dict(sd)) == "<All keys matched successfully>"
+        layer = model.lin
+        assert layer.weight.bnb_quantized and layer.quant_state.quant_type == case["params"]["quant_type"]
+        assert layer.weight.device.type == device and layer.quant_state.absmax.device.type == device
+        got = bnb.dequantize_4bit(layer.weight, layer.quant_state)
+        assert got.dtype == dtype and torch.equal(got.cpu().view(torch.int16 if dtype != torch.float32 else torch.int32),
+                                                  want.view(torch.int16 if dtype != torch.float32 else torch.int32))
+        x = randn((2, K), device, dtype)
+        y = layer(x)
+        ref = x.double() @ want.double().to(device).T + torch.arange(N, dtype=torch.float64, device=device)
+        assert rel_err(y, ref) <= TOL_4BIT[dtype]
+        again = model.state_dict()
+        assert list(again) == list(sd)
+        for k in sd:
+            assert torch.equal(again[k].cpu().view(torch.uint8), sd[k].view(torch.uint8)), k
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_linear4bit_under_torch_compile_fullgraph(device):
+    torch._dynamo.reset()
+
+    class Model(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.up = bnb.nn.Linear4bit(128, 192, quant_type="nf4")
+            self.down = bnb.nn.LinearFP4(192, 64, compress_statistics=False)
+
+        def forward(self, x):
+            return self.down(torch.relu(self.up(x)))
+
+    model = Model().to(device)
+    x = randn((4, 128), device)
+    eager = model(x)
+    try:
+        compiled = torch.compile(model, fullgraph=True)
+        got = compiled(x)
+    except Exception as e:  # pragma: no cover - depends on a working compiler toolchain
+        if "compiler" in str(e).lower() and "not found" in str(e).lower():
+            pytest.skip(f"torch.compile unavailable here: {e}")
+        raise
+    assert torch.equal(got, eager)
+    with torch.no_grad():
+        assert torch.equal(compiled(x), eager)
+    # the weight is frozen; gradients reach the input and the bias
+    xr = x.clone().requires_grad_()
+    model(xr).sum().backward()
+    assert xr.grad is not None and model.up.bias.grad is not None
+    lin = bnb.nn.Linear4bit(64, 16, quant_type="nf4")  # not quantized: compiling cannot quantize it
+    with pytest.raises(Exception, match="not quantized"):
+        torch.compile(lin, fullgraph=True)(randn((2, 64), "cpu"))
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_linear4bit_non_contiguous_input_and_bad_inputs(device):
+    layer = bnb.nn.Linear4bit(128, 48, quant_type="nf4", compute_dtype=torch.float16).to(device)
+    base = randn((128, 6), device, torch.float32)
+    x = base.t()
+    assert not x.is_contiguous()
+    y = layer(x)
+    assert y.dtype == torch.float32 and torch.equal(y, layer(x.contiguous()))
+    assert torch.equal(layer(randn((12, 256), device)[::2, ::2]), layer(randn((12, 256), device)[::2, ::2].contiguous()))
+    with pytest.raises(ValueError, match="columns"):
+        layer(randn((2, 100), device))
+    plain = bnb.nn.Linear4bit(128, 48, quant_type="nf4").to(device)
+    with pytest.raises((ValueError, TypeError)):
+        plain(torch.ones((2, 128), dtype=torch.int32, device=device))
+    with pytest.raises(ValueError, match="quant_type"):
+        bnb.nn.Linear4bit(64, 8, quant_type="int4")
+    bad = layer.state_dict()
+    bad["weight.quant_state.bitsandbytes__nf4"] = torch.frombuffer(bytearray(b"{not json"), dtype=torch.uint8)
+    with pytest.raises(RuntimeError, match="quantization state"):
+        bnb.nn.Linear4bit(128, 48).load_state_dict(bad)
+    with pytest.raises(RuntimeError, match="does not match"):
+        bnb.nn.Linear4bit(128, 40).load_state_dict(layer.state_dict())
+    with pytest.raises(RuntimeError, match="Unexpected"):
+        bnb.nn.Linear4bit(128, 48).load_state_dict({**layer.state_dict(), "extra": torch.zeros(1)})
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_matmul_4bit_top_level_takes_the_transposed_weight(device):
+    W = randn((48, 128), device, torch.float16)
+    packed, state = bnb.quantize_4bit(W, quant_type="nf4", compress_statistics=True)
+    x = randn((3, 128), device, torch.float16)
+    b = randn((48,), device, torch.float16)
+    y = bnb.matmul_4bit(x, packed.t(), quant_state=state, bias=b)  # bitsandbytes callers pass weight.t()
+    assert torch.equal(y, bnb.matmul_4bit(x, packed, state, bias=b))
+    out = torch.empty_like(y)
+    assert bnb.matmul_4bit(x, packed, state, out, b) is out and torch.equal(out, y)
+    with pytest.raises(ValueError, match="bytes"):
+        bnb.matmul_4bit(x, packed[:10], state)
+
+
+# ---------------------------------------------------------------- LLM.int8()
+def int8_reference(x, W, bias, threshold):
+    """float64 LLM.int8(): W rounded to fp16 and quantized row-wise, x row-wise without the
+    outlier columns, int8 product rescaled, plus the outlier columns against the dequantized W."""
+    a = x.double().reshape(-1, x.shape[-1]).cpu()
+    w = W.half().double().cpu()
+    SCB = w.abs().amax(1)
+    CB = torch.round(w * 127 / SCB[:, None])
+    outlier = a.abs() >= threshold if threshold > 0 else torch.zeros_like(a, dtype=torch.bool)
+    cols = outlier.any(0)
+    SCA = torch.where(outlier, 0.0, a.abs()).amax(1)
+    CA = torch.round(a * 127 / SCA[:, None])
+    CA[:, cols] = 0
+    out = (CA @ CB.T) * SCA[:, None] * SCB[None, :] / 127 ** 2
+    out = out + a[:, cols] @ (CB[:, cols] * SCB[:, None] / 127).T
+    if bias is not None:
+        out = out + bias.double().cpu()
+    return out.reshape(x.shape[:-1] + (W.shape[0],)), CB, SCB
+
+
+def make_int8_layer(K, N, device, threshold=0.0, seed=5):
+    layer = bnb.nn.Linear8bitLt(K, N, threshold=threshold)
+    with torch.no_grad():
+        layer.weight.data = randn((N, K), "cpu", seed=seed) * 0.1
+        layer.bias.data = randn((N,), "cpu", seed=seed + 1)
+    W, b = layer.weight.data.clone(), layer.bias.data.clone()
+    return layer.to(device), W, b
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32], ids=str)
+@pytest.mark.parametrize("threshold", [0.0, 6.0])
+def test_linear8bitlt_forward_matches_float64(device, dtype, threshold):
+    K, N = 160, 72
+    layer, W, b = make_int8_layer(K, N, device, threshold)
+    assert layer.weight.dtype == torch.int8 and layer.weight.SCB.dtype == torch.float32
+    x = randn((3, 5, K), device, torch.float32)
+    x[..., [7, 100]] *= 12.0  # outlier columns (|x| >= 6 in some rows)
+    x = x.to(dtype)
+    y = layer(x)
+    assert y.shape == (3, 5, N) and y.dtype == dtype and y.device == x.device
+    want, CB, SCB = int8_reference(x, W, b.to(dtype), threshold)
+    assert torch.equal(layer.weight.SCB.cpu(), SCB.float())
+    assert (layer.weight.data.cpu().double() - CB).abs().max() <= 1
+    tol = 2e-3 if dtype != torch.bfloat16 else 1e-2
+    assert rel_err(y, want) <= tol, rel_err(y, want)
+    exact = x.double().cpu() @ W.half().double().T + b.to(dtype).double()
+    if threshold > 0:  # the decomposition keeps the outlier columns exact: closer than plain int8
+        plain, _, _ = int8_reference(x, W, b.to(dtype), 0.0)
+        assert rel_err(y, exact) < rel_err(plain, exact)
+        assert layer.state.threshold == threshold
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_linear8bitlt_state_dict(device):
+    layer, W, b = make_int8_layer(96, 40, device, threshold=6.0)
+    sd = layer.state_dict()
+    assert list(sd) == ["weight", "bias", "SCB", "weight_format"]
+    assert sd["weight"].dtype == torch.int8 and sd["weight"].shape == (40, 96)
+    assert sd["SCB"].dtype == torch.float32 and sd["SCB"].shape == (40,)
+    assert sd["weight_format"].dtype == torch.uint8 and sd["weight_format"].shape == () and int(sd["weight_format"]) == 0
+    fresh = bnb.nn.Linear8bitLt(96, 40, threshold=6.0, device=device)
+    assert str(fresh.load_state_dict(sd)) == "<All keys matched successfully>"
+    assert fresh.weight.SCB is not None and torch.equal(fresh.weight.data, layer.weight.data)
+    x = randn((4, 96), device, torch.float16)
+    assert torch.equal(fresh(x), layer(x))
+    unquantized = bnb.nn.Linear8bitLt(96, 40)
+    assert unquantized.state_dict().keys() == {"weight", "bias"}
+    # older dicts without weight_format load too; other layouts are refused
+    sd2 = {k: v for k, v in sd.items() if k != "weight_format"}
+    assert str(bnb.nn.Linear8bitLt(96, 40).load_state_dict(sd2)) == "<All keys matched successfully>"
+    with pytest.raises(RuntimeError, match="layout"):
+        bnb.nn.Linear8bitLt(96, 40).load_state_dict({**sd, "weight_format": torch.tensor(2, dtype=torch.uint8)})
+    with pytest.raises(RuntimeError, match="SCB"):
+        bnb.nn.Linear8bitLt(96, 40).load_state_dict({"weight": sd["weight"], "bias": sd["bias"]})
+    # a float dict loads as float and is quantized on the move
+    plain = torch.nn.Linear(96, 40)
+    f = bnb.nn.Linear8bitLt(96, 40)
+    f.load_state_dict(plain.state_dict())
+    assert f.weight.SCB is None
+    f = f.to(device)
+    assert f.weight.SCB is not None and f.weight.dtype == torch.int8
+    clone = copy.deepcopy(f)
+    assert torch.equal(clone(x), f(x)) and clone.weight.SCB is not f.weight.SCB
+
+
+@pytest.mark.skipif(GOLDEN is None, reason="no golden vectors (set BNB_GOLDEN_DIR)")
+@pytest.mark.parametrize("device", DEVICES)
+def test_linear8bitlt_quantizes_like_bitsandbytes(device):
+    """A [64, 512] fp16 weight: int8 rows and SCB equal the golden row-wise quantization."""
+    case = [c for c in GOLDEN.cases("int8_vectorwise_quant") if c["params"]["threshold"] == 0.0][0]
+    A = golden_tensor(case["inputs"]["A"])
+    layer = bnb.nn.Linear8bitLt(512, 64, bias=False)
+    layer.load_state_dict({"weight": A.float()})
+    layer = layer.to(device)
+    assert torch.equal(layer.weight.data.cpu(), golden_tensor(case["outputs"]["q"]))
+    assert torch.equal(layer.weight.SCB.cpu(), golden_tensor(case["outputs"]["row_stats"]))
+    assert torch.equal(layer.state_dict()["SCB"].cpu(), golden_tensor(case["outputs"]["row_stats"]))
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_matmul_int8(device):
+    layer, W, b = make_int8_layer(128, 24, device, threshold=6.0)
+    x = randn((6, 128), device, torch.float16)
+    x[:, 5] *= 20
+    y = layer(x)
+    # an Int8Params weight carries its SCB; a plain int8 B needs state.SCB
+    assert torch.equal(bnb.matmul(x, layer.weight, bias=layer.bias.half(), threshold=6.0), y)
+    state = bnb.MatmulLtState(SCB=layer.weight.SCB)
+    assert torch.equal(bnb.matmul(x, layer.weight.data, state=state, threshold=6.0, bias=layer.bias.half()), y)
+    assert state.idx is not None and 5 in state.idx.tolist()
+    # a float B is quantized from its fp16 rounding: the same codes
+    state = bnb.MatmulLtState()
+    got = bnb.matmul(x, W.to(device), state=state, threshold=6.0, bias=b.to(device).half())
+    assert torch.equal(got, y) and torch.equal(state.CB, layer.weight.data)
+    out = torch.empty_like(y)
+    assert bnb.matmul(x, W.to(device), out=out, threshold=6.0, bias=b.to(device).half()) is out
+    assert torch.equal(out, y)
+    with pytest.raises(ValueError, match="SCB"):
+        bnb.matmul(x, layer.weight.data)
+    with pytest.raises(ValueError, match="share K"):
+        bnb.matmul(x[:, :100], layer.weight)
+    with pytest.raises(NotImplementedError, match="has_fp16_weights"):
+        bnb.nn.Linear8bitLt(16, 8, has_fp16_weights=True)
+
+
+def test_matmul_int8_numpy():
+    rng = np.random.default_rng(3)
+    x = (rng.standard_normal((5, 64)) * 2).astype(np.float16)
+    x[:, 9] = 30
+    W = rng.standard_normal((16, 64)).astype(np.float32)
+    y = bnb.matmul(x, W, threshold=6.0)
+    want, _, _ = int8_reference(torch.from_numpy(x), torch.from_numpy(W), None, 6.0)
+    assert y.dtype == np.float16 and y.shape == (5, 16)
+    assert rel_err(torch.from_numpy(y), want) <= 2e-3
+    yt = bnb.matmul(torch.from_numpy(x), torch.from_numpy(W), threshold=6.0)
+    assert np.array_equal(yt.numpy(), y)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_linear8bitlt_under_torch_compile(device):
+    torch._dynamo.reset()
+    layer, _, _ = make_int8_layer(64, 32, device, threshold=0.0)
+    x = randn((4, 64), device, torch.float16)
+    eager = layer(x)
+    assert torch.equal(torch.compile(layer, fullgraph=True)(x), eager)
+
+
+def test_import_bnb_needs_no_torch():
+    code = ("import sys; sys.modules['torch'] = None\n"
+            "import bnb, numpy as np\n"
+            "assert callable(bnb.matmul) and callable(bnb.matmul_4bit)\n"
+            "try:\n    bnb.nn\nexcept ImportError:\n    pass\nelse:\n    raise SystemExit('bnb.nn imported without torch')\n"
+            "x = np.ones((2, 64), np.float16); w = np.ones((8, 64), np.float32)\n"
+            "assert bnb.matmul(x, w).shape == (2, 8)\n")
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([os.path.dirname(os.path.dirname(bnb.__file__)), env.get("PYTHONPATH", "")])
+    subprocess.run([sys.executable, "-c", code], check=True, env=env)
