@@ -69,6 +69,29 @@ def scales(kit, absmax, absmax2=None, code2=None, offset=None, blocksize2=256):
     return s
 
 
+_scales_cache = {}
+
+
+def scales_cached(kit, absmax, absmax2=None, code2=None, offset=None, blocksize2=256):
+    """scales(), without building a new struct each call: one struct per set of addresses, reused.
+    The struct holds nothing but those addresses, so a reused one equals a fresh one; the caller
+    keeps the arrays alive until the library call returns (they are not kept here)."""
+    ptr = kit.ptr
+    key = (ptr(absmax), ptr(absmax2), ptr(code2), ptr(offset), blocksize2)
+    s = _scales_cache.get(key)
+    if s is None:
+        s = _lib.new_scales()
+        if absmax2 is None:
+            s.absmax = key[0]
+        else:
+            s.absmax_q, s.absmax2, s.code2, s.offset = key[:4]
+            s.blocksize2 = blocksize2
+        if len(_scales_cache) >= 4096:
+            _scales_cache.clear()
+        _scales_cache[key] = s
+    return s
+
+
 def dequantize_4bit(kit, packed, scales_, n, shape, blocksize, quant_type, out_dtype):
     out = kit.empty(tuple(shape), out_dtype)
     st = _c.bnb_dequantize_4bit(kit.ctx, quant_type, kit.ptr(packed), ctypes.byref(scales_), n, blocksize,

@@ -54,6 +54,17 @@ def _dispatcher(op, eager):
     return call
 
 
+_F32, _U8, _I8, _I32 = _lib.F32, _lib.U8, _lib.I8, _lib.I32
+_QUANT_TYPES = _lib.QUANT_TYPES
+_TORCH_CODES = _arrays._TORCH_CODES()
+
+
+def _code_of(dtype):
+    """bnb dtype code of a torch dtype (the eager functions only ever see torch dtypes)."""
+    code = _TORCH_CODES.get(dtype)
+    return code if code is not None else _arrays.dtype_code(dtype)
+
+
 def _prep(kit, a, name, dtype=None):
     return kit.prepare(a, name, dtype)[0] if a is not None else None
 
@@ -67,7 +78,7 @@ def _nb(n, blocksize):
 def quantize_blockwise(A: Tensor, code: Optional[Tensor], blocksize: int) -> Tuple[Tensor, Tensor]:
     kit = kit_for(A)
     A, dt = kit.prepare(A, "A")
-    return _ops.quantize_blockwise(kit, A, dt, _prep(kit, code, "code", "float32"), blocksize)
+    return _ops.quantize_blockwise(kit, A, dt, _prep(kit, code, "code", _F32), blocksize)
 
 
 @quantize_blockwise.register_fake
@@ -79,9 +90,9 @@ def _(A, code, blocksize):
 def dequantize_blockwise(A: Tensor, absmax: Tensor, code: Optional[Tensor], blocksize: int,
                          dtype: torch.dtype) -> Tensor:
     kit = kit_for(A)
-    A = _prep(kit, A, "A", "uint8")
-    return _ops.dequantize_blockwise(kit, A, _prep(kit, absmax, "absmax", "float32"),
-                                     _prep(kit, code, "code", "float32"), blocksize, _arrays.dtype_code(dtype))
+    A = _prep(kit, A, "A", _U8)
+    return _ops.dequantize_blockwise(kit, A, _prep(kit, absmax, "absmax", _F32), _prep(kit, code, "code", _F32),
+                                     blocksize, _code_of(dtype))
 
 
 @dequantize_blockwise.register_fake
@@ -107,7 +118,7 @@ def _(A, blocksize, quant_type):
 @_op("compress_absmax")
 def compress_absmax(absmax: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
     kit = kit_for(absmax)
-    return _ops.compress_absmax(kit, _prep(kit, absmax, "absmax", "float32"))
+    return _ops.compress_absmax(kit, _prep(kit, absmax, "absmax", _F32))
 
 
 @compress_absmax.register_fake
@@ -122,14 +133,13 @@ def dequantize_4bit(A: Tensor, absmax: Tensor, absmax2: Optional[Tensor], code2:
                     offset: Optional[Tensor], blocksize2: int, blocksize: int, quant_type: str, shape: List[int],
                     dtype: torch.dtype) -> Tensor:
     kit = kit_for(A)
-    A = _prep(kit, A, "A", "uint8")
-    parts = _contiguous_scales(kit, absmax, absmax2, code2, offset)
-    scales = _ops.scales(kit, *parts, blocksize2)
+    A = _prep(kit, A, "A", _U8)
+    parts = _contiguous_scales(kit, absmax, absmax2, code2, offset)  # alive until the call returns
+    scales = _ops.scales_cached(kit, *parts, blocksize2)
     n = 1
     for d in shape:
         n *= d
-    return _ops.dequantize_4bit(kit, A, scales, n, shape, blocksize, _lib.QUANT_TYPES[quant_type],
-                                _arrays.dtype_code(dtype))
+    return _ops.dequantize_4bit(kit, A, scales, n, shape, blocksize, _QUANT_TYPES[quant_type], _code_of(dtype))
 
 
 @dequantize_4bit.register_fake
@@ -139,9 +149,9 @@ def _(A, absmax, absmax2, code2, offset, blocksize2, blocksize, quant_type, shap
 
 def _contiguous_scales(kit, absmax, absmax2, code2, offset):
     if absmax2 is None:
-        return (_prep(kit, absmax, "absmax", "float32"), None, None, None)
-    return (_prep(kit, absmax, "absmax", "uint8"), _prep(kit, absmax2, "state2.absmax", "float32"),
-            _prep(kit, code2, "state2.code", "float32"), _prep(kit, offset, "offset", "float32"))
+        return (_prep(kit, absmax, "absmax", _F32), None, None, None)
+    return (_prep(kit, absmax, "absmax", _U8), _prep(kit, absmax2, "state2.absmax", _F32),
+            _prep(kit, code2, "state2.code", _F32), _prep(kit, offset, "offset", _F32))
 
 
 @_op("gemm_4bit")
@@ -152,10 +162,10 @@ def gemm_4bit(A: Tensor, B: Tensor, absmax: Tensor, absmax2: Optional[Tensor], c
     A, dt = kit.prepare(A, "A")
     K = A.shape[-1]
     M = A.numel() // K if K else 0
-    parts = _contiguous_scales(kit, absmax, absmax2, code2, offset)
-    scales = _ops.scales(kit, *parts, blocksize2)
-    return _ops.gemm_4bit(kit, dt, A, M, K, _prep(kit, B, "B", "uint8"), N, scales, _lib.QUANT_TYPES[quant_type],
-                          blocksize, _prep(kit, bias, "bias", _lib.DTYPE_NAMES[dt]), tuple(A.shape[:-1]) + (N,))
+    parts = _contiguous_scales(kit, absmax, absmax2, code2, offset)  # alive until the call returns
+    scales = _ops.scales_cached(kit, *parts, blocksize2)
+    return _ops.gemm_4bit(kit, dt, A, M, K, _prep(kit, B, "B", _U8), N, scales, _QUANT_TYPES[quant_type],
+                          blocksize, _prep(kit, bias, "bias", dt), tuple(A.shape[:-1]) + (N,))
 
 
 @gemm_4bit.register_fake
@@ -224,7 +234,7 @@ def _(A, threshold):
 def int8_matmul(A: Tensor, B: Tensor) -> Tensor:
     kit = kit_for(A)
     M, K = A.shape
-    return _ops.int8_matmul(kit, _prep(kit, A, "A", "int8"), _prep(kit, B, "B", "int8"), M, B.shape[0], K)
+    return _ops.int8_matmul(kit, _prep(kit, A, "A", _I8), _prep(kit, B, "B", _I8), M, B.shape[0], K)
 
 
 @int8_matmul.register_fake
@@ -237,9 +247,9 @@ def int8_mm_dequant(C: Tensor, row_stats: Tensor, col_stats: Tensor, bias: Optio
                     dtype: torch.dtype) -> Tensor:
     kit = kit_for(C)
     M, N = C.shape
-    return _ops.int8_mm_dequant(kit, _prep(kit, C, "C", "int32"), M, N, _prep(kit, row_stats, "row_stats", "float32"),
-                                _prep(kit, col_stats, "col_stats", "float32"), _prep(kit, bias, "bias", dtype),
-                                _arrays.dtype_code(dtype))
+    out_dt = _code_of(dtype)
+    return _ops.int8_mm_dequant(kit, _prep(kit, C, "C", _I32), M, N, _prep(kit, row_stats, "row_stats", _F32),
+                                _prep(kit, col_stats, "col_stats", _F32), _prep(kit, bias, "bias", out_dt), out_dt)
 
 
 @int8_mm_dequant.register_fake
@@ -266,12 +276,18 @@ int8_mm_dequant.register_autograd(_mm_dequant_backward, setup_context=_mm_dequan
 @_op("code_table")
 def code_table(which: int, like: Tensor) -> Tensor:
     """A fresh copy of a code table on `like`'s device (an op, so it traces under torch.compile)."""
+    return _code_table_copy(which, like)
+
+
+_device_tables = {}
+
+
+def _code_table_copy(which, like):
     kit = kit_for(like)
-    cached = kit.__dict__.setdefault("_code_tables", {})
-    table = cached.get(which)
+    table = _device_tables.get((kit, which))
     if table is None:
         table = kit.from_host(_ops.get_code_table(which))
-        cached[which] = table
+        _device_tables[(kit, which)] = table
     return table.clone()
 
 
@@ -288,11 +304,23 @@ class _Ops:
             setattr(self, name, _dispatcher(getattr(torch.ops.bnb, name), eager))
 
     def code_table_like(self, like, name):
-        return self.code_table(_lib.CODE_TABLES[name], like)
+        which = _lib.CODE_TABLES[name]
+        if not torch.compiler.is_compiling() and type(like) in PLAIN_TENSOR_TYPES:
+            return _code_table_copy(which, like)  # eager: skip the dispatcher
+        return self.code_table(which, like)
+
+    tracing = staticmethod(torch.compiler.is_compiling)
 
     @staticmethod
     def dtype(code):
         return _arrays.TORCH_BY_CODE()[code]
+
+    @staticmethod
+    def torch_dtype(dtype):
+        """A torch dtype for any accepted spelling (None = float32)."""
+        if type(dtype) is torch.dtype:
+            return dtype
+        return _arrays.TORCH_BY_CODE()[_arrays.dtype_code(dtype if dtype is not None else "float32")]
 
 
 ops = _Ops()

@@ -252,7 +252,8 @@ def quantize_blockwise(A, code=None, blocksize=4096, nested=False, dtype=None):
     dtype: only to read a uint16 numpy array as bfloat16 bits (dtype="bfloat16")."""
     if is_torch(A):
         _check_torch_dtype(A, dtype)
-        _check_torch_inputs(A, code=code)
+        if _torch_ops().tracing():
+            _check_torch_inputs(A, code=code)
         q, absmax = _torch_ops().quantize_blockwise(A, code, blocksize)
         native = A.dtype
     else:
@@ -271,7 +272,9 @@ def quantize_blockwise(A, code=None, blocksize=4096, nested=False, dtype=None):
 
 
 def _check_torch_inputs(A, **others):
-    """Every other array of a torch call must be a tensor on A's device (None allowed)."""
+    """Every other array of a torch call must be a tensor on A's device (None allowed). Run while
+    torch.compile traces (fake tensors never reach the library); in eager mode the op's kit.prepare
+    checks the same, so callers skip this there."""
     for name, x in others.items():
         if x is None:
             continue
@@ -298,10 +301,12 @@ def dequantize_blockwise(A, quant_state=None, absmax=None, code=None, blocksize=
             absmax = absmax + quant_state.offset
     elif absmax is None:
         raise ValueError("dequantize_blockwise needs a quant_state or an absmax")
-    out_dt = _arrays.dtype_code(dtype if dtype is not None else "float32")
     if is_torch(A):
-        _check_torch_inputs(A, absmax=absmax, code=code)
-        return _torch_ops().dequantize_blockwise(A, absmax, code, blocksize, _torch_ops().dtype(out_dt))
+        ops = _torch_ops()
+        if ops.tracing():
+            _check_torch_inputs(A, absmax=absmax, code=code)
+        return ops.dequantize_blockwise(A, absmax, code, blocksize, ops.torch_dtype(dtype))
+    out_dt = _arrays.dtype_code(dtype if dtype is not None else "float32")
     A, _ = _host(A, "A", _lib.U8)
     absmax = _host_opt(absmax, "absmax", _lib.F32)
     code = _host_opt(code, "code", _lib.F32)
@@ -368,13 +373,15 @@ def dequantize_4bit(A, quant_state=None, absmax=None, blocksize=64, quant_type="
     elif absmax is None or shape is None:
         raise ValueError("dequantize_4bit needs a quant_state, or an absmax and a shape")
     qt = _quant_type_code(quant_type)
-    out_dt = _arrays.dtype_code(dtype if dtype is not None else "float32")
     amax, absmax2, code2, offset, blocksize2 = _scales_args(quant_state, absmax)
-    shape = tuple(int(d) for d in shape)
     if is_torch(A):
-        _check_torch_inputs(A, absmax=amax, nested_absmax=absmax2, nested_code=code2, offset=offset)
-        return _torch_ops().dequantize_4bit(A, amax, absmax2, code2, offset, blocksize2, blocksize, quant_type,
-                                            list(shape), _torch_ops().dtype(out_dt))
+        ops = _torch_ops()
+        if ops.tracing():
+            _check_torch_inputs(A, absmax=amax, nested_absmax=absmax2, nested_code=code2, offset=offset)
+        return ops.dequantize_4bit(A, amax, absmax2, code2, offset, blocksize2, blocksize, quant_type,
+                                   list(map(int, shape)), ops.torch_dtype(dtype))
+    out_dt = _arrays.dtype_code(dtype if dtype is not None else "float32")
+    shape = tuple(int(d) for d in shape)
     A, _ = _host(A, "A", _lib.U8)
     # the contiguous copies behind the scales' pointers must live until the call returns
     scales = _host_scales(amax, absmax2, code2, offset, blocksize2)
@@ -398,7 +405,11 @@ def matmul_4bit(A, B, quant_state, out=None, bias=None):
         raise ValueError(f"A has {A.shape[-1]} columns, the weight {K}")
     amax, absmax2, code2, offset, blocksize2 = _scales_args(quant_state, None)
     if is_torch(A):
-        _check_torch_inputs(A, B=B, absmax=amax, nested_absmax=absmax2, nested_code=code2, offset=offset, bias=bias)
+        if _torch_ops().tracing():
+            _check_torch_inputs(A, B=B, absmax=amax, nested_absmax=absmax2, nested_code=code2, offset=offset,
+                                bias=bias)
+        if not is_torch(B):
+            raise TypeError(f"B must be a torch tensor like A, not {type(B).__name__}")
         u8 = _torch_ops().dtype(_lib.U8)
         if B.dtype != u8:
             B = B.reshape(-1).view(u8)  # a quant_storage other than uint8 holds the same bytes
@@ -464,7 +475,8 @@ def int8_linear_matmul(A, B):
     if A.ndim != 2 or B.ndim != 2 or A.shape[1] != B.shape[1]:
         raise ValueError(f"A [M, K] and B [N, K] must share K: got {tuple(A.shape)} and {tuple(B.shape)}")
     if is_torch(A):
-        _check_torch_inputs(A, B=B)
+        if _torch_ops().tracing():
+            _check_torch_inputs(A, B=B)
         return _torch_ops().int8_matmul(A, B)
     M, K = (int(d) for d in A.shape)
     A, _ = _host(A, "A", _lib.I8)
@@ -477,7 +489,8 @@ def int8_mm_dequant(C, row_stats, col_stats, bias=None, dtype="float16"):
     if C.ndim != 2:
         raise ValueError(f"C must be 2-D, not {tuple(C.shape)}")
     if is_torch(C):
-        _check_torch_inputs(C, row_stats=row_stats, col_stats=col_stats, bias=bias)
+        if _torch_ops().tracing():
+            _check_torch_inputs(C, row_stats=row_stats, col_stats=col_stats, bias=bias)
         return _torch_ops().int8_mm_dequant(C, row_stats, col_stats, bias, _torch_ops().dtype(out_dt))
     M, N = (int(d) for d in C.shape)
     C, _ = _host(C, "C", _lib.I32)
