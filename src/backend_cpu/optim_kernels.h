@@ -29,7 +29,27 @@ struct OptimCodePlan {
   float top[7];
   // Entries whose sign bit is set; a sorted table has them first (the 8-bit sign fix, OPS 6.5).
   int32_t negative_count = 0;
+  // Byte planes of `values` (plane k = byte k of each entry): decoding by byte permutes (AVX-512
+  // VBMI), 64 codes at a time.
+  alignas(64) uint8_t value_bytes[4][256];
+  // Bucketed encoder (AVX-512 VBMI, optim_simd.cc): kBucketNone, kBucketPositive (every adjusted
+  // midpoint > 0: the unsigned layout, 256 buckets of |x|) or kBucketSigned (both signs, no
+  // midpoint is 0, #{midpoints < 0} == negative_count: 128 buckets per sign).
+  int32_t bucket_kind = 0;
+  // Per binade of |x| (biased exponent 96..127 by its low 5 bits; smaller |x| share binade 96):
+  // shift = 7 - r (the binade holds 2^r buckets), offset = its first bucket << 16.
+  alignas(64) int32_t bucket_shift[32];
+  alignas(64) int32_t bucket_offset[32];
+  // Per bucket (the negative half of kBucketSigned at 128..255): [0] count of adjusted midpoints
+  // below every x of the bucket, then for two slots the 16 bits of |x| below the bucket's bits
+  // (high byte, low byte) of a midpoint inside it (complemented for negative x; 0xffff = empty).
+  alignas(64) uint8_t bucket_table[5][256];
+  // The adjusted midpoints in order, then +inf (the exact count when 16 bits do not decide).
+  alignas(64) float sorted_thresholds[256];
 };
+constexpr int32_t kBucketNone = 0;
+constexpr int32_t kBucketPositive = 1;
+constexpr int32_t kBucketSigned = 2;
 void build_optim_code_plan(const float* table, OptimCodePlan* plan);
 
 // Everything a kernel needs besides the tensors, computed once per call in binary32.
@@ -80,6 +100,12 @@ void optim32_update(const Optim32Args& a, int64_t begin, int64_t end);
 double optim32_unorm(const Optim32Args& a, int64_t begin, int64_t end);
 void optim8_update(const Optim8Args& a, int64_t block_begin, int64_t block_end);
 double optim8_unorm(const Optim8Args& a, int64_t block_begin, int64_t block_end);
+
+// Phase D of one block alone (for bench/optim's exhaustive check): the codes of values[0..255]
+// normalised by inv, with the sign fix when sign_fix, through the bucketed encoder when `bucketed`
+// and the target, the plan and inv allow it (then true is returned), else the level search.
+bool optim8_encode_block(const OptimCodePlan& plan, bool sign_fix, bool bucketed, const float* values, float inv,
+                         uint8_t* codes);
 
 // The whole operation on one tensor, threaded over `pool`: clipping pre-pass when
 // params.max_unorm > 0, then the update. qmap1/qmap2 NULL = the dynamic signed/unsigned maps.

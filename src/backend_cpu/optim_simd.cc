@@ -16,6 +16,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
+#include <limits>
 #include <memory>
 #include <mutex>
 #include <vector>
@@ -64,6 +65,32 @@ inline void prefetch_rcp(float x) {
   std::memcpy(&b, &x, 4);
   __builtin_prefetch(&bnb_rcp_delta_packed[(b & 0x7fffffu) >> 2]);
 }
+
+// Count of adjusted midpoints below x (the bucketed encoder's exact fallback; `t` ascending, 256
+// entries, the last +inf).
+inline int32_t count_below(const float* t, float x) {
+  int32_t lo = 0;
+  for (int32_t step = 128; step >= 1; step /= 2) lo += t[lo + step - 1] < x ? step : 0;
+  return lo;
+}
+
+// Byte permutations of the bucketed paths. kDecodeOrder: codes are permuted so that the
+// in-lane byte -> dword unpacking yields elements in order (position 16L + 4j + i holds element
+// 16j + 4L + i). kPackByte[k]: byte k of each dword of two vectors (32 bytes).
+struct BytePerms {
+  alignas(64) uint8_t decode_order[64];
+  alignas(64) uint8_t pack_byte[4][64];
+};
+constexpr BytePerms make_byte_perms() {
+  BytePerms p{};
+  for (int L = 0; L < 4; ++L)
+    for (int j = 0; j < 4; ++j)
+      for (int i = 0; i < 4; ++i) p.decode_order[16 * L + 4 * j + i] = static_cast<uint8_t>(16 * j + 4 * L + i);
+  for (int k = 0; k < 4; ++k)
+    for (int i = 0; i < 64; ++i) p.pack_byte[k][i] = static_cast<uint8_t>((4 * i + k) & 127);
+  return p;
+}
+alignas(64) inline constexpr BytePerms kBytePerms = make_byte_perms();
 
 }  // namespace optim_detail
 }  // namespace cpu
@@ -327,6 +354,114 @@ HWY_INLINE void Encode(DF df, const OptimCodePlan& plan, VF value, VF inv, uint8
   hn::StoreU(hn::DemoteTo(d8, c), d8, out);
 }
 
+#undef BNB_OPTIM_BYTES
+#if HWY_TARGET == HWY_AVX3_DL
+#define BNB_OPTIM_BYTES 1
+// ---- AVX-512 VBMI: 64 elements at a time through byte permutes (VPERMI2B).
+
+// A 256-entry byte table looked up by `key` (low 7 bits) in the half chosen by `upper`.
+HWY_INLINE __m512i ByteLookup256(const uint8_t* HWY_RESTRICT t, __m512i key, __mmask64 upper) {
+  const __m512i lo = _mm512_permutex2var_epi8(_mm512_load_si512(t), key, _mm512_load_si512(t + 64));
+  const __m512i hi = _mm512_permutex2var_epi8(_mm512_load_si512(t + 128), key, _mm512_load_si512(t + 192));
+  return _mm512_mask_blend_epi8(upper, lo, hi);
+}
+
+// values[c] * scale for 64 codes, in four vectors of 16 (element order), bit for bit what
+// Decode gives.
+HWY_INLINE void DecodeBytes64(const OptimCodePlan& plan, const uint8_t* HWY_RESTRICT codes, __m512 scale,
+                              __m512* HWY_RESTRICT out) {
+  const __m512i c = _mm512_permutexvar_epi8(_mm512_load_si512(optim_detail::kBytePerms.decode_order),
+                                            _mm512_loadu_si512(codes));
+  const __mmask64 upper = _mm512_movepi8_mask(c);
+  const __m512i b0 = ByteLookup256(plan.value_bytes[0], c, upper);
+  const __m512i b1 = ByteLookup256(plan.value_bytes[1], c, upper);
+  const __m512i b2 = ByteLookup256(plan.value_bytes[2], c, upper);
+  const __m512i b3 = ByteLookup256(plan.value_bytes[3], c, upper);
+  const __m512i w01lo = _mm512_unpacklo_epi8(b0, b1), w01hi = _mm512_unpackhi_epi8(b0, b1);
+  const __m512i w23lo = _mm512_unpacklo_epi8(b2, b3), w23hi = _mm512_unpackhi_epi8(b2, b3);
+  out[0] = _mm512_mul_ps(_mm512_castsi512_ps(_mm512_unpacklo_epi16(w01lo, w23lo)), scale);
+  out[1] = _mm512_mul_ps(_mm512_castsi512_ps(_mm512_unpackhi_epi16(w01lo, w23lo)), scale);
+  out[2] = _mm512_mul_ps(_mm512_castsi512_ps(_mm512_unpacklo_epi16(w01hi, w23hi)), scale);
+  out[3] = _mm512_mul_ps(_mm512_castsi512_ps(_mm512_unpackhi_epi16(w01hi, w23hi)), scale);
+}
+
+// Byte k of each dword of v[0..3], in element order.
+HWY_INLINE __m512i PackByte(const __m512i* v, int k) {
+  const __m512i idx = _mm512_load_si512(optim_detail::kBytePerms.pack_byte[k]);
+  const __m512i ab = _mm512_permutex2var_epi8(v[0], idx, v[1]);
+  const __m512i cd = _mm512_permutex2var_epi8(v[2], idx, v[3]);
+  return _mm512_inserti64x4(ab, _mm512_castsi512_si256(cd), 1);
+}
+
+// Encode<kSignFix> of 64 values (four vectors, element order) normalised by inv, through the
+// plan's buckets (plan.bucket_kind == kBucketSigned for kSignFix, kBucketPositive otherwise).
+// Preconditions (EncodeBlockBytes checks them per block): inv is a normal float, no value is NaN,
+// so |x| < 2 (|value| <= absmax). x's bucket gives the count of midpoints below it; the (at most
+// two) midpoints inside it are compared on the 16 bits of |x| below the bucket's bits; an equal
+// 16 bits (rare) is settled by the exact count.
+template <bool kSignFix>
+HWY_INLINE void EncodeBytes64(const OptimCodePlan& plan, const __m512* HWY_RESTRICT value, __m512 inv,
+                              uint8_t* HWY_RESTRICT out) {
+  __m512 x[4];
+  __m512i y[4], bits[4];
+  const __m512i sh0 = _mm512_load_si512(plan.bucket_shift), sh1 = _mm512_load_si512(plan.bucket_shift + 16);
+  const __m512i of0 = _mm512_load_si512(plan.bucket_offset), of1 = _mm512_load_si512(plan.bucket_offset + 16);
+  for (int j = 0; j < 4; ++j) {
+    x[j] = _mm512_mul_ps(value[j], inv);
+    const __m512i b = _mm512_castps_si512(x[j]);
+    bits[j] = b;
+    // |x| (positive layout: negative x, which is below every midpoint, as +0).
+    const __m512i a = kSignFix ? _mm512_and_si512(b, _mm512_set1_epi32(0x7fffffff)) : _mm512_max_epi32(b, _mm512_setzero_si512());
+    const __m512i idx = _mm512_max_epu32(_mm512_srli_epi32(a, 23), _mm512_set1_epi32(96));
+    const __m512i sh = _mm512_permutex2var_epi32(sh0, idx, sh1);
+    const __m512i of = _mm512_permutex2var_epi32(of0, idx, of1);
+    y[j] = _mm512_add_epi32(_mm512_srlv_epi32(_mm512_and_si512(a, _mm512_set1_epi32(0x7fffff)), sh), of);
+  }
+  const __m512i key = PackByte(y, 2);
+  __m512i nbh = PackByte(y, 1), nbl = PackByte(y, 0);
+  const __m512i ones = _mm512_set1_epi8(-1);
+  __mmask64 upper, negative = 0;
+  if constexpr (kSignFix) {
+    negative = _mm512_movepi8_mask(PackByte(bits, 3));
+    upper = negative;
+    nbh = _mm512_mask_sub_epi8(nbh, negative, ones, nbh);
+    nbl = _mm512_mask_sub_epi8(nbl, negative, ones, nbl);
+  } else {
+    upper = _mm512_movepi8_mask(key);
+  }
+  __m512i c = ByteLookup256(plan.bucket_table[0], key, upper);
+  __mmask64 tie = 0;
+  for (int slot = 0; slot < 2; ++slot) {
+    const __m512i th = ByteLookup256(plan.bucket_table[1 + 2 * slot], key, upper);
+    const __m512i tl = ByteLookup256(plan.bucket_table[2 + 2 * slot], key, upper);
+    const __mmask64 eqh = _mm512_cmpeq_epu8_mask(nbh, th);
+    const __mmask64 above = _kor_mask64(_mm512_cmpgt_epu8_mask(nbh, th), _mm512_mask_cmpgt_epu8_mask(eqh, nbl, tl));
+    tie = _kor_mask64(tie, _mm512_mask_cmpeq_epu8_mask(eqh, nbl, tl));
+    c = _mm512_mask_sub_epi8(c, above, c, ones);
+  }
+  if (HWY_UNLIKELY(tie != 0)) {
+    alignas(64) float xs[64];
+    alignas(64) uint8_t cs[64];
+    for (int j = 0; j < 4; ++j) _mm512_store_ps(xs + 16 * j, x[j]);
+    _mm512_store_si512(cs, c);
+    for (uint64_t m = tie; m != 0; m &= m - 1) {
+      const int lane = __builtin_ctzll(m);
+      cs[lane] = static_cast<uint8_t>(optim_detail::count_below(plan.sorted_thresholds, xs[lane]));
+    }
+    c = _mm512_load_si512(cs);
+  }
+  if constexpr (kSignFix) {
+    // Every non-negative x has a code >= negative_count (builder), so only a negative x on the
+    // first non-negative code moves (one down, uint8 wrap), as Encode's sign fix.
+    const __mmask64 fix = _mm512_mask_cmpeq_epu8_mask(negative, c, _mm512_set1_epi8(static_cast<char>(plan.negative_count)));
+    c = _mm512_mask_add_epi8(c, fix, c, ones);
+  }
+  _mm512_storeu_si512(out, c);
+}
+#else
+#define BNB_OPTIM_BYTES 0
+#endif
+
 HWY_INLINE float BlockAbsMax(DF df, const float* HWY_RESTRICT s) {
   const int64_t N = static_cast<int64_t>(hn::Lanes(df));
   VF m0 = hn::Zero(df), m1 = hn::Zero(df);
@@ -545,8 +680,164 @@ HWY_INLINE void NewStates2(DF df, const Optim8Args& a, const Block8& b, float* H
   }
 }
 
+#if BNB_OPTIM_BYTES
+// Phase B from the integer maximum of |bits| over the block (the float maximum unless a NaN is
+// present; then BlockAbsMax, which skips NaN, as the other path).
+HWY_INLINE float AbsMaxFromBits(DF df, __m512i max_bits, const float* HWY_RESTRICT s, bool* has_nan) {
+  const uint32_t mb = _mm512_reduce_max_epu32(max_bits);
+  *has_nan = mb > 0x7f800000u;
+  return *has_nan ? BlockAbsMax(df, s) : bits_to_float(mb);
+}
+
+HWY_INLINE __m512i MaxAbsBits(__m512i acc, VF x) {
+  return _mm512_max_epu32(acc, _mm512_and_si512(_mm512_castps_si512(x.raw), _mm512_set1_epi32(0x7fffffff)));
+}
+
+// Phase D of one state of a full block: the bucketed encoder where its preconditions hold (no
+// NaN, RCP(absmax) normal, a bucketed plan of the right kind), else Encode.
+template <bool kSignFix>
+HWY_INLINE void EncodeBlock(DF df, const OptimCodePlan& plan, const float* HWY_RESTRICT s, float am, bool has_nan,
+                            uint8_t* HWY_RESTRICT out) {
+  const float inv = rcp_approx(am);
+  if (!has_nan && std::isnormal(inv) && plan.bucket_kind == (kSignFix ? kBucketSigned : kBucketPositive)) {
+    const __m512 vinv = _mm512_set1_ps(inv);
+    for (int64_t i = 0; i < kOptimBlock; i += 64) {
+      const __m512 v[4] = {_mm512_load_ps(s + i), _mm512_load_ps(s + i + 16), _mm512_load_ps(s + i + 32),
+                           _mm512_load_ps(s + i + 48)};
+      EncodeBytes64<kSignFix>(plan, v, vinv, out + i);
+    }
+    return;
+  }
+  const VF vinv = hn::Set(df, inv);
+  for (int64_t i = 0; i < kOptimBlock; i += 16) Encode<kSignFix>(df, plan, hn::Load(df, s + i), vinv, out + i);
+}
+
+// Block2State of a full block, 64 elements at a time: phases A and C in one pass (C needs only
+// the new fp32 states), the absmax accumulated on the way, then D.
+template <int kDt, bool kEma>
+void Block2StateBytes(DF df, const Optim8Args& a, const Block8& b) {
+  const OptimConsts& k = *a.k;
+  const int64_t nblocks = (k.n + kOptimBlock - 1) / kOptimBlock;
+  alignas(64) float m[kOptimBlock], v[kOptimBlock], e[kEma ? kOptimBlock : 1];
+  const __m512 scale1 = _mm512_set1_ps(a.absmax1[b.index]);
+  const __m512 scale2 = _mm512_set1_ps(a.absmax2[b.index]);
+  const __m512 scale3 = _mm512_set1_ps(kEma ? a.absmax1[nblocks + b.index] : 0.0f);
+  const VF b1 = hn::Set(df, k.beta1), b2 = hn::Set(df, k.beta2), b3 = hn::Set(df, k.beta3);
+  const VF omb1 = hn::Set(df, k.one_minus_beta1), omb2 = hn::Set(df, k.one_minus_beta2);
+  const VF omb3 = hn::Set(df, k.one_minus_beta3);
+  const VF gn = hn::Set(df, k.gnorm_scale);
+  const bool decay = k.weight_decay > 0.0f;
+  __m512i max1 = _mm512_setzero_si512(), max2 = max1, max3 = max1;
+  for (int64_t i0 = 0; i0 < kOptimBlock; i0 += 64) {
+    __m512 vd[4], md[4], ed[4];
+    DecodeBytes64(*a.plan2, b.c2 + i0, scale2, vd);
+    DecodeBytes64(*a.plan1, b.c1 + i0, scale1, md);
+    if constexpr (kEma) DecodeBytes64(*a.plan1, b.c1b + i0, scale3, ed);
+    for (int j = 0; j < 4; ++j) {
+      const int64_t i = i0 + 16 * j;
+      const VF graw = LoadP<kDt>(df, b.g, i);
+      const MF finite = hn::IsFinite(graw);
+      const VF gs = hn::Mul(graw, gn);
+      const VF vdj{vd[j]}, mdj{md[j]};
+      const VF v_new = kDt == BNB_BF16 ? hn::MulAdd(vdj, b2, hn::Mul(hn::Mul(omb2, gs), gs))
+                                       : hn::MulAdd(hn::Mul(omb2, gs), gs, hn::Mul(vdj, b2));
+      const VF mv = hn::IfThenElseZero(finite, hn::MulAdd(omb1, gs, hn::Mul(mdj, b1)));
+      const VF vv = hn::IfThenElseZero(finite, v_new);
+      hn::Store(mv, df, m + i);
+      hn::Store(vv, df, v + i);
+      max1 = MaxAbsBits(max1, mv);
+      max2 = MaxAbsBits(max2, vv);
+      const VF p0 = LoadP<kDt>(df, b.p, i);
+      VF p_new;
+      if constexpr (kEma) {
+        const VF ev = hn::IfThenElseZero(finite, hn::MulAdd(omb3, gs, hn::Mul(VF{ed[j]}, b3)));
+        hn::Store(ev, df, e + i);
+        max3 = MaxAbsBits(max3, ev);
+        const VF den = hn::MulAdd(hn::Sqrt(vv), hn::Set(df, k.rcp_c2), hn::Set(df, k.eps));
+        const VF num = hn::MulAdd(hn::Set(df, k.alpha), ev, hn::Mul(mv, hn::Set(df, k.rcp_c1)));
+        p_new = RoundP<kDt>(df, hn::MulAdd(hn::Set(df, k.neg_lr), hn::Div(num, den), p0));
+      } else {
+        const VF x = hn::Div(mv, hn::Add(hn::Sqrt(vv), hn::Set(df, k.eps_c2)));
+        p_new = RoundP<kDt>(df, hn::MulAdd(hn::Set(df, k.adam_scale), x, p0));
+      }
+      if (decay) p_new = RoundP<kDt>(df, hn::Mul(p_new, hn::Set(df, k.decay)));
+      StoreP<kDt>(df, hn::IfThenElse(finite, p_new, p0), b.p, i);
+    }
+  }
+  bool nan1, nan2, nan3 = false;
+  const float am1 = AbsMaxFromBits(df, max1, m, &nan1), am2 = AbsMaxFromBits(df, max2, v, &nan2);
+  a.absmax1[b.index] = am1;
+  a.absmax2[b.index] = am2;
+  float am3 = 0.0f;
+  if constexpr (kEma) {
+    am3 = AbsMaxFromBits(df, max3, e, &nan3);
+    a.absmax1[nblocks + b.index] = am3;
+  }
+  EncodeBlock<true>(df, *a.plan1, m, am1, nan1, b.c1);
+  EncodeBlock<false>(df, *a.plan2, v, am2, nan2, b.c2);
+  if constexpr (kEma) EncodeBlock<true>(df, *a.plan1, e, am3, nan3, b.c1b);
+}
+
+// Block1State of a full block, 64 elements at a time (phases A and C in one pass).
+template <int kDt, int kOpt>
+void Block1StateBytes(DF df, const Optim8Args& a, const Block8& b) {
+  const OptimConsts& k = *a.k;
+  alignas(64) float s[kOptimBlock];
+  const __m512 scale = _mm512_set1_ps(a.absmax1[b.index]);
+  const VF gn = hn::Set(df, k.gnorm_scale);
+  const VF b1 = hn::Set(df, k.beta1), omb1 = hn::Set(df, k.one_minus_beta1);
+  const bool decay = k.weight_decay > 0.0f;
+  __m512i mx = _mm512_setzero_si512();
+  for (int64_t i0 = 0; i0 < kOptimBlock; i0 += 64) {
+    __m512 sdv[4];
+    DecodeBytes64(*a.plan1, b.c1 + i0, scale, sdv);
+    for (int j = 0; j < 4; ++j) {
+      const int64_t i = i0 + 16 * j;
+      const VF graw = LoadP<kDt>(df, b.g, i);
+      VF gs = hn::Mul(graw, gn);
+      const VF p0 = LoadP<kDt>(df, b.p, i);
+      if (kOpt != kLion && decay) gs = hn::MulAdd(p0, hn::Set(df, k.weight_decay), gs);
+      const VF sd{sdv[j]};
+      VF s_new, p_new;
+      if constexpr (kOpt == kMomentum) {
+        s_new = k.first_step ? gs : hn::MulAdd(sd, b1, gs);
+      } else if constexpr (kOpt == kRmsprop) {
+        s_new = hn::MulAdd(omb1, hn::Mul(gs, gs), hn::Mul(sd, b1));
+      } else if constexpr (kOpt == kAdagrad) {
+        s_new = hn::MulAdd(gs, gs, sd);
+      } else {  // Lion: the parameter step from the old state.
+        const VF p1 = decay ? RoundP<kDt>(df, hn::Mul(p0, hn::Set(df, k.decay))) : p0;
+        const VF arg = hn::MulAdd(sd, b1, hn::Mul(omb1, gs));
+        const VF d = RoundP<kDt>(df, hn::Mul(hn::Set(df, k.lr * k.update_scale), Sign(df, arg)));
+        p_new = RoundP<kDt>(df, hn::Sub(p1, d));
+        s_new = hn::MulAdd(hn::Set(df, k.one_minus_beta2), gs, hn::Mul(sd, hn::Set(df, k.beta2)));
+      }
+      if (k.skip_zeros) s_new = hn::IfThenElse(hn::Eq(graw, hn::Zero(df)), hn::Add(sd, hn::Zero(df)), s_new);
+      hn::Store(s_new, df, s + i);
+      mx = MaxAbsBits(mx, s_new);
+      if constexpr (kOpt == kMomentum) {
+        p_new = RoundP<kDt>(df, hn::MulAdd(hn::Set(df, k.neg_lr_scaled), s_new, p0));
+      } else if constexpr (kOpt != kLion) {
+        const VF x = hn::Div(gs, hn::Add(hn::Sqrt(s_new), hn::Set(df, k.eps)));
+        const float a_scale = kOpt == kAdagrad ? k.neg_lr : k.neg_lr_scaled;  // Adagrad is never clipped
+        p_new = RoundP<kDt>(df, hn::MulAdd(hn::Set(df, a_scale), x, p0));
+      }
+      if (k.skip_zeros) p_new = hn::IfThenElse(hn::Eq(graw, hn::Zero(df)), p0, p_new);
+      StoreP<kDt>(df, p_new, b.p, i);
+    }
+  }
+  bool has_nan;
+  const float am = AbsMaxFromBits(df, mx, s, &has_nan);
+  a.absmax1[b.index] = am;
+  EncodeBlock<true>(df, *a.plan1, s, am, has_nan, b.c1);
+}
+#endif  // BNB_OPTIM_BYTES
+
 template <int kDt, bool kEma>
 void Block2State(DF df, const Optim8Args& a, const Block8& b) {
+#if BNB_OPTIM_BYTES
+  if (b.valid == kOptimBlock) return Block2StateBytes<kDt, kEma>(df, a, b);
+#endif
   const OptimConsts& k = *a.k;
   const int64_t N = static_cast<int64_t>(hn::Lanes(df));
   const int64_t nblocks = (k.n + kOptimBlock - 1) / kOptimBlock;
@@ -595,6 +886,9 @@ void Block2State(DF df, const Optim8Args& a, const Block8& b) {
 
 template <int kDt, int kOpt>
 void Block1State(DF df, const Optim8Args& a, const Block8& b) {
+#if BNB_OPTIM_BYTES
+  if (b.valid == kOptimBlock) return Block1StateBytes<kDt, kOpt>(df, a, b);
+#endif
   const OptimConsts& k = *a.k;
   const int64_t N = static_cast<int64_t>(hn::Lanes(df));
   alignas(64) float s[kOptimBlock], aux[kOptimBlock];
@@ -841,6 +1135,38 @@ double Optim32Unorm(const Optim32Args& a, int64_t begin, int64_t end) {
   }
 }
 
+bool Optim8EncodeBlock(const OptimCodePlan& plan, bool sign_fix, bool bucketed, const float* values, float inv,
+                       uint8_t* codes) {
+  const DF df;
+  const int64_t N = static_cast<int64_t>(hn::Lanes(df));
+#if BNB_OPTIM_BYTES
+  if (bucketed && std::isnormal(inv) && plan.bucket_kind == (sign_fix ? kBucketSigned : kBucketPositive)) {
+    const __m512 vinv = _mm512_set1_ps(inv);
+    for (int64_t i = 0; i < kOptimBlock; i += 64) {
+      const __m512 v[4] = {_mm512_loadu_ps(values + i), _mm512_loadu_ps(values + i + 16),
+                           _mm512_loadu_ps(values + i + 32), _mm512_loadu_ps(values + i + 48)};
+      if (sign_fix) {
+        EncodeBytes64<true>(plan, v, vinv, codes + i);
+      } else {
+        EncodeBytes64<false>(plan, v, vinv, codes + i);
+      }
+    }
+    return true;
+  }
+#else
+  (void)bucketed;
+#endif
+  const VF vinv = hn::Set(df, inv);
+  for (int64_t i = 0; i < kOptimBlock; i += N) {
+    if (sign_fix) {
+      Encode<true>(df, plan, hn::LoadU(df, values + i), vinv, codes + i);
+    } else {
+      Encode<false>(df, plan, hn::LoadU(df, values + i), vinv, codes + i);
+    }
+  }
+  return false;
+}
+
 void Optim8Update(const Optim8Args& a, int64_t b0, int64_t b1) {
   switch (a.k->dtype) {
     case BNB_F32:
@@ -876,6 +1202,12 @@ HWY_EXPORT(Optim32Update);
 HWY_EXPORT(Optim32Unorm);
 HWY_EXPORT(Optim8Update);
 HWY_EXPORT(Optim8Unorm);
+HWY_EXPORT(Optim8EncodeBlock);
+
+bool optim8_encode_block(const OptimCodePlan& plan, bool sign_fix, bool bucketed, const float* values, float inv,
+                         uint8_t* codes) {
+  return HWY_DYNAMIC_DISPATCH(Optim8EncodeBlock)(plan, sign_fix, bucketed, values, inv, codes);
+}
 
 void optim32_update(const Optim32Args& a, int64_t begin, int64_t end) {
   HWY_DYNAMIC_DISPATCH(Optim32Update)(a, begin, end);
@@ -942,9 +1274,89 @@ void for_chunks(ThreadPool& pool, int64_t total, int64_t chunk, const Fn& fn) {
 
 }  // namespace
 
+// The bucketed encoder of `plan` from its adjusted midpoints t[0..254] (ascending), or
+// kBucketNone when the table does not fit it (then the level search encodes).
+void build_buckets(const float* t, OptimCodePlan* plan) {
+  plan->bucket_kind = kBucketNone;
+  int negatives = 0;
+  for (int j = 0; j < 255; ++j) {
+    const uint32_t mag = float_to_bits(t[j]) & 0x7fffffffu;
+    // Every |t| in binades 97..127 (|t| in [2^-30, 2)): binade 96 and below is one empty bucket.
+    if (mag < (97u << 23) || mag >= (128u << 23)) return;
+    if (t[j] < 0.0f) ++negatives;
+  }
+  const bool is_signed = negatives > 0;
+  if (is_signed && negatives != plan->negative_count) return;
+  const int per_sign = is_signed ? 128 : 256;
+  int shift[32], first[32], total = 0;
+  for (int e = 96; e < 128; ++e) {
+    int r = 0;
+    for (; r <= 7; ++r) {
+      bool ok = true;
+      for (int sign = 0; sign < 2 && ok; ++sign) {
+        int run = 0;
+        uint32_t last_key = 0xffffffffu;
+        for (int j = 0; j < 255; ++j) {  // ascending |t| of this sign: walk in the right order
+          const int jj = sign ? 254 - j : j;
+          if ((t[jj] < 0.0f) != (sign == 1)) continue;
+          const uint32_t mag = float_to_bits(t[jj]) & 0x7fffffffu;
+          if (static_cast<int>(mag >> 23) != e) continue;
+          const uint32_t key = (mag & 0x7fffffu) >> (23 - r);
+          run = key == last_key ? run + 1 : 1;
+          last_key = key;
+          if (run > 2) ok = false;
+        }
+      }
+      if (ok) break;
+    }
+    if (r > 7) return;
+    shift[e - 96] = 7 - r;
+    first[e - 96] = total;
+    total += 1 << r;
+  }
+  if (total > per_sign) return;
+  for (int e = 96; e < 128; ++e) {
+    plan->bucket_shift[e & 31] = shift[e - 96];
+    plan->bucket_offset[e & 31] = first[e - 96] << 16;
+  }
+  std::memset(plan->bucket_table, 0xff, sizeof plan->bucket_table);
+  for (int e = 96; e < 128; ++e) {
+    const int r = 7 - shift[e - 96];
+    for (uint32_t k = 0; k < (1u << r); ++k) {
+      const uint32_t lo_bits = e == 96 ? 0u : (static_cast<uint32_t>(e) << 23) | (k << (23 - r));
+      const uint32_t hi_bits = (static_cast<uint32_t>(e) << 23) + ((k + 1) << (23 - r));
+      const float lo = bits_to_float(lo_bits), hi = bits_to_float(hi_bits);
+      const int bucket = first[e - 96] + static_cast<int>(k);
+      for (int sign = 0; sign < (is_signed ? 2 : 1); ++sign) {
+        int count = 0, slot = 0;
+        for (int j = 0; j < 255; ++j) {
+          const uint32_t mag = float_to_bits(t[j]) & 0x7fffffffu;
+          const bool inside = (t[j] < 0.0f) == (sign == 1) && mag >= lo_bits && mag < hi_bits;
+          if (inside) {
+            uint32_t low16 = ((mag & 0x7fffffu) >> (7 - r)) & 0xffffu;
+            if (sign) low16 ^= 0xffffu;
+            plan->bucket_table[1 + 2 * slot][bucket + 128 * sign] = static_cast<uint8_t>(low16 >> 8);
+            plan->bucket_table[2 + 2 * slot][bucket + 128 * sign] = static_cast<uint8_t>(low16 & 0xffu);
+            ++slot;
+          } else if (sign == 0 ? t[j] < lo : t[j] <= -hi) {
+            ++count;
+          }
+        }
+        plan->bucket_table[0][bucket + 128 * sign] = static_cast<uint8_t>(count);
+      }
+    }
+  }
+  for (int j = 0; j < 255; ++j) plan->sorted_thresholds[j] = t[j];
+  plan->sorted_thresholds[255] = std::numeric_limits<float>::infinity();
+  plan->bucket_kind = is_signed ? kBucketSigned : kBucketPositive;
+}
+
 void build_optim_code_plan(const float* table, OptimCodePlan* plan) {
   std::memcpy(plan->values, table, sizeof plan->values);
   std::memset(plan->levels, 0, sizeof plan->levels);
+  for (int c = 0; c < 256; ++c)
+    for (int k = 0; k < 4; ++k) plan->value_bytes[k][c] = static_cast<uint8_t>(float_to_bits(table[c]) >> (8 * k));
+  plan->bucket_kind = kBucketNone;
   plan->negative_count = 0;
   while (plan->negative_count < 256 && std::signbit(table[plan->negative_count])) ++plan->negative_count;
   plan->fast = false;
@@ -967,6 +1379,7 @@ void build_optim_code_plan(const float* table, OptimCodePlan* plan) {
     for (int c = 0; c < 32; ++c) plan->tail[r][c] = mid[8 * c + r];
   for (int k = 0; k < 7; ++k) plan->top[k] = mid[32 * k + 31];
   plan->fast = true;
+  build_buckets(mid, plan);
 }
 
 void make_optim_consts(const bnb_optimizer_params_t& P, OptimConsts* k) {
