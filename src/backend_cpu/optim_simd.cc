@@ -712,13 +712,46 @@ HWY_INLINE void EncodeBlock(DF df, const OptimCodePlan& plan, const float* HWY_R
   for (int64_t i = 0; i < kOptimBlock; i += 16) Encode<kSignFix>(df, plan, hn::Load(df, s + i), vinv, out + i);
 }
 
-// Block2State of a full block, 64 elements at a time: phases A and C in one pass (C needs only
-// the new fp32 states), the absmax accumulated on the way, then D.
+// Software prefetch distance of the streamed tensors (elements ahead of the 64 being updated).
+#ifndef BNB_OPTIM_PREFETCH
+#define BNB_OPTIM_PREFETCH 1024
+#endif
+constexpr int64_t kPrefetchAhead = BNB_OPTIM_PREFETCH;
+
+// Requests the cache lines of elements [i + kPrefetchAhead, +64) of p (for writing), g and codes.
+template <int kDt>
+HWY_INLINE void PrefetchAhead(const Block8& b, int64_t i, bool two, bool ema) {
+  constexpr int64_t kEs = static_cast<int64_t>(ElemSize<kDt>());
+  const int64_t j = i + kPrefetchAhead;
+  for (int64_t off = 0; off < 64 * kEs; off += 64) {
+    __builtin_prefetch(static_cast<const uint8_t*>(b.g) + j * kEs + off, 0, 3);
+    __builtin_prefetch(static_cast<const uint8_t*>(b.p) + j * kEs + off, 1, 3);
+  }
+  __builtin_prefetch(b.c1 + j, 1, 3);
+  if (two) __builtin_prefetch(b.c2 + j, 1, 3);
+  if (ema) __builtin_prefetch(b.c1b + j, 1, 3);
+}
+
+// A full block between its phases A+C and D: the new fp32 states, their scales, the codes.
+struct Pending8 {
+  alignas(64) float s1[kOptimBlock];
+  alignas(64) float s2[kOptimBlock];
+  alignas(64) float s3[kOptimBlock];
+  float am1, am2, am3;
+  bool nan1, nan2, nan3;
+  uint8_t *c1, *c2, *c1b;
+};
+
+// Block2State's phases A, B and C of a full block, 64 elements at a time: A and C in one pass
+// (C needs only the new fp32 states), the absmax accumulated on the way. The scales are written
+// and their RCP table entries requested; phase D (Block2StateD) runs after the next block's A+C.
 template <int kDt, bool kEma>
-void Block2StateBytes(DF df, const Optim8Args& a, const Block8& b) {
+HWY_INLINE void Block2StateAC(DF df, const Optim8Args& a, const Block8& b, Pending8* HWY_RESTRICT out) {
   const OptimConsts& k = *a.k;
   const int64_t nblocks = (k.n + kOptimBlock - 1) / kOptimBlock;
-  alignas(64) float m[kOptimBlock], v[kOptimBlock], e[kEma ? kOptimBlock : 1];
+  float* HWY_RESTRICT m = out->s1;
+  float* HWY_RESTRICT v = out->s2;
+  float* HWY_RESTRICT e = out->s3;
   const __m512 scale1 = _mm512_set1_ps(a.absmax1[b.index]);
   const __m512 scale2 = _mm512_set1_ps(a.absmax2[b.index]);
   const __m512 scale3 = _mm512_set1_ps(kEma ? a.absmax1[nblocks + b.index] : 0.0f);
@@ -729,6 +762,7 @@ void Block2StateBytes(DF df, const Optim8Args& a, const Block8& b) {
   const bool decay = k.weight_decay > 0.0f;
   __m512i max1 = _mm512_setzero_si512(), max2 = max1, max3 = max1;
   for (int64_t i0 = 0; i0 < kOptimBlock; i0 += 64) {
+    PrefetchAhead<kDt>(b, i0, true, kEma);
     __m512 vd[4], md[4], ed[4];
     DecodeBytes64(*a.plan2, b.c2 + i0, scale2, vd);
     DecodeBytes64(*a.plan1, b.c1 + i0, scale1, md);
@@ -764,31 +798,42 @@ void Block2StateBytes(DF df, const Optim8Args& a, const Block8& b) {
       StoreP<kDt>(df, hn::IfThenElse(finite, p_new, p0), b.p, i);
     }
   }
-  bool nan1, nan2, nan3 = false;
-  const float am1 = AbsMaxFromBits(df, max1, m, &nan1), am2 = AbsMaxFromBits(df, max2, v, &nan2);
-  a.absmax1[b.index] = am1;
-  a.absmax2[b.index] = am2;
-  float am3 = 0.0f;
+  out->nan3 = false;
+  out->am1 = AbsMaxFromBits(df, max1, m, &out->nan1);
+  out->am2 = AbsMaxFromBits(df, max2, v, &out->nan2);
+  a.absmax1[b.index] = out->am1;
+  a.absmax2[b.index] = out->am2;
+  optim_detail::prefetch_rcp(out->am1);
+  optim_detail::prefetch_rcp(out->am2);
   if constexpr (kEma) {
-    am3 = AbsMaxFromBits(df, max3, e, &nan3);
-    a.absmax1[nblocks + b.index] = am3;
+    out->am3 = AbsMaxFromBits(df, max3, e, &out->nan3);
+    a.absmax1[nblocks + b.index] = out->am3;
+    optim_detail::prefetch_rcp(out->am3);
   }
-  EncodeBlock<true>(df, *a.plan1, m, am1, nan1, b.c1);
-  EncodeBlock<false>(df, *a.plan2, v, am2, nan2, b.c2);
-  if constexpr (kEma) EncodeBlock<true>(df, *a.plan1, e, am3, nan3, b.c1b);
+  out->c1 = b.c1;
+  out->c2 = b.c2;
+  out->c1b = b.c1b;
 }
 
-// Block1State of a full block, 64 elements at a time (phases A and C in one pass).
+template <bool kEma>
+HWY_INLINE void Block2StateD(DF df, const Optim8Args& a, const Pending8& q) {
+  EncodeBlock<true>(df, *a.plan1, q.s1, q.am1, q.nan1, q.c1);
+  EncodeBlock<false>(df, *a.plan2, q.s2, q.am2, q.nan2, q.c2);
+  if constexpr (kEma) EncodeBlock<true>(df, *a.plan1, q.s3, q.am3, q.nan3, q.c1b);
+}
+
+// Block1State's phases A, B and C of a full block (A and C in one pass); D: Block1StateD.
 template <int kDt, int kOpt>
-void Block1StateBytes(DF df, const Optim8Args& a, const Block8& b) {
+HWY_INLINE void Block1StateAC(DF df, const Optim8Args& a, const Block8& b, Pending8* HWY_RESTRICT out) {
   const OptimConsts& k = *a.k;
-  alignas(64) float s[kOptimBlock];
+  float* HWY_RESTRICT s = out->s1;
   const __m512 scale = _mm512_set1_ps(a.absmax1[b.index]);
   const VF gn = hn::Set(df, k.gnorm_scale);
   const VF b1 = hn::Set(df, k.beta1), omb1 = hn::Set(df, k.one_minus_beta1);
   const bool decay = k.weight_decay > 0.0f;
   __m512i mx = _mm512_setzero_si512();
   for (int64_t i0 = 0; i0 < kOptimBlock; i0 += 64) {
+    PrefetchAhead<kDt>(b, i0, false, false);
     __m512 sdv[4];
     DecodeBytes64(*a.plan1, b.c1 + i0, scale, sdv);
     for (int j = 0; j < 4; ++j) {
@@ -826,18 +871,19 @@ void Block1StateBytes(DF df, const Optim8Args& a, const Block8& b) {
       StoreP<kDt>(df, p_new, b.p, i);
     }
   }
-  bool has_nan;
-  const float am = AbsMaxFromBits(df, mx, s, &has_nan);
-  a.absmax1[b.index] = am;
-  EncodeBlock<true>(df, *a.plan1, s, am, has_nan, b.c1);
+  out->am1 = AbsMaxFromBits(df, mx, s, &out->nan1);
+  a.absmax1[b.index] = out->am1;
+  optim_detail::prefetch_rcp(out->am1);
+  out->c1 = b.c1;
+}
+
+HWY_INLINE void Block1StateD(DF df, const Optim8Args& a, const Pending8& q) {
+  EncodeBlock<true>(df, *a.plan1, q.s1, q.am1, q.nan1, q.c1);
 }
 #endif  // BNB_OPTIM_BYTES
 
 template <int kDt, bool kEma>
 void Block2State(DF df, const Optim8Args& a, const Block8& b) {
-#if BNB_OPTIM_BYTES
-  if (b.valid == kOptimBlock) return Block2StateBytes<kDt, kEma>(df, a, b);
-#endif
   const OptimConsts& k = *a.k;
   const int64_t N = static_cast<int64_t>(hn::Lanes(df));
   const int64_t nblocks = (k.n + kOptimBlock - 1) / kOptimBlock;
@@ -886,9 +932,6 @@ void Block2State(DF df, const Optim8Args& a, const Block8& b) {
 
 template <int kDt, int kOpt>
 void Block1State(DF df, const Optim8Args& a, const Block8& b) {
-#if BNB_OPTIM_BYTES
-  if (b.valid == kOptimBlock) return Block1StateBytes<kDt, kOpt>(df, a, b);
-#endif
   const OptimConsts& k = *a.k;
   const int64_t N = static_cast<int64_t>(hn::Lanes(df));
   alignas(64) float s[kOptimBlock], aux[kOptimBlock];
@@ -1019,6 +1062,78 @@ HWY_INLINE void ForBlocks(const Optim8Args& a, int64_t b0, int64_t b1, bool writ
   }
 }
 
+#if BNB_OPTIM_BYTES
+// Blocks [b0, b1) with full blocks software-pipelined: phase D of a block runs after the next
+// block's A+C, so the RCP table entries of its scales (a 2 MiB table, usually a cache miss)
+// arrive in the meantime. A partial last block goes through `fallback` (Block2State/Block1State).
+template <int kDt, class AC, class D, class Fallback>
+HWY_INLINE void PipelineBlocks(const Optim8Args& a, int64_t b0, int64_t b1, const AC& ac, const D& d,
+                               const Fallback& fallback) {
+  const int64_t n = a.k->n;
+  const bool ema = a.k->optimizer == BNB_OPT_ADEMAMIX;
+  const bool two = a.c2 != nullptr;
+  constexpr size_t kEs = ElemSize<kDt>();
+  auto pending = std::make_unique<Pending8[]>(2);
+  Pending8* last = nullptr;
+  for (int64_t blk = b0; blk < b1; ++blk) {
+    const int64_t begin = blk * kOptimBlock;
+    if (begin + kOptimBlock > n) {
+      if (last != nullptr) d(*last);
+      last = nullptr;
+      ForBlocks<kDt>(a, blk, blk + 1, true, fallback);
+      continue;
+    }
+    const Block8 b{static_cast<uint8_t*>(a.p) + begin * kEs, static_cast<const uint8_t*>(a.g) + begin * kEs,
+                   a.c1 + begin, ema ? a.c1 + n + begin : nullptr, two ? a.c2 + begin : nullptr, blk, kOptimBlock};
+    Pending8* cur = &pending[blk & 1];
+    ac(b, cur);
+    if (last != nullptr) d(*last);
+    last = cur;
+  }
+  if (last != nullptr) d(*last);
+}
+
+template <int kDt>
+void Update8Typed(const Optim8Args& a, int64_t b0, int64_t b1) {
+  const DF df;
+  switch (a.k->optimizer) {
+    case BNB_OPT_ADAM:
+    case BNB_OPT_LAMB:
+      return PipelineBlocks<kDt>(
+          a, b0, b1, [&](const Block8& b, Pending8* q) { Block2StateAC<kDt, false>(df, a, b, q); },
+          [&](const Pending8& q) { Block2StateD<false>(df, a, q); },
+          [&](const Block8& b) { Block2State<kDt, false>(df, a, b); });
+    case BNB_OPT_ADEMAMIX:
+      return PipelineBlocks<kDt>(
+          a, b0, b1, [&](const Block8& b, Pending8* q) { Block2StateAC<kDt, true>(df, a, b, q); },
+          [&](const Pending8& q) { Block2StateD<true>(df, a, q); },
+          [&](const Block8& b) { Block2State<kDt, true>(df, a, b); });
+    case BNB_OPT_MOMENTUM:
+    case BNB_OPT_LARS:
+      return PipelineBlocks<kDt>(
+          a, b0, b1, [&](const Block8& b, Pending8* q) { Block1StateAC<kDt, kMomentum>(df, a, b, q); },
+          [&](const Pending8& q) { Block1StateD(df, a, q); },
+          [&](const Block8& b) { Block1State<kDt, kMomentum>(df, a, b); });
+    case BNB_OPT_RMSPROP:
+      return PipelineBlocks<kDt>(
+          a, b0, b1, [&](const Block8& b, Pending8* q) { Block1StateAC<kDt, kRmsprop>(df, a, b, q); },
+          [&](const Pending8& q) { Block1StateD(df, a, q); },
+          [&](const Block8& b) { Block1State<kDt, kRmsprop>(df, a, b); });
+    case BNB_OPT_ADAGRAD:
+      return PipelineBlocks<kDt>(
+          a, b0, b1, [&](const Block8& b, Pending8* q) { Block1StateAC<kDt, kAdagrad>(df, a, b, q); },
+          [&](const Pending8& q) { Block1StateD(df, a, q); },
+          [&](const Block8& b) { Block1State<kDt, kAdagrad>(df, a, b); });
+    case BNB_OPT_LION:
+      return PipelineBlocks<kDt>(
+          a, b0, b1, [&](const Block8& b, Pending8* q) { Block1StateAC<kDt, kLion>(df, a, b, q); },
+          [&](const Pending8& q) { Block1StateD(df, a, q); },
+          [&](const Block8& b) { Block1State<kDt, kLion>(df, a, b); });
+    default:
+      return;
+  }
+}
+#else
 template <int kDt>
 void Update8Typed(const Optim8Args& a, int64_t b0, int64_t b1) {
   const DF df;
@@ -1047,6 +1162,7 @@ void Update8Typed(const Optim8Args& a, int64_t b0, int64_t b1) {
       break;
   }
 }
+#endif  // BNB_OPTIM_BYTES
 
 template <int kDt>
 double Unorm8Typed(const Optim8Args& a, int64_t b0, int64_t b1) {
