@@ -13,6 +13,7 @@
 #include <cstdint>
 
 #include "gpu_port.h"
+#include "quant8_select.h"
 
 namespace bnb {
 namespace gpu {
@@ -116,19 +117,47 @@ __device__ __forceinline__ void load_chunk(const typename Elem<D>::T* __restrict
   }
 }
 
-// Stores a chunk of kE values of dtype D computed as binary32 (only those below n).
+// Two binary32 values rounded to nearest-even into one 32-bit word (lo in the low half), one
+// conversion instruction on CUDA. fp16: the same conversion as from_f32. bf16: equal to from_f32
+// except for NaN (the hardware writes the canonical NaN), so callers use it only where no value
+// can be NaN.
+template <int D>
+__device__ __forceinline__ uint32_t pack2_rn(float lo, float hi) {
+#if !defined(BNB_GPU_HIP)
+  uint32_t r;
+  if constexpr (D == kF16) {
+    asm("cvt.rn.f16x2.f32 %0, %1, %2;" : "=r"(r) : "f"(hi), "f"(lo));
+  } else {
+    asm("cvt.rn.bf16x2.f32 %0, %1, %2;" : "=r"(r) : "f"(hi), "f"(lo));
+  }
+  return r;
+#else
+  return from_f32<D>(lo) | (from_f32<D>(hi) << 16);
+#endif
+}
+
+// Stores a chunk of kE values of dtype D computed as binary32 (only those below n). `no_nan`: the
+// caller knows no value is NaN (bf16 may then use the packed conversion).
 template <int D>
 __device__ __forceinline__ void store_chunk(typename Elem<D>::T* __restrict__ out, int64_t i0, int64_t n, bool vec,
-                                            const float (&y)[chunk_elems<D>()]) {
+                                            const float (&y)[chunk_elems<D>()], bool no_nan = false) {
   constexpr int kE = chunk_elems<D>();
   if (vec && i0 + kE <= n) {
     uint32_t w[4];
     if constexpr (D == kF32) {
 #pragma unroll
       for (int k = 0; k < 4; ++k) w[k] = __float_as_uint(y[k]);
-    } else {
+    } else if constexpr (D == kF16) {
 #pragma unroll
-      for (int k = 0; k < 4; ++k) w[k] = from_f32<D>(y[2 * k]) | (from_f32<D>(y[2 * k + 1]) << 16);
+      for (int k = 0; k < 4; ++k) w[k] = pack2_rn<D>(y[2 * k], y[2 * k + 1]);
+    } else {
+      if (no_nan) {
+#pragma unroll
+        for (int k = 0; k < 4; ++k) w[k] = pack2_rn<D>(y[2 * k], y[2 * k + 1]);
+      } else {
+#pragma unroll
+        for (int k = 0; k < 4; ++k) w[k] = from_f32<D>(y[2 * k]) | (from_f32<D>(y[2 * k + 1]) << 16);
+      }
     }
     *reinterpret_cast<uint4*>(out + i0) = make_uint4(w[0], w[1], w[2], w[3]);
   } else {
@@ -268,52 +297,22 @@ __device__ __forceinline__ uint32_t select_code_search7(float x, const float* co
   return x < mid ? lo_i : p;
 }
 
-// For strictly increasing tables the search equals its closed form (FORMATS 2.3):
-// q = #{j : x > m_j} + [x == m_j for an odd j], NaN -> 0, with m_j the binary32 midpoints. The
-// count is found through buckets of the binary32 line: a bucket is one 64th of a binade of |x|
-// (binades 2^-24 .. 2^0; everything smaller, or from 2 up, shares one bucket per sign). For each
-// bucket the table stores lo = #{m_j below the bucket}, how many m_j fall inside it, and m_lo;
-// with at most one midpoint inside (always, for the dynamic maps) the code is one look-up away.
-constexpr int kMagBuckets = 1 + 25 * 64 + 1;
-constexpr int kBuckets = 2 * kMagBuckets;
-constexpr int kFirstBinadeBits = 103;  // biased exponent of 2^-24
-
-__device__ __forceinline__ int bucket_of(float x) {
-  const uint32_t b = __float_as_uint(x);
-  int mag = static_cast<int>((b >> 17) & 0x3fffu) - (kFirstBinadeBits * 64 - 1);
-  mag = min(max(mag, 0), kMagBuckets - 1);
-  const int neg = static_cast<int>(b) >> 31;  // 0 or -1
-  return kMagBuckets + (mag ^ neg);
-}
-
-__device__ __forceinline__ uint32_t mag_start_bits(int mb) {
-  return mb == 0 ? 0u : static_cast<uint32_t>(mb - 1 + kFirstBinadeBits * 64) << 17;
-}
-__device__ __forceinline__ uint32_t mag_end_bits(int mb) {
-  return mb == kMagBuckets - 1 ? 0x7f800000u : mag_start_bits(mb + 1) - 1u;
-}
-
-// #{j < 256 : m[j] < v} (or <= v) for the sorted, +inf-terminated midpoints m.
-template <bool kOrEqual>
-__device__ __forceinline__ int count_below(const float* m, float v) {
-  int c = 0;
-#pragma unroll
-  for (int s = 128; s > 0; s >>= 1) {
-    const float t = m[c + s - 1];
-    if (kOrEqual ? (t <= v) : (t < v)) c += s;
-  }
-  return c;
-}
-
+// Strictly increasing tables select codes through binary16-keyed buckets (quant8_select.h):
+// one packed conversion per two elements, one shared-memory look-up and one compare each.
 struct Quant8Shared {
   float code[256];
-  float mid[256];        // m_j for j < 255, then +inf
-  uint2 bucket[kBuckets];  // x: lo | (count inside) << 8; y: bits of m_lo (NaN when lo == 255)
-  int strict;
+  float thr[256];              // t_j: midpoints with the odd ties folded in, then +inf
+  Q8Bucket bucket[kQ8Keys];
 };
 
-// Loads the table and builds the buckets; returns whether the fast selection applies.
-__device__ inline bool quant8_setup(const float* __restrict__ code, Quant8Shared& sh) {
+// How a launch selects codes.
+constexpr int kQ8Search = 0;   // the verbatim 7-step search
+constexpr int kQ8Fast = 1;     // buckets, at most one threshold inside each
+constexpr int kQ8Crowded = 2;  // buckets, some holding several thresholds (a second pass)
+
+// Loads the table, derives the thresholds exactly as q8_thresholds does (device arithmetic with
+// flush to zero) and builds the buckets; returns kQ8Search, kQ8Fast or kQ8Crowded.
+__device__ inline int quant8_setup(const float* __restrict__ code, Quant8Shared& sh) {
   for (int j = threadIdx.x; j < 256; j += blockDim.x) sh.code[j] = code[j];
   __syncthreads();
   int bad = 0;
@@ -321,74 +320,103 @@ __device__ inline bool quant8_setup(const float* __restrict__ code, Quant8Shared
     if (j < 255) {
       const float a = sh.code[j];
       const float b = sh.code[j + 1];
-      sh.mid[j] = gpu_mul_ftz(gpu_add_ftz(a, b), 0.5f);
       if (!(a < b)) bad = 1;
+      const float m = gpu_mul_ftz(gpu_add_ftz(a, b), 0.5f);
+      float t = m;
+      if ((j & 1) != 0) {
+        const float mag = fabsf(m);
+        if (mag > 1.17549435e-38f && mag < 3.4e38f) t = q8_prev(m);
+        else bad = 1;
+      }
+      sh.thr[j] = t;
     } else {
-      sh.mid[j] = __uint_as_float(0x7f800000u);
+      sh.thr[j] = __uint_as_float(0x7f800000u);
     }
   }
   __syncthreads();
   for (int j = threadIdx.x; j < 254; j += blockDim.x) {
-    if (!(sh.mid[j] < sh.mid[j + 1])) bad = 1;
+    if (!(sh.thr[j] < sh.thr[j + 1])) bad = 1;
   }
-  const bool strict = __syncthreads_or(bad) == 0;
-  if (!strict) return false;
-  for (int b = threadIdx.x; b < kBuckets; b += blockDim.x) {
-    float lo_v;
-    float hi_v;
-    if (b >= kMagBuckets) {
-      const int mb = b - kMagBuckets;
-      lo_v = __uint_as_float(mag_start_bits(mb));
-      hi_v = __uint_as_float(mag_end_bits(mb));
-    } else {
-      const int mb = kMagBuckets - 1 - b;
-      lo_v = -__uint_as_float(mag_end_bits(mb));
-      hi_v = -__uint_as_float(mag_start_bits(mb));
+  if (__syncthreads_or(bad) != 0) return kQ8Search;
+  // q8_make_bucket for 8 keys per thread at once: the 16 binary searches advance in lockstep, so
+  // their shared-memory loads overlap (the set-up is paid before any tile is loaded).
+  int crowded = 0;
+  constexpr int kBatch = 8;
+  for (int k0 = threadIdx.x; k0 < kQ8Keys; k0 += kBatch * blockDim.x) {
+    float v[2 * kBatch];
+    bool nan[kBatch];
+    int c[2 * kBatch];
+#pragma unroll
+    for (int b = 0; b < kBatch; ++b) {
+      const int key = k0 + b * static_cast<int>(blockDim.x);
+      nan[b] = key >= kQ8Keys || !q8_key_range(static_cast<uint32_t>(key), &v[2 * b], &v[2 * b + 1]);
+      if (nan[b]) v[2 * b] = v[2 * b + 1] = 0.0f;
+      c[2 * b] = c[2 * b + 1] = 0;
     }
-    const int lo = min(count_below<false>(sh.mid, lo_v), 255);
-    const int hi = min(count_below<true>(sh.mid, hi_v), 255);
-    const uint32_t m_lo = lo == 255 ? 0x7fc00000u : __float_as_uint(sh.mid[lo]);
-    sh.bucket[b] = make_uint2(static_cast<uint32_t>(lo) | (static_cast<uint32_t>(hi - lo) << 8), m_lo);
+#pragma unroll
+    for (int step = 128; step > 0; step >>= 1) {
+#pragma unroll
+      for (int r = 0; r < 2 * kBatch; ++r) c[r] += sh.thr[c[r] + step - 1] < v[r] ? step : 0;
+    }
+#pragma unroll
+    for (int b = 0; b < kBatch; ++b) {
+      const int key = k0 + b * static_cast<int>(blockDim.x);
+      if (key >= kQ8Keys) continue;
+      const Q8Bucket e = q8_bucket_from_counts(sh.thr, nan[b], c[2 * b], c[2 * b + 1]);
+      sh.bucket[key] = e;
+      if ((e.info >> 8) > 1) crowded = 1;
+    }
   }
+  if (__syncthreads_or(crowded) != 0) return kQ8Crowded;
+  // No bucket holds two thresholds: keep lo alone, so the selection needs no mask.
+  for (int k = threadIdx.x; k < kQ8Keys; k += blockDim.x) sh.bucket[k].info &= 0xffu;
   __syncthreads();
-  return true;
+  return kQ8Fast;
 }
 
-// Codes of a thread's chunk: all bucket look-ups are issued before any result is used, and the
-// rare bucket holding several midpoints is resolved in a second pass, so the common path has no
-// branches and the shared-memory latencies overlap.
+// Bucket keys of two values: the top 12 bits of each rounded toward zero to binary16.
+__device__ __forceinline__ void q8_keys2(float a, float b, uint32_t& ka, uint32_t& kb) {
+#if defined(BNB_GPU_HIP)
+  ka = static_cast<uint32_t>(__half_as_ushort(__float2half_rz(a))) >> 4;
+  kb = static_cast<uint32_t>(__half_as_ushort(__float2half_rz(b))) >> 4;
+#else
+  uint32_t h;
+  asm("cvt.rz.f16x2.f32 %0, %1, %2;" : "=r"(h) : "f"(b), "f"(a));  // b in the upper half
+  ka = (h >> 4) & 0xfffu;
+  kb = h >> 20;
+#endif
+}
+
+// Codes of kE values: all look-ups issued before any is used; a crowded table resolves its
+// crowded buckets in a second pass.
 template <int kE>
-__device__ __forceinline__ void select_codes_fast(const float (&x)[kE], const Quant8Shared& sh, uint32_t (&q)[kE]) {
+__device__ __forceinline__ void select_codes_fast(const float (&x)[kE], const Quant8Shared& sh, int mode,
+                                                  uint32_t (&q)[kE]) {
+  static_assert(kE % 2 == 0, "keys are made in pairs");
+  const uint2* buckets = reinterpret_cast<const uint2*>(sh.bucket);
   uint2 e[kE];
 #pragma unroll
-  for (int k = 0; k < kE; ++k) e[k] = sh.bucket[bucket_of(x[k])];
-  bool crowded = false;
-#pragma unroll
-  for (int k = 0; k < kE; ++k) {
-    const uint32_t lo = e[k].x & 0xffu;
-    const float m_lo = __uint_as_float(e[k].y);
-    crowded |= (e[k].x >> 8) > 1;
-    q[k] = lo + (x[k] > m_lo ? 1u : 0u) + ((x[k] == m_lo) ? (lo & 1u) : 0u);
+  for (int k = 0; k < kE; k += 2) {
+    uint32_t ka, kb;
+    q8_keys2(x[k], x[k + 1], ka, kb);
+    e[k] = buckets[ka];
+    e[k + 1] = buckets[kb];
   }
-  if (crowded) {
+#pragma unroll
+  for (int k = 0; k < kE; ++k) q[k] = e[k].x + (x[k] > __uint_as_float(e[k].y) ? 1u : 0u);  // kQ8Fast: x = lo
+  if (mode == kQ8Crowded) {
 #pragma unroll
     for (int k = 0; k < kE; ++k) {
+      const uint32_t lo = e[k].x & 0xffu;
       const uint32_t inside = e[k].x >> 8;
+      uint32_t c = lo + (x[k] > __uint_as_float(e[k].y) ? 1u : 0u);
       if (inside > 1) {
-        const uint32_t hi = (e[k].x & 0xffu) + inside;
-        uint32_t c = e[k].x & 0xffu;
-        float m = __uint_as_float(e[k].y);
-        while (c < hi && x[k] > m) {
-          ++c;
-          m = sh.mid[c];
-        }
-        if (c < hi && x[k] == m) c += c & 1u;
-        q[k] = c;
+        const uint32_t end = lo + inside;
+        while (c < end && x[k] > sh.thr[c]) ++c;
       }
+      q[k] = c;
     }
   }
-#pragma unroll
-  for (int k = 0; k < kE; ++k) q[k] = x[k] == x[k] ? q[k] : 0u;  // NaN -> 0
 }
 
 // ---------------------------------------------------------------- 8-bit blockwise kernels
@@ -412,7 +440,7 @@ __global__ void __launch_bounds__(threads_for(B / quant_chunk_elems<D, kChunk>()
   constexpr int64_t kTile = int64_t{kThreads} * kE * kS;
   __shared__ Quant8Shared sh;
   __shared__ float red[kS * kThreads / 32];  // one float per warp and slice (warps hold >= 32 threads)
-  const bool fast = quant8_setup(code, sh);
+  const int mode = quant8_setup(code, sh);
   // Double quantization subtracts the mean first: r_i = RN32(absmax_i - offset) (FORMATS 4.1).
   const float sub = offset != nullptr ? *offset : 0.0f;
   const int64_t ntiles = (n + kTile - 1) / kTile;
@@ -445,7 +473,7 @@ __global__ void __launch_bounds__(threads_for(B / quant_chunk_elems<D, kChunk>()
 #pragma unroll
       for (int j = 0; j < kE; ++j) x[j] = gpu_mul_ftz(v[k][j], inv);
       uint32_t q[kE];
-      if (fast) {
+      if (mode != kQ8Search) {
         constexpr int kH = kE < 8 ? kE : 8;  // look-ups in flight per batch (bounds registers)
 #pragma unroll
         for (int h = 0; h < kE; h += kH) {
@@ -453,7 +481,7 @@ __global__ void __launch_bounds__(threads_for(B / quant_chunk_elems<D, kChunk>()
           uint32_t qh[kH];
 #pragma unroll
           for (int j = 0; j < kH; ++j) xh[j] = x[h + j];
-          select_codes_fast<kH>(xh, sh, qh);
+          select_codes_fast<kH>(xh, sh, mode, qh);
 #pragma unroll
           for (int j = 0; j < kH; ++j) q[h + j] = qh[j];
         }
@@ -477,7 +505,8 @@ __global__ void __launch_bounds__(256)
   constexpr int64_t kTile = int64_t{256} * kE * kS;
   __shared__ float table[256];
   table[threadIdx.x] = code[threadIdx.x];
-  __syncthreads();
+  // A finite table times a finite scale is never NaN (FTZ products: finite or +-inf).
+  const bool table_finite = __syncthreads_or(!(fabsf(code[threadIdx.x]) <= 3.40282347e38f)) == 0;
   const int64_t ntiles = (n + kTile - 1) / kTile;
   for (int64_t t = blockIdx.x; t < ntiles; t += gridDim.x) {
     int64_t i0[kS];
@@ -510,7 +539,7 @@ __global__ void __launch_bounds__(256)
       float y[kE];
 #pragma unroll
       for (int j = 0; j < kE; ++j) y[j] = gpu_mul_ftz(table[(w[k][j / 4] >> (8 * (j % 4))) & 0xffu], s[k]);
-      store_chunk<D>(out, i0[k], n, vec != 0, y);
+      store_chunk<D>(out, i0[k], n, vec != 0, y, table_finite && fabsf(s[k]) <= 3.40282347e38f);
     }
   }
 }
@@ -652,7 +681,8 @@ __global__ void __launch_bounds__(256)
         y[2 * j] = gpu_mul_ftz(table[byte >> 4], s[k]);
         y[2 * j + 1] = gpu_mul_ftz(table[byte & 0xfu], s[k]);
       }
-      store_chunk<D>(out, i0[k], n, vec != 0, y);
+      // The NF4/FP4 tables are finite: only a non-finite scale can make a NaN.
+      store_chunk<D>(out, i0[k], n, vec != 0, y, fabsf(s[k]) <= 3.40282347e38f);
     }
   }
 }

@@ -42,6 +42,14 @@ constexpr int kQuantChunk = 32;
 
 const GpuContext& ctx_of(void* impl) { return *static_cast<const GpuContext*>(impl); }
 
+// A persistent grid whose blocks all walk the same number of tiles (32768 tiles on 1056 blocks
+// would leave 32 rounds for some and 31 for others: a 3 % tail).
+int64_t balanced_grid(const GpuContext& ctx, int per_sm, int64_t tiles) {
+  const int64_t grid = persistent_grid(ctx, per_sm, tiles);
+  const int64_t rounds = (tiles + grid - 1) / grid;
+  return (tiles + rounds - 1) / rounds;
+}
+
 // ---------------------------------------------------------------- 8-bit blockwise
 
 template <int D, int B, int kChunk>
@@ -51,7 +59,7 @@ bnb_status_t launch_quantize_blockwise_chunk(const GpuContext& ctx, const void* 
   constexpr int kThreads = threads_for(B / quant_chunk_elems<D, kChunk>());
   constexpr int64_t kTile = int64_t{kThreads} * 32 / static_cast<int64_t>(sizeof(T));
   static const int per_sm = occupancy(quantize_blockwise_kernel<D, B, kChunk>, kThreads);
-  const int64_t grid = persistent_grid(ctx, per_sm, (n + kTile - 1) / kTile);
+  const int64_t grid = balanced_grid(ctx, per_sm, (n + kTile - 1) / kTile);
   const int vec = aligned16(a) && aligned16(out);
   quantize_blockwise_kernel<D, B, kChunk><<<static_cast<unsigned>(grid), kThreads, 0, stream>>>(
       static_cast<const T*>(a), code, out, absmax, n, vec, offset);
@@ -101,7 +109,7 @@ bnb_status_t launch_dequantize_blockwise(const GpuContext& ctx, const uint8_t* q
                                          gpuStream_t stream) {
   constexpr int64_t kTile = int64_t{256} * chunk_elems<D>() * kDequantSlices;
   static const int per_sm = occupancy(dequantize_blockwise_kernel<D>, 256);
-  const int64_t grid = persistent_grid(ctx, per_sm, (n + kTile - 1) / kTile);
+  const int64_t grid = balanced_grid(ctx, per_sm, (n + kTile - 1) / kTile);
   const int vec = aligned16(q) && aligned16(out);
   dequantize_blockwise_kernel<D><<<static_cast<unsigned>(grid), 256, 0, stream>>>(
       q, absmax, code, n, log2_of(blocksize), static_cast<typename Elem<D>::T*>(out), vec);
@@ -138,7 +146,7 @@ bnb_status_t launch_quantize_4bit_chunk(const GpuContext& ctx, const void* a, in
   // Thresholds at 1..15 (NF4) or 1..7 (FP4), so the search needs no bounds.
   static const Table16 thresholds =
       QT == kNF4 ? table16(kNF4ThresholdBits, 15, 1) : table16(kFP4ThresholdBits, 7, 1);
-  const int64_t grid = persistent_grid(ctx, per_sm, (n + kTile - 1) / kTile);
+  const int64_t grid = balanced_grid(ctx, per_sm, (n + kTile - 1) / kTile);
   const int vec = aligned16(a) && aligned16(packed);
   quantize_4bit_kernel<D, B, QT, kChunk><<<static_cast<unsigned>(grid), kThreads, 0, stream>>>(
       static_cast<const T*>(a), thresholds, packed, absmax, n, vec);
@@ -198,7 +206,7 @@ bnb_status_t launch_dequantize_4bit(const GpuContext& ctx, const Table16& lut, c
                                     gpuStream_t stream) {
   constexpr int64_t kTile = int64_t{256} * chunk_elems<D>() * kDequantSlices;
   static const int per_sm = occupancy(dequantize_4bit_kernel<D, kNested>, 256);
-  const int64_t grid = persistent_grid(ctx, per_sm, (n + kTile - 1) / kTile);
+  const int64_t grid = balanced_grid(ctx, per_sm, (n + kTile - 1) / kTile);
   const int vec = aligned16(packed) && aligned16(out);
   dequantize_4bit_kernel<D, kNested><<<static_cast<unsigned>(grid), 256, 0, stream>>>(
       packed, lut, scales, n, log2_of(blocksize), static_cast<typename Elem<D>::T*>(out), vec);

@@ -334,6 +334,42 @@ TEST_F(GpuTest, BlockwiseOtherTables) {
   check_blockwise(*gpu_, cpu_.get(), BNB_BF16, n, 256, v, &linear, "unsorted linear map");
 }
 
+// Every midpoint of the table and +-3 ulps around it (and the binary16 bucket edges the GPU's
+// code selection keys on), in blocks whose absmax is 1 so x reaches the selection unscaled: the
+// codes must equal the reference search's, ties included.
+TEST_F(GpuTest, BlockwiseCodeBoundaries) {
+  const int64_t bs = 256;
+  for (int32_t which : {BNB_CODE_DYNAMIC_SIGNED, BNB_CODE_DYNAMIC_UNSIGNED}) {
+    const std::vector<float> code = code_table(which);
+    std::vector<float> probes;
+    auto around = [&](float v) {
+      uint32_t b;
+      std::memcpy(&b, &v, 4);
+      for (int d = -3; d <= 3; ++d) {
+        const uint32_t c = b + static_cast<uint32_t>(d);
+        float f;
+        std::memcpy(&f, &c, 4);
+        if (std::fabs(f) < 1.0f && (f == 0.0f || std::fabs(f) >= 1.17549435e-38f)) probes.push_back(f);
+      }
+    };
+    for (int j = 0; j < 255; ++j) around((code[j] + code[j + 1]) * 0.5f);
+    for (int e = -24; e < 0; ++e) {
+      for (int m = 0; m < 64; m += 7) {
+        around(std::ldexp(1.0f + m / 64.0f, e));
+        around(-std::ldexp(1.0f + m / 64.0f, e));
+      }
+    }
+    std::vector<float> v;
+    for (size_t i = 0; i < probes.size(); ++i) {
+      if (v.size() % bs == 0) v.push_back(1.0f);  // the block's absmax
+      v.push_back(which == BNB_CODE_DYNAMIC_UNSIGNED ? std::fabs(probes[i]) : probes[i]);
+    }
+    const std::vector<float>* table = which == BNB_CODE_DYNAMIC_UNSIGNED ? &code : nullptr;
+    check_blockwise(*gpu_, cpu_.get(), BNB_F32, static_cast<int64_t>(v.size()), bs, v, table,
+                    which == BNB_CODE_DYNAMIC_UNSIGNED ? "unsigned map boundaries" : "signed map boundaries");
+  }
+}
+
 TEST_F(GpuTest, BlockwiseMisalignedPointers) {
   // Offsets that rule out the 16-byte vector path on every side.
   const int64_t n = 4096 * 3 + 100;
