@@ -182,14 +182,17 @@ bnb_status_t check_optimizer_params(const bnb_optimizer_params_t* params) {
   return BNB_SUCCESS;
 }
 
-bnb_status_t check_optimizer_tensors(bnb_context_t ctx, const bnb_optimizer_params_t* params,
-                                     const bnb_optimizer_tensors_t* tensors, const char* what) {
+// `what` names the struct in messages ("tensors", "tensors[3]"); NULL checks without building
+// names (the hot path: callers repeat a failed check with a name for the message).
+bnb_status_t check_optimizer_tensors_named(bnb_context_t ctx, const bnb_optimizer_params_t* params,
+                                           const bnb_optimizer_tensors_t* tensors, const char* what) {
   if (tensors->struct_size < sizeof(bnb_optimizer_tensors_t))
     return failf(BNB_ERR_INVALID_ARGUMENT, "%s->struct_size %u is smaller than %zu: call bnb_optimizer_tensors_init",
-                 what, tensors->struct_size, sizeof(bnb_optimizer_tensors_t));
+                 what != nullptr ? what : "tensors", tensors->struct_size, sizeof(bnb_optimizer_tensors_t));
   const int32_t opt = params->optimizer;
   char name[64];
-  auto named = [&](const char* field) {
+  auto named = [&](const char* field) -> const char* {
+    if (what == nullptr) return field;
     std::snprintf(name, sizeof name, "%s->%s", what, field);
     return name;
   };
@@ -207,6 +210,12 @@ bnb_status_t check_optimizer_tensors(bnb_context_t ctx, const bnb_optimizer_para
   }
   if (params->max_unorm > 0.0f) BNB_CHECK(check_array(ctx, tensors->unorm_vec, named("unorm_vec")));
   return BNB_SUCCESS;
+}
+
+bnb_status_t check_optimizer_tensors(bnb_context_t ctx, const bnb_optimizer_params_t* params,
+                                     const bnb_optimizer_tensors_t* tensors, const char* what) {
+  if (check_optimizer_tensors_named(ctx, params, tensors, nullptr) == BNB_SUCCESS) return BNB_SUCCESS;
+  return check_optimizer_tensors_named(ctx, params, tensors, what);
 }
 
 }  // namespace
@@ -241,12 +250,13 @@ BNB_API bnb_status_t bnb_optimizer_update_multi(bnb_context_t ctx, const bnb_opt
                 "bnb_optimizer_update_multi does not clip (max_unorm > 0 needs each tensor's own param_norm and "
                 "unorm_vec): call bnb_optimizer_update per tensor");
   for (int32_t i = 0; i < count; ++i) {
-    char what[40];
-    std::snprintf(what, sizeof what, "tensors[%d]", i);
-    char nname[24];
-    std::snprintf(nname, sizeof nname, "n[%d]", i);
-    BNB_CHECK(check_count(n[i], nname));
-    BNB_CHECK(check_optimizer_tensors(ctx, params, &tensors[i], what));
+    if (check_count(n[i], "n") != BNB_SUCCESS || check_optimizer_tensors_named(ctx, params, &tensors[i], nullptr) != BNB_SUCCESS) {
+      char name[40];  // again, with the index in the message
+      std::snprintf(name, sizeof name, "n[%d]", i);
+      BNB_CHECK(check_count(n[i], name));
+      std::snprintf(name, sizeof name, "tensors[%d]", i);
+      return check_optimizer_tensors_named(ctx, params, &tensors[i], name);
+    }
   }
   if (ctx->backend->ops.optimizer_update_multi != nullptr)
     return ctx->backend->ops.optimizer_update_multi(ctx->impl, params, count, tensors, n, stream);

@@ -49,6 +49,8 @@ class DeviceGuard {
 
 // Grid size for a persistent kernel: enough blocks to fill every multiprocessor, at most `tiles`.
 int64_t persistent_grid(const GpuContext& ctx, int blocks_per_sm, int64_t tiles);
+// Empties the plugin's cache of pointer classifications (called when bnb frees memory).
+void forget_pointer_kinds();
 
 // Op families.
 void register_quant_ops(bnb_backend_ops_t* ops);

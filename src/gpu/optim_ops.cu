@@ -428,6 +428,7 @@ bnb_status_t op_paged_alloc(void* impl, int64_t bytes, void** ptr) {
 bnb_status_t op_paged_free(void* impl, void* ptr) {
   const auto* ctx = static_cast<const GpuContext*>(impl);
   DeviceGuard guard(ctx->device);
+  forget_pointer_kinds();
   return check(gpuFree(ptr), "freeing managed memory");
 }
 
