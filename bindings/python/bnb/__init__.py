@@ -15,6 +15,7 @@ BNB_BACKEND, BNB_NUM_THREADS and BNB_LOG_LEVEL are read by the library itself.
 """
 
 from . import _lib
+from . import optim  # torch optimizers; imports torch only when a class is used
 from ._lib import (BackendError, Error, InvalidArgumentError, NotSupportedError, OutOfMemoryError)
 from .functional import (MatmulLtState, QuantState, compress_absmax, dequantize_4bit, dequantize_blockwise,
                          get_code_table, int8_linear_matmul, int8_mm_dequant, int8_vectorwise_quant,

@@ -1,0 +1,717 @@
+"""The optimizer classes behind bnb.optim (imported on first use: this module needs torch).
+
+Each class is a torch.optim.Optimizer. step() walks the parameters that have a gradient and makes
+one bnb_optimizer_update call per parameter, on the parameter's device and, on a GPU, the
+current torch stream (the library context and stream come from bnb/_arrays.py, as for every other
+op). The update rules, state layouts and numerics are the library's: docs/OPTIMIZERS.md and
+OPS.md section 6.
+
+State, per parameter, under bitsandbytes' key names so that state dicts move between the two:
+
+    step              Python int, the number of updates so far (the C call gets step + 1)
+    state1, state2    float32 (32-bit) or uint8 codes (8-bit), the parameter's shape;
+                      AdEMAMix's state1 is (2, *shape): the fast EMA, then the slow one
+    absmax1, absmax2  8-bit only: float32, one scale per 256 elements (AdEMAMix: (2, blocks))
+    qmap1, qmap2      8-bit only: the 256-entry code tables (signed / unsigned dynamic)
+    unorm_vec         float32[1], only when max_unorm > 0 (update-norm clipping)
+    gnorm_vec         float32[100], only when percentile_clipping < 100
+
+All state tensors live on the parameter's device. 2-state optimizers (Adam, AdamW, LAMB,
+AdEMAMix) have state2; the others do not.
+"""
+
+import copy
+import ctypes
+import math
+import warnings
+from collections import defaultdict
+
+import torch
+
+from .. import _arrays, _lib
+
+_c = _lib.lib
+
+# bnb_optimizer_t
+_K_ADAM, _K_MOMENTUM, _K_RMSPROP, _K_LION, _K_ADAGRAD, _K_ADEMAMIX, _K_LAMB, _K_LARS = range(1, 9)
+_TWO_STATES = (_K_ADAM, _K_ADEMAMIX, _K_LAMB)
+_NO_CLIPPING = (_K_LION, _K_ADEMAMIX)  # the library rejects max_unorm > 0 for these
+BLOCKSIZE = 256  # the 8-bit state's block (fixed by the library)
+
+_PARAM_DTYPES = {torch.float32: _lib.F32, torch.float16: _lib.F16, torch.bfloat16: _lib.BF16}
+
+# ---------------------------------------------------------------- C structs, initialised once, then copied
+_templates = {}
+
+
+def _new_struct(cls, init):
+    blob = _templates.get(cls)
+    if blob is None:
+        value = cls()
+        _lib.check(getattr(_c, init)(ctypes.byref(value)), init)
+        blob = _templates[cls] = bytes(value)
+    return cls.from_buffer_copy(blob)
+
+
+# ---------------------------------------------------------------- paged memory as torch tensors
+class _PagedBlock:
+    """One bnb_paged_alloc allocation; freed with bnb_paged_free when the last tensor over it goes."""
+
+    __slots__ = ("ctx", "ptr", "nbytes")
+
+    def __init__(self, ctx, nbytes):
+        ptr = ctypes.c_void_p()
+        _lib.check(_c.bnb_paged_alloc(ctx, nbytes, ctypes.byref(ptr)), "bnb_paged_alloc")
+        self.ctx, self.ptr, self.nbytes = ctx, ptr.value, nbytes
+
+    def __del__(self):
+        ptr, self.ptr = self.ptr, None
+        if ptr:
+            try:
+                _c.bnb_paged_free(self.ctx, ptr)
+            except Exception:  # pragma: no cover - interpreter shutdown
+                pass
+
+
+class _DeviceBuffer:
+    """Shows a paged block to torch.as_tensor as CUDA memory (__cuda_array_interface__). torch keeps
+    this object, and so the block, alive for as long as the tensor's storage."""
+
+    def __init__(self, block):
+        self.block = block
+        self.__cuda_array_interface__ = {"shape": (block.nbytes,), "typestr": "|u1", "data": (block.ptr, False),
+                                         "strides": None, "version": 2}
+
+
+def paged_zeros(like, shape, dtype):
+    """A zero-filled tensor of `shape` and `dtype` in bnb paged memory of `like`'s device: CUDA
+    managed memory on a GPU, host memory from the library on the CPU. Its memory is returned
+    with bnb_paged_free when the tensor (and every view of it) is gone. Marked `t.is_paged`."""
+    kit = _arrays.kit_for(like)
+    numel = math.prod(shape)
+    if numel == 0:
+        return torch.zeros(shape, dtype=dtype, device=like.device)
+    nbytes = max(numel * torch.empty((), dtype=dtype).element_size(), 1)
+    block = _PagedBlock(kit.ctx, nbytes)
+    if kit.backend == _lib.BACKEND_CPU:
+        raw = (ctypes.c_uint8 * nbytes).from_address(block.ptr)
+        raw._bnb_block = block  # the ctypes array owns the block; torch.frombuffer keeps the array
+        flat = torch.frombuffer(raw, dtype=torch.uint8)
+    else:
+        flat = torch.as_tensor(_DeviceBuffer(block), device=kit.device)
+    t = flat.view(dtype)[:numel].view(shape)
+    t.zero_()
+    t.is_paged = True
+    return t
+
+
+def is_paged(t):
+    """True for a tensor made by paged_zeros (an optimizer's paged state)."""
+    return bool(getattr(t, "is_paged", False))
+
+
+def _prefetch(kit, t):
+    st = _c.bnb_paged_prefetch(kit.ctx, t.data_ptr(), t.numel() * t.element_size(), 1, kit.stream)
+    if st:
+        _lib.raise_for(st, "bnb_paged_prefetch")
+
+
+# ---------------------------------------------------------------- argument checks
+def _check_number(cls, name, value, low=0.0, high=None, high_open=False):
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise TypeError(f"{cls}: {name} must be a number, not {type(value).__name__}") from None
+    if not math.isfinite(v) or v < low or (high is not None and (v >= high if high_open else v > high)):
+        bound = f"in [{low}, {high})" if high_open else (f"in [{low}, {high}]" if high is not None else f">= {low}")
+        raise ValueError(f"{cls}: {name} = {value!r} is invalid: it must be finite and {bound}")
+    return v
+
+
+def _not_supported(cls, what):
+    raise NotImplementedError(f"{cls}: {what} is not supported by bnb's optimizers")
+
+
+# ---------------------------------------------------------------- the base class
+class Optimizer(torch.optim.Optimizer):
+    """Common machinery of the bnb optimizers: state creation, the library call, state dicts.
+
+    Subclasses set `_kind` (a bnb_optimizer_t) and implement `_coefficients(group, step)`, which
+    returns (beta1, beta2, beta3, alpha, eps) as the library expects them (OPS.md 6.2).
+    `_fixed_bits` / `_fixed_paged` are set by the *8bit, *32bit and Paged* variants.
+    """
+
+    _kind = None
+    _fixed_bits = None
+    _fixed_paged = None
+    #: Paged optimizers put state1/state2 of parameters with at least this many elements in paged
+    #: memory (smaller ones use ordinary tensors), as bitsandbytes does.
+    paged_min_numel = 100_000
+
+    def __init__(self, params, defaults, optim_bits=None, min_8bit_size=4096, percentile_clipping=100,
+                 block_wise=True, max_unorm=0.0, is_paged=None, args=None):
+        name = type(self).__name__
+        if args is not None:
+            _not_supported(name, "args (bitsandbytes' GlobalOptimManager configuration object); pass the "
+                                  "settings as keyword arguments instead")
+        bits = self._fixed_bits if optim_bits is None else optim_bits
+        if bits is None:
+            bits = 32
+        if bits not in (8, 32) or isinstance(bits, bool):
+            raise ValueError(f"{name}: optim_bits = {optim_bits!r} is not supported: use 32 or 8")
+        if self._fixed_bits is not None and bits != self._fixed_bits:
+            raise ValueError(f"{name} always keeps {self._fixed_bits}-bit state; optim_bits={optim_bits!r} "
+                             f"contradicts it (use the class without the suffix to choose)")
+        paged = self._fixed_paged if is_paged is None else bool(is_paged)
+        if self._fixed_paged is not None and paged != self._fixed_paged:
+            raise ValueError(f"{name}: is_paged={is_paged!r} contradicts the class (use the class without "
+                             f"'Paged' to choose)")
+        if not block_wise and bits == 8:
+            _not_supported(name, "8-bit state with block_wise=False (only blockwise 8-bit state exists)")
+        if isinstance(min_8bit_size, bool) or not isinstance(min_8bit_size, int) or min_8bit_size < 0:
+            raise ValueError(f"{name}: min_8bit_size = {min_8bit_size!r} must be an integer >= 0")
+        if isinstance(percentile_clipping, bool) or not isinstance(percentile_clipping, int) \
+                or not 1 <= percentile_clipping <= 100:
+            raise ValueError(f"{name}: percentile_clipping = {percentile_clipping!r} must be an integer in "
+                             "[1, 100] (100 turns it off)")
+        max_unorm = _check_number(name, "max_unorm", max_unorm)
+        if max_unorm > 0 and self._kind in _NO_CLIPPING:
+            raise ValueError(f"{name}: max_unorm > 0 (update-norm clipping) is not available for this optimizer")
+        _check_number(name, "lr", defaults["lr"])
+        _check_number(name, "eps", defaults["eps"])
+        _check_number(name, "weight_decay", defaults["weight_decay"])
+        defaults = dict(defaults, optim_bits=bits, min_8bit_size=min_8bit_size,
+                        percentile_clipping=percentile_clipping, max_unorm=max_unorm)
+        super().__init__(params, defaults)
+        self.is_paged = bool(paged)
+        self._tables = {}  # (device, signed) -> the default code table on that device
+
+    # -------------------------------------------------------------- per-group settings
+    def _setting(self, group, key):
+        """A group's value of one of bnb's own settings; a group loaded from a bitsandbytes state
+        dict lacks them and falls back to this optimizer's defaults."""
+        value = group.get(key)
+        return self.defaults[key] if value is None else value
+
+    def _coefficients(self, group, step):  # pragma: no cover - every subclass overrides it
+        raise NotImplementedError
+
+    # -------------------------------------------------------------- state
+    def _default_table(self, p, signed):
+        key = (p.device, signed)
+        table = self._tables.get(key)
+        if table is None:
+            values = _lib_table(_lib.CODE_DYNAMIC_SIGNED if signed else _lib.CODE_DYNAMIC_UNSIGNED)
+            table = self._tables[key] = values.to(p.device, copy=True)
+        return table
+
+    def _state_shape(self, p):
+        return (2, *p.shape) if self._kind == _K_ADEMAMIX else tuple(p.shape)
+
+    def _zeros(self, p, shape, dtype, paged):
+        if paged:
+            return paged_zeros(p, shape, dtype)
+        return torch.zeros(shape, dtype=dtype, device=p.device)
+
+    def _wants_paging(self, p):
+        return self.is_paged and p.numel() >= self.paged_min_numel
+
+    def _init_state(self, group, p, state):
+        n = p.numel()
+        eight = self._setting(group, "optim_bits") == 8 and n >= self._setting(group, "min_8bit_size")
+        paged = self._wants_paging(p)
+        shape = self._state_shape(p)
+        dtype = torch.uint8 if eight else torch.float32
+        state.setdefault("step", 0)
+        state["state1"] = self._zeros(p, shape, dtype, paged)
+        if self._kind in _TWO_STATES:
+            state["state2"] = self._zeros(p, tuple(p.shape), dtype, paged)
+        if eight:
+            blocks = -(-n // BLOCKSIZE)
+            absmax_shape = (2, blocks) if self._kind == _K_ADEMAMIX else (blocks,)
+            state["qmap1"] = self._default_table(p, True)
+            state["absmax1"] = torch.zeros(absmax_shape, dtype=torch.float32, device=p.device)
+            if self._kind in _TWO_STATES:
+                state["qmap2"] = self._default_table(p, False)
+                state["absmax2"] = torch.zeros((blocks,), dtype=torch.float32, device=p.device)
+
+    # -------------------------------------------------------------- step
+    @torch.no_grad()
+    def step(self, closure=None):
+        """One update of every parameter that has a gradient (parameters whose .grad is None are
+        skipped). `closure`, if given, re-evaluates the model and returns the loss."""
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        paged_streams = {}
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                kit = self._update(group, p)
+                if kit is not None and kit.backend != _lib.BACKEND_CPU:
+                    paged_streams[kit.device] = kit
+        # Paged state may be touched by the host (or evicted) next: let the updates finish first.
+        for kit in paged_streams.values():
+            torch.cuda.current_stream(kit.device).synchronize()
+        return loss
+
+    def _update(self, group, p):
+        """Updates one parameter; returns its kit when its state is paged (else None)."""
+        name = type(self).__name__
+        g = p.grad
+        if g.is_sparse or g.layout != torch.strided:
+            raise RuntimeError(f"{name} does not support sparse gradients (parameter of shape {tuple(p.shape)})")
+        code = _PARAM_DTYPES.get(p.dtype)
+        if code is None:
+            raise TypeError(f"{name}: parameters of dtype {p.dtype} are not supported (float32, float16, bfloat16)")
+        if g.dtype != p.dtype:
+            raise TypeError(f"{name}: the gradient's dtype {g.dtype} differs from its parameter's {p.dtype}")
+        if g.device != p.device:
+            raise ValueError(f"{name}: the gradient is on {g.device}, its parameter on {p.device}")
+        if g.shape != p.shape:
+            raise ValueError(f"{name}: the gradient's shape {tuple(g.shape)} differs from its parameter's "
+                             f"{tuple(p.shape)}")
+        n = p.numel()
+        if n == 0:
+            return None
+        state = self.state[p]
+        if "state1" not in state:
+            self._init_state(group, p, state)
+        kit = _arrays.kit_for(p)
+
+        state1 = state["state1"]
+        eight = state1.dtype == torch.uint8
+        two = self._kind in _TWO_STATES
+        state2 = state.get("state2")
+        t = int(state["step"]) + 1
+
+        beta1, beta2, beta3, alpha, eps = self._coefficients(group, t)
+        wd = float(group["weight_decay"])
+        max_unorm = float(self._setting(group, "max_unorm"))
+        work = p if p.is_contiguous() else p.contiguous()  # written back below
+        grad = g if g.is_contiguous() else g.contiguous()
+
+        prm = _new_struct(_lib.OptimizerParams, "bnb_optimizer_params_init")
+        prm.optimizer = self._kind
+        prm.state_bits = 8 if eight else 32
+        prm.param_dtype = code
+        prm.n = n
+        prm.lr = float(group["lr"])
+        prm.beta1, prm.beta2, prm.beta3, prm.alpha, prm.eps = beta1, beta2, beta3, alpha, eps
+        prm.weight_decay = wd
+        prm.gnorm_scale = self._gnorm_scale(group, state, grad, t)
+        prm.step = t
+        ten = _new_struct(_lib.OptimizerTensors, "bnb_optimizer_tensors_init")
+        ten.p = work.data_ptr()
+        ten.g = grad.data_ptr()
+        ten.state1 = state1.data_ptr()
+        ten.state2 = state2.data_ptr() if two else None
+        if eight:
+            ten.absmax1 = state["absmax1"].data_ptr()
+            ten.qmap1 = self._table_ptr(p, state["qmap1"], True)
+            if two:
+                ten.absmax2 = state["absmax2"].data_ptr()
+                ten.qmap2 = self._table_ptr(p, state["qmap2"], False)
+        if max_unorm > 0:
+            unorm = state.get("unorm_vec")
+            if unorm is None:
+                unorm = state["unorm_vec"] = torch.zeros((1,), dtype=torch.float32, device=p.device)
+            prm.max_unorm = max_unorm
+            prm.param_norm = float(torch.linalg.vector_norm(work, dtype=torch.float32))
+            ten.unorm_vec = unorm.data_ptr()
+
+        paged = [s for s in (state1, state2) if s is not None and is_paged(s)]
+        if kit.backend != _lib.BACKEND_CPU:
+            for s in paged:
+                _prefetch(kit, s)
+        st = _c.bnb_optimizer_update(kit.ctx, ctypes.byref(prm), ctypes.byref(ten), kit.stream)
+        if st:
+            _lib.raise_for(st, f"bnb_optimizer_update ({name}, parameter of shape {tuple(p.shape)})")
+        state["step"] = t
+        if work is not p:
+            p.copy_(work)
+        else:
+            # Written through a raw pointer: tell autograd the parameter changed in place.
+            torch.autograd.graph.increment_version(p)
+        return kit if paged else None
+
+    def _table_ptr(self, p, table, signed):
+        # NULL selects the library's own copy of the default table (and its fast GPU path).
+        if table is self._tables.get((p.device, signed)):
+            return None
+        return table.data_ptr()
+
+    def _gnorm_scale(self, group, state, grad, t):
+        """Percentile clipping (OPS.md 6.8): the gradient is scaled down to the `percentile`-th
+        smallest of the last 100 gradient norms. Costs a host synchronisation on the GPU."""
+        percentile = int(self._setting(group, "percentile_clipping"))
+        if percentile >= 100:
+            return 1.0
+        history = state.get("gnorm_vec")
+        if history is None:
+            history = state["gnorm_vec"] = torch.zeros((100,), dtype=torch.float32, device=grad.device)
+        squared = torch.linalg.vector_norm(grad, dtype=torch.float32).square()
+        slot = t % 100
+        if t == 1:
+            history.fill_(squared)
+        else:
+            history[slot] = squared
+        limit = torch.sort(history).values[percentile].sqrt()
+        current = history[slot].sqrt()
+        return float(torch.where(current > limit, limit / current, torch.ones_like(limit)))
+
+    # -------------------------------------------------------------- state dicts
+    def load_state_dict(self, state_dict):
+        """Loads a state dict of this class or of the matching bitsandbytes optimizer. Unlike
+        torch's default, state tensors keep their dtype (float32 state, uint8 codes and float32
+        scales are never cast to the parameter's dtype); they are copied to the parameter's
+        device (into paged memory for a paged optimizer)."""
+        for hook in getattr(self, "_optimizer_load_state_dict_pre_hooks", {}).values():
+            result = hook(self, state_dict)
+            if result is not None:
+                state_dict = result
+        groups = self.param_groups
+        saved_groups = state_dict["param_groups"]
+        if len(groups) != len(saved_groups):
+            raise ValueError("loaded state dict has a different number of parameter groups")
+        for g, sg in zip(groups, saved_groups):
+            if len(g["params"]) != len(sg["params"]):
+                raise ValueError("loaded state dict contains a parameter group that doesn't match the size of "
+                                 "the optimizer's group")
+        id_map = {}
+        for g, sg in zip(groups, saved_groups):
+            id_map.update(zip(sg["params"], g["params"]))
+        state = {}
+        for key, value in state_dict["state"].items():
+            if key in id_map:
+                p = id_map[key]
+                state[p] = self._import_state(p, value)
+            else:
+                state[key] = value
+        new_groups = []
+        for g, sg in zip(groups, saved_groups):
+            ng = copy.deepcopy({k: v for k, v in sg.items() if k != "params"})
+            ng["params"] = g["params"]
+            if "param_names" in g and "param_names" not in ng:
+                ng["param_names"] = g["param_names"]
+            new_groups.append(ng)
+        self.__setstate__({"state": defaultdict(dict, state), "param_groups": new_groups})
+        for hook in getattr(self, "_optimizer_load_state_dict_post_hooks", {}).values():
+            hook(self)
+
+    def _import_state(self, p, saved):
+        name = type(self).__name__
+        shape = tuple(p.shape)
+        n = p.numel()
+        out = {}
+        for key, value in saved.items():
+            if isinstance(value, torch.Tensor) and key != "step":
+                out[key] = value.detach().to(p.device, copy=True).contiguous()
+            else:
+                out[key] = value
+        if "step" in out:
+            out["step"] = int(out["step"].item() if isinstance(out["step"], torch.Tensor) else out["step"])
+        if "state1" not in out:  # no update yet: the first step creates the state
+            return out
+        if "max1" in out or "new_max1" in out:
+            _not_supported(name, "a state dict of a non-blockwise 8-bit optimizer (max1/new_max1)")
+        mult = 2 if self._kind == _K_ADEMAMIX else 1
+        state1 = out["state1"]
+        eight = state1.dtype == torch.uint8
+        keys = ["state1"] + (["state2"] if self._kind in _TWO_STATES else [])
+        for key in keys:
+            t = out.get(key)
+            if t is None:
+                raise ValueError(f"{name}.load_state_dict: the state of a parameter of shape {shape} has no {key!r}")
+            if (t.dtype == torch.uint8) != eight:
+                raise ValueError(f"{name}.load_state_dict: state1 and {key} differ in width ({state1.dtype}, "
+                                 f"{t.dtype})")
+            want = n * (mult if key == "state1" else 1)
+            if t.numel() != want:
+                raise ValueError(f"{name}.load_state_dict: {key} has {t.numel()} elements, a parameter of shape "
+                                 f"{shape} needs {want}")
+            if not eight and t.dtype != torch.float32:
+                if not t.is_floating_point():
+                    raise ValueError(f"{name}.load_state_dict: {key} has dtype {t.dtype}")
+                t = t.float()
+            out[key] = t.view((2, *shape) if key == "state1" and mult == 2 else shape)
+        if eight:
+            blocks = -(-n // BLOCKSIZE)
+            for i, key in enumerate(keys, start=1):
+                absmax = out.get(f"absmax{i}")
+                want = blocks * (mult if i == 1 else 1)
+                if absmax is None or absmax.numel() != want or absmax.dtype != torch.float32:
+                    raise ValueError(f"{name}.load_state_dict: 8-bit state needs absmax{i} as float32 with "
+                                     f"{want} elements for a parameter of shape {shape}")
+                if mult == 2 and i == 1:
+                    out["absmax1"] = absmax.view(2, blocks)
+                table_key = f"qmap{i}"
+                default = self._default_table(p, i == 1)
+                table = out.get(table_key)
+                if table is None:
+                    out[table_key] = default
+                    continue
+                if table.numel() != 256 or table.dtype != torch.float32:
+                    raise ValueError(f"{name}.load_state_dict: {table_key} must be 256 float32 values")
+                out[table_key] = default if torch.equal(table.view(-1), default) else table.view(-1)
+        if self._wants_paging(p):
+            for key in keys:
+                t = out[key]
+                paged = paged_zeros(p, tuple(t.shape), t.dtype)
+                paged.copy_(t)
+                out[key] = paged
+        return out
+
+
+_host_tables = {}
+
+
+def _lib_table(which):
+    table = _host_tables.get(which)
+    if table is None:
+        from .. import _ops
+
+        table = _host_tables[which] = torch.from_numpy(_ops.get_code_table(which))
+    return table
+
+
+# ---------------------------------------------------------------- the optimizers
+def _adam_betas(cls, betas, count=2):
+    if len(betas) != count:
+        raise ValueError(f"{cls}: betas must have {count} values, got {betas!r}")
+    for i, b in enumerate(betas):
+        _check_number(cls, f"betas[{i}]", b, 0.0, 1.0, high_open=True)
+    return tuple(float(b) for b in betas)
+
+
+class Adam(Optimizer):
+    """Adam with 32-bit or 8-bit blockwise state. weight_decay is decoupled (applied to the
+    parameter after the step, as bitsandbytes' Adam does), not torch.optim.Adam's L2 term.
+    amsgrad is not supported."""
+
+    _kind = _K_ADAM
+
+    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, amsgrad=False,
+                 optim_bits=None, args=None, min_8bit_size=4096, percentile_clipping=100, block_wise=True,
+                 is_paged=None):
+        cls = type(self).__name__
+        if amsgrad:
+            _not_supported(cls, "amsgrad=True")
+        defaults = dict(lr=lr, betas=_adam_betas(cls, betas), eps=eps, weight_decay=weight_decay)
+        super().__init__(params, defaults, optim_bits, min_8bit_size, percentile_clipping, block_wise, 0.0,
+                         is_paged, args)
+
+    def _coefficients(self, group, step):
+        b1, b2 = group["betas"][:2]
+        return float(b1), float(b2), 0.0, 0.0, float(group["eps"])
+
+
+class AdamW(Adam):
+    """AdamW: Adam with decoupled weight decay, default weight_decay=1e-2."""
+
+    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2, amsgrad=False,
+                 optim_bits=None, args=None, min_8bit_size=4096, percentile_clipping=100, block_wise=True,
+                 is_paged=None):
+        super().__init__(params, lr, betas, eps, weight_decay, amsgrad, optim_bits, args, min_8bit_size,
+                         percentile_clipping, block_wise, is_paged)
+
+
+class LAMB(Optimizer):
+    """LAMB as bitsandbytes defines it: Adam's update, scaled down when its norm exceeds
+    max_unorm * ||p|| (a clip, not the textbook trust ratio). Decoupled weight decay."""
+
+    _kind = _K_LAMB
+
+    def __init__(self, params, lr=1e-3, bias_correction=True, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0,
+                 amsgrad=False, adam_w_mode=True, optim_bits=None, args=None, min_8bit_size=4096,
+                 percentile_clipping=100, block_wise=True, max_unorm=1.0, is_paged=None):
+        cls = type(self).__name__
+        if amsgrad:
+            _not_supported(cls, "amsgrad=True")
+        if not bias_correction:
+            _not_supported(cls, "bias_correction=False")
+        if not adam_w_mode:
+            _not_supported(cls, "adam_w_mode=False (weight decay is always decoupled)")
+        defaults = dict(lr=lr, betas=_adam_betas(cls, betas), eps=eps, weight_decay=weight_decay)
+        super().__init__(params, defaults, optim_bits, min_8bit_size, percentile_clipping, block_wise, max_unorm,
+                         is_paged, args)
+
+    def _coefficients(self, group, step):
+        b1, b2 = group["betas"][:2]
+        return float(b1), float(b2), 0.0, 0.0, float(group["eps"])
+
+
+class AdEMAMix(Optimizer):
+    """AdEMAMix (a fast and a slow EMA of the gradient). t_alpha / t_beta3 warm alpha and beta3 up
+    over that many steps (OPS.md 6.7). Decoupled weight decay, default 1e-2."""
+
+    _kind = _K_ADEMAMIX
+
+    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999, 0.9999), alpha=5.0, t_alpha=None, t_beta3=None,
+                 eps=1e-8, weight_decay=1e-2, optim_bits=None, min_8bit_size=4096, is_paged=None):
+        cls = type(self).__name__
+        betas = _adam_betas(cls, betas, 3)
+        _check_number(cls, "alpha", alpha)
+        for key, value in (("t_alpha", t_alpha), ("t_beta3", t_beta3)):
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value <= 0):
+                raise ValueError(f"{cls}: {key} = {value!r} must be None or a positive integer")
+        defaults = dict(lr=lr, betas=betas, alpha=alpha, t_alpha=t_alpha, t_beta3=t_beta3, eps=eps,
+                        weight_decay=weight_decay)
+        super().__init__(params, defaults, optim_bits, min_8bit_size, 100, True, 0.0, is_paged, None)
+
+    def _coefficients(self, group, step):
+        b1, b2, b3 = (float(b) for b in group["betas"])
+        alpha = float(group.get("alpha", 5.0))
+        t_alpha, t_beta3 = group.get("t_alpha"), group.get("t_beta3")
+        if t_alpha:
+            alpha = min(step * alpha / t_alpha, alpha)
+        if t_beta3 and b3 > 0 and b1 > 0:
+            ln1, ln3 = math.log(b1), math.log(b3)
+            frac = step / t_beta3
+            b3 = min(math.exp(ln1 * ln3 / ((1.0 - frac) * ln3 + frac * ln1)), b3)
+        return b1, b2, b3, alpha, float(group["eps"])
+
+
+def _momentum_args(cls, momentum, dampening, nesterov):
+    if momentum == 0:
+        _not_supported(cls, "momentum=0 (the kernels always keep a momentum buffer; use momentum > 0)")
+    _check_number(cls, "momentum", momentum, 0.0, 1.0)
+    if dampening:
+        warnings.warn(f"{cls}: dampening is ignored (as in bitsandbytes)", stacklevel=3)
+    if nesterov:
+        warnings.warn(f"{cls}: nesterov is ignored (as in bitsandbytes)", stacklevel=3)
+    return (float(momentum), float(dampening))
+
+
+class SGD(Optimizer):
+    """SGD with momentum (momentum > 0 required): s = momentum*s + g (s = g at the first step),
+    p -= lr*s. Coupled (L2) weight decay. No dampening, no Nesterov."""
+
+    _kind = _K_MOMENTUM
+
+    def __init__(self, params, lr, momentum=0, dampening=0, weight_decay=0, nesterov=False, optim_bits=None,
+                 args=None, min_8bit_size=4096, percentile_clipping=100, block_wise=True, is_paged=None):
+        cls = type(self).__name__
+        betas = _momentum_args(cls, momentum, dampening, nesterov)
+        defaults = dict(lr=lr, betas=betas, eps=0.0, weight_decay=weight_decay)
+        super().__init__(params, defaults, optim_bits, min_8bit_size, percentile_clipping, block_wise, 0.0,
+                         is_paged, args)
+
+    def _coefficients(self, group, step):
+        return float(group["betas"][0]), 0.0, 0.0, 0.0, float(group["eps"])
+
+
+class LARS(Optimizer):
+    """LARS as bitsandbytes defines it: SGD with momentum whose update is scaled down when its
+    norm exceeds max_unorm * ||p|| (a clip, not the textbook trust ratio). Coupled weight decay."""
+
+    _kind = _K_LARS
+
+    def __init__(self, params, lr, momentum=0, dampening=0, weight_decay=0, nesterov=False, optim_bits=None,
+                 args=None, min_8bit_size=4096, percentile_clipping=100, max_unorm=0.02, is_paged=None):
+        cls = type(self).__name__
+        betas = _momentum_args(cls, momentum, dampening, nesterov)
+        defaults = dict(lr=lr, betas=betas, eps=0.0, weight_decay=weight_decay)
+        super().__init__(params, defaults, optim_bits, min_8bit_size, percentile_clipping, True, max_unorm,
+                         is_paged, args)
+
+    def _coefficients(self, group, step):
+        return float(group["betas"][0]), 0.0, 0.0, 0.0, float(group["eps"])
+
+
+class RMSprop(Optimizer):
+    """RMSprop: s = alpha*s + (1-alpha)*g^2, p -= lr*g/(sqrt(s)+eps). Coupled weight decay.
+    centered and alpha=0 are not supported; momentum is ignored (as in bitsandbytes)."""
+
+    _kind = _K_RMSPROP
+
+    def __init__(self, params, lr=1e-2, alpha=0.99, eps=1e-8, weight_decay=0, momentum=0, centered=False,
+                 optim_bits=None, args=None, min_8bit_size=4096, percentile_clipping=100, block_wise=True,
+                 is_paged=None):
+        cls = type(self).__name__
+        if alpha == 0:
+            _not_supported(cls, "alpha=0")
+        if centered:
+            _not_supported(cls, "centered=True")
+        _check_number(cls, "alpha", alpha, 0.0, 1.0)
+        if momentum:
+            warnings.warn(f"{cls}: momentum is ignored (as in bitsandbytes)", stacklevel=2)
+        defaults = dict(lr=lr, betas=(float(alpha), float(momentum)), eps=eps, weight_decay=weight_decay)
+        super().__init__(params, defaults, optim_bits, min_8bit_size, percentile_clipping, block_wise, 0.0,
+                         is_paged, args)
+
+    def _coefficients(self, group, step):
+        return float(group["betas"][0]), 0.0, 0.0, 0.0, float(group["eps"])
+
+
+class Adagrad(Optimizer):
+    """Adagrad: s += g^2, p -= lr*g/(sqrt(s)+eps). Coupled weight decay. lr_decay and
+    initial_accumulator_value must be 0."""
+
+    _kind = _K_ADAGRAD
+
+    def __init__(self, params, lr=1e-2, lr_decay=0, weight_decay=0, initial_accumulator_value=0, eps=1e-10,
+                 optim_bits=None, args=None, min_8bit_size=4096, percentile_clipping=100, block_wise=True,
+                 is_paged=None):
+        cls = type(self).__name__
+        if initial_accumulator_value != 0:
+            _not_supported(cls, "initial_accumulator_value != 0")
+        if lr_decay != 0:
+            _not_supported(cls, "lr_decay != 0")
+        defaults = dict(lr=lr, betas=(0.0, 0.0), eps=eps, weight_decay=weight_decay)
+        super().__init__(params, defaults, optim_bits, min_8bit_size, percentile_clipping, block_wise, 0.0,
+                         is_paged, args)
+
+    def _coefficients(self, group, step):
+        return 0.0, 0.0, 0.0, 0.0, float(group["eps"])
+
+
+class Lion(Optimizer):
+    """Lion: p -= lr*sign(beta1*s + (1-beta1)*g), then s = beta2*s + (1-beta2)*g. Decoupled
+    weight decay."""
+
+    _kind = _K_LION
+
+    def __init__(self, params, lr=1e-4, betas=(0.9, 0.99), weight_decay=0, optim_bits=None, args=None,
+                 min_8bit_size=4096, percentile_clipping=100, block_wise=True, is_paged=None):
+        cls = type(self).__name__
+        defaults = dict(lr=lr, betas=_adam_betas(cls, betas), eps=0.0, weight_decay=weight_decay)
+        super().__init__(params, defaults, optim_bits, min_8bit_size, percentile_clipping, block_wise, 0.0,
+                         is_paged, args)
+
+    def _coefficients(self, group, step):
+        b1, b2 = group["betas"][:2]
+        return float(b1), float(b2), 0.0, 0.0, 0.0
+
+
+# ---------------------------------------------------------------- the fixed variants
+_BASES = (Adam, AdamW, SGD, RMSprop, Lion, Adagrad, AdEMAMix, LAMB, LARS)
+_PAGED_BASES = (Adam, AdamW, Lion, AdEMAMix)
+
+
+def _variant(base, name, bits, paged):
+    what = []
+    if paged:
+        what.append("state1/state2 in paged memory (parameters with >= paged_min_numel elements)")
+    if bits:
+        what.append(f"always {bits}-bit state" + (" (tensors under min_8bit_size keep 32-bit state)"
+                                                  if bits == 8 else ""))
+    doc = f"{base.__name__} with {' and '.join(what)}.\n\n{base.__doc__}"
+    attrs = {"__doc__": doc, "__module__": __name__, "__qualname__": name}
+    if bits:
+        attrs["_fixed_bits"] = bits
+    if paged:
+        attrs["_fixed_paged"] = True
+    return type(name, (base,), attrs)
+
+
+for _base in _BASES:
+    for _bits in (8, 32):
+        globals()[f"{_base.__name__}{_bits}bit"] = _variant(_base, f"{_base.__name__}{_bits}bit", _bits, False)
+for _base in _PAGED_BASES:
+    for _bits, _suffix in ((None, ""), (8, "8bit"), (32, "32bit")):
+        _name = f"Paged{_base.__name__}{_suffix}"
+        globals()[_name] = _variant(_base, _name, _bits, True)
+del _base, _bits, _suffix, _name
