@@ -48,26 +48,35 @@ device() {
   export BNB_GOLDEN_DIR=$CARRY/golden
   nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem,temperature.gpu,power.draw --format=csv > "$out/gpu.txt" 2>&1
   "$CARRY/bin/bnb" info > "$out/info.txt" 2>&1
-  timeout 240 "$CARRY/bin/bnb_gpu_tests" > "$out/gpu_tests.log" 2>&1
-  timeout 240 "$CARRY/bin/bnb_tests" > "$out/unit_tests.log" 2>&1
-  BNB_LIBRARY_PATH=$CARRY/lib timeout 240 python3 -m pytest -q -rs -p no:cacheprovider tests/python > "$out/python_tests.log" 2>&1
-  timeout 150 "$CARRY/bin/bnb" bench --backend cuda --n $((256 << 20)) --dtype all --reps 20 --json "$out/cli_bench_cuda.json" > "$out/cli_bench.log" 2>&1
-  timeout 200 "$CARRY/bin/bnb_bench_gpu_quant" --n $((256 << 20)) --reps 30 --json "$out/quant.json" > "$out/quant.log" 2>&1
-  if [ -d "$CARRY/site/bitsandbytes" ]; then
+  # STAGES (default: all) picks a subset: tests unit python cli quant bnbquant gemm4 int8 optim layer
+  local stages=" ${STAGES:-tests unit python cli quant bnbquant gemm4 int8 optim layer} "
+  want() { [[ "$stages" == *" $1 "* ]]; }
+  want tests && timeout 240 "$CARRY/bin/bnb_gpu_tests" > "$out/gpu_tests.log" 2>&1
+  want unit && timeout 240 "$CARRY/bin/bnb_tests" > "$out/unit_tests.log" 2>&1
+  want python && BNB_LIBRARY_PATH=$CARRY/lib timeout 300 python3 -m pytest -q -rs -p no:cacheprovider tests/python > "$out/python_tests.log" 2>&1
+  want cli && timeout 150 "$CARRY/bin/bnb" bench --backend cuda --n $((256 << 20)) --dtype all --reps 20 --json "$out/cli_bench_cuda.json" > "$out/cli_bench.log" 2>&1
+  want quant && timeout 200 "$CARRY/bin/bnb_bench_gpu_quant" --n $((256 << 20)) --reps 30 --json "$out/quant.json" > "$out/quant.log" 2>&1
+  if want bnbquant && [ -d "$CARRY/site/bitsandbytes" ]; then
     PYTHONPATH=$CARRY/site timeout 200 python3 bench/gpu/bench_bitsandbytes.py --n $((256 << 20)) --reps 30 \
       --json "$out/quant_bitsandbytes.json" >> "$out/quant.log" 2>&1
   fi
-  timeout 200 "$CARRY/bin/bnb_bench_gemm4_cuda" --json "$out/gemm4.json" > "$out/gemm4.log" 2>&1
-  timeout 200 "$CARRY/bin/bnb_bench_int8_cuda" --json "$out/int8.json" > "$out/int8.log" 2>&1
-  timeout 200 "$CARRY/bin/bnb_bench_optim" --backend cuda --json "$out/optim.json" > "$out/optim.log" 2>&1
+  want gemm4 && timeout 200 "$CARRY/bin/bnb_bench_gemm4_cuda" --json "$out/gemm4.json" > "$out/gemm4.log" 2>&1
+  want int8 && timeout 200 "$CARRY/bin/bnb_bench_int8_cuda" --json "$out/int8.json" > "$out/int8.log" 2>&1
+  want optim && timeout 200 "$CARRY/bin/bnb_bench_optim" --backend cuda --json "$out/optim.json" > "$out/optim.log" 2>&1
+  if want layer && [ -f bench/python/layer4bit.py ]; then
+    BNB_LIBRARY_PATH=$CARRY/lib timeout 200 python3 bench/python/layer4bit.py --device cuda --json "$out/layer4bit.json" > "$out/layer4bit.log" 2>&1
+  fi
   echo "== gpu: $(tail -1 "$out/gpu.txt")"
   for f in gpu_tests unit_tests; do
+    [ -f "$out/$f.log" ] || continue
     echo "== $f: $(grep -E '^\[  (PASSED|FAILED) ' "$out/$f.log" | tr '\n' ' ')"
     grep -E '^\[  FAILED  \]' "$out/$f.log" | head -15
   done
-  grep -E '^\[golden\]' "$out/unit_tests.log"
-  echo "== python: $(tail -1 "$out/python_tests.log")"
-  for f in cli_bench quant gemm4 int8 optim; do echo "== $f"; tail -25 "$out/$f.log"; done
+  [ -f "$out/unit_tests.log" ] && grep -E '^\[golden\]' "$out/unit_tests.log"
+  [ -f "$out/python_tests.log" ] && echo "== python: $(tail -1 "$out/python_tests.log")"
+  for f in cli_bench quant gemm4 int8 optim layer4bit; do
+    [ -f "$out/$f.log" ] && { echo "== $f"; tail -25 "$out/$f.log"; }
+  done
   if [ -n "${OUT:-}" ]; then tar czf "$OUT/gpu_full.tgz" -C "$out" .; fi
 }
 

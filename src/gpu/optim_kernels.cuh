@@ -641,9 +641,10 @@ __device__ __forceinline__ uint32_t opt8_encode_fast(const Optim8Table& t, bool 
 constexpr int kOpt8FastThreads = 256;
 // Resident blocks per multiprocessor (2 x 27.7 KB of tables each: 4 fit in 228 KB); AdEMAMix,
 // with a third state, gets the registers of 3 (64 per thread spill it).
-template <int OPT>
+// kPf: load the next block while updating this one (experiment, BNB_OPT8_PREFETCH=1).
+template <int OPT, bool kPf = false>
 constexpr int opt8_fast_blocks_per_sm() {
-  return OPT == kOptAdemamix ? 3 : 4;
+  return OPT == kOptAdemamix || kPf ? 3 : 4;
 }
 
 // Eight elements of a lane: e = 4 h + j is element base + 128 h + 4 lane + j.
@@ -712,6 +713,33 @@ __device__ __forceinline__ void opt8_load_codes(const uint8_t* src, int64_t base
       const int64_t i = base + 128 * (e >> 2) + 4 * lane + (e & 3);
       c[e] = i < n ? src[i] : 0u;
     }
+  }
+}
+
+// The same eight codes as opt8_load_codes, kept packed four per word until used.
+__device__ __forceinline__ void opt8_load_code_words(const uint8_t* src, int64_t base, int lane, bool full,
+                                                     int64_t n, uint32_t (&w)[2]) {
+  if (full) {
+#pragma unroll
+    for (int h = 0; h < 2; ++h) w[h] = *reinterpret_cast<const uint32_t*>(src + base + 128 * h + 4 * lane);
+  } else {
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      w[h] = 0;
+#pragma unroll
+      for (int j = 0; j < 4; ++j) {
+        const int64_t i = base + 128 * h + 4 * lane + j;
+        w[h] |= (i < n ? static_cast<uint32_t>(src[i]) : 0u) << (8 * j);
+      }
+    }
+  }
+}
+
+__device__ __forceinline__ void opt8_unpack_codes(const uint32_t (&w)[2], uint32_t (&c)[8]) {
+#pragma unroll
+  for (int h = 0; h < 2; ++h) {
+#pragma unroll
+    for (int j = 0; j < 4; ++j) c[4 * h + j] = (w[h] >> (8 * j)) & 255u;
   }
 }
 
@@ -797,11 +825,39 @@ __device__ __forceinline__ void opt8_stage_tables(const Optim8Table* __restrict_
   __syncthreads();
 }
 
-// One warp updates 256-element state block `b` of the tensor `a` describes.
+// What one lane reads of a 256-element state block before updating it.
+template <int D>
+struct Opt8In {
+  float g[8], p[8];
+  uint16_t graw16[8], praw[8];
+  uint32_t w1[2], w2[2], w3[2];  // codes, four per word
+  float scale1, scale2, scale3;
+};
+
 template <int D, int OPT>
-__device__ __forceinline__ void opt8_fast_block(const OptimKernelArgs& a, const Optim8Table& t1,
-                                                const Optim8Table& t2, const OptimConstsDev& k, int64_t b,
-                                                int lane, bool vec) {
+__device__ __forceinline__ void opt8_fast_load(const OptimKernelArgs& a, int64_t b, int lane, bool vec,
+                                               Opt8In<D>& in) {
+  constexpr bool kTwo = OPT == kOptAdam || OPT == kOptAdemamix;
+  constexpr bool kEma = OPT == kOptAdemamix;
+  const int64_t nblocks = (a.n + 255) / 256;
+  const int64_t base = b * 256;
+  const bool full = vec && base + 256 <= a.n;
+  opt8_load_vals<D>(a.g, base, lane, full, a.n, in.g, in.graw16);
+  opt8_load_vals<D>(a.p, base, lane, full, a.n, in.p, in.praw);
+  opt8_load_code_words(a.c1, base, lane, full, a.n, in.w1);
+  if constexpr (kTwo) opt8_load_code_words(a.c2, base, lane, full, a.n, in.w2);
+  if constexpr (kEma) opt8_load_code_words(a.c1 + a.n, base, lane, full, a.n, in.w3);
+  in.scale1 = a.absmax1[b];
+  in.scale2 = kTwo ? a.absmax2[b] : 0.0f;
+  in.scale3 = kEma ? a.absmax1[nblocks + b] : 0.0f;
+}
+
+// One warp updates 256-element state block `b` of the tensor `a` describes, from what
+// opt8_fast_load read.
+template <int D, int OPT>
+__device__ __forceinline__ void opt8_fast_update(const OptimKernelArgs& a, const Optim8Table& t1,
+                                                 const Optim8Table& t2, const OptimConstsDev& k, int64_t b,
+                                                 int lane, bool vec, const Opt8In<D>& in) {
   constexpr bool kTwo = OPT == kOptAdam || OPT == kOptAdemamix;
   constexpr bool kEma = OPT == kOptAdemamix;
   const bool crowd1 = t1.crowded != 0;
@@ -810,18 +866,17 @@ __device__ __forceinline__ void opt8_fast_block(const OptimKernelArgs& a, const 
   const bool decay = a.weight_decay > 0.0f;
   {
     const int64_t base = b * 256;
-    const bool full = vec != 0 && base + 256 <= a.n;
-    float g[8], p[8];
-    uint16_t graw16[8], praw[8];
+    const bool full = vec && base + 256 <= a.n;
+    const float(&g)[8] = in.g;
+    const float(&p)[8] = in.p;
+    const uint16_t(&praw)[8] = in.praw;
     uint32_t c1[8], c2[8], c3[8];
-    opt8_load_vals<D>(a.g, base, lane, full, a.n, g, graw16);
-    opt8_load_vals<D>(a.p, base, lane, full, a.n, p, praw);
-    opt8_load_codes(a.c1, base, lane, full, a.n, c1);
-    if constexpr (kTwo) opt8_load_codes(a.c2, base, lane, full, a.n, c2);
-    if constexpr (kEma) opt8_load_codes(a.c1 + a.n, base, lane, full, a.n, c3);
-    const float scale1 = a.absmax1[b];
-    const float scale2 = kTwo ? a.absmax2[b] : 0.0f;
-    const float scale3 = kEma ? a.absmax1[nblocks + b] : 0.0f;
+    opt8_unpack_codes(in.w1, c1);
+    if constexpr (kTwo) opt8_unpack_codes(in.w2, c2);
+    if constexpr (kEma) opt8_unpack_codes(in.w3, c3);
+    const float scale1 = in.scale1;
+    const float scale2 = in.scale2;
+    const float scale3 = in.scale3;
     float s[8], v[8], e3[8], aux[8];
     bool keep[8];
     const int64_t rem = a.n - base;
@@ -921,8 +976,8 @@ __device__ __forceinline__ void opt8_fast_block(const OptimKernelArgs& a, const 
   }
 }
 
-template <int D, int OPT>
-__global__ void __launch_bounds__(kOpt8FastThreads, opt8_fast_blocks_per_sm<OPT>())
+template <int D, int OPT, bool kPf>
+__global__ void __launch_bounds__(kOpt8FastThreads, (opt8_fast_blocks_per_sm<OPT, kPf>()))
     optim8_fast_kernel(OptimKernelArgs a, const Optim8Table* __restrict__ tables, int vec) {
   constexpr bool kTwo = OPT == kOptAdam || OPT == kOptAdemamix;
   extern __shared__ uint4 opt8_smem[];
@@ -933,15 +988,31 @@ __global__ void __launch_bounds__(kOpt8FastThreads, opt8_fast_blocks_per_sm<OPT>
   const int64_t nblocks = (a.n + 255) / 256;
   const int lane = static_cast<int>(threadIdx.x) & 31;
   const int64_t warps = static_cast<int64_t>(gridDim.x) * (blockDim.x >> 5);
-  for (int64_t b = static_cast<int64_t>(blockIdx.x) * (blockDim.x >> 5) + (threadIdx.x >> 5); b < nblocks;
-       b += warps)
-    opt8_fast_block<D, OPT>(a, t1, t2, k, b, lane, vec != 0);
+  const int64_t first = static_cast<int64_t>(blockIdx.x) * (blockDim.x >> 5) + (threadIdx.x >> 5);
+  if constexpr (kPf) {
+    // The next block's loads are issued before this block's update, so a warp keeps memory busy
+    // while it computes (registers instead of occupancy: opt8_fast_blocks_per_sm).
+    Opt8In<D> cur;
+    if (first < nblocks) opt8_fast_load<D, OPT>(a, first, lane, vec != 0, cur);
+    for (int64_t b = first; b < nblocks; b += warps) {
+      Opt8In<D> nxt;
+      if (b + warps < nblocks) opt8_fast_load<D, OPT>(a, b + warps, lane, vec != 0, nxt);
+      opt8_fast_update<D, OPT>(a, t1, t2, k, b, lane, vec != 0, cur);
+      cur = nxt;
+    }
+    return;
+  }
+  for (int64_t b = first; b < nblocks; b += warps) {
+    Opt8In<D> in;
+    opt8_fast_load<D, OPT>(a, b, lane, vec != 0, in);
+    opt8_fast_update<D, OPT>(a, t1, t2, k, b, lane, vec != 0, in);
+  }
 }
 
 // The same update for up to kOptimMultiMax tensors in one launch: each warp walks the launch's
-// 256-element blocks, all tensors' blocks numbered one after another.
-template <int D, int OPT>
-__global__ void __launch_bounds__(kOpt8FastThreads, opt8_fast_blocks_per_sm<OPT>())
+// 256-element blocks, all tensors' blocks numbered one after another (kPf: as optim8_fast_kernel).
+template <int D, int OPT, bool kPf>
+__global__ void __launch_bounds__(kOpt8FastThreads, (opt8_fast_blocks_per_sm<OPT, kPf>()))
     optim8_fast_multi_kernel(const BNB_GRID_CONSTANT OptimMultiArgs m, const Optim8Table* __restrict__ tables) {
   constexpr bool kTwo = OPT == kOptAdam || OPT == kOptAdemamix;
   extern __shared__ uint4 opt8_smem[];
@@ -951,11 +1022,36 @@ __global__ void __launch_bounds__(kOpt8FastThreads, opt8_fast_blocks_per_sm<OPT>
   const OptimConstsDev k = optim_consts(m.a);
   const int lane = static_cast<int>(threadIdx.x) & 31;
   const int64_t warps = static_cast<int64_t>(gridDim.x) * (blockDim.x >> 5);
-  for (int64_t u = static_cast<int64_t>(blockIdx.x) * (blockDim.x >> 5) + (threadIdx.x >> 5); u < m.units;
-       u += warps) {
+  const int64_t first = static_cast<int64_t>(blockIdx.x) * (blockDim.x >> 5) + (threadIdx.x >> 5);
+  if constexpr (kPf) {
+    Opt8In<D> cur;
+    int ci = 0;
+    if (first < m.units) {
+      ci = optim_multi_find(m, first);
+      opt8_fast_load<D, OPT>(optim_multi_tensor(m, ci, true), first - m.t[ci].first, lane, m.t[ci].vec != 0, cur);
+    }
+    for (int64_t u = first; u < m.units; u += warps) {
+      Opt8In<D> nxt;
+      int ni = ci;
+      if (u + warps < m.units) {
+        ni = optim_multi_find(m, u + warps);
+        opt8_fast_load<D, OPT>(optim_multi_tensor(m, ni, true), u + warps - m.t[ni].first, lane, m.t[ni].vec != 0,
+                               nxt);
+      }
+      // The descriptor is read again from the parameter space rather than kept in registers.
+      opt8_fast_update<D, OPT>(optim_multi_tensor(m, ci, true), t1, t2, k, u - m.t[ci].first, lane,
+                               m.t[ci].vec != 0, cur);
+      cur = nxt;
+      ci = ni;
+    }
+    return;
+  }
+  for (int64_t u = first; u < m.units; u += warps) {
     const int i = optim_multi_find(m, u);
     const OptimKernelArgs a = optim_multi_tensor(m, i, true);
-    opt8_fast_block<D, OPT>(a, t1, t2, k, u - m.t[i].first, lane, m.t[i].vec != 0);
+    Opt8In<D> in;
+    opt8_fast_load<D, OPT>(a, u - m.t[i].first, lane, m.t[i].vec != 0, in);
+    opt8_fast_update<D, OPT>(a, t1, t2, k, u - m.t[i].first, lane, m.t[i].vec != 0, in);
   }
 }
 

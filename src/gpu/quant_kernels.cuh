@@ -140,7 +140,8 @@ __device__ __forceinline__ uint32_t pack2_rn(float lo, float hi) {
 // caller knows no value is NaN (bf16 may then use the packed conversion).
 template <int D>
 __device__ __forceinline__ void store_chunk(typename Elem<D>::T* __restrict__ out, int64_t i0, int64_t n, bool vec,
-                                            const float (&y)[chunk_elems<D>()], bool no_nan = false) {
+                                            const float (&y)[chunk_elems<D>()], bool no_nan = false,
+                                            bool streaming = false) {
   constexpr int kE = chunk_elems<D>();
   if (vec && i0 + kE <= n) {
     uint32_t w[4];
@@ -159,6 +160,12 @@ __device__ __forceinline__ void store_chunk(typename Elem<D>::T* __restrict__ ou
         for (int k = 0; k < 4; ++k) w[k] = from_f32<D>(y[2 * k]) | (from_f32<D>(y[2 * k + 1]) << 16);
       }
     }
+#if !defined(BNB_GPU_HIP)
+    if (streaming) {
+      __stcs(reinterpret_cast<uint4*>(out + i0), make_uint4(w[0], w[1], w[2], w[3]));
+      return;
+    }
+#endif
     *reinterpret_cast<uint4*>(out + i0) = make_uint4(w[0], w[1], w[2], w[3]);
   } else {
 #pragma unroll
@@ -228,9 +235,11 @@ __device__ __forceinline__ void store_codes4(uint8_t* __restrict__ packed, int64
 // ---------------------------------------------------------------- absmax of a group of threads
 
 // Maximum over the G consecutive threads owning one block, for each of the kS slices. `red` holds
-// kS x (warps) floats; the calling loop must be uniform across the CUDA block when G exceeds a warp.
+// two buffers of kS x (warps) floats, used by alternate tiles (`parity`), so one barrier per tile
+// suffices: a tile's writers cannot overtake the readers of the tile before the previous one. The
+// calling loop must be uniform across the CUDA block when G exceeds a warp.
 template <int G, int kS>
-__device__ __forceinline__ void group_max(float (&v)[kS], float* red) {
+__device__ __forceinline__ void group_max(float (&v)[kS], float* red, int parity) {
   if constexpr (G <= kWarpSize) {
 #pragma unroll
     for (int s = G / 2; s > 0; s >>= 1) {
@@ -246,7 +255,7 @@ __device__ __forceinline__ void group_max(float (&v)[kS], float* red) {
     constexpr int kWarpsPerGroup = G / kWarpSize;
     const int warps = static_cast<int>(blockDim.x) / kWarpSize;
     const int warp = static_cast<int>(threadIdx.x) / kWarpSize;
-    __syncthreads();  // the previous tile's readers are done with red
+    red += parity * kS * warps;
     if (static_cast<int>(threadIdx.x) % kWarpSize == 0) {
 #pragma unroll
       for (int k = 0; k < kS; ++k) red[k * warps + warp] = v[k];
@@ -428,7 +437,34 @@ __host__ __device__ constexpr int quant_chunk_elems() {
   return kChunk / static_cast<int>(sizeof(typename Elem<D>::T));
 }
 
-template <int D, int B, int kChunk>
+// The 16-byte words of a full chunk as binary32 values (load_chunk's vector path).
+template <int D, int kE>
+__device__ __forceinline__ void words_to_f32(const uint4 (&r)[kE * sizeof(typename Elem<D>::T) / 16],
+                                             float (&v)[kE]) {
+  constexpr int kWords = kE * static_cast<int>(sizeof(typename Elem<D>::T)) / 4;
+  uint32_t w[kWords];
+#pragma unroll
+  for (int k = 0; k < kWords / 4; ++k) {
+    w[4 * k] = r[k].x;
+    w[4 * k + 1] = r[k].y;
+    w[4 * k + 2] = r[k].z;
+    w[4 * k + 3] = r[k].w;
+  }
+  if constexpr (D == kF32) {
+#pragma unroll
+    for (int k = 0; k < kWords; ++k) v[k] = __uint_as_float(w[k]);
+  } else {
+#pragma unroll
+    for (int k = 0; k < kWords; ++k) {
+      v[2 * k] = to_f32<D>(w[k] & 0xffffu);
+      v[2 * k + 1] = to_f32<D>(w[k] >> 16);
+    }
+  }
+}
+
+// kPf (one slice per thread only): the next tile's input is loaded before this tile's block
+// reduction, so a block whose G spans several warps keeps loads in flight across the barrier.
+template <int D, int B, int kChunk, bool kPf>
 __global__ void __launch_bounds__(threads_for(B / quant_chunk_elems<D, kChunk>()))
     quantize_blockwise_kernel(const typename Elem<D>::T* __restrict__ a, const float* __restrict__ code,
                               uint8_t* __restrict__ out, float* __restrict__ absmax, int64_t n, int vec,
@@ -439,12 +475,17 @@ __global__ void __launch_bounds__(threads_for(B / quant_chunk_elems<D, kChunk>()
   constexpr int kS = 32 / kChunk;
   constexpr int64_t kTile = int64_t{kThreads} * kE * kS;
   __shared__ Quant8Shared sh;
-  __shared__ float red[kS * kThreads / 32];  // one float per warp and slice (warps hold >= 32 threads)
+  __shared__ float red[2 * kS * kThreads / 32];  // two buffers of one float per warp and slice
   const int mode = quant8_setup(code, sh);
   // Double quantization subtracts the mean first: r_i = RN32(absmax_i - offset) (FORMATS 4.1).
   const float sub = offset != nullptr ? *offset : 0.0f;
   const int64_t ntiles = (n + kTile - 1) / kTile;
   const int64_t nblocks = (n + B - 1) / B;
+  int round = 0;  // tiles this block has walked (group_max alternates buffers by it)
+  constexpr int kVecWords = kE * static_cast<int>(sizeof(typename Elem<D>::T)) / 16;
+  static_assert(!kPf || kS == 1, "prefetch takes one slice per thread");
+  uint4 next[kVecWords];
+  bool have_next = false;
   for (int64_t t = blockIdx.x; t < ntiles; t += gridDim.x) {
     int64_t i0[kS];
     float v[kS][kE];
@@ -452,7 +493,20 @@ __global__ void __launch_bounds__(threads_for(B / quant_chunk_elems<D, kChunk>()
 #pragma unroll
     for (int k = 0; k < kS; ++k) {
       i0[k] = t * kTile + (static_cast<int64_t>(k) * kThreads + threadIdx.x) * kE;
-      load_chunk<D, kE>(a, i0[k], n, vec != 0, v[k]);
+      if (kPf && have_next) {
+        words_to_f32<D, kE>(next, v[k]);
+      } else {
+        load_chunk<D, kE>(a, i0[k], n, vec != 0, v[k]);
+      }
+    }
+    if constexpr (kPf) {
+      const int64_t j0 = (t + gridDim.x) * kTile + static_cast<int64_t>(threadIdx.x) * kE;
+      have_next = vec != 0 && t + gridDim.x < ntiles && j0 + kE <= n;
+      if (have_next) {
+        const uint4* src = reinterpret_cast<const uint4*>(a + j0);
+#pragma unroll
+        for (int k = 0; k < kVecWords; ++k) next[k] = src[k];
+      }
     }
 #pragma unroll
     for (int k = 0; k < kS; ++k) {
@@ -464,7 +518,8 @@ __global__ void __launch_bounds__(threads_for(B / quant_chunk_elems<D, kChunk>()
 #pragma unroll
       for (int j = 0; j < kE; ++j) m[k] = gpu_max_ftz(m[k], fabsf(v[k][j]));
     }
-    group_max<kG, kS>(m, red);
+    group_max<kG, kS>(m, red, round & 1);
+    ++round;
 #pragma unroll
     for (int k = 0; k < kS; ++k) {
       if (static_cast<int>(threadIdx.x) % kG == 0 && i0[k] / B < nblocks) absmax[i0[k] / B] = m[k];
@@ -499,7 +554,7 @@ template <int D>
 __global__ void __launch_bounds__(256)
     dequantize_blockwise_kernel(const uint8_t* __restrict__ q, const float* __restrict__ absmax,
                                 const float* __restrict__ code, int64_t n, int log2_block,
-                                typename Elem<D>::T* __restrict__ out, int vec) {
+                                typename Elem<D>::T* __restrict__ out, int vec, int streaming) {
   constexpr int kE = chunk_elems<D>();
   constexpr int kS = kDequantSlices;
   constexpr int64_t kTile = int64_t{256} * kE * kS;
@@ -539,7 +594,7 @@ __global__ void __launch_bounds__(256)
       float y[kE];
 #pragma unroll
       for (int j = 0; j < kE; ++j) y[j] = gpu_mul_ftz(table[(w[k][j / 4] >> (8 * (j % 4))) & 0xffu], s[k]);
-      store_chunk<D>(out, i0[k], n, vec != 0, y, table_finite && fabsf(s[k]) <= 3.40282347e38f);
+      store_chunk<D>(out, i0[k], n, vec != 0, y, table_finite && fabsf(s[k]) <= 3.40282347e38f, streaming != 0);
     }
   }
 }
@@ -580,11 +635,12 @@ __global__ void __launch_bounds__(threads_for(B / quant_chunk_elems<D, kChunk>()
   constexpr int kS = 32 / kChunk;
   constexpr int64_t kTile = int64_t{kThreads} * kE * kS;
   __shared__ float t16[16];
-  __shared__ float red[kS * kThreads / 32];  // one float per warp and slice (warps hold >= 32 threads)
+  __shared__ float red[2 * kS * kThreads / 32];  // two buffers of one float per warp and slice
   if (threadIdx.x < 16) t16[threadIdx.x] = thresholds.v[threadIdx.x];
   __syncthreads();
   const int64_t ntiles = (n + kTile - 1) / kTile;
   const int64_t nblocks = (n + B - 1) / B;
+  int round = 0;  // tiles this block has walked (group_max alternates buffers by it)
   for (int64_t t = blockIdx.x; t < ntiles; t += gridDim.x) {
     int64_t i0[kS];
     float v[kS][kE];
@@ -600,7 +656,8 @@ __global__ void __launch_bounds__(threads_for(B / quant_chunk_elems<D, kChunk>()
 #pragma unroll
       for (int j = 0; j < kE; ++j) m[k] = gpu_max_ftz(m[k], fabsf(v[k][j]));
     }
-    group_max<kG, kS>(m, red);
+    group_max<kG, kS>(m, red, round & 1);
+    ++round;
 #pragma unroll
     for (int k = 0; k < kS; ++k) {
       if (static_cast<int>(threadIdx.x) % kG == 0 && i0[k] / B < nblocks) absmax[i0[k] / B] = m[k];
@@ -627,24 +684,20 @@ struct Scales4 {
   int64_t blocksize2;
 };
 
-template <bool kNested>
-__device__ __forceinline__ float block_scale(Scales4 s, int64_t block) {
-  if constexpr (kNested) {
-    return gpu_add_ftz(gpu_mul_ftz(s.code2[s.absmax_q[block]], s.absmax2[block / s.blocksize2]), *s.offset);
-  } else {
-    return s.absmax[block];
-  }
-}
 
 template <int D, bool kNested>
 __global__ void __launch_bounds__(256)
     dequantize_4bit_kernel(const uint8_t* __restrict__ packed, Table16 lut, Scales4 scales, int64_t n,
-                           int log2_block, typename Elem<D>::T* __restrict__ out, int vec) {
+                           int log2_block, typename Elem<D>::T* __restrict__ out, int vec, int streaming) {
   constexpr int kE = chunk_elems<D>();
   constexpr int kS = kDequantSlices;
   constexpr int64_t kTile = int64_t{256} * kE * kS;
   __shared__ float table[16];
+  __shared__ float code2[kNested ? 256 : 1];  // the nested scales' table, next to the decoder's
   if (threadIdx.x < 16) table[threadIdx.x] = lut.v[threadIdx.x];
+  if constexpr (kNested) {
+    for (int j = threadIdx.x; j < 256; j += blockDim.x) code2[j] = scales.code2[j];
+  }
   __syncthreads();
   const int64_t ntiles = (n + kTile - 1) / kTile;
   const int64_t nbytes = (n + 1) / 2;
@@ -655,7 +708,14 @@ __global__ void __launch_bounds__(256)
 #pragma unroll
     for (int k = 0; k < kS; ++k) {
       i0[k] = t * kTile + (static_cast<int64_t>(k) * 256 + threadIdx.x) * kE;
-      s[k] = i0[k] < n ? block_scale<kNested>(scales, i0[k] >> log2_block) : 0.0f;
+      if constexpr (kNested) {
+        const int64_t blk = i0[k] >> log2_block;
+        s[k] = i0[k] < n ? gpu_add_ftz(gpu_mul_ftz(code2[scales.absmax_q[blk]], scales.absmax2[blk / scales.blocksize2]),
+                                       *scales.offset)
+                         : 0.0f;
+      } else {
+        s[k] = i0[k] < n ? scales.absmax[i0[k] >> log2_block] : 0.0f;
+      }
       const int64_t b0 = i0[k] / 2;
       if (vec && b0 + kE / 2 <= nbytes) {
         if constexpr (kE == 8) {
@@ -682,7 +742,7 @@ __global__ void __launch_bounds__(256)
         y[2 * j + 1] = gpu_mul_ftz(table[byte & 0xfu], s[k]);
       }
       // The NF4/FP4 tables are finite: only a non-finite scale can make a NaN.
-      store_chunk<D>(out, i0[k], n, vec != 0, y, fabsf(s[k]) <= 3.40282347e38f);
+      store_chunk<D>(out, i0[k], n, vec != 0, y, fabsf(s[k]) <= 3.40282347e38f, streaming != 0);
     }
   }
 }
