@@ -685,12 +685,11 @@ struct Scales4 {
 };
 
 
-template <int D, bool kNested>
+template <int D, bool kNested, int kS = kDequantSlices>
 __global__ void __launch_bounds__(256)
     dequantize_4bit_kernel(const uint8_t* __restrict__ packed, Table16 lut, Scales4 scales, int64_t n,
                            int log2_block, typename Elem<D>::T* __restrict__ out, int vec, int streaming) {
   constexpr int kE = chunk_elems<D>();
-  constexpr int kS = kDequantSlices;
   constexpr int64_t kTile = int64_t{256} * kE * kS;
   __shared__ float table[16];
   __shared__ float code2[kNested ? 256 : 1];  // the nested scales' table, next to the decoder's

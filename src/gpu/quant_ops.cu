@@ -214,17 +214,25 @@ bnb_status_t quantize_4bit(void* impl, int32_t quant_type, int32_t dtype, const 
   }
 }
 
+template <int D, bool kNested, int kS>
+bnb_status_t launch_dequantize_4bit_s(const GpuContext& ctx, const Table16& lut, const uint8_t* packed,
+                                      const Scales4& scales, int64_t n, int64_t blocksize, void* out,
+                                      gpuStream_t stream) {
+  constexpr int64_t kTile = int64_t{256} * chunk_elems<D>() * kS;
+  static const int per_sm = occupancy(dequantize_4bit_kernel<D, kNested, kS>, 256);
+  const int64_t grid = balanced_grid(ctx, per_sm, (n + kTile - 1) / kTile);
+  const int vec = aligned16(packed) && aligned16(out);
+  dequantize_4bit_kernel<D, kNested, kS><<<static_cast<unsigned>(grid), 256, 0, stream>>>(
+      packed, lut, scales, n, log2_of(blocksize), static_cast<typename Elem<D>::T*>(out), vec, kStreamingStores);
+  return check_launch("dequantize_4bit");
+}
+
+// 2, 4 or 8 chunks per thread and tile measured the same on the H100 (87-89 % of copy).
 template <int D, bool kNested>
 bnb_status_t launch_dequantize_4bit(const GpuContext& ctx, const Table16& lut, const uint8_t* packed,
                                     const Scales4& scales, int64_t n, int64_t blocksize, void* out,
                                     gpuStream_t stream) {
-  constexpr int64_t kTile = int64_t{256} * chunk_elems<D>() * kDequantSlices;
-  static const int per_sm = occupancy(dequantize_4bit_kernel<D, kNested>, 256);
-  const int64_t grid = balanced_grid(ctx, per_sm, (n + kTile - 1) / kTile);
-  const int vec = aligned16(packed) && aligned16(out);
-  dequantize_4bit_kernel<D, kNested><<<static_cast<unsigned>(grid), 256, 0, stream>>>(
-      packed, lut, scales, n, log2_of(blocksize), static_cast<typename Elem<D>::T*>(out), vec, kStreamingStores);
-  return check_launch("dequantize_4bit");
+  return launch_dequantize_4bit_s<D, kNested, kDequantSlices>(ctx, lut, packed, scales, n, blocksize, out, stream);
 }
 
 
