@@ -48,8 +48,8 @@ device() {
   export BNB_GOLDEN_DIR=$CARRY/golden
   nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem,temperature.gpu,power.draw --format=csv > "$out/gpu.txt" 2>&1
   "$CARRY/bin/bnb" info > "$out/info.txt" 2>&1
-  # STAGES (default: all) picks a subset: tests unit python cli quant bnbquant gemm4 int8 optim layer
-  local stages=" ${STAGES:-tests unit python cli quant bnbquant gemm4 int8 optim layer} "
+  # STAGES (default: all) picks a subset: tests unit python cli quant bnbquant gemm4 int8 optim torchoptim layer
+  local stages=" ${STAGES:-tests unit python cli quant bnbquant gemm4 int8 optim torchoptim layer} "
   want() { [[ "$stages" == *" $1 "* ]]; }
   want tests && timeout 240 "$CARRY/bin/bnb_gpu_tests" > "$out/gpu_tests.log" 2>&1
   want unit && timeout 240 "$CARRY/bin/bnb_tests" > "$out/unit_tests.log" 2>&1
@@ -63,6 +63,10 @@ device() {
   want gemm4 && timeout 200 "$CARRY/bin/bnb_bench_gemm4_cuda" --json "$out/gemm4.json" > "$out/gemm4.log" 2>&1
   want int8 && timeout 200 "$CARRY/bin/bnb_bench_int8_cuda" --json "$out/int8.json" > "$out/int8.log" 2>&1
   want optim && timeout 200 "$CARRY/bin/bnb_bench_optim" --backend cuda --json "$out/optim.json" > "$out/optim.log" 2>&1
+  if want torchoptim; then
+    PYTHONPATH=$CARRY/site BNB_LIBRARY_PATH=$CARRY/lib timeout 300 python3 bench/optim/bench_torch_optim.py \
+      --json "$out/torch_optim.json" > "$out/torch_optim.log" 2>&1
+  fi
   if want layer && [ -f bench/python/layer4bit.py ]; then
     BNB_LIBRARY_PATH=$CARRY/lib timeout 200 python3 bench/python/layer4bit.py --device cuda --json "$out/layer4bit.json" > "$out/layer4bit.log" 2>&1
   fi
@@ -74,7 +78,7 @@ device() {
   done
   [ -f "$out/unit_tests.log" ] && grep -E '^\[golden\]' "$out/unit_tests.log"
   [ -f "$out/python_tests.log" ] && echo "== python: $(tail -1 "$out/python_tests.log")"
-  for f in cli_bench quant gemm4 int8 optim layer4bit; do
+  for f in cli_bench quant gemm4 int8 optim torch_optim layer4bit; do
     [ -f "$out/$f.log" ] && { echo "== $f"; tail -25 "$out/$f.log"; }
   done
   if [ -n "${OUT:-}" ]; then tar czf "$OUT/gpu_full.tgz" -C "$out" .; fi
