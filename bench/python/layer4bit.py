@@ -7,9 +7,13 @@ statistics) and one input row x [1, K], three ways to compute x @ W^T:
   c_call  bnb_gemm_4bit through its ctypes prototype: prebuilt arguments and scales struct,
           preallocated output, the same context and stream (the library's own time plus the
           unavoidable ctypes trampoline)
+  graph   (CUDA only) one layer forward captured in a torch.cuda.CUDAGraph, timed as graph.replay():
+          what a CUDA-graph user (e.g. torch.compile mode="reduce-overhead") pays per layer
 Times are per call: the best of `--repeats` interleaved timed loops (each at least --min-time
 seconds; on CUDA the loop is synchronised at both ends, so a launch-bound call shows its Python
-cost). ratio = c_call / layer and c_call / op (1.0 = no overhead).
+cost). ratio = c_call / layer and c_call / op (1.0 = no overhead). The layer is called once
+before timing, so its eager fast path (the library call's fixed arguments kept per layer) is
+built, as it is after a model's first forward.
 
     python bench/python/layer4bit.py [--device cuda|cpu] [--dtypes bfloat16,float16]
         [--shapes 4096x4096,11008x4096,4096x11008] [--json bench/results/layer4bit_<device>.json]
@@ -96,11 +100,36 @@ def bench_one(N, K, dtype, device, min_time, repeats):
         sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
         sync()
         assert torch.equal(op(*op_args), want) and torch.equal(out, want)
-        t_layer, t_op, t_c = best_us([lambda: layer(x), lambda: op(*op_args), c_call], sync, min_time, repeats)
+        assert layer._fast4 is not None, "the layer's eager fast path was not taken"
+        fns = [lambda: layer(x), lambda: op(*op_args), c_call]
+        if device == "cuda":
+            fns.append(captured_layer(layer, x, want).replay)
+        times = best_us(fns, sync, min_time, repeats)
+    t_layer, t_op, t_c = times[:3]
+    t_graph = times[3] if len(times) > 3 else None
     return {"N": N, "K": K, "dtype": str(dtype).replace("torch.", ""), "quant_type": "nf4", "blocksize": 64,
             "nested": True, "M": 1, "layer_us": round(t_layer, 3), "op_us": round(t_op, 3), "c_call_us": round(t_c, 3),
+            "graph_us": None if t_graph is None else round(t_graph, 3),
             "ratio_layer": round(t_c / t_layer, 4), "ratio_op": round(t_c / t_op, 4),
             "meets_target": t_c / t_layer >= 0.9}
+
+
+def captured_layer(layer, x, want):
+    """A CUDA graph holding one forward of `layer` on `x` (warmed up on a side stream first, as
+    torch.cuda.graph's documentation asks), checked against `want`."""
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        for _ in range(3):
+            layer(x)
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        y = layer(x)
+    graph.replay()
+    torch.cuda.synchronize()
+    assert torch.equal(y, want)
+    return graph
 
 
 def main():
@@ -119,14 +148,17 @@ def main():
     name = torch.cuda.get_device_name() if device == "cuda" else platform.processor() or platform.machine()
     print(f"bnb {bnb.__version__} Linear4bit M=1 (NF4, blocksize 64, nested) on {device} ({name}), "
           f"torch {torch.__version__}")
-    print(f"{'N x K':>14}{'dtype':>10}{'layer us':>11}{'op us':>10}{'C us':>10}{'C/layer':>9}{'C/op':>8}{'>=90%':>7}")
+    print(f"{'N x K':>14}{'dtype':>10}{'layer us':>11}{'op us':>10}{'C us':>10}{'graph us':>10}{'C/layer':>9}"
+          f"{'C/op':>8}{'>=90%':>7}")
     results = []
     for N, K in shapes:
         for dtype in dtypes:
             r = bench_one(N, K, dtype, device, args.min_time, args.repeats)
             results.append(r)
+            graph = "-" if r["graph_us"] is None else f"{r['graph_us']:.2f}"
             print(f"{N:>7} x {K:<5}{r['dtype']:>10}{r['layer_us']:>11.2f}{r['op_us']:>10.2f}{r['c_call_us']:>10.2f}"
-                  f"{r['ratio_layer'] * 100:>8.1f}%{r['ratio_op'] * 100:>7.1f}%{'yes' if r['meets_target'] else 'NO':>7}")
+                  f"{graph:>10}{r['ratio_layer'] * 100:>8.1f}%{r['ratio_op'] * 100:>7.1f}%"
+                  f"{'yes' if r['meets_target'] else 'NO':>7}")
     report = {"bench": "layer4bit", "device": device, "device_name": name, "bnb_version": bnb.__version__,
               "torch": torch.__version__, "python": platform.python_version(), "library": bnb.library_path,
               "backends": [b["name"] + ": " + b["detail"] for b in bnb.backends() if b["available"]],

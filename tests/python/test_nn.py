@@ -239,6 +239,140 @@ def test_linear4bit_non_contiguous_input_and_bad_inputs(device):
         bnb.nn.Linear4bit(128, 48).load_state_dict({**layer.state_dict(), "extra": torch.zeros(1)})
 
 
+def general_path(layer, x):
+    """Linear4bit's forward without the eager fast path."""
+    return layer._forward(x)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16], ids=str)
+@pytest.mark.parametrize("quant_type,nested", [("nf4", True), ("fp4", False)])
+@pytest.mark.parametrize("bias", [False, True])
+def test_linear4bit_fast_path_is_bit_identical(device, dtype, quant_type, nested, bias):
+    K, N = 128, 96
+    layer = bnb.nn.Linear4bit(K, N, bias=bias, compute_dtype=dtype, compress_statistics=nested, quant_type=quant_type)
+    with torch.no_grad():
+        layer.weight.data = randn((N, K), "cpu", seed=1)
+        if bias:
+            layer.bias.data = randn((N,), "cpu", dtype, seed=2)
+    layer = layer.to(device)
+    assert layer._fast4 is None
+    with torch.inference_mode():
+        layer(randn((1, K), device, dtype, seed=9))  # the general path, then the shortcut is made
+        assert layer._fast4 is not None
+        for i, lead in enumerate([(1,), (5,), (2, 3), ()]):
+            x = randn(lead + (K,), device, dtype, seed=10 + i)
+            y = layer(x)
+            want = general_path(layer, x)
+            assert y.shape == want.shape == lead + (N,) and y.dtype == dtype and y.device == x.device
+            assert torch.equal(y, want), lead
+        empty = randn((0, K), device, dtype)  # the library rejects M = 0 on both paths alike
+        with pytest.raises(bnb.InvalidArgumentError, match="M = 0"):
+            general_path(layer, empty)
+        with pytest.raises(bnb.InvalidArgumentError, match="M = 0"):
+            layer(empty)
+    with torch.no_grad():  # no_grad (the usual generate() setting) takes it too
+        x = randn((1, K), device, dtype, seed=20)
+        assert torch.equal(layer(x), general_path(layer, x))
+    # grad mode: a bias that requires grad (or an input that does) goes through autograd
+    x = randn((3, K), device, dtype, seed=21)
+    y = layer(x)
+    assert torch.equal(y, general_path(layer, x).detach())
+    assert y.requires_grad == bias
+    xr = x.clone().requires_grad_()
+    layer(xr).float().sum().backward()
+    assert xr.grad is not None and xr.grad.shape == x.shape
+
+
+def test_linear4bit_fast_path_skips_the_general_path(monkeypatch):
+    layer = bnb.nn.Linear4bit(64, 32, bias=False, compute_dtype=torch.bfloat16, quant_type="nf4").to("cpu")
+    x = randn((1, 64), "cpu", torch.bfloat16)
+    with torch.no_grad():
+        want = layer(x)
+        calls = []
+        real = bnb.functional.matmul_4bit
+        monkeypatch.setattr(bnb.functional, "matmul_4bit", lambda *a, **k: calls.append(1) or real(*a, **k))
+        assert torch.equal(layer(x), want) and not calls
+        # inputs that do not fit it take the general path, which casts or copies as before
+        for other in (x.float(), randn((64, 2), "cpu", torch.bfloat16).t(), x.half()):
+            assert torch.equal(layer(other), general_path(layer, other))
+        assert len(calls) == 6
+        assert layer._fast4 is not None
+        calls.clear()
+        assert torch.equal(layer(x), want) and not calls
+
+
+def test_linear4bit_fast_path_follows_changes_of_the_layer():
+    K, N = 128, 48
+    torch.manual_seed(0)
+    layer = bnb.nn.Linear4bit(K, N, compute_dtype=torch.float32, quant_type="nf4").to("cpu")
+    x = randn((2, K), "cpu")
+
+    def check():
+        with torch.no_grad():
+            y = layer(x)
+            assert layer._fast4 is not None
+            assert torch.equal(y, general_path(layer, x))
+            return y
+
+    y0 = check()
+    with torch.no_grad():
+        layer.bias.add_(1.0)  # in place: the same memory
+    assert torch.allclose(check(), y0 + 1.0, atol=1e-5)
+    layer.bias.data = layer.bias.data.clone() * 2  # another tensor behind the same parameter
+    check()
+    layer.bias = torch.nn.Parameter(torch.zeros(N))  # another parameter
+    check()
+    layer.bias = None
+    y1 = check()
+    other = bnb.nn.Linear4bit(K, N, bias=False, quant_type="fp4", compress_statistics=False)
+    with torch.no_grad():
+        other.weight.data = randn((N, K), "cpu", seed=5)
+    other = other.to("cpu")
+    layer.load_state_dict(other.state_dict())  # a new weight and quantization state
+    y2 = check()
+    assert not torch.equal(y1, y2) and torch.equal(y2, other(x))
+    w = layer.weight
+    w.data = w.data.clone()  # the same parameter, its data elsewhere
+    assert torch.equal(check(), y2)
+    w.quant_state = copy.deepcopy(w.quant_state)
+    assert torch.equal(check(), y2)
+    layer.compute_dtype = torch.bfloat16  # now the input is cast: the general path
+    with torch.no_grad():
+        assert torch.equal(layer(x), general_path(layer, x)) and layer(x).dtype == torch.float32
+    layer.compute_dtype = None
+    assert torch.equal(check(), y2)
+    layer.to("cpu")  # a move drops the shortcut (and the tensors it holds)
+    assert layer._fast4 is None
+    assert torch.equal(check(), y2)
+    # copies and pickles leave the shortcut behind
+    clone = copy.deepcopy(layer)
+    assert clone._fast4 is None and torch.equal(clone(x), y2)
+    import pickle
+
+    restored = pickle.loads(pickle.dumps(layer))
+    assert restored._fast4 is None and torch.equal(restored(x), y2)
+    # a bias in another dtype than the input: always the general path (it casts the bias)
+    mixed = bnb.nn.Linear4bit(K, N, compute_dtype=torch.bfloat16, quant_type="nf4").to("cpu")
+    xb = x.to(torch.bfloat16)
+    with torch.no_grad():
+        assert torch.equal(mixed(xb), general_path(mixed, xb)) and mixed._fast4 is None
+    # errors after the shortcut exists are the general path's
+    with torch.no_grad():
+        layer(x)
+        with pytest.raises(ValueError, match="columns"):
+            layer(randn((2, K + 64), "cpu"))
+        with pytest.raises(Exception):
+            layer(torch.ones((), dtype=torch.float32))
+
+
+def test_linear4bit_without_whole_blocks_has_no_shortcut():
+    layer = bnb.nn.Linear4bit(96, 16, quant_type="nf4", blocksize=64).to("cpu")  # K % blocksize != 0
+    x = randn((1, 96), "cpu")
+    with torch.no_grad():
+        assert torch.equal(layer(x), general_path(layer, x)) and layer._fast4 is None
+
+
 @pytest.mark.parametrize("device", DEVICES)
 def test_matmul_4bit_top_level_takes_the_transposed_weight(device):
     W = randn((48, 128), device, torch.float16)
@@ -304,6 +438,39 @@ def test_linear8bitlt_forward_matches_float64(device, dtype, threshold):
         plain, _, _ = int8_reference(x, W, b.to(dtype), 0.0)
         assert rel_err(y, exact) < rel_err(plain, exact)
         assert layer.state.threshold == threshold
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32], ids=str)
+def test_linear8bitlt_fast_path_is_bit_identical(device, dtype):
+    K, N = 160, 72
+    layer, _, _ = make_int8_layer(K, N, device)
+    layer.bias.data = layer.bias.data.to(dtype)  # a bias in the input's dtype: the shortcut applies
+    with torch.inference_mode():
+        layer(randn((1, K), device, dtype, seed=9))
+        assert layer._fast8 is not None
+        for i, lead in enumerate([(1,), (4,), (2, 3), ()]):
+            x = randn(lead + (K,), device, dtype, seed=10 + i)
+            x[..., 7] *= 12.0
+            y = layer(x)
+            want = layer._forward(x)
+            assert y.shape == lead + (N,) and y.dtype == dtype and torch.equal(y, want), lead
+    x = randn((2, K), device, dtype, seed=30)
+    with torch.no_grad():
+        y0 = layer(x)
+        layer.state.threshold = 6.0  # outliers: the general path, per call
+        assert torch.equal(layer(x), layer._forward(x))
+        layer.state.threshold = 0.0
+        assert torch.equal(layer(x), y0)
+        layer.bias.data = layer.bias.data.clone() + 1  # another tensor behind the bias
+        assert torch.equal(layer(x), layer._forward(x)) and not torch.equal(layer(x), y0)
+        other, _, _ = make_int8_layer(K, N, device, seed=11)
+        layer.load_state_dict(other.state_dict())  # a new weight (the bias is copied in place)
+        assert torch.equal(layer(x), other(x))
+    y = layer(x)  # grad mode, bias requires grad: autograd through the ops
+    assert y.requires_grad and torch.equal(y.detach(), layer._forward(x).detach())
+    clone = copy.deepcopy(layer)
+    assert clone._fast8 is None and torch.equal(clone(x), layer(x))
 
 
 @pytest.mark.parametrize("device", DEVICES)

@@ -201,3 +201,48 @@ def test_runs_on_the_current_stream(rng):
         out = bnb.dequantize_4bit(q, state)
     torch.cuda.current_stream().wait_stream(stream)
     assert torch.equal(q, want_q) and torch.equal(out, bnb.dequantize_4bit(want_q, want_state))
+
+
+def test_kit_for_keeps_one_kit_per_device():
+    from bnb._arrays import kit_for
+
+    kit = kit_for(torch.zeros(3))
+    assert kit is kit_for(torch.ones(2, dtype=torch.float16)) and kit.stream is None
+
+
+@needs_cuda
+def test_kit_stream_follows_the_current_stream():
+    from bnb._arrays import kit_for
+
+    kit = kit_for(torch.zeros(4, device="cuda"))
+    assert kit is kit_for(torch.ones(2, device="cuda", dtype=torch.float16))
+    side = torch.cuda.Stream()
+    with torch.cuda.stream(side):
+        assert kit.stream == side.cuda_stream
+    assert (kit.stream or 0) == torch.cuda.current_stream().cuda_stream
+
+
+@needs_cuda
+@pytest.mark.parametrize("bias", [False, True])
+def test_linear4bit_fast_path_on_a_side_stream_and_in_a_cuda_graph(bias):
+    layer = bnb.nn.Linear4bit(256, 128, bias=bias, compute_dtype=torch.bfloat16, quant_type="nf4")
+    if bias:
+        layer.bias.data = layer.bias.data.to(torch.bfloat16)
+    layer = layer.to("cuda")
+    x = torch.randn(1, 256, device="cuda").to(torch.bfloat16)
+    with torch.no_grad():
+        want = layer._forward(x)
+        assert torch.equal(layer(x), want) and layer._fast4 is not None
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            ys = [layer(x) for _ in range(3)]
+        torch.cuda.current_stream().wait_stream(side)
+        assert all(torch.equal(y, want) for y in ys)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            y = layer(x)
+        x.copy_(torch.randn(1, 256, device="cuda").to(torch.bfloat16))
+        graph.replay()
+        torch.cuda.synchronize()
+        assert torch.equal(y, layer._forward(x))

@@ -235,11 +235,7 @@ class TorchKit:
         self._device_id = -1 if self.device.type == "cpu" else self.index  # Tensor.get_device()
         self._empty = torch.empty
         self._Tensor = torch.Tensor
-        if self.backend == _lib.BACKEND_CPU:
-            self._current_stream = None
-        else:
-            current_stream, dev = torch.cuda.current_stream, self.device
-            self._current_stream = lambda: current_stream(dev).cuda_stream or None
+        self._raw_stream = None if self.backend == _lib.BACKEND_CPU else raw_stream_function()
 
     @property
     def ctx(self):
@@ -250,8 +246,8 @@ class TorchKit:
 
     @property
     def stream(self):
-        current = self._current_stream
-        return None if current is None else current()
+        raw = self._raw_stream
+        return None if raw is None else raw(self.index)
 
     def prepare(self, a, name, dtype=None):
         """(contiguous tensor, bnb dtype code); `dtype` (a code or any dtype spelling) is what the
@@ -285,7 +281,30 @@ class TorchKit:
         return self.torch.from_numpy(np.ascontiguousarray(array)).to(self.device)
 
 
+_raw_stream = None
+
+
+def raw_stream_function():
+    """f(device_index) -> the current torch stream of that GPU as an integer handle (0 for the
+    legacy default stream; the library reads 0 and NULL alike). torch's own C accessor costs a
+    fraction of torch.cuda.current_stream(), which builds a Stream object per call; it is private,
+    so the public route stays as the fallback."""
+    global _raw_stream
+    if _raw_stream is None:
+        import torch
+
+        raw = getattr(torch._C, "_cuda_getCurrentRawStream", None)
+        if raw is None:  # pragma: no cover - depends on the torch build
+            current_stream = torch.cuda.current_stream
+
+            def raw(index):
+                return current_stream(index).cuda_stream
+        _raw_stream = raw
+    return _raw_stream
+
+
 _torch_kits = {}
+_torch_cuda_kits = {}  # by Tensor.get_device(): no torch.device object per call
 _torch_cpu_kit = None
 
 
@@ -299,12 +318,18 @@ def kit_for(x):
             kit = _torch_cpu_kit
             if kit is not None:
                 return kit
+        elif x.is_cuda:
+            kit = _torch_cuda_kits.get(x.get_device())
+            if kit is not None:
+                return kit
         device = x.device
         kit = _torch_kits.get(device)
         if kit is None:
             kit = TorchKit(device)
             _torch_kits[device] = kit
-            if device.type == "cpu":
-                _torch_cpu_kit = kit
+        if device.type == "cpu":
+            _torch_cpu_kit = kit
+        elif device.type == "cuda":
+            _torch_cuda_kits[kit.index] = kit
         return kit
     raise TypeError(f"expected a numpy array or a torch tensor, not {type(x).__name__}")

@@ -8,6 +8,7 @@ with torch's allocator and never synchronizing, so the ops can be captured in CU
 Deliberately no `from __future__ import annotations`: torch.library reads the real annotations.
 """
 
+import ctypes
 from typing import List, Optional, Tuple
 
 import torch
@@ -173,6 +174,38 @@ def _(A, B, absmax, absmax2, code2, offset, blocksize2, blocksize, quant_type, N
     return A.new_empty(tuple(A.shape[:-1]) + (N,))
 
 
+def gemm_4bit_plan(A, B, absmax, absmax2, code2, offset, blocksize2, blocksize, quant_type, N, bias):
+    """The part of gemm_4bit's library call that does not change between calls with the same
+    weight: (C function, context, dtype code, N, K, B pointer, scales struct by reference, quant
+    type code, blocksize, bias pointer, device index for the stream or None on the host, the
+    objects to keep alive). A caller that checks the weight, its statistics and the bias are
+    still the same tensors can then call the library with only A's, the output's and the stream's
+    pointers filled in per call (bnb.nn.Linear4bit's eager fast path). None when the arguments
+    do not fit that shortcut (every tensor must already be contiguous, on A's device, bias in A's
+    dtype, K a whole number of blocks)."""
+    kit = kit_for(A)
+    dt = _TORCH_CODES.get(A.dtype)
+    K = A.shape[-1]
+    if dt is None or dt not in (_lib.F32, _lib.F16, _lib.BF16) or K <= 0 or blocksize <= 0 or K % blocksize:
+        return None
+    tensors = (B, absmax, absmax2, code2, offset, bias)
+    for t in tensors:
+        if t is not None and (t.get_device() != kit._device_id or not t.is_contiguous()):
+            return None
+    if B.dtype != torch.uint8 or B.numel() * 2 < N * K or (bias is not None and bias.dtype != A.dtype):
+        return None
+    if absmax2 is None:
+        if absmax.dtype != torch.float32:
+            return None
+    elif absmax.dtype != torch.uint8 or absmax2.dtype != torch.float32 or code2.dtype != torch.float32 \
+            or offset.dtype != torch.float32:
+        return None
+    scales = _ops.scales(kit, absmax, absmax2, code2, offset, blocksize2)  # holds its tensors
+    stream_device = None if kit.backend == _lib.BACKEND_CPU else kit.index
+    return (_ops._c.bnb_gemm_4bit, kit.ctx, dt, N, K, B.data_ptr(), ctypes.byref(scales), _QUANT_TYPES[quant_type],
+            blocksize, None if bias is None else bias.data_ptr(), stream_device, (scales, B, bias))
+
+
 def _gemm_4bit_setup(ctx, inputs, output):
     A, B, absmax, absmax2, code2, offset, blocksize2, blocksize, quant_type, N, bias = inputs
     ctx.save_for_backward(B, absmax, absmax2, code2, offset)
@@ -255,6 +288,33 @@ def int8_mm_dequant(C: Tensor, row_stats: Tensor, col_stats: Tensor, bias: Optio
 @int8_mm_dequant.register_fake
 def _(C, row_stats, col_stats, bias, dtype):
     return C.new_empty(tuple(C.shape), dtype=dtype)
+
+
+def int8_linear_plan(A, CB, SCB, bias):
+    """The fixed arguments of the three library calls of an LLM.int8() product without outliers
+    (int8_vectorwise_quant, int8_matmul, int8_mm_dequant) for inputs like A and this weight:
+    (the three C functions, context, A's dtype code, N, K, CB pointer, SCB pointer, bias pointer,
+    device index for the stream or None on the host, the objects to keep alive); None when they do
+    not fit (every tensor contiguous on A's device, CB int8 [N, K], SCB float32 [N], bias [N] in
+    A's dtype). For bnb.nn.Linear8bitLt's eager fast path, like gemm_4bit_plan."""
+    kit = kit_for(A)
+    dt = _TORCH_CODES.get(A.dtype)
+    if dt not in (_lib.F32, _lib.F16, _lib.BF16) or A.dim() == 0 or CB.dim() != 2:
+        return None
+    N, K = CB.shape
+    if A.shape[-1] != K or K <= 0 or N <= 0:
+        return None
+    for t in (CB, SCB, bias):
+        if t is not None and (t.get_device() != kit._device_id or not t.is_contiguous()):
+            return None
+    if CB.dtype != torch.int8 or SCB.dtype != torch.float32 or tuple(SCB.shape) != (N,):
+        return None
+    if bias is not None and (bias.dtype != A.dtype or tuple(bias.shape) != (N,)):
+        return None
+    c = _ops._c
+    stream_device = None if kit.backend == _lib.BACKEND_CPU else kit.index
+    return (c.bnb_int8_vectorwise_quant, c.bnb_int8_matmul, c.bnb_int8_mm_dequant, kit.ctx, dt, N, K, CB.data_ptr(),
+            SCB.data_ptr(), None if bias is None else bias.data_ptr(), stream_device, (CB, SCB, bias))
 
 
 def _mm_dequant_setup(ctx, inputs, output):

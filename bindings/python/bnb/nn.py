@@ -27,8 +27,8 @@ import copy
 
 import torch
 
+from . import _arrays, _lib, _torch_ops
 from . import functional as F
-from . import _torch_ops
 
 __all__ = ["Int8Params", "Linear4bit", "Linear8bitLt", "LinearFP4", "LinearNF4", "Params4bit"]
 
@@ -187,7 +187,28 @@ class Linear4bit(torch.nn.Linear):
                 f"compress_statistics={w.compress_statistics}, compute_dtype={self.compute_dtype}, "
                 f"quantized={w.bnb_quantized}")
 
+    # The eager fast path (issue 7): a batch-1 product on a GPU takes a few microseconds, so the
+    # Python around the library call decides the layer's speed. After a forward through the
+    # general path below, the library call's fixed arguments are kept in `_fast4` (a closure made
+    # by _fast_gemm_4bit); later forwards that pass its checks make that one call directly.
+    _fast4 = None
+
     def forward(self, x):
+        if type(x) is _Tensor and not _is_compiling():
+            run = self._fast4
+            if run is not None:
+                params = self._parameters
+                out = run(x, params["weight"], params["bias"], self.compute_dtype)
+                if out is not _STALE:
+                    if out is not None:
+                        return out
+                    return self._forward(x)  # this input does not fit the shortcut
+            out = self._forward(x)
+            self._fast4 = _fast_gemm_4bit(self, x)
+            return out
+        return self._forward(x)
+
+    def _forward(self, x):
         w = self.weight
         if not w.bnb_quantized:
             _quantize_on_first_forward(self, x)
@@ -199,6 +220,15 @@ class Linear4bit(torch.nn.Linear):
             bias = bias.to(x.dtype)
         out = F.matmul_4bit(x, w.data if w.dtype == torch.uint8 else w.packed_uint8(), w.quant_state, bias=bias)
         return out if out.dtype == in_dtype else out.to(in_dtype)
+
+    def _apply(self, fn, recurse=True):
+        self._fast4 = None  # a device move replaces the tensors; do not keep the old ones alive
+        return super()._apply(fn, recurse)
+
+    def __getstate__(self):
+        state = super().__getstate__()
+        state.pop("_fast4", None)  # ctypes objects: neither picklable nor meaningful in a copy
+        return state
 
     def _save_to_state_dict(self, destination, prefix, keep_vars):
         w = self.weight
@@ -213,6 +243,7 @@ class Linear4bit(torch.nn.Linear):
 
     def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
                               error_msgs):
+        self._fast4 = None
         wkey = prefix + "weight"
         qs_items = {k: v for k, v in state_dict.items() if k.startswith(wkey + ".")}
         weight = state_dict.get(wkey)
@@ -241,6 +272,84 @@ class Linear4bit(torch.nn.Linear):
                 self.weight._quantize(device)
         _load_bias(self, state_dict, prefix, missing_keys, error_msgs)
         _unexpected(self, state_dict, prefix, strict, unexpected_keys, ("weight", "bias"))
+
+
+_STALE = object()  # what a fast-path closure returns once the layer's tensors have changed
+_Tensor = torch.Tensor
+_is_compiling = torch.compiler.is_compiling
+_grad_enabled = torch.is_grad_enabled
+_data_ptr = torch._C.TensorBase.data_ptr
+_raise_for = _lib.raise_for
+
+
+def _fast_gemm_4bit(layer, x):
+    """The eager fast path of one Linear4bit for inputs like `x` (its dtype and device), or None
+    when the layer does not fit it. Made right after a forward through the general path, which
+    has checked the inputs and quantized the weight.
+
+    The closure keeps the library call's fixed arguments (context, dtype, N, K, weight pointer,
+    scales struct, quant type, blocksize, bias pointer) and the tensors behind them, and per call
+    checks, cheapest first, that the layer still holds the same weight (object and data pointer),
+    quantization state (object and absmax) and bias (object and data pointer) and the same
+    compute_dtype; if not it returns _STALE (the caller rebuilds it). Then that this input fits:
+    contiguous, the cached dtype and device, K columns, and no autograd to record; if not it
+    returns None (the general path runs). Otherwise it allocates the output and makes the call.
+    The library call is the one the general path makes (same function and arguments), so the
+    results are bit-identical."""
+    params = layer._parameters
+    w, b = params["weight"], params["bias"]
+    qs = w.quant_state
+    cd = layer.compute_dtype
+    if not getattr(w, "bnb_quantized", False) or qs is None or x.dtype not in _FAST_DTYPES or \
+            (cd is not None and cd is not x.dtype) or qs.shape is None or len(qs.shape) != 2 or \
+            qs.quant_type not in _QUANT_TYPES or not w.is_contiguous():
+        return None
+    N, K = qs.shape
+    if x.dim() == 0 or x.shape[-1] != K or not qs.blocksize or K % qs.blocksize:
+        return None
+    if b is not None and (b.dtype is not x.dtype or tuple(b.shape) != (N,)):
+        return None
+    B = w.data if w.dtype == torch.uint8 else w.packed_uint8()
+    amax, absmax2, code2, offset, blocksize2 = F._scales_args(qs, None)
+    plan = _torch_ops.gemm_4bit_plan(x, B, amax, absmax2, code2, offset, blocksize2, qs.blocksize,
+                                     qs.quant_type, N, None if b is None else b.data)
+    if plan is None:
+        return None
+    fn, ctx, code, N, K, w_ptr, scales, qt, blocksize, b_ptr, stream_device, keep_alive = plan
+    dtype, device_id = x.dtype, x.get_device()
+    raw_stream = None if stream_device is None else _arrays.raw_stream_function()
+    grad_enabled, data_ptr, raise_for = _grad_enabled, _data_ptr, _raise_for
+
+    def run(x, weight, bias, compute_dtype):
+        if (weight is not w or bias is not b or compute_dtype is not cd or weight.quant_state is not qs
+                or qs.absmax is not amax or data_ptr(weight) != w_ptr
+                or (bias is not None and data_ptr(bias) != b_ptr)):
+            return _STALE
+        if (x.dtype is not dtype or x.get_device() != device_id or not x.is_contiguous()
+                or (grad_enabled() and (x.requires_grad or (bias is not None and bias.requires_grad)))):
+            return None
+        shape = x.shape
+        if len(shape) == 2:
+            M, k = shape
+            if k != K:
+                return None
+            out = x.new_empty(M, N)
+        elif shape and shape[-1] == K:
+            M = x.numel() // K
+            out = x.new_empty(shape[:-1] + (N,))
+        else:
+            return None
+        st = fn(ctx, code, M, N, K, data_ptr(x), w_ptr, scales, qt, blocksize, b_ptr, data_ptr(out),
+                None if raw_stream is None else raw_stream(stream_device))
+        if st:
+            raise_for(st, "bnb_gemm_4bit")
+        return out
+
+    run.keep_alive = keep_alive  # the scales struct and the tensors its pointers refer to
+    return run
+
+
+_FAST_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
 
 class LinearNF4(Linear4bit):
@@ -335,7 +444,33 @@ class Linear8bitLt(torch.nn.Linear):
         return (f"{super().extra_repr()}, threshold={self.state.threshold}, "
                 f"quantized={self.weight.SCB is not None}")
 
+    _fast8 = None  # the eager fast path without outliers (threshold 0), as Linear4bit's _fast4
+
     def forward(self, x):
+        if type(x) is _Tensor and not _is_compiling():
+            run = self._fast8
+            if run is not None:
+                params = self._parameters
+                out = run(x, params["weight"], params["bias"], self.state)
+                if out is not _STALE:
+                    if out is not None:
+                        return out
+                    return self._forward(x)
+            out = self._forward(x)
+            self._fast8 = _fast_int8_linear(self, x)
+            return out
+        return self._forward(x)
+
+    def _apply(self, fn, recurse=True):
+        self._fast8 = None
+        return super()._apply(fn, recurse)
+
+    def __getstate__(self):
+        state = super().__getstate__()
+        state.pop("_fast8", None)
+        return state
+
+    def _forward(self, x):
         w = self.weight
         if w.SCB is None:
             _quantize_on_first_forward(self, x)
@@ -354,6 +489,7 @@ class Linear8bitLt(torch.nn.Linear):
 
     def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
                               error_msgs):
+        self._fast8 = None
         wkey, skey, fkey = prefix + "weight", prefix + "SCB", prefix + "weight_format"
         weight = state_dict.get(wkey)
         device = _load_device(self.weight, weight)
@@ -380,6 +516,66 @@ class Linear8bitLt(torch.nn.Linear):
                 self.weight._quantize(device)
         _load_bias(self, state_dict, prefix, missing_keys, error_msgs)
         _unexpected(self, state_dict, prefix, strict, unexpected_keys, ("weight", "bias", "SCB", "weight_format"))
+
+
+def _fast_int8_linear(layer, x):
+    """The eager fast path of one Linear8bitLt for inputs like `x`, or None when it does not fit
+    (it covers threshold 0: no outlier columns). Same contract as _fast_gemm_4bit: per call the
+    closure returns _STALE when the weight (object, data pointer, SCB), the bias (object, data
+    pointer) or the state object changed, None when this input or the threshold does not fit,
+    else the output of the same three library calls the general path makes
+    (int8_vectorwise_quant, int8_matmul, int8_mm_dequant), so bit-identical to it."""
+    params = layer._parameters
+    w, b = params["weight"], params["bias"]
+    state = layer.state
+    SCB = getattr(w, "SCB", None)
+    if SCB is None or state.threshold != 0 or x.dtype not in _FAST_DTYPES or x.dim() == 0:
+        return None
+    plan = _torch_ops.int8_linear_plan(x, w.data, SCB, None if b is None else b.data)
+    if plan is None:
+        return None
+    quant, matmul, dequant, ctx, code, N, K, cb_ptr, scb_ptr, b_ptr, stream_device, keep_alive = plan
+    dtype, device_id = x.dtype, x.get_device()
+    raw_stream = None if stream_device is None else _arrays.raw_stream_function()
+    grad_enabled, data_ptr, raise_for = _grad_enabled, _data_ptr, _raise_for
+    i8, i32, f32 = torch.int8, torch.int32, torch.float32
+
+    def run(x, weight, bias, st):
+        if (weight is not w or bias is not b or st is not state or weight.SCB is not SCB
+                or data_ptr(weight) != cb_ptr or (bias is not None and data_ptr(bias) != b_ptr)):
+            return _STALE
+        if (st.threshold != 0 or x.dtype is not dtype or x.get_device() != device_id or not x.is_contiguous()
+                or (grad_enabled() and (x.requires_grad or (bias is not None and bias.requires_grad)))):
+            return None
+        shape = x.shape
+        if len(shape) == 2:
+            M, k = shape
+            if k != K:
+                return None
+            out = x.new_empty(M, N)
+        elif shape and shape[-1] == K:
+            M = x.numel() // K
+            out = x.new_empty(shape[:-1] + (N,))
+        else:
+            return None
+        q = x.new_empty(M, K, dtype=i8)
+        row_stats = x.new_empty(M, dtype=f32)
+        C = x.new_empty(M, N, dtype=i32)
+        stream = None if raw_stream is None else raw_stream(stream_device)
+        q_ptr, rs_ptr, c_ptr = data_ptr(q), data_ptr(row_stats), data_ptr(C)
+        status = quant(ctx, code, M, K, data_ptr(x), 0.0, q_ptr, rs_ptr, stream)
+        if status:
+            raise_for(status, "bnb_int8_vectorwise_quant")
+        status = matmul(ctx, M, N, K, q_ptr, cb_ptr, c_ptr, stream)
+        if status:
+            raise_for(status, "bnb_int8_matmul")
+        status = dequant(ctx, M, N, c_ptr, rs_ptr, scb_ptr, b_ptr, code, data_ptr(out), stream)
+        if status:
+            raise_for(status, "bnb_int8_mm_dequant")
+        return out
+
+    run.keep_alive = keep_alive
+    return run
 
 
 # ---------------------------------------------------------------- shared helpers
