@@ -593,6 +593,209 @@ def test_paged_memory_is_freed(monkeypatch):
     assert freed == [ptr]
 
 
+# ---------------------------------------------------------------- many parameters: the batched step
+# step() updates parameters that share device, state width, dtype and step with one
+# bnb_optimizer_update_multi call; `_multi_tensor = False` forces one bnb_optimizer_update per
+# parameter. The library promises equal results, so the two paths must agree bit for bit.
+MIXED_SHAPES = [(1,), (3,), (64,), (255,), (256,), (257,), (31, 33), (4096,), (5000,), (80, 70)]
+
+
+def _mixed_params(device, dtypes, seed=11):
+    gen = torch.Generator().manual_seed(seed)
+    out = []
+    for i, shape in enumerate(MIXED_SHAPES):
+        dtype = dtypes[i % len(dtypes)]
+        out.append(torch.nn.Parameter(torch.randn(shape, generator=gen).to(dtype).to(device)))
+    return out
+
+
+def _twin_runs(name, bits, device, dtypes, steps=4, **extra):
+    """The same training run through the batched and the per-parameter path (fresh gradient
+    tensors each step, one parameter without a gradient at step 2 so that steps diverge, a
+    strided gradient); returns both optimizers and parameter lists."""
+    runs = []
+    for multi in (True, False):
+        params = _mixed_params(device, dtypes)
+        opt = make(name, params, bits, min_8bit_size=0, **extra)
+        opt._multi_tensor = multi
+        gen = torch.Generator().manual_seed(3)
+        for step in range(steps):
+            for i, p in enumerate(params):
+                g = torch.randn(p.shape[::-1], generator=gen).to(p.dtype).to(device)
+                p.grad = g.t() if p.dim() == 2 else g  # the 2-D ones get a transposed (strided) gradient
+            params[1].grad = None if step == 1 else params[1].grad
+            opt.step()
+        runs.append((opt, params))
+    return runs
+
+
+def _assert_same_run(a, b):
+    (opt_a, pa), (opt_b, pb) = a, b
+    for x, y in zip(pa, pb):
+        assert x.dtype == y.dtype and torch.equal(x, y)
+        sa, sb = opt_a.state[x], opt_b.state[y]
+        assert sa.keys() == sb.keys()
+        for key, value in sa.items():
+            if torch.is_tensor(value):
+                assert torch.equal(value, sb[key]), key
+            else:
+                assert value == sb[key], key
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtypes", [(torch.float32,), (torch.bfloat16,), (torch.float32, torch.bfloat16)],
+                         ids=["f32", "bf16", "mixed"])
+@pytest.mark.parametrize("bits", [32, 8])
+@pytest.mark.parametrize("name", ["Adam", "AdamW", "SGD", "RMSprop", "Lion", "Adagrad", "AdEMAMix"])
+def test_batched_step_equals_per_parameter_calls(name, bits, dtypes, device, monkeypatch):
+    from bnb.optim import _optimizers
+
+    calls = {"multi": 0, "single": 0}
+    real_multi, real_single = _optimizers._c.bnb_optimizer_update_multi, _optimizers._c.bnb_optimizer_update
+
+    def multi(*args):
+        calls["multi"] += 1
+        return real_multi(*args)
+
+    def single(*args):
+        calls["single"] += 1
+        return real_single(*args)
+
+    monkeypatch.setattr(_optimizers._c, "bnb_optimizer_update_multi", multi)
+    monkeypatch.setattr(_optimizers._c, "bnb_optimizer_update", single)
+    batched, alone = _twin_runs(name, bits, device, dtypes)
+    _assert_same_run(batched, alone)
+    steps, kinds = 4, len(dtypes)
+    # the batched run: one call per dtype per step, plus one for params[1] lagging a step behind
+    # (steps 3 and 4); the per-parameter run: one call per parameter and step
+    assert calls["multi"] == steps * kinds + 2
+    assert calls["single"] == steps * len(MIXED_SHAPES) - 1
+    eight = torch.uint8 if bits == 8 else torch.float32
+    assert all(batched[0].state[p]["state1"].dtype == eight for p in batched[1])
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_batched_step_keeps_clipping_and_strided_params_on_single_calls(device, monkeypatch):
+    from bnb.optim import _optimizers
+
+    calls = []
+    real_multi = _optimizers._c.bnb_optimizer_update_multi
+    monkeypatch.setattr(_optimizers._c, "bnb_optimizer_update_multi",
+                        lambda *args: (calls.append(args[2]), real_multi(*args))[1])
+    for name, extra in (("LAMB", {}), ("LARS", {}), ("Adam", dict(percentile_clipping=50))):
+        batched, alone = _twin_runs(name, 32, device, (torch.float32,), **extra)
+        _assert_same_run(batched, alone)
+    assert calls == []
+    # a strided parameter in a group of contiguous ones: the others still share one call
+    batched, alone = [], []
+    for multi, out in ((True, batched), (False, alone)):
+        base = torch.arange(12.0, device=device).reshape(3, 4)
+        params = [torch.nn.Parameter(base.t()), torch.nn.Parameter(base.clone()), torch.nn.Parameter(base[0].clone())]
+        opt = O.Adam8bit(params, lr=0.1, min_8bit_size=0)
+        opt._multi_tensor = multi
+        for k in range(3):
+            for p in params:
+                p.grad = torch.full_like(p, 0.5 + k)
+            opt.step()
+        assert not params[0].is_contiguous()
+        out.extend([opt, params])
+    _assert_same_run(batched, alone)
+    assert calls == [2, 2, 2]
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("bits", [32, 8])
+def test_batched_step_follows_replaced_data_and_state(bits, device):
+    """The cached descriptors are rebuilt when p.data, the state dict or one state tensor is
+    replaced between steps, and after load_state_dict."""
+    runs = []
+    for multi in (True, False):
+        params = _mixed_params(device, (torch.float32,))
+        opt = make("AdamW", params, bits, min_8bit_size=0)
+        opt._multi_tensor = multi
+        gen = torch.Generator().manual_seed(8)
+
+        def train(steps):
+            for _ in range(steps):
+                for p in params:
+                    p.grad = torch.randn(p.shape, generator=gen).to(device)
+                opt.step()
+
+        train(2)
+        params[3].data = params[3].data.clone()  # new storage under the same Parameter
+        params[4].data = torch.randn(7, generator=gen).to(device)  # new shape: state no longer fits
+        opt.state[params[4]] = {}
+        old = opt.state[params[5]]["state1"]
+        snapshot = old.clone()
+        opt.state[params[5]]["state1"] = old.clone()  # a replaced state tensor
+        train(1)
+        # the new tensor was updated, the replaced one left alone
+        assert torch.equal(old, snapshot) and not torch.equal(opt.state[params[5]]["state1"], snapshot)
+        sd = copy.deepcopy(opt.state_dict())
+        opt.load_state_dict(sd)
+        train(2)
+        runs.append((opt, params))
+    _assert_same_run(*runs)
+    assert runs[0][0].state[runs[0][1][4]]["step"] == 3
+
+
+def test_batched_step_checks_gradients_every_step():
+    params = [torch.nn.Parameter(torch.randn(10)) for _ in range(3)]
+    opt = O.AdamW8bit(params, min_8bit_size=0)
+    for p in params:
+        p.grad = torch.randn(10)
+    opt.step()
+    before = [p.detach().clone() for p in params]
+
+    def unchanged():
+        return all(torch.equal(p, b) for p, b in zip(params, before)) and \
+            all(opt.state[p]["step"] == 1 for p in params)
+
+    params[2].grad.data = torch.randn(10, dtype=torch.float64)
+    with pytest.raises(TypeError, match="dtype"):
+        opt.step()
+    assert unchanged()  # the check runs before the group's call: nothing moved
+    params[2].grad = torch.randn(10)
+    params[1].grad.data = torch.randn(5)
+    with pytest.raises(ValueError, match="shape"):
+        opt.step()
+    assert unchanged()
+    params[1].grad = torch.randn(10).to_sparse()
+    with pytest.raises(RuntimeError, match="sparse"):
+        opt.step()
+    assert unchanged()
+    params[1].grad = torch.randn(10)
+    opt.step()
+    assert all(opt.state[p]["step"] == 2 for p in params)
+
+
+@needs_cuda
+def test_batched_step_checks_gradient_device():
+    p = torch.nn.Parameter(torch.randn(10, device="cuda"))
+    opt = O.AdamW([p])
+    p.grad = torch.randn(10, device="cuda")
+    opt.step()
+    p.grad.data = torch.randn(10)
+    with pytest.raises(ValueError, match="gradient is on"):
+        opt.step()
+
+
+def test_parameter_listed_twice_in_a_group_is_updated_twice():
+    results = []
+    for multi in (True, False):
+        p = torch.nn.Parameter(torch.linspace(-1, 1, 50))
+        q = torch.nn.Parameter(torch.linspace(1, 2, 50))
+        with pytest.warns(UserWarning):
+            opt = O.Adam([p, q, p], lr=0.1)
+        opt._multi_tensor = multi
+        for _ in range(2):
+            p.grad, q.grad = torch.ones(50), torch.full((50,), -1.0)
+            opt.step()
+        assert opt.state[p]["step"] == 4
+        results.append(torch.cat([p.detach(), q.detach()]))
+    assert torch.equal(*results)
+
+
 # ---------------------------------------------------------------- names
 def test_class_names():
     for base in ALL:

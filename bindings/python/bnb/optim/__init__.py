@@ -1,4 +1,5 @@
-"""torch optimizers with 32-bit or 8-bit blockwise state, computed by libbnb (bnb_optimizer_update).
+"""torch optimizers with 32-bit or 8-bit blockwise state, computed by libbnb (bnb_optimizer_update,
+and bnb_optimizer_update_multi for many parameters in one call).
 
     import bnb
     opt = bnb.optim.AdamW8bit(model.parameters(), lr=1e-3)

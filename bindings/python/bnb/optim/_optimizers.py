@@ -1,10 +1,11 @@
 """The optimizer classes behind bnb.optim (imported on first use: this module needs torch).
 
-Each class is a torch.optim.Optimizer. step() walks the parameters that have a gradient and makes
-one bnb_optimizer_update call per parameter, on the parameter's device and, on a GPU, the
-current torch stream (the library context and stream come from bnb/_arrays.py, as for every other
-op). The update rules, state layouts and numerics are the library's: docs/OPTIMIZERS.md and
-OPS.md section 6.
+Each class is a torch.optim.Optimizer. step() walks the parameters that have a gradient and
+updates those of a group that share device, state width, dtype and step with one
+bnb_optimizer_update_multi call (clipping, strided parameters: one bnb_optimizer_update call
+each), on the parameters' device and, on a GPU, the current torch stream (the library context and
+stream come from bnb/_arrays.py, as for every other op). The update rules, state layouts and
+numerics are the library's: docs/OPTIMIZERS.md and OPS.md section 6.
 
 State, per parameter, under bitsandbytes' key names so that state dicts move between the two:
 
@@ -26,6 +27,7 @@ import math
 import warnings
 from collections import defaultdict
 
+import numpy as np
 import torch
 
 from .. import _arrays, _lib
@@ -114,6 +116,73 @@ def _prefetch(kit, t):
     st = _c.bnb_paged_prefetch(kit.ctx, t.data_ptr(), t.numel() * t.element_size(), 1, kit.stream)
     if st:
         _lib.raise_for(st, "bnb_paged_prefetch")
+
+
+# ---------------------------------------------------------------- the batched step's caches
+_ALONE = object()  # _slot()'s answer for a parameter that takes the one-call path
+_STRIDED = torch.strided
+_batch_keys = {}
+_WORD = ctypes.sizeof(ctypes.c_void_p)
+
+
+def _batch_key(kit, bits, code):
+    """(kit, state bits, dtype code), one shared tuple per value so that `is` compares them."""
+    key = (kit, bits, code)
+    return _batch_keys.setdefault(key, key)
+
+
+class _Slot:
+    """One parameter's filled bnb_optimizer_tensors_t (g left NULL) and what it was built from."""
+
+    __slots__ = ("p", "state", "p_ptr", "dtype", "shape", "device", "n", "kit", "key", "tensors",
+                 "state1", "state2", "absmax1", "absmax2", "qmap1", "qmap2", "paged")
+
+    def __init__(self, p, state, kit, key, tensors):
+        self.p, self.state, self.kit, self.key, self.tensors = p, state, kit, key, tensors
+        self.p_ptr, self.dtype, self.shape, self.device, self.n = p.data_ptr(), p.dtype, p.shape, p.device, p.numel()
+        get = state.get
+        self.state1, self.state2 = get("state1"), get("state2")
+        self.absmax1, self.absmax2 = get("absmax1"), get("absmax2")
+        self.qmap1, self.qmap2 = get("qmap1"), get("qmap2")
+        self.paged = () if kit.backend == _lib.BACKEND_CPU else \
+            tuple(s for s in (self.state1, self.state2) if s is not None and is_paged(s))
+
+
+class _Batch:
+    """The packed arguments of one bnb_optimizer_update_multi call: the slots' descriptors copied
+    into one array, their element counts, and a numpy view of the array's gradient pointers."""
+
+    __slots__ = ("slots", "params", "tensors", "n", "grads", "paged")
+
+    def __init__(self, slots):
+        k = len(slots)
+        self.slots = slots
+        self.params = [s.p for s in slots]
+        arr = (_lib.OptimizerTensors * k)()
+        for i, s in enumerate(slots):
+            arr[i] = s.tensors
+        self.tensors = arr
+        self.n = (ctypes.c_int64 * k)(*[s.n for s in slots])
+        words = np.frombuffer(arr, dtype=np.uintp).reshape(k, ctypes.sizeof(_lib.OptimizerTensors) // _WORD)
+        self.grads = words[:, _lib.OptimizerTensors.g.offset // _WORD]
+        self.paged = [t for s in slots for t in s.paged]
+
+    def run(self, opt, group, key, t, grad_ptrs, paged_streams):
+        self.grads[:] = grad_ptrs
+        prm = opt._batch_params(group, key, t)
+        kit = key[0]
+        if self.paged:
+            for s in self.paged:
+                _prefetch(kit, s)
+            paged_streams[kit.device] = kit
+        k = len(self.slots)
+        st = _c.bnb_optimizer_update_multi(kit.ctx, ctypes.byref(prm), k, self.tensors, self.n, kit.stream)
+        if st:
+            _lib.raise_for(st, f"bnb_optimizer_update_multi ({type(opt).__name__}, {k} parameters)")
+        for s in self.slots:
+            s.state["step"] = t
+        # Written through raw pointers: tell autograd the parameters changed in place.
+        torch.autograd.graph.increment_version(self.params)
 
 
 # ---------------------------------------------------------------- argument checks
@@ -236,6 +305,12 @@ class Optimizer(torch.optim.Optimizer):
                 state["absmax2"] = torch.zeros((blocks,), dtype=torch.float32, device=p.device)
 
     # -------------------------------------------------------------- step
+    #: True: parameters that can share one library call (same device, state width, dtype and
+    #: step, no clipping) are updated together through bnb_optimizer_update_multi. False sends
+    #: every parameter through bnb_optimizer_update on its own; the results are the same bit for
+    #: bit (the tests compare the two).
+    _multi_tensor = True
+
     @torch.no_grad()
     def step(self, closure=None):
         """One update of every parameter that has a gradient (parameters whose .grad is None are
@@ -245,22 +320,120 @@ class Optimizer(torch.optim.Optimizer):
             with torch.enable_grad():
                 loss = closure()
         paged_streams = {}
-        for group in self.param_groups:
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
-                kit = self._update(group, p)
-                if kit is not None and kit.backend != _lib.BACKEND_CPU:
-                    paged_streams[kit.device] = kit
+        if self._multi_tensor:
+            self._step_batched(paged_streams)
+        else:
+            for group in self.param_groups:
+                for p in group["params"]:
+                    if p.grad is not None:
+                        self._update_alone(group, p, paged_streams)
         # Paged state may be touched by the host (or evicted) next: let the updates finish first.
         for kit in paged_streams.values():
             torch.cuda.current_stream(kit.device).synchronize()
         return loss
 
-    def _update(self, group, p):
-        """Updates one parameter; returns its kit when its state is paged (else None)."""
+    def _update_alone(self, group, p, paged_streams):
+        kit = self._update(group, p)
+        if kit is not None and kit.backend != _lib.BACKEND_CPU:
+            paged_streams[kit.device] = kit
+
+    def _step_batched(self, paged_streams):
+        """step() through bnb_optimizer_update_multi.
+
+        Per parameter, a _Slot (kept between steps in self._bnb_slots, keyed by id(p)) holds the
+        filled bnb_optimizer_tensors_t and the objects it was built from. A step re-checks it
+        with identity and pointer comparisons only; anything that differs (a new p.data, state
+        replaced by load_state_dict, an odd gradient) rebuilds the slot through _slot(), which
+        runs the full argument checks and raises as _update does. Parameters that share a
+        _Batch.key and a step go into one multi call; the packed descriptor array of each call is
+        kept too (self._bnb_batches) and reused while the same slots fill it, so a step only
+        writes the gradient pointers into it."""
+        old_slots = self.__dict__.get("_bnb_slots") or {}
+        old_batches = self.__dict__.get("_bnb_batches") or {}
+        slots, batches = {}, {}
+        states = self.state
+        for gi, group in enumerate(self.param_groups):
+            if float(self._setting(group, "max_unorm")) > 0 or int(self._setting(group, "percentile_clipping")) < 100:
+                # Clipping needs per-tensor norms: one call per parameter.
+                for p in group["params"]:
+                    if p.grad is not None:
+                        self._update_alone(group, p, paged_streams)
+                continue
+            pending = {}  # (key, step) -> ([slot...], [gradient pointer...])
+            keep = []  # contiguous copies of strided gradients, alive until the calls are made
+            repeats = []  # a parameter listed twice in the group: its second update comes after the batch
+            cur_key = cur_t = cur_slots = cur_ptrs = None
+            for p in group["params"]:
+                g = p.grad
+                if g is None:
+                    continue
+                pid = id(p)
+                if pid in slots:
+                    repeats.append(p)
+                    continue
+                state = states[p]
+                get = state.get
+                s = old_slots.get(pid)
+                shape = p.shape
+                # The slot is still right when p, its storage and its state are the ones it was
+                # built from; the gradient passes _checked_code's tests when it is strided and
+                # has the parameter's dtype, shape and device.
+                if (s is None or s.p is not p or s.state is not state or p.data_ptr() != s.p_ptr
+                        or p.dtype is not s.dtype or shape != s.shape or not p.is_contiguous()
+                        or get("state1") is not s.state1 or get("state2") is not s.state2
+                        or get("absmax1") is not s.absmax1 or get("absmax2") is not s.absmax2
+                        or get("qmap1") is not s.qmap1 or get("qmap2") is not s.qmap2
+                        or g.layout is not _STRIDED or g.dtype is not s.dtype or g.shape != shape
+                        or g.device != s.device):
+                    s = self._slot(group, p, state)
+                    if s is None:  # no elements: nothing to do
+                        continue
+                    if s is _ALONE:  # a strided parameter: updated through a contiguous copy
+                        self._update_alone(group, p, paged_streams)
+                        continue
+                slots[pid] = s
+                if not g.is_contiguous():
+                    g = g.contiguous()
+                    keep.append(g)
+                t = int(get("step")) + 1
+                if s.key is not cur_key or t != cur_t:
+                    cur_key, cur_t = s.key, t
+                    entry = pending.get((cur_key, t))
+                    if entry is None:
+                        entry = pending[(cur_key, t)] = ([], [])
+                    cur_slots, cur_ptrs = entry
+                cur_slots.append(s)
+                cur_ptrs.append(g.data_ptr())
+            for j, ((key, t), (group_slots, ptrs)) in enumerate(pending.items()):
+                bkey = (gi, j)
+                batch = old_batches.get(bkey)
+                if batch is None or batch.slots != group_slots:
+                    batch = _Batch(group_slots)
+                batches[bkey] = batch
+                batch.run(self, group, key, t, ptrs, paged_streams)
+            del keep
+            for p in repeats:
+                self._update_alone(group, p, paged_streams)
+        self._bnb_slots = slots
+        self._bnb_batches = batches
+
+    def _batch_params(self, group, key, t):
+        """The bnb_optimizer_params_t of one multi call (n is per tensor there)."""
+        prm = _new_struct(_lib.OptimizerParams, "bnb_optimizer_params_init")
+        prm.optimizer = self._kind
+        prm.state_bits = key[1]
+        prm.param_dtype = key[2]
+        prm.n = 1
+        prm.lr = float(group["lr"])
+        prm.beta1, prm.beta2, prm.beta3, prm.alpha, prm.eps = self._coefficients(group, t)
+        prm.weight_decay = float(group["weight_decay"])
+        prm.gnorm_scale = 1.0
+        prm.step = t
+        return prm
+
+    def _checked_code(self, p, g):
+        """The checks on a parameter and its gradient; returns the parameter's dtype code."""
         name = type(self).__name__
-        g = p.grad
         if g.is_sparse or g.layout != torch.strided:
             raise RuntimeError(f"{name} does not support sparse gradients (parameter of shape {tuple(p.shape)})")
         code = _PARAM_DTYPES.get(p.dtype)
@@ -273,6 +446,44 @@ class Optimizer(torch.optim.Optimizer):
         if g.shape != p.shape:
             raise ValueError(f"{name}: the gradient's shape {tuple(g.shape)} differs from its parameter's "
                              f"{tuple(p.shape)}")
+        return code
+
+    def _tensors(self, p, state, work):
+        """A bnb_optimizer_tensors_t for `work` (p or its contiguous copy) and p's state; g and
+        unorm_vec are left NULL."""
+        state1 = state["state1"]
+        two = self._kind in _TWO_STATES
+        ten = _new_struct(_lib.OptimizerTensors, "bnb_optimizer_tensors_init")
+        ten.p = work.data_ptr()
+        ten.state1 = state1.data_ptr()
+        ten.state2 = state["state2"].data_ptr() if two else None
+        if state1.dtype == torch.uint8:
+            ten.absmax1 = state["absmax1"].data_ptr()
+            ten.qmap1 = self._table_ptr(p, state["qmap1"], True)
+            if two:
+                ten.absmax2 = state["absmax2"].data_ptr()
+                ten.qmap2 = self._table_ptr(p, state["qmap2"], False)
+        return ten
+
+    def _slot(self, group, p, state):
+        """Checks p and p.grad in full and builds p's _Slot; None when p has no elements, _ALONE
+        when p is not contiguous (the single-call path writes it back through a copy)."""
+        code = self._checked_code(p, p.grad)
+        if p.numel() == 0:
+            return None
+        if not p.is_contiguous():
+            return _ALONE
+        if "state1" not in state:
+            self._init_state(group, p, state)
+        kit = _arrays.kit_for(p)
+        bits = 8 if state["state1"].dtype == torch.uint8 else 32
+        return _Slot(p, state, kit, _batch_key(kit, bits, code), self._tensors(p, state, p))
+
+    def _update(self, group, p):
+        """Updates one parameter; returns its kit when its state is paged (else None)."""
+        name = type(self).__name__
+        g = p.grad
+        code = self._checked_code(p, g)
         n = p.numel()
         if n == 0:
             return None
@@ -283,7 +494,6 @@ class Optimizer(torch.optim.Optimizer):
 
         state1 = state["state1"]
         eight = state1.dtype == torch.uint8
-        two = self._kind in _TWO_STATES
         state2 = state.get("state2")
         t = int(state["step"]) + 1
 
@@ -303,17 +513,8 @@ class Optimizer(torch.optim.Optimizer):
         prm.weight_decay = wd
         prm.gnorm_scale = self._gnorm_scale(group, state, grad, t)
         prm.step = t
-        ten = _new_struct(_lib.OptimizerTensors, "bnb_optimizer_tensors_init")
-        ten.p = work.data_ptr()
+        ten = self._tensors(p, state, work)
         ten.g = grad.data_ptr()
-        ten.state1 = state1.data_ptr()
-        ten.state2 = state2.data_ptr() if two else None
-        if eight:
-            ten.absmax1 = state["absmax1"].data_ptr()
-            ten.qmap1 = self._table_ptr(p, state["qmap1"], True)
-            if two:
-                ten.absmax2 = state["absmax2"].data_ptr()
-                ten.qmap2 = self._table_ptr(p, state["qmap2"], False)
         if max_unorm > 0:
             unorm = state.get("unorm_vec")
             if unorm is None:
@@ -368,6 +569,9 @@ class Optimizer(torch.optim.Optimizer):
         torch's default, state tensors keep their dtype (float32 state, uint8 codes and float32
         scales are never cast to the parameter's dtype); they are copied to the parameter's
         device (into paged memory for a paged optimizer)."""
+        # The batched step's caches point at the state being replaced: drop them (and the old state).
+        self.__dict__.pop("_bnb_slots", None)
+        self.__dict__.pop("_bnb_batches", None)
         for hook in getattr(self, "_optimizer_load_state_dict_pre_hooks", {}).values():
             result = hook(self, state_dict)
             if result is not None:
