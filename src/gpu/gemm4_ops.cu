@@ -1,6 +1,8 @@
 // Launchers of the 4-bit inference matmul (gemm4_kernels.cuh) and its entry in the ops table.
 //
 // Paths, best first:
+//  * fp16/bf16, 5 <= M <= 64, blocksize >= 64 (CUDA): the tensor-core kernel (gemm4_mma.cuh):
+//    W decoded in registers into mma.sync fragments, rows of A staged in shared memory.
 //  * M <= 16: the SIMT kernel (batch-1 GEMV for M = 1; tiles of 2, 4 or 8 rows of A otherwise):
 //    weights streamed once per tile of A, decoded in registers, 4-8 rows of W per warp.
 //  * M > 16 (CUDA): weight slabs dequantized to the activation dtype in a stream-ordered
@@ -12,6 +14,7 @@
 #include <cstdlib>
 
 #include "gemm4_kernels.cuh"
+#include "gemm4_mma.cuh"
 #include "gpu_backend.h"
 #include "tables.h"
 
@@ -37,6 +40,13 @@ constexpr int kThreads = kGemm4Warps * 32;
 constexpr int kSimtSmemTail = 16 + 256;
 constexpr int kStagedFloats = 96 * 1024 / 4 - kSimtSmemTail;
 constexpr int64_t kSimtMaxM = 16;                          // larger M goes to the library GEMM
+// 16-bit activations with kMmaMinM <= M <= kMmaMaxM take the tensor-core kernel (gemm4_mma.cuh).
+// Measured on the H100 (bench/gemm4/NOTES.md, v2): at M = 4 the SIMT kernel and the tensor cores
+// tie (geomean over the five shapes), at M = 16 the tensor cores are 2.2-3.4x faster, at M = 64
+// 1.2-1.3x faster than dequantize + cuBLAS, at M = 256 2.7x slower (each 64-row tile of A
+// re-reads and re-decodes W there).
+constexpr int64_t kMmaMinM = 5;
+constexpr int64_t kMmaMaxM = 64;
 constexpr int64_t kWorkspaceBytes = int64_t{128} << 20;  // dequantized slab of the large-M path
 
 Table16 decode_table(int32_t quant_type) {
@@ -246,9 +256,97 @@ bnb_status_t gemm_via_cublas(const GpuContext& ctx, const Problem& p, cudaStream
 }
 #endif  // !BNB_GPU_HIP
 
+// ---------------------------------------------------------------- tensor cores (CUDA, 16-bit A)
+#if !defined(BNB_GPU_HIP)
+
+bool mma_disabled() {
+  static const bool off = [] {
+    const char* e = std::getenv("BNB_GEMM4_NO_MMA");  // tests and A/B timings of the other paths
+    return e != nullptr && e[0] != '\0' && e[0] != '0';
+  }();
+  return off;
+}
+
+// BNB_SUCCESS, or BNB_ERR_NOT_SUPPORTED when the kernel can't take the problem (the caller falls
+// back to the other paths).
+template <int D, int MT>
+bnb_status_t launch_mma(const GpuContext& ctx, const Problem& p, cudaStream_t stream) {
+  using T = typename Elem<D>::T;
+  const auto kernel = gemm4_mma_kernel<D, MT>;
+  constexpr int kSmem = gemm4_mma_smem_bytes(MT);
+  static const bool smem_ok = [kernel] {
+    if (kSmem <= 48 * 1024) return true;
+    if (cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmem) == cudaSuccess) return true;
+    (void)cudaGetLastError();
+    return false;
+  }();
+  if (!smem_ok) return BNB_ERR_NOT_SUPPORTED;
+  const int64_t gx = (p.N + kMmaRows - 1) / kMmaRows;
+  const int64_t gz = (p.M + 8 * MT - 1) / (8 * MT);
+  if (gx > 2147483647 || gz > 65535) return BNB_ERR_NOT_SUPPORTED;
+  // Split K while the grid has fewer than ~8 blocks per multiprocessor, keeping >= 512 of K each.
+  const int64_t want = 8 * static_cast<int64_t>(ctx.sm_count);
+  int64_t splits = (want + gx * gz - 1) / (gx * gz);
+  const int64_t max_splits = p.K / kMmaSegment > 0 ? p.K / kMmaSegment : 1;
+  if (splits > max_splits) splits = max_splits;
+  if (splits < 1) splits = 1;
+  const int64_t chunks = p.K / kMmaChunk;
+  const int64_t k_split = (chunks + splits - 1) / splits * kMmaChunk;
+  splits = (p.K + k_split - 1) / k_split;
+  const dim3 grid(static_cast<unsigned>(gx), static_cast<unsigned>(splits), static_cast<unsigned>(gz));
+  const T* A = static_cast<const T*>(p.A);
+  const T* bias = static_cast<const T*>(p.bias);
+  T* out = static_cast<T*>(p.out);
+  if (splits == 1) {
+    kernel<<<grid, kMmaWarps * 32, kSmem, stream>>>(A, p.W, p.scales, p.table, bias, out, nullptr, p.M, p.N, p.K,
+                                                    p.log2_blocksize, k_split);
+    return check_launch("gemm4_mma_kernel");
+  }
+  float* partial = nullptr;
+  const size_t bytes = static_cast<size_t>(p.M * p.N) * sizeof(float);
+  if (cudaMallocAsync(reinterpret_cast<void**>(&partial), bytes, stream) != cudaSuccess) {
+    (void)cudaGetLastError();
+    return BNB_ERR_NOT_SUPPORTED;
+  }
+  bnb_status_t st = check(cudaMemsetAsync(partial, 0, bytes, stream), "clearing the gemm_4bit partial sums");
+  if (st == BNB_SUCCESS) {
+    kernel<<<grid, kMmaWarps * 32, kSmem, stream>>>(A, p.W, p.scales, p.table, bias, out, partial, p.M, p.N, p.K,
+                                                    p.log2_blocksize, k_split);
+    st = check_launch("gemm4_mma_kernel");
+  }
+  if (st == BNB_SUCCESS) {
+    const int64_t fgrid = persistent_grid(ctx, 8, (p.M * p.N + 255) / 256);
+    gemm4_mma_finish_kernel<D><<<static_cast<unsigned>(fgrid), 256, 0, stream>>>(partial, bias, out, p.M, p.N);
+    st = check_launch("gemm4_mma_finish_kernel");
+  }
+  const cudaError_t fe = cudaFreeAsync(partial, stream);
+  if (st == BNB_SUCCESS) st = check(fe, "freeing the gemm_4bit partial sums");
+  return st;
+}
+
+template <int D>
+bnb_status_t dispatch_mma(const GpuContext& ctx, const Problem& p, cudaStream_t stream) {
+  if constexpr (D == kF32) {
+    return BNB_ERR_NOT_SUPPORTED;  // the tensor cores take 16-bit operands
+  } else {
+    const bool aligned = (reinterpret_cast<uintptr_t>(p.A) & 15u) == 0 && (reinterpret_cast<uintptr_t>(p.W) & 3u) == 0;
+    if (mma_disabled() || p.M < kMmaMinM || p.K % kMmaChunk != 0 || p.log2_blocksize < 6 || !aligned)
+      return BNB_ERR_NOT_SUPPORTED;
+    if (p.M <= 8) return launch_mma<D, 1>(ctx, p, stream);
+    if (p.M <= 16) return launch_mma<D, 2>(ctx, p, stream);
+    if (p.M <= 32) return launch_mma<D, 4>(ctx, p, stream);
+    return launch_mma<D, 8>(ctx, p, stream);
+  }
+}
+#endif  // !BNB_GPU_HIP
+
 template <int D>
 bnb_status_t dispatch(const GpuContext& ctx, const Problem& p, gpuStream_t stream) {
 #if !defined(BNB_GPU_HIP)
+  if (p.M >= kMmaMinM && p.M <= kMmaMaxM) {
+    const bnb_status_t st = dispatch_mma<D>(ctx, p, stream);
+    if (st != BNB_ERR_NOT_SUPPORTED) return st;
+  }
   if (p.M > kSimtMaxM) {
     const bnb_status_t st = gemm_via_cublas<D>(ctx, p, stream);
     if (st != BNB_ERR_NOT_SUPPORTED) return st;

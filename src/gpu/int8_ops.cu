@@ -30,7 +30,8 @@ namespace {
 
 using namespace int8;
 
-constexpr int64_t kRowsKernelMaxM = 16;
+// M = 16 measured 37 us on the rows kernel vs 18 us for cuBLASLt at M = 256 (N = K = 4096, H100).
+constexpr int64_t kRowsKernelMaxM = 8;
 
 const GpuContext& ctx_of(void* impl) { return *static_cast<const GpuContext*>(impl); }
 

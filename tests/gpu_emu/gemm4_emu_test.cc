@@ -125,12 +125,65 @@ inline float gpu_shfl_xor(float v, int mask, int /*width*/) {
 }  // namespace gpu
 }  // namespace bnb
 
+std::mutex g_atomic_mu;
+inline float atomicAdd(float* p, float v) {
+  std::lock_guard<std::mutex> lock(g_atomic_mu);
+  const float old = *p;
+  *p = old + v;
+  return old;
+}
+
+#define BNB_GEMM4_HOST_MMA  // gemm4_mma.cuh: the mma below instead of the PTX instruction
 #include "gemm4_kernels.cuh"
+#include "gemm4_mma.cuh"
 
 namespace bnb {
 namespace gpu {
 namespace gemm4 {
 float smem[16 * 1024 + 64];  // the kernels' dynamic shared memory (64 KiB)
+uint16_t gemm4_mma_smem[8 * 8 * kMmaRowHalves];
+
+// mma.sync m16n8k16 (row.col, binary32 accumulation) over the 32 lanes of a warp, with the PTX
+// fragment layout: lane (g, t) holds A rows g / g + 8, columns 2t, 2t + 1 (regs 0, 1) and
+// 2t + 8, 2t + 9 (regs 2, 3); B rows 2t, 2t + 1 (reg 0) and 2t + 8, 2t + 9 (reg 1) of column g;
+// C rows g / g + 8, columns 2t, 2t + 1.
+uint32_t g_mma_a[kMaxThreads / 32][32][4];
+uint32_t g_mma_b[kMaxThreads / 32][32][2];
+
+template <int D>
+float half_value(uint32_t h) {
+  return D == kF16 ? bnb::f16_to_f32(static_cast<uint16_t>(h)) : bnb::bf16_to_f32(static_cast<uint16_t>(h));
+}
+
+template <int D>
+void gemm4_mma16816(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
+  const int w = static_cast<int>(threadIdx.x) / 32, l = static_cast<int>(threadIdx.x) % 32;
+  for (int i = 0; i < 4; ++i) g_mma_a[w][l][i] = a[i];
+  g_mma_b[w][l][0] = b0;
+  g_mma_b[w][l][1] = b1;
+  g_warp[w]->wait();
+  float A[16][16], B[16][8];
+  for (int L = 0; L < 32; ++L) {
+    const int g = L >> 2, t = L & 3;
+    const uint32_t* r = g_mma_a[w][L];
+    for (int h = 0; h < 2; ++h) {
+      A[g][2 * t + h] = half_value<D>(r[0] >> (16 * h) & 0xffffu);
+      A[g + 8][2 * t + h] = half_value<D>(r[1] >> (16 * h) & 0xffffu);
+      A[g][2 * t + 8 + h] = half_value<D>(r[2] >> (16 * h) & 0xffffu);
+      A[g + 8][2 * t + 8 + h] = half_value<D>(r[3] >> (16 * h) & 0xffffu);
+      B[2 * t + h][g] = half_value<D>(g_mma_b[w][L][0] >> (16 * h) & 0xffffu);
+      B[2 * t + 8 + h][g] = half_value<D>(g_mma_b[w][L][1] >> (16 * h) & 0xffffu);
+    }
+  }
+  g_warp[w]->wait();
+  const int g = l >> 2, t = l & 3;
+  for (int e = 0; e < 4; ++e) {
+    const int row = e < 2 ? g : g + 8, col = 2 * t + (e & 1);
+    float sum = 0.0f;
+    for (int k = 0; k < 16; ++k) sum += A[row][k] * B[k][col];
+    c[e] += sum;
+  }
+}
 }  // namespace gemm4
 }  // namespace gpu
 }  // namespace bnb
@@ -139,12 +192,14 @@ namespace {
 
 using namespace bnb::gpu::gemm4;
 
-// Runs body() as a grid of gx x gy blocks of `threads` threads, one block at a time.
+// Runs body() as a grid of gx x gy (x gz) blocks of `threads` threads, one block at a time.
 template <class F>
-void launch(unsigned gx, unsigned gy, unsigned threads, const F& body) {
+void launch(unsigned gx, unsigned gy, unsigned threads, const F& body, unsigned gz = 1) {
   blockDim.x = threads;
   gridDim.x = gx;
   gridDim.y = gy;
+  gridDim.z = gz;
+  for (unsigned bz = 0; bz < gz; ++bz)
   for (unsigned by = 0; by < gy; ++by) {
     for (unsigned bx = 0; bx < gx; ++bx) {
       Barrier block(static_cast<int>(threads));
@@ -156,10 +211,11 @@ void launch(unsigned gx, unsigned gy, unsigned threads, const F& body) {
       }
       std::vector<std::thread> ts;
       for (unsigned t = 0; t < threads; ++t) {
-        ts.emplace_back([&, t, bx, by] {
+        ts.emplace_back([&, t, bx, by, bz] {
           threadIdx.x = t;
           blockIdx.x = bx;
           blockIdx.y = by;
+          blockIdx.z = bz;
           body();
         });
       }
@@ -179,6 +235,83 @@ struct Case {
 
 double tolerance(int D) { return D == kF32 ? 1e-5 : D == kF16 ? 2e-3 : 1e-2; }
 
+// A random problem: packed weights (plain or nested scales) and their reference decoding, A and
+// bias in dtype D, the kernels' arguments.
+template <int D>
+struct Problem {
+  using T = typename Elem<D>::T;
+  Case c;
+  std::vector<uint8_t> packed_buf, absmax_q;
+  uint8_t* packed = nullptr;
+  std::vector<float> absmax, absmax2, effective, code2, wdq, a_exact, b_exact;
+  float offset = 0.0f;
+  Gemm4Scales scales{};
+  Table16 table{};
+  int log2_bs = 0;
+  std::vector<T> A, bias, out;
+
+  Problem(const Case& cs, uint64_t seed) : c(cs) {
+    std::mt19937 rng(static_cast<uint32_t>(seed));
+    std::normal_distribution<float> normal(0.0f, 1.0f);
+    const int64_t n = c.N * c.K, nb = n / c.bs;
+    std::vector<float> w(static_cast<size_t>(n));
+    for (auto& v : w) v = normal(rng);
+    packed_buf.resize(static_cast<size_t>(n / 2 + 16));
+    packed = packed_buf.data() + c.offset;
+    absmax.resize(static_cast<size_t>(nb));
+    bnb::ref::quantize_4bit(c.qt, BNB_F32, w.data(), n, c.bs, packed, absmax.data());
+    absmax_q.resize(static_cast<size_t>(nb));
+    absmax2.resize(static_cast<size_t>((nb + 255) / 256));
+    effective = absmax;
+    code2.resize(256);
+    scales = Gemm4Scales{absmax.data(), nullptr, nullptr, nullptr, nullptr, 8};
+    if (c.nested) {
+      bnb::ref::compress_absmax(absmax.data(), nb, absmax_q.data(), absmax2.data(), &offset);
+      for (int i = 0; i < 256; ++i) code2[static_cast<size_t>(i)] = bnb::bits_to_float(bnb::BNB_DYNAMIC_SIGNED_BITS[i]);
+      bnb::ref::decompress_absmax(absmax_q.data(), absmax2.data(), code2.data(), offset, nb, 256, effective.data());
+      scales = Gemm4Scales{nullptr, absmax_q.data(), absmax2.data(), code2.data(), &offset, 8};
+    }
+    wdq.resize(static_cast<size_t>(n));
+    bnb::ref::dequantize_4bit(c.qt, packed, effective.data(), n, c.bs, BNB_F32, wdq.data());
+    const uint32_t* bits = c.qt == BNB_FP4 ? bnb::kFP4DecodeBits : bnb::kNF4Bits;
+    for (int i = 0; i < 16; ++i) table.v[i] = bnb::bits_to_float(bits[i]);
+    while ((int64_t{1} << log2_bs) < c.bs) ++log2_bs;
+    A.resize(static_cast<size_t>(c.M * c.K));
+    bias.resize(static_cast<size_t>(c.N));
+    out.resize(static_cast<size_t>(c.M * c.N));
+    a_exact.resize(A.size());
+    b_exact.resize(bias.size());
+    for (size_t i = 0; i < A.size(); ++i) {
+      bnb::ref::store_element(D, A.data(), static_cast<int64_t>(i), normal(rng));
+      a_exact[i] = bnb::ref::load_element(D, A.data(), static_cast<int64_t>(i));
+    }
+    for (size_t i = 0; i < bias.size(); ++i) {
+      bnb::ref::store_element(D, bias.data(), static_cast<int64_t>(i), normal(rng));
+      b_exact[i] = bnb::ref::load_element(D, bias.data(), static_cast<int64_t>(i));
+    }
+    std::memset(out.data(), 0xff, out.size() * sizeof(T));  // NaN: unwritten elements fail
+  }
+
+  // ||out - ref|| / ||ref|| against the float64 product of A and the reference-decoded weights.
+  void expect_close() const {
+    double num = 0.0, den = 0.0;
+    bool finite = true;
+    for (int64_t m = 0; m < c.M; ++m) {
+      for (int64_t j = 0; j < c.N; ++j) {
+        double s = c.bias ? b_exact[static_cast<size_t>(j)] : 0.0;
+        for (int64_t k = 0; k < c.K; ++k)
+          s += static_cast<double>(a_exact[static_cast<size_t>(m * c.K + k)]) * wdq[static_cast<size_t>(j * c.K + k)];
+        const float o = bnb::ref::load_element(D, out.data(), m * c.N + j);
+        finite = finite && std::isfinite(o);
+        num += (o - s) * (o - s);
+        den += s * s;
+      }
+    }
+    EXPECT_TRUE(finite) << "an output was not written";
+    EXPECT_LE(std::sqrt(num / den), tolerance(D));
+  }
+};
+
 template <int D, int MB, int NR, int U, bool ALIGNED>
 void check(const Case& c, uint64_t seed) {
   SCOPED_TRACE(::testing::Message() << "D=" << D << " MB=" << MB << " NR=" << NR << " U=" << U << " M=" << c.M << " N=" << c.N
@@ -186,73 +319,48 @@ void check(const Case& c, uint64_t seed) {
   ASSERT_EQ(c.K % c.bs, 0);
   ASSERT_LE(MB * c.kc + 16 + 256, static_cast<int>(sizeof smem / sizeof(float)));
   using T = typename Elem<D>::T;
-  std::mt19937 rng(static_cast<uint32_t>(seed));
-  std::normal_distribution<float> normal(0.0f, 1.0f);
-  const int64_t n = c.N * c.K, nb = n / c.bs;
-  std::vector<float> w(static_cast<size_t>(n));
-  for (auto& v : w) v = normal(rng);
-  std::vector<uint8_t> packed_buf(static_cast<size_t>(n / 2 + 16));
-  uint8_t* packed = packed_buf.data() + c.offset;
-  std::vector<float> absmax(static_cast<size_t>(nb));
-  bnb::ref::quantize_4bit(c.qt, BNB_F32, w.data(), n, c.bs, packed, absmax.data());
-  std::vector<uint8_t> absmax_q(static_cast<size_t>(nb));
-  std::vector<float> absmax2(static_cast<size_t>((nb + 255) / 256)), effective = absmax, code2(256);
-  float offset = 0.0f;
-  Gemm4Scales scales{absmax.data(), nullptr, nullptr, nullptr, nullptr, 8};
-  if (c.nested) {
-    bnb::ref::compress_absmax(absmax.data(), nb, absmax_q.data(), absmax2.data(), &offset);
-    for (int i = 0; i < 256; ++i) code2[static_cast<size_t>(i)] = bnb::bits_to_float(bnb::BNB_DYNAMIC_SIGNED_BITS[i]);
-    bnb::ref::decompress_absmax(absmax_q.data(), absmax2.data(), code2.data(), offset, nb, 256, effective.data());
-    scales = Gemm4Scales{nullptr, absmax_q.data(), absmax2.data(), code2.data(), &offset, 8};
-  }
-  std::vector<float> wdq(static_cast<size_t>(n));
-  bnb::ref::dequantize_4bit(c.qt, packed, effective.data(), n, c.bs, BNB_F32, wdq.data());
-  Table16 table;
-  const uint32_t* bits = c.qt == BNB_FP4 ? bnb::kFP4DecodeBits : bnb::kNF4Bits;
-  for (int i = 0; i < 16; ++i) table.v[i] = bnb::bits_to_float(bits[i]);
-  int log2_bs = 0;
-  while ((int64_t{1} << log2_bs) < c.bs) ++log2_bs;
-
-  std::vector<T> A(static_cast<size_t>(c.M * c.K)), bias(static_cast<size_t>(c.N)), out(static_cast<size_t>(c.M * c.N));
-  std::vector<float> a_exact(A.size()), b_exact(bias.size());
-  for (size_t i = 0; i < A.size(); ++i) {
-    bnb::ref::store_element(D, A.data(), static_cast<int64_t>(i), normal(rng));
-    a_exact[i] = bnb::ref::load_element(D, A.data(), static_cast<int64_t>(i));
-  }
-  for (size_t i = 0; i < bias.size(); ++i) {
-    bnb::ref::store_element(D, bias.data(), static_cast<int64_t>(i), normal(rng));
-    b_exact[i] = bnb::ref::load_element(D, bias.data(), static_cast<int64_t>(i));
-  }
-  std::memset(out.data(), 0xff, out.size() * sizeof(T));  // NaN: unwritten elements fail
+  Problem<D> p(c, seed);
   const unsigned gy = static_cast<unsigned>((c.M + MB - 1) / MB);
   launch(c.gx, gy, kGemm4Warps * 32, [&] {
-    gemm4_simt_kernel<D, MB, NR, U, ALIGNED>(A.data(), packed, scales, table, c.bias ? bias.data() : nullptr, out.data(),
-                                         c.M, c.N, c.K, log2_bs, c.kc);
+    gemm4_simt_kernel<D, MB, NR, U, ALIGNED>(p.A.data(), p.packed, p.scales, p.table, c.bias ? p.bias.data() : nullptr,
+                                             p.out.data(), c.M, c.N, c.K, p.log2_bs, c.kc);
   });
-  double num = 0.0, den = 0.0;
-  bool finite = true;
-  for (int64_t m = 0; m < c.M; ++m) {
-    for (int64_t j = 0; j < c.N; ++j) {
-      double s = c.bias ? b_exact[static_cast<size_t>(j)] : 0.0;
-      for (int64_t k = 0; k < c.K; ++k)
-        s += static_cast<double>(a_exact[static_cast<size_t>(m * c.K + k)]) * wdq[static_cast<size_t>(j * c.K + k)];
-      const float o = bnb::ref::load_element(D, out.data(), m * c.N + j);
-      finite = finite && std::isfinite(o);
-      num += (o - s) * (o - s);
-      den += s * s;
-    }
-  }
-  EXPECT_TRUE(finite) << "an output was not written";
-  EXPECT_LE(std::sqrt(num / den), tolerance(D));
+  p.expect_close();
 
   // The dequantize kernel on rows [N/3, N): RN_D(RN32(LUT * absmax)), bit for bit.
-  const int64_t n0 = c.N / 3, rows = c.N - n0;
+  const int64_t n = c.N * c.K, n0 = c.N / 3, rows = c.N - n0;
   std::vector<T> ws(static_cast<size_t>(rows * c.K)), want(static_cast<size_t>(n));
-  bnb::ref::dequantize_4bit(c.qt, packed, effective.data(), n, c.bs, D, want.data());
+  bnb::ref::dequantize_4bit(c.qt, p.packed, p.effective.data(), n, c.bs, D, want.data());
   launch(3, 1, 256, [&] {
-    gemm4_dequantize_kernel<D, ALIGNED>(packed, scales, table, n0, rows, c.K, log2_bs, ws.data());
+    gemm4_dequantize_kernel<D, ALIGNED>(p.packed, p.scales, p.table, n0, rows, c.K, p.log2_bs, ws.data());
   });
   EXPECT_EQ(std::memcmp(ws.data(), want.data() + n0 * c.K, ws.size() * sizeof(T)), 0);
+}
+
+// The tensor-core kernel with MT tiles of 8 rows of A; k_split < K runs the split-K variant
+// (binary32 partial sums, then the finishing kernel).
+template <int D, int MT>
+void check_mma(const Case& c, int64_t k_split, uint64_t seed) {
+  SCOPED_TRACE(::testing::Message() << "mma D=" << D << " MT=" << MT << " M=" << c.M << " N=" << c.N << " K=" << c.K
+                                    << " bs=" << c.bs << " k_split=" << k_split);
+  ASSERT_EQ(c.K % 64, 0);
+  ASSERT_EQ(k_split % 64, 0);
+  Problem<D> p(c, seed);
+  const unsigned gx = static_cast<unsigned>((c.N + kMmaRows - 1) / kMmaRows);
+  const unsigned gy = static_cast<unsigned>((c.K + k_split - 1) / k_split);
+  const unsigned gz = static_cast<unsigned>((c.M + 8 * MT - 1) / (8 * MT));
+  std::vector<float> partial(static_cast<size_t>(c.M * c.N), 0.0f);
+  const bool split = gy > 1;
+  const auto* bias = c.bias ? p.bias.data() : nullptr;
+  launch(
+      gx, gy, kMmaWarps * 32,
+      [&] {
+        gemm4_mma_kernel<D, MT>(p.A.data(), p.packed, p.scales, p.table, bias, p.out.data(),
+                                split ? partial.data() : nullptr, c.M, c.N, c.K, p.log2_bs, k_split);
+      },
+      gz);
+  if (split) launch(2, 1, 64, [&] { gemm4_mma_finish_kernel<D>(partial.data(), bias, p.out.data(), c.M, c.N); });
+  p.expect_close();
 }
 
 }  // namespace
@@ -269,4 +377,13 @@ TEST(Gemm4KernelsOnHost, GemvAndSmallBatch) {
   check<kBF16, 8, 4, 2, true>({11, 65, 2080, 32, BNB_NF4, true, false, 1024, 1, 0}, 6);
   check<kF32, 8, 4, 2, false>({8, 20, 4096, 4096, BNB_NF4, false, true, 1024, 3, 5}, 7);
   check<kF16, 1, 4, 2, false>({1, 9, 96, 32, BNB_NF4, true, true, 96, 1, 1}, 8);
+}
+
+TEST(Gemm4KernelsOnHost, TensorCoreTiles) {
+  // M, N, K, bs, quant, nested, bias, (kc, gx unused), W offset
+  check_mma<kF16, 1>({3, 70, 1024, 64, BNB_NF4, true, true, 0, 0, 0}, 1024, 21);
+  check_mma<kBF16, 1>({8, 64, 640, 64, BNB_FP4, false, false, 0, 0, 0}, 640, 22);
+  check_mma<kF16, 2>({11, 130, 1152, 128, BNB_NF4, false, true, 0, 0, 0}, 384, 23);  // split K, K % 512 != 0
+  check_mma<kBF16, 4>({20, 40, 512, 64, BNB_NF4, true, true, 0, 0, 0}, 512, 24);
+  check_mma<kF16, 2>({37, 66, 768, 256, BNB_NF4, true, false, 0, 0, 0}, 256, 25);    // 3 tiles of A rows, split K
 }
