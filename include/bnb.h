@@ -139,6 +139,16 @@ BNB_API bnb_status_t bnb_gemm_4bit(bnb_context_t ctx, int32_t dtype, int64_t M, 
                                    const void* A, const uint8_t* W, const bnb_scales_t* scales,
                                    int32_t quant_type, int64_t blocksize, const void* bias, void* out,
                                    void* stream);
+/* Extension: the arguments of bnb_gemm_4bit that stay fixed across calls with one weight,
+   checked once. The plan keeps the pointers (W, the scales' arrays, bias), not copies: they and
+   ctx must outlive it. bnb_gemm_4bit_plan_run gives the result bnb_gemm_4bit gives. */
+typedef struct bnb_gemm4_plan* bnb_gemm4_plan_t;
+BNB_API bnb_status_t bnb_gemm_4bit_plan_create(bnb_context_t ctx, int32_t dtype, int64_t N, int64_t K,
+                                               const uint8_t* W, const bnb_scales_t* scales, int32_t quant_type,
+                                               int64_t blocksize, const void* bias, bnb_gemm4_plan_t* plan);
+BNB_API bnb_status_t bnb_gemm_4bit_plan_run(bnb_gemm4_plan_t plan, int64_t M, const void* A, void* out,
+                                            void* stream);
+BNB_API bnb_status_t bnb_gemm_4bit_plan_destroy(bnb_gemm4_plan_t plan); /* NULL is a no-op */
 
 /* ---------------------------------------------------------------- LLM.int8() */
 /* Row-wise: row_stats[r] = absmax of row r over entries with |x| < threshold (all when

@@ -3,6 +3,7 @@
 #include <cmath>
 #include <cstdio>
 #include <cstring>
+#include <memory>
 
 #include "context.h"
 
@@ -41,6 +42,86 @@ BNB_API bnb_status_t bnb_gemm_4bit(bnb_context_t ctx, int32_t dtype, int64_t M, 
   BNB_OFFERED(gemm_4bit, "bnb_gemm_4bit");
   return ctx->backend->ops.gemm_4bit(ctx->impl, dtype, M, N, K, A, W, &resolved, quant_type, blocksize, bias, out,
                                      stream);
+  BNB_API_GUARD_END
+}
+
+}  // extern "C"
+
+struct bnb_gemm4_plan {
+  static constexpr uint64_t kMagic = 0x626e6267346eull;  // "bnbg4n"
+  uint64_t magic = kMagic;
+  bnb_context_t ctx = nullptr;
+  int32_t dtype = 0, quant_type = 0;
+  int64_t N = 0, K = 0, blocksize = 0;
+  const uint8_t* W = nullptr;
+  bnb_scales_resolved_t scales{};
+  const void* bias = nullptr;
+};
+
+extern "C" {
+
+BNB_API bnb_status_t bnb_gemm_4bit_plan_create(bnb_context_t ctx, int32_t dtype, int64_t N, int64_t K,
+                                               const uint8_t* W, const bnb_scales_t* scales, int32_t quant_type,
+                                               int64_t blocksize, const void* bias, bnb_gemm4_plan_t* plan) {
+  BNB_API_GUARD_BEGIN
+  BNB_CHECK(check_not_null(plan, "plan"));
+  *plan = nullptr;
+  BNB_CHECK(check_context(ctx));
+  BNB_CHECK(check_float_dtype(dtype, "dtype"));
+  BNB_CHECK(check_count(N, "N"));
+  BNB_CHECK(check_count(K, "K"));
+  BNB_CHECK(check_quant_type(quant_type));
+  BNB_CHECK(check_blocksize(blocksize, 32, 4096, "blocksize"));
+  if (K % blocksize != 0)
+    return failf(BNB_ERR_INVALID_ARGUMENT, "K = %lld is not a multiple of blocksize %lld", static_cast<long long>(K),
+                 static_cast<long long>(blocksize));
+  int64_t elems = 0;
+  BNB_CHECK(check_product(N, K, "N*K", &elems));
+  BNB_CHECK(check_array(ctx, W, "W"));
+  BNB_CHECK(check_memory(ctx, bias, "bias"));
+  auto p = std::make_unique<bnb_gemm4_plan>();
+  BNB_CHECK(resolve_scales(ctx, scales, elems / blocksize, &p->scales));
+  BNB_OFFERED(gemm_4bit, "bnb_gemm_4bit_plan_create");
+  p->ctx = ctx;
+  p->dtype = dtype;
+  p->quant_type = quant_type;
+  p->N = N;
+  p->K = K;
+  p->blocksize = blocksize;
+  p->W = W;
+  p->bias = bias;
+  *plan = p.release();
+  return BNB_SUCCESS;
+  BNB_API_GUARD_END
+}
+
+BNB_API bnb_status_t bnb_gemm_4bit_plan_run(bnb_gemm4_plan_t plan, int64_t M, const void* A, void* out,
+                                            void* stream) {
+  BNB_API_GUARD_BEGIN
+  BNB_CHECK(check_not_null(plan, "plan"));
+  if (plan->magic != bnb_gemm4_plan::kMagic)
+    return fail(BNB_ERR_INVALID_ARGUMENT, "plan is not a live gemm_4bit plan (destroyed or corrupted)");
+  bnb_context_t ctx = plan->ctx;
+  BNB_CHECK(check_context(ctx));
+  BNB_CHECK(check_count(M, "M"));
+  int64_t elems = 0;
+  BNB_CHECK(check_product(M, plan->K, "M*K", &elems));
+  BNB_CHECK(check_product(M, plan->N, "M*N", &elems));
+  BNB_CHECK(check_array(ctx, A, "A"));
+  BNB_CHECK(check_array(ctx, out, "out"));
+  return ctx->backend->ops.gemm_4bit(ctx->impl, plan->dtype, M, plan->N, plan->K, A, plan->W, &plan->scales,
+                                     plan->quant_type, plan->blocksize, plan->bias, out, stream);
+  BNB_API_GUARD_END
+}
+
+BNB_API bnb_status_t bnb_gemm_4bit_plan_destroy(bnb_gemm4_plan_t plan) {
+  BNB_API_GUARD_BEGIN
+  if (plan == nullptr) return BNB_SUCCESS;
+  if (plan->magic != bnb_gemm4_plan::kMagic)
+    return fail(BNB_ERR_INVALID_ARGUMENT, "plan is not a live gemm_4bit plan (destroyed or corrupted)");
+  plan->magic = 0;
+  delete plan;
+  return BNB_SUCCESS;
   BNB_API_GUARD_END
 }
 

@@ -221,6 +221,72 @@ TEST_P(Gemm4, WrongTableIsDetected) {
   EXPECT_GT(err, 0.1);
 }
 
+// A plan (bnb_gemm_4bit_plan_*) runs the same op with the same arguments: bit-identical results
+// to bnb_gemm_4bit, for several M with one plan; and its own bad input.
+TEST_P(Gemm4, PlanMatchesDirectCall) {
+  for (int32_t dtype : {BNB_F32, BNB_BF16}) {
+    for (bool nested : {false, true}) {
+      SCOPED_TRACE(::testing::Message() << dtype_label(dtype) << (nested ? " nested" : " plain"));
+      const int64_t N = 77, K = 512, bs = 64;
+      QuantizedWeight w;
+      quantize_weight(*ctx_, N, K, bs, BNB_NF4, nested, 31, &w);
+      ASSERT_FALSE(HasFatalFailure());
+      const std::vector<uint8_t> bias_bytes = to_dtype(random_normal(N, 32), dtype);
+      Buffer bias(*ctx_, bias_bytes.size());
+      bias.upload(bias_bytes.data(), bias_bytes.size());
+      bnb_gemm4_plan_t plan = nullptr;
+      ASSERT_BNB_OK(bnb_gemm_4bit_plan_create(ctx_->get(), dtype, N, K, w.packed->as<uint8_t>(), &w.scales, BNB_NF4,
+                                              bs, bias.get(), &plan));
+      ASSERT_NE(plan, nullptr);
+      for (int64_t M : {1, 3, 16, 40}) {
+        const std::vector<uint8_t> a_bytes = to_dtype(random_normal(M * K, 33 + M), dtype);
+        const size_t out_bytes = static_cast<size_t>(M * N) * dtype_size(dtype);
+        Buffer a(*ctx_, a_bytes.size()), direct(*ctx_, out_bytes), planned(*ctx_, out_bytes);
+        a.upload(a_bytes.data(), a_bytes.size());
+        direct.fill(0xff);
+        planned.fill(0x7f);
+        ASSERT_BNB_OK(bnb_gemm_4bit(ctx_->get(), dtype, M, N, K, a.get(), w.packed->as<uint8_t>(), &w.scales, BNB_NF4,
+                                    bs, bias.get(), direct.get(), nullptr));
+        ASSERT_BNB_OK(bnb_gemm_4bit_plan_run(plan, M, a.get(), planned.get(), nullptr));
+        ASSERT_BNB_OK(bnb_synchronize(ctx_->get(), nullptr));
+        EXPECT_EQ(planned.download(), direct.download()) << "M=" << M;
+        const std::vector<float> bias_exact = from_dtype(bias_bytes, dtype);
+        const std::vector<double> ref = reference(from_dtype(a_bytes, dtype), w.dequantized, &bias_exact, M, N, K);
+        EXPECT_LE(relative_error(from_dtype(planned.download(), dtype), ref), tolerance(dtype)) << "M=" << M;
+      }
+      // Bad input: the run checks M and its pointers; a NULL plan is refused everywhere.
+      Buffer a(*ctx_, static_cast<size_t>(K) * 4), out(*ctx_, static_cast<size_t>(N) * 4);
+      EXPECT_EQ(bnb_gemm_4bit_plan_run(plan, 0, a.get(), out.get(), nullptr), BNB_ERR_INVALID_ARGUMENT);
+      EXPECT_EQ(bnb_gemm_4bit_plan_run(plan, 1, nullptr, out.get(), nullptr), BNB_ERR_INVALID_ARGUMENT);
+      EXPECT_EQ(bnb_gemm_4bit_plan_run(plan, 1, a.get(), nullptr, nullptr), BNB_ERR_INVALID_ARGUMENT);
+      EXPECT_EQ(bnb_gemm_4bit_plan_run(plan, INT64_C(1) << 59, a.get(), out.get(), nullptr), BNB_ERR_INVALID_ARGUMENT);
+      EXPECT_EQ(bnb_gemm_4bit_plan_run(nullptr, 1, a.get(), out.get(), nullptr), BNB_ERR_INVALID_ARGUMENT);
+      EXPECT_EQ(bnb_gemm_4bit_plan_destroy(plan), BNB_SUCCESS);
+      EXPECT_EQ(bnb_gemm_4bit_plan_destroy(nullptr), BNB_SUCCESS);
+    }
+  }
+  // Creation checks what bnb_gemm_4bit checks.
+  QuantizedWeight w;
+  quantize_weight(*ctx_, 8, 256, 64, BNB_NF4, false, 41, &w);
+  ASSERT_FALSE(HasFatalFailure());
+  bnb_gemm4_plan_t plan = reinterpret_cast<bnb_gemm4_plan_t>(1);
+  EXPECT_EQ(bnb_gemm_4bit_plan_create(ctx_->get(), BNB_F32, 8, 250, w.packed->as<uint8_t>(), &w.scales, BNB_NF4, 64,
+                                      nullptr, &plan),
+            BNB_ERR_INVALID_ARGUMENT);  // K not a multiple of the blocksize
+  EXPECT_EQ(plan, nullptr);
+  EXPECT_EQ(bnb_gemm_4bit_plan_create(ctx_->get(), BNB_F32, 8, 256, nullptr, &w.scales, BNB_NF4, 64, nullptr, &plan),
+            BNB_ERR_INVALID_ARGUMENT);
+  EXPECT_EQ(bnb_gemm_4bit_plan_create(ctx_->get(), BNB_F32, 8, 256, w.packed->as<uint8_t>(), nullptr, BNB_NF4, 64,
+                                      nullptr, &plan),
+            BNB_ERR_INVALID_ARGUMENT);
+  EXPECT_EQ(bnb_gemm_4bit_plan_create(ctx_->get(), 99, 8, 256, w.packed->as<uint8_t>(), &w.scales, BNB_NF4, 64, nullptr,
+                                      &plan),
+            BNB_ERR_INVALID_ARGUMENT);
+  EXPECT_EQ(bnb_gemm_4bit_plan_create(ctx_->get(), BNB_F32, 8, 256, w.packed->as<uint8_t>(), &w.scales, BNB_NF4, 64,
+                                      nullptr, nullptr),
+            BNB_ERR_INVALID_ARGUMENT);
+}
+
 TEST_P(Gemm4, GoldenMatmul4bit) {
   const auto cases = load_golden("matmul_4bit", "cuda");
   if (cases.empty()) GTEST_SKIP() << "no golden vectors at " << golden_dir();

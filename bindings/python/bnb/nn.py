@@ -23,6 +23,7 @@ NotImplementedError.
 This module imports torch; `import bnb` does not (bnb.nn is loaded on first access).
 """
 
+import ctypes
 import copy
 
 import torch
@@ -316,6 +317,11 @@ def _fast_gemm_4bit(layer, x):
     if plan is None:
         return None
     fn, ctx, code, N, K, w_ptr, scales, qt, blocksize, b_ptr, stream_device, keep_alive = plan
+    # The library's plan holds the fixed arguments, checked once: a call then passes five.
+    handle = _GemmPlan.create(ctx, code, N, K, w_ptr, scales, qt, blocksize, b_ptr)
+    if handle is None:
+        return None
+    plan_run, hp = _lib.lib.bnb_gemm_4bit_plan_run, handle.ptr
     dtype, device_id = x.dtype, x.get_device()
     raw_stream = None if stream_device is None else _arrays.raw_stream_function()
     grad_enabled, data_ptr, raise_for = _grad_enabled, _data_ptr, _raise_for
@@ -339,14 +345,35 @@ def _fast_gemm_4bit(layer, x):
             out = x.new_empty(shape[:-1] + (N,))
         else:
             return None
-        st = fn(ctx, code, M, N, K, data_ptr(x), w_ptr, scales, qt, blocksize, b_ptr, data_ptr(out),
-                None if raw_stream is None else raw_stream(stream_device))
+        st = plan_run(hp, M, data_ptr(x), data_ptr(out), None if raw_stream is None else raw_stream(stream_device))
         if st:
-            raise_for(st, "bnb_gemm_4bit")
+            raise_for(st, "bnb_gemm_4bit_plan_run")
         return out
 
-    run.keep_alive = keep_alive  # the scales struct and the tensors its pointers refer to
+    run.keep_alive = (keep_alive, handle)  # the scales struct, the tensors it points to, the plan
     return run
+
+
+class _GemmPlan:
+    """A bnb_gemm4_plan_t, destroyed with this object (the closure that uses it keeps it alive)."""
+
+    __slots__ = ("ptr",)
+
+    def __init__(self, ptr):
+        self.ptr = ptr
+
+    @classmethod
+    def create(cls, ctx, code, N, K, w_ptr, scales, qt, blocksize, b_ptr):
+        handle = ctypes.c_void_p()
+        st = _lib.lib.bnb_gemm_4bit_plan_create(ctx, code, N, K, w_ptr, scales, qt, blocksize, b_ptr,
+                                                ctypes.byref(handle))
+        return cls(handle.value) if st == 0 and handle.value else None
+
+    def __del__(self):
+        lib = getattr(_lib, "lib", None)
+        if lib is not None and self.ptr:
+            lib.bnb_gemm_4bit_plan_destroy(self.ptr)
+            self.ptr = None
 
 
 _FAST_DTYPES = (torch.float32, torch.float16, torch.bfloat16)

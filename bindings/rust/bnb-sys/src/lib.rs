@@ -237,6 +237,27 @@ extern "C" {
         stream: *mut c_void,
     ) -> bnb_status_t;
 
+    pub fn bnb_gemm_4bit_plan_create(
+        ctx: bnb_context_t,
+        dtype: i32,
+        n: i64,
+        k: i64,
+        w: *const u8,
+        scales: *const bnb_scales_t,
+        quant_type: i32,
+        blocksize: i64,
+        bias: *const c_void,
+        plan: *mut *mut c_void,
+    ) -> bnb_status_t;
+    pub fn bnb_gemm_4bit_plan_run(
+        plan: *mut c_void,
+        m: i64,
+        a: *const c_void,
+        out: *mut c_void,
+        stream: *mut c_void,
+    ) -> bnb_status_t;
+    pub fn bnb_gemm_4bit_plan_destroy(plan: *mut c_void) -> bnb_status_t;
+
     pub fn bnb_int8_vectorwise_quant(
         ctx: bnb_context_t,
         dtype: i32,
