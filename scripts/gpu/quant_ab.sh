@@ -1,12 +1,28 @@
 #!/usr/bin/env bash
-# A/B timings of an experiment knob in one device call (run tool, carry .gpu_carry after
-# scripts/gpu/full.sh build), plus the tests of the code it touches.
+# A/B timings of an environment knob in one device call (run tool, carry .gpu_carry after
+# scripts/gpu/full.sh build), so both variants meet the same card in the same state:
+#   KNOB=BNB_GEMM4_NO_MMA VALUES="0 1" BENCH=gemm4 bash scripts/gpu/quant_ab.sh
+# BENCH: quant (bnb_bench_gpu_quant), gemm4, optim or int8. Each value runs twice, interleaved.
+# Knobs kept in the plugin: BNB_GEMM4_NO_MMA, BNB_GEMM4_NO_CUBLAS; experiments add their own
+# (bench/gpu/NOTES.md and bench/gemm4/NOTES.md list the ones that were tried).
+set -u
 export LD_LIBRARY_PATH=$PWD/.gpu_carry/lib
 export BNB_GOLDEN_DIR=$PWD/.gpu_carry/golden
-for v in 0 1 2; do
-  BNB_GPU_DQ4_PAIRS=$v timeout 200 .gpu_carry/bin/bnb_gpu_tests --gtest_filter='*Quant4*:*Compress*' 2>&1 | grep -E "^\[  (PASSED|FAILED)|FAILED  \]" | head -5
-done
-for v in 0 1 2 0 1 2; do
-  echo "== BNB_GPU_DQ4_PAIRS=$v"
-  BNB_GPU_DQ4_PAIRS=$v .gpu_carry/bin/bnb_bench_gpu_quant --n $((256 << 20)) --reps 30 2>&1 | grep -E "device_copy|dequantize_4bit"
+nv=$(python3 -c "import nvidia, os; print(os.path.dirname(nvidia.__file__))" 2>/dev/null)
+for d in "$nv"/cublas/lib "$nv"/cu13/lib; do [ -d "$d" ] && export LD_LIBRARY_PATH=$LD_LIBRARY_PATH:$d; done
+KNOB=${KNOB:?set KNOB to the environment variable to compare}
+VALUES=${VALUES:-"0 1"}
+BENCH=${BENCH:-quant}
+case "$BENCH" in
+  quant) cmd=(.gpu_carry/bin/bnb_bench_gpu_quant --n $((256 << 20)) --reps 30) ;;
+  gemm4) cmd=(.gpu_carry/bin/bnb_bench_gemm4_cuda) ;;
+  optim) cmd=(.gpu_carry/bin/bnb_bench_optim --backend cuda --iters 10) ;;
+  int8) cmd=(.gpu_carry/bin/bnb_bench_int8_cuda) ;;
+  *) echo "unknown BENCH $BENCH" >&2; exit 2 ;;
+esac
+for round in 1 2; do
+  for v in $VALUES; do
+    echo "== $KNOB=$v (round $round)"
+    env "$KNOB=$v" timeout 200 "${cmd[@]}" 2>&1 | tail -60
+  done
 done
