@@ -12,41 +12,8 @@ using namespace bnb;
 #define BNB_OFFERED(op, fname) \
   BNB_CHECK(check_offered(ctx, reinterpret_cast<const void*>(ctx->backend->ops.op), fname))
 
-extern "C" {
-
-BNB_API bnb_status_t bnb_gemm_4bit(bnb_context_t ctx, int32_t dtype, int64_t M, int64_t N, int64_t K,
-                                   const void* A, const uint8_t* W, const bnb_scales_t* scales, int32_t quant_type,
-                                   int64_t blocksize, const void* bias, void* out, void* stream) {
-  BNB_API_GUARD_BEGIN
-  BNB_CHECK(check_context(ctx));
-  BNB_CHECK(check_float_dtype(dtype, "dtype"));
-  BNB_CHECK(check_count(M, "M"));
-  BNB_CHECK(check_count(N, "N"));
-  BNB_CHECK(check_count(K, "K"));
-  BNB_CHECK(check_quant_type(quant_type));
-  BNB_CHECK(check_blocksize(blocksize, 32, 4096, "blocksize"));
-  if (K % blocksize != 0)
-    return failf(BNB_ERR_INVALID_ARGUMENT, "K = %lld is not a multiple of blocksize %lld", static_cast<long long>(K),
-                 static_cast<long long>(blocksize));
-  int64_t elems = 0;
-  BNB_CHECK(check_product(M, K, "M*K", &elems));
-  BNB_CHECK(check_product(N, K, "N*K", &elems));
-  const int64_t nblocks = elems / blocksize;
-  BNB_CHECK(check_product(M, N, "M*N", &elems));
-  BNB_CHECK(check_array(ctx, A, "A"));
-  BNB_CHECK(check_array(ctx, W, "W"));
-  BNB_CHECK(check_memory(ctx, bias, "bias"));
-  BNB_CHECK(check_array(ctx, out, "out"));
-  bnb_scales_resolved_t resolved;
-  BNB_CHECK(resolve_scales(ctx, scales, nblocks, &resolved));
-  BNB_OFFERED(gemm_4bit, "bnb_gemm_4bit");
-  return ctx->backend->ops.gemm_4bit(ctx->impl, dtype, M, N, K, A, W, &resolved, quant_type, blocksize, bias, out,
-                                     stream);
-  BNB_API_GUARD_END
-}
-
-}  // extern "C"
-
+// A 4-bit matmul's arguments that do not depend on the activations: checked once by
+// check_gemm4_weight, shared by bnb_gemm_4bit (a plan on the stack) and the prepared call.
 struct bnb_gemm4_plan {
   static constexpr uint64_t kMagic = 0x626e6267346eull;  // "bnbg4n"
   uint64_t magic = kMagic;
@@ -58,15 +25,11 @@ struct bnb_gemm4_plan {
   const void* bias = nullptr;
 };
 
-extern "C" {
+namespace {
 
-BNB_API bnb_status_t bnb_gemm_4bit_plan_create(bnb_context_t ctx, int32_t dtype, int64_t N, int64_t K,
-                                               const uint8_t* W, const bnb_scales_t* scales, int32_t quant_type,
-                                               int64_t blocksize, const void* bias, bnb_gemm4_plan_t* plan) {
-  BNB_API_GUARD_BEGIN
-  BNB_CHECK(check_not_null(plan, "plan"));
-  *plan = nullptr;
-  BNB_CHECK(check_context(ctx));
+bnb_status_t check_gemm4_weight(bnb_context_t ctx, int32_t dtype, int64_t N, int64_t K, const uint8_t* W,
+                                const bnb_scales_t* scales, int32_t quant_type, int64_t blocksize, const void* bias,
+                                bnb_gemm4_plan* p) {
   BNB_CHECK(check_float_dtype(dtype, "dtype"));
   BNB_CHECK(check_count(N, "N"));
   BNB_CHECK(check_count(K, "K"));
@@ -79,9 +42,7 @@ BNB_API bnb_status_t bnb_gemm_4bit_plan_create(bnb_context_t ctx, int32_t dtype,
   BNB_CHECK(check_product(N, K, "N*K", &elems));
   BNB_CHECK(check_array(ctx, W, "W"));
   BNB_CHECK(check_memory(ctx, bias, "bias"));
-  auto p = std::make_unique<bnb_gemm4_plan>();
   BNB_CHECK(resolve_scales(ctx, scales, elems / blocksize, &p->scales));
-  BNB_OFFERED(gemm_4bit, "bnb_gemm_4bit_plan_create");
   p->ctx = ctx;
   p->dtype = dtype;
   p->quant_type = quant_type;
@@ -90,6 +51,50 @@ BNB_API bnb_status_t bnb_gemm_4bit_plan_create(bnb_context_t ctx, int32_t dtype,
   p->blocksize = blocksize;
   p->W = W;
   p->bias = bias;
+  return BNB_SUCCESS;
+}
+
+// The per-call part: M, A and out, then the backend's op.
+bnb_status_t run_gemm4(const bnb_gemm4_plan& p, int64_t M, const void* A, void* out, void* stream,
+                       const char* function) {
+  bnb_context_t ctx = p.ctx;
+  BNB_CHECK(check_count(M, "M"));
+  int64_t elems = 0;
+  BNB_CHECK(check_product(M, p.K, "M*K", &elems));
+  BNB_CHECK(check_product(M, p.N, "M*N", &elems));
+  BNB_CHECK(check_array(ctx, A, "A"));
+  BNB_CHECK(check_array(ctx, out, "out"));
+  BNB_OFFERED(gemm_4bit, function);
+  return ctx->backend->ops.gemm_4bit(ctx->impl, p.dtype, M, p.N, p.K, A, p.W, &p.scales, p.quant_type, p.blocksize,
+                                     p.bias, out, stream);
+}
+
+}  // namespace
+
+extern "C" {
+
+BNB_API bnb_status_t bnb_gemm_4bit(bnb_context_t ctx, int32_t dtype, int64_t M, int64_t N, int64_t K,
+                                   const void* A, const uint8_t* W, const bnb_scales_t* scales, int32_t quant_type,
+                                   int64_t blocksize, const void* bias, void* out, void* stream) {
+  BNB_API_GUARD_BEGIN
+  BNB_CHECK(check_context(ctx));
+  BNB_CHECK(check_count(M, "M"));
+  bnb_gemm4_plan plan;
+  BNB_CHECK(check_gemm4_weight(ctx, dtype, N, K, W, scales, quant_type, blocksize, bias, &plan));
+  return run_gemm4(plan, M, A, out, stream, "bnb_gemm_4bit");
+  BNB_API_GUARD_END
+}
+
+BNB_API bnb_status_t bnb_gemm_4bit_plan_create(bnb_context_t ctx, int32_t dtype, int64_t N, int64_t K,
+                                               const uint8_t* W, const bnb_scales_t* scales, int32_t quant_type,
+                                               int64_t blocksize, const void* bias, bnb_gemm4_plan_t* plan) {
+  BNB_API_GUARD_BEGIN
+  BNB_CHECK(check_not_null(plan, "plan"));
+  *plan = nullptr;
+  BNB_CHECK(check_context(ctx));
+  auto p = std::make_unique<bnb_gemm4_plan>();
+  BNB_CHECK(check_gemm4_weight(ctx, dtype, N, K, W, scales, quant_type, blocksize, bias, p.get()));
+  BNB_OFFERED(gemm_4bit, "bnb_gemm_4bit_plan_create");
   *plan = p.release();
   return BNB_SUCCESS;
   BNB_API_GUARD_END
@@ -101,16 +106,8 @@ BNB_API bnb_status_t bnb_gemm_4bit_plan_run(bnb_gemm4_plan_t plan, int64_t M, co
   BNB_CHECK(check_not_null(plan, "plan"));
   if (plan->magic != bnb_gemm4_plan::kMagic)
     return fail(BNB_ERR_INVALID_ARGUMENT, "plan is not a live gemm_4bit plan (destroyed or corrupted)");
-  bnb_context_t ctx = plan->ctx;
-  BNB_CHECK(check_context(ctx));
-  BNB_CHECK(check_count(M, "M"));
-  int64_t elems = 0;
-  BNB_CHECK(check_product(M, plan->K, "M*K", &elems));
-  BNB_CHECK(check_product(M, plan->N, "M*N", &elems));
-  BNB_CHECK(check_array(ctx, A, "A"));
-  BNB_CHECK(check_array(ctx, out, "out"));
-  return ctx->backend->ops.gemm_4bit(ctx->impl, plan->dtype, M, plan->N, plan->K, A, plan->W, &plan->scales,
-                                     plan->quant_type, plan->blocksize, plan->bias, out, stream);
+  BNB_CHECK(check_context(plan->ctx));
+  return run_gemm4(*plan, M, A, out, stream, "bnb_gemm_4bit_plan_run");
   BNB_API_GUARD_END
 }
 

@@ -119,46 +119,61 @@ bool fast8_applies(const GpuContext& ctx, const OptimKernelArgs& a, bool two) {
 #endif
 }
 
-template <int D, int OPT, bool kPf>
-bnb_status_t launch8_fast_pf(const GpuContext& ctx, const OptimKernelArgs& a, gpuStream_t s);
-
-// fp32 parameters load the next block while updating this one (H100, 1.08 B parameters: AdamW
-// 8-bit 7.30 -> 6.64 ms, Lion unchanged); the 16-bit variants would spill with the extra registers.
-template <int D, int OPT>
-bnb_status_t launch8_fast(const GpuContext& ctx, const OptimKernelArgs& a, gpuStream_t s) {
-  return launch8_fast_pf<D, OPT, D == kOptF32>(ctx, a, s);
+#if !defined(BNB_GPU_HIP)
+// Raises a kernel's dynamic shared-memory limit to `bytes`, once per device (`done` holds one bit
+// per device and belongs to the kernel).
+template <class Kernel>
+bnb_status_t raise_smem_once(Kernel kernel, size_t bytes, int device, std::atomic<uint64_t>& done) {
+  const uint64_t bit = uint64_t{1} << (device & 63);
+  if ((done.load(std::memory_order_relaxed) & bit) != 0) return BNB_SUCCESS;
+  const bnb_status_t st = check(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                                     static_cast<int>(bytes)),
+                                "raising the optimizer kernel's shared memory");
+  if (st == BNB_SUCCESS) done.fetch_or(bit, std::memory_order_relaxed);
+  return st;
 }
 
-template <int D, int OPT, bool kPf>
-bnb_status_t launch8_fast_pf(const GpuContext& ctx, const OptimKernelArgs& a, gpuStream_t s) {
+// Shared memory of the bucketed 8-bit kernels: one table (DYN8S), or two with DYN8U.
+template <int OPT>
+constexpr size_t opt8_smem() {
+  return (OPT == kOptAdam || OPT == kOptAdemamix ? 2 : 1) * sizeof(Optim8Table);
+}
+
+// A persistent grid of warps, one 256-element block at a time, for `blocks` blocks.
+template <int D, int OPT>
+int64_t opt8_grid(const GpuContext& ctx, int64_t blocks) {
+  const int64_t warps_per_cta = kOpt8FastThreads / 32;
+  const int64_t grid = (blocks + warps_per_cta - 1) / warps_per_cta;
+  return std::min<int64_t>(grid, static_cast<int64_t>(opt8_fast_blocks_per_sm<D, OPT>()) * ctx.sm_count);
+}
+#endif
+
+// The fast kernel's 16-byte (fp32) or 8-byte p/g and 4-byte code accesses are aligned for this
+// tensor (AdEMAMix also needs n % 4 == 0 for its second state's codes at c1 + n).
+bool opt8_vec(bool f32, int opt, bool two, const OptimKernelArgs& a) {
+  const size_t need = f32 ? 16 : 8;
+  auto aligned = [](const void* ptr, size_t to) { return reinterpret_cast<uintptr_t>(ptr) % to == 0; };
+  bool vec = aligned(a.p, need) && aligned(a.g, need) && aligned(a.c1, 4) && (!two || aligned(a.c2, 4));
+  if (opt == kOptAdemamix) vec = vec && a.n % 4 == 0;
+  return vec;
+}
+
+template <int D, int OPT>
+bnb_status_t launch8_fast(const GpuContext& ctx, const OptimKernelArgs& a, gpuStream_t s) {
 #if defined(BNB_GPU_HIP)
   (void)ctx;
   (void)a;
   (void)s;
   return fail(BNB_ERR_INTERNAL, "the bucketed 8-bit optimizer kernel is CUDA only");
 #else
-  constexpr bool kTwo = OPT == kOptAdam || OPT == kOptAdemamix;
-  constexpr size_t kSmem = (kTwo ? 2 : 1) * sizeof(Optim8Table);
-  static std::atomic<uint64_t> configured{0};  // one bit per device
-  const uint64_t bit = uint64_t{1} << (ctx.device & 63);
-  if ((configured.load(std::memory_order_relaxed) & bit) == 0) {
-    const bnb_status_t st = check(cudaFuncSetAttribute(optim8_fast_kernel<D, OPT, kPf>,
-                                                       cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                                       static_cast<int>(kSmem)),
-                                  "raising the optimizer kernel's shared memory");
-    if (st != BNB_SUCCESS) return st;
-    configured.fetch_or(bit, std::memory_order_relaxed);
-  }
-  const size_t need = D == kOptF32 ? 16 : 8;
-  auto aligned = [](const void* ptr, size_t to) { return reinterpret_cast<uintptr_t>(ptr) % to == 0; };
-  bool vec = aligned(a.p, need) && aligned(a.g, need) && aligned(a.c1, 4) && (!kTwo || aligned(a.c2, 4));
-  if (OPT == kOptAdemamix) vec = vec && a.n % 4 == 0;
-  const int64_t nblocks = (a.n + 255) / 256;
-  const int64_t warps_per_cta = kOpt8FastThreads / 32;
-  int64_t grid = (nblocks + warps_per_cta - 1) / warps_per_cta;
-  grid = std::min<int64_t>(grid, static_cast<int64_t>(opt8_fast_blocks_per_sm<OPT, kPf>()) * ctx.sm_count);
+  static std::atomic<uint64_t> configured{0};
+  const bnb_status_t st = raise_smem_once(optim8_fast_kernel<D, OPT>, opt8_smem<OPT>(), ctx.device, configured);
+  if (st != BNB_SUCCESS) return st;
+  const bool vec = opt8_vec(D == kOptF32, OPT, OPT == kOptAdam || OPT == kOptAdemamix, a);
+  const int64_t grid = opt8_grid<D, OPT>(ctx, (a.n + 255) / 256);
   const auto* tables = static_cast<const Optim8Table*>(ctx.optim8_tables);
-  optim8_fast_kernel<D, OPT, kPf><<<static_cast<unsigned>(grid), kOpt8FastThreads, kSmem, s>>>(a, tables, vec ? 1 : 0);
+  optim8_fast_kernel<D, OPT><<<static_cast<unsigned>(grid), kOpt8FastThreads, opt8_smem<OPT>(), s>>>(a, tables,
+                                                                                                    vec ? 1 : 0);
   return check_launch("optim8_fast_kernel");
 #endif
 }
@@ -298,23 +313,12 @@ bnb_status_t launch_multi(const GpuContext& ctx, bool eight, const OptimMultiArg
 #if defined(BNB_GPU_HIP)
   return fail(BNB_ERR_INTERNAL, "the multi-tensor 8-bit optimizer kernel is CUDA only");
 #else
-  constexpr bool kTwo = OPT == kOptAdam || OPT == kOptAdemamix;
-  constexpr size_t kSmem = (kTwo ? 2 : 1) * sizeof(Optim8Table);
-  static std::atomic<uint64_t> configured{0};  // one bit per device
-  const uint64_t bit = uint64_t{1} << (ctx.device & 63);
-  if ((configured.load(std::memory_order_relaxed) & bit) == 0) {
-    const bnb_status_t st = check(cudaFuncSetAttribute(optim8_fast_multi_kernel<D, OPT, D == kOptF32>,
-                                                       cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                                       static_cast<int>(kSmem)),
-                                  "raising the optimizer kernel's shared memory");
-    if (st != BNB_SUCCESS) return st;
-    configured.fetch_or(bit, std::memory_order_relaxed);
-  }
-  const int64_t warps_per_cta = kOpt8FastThreads / 32;
-  int64_t grid = (m.units + warps_per_cta - 1) / warps_per_cta;
-  grid = std::min<int64_t>(grid, static_cast<int64_t>(opt8_fast_blocks_per_sm<OPT, D == kOptF32>()) * ctx.sm_count);
+  static std::atomic<uint64_t> configured{0};
+  const bnb_status_t st = raise_smem_once(optim8_fast_multi_kernel<D, OPT>, opt8_smem<OPT>(), ctx.device, configured);
+  if (st != BNB_SUCCESS) return st;
   const auto* tables = static_cast<const Optim8Table*>(ctx.optim8_tables);
-  optim8_fast_multi_kernel<D, OPT, D == kOptF32><<<static_cast<unsigned>(grid), kOpt8FastThreads, kSmem, s>>>(m, tables);
+  optim8_fast_multi_kernel<D, OPT><<<static_cast<unsigned>(opt8_grid<D, OPT>(ctx, m.units)), kOpt8FastThreads,
+                                     opt8_smem<OPT>(), s>>>(m, tables);
   return check_launch("optim8_fast_multi_kernel");
 #endif
 }
@@ -350,7 +354,6 @@ bnb_status_t op_optimizer_update_multi(void* impl, const bnb_optimizer_params_t*
   const auto* ctx = static_cast<const GpuContext*>(impl);
   const bnb_optimizer_params_t& P = *params;
   if (const char* why = check_args(P)) return fail(BNB_ERR_INVALID_ARGUMENT, "%s", why);
-  if (P.max_unorm > 0.0f) return fail(BNB_ERR_INVALID_ARGUMENT, "multi-tensor updates do not clip");
   DeviceGuard guard(ctx->device);
   const gpuStream_t s = static_cast<gpuStream_t>(stream);
   const bool eight = P.state_bits == 8;
@@ -385,13 +388,8 @@ bnb_status_t op_optimizer_update_multi(void* impl, const bnb_optimizer_params_t*
     e.absmax2 = eight ? a.absmax2 : nullptr;
     e.n = n[i];
     e.first = m.units;
-    e.vec = 0;
+    e.vec = eight && opt8_vec(P.param_dtype == BNB_F32, opt, two, a) ? 1 : 0;
     if (eight) {
-      const size_t need = P.param_dtype == BNB_F32 ? 16 : 8;
-      auto aligned = [](const void* ptr, size_t to) { return reinterpret_cast<uintptr_t>(ptr) % to == 0; };
-      bool vec = aligned(a.p, need) && aligned(a.g, need) && aligned(a.c1, 4) && (!two || aligned(a.c2, 4));
-      if (opt == kOptAdemamix) vec = vec && n[i] % 4 == 0;
-      e.vec = vec ? 1 : 0;
       m.units += (n[i] + 255) / 256;
     } else {
       m.units += (n[i] + kOptim32Unit - 1) / kOptim32Unit;

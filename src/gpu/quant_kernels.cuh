@@ -136,12 +136,13 @@ __device__ __forceinline__ uint32_t pack2_rn(float lo, float hi) {
 #endif
 }
 
-// Stores a chunk of kE values of dtype D computed as binary32 (only those below n). `no_nan`: the
-// caller knows no value is NaN (bf16 may then use the packed conversion).
+// Stores a decoder's chunk of kE values of dtype D computed as binary32 (only those below n), with
+// the streaming (evict-first) hint on CUDA: the output is not read again soon (H100: 8-bit
+// dequantize 89 -> 91 % of copy, NF4 87 -> 88.5 %). `no_nan`: the caller knows no value is NaN
+// (bf16 may then use the packed conversion).
 template <int D>
 __device__ __forceinline__ void store_chunk(typename Elem<D>::T* __restrict__ out, int64_t i0, int64_t n, bool vec,
-                                            const float (&y)[chunk_elems<D>()], bool no_nan = false,
-                                            bool streaming = false) {
+                                            const float (&y)[chunk_elems<D>()], bool no_nan) {
   constexpr int kE = chunk_elems<D>();
   if (vec && i0 + kE <= n) {
     uint32_t w[4];
@@ -160,13 +161,11 @@ __device__ __forceinline__ void store_chunk(typename Elem<D>::T* __restrict__ ou
         for (int k = 0; k < 4; ++k) w[k] = from_f32<D>(y[2 * k]) | (from_f32<D>(y[2 * k + 1]) << 16);
       }
     }
-#if !defined(BNB_GPU_HIP)
-    if (streaming) {
-      __stcs(reinterpret_cast<uint4*>(out + i0), make_uint4(w[0], w[1], w[2], w[3]));
-      return;
-    }
-#endif
+#if defined(BNB_GPU_HIP)
     *reinterpret_cast<uint4*>(out + i0) = make_uint4(w[0], w[1], w[2], w[3]);
+#else
+    __stcs(reinterpret_cast<uint4*>(out + i0), make_uint4(w[0], w[1], w[2], w[3]));
+#endif
   } else {
 #pragma unroll
     for (int k = 0; k < kE; ++k) {
@@ -462,9 +461,10 @@ __device__ __forceinline__ void words_to_f32(const uint4 (&r)[kE * sizeof(typena
   }
 }
 
-// kPf (one slice per thread only): the next tile's input is loaded before this tile's block
-// reduction, so a block whose G spans several warps keeps loads in flight across the barrier.
-template <int D, int B, int kChunk, bool kPf>
+// With one slice per thread (kChunk 32, the layout the launchers use) the next tile's input is
+// loaded before this tile's block reduction, so a block whose G spans several warps keeps loads in
+// flight across the barrier (H100 bs 4096: 78 -> 81-82 % of copy).
+template <int D, int B, int kChunk>
 __global__ void __launch_bounds__(threads_for(B / quant_chunk_elems<D, kChunk>()))
     quantize_blockwise_kernel(const typename Elem<D>::T* __restrict__ a, const float* __restrict__ code,
                               uint8_t* __restrict__ out, float* __restrict__ absmax, int64_t n, int vec,
@@ -483,7 +483,7 @@ __global__ void __launch_bounds__(threads_for(B / quant_chunk_elems<D, kChunk>()
   const int64_t nblocks = (n + B - 1) / B;
   int round = 0;  // tiles this block has walked (group_max alternates buffers by it)
   constexpr int kVecWords = kE * static_cast<int>(sizeof(typename Elem<D>::T)) / 16;
-  static_assert(!kPf || kS == 1, "prefetch takes one slice per thread");
+  constexpr bool kPf = kS == 1;
   uint4 next[kVecWords];
   bool have_next = false;
   for (int64_t t = blockIdx.x; t < ntiles; t += gridDim.x) {
@@ -554,7 +554,7 @@ template <int D>
 __global__ void __launch_bounds__(256)
     dequantize_blockwise_kernel(const uint8_t* __restrict__ q, const float* __restrict__ absmax,
                                 const float* __restrict__ code, int64_t n, int log2_block,
-                                typename Elem<D>::T* __restrict__ out, int vec, int streaming) {
+                                typename Elem<D>::T* __restrict__ out, int vec) {
   constexpr int kE = chunk_elems<D>();
   constexpr int kS = kDequantSlices;
   constexpr int64_t kTile = int64_t{256} * kE * kS;
@@ -594,7 +594,7 @@ __global__ void __launch_bounds__(256)
       float y[kE];
 #pragma unroll
       for (int j = 0; j < kE; ++j) y[j] = gpu_mul_ftz(table[(w[k][j / 4] >> (8 * (j % 4))) & 0xffu], s[k]);
-      store_chunk<D>(out, i0[k], n, vec != 0, y, table_finite && fabsf(s[k]) <= 3.40282347e38f, streaming != 0);
+      store_chunk<D>(out, i0[k], n, vec != 0, y, table_finite && fabsf(s[k]) <= 3.40282347e38f);
     }
   }
 }
@@ -685,11 +685,12 @@ struct Scales4 {
 };
 
 
-template <int D, bool kNested, int kS = kDequantSlices>
+template <int D, bool kNested>
 __global__ void __launch_bounds__(256)
     dequantize_4bit_kernel(const uint8_t* __restrict__ packed, Table16 lut, Scales4 scales, int64_t n,
-                           int log2_block, typename Elem<D>::T* __restrict__ out, int vec, int streaming) {
+                           int log2_block, typename Elem<D>::T* __restrict__ out, int vec) {
   constexpr int kE = chunk_elems<D>();
+  constexpr int kS = kDequantSlices;  // 2 and 8 measured the same on the H100
   constexpr int64_t kTile = int64_t{256} * kE * kS;
   __shared__ float table[16];
   __shared__ float code2[kNested ? 256 : 1];  // the nested scales' table, next to the decoder's
@@ -741,7 +742,7 @@ __global__ void __launch_bounds__(256)
         y[2 * j + 1] = gpu_mul_ftz(table[byte & 0xfu], s[k]);
       }
       // The NF4/FP4 tables are finite: only a non-finite scale can make a NaN.
-      store_chunk<D>(out, i0[k], n, vec != 0, y, fabsf(s[k]) <= 3.40282347e38f, streaming != 0);
+      store_chunk<D>(out, i0[k], n, vec != 0, y, fabsf(s[k]) <= 3.40282347e38f);
     }
   }
 }

@@ -1,7 +1,6 @@
 // Launchers of the quantization family and their entries in the ops table. The core has
 // validated every argument (backend_abi.h), so these only pick a kernel instantiation, size the
 // grid and check the launch. Nothing here synchronises: every op is capturable in a CUDA graph.
-#include <cstdlib>
 #include <cstdint>
 
 #include "gpu_backend.h"
@@ -43,11 +42,6 @@ constexpr int kQuantChunk = 32;
 
 const GpuContext& ctx_of(void* impl) { return *static_cast<const GpuContext*>(impl); }
 
-// Decoders store with the streaming (evict-first) cache hint: their output is not read again
-// soon, and on the H100 that took 8-bit dequantize from 89 % to 91 % of copy and NF4 from 87 %
-// to 88.5 % (bench/gpu/NOTES.md, run 6).
-constexpr int kStreamingStores = 1;
-
 // A persistent grid whose blocks all walk the same number of tiles (32768 tiles on 1056 blocks
 // would leave 32 rounds for some and 31 for others: a 3 % tail).
 int64_t balanced_grid(const GpuContext& ctx, int per_sm, int64_t tiles) {
@@ -58,26 +52,18 @@ int64_t balanced_grid(const GpuContext& ctx, int per_sm, int64_t tiles) {
 
 // ---------------------------------------------------------------- 8-bit blockwise
 
-template <int D, int B, int kChunk, bool kPf>
-bnb_status_t launch_quantize_blockwise_pf(const GpuContext& ctx, const void* a, int64_t n, const float* code,
-                                          uint8_t* out, float* absmax, const float* offset, gpuStream_t stream) {
-  using T = typename Elem<D>::T;
-  constexpr int kThreads = threads_for(B / quant_chunk_elems<D, kChunk>());
-  constexpr int64_t kTile = int64_t{kThreads} * 32 / static_cast<int64_t>(sizeof(T));
-  static const int per_sm = occupancy(quantize_blockwise_kernel<D, B, kChunk, kPf>, kThreads);
-  const int64_t grid = balanced_grid(ctx, per_sm, (n + kTile - 1) / kTile);
-  const int vec = aligned16(a) && aligned16(out);
-  quantize_blockwise_kernel<D, B, kChunk, kPf><<<static_cast<unsigned>(grid), kThreads, 0, stream>>>(
-      static_cast<const T*>(a), code, out, absmax, n, vec, offset);
-  return check_launch("quantize_blockwise");
-}
-
 template <int D, int B, int kChunk>
 bnb_status_t launch_quantize_blockwise_chunk(const GpuContext& ctx, const void* a, int64_t n, const float* code,
                                              uint8_t* out, float* absmax, const float* offset, gpuStream_t stream) {
-  // The next tile's input is loaded before the block reduction (H100 bs 4096: 78 -> 81-82 % of
-  // copy; bs 256: 90 -> 91 %).
-  return launch_quantize_blockwise_pf<D, B, kChunk, kChunk == 32>(ctx, a, n, code, out, absmax, offset, stream);
+  using T = typename Elem<D>::T;
+  constexpr int kThreads = threads_for(B / quant_chunk_elems<D, kChunk>());
+  constexpr int64_t kTile = int64_t{kThreads} * 32 / static_cast<int64_t>(sizeof(T));
+  static const int per_sm = occupancy(quantize_blockwise_kernel<D, B, kChunk>, kThreads);
+  const int64_t grid = balanced_grid(ctx, per_sm, (n + kTile - 1) / kTile);
+  const int vec = aligned16(a) && aligned16(out);
+  quantize_blockwise_kernel<D, B, kChunk><<<static_cast<unsigned>(grid), kThreads, 0, stream>>>(
+      static_cast<const T*>(a), code, out, absmax, n, vec, offset);
+  return check_launch("quantize_blockwise");
 }
 
 template <int D, int B>
@@ -85,7 +71,6 @@ bnb_status_t launch_quantize_blockwise(const GpuContext& ctx, const void* a, int
                                        uint8_t* out, float* absmax, const float* offset, gpuStream_t stream) {
   return launch_quantize_blockwise_chunk<D, B, kQuantChunk>(ctx, a, n, code, out, absmax, offset, stream);
 }
-
 
 template <int D>
 bnb_status_t dispatch_quantize_blockwise(const GpuContext& ctx, const void* a, int64_t n, int64_t blocksize,
@@ -126,7 +111,7 @@ bnb_status_t launch_dequantize_blockwise(const GpuContext& ctx, const uint8_t* q
   const int64_t grid = balanced_grid(ctx, per_sm, (n + kTile - 1) / kTile);
   const int vec = aligned16(q) && aligned16(out);
   dequantize_blockwise_kernel<D><<<static_cast<unsigned>(grid), 256, 0, stream>>>(
-      q, absmax, code, n, log2_of(blocksize), static_cast<typename Elem<D>::T*>(out), vec, kStreamingStores);
+      q, absmax, code, n, log2_of(blocksize), static_cast<typename Elem<D>::T*>(out), vec);
   return check_launch("dequantize_blockwise");
 }
 
@@ -214,25 +199,17 @@ bnb_status_t quantize_4bit(void* impl, int32_t quant_type, int32_t dtype, const 
   }
 }
 
-template <int D, bool kNested, int kS>
-bnb_status_t launch_dequantize_4bit_s(const GpuContext& ctx, const Table16& lut, const uint8_t* packed,
-                                      const Scales4& scales, int64_t n, int64_t blocksize, void* out,
-                                      gpuStream_t stream) {
-  constexpr int64_t kTile = int64_t{256} * chunk_elems<D>() * kS;
-  static const int per_sm = occupancy(dequantize_4bit_kernel<D, kNested, kS>, 256);
-  const int64_t grid = balanced_grid(ctx, per_sm, (n + kTile - 1) / kTile);
-  const int vec = aligned16(packed) && aligned16(out);
-  dequantize_4bit_kernel<D, kNested, kS><<<static_cast<unsigned>(grid), 256, 0, stream>>>(
-      packed, lut, scales, n, log2_of(blocksize), static_cast<typename Elem<D>::T*>(out), vec, kStreamingStores);
-  return check_launch("dequantize_4bit");
-}
-
-// 2, 4 or 8 chunks per thread and tile measured the same on the H100 (87-89 % of copy).
 template <int D, bool kNested>
 bnb_status_t launch_dequantize_4bit(const GpuContext& ctx, const Table16& lut, const uint8_t* packed,
                                     const Scales4& scales, int64_t n, int64_t blocksize, void* out,
                                     gpuStream_t stream) {
-  return launch_dequantize_4bit_s<D, kNested, kDequantSlices>(ctx, lut, packed, scales, n, blocksize, out, stream);
+  constexpr int64_t kTile = int64_t{256} * chunk_elems<D>() * kDequantSlices;
+  static const int per_sm = occupancy(dequantize_4bit_kernel<D, kNested>, 256);
+  const int64_t grid = balanced_grid(ctx, per_sm, (n + kTile - 1) / kTile);
+  const int vec = aligned16(packed) && aligned16(out);
+  dequantize_4bit_kernel<D, kNested><<<static_cast<unsigned>(grid), 256, 0, stream>>>(
+      packed, lut, scales, n, log2_of(blocksize), static_cast<typename Elem<D>::T*>(out), vec);
+  return check_launch("dequantize_4bit");
 }
 
 

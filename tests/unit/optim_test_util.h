@@ -85,19 +85,11 @@ class OptimTensor {
   // One step with gradient `g` (given in the parameter dtype's bytes); params.n/optimizer/
   // state_bits/param_dtype are filled in here.
   bnb_status_t step_bytes(bnb_optimizer_params_t params, const std::vector<uint8_t>& g) {
-    upload(*g_, g);
     params.optimizer = opt_;
     params.state_bits = bits_;
     params.param_dtype = dtype_;
     params.n = n_;
-    bnb_optimizer_tensors_t t;
-    bnb_optimizer_tensors_init(&t);
-    t.p = p_->get();
-    t.g = g_->get();
-    t.state1 = s1_->get();
-    t.state2 = s2_ ? s2_->get() : nullptr;
-    t.absmax1 = a1_ ? a1_->as<float>() : nullptr;
-    t.absmax2 = a2_ ? a2_->as<float>() : nullptr;
+    bnb_optimizer_tensors_t t = prepare_bytes(g);
     t.unorm_vec = unorm_->as<float>();
     const bnb_status_t st = bnb_optimizer_update(ctx_.get(), &params, &t, nullptr);
     if (st != BNB_SUCCESS) return st;
@@ -107,9 +99,11 @@ class OptimTensor {
     return step_bytes(params, to_dtype(g, dtype_));
   }
 
-  // For bnb_optimizer_update_multi: uploads the gradient and returns this tensor's pointers.
-  bnb_optimizer_tensors_t prepare(const std::vector<float>& g) {
-    upload(*g_, to_dtype(g, dtype_));
+  // Uploads the gradient (float values, or the dtype's bytes) and returns this tensor's pointers
+  // (no unorm_vec), as bnb_optimizer_update and bnb_optimizer_update_multi take them.
+  bnb_optimizer_tensors_t prepare(const std::vector<float>& g) { return prepare_bytes(to_dtype(g, dtype_)); }
+  bnb_optimizer_tensors_t prepare_bytes(const std::vector<uint8_t>& g) {
+    upload(*g_, g);
     bnb_optimizer_tensors_t t;
     bnb_optimizer_tensors_init(&t);
     t.p = p_->get();

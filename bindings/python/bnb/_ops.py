@@ -170,3 +170,33 @@ def get_code_table(which):
     count = ctypes.c_int64()
     _check(_c.bnb_get_code_table(which, out.ctypes.data, ctypes.byref(count)), "bnb_get_code_table")
     return out[:count.value].copy()
+
+
+class Gemm4Plan:
+    """A bnb_gemm4_plan_t (the fixed arguments of a 4-bit matmul, checked once by the library) and
+    the objects its pointers refer to; destroyed with this object. `ptr`, `N`, `K` and
+    `stream_device` (the device index for the current stream, None on the host) are what a call
+    of bnb_gemm_4bit_plan_run needs besides A, out and the stream."""
+
+    __slots__ = ("ptr", "N", "K", "stream_device", "_keep")
+
+    def __init__(self, kit, dtype, N, K, W, scales_struct, quant_type, blocksize, bias, keep):
+        handle = ctypes.c_void_p()
+        ptr = kit.ptr
+        st = _c.bnb_gemm_4bit_plan_create(kit.ctx, dtype, N, K, ptr(W), ctypes.byref(scales_struct), quant_type,
+                                          blocksize, ptr(bias), ctypes.byref(handle))
+        if st:
+            _lib.raise_for(st, "bnb_gemm_4bit_plan_create")
+        self.ptr, self.N, self.K = handle.value, N, K
+        self.stream_device = None if kit.backend == _lib.BACKEND_CPU else kit.index
+        self._keep = (scales_struct, W, bias) + tuple(keep)
+
+    def __del__(self):
+        lib = getattr(_lib, "lib", None)
+        if lib is not None and getattr(self, "ptr", None):
+            lib.bnb_gemm_4bit_plan_destroy(self.ptr)
+            self.ptr = None
+
+
+gemm4_plan_run = _c.bnb_gemm_4bit_plan_run
+

@@ -175,14 +175,12 @@ def _(A, B, absmax, absmax2, code2, offset, blocksize2, blocksize, quant_type, N
 
 
 def gemm_4bit_plan(A, B, absmax, absmax2, code2, offset, blocksize2, blocksize, quant_type, N, bias):
-    """The part of gemm_4bit's library call that does not change between calls with the same
-    weight: (C function, context, dtype code, N, K, B pointer, scales struct by reference, quant
-    type code, blocksize, bias pointer, device index for the stream or None on the host, the
-    objects to keep alive). A caller that checks the weight, its statistics and the bias are
-    still the same tensors can then call the library with only A's, the output's and the stream's
-    pointers filled in per call (bnb.nn.Linear4bit's eager fast path). None when the arguments
-    do not fit that shortcut (every tensor must already be contiguous, on A's device, bias in A's
-    dtype, K a whole number of blocks)."""
+    """A library plan (_ops.Gemm4Plan) of gemm_4bit's arguments that do not change between calls
+    with the same weight, for inputs like A: a caller that checks the weight, its statistics and
+    the bias are still the same tensors then passes only A, the output and the stream per call
+    (bnb.nn.Linear4bit's eager fast path). None when the arguments do not fit that shortcut (every
+    tensor must already be contiguous, on A's device, bias in A's dtype, K a whole number of
+    blocks) or the library declines the plan."""
     kit = kit_for(A)
     dt = _TORCH_CODES.get(A.dtype)
     K = A.shape[-1]
@@ -201,9 +199,10 @@ def gemm_4bit_plan(A, B, absmax, absmax2, code2, offset, blocksize2, blocksize, 
             or offset.dtype != torch.float32:
         return None
     scales = _ops.scales(kit, absmax, absmax2, code2, offset, blocksize2)  # holds its tensors
-    stream_device = None if kit.backend == _lib.BACKEND_CPU else kit.index
-    return (_ops._c.bnb_gemm_4bit, kit.ctx, dt, N, K, B.data_ptr(), ctypes.byref(scales), _QUANT_TYPES[quant_type],
-            blocksize, None if bias is None else bias.data_ptr(), stream_device, (scales, B, bias))
+    try:
+        return _ops.Gemm4Plan(kit, dt, N, K, B, scales, _QUANT_TYPES[quant_type], blocksize, bias, ())
+    except _lib.Error:
+        return None
 
 
 def _gemm_4bit_setup(ctx, inputs, output):

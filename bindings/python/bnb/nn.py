@@ -23,12 +23,11 @@ NotImplementedError.
 This module imports torch; `import bnb` does not (bnb.nn is loaded on first access).
 """
 
-import ctypes
 import copy
 
 import torch
 
-from . import _arrays, _lib, _torch_ops
+from . import _arrays, _lib, _ops, _torch_ops
 from . import functional as F
 
 __all__ = ["Int8Params", "Linear4bit", "Linear8bitLt", "LinearFP4", "LinearNF4", "Params4bit"]
@@ -316,64 +315,47 @@ def _fast_gemm_4bit(layer, x):
                                      qs.quant_type, N, None if b is None else b.data)
     if plan is None:
         return None
-    fn, ctx, code, N, K, w_ptr, scales, qt, blocksize, b_ptr, stream_device, keep_alive = plan
     # The library's plan holds the fixed arguments, checked once: a call then passes five.
-    handle = _GemmPlan.create(ctx, code, N, K, w_ptr, scales, qt, blocksize, b_ptr)
-    if handle is None:
-        return None
-    plan_run, hp = _lib.lib.bnb_gemm_4bit_plan_run, handle.ptr
+    N, K, stream_device = plan.N, plan.K, plan.stream_device
+    plan_run, hp = _ops.gemm4_plan_run, plan.ptr
+    w_ptr, b_ptr = _data_ptr(B), None if b is None else _data_ptr(b)
     dtype, device_id = x.dtype, x.get_device()
     raw_stream = None if stream_device is None else _arrays.raw_stream_function()
-    grad_enabled, data_ptr, raise_for = _grad_enabled, _data_ptr, _raise_for
+    data_ptr, raise_for, fast_rows = _data_ptr, _raise_for, _fast_rows
 
     def run(x, weight, bias, compute_dtype):
         if (weight is not w or bias is not b or compute_dtype is not cd or weight.quant_state is not qs
                 or qs.absmax is not amax or data_ptr(weight) != w_ptr
                 or (bias is not None and data_ptr(bias) != b_ptr)):
             return _STALE
-        if (x.dtype is not dtype or x.get_device() != device_id or not x.is_contiguous()
-                or (grad_enabled() and (x.requires_grad or (bias is not None and bias.requires_grad)))):
+        rows = fast_rows(x, dtype, device_id, bias, K, N)
+        if rows is None:
             return None
-        shape = x.shape
-        if len(shape) == 2:
-            M, k = shape
-            if k != K:
-                return None
-            out = x.new_empty(M, N)
-        elif shape and shape[-1] == K:
-            M = x.numel() // K
-            out = x.new_empty(shape[:-1] + (N,))
-        else:
-            return None
+        M, out = rows
         st = plan_run(hp, M, data_ptr(x), data_ptr(out), None if raw_stream is None else raw_stream(stream_device))
         if st:
             raise_for(st, "bnb_gemm_4bit_plan_run")
         return out
 
-    run.keep_alive = (keep_alive, handle)  # the scales struct, the tensors it points to, the plan
+    run.keep_alive = plan  # the library plan and the tensors its pointers refer to
     return run
 
 
-class _GemmPlan:
-    """A bnb_gemm4_plan_t, destroyed with this object (the closure that uses it keeps it alive)."""
-
-    __slots__ = ("ptr",)
-
-    def __init__(self, ptr):
-        self.ptr = ptr
-
-    @classmethod
-    def create(cls, ctx, code, N, K, w_ptr, scales, qt, blocksize, b_ptr):
-        handle = ctypes.c_void_p()
-        st = _lib.lib.bnb_gemm_4bit_plan_create(ctx, code, N, K, w_ptr, scales, qt, blocksize, b_ptr,
-                                                ctypes.byref(handle))
-        return cls(handle.value) if st == 0 and handle.value else None
-
-    def __del__(self):
-        lib = getattr(_lib, "lib", None)
-        if lib is not None and self.ptr:
-            lib.bnb_gemm_4bit_plan_destroy(self.ptr)
-            self.ptr = None
+def _fast_rows(x, dtype, device_id, bias, K, N):
+    """For the layers' eager fast paths: (M, output tensor [..., N]) when `x` fits the cached call
+    (the cached dtype and device, contiguous, K columns, no autograd to record), else None."""
+    if (x.dtype is not dtype or x.get_device() != device_id or not x.is_contiguous()
+            or (_grad_enabled() and (x.requires_grad or (bias is not None and bias.requires_grad)))):
+        return None
+    shape = x.shape
+    if len(shape) == 2:
+        M, k = shape
+        if k != K:
+            return None
+        return M, x.new_empty(M, N)
+    if shape and shape[-1] == K:
+        return x.numel() // K, x.new_empty(shape[:-1] + (N,))
+    return None
 
 
 _FAST_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
@@ -564,27 +546,17 @@ def _fast_int8_linear(layer, x):
     quant, matmul, dequant, ctx, code, N, K, cb_ptr, scb_ptr, b_ptr, stream_device, keep_alive = plan
     dtype, device_id = x.dtype, x.get_device()
     raw_stream = None if stream_device is None else _arrays.raw_stream_function()
-    grad_enabled, data_ptr, raise_for = _grad_enabled, _data_ptr, _raise_for
+    data_ptr, raise_for, fast_rows = _data_ptr, _raise_for, _fast_rows
     i8, i32, f32 = torch.int8, torch.int32, torch.float32
 
     def run(x, weight, bias, st):
         if (weight is not w or bias is not b or st is not state or weight.SCB is not SCB
                 or data_ptr(weight) != cb_ptr or (bias is not None and data_ptr(bias) != b_ptr)):
             return _STALE
-        if (st.threshold != 0 or x.dtype is not dtype or x.get_device() != device_id or not x.is_contiguous()
-                or (grad_enabled() and (x.requires_grad or (bias is not None and bias.requires_grad)))):
+        rows = None if st.threshold != 0 else fast_rows(x, dtype, device_id, bias, K, N)
+        if rows is None:
             return None
-        shape = x.shape
-        if len(shape) == 2:
-            M, k = shape
-            if k != K:
-                return None
-            out = x.new_empty(M, N)
-        elif shape and shape[-1] == K:
-            M = x.numel() // K
-            out = x.new_empty(shape[:-1] + (N,))
-        else:
-            return None
+        M, out = rows
         q = x.new_empty(M, K, dtype=i8)
         row_stats = x.new_empty(M, dtype=f32)
         C = x.new_empty(M, N, dtype=i32)
