@@ -14,7 +14,6 @@ namespace {
 
 bnb_status_t op_optimizer_update(void* impl, const bnb_optimizer_params_t* params,
                                  const bnb_optimizer_tensors_t* tensors, void* /*stream*/) {
-  if (const char* why = optim_check_args(*params, *tensors)) return fail(BNB_ERR_INVALID_ARGUMENT, why);
   try {
     optimizer_run(context_of(impl)->pool, *params, *tensors);
     return BNB_SUCCESS;

@@ -109,11 +109,8 @@ bool optim8_encode_block(const OptimCodePlan& plan, bool sign_fix, bool bucketed
 
 // The whole operation on one tensor, threaded over `pool`: clipping pre-pass when
 // params.max_unorm > 0, then the update. qmap1/qmap2 NULL = the dynamic signed/unsigned maps.
-// The family's own argument rules (optim.cc, optim_check_args) must hold.
+// The core has checked the arguments, the update rules' conditions included (api_ops.cc).
 void optimizer_run(ThreadPool& pool, const bnb_optimizer_params_t& params, const bnb_optimizer_tensors_t& tensors);
-
-// NULL when the call is acceptable, else why not (the plugin turns it into an error status).
-const char* optim_check_args(const bnb_optimizer_params_t& params, const bnb_optimizer_tensors_t& tensors);
 
 }  // namespace cpu
 }  // namespace bnb

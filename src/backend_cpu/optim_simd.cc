@@ -1533,23 +1533,6 @@ void make_optim_consts(const bnb_optimizer_params_t& P, OptimConsts* k) {
   k->neg_lr_scaled = -P.lr;
 }
 
-const char* optim_check_args(const bnb_optimizer_params_t& P, const bnb_optimizer_tensors_t& T) {
-  (void)T;
-  const float scalars[] = {P.beta1, P.beta2, P.beta3, P.alpha, P.eps, P.weight_decay, P.gnorm_scale};
-  for (float s : scalars) {
-    if (!std::isfinite(s)) return "a hyper-parameter (beta1..3, alpha, eps, weight_decay, gnorm_scale) is not finite";
-  }
-  if (!(P.max_unorm >= 0.0f) || std::isinf(P.max_unorm)) return "params->max_unorm must be finite and >= 0 (0 = no clipping)";
-  if (P.max_unorm > 0.0f && (P.optimizer == BNB_OPT_LION || P.optimizer == BNB_OPT_ADEMAMIX))
-    return "update-norm clipping (max_unorm > 0) is defined for Adam/LAMB, Momentum/LARS, RMSprop and Adagrad only";
-  if (P.max_unorm > 0.0f && !(P.param_norm >= 0.0f && std::isfinite(P.param_norm)))
-    return "params->param_norm must be finite and >= 0 when max_unorm > 0";
-  if (is_optimizer_2state(P.optimizer) && (!(P.beta1 < 1.0f) || !(P.beta2 < 1.0f)))
-    return "beta1 and beta2 must be < 1 for Adam, LAMB and AdEMAMix (bias correction divides by 1 - beta^t)";
-  if (P.weight_decay < 0.0f) return "params->weight_decay must be >= 0";
-  return nullptr;
-}
-
 void optimizer_run(ThreadPool& pool, const bnb_optimizer_params_t& P, const bnb_optimizer_tensors_t& T) {
   OptimConsts k;
   make_optim_consts(P, &k);

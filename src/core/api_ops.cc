@@ -257,6 +257,25 @@ bnb_status_t check_optimizer_params(const bnb_optimizer_params_t* params) {
     return failf(BNB_ERR_INVALID_ARGUMENT, "params->step = %lld: steps are 1-based",
                  static_cast<long long>(params->step));
   if (!std::isfinite(params->lr)) return fail(BNB_ERR_INVALID_ARGUMENT, "params->lr is not finite");
+  // The update rules' own conditions (OPS 6), the same on every backend.
+  const bnb_optimizer_params_t& P = *params;
+  const float scalars[] = {P.beta1, P.beta2, P.beta3, P.alpha, P.eps, P.weight_decay, P.gnorm_scale};
+  for (float v : scalars)
+    if (!std::isfinite(v))
+      return fail(BNB_ERR_INVALID_ARGUMENT,
+                  "a hyper-parameter (beta1..3, alpha, eps, weight_decay, gnorm_scale) is not finite");
+  if (!(P.max_unorm >= 0.0f) || std::isinf(P.max_unorm))
+    return fail(BNB_ERR_INVALID_ARGUMENT, "params->max_unorm must be finite and >= 0 (0 = no clipping)");
+  if (P.max_unorm > 0.0f && (opt == BNB_OPT_LION || opt == BNB_OPT_ADEMAMIX))
+    return fail(BNB_ERR_INVALID_ARGUMENT,
+                "update-norm clipping (max_unorm > 0) is defined for Adam/LAMB, Momentum/LARS, RMSprop and Adagrad only");
+  if (P.max_unorm > 0.0f && !(P.param_norm >= 0.0f && std::isfinite(P.param_norm)))
+    return fail(BNB_ERR_INVALID_ARGUMENT, "params->param_norm must be finite and >= 0 when max_unorm > 0");
+  const bool two_states = opt == BNB_OPT_ADAM || opt == BNB_OPT_ADEMAMIX || opt == BNB_OPT_LAMB;
+  if (two_states && (!(P.beta1 < 1.0f) || !(P.beta2 < 1.0f)))
+    return fail(BNB_ERR_INVALID_ARGUMENT,
+                "beta1 and beta2 must be < 1 for Adam, LAMB and AdEMAMix (bias correction divides by 1 - beta^t)");
+  if (P.weight_decay < 0.0f) return fail(BNB_ERR_INVALID_ARGUMENT, "params->weight_decay must be >= 0");
   return BNB_SUCCESS;
 }
 

@@ -29,19 +29,8 @@ int kernel_opt(int32_t opt) {
   }
 }
 
-// The family's own argument rules (the core checked pointers, sizes, dtype and step).
+// What only the GPU kernels need beyond the core's checks (which include the update rules').
 const char* check_args(const bnb_optimizer_params_t& P) {
-  const float scalars[] = {P.beta1, P.beta2, P.beta3, P.alpha, P.eps, P.weight_decay, P.gnorm_scale};
-  for (float s : scalars)
-    if (!std::isfinite(s)) return "a hyper-parameter (beta1..3, alpha, eps, weight_decay, gnorm_scale) is not finite";
-  if (!(P.max_unorm >= 0.0f) || std::isinf(P.max_unorm)) return "params->max_unorm must be finite and >= 0 (0 = no clipping)";
-  if (P.max_unorm > 0.0f && (P.optimizer == BNB_OPT_LION || P.optimizer == BNB_OPT_ADEMAMIX))
-    return "update-norm clipping (max_unorm > 0) is defined for Adam/LAMB, Momentum/LARS, RMSprop and Adagrad only";
-  if (P.max_unorm > 0.0f && !(P.param_norm >= 0.0f && std::isfinite(P.param_norm)))
-    return "params->param_norm must be finite and >= 0 when max_unorm > 0";
-  if (is_two_state(P.optimizer) && (!(P.beta1 < 1.0f) || !(P.beta2 < 1.0f)))
-    return "beta1 and beta2 must be < 1 for Adam, LAMB and AdEMAMix (bias correction divides by 1 - beta^t)";
-  if (P.weight_decay < 0.0f) return "params->weight_decay must be >= 0";
   if (P.step > (int64_t{1} << 24)) return "params->step must be <= 2^24 (it is a binary32 exponent on the GPU)";
   return nullptr;
 }
