@@ -2,7 +2,8 @@
 # A/B timings of an environment knob in one device call (run tool, carry .gpu_carry after
 # scripts/gpu/full.sh build), so both variants meet the same card in the same state:
 #   KNOB=BNB_GEMM4_NO_MMA VALUES="0 1" BENCH=gemm4 bash scripts/gpu/quant_ab.sh
-# BENCH: quant (bnb_bench_gpu_quant), gemm4, optim or int8. Each value runs twice, interleaved.
+# BENCH: quant (bnb_bench_gpu_quant), gemm4, optim or int8; ARGS: extra benchmark arguments
+# (e.g. ARGS="--m 1,16" for gemm4). Each value runs twice, interleaved.
 # Knobs kept in the plugin: BNB_GEMM4_NO_MMA, BNB_GEMM4_NO_CUBLAS; experiments add their own
 # (bench/gpu/NOTES.md and bench/gemm4/NOTES.md list the ones that were tried).
 set -u
@@ -20,6 +21,8 @@ case "$BENCH" in
   int8) cmd=(.gpu_carry/bin/bnb_bench_int8_cuda) ;;
   *) echo "unknown BENCH $BENCH" >&2; exit 2 ;;
 esac
+# shellcheck disable=SC2206  # ARGS is split on purpose
+cmd+=(${ARGS:-})
 for round in 1 2; do
   for v in $VALUES; do
     echo "== $KNOB=$v (round $round)"

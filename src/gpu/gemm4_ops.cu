@@ -46,6 +46,7 @@ constexpr int64_t kSimtMaxM = 16;                          // larger M goes to t
 // 1.2-1.3x faster than dequantize + cuBLAS, at M = 256 2.7x slower (each 64-row tile of A
 // re-reads and re-decodes W there).
 constexpr int64_t kMmaMinM = 5;
+constexpr int64_t kMmaSmallMaxM = 16;  // gemm4_mma_small_kernel (all M it takes; measured in bench/gemm4/NOTES.md v3)
 constexpr int64_t kMmaMaxM = 64;
 constexpr int64_t kWorkspaceBytes = int64_t{128} << 20;  // dequantized slab of the large-M path
 
@@ -324,14 +325,60 @@ bnb_status_t launch_mma(const GpuContext& ctx, const Problem& p, cudaStream_t st
   return st;
 }
 
+bool mma_small_disabled() {
+  static const bool off = [] {
+    const char* e = std::getenv("BNB_GEMM4_NO_MMA_SMALL");  // A/B timings against the other paths
+    return e != nullptr && e[0] != '\0' && e[0] != '0';
+  }();
+  return off;
+}
+
+// M <= 16: gemm4_mma_small_kernel, a persistent grid of at most the resident blocks.
+template <int D, int MT, bool NESTED>
+bnb_status_t launch_mma_small(const GpuContext& ctx, const Problem& p, cudaStream_t stream) {
+  using T = typename Elem<D>::T;
+  const auto kernel = gemm4_mma_small_kernel<D, MT, NESTED>;
+  constexpr int kSmem = gemm4_mma_small_smem_bytes(MT);
+  // Raise the dynamic shared-memory limit once; 0 resident blocks means the kernel can't run.
+  static const int per_sm = [kernel] {
+    int n = 0;
+    if (cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmem) != cudaSuccess ||
+        cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, kernel, kSmallWarps * 32, kSmem) != cudaSuccess) {
+      (void)cudaGetLastError();
+      n = 0;
+    }
+    return n;
+  }();
+  if (per_sm < 1) return BNB_ERR_NOT_SUPPORTED;
+  const int64_t tiles = (p.N + 15) / 16 * ((p.M + 8 * MT - 1) / (8 * MT));
+  const int64_t resident = static_cast<int64_t>(ctx.sm_count) * per_sm;
+  const int64_t gx = tiles < resident ? tiles : resident;
+  kernel<<<static_cast<unsigned>(gx), kSmallWarps * 32, kSmem, stream>>>(
+      static_cast<const T*>(p.A), p.W, p.scales, p.table, static_cast<const T*>(p.bias), static_cast<T*>(p.out), p.M,
+      p.N, p.K, p.log2_blocksize);
+  return check_launch("gemm4_mma_small_kernel");
+}
+
+template <int D, int MT>
+bnb_status_t launch_mma_small(const GpuContext& ctx, const Problem& p, cudaStream_t stream) {
+  return p.scales.absmax == nullptr ? launch_mma_small<D, MT, true>(ctx, p, stream)
+                                    : launch_mma_small<D, MT, false>(ctx, p, stream);
+}
+
 template <int D>
 bnb_status_t dispatch_mma(const GpuContext& ctx, const Problem& p, cudaStream_t stream) {
   if constexpr (D == kF32) {
     return BNB_ERR_NOT_SUPPORTED;  // the tensor cores take 16-bit operands
   } else {
     const bool aligned = (reinterpret_cast<uintptr_t>(p.A) & 15u) == 0 && (reinterpret_cast<uintptr_t>(p.W) & 3u) == 0;
-    if (mma_disabled() || p.M < kMmaMinM || p.K % kMmaChunk != 0 || p.log2_blocksize < 6 || !aligned)
-      return BNB_ERR_NOT_SUPPORTED;
+    if (mma_disabled() || p.K % kMmaChunk != 0 || p.log2_blocksize < 6 || !aligned) return BNB_ERR_NOT_SUPPORTED;
+    const bool small_ok = (reinterpret_cast<uintptr_t>(p.W) & 7u) == 0 && ((p.N * p.K) >> p.log2_blocksize) < (int64_t{1} << 32);
+    if (p.M <= kMmaSmallMaxM && !mma_small_disabled() && small_ok) {
+      const bnb_status_t st =
+          p.M <= 8 ? launch_mma_small<D, 1>(ctx, p, stream) : launch_mma_small<D, 2>(ctx, p, stream);
+      if (st != BNB_ERR_NOT_SUPPORTED || p.M < kMmaMinM) return st;
+    }
+    if (p.M < kMmaMinM) return BNB_ERR_NOT_SUPPORTED;
     if (p.M <= 8) return launch_mma<D, 1>(ctx, p, stream);
     if (p.M <= 16) return launch_mma<D, 2>(ctx, p, stream);
     if (p.M <= 32) return launch_mma<D, 4>(ctx, p, stream);
@@ -343,7 +390,7 @@ bnb_status_t dispatch_mma(const GpuContext& ctx, const Problem& p, cudaStream_t 
 template <int D>
 bnb_status_t dispatch(const GpuContext& ctx, const Problem& p, gpuStream_t stream) {
 #if !defined(BNB_GPU_HIP)
-  if (p.M >= kMmaMinM && p.M <= kMmaMaxM) {
+  if (p.M <= kMmaMaxM) {
     const bnb_status_t st = dispatch_mma<D>(ctx, p, stream);
     if (st != BNB_ERR_NOT_SUPPORTED) return st;
   }

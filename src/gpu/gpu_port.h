@@ -116,6 +116,15 @@ __device__ __forceinline__ float gpu_shfl_xor(float v, int mask, int width) {
 #endif
 }
 
+// Lane `src` of this lane's aligned group of `width` lanes.
+__device__ __forceinline__ float gpu_shfl(float v, int src, int width) {
+#if defined(BNB_GPU_HIP)
+  return __shfl(v, src, width);
+#else
+  return __shfl_sync(0xffffffffu, v, src, width);
+#endif
+}
+
 // The reciprocal the reference takes of each block's absmax. CUDA: the fast-math instruction
 // the reference's `1.0f / absmax` compiles to (FORMATS.md section 0, RCP). HIP: IEEE division,
 // as the reference's ROCm build (rare last-ulp differences, documented in src/gpu/README.md).

@@ -28,7 +28,7 @@
 #define __device__
 #define __host__
 #define __forceinline__ inline
-#define __launch_bounds__(x)
+#define __launch_bounds__(...)
 #define __shared__ static  // one copy shared by the block's threads (blocks run one at a time)
 
 namespace {
@@ -72,6 +72,10 @@ float g_exchange[kMaxThreads / 32][32];
 struct uint4 {
   uint32_t x, y, z, w;
 };
+struct uint2 {
+  uint32_t x, y;
+};
+inline uint2 make_uint2(uint32_t a, uint32_t b) { return {a, b}; }
 struct float4 {
   float x, y, z, w;
 };
@@ -84,6 +88,13 @@ T __ldg(const T* p) {
 template <class T>
 T __ldcs(const T* p) {
   return *p;
+}
+// PTX prmt (default mode): byte i of the result is byte (s >> 4 i) & 7 of the 8 bytes {x, y}.
+inline uint32_t __byte_perm(uint32_t x, uint32_t y, uint32_t s) {
+  const uint64_t both = (static_cast<uint64_t>(y) << 32) | x;
+  uint32_t r = 0;
+  for (int i = 0; i < 4; ++i) r |= static_cast<uint32_t>((both >> (8 * ((s >> (4 * i)) & 7u))) & 0xffu) << (8 * i);
+  return r;
 }
 inline float __fmaf_rn(float a, float b, float c) { return std::fma(a, b, c); }
 inline float __fmul_rn(float a, float b) {
@@ -122,6 +133,14 @@ inline float gpu_shfl_xor(float v, int mask, int /*width*/) {
   g_warp[w]->wait();
   return r;
 }
+inline float gpu_shfl(float v, int src, int width) {
+  const int w = static_cast<int>(threadIdx.x) / 32, l = static_cast<int>(threadIdx.x) % 32;
+  g_exchange[w][l] = v;
+  g_warp[w]->wait();
+  const float r = g_exchange[w][(l & ~(width - 1)) | (src & (width - 1))];
+  g_warp[w]->wait();
+  return r;
+}
 }  // namespace gpu
 }  // namespace bnb
 
@@ -142,6 +161,7 @@ namespace gpu {
 namespace gemm4 {
 float smem[16 * 1024 + 64];  // the kernels' dynamic shared memory (64 KiB)
 uint16_t gemm4_mma_smem[8 * 8 * kMmaRowHalves];
+uint32_t gemm4_small_smem[gemm4_mma_small_smem_bytes(2) / 4];
 
 // mma.sync m16n8k16 (row.col, binary32 accumulation) over the 32 lanes of a warp, with the PTX
 // fragment layout: lane (g, t) holds A rows g / g + 8, columns 2t, 2t + 1 (regs 0, 1) and
@@ -363,6 +383,39 @@ void check_mma(const Case& c, int64_t k_split, uint64_t seed) {
   p.expect_close();
 }
 
+// The small-M tensor-core kernel on gx persistent blocks (fewer than the tiles: blocks loop).
+// expand_absmax2: nested scales rewritten with one absmax2 entry per block (each a little
+// different, the reference decoding redone), so a warp's chunk range meets more absmax2 entries
+// than the two it keeps per tile.
+template <int D, int MT>
+void check_mma_small(const Case& c, uint64_t seed, bool expand_absmax2 = false) {
+  SCOPED_TRACE(::testing::Message() << "mma_small D=" << D << " MT=" << MT << " M=" << c.M << " N=" << c.N
+                                    << " K=" << c.K << " bs=" << c.bs << " gx=" << c.gx << " expand=" << expand_absmax2);
+  ASSERT_EQ(c.K % 64, 0);
+  Problem<D> p(c, seed);
+  std::vector<float> per_block;
+  if (expand_absmax2) {
+    ASSERT_TRUE(c.nested);
+    for (size_t b = 0; b < p.absmax_q.size(); ++b) {
+      per_block.push_back(p.absmax2[b >> 8] * (1.0f + 0.05f * static_cast<float>(b % 7)));
+      p.effective[b] = __fadd_rn(__fmul_rn(p.code2[p.absmax_q[b]], per_block[b]), p.offset);
+    }
+    p.scales.absmax2 = per_block.data();
+    p.scales.log2_blocksize2 = 0;
+    bnb::ref::dequantize_4bit(c.qt, p.packed, p.effective.data(), c.N * c.K, c.bs, BNB_F32, p.wdq.data());
+  }
+  launch(c.gx, 1, kSmallWarps * 32, [&] {
+    if (c.nested) {
+      gemm4_mma_small_kernel<D, MT, true>(p.A.data(), p.packed, p.scales, p.table, c.bias ? p.bias.data() : nullptr,
+                                          p.out.data(), c.M, c.N, c.K, p.log2_bs);
+    } else {
+      gemm4_mma_small_kernel<D, MT, false>(p.A.data(), p.packed, p.scales, p.table, c.bias ? p.bias.data() : nullptr,
+                                           p.out.data(), c.M, c.N, c.K, p.log2_bs);
+    }
+  });
+  p.expect_close();
+}
+
 }  // namespace
 
 TEST(Gemm4KernelsOnHost, GemvAndSmallBatch) {
@@ -386,4 +439,15 @@ TEST(Gemm4KernelsOnHost, TensorCoreTiles) {
   check_mma<kF16, 2>({11, 130, 1152, 128, BNB_NF4, false, true, 0, 0, 0}, 384, 23);  // split K, K % 512 != 0
   check_mma<kBF16, 4>({20, 40, 512, 64, BNB_NF4, true, true, 0, 0, 0}, 512, 24);
   check_mma<kF16, 2>({37, 66, 768, 256, BNB_NF4, true, false, 0, 0, 0}, 256, 25);    // 3 tiles of A rows, split K
+}
+
+TEST(Gemm4KernelsOnHost, TensorCoreSmallM) {
+  // M, N, K, bs, quant, nested, bias, (kc unused), gx, (W offset unused)
+  check_mma_small<kF16, 1>({1, 70, 1024, 64, BNB_NF4, true, true, 0, 3, 0}, 31);   // 5 tiles on 3 blocks
+  check_mma_small<kBF16, 1>({4, 48, 640, 64, BNB_FP4, false, false, 0, 2, 0}, 32);  // 10 chunks over 8 warps
+  check_mma_small<kF16, 1>({7, 16, 64, 64, BNB_NF4, false, true, 0, 1, 0}, 33);     // one chunk: 7 warps idle
+  check_mma_small<kF16, 2>({13, 33, 1152, 128, BNB_NF4, true, true, 0, 2, 0}, 34);
+  check_mma_small<kBF16, 2>({16, 40, 2048, 256, BNB_NF4, true, false, 0, 3, 0}, 35);
+  check_mma_small<kF16, 2>({20, 24, 512, 64, BNB_FP4, true, true, 0, 2, 0}, 36);    // 2 tiles of A rows
+  check_mma_small<kF16, 1>({2, 20, 2048, 64, BNB_NF4, true, true, 0, 2, 0}, 37, true);
 }
