@@ -1,10 +1,14 @@
 // Launchers of the 4-bit inference matmul (gemm4_kernels.cuh) and its entry in the ops table.
 //
 // Paths, best first:
-//  * fp16/bf16, 5 <= M <= 64, blocksize >= 64 (CUDA): the tensor-core kernel (gemm4_mma.cuh):
-//    W decoded in registers into mma.sync fragments, rows of A staged in shared memory.
-//  * M <= 16: the SIMT kernel (batch-1 GEMV for M = 1; tiles of 2, 4 or 8 rows of A otherwise):
-//    weights streamed once per tile of A, decoded in registers, 4-8 rows of W per warp.
+//  * fp16/bf16, M <= 16, blocksize >= 64 (CUDA): gemm4_mma_small_kernel (gemm4_mma.cuh), the
+//    tensor-core kernel built to stream W (a block's warps split K of a 16-row tile).
+//  * fp16/bf16, 17 <= M <= 64 (and 5..16 where the small kernel can't run), blocksize >= 64
+//    (CUDA): gemm4_mma_kernel: W decoded in registers into mma.sync fragments, rows of A staged
+//    in shared memory.
+//  * M <= 16 otherwise (fp32, HIP, blocksize 32, misaligned W): the SIMT kernel (batch-1 GEMV for
+//    M = 1; tiles of 2, 4 or 8 rows of A otherwise): weights streamed once per tile of A,
+//    decoded in registers, 4-8 rows of W per warp.
 //  * M > 16 (CUDA): weight slabs dequantized to the activation dtype in a stream-ordered
 //    workspace, then cuBLAS (cublasGemmEx, binary32 compute) — loaded with dlopen at first use
 //    so the plugin never needs the library to load. Without it (or on HIP) the SIMT kernel
@@ -46,7 +50,7 @@ constexpr int64_t kSimtMaxM = 16;                          // larger M goes to t
 // 1.2-1.3x faster than dequantize + cuBLAS, at M = 256 2.7x slower (each 64-row tile of A
 // re-reads and re-decodes W there).
 constexpr int64_t kMmaMinM = 5;
-constexpr int64_t kMmaSmallMaxM = 16;  // gemm4_mma_small_kernel (all M it takes; measured in bench/gemm4/NOTES.md v3)
+constexpr int64_t kMmaSmallMaxM = 16;  // gemm4_mma_small_kernel: 1.4-2.6x of dense up to 16 (bench/gemm4/NOTES.md v3)
 constexpr int64_t kMmaMaxM = 64;
 constexpr int64_t kWorkspaceBytes = int64_t{128} << 20;  // dequantized slab of the large-M path
 
