@@ -44,11 +44,12 @@ constexpr int kThreads = kGemm4Warps * 32;
 constexpr int kSimtSmemTail = 16 + 256;
 constexpr int kStagedFloats = 96 * 1024 / 4 - kSimtSmemTail;
 constexpr int64_t kSimtMaxM = 16;                          // larger M goes to the library GEMM
-// 16-bit activations with kMmaMinM <= M <= kMmaMaxM take the tensor-core kernel (gemm4_mma.cuh).
-// Measured on the H100 (bench/gemm4/NOTES.md, v2): at M = 4 the SIMT kernel and the tensor cores
-// tie (geomean over the five shapes), at M = 16 the tensor cores are 2.2-3.4x faster, at M = 64
-// 1.2-1.3x faster than dequantize + cuBLAS, at M = 256 2.7x slower (each 64-row tile of A
-// re-reads and re-decodes W there).
+// 16-bit activations with M <= kMmaSmallMaxM take gemm4_mma_small_kernel; with kMmaMinM <= M <=
+// kMmaMaxM (or 5..16 where the small kernel can't run) the tiled tensor-core kernel. Measured on
+// the H100 (bench/gemm4/NOTES.md, v2): the tiled kernel ties with the SIMT kernel at M = 4 and
+// is 1.2-1.3x faster than dequantize + cuBLAS at M = 64, 2.7x slower at M = 256 (each 64-row
+// tile of A re-reads and re-decodes W there); v3: the small kernel is 1.9-2.0x faster than the
+// SIMT kernel at M = 1..4 and 1.5-1.8x faster than the tiled one at M = 16.
 constexpr int64_t kMmaMinM = 5;
 constexpr int64_t kMmaSmallMaxM = 16;  // gemm4_mma_small_kernel: 1.4-2.6x of dense up to 16 (bench/gemm4/NOTES.md v3)
 constexpr int64_t kMmaMaxM = 64;
