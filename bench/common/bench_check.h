@@ -21,9 +21,11 @@
     }                                                                                            \
   } while (0)
 
-// Median milliseconds of one replay of `graph`, over `reps` replays after one warm-up.
-inline double time_graph(cudaGraphExec_t graph, cudaStream_t stream, int reps) {
-  CUDA_OK(cudaGraphLaunch(graph, stream));
+// Median milliseconds of one `launch()` on `stream` (CUDA events around each), over `reps` runs
+// after `warmups` untimed ones.
+template <class F>
+double time_events(cudaStream_t stream, int reps, int warmups, const F& launch) {
+  for (int i = 0; i < warmups; ++i) launch();
   CUDA_OK(cudaStreamSynchronize(stream));
   cudaEvent_t a, b;
   CUDA_OK(cudaEventCreate(&a));
@@ -31,7 +33,7 @@ inline double time_graph(cudaGraphExec_t graph, cudaStream_t stream, int reps) {
   std::vector<float> t;
   for (int i = 0; i < reps; ++i) {
     CUDA_OK(cudaEventRecord(a, stream));
-    CUDA_OK(cudaGraphLaunch(graph, stream));
+    launch();
     CUDA_OK(cudaEventRecord(b, stream));
     CUDA_OK(cudaEventSynchronize(b));
     float ms = 0.0f;
@@ -42,6 +44,11 @@ inline double time_graph(cudaGraphExec_t graph, cudaStream_t stream, int reps) {
   CUDA_OK(cudaEventDestroy(b));
   std::sort(t.begin(), t.end());
   return t[t.size() / 2];
+}
+
+// Median milliseconds of one replay of `graph`, over `reps` replays after one warm-up.
+inline double time_graph(cudaGraphExec_t graph, cudaStream_t stream, int reps) {
+  return time_events(stream, reps, 1, [&] { CUDA_OK(cudaGraphLaunch(graph, stream)); });
 }
 
 #endif  // BNB_BENCH_COMMON_BENCH_CHECK_H_

@@ -25,28 +25,8 @@ struct Result {
   double bytes, ms, gbps, pct_copy;
 };
 
-// Median time in milliseconds of `fn` on `stream`, after warm-up.
-double time_ms(cudaStream_t stream, int reps, const std::function<void()>& fn) {
-  for (int i = 0; i < 3; ++i) fn();
-  CUDA_OK(cudaStreamSynchronize(stream));
-  cudaEvent_t a, b;
-  CUDA_OK(cudaEventCreate(&a));
-  CUDA_OK(cudaEventCreate(&b));
-  std::vector<float> t;
-  for (int i = 0; i < reps; ++i) {
-    CUDA_OK(cudaEventRecord(a, stream));
-    fn();
-    CUDA_OK(cudaEventRecord(b, stream));
-    CUDA_OK(cudaEventSynchronize(b));
-    float ms = 0;
-    CUDA_OK(cudaEventElapsedTime(&ms, a, b));
-    t.push_back(ms);
-  }
-  CUDA_OK(cudaEventDestroy(a));
-  CUDA_OK(cudaEventDestroy(b));
-  std::sort(t.begin(), t.end());
-  return t[t.size() / 2];
-}
+// Median time in milliseconds of `fn` on `stream`, after three warm-up calls.
+double time_ms(cudaStream_t stream, int reps, const std::function<void()>& fn) { return time_events(stream, reps, 3, fn); }
 
 uint16_t to_half_bits(float f, bool bf16) {
   uint32_t b;

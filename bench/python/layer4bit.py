@@ -100,7 +100,7 @@ def bench_one(N, K, dtype, device, min_time, repeats):
         sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
         sync()
         assert torch.equal(op(*op_args), want) and torch.equal(out, want)
-        assert layer._fast4 is not None, "the layer's eager fast path was not taken"
+        assert layer._fast is not None, "the layer's eager fast path was not taken"
         fns = [lambda: layer(x), lambda: op(*op_args), c_call]
         if device == "cuda":
             fns.append(captured_layer(layer, x, want).replay)

@@ -1093,42 +1093,41 @@ HWY_INLINE void PipelineBlocks(const Optim8Args& a, int64_t b0, int64_t b1, cons
   if (last != nullptr) d(*last);
 }
 
+// The pipelined block loop for the two-state (kEma: AdEMAMix) and one-state (kOpt) rules.
+template <int kDt, bool kEma>
+void Pipeline2State(const Optim8Args& a, int64_t b0, int64_t b1) {
+  const DF df;
+  PipelineBlocks<kDt>(
+      a, b0, b1, [&](const Block8& b, Pending8* q) { Block2StateAC<kDt, kEma>(df, a, b, q); },
+      [&](const Pending8& q) { Block2StateD<kEma>(df, a, q); },
+      [&](const Block8& b) { Block2State<kDt, kEma>(df, a, b); });
+}
+template <int kDt, int kOpt>
+void Pipeline1State(const Optim8Args& a, int64_t b0, int64_t b1) {
+  const DF df;
+  PipelineBlocks<kDt>(
+      a, b0, b1, [&](const Block8& b, Pending8* q) { Block1StateAC<kDt, kOpt>(df, a, b, q); },
+      [&](const Pending8& q) { Block1StateD(df, a, q); },
+      [&](const Block8& b) { Block1State<kDt, kOpt>(df, a, b); });
+}
+
 template <int kDt>
 void Update8Typed(const Optim8Args& a, int64_t b0, int64_t b1) {
-  const DF df;
   switch (a.k->optimizer) {
     case BNB_OPT_ADAM:
     case BNB_OPT_LAMB:
-      return PipelineBlocks<kDt>(
-          a, b0, b1, [&](const Block8& b, Pending8* q) { Block2StateAC<kDt, false>(df, a, b, q); },
-          [&](const Pending8& q) { Block2StateD<false>(df, a, q); },
-          [&](const Block8& b) { Block2State<kDt, false>(df, a, b); });
+      return Pipeline2State<kDt, false>(a, b0, b1);
     case BNB_OPT_ADEMAMIX:
-      return PipelineBlocks<kDt>(
-          a, b0, b1, [&](const Block8& b, Pending8* q) { Block2StateAC<kDt, true>(df, a, b, q); },
-          [&](const Pending8& q) { Block2StateD<true>(df, a, q); },
-          [&](const Block8& b) { Block2State<kDt, true>(df, a, b); });
+      return Pipeline2State<kDt, true>(a, b0, b1);
     case BNB_OPT_MOMENTUM:
     case BNB_OPT_LARS:
-      return PipelineBlocks<kDt>(
-          a, b0, b1, [&](const Block8& b, Pending8* q) { Block1StateAC<kDt, kMomentum>(df, a, b, q); },
-          [&](const Pending8& q) { Block1StateD(df, a, q); },
-          [&](const Block8& b) { Block1State<kDt, kMomentum>(df, a, b); });
+      return Pipeline1State<kDt, kMomentum>(a, b0, b1);
     case BNB_OPT_RMSPROP:
-      return PipelineBlocks<kDt>(
-          a, b0, b1, [&](const Block8& b, Pending8* q) { Block1StateAC<kDt, kRmsprop>(df, a, b, q); },
-          [&](const Pending8& q) { Block1StateD(df, a, q); },
-          [&](const Block8& b) { Block1State<kDt, kRmsprop>(df, a, b); });
+      return Pipeline1State<kDt, kRmsprop>(a, b0, b1);
     case BNB_OPT_ADAGRAD:
-      return PipelineBlocks<kDt>(
-          a, b0, b1, [&](const Block8& b, Pending8* q) { Block1StateAC<kDt, kAdagrad>(df, a, b, q); },
-          [&](const Pending8& q) { Block1StateD(df, a, q); },
-          [&](const Block8& b) { Block1State<kDt, kAdagrad>(df, a, b); });
+      return Pipeline1State<kDt, kAdagrad>(a, b0, b1);
     case BNB_OPT_LION:
-      return PipelineBlocks<kDt>(
-          a, b0, b1, [&](const Block8& b, Pending8* q) { Block1StateAC<kDt, kLion>(df, a, b, q); },
-          [&](const Pending8& q) { Block1StateD(df, a, q); },
-          [&](const Block8& b) { Block1State<kDt, kLion>(df, a, b); });
+      return Pipeline1State<kDt, kLion>(a, b0, b1);
     default:
       return;
   }

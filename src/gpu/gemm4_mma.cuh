@@ -206,7 +206,7 @@ __global__ void __launch_bounds__(kMmaWarps * 32)
 // stream W at memory bandwidth. A block of kSmallWarps warps owns one tile of 16 W rows
 // (persistent: it walks tiles blockIdx.x, + gridDim.x, ...); its warps split that tile's K into
 // contiguous chunk ranges and add their sums through shared memory at the end, so no partial-sum
-// workspace, atomics or second kernel. Each warp keeps SmallDepth chunks of loads in flight (W
+// workspace, atomics or second kernel. Each warp keeps kDepth chunks of loads in flight (W
 // bytes, the blocks' scale inputs and the activation fragments, read from global memory: they are
 // L1/L2 resident) in a register ring indexed at compile time. The pair table is replicated once
 // per lane: entry b of lane l is the word at byte 256 b + 4 l, so every look-up of a warp hits 32
@@ -217,10 +217,6 @@ __global__ void __launch_bounds__(kMmaWarps * 32)
 constexpr int kSmallWarps = 8;  // 256 threads: one per pair-table entry when filling it
 constexpr int kSmallTableBytes = 256 * 256;
 
-template <int MT>
-struct SmallDepth {
-  static constexpr int value = MT == 1 ? 4 : 3;  // <= 4: the lanes of a row group load the scales
-};
 
 // Dynamic shared memory of gemm4_mma_small_kernel<*, MT, *>: table, per-warp sums, code2.
 __host__ __device__ constexpr int gemm4_mma_small_smem_bytes(int mt) {
@@ -233,7 +229,7 @@ __global__ void __launch_bounds__(kSmallWarps * 32, 2)  // two blocks per SM: <=
                            Table16 table, const typename Elem<D>::T* __restrict__ bias,
                            typename Elem<D>::T* __restrict__ out, int64_t M, int64_t N, int64_t K, int log2_blocksize) {
   using T = typename Elem<D>::T;
-  constexpr int kDepth = SmallDepth<MT>::value;
+  constexpr int kDepth = MT == 1 ? 4 : 3;  // chunks in flight per warp (registers: MT = 2 holds more)
   static_assert(kDepth <= 4, "a row group has four lanes to load the scales of a cycle");
   BNB_GEMM4_DYNAMIC_SHARED uint32_t gemm4_small_smem[];
   uint32_t* pairs = gemm4_small_smem;                                       // [byte][64]: lanes in the first 32

@@ -23,8 +23,7 @@
 #include "tables.h"
 
 #if !defined(BNB_GPU_HIP)
-#include <cublas_v2.h>
-#include <dlfcn.h>
+#include "cublas_api.h"
 #define gpuFuncSetAttribute cudaFuncSetAttribute
 #define gpuFuncAttributeMaxDynamicSharedMemorySize cudaFuncAttributeMaxDynamicSharedMemorySize
 #else
@@ -154,32 +153,10 @@ bnb_status_t dispatch_simt(const GpuContext& ctx, const Problem& p, gpuStream_t 
 // ---------------------------------------------------------------- large M: dequantize + cuBLAS
 #if !defined(BNB_GPU_HIP)
 
-// The few cuBLAS entry points used, resolved once from the shared library.
-struct CublasApi {
-  bool ok = false;
-  cublasStatus_t (*create)(cublasHandle_t*) = nullptr;
-  cublasStatus_t (*set_stream)(cublasHandle_t, cudaStream_t) = nullptr;
-  cublasStatus_t (*gemm_ex)(cublasHandle_t, cublasOperation_t, cublasOperation_t, int, int, int, const void*,
-                            const void*, cudaDataType, int, const void*, cudaDataType, int, const void*, void*,
-                            cudaDataType, int, cublasComputeType_t, cublasGemmAlgo_t) = nullptr;
-};
-
 CublasApi load_cublas() {
-  CublasApi api;
   const char* off = std::getenv("BNB_GEMM4_NO_CUBLAS");  // tests of the fallback
-  if (off != nullptr && off[0] != '\0' && off[0] != '0') return api;
-  static const char* const kNames[] = {"libcublas.so.13", "libcublas.so.12", "libcublas.so"};
-  void* lib = nullptr;
-  for (const char* name : kNames) {
-    lib = dlopen(name, RTLD_NOW | RTLD_LOCAL);
-    if (lib != nullptr) break;
-  }
-  if (lib == nullptr) return api;
-  api.create = reinterpret_cast<decltype(api.create)>(dlsym(lib, "cublasCreate_v2"));
-  api.set_stream = reinterpret_cast<decltype(api.set_stream)>(dlsym(lib, "cublasSetStream_v2"));
-  api.gemm_ex = reinterpret_cast<decltype(api.gemm_ex)>(dlsym(lib, "cublasGemmEx"));
-  api.ok = api.create != nullptr && api.set_stream != nullptr && api.gemm_ex != nullptr;
-  return api;  // the library stays loaded for the life of the process
+  if (off != nullptr && off[0] != '\0' && off[0] != '0') return CublasApi{};
+  return load_cublas_api();
 }
 
 const CublasApi& cublas() {

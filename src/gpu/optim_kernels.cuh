@@ -982,86 +982,82 @@ __device__ __forceinline__ void opt8_fast_update(const OptimKernelArgs& a, const
   }
 }
 
+// A warp's walk over the 256-element units first, first + warps, ... < units of one launch.
+// find(u): the tensor holding unit u (an index); tensor(i): its arguments; local(i, u) and
+// vec(i): the unit's block within that tensor and whether it takes vector loads. With the
+// prefetch (opt8_prefetch<D>) the next unit's loads are issued before this unit's update, so a
+// warp keeps memory busy while it computes (registers instead of occupancy:
+// opt8_fast_blocks_per_sm); the current unit's tensor is found once and its arguments rebuilt
+// where they are used (from the parameter space in the multi-tensor kernel) rather than kept in
+// registers.
+template <int D, int OPT, class Find, class Tensor, class Local, class Vec>
+__device__ __forceinline__ void opt8_fast_walk(const Optim8Table& t1, const Optim8Table& t2, const OptimConstsDev& k,
+                                               int64_t first, int64_t warps, int64_t units, int lane,
+                                               const Find& find, const Tensor& tensor, const Local& local,
+                                               const Vec& vec) {
+  if constexpr (opt8_prefetch<D>()) {
+    Opt8In<D> cur;
+    int ci = 0;
+    if (first < units) {
+      ci = find(first);
+      opt8_fast_load<D, OPT>(tensor(ci), local(ci, first), lane, vec(ci), cur);
+    }
+    for (int64_t u = first; u < units; u += warps) {
+      Opt8In<D> nxt;
+      int ni = ci;
+      if (u + warps < units) {
+        ni = find(u + warps);
+        opt8_fast_load<D, OPT>(tensor(ni), local(ni, u + warps), lane, vec(ni), nxt);
+      }
+      opt8_fast_update<D, OPT>(tensor(ci), t1, t2, k, local(ci, u), lane, vec(ci), cur);
+      cur = nxt;
+      ci = ni;
+    }
+  } else {
+    for (int64_t u = first; u < units; u += warps) {
+      const int i = find(u);
+      const OptimKernelArgs& a = tensor(i);  // the kernel parameter itself, or a built copy
+      Opt8In<D> in;
+      opt8_fast_load<D, OPT>(a, local(i, u), lane, vec(i), in);
+      opt8_fast_update<D, OPT>(a, t1, t2, k, local(i, u), lane, vec(i), in);
+    }
+  }
+}
+
 template <int D, int OPT>
 __global__ void __launch_bounds__(kOpt8FastThreads, (opt8_fast_blocks_per_sm<D, OPT>()))
     optim8_fast_kernel(OptimKernelArgs a, const Optim8Table* __restrict__ tables, int vec) {
-  constexpr bool kPf = opt8_prefetch<D>();
   constexpr bool kTwo = OPT == kOptAdam || OPT == kOptAdemamix;
   extern __shared__ uint4 opt8_smem[];
   opt8_stage_tables<kTwo>(tables, opt8_smem);
   const Optim8Table& t1 = *reinterpret_cast<const Optim8Table*>(opt8_smem);
   const Optim8Table& t2 = *(reinterpret_cast<const Optim8Table*>(opt8_smem) + (kTwo ? 1 : 0));
   const OptimConstsDev k = optim_consts(a);
-  const int64_t nblocks = (a.n + 255) / 256;
-  const int lane = static_cast<int>(threadIdx.x) & 31;
   const int64_t warps = static_cast<int64_t>(gridDim.x) * (blockDim.x >> 5);
   const int64_t first = static_cast<int64_t>(blockIdx.x) * (blockDim.x >> 5) + (threadIdx.x >> 5);
-  if constexpr (kPf) {
-    // The next block's loads are issued before this block's update, so a warp keeps memory busy
-    // while it computes (registers instead of occupancy: opt8_fast_blocks_per_sm).
-    Opt8In<D> cur;
-    if (first < nblocks) opt8_fast_load<D, OPT>(a, first, lane, vec != 0, cur);
-    for (int64_t b = first; b < nblocks; b += warps) {
-      Opt8In<D> nxt;
-      if (b + warps < nblocks) opt8_fast_load<D, OPT>(a, b + warps, lane, vec != 0, nxt);
-      opt8_fast_update<D, OPT>(a, t1, t2, k, b, lane, vec != 0, cur);
-      cur = nxt;
-    }
-  } else {
-    for (int64_t b = first; b < nblocks; b += warps) {
-      Opt8In<D> in;
-      opt8_fast_load<D, OPT>(a, b, lane, vec != 0, in);
-      opt8_fast_update<D, OPT>(a, t1, t2, k, b, lane, vec != 0, in);
-    }
-  }
+  opt8_fast_walk<D, OPT>(
+      t1, t2, k, first, warps, (a.n + 255) / 256, static_cast<int>(threadIdx.x) & 31, [](int64_t) { return 0; },
+      [&](int) -> const OptimKernelArgs& { return a; }, [](int, int64_t u) { return u; },
+      [&](int) { return vec != 0; });
 }
 
 // The same update for up to kOptimMultiMax tensors in one launch: each warp walks the launch's
-// 256-element blocks, all tensors' blocks numbered one after another (prefetch as
-// optim8_fast_kernel).
+// 256-element blocks, all tensors' blocks numbered one after another.
 template <int D, int OPT>
 __global__ void __launch_bounds__(kOpt8FastThreads, (opt8_fast_blocks_per_sm<D, OPT>()))
     optim8_fast_multi_kernel(const BNB_GRID_CONSTANT OptimMultiArgs m, const Optim8Table* __restrict__ tables) {
-  constexpr bool kPf = opt8_prefetch<D>();
   constexpr bool kTwo = OPT == kOptAdam || OPT == kOptAdemamix;
   extern __shared__ uint4 opt8_smem[];
   opt8_stage_tables<kTwo>(tables, opt8_smem);
   const Optim8Table& t1 = *reinterpret_cast<const Optim8Table*>(opt8_smem);
   const Optim8Table& t2 = *(reinterpret_cast<const Optim8Table*>(opt8_smem) + (kTwo ? 1 : 0));
   const OptimConstsDev k = optim_consts(m.a);
-  const int lane = static_cast<int>(threadIdx.x) & 31;
   const int64_t warps = static_cast<int64_t>(gridDim.x) * (blockDim.x >> 5);
   const int64_t first = static_cast<int64_t>(blockIdx.x) * (blockDim.x >> 5) + (threadIdx.x >> 5);
-  if constexpr (kPf) {
-    Opt8In<D> cur;
-    int ci = 0;
-    if (first < m.units) {
-      ci = optim_multi_find(m, first);
-      opt8_fast_load<D, OPT>(optim_multi_tensor(m, ci, true), first - m.t[ci].first, lane, m.t[ci].vec != 0, cur);
-    }
-    for (int64_t u = first; u < m.units; u += warps) {
-      Opt8In<D> nxt;
-      int ni = ci;
-      if (u + warps < m.units) {
-        ni = optim_multi_find(m, u + warps);
-        opt8_fast_load<D, OPT>(optim_multi_tensor(m, ni, true), u + warps - m.t[ni].first, lane, m.t[ni].vec != 0,
-                               nxt);
-      }
-      // The descriptor is read again from the parameter space rather than kept in registers.
-      opt8_fast_update<D, OPT>(optim_multi_tensor(m, ci, true), t1, t2, k, u - m.t[ci].first, lane,
-                               m.t[ci].vec != 0, cur);
-      cur = nxt;
-      ci = ni;
-    }
-  } else {
-    for (int64_t u = first; u < m.units; u += warps) {
-      const int i = optim_multi_find(m, u);
-      const OptimKernelArgs a = optim_multi_tensor(m, i, true);
-      Opt8In<D> in;
-      opt8_fast_load<D, OPT>(a, u - m.t[i].first, lane, m.t[i].vec != 0, in);
-      opt8_fast_update<D, OPT>(a, t1, t2, k, u - m.t[i].first, lane, m.t[i].vec != 0, in);
-    }
-  }
+  opt8_fast_walk<D, OPT>(
+      t1, t2, k, first, warps, m.units, static_cast<int>(threadIdx.x) & 31,
+      [&](int64_t u) { return optim_multi_find(m, u); }, [&](int i) { return optim_multi_tensor(m, i, true); },
+      [&](int i, int64_t u) { return u - m.t[i].first; }, [&](int i) { return m.t[i].vec != 0; });
 }
 
 #endif  // !BNB_GPU_HIP

@@ -74,6 +74,31 @@ __device__ __forceinline__ uint32_t from_f32(float f) {
 
 // ---------------------------------------------------------------- loads and stores
 
+// The 16-byte words of a full chunk as binary32 values (load_chunk's vector path).
+template <int D, int kE>
+__device__ __forceinline__ void words_to_f32(const uint4 (&r)[kE * sizeof(typename Elem<D>::T) / 16],
+                                             float (&v)[kE]) {
+  constexpr int kWords = kE * static_cast<int>(sizeof(typename Elem<D>::T)) / 4;
+  uint32_t w[kWords];
+#pragma unroll
+  for (int k = 0; k < kWords / 4; ++k) {
+    w[4 * k] = r[k].x;
+    w[4 * k + 1] = r[k].y;
+    w[4 * k + 2] = r[k].z;
+    w[4 * k + 3] = r[k].w;
+  }
+  if constexpr (D == kF32) {
+#pragma unroll
+    for (int k = 0; k < kWords; ++k) v[k] = __uint_as_float(w[k]);
+  } else {
+#pragma unroll
+    for (int k = 0; k < kWords; ++k) {
+      v[2 * k] = to_f32<D>(w[k] & 0xffffu);
+      v[2 * k + 1] = to_f32<D>(w[k] >> 16);
+    }
+  }
+}
+
 // A chunk of kE elements (16 or 32 bytes) at i0 as binary32; elements at or past n read as 0.
 template <int D, int kE>
 __device__ __forceinline__ void load_chunk(const typename Elem<D>::T* __restrict__ a, int64_t i0, int64_t n,
@@ -81,26 +106,11 @@ __device__ __forceinline__ void load_chunk(const typename Elem<D>::T* __restrict
   constexpr int kWords = kE * static_cast<int>(sizeof(typename Elem<D>::T)) / 4;
   static_assert(kWords == 4 || kWords == 8, "chunks are 16 or 32 bytes");
   if (vec && i0 + kE <= n) {
-    uint32_t w[kWords];
     const uint4* p = reinterpret_cast<const uint4*>(a + i0);
+    uint4 r[kWords / 4];
 #pragma unroll
-    for (int k = 0; k < kWords / 4; ++k) {
-      const uint4 r = p[k];
-      w[4 * k] = r.x;
-      w[4 * k + 1] = r.y;
-      w[4 * k + 2] = r.z;
-      w[4 * k + 3] = r.w;
-    }
-    if constexpr (D == kF32) {
-#pragma unroll
-      for (int k = 0; k < kWords; ++k) v[k] = __uint_as_float(w[k]);
-    } else {
-#pragma unroll
-      for (int k = 0; k < kWords; ++k) {
-        v[2 * k] = to_f32<D>(w[k] & 0xffffu);
-        v[2 * k + 1] = to_f32<D>(w[k] >> 16);
-      }
-    }
+    for (int k = 0; k < kWords / 4; ++k) r[k] = p[k];
+    words_to_f32<D, kE>(r, v);
   } else {
 #pragma unroll
     for (int k = 0; k < kE; ++k) {
@@ -434,31 +444,6 @@ __device__ __forceinline__ void select_codes_fast(const float (&x)[kE], const Qu
 template <int D, int kChunk>
 __host__ __device__ constexpr int quant_chunk_elems() {
   return kChunk / static_cast<int>(sizeof(typename Elem<D>::T));
-}
-
-// The 16-byte words of a full chunk as binary32 values (load_chunk's vector path).
-template <int D, int kE>
-__device__ __forceinline__ void words_to_f32(const uint4 (&r)[kE * sizeof(typename Elem<D>::T) / 16],
-                                             float (&v)[kE]) {
-  constexpr int kWords = kE * static_cast<int>(sizeof(typename Elem<D>::T)) / 4;
-  uint32_t w[kWords];
-#pragma unroll
-  for (int k = 0; k < kWords / 4; ++k) {
-    w[4 * k] = r[k].x;
-    w[4 * k + 1] = r[k].y;
-    w[4 * k + 2] = r[k].z;
-    w[4 * k + 3] = r[k].w;
-  }
-  if constexpr (D == kF32) {
-#pragma unroll
-    for (int k = 0; k < kWords; ++k) v[k] = __uint_as_float(w[k]);
-  } else {
-#pragma unroll
-    for (int k = 0; k < kWords; ++k) {
-      v[2 * k] = to_f32<D>(w[k] & 0xffffu);
-      v[2 * k + 1] = to_f32<D>(w[k] >> 16);
-    }
-  }
 }
 
 // With one slice per thread (kChunk 32, the layout the launchers use) the next tile's input is

@@ -256,10 +256,10 @@ def test_linear4bit_fast_path_is_bit_identical(device, dtype, quant_type, nested
         if bias:
             layer.bias.data = randn((N,), "cpu", dtype, seed=2)
     layer = layer.to(device)
-    assert layer._fast4 is None
+    assert layer._fast is None
     with torch.inference_mode():
         layer(randn((1, K), device, dtype, seed=9))  # the general path, then the shortcut is made
-        assert layer._fast4 is not None
+        assert layer._fast is not None
         for i, lead in enumerate([(1,), (5,), (2, 3), ()]):
             x = randn(lead + (K,), device, dtype, seed=10 + i)
             y = layer(x)
@@ -297,7 +297,7 @@ def test_linear4bit_fast_path_skips_the_general_path(monkeypatch):
         for other in (x.float(), randn((64, 2), "cpu", torch.bfloat16).t(), x.half()):
             assert torch.equal(layer(other), general_path(layer, other))
         assert len(calls) == 6
-        assert layer._fast4 is not None
+        assert layer._fast is not None
         calls.clear()
         assert torch.equal(layer(x), want) and not calls
 
@@ -311,7 +311,7 @@ def test_linear4bit_fast_path_follows_changes_of_the_layer():
     def check():
         with torch.no_grad():
             y = layer(x)
-            assert layer._fast4 is not None
+            assert layer._fast is not None
             assert torch.equal(y, general_path(layer, x))
             return y
 
@@ -343,20 +343,20 @@ def test_linear4bit_fast_path_follows_changes_of_the_layer():
     layer.compute_dtype = None
     assert torch.equal(check(), y2)
     layer.to("cpu")  # a move drops the shortcut (and the tensors it holds)
-    assert layer._fast4 is None
+    assert layer._fast is None
     assert torch.equal(check(), y2)
     # copies and pickles leave the shortcut behind
     clone = copy.deepcopy(layer)
-    assert clone._fast4 is None and torch.equal(clone(x), y2)
+    assert clone._fast is None and torch.equal(clone(x), y2)
     import pickle
 
     restored = pickle.loads(pickle.dumps(layer))
-    assert restored._fast4 is None and torch.equal(restored(x), y2)
+    assert restored._fast is None and torch.equal(restored(x), y2)
     # a bias in another dtype than the input: always the general path (it casts the bias)
     mixed = bnb.nn.Linear4bit(K, N, compute_dtype=torch.bfloat16, quant_type="nf4").to("cpu")
     xb = x.to(torch.bfloat16)
     with torch.no_grad():
-        assert torch.equal(mixed(xb), general_path(mixed, xb)) and mixed._fast4 is None
+        assert torch.equal(mixed(xb), general_path(mixed, xb)) and mixed._fast is None
     # errors after the shortcut exists are the general path's
     with torch.no_grad():
         layer(x)
@@ -370,7 +370,7 @@ def test_linear4bit_without_whole_blocks_has_no_shortcut():
     layer = bnb.nn.Linear4bit(96, 16, quant_type="nf4", blocksize=64).to("cpu")  # K % blocksize != 0
     x = randn((1, 96), "cpu")
     with torch.no_grad():
-        assert torch.equal(layer(x), general_path(layer, x)) and layer._fast4 is None
+        assert torch.equal(layer(x), general_path(layer, x)) and layer._fast is None
 
 
 @pytest.mark.parametrize("device", DEVICES)
@@ -448,7 +448,7 @@ def test_linear8bitlt_fast_path_is_bit_identical(device, dtype):
     layer.bias.data = layer.bias.data.to(dtype)  # a bias in the input's dtype: the shortcut applies
     with torch.inference_mode():
         layer(randn((1, K), device, dtype, seed=9))
-        assert layer._fast8 is not None
+        assert layer._fast is not None
         for i, lead in enumerate([(1,), (4,), (2, 3), ()]):
             x = randn(lead + (K,), device, dtype, seed=10 + i)
             x[..., 7] *= 12.0
@@ -470,7 +470,7 @@ def test_linear8bitlt_fast_path_is_bit_identical(device, dtype):
     y = layer(x)  # grad mode, bias requires grad: autograd through the ops
     assert y.requires_grad and torch.equal(y.detach(), layer._forward(x).detach())
     clone = copy.deepcopy(layer)
-    assert clone._fast8 is None and torch.equal(clone(x), layer(x))
+    assert clone._fast is None and torch.equal(clone(x), layer(x))
 
 
 @pytest.mark.parametrize("device", DEVICES)

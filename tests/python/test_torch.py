@@ -232,7 +232,7 @@ def test_linear4bit_fast_path_on_a_side_stream_and_in_a_cuda_graph(bias):
     x = torch.randn(1, 256, device="cuda").to(torch.bfloat16)
     with torch.no_grad():
         want = layer._forward(x)
-        assert torch.equal(layer(x), want) and layer._fast4 is not None
+        assert torch.equal(layer(x), want) and layer._fast is not None
         side = torch.cuda.Stream()
         side.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(side):

@@ -155,7 +155,45 @@ def _to_storage(packed, storage):
 _QUANT_TYPES = ("fp4", "nf4")
 
 
-class Linear4bit(torch.nn.Linear):
+class _FastLinear(torch.nn.Linear):
+    """The eager fast path shared by the quantized layers (issue 7): a batch-1 product on a GPU
+    takes a few microseconds, so the Python around the library call decides the layer's speed.
+    After a forward through the general path (`_forward`), the library call's fixed arguments are
+    kept in `_fast` (a closure made by `_make_fast`); later forwards that pass its checks make
+    that one call directly. The closure is called as run(x, weight, bias, key), key being the
+    attribute named by `_fast_key` (the layer setting besides weight and bias it depends on), and
+    returns the output, None (this input does not fit: the general path runs) or _STALE (the
+    layer changed: it is rebuilt)."""
+
+    _fast = None
+    _fast_key = None
+
+    def forward(self, x):
+        if type(x) is _Tensor and not _is_compiling():
+            run = self._fast
+            if run is not None:
+                params = self._parameters
+                out = run(x, params["weight"], params["bias"], getattr(self, self._fast_key))
+                if out is not _STALE:
+                    if out is not None:
+                        return out
+                    return self._forward(x)  # this input does not fit the shortcut
+            out = self._forward(x)
+            self._fast = self._make_fast(x)
+            return out
+        return self._forward(x)
+
+    def _apply(self, fn, recurse=True):
+        self._fast = None  # a device move replaces the tensors; do not keep the old ones alive
+        return super()._apply(fn, recurse)
+
+    def __getstate__(self):
+        state = super().__getstate__()
+        state.pop("_fast", None)  # ctypes objects: neither picklable nor meaningful in a copy
+        return state
+
+
+class Linear4bit(_FastLinear):
     """y = x @ dequantize(W)^T + b with W held in 4 bits (NF4 or FP4, blocksize 64 by default,
     double-quantized statistics when compress_statistics).
 
@@ -187,26 +225,10 @@ class Linear4bit(torch.nn.Linear):
                 f"compress_statistics={w.compress_statistics}, compute_dtype={self.compute_dtype}, "
                 f"quantized={w.bnb_quantized}")
 
-    # The eager fast path (issue 7): a batch-1 product on a GPU takes a few microseconds, so the
-    # Python around the library call decides the layer's speed. After a forward through the
-    # general path below, the library call's fixed arguments are kept in `_fast4` (a closure made
-    # by _fast_gemm_4bit); later forwards that pass its checks make that one call directly.
-    _fast4 = None
+    _fast_key = "compute_dtype"
 
-    def forward(self, x):
-        if type(x) is _Tensor and not _is_compiling():
-            run = self._fast4
-            if run is not None:
-                params = self._parameters
-                out = run(x, params["weight"], params["bias"], self.compute_dtype)
-                if out is not _STALE:
-                    if out is not None:
-                        return out
-                    return self._forward(x)  # this input does not fit the shortcut
-            out = self._forward(x)
-            self._fast4 = _fast_gemm_4bit(self, x)
-            return out
-        return self._forward(x)
+    def _make_fast(self, x):
+        return _fast_gemm_4bit(self, x)
 
     def _forward(self, x):
         w = self.weight
@@ -221,15 +243,6 @@ class Linear4bit(torch.nn.Linear):
         out = F.matmul_4bit(x, w.data if w.dtype == torch.uint8 else w.packed_uint8(), w.quant_state, bias=bias)
         return out if out.dtype == in_dtype else out.to(in_dtype)
 
-    def _apply(self, fn, recurse=True):
-        self._fast4 = None  # a device move replaces the tensors; do not keep the old ones alive
-        return super()._apply(fn, recurse)
-
-    def __getstate__(self):
-        state = super().__getstate__()
-        state.pop("_fast4", None)  # ctypes objects: neither picklable nor meaningful in a copy
-        return state
-
     def _save_to_state_dict(self, destination, prefix, keep_vars):
         w = self.weight
         if not w.bnb_quantized:  # still float: a plain Linear's keys
@@ -243,7 +256,7 @@ class Linear4bit(torch.nn.Linear):
 
     def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
                               error_msgs):
-        self._fast4 = None
+        self._fast = None
         wkey = prefix + "weight"
         qs_items = {k: v for k, v in state_dict.items() if k.startswith(wkey + ".")}
         weight = state_dict.get(wkey)
@@ -429,7 +442,7 @@ _FP16_WEIGHTS_MESSAGE = (
     "which bnb does not implement: use has_fp16_weights=False (inference with int8 weights)")
 
 
-class Linear8bitLt(torch.nn.Linear):
+class Linear8bitLt(_FastLinear):
     """LLM.int8() linear layer: y = x @ (CB * SCB / 127)^T + b with the weight held as int8 rows.
 
     threshold > 0 enables the mixed-precision decomposition: input columns holding any
@@ -453,31 +466,10 @@ class Linear8bitLt(torch.nn.Linear):
         return (f"{super().extra_repr()}, threshold={self.state.threshold}, "
                 f"quantized={self.weight.SCB is not None}")
 
-    _fast8 = None  # the eager fast path without outliers (threshold 0), as Linear4bit's _fast4
+    _fast_key = "state"  # the eager fast path without outliers (threshold 0)
 
-    def forward(self, x):
-        if type(x) is _Tensor and not _is_compiling():
-            run = self._fast8
-            if run is not None:
-                params = self._parameters
-                out = run(x, params["weight"], params["bias"], self.state)
-                if out is not _STALE:
-                    if out is not None:
-                        return out
-                    return self._forward(x)
-            out = self._forward(x)
-            self._fast8 = _fast_int8_linear(self, x)
-            return out
-        return self._forward(x)
-
-    def _apply(self, fn, recurse=True):
-        self._fast8 = None
-        return super()._apply(fn, recurse)
-
-    def __getstate__(self):
-        state = super().__getstate__()
-        state.pop("_fast8", None)
-        return state
+    def _make_fast(self, x):
+        return _fast_int8_linear(self, x)
 
     def _forward(self, x):
         w = self.weight
@@ -498,7 +490,7 @@ class Linear8bitLt(torch.nn.Linear):
 
     def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
                               error_msgs):
-        self._fast8 = None
+        self._fast = None
         wkey, skey, fkey = prefix + "weight", prefix + "SCB", prefix + "weight_format"
         weight = state_dict.get(wkey)
         device = _load_device(self.weight, weight)
