@@ -1,0 +1,1 @@
+"""Placeholder: filled in by the compatibility layer's functional work."""

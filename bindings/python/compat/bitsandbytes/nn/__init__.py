@@ -1,0 +1,1 @@
+from .modules import *  # noqa: F401,F403

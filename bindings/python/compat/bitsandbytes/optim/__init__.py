@@ -1,0 +1,1 @@
+"""Placeholder: bitsandbytes.optim (filled in by the optim work)."""
