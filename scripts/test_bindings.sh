@@ -8,7 +8,7 @@
 #   5. build examples/c against that prefix with only pkg-config, run it
 #
 # Usage: scripts/test_bindings.sh BUILD_DIR
-# Environment: BNB_GOLDEN_DIR (default <repo>/../shared/golden), BNB_BACKEND (passed through),
+# Environment: BNB_GOLDEN_DIR (default <repo>/tests/data/golden), BNB_BACKEND (passed through),
 #   CARGO_TARGET_DIR (default BUILD_DIR/bindings-rust-target), KEEP_TMP=1 keeps the prefix.
 # Every step must pass; the first failure stops the script with a non-zero status.
 set -euo pipefail
@@ -21,14 +21,14 @@ fi
 BUILD_DIR=$(cd "$1" && pwd)
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 LIB_DIR="$BUILD_DIR/lib"
-export BNB_GOLDEN_DIR="${BNB_GOLDEN_DIR:-$(cd "$REPO/.." && pwd)/shared/golden}"
+export BNB_GOLDEN_DIR="${BNB_GOLDEN_DIR:-$REPO/tests/data/golden}"
 
 step() { printf '\n==== %s\n' "$*"; }
 fail() { echo "test_bindings: FAILED: $*" >&2; exit 1; }
 
 [[ -e "$LIB_DIR/libbnb.so" ]] || fail "$LIB_DIR/libbnb.so not found: build BUILD_DIR first"
-[[ -f "$BNB_GOLDEN_DIR/manifest.json" ]] || fail "no golden vectors at $BNB_GOLDEN_DIR (set BNB_GOLDEN_DIR)"
-for tool in cargo go cmake pkg-config cc make readelf; do
+[[ -f "$BNB_GOLDEN_DIR/manifest.json" ]] || fail "no golden vectors at $BNB_GOLDEN_DIR"
+for tool in cargo go cmake pkg-config cc make readelf gzip; do
   command -v "$tool" >/dev/null || fail "$tool is not installed"
 done
 

@@ -2,8 +2,9 @@
 # Every GPU test suite and benchmark of every op family in ONE device call.
 #
 #   scripts/gpu/full.sh build    # here: build core + CPU + CUDA (sm_90) + tests + benchmarks and stage
-#                                # them in .gpu_carry/ (git-ignored) with the golden vectors and
-#                                # bitsandbytes' CUDA 13 library (from .wheels/, for side-by-sides)
+#                                # them in .gpu_carry/ (git-ignored) with bitsandbytes' CUDA 13
+#                                # library (from .wheels/, for side-by-sides); the golden vectors
+#                                # travel with the working tree (tests/data/golden)
 #   scripts/gpu/full.sh device   # on the device (run tool, carry [".gpu_carry"]): C++ GPU tests, the
 #                                # unit suites on the CUDA backend, the Python suite with torch, then
 #                                # the quantization, gemm_4bit, int8 and optimizer benchmarks; logs and
@@ -25,7 +26,6 @@ build() {
   cp -L "$build"/lib/libbnb.so.0 "$build"/lib/libbnb_backend_*.so "$build"/lib/libhwy.so.1 "$CARRY/lib/"
   ln -sf libbnb.so.0 "$CARRY/lib/libbnb.so"
   for b in $BINS; do cp "$build/bin/$b" "$CARRY/bin/"; done
-  [ -d "$CARRY/golden" ] || { mkdir -p "$CARRY/golden" && cp -r ../shared/golden/manifest.json ../shared/golden/data "$CARRY/golden/"; }
   local wheel
   wheel=$(ls .wheels/bitsandbytes-*.whl 2>/dev/null | head -1)
   if [ -n "$wheel" ] && [ ! -d "$CARRY/site/bitsandbytes" ]; then
@@ -45,7 +45,7 @@ device() {
   local nv
   nv=$(python3 -c "import nvidia, os; print(os.path.dirname(nvidia.__file__))" 2>/dev/null)
   for d in "$nv"/cublas/lib "$nv"/cu13/lib; do [ -d "$d" ] && export LD_LIBRARY_PATH=$LD_LIBRARY_PATH:$d; done
-  export BNB_GOLDEN_DIR=$CARRY/golden
+  export BNB_GOLDEN_DIR=$ROOT/tests/data/golden  # the build-time default is this machine's path
   nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem,temperature.gpu,power.draw --format=csv > "$out/gpu.txt" 2>&1
   "$CARRY/bin/bnb" info > "$out/info.txt" 2>&1
   # STAGES (default: all) picks a subset: tests unit python cli quant bnbquant gemm4 int8 optim torchoptim layer

@@ -2,7 +2,7 @@
 # Quick device check of the 4-bit layer path: gemm_4bit unit tests on CUDA, the nn tests with torch
 # on the GPU, and the batch-1 layer benchmark (run tool, carry .gpu_carry after full.sh build).
 export LD_LIBRARY_PATH=$PWD/.gpu_carry/lib
-export BNB_GOLDEN_DIR=$PWD/.gpu_carry/golden
+export BNB_GOLDEN_DIR=$PWD/tests/data/golden
 nv=$(python3 -c "import nvidia, os; print(os.path.dirname(nvidia.__file__))" 2>/dev/null)
 for d in "$nv"/cublas/lib "$nv"/cu13/lib; do [ -d "$d" ] && export LD_LIBRARY_PATH=$LD_LIBRARY_PATH:$d; done
 timeout 120 .gpu_carry/bin/bnb_tests --gtest_filter='*Gemm4*' 2>&1 | grep -E "^\[  (PASSED|FAILED)|FAILED  \]"

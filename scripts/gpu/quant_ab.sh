@@ -8,7 +8,7 @@
 # (bench/gpu/NOTES.md and bench/gemm4/NOTES.md list the ones that were tried).
 set -u
 export LD_LIBRARY_PATH=$PWD/.gpu_carry/lib
-export BNB_GOLDEN_DIR=$PWD/.gpu_carry/golden
+export BNB_GOLDEN_DIR=$PWD/tests/data/golden
 nv=$(python3 -c "import nvidia, os; print(os.path.dirname(nvidia.__file__))" 2>/dev/null)
 for d in "$nv"/cublas/lib "$nv"/cu13/lib; do [ -d "$d" ] && export LD_LIBRARY_PATH=$LD_LIBRARY_PATH:$d; done
 KNOB=${KNOB:?set KNOB to the environment variable to compare}

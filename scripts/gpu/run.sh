@@ -3,14 +3,15 @@
 #
 #   scripts/gpu/run.sh build     # here (no GPU needed): build core + CPU plugin + CUDA plugin (sm_90
 #                                # only) + tests + benchmark, and stage everything the device needs
-#                                # in .gpu_carry/ (git-ignored): libs, binaries, golden vectors,
-#                                # bitsandbytes (its CUDA 13 library only) for the side-by-side.
+#                                # in .gpu_carry/ (git-ignored): libs, binaries, bitsandbytes (its
+#                                # CUDA 13 library only) for the side-by-side. The golden vectors
+#                                # travel with the working tree (tests/data/golden).
 #   scripts/gpu/run.sh device    # on the device machine (run tool, carry [".gpu_carry"]): GPU
 #                                # tests, golden cases on the CUDA backend, benchmarks vs
 #                                # bitsandbytes; logs and JSON under $OUT; summary table last.
 #
 # Environment: BUILD (default build-gpu-run), ARCH (default 90), N (benchmark elements, 2^28),
-# REPS (30), GOLDEN (../shared/golden), WHEEL (.wheels/bitsandbytes-*.whl).
+# REPS (30), WHEEL (.wheels/bitsandbytes-*.whl).
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 ROOT=$PWD
@@ -29,10 +30,6 @@ build() {
   mkdir -p "$CARRY/lib" "$CARRY/bin"
   cp -L "$build"/lib/libbnb.so.0 "$build"/lib/libbnb_backend_*.so "$CARRY/lib/"
   cp "$build"/bin/bnb_gpu_tests "$build"/bin/bnb_tests "$build"/bin/bnb_bench_gpu_quant "$CARRY/bin/"
-  local golden=${GOLDEN:-$ROOT/../shared/golden}
-  if [ ! -d "$CARRY/golden" ]; then
-    mkdir -p "$CARRY/golden" && cp -r "$golden/manifest.json" "$golden/data" "$CARRY/golden/"
-  fi
   local wheel
   wheel=$(ls ${WHEEL:-.wheels/bitsandbytes-*.whl} 2>/dev/null | head -1)
   if [ -n "$wheel" ] && [ ! -d "$CARRY/site/bitsandbytes" ]; then
@@ -48,7 +45,7 @@ device() {
   local out=${OUT:-/tmp/bnb_gpu_out}
   mkdir -p "$out"
   export LD_LIBRARY_PATH=$CARRY/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
-  export BNB_GOLDEN_DIR=$CARRY/golden
+  export BNB_GOLDEN_DIR=$ROOT/tests/data/golden  # the build-time default is this machine's path
   local n=${N:-268435456} reps=${REPS:-30}
   {
     nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem,temperature.gpu,power.draw --format=csv

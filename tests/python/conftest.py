@@ -3,9 +3,11 @@
 The package under test: the installed `bnb` when there is one and BNB_LIBRARY_PATH is unset;
 otherwise the source tree's bindings/python (with BNB_LIBRARY_PATH pointing at a build, e.g.
 `BNB_LIBRARY_PATH=build/lib python -m pytest tests/python`).
-Golden vectors: $BNB_GOLDEN_DIR, default <repo>/../shared/golden.
+Golden vectors: $BNB_GOLDEN_DIR, default <repo>/tests/data/golden (a missing or damaged set is an
+error, never a skip).
 """
 
+import gzip
 import importlib.util
 import json
 import os
@@ -21,7 +23,7 @@ if os.environ.get("BNB_LIBRARY_PATH") or importlib.util.find_spec("bnb") is None
 
 import bnb  # noqa: E402
 
-GOLDEN_DIR = os.environ.get("BNB_GOLDEN_DIR") or os.path.join(REPO, "..", "shared", "golden")
+GOLDEN_DIR = os.environ.get("BNB_GOLDEN_DIR") or os.path.join(REPO, "tests", "data", "golden")
 
 try:
     import torch  # noqa: F401
@@ -59,34 +61,44 @@ def torch_devices():
 
 
 class Golden:
+    """The golden set (tests/data/golden/README.md): manifest.json, each array gzip-compressed."""
+
     def __init__(self, root):
         self.root = root
         with open(os.path.join(root, "manifest.json")) as f:
             self.manifest = json.load(f)
 
     def cases(self, op, backend="cuda"):
-        return [c for c in self.manifest["cases"] if c["op"] == op and c["backend"] == backend]
+        found = [c for c in self.manifest["cases"] if c["op"] == op and c["backend"] == backend]
+        if not found:
+            raise LookupError(f"the golden manifest in {self.root} has no {backend} {op} case")
+        return found
 
     def load(self, entry):
-        """(array, dtype name); bfloat16 comes back as its uint16 bit patterns."""
+        """(array, dtype name); bfloat16 comes back as its uint16 bit patterns. gzip checks the
+        file's CRC-32 and length; the size must match the manifest's shape and dtype."""
         dtype = entry["dtype"]
-        np_dtype = np.uint16 if dtype == "bfloat16" else np.dtype(dtype)
-        a = np.fromfile(os.path.join(self.root, entry["file"]), dtype=np_dtype).reshape(entry["shape"])
-        return a, dtype
+        np_dtype = np.dtype(np.uint16 if dtype == "bfloat16" else dtype)
+        path = os.path.join(self.root, entry["file"] + ".gz")
+        with gzip.open(path, "rb") as f:
+            raw = f.read()
+        want = int(np.prod(entry["shape"], dtype=np.int64)) * np_dtype.itemsize
+        if len(raw) != want:
+            raise ValueError(f"{path}: {len(raw)} bytes, its shape and dtype need {want}")
+        return np.frombuffer(raw, dtype=np_dtype).reshape(entry["shape"]).copy(), dtype
 
 
-def golden_or_none():
-    if os.path.isfile(os.path.join(GOLDEN_DIR, "manifest.json")):
-        return Golden(GOLDEN_DIR)
-    return None
+def load_golden():
+    """The golden set; a missing manifest raises (golden tests fail, they do not skip)."""
+    path = os.path.join(GOLDEN_DIR, "manifest.json")
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"no golden vectors: {path} is missing (BNB_GOLDEN_DIR={GOLDEN_DIR})")
+    return Golden(GOLDEN_DIR)
 
 
 @pytest.fixture(scope="session")
 def golden():
-    g = golden_or_none()
-    if g is None:
-        pytest.skip(f"no golden vectors at {GOLDEN_DIR} (set BNB_GOLDEN_DIR)")
-    return g
+    return load_golden()
 
 
 @pytest.fixture

@@ -5,14 +5,13 @@ import numpy as np
 import pytest
 
 import bnb
-from conftest import golden_or_none, needs_cpu, torch_devices
+from conftest import load_golden, needs_cpu, torch_devices
 
-GOLDEN = golden_or_none()
-pytestmark = pytest.mark.skipif(GOLDEN is None, reason="no golden vectors (set BNB_GOLDEN_DIR)")
+GOLDEN = load_golden()  # read while collecting: a missing set is a collection error, not a skip
 
 
 def cases(op):
-    return GOLDEN.cases(op) if GOLDEN is not None else []
+    return GOLDEN.cases(op)
 
 
 def case_id(case):

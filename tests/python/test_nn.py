@@ -12,12 +12,12 @@ import numpy as np
 import pytest
 
 import bnb
-from conftest import golden_or_none, needs_cpu, torch_devices
+from conftest import load_golden, needs_cpu, torch_devices
 
 torch = pytest.importorskip("torch")
 pytestmark = needs_cpu
 DEVICES = torch_devices()
-GOLDEN = golden_or_none()
+GOLDEN = load_golden()
 TOL_4BIT = {torch.float32: 1e-5, torch.float16: 2e-3, torch.bfloat16: 1e-2}  # relative error norm
 
 
@@ -147,7 +147,6 @@ def golden_tensor(entry):
     return t.view(torch.bfloat16) if dtype == "bfloat16" else t
 
 
-@pytest.mark.skipif(GOLDEN is None, reason="no golden vectors (set BNB_GOLDEN_DIR)")
 @pytest.mark.parametrize("device", DEVICES)
 def test_linear4bit_loads_a_bitsandbytes_state_dict_bit_exactly(device):
     cases = GOLDEN.cases("quantize_4bit_nested")
@@ -506,7 +505,6 @@ def test_linear8bitlt_state_dict(device):
     assert torch.equal(clone(x), f(x)) and clone.weight.SCB is not f.weight.SCB
 
 
-@pytest.mark.skipif(GOLDEN is None, reason="no golden vectors (set BNB_GOLDEN_DIR)")
 @pytest.mark.parametrize("device", DEVICES)
 def test_linear8bitlt_quantizes_like_bitsandbytes(device):
     """A [64, 512] fp16 weight: int8 rows and SCB equal the golden row-wise quantization."""

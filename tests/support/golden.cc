@@ -7,6 +7,8 @@
 #include <sstream>
 #include <stdexcept>
 
+#include <zlib.h>
+
 #include "half.h"
 
 namespace bnb_test {
@@ -20,10 +22,26 @@ size_t dtype_size(const std::string& dtype) {
   throw std::runtime_error("unknown golden dtype " + dtype);
 }
 
-std::vector<uint8_t> read_file(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw std::runtime_error("cannot open " + path);
-  return std::vector<uint8_t>(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+// The whole of a gzip file. zlib checks the member's CRC-32 and length at its end, so a corrupt or
+// truncated file is an error here rather than wrong data later.
+std::vector<uint8_t> read_gzip(const std::string& path) {
+  gzFile in = gzopen(path.c_str(), "rb");
+  if (in == nullptr) throw std::runtime_error("cannot open " + path);
+  std::vector<uint8_t> out;
+  uint8_t buf[1 << 16];
+  int got = 0;
+  while ((got = gzread(in, buf, sizeof buf)) > 0) out.insert(out.end(), buf, buf + got);
+  if (gzdirect(in)) {  // zlib passes a file without a gzip header through unchecked
+    gzclose(in);
+    throw std::runtime_error(path + ": not gzip data");
+  }
+  // A truncated member ends the loop with 0 and Z_BUF_ERROR ("unexpected end of file"), a bad
+  // check value with -1: both leave an error status.
+  int err = Z_OK;
+  const std::string why = gzerror(in, &err);
+  gzclose(in);
+  if (got < 0 || err != Z_OK) throw std::runtime_error(path + ": corrupt gzip data (" + why + ")");
+  return out;
 }
 
 GoldenArray load_array(const std::string& dir, const nlohmann::json& j) {
@@ -31,7 +49,7 @@ GoldenArray load_array(const std::string& dir, const nlohmann::json& j) {
   a.file = j.at("file").get<std::string>();
   a.dtype = j.at("dtype").get<std::string>();
   a.shape = j.at("shape").get<std::vector<int64_t>>();
-  a.bytes = read_file(dir + "/" + a.file);
+  a.bytes = read_gzip(dir + "/" + a.file + ".gz");  // stored compressed: README.md there
   if (a.bytes.size() != static_cast<size_t>(a.numel()) * dtype_size(a.dtype))
     throw std::runtime_error(a.file + ": size does not match its shape and dtype");
   return a;
@@ -90,7 +108,7 @@ std::string golden_dir() {
 std::vector<GoldenCase> load_golden(const std::string& op, const std::string& backend) {
   const std::string dir = golden_dir();
   std::ifstream in(dir + "/manifest.json");
-  if (!in) return {};
+  if (!in) throw std::runtime_error("no golden vectors: cannot read " + dir + "/manifest.json");
   const nlohmann::json manifest = nlohmann::json::parse(in);
   std::vector<GoldenCase> cases;
   int index = 0;
@@ -110,6 +128,7 @@ std::vector<GoldenCase> load_golden(const std::string& op, const std::string& ba
       g.outputs[it.key()] = load_array(dir, it.value());
     cases.push_back(std::move(g));
   }
+  if (cases.empty()) throw std::runtime_error("the golden manifest in " + dir + " has no " + backend + " " + op + " case");
   return cases;
 }
 

@@ -1,4 +1,4 @@
-// Reader for the golden vectors produced by bitsandbytes (../shared/golden, see its README).
+// Reader for the golden vectors produced by bitsandbytes (tests/data/golden, see its README.md).
 #ifndef BNB_TESTS_GOLDEN_H_
 #define BNB_TESTS_GOLDEN_H_
 
@@ -29,9 +29,12 @@ struct GoldenCase {
   std::string label() const;  // "#12 quantize_4bit nf4 bs64 n=13289 float16"
 };
 
-// The golden directory: $BNB_GOLDEN_DIR, else the path configured at build time.
+// The golden directory: $BNB_GOLDEN_DIR, else the path configured at build time (the repository's
+// tests/data/golden).
 std::string golden_dir();
-// Every case of `op` for `backend`, with arrays loaded. Empty when the directory is missing.
+// Every case of `op` for `backend`, with arrays loaded. Throws std::runtime_error (a test failure
+// in GoogleTest) when the manifest is missing, names no such case, or an array file is missing,
+// corrupt or of the wrong size: the golden tests never skip.
 std::vector<GoldenCase> load_golden(const std::string& op, const std::string& backend);
 
 }  // namespace bnb_test

@@ -1,9 +1,17 @@
-// Golden vectors from bitsandbytes' CUDA kernels (../shared/golden, `backend` = cuda): every
-// available backend must reproduce the codes, absmax and dequantized values bit for bit.
+// Golden vectors from bitsandbytes' CUDA kernels (tests/data/golden, `backend` = cuda): every
+// available backend must reproduce the codes, absmax and dequantized values bit for bit. A missing
+// or damaged golden set fails these tests (load_golden throws); GoldenData checks that it does.
 #include <gtest/gtest.h>
 
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <iterator>
+#include <stdexcept>
+
+#include <unistd.h>
 
 #include "golden.h"
 #include "tables.h"
@@ -46,7 +54,6 @@ std::string param_name(const ::testing::TestParamInfo<int32_t>& info) { return b
 
 TEST_P(Golden, CodeTables) {
   const auto cases = load_golden("code_tables", "cuda");
-  if (cases.empty()) GTEST_SKIP() << "no golden vectors at " << golden_dir();
   const std::pair<const char*, int32_t> tables[] = {{"dynamic_signed", BNB_CODE_DYNAMIC_SIGNED},
                                                     {"dynamic_unsigned", BNB_CODE_DYNAMIC_UNSIGNED},
                                                     {"nf4", BNB_CODE_NF4},
@@ -63,7 +70,6 @@ TEST_P(Golden, CodeTables) {
 
 TEST_P(Golden, QuantizeBlockwise) {
   const auto cases = load_golden("quantize_blockwise", "cuda");
-  if (cases.empty()) GTEST_SKIP() << "no golden vectors at " << golden_dir();
   const Context& ctx = *ctx_;
   int passed = 0;
   for (const GoldenCase& c : cases) {
@@ -114,7 +120,6 @@ TEST_P(Golden, QuantizeBlockwise) {
 
 TEST_P(Golden, Quantize4bit) {
   const auto cases = load_golden("quantize_4bit", "cuda");
-  if (cases.empty()) GTEST_SKIP() << "no golden vectors at " << golden_dir();
   const Context& ctx = *ctx_;
   int passed = 0;
   for (const GoldenCase& c : cases) {
@@ -160,7 +165,6 @@ TEST_P(Golden, Quantize4bit) {
 
 TEST_P(Golden, Quantize4bitNested) {
   const auto cases = load_golden("quantize_4bit_nested", "cuda");
-  if (cases.empty()) GTEST_SKIP() << "no golden vectors at " << golden_dir();
   const Context& ctx = *ctx_;
   int passed = 0, offsets_equal = 0;
   for (const GoldenCase& c : cases) {
@@ -234,3 +238,99 @@ TEST_P(Golden, Quantize4bitNested) {
 
 INSTANTIATE_TEST_SUITE_P(Backends, Golden, ::testing::ValuesIn(available_backends()), param_name);
 GTEST_ALLOW_UNINSTANTIATED_PARAMETERIZED_TEST(Golden);
+
+// ---------------------------------------------------------------- the reader refuses damaged data
+namespace {
+
+namespace fs = std::filesystem;
+
+std::vector<char> read_all(const fs::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  return std::vector<char>(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+}
+
+void write_all(const fs::path& path, const std::vector<char>& bytes) {
+  std::ofstream out(path, std::ios::binary);
+  out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+}
+
+// A one-case golden set in a fresh directory (the NF4 table copied from the real set), with
+// BNB_GOLDEN_DIR pointing at it for the fixture's lifetime.
+class GoldenData : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (const char* env = std::getenv("BNB_GOLDEN_DIR")) saved_ = env;
+    real_ = golden_dir();
+    dir_ = fs::temp_directory_path() / ("bnb_golden_" + std::to_string(getpid()) + "_" +
+                                        ::testing::UnitTest::GetInstance()->current_test_info()->name());
+    fs::remove_all(dir_);
+    fs::create_directories(dir_ / "data");
+    gz_ = read_all(fs::path(real_) / "data" / "0003_nf4.bin.gz");
+    ASSERT_GT(gz_.size(), 20u) << "the real golden set lacks data/0003_nf4.bin.gz in " << real_;
+    write_manifest(16);
+    write_all(dir_ / "data" / "0003_nf4.bin.gz", gz_);
+    setenv("BNB_GOLDEN_DIR", dir_.c_str(), 1);
+  }
+  void TearDown() override {
+    if (saved_.empty()) {
+      unsetenv("BNB_GOLDEN_DIR");
+    } else {
+      setenv("BNB_GOLDEN_DIR", saved_.c_str(), 1);
+    }
+    fs::remove_all(dir_);
+  }
+  void write_manifest(int elements) {
+    std::ofstream(dir_ / "manifest.json")
+        << R"({"cases": [{"op": "code_tables", "backend": "cuda", "params": {}, "inputs": {}, "outputs": )"
+        << R"({"nf4": {"file": "data/0003_nf4.bin", "dtype": "float32", "shape": [)" << elements << "]}}}]}";
+  }
+  std::string saved_, real_;
+  fs::path dir_;
+  std::vector<char> gz_;
+};
+
+}  // namespace
+
+TEST_F(GoldenData, IntactCopyLoads) {
+  const auto cases = load_golden("code_tables", "cuda");
+  ASSERT_EQ(cases.size(), 1u);
+  const GoldenArray& nf4 = cases[0].outputs.at("nf4");
+  ASSERT_EQ(nf4.bytes.size(), 64u);
+  EXPECT_EQ(std::memcmp(nf4.bytes.data(), bnb::kNF4Bits, 64), 0);
+}
+
+TEST_F(GoldenData, MissingSetFails) {
+  fs::remove_all(dir_);
+  EXPECT_THROW(load_golden("code_tables", "cuda"), std::runtime_error);
+}
+
+TEST_F(GoldenData, MissingArrayFails) {
+  fs::remove(dir_ / "data" / "0003_nf4.bin.gz");
+  EXPECT_THROW(load_golden("code_tables", "cuda"), std::runtime_error);
+}
+
+TEST_F(GoldenData, AbsentOpFails) { EXPECT_THROW(load_golden("quantize_4bit", "cuda"), std::runtime_error); }
+
+TEST_F(GoldenData, TruncatedArrayFails) {
+  write_all(dir_ / "data" / "0003_nf4.bin.gz", std::vector<char>(gz_.begin(), gz_.end() - 6));
+  EXPECT_THROW(load_golden("code_tables", "cuda"), std::runtime_error);
+}
+
+TEST_F(GoldenData, DamagedArrayFails) {
+  std::vector<char> bad = gz_;
+  bad[bad.size() - 8] ^= 0x01;  // the CRC-32 of the trailer
+  write_all(dir_ / "data" / "0003_nf4.bin.gz", bad);
+  EXPECT_THROW(load_golden("code_tables", "cuda"), std::runtime_error);
+}
+
+TEST_F(GoldenData, UncompressedArrayFails) {
+  const auto cases = load_golden("code_tables", "cuda");
+  const std::vector<uint8_t>& raw = cases[0].outputs.at("nf4").bytes;
+  write_all(dir_ / "data" / "0003_nf4.bin.gz", std::vector<char>(raw.begin(), raw.end()));
+  EXPECT_THROW(load_golden("code_tables", "cuda"), std::runtime_error);
+}
+
+TEST_F(GoldenData, SizeOtherThanShapeFails) {
+  write_manifest(17);
+  EXPECT_THROW(load_golden("code_tables", "cuda"), std::runtime_error);
+}

@@ -1,16 +1,19 @@
 package bnb
 
 import (
+	"compress/gzip"
 	"encoding/binary"
 	"encoding/json"
 	"fmt"
+	"io"
 	"math"
 	"os"
 	"path/filepath"
 	"testing"
 )
 
-// The golden vectors of ../shared/golden: manifest.json names each case's arrays.
+// The golden vectors of tests/data/golden: manifest.json names each case's arrays, each stored
+// gzip-compressed beside the name it gives (README.md there).
 type goldenArray struct {
 	File  string `json:"file"`
 	DType string `json:"dtype"`
@@ -25,12 +28,12 @@ type goldenCase struct {
 	Outputs map[string]goldenArray `json:"outputs"`
 }
 
-// goldenDir is $BNB_GOLDEN_DIR, else the repository root's ../shared/golden.
+// goldenDir is $BNB_GOLDEN_DIR, else the repository's tests/data/golden.
 func goldenDir() string {
 	if d := os.Getenv("BNB_GOLDEN_DIR"); d != "" {
 		return d
 	}
-	return filepath.Join("..", "..", "..", "..", "shared", "golden")
+	return filepath.Join("..", "..", "..", "tests", "data", "golden")
 }
 
 func loadManifest(t *testing.T) []goldenCase {
@@ -38,7 +41,7 @@ func loadManifest(t *testing.T) []goldenCase {
 	path := filepath.Join(goldenDir(), "manifest.json")
 	raw, err := os.ReadFile(path)
 	if err != nil {
-		t.Fatalf("reading %s: %v (set BNB_GOLDEN_DIR)", path, err)
+		t.Fatalf("no golden vectors: reading %s: %v (BNB_GOLDEN_DIR overrides the directory)", path, err)
 	}
 	var m struct {
 		Cases []goldenCase `json:"cases"`
@@ -70,11 +73,36 @@ func findCase(t *testing.T, op, dtype string, params map[string]string) goldenCa
 	return goldenCase{}
 }
 
+// goldenDTypeSize is the bytes per element of a manifest dtype.
+var goldenDTypeSize = map[string]int{"float32": 4, "int32": 4, "float16": 2, "bfloat16": 2, "uint8": 1, "int8": 1, "int64": 8}
+
+// readBytes is an array's raw contents. gzip's reader checks the CRC-32 and length at the end of
+// the file, and the size must match the manifest's shape and dtype, so a damaged file fails.
 func readBytes(t *testing.T, a goldenArray) []byte {
 	t.Helper()
-	b, err := os.ReadFile(filepath.Join(goldenDir(), a.File))
+	path := filepath.Join(goldenDir(), a.File+".gz")
+	f, err := os.Open(path)
 	if err != nil {
 		t.Fatal(err)
+	}
+	defer f.Close()
+	z, err := gzip.NewReader(f)
+	if err != nil {
+		t.Fatalf("%s: %v", path, err)
+	}
+	b, err := io.ReadAll(z)
+	if err != nil {
+		t.Fatalf("%s: %v", path, err)
+	}
+	want, ok := goldenDTypeSize[a.DType]
+	if !ok {
+		t.Fatalf("%s: unknown dtype %s", path, a.DType)
+	}
+	for _, d := range a.Shape {
+		want *= d
+	}
+	if len(b) != want {
+		t.Fatalf("%s: %d bytes, its shape and dtype need %d", path, len(b), want)
 	}
 	return b
 }

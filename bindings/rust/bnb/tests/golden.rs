@@ -1,4 +1,4 @@
-//! Bit-exact agreement with the reference's golden vectors (../shared/golden), through the
+//! Bit-exact agreement with the reference's golden vectors (tests/data/golden), through the
 //! safe binding. Cases are picked from manifest.json by op, params and input dtype.
 mod common;
 

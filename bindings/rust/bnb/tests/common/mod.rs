@@ -182,18 +182,22 @@ impl Parser<'_> {
     }
 }
 
-/// $BNB_GOLDEN_DIR, else the repository root's ../shared/golden.
+/// $BNB_GOLDEN_DIR, else the repository's tests/data/golden.
 pub fn golden_dir() -> PathBuf {
     match std::env::var_os("BNB_GOLDEN_DIR") {
         Some(d) => PathBuf::from(d),
-        None => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../../shared/golden"),
+        None => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../tests/data/golden"),
     }
 }
 
 pub fn manifest() -> Json {
     let path = golden_dir().join("manifest.json");
-    let text = std::fs::read_to_string(&path)
-        .unwrap_or_else(|e| panic!("reading {}: {e} (set BNB_GOLDEN_DIR)", path.display()));
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| {
+        panic!(
+            "no golden vectors: reading {}: {e} (BNB_GOLDEN_DIR overrides the directory)",
+            path.display()
+        )
+    });
     parse(&text)
 }
 
@@ -219,10 +223,40 @@ pub fn find_case<'a>(m: &'a Json, op: &str, params: &[(&str, &str)], dtype: &str
         .unwrap_or_else(|| panic!("no cuda {op} case with {params:?} and {dtype}"))
 }
 
+/// An array's raw contents. Each file is stored gzip-compressed beside the name the manifest gives
+/// (tests/data/golden/README.md); the tests use std only, so the system's `gzip -dc` inflates it,
+/// checking the CRC-32 and length at the end of the file. The size must match shape and dtype.
 pub fn read_bytes(case: &Json, side: &str, name: &str) -> Vec<u8> {
     let file = case.path_str(&[side, name, "file"]);
-    let path = golden_dir().join(file);
-    std::fs::read(&path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()))
+    let path = golden_dir().join(format!("{file}.gz"));
+    let out = std::process::Command::new("gzip")
+        .arg("-dc")
+        .arg(&path)
+        .output()
+        .unwrap_or_else(|e| panic!("running gzip -dc {}: {e}", path.display()));
+    if !out.status.success() {
+        panic!(
+            "gzip -dc {}: {} {}",
+            path.display(),
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    let elem = match case.path_str(&[side, name, "dtype"]) {
+        "float32" | "int32" => 4,
+        "float16" | "bfloat16" => 2,
+        "uint8" | "int8" => 1,
+        "int64" => 8,
+        other => panic!("{}: unknown dtype {other}", path.display()),
+    };
+    let want = elem * shape(case, side, name).iter().product::<usize>();
+    assert_eq!(
+        out.stdout.len(),
+        want,
+        "{}: size does not match its shape and dtype",
+        path.display()
+    );
+    out.stdout
 }
 
 pub fn read_f32(case: &Json, side: &str, name: &str) -> Vec<f32> {
