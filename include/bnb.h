@@ -1,8 +1,9 @@
 /* bnb — 8-bit and 4-bit quantization, 4-bit/int8 inference matmuls and 8-bit optimizers.
  *
- * The one public header: plain C99, stable ABI. The contract is ../shared/spec/API.md (mirrored
- * in docs/API.md); every function returns a bnb_status_t and writes results through pointers.
- * On failure bnb_last_error_message() names the argument that was wrong.
+ * The one public header: plain C99, stable ABI. The contract is docs/API.md (formats and
+ * semantics: docs/FORMATS.md, docs/OPS.md); every function returns a bnb_status_t and writes
+ * results through pointers. On failure bnb_last_error_message() names the argument that was
+ * wrong.
  */
 #ifndef BNB_H_
 #define BNB_H_
@@ -153,7 +154,7 @@ BNB_API bnb_status_t bnb_gemm_4bit_plan_destroy(bnb_gemm4_plan_t plan); /* NULL 
 /* ---------------------------------------------------------------- LLM.int8() */
 /* Row-wise: row_stats[r] = absmax of row r over entries with |x| < threshold (all when
    threshold == 0); entries at or above threshold are written as 0 in q — as in the reference,
-   every entry of a column that holds such an entry is written as 0 (FORMATS.md 6.1). */
+   every entry of a column that holds such an entry is written as 0 (docs/FORMATS.md §6.1). */
 BNB_API bnb_status_t bnb_int8_vectorwise_quant(bnb_context_t ctx, int32_t dtype, int64_t rows, int64_t cols,
                                                const void* A, float threshold, int8_t* q, float* row_stats,
                                                void* stream);

@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Host model of the GPU's bucketed 8-bit code selection (src/gpu/quant_kernels.cuh), checked
-against the reference's 7-step search (FORMATS.md 2.3) at every midpoint +-2 ulp and on random
+against the reference's 7-step search (docs/FORMATS.md §2.3) at every midpoint +-2 ulp and on random
 values, for the signed/unsigned dynamic maps and a linear map. Costs no device time."""
 import struct
 import sys

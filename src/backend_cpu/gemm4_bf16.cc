@@ -12,7 +12,7 @@
 // products of one quantization block are summed unscaled (binary32), then scaled by its absmax.
 //
 // Numerics: bf16(LUT[nibble]) * A exactly, binary32 sums, * absmax in binary32 — the weight is
-// rounded to bf16 before the product, as in the reference's bf16 kernels (OPS 4.1); the error
+// rounded to bf16 before the product, as in the reference's bf16 kernels (docs/OPS.md §4.1); the error
 // stays far inside the bf16 bound (relative 1e-2).
 #include "gemm4_common.h"
 

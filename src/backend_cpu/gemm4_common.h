@@ -20,7 +20,7 @@ struct Gemm4Args {
   alignas(64) float lut[16];  // the decoder's table (FP4: bit 3 is a sign, nibble 8 = -0.0)
 };
 
-// absmax of block b, reconstructed as every consumer does (FORMATS 4.1) when nested.
+// absmax of block b, reconstructed as every consumer does (docs/FORMATS.md §4.1) when nested.
 inline float gemm4_block_scale(const bnb_scales_resolved_t& s, int64_t b) {
   if (s.absmax != nullptr) return s.absmax[b];
   const float c = s.code2 != nullptr ? s.code2[s.absmax_q[b]]

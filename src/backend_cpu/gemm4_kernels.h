@@ -1,4 +1,4 @@
-// The CPU kernel of the 4-bit inference matmul (OPS 4.1), callable without the plugin (the
+// The CPU kernel of the 4-bit inference matmul (docs/OPS.md §4.1), callable without the plugin (the
 // per-target tests and the benchmark link bnb_cpu_kernels directly). Arguments are assumed valid
 // (the core checked them: M, N, K > 0, K % blocksize == 0, blocksize 32..4096 a power of two);
 // std::bad_alloc may escape.
@@ -14,7 +14,7 @@ namespace bnb {
 namespace cpu {
 
 // out[M,N] = A[M,K] @ dequant(W)[N,K]^T (+ bias[N]). A, bias and out have `dtype` (BNB_F32,
-// BNB_F16, BNB_BF16); W holds the packed nibbles of the row-major [N,K] weight (FORMATS 3.4),
+// BNB_F16, BNB_BF16); W holds the packed nibbles of the row-major [N,K] weight (docs/FORMATS.md §3.4),
 // scales its per-block absmax (plain or nested); quant_type BNB_NF4 or BNB_FP4. Products and
 // sums are binary32 (weights decoded exactly as RN32(LUT[nibble] * absmax)), one rounding to
 // dtype at the end.

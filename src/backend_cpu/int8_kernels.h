@@ -1,4 +1,4 @@
-// The CPU kernels of the LLM.int8() family (FORMATS.md section 6, OPS.md section 5), callable
+// The CPU kernels of the LLM.int8() family (docs/FORMATS.md §6, docs/OPS.md §5), callable
 // without the plugin (the benchmark links bnb_cpu_kernels directly). Arguments are assumed
 // valid (the core checked them); std::bad_alloc may escape.
 //
@@ -6,11 +6,11 @@
 //  * threshold > 0 is first rounded to the input dtype (fp16: RN16, bf16: RNbf), as the
 //    reference compares an fp16 tensor with a Python float in fp16. An element is an outlier
 //    iff |x| >= that value; row_stats take the absmax over |x| < it, and every element of a
-//    column holding an outlier is written as 0 in q (FORMATS 6.1, what the golden
+//    column holding an outlier is written as 0 in q (docs/FORMATS.md §6.1, what the golden
 //    threshold-6.0 case shows; for rows == 1 this is "outliers written as 0").
 //  * outlier columns: *count is the total number of outlier columns; the first
 //    min(count, capacity) of them, ascending, go to `columns`.
-//  * mm_dequant: bias has out_dtype. For fp16 it is fused (FORMATS 6.3:
+//  * mm_dequant: bias has out_dtype. For fp16 it is fused (docs/FORMATS.md §6.3:
 //    RN16(fma(t, K_DQ, bias))); for fp32 / bf16 it is added after the fp16 result, in binary32,
 //    and rounded to fp16 again (the reference's handling of a non-fp16 bias), then converted.
 #ifndef BNB_BACKEND_CPU_INT8_KERNELS_H_
@@ -23,7 +23,7 @@
 namespace bnb {
 namespace cpu {
 
-// q[rows, cols] and row_stats[rows] of a fp32/fp16/bf16 matrix (FORMATS 6.1).
+// q[rows, cols] and row_stats[rows] of a fp32/fp16/bf16 matrix (docs/FORMATS.md §6.1).
 void int8_vectorwise_quant(ThreadPool& pool, int32_t dtype, int64_t rows, int64_t cols, const void* A,
                            float threshold, int8_t* q, float* row_stats);
 
@@ -46,7 +46,7 @@ void int8_matmul_rows(ThreadPool& pool, int64_t M, int64_t N, int64_t K, const i
 bool int8_matmul_onednn(int32_t threads, int64_t M, int64_t N, int64_t K, const int8_t* A, const int8_t* B,
                         int32_t* C);
 
-// out[M, N] (out_dtype) from the int32 product (FORMATS 6.3); bias NULL or N values of out_dtype.
+// out[M, N] (out_dtype) from the int32 product (docs/FORMATS.md §6.3); bias NULL or N values of out_dtype.
 void int8_mm_dequant(ThreadPool& pool, int64_t M, int64_t N, const int32_t* C, const float* row_stats,
                      const float* col_stats, const void* bias, int32_t out_dtype, void* out);
 

@@ -1,5 +1,5 @@
 // SIMD kernels of the LLM.int8() family, compiled once per Highway target (foreach_target) and
-// chosen at run time (HWY_DYNAMIC_DISPATCH). Results are bit-exact with FORMATS.md section 6:
+// chosen at run time (HWY_DYNAMIC_DISPATCH). Results are bit-exact with docs/FORMATS.md §6:
 // every binary32 operation is the reference's, in the reference's order (this library is
 // built with -ffp-contract=off, and the one fused multiply-add of mm_dequant is explicit).
 //
@@ -67,7 +67,7 @@ struct Int8DequantArgs {
   void* out;
 };
 
-// RN32(1 / (127 * 127)) (FORMATS 6.3).
+// RN32(1 / (127 * 127)) (docs/FORMATS.md §6.3).
 constexpr uint32_t kDequantScaleBits = 0x38820610u;
 
 // Scalar twins of the vector conversions (same results).
@@ -542,7 +542,7 @@ void int8_vectorwise_quant(ThreadPool& pool, int32_t dtype, int64_t rows, int64_
     if (flags[static_cast<size_t>(c)]) cols_out.push_back(c);
   }
   if (cols_out.empty()) return;
-  // Zero every element of the outlier columns (FORMATS 6.1).
+  // Zero every element of the outlier columns (docs/FORMATS.md §6.1).
   const int64_t ztasks = task_count(pool, rows, static_cast<int64_t>(cols_out.size()) * 16);
   pool.run(ztasks, [&](int64_t t) {
     for (int64_t r = t * rows / ztasks; r < (t + 1) * rows / ztasks; ++r) {

@@ -1,4 +1,4 @@
-// The CPU kernels of the optimizer family (OPS.md section 6), callable without the plugin (the
+// The CPU kernels of the optimizer family (docs/OPS.md §6), callable without the plugin (the
 // per-target tests and bench/optim link bnb_cpu_kernels directly). Arguments are assumed valid
 // (the core checked them, optim.cc the family's own rules); std::bad_alloc may escape.
 #ifndef BNB_BACKEND_CPU_OPTIM_KERNELS_H_
@@ -12,10 +12,10 @@
 namespace bnb {
 namespace cpu {
 
-// Elements per 8-bit state block (FORMATS 5.6).
+// Elements per 8-bit state block (docs/FORMATS.md §5.6).
 constexpr int64_t kOptimBlock = 256;
 
-// Search plan of one 8-bit state table: the decoding values and the encoder (FORMATS 2.3).
+// Search plan of one 8-bit state table: the decoding values and the encoder (docs/FORMATS.md §2.3).
 struct OptimCodePlan {
   alignas(64) float values[256];
   // Strictly increasing finite table with strictly increasing midpoints: the level search over
@@ -27,7 +27,7 @@ struct OptimCodePlan {
   alignas(64) float tail[7][32];
   // The first three levels at once: adjusted midpoints 32k + 31 (k = 0..6).
   float top[7];
-  // Entries whose sign bit is set; a sorted table has them first (the 8-bit sign fix, OPS 6.5).
+  // Entries whose sign bit is set; a sorted table has them first (the 8-bit sign fix, docs/OPS.md §6.5).
   int32_t negative_count = 0;
   // Byte planes of `values` (plane k = byte k of each entry): decoding by byte permutes (AVX-512
   // VBMI), 64 codes at a time.
@@ -67,7 +67,7 @@ struct OptimConsts {
   float step_size;      // RN32(-lr * c2) / c1
   float eps_c2;         // eps * c2
   float decay;          // 1 - lr * wd
-  float update_scale;   // 1 unless clipping (OPS 6.4) is on
+  float update_scale;   // 1 unless clipping (docs/OPS.md §6.4) is on
   float adam_scale;     // RN32(update_scale * step_size)
   float neg_lr;         // -lr
   float neg_lr_scaled;  // RN32(-lr * update_scale)
@@ -96,7 +96,7 @@ struct Optim8Args {
 
 // Highway-dispatched kernels (optim_simd.cc), each over a range of one tensor.
 void optim32_update(const Optim32Args& a, int64_t begin, int64_t end);
-// Sum of squares of the update-norm quantity of OPS 6.4 over [begin, end) (states not written).
+// Sum of squares of the update-norm quantity of docs/OPS.md §6.4 over [begin, end) (states not written).
 double optim32_unorm(const Optim32Args& a, int64_t begin, int64_t end);
 void optim8_update(const Optim8Args& a, int64_t block_begin, int64_t block_end);
 double optim8_unorm(const Optim8Args& a, int64_t block_begin, int64_t block_end);

@@ -1,7 +1,7 @@
-// SIMD kernels of the optimizer family (OPS.md section 6), compiled once per Highway target
+// SIMD kernels of the optimizer family (docs/OPS.md §6), compiled once per Highway target
 // (foreach_target) and chosen at run time (HWY_DYNAMIC_DISPATCH).
 //
-// Numerics follow the normative CUDA kernels (OPS 6.1): binary32 throughout, the parameter
+// Numerics follow the normative CUDA kernels (docs/OPS.md §6.1): binary32 throughout, the parameter
 // rounded to its dtype wherever the rules say `p <- T(...)`, and the fused multiply-adds the
 // CUDA build contracts (Highway MulAdd: fused on FMA targets, two roundings on SSE4/EMU128).
 // Divisions and square roots are IEEE here (CUDA: fast-math approximations), and beta^t is
@@ -9,9 +9,9 @@
 // codes do not (they never see a division or root; the block reciprocal is the exact RCP).
 //
 // 32-bit: one pass over [begin, end), a vector at a time (the last partial vector is staged).
-// 8-bit: one 256-element block at a time (OPS 6.5), in four phases on L1-resident scratch:
+// 8-bit: one 256-element block at a time (docs/OPS.md §6.5), in four phases on L1-resident scratch:
 // A decode + update states in fp32, B new absmax, C parameter step, D re-encode with the new
-// absmax (RCP(absmax) as the CUDA kernel, then the level search of FORMATS 2.3 + sign fix).
+// absmax (RCP(absmax) as the CUDA kernel, then the level search of docs/FORMATS.md §2.3 + sign fix).
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
@@ -36,7 +36,7 @@ namespace bnb {
 namespace cpu {
 namespace optim_detail {
 
-// Q_C(x), the reference's 7-step search (FORMATS 2.3), for tables without a fast plan.
+// Q_C(x), the reference's 7-step search (docs/FORMATS.md §2.3), for tables without a fast plan.
 inline int32_t select_code_search(const float* code, float x) {
   int32_t p = 127, lo_i = 0, hi_i = 255;
   float lo_v = -1.0f, hi_v = 1.0f, v = code[127];
@@ -337,7 +337,7 @@ HWY_INLINE VI SelectCode(DF df, const OptimCodePlan& plan, VF x) {
 #endif
 }
 
-// Code of `value` normalised by `inv` (= RCP(absmax)). kSignFix: the signed-state rule of OPS 6.5
+// Code of `value` normalised by `inv` (= RCP(absmax)). kSignFix: the signed-state rule of docs/OPS.md §6.5
 // (a code whose table sign differs from the value's moves one step towards it, uint8 wrap).
 template <bool kSignFix>
 HWY_INLINE void Encode(DF df, const OptimCodePlan& plan, VF value, VF inv, uint8_t* HWY_RESTRICT out) {
@@ -553,7 +553,7 @@ HWY_INLINE void Step32(DF df, const OptimConsts& k, void* p, const void* g, floa
   }
 }
 
-// Squared update-norm quantity of OPS 6.4 (no weight decay, states not written).
+// Squared update-norm quantity of docs/OPS.md §6.4 (no weight decay, states not written).
 template <int kDt, int kOpt>
 HWY_INLINE VF Unorm32(DF df, const OptimConsts& k, const void* g, const float* s1, const float* s2, int64_t i) {
   const VF gs = RoundP<kDt>(df, hn::Mul(LoadP<kDt>(df, g, i), hn::Set(df, k.gnorm_scale)));
@@ -661,7 +661,7 @@ HWY_INLINE void NewStates2(DF df, const Optim8Args& a, const Block8& b, float* H
     const MF finite = hn::IsFinite(graw);
     const VF gs = hn::Mul(graw, gn);
     const VF vd = Decode(df, *a.plan2, b.c2 + i, scale2);
-    // CUDA contracts v differently for bf16 gradients (OPS 6.1).
+    // CUDA contracts v differently for bf16 gradients (docs/OPS.md §6.1).
     const VF v_new = kDt == BNB_BF16 ? hn::MulAdd(vd, b2, hn::Mul(hn::Mul(omb2, gs), gs))
                                      : hn::MulAdd(hn::Mul(omb2, gs), gs, hn::Mul(vd, b2));
     const VF md = Decode(df, *a.plan1, b.c1 + i, scale1);
@@ -991,7 +991,7 @@ void Block1State(DF df, const Optim8Args& a, const Block8& b) {
   for (int64_t i = 0; i < kOptimBlock; i += N) Encode<true>(df, *a.plan1, hn::Load(df, s + i), inv, b.c1 + i);
 }
 
-// Squared update norm of one block (OPS 6.4 with the decoded states; no weight decay).
+// Squared update norm of one block (docs/OPS.md §6.4 with the decoded states; no weight decay).
 template <int kDt, int kOpt>
 double BlockUnorm(DF df, const Optim8Args& a, const Block8& b) {
   const OptimConsts& k = *a.k;
@@ -1484,7 +1484,7 @@ void build_optim_code_plan(const float* table, OptimCodePlan* plan) {
     mid[j] = (table[j] + table[j + 1]) * 0.5f;
     if (!std::isfinite(mid[j]) || (j > 0 && !(mid[j - 1] < mid[j]))) return;
   }
-  // A value exactly on an odd midpoint goes up to the even index (FORMATS 2.3).
+  // A value exactly on an odd midpoint goes up to the even index (docs/FORMATS.md §2.3).
   for (int j = 1; j < 255; j += 2) mid[j] = next_below(mid[j]);
   for (int s = 128; s >= 1; s /= 2) {
     float* level = plan->levels + (128 / s) - 1;
@@ -1537,7 +1537,7 @@ void optimizer_run(ThreadPool& pool, const bnb_optimizer_params_t& P, const bnb_
   make_optim_consts(P, &k);
   const int64_t n = P.n;
   const bool clip = P.max_unorm > 0.0f;
-  // Clipping needs the norm of the whole update before any element changes (OPS 6.4).
+  // Clipping needs the norm of the whole update before any element changes (docs/OPS.md §6.4).
   auto apply_clip = [&](const std::vector<double>& parts) {
     double sum = 0.0;
     for (double s : parts) sum += s;  // fixed order: the result does not depend on threads

@@ -14,20 +14,20 @@
 namespace bnb {
 namespace cpu {
 
-// 8-bit blockwise with any 256-entry table (FORMATS 2.2-2.4). dtype: BNB_F32/F16/BF16.
+// 8-bit blockwise with any 256-entry table (docs/FORMATS.md §2.2-2.4). dtype: BNB_F32/F16/BF16.
 void quantize_blockwise(ThreadPool& pool, int32_t dtype, const void* A, int64_t n, int64_t blocksize,
                         const float* code, uint8_t* out, float* absmax);
 void dequantize_blockwise(ThreadPool& pool, const uint8_t* q, const float* absmax, const float* code,
                           int64_t n, int64_t blocksize, int32_t out_dtype, void* out);
 
-// NF4 / FP4 (FORMATS 3.3-3.6); quant_type is BNB_NF4 or BNB_FP4.
+// NF4 / FP4 (docs/FORMATS.md §3.3-3.6); quant_type is BNB_NF4 or BNB_FP4.
 void quantize_4bit(ThreadPool& pool, int32_t quant_type, int32_t dtype, const void* A, int64_t n,
                    int64_t blocksize, uint8_t* packed, float* absmax);
 void dequantize_4bit(ThreadPool& pool, int32_t quant_type, const uint8_t* packed,
                      const bnb_scales_resolved_t& scales, int64_t n, int64_t blocksize, int32_t out_dtype,
                      void* out);
 
-// Double quantization of absmax (FORMATS 4.1).
+// Double quantization of absmax (docs/FORMATS.md §4.1).
 void compress_absmax(ThreadPool& pool, const float* absmax, int64_t nblocks, uint8_t* absmax_q,
                      float* absmax2, float* offset);
 

@@ -1,5 +1,5 @@
 // SIMD kernels of the quantization family, compiled once per Highway target (foreach_target)
-// and chosen at run time (HWY_DYNAMIC_DISPATCH). Every result is bit-exact with FORMATS.md and
+// and chosen at run time (HWY_DYNAMIC_DISPATCH). Every result is bit-exact with docs/FORMATS.md and
 // tests/ref: the same binary32 operations in the same order, only many lanes at a time.
 //
 // Work is split into ranges of whole blocks, one per task. A task walks its blocks in chunks of
@@ -15,7 +15,7 @@
 //    midpoints, each level's candidates held in registers;
 //  * 8-bit, any other table: the reference's literal 7-step search, vectorised with gathers;
 //    (the two midpoint forms move odd midpoints one ulp down: a tie goes to the even index,
-//    FORMATS 2.3);
+//    docs/FORMATS.md §2.3);
 //  * NF4 and FP4 on AVX3_DL: x (FP4: |x|) picks one of 32 cells narrower than any gap between
 //    thresholds (FMA + truncation); a VPERMB gives the cell's code (its high nibble already
 //    shifted in even lanes), a VPERMI2PS its one threshold, one compare decides;
@@ -46,7 +46,7 @@
 namespace bnb {
 namespace cpu {
 
-constexpr int64_t kMaxBlock = 4096;  // largest blocksize (FORMATS 2.5, 3.7) and chunk size
+constexpr int64_t kMaxBlock = 4096;  // largest blocksize (docs/FORMATS.md §2.5, 3.7) and chunk size
 
 // Search plan of an 8-bit table (built per call; cached with buckets for the built-in tables).
 struct Code8Plan {
@@ -1213,7 +1213,7 @@ void QuantizeBlocks4(const Quant4Args& a, int64_t b0, int64_t b1) {
   }
 }
 
-// The block's scale: plain, or rebuilt from the nested statistics (FORMATS 4.1).
+// The block's scale: plain, or rebuilt from the nested statistics (docs/FORMATS.md §4.1).
 inline float BlockScale(const bnb_scales_resolved_t& s, int64_t b) {
   if (s.absmax != nullptr) return s.absmax[b];
   const float c = s.code2 != nullptr ? s.code2[s.absmax_q[b]]

@@ -1,5 +1,5 @@
 // RCP(x): the result of CUDA's fast-math reciprocal rcp.approx.ftz.f32, reproduced bit for bit
-// on the host (FORMATS.md section 0). It is RN32(1/x) moved by -1, 0 or +1 ulp, the amount
+// on the host (docs/FORMATS.md §0). It is RN32(1/x) moved by -1, 0 or +1 ulp, the amount
 // depending only on the significand of x; the 2^23 measured deviations are embedded in the
 // binary by the `bnb_rcp_table` object library (tools/gen_rcp), 2 bits each.
 // Link bnb_rcp_table to use this header.

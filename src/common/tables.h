@@ -1,5 +1,5 @@
 // Code tables and thresholds of the bitsandbytes formats, as literal binary32 bit patterns.
-// Source of truth: ../shared/spec/FORMATS.md (sections 1.4, 3.1-3.3 and appendix A). These are
+// Described in docs/FORMATS.md §1.4 and §3.1-3.3; this file is where the bits live. These are
 // embedded, never regenerated at run time (the reference's generator depends on how PyTorch's
 // linspace was compiled). Shared by the core, every backend and the tests.
 #ifndef BNB_COMMON_TABLES_H_
@@ -79,25 +79,25 @@ inline constexpr uint32_t BNB_DYNAMIC_UNSIGNED_BITS[256] = {
     0x3f744ccc, 0x3f76199a, 0x3f77e666, 0x3f79b334, 0x3f7b8000, 0x3f7d4ccc, 0x3f7f199a, 0x3f800000,
 };
 
-// NF4 code book, index = nibble (FORMATS 3.1).
+// NF4 code book, index = nibble (docs/FORMATS.md §3.1).
 inline constexpr uint32_t kNF4Bits[16] = {
     0xbf800000, 0xbf3239b1, 0xbf066b30, 0xbeca32a0, 0xbe91a24d, 0xbe3d353f, 0xbdba7871, 0x00000000, 0x3da2faff, 0x3e24cae3, 0x3e7c04dd, 0x3ead033a, 0x3ee1a4b8, 0x3f1007ab, 0x3f3913b3, 0x3f800000};
 
-// FP4 code book as stored in a QuantState (entry 8 is +0.0; FORMATS 3.2).
+// FP4 code book as stored in a QuantState (entry 8 is +0.0; docs/FORMATS.md §3.2).
 inline constexpr uint32_t kFP4Bits[16] = {
     0x00000000, 0x3baaaaab, 0x3f2aaaab, 0x3f800000, 0x3eaaaaab, 0x3f000000, 0x3e2aaaab, 0x3e800000, 0x00000000, 0xbbaaaaab, 0xbf2aaaab, 0xbf800000, 0xbeaaaaab, 0xbf000000, 0xbe2aaaab, 0xbe800000};
 
-// NF4 encoding thresholds t_1..t_15: nibble = #{k : x > t_k} (FORMATS 3.3).
+// NF4 encoding thresholds t_1..t_15: nibble = #{k : x > t_k} (docs/FORMATS.md §3.3).
 inline constexpr uint32_t kNF4ThresholdBits[15] = {
     0xbf591cd8, 0xbf1c5270, 0xbeeb8480, 0xbeadea76, 0xbe703cec, 0xbe0d38bc, 0xbd3a7871, 0x3d22faff, 0x3df64862, 0x3e5067e0, 0x3e9582d4, 0x3ec753f9, 0x3f006d04, 0x3f248daf, 0x3f5c89da};
 
-// FP4 magnitude thresholds: k = #{j : |x| > thr_j}; pattern = kFP4Pattern[k] (FORMATS 3.3).
+// FP4 magnitude thresholds: k = #{j : |x| > thr_j}; pattern = kFP4Pattern[k] (docs/FORMATS.md §3.3).
 inline constexpr uint32_t kFP4ThresholdBits[7] = {
     0x3b2aaab9, 0x3db00000, 0x3e555555, 0x3e955555, 0x3ed55556, 0x3f155550, 0x3f555555};
 inline constexpr uint8_t kFP4Pattern[8] = {0, 1, 6, 7, 4, 5, 2, 3};
 
 // The decoder's FP4 table: bit 3 is a sign applied to the magnitude, so nibble 8 is -0.0
-// (FORMATS 3.6).
+// (docs/FORMATS.md §3.6).
 inline constexpr uint32_t kFP4DecodeBits[16] = {
     0x00000000, 0x3baaaaab, 0x3f2aaaab, 0x3f800000, 0x3eaaaaab, 0x3f000000, 0x3e2aaaab, 0x3e800000,
     0x80000000, 0xbbaaaaab, 0xbf2aaaab, 0xbf800000, 0xbeaaaaab, 0xbf000000, 0xbe2aaaab, 0xbe800000};

@@ -257,7 +257,7 @@ bnb_status_t check_optimizer_params(const bnb_optimizer_params_t* params) {
     return failf(BNB_ERR_INVALID_ARGUMENT, "params->step = %lld: steps are 1-based",
                  static_cast<long long>(params->step));
   if (!std::isfinite(params->lr)) return fail(BNB_ERR_INVALID_ARGUMENT, "params->lr is not finite");
-  // The update rules' own conditions (OPS 6), the same on every backend.
+  // The update rules' own conditions (docs/OPS.md §6), the same on every backend.
   const bnb_optimizer_params_t& P = *params;
   const float scalars[] = {P.beta1, P.beta2, P.beta3, P.alpha, P.eps, P.weight_decay, P.gnorm_scale};
   for (float v : scalars)

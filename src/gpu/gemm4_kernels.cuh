@@ -1,4 +1,4 @@
-// Kernels of the 4-bit inference matmul (OPS 4.1): out[M,N] = A[M,K] @ dequant(W)[N,K]^T (+ bias).
+// Kernels of the 4-bit inference matmul (docs/OPS.md §4.1): out[M,N] = A[M,K] @ dequant(W)[N,K]^T (+ bias).
 //
 // gemm4_simt_kernel<D, MB, NR, U, ALIGNED>: the batch-1 GEMV (MB = 1) and small-batch (MB = 2..8)
 //   kernel. A warp owns NR consecutive weight rows; per step each lane loads U 16-byte pieces

@@ -126,7 +126,7 @@ __device__ __forceinline__ float gpu_shfl(float v, int src, int width) {
 }
 
 // The reciprocal the reference takes of each block's absmax. CUDA: the fast-math instruction
-// the reference's `1.0f / absmax` compiles to (FORMATS.md section 0, RCP). HIP: IEEE division,
+// the reference's `1.0f / absmax` compiles to (docs/FORMATS.md §0, RCP). HIP: IEEE division,
 // as the reference's ROCm build (rare last-ulp differences, documented in src/gpu/README.md).
 __device__ __forceinline__ float gpu_block_reciprocal(float m) {
 #if defined(BNB_GPU_HIP)

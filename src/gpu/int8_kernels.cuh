@@ -1,4 +1,4 @@
-// Kernels of the LLM.int8() family (FORMATS.md section 6): row-wise int8 quantization with
+// Kernels of the LLM.int8() family (docs/FORMATS.md §6): row-wise int8 quantization with
 // outlier columns, the outlier column list, a bandwidth-bound int8 product for few rows of A
 // (and for every shape cuBLASLt can't take), and the dequantization of the int32 product.
 // Numerics are the reference's fast-math binary32 (gpu_port.h: *_ftz helpers, rcp.approx).
@@ -18,7 +18,7 @@ constexpr int kF32 = 0;
 constexpr int kF16 = 1;
 constexpr int kBF16 = 2;
 
-// RN32(1 / (127 * 127)) (FORMATS 6.3).
+// RN32(1 / (127 * 127)) (docs/FORMATS.md §6.3).
 constexpr uint32_t kDequantScaleBits = 0x38820610u;
 
 template <int D>
@@ -245,7 +245,7 @@ __global__ void __launch_bounds__(256)
   }
 }
 
-// out[m, n] from the int32 product (FORMATS 6.3): t = RN32(RN32(C * row) * col); fp16 bias fused
+// out[m, n] from the int32 product (docs/FORMATS.md §6.3): t = RN32(RN32(C * row) * col); fp16 bias fused
 // (RN16(fma(t, K_DQ, bias))), else RN16(t * K_DQ) and a bias of out_dtype added in binary32 and
 // rounded to fp16 again; then converted to out_dtype. Grid: x over tiles of kDequantCols columns
 // (each thread kDequantCols / 256 of them, a warp's accesses contiguous), y over rows.

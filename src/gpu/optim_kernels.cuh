@@ -1,8 +1,8 @@
-// Kernels of the optimizer family (OPS.md section 6): 32-bit and 8-bit blockwise updates for
+// Kernels of the optimizer family (docs/OPS.md §6): 32-bit and 8-bit blockwise updates for
 // Adam/AdamW/LAMB, AdEMAMix, Momentum/LARS, RMSprop, Adagrad and Lion, and the update-norm
-// pre-pass of clipping (OPS 6.4). One pass over memory per step.
+// pre-pass of clipping (docs/OPS.md §6.4). One pass over memory per step.
 //
-// Arithmetic follows the reference's fast-math build as OPS 6.1 describes it: divisions are
+// Arithmetic follows the reference's fast-math build as docs/OPS.md §6.1 describes it: divisions are
 // div.approx (RN32(a * RCP(b))), square roots sqrt.approx, beta^t __powf, and the fused
 // multiply-adds are written out (the plugin is built with --fmad=false). With that, the golden
 // optimizer cases reproduce bit for bit on the GPU the reference measured (HIP: IEEE division,
@@ -17,7 +17,7 @@
 // midpoints per bucket for the dynamic maps, so one 8-byte shared-memory look-up and at most one
 // more per value, instead of a 7-step search whose later steps conflict on the shared-memory
 // banks). optim8_kernel (64 threads per block, the reference's search) remains for other code
-// tables and for HIP. The 32-bit clipping pre-pass sums in the reference's order (OPS 6.4).
+// tables and for HIP. The 32-bit clipping pre-pass sums in the reference's order (docs/OPS.md §6.4).
 #ifndef BNB_GPU_OPTIM_KERNELS_CUH_
 #define BNB_GPU_OPTIM_KERNELS_CUH_
 
@@ -166,7 +166,7 @@ __device__ __forceinline__ OptimConstsDev optim_consts(const OptimKernelArgs& a)
   return k;
 }
 
-// Q_C(x) of FORMATS 2.3 on a table in shared memory.
+// Q_C(x) of docs/FORMATS.md §2.3 on a table in shared memory.
 __device__ __forceinline__ int optim_select_code(const float* code, float x) {
   int p = 127, lo_i = 0, hi_i = 255;
   float lo_v = -1.0f, hi_v = 1.0f, v = code[127];
@@ -189,7 +189,7 @@ __device__ __forceinline__ int optim_select_code(const float* code, float x) {
   return x < (lo_v + v) * 0.5f ? lo_i : p;
 }
 
-// Code of `value` under scale reciprocal `inv`; kSignFix: the signed-state rule of OPS 6.5.
+// Code of `value` under scale reciprocal `inv`; kSignFix: the signed-state rule of docs/OPS.md §6.5.
 template <bool kSignFix>
 __device__ __forceinline__ uint8_t optim_encode(const float* code, float value, float inv) {
   int c = optim_select_code(code, value * inv);
@@ -380,7 +380,7 @@ __global__ void __launch_bounds__(kOptimThreads) optim32_multi_kernel(const BNB_
   }
 }
 
-// Squared update-norm quantity (OPS 6.4: new states, no weight decay, nothing written).
+// Squared update-norm quantity (docs/OPS.md §6.4: new states, no weight decay, nothing written).
 template <int D, int OPT>
 __device__ __forceinline__ float unorm32(const OptimKernelArgs& a, const OptimConstsDev& k, int64_t i) {
   const float g = round_p<D>(load_p<D>(a.g, i) * a.gnorm_scale);
@@ -590,9 +590,9 @@ __global__ void __launch_bounds__(kOptimThreads) optim8_kernel(OptimKernelArgs a
 
 // ---------------------------------------------------------------- 8-bit blockwise, fast path
 
-// Q_C(x) of FORMATS 2.3 in closed form for a strictly increasing table: q = #{j : x > m_j} +
+// Q_C(x) of docs/FORMATS.md §2.3 in closed form for a strictly increasing table: q = #{j : x > m_j} +
 // [x == m_j for an odd j], NaN -> 0 (m_j the binary32 midpoints, as the search computes them; the
-// search returns the same codes for such tables, OPS 6.5). Each term is one comparison with a
+// search returns the same codes for such tables, docs/OPS.md §6.5). Each term is one comparison with a
 // stored threshold: x > m_j for even j, x >= m_j, i.e. x > prev(m_j), for odd j. A bucket is one
 // 64th of a binade of |x| (binades 2^-24 .. 2^0; smaller magnitudes, and from 2 up, share one
 // bucket per sign), and holds lo = #{m_j below it} and the threshold of m_lo; buckets with two
@@ -814,7 +814,7 @@ __device__ __forceinline__ float warp_max32(float v) {
   return v;
 }
 
-// The arithmetic of optim8_kernel (OPS 6.5) element for element; only the layout, the loads and
+// The arithmetic of optim8_kernel (docs/OPS.md §6.5) element for element; only the layout, the loads and
 // the code selection differ. `tables`: the context's bucketed DYN8S then DYN8U. `vec`: p, g and
 // the state arrays are aligned for the vector accesses (the last partial block is scalar).
 // Copies the launch's bucketed tables (DYN8S, then DYN8U when kTwo) into shared memory.

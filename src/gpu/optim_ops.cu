@@ -276,7 +276,7 @@ bnb_status_t op_optimizer_update(void* impl, const bnb_optimizer_params_t* param
   OptimKernelArgs a = kernel_args(*ctx, P, T, P.n);
   const int opt = kernel_opt(P.optimizer);
   if (P.max_unorm > 0.0f) {
-    // unorm_vec[0] = 0, then the sum of squares of the update (OPS 6.4), then the update reads it.
+    // unorm_vec[0] = 0, then the sum of squares of the update (docs/OPS.md §6.4), then the update reads it.
 #if defined(BNB_GPU_HIP)
     bnb_status_t st = check(hipMemsetAsync(T.unorm_vec, 0, sizeof(float), s), "clearing unorm_vec");
 #else

@@ -1,6 +1,6 @@
 // 8-bit code selection for the GPU quantizers through buckets keyed by binary16 bits.
 //
-// The reference's 7-step search (FORMATS 2.3) has, for strictly increasing tables, the closed form
+// The reference's 7-step search (docs/FORMATS.md §2.3) has, for strictly increasing tables, the closed form
 //   q(x) = #{j < 255 : x > m_j} + [x == m_j for an odd j],   NaN -> 0,
 // with m_j = RN32(RN32(c_j + c_{j+1}) * 0.5) (flushed to zero like the device arithmetic). Folding
 // the tie into the threshold (x >= m_j  <=>  x > prev(m_j)) gives q(x) = #{j : x > t_j} with

@@ -1,5 +1,5 @@
 // Kernels of the quantization family: 8-bit blockwise and NF4/FP4 quantize/dequantize and the
-// mean used by double quantization. Bit-exact with the reference CUDA kernels (FORMATS.md 2-4).
+// mean used by double quantization. Bit-exact with the reference CUDA kernels (docs/FORMATS.md §2-4).
 //
 // Layout shared by every kernel: a CUDA block walks the tensor in tiles (a persistent grid, so the
 // per-launch set-up of code tables and search buckets is paid once per resident block). A tile is
@@ -58,7 +58,7 @@ __device__ __forceinline__ float to_f32(uint32_t raw) {
   }
 }
 
-// Round-to-nearest-even from binary32 (FORMATS RN16 / RNbf).
+// Round-to-nearest-even from binary32 (docs/FORMATS.md §0 RN16 / RNbf).
 template <int D>
 __device__ __forceinline__ uint32_t from_f32(float f) {
   if constexpr (D == kF32) {
@@ -213,7 +213,7 @@ __device__ __forceinline__ void store_codes8(uint8_t* __restrict__ out, int64_t 
   }
 }
 
-// kE codes packed two per byte, even element in the high nibble (FORMATS 3.4); i0 is even. A
+// kE codes packed two per byte, even element in the high nibble (docs/FORMATS.md §3.4); i0 is even. A
 // trailing odd element's partner nibble is the code of 0.0 (the loads padded it with 0).
 template <int kE>
 __device__ __forceinline__ void store_codes4(uint8_t* __restrict__ packed, int64_t i0, int64_t n, bool vec,
@@ -283,7 +283,7 @@ __device__ __forceinline__ void group_max(float (&v)[kS], float* red, int parity
 
 // ---------------------------------------------------------------- 8-bit code selection
 
-// The reference's 7-step search (FORMATS 2.3), used verbatim for tables that are not strictly
+// The reference's 7-step search (docs/FORMATS.md §2.3), used verbatim for tables that are not strictly
 // increasing.
 __device__ __forceinline__ uint32_t select_code_search7(float x, const float* code) {
   int p = 127;
@@ -462,7 +462,7 @@ __global__ void __launch_bounds__(threads_for(B / quant_chunk_elems<D, kChunk>()
   __shared__ Quant8Shared sh;
   __shared__ float red[2 * kS * kThreads / 32];  // two buffers of one float per warp and slice
   const int mode = quant8_setup(code, sh);
-  // Double quantization subtracts the mean first: r_i = RN32(absmax_i - offset) (FORMATS 4.1).
+  // Double quantization subtracts the mean first: r_i = RN32(absmax_i - offset) (docs/FORMATS.md §4.1).
   const float sub = offset != nullptr ? *offset : 0.0f;
   const int64_t ntiles = (n + kTile - 1) / kTile;
   const int64_t nblocks = (n + B - 1) / B;
@@ -659,7 +659,7 @@ __global__ void __launch_bounds__(threads_for(B / quant_chunk_elems<D, kChunk>()
 }
 
 // Scales of a 4-bit tensor: plain floats, or double-quantized codes rebuilt as
-// RN32(RN32(code2[q] * absmax2[b / blocksize2]) + offset) (FORMATS 4.1).
+// RN32(RN32(code2[q] * absmax2[b / blocksize2]) + offset) (docs/FORMATS.md §4.1).
 struct Scales4 {
   const float* absmax;
   const uint8_t* absmax_q;

@@ -234,7 +234,7 @@ bnb_status_t dequantize_4bit(void* impl, int32_t quant_type, const uint8_t* pack
     return fail(BNB_ERR_NOT_SUPPORTED, "blocksize %lld is not supported by the " BNB_GPU_NAME
                 " backend: use a power of two from 32 to 4096", static_cast<long long>(blocksize));
   }
-  // The decoder's FP4 table applies bit 3 as a sign, so nibble 8 gives -0.0 (FORMATS 3.6).
+  // The decoder's FP4 table applies bit 3 as a sign, so nibble 8 gives -0.0 (docs/FORMATS.md §3.6).
   static const Table16 nf4 = table16(kNF4Bits, 16, 0);
   static const Table16 fp4 = table16(kFP4DecodeBits, 16, 0);
   const Table16* lut = nullptr;

@@ -118,7 +118,7 @@ std::vector<float> random_table(std::mt19937& rng) {
   return c;
 }
 
-// A linear map with zeros inserted in the middle (FORMATS 1.3): not strictly increasing, so the
+// A linear map with zeros inserted in the middle (docs/FORMATS.md §1.3): not strictly increasing, so the
 // literal 7-step search runs.
 std::vector<float> linear_with_zeros() {
   std::vector<float> c(256, 0.0f);

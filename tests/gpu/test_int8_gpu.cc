@@ -1,7 +1,7 @@
 // LLM.int8() on the GPU backend at layer sizes, against the CPU backend (which tests/unit/
 // test_int8.cc holds to the golden vectors and the scalar reference): codes, row statistics,
 // outlier columns and int32 products bit for bit, dequantization bit for bit (both follow
-// FORMATS 6.3; FTZ can only differ below fp16's range). Covers both int8 GEMM paths (the
+// docs/FORMATS.md §6.3; FTZ can only differ below fp16's range). Covers both int8 GEMM paths (the
 // bandwidth-bound kernel for M <= 16, K % 16 != 0 or unaligned pointers; cuBLASLt above), a
 // user stream and CUDA-graph capture of the layer forward. The unit suite runs on the GPU too.
 //

@@ -1,4 +1,4 @@
-// The CUDA/HIP optimizers: the golden optimizer cases bit for bit (OPS 6.1: the kernels evaluate
+// The CUDA/HIP optimizers: the golden optimizer cases bit for bit (docs/OPS.md §6.1: the kernels evaluate
 // with the reference's fast-math operations), one step from random states against the CPU
 // backend for every optimizer x bits x dtype, paged (managed) state, and clipping. Skips cleanly
 // without a GPU; BNB_GPU_TESTS_ON_CPU=1 runs it on the CPU backend as a harness self-check (the
@@ -100,7 +100,7 @@ int64_t count_bytes_differ(const std::vector<uint8_t>& a, const std::vector<uint
 }  // namespace
 
 // Every golden case, bit for bit: p after each valid step and the final states. The known
-// exception (OPS 6.4): with clipping (LAMB, LARS) update_scale depends on the summation order of
+// exception (docs/OPS.md §6.4): with clipping (LAMB, LARS) update_scale depends on the summation order of
 // the update norm, and one ulp of it moves about 0.3 % of p by one ulp (allowed: 1 %).
 TEST(OptimGpu, GoldenBitExact) {
   SKIP_WITHOUT_GPU();
@@ -168,7 +168,7 @@ TEST(OptimGpu, GoldenBitExact) {
 
 // One step from the same random state on the GPU and the CPU backend. Bounds: fp32 p within
 // 5e-6 relative + 1e-6 lr, plus 1e-4 of the update |p_new - p_old| (kUpdateRel below: the GPU's
-// fast-math POW/RCP/SQRT, OPS 6.1); fp16/bf16 p within one ulp; 8-bit codes equal or adjacent
+// fast-math POW/RCP/SQRT, docs/OPS.md §6.1); fp16/bf16 p within one ulp; 8-bit codes equal or adjacent
 // (<= 0.5 %); absmax within 1e-5; 32-bit states within 1e-5.
 TEST(OptimGpu, OneStepMatchesCpu) {
   SKIP_WITHOUT_GPU();
@@ -225,7 +225,7 @@ TEST(OptimGpu, OneStepMatchesCpu) {
           ASSERT_BNB_OK(tg.step(P, g));
           ASSERT_BNB_OK(tc.step(P, g));
           const std::vector<float> pg = tg.p(), pc = tc.p();
-          // The GPU evaluates beta^t with the reference's POW (OPS 6.1: up to 3 ulps above
+          // The GPU evaluates beta^t with the reference's POW (docs/OPS.md §6.1: up to 3 ulps above
           // RN32(beta^t) for t <= 3), the CPU exactly. 1 - beta2^t cancels: one ulp of
           // POW(0.999, 1) (6e-8) moves 1 - beta2^t by 6e-5 and c2 = sqrt(.) by 3e-5 relative, so
           // the Adam/LAMB/AdEMAMix update (proportional to c2, or to 1/c2's reciprocal) differs by

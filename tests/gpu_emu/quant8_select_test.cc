@@ -1,6 +1,6 @@
 // The GPU quantizers' 8-bit code selection (src/gpu/quant8_select.h: buckets keyed by the
 // binary16-toward-zero bits of x, ties folded into the thresholds) against the reference's 7-step
-// search (tests/ref, FORMATS 2.3), on the host: every threshold and bucket edge +-64 ulps, every
+// search (tests/ref, docs/FORMATS.md §2.3), on the host: every threshold and bucket edge +-64 ulps, every
 // 509th binary32 bit pattern, and the specials, for the built-in tables, a linear table and random
 // increasing tables. x is what the kernels feed it: flushed to zero (normal, zero, inf or NaN).
 #include <gtest/gtest.h>

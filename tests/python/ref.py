@@ -1,4 +1,4 @@
-"""Independent numpy references of the formats (FORMATS.md 2-4), written from the spec, not from
+"""Independent numpy references of the formats (docs/FORMATS.md §2-4), written from the spec, not from
 the library: used to check the binding's results on random data."""
 
 import numpy as np
@@ -29,7 +29,7 @@ def fp4_table():
 
 def fp4_decode_table():
     t = fp4_table().copy()
-    t[8] = -0.0  # the decoder applies bit 3 as a sign (FORMATS 3.6)
+    t[8] = -0.0  # the decoder applies bit 3 as a sign (docs/FORMATS.md §3.6)
     return t
 
 
@@ -69,7 +69,7 @@ def _scaled(x, blocksize):
 
 
 def q8_select(code, x):
-    """Nearest code, exact ties to the even index, NaN -> 0 (FORMATS 2.3 closed form)."""
+    """Nearest code, exact ties to the even index, NaN -> 0 (docs/FORMATS.md §2.3 closed form)."""
     code = code.astype(np.float32)
     mid = ((code[:-1] + code[1:]) * np.float32(0.5)).astype(np.float32)
     q = np.searchsorted(mid, x, side="left")

@@ -121,7 +121,7 @@ def test_quantize_4bit_nested(where, case):
     golden_offset = GOLDEN.load(out["absmax_offset"])[0].reshape(())
     offset = place.get(state.offset).reshape(())
     assert np.isclose(offset, golden_offset, rtol=1e-6)
-    if offset == golden_offset:  # codes are bit-exact given the same offset (FORMATS 4.1)
+    if offset == golden_offset:  # codes are bit-exact given the same offset (docs/FORMATS.md §4.1)
         assert np.array_equal(place.get(state.absmax), GOLDEN.load(out["absmax_q"])[0])
         assert np.array_equal(as_bits(place.get(state.state2.absmax)), as_bits(GOLDEN.load(out["absmax_absmax"])[0]))
     # with the golden statistics, dequantization is bit-exact

@@ -56,7 +56,7 @@ def test_int8_ops_numpy(rng):
     np.testing.assert_array_equal(row_stats, want_stats.astype(np.float32))
     assert np.array_equal(outliers, np.flatnonzero(is_outlier.any(axis=0)))
     scaled = a * 127 / want_stats[:, None]
-    clean = ~is_outlier.any(axis=0)  # FORMATS 6.1: outlier columns may be zeroed whole
+    clean = ~is_outlier.any(axis=0)  # docs/FORMATS.md §6.1: outlier columns may be zeroed whole
     assert np.all(np.abs(q - scaled)[:, clean] <= 0.5 + 1e-3)
     assert np.all(q[is_outlier] == 0)
     q0, stats0, none = bnb.int8_vectorwise_quant(A)

@@ -21,7 +21,7 @@ def dyn8s():
 
 
 def assert_codes_close(got, want, scaled_like=None, max_fraction=2e-3):
-    """Codes equal to the reference except at rare reciprocal ties (FORMATS 2.2: the library uses
+    """Codes equal to the reference except at rare reciprocal ties (docs/FORMATS.md §2.2: the library uses
     the GPU's approximate reciprocal, the reference the IEEE one); those differ by one code."""
     got, want = np.asarray(got).ravel(), np.asarray(want).ravel()
     assert got.shape == want.shape and got.dtype == want.dtype

@@ -1,6 +1,6 @@
 """bnb.optim: the torch optimizers over bnb_optimizer_update.
 
-* 32-bit state against a float64 reference written here from OPS.md 6.3/6.4/6.7 (the library is
+* 32-bit state against a float64 reference written here from docs/OPS.md §6.3/6.4/6.7 (the library is
   not used for the reference), for every optimizer, parameter dtype and device;
 * 8-bit state tracking its 32-bit twin on a small least-squares problem;
 * state_dict round trips (bit-identical continuation, bitsandbytes key names, paged, dtypes kept);
@@ -45,19 +45,19 @@ def make(name, params, bits=32, **extra):
     return getattr(O, name)(params, optim_bits=bits, **kwargs)
 
 
-# ---------------------------------------------------------------- the float64 reference (OPS.md 6)
+# ---------------------------------------------------------------- the float64 reference (docs/OPS.md §6)
 def f32(x):
     """A Python float as the float32 the library receives."""
     return torch.tensor(x, dtype=torch.float32).item()
 
 
 def rnd(x, dtype):
-    """Rounds a float64 tensor to the parameter dtype and back (the "p <- T(...)" of OPS.md)."""
+    """Rounds a float64 tensor to the parameter dtype and back (the "p <- T(...)" of docs/OPS.md)."""
     return x.to(dtype).to(torch.float64)
 
 
 class Reference:
-    """One parameter's update rule in float64, written from OPS.md 6.3 (32-bit rules), 6.4
+    """One parameter's update rule in float64, written from docs/OPS.md §6.3 (32-bit rules), 6.4
     (update-norm clipping) and 6.7 (AdEMAMix schedules)."""
 
     def __init__(self, name, p, dtype, settings):
@@ -88,7 +88,7 @@ class Reference:
 
     def step(self, grad):
         """One update; the hyper-parameters are taken as the float32 values the library receives
-        (OPS.md 6.1: fp32 scalars), e.g. 1 - fp32(0.999) is 1.3e-5 away from 0.001."""
+        (docs/OPS.md §6.1: fp32 scalars), e.g. 1 - fp32(0.999) is 1.3e-5 away from 0.001."""
         self.t += 1
         t, lr, wd, eps, T = self.t, self.lr, self.wd, self.eps, self.dtype
         g = grad.detach().to(torch.float64)  # g' = T(1 * g) = g

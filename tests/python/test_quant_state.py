@@ -1,4 +1,4 @@
-"""QuantState dictionaries and the Linear4bit state-dict layout (FORMATS 5), numpy and torch."""
+"""QuantState dictionaries and the Linear4bit state-dict layout (docs/FORMATS.md §5), numpy and torch."""
 
 import json
 

@@ -1,4 +1,4 @@
-// Scalar reference implementations of the bitsandbytes formats (FORMATS.md sections 2-4),
+// Scalar reference implementations of the bitsandbytes formats (docs/FORMATS.md §2-4),
 // written to be obviously correct rather than fast. The CPU kernels' per-target tests and the
 // golden tests compare against these, element by element.
 //
@@ -18,25 +18,25 @@ float load_element(int32_t dtype, const void* data, int64_t i);
 // Stores v rounded (RNE) to dtype as element i.
 void store_element(int32_t dtype, void* data, int64_t i, float v);
 
-// Block absmax (FORMATS 2.2 step 1): NaN elements are dropped, -0 counts as 0.
+// Block absmax (docs/FORMATS.md §2.2 step 1): NaN elements are dropped, -0 counts as 0.
 float block_absmax(int32_t dtype, const void* A, int64_t begin, int64_t end);
 
-// Q_C(x): the reference's normative 7-step search over a sorted 256-entry table (FORMATS 2.3).
+// Q_C(x): the reference's normative 7-step search over a sorted 256-entry table (docs/FORMATS.md §2.3).
 uint8_t select_code8(const float* code, float x);
 
-// 8-bit blockwise (FORMATS 2.2, 2.4). out gets n codes, absmax ceil(n/blocksize) floats.
+// 8-bit blockwise (docs/FORMATS.md §2.2, 2.4). out gets n codes, absmax ceil(n/blocksize) floats.
 void quantize_blockwise(int32_t dtype, const void* A, int64_t n, int64_t blocksize, const float* code,
                         uint8_t* out, float* absmax);
 void dequantize_blockwise(const uint8_t* q, const float* absmax, const float* code, int64_t n,
                           int64_t blocksize, int32_t out_dtype, void* out);
 
-// 4-bit codes of one scaled value (FORMATS 3.3).
+// 4-bit codes of one scaled value (docs/FORMATS.md §3.3).
 uint8_t encode_nf4(float x);
 uint8_t encode_fp4(float x);
-// The decoder's value of a nibble (FP4: bit 3 is a sign, nibble 8 gives -0.0; FORMATS 3.6).
+// The decoder's value of a nibble (FP4: bit 3 is a sign, nibble 8 gives -0.0; docs/FORMATS.md §3.6).
 float decode_4bit(int32_t quant_type, uint8_t nibble);
 
-// 4-bit blockwise (FORMATS 3.3-3.5): packed gets (n+1)/2 bytes, even element in the high nibble;
+// 4-bit blockwise (docs/FORMATS.md §3.3-3.5): packed gets (n+1)/2 bytes, even element in the high nibble;
 // for odd n the last low nibble encodes 0.0 under the last block's scale.
 void quantize_4bit(int32_t quant_type, int32_t dtype, const void* A, int64_t n, int64_t blocksize,
                    uint8_t* packed, float* absmax);
@@ -44,7 +44,7 @@ void quantize_4bit(int32_t quant_type, int32_t dtype, const void* A, int64_t n, 
 void dequantize_4bit(int32_t quant_type, const uint8_t* packed, const float* absmax, int64_t n,
                      int64_t blocksize, int32_t out_dtype, void* out);
 
-// Double quantization of absmax (FORMATS 4.1): offset = RN32(binary64 sum / nb),
+// Double quantization of absmax (docs/FORMATS.md §4.1): offset = RN32(binary64 sum / nb),
 // r_i = RN32(absmax_i - offset), r quantized 8-bit with DYN8S and blocksize 256.
 void compress_absmax(const float* absmax, int64_t nblocks, uint8_t* absmax_q, float* absmax2,
                      float* offset);

@@ -34,7 +34,7 @@ inline const char* optim_name(int32_t opt) {
   }
 }
 
-// A parameter tensor and its state (FORMATS 5.6 layout) in the memory of `ctx`'s backend.
+// A parameter tensor and its state (docs/FORMATS.md §5.6 layout) in the memory of `ctx`'s backend.
 // A fresh state is zero, as the reference allocates it.
 class OptimTensor {
  public:
@@ -129,7 +129,7 @@ class OptimTensor {
   std::unique_ptr<Buffer> p_, g_, s1_, s2_, a1_, a2_, unorm_;
 };
 
-// Default hyper-parameters of the reference classes (OPS 6.2) for `opt`.
+// Default hyper-parameters of the reference classes (docs/OPS.md §6.2) for `opt`.
 inline bnb_optimizer_params_t default_optim_params(int32_t opt) {
   bnb_optimizer_params_t p;
   bnb_optimizer_params_init(&p);

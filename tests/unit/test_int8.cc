@@ -1,6 +1,6 @@
 // LLM.int8() on every available backend: the golden vectors of bitsandbytes' CUDA kernels
 // (bit-exact codes, row statistics, outlier columns and int32 products; dequantization within
-// 1 fp16 ulp) and random shapes against the scalar reference below, written from FORMATS.md
+// 1 fp16 ulp) and random shapes against the scalar reference below, written from docs/FORMATS.md
 // section 6 without looking at the kernels.
 #include <gtest/gtest.h>
 
@@ -50,7 +50,7 @@ struct QuantRef {
   std::vector<int32_t> outlier_cols;
 };
 
-// FORMATS 6.1. x holds values exactly representable in dtype; the threshold is compared in dtype.
+// docs/FORMATS.md §6.1. x holds values exactly representable in dtype; the threshold is compared in dtype.
 QuantRef reference_quant(int32_t dtype, int64_t rows, int64_t cols, const std::vector<float>& x, float threshold) {
   QuantRef r;
   r.q.assign(static_cast<size_t>(rows * cols), 0);
@@ -87,7 +87,7 @@ QuantRef reference_quant(int32_t dtype, int64_t rows, int64_t cols, const std::v
   return r;
 }
 
-// FORMATS 6.3 with the bias in out_dtype (fused for fp16, added after the fp16 rounding else).
+// docs/FORMATS.md §6.3 with the bias in out_dtype (fused for fp16, added after the fp16 rounding else).
 std::vector<uint8_t> reference_dequant(int64_t M, int64_t N, const std::vector<int32_t>& C,
                                        const std::vector<float>& row, const std::vector<float>& col,
                                        const std::vector<float>* bias, int32_t out_dtype) {

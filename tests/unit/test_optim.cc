@@ -1,11 +1,11 @@
 // bnb_optimizer_update against independent scalar references on random data:
-//  * 32-bit: the OPS 6.3/6.4 rules in float64, the parameter rounded to its dtype where the rules
+//  * 32-bit: the docs/OPS.md §6.3/6.4 rules in float64, the parameter rounded to its dtype where the rules
 //    say so. Bounds: fp32 p within 2.5e-7 relative + 1e-5 lr (a few ulps; float32 states cancel), fp16/bf16 p within one
 //    ulp of the dtype, states 1e-5 relative + 1e-6 of the state's largest value.
-//  * 8-bit: the OPS 6.5 rules in binary32 with the contractions of OPS 6.1 (std::fma), exact RCP
+//  * 8-bit: the docs/OPS.md §6.5 rules in binary32 with the contractions of docs/OPS.md §6.1 (std::fma), exact RCP
 //    and the reference code search (tests/ref). Codes identical except adjacent codes at a
 //    boundary (<= 0.5 %, from targets without FMA); p as above.
-// GPU backends (CUDA/HIP) evaluate with the reference's fast-math POW/RCP/SQRT (OPS 6.1), so there
+// GPU backends (CUDA/HIP) evaluate with the reference's fast-math POW/RCP/SQRT (docs/OPS.md §6.1), so there
 // the fp32 p bound also allows kGpuUpdateRel of the update and unorm_vec kGpuUnormRel (see
 // gpu_update_rel); the CPU backend keeps the bounds above.
 // Plus non-finite gradients, skip_zeros, the clipping pre-pass and bad input.
@@ -49,7 +49,7 @@ double ulp_of(int32_t dtype, double v) {
 }
 
 // The GPU kernels compute beta^t as the reference's POW, measured up to 3 ulps above RN32(beta^t)
-// for t <= 3 (OPS 6.1). 1 - beta2^t cancels: one ulp of POW(0.999, 1) (6e-8) moves 1 - beta2^t by
+// for t <= 3 (docs/OPS.md §6.1). 1 - beta2^t cancels: one ulp of POW(0.999, 1) (6e-8) moves 1 - beta2^t by
 // 6e-5 relative and c2 = sqrt(1 - beta2^t) by 3e-5, and the Adam/LAMB/AdEMAMix step scales with
 // c2 (AdEMAMix: with its reciprocal); div.approx/SQRT/RCP add a few ulps. So on a GPU backend the
 // fp32 p may differ from the exact-math reference by a few 1e-5 of the update (|p_new - p_old|),
@@ -445,7 +445,7 @@ TEST_P(OptimBackend, Matches8BitReference) {
 
 // Momentum's first 8-bit step stores s = g with absmax 1 (one g = 1.0 per block, RCP(1) = 1), so
 // the codes are Q(g) + sign fix exactly: g on every DYN8S midpoint and one ulp either side
-// (ties go to the even index, FORMATS 2.3). No tolerance.
+// (ties go to the even index, docs/FORMATS.md §2.3). No tolerance.
 TEST_P(OptimBackend, EncoderExactOnCodeBoundaries) {
   float q[256];
   bnb::copy_code_table(BNB_CODE_DYNAMIC_SIGNED, q);
@@ -497,7 +497,7 @@ TEST_P(OptimBackend, NonFiniteGradientResets8BitState) {
 TEST_P(OptimBackend, SkipZerosKeepsParameter) {
   for (int32_t bits : {32, 8}) {
     for (int32_t opt : {BNB_OPT_ADAM, BNB_OPT_MOMENTUM, BNB_OPT_LION}) {
-      if (bits == 8 && opt == BNB_OPT_ADAM) continue;  // 8-bit 2-state ignores skip_zeros (OPS 6.6)
+      if (bits == 8 && opt == BNB_OPT_ADAM) continue;  // 8-bit 2-state ignores skip_zeros (docs/OPS.md §6.6)
       SCOPED_TRACE(std::string(optim_name(opt)) + " bits " + std::to_string(bits));
       const int64_t n = 300;
       OptimTensor t(*ctx_, opt, bits, BNB_F32, n);

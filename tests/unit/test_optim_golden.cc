@@ -1,7 +1,7 @@
 // Golden optimizer cases from bitsandbytes' CUDA kernels (tests/data/golden, op `optimizer`): three
 // steps from p0 with gradients g_step1..3. Bounds (written down in docs/OPTIMIZERS.md):
 //  * p after every valid step: |p - p_ref| <= 5e-6 |p_ref| (fp32; the CUDA kernels use fast-math
-//    division, square root and powf, OPS 6.1) or 1e-3 |p_ref| (bf16), both + 1e-7 absolute;
+//    division, square root and powf, docs/OPS.md §6.1) or 1e-3 |p_ref| (bf16), both + 1e-7 absolute;
 //  * 32-bit states: 5e-6 relative (+ 1e-12 absolute);
 //  * 8-bit states: codes identical except where a value sits on a code boundary: such codes
 //    must be adjacent (differ by one) and are counted and reported; absmax 5e-6 relative.
@@ -41,7 +41,7 @@ struct CaseSetup {
   bnb_optimizer_params_t params{};
 };
 
-// The kernel arguments the reference's Python classes pass (OPS 6.2) for a golden case.
+// The kernel arguments the reference's Python classes pass (docs/OPS.md §6.2) for a golden case.
 bool setup_for(const GoldenCase& c, CaseSetup* s) {
   const std::string name = c.param_string("name");
   const std::string hyper = c.params.at("hyper");

@@ -63,7 +63,7 @@ def _code_table_like(like, name):
 
 
 def _mean_f32(absmax):
-    """offset = RN32(sum(absmax) / n), summed in binary64 (FORMATS 4.1's recommendation)."""
+    """offset = RN32(sum(absmax) / n), summed in binary64 (docs/FORMATS.md §4.1's recommendation)."""
     if is_torch(absmax):
         return absmax.double().mean().float()
     return np.array(absmax.sum(dtype=np.float64) / absmax.size, dtype=np.float32)
@@ -72,7 +72,7 @@ def _mean_f32(absmax):
 # ---------------------------------------------------------------- QuantState
 class QuantState:
     """Everything needed to dequantize a tensor; the fields and dictionaries of bitsandbytes'
-    QuantState (FORMATS.md section 5)."""
+    QuantState (docs/FORMATS.md §5)."""
 
     valid_quant_types = ("fp4", "nf4")
     valid_qs_type_keys = [f"bitsandbytes__{x}" for x in valid_quant_types]
@@ -245,10 +245,10 @@ def _host_opt(a, name, dtype=None):
 
 
 def quantize_blockwise(A, code=None, blocksize=4096, nested=False, dtype=None):
-    """8-bit blockwise quantization (FORMATS 2). Returns (codes uint8 shaped like A, QuantState).
+    """8-bit blockwise quantization (docs/FORMATS.md §2). Returns (codes uint8 shaped like A, QuantState).
 
     code: a 256-entry float32 table in A's library and device, None = the signed dynamic map.
-    nested: also quantize the absmax (minus its mean) with the same blocksize (FORMATS 4.2).
+    nested: also quantize the absmax (minus its mean) with the same blocksize (docs/FORMATS.md §4.2).
     dtype: only to read a uint16 numpy array as bfloat16 bits (dtype="bfloat16")."""
     if is_torch(A):
         _check_torch_dtype(A, dtype)
@@ -315,8 +315,8 @@ def dequantize_blockwise(A, quant_state=None, absmax=None, code=None, blocksize=
 
 # ---------------------------------------------------------------- 4-bit
 def quantize_4bit(A, blocksize=64, compress_statistics=False, quant_type="fp4", dtype=None):
-    """NF4/FP4 quantization (FORMATS 3). Returns (packed uint8 [(n+1)//2, 1], QuantState).
-    compress_statistics: double-quantize the absmax (FORMATS 4.1; nested blocksize 256)."""
+    """NF4/FP4 quantization (docs/FORMATS.md §3). Returns (packed uint8 [(n+1)//2, 1], QuantState).
+    compress_statistics: double-quantize the absmax (docs/FORMATS.md §4.1; nested blocksize 256)."""
     qt = _quant_type_code(quant_type)
     shape = tuple(A.shape)
     if is_torch(A):
@@ -535,7 +535,7 @@ def matmul(A, B, out=None, state=None, threshold=0.0, bias=None):
     instead when `state.has_fp16_weights` is False and `state.CB` is set).
     threshold > 0 (or state.threshold): activation columns holding any |x| >= threshold are
     multiplied in A's dtype against the dequantized weight columns, the rest in int8
-    (FORMATS 6.5). out: optional array receiving the result. Inference only: no backward.
+    (docs/FORMATS.md §6.5). out: optional array receiving the result. Inference only: no backward.
     Works on torch tensors (any device bnb supports) and numpy arrays.
     bitsandbytes' argument order: (A, B, out, state, threshold, bias)."""
     if state is None:
@@ -574,7 +574,7 @@ def matmul(A, B, out=None, state=None, threshold=0.0, bias=None):
 
 def quantize_int8_rows(W):
     """Row-wise int8 quantization of a float weight [N, K] as LLM.int8() stores it:
-    (CB int8 [N, K], SCB float32 [N]) from the weight rounded to float16 (FORMATS 5.5, 6.1)."""
+    (CB int8 [N, K], SCB float32 [N]) from the weight rounded to float16 (docs/FORMATS.md §5.5, 6.1)."""
     if is_torch(W):
         import torch
 
@@ -586,7 +586,7 @@ def quantize_int8_rows(W):
 
 
 def int8_linear(A, CB, SCB, bias=None, threshold=0.0, state=None):
-    """The LLM.int8() layer product (FORMATS 6.5): A[..., K] @ (CB * SCB / 127)^T (+ bias).
+    """The LLM.int8() layer product (docs/FORMATS.md §6.5): A[..., K] @ (CB * SCB / 127)^T (+ bias).
 
     A is quantized row-wise (int8_vectorwise_quant with `threshold`); the int8 product is
     dequantized with int8_mm_dequant into A's dtype with the bias fused; with threshold > 0 the
@@ -621,7 +621,7 @@ def int8_linear(A, CB, SCB, bias=None, threshold=0.0, state=None):
 
 # ---------------------------------------------------------------- the 4-bit linear layer's state dict
 def linear4bit_state_dict(weight, quant_state, bias=None, prefix=""):
-    """The keys bitsandbytes' Linear4bit writes (FORMATS 5.2), in its order: weight, bias, then
+    """The keys bitsandbytes' Linear4bit writes (docs/FORMATS.md §5.2), in its order: weight, bias, then
     weight.<packed quant_state items>."""
     sd = {prefix + "weight": weight}
     if bias is not None:

@@ -200,7 +200,7 @@ class Linear4bit(_FastLinear):
     compute_dtype: dtype the product runs in (the input is cast to it and the result cast back
     to the input's dtype); None = the input's own dtype. quant_storage: dtype the packed bytes
     are viewed as (uint8 by default). The weight is quantized on a device move or the first
-    forward (module docstring). state_dict() writes bitsandbytes' keys (FORMATS 5.2): `weight`,
+    forward (module docstring). state_dict() writes bitsandbytes' keys (docs/FORMATS.md §5.2): `weight`,
     `bias`, `weight.absmax`, `weight.quant_map`, `weight.nested_absmax`, `weight.nested_quant_map`,
     `weight.quant_state.bitsandbytes__<nf4|fp4>`; load_state_dict() reads them (or a float weight)."""
 
@@ -446,9 +446,9 @@ class Linear8bitLt(_FastLinear):
     """LLM.int8() linear layer: y = x @ (CB * SCB / 127)^T + b with the weight held as int8 rows.
 
     threshold > 0 enables the mixed-precision decomposition: input columns holding any
-    |x| >= threshold are multiplied in the input's dtype (FORMATS 6.5). The weight is quantized
+    |x| >= threshold are multiplied in the input's dtype (docs/FORMATS.md §6.5). The weight is quantized
     on a device move or the first forward (module docstring). state_dict() writes bitsandbytes'
-    keys (FORMATS 5.5): `weight` (int8 [N, K]), `bias`, `SCB` (float32 [N]), `weight_format`
+    keys (docs/FORMATS.md §5.5): `weight` (int8 [N, K]), `bias`, `SCB` (float32 [N]), `weight_format`
     (uint8 0 = row-major). `index` is accepted for compatibility and unused."""
 
     def __init__(self, input_features, output_features, bias=True, has_fp16_weights=False, threshold=0.0,

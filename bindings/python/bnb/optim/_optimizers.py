@@ -5,7 +5,7 @@ updates those of a group that share device, state width, dtype and step with one
 bnb_optimizer_update_multi call (clipping, strided parameters: one bnb_optimizer_update call
 each), on the parameters' device and, on a GPU, the current torch stream (the library context and
 stream come from bnb/_arrays.py, as for every other op). The update rules, state layouts and
-numerics are the library's: docs/OPTIMIZERS.md and OPS.md section 6.
+numerics are the library's: docs/OPTIMIZERS.md and docs/OPS.md §6.
 
 State, per parameter, under bitsandbytes' key names so that state dicts move between the two:
 
@@ -206,7 +206,7 @@ class Optimizer(torch.optim.Optimizer):
     """Common machinery of the bnb optimizers: state creation, the library call, state dicts.
 
     Subclasses set `_kind` (a bnb_optimizer_t) and implement `_coefficients(group, step)`, which
-    returns (beta1, beta2, beta3, alpha, eps) as the library expects them (OPS.md 6.2).
+    returns (beta1, beta2, beta3, alpha, eps) as the library expects them (docs/OPS.md §6.2).
     `_fixed_bits` / `_fixed_paged` are set by the *8bit, *32bit and Paged* variants.
     """
 
@@ -545,7 +545,7 @@ class Optimizer(torch.optim.Optimizer):
         return table.data_ptr()
 
     def _gnorm_scale(self, group, state, grad, t):
-        """Percentile clipping (OPS.md 6.8): the gradient is scaled down to the `percentile`-th
+        """Percentile clipping (docs/OPS.md §6.8): the gradient is scaled down to the `percentile`-th
         smallest of the last 100 gradient norms. Costs a host synchronisation on the GPU."""
         percentile = int(self._setting(group, "percentile_clipping"))
         if percentile >= 100:
@@ -749,7 +749,7 @@ class LAMB(Optimizer):
 
 class AdEMAMix(Optimizer):
     """AdEMAMix (a fast and a slow EMA of the gradient). t_alpha / t_beta3 warm alpha and beta3 up
-    over that many steps (OPS.md 6.7). Decoupled weight decay, default 1e-2."""
+    over that many steps (docs/OPS.md §6.7). Decoupled weight decay, default 1e-2."""
 
     _kind = _K_ADEMAMIX
 
