@@ -9,6 +9,7 @@ Deliberately no `from __future__ import annotations`: torch.library reads the re
 """
 
 import ctypes
+import math
 from typing import List, Optional, Tuple
 
 import torch
@@ -77,6 +78,8 @@ def _nb(n, blocksize):
 # ---------------------------------------------------------------- 8-bit blockwise
 @_op("quantize_blockwise")
 def quantize_blockwise(A: Tensor, code: Optional[Tensor], blocksize: int) -> Tuple[Tensor, Tensor]:
+    if A.numel() == 0:
+        return torch.empty_like(A, dtype=torch.uint8), A.new_empty((0,), dtype=torch.float32)
     kit = kit_for(A)
     A, dt = kit.prepare(A, "A")
     return _ops.quantize_blockwise(kit, A, dt, _prep(kit, code, "code", _F32), blocksize)
@@ -90,6 +93,8 @@ def _(A, code, blocksize):
 @_op("dequantize_blockwise")
 def dequantize_blockwise(A: Tensor, absmax: Tensor, code: Optional[Tensor], blocksize: int,
                          dtype: torch.dtype) -> Tensor:
+    if A.numel() == 0:
+        return torch.empty_like(A, dtype=dtype)
     kit = kit_for(A)
     A = _prep(kit, A, "A", _U8)
     return _ops.dequantize_blockwise(kit, A, _prep(kit, absmax, "absmax", _F32), _prep(kit, code, "code", _F32),
@@ -104,6 +109,8 @@ def _(A, absmax, code, blocksize, dtype):
 # ---------------------------------------------------------------- 4-bit
 @_op("quantize_4bit")
 def quantize_4bit(A: Tensor, blocksize: int, quant_type: str) -> Tuple[Tensor, Tensor]:
+    if A.numel() == 0:
+        return A.new_empty((0, 1), dtype=torch.uint8), A.new_empty((0,), dtype=torch.float32)
     kit = kit_for(A)
     A, dt = kit.prepare(A, "A")
     return _ops.quantize_4bit(kit, A, dt, blocksize, _lib.QUANT_TYPES[quant_type])
@@ -118,6 +125,9 @@ def _(A, blocksize, quant_type):
 
 @_op("compress_absmax")
 def compress_absmax(absmax: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
+    if absmax.numel() == 0:  # no blocks: no codes, no second-level scales, offset 0
+        return (absmax.new_empty((0,), dtype=torch.uint8), absmax.new_empty((0,), dtype=torch.float32),
+                absmax.new_zeros((), dtype=torch.float32))
     kit = kit_for(absmax)
     return _ops.compress_absmax(kit, _prep(kit, absmax, "absmax", _F32))
 
@@ -133,6 +143,8 @@ def _(absmax):
 def dequantize_4bit(A: Tensor, absmax: Tensor, absmax2: Optional[Tensor], code2: Optional[Tensor],
                     offset: Optional[Tensor], blocksize2: int, blocksize: int, quant_type: str, shape: List[int],
                     dtype: torch.dtype) -> Tensor:
+    if A.numel() == 0 or 0 in shape:
+        return A.new_empty(shape, dtype=dtype)
     kit = kit_for(A)
     A = _prep(kit, A, "A", _U8)
     parts = _contiguous_scales(kit, absmax, absmax2, code2, offset)  # alive until the call returns
@@ -159,6 +171,8 @@ def _contiguous_scales(kit, absmax, absmax2, code2, offset):
 def gemm_4bit(A: Tensor, B: Tensor, absmax: Tensor, absmax2: Optional[Tensor], code2: Optional[Tensor],
               offset: Optional[Tensor], blocksize2: int, blocksize: int, quant_type: str, N: int,
               bias: Optional[Tensor]) -> Tensor:
+    if A.numel() == 0:  # no rows: an empty result of the right shape
+        return A.new_empty(tuple(A.shape[:-1]) + (N,))
     kit = kit_for(A)
     A, dt = kit.prepare(A, "A")
     K = A.shape[-1]
@@ -233,6 +247,8 @@ gemm_4bit.register_autograd(_gemm_4bit_backward, setup_context=_gemm_4bit_setup)
 # ---------------------------------------------------------------- LLM.int8()
 @_op("int8_vectorwise_quant")
 def int8_vectorwise_quant(A: Tensor, threshold: float) -> Tuple[Tensor, Tensor]:
+    if A.numel() == 0:  # no rows, or rows without entries (their absmax is 0)
+        return torch.empty_like(A, dtype=torch.int8), A.new_zeros((_rows(A),), dtype=torch.float32)
     kit = kit_for(A)
     A, dt = kit.prepare(A, "A")
     cols = A.shape[-1]
@@ -242,13 +258,18 @@ def int8_vectorwise_quant(A: Tensor, threshold: float) -> Tuple[Tensor, Tensor]:
 
 @int8_vectorwise_quant.register_fake
 def _(A, threshold):
-    cols = A.shape[-1]
-    rows = A.numel() // cols if cols else 0
-    return torch.empty_like(A, dtype=torch.int8), A.new_empty((rows,), dtype=torch.float32)
+    return torch.empty_like(A, dtype=torch.int8), A.new_empty((_rows(A),), dtype=torch.float32)
+
+
+def _rows(A):
+    """Rows of A viewed as [rows, A.shape[-1]] (a 1-D A is one row)."""
+    return math.prod(A.shape[:-1])
 
 
 @_op("int8_outlier_columns")
 def int8_outlier_columns(A: Tensor, threshold: float) -> Tensor:
+    if A.numel() == 0:
+        return A.new_empty((0,), dtype=torch.int32)
     kit = kit_for(A)
     A, dt = kit.prepare(A, "A")
     cols = A.shape[-1]
@@ -264,8 +285,10 @@ def _(A, threshold):
 
 @_op("int8_matmul")
 def int8_matmul(A: Tensor, B: Tensor) -> Tensor:
-    kit = kit_for(A)
     M, K = A.shape
+    if A.numel() == 0 or B.numel() == 0:  # a sum over no terms is 0
+        return A.new_zeros((M, B.shape[0]), dtype=torch.int32)
+    kit = kit_for(A)
     return _ops.int8_matmul(kit, _prep(kit, A, "A", _I8), _prep(kit, B, "B", _I8), M, B.shape[0], K)
 
 
@@ -277,6 +300,8 @@ def _(A, B):
 @_op("int8_mm_dequant")
 def int8_mm_dequant(C: Tensor, row_stats: Tensor, col_stats: Tensor, bias: Optional[Tensor],
                     dtype: torch.dtype) -> Tensor:
+    if C.numel() == 0:
+        return C.new_empty(tuple(C.shape), dtype=dtype)
     kit = kit_for(C)
     M, N = C.shape
     out_dt = _code_of(dtype)
@@ -329,6 +354,51 @@ def _mm_dequant_backward(ctx, grad):
 
 
 int8_mm_dequant.register_autograd(_mm_dequant_backward, setup_context=_mm_dequant_setup)
+
+
+class Int8Linear(torch.autograd.Function):
+    """LLM.int8()'s layer product with a backward pass:
+
+        out = int8_linear(A, CB, SCB, bias, threshold)   (bnb.functional.int8_linear)
+        grad_A    = grad_out @ W_dq,   W_dq = CB * SCB / 127 in A's dtype
+        grad_W    = grad_out^T @ A     (only for a float weight W that is being trained)
+        grad_bias = grad_out summed over rows
+
+    apply(A, W, CB, SCB, bias, threshold, state): W is the float weight CB/SCB were quantized
+    from when it is trained (Linear8bitLt(has_fp16_weights=True), bitsandbytes.matmul with a
+    float B), else None; state (a MatmulLtState or None) receives the outlier columns in idx.
+    The forward runs the same library calls as int8_linear without autograd, so its result is
+    bit-identical to it."""
+
+    @staticmethod
+    def forward(ctx, A, W, CB, SCB, bias, threshold, state):
+        from . import functional
+
+        out = functional.int8_linear(A, CB, SCB, bias=bias, threshold=threshold, state=state)
+        ctx.save_for_backward(A if ctx.needs_input_grad[1] else None, CB, SCB)
+        ctx.dtypes = (A.dtype, None if W is None else W.dtype, None if bias is None else bias.dtype)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):
+        A, CB, SCB = ctx.saved_tensors
+        a_dtype, w_dtype, b_dtype = ctx.dtypes
+        N, K = CB.shape
+        needs = ctx.needs_input_grad
+        grad_A = grad_W = grad_bias = None
+        if needs[0]:
+            grad_A = grad.to(a_dtype) @ dequantize_int8_rows(CB, SCB, a_dtype)
+        if needs[1]:
+            grad_W = (grad.reshape(-1, N).t() @ A.reshape(-1, K).to(grad.dtype)).to(w_dtype)
+        if needs[4]:
+            grad_bias = grad.reshape(-1, N).sum(0).to(b_dtype)
+        return grad_A, grad_W, None, None, grad_bias, None, None
+
+
+def dequantize_int8_rows(CB, SCB, dtype):
+    """W = CB * SCB / 127 (an LLM.int8() weight [N, K] from its row codes and row absmax),
+    computed in float32 and rounded once to `dtype`."""
+    return (CB.to(torch.float32) * (SCB.to(torch.float32) / 127.0).unsqueeze(1)).to(dtype)
 
 
 # ---------------------------------------------------------------- code tables on a device

@@ -16,14 +16,16 @@ When a weight is quantized (one rule for both layers and both parameter types):
 A quantized parameter moved to another device moves in place (data and quantization state) and
 `.to()` returns the same object, so modules keep their parameter objects.
 
-Only inference is implemented: the weights are frozen (requires_grad=False) and the products
-have no backward pass. `Linear8bitLt(has_fp16_weights=True)` (training in fp16) raises
-NotImplementedError.
+Training (QLoRA, LoRA on LLM.int8()): the quantized weights are frozen (requires_grad=False);
+gradients reach the input and the bias through the dequantized weight (gemm_4bit's autograd
+formula, _torch_ops.Int8Linear). `Linear8bitLt(has_fp16_weights=True)` keeps a trainable float
+weight that is quantized on every forward and gets its own gradient.
 
 This module imports torch; `import bnb` does not (bnb.nn is loaded on first access).
 """
 
 import copy
+import math
 
 import torch
 
@@ -80,24 +82,51 @@ class _QuantizedParameter(torch.nn.Parameter):
     def cpu(self):
         return self.to(device="cpu")
 
+    def __reduce_ex__(self, proto):
+        # torch.nn.Parameter pickles as a plain Parameter; keep the type and the attributes
+        return _rebuild_quantized_parameter, (type(self), self.data, self.requires_grad, dict(self.__dict__))
+
+
+def _rebuild_quantized_parameter(cls, data, requires_grad, attrs):
+    param = torch.Tensor._make_subclass(cls, data, requires_grad)
+    param.__dict__.update(attrs)
+    return param
+
 
 # ---------------------------------------------------------------- 4-bit
 class Params4bit(_QuantizedParameter):
     """A 4-bit (NF4/FP4) weight: float until quantized, then the packed codes
-    [(N*K+1)//2, 1] (viewed as `quant_storage`) with a QuantState in `quant_state`."""
+    [(N*K+1)//2, 1] (viewed as `quant_storage`) with a QuantState in `quant_state`.
 
-    def __new__(cls, data=None, requires_grad=False, quant_state=None, blocksize=64, compress_statistics=True,
-                quant_type="fp4", quant_storage=torch.uint8, module=None, bnb_quantized=False):
+    The attributes (`__dict__`) are exactly bitsandbytes': blocksize, compress_statistics,
+    quant_type, quant_state, quant_storage, bnb_quantized, module (the Linear4bit holding it, or
+    None). Callers rebuild a parameter from another one's `__dict__`
+    (`Params4bit(data, requires_grad=False, **old.__dict__)`, as transformers and peft do); other
+    keyword arguments are accepted and ignored. blocksize=None means 64."""
+
+    def __new__(cls, data=None, requires_grad=False, quant_state=None, blocksize=None, compress_statistics=True,
+                quant_type="fp4", quant_storage=torch.uint8, module=None, bnb_quantized=False, **kwargs):
         if data is None:
             data = torch.empty(0)
         self = torch.Tensor._make_subclass(cls, data, requires_grad)
-        self.blocksize = blocksize
+        self.blocksize = 64 if blocksize is None else blocksize
         self.compress_statistics = compress_statistics
         self.quant_type = quant_type
-        self.quant_storage = quant_storage
         self.quant_state = quant_state
+        self.quant_storage = quant_storage
         self.bnb_quantized = bnb_quantized
+        self.module = module
         return self
+
+    @classmethod
+    def from_prequantized(cls, data, quantized_stats, requires_grad=False, device="cuda", module=None, **kwargs):
+        """A quantized parameter from its packed codes and the `weight.`-prefixed items of a
+        Linear4bit state dict (absmax, quant_map, nested_*, quant_state.bitsandbytes__<type>; with
+        or without the prefix), on `device`. The storage dtype is the packed tensor's. A
+        truncated or inconsistent state raises ValueError."""
+        state = _read_quant_state(data, quantized_stats, device)
+        return cls(data.to(device), requires_grad, state, blocksize=state.blocksize, compress_statistics=state.nested,
+                   quant_type=state.quant_type, quant_storage=data.dtype, module=module, bnb_quantized=True)
 
     def _is_quantized(self):
         return self.bnb_quantized
@@ -107,8 +136,8 @@ class Params4bit(_QuantizedParameter):
                     quant_type=self.quant_type, quant_storage=self.quant_storage)
 
     def _rewrap(self, data):
-        return Params4bit(data, self.requires_grad, self.quant_state, bnb_quantized=self.bnb_quantized,
-                          **self._config())
+        return type(self)(data, self.requires_grad, self.quant_state, bnb_quantized=self.bnb_quantized,
+                          module=self.module, **self._config())
 
     def _quantize(self, device):
         w = self.data.contiguous().to(device)
@@ -132,15 +161,65 @@ class Params4bit(_QuantizedParameter):
         return data if data.dtype == torch.uint8 else data.reshape(-1).view(torch.uint8).reshape(-1, 1)
 
     def __deepcopy__(self, memo):
-        new = Params4bit(self.data.clone(), self.requires_grad, copy.deepcopy(self.quant_state, memo),
-                         bnb_quantized=self.bnb_quantized, **self._config())
+        # the module: its copy when the module itself is being copied, else the same module
+        module = memo.get(id(self.module), self.module)
+        new = type(self)(self.data.clone(), self.requires_grad, copy.deepcopy(self.quant_state, memo),
+                         bnb_quantized=self.bnb_quantized, module=module, **self._config())
         memo[id(self)] = new
         return new
+
+    def __copy__(self):
+        return self._rewrap(self.data)
 
     def __repr__(self):
         if not self.bnb_quantized:
             return "Params4bit (not quantized yet) containing:\n" + super().__repr__()
         return f"Params4bit({self.quant_state!r}, storage {self.dtype} {tuple(self.shape)} on {self.device})"
+
+
+def _quant_state_proxy(name, read, nested):
+    """A read-only attribute of Params4bit that reads its QuantState (for code, such as FSDP's state-dict
+    traversal, that resolves `weight.absmax`-style names on the parameter)."""
+
+    def get(self):
+        qs = self.__dict__.get("quant_state")
+        if qs is None or (nested and qs.state2 is None):
+            raise AttributeError(f"{type(self).__name__} has no {name!r} (not quantized{', or not nested' * nested})")
+        return read(qs)
+    return property(get, doc=f"quant_state's {name} (AttributeError when there is none)")
+
+
+for _name, _read, _nested in [
+        ("absmax", lambda qs: qs.absmax, False), ("code", lambda qs: qs.code, False),
+        ("quant_map", lambda qs: qs.code, False), ("offset", lambda qs: qs.offset, False),
+        ("state2", lambda qs: qs.state2, False), ("nested_offset", lambda qs: qs.offset, False),
+        ("nested_absmax", lambda qs: qs.state2.absmax, True),
+        ("nested_blocksize", lambda qs: qs.state2.blocksize, True),
+        ("nested_quant_map", lambda qs: qs.state2.code, True), ("nested_dtype", lambda qs: qs.state2.dtype, True)]:
+    setattr(Params4bit, _name, _quant_state_proxy(_name, _read, _nested))
+
+
+def _read_quant_state(data, items, device):
+    """QuantState.from_dict of a 4-bit weight's serialized items, checked against the packed data."""
+    keys = sorted(items)
+    try:
+        state = F.QuantState.from_dict(dict(items), device=device)
+    except (KeyError, ValueError, TypeError, UnicodeDecodeError) as e:
+        raise ValueError(f"4-bit weight state {keys}: corrupt or incomplete ({type(e).__name__}: {e})") from e
+    shape, blocksize = state.shape, state.blocksize
+    if state.quant_type not in _QUANT_TYPES or not isinstance(blocksize, int) or blocksize <= 0 or not shape:
+        raise ValueError(f"4-bit weight state {keys}: quant_type {state.quant_type!r}, blocksize {blocksize!r}, "
+                         f"shape {shape} do not describe a 4-bit weight")
+    n = math.prod(shape)
+    nbytes = data.numel() * data.element_size()
+    if nbytes != (n + 1) // 2:
+        raise ValueError(f"4-bit weight state {keys}: the packed weight holds {nbytes} bytes, its shape {tuple(shape)} "
+                         f"needs {(n + 1) // 2}")
+    blocks = -(-n // blocksize)
+    if state.absmax.numel() != blocks:
+        raise ValueError(f"4-bit weight state {keys}: absmax holds {state.absmax.numel()} scales, {tuple(shape)} "
+                         f"in blocks of {blocksize} needs {blocks}")
+    return state
 
 
 def _to_storage(packed, storage):
@@ -211,13 +290,22 @@ class Linear4bit(_FastLinear):
         super().__init__(input_features, output_features, bias, device=device)
         self.weight = Params4bit(self.weight.data, requires_grad=False, blocksize=blocksize,
                                  compress_statistics=compress_statistics, quant_type=quant_type,
-                                 quant_storage=quant_storage)
+                                 quant_storage=quant_storage, module=self)
         self.compute_dtype = compute_dtype
+        self.compute_type_is_set = compute_dtype is not None
         self.quant_storage = quant_storage
 
     @property
     def quant_state(self):
-        return self.weight.quant_state
+        """The weight's QuantState (None before quantization). Assigning one (bitsandbytes'
+        from_prequantized does, before the parameter is attached) is kept for a weight that
+        lost its Params4bit type (e.g. flattened by FSDP): the next forward re-wraps it."""
+        qs = getattr(self._parameters.get("weight"), "quant_state", None)
+        return qs if qs is not None else self.__dict__.get("_quant_state")
+
+    @quant_state.setter
+    def quant_state(self, value):
+        self.__dict__["_quant_state"] = value
 
     def extra_repr(self):
         w = self.weight
@@ -232,6 +320,8 @@ class Linear4bit(_FastLinear):
 
     def _forward(self, x):
         w = self.weight
+        if not isinstance(w, Params4bit):
+            w = self._rewrap_plain_weight(w)
         if not w.bnb_quantized:
             _quantize_on_first_forward(self, x)
         in_dtype = x.dtype
@@ -242,6 +332,17 @@ class Linear4bit(_FastLinear):
             bias = bias.to(x.dtype)
         out = F.matmul_4bit(x, w.data if w.dtype == torch.uint8 else w.packed_uint8(), w.quant_state, bias=bias)
         return out if out.dtype == in_dtype else out.to(in_dtype)
+
+    def _rewrap_plain_weight(self, w):
+        """A plain parameter holding the packed codes (its Params4bit type lost, e.g. by FSDP): wrapped
+        again with the QuantState last assigned to this layer."""
+        qs = getattr(w, "quant_state", None) or self.__dict__.get("_quant_state")
+        if qs is None or w.dim() != 2 or w.shape[1] != 1:
+            raise RuntimeError(f"{type(self).__name__}: the weight is a plain {type(w).__name__} {tuple(w.shape)} "
+                               "without a quantization state; load a state dict or move the layer with .to(device)")
+        self.weight = Params4bit(w.data, w.requires_grad, qs, blocksize=qs.blocksize, compress_statistics=qs.nested,
+                                 quant_type=qs.quant_type, quant_storage=w.dtype, module=self, bnb_quantized=True)
+        return self.weight
 
     def _save_to_state_dict(self, destination, prefix, keep_vars):
         w = self.weight
@@ -276,7 +377,7 @@ class Linear4bit(_FastLinear):
                 else:
                     self.weight = Params4bit(packed.to(device), False, state, blocksize=state.blocksize,
                                              compress_statistics=state.nested, quant_type=state.quant_type,
-                                             quant_storage=packed.dtype, bnb_quantized=True)
+                                             quant_storage=packed.dtype, module=self, bnb_quantized=True)
         elif _check_float_weight(self, wkey, weight, error_msgs):
             was_quantized = self.weight.bnb_quantized
             self.weight = self.weight._rewrap(weight.detach().to(device, copy=True))
@@ -363,11 +464,12 @@ def _fast_rows(x, dtype, device_id, bias, K, N):
     shape = x.shape
     if len(shape) == 2:
         M, k = shape
-        if k != K:
+        if k != K or M == 0:  # no rows: the general path gives the empty result
             return None
         return M, x.new_empty(M, N)
     if shape and shape[-1] == K:
-        return x.numel() // K, x.new_empty(shape[:-1] + (N,))
+        M = x.numel() // K
+        return (M, x.new_empty(shape[:-1] + (N,))) if M else None
     return None
 
 
@@ -395,15 +497,18 @@ class LinearFP4(Linear4bit):
 # ---------------------------------------------------------------- LLM.int8()
 class Int8Params(_QuantizedParameter):
     """An LLM.int8() weight: float until quantized, then the int8 row codes CB [N, K] (the
-    parameter's data) with their row absmax SCB [N] (float32), from the weight rounded to fp16."""
+    parameter's data) with their row absmax SCB [N] (float32), from the weight rounded to fp16.
 
-    def __new__(cls, data=None, requires_grad=False, has_fp16_weights=False, CB=None, SCB=None):
+    has_fp16_weights=True: a float weight that is trained; it is never quantized in place (the
+    layer quantizes it on every forward) and a device move only moves it.
+    CB is the data itself once quantized (None before); a CB keyword (bitsandbytes' callers pass
+    one from another parameter's `__dict__`) and other keywords are accepted and ignored."""
+
+    def __new__(cls, data=None, requires_grad=False, has_fp16_weights=False, CB=None, SCB=None, **kwargs):
         if data is None:
             data = torch.empty(0)
-        if has_fp16_weights:
-            raise NotImplementedError(_FP16_WEIGHTS_MESSAGE)
         self = torch.Tensor._make_subclass(cls, data, requires_grad)
-        self.has_fp16_weights = False
+        self.has_fp16_weights = bool(has_fp16_weights)
         self.SCB = SCB
         return self
 
@@ -411,13 +516,22 @@ class Int8Params(_QuantizedParameter):
     def CB(self):
         return self.data if self.SCB is not None else None
 
+    @CB.setter
+    def CB(self, value):
+        # bitsandbytes code clears or sets CB on the parameter; here CB is the data itself
+        if value is not None and value is not self.data:
+            self.data = value
+
     def _is_quantized(self):
         return self.SCB is not None
 
     def _rewrap(self, data):
-        return Int8Params(data, self.requires_grad, SCB=self.SCB)
+        return type(self)(data, self.requires_grad, has_fp16_weights=self.has_fp16_weights, SCB=self.SCB)
 
     def _quantize(self, device):
+        if self.has_fp16_weights:  # trained in float: a move only
+            self.data = self.data.to(device)
+            return self
         w = self.data.contiguous().to(device)
         if not w.is_floating_point():
             raise TypeError(f"Int8Params: cannot quantize a {w.dtype} weight without its SCB")
@@ -431,15 +545,13 @@ class Int8Params(_QuantizedParameter):
         self.SCB = self.SCB.to(device, non_blocking=non_blocking)
 
     def __deepcopy__(self, memo):
-        new = Int8Params(self.data.clone(), self.requires_grad,
+        new = type(self)(self.data.clone(), self.requires_grad, has_fp16_weights=self.has_fp16_weights,
                          SCB=None if self.SCB is None else self.SCB.clone())
         memo[id(self)] = new
         return new
 
-
-_FP16_WEIGHTS_MESSAGE = (
-    "has_fp16_weights=True (training Linear8bitLt with fp16 master weights) needs LLM.int8()'s backward pass, "
-    "which bnb does not implement: use has_fp16_weights=False (inference with int8 weights)")
+    def __copy__(self):
+        return self._rewrap(self.data)
 
 
 class Linear8bitLt(_FastLinear):
@@ -449,18 +561,37 @@ class Linear8bitLt(_FastLinear):
     |x| >= threshold are multiplied in the input's dtype (docs/FORMATS.md §6.5). The weight is quantized
     on a device move or the first forward (module docstring). state_dict() writes bitsandbytes'
     keys (docs/FORMATS.md §5.5): `weight` (int8 [N, K]), `bias`, `SCB` (float32 [N]), `weight_format`
-    (uint8 0 = row-major). `index` is accepted for compatibility and unused."""
+    (uint8 0 = row-major). `index` is accepted for compatibility and unused.
+
+    Gradients: the input and the bias get theirs through the dequantized weight (Int8Linear in
+    _torch_ops). has_fp16_weights=True keeps a float weight that is trained: it is quantized
+    again on every forward and gets the gradient grad_out^T @ x.
+    `state` (a MatmulLtState) mirrors the quantized weight: state.CB, state.SCB are the
+    weight's after a forward or a device move, state.idx the last call's outlier columns."""
+
+    _state_type = F.MatmulLtState
 
     def __init__(self, input_features, output_features, bias=True, has_fp16_weights=False, threshold=0.0,
                  index=None, device=None):
-        if has_fp16_weights:
-            raise NotImplementedError(_FP16_WEIGHTS_MESSAGE)
         if threshold < 0:
             raise ValueError(f"threshold must be >= 0, not {threshold}")
         super().__init__(input_features, output_features, bias, device=device)
-        self.state = F.MatmulLtState(threshold=float(threshold), has_fp16_weights=False)
+        self.state = self._state_type()
+        self.state.threshold = float(threshold)
+        self.state.has_fp16_weights = bool(has_fp16_weights)
         self.index = index
-        self.weight = Int8Params(self.weight.data, requires_grad=False)
+        self.weight = self._param_type(self.weight.data, requires_grad=bool(has_fp16_weights),
+                                       has_fp16_weights=has_fp16_weights)
+
+    def init_8bit_state(self):
+        """Points state.CB / state.SCB at the quantized weight (bitsandbytes' name for this step)."""
+        self.state.CB, self.state.SCB = self.weight.CB, self.weight.SCB
+
+    def _apply(self, fn, recurse=True):
+        result = super()._apply(fn, recurse)
+        if self.state.CB is not None and getattr(self.weight, "SCB", None) is not None:
+            self.init_8bit_state()  # the moved tensors, not the old ones
+        return result
 
     def extra_repr(self):
         return (f"{super().extra_repr()}, threshold={self.state.threshold}, "
@@ -473,13 +604,21 @@ class Linear8bitLt(_FastLinear):
 
     def _forward(self, x):
         w = self.weight
-        if w.SCB is None:
-            _quantize_on_first_forward(self, x)
-        self.state.CB, self.state.SCB = w.data, w.SCB
+        state = self.state
         bias = self.bias
         if bias is not None and bias.dtype != x.dtype:
             bias = bias.to(x.dtype)
-        return F.int8_linear(x, w.data, w.SCB, bias=bias, threshold=self.state.threshold)
+        if getattr(w, "has_fp16_weights", False) and w.SCB is None:
+            with torch.no_grad():  # the trained float weight, quantized for this forward
+                CB, SCB = F.quantize_int8_rows(w)
+            state.CB, state.SCB = CB, SCB
+            return _torch_ops.Int8Linear.apply(x, w, CB, SCB, bias, state.threshold, state)
+        if w.SCB is None:
+            _quantize_on_first_forward(self, x)
+        state.CB, state.SCB = w.data, w.SCB
+        if _grad_enabled() and (x.requires_grad or (bias is not None and bias.requires_grad)):
+            return _torch_ops.Int8Linear.apply(x, None, w.data, w.SCB, bias, state.threshold, state)
+        return F.int8_linear(x, w.data, w.SCB, bias=bias, threshold=state.threshold, state=state)
 
     def _save_to_state_dict(self, destination, prefix, keep_vars):
         super()._save_to_state_dict(destination, prefix, keep_vars)
@@ -508,15 +647,21 @@ class Linear8bitLt(_FastLinear):
                 error_msgs.append(f"{wkey}: int8 weight {tuple(weight.shape)} / SCB {tuple(SCB.shape)} do not match "
                                   f"the layer's {shape}")
             else:
-                self.weight = Int8Params(weight.detach().to(device, copy=True), False,
-                                         SCB=SCB.detach().to(device, torch.float32, copy=True))
+                self.weight = self._param_type(weight.detach().to(device, copy=True), False,
+                                               SCB=SCB.detach().to(device, torch.float32, copy=True))
         elif _check_float_weight(self, wkey, weight, error_msgs):
-            was_quantized = self.weight.SCB is not None
-            self.weight = Int8Params(weight.detach().to(device, copy=True), False)
+            old = self.weight
+            was_quantized = old.SCB is not None
+            fp16 = getattr(old, "has_fp16_weights", False) and not was_quantized
+            self.weight = self._param_type(weight.detach().to(device, copy=True), fp16 and old.requires_grad,
+                                           has_fp16_weights=fp16)
             if was_quantized:
                 self.weight._quantize(device)
         _load_bias(self, state_dict, prefix, missing_keys, error_msgs)
         _unexpected(self, state_dict, prefix, strict, unexpected_keys, ("weight", "bias", "SCB", "weight_format"))
+
+
+Linear8bitLt._param_type = Int8Params
 
 
 def _fast_int8_linear(layer, x):
