@@ -39,6 +39,9 @@ _K_ADAM, _K_MOMENTUM, _K_RMSPROP, _K_LION, _K_ADAGRAD, _K_ADEMAMIX, _K_LAMB, _K_
 _TWO_STATES = (_K_ADAM, _K_ADEMAMIX, _K_LAMB)
 _NO_CLIPPING = (_K_LION, _K_ADEMAMIX)  # the library rejects max_unorm > 0 for these
 BLOCKSIZE = 256  # the 8-bit state's block (fixed by the library)
+#: bitsandbytes' state_dict() moves each parameter's state tensors (state1, qmap1, absmax1, ...) into
+#: a dict under this key (so that FSDP does not gather them); load_state_dict accepts both forms.
+BITSANDBYTES_WRAPPED_STATE_KEY = "__bnb_optimizer_quant_state__"
 
 _PARAM_DTYPES = {torch.float32: _lib.F32, torch.float16: _lib.F16, torch.bfloat16: _lib.BF16}
 
@@ -218,7 +221,7 @@ class Optimizer(torch.optim.Optimizer):
     paged_min_numel = 100_000
 
     def __init__(self, params, defaults, optim_bits=None, min_8bit_size=4096, percentile_clipping=100,
-                 block_wise=True, max_unorm=0.0, is_paged=None, args=None):
+                 block_wise=True, max_unorm=0.0, is_paged=None, args=None, skip_zeros=False):
         name = type(self).__name__
         if args is not None:
             _not_supported(name, "args (bitsandbytes' GlobalOptimManager configuration object); pass the "
@@ -226,9 +229,7 @@ class Optimizer(torch.optim.Optimizer):
         bits = self._fixed_bits if optim_bits is None else optim_bits
         if bits is None:
             bits = 32
-        if bits not in (8, 32) or isinstance(bits, bool):
-            raise ValueError(f"{name}: optim_bits = {optim_bits!r} is not supported: use 32 or 8")
-        if self._fixed_bits is not None and bits != self._fixed_bits:
+        if self._fixed_bits is not None and bits != self._fixed_bits and bits in (8, 32):
             raise ValueError(f"{name} always keeps {self._fixed_bits}-bit state; optim_bits={optim_bits!r} "
                              f"contradicts it (use the class without the suffix to choose)")
         paged = self._fixed_paged if is_paged is None else bool(is_paged)
@@ -237,21 +238,13 @@ class Optimizer(torch.optim.Optimizer):
                              f"'Paged' to choose)")
         if not block_wise and bits == 8:
             _not_supported(name, "8-bit state with block_wise=False (only blockwise 8-bit state exists)")
-        if isinstance(min_8bit_size, bool) or not isinstance(min_8bit_size, int) or min_8bit_size < 0:
-            raise ValueError(f"{name}: min_8bit_size = {min_8bit_size!r} must be an integer >= 0")
-        if isinstance(percentile_clipping, bool) or not isinstance(percentile_clipping, int) \
-                or not 1 <= percentile_clipping <= 100:
-            raise ValueError(f"{name}: percentile_clipping = {percentile_clipping!r} must be an integer in "
-                             "[1, 100] (100 turns it off)")
-        max_unorm = _check_number(name, "max_unorm", max_unorm)
-        if max_unorm > 0 and self._kind in _NO_CLIPPING:
-            raise ValueError(f"{name}: max_unorm > 0 (update-norm clipping) is not available for this optimizer")
+        settings = self._checked_settings(dict(optim_bits=bits, min_8bit_size=min_8bit_size,
+                                               percentile_clipping=percentile_clipping, max_unorm=max_unorm,
+                                               skip_zeros=skip_zeros))
         _check_number(name, "lr", defaults["lr"])
         _check_number(name, "eps", defaults["eps"])
         _check_number(name, "weight_decay", defaults["weight_decay"])
-        defaults = dict(defaults, optim_bits=bits, min_8bit_size=min_8bit_size,
-                        percentile_clipping=percentile_clipping, max_unorm=max_unorm)
-        super().__init__(params, defaults)
+        super().__init__(params, dict(defaults, **settings))
         self.is_paged = bool(paged)
         self._tables = {}  # (device, signed) -> the default code table on that device
 
@@ -261,6 +254,66 @@ class Optimizer(torch.optim.Optimizer):
         dict lacks them and falls back to this optimizer's defaults."""
         value = group.get(key)
         return self.defaults[key] if value is None else value
+
+    #: bnb's own settings: constructor arguments kept in every group (and so in state dicts), read
+    #: through _setting. Any of them, and any hyper-parameter key of a group, may also be set per
+    #: parameter through _param_overrides.
+    SETTINGS = ("optim_bits", "min_8bit_size", "percentile_clipping", "max_unorm", "skip_zeros")
+
+    def _checked_settings(self, settings):
+        """Validates values of SETTINGS (all or some of them); returns them normalised."""
+        name = type(self).__name__
+        out = dict(settings)
+        if "optim_bits" in out:
+            bits = out["optim_bits"]
+            if isinstance(bits, bool) or bits not in (8, 32):
+                raise ValueError(f"{name}: optim_bits = {bits!r} is not supported: use 32 or 8")
+            out["optim_bits"] = int(bits)
+        if "min_8bit_size" in out:
+            size = out["min_8bit_size"]
+            if isinstance(size, bool) or not isinstance(size, int) or size < 0:
+                raise ValueError(f"{name}: min_8bit_size = {size!r} must be an integer >= 0")
+        if "percentile_clipping" in out:
+            pc = out["percentile_clipping"]
+            if isinstance(pc, bool) or not isinstance(pc, int) or not 1 <= pc <= 100:
+                raise ValueError(f"{name}: percentile_clipping = {pc!r} must be an integer in [1, 100] "
+                                 "(100 turns it off)")
+        if "max_unorm" in out:
+            out["max_unorm"] = _check_number(name, "max_unorm", out["max_unorm"])
+            if out["max_unorm"] > 0 and self._kind in _NO_CLIPPING:
+                raise ValueError(f"{name}: max_unorm > 0 (update-norm clipping) is not available for this "
+                                 "optimizer")
+        if "skip_zeros" in out:
+            if not isinstance(out["skip_zeros"], (bool, int)):
+                raise TypeError(f"{name}: skip_zeros must be a bool, not {type(out['skip_zeros']).__name__}")
+            out["skip_zeros"] = bool(out["skip_zeros"])
+        return out
+
+    # -------------------------------------------------------------- per-parameter settings
+    def _param_overrides(self):
+        """Settings of single parameters for this step: {id(p): {key: value}}, or None for none.
+
+        A parameter listed here is updated on its own (not batched) with its group's values
+        replaced by these: hyper-parameters (lr, betas, eps, weight_decay, ...) at every step,
+        optim_bits and min_8bit_size when its state is created (its first step, or after the
+        state is dropped). bnb's classes have none; subclasses supply them (the bitsandbytes
+        compatibility layer reads its GlobalOptimManager here)."""
+        return None
+
+    def _group_with(self, group, overrides):
+        """`group` with one parameter's overrides applied (checked: known keys, valid values)."""
+        unknown = [k for k in overrides if k == "params" or (k not in group and k not in self.SETTINGS)]
+        if unknown:
+            known = sorted(set(k for k in group if k != "params") | set(self.SETTINGS))
+            raise ValueError(f"{type(self).__name__}: a parameter override names {unknown}, which this optimizer "
+                             f"does not have (known: {known})")
+        merged = dict(group)
+        merged.update(overrides)
+        merged.update(self._checked_settings({k: v for k, v in overrides.items() if k in self.SETTINGS}))
+        for key in ("lr", "eps", "weight_decay"):
+            if key in overrides:
+                _check_number(type(self).__name__, key, overrides[key])
+        return merged
 
     def _coefficients(self, group, step):  # pragma: no cover - every subclass overrides it
         raise NotImplementedError
@@ -320,24 +373,29 @@ class Optimizer(torch.optim.Optimizer):
             with torch.enable_grad():
                 loss = closure()
         paged_streams = {}
+        overrides = self._param_overrides() or None
         if self._multi_tensor:
-            self._step_batched(paged_streams)
+            self._step_batched(paged_streams, overrides)
         else:
             for group in self.param_groups:
                 for p in group["params"]:
                     if p.grad is not None:
-                        self._update_alone(group, p, paged_streams)
+                        self._update_alone(group, p, paged_streams, overrides)
         # Paged state may be touched by the host (or evicted) next: let the updates finish first.
         for kit in paged_streams.values():
             torch.cuda.current_stream(kit.device).synchronize()
         return loss
 
-    def _update_alone(self, group, p, paged_streams):
+    def _update_alone(self, group, p, paged_streams, overrides=None):
+        if overrides is not None:
+            own = overrides.get(id(p))
+            if own:
+                group = self._group_with(group, own)
         kit = self._update(group, p)
         if kit is not None and kit.backend != _lib.BACKEND_CPU:
             paged_streams[kit.device] = kit
 
-    def _step_batched(self, paged_streams):
+    def _step_batched(self, paged_streams, overrides=None):
         """step() through bnb_optimizer_update_multi.
 
         Per parameter, a _Slot (kept between steps in self._bnb_slots, keyed by id(p)) holds the
@@ -357,7 +415,7 @@ class Optimizer(torch.optim.Optimizer):
                 # Clipping needs per-tensor norms: one call per parameter.
                 for p in group["params"]:
                     if p.grad is not None:
-                        self._update_alone(group, p, paged_streams)
+                        self._update_alone(group, p, paged_streams, overrides)
                 continue
             pending = {}  # (key, step) -> ([slot...], [gradient pointer...])
             keep = []  # contiguous copies of strided gradients, alive until the calls are made
@@ -368,6 +426,9 @@ class Optimizer(torch.optim.Optimizer):
                 if g is None:
                     continue
                 pid = id(p)
+                if overrides is not None and pid in overrides:  # its own settings: updated alone
+                    self._update_alone(group, p, paged_streams, overrides)
+                    continue
                 if pid in slots:
                     repeats.append(p)
                     continue
@@ -413,7 +474,7 @@ class Optimizer(torch.optim.Optimizer):
                 batch.run(self, group, key, t, ptrs, paged_streams)
             del keep
             for p in repeats:
-                self._update_alone(group, p, paged_streams)
+                self._update_alone(group, p, paged_streams, overrides)
         self._bnb_slots = slots
         self._bnb_batches = batches
 
@@ -429,6 +490,7 @@ class Optimizer(torch.optim.Optimizer):
         prm.weight_decay = float(group["weight_decay"])
         prm.gnorm_scale = 1.0
         prm.step = t
+        prm.skip_zeros = 1 if self._setting(group, "skip_zeros") else 0
         return prm
 
     def _checked_code(self, p, g):
@@ -513,6 +575,7 @@ class Optimizer(torch.optim.Optimizer):
         prm.weight_decay = wd
         prm.gnorm_scale = self._gnorm_scale(group, state, grad, t)
         prm.step = t
+        prm.skip_zeros = 1 if self._setting(group, "skip_zeros") else 0
         ten = self._tensors(p, state, work)
         ten.g = grad.data_ptr()
         if max_unorm > 0:
@@ -609,6 +672,10 @@ class Optimizer(torch.optim.Optimizer):
         name = type(self).__name__
         shape = tuple(p.shape)
         n = p.numel()
+        wrapped = saved.get(BITSANDBYTES_WRAPPED_STATE_KEY)
+        if isinstance(wrapped, dict):  # bitsandbytes (0.50.2) nests the state tensors under this key
+            saved = {k: v for k, v in saved.items() if k != BITSANDBYTES_WRAPPED_STATE_KEY}
+            saved.update(wrapped)
         out = {}
         for key, value in saved.items():
             if isinstance(value, torch.Tensor) and key != "step":
@@ -699,13 +766,13 @@ class Adam(Optimizer):
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, amsgrad=False,
                  optim_bits=None, args=None, min_8bit_size=4096, percentile_clipping=100, block_wise=True,
-                 is_paged=None):
+                 is_paged=None, *, max_unorm=0.0, skip_zeros=False):
         cls = type(self).__name__
         if amsgrad:
             _not_supported(cls, "amsgrad=True")
         defaults = dict(lr=lr, betas=_adam_betas(cls, betas), eps=eps, weight_decay=weight_decay)
-        super().__init__(params, defaults, optim_bits, min_8bit_size, percentile_clipping, block_wise, 0.0,
-                         is_paged, args)
+        super().__init__(params, defaults, optim_bits, min_8bit_size, percentile_clipping, block_wise, max_unorm,
+                         is_paged, args, skip_zeros)
 
     def _coefficients(self, group, step):
         b1, b2 = group["betas"][:2]
@@ -717,9 +784,9 @@ class AdamW(Adam):
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2, amsgrad=False,
                  optim_bits=None, args=None, min_8bit_size=4096, percentile_clipping=100, block_wise=True,
-                 is_paged=None):
+                 is_paged=None, *, max_unorm=0.0, skip_zeros=False):
         super().__init__(params, lr, betas, eps, weight_decay, amsgrad, optim_bits, args, min_8bit_size,
-                         percentile_clipping, block_wise, is_paged)
+                         percentile_clipping, block_wise, is_paged, max_unorm=max_unorm, skip_zeros=skip_zeros)
 
 
 class LAMB(Optimizer):
@@ -730,7 +797,7 @@ class LAMB(Optimizer):
 
     def __init__(self, params, lr=1e-3, bias_correction=True, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0,
                  amsgrad=False, adam_w_mode=True, optim_bits=None, args=None, min_8bit_size=4096,
-                 percentile_clipping=100, block_wise=True, max_unorm=1.0, is_paged=None):
+                 percentile_clipping=100, block_wise=True, max_unorm=1.0, is_paged=None, *, skip_zeros=False):
         cls = type(self).__name__
         if amsgrad:
             _not_supported(cls, "amsgrad=True")
@@ -740,7 +807,7 @@ class LAMB(Optimizer):
             _not_supported(cls, "adam_w_mode=False (weight decay is always decoupled)")
         defaults = dict(lr=lr, betas=_adam_betas(cls, betas), eps=eps, weight_decay=weight_decay)
         super().__init__(params, defaults, optim_bits, min_8bit_size, percentile_clipping, block_wise, max_unorm,
-                         is_paged, args)
+                         is_paged, args, skip_zeros)
 
     def _coefficients(self, group, step):
         b1, b2 = group["betas"][:2]
@@ -796,12 +863,13 @@ class SGD(Optimizer):
     _kind = _K_MOMENTUM
 
     def __init__(self, params, lr, momentum=0, dampening=0, weight_decay=0, nesterov=False, optim_bits=None,
-                 args=None, min_8bit_size=4096, percentile_clipping=100, block_wise=True, is_paged=None):
+                 args=None, min_8bit_size=4096, percentile_clipping=100, block_wise=True, is_paged=None, *,
+                 max_unorm=0.0, skip_zeros=False):
         cls = type(self).__name__
         betas = _momentum_args(cls, momentum, dampening, nesterov)
         defaults = dict(lr=lr, betas=betas, eps=0.0, weight_decay=weight_decay)
-        super().__init__(params, defaults, optim_bits, min_8bit_size, percentile_clipping, block_wise, 0.0,
-                         is_paged, args)
+        super().__init__(params, defaults, optim_bits, min_8bit_size, percentile_clipping, block_wise, max_unorm,
+                         is_paged, args, skip_zeros)
 
     def _coefficients(self, group, step):
         return float(group["betas"][0]), 0.0, 0.0, 0.0, float(group["eps"])
@@ -814,12 +882,13 @@ class LARS(Optimizer):
     _kind = _K_LARS
 
     def __init__(self, params, lr, momentum=0, dampening=0, weight_decay=0, nesterov=False, optim_bits=None,
-                 args=None, min_8bit_size=4096, percentile_clipping=100, max_unorm=0.02, is_paged=None):
+                 args=None, min_8bit_size=4096, percentile_clipping=100, max_unorm=0.02, is_paged=None, *,
+                 skip_zeros=False):
         cls = type(self).__name__
         betas = _momentum_args(cls, momentum, dampening, nesterov)
         defaults = dict(lr=lr, betas=betas, eps=0.0, weight_decay=weight_decay)
         super().__init__(params, defaults, optim_bits, min_8bit_size, percentile_clipping, True, max_unorm,
-                         is_paged, args)
+                         is_paged, args, skip_zeros)
 
     def _coefficients(self, group, step):
         return float(group["betas"][0]), 0.0, 0.0, 0.0, float(group["eps"])
@@ -833,7 +902,7 @@ class RMSprop(Optimizer):
 
     def __init__(self, params, lr=1e-2, alpha=0.99, eps=1e-8, weight_decay=0, momentum=0, centered=False,
                  optim_bits=None, args=None, min_8bit_size=4096, percentile_clipping=100, block_wise=True,
-                 is_paged=None):
+                 is_paged=None, *, max_unorm=0.0, skip_zeros=False):
         cls = type(self).__name__
         if alpha == 0:
             _not_supported(cls, "alpha=0")
@@ -843,8 +912,8 @@ class RMSprop(Optimizer):
         if momentum:
             warnings.warn(f"{cls}: momentum is ignored (as in bitsandbytes)", stacklevel=2)
         defaults = dict(lr=lr, betas=(float(alpha), float(momentum)), eps=eps, weight_decay=weight_decay)
-        super().__init__(params, defaults, optim_bits, min_8bit_size, percentile_clipping, block_wise, 0.0,
-                         is_paged, args)
+        super().__init__(params, defaults, optim_bits, min_8bit_size, percentile_clipping, block_wise, max_unorm,
+                         is_paged, args, skip_zeros)
 
     def _coefficients(self, group, step):
         return float(group["betas"][0]), 0.0, 0.0, 0.0, float(group["eps"])
@@ -858,15 +927,15 @@ class Adagrad(Optimizer):
 
     def __init__(self, params, lr=1e-2, lr_decay=0, weight_decay=0, initial_accumulator_value=0, eps=1e-10,
                  optim_bits=None, args=None, min_8bit_size=4096, percentile_clipping=100, block_wise=True,
-                 is_paged=None):
+                 is_paged=None, *, max_unorm=0.0, skip_zeros=False):
         cls = type(self).__name__
         if initial_accumulator_value != 0:
             _not_supported(cls, "initial_accumulator_value != 0")
         if lr_decay != 0:
             _not_supported(cls, "lr_decay != 0")
         defaults = dict(lr=lr, betas=(0.0, 0.0), eps=eps, weight_decay=weight_decay)
-        super().__init__(params, defaults, optim_bits, min_8bit_size, percentile_clipping, block_wise, 0.0,
-                         is_paged, args)
+        super().__init__(params, defaults, optim_bits, min_8bit_size, percentile_clipping, block_wise, max_unorm,
+                         is_paged, args, skip_zeros)
 
     def _coefficients(self, group, step):
         return 0.0, 0.0, 0.0, 0.0, float(group["eps"])
@@ -879,11 +948,11 @@ class Lion(Optimizer):
     _kind = _K_LION
 
     def __init__(self, params, lr=1e-4, betas=(0.9, 0.99), weight_decay=0, optim_bits=None, args=None,
-                 min_8bit_size=4096, percentile_clipping=100, block_wise=True, is_paged=None):
+                 min_8bit_size=4096, percentile_clipping=100, block_wise=True, is_paged=None, *, skip_zeros=False):
         cls = type(self).__name__
         defaults = dict(lr=lr, betas=_adam_betas(cls, betas), eps=0.0, weight_decay=weight_decay)
         super().__init__(params, defaults, optim_bits, min_8bit_size, percentile_clipping, block_wise, 0.0,
-                         is_paged, args)
+                         is_paged, args, skip_zeros)
 
     def _coefficients(self, group, step):
         b1, b2 = group["betas"][:2]
