@@ -23,7 +23,8 @@ namespace cpu {
 namespace {
 
 std::atomic<const bnb_host_api_t*> g_host{nullptr};
-std::string g_target_cap;  // BNB_CPU_MAX_TARGET as read at init ("" = none)
+std::string g_target_cap;    // BNB_CPU_MAX_TARGET as read at init ("" = none)
+std::string g_target_error;  // why BNB_CPU_MAX_TARGET was refused ("" = it was not)
 
 struct CodeTables {
   float dynamic_signed[256];
@@ -39,12 +40,9 @@ struct CodeTables {
 };
 const CodeTables g_code_tables;
 
+// Threads of a context that asks for none: the core has already put a valid $BNB_NUM_THREADS
+// into options->num_threads, so this is all cores.
 int32_t default_num_threads() {
-  if (const char* env = std::getenv("BNB_NUM_THREADS")) {
-    char* end = nullptr;
-    const long v = std::strtol(env, &end, 10);
-    if (end != env && *end == '\0' && v > 0 && v <= 4096) return static_cast<int32_t>(v);
-  }
   const unsigned hw = std::thread::hardware_concurrency();
   return hw > 0 ? static_cast<int32_t>(hw) : 1;
 }
@@ -74,21 +72,31 @@ void op_describe(char* buf, size_t cap) {
   add(f.avx512_bf16, "avx512bf16");
   add(f.amx_tile, "amx");
   const std::string brand = info.brand_string[0] != '\0' ? info.brand_string : "unknown x86 CPU";
-  std::snprintf(buf, cap, "%s; isa: %s; simd: %s%s%s; threads: %d; onednn: %s", brand.c_str(), isa.c_str(),
-                chosen_target_name(), g_target_cap.empty() ? "" : " (capped by BNB_CPU_MAX_TARGET=",
-                g_target_cap.empty() ? "" : (g_target_cap + ")").c_str(), default_num_threads(),
-                int8_onednn_description());
+  std::string simd = chosen_target_name();
+  if (!g_target_cap.empty()) simd += " (capped by BNB_CPU_MAX_TARGET=" + g_target_cap + ")";
+  if (!g_target_error.empty()) simd += " (" + g_target_error + ")";
+  std::snprintf(buf, cap, "%s; isa: %s; simd: %s; cores: %d; onednn: %s", brand.c_str(), isa.c_str(), simd.c_str(),
+                default_num_threads(), int8_onednn_description());
 }
 
 bnb_status_t op_context_create(const bnb_context_options_t* options, void** impl) {
+  // An invalid cap is refused when a context is made (the plugin itself loads regardless, so
+  // bnb_backend_get_info still describes it).
+  if (!g_target_error.empty()) return fail(BNB_ERR_INVALID_ARGUMENT, g_target_error.c_str());
   int32_t threads = options != nullptr ? options->num_threads : 0;
   if (threads <= 0) threads = default_num_threads();
   try {
     *impl = new Context(threads);
   } catch (const std::bad_alloc&) {
-    return fail(BNB_ERR_OUT_OF_MEMORY, "context_create: out of memory");
-  } catch (const std::system_error&) {
-    return fail(BNB_ERR_INTERNAL, "context_create: cannot start worker threads");
+    return fail(BNB_ERR_OUT_OF_MEMORY, "context_create: out of host memory for the thread pool");
+  } catch (const std::system_error& e) {
+    // EAGAIN (a thread or memory limit) is a resource shortage; anything else is unexpected.
+    const bool resources = e.code() == std::errc::resource_unavailable_try_again ||
+                           e.code() == std::errc::not_enough_memory;
+    const std::string msg = "context_create: cannot start the " + std::to_string(threads - 1) +
+                            " worker threads of num_threads = " + std::to_string(threads) + " (" + e.what() +
+                            "): ask for fewer with options->num_threads or BNB_NUM_THREADS";
+    return fail(resources ? BNB_ERR_OUT_OF_MEMORY : BNB_ERR_INTERNAL, msg.c_str());
   }
   return BNB_SUCCESS;
 }
@@ -154,11 +162,12 @@ void apply_target_cap() {
   if (cap == nullptr || *cap == '\0') return;
   if (cap_target(cap)) {
     g_target_cap = cap;
-  } else if (const bnb_host_api_t* h = g_host.load()) {
-    const std::string msg = std::string("cpu: ignoring unknown BNB_CPU_MAX_TARGET=") + cap +
-                            " (expected avx3_dl, avx3, avx2, sse4, scalar or emu128)";
-    h->log(1, msg.c_str());
+    return;
   }
+  g_target_error = std::string("BNB_CPU_MAX_TARGET=") + cap +
+                   " is not valid: use avx3_dl, avx3, avx2, sse4, emu128 or scalar (unset = the best target of "
+                   "this CPU)";
+  if (const bnb_host_api_t* h = g_host.load()) h->log(1, ("cpu: " + g_target_error).c_str());
 }
 
 }  // namespace

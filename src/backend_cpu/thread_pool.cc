@@ -8,16 +8,26 @@ namespace cpu {
 ThreadPool::ThreadPool(int32_t num_threads) {
   const int32_t workers = num_threads > 1 ? num_threads - 1 : 0;
   workers_.reserve(static_cast<size_t>(workers));
-  for (int32_t i = 0; i < workers; ++i) workers_.emplace_back([this] { worker_loop(); });
+  try {
+    for (int32_t i = 0; i < workers; ++i) workers_.emplace_back([this] { worker_loop(); });
+  } catch (...) {
+    // A thread that cannot start (thread limit, memory) throws here while the earlier ones run:
+    // a joinable std::thread destroyed during unwinding would call std::terminate.
+    stop_workers();
+    throw;
+  }
 }
 
-ThreadPool::~ThreadPool() {
+ThreadPool::~ThreadPool() { stop_workers(); }
+
+void ThreadPool::stop_workers() {
   {
     std::lock_guard<std::mutex> lock(mu_);
     stop_ = true;
   }
   wake_.notify_all();
   for (std::thread& t : workers_) t.join();
+  workers_.clear();
 }
 
 bool ThreadPool::work_on(Job* job, int64_t task) {

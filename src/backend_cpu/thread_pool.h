@@ -17,7 +17,8 @@ namespace cpu {
 
 class ThreadPool {
  public:
-  // Starts num_threads - 1 workers (the caller of run() is the last thread).
+  // Starts num_threads - 1 workers (the caller of run() is the last thread). Throws
+  // std::system_error if a worker cannot start, after joining those that did.
   explicit ThreadPool(int32_t num_threads);
   ~ThreadPool();
   ThreadPool(const ThreadPool&) = delete;
@@ -51,6 +52,8 @@ class ThreadPool {
   };
 
   void submit_and_wait(Job* job);
+  // Tells every worker to return and joins them.
+  void stop_workers();
   void worker_loop();
   // Runs tasks of `job` starting with `task` (already claimed) until none is left; returns true
   // if this thread finished the job's last task.

@@ -1,4 +1,5 @@
 // Entry points: version, status and errors, backends, contexts, code tables, backend memory.
+#include <cerrno>
 #include <cstdlib>
 #include <cstring>
 #include <new>
@@ -17,16 +18,44 @@ void copy_string(char* dst, size_t cap, const std::string& src) {
   dst[n] = '\0';
 }
 
-// Reads $BNB_BACKEND: AUTO when unset, empty or "auto"; -1 when it names nothing we know.
-int32_t backend_from_env(std::string* value) {
-  const char* env = std::getenv("BNB_BACKEND");
-  if (env == nullptr || *env == '\0') return BNB_BACKEND_AUTO;
-  *value = env;
-  if (*value == "auto") return BNB_BACKEND_AUTO;
-  if (*value == "cpu") return BNB_BACKEND_CPU;
-  if (*value == "cuda") return BNB_BACKEND_CUDA;
-  if (*value == "hip") return BNB_BACKEND_HIP;
-  return -1;
+// The environment a context reads. Every variable is checked on every bnb_context_create, so an
+// invalid value is an error whichever backend is chosen.
+struct Environment {
+  int32_t backend = BNB_BACKEND_AUTO;  // $BNB_BACKEND; AUTO when unset, empty or "auto"
+  std::string backend_origin = "BNB_BACKEND unset";
+  int32_t num_threads = 0;             // $BNB_NUM_THREADS; 0 when unset or empty
+};
+
+bnb_status_t read_environment(Environment* env) {
+  int level = 0;
+  const char* log = std::getenv("BNB_LOG_LEVEL");
+  if (!parse_log_level(log, &level))
+    return failf(BNB_ERR_INVALID_ARGUMENT,
+                 "BNB_LOG_LEVEL=%s is not valid: use 0 (quiet), 1 (errors), 2 (loading decisions) or 3 (debug)",
+                 log);
+
+  if (const char* text = std::getenv("BNB_BACKEND"); text != nullptr && *text != '\0') {
+    const std::string value = text;
+    env->backend_origin = "BNB_BACKEND=" + value;
+    if (value == "cpu") env->backend = BNB_BACKEND_CPU;
+    else if (value == "cuda") env->backend = BNB_BACKEND_CUDA;
+    else if (value == "hip") env->backend = BNB_BACKEND_HIP;
+    else if (value != "auto")
+      return failf(BNB_ERR_INVALID_ARGUMENT, "BNB_BACKEND=%s is not valid: use auto, cpu, cuda or hip (lower case)",
+                   text);
+  }
+
+  if (const char* text = std::getenv("BNB_NUM_THREADS"); text != nullptr && *text != '\0') {
+    char* end = nullptr;
+    errno = 0;
+    const long v = std::strtol(text, &end, 10);
+    if (*text < '0' || *text > '9' || *end != '\0' || errno != 0 || v < 1 || v > kMaxThreads)
+      return failf(BNB_ERR_INVALID_ARGUMENT,
+                   "BNB_NUM_THREADS=%s is not valid: use a whole number from 1 to %d (unset = all cores)", text,
+                   kMaxThreads);
+    env->num_threads = static_cast<int32_t>(v);
+  }
+  return BNB_SUCCESS;
 }
 
 // The best available backend: highest score, ties to the lower kind (cpu first).
@@ -50,7 +79,12 @@ BNB_API const char* bnb_version_string(void) {
 }
 
 BNB_API const char* bnb_status_string(bnb_status_t status) {
-  switch (status) {
+  // A C caller may pass any 32-bit value; C++ may assume an enum holds only values in its range
+  // (so even a switch on a negative one is undefined). Read the bits as an integer instead.
+  static_assert(sizeof(bnb_status_t) == sizeof(int32_t), "BNB_STATUS_FORCE_32BIT keeps the enum 32 bits wide");
+  int32_t value = 0;
+  std::memcpy(&value, &status, sizeof value);
+  switch (value) {
     case BNB_SUCCESS: return "BNB_SUCCESS";
     case BNB_ERR_INVALID_ARGUMENT: return "BNB_ERR_INVALID_ARGUMENT";
     case BNB_ERR_NOT_SUPPORTED: return "BNB_ERR_NOT_SUPPORTED";
@@ -119,17 +153,18 @@ BNB_API bnb_status_t bnb_context_create(const bnb_context_options_t* options, bn
   if (opts.backend < BNB_BACKEND_AUTO || opts.backend > BNB_BACKEND_HIP)
     return failf(BNB_ERR_INVALID_ARGUMENT, "options->backend %d is not a bnb_backend_kind_t", opts.backend);
   if (opts.device < 0) return failf(BNB_ERR_INVALID_ARGUMENT, "options->device %d is negative", opts.device);
-  if (opts.num_threads < 0)
-    return failf(BNB_ERR_INVALID_ARGUMENT, "options->num_threads %d is negative", opts.num_threads);
+  if (opts.num_threads < 0 || opts.num_threads > kMaxThreads)
+    return failf(BNB_ERR_INVALID_ARGUMENT, "options->num_threads %d is not valid: use 0 (default) to %d",
+                 opts.num_threads, kMaxThreads);
+  Environment env;
+  BNB_CHECK(read_environment(&env));
+  if (opts.num_threads == 0) opts.num_threads = env.num_threads;
 
   int32_t kind = opts.backend;
   std::string origin = "options->backend";
   if (kind == BNB_BACKEND_AUTO) {
-    std::string env;
-    kind = backend_from_env(&env);
-    if (kind < 0)
-      return failf(BNB_ERR_INVALID_ARGUMENT, "BNB_BACKEND=%s is not one of auto, cpu, cuda, hip", env.c_str());
-    origin = "BNB_BACKEND=" + env;
+    kind = env.backend;
+    origin = env.backend_origin;
   }
   const Backend* backend = nullptr;
   if (kind == BNB_BACKEND_AUTO) {

@@ -259,11 +259,15 @@ bnb_status_t check_optimizer_params(const bnb_optimizer_params_t* params) {
   if (!std::isfinite(params->lr)) return fail(BNB_ERR_INVALID_ARGUMENT, "params->lr is not finite");
   // The update rules' own conditions (docs/OPS.md §6), the same on every backend.
   const bnb_optimizer_params_t& P = *params;
-  const float scalars[] = {P.beta1, P.beta2, P.beta3, P.alpha, P.eps, P.weight_decay, P.gnorm_scale};
-  for (float v : scalars)
-    if (!std::isfinite(v))
-      return fail(BNB_ERR_INVALID_ARGUMENT,
-                  "a hyper-parameter (beta1..3, alpha, eps, weight_decay, gnorm_scale) is not finite");
+  const struct {
+    const char* name;
+    float value;
+  } scalars[] = {{"beta1", P.beta1}, {"beta2", P.beta2},       {"beta3", P.beta3},
+                 {"alpha", P.alpha}, {"eps", P.eps},           {"weight_decay", P.weight_decay},
+                 {"gnorm_scale", P.gnorm_scale}};
+  for (const auto& s : scalars)
+    if (!std::isfinite(s.value))
+      return failf(BNB_ERR_INVALID_ARGUMENT, "params->%s = %g is not finite", s.name, static_cast<double>(s.value));
   if (!(P.max_unorm >= 0.0f) || std::isinf(P.max_unorm))
     return fail(BNB_ERR_INVALID_ARGUMENT, "params->max_unorm must be finite and >= 0 (0 = no clipping)");
   if (P.max_unorm > 0.0f && (opt == BNB_OPT_LION || opt == BNB_OPT_ADEMAMIX))

@@ -21,6 +21,8 @@ namespace bnb {
 
 // Largest element count accepted anywhere: keeps every byte count of every dtype inside int64_t.
 constexpr int64_t kMaxElements = INT64_C(1) << 60;
+// Most CPU threads a context may ask for (options->num_threads, $BNB_NUM_THREADS).
+constexpr int32_t kMaxThreads = 4096;
 
 bnb_status_t check_context(bnb_context_t ctx);
 bnb_status_t check_not_null(const void* ptr, const char* name);

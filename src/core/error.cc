@@ -46,11 +46,19 @@ bnb_status_t failf(bnb_status_t status, const char* format, ...) {
 
 const char* last_error() { return t_last_error.c_str(); }
 
+bool parse_log_level(const char* text, int* level) {
+  *level = 0;
+  if (text == nullptr || *text == '\0') return true;
+  if (text[0] < '0' || text[0] > '3' || text[1] != '\0') return false;
+  *level = text[0] - '0';
+  return true;
+}
+
 int log_level() {
+  // An invalid value logs nothing here; bnb_context_create reports it.
   static const int level = [] {
-    const char* env = std::getenv("BNB_LOG_LEVEL");
-    if (env == nullptr || *env == '\0') return 0;
-    return std::atoi(env);
+    int v = 0;
+    return parse_log_level(std::getenv("BNB_LOG_LEVEL"), &v) ? v : 0;
   }();
   return level;
 }

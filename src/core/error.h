@@ -16,6 +16,8 @@ const char* last_error();
 
 // Log levels: 1 error, 2 info, 3 debug. Reads BNB_LOG_LEVEL once.
 int log_level();
+// A BNB_LOG_LEVEL value: NULL or "" = 0, else one digit 0..3; false (level 0) for anything else.
+bool parse_log_level(const char* text, int* level);
 void log(int level, const std::string& message);
 void logf(int level, const char* format, ...) __attribute__((format(printf, 2, 3)));
 

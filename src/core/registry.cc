@@ -1,8 +1,13 @@
 #include "registry.h"
 
 #include <dlfcn.h>
+#include <elf.h>
+#include <fcntl.h>
+#include <link.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
+#include <cerrno>
 #include <cstdlib>
 #include <cstring>
 #include <mutex>
@@ -25,6 +30,58 @@ const bnb_host_api_t kHostApi = {sizeof(bnb_host_api_t), &host_fail, &host_log};
 bool file_exists(const std::string& path) {
   struct stat st;
   return ::stat(path.c_str(), &st) == 0 && S_ISREG(st.st_mode);
+}
+
+bool read_at(int fd, uint64_t offset, void* buf, size_t bytes) {
+  return ::pread(fd, buf, bytes, static_cast<off_t>(offset)) == static_cast<ssize_t>(bytes);
+}
+
+// dlopen maps a library's segments straight from the file, so a file shorter than its headers
+// say (an interrupted copy or download) raises SIGBUS inside dlopen when the missing pages are
+// touched. Before loading, check the ELF header and that the header tables and every loadable
+// segment lie inside the file. Returns "" when the file looks whole, else what is wrong. Files of
+// another ELF class or byte order are left to dlopen, which refuses them without mapping.
+std::string check_elf_file(const std::string& path) {
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return std::string("cannot open it: ") + std::strerror(errno);
+  struct Closer {
+    int fd;
+    ~Closer() { ::close(fd); }
+  } closer{fd};
+  struct stat st;
+  if (::fstat(fd, &st) != 0) return std::string("cannot stat it: ") + std::strerror(errno);
+  const uint64_t size = static_cast<uint64_t>(st.st_size);
+  const std::string bytes = " (" + std::to_string(size) + " bytes)";
+  ElfW(Ehdr) eh;
+  if (!read_at(fd, 0, &eh, sizeof eh) || std::memcmp(eh.e_ident, ELFMAG, SELFMAG) != 0)
+    return "not an ELF file" + bytes;
+  const unsigned char native_class = sizeof(void*) == 8 ? ELFCLASS64 : ELFCLASS32;
+#if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+  const unsigned char native_data = ELFDATA2LSB;
+#else
+  const unsigned char native_data = ELFDATA2MSB;
+#endif
+  if (eh.e_ident[EI_CLASS] != native_class || eh.e_ident[EI_DATA] != native_data) return "";
+  if (eh.e_type != ET_DYN) return "not a shared library (ELF type " + std::to_string(eh.e_type) + ")";
+  // [offset, offset + length) must lie in the file; both are at most 2^64 - 1, so compare without
+  // adding.
+  const auto inside = [size](uint64_t offset, uint64_t length) { return offset <= size && length <= size - offset; };
+  const auto truncated = [&](const char* what, uint64_t end) {
+    return std::string("truncated or damaged file") + bytes + ": its " + what + " end at byte " + std::to_string(end);
+  };
+  if (eh.e_phentsize != sizeof(ElfW(Phdr)) || eh.e_phnum == 0)
+    return "damaged ELF header (program header size " + std::to_string(eh.e_phentsize) + ", count " +
+           std::to_string(eh.e_phnum) + ")";
+  const uint64_t ph_bytes = uint64_t{eh.e_phnum} * eh.e_phentsize;
+  if (!inside(eh.e_phoff, ph_bytes)) return truncated("program headers", eh.e_phoff + ph_bytes);
+  const uint64_t sh_bytes = uint64_t{eh.e_shnum} * eh.e_shentsize;
+  if (eh.e_shoff != 0 && !inside(eh.e_shoff, sh_bytes)) return truncated("section headers", eh.e_shoff + sh_bytes);
+  std::vector<ElfW(Phdr)> ph(eh.e_phnum);
+  if (!read_at(fd, eh.e_phoff, ph.data(), ph_bytes)) return truncated("program headers", eh.e_phoff + ph_bytes);
+  for (const ElfW(Phdr)& p : ph)
+    if (p.p_type == PT_LOAD && !inside(p.p_offset, p.p_filesz))
+      return truncated("loadable segments", p.p_offset + p.p_filesz);
+  return "";
 }
 
 // The directory holding libbnb.so itself (works inside a Python wheel or an installed tree).
@@ -69,6 +126,12 @@ void load_one(Backend& b, const std::vector<std::string>& dirs) {
   if (b.path.empty()) {
     b.detail = "plugin " + file + " not found (searched: " + (searched.empty() ? "nothing" : searched) + ")";
     logf(2, "%s: %s", b.name.c_str(), b.detail.c_str());
+    return;
+  }
+  const std::string damaged = check_elf_file(b.path);
+  if (!damaged.empty()) {
+    b.detail = "cannot load " + b.path + ": " + damaged;
+    logf(1, "%s: %s", b.name.c_str(), b.detail.c_str());
     return;
   }
   dlerror();
@@ -118,7 +181,7 @@ void load_one(Backend& b, const std::vector<std::string>& dirs) {
   b.device_count = b.ops.device_count != nullptr ? b.ops.device_count() : 0;
   char detail[256] = {0};
   if (b.ops.describe != nullptr) b.ops.describe(detail, sizeof detail);
-  b.detail = detail;
+  b.detail.assign(detail, strnlen(detail, sizeof detail));  // a plugin may fill the buffer unterminated
   logf(2, "%s: loaded %s, score %d, %d device(s): %s", b.name.c_str(), b.path.c_str(), b.score, b.device_count,
        b.detail.c_str());
 }

@@ -1,0 +1,328 @@
+// Misuse that must end in a status and a message, never a crash or an abort (issue 17): statuses
+// outside the enum, thread pools that cannot start, the environment, damaged plugins, and
+// messages that name the one bad field.
+#include <dlfcn.h>
+#include <gtest/gtest.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <climits>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <fstream>
+#include <limits>
+#include <string>
+#include <vector>
+
+#include "bnb.h"
+#include "util.h"
+
+using namespace bnb_test;
+
+namespace {
+
+#define EXPECT_FAILS_WITH(call, expected, needle)                                                \
+  do {                                                                                           \
+    const bnb_status_t s_ = (call);                                                              \
+    EXPECT_EQ(s_, expected) << #call << " -> " << bnb_status_string(s_);                         \
+    EXPECT_NE(std::string(bnb_last_error_message()).find(needle), std::string::npos)             \
+        << #call << ": message \"" << bnb_last_error_message() << "\" lacks \"" << needle << "\""; \
+  } while (0)
+
+bool contains(const std::string& text, const std::string& needle) { return text.find(needle) != std::string::npos; }
+
+bool cpu_available() {
+  for (int32_t k : available_backends())
+    if (k == BNB_BACKEND_CPU) return true;
+  return false;
+}
+
+// Sets an environment variable for one scope and puts back what was there.
+class ScopedEnv {
+ public:
+  ScopedEnv(const char* name, const char* value) : name_(name) {
+    if (const char* old = std::getenv(name)) {
+      had_ = true;
+      old_ = old;
+    }
+    if (value != nullptr) setenv(name, value, 1);
+    else unsetenv(name);
+  }
+  ~ScopedEnv() {
+    if (had_) setenv(name_.c_str(), old_.c_str(), 1);
+    else unsetenv(name_.c_str());
+  }
+
+ private:
+  std::string name_, old_;
+  bool had_ = false;
+};
+
+// What a command printed (stdout and stderr) and how it ended.
+struct Outcome {
+  std::string output;
+  bool exited = false;  // ended by exit(), not by a signal
+  int code = -1;
+};
+
+Outcome run_command(const std::string& command) {
+  Outcome r;
+  FILE* pipe = popen((command + " 2>&1").c_str(), "r");
+  if (pipe == nullptr) return r;
+  char buf[4096];
+  size_t got;
+  while ((got = std::fread(buf, 1, sizeof buf, pipe)) > 0) r.output.append(buf, got);
+  const int status = pclose(pipe);
+  r.exited = WIFEXITED(status);
+  r.code = r.exited ? WEXITSTATUS(status) : -1;
+  return r;
+}
+
+bool build_tree_present() {
+  std::ifstream lib(std::string(BNB_BUILD_LIB_DIR) + "/libbnb.so.0");
+  return static_cast<bool>(lib);
+}
+
+bool under_address_sanitizer() {
+#if defined(__SANITIZE_ADDRESS__)
+  return true;
+#else
+  return false;
+#endif
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------- status strings
+
+TEST(Robust, StatusStringOfAnyValue) {
+  // C callers may pass any int: call through the C view of the function (an int32_t argument),
+  // as they do, so the test itself never holds an out-of-range enum.
+  using CStatusString = const char* (*)(int32_t);
+  const auto status_string = reinterpret_cast<CStatusString>(&bnb_status_string);
+  for (int32_t s : {12345, -7, 7, -1, INT32_MIN, INT32_MAX})
+    EXPECT_STREQ(status_string(s), "BNB_ERR_UNKNOWN_STATUS") << s;
+  EXPECT_STREQ(status_string(BNB_ERR_INTERNAL), "BNB_ERR_INTERNAL");
+}
+
+// ---------------------------------------------------------------- threads
+
+TEST(Robust, NumThreadsAboveTheCapIsRefused) {
+  bnb_context_options_t opts;
+  ASSERT_BNB_OK(bnb_context_options_init(&opts));
+  bnb_context_t ctx = nullptr;
+  for (int32_t threads : {4097, 100000, INT32_MAX, -1}) {
+    opts.num_threads = threads;
+    EXPECT_FAILS_WITH(bnb_context_create(&opts, &ctx), BNB_ERR_INVALID_ARGUMENT, "num_threads");
+    EXPECT_NE(std::string(bnb_last_error_message()).find("4096"), std::string::npos) << bnb_last_error_message();
+    EXPECT_EQ(ctx, nullptr);
+  }
+}
+
+TEST(Robust, ThreadsThatCannotStartAreAnErrorNotAnAbort) {
+  if (!cpu_available()) GTEST_SKIP() << "cpu backend not available";
+  if (under_address_sanitizer()) GTEST_SKIP() << "AddressSanitizer needs more address space than the limit leaves";
+  // 256 threads in 64 MiB more address space: the stacks do not fit, so some threads start and
+  // then one fails. The pool must join those that started and the call report it.
+  const Outcome r = run_command(std::string("BNB_BACKEND=cpu ") + BNB_CONTEXT_PROBE +
+                            " --threads 256 --address-space-mb 64");
+  ASSERT_TRUE(r.exited) << "the probe was killed by a signal:\n" << r.output;
+  EXPECT_EQ(r.code, BNB_ERR_OUT_OF_MEMORY) << r.output;
+  EXPECT_TRUE(contains(r.output, "worker threads")) << r.output;
+  EXPECT_TRUE(contains(r.output, "num_threads = 256")) << r.output;
+  EXPECT_TRUE(contains(r.output, "BNB_NUM_THREADS")) << r.output;
+}
+
+TEST(Robust, ThreadsWithinTheLimitStart) {
+  if (!cpu_available()) GTEST_SKIP() << "cpu backend not available";
+  if (under_address_sanitizer()) GTEST_SKIP() << "AddressSanitizer needs more address space than the limit leaves";
+  const Outcome r = run_command(std::string("BNB_BACKEND=cpu ") + BNB_CONTEXT_PROBE + " --threads 2 --address-space-mb 256");
+  ASSERT_TRUE(r.exited) << r.output;
+  EXPECT_EQ(r.code, BNB_SUCCESS) << r.output;
+}
+
+// ---------------------------------------------------------------- the environment
+
+TEST(Robust, InvalidNumThreadsVariableIsAnError) {
+  bnb_context_t ctx = nullptr;
+  for (const char* value : {"0", "-1", "100000", "4097", "abc", "4x", " 4", "+4", "99999999999999999999"}) {
+    ScopedEnv env("BNB_NUM_THREADS", value);
+    EXPECT_FAILS_WITH(bnb_context_create(nullptr, &ctx), BNB_ERR_INVALID_ARGUMENT,
+                      std::string("BNB_NUM_THREADS=") + value);
+    EXPECT_TRUE(contains(bnb_last_error_message(), "from 1 to 4096")) << bnb_last_error_message();
+    EXPECT_EQ(ctx, nullptr);
+    // Invalid even where options->num_threads would override it.
+    bnb_context_options_t opts;
+    bnb_context_options_init(&opts);
+    opts.num_threads = 2;
+    EXPECT_FAILS_WITH(bnb_context_create(&opts, &ctx), BNB_ERR_INVALID_ARGUMENT, "BNB_NUM_THREADS");
+  }
+  if (!cpu_available()) return;
+  for (const char* value : {"1", "3", ""}) {
+    ScopedEnv env("BNB_NUM_THREADS", value);
+    ScopedEnv backend("BNB_BACKEND", "cpu");
+    ASSERT_BNB_OK(bnb_context_create(nullptr, &ctx));
+    ASSERT_BNB_OK(bnb_context_destroy(ctx));
+  }
+}
+
+TEST(Robust, InvalidBackendVariableIsAnError) {
+  bnb_context_t ctx = nullptr;
+  for (const char* value : {"bogus", "CPU", "Cpu", "AUTO", "cpu "}) {
+    ScopedEnv env("BNB_BACKEND", value);
+    EXPECT_FAILS_WITH(bnb_context_create(nullptr, &ctx), BNB_ERR_INVALID_ARGUMENT, std::string("BNB_BACKEND=") + value);
+    EXPECT_TRUE(contains(bnb_last_error_message(), "auto, cpu, cuda or hip")) << bnb_last_error_message();
+    EXPECT_EQ(ctx, nullptr);
+  }
+}
+
+TEST(Robust, InvalidLogLevelVariableIsAnError) {
+  bnb_context_t ctx = nullptr;
+  for (const char* value : {"garbage", "4", "-1", "2x", "10"}) {
+    ScopedEnv env("BNB_LOG_LEVEL", value);
+    EXPECT_FAILS_WITH(bnb_context_create(nullptr, &ctx), BNB_ERR_INVALID_ARGUMENT,
+                      std::string("BNB_LOG_LEVEL=") + value);
+    EXPECT_TRUE(contains(bnb_last_error_message(), "0 (quiet)")) << bnb_last_error_message();
+    EXPECT_TRUE(contains(bnb_last_error_message(), "3 (debug)")) << bnb_last_error_message();
+    EXPECT_EQ(ctx, nullptr);
+  }
+  if (!cpu_available()) return;
+  for (const char* value : {"0", ""}) {
+    ScopedEnv env("BNB_LOG_LEVEL", value);
+    ScopedEnv backend("BNB_BACKEND", "cpu");
+    ASSERT_BNB_OK(bnb_context_create(nullptr, &ctx));
+    ASSERT_BNB_OK(bnb_context_destroy(ctx));
+  }
+}
+
+TEST(Robust, InvalidCpuTargetCapIsAnError) {
+  if (!cpu_available()) GTEST_SKIP() << "cpu backend not available";
+  // The plugin reads the cap once when it loads: a fresh process each.
+  Outcome r = run_command(std::string("BNB_BACKEND=cpu BNB_CPU_MAX_TARGET=bogus ") + BNB_CONTEXT_PROBE);
+  ASSERT_TRUE(r.exited) << r.output;
+  EXPECT_EQ(r.code, BNB_ERR_INVALID_ARGUMENT) << r.output;
+  EXPECT_TRUE(contains(r.output, "BNB_CPU_MAX_TARGET=bogus")) << r.output;
+  EXPECT_TRUE(contains(r.output, "avx3_dl, avx3, avx2, sse4, emu128 or scalar")) << r.output;
+  r = run_command(std::string("BNB_BACKEND=cpu BNB_CPU_MAX_TARGET=sse4 ") + BNB_CONTEXT_PROBE);
+  EXPECT_TRUE(r.exited && r.code == BNB_SUCCESS) << r.output;
+}
+
+TEST(Robust, LogOfAnUnsetBackendVariable) {
+  if (!cpu_available()) GTEST_SKIP() << "cpu backend not available";
+  const Outcome r = run_command(std::string("env -u BNB_BACKEND BNB_LOG_LEVEL=2 ") + BNB_CONTEXT_PROBE);
+  ASSERT_TRUE(r.exited) << r.output;
+  EXPECT_TRUE(contains(r.output, "(BNB_BACKEND unset)")) << r.output;
+  EXPECT_FALSE(contains(r.output, "BNB_BACKEND=)")) << r.output;
+}
+
+// ---------------------------------------------------------------- messages
+
+TEST(Robust, NonFiniteHyperParameterIsNamed) {
+  if (!cpu_available()) GTEST_SKIP() << "cpu backend not available";
+  Context ctx(BNB_BACKEND_CPU);
+  ASSERT_TRUE(ctx.ok()) << bnb_last_error_message();
+  bnb_optimizer_tensors_t tensors;
+  ASSERT_BNB_OK(bnb_optimizer_tensors_init(&tensors));
+  const float nan = std::numeric_limits<float>::quiet_NaN(), inf = std::numeric_limits<float>::infinity();
+  struct Case {
+    float bnb_optimizer_params_t::*field;
+    const char* name;
+    float value;
+  };
+  const Case cases[] = {{&bnb_optimizer_params_t::beta1, "beta1", nan},
+                        {&bnb_optimizer_params_t::beta2, "beta2", -inf},
+                        {&bnb_optimizer_params_t::beta3, "beta3", nan},
+                        {&bnb_optimizer_params_t::alpha, "alpha", inf},
+                        {&bnb_optimizer_params_t::eps, "eps", inf},
+                        {&bnb_optimizer_params_t::weight_decay, "weight_decay", nan},
+                        {&bnb_optimizer_params_t::gnorm_scale, "gnorm_scale", inf}};
+  for (const Case& c : cases) {
+    bnb_optimizer_params_t params;
+    ASSERT_BNB_OK(bnb_optimizer_params_init(&params));
+    params.n = 256;
+    params.*c.field = c.value;
+    EXPECT_FAILS_WITH(bnb_optimizer_update(ctx.get(), &params, &tensors, nullptr), BNB_ERR_INVALID_ARGUMENT,
+                      std::string("params->") + c.name + " = ");
+    // Only the bad field: no list of candidates.
+    for (const Case& other : cases) {
+      if (&other == &c) continue;
+      EXPECT_FALSE(contains(bnb_last_error_message(), other.name)) << bnb_last_error_message();
+    }
+  }
+}
+
+// ---------------------------------------------------------------- damaged and careless plugins
+
+namespace {
+
+// Loads a private copy of libbnb.so from `dir` (its own registry, searching `dir` first) and
+// returns backend `index`'s detail; `plugin` (if not empty) is copied into `dir` as `name`,
+// truncated to `keep` bytes when keep >= 0.
+std::string detail_with_plugin(const std::string& dir, const std::string& plugin, const std::string& name,
+                               long keep, int32_t index, int32_t* available) {
+  *available = -1;
+  std::string cmd = "rm -rf " + dir + " && mkdir -p " + dir + " && cp " + BNB_BUILD_LIB_DIR + "/libbnb.so.0 " + dir +
+                    "/libbnb.so";
+  if (!plugin.empty()) {
+    cmd += " && cp " + plugin + " " + dir + "/" + name;
+    if (keep >= 0) cmd += " && truncate -s " + std::to_string(keep) + " " + dir + "/" + name;
+  }
+  if (std::system(cmd.c_str()) != 0) return "setup failed: " + cmd;
+  void* h = dlopen((dir + "/libbnb.so").c_str(), RTLD_NOW | RTLD_LOCAL);
+  if (h == nullptr) return std::string("dlopen failed: ") + dlerror();
+  auto get_info = reinterpret_cast<bnb_status_t (*)(int32_t, bnb_backend_info_t*)>(dlsym(h, "bnb_backend_get_info"));
+  bnb_backend_info_t info;
+  info.struct_size = sizeof info;
+  if (get_info == nullptr || get_info(index, &info) != BNB_SUCCESS) return "get_info failed";
+  *available = info.available;
+  return info.detail;
+}
+
+}  // namespace
+
+TEST(Robust, TruncatedPluginIsRefusedBeforeLoading) {
+  if (!build_tree_present()) GTEST_SKIP() << "build tree " << BNB_BUILD_LIB_DIR << " not present";
+  const std::string plugin = std::string(BNB_BUILD_LIB_DIR) + "/libbnb_backend_cpu.so";
+  std::ifstream file(plugin, std::ios::binary | std::ios::ate);
+  if (!file) GTEST_SKIP() << plugin << " not built";
+  const long size = static_cast<long>(file.tellg());
+  struct Case {
+    long keep;
+    const char* reason;
+  };
+  // Empty, a cut ELF header, the headers without the segments (dlopen died of SIGBUS on these
+  // two), half the file, all but one byte.
+  const Case cases[] = {{0, "not an ELF file"},
+                        {40, "not an ELF file"},
+                        {4096, "truncated or damaged file"},
+                        {100000, "truncated or damaged file"},
+                        {size / 2, "truncated or damaged file"},
+                        {size - 1, "truncated or damaged file"}};
+  int n = 0;
+  for (const Case& c : cases) {
+    const std::string dir =
+        ::testing::TempDir() + "bnb_truncated_" + std::to_string(getpid()) + "_" + std::to_string(n++);
+    int32_t available = -1;
+    // Named as the hip plugin so that it is the only candidate for that slot (index 2).
+    const std::string detail = detail_with_plugin(dir, plugin, "libbnb_backend_hip.so", c.keep, 2, &available);
+    EXPECT_EQ(available, 0) << c.keep << ": " << detail;
+    EXPECT_TRUE(contains(detail, c.reason)) << "kept " << c.keep << " of " << size << " bytes: " << detail;
+    EXPECT_TRUE(contains(detail, "libbnb_backend_hip.so")) << detail;
+  }
+  // The whole file still loads (its ops table reports the cpu kind, but the checks pass).
+  const std::string dir = ::testing::TempDir() + "bnb_whole_" + std::to_string(getpid());
+  int32_t available = -1;
+  const std::string detail = detail_with_plugin(dir, plugin, "libbnb_backend_cpu.so", -1, 0, &available);
+  EXPECT_EQ(available, 1) << detail;
+}
+
+TEST(Robust, UnterminatedPluginDescriptionIsCutAtTheBuffer) {
+  if (!build_tree_present()) GTEST_SKIP() << "build tree " << BNB_BUILD_LIB_DIR << " not present";
+  const std::string plugin = std::string(BNB_TEST_PLUGIN_DIR) + "/longdesc/libbnb_backend_hip.so";
+  const std::string dir = ::testing::TempDir() + "bnb_longdesc_" + std::to_string(getpid());
+  int32_t available = -1;
+  const std::string detail = detail_with_plugin(dir, plugin, "libbnb_backend_hip.so", -1, 2, &available);
+  EXPECT_EQ(available, 0) << detail;  // it scores 0
+  EXPECT_EQ(detail, std::string(sizeof(bnb_backend_info_t{}.detail) - 1, 'x'));
+}
