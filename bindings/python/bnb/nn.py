@@ -124,7 +124,7 @@ class Params4bit(_QuantizedParameter):
         Linear4bit state dict (absmax, quant_map, nested_*, quant_state.bitsandbytes__<type>; with
         or without the prefix), on `device`. The storage dtype is the packed tensor's. A
         truncated or inconsistent state raises ValueError."""
-        state = _read_quant_state(data, quantized_stats, device)
+        state = _read_quant_state(data, quantized_stats, device, cls._state_type)
         return cls(data.to(device), requires_grad, state, blocksize=state.blocksize, compress_statistics=state.nested,
                    quant_type=state.quant_type, quant_storage=data.dtype, module=module, bnb_quantized=True)
 
@@ -146,9 +146,17 @@ class Params4bit(_QuantizedParameter):
         packed, state = F.quantize_4bit(w, blocksize=self.blocksize, compress_statistics=self.compress_statistics,
                                         quant_type=self.quant_type)
         self.data = _to_storage(packed, self.quant_storage)
-        self.quant_state = state
+        self.quant_state = self._adopt_state(state)
         self.bnb_quantized = True
         return self
+
+    # The QuantState type this parameter holds (bnb.functional's; a subclass may name another,
+    # and convert the states bnb.functional returns with _adopt_state).
+    _state_type = F.QuantState
+
+    @staticmethod
+    def _adopt_state(state):
+        return state
 
     def _move_quantized(self, device, non_blocking):
         self.data = self.data.to(device, non_blocking=non_blocking)
@@ -199,11 +207,11 @@ for _name, _read, _nested in [
     setattr(Params4bit, _name, _quant_state_proxy(_name, _read, _nested))
 
 
-def _read_quant_state(data, items, device):
-    """QuantState.from_dict of a 4-bit weight's serialized items, checked against the packed data."""
+def _read_quant_state(data, items, device, state_type):
+    """state_type.from_dict of a 4-bit weight's serialized items, checked against the packed data."""
     keys = sorted(items)
     try:
-        state = F.QuantState.from_dict(dict(items), device=device)
+        state = state_type.from_dict(dict(items), device=device)
     except (KeyError, ValueError, TypeError, UnicodeDecodeError) as e:
         raise ValueError(f"4-bit weight state {keys}: corrupt or incomplete ({type(e).__name__}: {e})") from e
     shape, blocksize = state.shape, state.blocksize
@@ -288,9 +296,9 @@ class Linear4bit(_FastLinear):
         if quant_type not in _QUANT_TYPES:
             raise ValueError(f"quant_type {quant_type!r} is not supported: use 'nf4' or 'fp4'")
         super().__init__(input_features, output_features, bias, device=device)
-        self.weight = Params4bit(self.weight.data, requires_grad=False, blocksize=blocksize,
-                                 compress_statistics=compress_statistics, quant_type=quant_type,
-                                 quant_storage=quant_storage, module=self)
+        self.weight = self._param_type(self.weight.data, requires_grad=False, blocksize=blocksize,
+                                       compress_statistics=compress_statistics, quant_type=quant_type,
+                                       quant_storage=quant_storage, module=self)
         self.compute_dtype = compute_dtype
         self.compute_type_is_set = compute_dtype is not None
         self.quant_storage = quant_storage
@@ -320,7 +328,7 @@ class Linear4bit(_FastLinear):
 
     def _forward(self, x):
         w = self.weight
-        if not isinstance(w, Params4bit):
+        if not isinstance(w, self._param_type):
             w = self._rewrap_plain_weight(w)
         if not w.bnb_quantized:
             _quantize_on_first_forward(self, x)
@@ -340,8 +348,9 @@ class Linear4bit(_FastLinear):
         if qs is None or w.dim() != 2 or w.shape[1] != 1:
             raise RuntimeError(f"{type(self).__name__}: the weight is a plain {type(w).__name__} {tuple(w.shape)} "
                                "without a quantization state; load a state dict or move the layer with .to(device)")
-        self.weight = Params4bit(w.data, w.requires_grad, qs, blocksize=qs.blocksize, compress_statistics=qs.nested,
-                                 quant_type=qs.quant_type, quant_storage=w.dtype, module=self, bnb_quantized=True)
+        self.weight = self._param_type(w.data, w.requires_grad, qs, blocksize=qs.blocksize,
+                                       compress_statistics=qs.nested, quant_type=qs.quant_type, quant_storage=w.dtype,
+                                       module=self, bnb_quantized=True)
         return self.weight
 
     def _save_to_state_dict(self, destination, prefix, keep_vars):
@@ -366,18 +375,16 @@ class Linear4bit(_FastLinear):
             missing_keys.append(wkey)
         elif qs_items:
             try:
-                packed, state, _ = F.load_linear4bit_state_dict({wkey: weight, **qs_items}, prefix=prefix,
-                                                               device=device)
-            except (KeyError, ValueError, TypeError) as e:
+                param = self._param_type.from_prequantized(weight.detach(), qs_items, device=device, module=self)
+            except ValueError as e:
                 error_msgs.append(f"{wkey}: cannot read the 4-bit quantization state: {e}")
             else:
-                if tuple(state.shape or ()) != (self.out_features, self.in_features):
-                    error_msgs.append(f"{wkey}: quantized shape {state.shape} does not match the layer's "
+                state = param.quant_state
+                if tuple(state.shape) != (self.out_features, self.in_features):
+                    error_msgs.append(f"{wkey}: quantized shape {tuple(state.shape)} does not match the layer's "
                                       f"{(self.out_features, self.in_features)}")
                 else:
-                    self.weight = Params4bit(packed.to(device), False, state, blocksize=state.blocksize,
-                                             compress_statistics=state.nested, quant_type=state.quant_type,
-                                             quant_storage=packed.dtype, module=self, bnb_quantized=True)
+                    self.weight = param
         elif _check_float_weight(self, wkey, weight, error_msgs):
             was_quantized = self.weight.bnb_quantized
             self.weight = self.weight._rewrap(weight.detach().to(device, copy=True))
@@ -386,6 +393,9 @@ class Linear4bit(_FastLinear):
                 self.weight._quantize(device)
         _load_bias(self, state_dict, prefix, missing_keys, error_msgs)
         _unexpected(self, state_dict, prefix, strict, unexpected_keys, ("weight", "bias"))
+
+
+Linear4bit._param_type = Params4bit
 
 
 _STALE = object()  # what a fast-path closure returns once the layer's tensors have changed
