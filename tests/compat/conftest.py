@@ -146,6 +146,10 @@ def float64_reference(qmodel):
     ref_modules = dict(ref.named_modules())
     with torch.no_grad():
         for name, m in qmodel.named_modules():
+            # a peft model's base: the wrapped layer sits at <name>.base_layer; its LoRA parts are not here
+            name = name.replace(".base_layer", "")
+            if "lora_" in name or name not in ref_modules:
+                continue
             w = dequantized_weight(m)
             if w is not None:
                 ref_modules[name].weight.copy_(w)
@@ -153,7 +157,8 @@ def float64_reference(qmodel):
                     ref_modules[name].bias.copy_(m.bias.double())
                 continue
             for pname, p in m.named_parameters(recurse=False):
-                getattr(ref_modules[name], pname).copy_(p.double())
+                if hasattr(ref_modules[name], pname):
+                    getattr(ref_modules[name], pname).copy_(p.double())
     return ref
 
 
