@@ -191,6 +191,10 @@ class NumpyKit:
         return np.empty(shape, _NP_BY_CODE[code])
 
     @staticmethod
+    def numel(a):
+        return a.size
+
+    @staticmethod
     def ptr(a):
         return _data_ptr(a) if a is not None else None
 
@@ -274,6 +278,10 @@ class TorchKit:
     def ptr(a):
         return a.data_ptr() if a is not None else None
 
+    @staticmethod
+    def numel(a):
+        return a.numel()
+
     def native_dtype(self, code):
         return self._by_code[code]
 
@@ -308,8 +316,9 @@ _torch_cuda_kits = {}  # by Tensor.get_device(): no torch.device object per call
 _torch_cpu_kit = None
 
 
-def kit_for(x):
-    """The kit of an input array (numpy -> host; torch -> the tensor's device)."""
+def kit_for(x, name="A"):
+    """The kit of an input array (numpy -> host; torch -> the tensor's device); `name` is the
+    argument's name for the error when x is neither."""
     global _torch_cpu_kit
     if isinstance(x, np.ndarray):
         return NUMPY
@@ -332,4 +341,4 @@ def kit_for(x):
         elif device.type == "cuda":
             _torch_cuda_kits[kit.index] = kit
         return kit
-    raise TypeError(f"expected a numpy array or a torch tensor, not {type(x).__name__}")
+    raise TypeError(f"{name} must be a numpy array or a torch tensor, not {type(x).__name__}")

@@ -284,8 +284,51 @@ _contexts = {}
 _contexts_lock = threading.Lock()
 
 
+_ARRAYS_OF_BACKEND = {
+    BACKEND_CPU: "host arrays (numpy arrays, CPU tensors)",
+    BACKEND_CUDA: "CUDA tensors",
+    BACKEND_HIP: "ROCm tensors",
+}
+
+
+def _environment_backend():
+    """The backend kind $BNB_BACKEND names, or None when it is unset, empty or auto. A value this
+    binding does not know is left to the library: a context created with BNB_BACKEND_AUTO reads
+    the variable, and the library's error (naming BNB_BACKEND and the values it takes) is raised."""
+    text = os.environ.get("BNB_BACKEND", "")
+    if text in ("", BACKEND_NAMES[BACKEND_AUTO]):
+        return None
+    for kind, name in BACKEND_NAMES.items():
+        if text == name:
+            return kind
+    options = ContextOptions()
+    check(lib.bnb_context_options_init(ctypes.byref(options)), "bnb_context_options_init")
+    handle = ctypes.c_void_p()
+    check(lib.bnb_context_create(ctypes.byref(options), ctypes.byref(handle)), "bnb_context_create")
+    kind, device = ctypes.c_int32(), ctypes.c_int32()
+    status = lib.bnb_context_get_backend(handle, ctypes.byref(kind), ctypes.byref(device))
+    lib.bnb_context_destroy(handle)
+    check(status, "bnb_context_get_backend")
+    return kind.value
+
+
+def check_environment_backend(backend):
+    """The binding picks the backend from where the arrays are (host, or a GPU); an explicit
+    $BNB_BACKEND must name that backend. Anything else is an error, never a silent override."""
+    wanted = _environment_backend()
+    if wanted is None or wanted == backend:
+        return
+    values = ", ".join(BACKEND_NAMES.values())
+    raise BackendError(
+        f"BNB_BACKEND={os.environ.get('BNB_BACKEND')} selects the {BACKEND_NAMES.get(wanted, wanted)} backend, "
+        f"which cannot run {_ARRAYS_OF_BACKEND.get(backend, 'these arrays')}: those need the "
+        f"{BACKEND_NAMES.get(backend, backend)} backend. Set BNB_BACKEND to {BACKEND_NAMES.get(backend, backend)} "
+        f"or auto, or unset it (BNB_BACKEND takes {values})", ERR_BACKEND_UNAVAILABLE)
+
+
 def context(backend=BACKEND_CPU, device=0):
-    """The library context of a backend and device, created on first use and kept for the process."""
+    """The library context of a backend and device, created on first use and kept for the process.
+    $BNB_BACKEND, when it names a backend, must name this one (check_environment_backend)."""
     key = (backend, device)
     ctx = _contexts.get(key)
     if ctx is not None:
@@ -293,6 +336,7 @@ def context(backend=BACKEND_CPU, device=0):
     with _contexts_lock:
         ctx = _contexts.get(key)
         if ctx is None:
+            check_environment_backend(backend)
             options = ContextOptions()
             check(lib.bnb_context_options_init(ctypes.byref(options)), "bnb_context_options_init")
             options.backend = backend

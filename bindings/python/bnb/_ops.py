@@ -4,6 +4,11 @@ Inputs are already contiguous arrays of the kit's place (kit.prepare); each
 function allocates its outputs with the kit, calls the C function once and returns the outputs.
 The numpy functional API calls these directly; the torch custom ops (bnb/_torch_ops.py) call
 them from their eager implementations.
+
+The C ABI takes bare pointers and reads as many elements as the sizes it is given imply, so
+every function here first checks that each array holds what the counts, blocksize and quant
+type imply (need_size, check_scales): a short array is a ValueError naming it and both sizes,
+never a read past its end. Integer arguments are checked before ctypes sees them (int_arg).
 """
 
 import ctypes
@@ -13,14 +18,80 @@ from . import _lib
 _c = _lib.lib
 _check = _lib.check
 
+CODE_ENTRIES = 256  # entries of an 8-bit code table (bitsandbytes' quant_map)
+
 
 def nblocks(n, blocksize):
     # A blocksize the library will reject still needs a finite allocation before the call.
     return -(-n // blocksize) if blocksize > 0 else 0
 
 
+# ---------------------------------------------------------------- argument checks (one place)
+def int_arg(value, name):
+    """`value` as an int: Python and numpy integers pass; anything else (a string, a float, a bool)
+    is a TypeError naming the argument, before ctypes would turn it into an ArgumentError."""
+    if type(value) is int:
+        return value
+    import numbers
+
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an integer, not {type(value).__name__} {value!r}")
+    return int(value)
+
+
+def blocksize_arg(value, name="blocksize"):
+    """A positive integer blocksize (which sizes the library supports, it checks itself)."""
+    value = int_arg(value, name)
+    if value <= 0:
+        raise ValueError(f"{name} must be positive, not {value}")
+    return value
+
+
+def need_size(kit, a, name, need, why, exact=False):
+    """`a` must hold at least `need` elements (exactly, for statistics and code tables, whose count
+    a different blocksize or shape would change): else a ValueError naming `a` and both sizes."""
+    if a is None:
+        return
+    have = kit.numel(a)
+    if have < need or (exact and have != need):
+        raise ValueError(f"{name} holds {have} elements, but {why} needs {'' if exact else 'at least '}{need}")
+
+
+def check_scales(kit, s, n, blocksize, what):
+    """The statistics behind a bnb_scales_t (scales() / scales_cached() record their element counts)
+    against n values in blocks of `blocksize`; `what` describes the n values for the message."""
+    nb = nblocks(n, blocksize)
+    absmax_n, absmax2_n, code2_n, offset_n, blocksize2 = s.sizes
+    if absmax2_n is None:
+        _need_count(absmax_n, "absmax", nb, f"{what} in blocks of {blocksize}")
+        return
+    _need_count(absmax_n, "absmax (codes of the nested state)", nb, f"{what} in blocks of {blocksize}")
+    blocksize2 = blocksize_arg(blocksize2, "state2.blocksize")
+    _need_count(absmax2_n, "state2.absmax", nblocks(nb, blocksize2), f"{nb} absmax codes in blocks of {blocksize2}")
+    _need_count(code2_n, "state2.code", CODE_ENTRIES, "an 8-bit code table")
+    _need_count(offset_n, "offset", 1, "the nested offset")
+
+
+def _need_count(have, name, need, why):
+    if have != need:
+        raise ValueError(f"{name} holds {have} elements, but {why} needs {need}")
+
+
+def _shape_size(shape):
+    """The element count of a shape whose every dimension is a non-negative integer."""
+    n = 1
+    for d in shape:
+        d = int_arg(d, "shape")
+        if d < 0:
+            raise ValueError(f"shape {tuple(shape)} has a negative dimension")
+        n *= d
+    return n
+
+
 def quantize_blockwise(kit, A, dtype, code, blocksize):
-    n = A.size if kit.library == "numpy" else A.numel()
+    blocksize = blocksize_arg(blocksize)
+    need_size(kit, code, "code", CODE_ENTRIES, "an 8-bit code table", exact=True)
+    n = kit.numel(A)
     q = kit.empty(tuple(A.shape), _lib.U8)
     absmax = kit.empty((nblocks(n, blocksize),), _lib.F32)
     ptr = kit.ptr
@@ -32,7 +103,10 @@ def quantize_blockwise(kit, A, dtype, code, blocksize):
 
 
 def dequantize_blockwise(kit, q, absmax, code, blocksize, out_dtype):
-    n = q.size if kit.library == "numpy" else q.numel()
+    blocksize = blocksize_arg(blocksize)
+    n = kit.numel(q)
+    need_size(kit, absmax, "absmax", nblocks(n, blocksize), f"{n} codes in blocks of {blocksize}", exact=True)
+    need_size(kit, code, "code", CODE_ENTRIES, "an 8-bit code table", exact=True)
     out = kit.empty(tuple(q.shape), out_dtype)
     ptr = kit.ptr
     st = _c.bnb_dequantize_blockwise(kit.ctx, ptr(q), ptr(absmax), ptr(code), n, blocksize, out_dtype, ptr(out),
@@ -43,7 +117,8 @@ def dequantize_blockwise(kit, q, absmax, code, blocksize, out_dtype):
 
 
 def quantize_4bit(kit, A, dtype, blocksize, quant_type):
-    n = A.size if kit.library == "numpy" else A.numel()
+    blocksize = blocksize_arg(blocksize)
+    n = kit.numel(A)
     packed = kit.empty(((n + 1) // 2, 1), _lib.U8)
     absmax = kit.empty((nblocks(n, blocksize),), _lib.F32)
     ptr = kit.ptr
@@ -60,13 +135,24 @@ def scales(kit, absmax, absmax2=None, code2=None, offset=None, blocksize2=256):
     if absmax2 is None:
         s.absmax = kit.ptr(absmax)
     else:
+        blocksize2 = int_arg(blocksize2, "state2.blocksize")
         s.absmax_q = kit.ptr(absmax)
         s.absmax2 = kit.ptr(absmax2)
         s.code2 = kit.ptr(code2)
         s.offset = kit.ptr(offset)
         s.blocksize2 = blocksize2
     s.keep_alive = (absmax, absmax2, code2, offset)  # the struct holds bare pointers into these
+    s.sizes = _scales_sizes(kit, absmax, absmax2, code2, offset, blocksize2)
     return s
+
+
+def _scales_sizes(kit, absmax, absmax2, code2, offset, blocksize2):
+    """The element counts behind a scales struct, for check_scales (None for an absent array)."""
+    numel = kit.numel
+    if absmax2 is None:
+        return (numel(absmax), None, None, None, None)
+    return (numel(absmax), numel(absmax2), numel(code2) if code2 is not None else 0,
+            numel(offset) if offset is not None else 0, blocksize2)
 
 
 _scales_cache = {}
@@ -74,10 +160,12 @@ _scales_cache = {}
 
 def scales_cached(kit, absmax, absmax2=None, code2=None, offset=None, blocksize2=256):
     """scales(), without building a new struct each call: one struct per set of addresses, reused.
-    The struct holds nothing but those addresses, so a reused one equals a fresh one; the caller
+    The struct holds nothing but those addresses (and the arrays' sizes, part of the key), so a
+    reused one equals a fresh one; the caller
     keeps the arrays alive until the library call returns (they are not kept here)."""
     ptr = kit.ptr
-    key = (ptr(absmax), ptr(absmax2), ptr(code2), ptr(offset), blocksize2)
+    sizes = _scales_sizes(kit, absmax, absmax2, code2, offset, blocksize2)
+    key = (ptr(absmax), ptr(absmax2), ptr(code2), ptr(offset), sizes)
     s = _scales_cache.get(key)
     if s is None:
         s = _lib.new_scales()
@@ -85,7 +173,8 @@ def scales_cached(kit, absmax, absmax2=None, code2=None, offset=None, blocksize2
             s.absmax = key[0]
         else:
             s.absmax_q, s.absmax2, s.code2, s.offset = key[:4]
-            s.blocksize2 = blocksize2
+            s.blocksize2 = int_arg(blocksize2, "state2.blocksize")
+        s.sizes = sizes
         if len(_scales_cache) >= 4096:
             _scales_cache.clear()
         _scales_cache[key] = s
@@ -93,6 +182,12 @@ def scales_cached(kit, absmax, absmax2=None, code2=None, offset=None, blocksize2
 
 
 def dequantize_4bit(kit, packed, scales_, n, shape, blocksize, quant_type, out_dtype):
+    blocksize = blocksize_arg(blocksize)
+    if _shape_size(shape) != n:
+        raise ValueError(f"shape {tuple(shape)} does not hold {n} values")
+    what = f"shape {tuple(shape)}"
+    need_size(kit, packed, "A (the packed 4-bit codes)", (n + 1) // 2, f"{what}, two codes a byte,")
+    check_scales(kit, scales_, n, blocksize, what)
     out = kit.empty(tuple(shape), out_dtype)
     st = _c.bnb_dequantize_4bit(kit.ctx, quant_type, kit.ptr(packed), ctypes.byref(scales_), n, blocksize,
                                 out_dtype, kit.ptr(out), kit.stream)
@@ -102,7 +197,7 @@ def dequantize_4bit(kit, packed, scales_, n, shape, blocksize, quant_type, out_d
 
 
 def compress_absmax(kit, absmax):
-    nb = absmax.size if kit.library == "numpy" else absmax.numel()
+    nb = kit.numel(absmax)
     absmax_q = kit.empty((nb,), _lib.U8)
     absmax2 = kit.empty((nblocks(nb, 256),), _lib.F32)
     offset = kit.empty((), _lib.F32)
@@ -113,7 +208,20 @@ def compress_absmax(kit, absmax):
     return absmax_q, absmax2, offset
 
 
+def check_gemm_4bit(kit, N, K, W, scales_, blocksize, bias):
+    """The weight's arrays of a 4-bit product: W [N, K] packed, its statistics, bias [N]."""
+    blocksize = blocksize_arg(blocksize)
+    N, K = int_arg(N, "N"), int_arg(K, "K")
+    what = f"a [{N}, {K}] weight"
+    need_size(kit, W, "B (the packed 4-bit weight)", (N * K + 1) // 2, f"{what}, two codes a byte,")
+    check_scales(kit, scales_, N * K, blocksize, what)
+    need_size(kit, bias, "bias", N, f"{what} (one per output)", exact=True)
+    return blocksize
+
+
 def gemm_4bit(kit, dtype, A, M, K, W, N, scales_, quant_type, blocksize, bias, out_shape):
+    blocksize = check_gemm_4bit(kit, N, K, W, scales_, blocksize, bias)
+    need_size(kit, A, "A", M * K, f"[{M}, {K}] inputs")
     out = kit.empty(tuple(out_shape), dtype)
     ptr = kit.ptr
     st = _c.bnb_gemm_4bit(kit.ctx, dtype, M, N, K, ptr(A), ptr(W), ctypes.byref(scales_), quant_type, blocksize,
@@ -124,6 +232,7 @@ def gemm_4bit(kit, dtype, A, M, K, W, N, scales_, quant_type, blocksize, bias, o
 
 
 def int8_vectorwise_quant(kit, A, dtype, rows, cols, threshold):
+    need_size(kit, A, "A", rows * cols, f"[{rows}, {cols}] inputs")
     q = kit.empty(tuple(A.shape), _lib.I8)
     row_stats = kit.empty((rows,), _lib.F32)
     ptr = kit.ptr
@@ -135,6 +244,7 @@ def int8_vectorwise_quant(kit, A, dtype, rows, cols, threshold):
 
 
 def int8_outlier_columns(kit, A, dtype, rows, cols, threshold):
+    need_size(kit, A, "A", rows * cols, f"[{rows}, {cols}] inputs")
     columns = kit.empty((max(cols, 1),), _lib.I32)
     count = ctypes.c_int64()
     st = _c.bnb_int8_outlier_columns(kit.ctx, dtype, rows, cols, kit.ptr(A), threshold, kit.ptr(columns), cols,
@@ -145,6 +255,8 @@ def int8_outlier_columns(kit, A, dtype, rows, cols, threshold):
 
 
 def int8_matmul(kit, A, B, M, N, K):
+    need_size(kit, A, "A", M * K, f"[{M}, {K}] int8 inputs")
+    need_size(kit, B, "B", N * K, f"an [{N}, {K}] int8 weight")
     C = kit.empty((M, N), _lib.I32)
     st = _c.bnb_int8_matmul(kit.ctx, M, N, K, kit.ptr(A), kit.ptr(B), kit.ptr(C), kit.stream)
     if st:
@@ -153,6 +265,10 @@ def int8_matmul(kit, A, B, M, N, K):
 
 
 def int8_mm_dequant(kit, C, M, N, row_stats, col_stats, bias, out_dtype):
+    need_size(kit, C, "C", M * N, f"an [{M}, {N}] product")
+    need_size(kit, row_stats, "row_stats", M, f"an [{M}, {N}] product (one per row)", exact=True)
+    need_size(kit, col_stats, "col_stats", N, f"an [{M}, {N}] product (one per column)", exact=True)
+    need_size(kit, bias, "bias", N, f"an [{M}, {N}] product (one per column)", exact=True)
     out = kit.empty((M, N), out_dtype)
     ptr = kit.ptr
     st = _c.bnb_int8_mm_dequant(kit.ctx, M, N, ptr(C), ptr(row_stats), ptr(col_stats), ptr(bias), out_dtype,
@@ -181,6 +297,7 @@ class Gemm4Plan:
     __slots__ = ("ptr", "N", "K", "stream_device", "_keep")
 
     def __init__(self, kit, dtype, N, K, W, scales_struct, quant_type, blocksize, bias, keep):
+        blocksize = check_gemm_4bit(kit, N, K, W, scales_struct, blocksize, bias)
         handle = ctypes.c_void_p()
         ptr = kit.ptr
         st = _c.bnb_gemm_4bit_plan_create(kit.ctx, dtype, N, K, ptr(W), ctypes.byref(scales_struct), quant_type,

@@ -33,6 +33,13 @@ def _torch_ops():
     return _torch_ops_module.ops
 
 
+def _array_arg(x, name):
+    """The main input of a public function must be an array: a TypeError naming it and the types
+    taken, before anything reads its shape."""
+    if not (isinstance(x, np.ndarray) or is_torch(x)):
+        raise TypeError(f"{name} must be a numpy array or a torch tensor, not {type(x).__name__}")
+
+
 def _quant_type_code(quant_type):
     code = _lib.QUANT_TYPES.get(quant_type)
     if code is None:
@@ -136,35 +143,45 @@ class QuantState:
     @classmethod
     def from_dict(cls, qs_dict, device=None):
         """Reads as_dict()'s output, packed or not, with any key prefix (e.g. a layer's state dict
-        entries under `P.weight.`). torch tensors are moved to `device` when it is given."""
-        items = dict(qs_dict)
-        packed_keys = [k for k, v in items.items() if "quant_state" in k and _is_array(v)]
-        stripped = {k.split(".")[-1] for k in items}
-        if not packed_keys and "quant_type" not in stripped:
-            raise ValueError("expected packed or unpacked quant_state items, found neither")
-        if len(packed_keys) > 1 or (packed_keys and packed_keys[0].split(".")[-1] not in cls.valid_qs_type_keys):
-            raise ValueError(f"there must be exactly one quant_state item ending in one of "
-                             f"{cls.valid_qs_type_keys}; found {packed_keys}")
-        if packed_keys:
-            blob = items.pop(packed_keys[0])
-            items.update(json.loads(bytes(_to_host(blob).astype(np.uint8, copy=False)).decode("utf-8")))
-        items = {k.split(".")[-1]: v for k, v in items.items()}
-        unknown = sorted(set(items) - set(cls.valid_qs_keys))
-        if unknown:
-            raise ValueError(f"unexpected quant_state items {unknown}")
+        entries under `P.weight.`). torch tensors are moved to `device` when it is given.
 
-        move = _mover(items["absmax"], device)
-        native = _native_dtype_of(items["absmax"])
-        if "nested_absmax" in items:
-            offset = move(np.array(float(items["nested_offset"]), dtype=np.float32))
-            state2 = cls(absmax=move(items["nested_absmax"]), blocksize=items["nested_blocksize"],
-                         code=move(items["nested_quant_map"]), dtype=native(items["nested_dtype"]))
+        Every item is checked before anything reads it (_StateItems): a missing, mistyped or
+        wrongly sized item, or a packed item that is not a JSON object, is a ValueError naming
+        its key."""
+        if not hasattr(qs_dict, "items"):
+            raise TypeError(f"qs_dict must be a dict of quant_state items, not {type(qs_dict).__name__}")
+        items = _StateItems.read(qs_dict, cls.valid_qs_keys, cls.valid_qs_type_keys)
+        quant_type = items.choice("quant_type", cls.valid_quant_types, allow_none=True)
+        blocksize = items.positive_int("blocksize")
+        dtype = items.float_dtype_name("dtype")
+        shape = items.shape("shape", required=quant_type is not None)
+        nested = items.nested()
+        absmax = items.array("absmax", "uint8" if nested else "float32")
+        if shape is not None:
+            n = math.prod(shape)
+            items.count("absmax", absmax, _ops.nblocks(n, blocksize), f"shape {shape} in blocks of {blocksize}")
+        code = items.array("quant_map", "float32")
+        items.count("quant_map", code, 16 if quant_type is not None else _ops.CODE_ENTRIES,
+                    f"a {'4' if quant_type is not None else '8'}-bit code table")
+
+        move = _mover(absmax, device)
+        native = _native_dtype_of(absmax)
+        if nested:
+            blocksize2 = items.positive_int("nested_blocksize")
+            dtype2 = items.float_dtype_name("nested_dtype", only=("float32",))
+            absmax2 = items.array("nested_absmax", "float32")
+            nb = _numel(absmax)
+            items.count("nested_absmax", absmax2, _ops.nblocks(nb, blocksize2),
+                        f"{nb} absmax codes in blocks of {blocksize2}")
+            code2 = items.array("nested_quant_map", "float32")
+            items.count("nested_quant_map", code2, _ops.CODE_ENTRIES, "an 8-bit code table")
+            offset = move(np.array(items.number("nested_offset"), dtype=np.float32))
+            state2 = cls(absmax=move(absmax2), blocksize=blocksize2, code=move(code2),
+                         dtype=native(dtype2))
         else:
             offset, state2 = None, None
-        return cls(quant_type=items["quant_type"], absmax=move(items["absmax"]), blocksize=items["blocksize"],
-                   code=move(items["quant_map"]), dtype=native(items["dtype"]),
-                   shape=tuple(items["shape"]) if items.get("shape") is not None else None, offset=offset,
-                   state2=state2)
+        return cls(quant_type=quant_type, absmax=move(absmax), blocksize=blocksize, code=move(code),
+                   dtype=native(dtype), shape=shape, offset=offset, state2=state2)
 
     def to(self, device):
         """Moves the torch tensors of this state (and its nested state) to `device`."""
@@ -185,6 +202,151 @@ class QuantState:
                 and _same(self.offset, other.offset) and self.state2 == other.state2)
 
     __hash__ = None
+
+
+class _StateItems:
+    """The items of a quant_state dictionary, keyed by their last name, with checks that name the
+    item's key as the caller wrote it (prefix included) in every error."""
+
+    NESTED = ("nested_absmax", "nested_quant_map", "nested_blocksize", "nested_dtype", "nested_offset")
+
+    def __init__(self, values, keys):
+        self.values = values  # last name -> value
+        self.keys = keys      # last name -> where the caller wrote it, for messages
+
+    @classmethod
+    def read(cls, qs_dict, valid_keys, valid_packed_keys):
+        """Strips key prefixes and unpacks the packed JSON item, checking which items are there."""
+        raw = dict(qs_dict)
+        for key in raw:
+            if not isinstance(key, str):
+                raise ValueError(f"quant_state keys must be strings, not {type(key).__name__} {key!r}")
+        # the packed item is `<prefix>quant_state.bitsandbytes__<type>`; a prefix may say anything
+        packed_keys = [k for k in raw if k.split(".")[-2:-1] == ["quant_state"]]
+        stripped = {k.split(".")[-1] for k in raw}
+        if not packed_keys and "quant_type" not in stripped:
+            raise ValueError("expected packed or unpacked quant_state items, found neither")
+        if len(packed_keys) > 1 or (packed_keys and packed_keys[0].split(".")[-1] not in valid_packed_keys):
+            raise ValueError(f"there must be exactly one quant_state item ending in one of "
+                             f"{valid_packed_keys}; found {packed_keys}")
+        values, keys = {}, {}
+        for key, value in raw.items():
+            if key in packed_keys:
+                continue
+            name = key.split(".")[-1]
+            if name in values:
+                raise ValueError(f"quant_state items {keys[name]} and {key!r} both give {name!r}")
+            values[name], keys[name] = value, repr(key)
+        if packed_keys:
+            key = packed_keys[0]
+            for name, value in _unpack_quant_state(key, raw[key]).items():
+                values[name], keys[name] = value, f"{name!r} (in the JSON of {key!r})"
+        unknown = sorted(set(values) - set(valid_keys))
+        if unknown:
+            raise ValueError(f"unexpected quant_state items {unknown}")
+        return cls(values, keys)
+
+    def __getitem__(self, name):
+        if name not in self.values:
+            raise ValueError(f"quant_state item {name!r} is missing")
+        return self.values[name]
+
+    def fail(self, name, problem):
+        raise ValueError(f"quant_state item {self.keys.get(name, repr(name))} {problem}")
+
+    def choice(self, name, allowed, allow_none=False):
+        value = self[name]
+        if not ((value is None and allow_none) or (isinstance(value, str) and value in allowed)):
+            self.fail(name, f"is {value!r}, not one of {list(allowed) + ([None] if allow_none else [])}")
+        return value
+
+    def positive_int(self, name):
+        value = self[name]
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
+            self.fail(name, f"must be a positive integer, not {type(value).__name__} {value!r}")
+        return int(value)
+
+    def number(self, name):
+        value = self[name]
+        if _is_array(value):
+            if _numel(value) != 1:
+                self.fail(name, f"must be a single number, not an array of {_numel(value)} elements")
+            value = _to_host(value).reshape(()).item()
+        if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+            self.fail(name, f"must be a number, not {type(value).__name__} {value!r}")
+        return float(value)
+
+    def float_dtype_name(self, name, only=("float32", "float16", "bfloat16")):
+        value = self[name]
+        text = _dtype_label(value) if not isinstance(value, str) else value
+        if text not in only:
+            self.fail(name, f"is {value!r}, not one of {list(only)}")
+        return text
+
+    def shape(self, name, required):
+        value = self.values.get(name)
+        if value is None:
+            if required:
+                self.fail(name, "is missing: a 4-bit state needs the shape of its tensor")
+            return None
+        if not isinstance(value, (list, tuple)) or not all(
+                not isinstance(d, bool) and isinstance(d, (int, np.integer)) and d >= 0 for d in value):
+            self.fail(name, f"must be a list of non-negative integers, not {value!r}")
+        return tuple(int(d) for d in value)
+
+    def nested(self):
+        present = [name for name in self.NESTED if name in self.values]
+        if present and len(present) != len(self.NESTED):
+            missing = [name for name in self.NESTED if name not in self.values]
+            self.fail(present[0], f"comes without {missing}: a nested state needs all of {list(self.NESTED)}")
+        return bool(present)
+
+    def array(self, name, dtype):
+        value = self[name]
+        if not _is_array(value):
+            self.fail(name, f"must be a numpy array or a torch tensor, not {type(value).__name__}")
+        if _dtype_label(value.dtype) != dtype:
+            self.fail(name, f"has dtype {_dtype_label(value.dtype)}, not {dtype}")
+        return value
+
+    def count(self, name, value, need, why):
+        have = _numel(value)
+        if have != need:
+            self.fail(name, f"holds {have} elements, but {why} needs {need}")
+
+
+def _unpack_quant_state(key, blob):
+    """The JSON object of a packed `quant_state.bitsandbytes__<type>` item (uint8 bytes)."""
+    if not _is_array(blob):
+        raise ValueError(f"quant_state item {key!r} must be a uint8 array of JSON bytes, not {type(blob).__name__}")
+    if _dtype_label(blob.dtype) != "uint8":
+        raise ValueError(f"quant_state item {key!r} must hold uint8 bytes of JSON, not {_dtype_label(blob.dtype)}")
+    raw = _to_host(blob).reshape(-1).tobytes()
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ValueError(f"quant_state item {key!r} is not UTF-8 text: {e}") from None
+    try:
+        obj = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"quant_state item {key!r} is not valid JSON: {e}") from None
+    if not isinstance(obj, dict):
+        raise ValueError(f"quant_state item {key!r} must hold a JSON object, not {type(obj).__name__}")
+    named = key.split("__")[-1]
+    if obj.get("quant_type") != named:
+        raise ValueError(f"quant_state item {key!r} holds quant_type {obj.get('quant_type')!r}, its key says "
+                         f"{named!r}")
+    return obj
+
+
+def _numel(a):
+    return a.numel() if is_torch(a) else a.size
+
+
+def _dtype_label(dtype):
+    """'float32', 'uint8', ... for a numpy or torch dtype (torch's without its 'torch.' prefix)."""
+    text = str(dtype)
+    return text[len("torch."):] if text.startswith("torch.") else text
 
 
 def _is_array(v):
@@ -250,6 +412,8 @@ def quantize_blockwise(A, code=None, blocksize=4096, nested=False, dtype=None):
     code: a 256-entry float32 table in A's library and device, None = the signed dynamic map.
     nested: also quantize the absmax (minus its mean) with the same blocksize (docs/FORMATS.md §4.2).
     dtype: only to read a uint16 numpy array as bfloat16 bits (dtype="bfloat16")."""
+    _array_arg(A, "A")
+    blocksize = _ops.blocksize_arg(blocksize)
     if is_torch(A):
         _check_torch_dtype(A, dtype)
         if _torch_ops().tracing():
@@ -292,6 +456,7 @@ def _check_torch_dtype(A, dtype):
 def dequantize_blockwise(A, quant_state=None, absmax=None, code=None, blocksize=4096, dtype=None):
     """Inverse of quantize_blockwise. Either quant_state, or absmax (+ code, blocksize).
     dtype: of the output; default quant_state.dtype, or float32 without a quant_state."""
+    _array_arg(A, "A")
     if quant_state is not None:
         absmax, code, blocksize = quant_state.absmax, quant_state.code, quant_state.blocksize
         if dtype is None:
@@ -301,6 +466,7 @@ def dequantize_blockwise(A, quant_state=None, absmax=None, code=None, blocksize=
             absmax = absmax + quant_state.offset
     elif absmax is None:
         raise ValueError("dequantize_blockwise needs a quant_state or an absmax")
+    blocksize = _ops.blocksize_arg(blocksize)
     if is_torch(A):
         ops = _torch_ops()
         if ops.tracing():
@@ -317,6 +483,8 @@ def dequantize_blockwise(A, quant_state=None, absmax=None, code=None, blocksize=
 def quantize_4bit(A, blocksize=64, compress_statistics=False, quant_type="fp4", dtype=None):
     """NF4/FP4 quantization (docs/FORMATS.md §3). Returns (packed uint8 [(n+1)//2, 1], QuantState).
     compress_statistics: double-quantize the absmax (docs/FORMATS.md §4.1; nested blocksize 256)."""
+    _array_arg(A, "A")
+    blocksize = _ops.blocksize_arg(blocksize)
     qt = _quant_type_code(quant_type)
     shape = tuple(A.shape)
     if is_torch(A):
@@ -341,6 +509,7 @@ def quantize_4bit(A, blocksize=64, compress_statistics=False, quant_type="fp4", 
 def compress_absmax(absmax):
     """Double quantization of float32 absmax: (codes uint8 [nb], absmax2 float32 [ceil(nb/256)],
     offset float32 0-d) with offset = mean(absmax)."""
+    _array_arg(absmax, "absmax")
     if is_torch(absmax):
         return _torch_ops().compress_absmax(absmax)
     absmax, _ = _host(absmax, "absmax", _lib.F32)
@@ -366,12 +535,14 @@ def _host_scales(amax, absmax2, code2, offset, blocksize2):
 def dequantize_4bit(A, quant_state=None, absmax=None, blocksize=64, quant_type="fp4", shape=None, dtype=None):
     """Inverse of quantize_4bit. Either quant_state, or absmax + shape (+ blocksize, quant_type).
     dtype: of the output; default quant_state.dtype, or float32."""
+    _array_arg(A, "A")
     if quant_state is not None:
         blocksize, quant_type, shape = quant_state.blocksize, quant_state.quant_type, quant_state.shape
         if dtype is None:
             dtype = quant_state.dtype
     elif absmax is None or shape is None:
         raise ValueError("dequantize_4bit needs a quant_state, or an absmax and a shape")
+    blocksize = _ops.blocksize_arg(blocksize)
     qt = _quant_type_code(quant_type)
     amax, absmax2, code2, offset, blocksize2 = _scales_args(quant_state, absmax)
     if is_torch(A):
@@ -379,9 +550,9 @@ def dequantize_4bit(A, quant_state=None, absmax=None, blocksize=64, quant_type="
         if ops.tracing():
             _check_torch_inputs(A, absmax=amax, nested_absmax=absmax2, nested_code=code2, offset=offset)
         return ops.dequantize_4bit(A, amax, absmax2, code2, offset, blocksize2, blocksize, quant_type,
-                                   list(map(int, shape)), ops.torch_dtype(dtype))
+                                   [_ops.int_arg(d, "shape") for d in shape], ops.torch_dtype(dtype))
     out_dt = _arrays.dtype_code(dtype if dtype is not None else "float32")
-    shape = tuple(int(d) for d in shape)
+    shape = tuple(_ops.int_arg(d, "shape") for d in shape)
     A, _ = _host(A, "A", _lib.U8)
     # the contiguous copies behind the scales' pointers must live until the call returns
     scales = _host_scales(amax, absmax2, code2, offset, blocksize2)
@@ -396,10 +567,13 @@ def matmul_4bit(A, B, quant_state, out=None, bias=None):
     out: optional array of the result's shape and dtype that receives the result (returned).
     K not a multiple of the blocksize: the weight is dequantized and multiplied by torch/numpy
     (the fused kernel needs whole blocks per row). bitsandbytes' order: (A, B, quant_state, out, bias)."""
+    _array_arg(A, "A")
+    _array_arg(B, "B")
     if quant_state is None or quant_state.shape is None or len(quant_state.shape) != 2:
         shape = None if quant_state is None else quant_state.shape
         raise ValueError(f"quant_state.shape must be (N, K) of the weight, not {shape}")
     qt = _quant_type_code(quant_state.quant_type)
+    _ops.blocksize_arg(quant_state.blocksize, "quant_state.blocksize")
     N, K = quant_state.shape
     if A.shape[-1] != K:
         raise ValueError(f"A has {A.shape[-1]} columns, the weight {K}")
@@ -454,6 +628,7 @@ def int8_vectorwise_quant(A, threshold=0.0, dtype=None):
     """Row-wise int8 quantization over the last axis: (q int8, row_stats float32 [rows],
     outlier columns int32 or None). With threshold > 0, entries with |x| >= threshold are zeroed
     in q, left out of row_stats, and their columns returned."""
+    _array_arg(A, "A")
     if A.ndim < 1:
         raise ValueError("A must have at least one dimension")
     threshold = float(threshold)
@@ -472,6 +647,8 @@ def int8_vectorwise_quant(A, threshold=0.0, dtype=None):
 
 def int8_linear_matmul(A, B):
     """C[M, N] int32 = A[M, K] int8 @ B[N, K]^T int8."""
+    _array_arg(A, "A")
+    _array_arg(B, "B")
     if A.ndim != 2 or B.ndim != 2 or A.shape[1] != B.shape[1]:
         raise ValueError(f"A [M, K] and B [N, K] must share K: got {tuple(A.shape)} and {tuple(B.shape)}")
     if is_torch(A):
@@ -485,6 +662,7 @@ def int8_linear_matmul(A, B):
 
 def int8_mm_dequant(C, row_stats, col_stats, bias=None, dtype="float16"):
     """out[M, N] = C * row_stats[m] * col_stats[n] / 127^2 (+ bias[n]) in `dtype`."""
+    _array_arg(C, "C")
     out_dt = _arrays.dtype_code(dtype)
     if C.ndim != 2:
         raise ValueError(f"C must be 2-D, not {tuple(C.shape)}")
@@ -538,6 +716,8 @@ def matmul(A, B, out=None, state=None, threshold=0.0, bias=None):
     (docs/FORMATS.md §6.5). out: optional array receiving the result. Inference only: no backward.
     Works on torch tensors (any device bnb supports) and numpy arrays.
     bitsandbytes' argument order: (A, B, out, state, threshold, bias)."""
+    _array_arg(A, "A")
+    _array_arg(B, "B")
     if state is None:
         state = MatmulLtState()
     if threshold and threshold > 0:
@@ -632,13 +812,43 @@ def linear4bit_state_dict(weight, quant_state, bias=None, prefix=""):
 
 
 def load_linear4bit_state_dict(state_dict, prefix="", device=None):
-    """Reads a Linear4bit state dict: returns (packed weight, QuantState, bias or None)."""
+    """Reads a Linear4bit state dict: returns (packed weight, QuantState, bias or None).
+    A missing, mistyped or wrongly sized tensor is a ValueError naming its key."""
     head = prefix + "weight."
-    qs_items = {k[len(head):]: v for k, v in state_dict.items() if k.startswith(head)}
+    qs_items = {k: v for k, v in state_dict.items() if k.startswith(head)}
     quant_state = QuantState.from_dict(qs_items, device=device)
-    weight = state_dict[prefix + "weight"]
+    if quant_state.quant_type is None:
+        raise ValueError(f"{head}*: the quant_state items are an 8-bit state, a Linear4bit weight needs nf4 or fp4")
+    n = math.prod(quant_state.shape)
+    weight = _checked_weight(state_dict, prefix + "weight", (n + 1) // 2, quant_state.shape)
     bias = state_dict.get(prefix + "bias")
+    if bias is not None:
+        if not _is_array(bias):
+            raise ValueError(f"{prefix}bias must be a numpy array or a torch tensor, not {type(bias).__name__}")
+        if _dtype_label(bias.dtype) not in ("float32", "float16", "bfloat16"):
+            raise ValueError(f"{prefix}bias has dtype {_dtype_label(bias.dtype)}, not float32, float16 or bfloat16")
+        outputs = quant_state.shape[0] if len(quant_state.shape) == 2 else None
+        if outputs is not None and _numel(bias) != outputs:
+            raise ValueError(f"{prefix}bias holds {_numel(bias)} elements, but a {list(quant_state.shape)} weight "
+                             f"needs {outputs} (one per output)")
     if device is not None and is_torch(weight):
         weight = weight.to(device)
         bias = bias.to(device) if bias is not None else None
     return weight, quant_state, bias
+
+
+def _checked_weight(state_dict, key, nbytes, shape):
+    """The packed weight under `key`: an array of any dtype (bitsandbytes' quant_storage) whose
+    elements hold exactly the `nbytes` bytes of a 4-bit tensor of `shape`, rounded up to whole
+    elements."""
+    if key not in state_dict:
+        raise ValueError(f"{key} is missing: the quant_state items come without their packed weight")
+    weight = state_dict[key]
+    if not _is_array(weight):
+        raise ValueError(f"{key} must be a numpy array or a torch tensor, not {type(weight).__name__}")
+    itemsize = weight.element_size() if is_torch(weight) else weight.itemsize
+    need = -(-nbytes // itemsize)
+    if _numel(weight) != need:
+        raise ValueError(f"{key} holds {_numel(weight)} {_dtype_label(weight.dtype)} elements, but a 4-bit "
+                         f"{list(shape)} weight packed into {_dtype_label(weight.dtype)} needs {need}")
+    return weight
