@@ -495,18 +495,30 @@ def gemv_4bit(A: Tensor, B: Tensor, out: Optional[Tensor] = None, transposed_A=F
     Any number of rows works (one row is the case bitsandbytes' kernel is built for)."""
     if state is None:
         raise ValueError("state cannot be None: gemv_4bit needs the QuantState from quantize_4bit")
-    _float_tensor("A", A, "gemv_4bit")
+    return _copy_into(out, _matmul_4bit(A, B, state))
+
+
+def _matmul_4bit(A, B, state, bias=None):
+    """A @ W.T (+ bias) for the 4-bit weight W that B packs, with W's QuantState: the checks and the
+    empty cases of gemv_4bit and of the gemm_4bit op; the product is bnb's fused 4-bit matmul."""
+    _float_tensor("A", A, "a 4-bit matmul")
+    if not isinstance(state, _bnbf.QuantState):
+        raise TypeError(f"state must be a QuantState, not {type(state).__name__}")
     if state.shape is None or len(state.shape) != 2:
         raise ValueError(f"state.shape must be the [N, K] shape of the weight, not {state.shape}")
     N, K = state.shape
-    if A.shape[-1] != K:
-        raise ValueError(f"A has {A.shape[-1]} columns; the weight's shape is {tuple(state.shape)}")
+    if A.dim() < 1 or A.shape[-1] != K:
+        raise ValueError(f"A has {A.shape[-1] if A.dim() else 0} columns; the weight's shape is {tuple(state.shape)}")
     data = _as_packed_bytes(B, N * K)
+    if bias is not None:
+        _tensor("bias", bias)
+        if bias.numel() != N:
+            raise ValueError(f"bias holds {bias.numel()} values for {N} outputs")
+        bias = bias.reshape(N).to(A.dtype)
     if A.numel() == 0 or N == 0:
         result = A.new_zeros(tuple(A.shape[:-1]) + (N,))
-    else:
-        result = _bnbf.matmul_4bit(A, data, state)
-    return _copy_into(out, result)
+        return result + bias if bias is not None else result
+    return _bnbf.matmul_4bit(A, data, state, bias=bias)
 
 
 # ---------------------------------------------------------------- LLM.int8()
