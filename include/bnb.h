@@ -169,6 +169,15 @@ BNB_API bnb_status_t bnb_int8_matmul(bnb_context_t ctx, int64_t M, int64_t N, in
 BNB_API bnb_status_t bnb_int8_mm_dequant(bnb_context_t ctx, int64_t M, int64_t N, const int32_t* C,
                                          const float* row_stats, const float* col_stats, const void* bias,
                                          int32_t out_dtype, void* out, void* stream);
+/* Extension: the LLM.int8() layer without its outlier product, in one call. Gives what
+   bnb_int8_vectorwise_quant(A, threshold) -> q, row_stats; bnb_int8_matmul(q, W) -> C;
+   bnb_int8_mm_dequant(C, row_stats, SCB, bias, out_dtype = dtype) -> out give, bit for bit.
+   A [M,K] and out [M,N] have `dtype`, bias (NULL or [N]) too; W [N,K] int8 with SCB [N].
+   q [M*K] and row_stats [M] are outputs; C [M*N] is scratch (contents unspecified after). */
+BNB_API bnb_status_t bnb_int8_linear(bnb_context_t ctx, int32_t dtype, int64_t M, int64_t N, int64_t K,
+                                     const void* A, float threshold, const int8_t* W, const float* SCB,
+                                     const void* bias, int8_t* q, float* row_stats, int32_t* C, void* out,
+                                     void* stream);
 
 /* ---------------------------------------------------------------- optimizers */
 typedef enum bnb_optimizer {

@@ -120,6 +120,11 @@ typedef struct bnb_backend_ops {
   // NULL: the core calls optimizer_update once per tensor.
   bnb_status_t (*optimizer_update_multi)(void* impl, const bnb_optimizer_params_t* params, int32_t count,
                                          const bnb_optimizer_tensors_t* tensors, const int64_t* n, void* stream);
+  // bnb_int8_linear (the core checked every argument; out and bias have dtype). NULL: the core
+  // runs int8_vectorwise_quant, int8_matmul and int8_mm_dequant in turn.
+  bnb_status_t (*int8_linear)(void* impl, int32_t dtype, int64_t M, int64_t N, int64_t K, const void* A,
+                              float threshold, const int8_t* W, const float* SCB, const void* bias, int8_t* q,
+                              float* row_stats, int32_t* C, void* out, void* stream);
 } bnb_backend_ops_t;
 
 typedef int32_t (*bnb_backend_score_fn)(void);

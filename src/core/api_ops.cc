@@ -207,6 +207,45 @@ BNB_API bnb_status_t bnb_int8_mm_dequant(bnb_context_t ctx, int64_t M, int64_t N
   BNB_API_GUARD_END
 }
 
+BNB_API bnb_status_t bnb_int8_linear(bnb_context_t ctx, int32_t dtype, int64_t M, int64_t N, int64_t K,
+                                     const void* A, float threshold, const int8_t* W, const float* SCB,
+                                     const void* bias, int8_t* q, float* row_stats, int32_t* C, void* out,
+                                     void* stream) {
+  BNB_API_GUARD_BEGIN
+  BNB_CHECK(check_context(ctx));
+  BNB_CHECK(check_float_dtype(dtype, "dtype"));
+  BNB_CHECK(check_count(M, "M"));
+  BNB_CHECK(check_count(N, "N"));
+  BNB_CHECK(check_count(K, "K"));
+  int64_t elems = 0;
+  BNB_CHECK(check_product(M, K, "M*K", &elems));
+  BNB_CHECK(check_product(N, K, "N*K", &elems));
+  BNB_CHECK(check_product(M, N, "M*N", &elems));
+  if (K > 131071)
+    return failf(BNB_ERR_INVALID_ARGUMENT, "K = %lld is too large: int32 accumulation is exact only for K <= 131071",
+                 static_cast<long long>(K));
+  if (!(threshold >= 0.0f) || std::isinf(threshold))
+    return failf(BNB_ERR_INVALID_ARGUMENT, "threshold %g must be finite and >= 0 (0 = no outliers)", threshold);
+  BNB_CHECK(check_array(ctx, A, "A"));
+  BNB_CHECK(check_array(ctx, W, "W"));
+  BNB_CHECK(check_array(ctx, SCB, "SCB"));
+  BNB_CHECK(check_memory(ctx, bias, "bias"));
+  BNB_CHECK(check_array(ctx, q, "q"));
+  BNB_CHECK(check_array(ctx, row_stats, "row_stats"));
+  BNB_CHECK(check_array(ctx, C, "C"));
+  BNB_CHECK(check_array(ctx, out, "out"));
+  const bnb_backend_ops_t& ops = ctx->backend->ops;
+  if (ops.int8_linear != nullptr)
+    return ops.int8_linear(ctx->impl, dtype, M, N, K, A, threshold, W, SCB, bias, q, row_stats, C, out, stream);
+  BNB_OFFERED(int8_vectorwise_quant, "bnb_int8_linear");
+  BNB_OFFERED(int8_matmul, "bnb_int8_linear");
+  BNB_OFFERED(int8_mm_dequant, "bnb_int8_linear");
+  BNB_CHECK(ops.int8_vectorwise_quant(ctx->impl, dtype, M, K, A, threshold, q, row_stats, stream));
+  BNB_CHECK(ops.int8_matmul(ctx->impl, M, N, K, q, W, C, stream));
+  return ops.int8_mm_dequant(ctx->impl, M, N, C, row_stats, SCB, bias, dtype, out, stream);
+  BNB_API_GUARD_END
+}
+
 BNB_API bnb_status_t bnb_optimizer_params_init(bnb_optimizer_params_t* params) {
   BNB_API_GUARD_BEGIN
   BNB_CHECK(check_not_null(params, "params"));

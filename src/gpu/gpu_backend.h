@@ -16,6 +16,9 @@ namespace gpu {
 struct GpuContext {
   int device = 0;
   int sm_count = 1;
+  // Compute capability major (CUDA; HIP: 0). Gates the tensor-core int8 kernel (8.0) and
+  // programmatic dependent launch (9.0).
+  int cc_major = 0;
   // Device copies of the built-in tables, indexed by bnb_code_table_t (256 or 16 floats).
   float* tables[4] = {nullptr, nullptr, nullptr, nullptr};
   // The 8-bit optimizers' bucketed DYN8S and DYN8U tables (optim_kernels.cuh, Optim8Table), or

@@ -61,6 +61,22 @@ __device__ __forceinline__ int32_t dot4(int32_t a, int32_t b, int32_t c) {
 #endif
 }
 
+// Programmatic dependent launch (compute capability 9.0; no-ops elsewhere and on HIP): a kernel
+// launched as a programmatic dependent may start while the one before it runs, and waits for it
+// (its completion and memory) in grid_dependency_wait; the one before lets it start early with
+// grid_dependents_may_launch.
+__device__ __forceinline__ void grid_dependency_wait() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
+}
+
+__device__ __forceinline__ void grid_dependents_may_launch() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.launch_dependents;");
+#endif
+}
+
 template <int kThreads>
 __device__ __forceinline__ float block_max(float v, float* smem) {
 #pragma unroll
@@ -84,6 +100,7 @@ __global__ void __launch_bounds__(kThreads)
     row_quant_kernel(const void* __restrict__ A, int64_t rows, int64_t cols, bool outliers, float t,
                      int8_t* __restrict__ q, float* __restrict__ row_stats) {
   __shared__ float smem[kThreads / kWarpSize];
+  grid_dependents_may_launch();  // a dependent product waits for this grid's end anyway
   for (int64_t r = blockIdx.x; r < rows; r += gridDim.x) {
     const int64_t base = r * cols;
     float m = 0.0f;
@@ -247,8 +264,30 @@ __global__ void __launch_bounds__(256)
 
 // out[m, n] from the int32 product (docs/FORMATS.md §6.3): t = RN32(RN32(C * row) * col); fp16 bias fused
 // (RN16(fma(t, K_DQ, bias))), else RN16(t * K_DQ) and a bias of out_dtype added in binary32 and
-// rounded to fp16 again; then converted to out_dtype. Grid: x over tiles of kDequantCols columns
-// (each thread kDequantCols / 256 of them, a warp's accesses contiguous), y over rows.
+// rounded to fp16 again; then converted to out_dtype. Element e of out, bias element n.
+template <int O, bool kBias>
+__device__ __forceinline__ void dequant_store(int32_t c, float rs, float cs, const void* __restrict__ bias, int64_t n,
+                                              void* __restrict__ out, int64_t e) {
+  const float kdq = __uint_as_float(kDequantScaleBits);
+  const float t = gpu_mul_ftz(gpu_mul_ftz(__int2float_rn(c), rs), cs);
+  uint16_t h;
+  if constexpr (kBias && O == kF16) {
+    h = f32_to_f16_bits(fma_ftz(t, kdq, load_f32<kF16>(bias, n)));
+  } else {
+    h = f32_to_f16_bits(gpu_mul_ftz(t, kdq));
+    if constexpr (kBias) h = f32_to_f16_bits(gpu_add_ftz(f16_bits_to_f32(h), load_f32<O>(bias, n)));
+  }
+  if constexpr (O == kF16) {
+    static_cast<uint16_t*>(out)[e] = h;
+  } else if constexpr (O == kF32) {
+    static_cast<float*>(out)[e] = f16_bits_to_f32(h);
+  } else {
+    static_cast<uint16_t*>(out)[e] = f32_to_bf16_bits(f16_bits_to_f32(h));
+  }
+}
+
+// The dequantization as its own pass. Grid: x over tiles of kDequantCols columns (each thread
+// kDequantCols / 256 of them, a warp's accesses contiguous), y over rows.
 constexpr int kDequantCols = 1024;
 
 template <int O, bool kBias>
@@ -256,7 +295,6 @@ __global__ void __launch_bounds__(256)
     dequant_kernel(const int32_t* __restrict__ C, const float* __restrict__ row_stats,
                    const float* __restrict__ col_stats, const void* __restrict__ bias, int64_t M, int64_t N,
                    void* __restrict__ out) {
-  const float kdq = __uint_as_float(kDequantScaleBits);
   const int64_t n_tile = static_cast<int64_t>(blockIdx.x) * kDequantCols + threadIdx.x;
   for (int64_t m = blockIdx.y; m < M; m += gridDim.y) {
     const float rs = row_stats[m];
@@ -264,25 +302,268 @@ __global__ void __launch_bounds__(256)
     for (int j = 0; j < kDequantCols / 256; ++j) {
       const int64_t n = n_tile + j * 256;
       if (n >= N) break;
-      const int64_t e = m * N + n;
-      const float t = gpu_mul_ftz(gpu_mul_ftz(__int2float_rn(C[e]), rs), col_stats[n]);
-      uint16_t h;
-      if constexpr (kBias && O == kF16) {
-        h = f32_to_f16_bits(fma_ftz(t, kdq, load_f32<kF16>(bias, n)));
-      } else {
-        h = f32_to_f16_bits(gpu_mul_ftz(t, kdq));
-        if constexpr (kBias) h = f32_to_f16_bits(gpu_add_ftz(f16_bits_to_f32(h), load_f32<O>(bias, n)));
+      dequant_store<O, kBias>(C[m * N + n], rs, col_stats[n], bias, n, out, m * N + n);
+    }
+  }
+}
+
+// ---------------------------------------------------------------- few rows of A on tensor cores
+//
+// C[m, n] = sum_k A[m, k] * B[n, k] for M <= 8 * MT (MT = 1, 2) with mma.sync m16n8k32 (s8, s32
+// accumulation, exact): 16 rows of B are the 16-row operand, rows of A the 8-column operand(s).
+// A block of kMmaWarps warps owns 16 * RT rows of B (RT tiles of 16); its warps split K in
+// chunks of 128 bytes (warp w takes chunks w, w + kMmaWarps, ...) and their sums meet in shared
+// memory. In a chunk, lane (g = lane / 4, t = lane % 4) loads bytes [32 t, 32 t + 32) of rows g
+// and g + 8 of each tile of B (two 16-byte loads each) and of row g of each A tile; the four
+// mma steps of the chunk take these bytes in order 8 at a time (step s: bytes 32 t + 8 s + 0..3
+// as the fragment's k = 4 t + 0..3, + 4..7 as k = 16 + 4 t + 0..3). A and B use the same
+// permutation of k, so the dot products are those of the plain order. Needs K % 16 == 0 and
+// 16-byte aligned A and B; rows past M or N and bytes past K are loaded as 0.
+//
+// kOut < 0: stores the int32 C; else the dequantized out (dtype kOut, dequant_store) from the
+// sums, with row_stats, col_stats and bias as bnb_int8_mm_dequant.
+// kQuantD < 0: A is the int8 q. wait_grid: the kernel was launched as a programmatic dependent
+// of the one writing q and row_stats (griddepcontrol): B's first chunks are loaded before
+// waiting for it.
+// kQuantD >= 0 (MT = 1, kOut = kQuantD): A is the activations of that dtype and the kernel is
+// the whole layer: every block finds the row statistics itself (row_quant_kernel's arithmetic:
+// the same codes) and quantizes its fragments as it loads them; block 0 also writes q and
+// row_stats. For small M * K and no outlier columns (threshold 0, or M = 1 where the outlier
+// elements are the outlier columns), where reading A again per block is cheaper than a launch.
+constexpr int kMmaWarps = 4;
+constexpr int kMmaLoads = 4;  // chunks of one 16-row tile in flight per warp (kMmaLoads / RT per tile)
+constexpr int kFusedQuantMaxElems = 8192;  // M * K of the kQuantD path
+
+#if !defined(BNB_GPU_HIP)
+__device__ __forceinline__ void mma_s8_16832(int32_t (&c)[4], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3,
+                                             uint32_t b0, uint32_t b1) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  asm volatile(
+      "mma.sync.aligned.m16n8k32.row.col.s32.s8.s8.s32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};"
+      : "+r"(c[0]), "+r"(c[1]), "+r"(c[2]), "+r"(c[3])
+      : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+#else
+  __trap();  // the host never launches this kernel below compute capability 8.0
+#endif
+}
+
+__device__ __forceinline__ int4 load16_or_zero(const int8_t* p, bool ok) {
+  return ok ? __ldg(reinterpret_cast<const int4*>(p)) : make_int4(0, 0, 0, 0);
+}
+
+// row_quant_kernel's code of x under scale s (threshold t when outliers).
+__device__ __forceinline__ int32_t quant_code(float x, float s, bool outliers, float t) {
+  int v = __float2int_rn(gpu_mul_ftz(x, s));
+  v = v < -128 ? -128 : (v > 127 ? 127 : v);
+  if (outliers && fabsf(x) >= t) v = 0;
+  return v;
+}
+
+// 32 activations of dtype D from p (16-element halves in or out as ok0 / ok1), quantized into 8
+// words of 4 codes in memory order.
+template <int D>
+__device__ __forceinline__ void quant_fragment(const void* A, int64_t at, bool ok0, bool ok1, float s, bool outliers,
+                                               float t, uint32_t (&xs)[8]) {
+#pragma unroll
+  for (int h = 0; h < 2; ++h) {
+    const bool ok = h == 0 ? ok0 : ok1;
+    float v[16];
+    if constexpr (D == kF32) {
+      const float4* p = reinterpret_cast<const float4*>(static_cast<const float*>(A) + at + 16 * h);
+#pragma unroll
+      for (int j = 0; j < 4; ++j) {
+        const float4 f = ok ? __ldg(p + j) : make_float4(0.f, 0.f, 0.f, 0.f);
+        v[4 * j] = f.x;
+        v[4 * j + 1] = f.y;
+        v[4 * j + 2] = f.z;
+        v[4 * j + 3] = f.w;
       }
-      if constexpr (O == kF16) {
-        static_cast<uint16_t*>(out)[e] = h;
-      } else if constexpr (O == kF32) {
-        static_cast<float*>(out)[e] = f16_bits_to_f32(h);
-      } else {
-        static_cast<uint16_t*>(out)[e] = f32_to_bf16_bits(f16_bits_to_f32(h));
+    } else {
+      const int4* p = reinterpret_cast<const int4*>(static_cast<const uint16_t*>(A) + at + 16 * h);
+#pragma unroll
+      for (int j = 0; j < 2; ++j) {
+        const int4 r = ok ? __ldg(p + j) : make_int4(0, 0, 0, 0);
+        const uint32_t w[4] = {uint32_t(r.x), uint32_t(r.y), uint32_t(r.z), uint32_t(r.w)};
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          if constexpr (D == kF16) {
+            v[8 * j + 2 * e] = f16_bits_to_f32(static_cast<uint16_t>(w[e] & 0xffffu));
+            v[8 * j + 2 * e + 1] = f16_bits_to_f32(static_cast<uint16_t>(w[e] >> 16));
+          } else {
+            v[8 * j + 2 * e] = __uint_as_float(w[e] << 16);
+            v[8 * j + 2 * e + 1] = __uint_as_float(w[e] & 0xffff0000u);
+          }
+        }
+      }
+    }
+#pragma unroll
+    for (int j = 0; j < 4; ++j) {
+      uint32_t word = 0;
+#pragma unroll
+      for (int e = 0; e < 4; ++e) word |= (static_cast<uint32_t>(quant_code(v[4 * j + e], s, outliers, t)) & 0xffu) << (8 * e);
+      xs[4 * h + j] = word;
+    }
+  }
+}
+
+template <int MT, int RT, int kOut, bool kBias, int kQuantD>
+__global__ void __launch_bounds__(kMmaWarps * 32)
+    int8_mma_rows_kernel(const void* __restrict__ A, const int8_t* __restrict__ B, int64_t M, int64_t N, int64_t K,
+                         int32_t* __restrict__ C, float* __restrict__ row_stats, const float* __restrict__ col_stats,
+                         const void* __restrict__ bias, void* __restrict__ out, bool wait_grid, bool outliers,
+                         float threshold, int8_t* __restrict__ q) {
+  constexpr bool kFusedQuant = kQuantD >= 0;
+  static_assert(!kFusedQuant || (MT == 1 && kOut == kQuantD), "the fused quantization is for M <= 8");
+  constexpr int kU = kMmaLoads / RT;  // chunks per iteration
+  __shared__ int32_t partial[kMmaWarps - 1][4 * MT * RT][32];
+  __shared__ float red[kMmaWarps];
+  __shared__ float scale[8], stat[8];
+  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+  const int g = lane / 4, t = lane % 4;
+  const int64_t n0 = static_cast<int64_t>(blockIdx.x) * 16 * RT;
+  bool row_ok[RT][2];
+  const int8_t* b_row[RT][2];
+#pragma unroll
+  for (int r = 0; r < RT; ++r)
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      const int64_t n = n0 + 16 * r + g + 8 * h;
+      row_ok[r][h] = n < N;
+      b_row[r][h] = B + (n < N ? n * K : 0);
+    }
+  bool a_ok[MT];
+  int64_t a_at[MT];  // element offset of row mt * 8 + g of A
+#pragma unroll
+  for (int mt = 0; mt < MT; ++mt) {
+    a_ok[mt] = mt * 8 + g < M;
+    a_at[mt] = a_ok[mt] ? (mt * 8 + g) * K : 0;
+  }
+  int32_t acc[RT][MT][4];
+#pragma unroll
+  for (int r = 0; r < RT; ++r)
+#pragma unroll
+    for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+      for (int i = 0; i < 4; ++i) acc[r][mt][i] = 0;
+
+  const int64_t chunks = (K + 127) / 128;
+  const int64_t step = int64_t{kMmaWarps} * kU;
+  int4 w[kU][RT][4];
+  const auto load_w = [&](int64_t c0) {
+#pragma unroll
+    for (int u = 0; u < kU; ++u) {
+      const int64_t k = (c0 + int64_t{u} * kMmaWarps) * 128 + t * 32;
+      const bool in0 = k < K, in1 = k + 16 < K;  // K % 16 == 0: a 16-byte piece is all in or all out
+#pragma unroll
+      for (int r = 0; r < RT; ++r) {
+        w[u][r][0] = load16_or_zero(b_row[r][0] + k, row_ok[r][0] && in0);
+        w[u][r][1] = load16_or_zero(b_row[r][0] + k + 16, row_ok[r][0] && in1);
+        w[u][r][2] = load16_or_zero(b_row[r][1] + k, row_ok[r][1] && in0);
+        w[u][r][3] = load16_or_zero(b_row[r][1] + k + 16, row_ok[r][1] && in1);
+      }
+    }
+  };
+  load_w(warp);  // in flight during the wait or the row statistics
+
+  float s_row = 0.0f;  // kFusedQuant: this lane's row scale (row g)
+  if constexpr (kFusedQuant) {
+    for (int64_t r = 0; r < M; ++r) {
+      float m = 0.0f;
+#pragma unroll 4
+      for (int64_t c = threadIdx.x; c < K; c += kMmaWarps * 32) {
+        const float a = fabsf(load_f32<kQuantD>(A, r * K + c));
+        if (!outliers || a < threshold) m = gpu_max_ftz(m, a);
+      }
+      m = block_max<kMmaWarps * 32>(m, red);
+      const float s = gpu_mul_ftz(127.0f, gpu_block_reciprocal(m));
+      if (threadIdx.x == 0) {
+        scale[r] = s;
+        stat[r] = m;
+        if (blockIdx.x == 0) row_stats[r] = m;
+      }
+      if (blockIdx.x == 0) {
+        for (int64_t c = threadIdx.x; c < K; c += kMmaWarps * 32)
+          q[r * K + c] = static_cast<int8_t>(quant_code(load_f32<kQuantD>(A, r * K + c), s, outliers, threshold));
+      }
+    }
+    __syncthreads();
+    s_row = a_ok[0] ? scale[g] : 0.0f;
+  } else if (wait_grid) {
+    grid_dependency_wait();  // A (q) and row_stats are written by the kernel before
+  }
+
+  for (int64_t c0 = warp; c0 < chunks; c0 += step) {
+    if (c0 != warp) load_w(c0);
+#pragma unroll
+    for (int u = 0; u < kU; ++u) {
+      const int64_t k = (c0 + int64_t{u} * kMmaWarps) * 128 + t * 32;
+      const bool in0 = k < K, in1 = k + 16 < K;
+#pragma unroll
+      for (int mt = 0; mt < MT; ++mt) {
+        uint32_t xs[8];
+        if constexpr (kFusedQuant) {
+          quant_fragment<kQuantD>(A, a_at[mt] + k, a_ok[mt] && in0, a_ok[mt] && in1, s_row, outliers, threshold, xs);
+        } else {
+          const int8_t* a8 = static_cast<const int8_t*>(A) + a_at[mt] + k;
+          const int4 x0 = load16_or_zero(a8, a_ok[mt] && in0);
+          const int4 x1 = load16_or_zero(a8 + 16, a_ok[mt] && in1);
+          xs[0] = uint32_t(x0.x), xs[1] = uint32_t(x0.y), xs[2] = uint32_t(x0.z), xs[3] = uint32_t(x0.w);
+          xs[4] = uint32_t(x1.x), xs[5] = uint32_t(x1.y), xs[6] = uint32_t(x1.z), xs[7] = uint32_t(x1.w);
+        }
+#pragma unroll
+        for (int r = 0; r < RT; ++r) {
+          const uint32_t lo[8] = {uint32_t(w[u][r][0].x), uint32_t(w[u][r][0].y), uint32_t(w[u][r][0].z),
+                                  uint32_t(w[u][r][0].w), uint32_t(w[u][r][1].x), uint32_t(w[u][r][1].y),
+                                  uint32_t(w[u][r][1].z), uint32_t(w[u][r][1].w)};
+          const uint32_t hi[8] = {uint32_t(w[u][r][2].x), uint32_t(w[u][r][2].y), uint32_t(w[u][r][2].z),
+                                  uint32_t(w[u][r][2].w), uint32_t(w[u][r][3].x), uint32_t(w[u][r][3].y),
+                                  uint32_t(w[u][r][3].z), uint32_t(w[u][r][3].w)};
+#pragma unroll
+          for (int st = 0; st < 4; ++st) {
+            mma_s8_16832(acc[r][mt], lo[2 * st], hi[2 * st], lo[2 * st + 1], hi[2 * st + 1], xs[2 * st],
+                         xs[2 * st + 1]);
+          }
+        }
+      }
+    }
+  }
+
+  // Split-K sums: warps 1.. hand theirs to warp 0.
+  if (warp > 0) {
+#pragma unroll
+    for (int r = 0; r < RT; ++r)
+#pragma unroll
+      for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+        for (int i = 0; i < 4; ++i) partial[warp - 1][(r * MT + mt) * 4 + i][lane] = acc[r][mt][i];
+  }
+  __syncthreads();
+  if (warp != 0) return;
+#pragma unroll
+  for (int r = 0; r < RT; ++r) {
+#pragma unroll
+    for (int mt = 0; mt < MT; ++mt) {
+#pragma unroll
+      for (int i = 0; i < 4; ++i) {
+        int32_t sum = acc[r][mt][i];
+#pragma unroll
+        for (int v = 0; v < kMmaWarps - 1; ++v) sum += partial[v][(r * MT + mt) * 4 + i][lane];
+        // Fragment of C: i = 0, 1 row g, i = 2, 3 row g + 8 (of B's tile); column 2 t + (i & 1) (of A).
+        const int64_t n = n0 + 16 * r + g + (i >= 2 ? 8 : 0);
+        const int64_t m = mt * 8 + 2 * t + (i & 1);
+        if (n >= N || m >= M) continue;
+        if constexpr (kOut < 0) {
+          C[m * N + n] = sum;
+        } else if constexpr (kFusedQuant) {
+          dequant_store<kOut, kBias>(sum, stat[m], col_stats[n], bias, n, out, m * N + n);
+        } else {
+          dequant_store<kOut, kBias>(sum, row_stats[m], col_stats[n], bias, n, out, m * N + n);
+        }
       }
     }
   }
 }
+#endif  // !BNB_GPU_HIP
 
 }  // namespace int8
 }  // namespace gpu

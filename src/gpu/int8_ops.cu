@@ -9,6 +9,7 @@
 // plugin loads on machines without it. Nothing here synchronises except outlier_columns, whose
 // contract returns a host-visible count.
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
 #include <map>
 #include <mutex>
@@ -134,6 +135,129 @@ bnb_status_t launch_rows_matmul_m(int64_t M, int64_t N, int64_t K, const int8_t*
   }
   return check_launch("int8 rows_matmul_kernel");
 }
+
+#if !defined(BNB_GPU_HIP)
+
+// The tensor-core kernel for M <= 16 (int8_mma_rows_kernel): compute capability 8.0, K % 16 == 0,
+// 16-byte aligned A and B. BNB_INT8_MMA=0 turns it off (A/B measurements).
+constexpr int64_t kMmaRowsMaxM = 16;
+
+bool mma_rows_disabled() {
+  static const bool off = [] {
+    const char* e = std::getenv("BNB_INT8_MMA");
+    return e != nullptr && e[0] == '0';
+  }();
+  return off;
+}
+
+// Where it wins (H100, bench/results/h100_run12): M <= 8 at every size measured (4096^2 and 8192^2:
+// 1.3x and 1.2x the rows kernel's matmul time); 8 < M <= 16 only up to 4096x4096 weights (1.2x faster
+// there, but 1.4x SLOWER than the rows kernel at 8192x8192), so larger weights keep the rows kernel.
+constexpr int64_t kMmaRowsWideMaxWeight = int64_t{4096} * 4096;
+
+bool mma_rows_fit(const GpuContext& ctx, int64_t M, int64_t N, int64_t K, const int8_t* A, const int8_t* B) {
+  return ctx.cc_major >= 8 && M <= kMmaRowsMaxM && (M <= 8 || N * K <= kMmaRowsWideMaxWeight) && K % 16 == 0 && (N + 15) / 16 <= INT32_MAX && aligned16(A) &&
+         aligned16(B) && !mma_rows_disabled();
+}
+
+// Tiles of 16 rows of W per block for 8 < M <= 16: 1 or 2 (BNB_INT8_MMA_RT, A/B measurements).
+int mma_row_tiles(int64_t M) {
+  static const int rt = [] {
+    const char* e = std::getenv("BNB_INT8_MMA_RT");
+    return e != nullptr && e[0] == '2' ? 2 : 1;
+  }();
+  return M > 8 ? rt : 1;
+}
+
+// A: q (int8, kQuantD < 0) or the activations (dtype kQuantD). dependent: launched as a
+// programmatic dependent of the kernel before it in the stream (compute capability 9.0; a plain
+// launch elsewhere or if the runtime declines).
+template <int MT, int RT, int kOut, bool kBias, int kQuantD>
+bnb_status_t launch_mma_rows_mt(const GpuContext& ctx, bool dependent, int64_t M, int64_t N, int64_t K,
+                                const void* A, const int8_t* B, int32_t* C, float* row_stats, const float* col_stats,
+                                const void* bias, void* out, bool outliers, float t, int8_t* q, gpuStream_t stream) {
+  const auto kernel = int8_mma_rows_kernel<MT, RT, kOut, kBias, kQuantD>;
+  const dim3 grid(static_cast<unsigned>((N + 16 * RT - 1) / (16 * RT))), block(kMmaWarps * 32);
+  if (dependent && ctx.cc_major >= 9) {
+    cudaLaunchConfig_t config = {};
+    config.gridDim = grid;
+    config.blockDim = block;
+    config.dynamicSmemBytes = 0;
+    config.stream = stream;
+    cudaLaunchAttribute attr[1];
+    attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    attr[0].val.programmaticStreamSerializationAllowed = 1;
+    config.attrs = attr;
+    config.numAttrs = 1;
+    if (cudaLaunchKernelEx(&config, kernel, A, B, M, N, K, C, row_stats, col_stats, bias, out, true, outliers, t, q) ==
+        cudaSuccess) {
+      return check_launch("int8_mma_rows_kernel (dependent)");
+    }
+    (void)cudaGetLastError();  // not offered here: a plain launch below
+  }
+  kernel<<<grid, block, 0, stream>>>(A, B, M, N, K, C, row_stats, col_stats, bias, out, false, outliers, t, q);
+  return check_launch("int8_mma_rows_kernel");
+}
+
+// The product of q and W for M <= 16: int32 C (kOut < 0) or dequantized into out.
+template <int kOut, bool kBias>
+bnb_status_t launch_mma_rows(const GpuContext& ctx, bool dependent, int64_t M, int64_t N, int64_t K, const int8_t* A,
+                             const int8_t* B, int32_t* C, const float* row_stats, const float* col_stats,
+                             const void* bias, void* out, gpuStream_t stream) {
+  float* rs = const_cast<float*>(row_stats);  // only the kQuantD kernels write it
+  if (M <= 8) {
+    return launch_mma_rows_mt<1, 1, kOut, kBias, -1>(ctx, dependent, M, N, K, A, B, C, rs, col_stats, bias, out,
+                                                     false, 0.0f, nullptr, stream);
+  }
+  if (mma_row_tiles(M) == 2) {
+    return launch_mma_rows_mt<2, 2, kOut, kBias, -1>(ctx, dependent, M, N, K, A, B, C, rs, col_stats, bias, out,
+                                                     false, 0.0f, nullptr, stream);
+  }
+  return launch_mma_rows_mt<2, 1, kOut, kBias, -1>(ctx, dependent, M, N, K, A, B, C, rs, col_stats, bias, out, false,
+                                                   0.0f, nullptr, stream);
+}
+
+// The whole layer in one kernel (kQuantD): M <= 8, M * K <= kFusedQuantMaxElems, 16-byte aligned
+// activations, no outlier columns to find across rows. BNB_INT8_FUSED_QUANT=0 turns it off.
+bool fused_quant_fits(int64_t M, int64_t K, const void* A, float threshold) {
+  static const bool off = [] {
+    const char* e = std::getenv("BNB_INT8_FUSED_QUANT");
+    return e != nullptr && e[0] == '0';
+  }();
+  return !off && M <= 8 && M * K <= kFusedQuantMaxElems && (threshold == 0.0f || M == 1) &&
+         (reinterpret_cast<uintptr_t>(A) & 15u) == 0;
+}
+
+template <int D>
+bnb_status_t launch_fused_quant(const GpuContext& ctx, int64_t M, int64_t N, int64_t K, const void* A, bool outliers,
+                                float t, const int8_t* W, const float* SCB, const void* bias, int8_t* q,
+                                float* row_stats, void* out, gpuStream_t stream) {
+  if (bias != nullptr) {
+    return launch_mma_rows_mt<1, 1, D, true, D>(ctx, false, M, N, K, A, W, nullptr, row_stats, SCB, bias, out,
+                                                outliers, t, q, stream);
+  }
+  return launch_mma_rows_mt<1, 1, D, false, D>(ctx, false, M, N, K, A, W, nullptr, row_stats, SCB, bias, out, outliers,
+                                               t, q, stream);
+}
+
+#else
+
+constexpr int64_t kMmaRowsMaxM = 0;
+bool mma_rows_fit(const GpuContext&, int64_t, int64_t, int64_t, const int8_t*, const int8_t*) { return false; }
+
+template <int kOut, bool kBias>
+bnb_status_t launch_mma_rows(const GpuContext&, bool, int64_t, int64_t, int64_t, const int8_t*, const int8_t*,
+                             int32_t*, const float*, const float*, const void*, void*, gpuStream_t) {
+  return fail(BNB_ERR_INTERNAL, "int8_mma_rows_kernel is not built for HIP");
+}
+bool fused_quant_fits(int64_t, int64_t, const void*, float) { return false; }
+template <int D>
+bnb_status_t launch_fused_quant(const GpuContext&, int64_t, int64_t, int64_t, const void*, bool, float, const int8_t*,
+                                const float*, const void*, int8_t*, float*, void*, gpuStream_t) {
+  return fail(BNB_ERR_INTERNAL, "int8_mma_rows_kernel is not built for HIP");
+}
+
+#endif  // !BNB_GPU_HIP
 
 bnb_status_t launch_rows_matmul(int64_t M, int64_t N, int64_t K, const int8_t* A, const int8_t* B, int32_t* C,
                                 gpuStream_t stream) {
@@ -301,6 +425,9 @@ bnb_status_t op_matmul(void* impl, int64_t M, int64_t N, int64_t K, const int8_t
   const GpuContext& ctx = ctx_of(impl);
   DeviceGuard guard(ctx.device);
   const auto s = static_cast<gpuStream_t>(stream);
+  if (mma_rows_fit(ctx, M, N, K, A, B)) {
+    return launch_mma_rows<-1, false>(ctx, false, M, N, K, A, B, C, nullptr, nullptr, nullptr, nullptr, s);
+  }
   if (M > kRowsKernelMaxM && try_cublaslt(ctx, M, N, K, A, B, C, s)) return BNB_SUCCESS;
   return launch_rows_matmul(M, N, K, A, B, C, s);
 }
@@ -334,6 +461,48 @@ bnb_status_t op_mm_dequant(void* impl, int64_t M, int64_t N, const int32_t* C, c
   }
 }
 
+// ---------------------------------------------------------------- the whole layer
+
+// M <= 16 on tensor cores: for small M * K one kernel for everything (every block finds the row
+// statistics itself); else the quantization, then one kernel for the product and its
+// dequantization, launched as a programmatic dependent of the quantization so that its first
+// loads of W overlap it. Otherwise the three ops in turn.
+bnb_status_t op_linear(void* impl, int32_t dtype, int64_t M, int64_t N, int64_t K, const void* A, float threshold,
+                       const int8_t* W, const float* SCB, const void* bias, int8_t* q, float* row_stats, int32_t* C,
+                       void* out, void* stream) {
+  const GpuContext& ctx = ctx_of(impl);
+  DeviceGuard guard(ctx.device);
+  const auto s = static_cast<gpuStream_t>(stream);
+  if (mma_rows_fit(ctx, M, N, K, q, W) && fused_quant_fits(M, K, A, threshold)) {
+    const bool outliers = threshold > 0.0f;
+    const float t = outliers ? threshold_in_dtype(dtype, threshold) : 0.0f;
+    switch (dtype) {
+      case BNB_F32: return launch_fused_quant<kF32>(ctx, M, N, K, A, outliers, t, W, SCB, bias, q, row_stats, out, s);
+      case BNB_F16: return launch_fused_quant<kF16>(ctx, M, N, K, A, outliers, t, W, SCB, bias, q, row_stats, out, s);
+      default: return launch_fused_quant<kBF16>(ctx, M, N, K, A, outliers, t, W, SCB, bias, q, row_stats, out, s);
+    }
+  }
+  bnb_status_t st = op_vectorwise_quant(impl, dtype, M, K, A, threshold, q, row_stats, stream);
+  if (st != BNB_SUCCESS) return st;
+  if (mma_rows_fit(ctx, M, N, K, q, W)) {
+    const bool b = bias != nullptr;
+    switch (dtype) {
+      case BNB_F32:
+        return b ? launch_mma_rows<kF32, true>(ctx, true, M, N, K, q, W, C, row_stats, SCB, bias, out, s)
+                 : launch_mma_rows<kF32, false>(ctx, true, M, N, K, q, W, C, row_stats, SCB, bias, out, s);
+      case BNB_F16:
+        return b ? launch_mma_rows<kF16, true>(ctx, true, M, N, K, q, W, C, row_stats, SCB, bias, out, s)
+                 : launch_mma_rows<kF16, false>(ctx, true, M, N, K, q, W, C, row_stats, SCB, bias, out, s);
+      default:
+        return b ? launch_mma_rows<kBF16, true>(ctx, true, M, N, K, q, W, C, row_stats, SCB, bias, out, s)
+                 : launch_mma_rows<kBF16, false>(ctx, true, M, N, K, q, W, C, row_stats, SCB, bias, out, s);
+    }
+  }
+  st = op_matmul(impl, M, N, K, q, W, C, stream);
+  if (st != BNB_SUCCESS) return st;
+  return op_mm_dequant(impl, M, N, C, row_stats, SCB, bias, dtype, out, stream);
+}
+
 }  // namespace
 
 void register_int8_ops(bnb_backend_ops_t* ops) {
@@ -341,6 +510,7 @@ void register_int8_ops(bnb_backend_ops_t* ops) {
   ops->int8_outlier_columns = op_outlier_columns;
   ops->int8_matmul = op_matmul;
   ops->int8_mm_dequant = op_mm_dequant;
+  ops->int8_linear = op_linear;
 }
 
 }  // namespace gpu

@@ -205,6 +205,12 @@ bnb_status_t context_create(const bnb_context_options_t* options, void** impl) {
     (void)gpuGetLastError();
     ctx->sm_count = 1;
   }
+#if !defined(BNB_GPU_HIP)
+  if (cudaDeviceGetAttribute(&ctx->cc_major, cudaDevAttrComputeCapabilityMajor, device) != cudaSuccess) {
+    (void)cudaGetLastError();
+    ctx->cc_major = 0;
+  }
+#endif
   float host[kTableFloats] = {};
   for (int t = 0; t < 4; ++t) copy_code_table(t, host + kTableOffsets[t]);
   float* dev = nullptr;

@@ -155,11 +155,15 @@ TEST_F(Int8Gpu, VectorwiseQuantMatchesCpu) {
 }
 
 TEST_F(Int8Gpu, MatmulMatchesCpu) {
-  // {M, N, K, byte offset of A and B}: the kernel for M <= 16 (vector and byte paths), cuBLASLt
-  // above (and the kernel when K % 4 != 0).
+  // {M, N, K, byte offset of A and B}: for M <= 16 the tensor-core kernel (K % 16 == 0, 16-byte
+  // aligned) or the dp4a kernel (vector and byte paths), cuBLASLt above (and the dp4a kernel
+  // when K % 4 != 0).
   const int64_t cases[][4] = {{1, 4096, 4096, 0},  {3, 4096, 4096, 0}, {16, 4096, 4096, 0}, {5, 1000, 999, 0},
                               {8, 512, 4096, 1},   {17, 4096, 4096, 0}, {256, 4096, 4096, 0}, {300, 1000, 999, 0},
-                              {2048, 1024, 4096, 0}, {130, 258, 4100, 0}, {64, 64, 64, 4}};
+                              {2048, 1024, 4096, 0}, {130, 258, 4100, 0}, {64, 64, 64, 4},
+                              // tensor-core kernel (M <= 16, K % 16 == 0): K tails, N not a multiple of 16
+                              {16, 4099, 4144, 0}, {9, 37, 160, 0},  {12, 300, 8192, 0}, {2, 17, 32, 0},
+                              {16, 8, 16, 0},      {16, 4096, 4096, 16}};
   for (const auto& c : cases) {
     SCOPED_TRACE(testing::Message() << "M " << c[0] << " N " << c[1] << " K " << c[2] << " offset " << c[3]);
     const auto a = random_int8_bytes(c[0] * c[2], static_cast<uint64_t>(c[0] + 1));
@@ -204,16 +208,58 @@ TEST_F(Int8Gpu, MmDequantMatchesCpu) {
   }
 }
 
-// The layer forward (quantize with threshold, matmul on both paths, dequantize with bias) on a
-// user stream captured into a CUDA graph; replayed on new activations it gives their result.
+// bnb_int8_linear at layer sizes against the CPU backend's (the three steps there): q,
+// row_stats and out bit for bit.
+TEST_F(Int8Gpu, LinearMatchesCpu) {
+  const int64_t cases[][3] = {{1, 4096, 4096}, {1, 8192, 8192}, {3, 4096, 2048}, {5, 11008, 4096},
+                              {16, 4096, 11008}, {24, 1024, 4096}};
+  for (const auto& c : cases) {
+    const int64_t M = c[0], N = c[1], K = c[2];
+    const auto w = random_int8_bytes(N * K, static_cast<uint64_t>(N + K));
+    std::mt19937_64 rng(static_cast<uint64_t>(M * 7 + N));
+    std::vector<float> scb(static_cast<size_t>(N));
+    for (auto& v : scb) v = from_dtype(to_dtype({0.05f + (rng() % 1000) / 400.0f}, BNB_F16), BNB_F16)[0];
+    const std::vector<uint8_t> x = activations_f16(M, K, static_cast<uint64_t>(M + 3));
+    const std::vector<uint8_t> bias = to_dtype(random_normal(N, rng(), 1.0f), BNB_F16);
+    for (const float threshold : {0.0f, 6.0f}) {
+      SCOPED_TRACE(testing::Message() << "M " << M << " N " << N << " K " << K << " threshold " << threshold);
+      Results r[2];
+      const Context* ctxs[2] = {gpu_.get(), cpu_.get()};
+      for (int i = 0; i < 2; ++i) {
+        const Context& ctx = *ctxs[i];
+        Buffer X(ctx, x.size()), W(ctx, w.size()), S(ctx, scb.size() * 4), Bi(ctx, bias.size()),
+            Q(ctx, static_cast<size_t>(M * K)), RS(ctx, static_cast<size_t>(M) * 4),
+            Cc(ctx, static_cast<size_t>(M * N) * 4), O(ctx, static_cast<size_t>(M * N) * 2);
+        X.upload(x.data(), x.size());
+        W.upload(w.data(), w.size());
+        S.upload(scb.data(), scb.size() * 4);
+        Bi.upload(bias.data(), bias.size());
+        O.fill(0xcd);
+        ASSERT_BNB_OK(bnb_int8_linear(ctx.get(), BNB_F16, M, N, K, X.get(), threshold, W.as<int8_t>(), S.as<float>(),
+                                      Bi.get(), Q.as<int8_t>(), RS.as<float>(), Cc.as<int32_t>(), O.get(), nullptr));
+        r[i].q = Q.download();
+        r[i].stats = RS.download();
+        r[i].out = O.download();
+      }
+      EXPECT_EQ(count_diffs(r[0].q, r[1].q), 0);
+      EXPECT_EQ(count_diffs(r[0].stats, r[1].stats), 0);
+      EXPECT_EQ(count_diffs(r[0].out, r[1].out), 0);
+    }
+  }
+}
+
+// The layer forward (quantize with threshold, matmul on both paths, dequantize with bias; as
+// three calls and as bnb_int8_linear) on a user stream captured into a CUDA graph; replayed on
+// new activations it gives their result.
 TEST_F(Int8Gpu, LayerForwardCapturesInAGraph) {
   if (kind_ != BNB_BACKEND_CUDA) GTEST_SKIP() << "CUDA-only test";
   CudaDriver drv;
   if (!drv.load()) GTEST_SKIP() << "libcuda.so.1 not loadable";
   void* stream = nullptr;
   ASSERT_EQ(drv.cuStreamCreate(&stream, 1 /* non-blocking */), 0);
-  for (const int64_t M : {int64_t{4}, int64_t{64}}) {
-    SCOPED_TRACE(testing::Message() << "M " << M);
+  for (const bool one_call : {false, true})  // three calls, or bnb_int8_linear (a dependent launch on CUDA)
+  for (const int64_t M : {int64_t{4}, int64_t{16}, int64_t{64}}) {
+    SCOPED_TRACE(testing::Message() << "M " << M << (one_call ? " bnb_int8_linear" : " three calls"));
     const int64_t N = 1024, K = 2048;
     const auto w = random_int8_bytes(N * K, 5);
     std::vector<float> scb(static_cast<size_t>(N), 0.75f);
@@ -225,6 +271,11 @@ TEST_F(Int8Gpu, LayerForwardCapturesInAGraph) {
     SCB.upload(scb.data(), scb.size() * 4);
     Bi.upload(bias.data(), bias.size());
     const auto enqueue = [&](void* s) {
+      if (one_call) {
+        ASSERT_BNB_OK(bnb_int8_linear(gpu_->get(), BNB_F16, M, N, K, X.get(), 6.0f, W.as<int8_t>(), SCB.as<float>(),
+                                      Bi.get(), CA.as<int8_t>(), SCA.as<float>(), Cc.as<int32_t>(), O.get(), s));
+        return;
+      }
       ASSERT_BNB_OK(bnb_int8_vectorwise_quant(gpu_->get(), BNB_F16, M, K, X.get(), 6.0f, CA.as<int8_t>(),
                                               SCA.as<float>(), s));
       ASSERT_BNB_OK(bnb_int8_matmul(gpu_->get(), M, N, K, CA.as<int8_t>(), W.as<int8_t>(), Cc.as<int32_t>(), s));

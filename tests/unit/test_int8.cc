@@ -410,7 +410,9 @@ TEST_P(Int8, VectorwiseQuantSpecialValues) {
 TEST_P(Int8, MatmulRandom) {
   const int64_t shapes[][3] = {{1, 1, 1},    {1, 7, 5},     {1, 33, 4096}, {2, 5, 129},   {3, 17, 1000},
                                {4, 64, 64},  {7, 9, 31},    {9, 13, 77},   {16, 48, 256}, {17, 129, 255},
-                               {33, 65, 513}, {130, 67, 96}, {257, 31, 1025}};
+                               {33, 65, 513}, {130, 67, 96}, {257, 31, 1025},
+                               // K % 16 == 0 and M <= 16: CUDA's tensor-core kernel (K tails of 16..112)
+                               {5, 1, 16},   {9, 300, 160}, {12, 40, 4112}, {16, 17, 48}, {16, 1000, 4096}};
   uint64_t seed = 100;
   for (const auto& s : shapes) {
     const auto A = random_int8(s[0] * s[2], ++seed);
@@ -423,7 +425,8 @@ TEST_P(Int8, MatmulRandom) {
 TEST_P(Int8, MatmulLargestK) {
   // K = 131071 with every product +-16384 (-128 * -128 or -128 * 127): the sums reach
   // 2147467264 and -2^31 + ..., the edge of exact int32 accumulation.
-  const int64_t K = 131071;
+  // K = 131056 (a multiple of 16): the same on CUDA's tensor-core kernel for M <= 16.
+  for (const int64_t K : {int64_t{131071}, int64_t{131056}})
   for (const int64_t M : {1, 2, 12}) {
     const int64_t N = 3;
     std::vector<int8_t> A(static_cast<size_t>(M * K), -128), B(static_cast<size_t>(N * K), -128);
@@ -493,6 +496,68 @@ TEST_P(Int8, MmDequantRandom) {
   }
 }
 
+// bnb_int8_linear against the reference of its three steps (quantization with the outlier
+// columns zeroed, int32 product, dequantization with bias in dtype), bit for bit, for q,
+// row_stats and out; shapes on both CUDA paths (fused kernel for M <= 16 and K % 16 == 0).
+TEST_P(Int8, LinearMatchesReference) {
+  // CUDA: one kernel for M <= 8 with M * K <= 8192 (threshold 0, or M = 1), a dependent launch
+  // after the quantization for the rest of M <= 16 with K % 16 == 0, three kernels otherwise.
+  const int64_t shapes[][3] = {{1, 33, 4096}, {1, 40, 8192}, {4, 50, 1024}, {8, 20, 1008}, {2, 64, 4096},
+                               {3, 17, 1000}, {8, 40, 256},  {9, 65, 4112}, {16, 48, 128}, {16, 31, 96},
+                               {17, 129, 255}, {40, 64, 512}};
+  uint64_t seed = 3000;
+  for (const auto& s : shapes) {
+    const int64_t M = s[0], N = s[1], K = s[2];
+    const auto W = random_int8(N * K, ++seed);
+    std::mt19937_64 rng(++seed);
+    std::vector<float> scb(static_cast<size_t>(N));
+    for (auto& v : scb) v = round_to_dtype(BNB_F16, 0.05f + (rng() % 1000) / 400.0f);
+    Buffer wb(ctx(), W.size()), scbb(ctx(), scb.size() * 4);
+    wb.upload(W.data(), W.size());
+    scbb.upload(scb.data(), scb.size() * 4);
+    for (const int32_t dtype : {BNB_F16, BNB_BF16, BNB_F32}) {
+      const std::vector<float> x = activations(dtype, M, K, ++seed);
+      const std::vector<uint8_t> raw = to_dtype(x, dtype);
+      Buffer ab(ctx(), raw.size());
+      ab.upload(raw.data(), raw.size());
+      const std::vector<float> bias = from_dtype(to_dtype(random_normal(N, ++seed, 2.0f), dtype), dtype);
+      const std::vector<uint8_t> bias_raw = to_dtype(bias, dtype);
+      Buffer biasb(ctx(), bias_raw.size());
+      biasb.upload(bias_raw.data(), bias_raw.size());
+      for (const float threshold : {0.0f, 6.0f}) {
+        const QuantRef ref = reference_quant(dtype, M, K, x, threshold);
+        const std::vector<int32_t> C = reference_matmul(M, N, K, ref.q, W);
+        for (const bool with_bias : {false, true}) {
+          SCOPED_TRACE(testing::Message() << "M " << M << " N " << N << " K " << K << " dtype " << dtype
+                                          << " threshold " << threshold << " bias " << with_bias);
+          Out q(ctx(), static_cast<size_t>(M * K)), stats(ctx(), static_cast<size_t>(M) * 4),
+              out(ctx(), static_cast<size_t>(M * N) * dtype_size(dtype));
+          Buffer cb(ctx(), static_cast<size_t>(M * N) * 4);
+          SKIP_IF_NOT_SUPPORTED(bnb_int8_linear(ctx().get(), dtype, M, N, K, ab.get(), threshold, wb.as<int8_t>(),
+                                                scbb.as<float>(), with_bias ? biasb.get() : nullptr,
+                                                q.buf.as<int8_t>(), stats.buf.as<float>(), cb.as<int32_t>(),
+                                                out.buf.get(), nullptr));
+          EXPECT_EQ(first_diff(as<int8_t>(q.data()), ref.q), -1);
+          EXPECT_EQ(first_diff(as<float>(stats.data()), ref.row_stats), -1);
+          const std::vector<uint8_t> want =
+              reference_dequant(M, N, C, ref.row_stats, scb, with_bias ? &bias : nullptr, dtype);
+          const std::vector<uint8_t> got = out.data();
+          const size_t es = dtype_size(dtype);
+          int64_t first = -1;
+          for (size_t i = 0; i < got.size() / es && first < 0; ++i)
+            if (std::memcmp(&got[i * es], &want[i * es], es) != 0) first = static_cast<int64_t>(i);
+          EXPECT_EQ(first, -1) << "first differing output element (m = " << (first >= 0 ? first / N : -1)
+                               << ", n = " << (first >= 0 ? first % N : -1) << ")";
+          EXPECT_TRUE(q.guard_intact());
+          EXPECT_TRUE(stats.guard_intact());
+          EXPECT_TRUE(out.guard_intact());
+          if (HasFatalFailure()) return;
+        }
+      }
+    }
+  }
+}
+
 TEST_P(Int8, ThreadCountsAgree) {
   if (GetParam() != BNB_BACKEND_CPU) GTEST_SKIP() << "threads are a CPU setting";
   const int64_t rows = 37, cols = 301, N = 45;
@@ -532,6 +597,22 @@ TEST_P(Int8, BadArguments) {
             BNB_ERR_INVALID_ARGUMENT);
   EXPECT_EQ(bnb_int8_mm_dequant(ctx().get(), 2, 2, colsb.as<int32_t>(), sb.as<float>(), sb.as<float>(), nullptr,
                                 BNB_I32, qb.get(), nullptr),
+            BNB_ERR_INVALID_ARGUMENT);
+  // bnb_int8_linear: M = 2, N = 2, K = 4 into the same small buffers.
+  Buffer cb(ctx(), 64), ob(ctx(), 64);
+  const auto linear = [&](int32_t dtype, int64_t K, float threshold, int8_t* qq, const void* bias) {
+    return bnb_int8_linear(ctx().get(), dtype, 2, 2, K, ab.get(), threshold, qb.as<int8_t>(), sb.as<float>(), bias,
+                           qq, sb.as<float>(), cb.as<int32_t>(), ob.get(), nullptr);
+  };
+  EXPECT_EQ(linear(BNB_F32, 4, -1.0f, qb.as<int8_t>(), nullptr), BNB_ERR_INVALID_ARGUMENT);
+  EXPECT_NE(std::string(bnb_last_error_message()).find("threshold"), std::string::npos);
+  EXPECT_EQ(linear(BNB_I8, 4, 0.0f, qb.as<int8_t>(), nullptr), BNB_ERR_INVALID_ARGUMENT);
+  EXPECT_EQ(linear(BNB_F32, 4, 0.0f, nullptr, nullptr), BNB_ERR_INVALID_ARGUMENT);
+  EXPECT_NE(std::string(bnb_last_error_message()).find("q"), std::string::npos);
+  EXPECT_EQ(linear(BNB_F32, 0, 0.0f, qb.as<int8_t>(), nullptr), BNB_ERR_INVALID_ARGUMENT);
+  EXPECT_EQ(linear(BNB_F32, 131072, 0.0f, qb.as<int8_t>(), nullptr), BNB_ERR_INVALID_ARGUMENT);
+  EXPECT_EQ(bnb_int8_linear(nullptr, BNB_F32, 2, 2, 4, ab.get(), 0.0f, qb.as<int8_t>(), sb.as<float>(), nullptr,
+                            qb.as<int8_t>(), sb.as<float>(), cb.as<int32_t>(), ob.get(), nullptr),
             BNB_ERR_INVALID_ARGUMENT);
   (void)a;
   (void)stats;
