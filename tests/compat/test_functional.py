@@ -591,3 +591,32 @@ def test_utils_replace_linear_and_outliers():
     W[:, 9] *= 30
     assert U.find_outlier_dims(W).tolist() == [9]
     assert U.find_outlier_dims(W, topk=1).tolist() == [9]
+
+
+# ---------------------------------------------------------------- cextension, research
+def test_cextension_attributes():
+    from bitsandbytes import cextension as C
+
+    assert C.HIP_ENVIRONMENT == bool(torch.version.hip)
+    expected = "ROCm" if torch.version.hip else ("CUDA" if torch.cuda.is_available() else "CPU")
+    assert C.BNB_BACKEND == expected
+    assert isinstance(C.ROCM_WARP_SIZE_64, bool) and isinstance(C.ROCM_GPU_ARCH, str)
+    gpu = any(b["name"] in ("cuda", "hip") and b["available"] for b in bnb.backends())
+    assert C.lib.compiled_with_cuda == gpu == C.COMPILED_WITH_CUDA
+    assert C.lib.bnb_status_string is bnb._lib.lib.bnb_status_string
+    with pytest.raises(NotImplementedError, match="cquantize_blockwise_fp16"):
+        C.lib.cquantize_blockwise_fp16(None)
+    with pytest.raises(NotImplementedError, match="cgemm_4bit_inference"):
+        C.lib["cgemm_4bit_inference"]()
+
+
+def test_research_names_raise_not_implemented():
+    from bitsandbytes import research
+
+    for name in ("matmul_fp8_global", "matmul_fp8_mixed", "switchback_bnb"):
+        with pytest.raises(NotImplementedError, match=name):
+            getattr(research, name)(torch.zeros(2, 2), torch.zeros(2, 2))
+    for cls in (research.nn.LinearFP8Mixed, research.nn.LinearFP8Global):
+        assert issubclass(cls, torch.nn.Linear)
+        with pytest.raises(NotImplementedError, match=cls.__name__):
+            cls(4, 4)
