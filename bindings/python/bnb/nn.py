@@ -125,6 +125,8 @@ class Params4bit(_QuantizedParameter):
         or without the prefix), on `device`. The storage dtype is the packed tensor's. A
         truncated or inconsistent state raises ValueError."""
         state = _read_quant_state(data, quantized_stats, device, cls._state_type)
+        if module is not None:  # as bitsandbytes: the module names the state before the parameter is attached
+            module.quant_state = state
         return cls(data.to(device), requires_grad, state, blocksize=state.blocksize, compress_statistics=state.nested,
                    quant_type=state.quant_type, quant_storage=data.dtype, module=module, bnb_quantized=True)
 
@@ -148,6 +150,8 @@ class Params4bit(_QuantizedParameter):
         self.data = _to_storage(packed, self.quant_storage)
         self.quant_state = self._adopt_state(state)
         self.bnb_quantized = True
+        if self.module is not None:
+            self.module.quant_state = self.quant_state
         return self
 
     # The QuantState type this parameter holds (bnb.functional's; a subclass may name another,

@@ -1,0 +1,403 @@
+"""bitsandbytes.nn as the compatibility layer serves it: the constructor signatures and parameter
+attributes transformers and peft rely on, state-dict round trips, Params4bit.from_prequantized,
+forwards against float64 references, device/dtype moves, copies, empty inputs and the embeddings.
+
+References: float64 torch math through the dequantized weight (bitsandbytes.functional's
+dequantize_4bit, or CB * SCB / 127 computed here), and signatures recorded once from bitsandbytes
+0.50.2. The tests use only `bitsandbytes` and torch, so they also run against the real package
+(tests marked needs_bnb_layer are about bnb's layer and skip there).
+"""
+
+import copy
+import inspect
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+import bitsandbytes  # noqa: E402
+import bitsandbytes.functional as F  # noqa: E402
+from bitsandbytes.nn import (  # noqa: E402
+    Embedding, Embedding4bit, Embedding8bit, EmbeddingFP4, EmbeddingNF4, Int8Params, Linear4bit, Linear8bitLt,
+    LinearFP4, LinearNF4, Params4bit, StableEmbedding)
+from conftest import IS_BNB, needs_bnb_layer  # noqa: E402
+
+# relative error norm against float64 through the same quantized weight
+TOL = {torch.float32: 1e-5, torch.bfloat16: 2e-2, torch.float16: 3e-3}
+
+
+def rel_err(got, want):
+    got, want = got.double(), want.double()
+    return ((got - want).norm() / want.norm().clamp_min(1e-30)).item()
+
+
+def randn(*shape, dtype=torch.float32, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(*shape, generator=g).to(dtype)
+
+
+def linear4bit(K, N, quant_type="nf4", nested=True, storage=torch.uint8, compute_dtype=torch.float32, bias=True,
+               seed=1):
+    layer = Linear4bit(K, N, bias, compute_dtype, compress_statistics=nested, quant_type=quant_type,
+                       quant_storage=storage)
+    with torch.no_grad():
+        layer.weight.data = randn(N, K, seed=seed)
+        if bias:
+            layer.bias.data = randn(N, seed=seed + 1)
+    return layer.to("cpu")
+
+
+def linear8bit(K, N, threshold=0.0, bias=True, seed=1):
+    layer = Linear8bitLt(K, N, bias, has_fp16_weights=False, threshold=threshold)
+    with torch.no_grad():
+        layer.weight.data = randn(N, K, seed=seed)
+        if bias:
+            layer.bias.data = randn(N, seed=seed + 1)
+    return layer.to("cpu")
+
+
+def same_bytes(a, b):
+    """Bit-identical tensors (packed codes viewed as bf16 may hold NaN patterns, which torch.equal
+    calls unequal)."""
+    return a.dtype == b.dtype and a.shape == b.shape and torch.equal(a.reshape(-1).view(torch.uint8),
+                                                                      b.reshape(-1).view(torch.uint8))
+
+
+def dequantized_4bit(layer):
+    w = layer.weight
+    return F.dequantize_4bit(w.data, w.quant_state).to(torch.float64)
+
+
+def dequantized_int8(layer):
+    return layer.weight.data.double() * (layer.weight.SCB.double() / 127).unsqueeze(1)
+
+
+# ---------------------------------------------------------------- signatures and attributes
+# parameter names of bitsandbytes 0.50.2 (recorded once with that release)
+SIGNATURES = {
+    Linear4bit.__init__: "input_features output_features bias compute_dtype compress_statistics quant_type "
+                         "quant_storage device",
+    LinearNF4.__init__: "input_features output_features bias compute_dtype compress_statistics quant_storage device",
+    LinearFP4.__init__: "input_features output_features bias compute_dtype compress_statistics quant_storage device",
+    Linear8bitLt.__init__: "input_features output_features bias has_fp16_weights threshold index device",
+    Embedding.__init__: "num_embeddings embedding_dim padding_idx max_norm norm_type scale_grad_by_freq sparse "
+                        "_weight device",
+    StableEmbedding.__init__: "num_embeddings embedding_dim padding_idx max_norm norm_type scale_grad_by_freq "
+                              "sparse _weight device dtype",
+    Embedding8bit.__init__: "num_embeddings embedding_dim device dtype",
+    Embedding4bit.__init__: "num_embeddings embedding_dim dtype quant_type quant_storage device",
+    EmbeddingNF4.__init__: "num_embeddings embedding_dim dtype quant_storage device",
+    EmbeddingFP4.__init__: "num_embeddings embedding_dim dtype quant_storage device",
+    Params4bit.__new__: "data requires_grad quant_state blocksize compress_statistics quant_type quant_storage "
+                        "module bnb_quantized kwargs",
+    Int8Params.__new__: "data requires_grad has_fp16_weights CB SCB kwargs",
+    Params4bit.from_prequantized: "data quantized_stats requires_grad device module kwargs",
+}
+
+
+@pytest.mark.parametrize("fn", list(SIGNATURES), ids=lambda f: f.__qualname__)
+def test_signatures_match_bitsandbytes(fn):
+    names = [p for p in inspect.signature(fn).parameters if p not in ("self", "cls")]
+    assert names == SIGNATURES[fn].split()
+
+
+def test_defaults_match_bitsandbytes():
+    assert Linear8bitLt(8, 4).state.has_fp16_weights is True  # bitsandbytes' default: a trained float weight
+    assert Linear8bitLt(8, 4).weight.requires_grad
+    assert Int8Params(torch.zeros(2, 2)).requires_grad
+    assert not Params4bit(torch.zeros(2, 2)).requires_grad and Params4bit(torch.zeros(2, 2)).blocksize == 64
+    layer = Linear4bit(64, 8, quant_type="nf4")
+    assert layer.weight.quant_type == "nf4" and layer.weight.compress_statistics and layer.compute_dtype is None
+    assert LinearNF4(64, 8).weight.quant_type == "nf4" and LinearFP4(64, 8).weight.quant_type == "fp4"
+
+
+def test_parameter_attributes_are_bitsandbytes():
+    """transformers and peft rebuild parameters from `old.__dict__`: its keys must be the
+    constructor's, and the rebuilt parameter must behave like the old one."""
+    layer = Linear4bit(64, 16, True, torch.float32, compress_statistics=False, quant_type="fp4",
+                       quant_storage=torch.bfloat16)
+    w = layer.weight
+    assert set(w.__dict__) == {"blocksize", "compress_statistics", "quant_type", "quant_state", "quant_storage",
+                               "bnb_quantized", "module"}
+    assert w.module is layer and w.quant_state is None and not w.bnb_quantized
+    value = randn(16, 64, seed=3)
+    new = Params4bit(value, requires_grad=False, **w.__dict__).to("cpu")  # transformers' Bnb4bitQuantize
+    assert new.bnb_quantized and new.dtype == torch.bfloat16 and new.quant_type == "fp4"
+    assert not new.quant_state.nested and tuple(new.quant_state.shape) == (16, 64)
+    if new.module is layer:  # bitsandbytes points the module at the new state too
+        assert layer.quant_state is new.quant_state
+    l8 = Linear8bitLt(64, 16, has_fp16_weights=False)
+    kwargs = dict(l8.weight.__dict__)
+    assert {"has_fp16_weights", "SCB"} <= set(kwargs) and l8.weight.CB is None
+    kwargs.pop("SCB", None)
+    q = Int8Params(value, requires_grad=False, **kwargs).to("cpu")  # transformers' Bnb8bitQuantize
+    assert q.dtype == torch.int8 and q.SCB.shape == (16,) and torch.equal(q.CB, q.data)
+
+
+# ---------------------------------------------------------------- 4-bit
+@needs_bnb_layer  # bitsandbytes' own load_state_dict does not take the quantized keys (transformers uses
+# from_prequantized, tested below on both)
+@pytest.mark.parametrize("quant_type", ["nf4", "fp4"])
+@pytest.mark.parametrize("nested", [True, False])
+@pytest.mark.parametrize("storage", [torch.uint8, torch.bfloat16], ids=str)
+def test_linear4bit_state_dict_round_trip(quant_type, nested, storage):
+    K, N = 128, 48
+    layer = linear4bit(K, N, quant_type, nested, storage)
+    sd = layer.state_dict()
+    keys = ["weight", "bias", "weight.absmax", "weight.quant_map"]
+    if nested:
+        keys += ["weight.nested_absmax", "weight.nested_quant_map"]
+    assert list(sd) == keys + [f"weight.quant_state.bitsandbytes__{quant_type}"]
+    assert sd["weight"].dtype == storage and sd["weight"].numel() * sd["weight"].element_size() == N * K // 2
+    fresh = Linear4bit(K, N, True, torch.float32, compress_statistics=not nested, quant_type="fp4" if
+                       quant_type == "nf4" else "nf4", quant_storage=storage)
+    fresh.load_state_dict(sd)
+    w = fresh.weight
+    assert isinstance(w, Params4bit) and w.bnb_quantized and w.quant_type == quant_type
+    assert w.compress_statistics == nested and w.dtype == storage
+    assert isinstance(w.quant_state, F.QuantState)
+    again = fresh.state_dict()
+    assert list(again) == list(sd) and all(same_bytes(again[k], sd[k]) for k in sd)
+    x = randn(3, K, seed=5)
+    with torch.no_grad():
+        assert torch.equal(fresh(x), layer(x))
+
+
+@pytest.mark.parametrize("compute_dtype", [torch.float32, torch.bfloat16, torch.float16], ids=str)
+@pytest.mark.parametrize("quant_type,nested", [("nf4", True), ("fp4", False)])
+def test_linear4bit_forward_against_float64(compute_dtype, quant_type, nested):
+    K, N = 192, 40
+    layer = linear4bit(K, N, quant_type, nested, compute_dtype=compute_dtype)
+    x = randn(2, 3, K, seed=7)
+    with torch.no_grad():
+        y = layer(x)
+    assert y.dtype == x.dtype and y.shape == (2, 3, N)
+    want = x.double() @ dequantized_4bit(layer).t() + layer.bias.double()
+    assert rel_err(y, want) < TOL[compute_dtype]
+
+
+def test_from_prequantized_round_trip():
+    K, N = 128, 32
+    layer = linear4bit(K, N, "nf4", True, torch.bfloat16)
+    sd = layer.state_dict()
+    assert list(sd) == ["weight", "bias", "weight.absmax", "weight.quant_map", "weight.nested_absmax",
+                        "weight.nested_quant_map", "weight.quant_state.bitsandbytes__nf4"]
+    stats = {k: v for k, v in sd.items() if k.startswith("weight.")}
+    for items in (stats, {k[len("weight."):]: v for k, v in stats.items()}):  # with and without the prefix
+        target = Linear4bit(K, N, True, torch.float32, quant_type="nf4", quant_storage=torch.bfloat16)
+        p = Params4bit.from_prequantized(data=sd["weight"], quantized_stats=items, requires_grad=False, device="cpu",
+                                         module=target)
+        assert isinstance(p, Params4bit) and p.bnb_quantized and not p.requires_grad
+        assert p.quant_storage == torch.bfloat16 and p.quant_type == "nf4" and p.blocksize == 64
+        assert p.compress_statistics and target.quant_state is p.quant_state
+        assert torch.equal(F.dequantize_4bit(p.data, p.quant_state), F.dequantize_4bit(layer.weight.data,
+                                                                                       layer.weight.quant_state))
+        target.weight = p
+        target.bias.data = sd["bias"]
+        x = randn(2, K, seed=8)
+        with torch.no_grad():
+            assert torch.equal(target(x), layer(x))
+
+
+@needs_bnb_layer
+def test_from_prequantized_rejects_corrupt_state():
+    K, N = 128, 32
+    sd = linear4bit(K, N, "nf4", False).state_dict()
+    stats = {k: v for k, v in sd.items() if k.startswith("weight.")}
+    blob_key = "weight.quant_state.bitsandbytes__nf4"
+    broken = dict(stats, **{blob_key: stats[blob_key][:-5]})  # truncated JSON
+    with pytest.raises(ValueError, match="bitsandbytes__nf4"):
+        Params4bit.from_prequantized(sd["weight"], broken, device="cpu")
+    with pytest.raises(ValueError, match="absmax"):
+        Params4bit.from_prequantized(sd["weight"], dict(stats, **{"weight.absmax": stats["weight.absmax"][:-1]}),
+                                     device="cpu")
+    with pytest.raises(ValueError, match="packed weight"):
+        Params4bit.from_prequantized(sd["weight"][:-1], stats, device="cpu")
+    target = Linear4bit(K, N, quant_type="nf4", compress_statistics=False)
+    with pytest.raises(RuntimeError, match="weight"):
+        target.load_state_dict(dict(sd, **{blob_key: sd[blob_key][:-5]}))
+
+
+def test_peft_style_requantize_after_merge():
+    """peft merges a LoRA delta by dequantizing, adding, and rebuilding the parameter from the
+    old one's __dict__ with bnb_quantized=False; the move quantizes the new values."""
+    K, N = 64, 16
+    layer = linear4bit(K, N, "nf4", True)
+    w = layer.weight
+    merged = F.dequantize_4bit(w.data, w.quant_state) + 0.5
+    kwargs = dict(w.__dict__)
+    kwargs["bnb_quantized"] = False
+    kwargs["requires_grad"] = False
+    new = Params4bit(merged.to("cpu"), **kwargs).to(w.device)
+    assert new.bnb_quantized and new.quant_state is not w.quant_state
+    assert rel_err(F.dequantize_4bit(new.data, new.quant_state), merged) < 0.1
+    packed, state = F.quantize_4bit(merged, compress_statistics=True, quant_type="nf4")
+    assert torch.equal(new.data, packed)
+
+
+def test_moves_and_dtypes():
+    layer = linear4bit(64, 16, "fp4", False)
+    w = layer.weight
+    codes = w.data.clone()
+    if IS_BNB:
+        assert w.to(torch.float16).dtype == torch.uint8  # bnb: quantized codes ignore a dtype
+    layer = layer.to(torch.bfloat16)  # the float bias follows, the codes stay
+    assert layer.bias.dtype == torch.bfloat16 and torch.equal(layer.weight.data, codes)
+    layer = layer.to("cpu")
+    assert torch.equal(layer.weight.data, codes) and layer.weight.quant_state.absmax.device.type == "cpu"
+    p = Int8Params(randn(8, 16), requires_grad=False, has_fp16_weights=False)
+    assert p.to("cpu").dtype == torch.int8
+    f = Int8Params(randn(8, 16), requires_grad=True, has_fp16_weights=True)
+    moved = f.to("cpu")
+    assert moved.dtype == torch.float32 and moved.SCB is None and moved.requires_grad
+    l8 = linear8bit(32, 8).to("cpu")
+    assert l8.weight.dtype == torch.int8 and l8.to(torch.float16).weight.dtype == torch.int8
+
+
+def test_deepcopy():
+    layer = linear4bit(64, 16, "nf4", True)
+    clone = copy.deepcopy(layer)
+    assert clone.weight is not layer.weight and clone.weight.data_ptr() != layer.weight.data_ptr()
+    assert clone.weight.quant_state is not layer.weight.quant_state
+    x = randn(2, 64, seed=9)
+    with torch.no_grad():
+        assert torch.equal(clone(x), layer(x))
+        layer.weight.data.zero_()
+        assert not torch.equal(clone(x), layer(x))
+    if IS_BNB:  # (bitsandbytes' copy still points at the original layer)
+        assert clone.weight.module is clone
+    l8 = linear8bit(32, 8)
+    c8 = copy.deepcopy(l8)
+    assert c8.weight.SCB is not l8.weight.SCB and torch.equal(c8.weight.SCB, l8.weight.SCB)
+    x = randn(3, 32, seed=10)
+    with torch.no_grad():
+        assert torch.equal(c8(x), l8(x))
+
+
+# ---------------------------------------------------------------- LLM.int8()
+@pytest.mark.parametrize("threshold", [0.0, 6.0])
+def test_linear8bitlt_state_dict_round_trip(threshold):
+    K, N = 96, 24
+    layer = linear8bit(K, N, threshold)
+    sd = layer.state_dict()
+    assert list(sd) == ["weight", "bias", "SCB", "weight_format"]
+    assert sd["weight"].dtype == torch.int8 and sd["SCB"].dtype == torch.float32 and int(sd["weight_format"]) == 0
+    fresh = Linear8bitLt(K, N, has_fp16_weights=False, threshold=threshold).to("cpu")
+    fresh.load_state_dict(sd)
+    assert torch.equal(fresh.weight.data, sd["weight"]) and torch.equal(fresh.weight.SCB, sd["SCB"])
+    x = randn(4, K, seed=11)
+    x[:, 3] *= 20
+    with torch.no_grad():
+        assert torch.equal(fresh(x), layer(x))
+    assert list(fresh.state_dict()) == list(sd)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
+def test_linear8bitlt_forward_against_float64(dtype):
+    """y = x @ W^T + b for W = CB * SCB / 127: the int8 product's only other error is the
+    row-wise quantization of x (at most half a step, rowmax / 254, per entry)."""
+    K, N = 128, 32
+    layer = linear8bit(K, N)
+    W = dequantized_int8(layer)
+    x = randn(5, K, dtype=dtype, seed=12)
+    with torch.no_grad():
+        y = layer(x)
+    assert y.dtype == dtype and y.shape == (5, N)
+    want = x.double() @ W.t() + layer.bias.double()
+    step = x.double().abs().amax(1, keepdim=True) / 254  # bound on each entry's rounding error
+    bound = step @ W.abs().sum(1, keepdim=True).t()
+    tol = 1e-5 if dtype == torch.float32 else 1e-2
+    assert ((y.double() - want).abs() <= bound + tol * want.abs() + 1e-6).all()
+    assert state_matches(layer)
+
+
+def state_matches(layer):
+    """After a forward the state holds the int8 weight (bitsandbytes moves SCB there from the weight)."""
+    SCB = layer.weight.SCB if layer.weight.SCB is not None else layer.state.SCB
+    return layer.state.CB is not None and torch.equal(layer.state.CB, layer.weight.data) and \
+        torch.equal(layer.state.SCB, SCB)
+
+
+# ---------------------------------------------------------------- empty inputs
+def test_empty_inputs_give_empty_outputs():
+    K, N = 64, 16
+    layers = [linear4bit(K, N, "nf4", True), linear4bit(K, N, "fp4", False, torch.bfloat16), linear8bit(K, N),
+              linear8bit(K, N, threshold=6.0)]
+    for layer in layers:
+        for shape in [(0, K), (2, 0, K)]:
+            with torch.no_grad():
+                y = layer(torch.zeros(shape))
+            assert y.shape == shape[:-1] + (N,) and y.dtype == torch.float32, type(layer).__name__
+    for emb in (EmbeddingNF4(10, 64), Embedding8bit(10, 64), EmbeddingFP4(10, 48)):
+        emb = emb.to("cpu")
+        out = emb(torch.zeros((0,), dtype=torch.long))
+        assert out.shape == (0, emb.embedding_dim)
+        assert emb(torch.zeros((3, 0), dtype=torch.long)).shape == (3, 0, emb.embedding_dim)
+
+
+# ---------------------------------------------------------------- embeddings
+def float_embedding(num, dim, seed=13):
+    emb = torch.nn.Embedding(num, dim)
+    with torch.no_grad():
+        emb.weight.copy_(randn(num, dim, seed=seed))
+    return emb
+
+
+@pytest.mark.parametrize("cls,dim", [(EmbeddingNF4, 128), (EmbeddingFP4, 128), (EmbeddingNF4, 48)])
+def test_embedding4bit_looks_up_dequantized_rows(cls, dim):
+    """Only the rows looked up are dequantized when rows are whole blocks (dim 128); else the table
+    (dim 48): both equal rows of the dequantized table."""
+    num = 20
+    ref = float_embedding(num, dim)
+    emb = cls(num, dim)
+    emb.load_state_dict(ref.state_dict())
+    emb = emb.to("cpu")
+    table = F.dequantize_4bit(emb.weight.data, emb.weight.quant_state)
+    assert rel_err(table, ref.weight) < 0.2  # 4-bit quantization of the table
+    idx = torch.tensor([[3, 0, 19], [7, 7, 1]])
+    out = emb(idx)
+    assert out.shape == (2, 3, dim) and out.dtype == torch.float32
+    assert torch.equal(out, table[idx])
+
+
+def test_embedding8bit_against_float64():
+    num, dim = 16, 40
+    ref = float_embedding(num, dim)
+    emb = Embedding8bit(num, dim)
+    emb.load_state_dict(ref.state_dict())
+    emb = emb.to("cpu")
+    assert emb.weight.dtype == torch.int8 and emb.weight.SCB.shape == (num,)
+    idx = torch.tensor([5, 0, 15, 5])
+    out = emb(idx)
+    want = emb.weight.data[idx].double() * emb.weight.SCB[idx].double().unsqueeze(1) / 127
+    assert out.dtype == torch.float32 and rel_err(out, want) < 1e-6
+    assert rel_err(out, ref.weight[idx]) < 1e-2  # int8 rows of the fp16-rounded table
+    with pytest.raises(NotImplementedError):
+        emb.state_dict()
+
+
+def test_embeddings_register_32bit_optimizer_state():
+    from bitsandbytes.optim import GlobalOptimManager
+
+    manager = GlobalOptimManager.get_instance()
+    for emb in (Embedding(12, 8, padding_idx=2), StableEmbedding(12, 8, padding_idx=2)):
+        assert any(m is emb and name == "weight" and cfg == {"optim_bits": 32}
+                   for m, name, cfg in manager.module_weight_config_triple)
+        assert torch.count_nonzero(emb.weight[2]) == 0  # the padding row
+        limit = (6 / (12 + 8)) ** 0.5  # Xavier-uniform initialization
+        assert emb.weight.abs().max() <= limit
+
+
+def test_stable_embedding_is_layer_normed():
+    emb = StableEmbedding(12, 8)
+    with torch.no_grad():
+        emb.norm.weight.copy_(randn(8, seed=14))
+        emb.norm.bias.copy_(randn(8, seed=15))
+    idx = torch.tensor([[1, 4], [11, 0]])
+    rows = emb.weight[idx].double()
+    mean, var = rows.mean(-1, keepdim=True), rows.var(-1, unbiased=False, keepdim=True)
+    want = (rows - mean) / torch.sqrt(var + emb.norm.eps) * emb.norm.weight.double() + emb.norm.bias.double()
+    out = emb(idx)
+    assert out.dtype == torch.float32 and rel_err(out, want) < 1e-5
+    out.sum().backward()
+    assert emb.weight.grad is not None
