@@ -336,10 +336,12 @@ def test_state_dict_round_trip_continues_identically(name, bits, device):
                 assert value.dtype == other.dtype and value.shape == other.shape
 
 
+@pytest.mark.parametrize("layout", ["flat", "nested"])
 @pytest.mark.parametrize("device", DEVICES)
-def test_loads_bitsandbytes_style_state_dict(device):
+def test_loads_bitsandbytes_style_state_dict(device, layout):
     """A state dict written the way bitsandbytes writes it (its key names, Python int step,
-    8-bit codes with absmax and qmap, only bitsandbytes' group keys) loads and steps."""
+    8-bit codes with absmax and qmap, only bitsandbytes' group keys) loads and steps; "nested":
+    the state tensors under "__bnb_optimizer_quant_state__", as bitsandbytes 0.50.2 writes them."""
     torch.manual_seed(0)
     p = torch.nn.Parameter(torch.randn(64, 96, device=device))
     small = torch.nn.Parameter(torch.randn(10, device=device))
@@ -362,6 +364,9 @@ def test_loads_bitsandbytes_style_state_dict(device):
         "param_groups": [{"lr": 1e-3, "betas": (0.9, 0.999), "eps": 1e-8, "weight_decay": 0.0, "params": [0, 1]}],
     }
     assert bnb_style["state"][0]["absmax1"].numel() == -(-n // 256)
+    if layout == "nested":
+        for index, entry in list(bnb_style["state"].items()):
+            bnb_style["state"][index] = {"step": entry.pop("step"), "__bnb_optimizer_quant_state__": entry}
     p2 = torch.nn.Parameter(p.detach().clone())
     small2 = torch.nn.Parameter(small.detach().clone())
     opt = O.Adam8bit([p2, small2], lr=5.0)
@@ -499,6 +504,12 @@ def test_bad_arguments_raise_clearly():
         O.Adam([p], percentile_clipping=0)
     with pytest.raises(NotImplementedError, match="args"):
         O.Adam([p], args=object())
+    with pytest.raises(TypeError):
+        O.Lion([p], max_unorm=0.5)  # Lion has no update-norm clipping
+    with pytest.raises(ValueError, match="max_unorm"):
+        O.Adam([p], max_unorm=-1.0)
+    with pytest.raises(TypeError, match="skip_zeros"):
+        O.SGD([p], lr=0.1, momentum=0.9, skip_zeros="yes")
 
 
 def test_bad_gradients_raise_clearly():
@@ -805,3 +816,104 @@ def test_class_names():
         for suffix in ("", "8bit", "32bit"):
             assert getattr(O, "Paged" + base + suffix)._fixed_paged is True
     assert O.Adam8bit._fixed_bits == 8 and O.Adam32bit._fixed_bits == 32 and O.Adam._fixed_bits is None
+
+
+# ---------------------------------------------------------------- max_unorm, skip_zeros, per-parameter settings
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("name", ["Adam", "SGD"])
+def test_max_unorm_on_adam_and_sgd_matches_reference(name, device):
+    """Update-norm clipping, offered by the library for Adam and momentum, reachable as a keyword."""
+    torch.manual_seed(0)
+    settings = dict(SETTINGS[name], max_unorm=0.002)
+    p = torch.nn.Parameter(torch.randn(33, 17, device=device))
+    start = p.detach().cpu().double().clone()
+    opt = getattr(O, name)([p], **settings)
+    ref = Reference(name, p, torch.float32, settings)
+    grads = []
+    for _ in range(4):
+        g = torch.randn_like(p)
+        p.grad = g
+        opt.step()
+        grads.append(g.cpu())
+        ref.step(grads[-1])
+    assert opt.state[p]["unorm_vec"].numel() == 1
+    tol = 1e-4 * (ref.p - start).abs().max().item() + 1e-6
+    assert (p.detach().cpu().double() - ref.p).abs().max().item() <= tol
+    # the clip was active: without it the parameter moves further
+    free = Reference(name, start.float(), torch.float32, SETTINGS[name])
+    for g in grads:
+        free.step(g)
+    assert (free.p - start).norm() > 1.5 * (ref.p - start).norm()
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("name, bits", [("Adam", 32), ("SGD", 32), ("RMSprop", 32), ("Adagrad", 32), ("Lion", 32),
+                                        ("SGD", 8), ("Lion", 8), ("RMSprop", 8)])
+def test_skip_zeros_keeps_elements_with_zero_gradient(name, bits, device):
+    """skip_zeros=True: where g == 0, p (and in 32 bits the state) stay as they are; elsewhere the
+    update equals a run without it (the rules are elementwise). Without weight decay: the library
+    tests g after the coupled decay is added, as the reference does (OPS.md 6.3)."""
+    torch.manual_seed(0)
+    p = torch.nn.Parameter(torch.randn(5000, device=device))
+    q = torch.nn.Parameter(p.detach().clone())
+    skip = make(name, [p], bits, skip_zeros=True, min_8bit_size=0, weight_decay=0.0)
+    plain = make(name, [q], bits, min_8bit_size=0, weight_decay=0.0)
+    for step in range(3):
+        g = torch.randn_like(p)
+        zero = torch.rand(p.shape, device=device) < 0.3
+        g[zero] = 0
+        before = p.detach().clone()
+        state_before = skip.state[p]["state1"].clone() if step else None
+        p.grad, q.grad = g, g.clone()
+        skip.step()
+        plain.step()
+        assert torch.equal(p[zero], before[zero])
+        if bits == 32:
+            assert torch.equal(p[~zero], q[~zero])
+            if step:
+                assert torch.equal(skip.state[p]["state1"][zero], state_before[zero])
+        else:
+            moved = ~zero & (p != before)
+            assert moved.float().mean() > 0.5
+        q.data.copy_(p.detach())  # the next step starts from the same point and state
+        for key, value in skip.state[p].items():
+            if isinstance(value, torch.Tensor) and not key.startswith("qmap"):
+                plain.state[q][key].copy_(value)
+
+
+class _WithOverrides(O.Adam):
+    """An Adam whose subclass gives single parameters their own settings (the hook the
+    bitsandbytes compatibility layer's GlobalOptimManager uses)."""
+
+    overrides = {}
+
+    def _param_overrides(self):
+        return self.overrides
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_param_overrides_give_single_parameters_their_settings(device):
+    torch.manual_seed(0)
+    shapes = [(64, 80), (100, 50), (70, 70)]
+    params = [torch.nn.Parameter(torch.randn(s, device=device)) for s in shapes]
+    twins = [torch.nn.Parameter(p.detach().clone()) for p in params]
+    opt = _WithOverrides(params, lr=1e-2, optim_bits=8)
+    opt.overrides = {id(params[1]): {"optim_bits": 32, "lr": 1e-3}, id(params[2]): {"betas": (0.8, 0.9)}}
+    refs = [O.Adam([twins[0]], lr=1e-2, optim_bits=8), O.Adam([twins[1]], lr=1e-3, optim_bits=32),
+            O.Adam([twins[2]], lr=1e-2, betas=(0.8, 0.9), optim_bits=8)]
+    for _ in range(3):
+        for p, t in zip(params, twins):
+            p.grad = torch.randn_like(p)
+            t.grad = p.grad.clone()
+        opt.step()
+        for r in refs:
+            r.step()
+    for p, t in zip(params, twins):
+        assert torch.equal(p, t)
+    assert [opt.state[p]["state1"].dtype for p in params] == [torch.uint8, torch.float32, torch.uint8]
+    opt.overrides = {id(params[0]): {"momentum": 0.9}}
+    with pytest.raises(ValueError, match="momentum"):
+        opt.step()
+    opt.overrides = {id(params[0]): {"optim_bits": 16}}
+    with pytest.raises(ValueError, match="optim_bits"):
+        opt.step()

@@ -15,7 +15,7 @@ beyond the constructor:
 * `state_dict()` in bitsandbytes' layout: each parameter's state tensors under
   "__bnb_optimizer_quant_state__" (bnb.optim loads that layout and the flat one).
 
-Differences from bitsandbytes 0.50.2 (also in bindings/python/compat/README.md):
+Differences from bitsandbytes 0.50.2 (also in docs/OPTIMIZERS.md):
 * `amsgrad=True` raises NotImplementedError in every class (bitsandbytes ignores it in Adam and
   AdamW, and raises ValueError in the 8-bit ones);
 * 8-bit LAMB, LARS and `max_unorm` with 8-bit Adam clip the update as asked (bitsandbytes'
