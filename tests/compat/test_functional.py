@@ -620,3 +620,44 @@ def test_research_names_raise_not_implemented():
         assert issubclass(cls, torch.nn.Linear)
         with pytest.raises(NotImplementedError, match=cls.__name__):
             cls(4, 4)
+
+
+# ---------------------------------------------------------------- the same on a CUDA device
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_functions_on_cuda_match_the_cpu():
+    torch.manual_seed(15)
+    dev = "cuda"
+    A = torch.randn(40, 128, dtype=torch.float16)
+    for quant_type in ("nf4", "fp4"):
+        for storage in (torch.uint8, torch.bfloat16):
+            pc, sc = F.quantize_4bit(A, quant_type=quant_type, compress_statistics=True, quant_storage=storage)
+            pg, sg = F.quantize_4bit(A.to(dev), quant_type=quant_type, compress_statistics=True,
+                                     quant_storage=storage)
+            assert pg.device.type == "cuda" and sg.absmax.device.type == "cuda" and sg.code.device.type == "cuda"
+            assert torch.equal(pg.cpu().view(torch.uint8), pc.view(torch.uint8))
+            assert torch.equal(sg.absmax.cpu(), sc.absmax)
+            assert torch.equal(F.dequantize_4bit(pg, sg).cpu(), F.dequantize_4bit(pc, sc))
+            X = torch.randn(3, 128, dtype=torch.float16)
+            ref = X.double() @ F.dequantize_4bit(pc, sc).double().t()
+            y = F.gemv_4bit(X.to(dev), pg.t(), state=sg)
+            assert ((y.cpu().double() - ref).abs().max() / ref.abs().max()) < 2e-2
+    qc, stc = F.quantize_blockwise(A, blocksize=256, nested=True)
+    qg, stg = F.quantize_blockwise(A.to(dev), blocksize=256, nested=True)
+    assert torch.equal(qg.cpu(), qc)
+    assert torch.equal(F.dequantize_blockwise(qg, stg).cpu(), F.dequantize_blockwise(qc, stc))
+    q8c, rc, _ = F.int8_vectorwise_quant(A)
+    q8g, rg, _ = F.int8_vectorwise_quant(A.to(dev))
+    assert torch.equal(q8g.cpu(), q8c) and torch.equal(rg.cpu(), rc)
+    Cg = F.int8_linear_matmul(q8g, q8g[:7])
+    assert torch.equal(Cg.cpu(), F.int8_linear_matmul(q8c, q8c[:7]))
+    assert torch.allclose(F.int8_mm_dequant(Cg, rg, rg[:7]).cpu().float(),
+                          F.int8_mm_dequant(Cg.cpu(), rc, rc[:7]).float(), rtol=1e-3, atol=1e-3)
+    # empty inputs on the device
+    e, es = F.quantize_4bit(torch.empty(0, 64, device=dev))
+    assert e.shape == (0, 1) and e.device.type == "cuda" and F.dequantize_4bit(e, es).shape == (0, 64)
+    assert F.int8_vectorwise_quant(torch.empty(0, 8, device=dev, dtype=torch.float16))[0].shape == (0, 8)
+    paged = F.get_paged(16, dtype=torch.float32, device=dev)
+    assert paged.is_paged and paged.page_deviceid == 0 and (paged.cpu() == 0).all()
+    F.prefetch_tensor(paged)
+    F.prefetch_tensor(paged, to_cpu=True)
+    torch.cuda.synchronize()
