@@ -304,6 +304,17 @@ def test_compile_fullgraph_through_the_functional_api():
     for got, want in zip(compiled(X), f(X)):
         assert torch.equal(got, want)
 
+    def g(w, x):  # quantizing inside the graph, and the LLM.int8() functions
+        p, st = F.quantize_4bit(w, quant_type="nf4", compress_statistics=True, quant_storage=torch.bfloat16)
+        q, rs, _ = F.int8_vectorwise_quant(x)
+        c = F.int8_linear_matmul(q, q)
+        return (F.gemv_4bit(x, p.t(), state=st), F.dequantize_4bit(p, st), F.int8_mm_dequant(c, rs, rs),
+                F.int8_vectorwise_dequant(q, rs))
+
+    compiled = torch.compile(g, fullgraph=True, backend="aot_eager")
+    for got, want in zip(compiled(W, X), g(W, X)):
+        assert torch.equal(got, want)
+
 
 # ---------------------------------------------------------------- torch.library.opcheck
 def opcheck_cases():
