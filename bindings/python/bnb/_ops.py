@@ -47,45 +47,44 @@ def blocksize_arg(value, name="blocksize"):
     return value
 
 
-def need_size(kit, a, name, need, why, exact=False):
+def need_size(kit, a, name, need, why, *why_args, exact=False):
     """`a` must hold at least `need` elements (exactly, for statistics and code tables, whose count
-    a different blocksize or shape would change): else a ValueError naming `a` and both sizes."""
+    a different blocksize or shape would change): else a ValueError naming `a` and both sizes.
+    `why` (formatted with why_args only on failure: the passing call costs a comparison) says
+    what needs them."""
     if a is None:
         return
     have = kit.numel(a)
     if have < need or (exact and have != need):
-        raise ValueError(f"{name} holds {have} elements, but {why} needs {'' if exact else 'at least '}{need}")
+        _size_error(name, have, need, why, why_args, exact)
 
 
-def check_scales(kit, s, n, blocksize, what):
+def _size_error(name, have, need, why, why_args, exact=True):
+    raise ValueError(f"{name} holds {have} elements, but {why.format(*why_args)} needs "
+                     f"{'' if exact else 'at least '}{need}")
+
+
+def check_scales(s, n, blocksize, what, *what_args):
     """The statistics behind a bnb_scales_t (scales() / scales_cached() record their element counts)
-    against n values in blocks of `blocksize`; `what` describes the n values for the message."""
+    against n values in blocks of `blocksize`; `what` (a format string of what_args) describes
+    the n values for the message."""
     nb = nblocks(n, blocksize)
     absmax_n, absmax2_n, code2_n, offset_n, blocksize2 = s.sizes
     if absmax2_n is None:
-        _need_count(absmax_n, "absmax", nb, f"{what} in blocks of {blocksize}")
+        if absmax_n != nb:
+            _size_error("absmax", absmax_n, nb, what + " in blocks of {}", what_args + (blocksize,))
         return
-    _need_count(absmax_n, "absmax (codes of the nested state)", nb, f"{what} in blocks of {blocksize}")
+    if absmax_n != nb:
+        _size_error("absmax (codes of the nested state)", absmax_n, nb, what + " in blocks of {}",
+                    what_args + (blocksize,))
     blocksize2 = blocksize_arg(blocksize2, "state2.blocksize")
-    _need_count(absmax2_n, "state2.absmax", nblocks(nb, blocksize2), f"{nb} absmax codes in blocks of {blocksize2}")
-    _need_count(code2_n, "state2.code", CODE_ENTRIES, "an 8-bit code table")
-    _need_count(offset_n, "offset", 1, "the nested offset")
-
-
-def _need_count(have, name, need, why):
-    if have != need:
-        raise ValueError(f"{name} holds {have} elements, but {why} needs {need}")
-
-
-def _shape_size(shape):
-    """The element count of a shape whose every dimension is a non-negative integer."""
-    n = 1
-    for d in shape:
-        d = int_arg(d, "shape")
-        if d < 0:
-            raise ValueError(f"shape {tuple(shape)} has a negative dimension")
-        n *= d
-    return n
+    if absmax2_n != nblocks(nb, blocksize2):
+        _size_error("state2.absmax", absmax2_n, nblocks(nb, blocksize2), "{} absmax codes in blocks of {}",
+                    (nb, blocksize2))
+    if code2_n != CODE_ENTRIES:
+        _size_error("state2.code", code2_n, CODE_ENTRIES, "an 8-bit code table", ())
+    if offset_n != 1:
+        _size_error("offset", offset_n, 1, "the nested offset", ())
 
 
 def quantize_blockwise(kit, A, dtype, code, blocksize):
@@ -105,7 +104,7 @@ def quantize_blockwise(kit, A, dtype, code, blocksize):
 def dequantize_blockwise(kit, q, absmax, code, blocksize, out_dtype):
     blocksize = blocksize_arg(blocksize)
     n = kit.numel(q)
-    need_size(kit, absmax, "absmax", nblocks(n, blocksize), f"{n} codes in blocks of {blocksize}", exact=True)
+    need_size(kit, absmax, "absmax", nblocks(n, blocksize), "{} codes in blocks of {}", n, blocksize, exact=True)
     need_size(kit, code, "code", CODE_ENTRIES, "an 8-bit code table", exact=True)
     out = kit.empty(tuple(q.shape), out_dtype)
     ptr = kit.ptr
@@ -183,12 +182,10 @@ def scales_cached(kit, absmax, absmax2=None, code2=None, offset=None, blocksize2
 
 def dequantize_4bit(kit, packed, scales_, n, shape, blocksize, quant_type, out_dtype):
     blocksize = blocksize_arg(blocksize)
-    if _shape_size(shape) != n:
-        raise ValueError(f"shape {tuple(shape)} does not hold {n} values")
-    what = f"shape {tuple(shape)}"
-    need_size(kit, packed, "A (the packed 4-bit codes)", (n + 1) // 2, f"{what}, two codes a byte,")
-    check_scales(kit, scales_, n, blocksize, what)
-    out = kit.empty(tuple(shape), out_dtype)
+    shape = tuple(shape)  # a negative dimension: kit.empty refuses it before the call
+    need_size(kit, packed, "A (the packed 4-bit codes)", (n + 1) // 2, "shape {}, two codes a byte,", shape)
+    check_scales(scales_, n, blocksize, "shape {}", shape)
+    out = kit.empty(shape, out_dtype)
     st = _c.bnb_dequantize_4bit(kit.ctx, quant_type, kit.ptr(packed), ctypes.byref(scales_), n, blocksize,
                                 out_dtype, kit.ptr(out), kit.stream)
     if st:
@@ -212,16 +209,15 @@ def check_gemm_4bit(kit, N, K, W, scales_, blocksize, bias):
     """The weight's arrays of a 4-bit product: W [N, K] packed, its statistics, bias [N]."""
     blocksize = blocksize_arg(blocksize)
     N, K = int_arg(N, "N"), int_arg(K, "K")
-    what = f"a [{N}, {K}] weight"
-    need_size(kit, W, "B (the packed 4-bit weight)", (N * K + 1) // 2, f"{what}, two codes a byte,")
-    check_scales(kit, scales_, N * K, blocksize, what)
-    need_size(kit, bias, "bias", N, f"{what} (one per output)", exact=True)
+    need_size(kit, W, "B (the packed 4-bit weight)", (N * K + 1) // 2, "a [{}, {}] weight, two codes a byte,", N, K)
+    check_scales(scales_, N * K, blocksize, "a [{}, {}] weight", N, K)
+    need_size(kit, bias, "bias", N, "a [{}, {}] weight (one per output)", N, K, exact=True)
     return blocksize
 
 
 def gemm_4bit(kit, dtype, A, M, K, W, N, scales_, quant_type, blocksize, bias, out_shape):
     blocksize = check_gemm_4bit(kit, N, K, W, scales_, blocksize, bias)
-    need_size(kit, A, "A", M * K, f"[{M}, {K}] inputs")
+    need_size(kit, A, "A", M * K, "[{}, {}] inputs", M, K)
     out = kit.empty(tuple(out_shape), dtype)
     ptr = kit.ptr
     st = _c.bnb_gemm_4bit(kit.ctx, dtype, M, N, K, ptr(A), ptr(W), ctypes.byref(scales_), quant_type, blocksize,
@@ -232,7 +228,7 @@ def gemm_4bit(kit, dtype, A, M, K, W, N, scales_, quant_type, blocksize, bias, o
 
 
 def int8_vectorwise_quant(kit, A, dtype, rows, cols, threshold):
-    need_size(kit, A, "A", rows * cols, f"[{rows}, {cols}] inputs")
+    need_size(kit, A, "A", rows * cols, "[{}, {}] inputs", rows, cols)
     q = kit.empty(tuple(A.shape), _lib.I8)
     row_stats = kit.empty((rows,), _lib.F32)
     ptr = kit.ptr
@@ -244,7 +240,7 @@ def int8_vectorwise_quant(kit, A, dtype, rows, cols, threshold):
 
 
 def int8_outlier_columns(kit, A, dtype, rows, cols, threshold):
-    need_size(kit, A, "A", rows * cols, f"[{rows}, {cols}] inputs")
+    need_size(kit, A, "A", rows * cols, "[{}, {}] inputs", rows, cols)
     columns = kit.empty((max(cols, 1),), _lib.I32)
     count = ctypes.c_int64()
     st = _c.bnb_int8_outlier_columns(kit.ctx, dtype, rows, cols, kit.ptr(A), threshold, kit.ptr(columns), cols,
@@ -255,8 +251,8 @@ def int8_outlier_columns(kit, A, dtype, rows, cols, threshold):
 
 
 def int8_matmul(kit, A, B, M, N, K):
-    need_size(kit, A, "A", M * K, f"[{M}, {K}] int8 inputs")
-    need_size(kit, B, "B", N * K, f"an [{N}, {K}] int8 weight")
+    need_size(kit, A, "A", M * K, "[{}, {}] int8 inputs", M, K)
+    need_size(kit, B, "B", N * K, "an [{}, {}] int8 weight", N, K)
     C = kit.empty((M, N), _lib.I32)
     st = _c.bnb_int8_matmul(kit.ctx, M, N, K, kit.ptr(A), kit.ptr(B), kit.ptr(C), kit.stream)
     if st:
@@ -265,10 +261,10 @@ def int8_matmul(kit, A, B, M, N, K):
 
 
 def int8_mm_dequant(kit, C, M, N, row_stats, col_stats, bias, out_dtype):
-    need_size(kit, C, "C", M * N, f"an [{M}, {N}] product")
-    need_size(kit, row_stats, "row_stats", M, f"an [{M}, {N}] product (one per row)", exact=True)
-    need_size(kit, col_stats, "col_stats", N, f"an [{M}, {N}] product (one per column)", exact=True)
-    need_size(kit, bias, "bias", N, f"an [{M}, {N}] product (one per column)", exact=True)
+    need_size(kit, C, "C", M * N, "an [{}, {}] product", M, N)
+    need_size(kit, row_stats, "row_stats", M, "an [{}, {}] product (one per row)", M, N, exact=True)
+    need_size(kit, col_stats, "col_stats", N, "an [{}, {}] product (one per column)", M, N, exact=True)
+    need_size(kit, bias, "bias", N, "an [{}, {}] product (one per column)", M, N, exact=True)
     out = kit.empty((M, N), out_dtype)
     ptr = kit.ptr
     st = _c.bnb_int8_mm_dequant(kit.ctx, M, N, ptr(C), ptr(row_stats), ptr(col_stats), ptr(bias), out_dtype,
