@@ -538,6 +538,91 @@ def test_gemv_4bit_against_dequantize_then_matmul(storage, nested, dtype):
         F.gemv_4bit(torch.randn(1, 64, dtype=dtype), packed.t(), state=state)
 
 
+
+# ---------------------------------------------------------------- optimizer updates
+def run_bnb_optimizer(cls, p0, grads, **kw):
+    """p after len(grads) steps of a bnb.optim class (the library's own verified optimizers)."""
+    p = torch.nn.Parameter(p0.clone())
+    opt = cls([p], **kw)
+    for g in grads:
+        p.grad = g.clone()
+        opt.step()
+    return p.detach()
+
+
+def test_optimizer_update_32bit_adam():
+    torch.manual_seed(16)
+    p0 = torch.randn(3000)
+    grads = [torch.randn(3000) for _ in range(4)]
+    p, m, v = p0.clone(), torch.zeros(3000), torch.zeros(3000)
+    for t, g in enumerate(grads, 1):
+        F.optimizer_update_32bit("adam", g, p, m, 0.9, 1e-8, t, 1e-2, state2=v, beta2=0.999, weight_decay=0.1)
+    ref = run_bnb_optimizer(bnb.optim.Adam, p0, grads, lr=1e-2, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.1,
+                            optim_bits=32)
+    assert torch.equal(p, ref)
+    # float64 Adam with decoupled weight decay after the step
+    P, M, V = p0.double(), torch.zeros(3000, dtype=torch.float64), torch.zeros(3000, dtype=torch.float64)
+    for t, g in enumerate(grads, 1):
+        g = g.double()
+        M = 0.9 * M + 0.1 * g
+        V = 0.999 * V + 0.001 * g * g
+        P = P - 1e-2 * (M / (1 - 0.9 ** t)) / ((V / (1 - 0.999 ** t)).sqrt() + 1e-8)
+        P = P * (1 - 1e-2 * 0.1)
+    assert (p.double() - P).abs().max() < 1e-5
+    assert torch.allclose(m.double(), M, atol=1e-6) and torch.allclose(v.double(), V, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", ["adam", "lion", "momentum", "rmsprop"])
+def test_optimizer_update_8bit_blockwise_matches_bnb_optim(name):
+    torch.manual_seed(17)
+    n = 5000
+    p0 = torch.randn(n, dtype=torch.bfloat16)
+    grads = [torch.randn(n, dtype=torch.bfloat16) for _ in range(3)]
+    two = name == "adam"
+    blocks = -(-n // 256)
+    p, s1 = p0.clone(), torch.zeros(n, dtype=torch.uint8)
+    s2 = torch.zeros(n, dtype=torch.uint8) if two else None
+    a1, a2 = torch.zeros(blocks), (torch.zeros(blocks) if two else None)
+    q1, q2 = F.create_dynamic_map(signed=True), (F.create_dynamic_map(signed=False) if two else None)
+    settings = {"adam": (bnb.optim.Adam, dict(lr=1e-3, betas=(0.9, 0.995), eps=1e-6), (0.9, 0.995, 1e-6)),
+                "lion": (bnb.optim.Lion, dict(lr=1e-3, betas=(0.9, 0.99)), (0.9, 0.99, 0.0)),
+                "momentum": (bnb.optim.SGD, dict(lr=1e-2, momentum=0.9), (0.9, 0.0, 0.0)),
+                "rmsprop": (bnb.optim.RMSprop, dict(lr=1e-3, alpha=0.9, eps=1e-6), (0.9, 0.0, 1e-6))}
+    cls, kw, (beta1, beta2, eps) = settings[name]
+    for t, g in enumerate(grads, 1):
+        F.optimizer_update_8bit_blockwise(name, g, p, s1, s2, beta1, beta2, 0.0, 0.0, eps, t, kw["lr"], q1, q2, a1,
+                                          a2)
+    assert torch.equal(p, run_bnb_optimizer(cls, p0, grads, optim_bits=8, **kw))
+    assert not torch.equal(p, p0) and (a1 > 0).all()
+
+
+def test_optimizer_update_lamb_clipping_and_bad_arguments():
+    torch.manual_seed(18)
+    p0, grads = torch.randn(700), [torch.randn(700) * 5 for _ in range(3)]
+    p, m, v, unorm = p0.clone(), torch.zeros(700), torch.zeros(700), torch.zeros(1)
+    for t, g in enumerate(grads, 1):
+        F.optimizer_update_32bit("lamb", g, p, m, 0.9, 1e-8, t, 0.1, state2=v, beta2=0.999, unorm_vec=unorm,
+                                 max_unorm=0.01)
+    ref = run_bnb_optimizer(bnb.optim.LAMB, p0, grads, lr=0.1, max_unorm=0.01, optim_bits=32)
+    assert torch.equal(p, ref)
+    # the clip holds: each step moves p by at most max_unorm * ||p|| (plus rounding)
+    q, m2, v2 = p0.clone(), torch.zeros(700), torch.zeros(700)
+    before = q.clone()
+    F.optimizer_update_32bit("lamb", grads[0], q, m2, 0.9, 1e-8, 1, 0.1, state2=v2, beta2=0.999, unorm_vec=unorm,
+                             max_unorm=0.01)
+    assert (q - before).norm() <= 0.01 * before.norm() * 0.1 * 1.001
+    with pytest.raises(ValueError, match="optimizer_name"):
+        F.optimizer_update_32bit("adamax", grads[0], p, m, 0.9, 1e-8, 1, 0.1)
+    with pytest.raises(ValueError, match="unorm_vec"):
+        F.optimizer_update_32bit("lamb", grads[0], p, m, 0.9, 1e-8, 1, 0.1, state2=v, max_unorm=1.0)
+    with pytest.raises(ValueError, match="state1"):
+        F.optimizer_update_32bit("momentum", grads[0], p, m.to(torch.uint8), 0.9, 1e-8, 1, 0.1)
+    with pytest.raises(ValueError, match="g and p"):
+        F.optimizer_update_32bit("momentum", grads[0].half(), p, m, 0.9, 1e-8, 1, 0.1)
+    empty = torch.empty(0)
+    F.optimizer_update_32bit("adam", empty, empty.clone(), empty.clone(), 0.9, 1e-8, 1, 0.1, state2=empty.clone())
+
+
 # ---------------------------------------------------------------- helpers
 def test_is_on_gpu_get_ptr_paged_and_cpu_features():
     a, b = torch.zeros(3), torch.ones(2)

@@ -261,11 +261,43 @@ def test_int8_ops(device):
     assert run_and_fake(ops.int8_mm_dequant, C[:0], rs[:0], sw).shape == (0, 10)
 
 
-def test_optimizer_ops_say_where_to_go():
-    p = torch.zeros(8)
-    with pytest.raises(NotImplementedError, match="bitsandbytes.optim"):
-        ops.optimizer_update_32bit("adam", p.clone(), p, p.clone(), None, None, 0.0, 0.0, 0.9, 0.999, 0.0, 0.0,
-                                   1e-8, 0.0, 1, 1e-3, 1.0)
+@pytest.mark.parametrize("device", DEVICES)
+def test_optimizer_ops_match_the_functions(device):
+    torch.manual_seed(8)
+    n = 4096
+    p0 = torch.randn(n, device=device)
+    grads = [torch.randn(n, device=device) for _ in range(3)]
+
+    def fresh():
+        return p0.clone(), torch.zeros(n, device=device), torch.zeros(n, device=device), torch.zeros(1, device=device)
+
+    p, m, v, unorm = fresh()
+    q, mq, vq, unq = fresh()
+    for t, g in enumerate(grads, 1):
+        norm = float(torch.linalg.vector_norm(p))
+        ops.optimizer_update_32bit("lamb", g.clone(), p, m, v, unorm, 0.5, norm, 0.9, 0.999, 0.0, 0.0, 1e-8, 0.01,
+                                   t, 1e-2, 1.0)
+        F.optimizer_update_32bit("lamb", g.clone(), q, mq, 0.9, 1e-8, t, 1e-2, state2=vq, beta2=0.999,
+                                 weight_decay=0.01, unorm_vec=unq, max_unorm=0.5)
+    assert torch.equal(p, q) and torch.equal(m, mq) and not torch.equal(p, p0)
+    blocks = n // 256
+    states = [(p0.clone(), torch.zeros(n, dtype=torch.uint8, device=device), torch.zeros(blocks, device=device))
+              for _ in range(2)]
+    qmap = F.create_dynamic_map().to(device)
+    for t, g in enumerate(grads, 1):
+        (pa, sa, aa), (pb, sb, ab) = states
+        ops.optimizer_update_8bit_blockwise("momentum", g, pa, sa, None, 0.9, 0.0, 0.0, 0.0, 0.0, t, 1e-2, qmap, None,
+                                            aa, None, 0.0, 1.0)
+        F.optimizer_update_8bit_blockwise("momentum", g, pb, sb, None, 0.9, 0.0, 0.0, 0.0, 0.0, t, 1e-2, qmap, None,
+                                          ab, None)
+    assert torch.equal(states[0][0], states[1][0]) and torch.equal(states[0][1], states[1][1])
+    with FakeTensorMode():
+        fake = torch.empty(8)
+        ops.optimizer_update_32bit("adam", fake, torch.empty(8), torch.empty(8), torch.empty(8), None, 0.0, 0.0,
+                                   0.9, 0.99, 0.0, 0.0, 1e-8, 0.0, 1, 1e-3, 1.0)
+        with pytest.raises(Exception, match="same number of elements"):
+            ops.optimizer_update_32bit("adam", fake, torch.empty(9), torch.empty(8), None, None, 0.0, 0.0, 0.9,
+                                       0.99, 0.0, 0.0, 1e-8, 0.0, 1, 1e-3, 1.0)
 
 
 # ---------------------------------------------------------------- torch.compile

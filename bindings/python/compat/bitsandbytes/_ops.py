@@ -7,8 +7,8 @@ ops under the same names and signatures. Each op has:
   - one kernel for CPU and CUDA tensors (bnb picks its CPU, CUDA or HIP backend from the tensor's
     device), which calls this package's functional module or bnb directly.
 
-The optimizer ops are declared with their schemas, but bnb's optimizers run through
-bitsandbytes.optim (one batched library call per step): calling them raises NotImplementedError.
+The optimizer ops update one parameter per call through bnb_optimizer_update (bitsandbytes.optim's
+classes batch many parameters per library call instead).
 """
 
 import weakref
@@ -399,19 +399,40 @@ def _(A, threshold=0.0):
     return F._int8_double_quant(A, float(threshold))
 
 
-# ---------------------------------------------------------------- optimizers (declared only)
-def _optimizer_not_served(name):
-    def fail(*args, **kwargs):
-        raise NotImplementedError(
-            f"torch.ops.bitsandbytes.{name} is not served by bnb's compatibility layer: bnb's optimizers "
-            "update parameters through bitsandbytes.optim (bnb.optim), one batched library call per step. "
-            "Use an optimizer class from bitsandbytes.optim.")
-    return fail
+# ---------------------------------------------------------------- optimizers
+def _fake_optimizer(g, p, op):
+    torch._check(g.numel() == p.numel(), lambda: f"{op}: g and p must have the same number of elements")
+    torch._check(g.dtype in _FLOATS and g.dtype == p.dtype,
+                 lambda: f"{op}: g and p must share one of float16, bfloat16, float32, got {g.dtype} and {p.dtype}")
 
 
-for _name in ("optimizer_update_32bit", "optimizer_update_8bit_blockwise"):
-    torch.library.register_fake("bitsandbytes::" + _name)(lambda *args, **kwargs: None)
-    torch.library.register_kernel("bitsandbytes::" + _name, _DEVICES)(_optimizer_not_served(_name))
+@_fake("optimizer_update_32bit")
+def _(optimizer_name, g, p, state1, state2, unorm_vec, max_unorm, param_norm, beta1, beta2, beta3, alpha, eps,
+      weight_decay, step, lr, gnorm_scale, skip_zeros=False):
+    _fake_optimizer(g, p, "optimizer_update_32bit")
+
+
+@_kernel("optimizer_update_32bit")
+def _(optimizer_name, g, p, state1, state2, unorm_vec, max_unorm, param_norm, beta1, beta2, beta3, alpha, eps,
+      weight_decay, step, lr, gnorm_scale, skip_zeros=False):
+    """The caller supplies param_norm (||p|| before the step) when max_unorm > 0."""
+    F._optimizer_update(optimizer_name, 32, g, p, state1, state2, None, None, None, None, unorm_vec, beta1, beta2,
+                        beta3, alpha, eps, weight_decay, step, lr, gnorm_scale, max_unorm, param_norm, skip_zeros)
+
+
+@_fake("optimizer_update_8bit_blockwise")
+def _(optimizer_name, g, p, state1, state2, beta1, beta2, beta3, alpha, eps, step, lr, qmap1, qmap2, absmax1,
+      absmax2, weight_decay, gnorm_scale, skip_zeros=False):
+    _fake_optimizer(g, p, "optimizer_update_8bit_blockwise")
+    torch._check(state1.dtype == torch.uint8, lambda: f"optimizer_update_8bit_blockwise: state1 must be uint8, "
+                                                      f"not {state1.dtype}")
+
+
+@_kernel("optimizer_update_8bit_blockwise")
+def _(optimizer_name, g, p, state1, state2, beta1, beta2, beta3, alpha, eps, step, lr, qmap1, qmap2, absmax1,
+      absmax2, weight_decay, gnorm_scale, skip_zeros=False):
+    F.optimizer_update_8bit_blockwise(optimizer_name, g, p, state1, state2, beta1, beta2, beta3, alpha, eps, step,
+                                      lr, qmap1, qmap2, absmax1, absmax2, weight_decay, gnorm_scale, skip_zeros)
 
 
 __all__ = ["SCHEMAS"]

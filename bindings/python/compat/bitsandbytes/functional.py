@@ -10,8 +10,7 @@ This module adds what bitsandbytes' callers expect beyond bnb's own API:
   - bad arguments raise ValueError / TypeError naming the argument.
 
 Left out (CUDA-library internals or deprecated in bitsandbytes 0.50): CUBLAS_Context, igemm,
-batched_igemm, check_matmul, elementwise_func, fill, the CPU weight-repacking helpers, and the
-optimizer_update_* functions (bitsandbytes.optim runs bnb's optimizers directly).
+batched_igemm, check_matmul, elementwise_func, fill and the CPU weight-repacking helpers.
 """
 
 import ctypes
@@ -647,11 +646,96 @@ def int8_double_quant(A: Tensor, col_stats: Optional[Tensor] = None, row_stats: 
     return q_row, q_col, rs, cs, (outliers if float(threshold) > 0 else None)
 
 
+# ---------------------------------------------------------------- optimizer updates
+# bitsandbytes' optimizer names and bnb's optimizer kinds (bnb.h's bnb_optimizer_t): lamb and lars
+# are Adam and Momentum with update-norm clipping, as in bitsandbytes (docs/OPS.md §6).
+_OPTIMIZER_KINDS = {"adam": 1, "momentum": 2, "rmsprop": 3, "lion": 4, "adagrad": 5, "ademamix": 6, "lamb": 7,
+                    "lars": 8}
+_PARAM_DTYPES = {torch.float32: "float32", torch.float16: "float16", torch.bfloat16: "bfloat16"}
+
+
+def _optimizer_update(optimizer_name, bits, g, p, state1, state2, qmap1, qmap2, absmax1, absmax2, unorm_vec,
+                      beta1, beta2, beta3, alpha, eps, weight_decay, step, lr, gnorm_scale, max_unorm, param_norm,
+                      skip_zeros):
+    """One in-place step of p and its state through bnb_optimizer_update (the checks first)."""
+    from bnb import _arrays, _lib
+
+    kind = _OPTIMIZER_KINDS.get(optimizer_name)
+    if kind is None:
+        raise ValueError(f"optimizer_name {optimizer_name!r} is not supported: use one of {sorted(_OPTIMIZER_KINDS)}")
+    _tensor("g", g)
+    _tensor("p", p)
+    if p.dtype not in _PARAM_DTYPES or g.dtype != p.dtype:
+        raise ValueError(f"g and p must share one of float32, float16, bfloat16: got g {g.dtype}, p {p.dtype}")
+    if g.numel() != p.numel():
+        raise ValueError(f"g and p must have the same number of elements, got {g.numel()} and {p.numel()}")
+    state_dtype = torch.uint8 if bits == 8 else torch.float32
+    named = {"g": g, "p": p, "state1": state1, "state2": state2, "qmap1": qmap1, "qmap2": qmap2,
+             "absmax1": absmax1, "absmax2": absmax2, "unorm_vec": unorm_vec}
+    for name, t in named.items():
+        if t is None:
+            continue
+        _tensor(name, t)
+        if not t.is_contiguous():
+            raise ValueError(f"{name} must be contiguous")
+        if t.device != p.device and not getattr(t, "is_paged", False):
+            raise ValueError(f"{name} is on {t.device}, p on {p.device}")
+    for name in ("state1", "state2"):
+        if named[name] is not None and named[name].dtype != state_dtype:
+            raise ValueError(f"{name} must be {state_dtype} for a {bits}-bit update, not {named[name].dtype}")
+    if p.numel() == 0:
+        return
+    kit = _arrays.kit_for(p)
+    prm = _lib.OptimizerParams()
+    _lib.check(_lib.lib.bnb_optimizer_params_init(ctypes.byref(prm)), "bnb_optimizer_params_init")
+    ten = _lib.OptimizerTensors()
+    _lib.check(_lib.lib.bnb_optimizer_tensors_init(ctypes.byref(ten)), "bnb_optimizer_tensors_init")
+    prm.optimizer, prm.state_bits, prm.n = kind, bits, p.numel()
+    prm.param_dtype = _lib.DTYPE_CODES[_PARAM_DTYPES[p.dtype]]
+    prm.lr, prm.beta1, prm.beta2, prm.beta3, prm.alpha, prm.eps = lr, beta1, beta2, beta3, alpha, eps
+    prm.weight_decay, prm.gnorm_scale, prm.step = weight_decay, gnorm_scale, int(step)
+    prm.max_unorm, prm.param_norm, prm.skip_zeros = max_unorm, float(param_norm), 1 if skip_zeros else 0
+    for name, t in named.items():
+        setattr(ten, name, t.data_ptr() if t is not None else None)
+    status = _lib.lib.bnb_optimizer_update(kit.ctx, ctypes.byref(prm), ctypes.byref(ten), kit.stream)
+    if status:
+        _lib.raise_for(status, f"bnb_optimizer_update ({optimizer_name}, {bits}-bit, {p.numel()} values)")
+    torch.autograd.graph.increment_version(p)  # written through a raw pointer
+
+
+def optimizer_update_32bit(optimizer_name: str, g: Tensor, p: Tensor, state1: Tensor, beta1: float, eps: float,
+                           step: int, lr: float, state2: Optional[Tensor] = None, beta2: float = 0.0,
+                           beta3: float = 0.0, alpha: float = 0.0, weight_decay: float = 0.0, gnorm_scale: float = 1.0,
+                           unorm_vec: Optional[Tensor] = None, max_unorm: float = 0.0, skip_zeros=False) -> None:
+    """One optimizer step on p with float32 state, in place (bnb's kernels; the rules of
+    docs/OPS.md §6). optimizer_name: adam, momentum, rmsprop, lion, adagrad, ademamix, lamb, lars.
+    max_unorm > 0 clips the update's norm to max_unorm * ||p|| (needs unorm_vec, float32 [1])."""
+    param_norm = 0.0
+    if max_unorm > 0.0:
+        if unorm_vec is None:
+            raise ValueError("max_unorm > 0 needs unorm_vec (a float32 tensor of one element)")
+        param_norm = float(torch.linalg.vector_norm(p.detach(), dtype=torch.float32))
+    _optimizer_update(optimizer_name, 32, g, p, state1, state2, None, None, None, None, unorm_vec, beta1, beta2,
+                      beta3, alpha, eps, weight_decay, step, lr, gnorm_scale, max_unorm, param_norm, skip_zeros)
+
+
+def optimizer_update_8bit_blockwise(optimizer_name: str, g: Tensor, p: Tensor, state1: Tensor,
+                                    state2: Optional[Tensor], beta1: float, beta2: float, beta3: float, alpha: float,
+                                    eps: float, step: int, lr: float, qmap1: Tensor, qmap2: Optional[Tensor],
+                                    absmax1: Tensor, absmax2: Optional[Tensor], weight_decay: float = 0.0,
+                                    gnorm_scale: float = 1.0, skip_zeros=False) -> None:
+    """One optimizer step on p with 8-bit blockwise state (uint8 codes of qmap1/qmap2, float32
+    absmax per block of 256), in place."""
+    _optimizer_update(optimizer_name, 8, g, p, state1, state2, qmap1, qmap2, absmax1, absmax2, None, beta1, beta2,
+                      beta3, alpha, eps, weight_decay, step, lr, gnorm_scale, 0.0, 0.0, skip_zeros)
+
+
 __all__ = [
     "GlobalPageManager", "QuantState", "create_dynamic_map", "create_fp8_map", "create_linear_map",
     "create_normal_map", "dequantize_4bit", "dequantize_blockwise", "dequantize_fp4", "dequantize_nf4", "gemv_4bit",
     "get_4bit_type", "get_paged", "get_ptr", "has_avx512bf16", "int8_double_quant", "int8_linear_matmul",
     "int8_mm_dequant", "int8_vectorwise_dequant", "int8_vectorwise_quant", "is_on_gpu", "name2qmap",
+    "optimizer_update_32bit", "optimizer_update_8bit_blockwise",
     "pack_dict_to_tensor", "prefetch_tensor", "quantize_4bit", "quantize_blockwise", "quantize_fp4", "quantize_nf4",
     "unpack_tensor_to_dict",
 ]
