@@ -746,3 +746,23 @@ def test_functions_on_cuda_match_the_cpu():
     F.prefetch_tensor(paged)
     F.prefetch_tensor(paged, to_cpu=True)
     torch.cuda.synchronize()
+
+
+@pytest.mark.parametrize("nested", [False, True])
+def test_quant_state_errors_name_the_item(nested):
+    _, state = make_state(nested)
+    prefix = "model.layers.0.mlp.up_proj.weight."
+    good = {prefix + k: v for k, v in state.as_dict(packed=True).items()}
+    bad = dict(good)
+    bad[prefix + "absmax"] = good[prefix + "absmax"][:-1]
+    with pytest.raises(ValueError, match=r"up_proj\.weight\.absmax.*holds 31"):
+        F.QuantState.from_dict(bad)
+    blob_key = prefix + "quant_state.bitsandbytes__nf4"
+    for broken in (good[blob_key][:-4], good[blob_key][:0], torch.tensor(list(b'{"x": 1}'), dtype=torch.uint8)):
+        with pytest.raises(ValueError, match="bitsandbytes__nf4"):
+            F.QuantState.from_dict({**good, blob_key: broken})
+    if nested:
+        bad = {**good, prefix + "nested_absmax": good[prefix + "nested_absmax"][:0]}
+        with pytest.raises(ValueError, match="nested_absmax"):
+            F.QuantState.from_dict(bad)
+    assert F.QuantState.from_dict(good) == state

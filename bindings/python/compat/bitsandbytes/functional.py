@@ -303,9 +303,11 @@ class QuantState(_bnbf.QuantState):
 
     @classmethod
     def from_dict(cls, qs_dict: dict[str, Any], device=None) -> "QuantState":
+        """Reads as_dict()'s items, packed or not, under any key prefix (a layer's state-dict keys).
+        A corrupt, truncated or inconsistent entry raises ValueError naming its key (bnb's checks)."""
         if not isinstance(qs_dict, dict):
             raise TypeError(f"qs_dict must be a dict of quant_state items, not {type(qs_dict).__name__}")
-        return super().from_dict(qs_dict, device=device)
+        return super().from_dict(qs_dict, device=device)  # bnb checks every item and names it
 
 
 def _adopt(state):
