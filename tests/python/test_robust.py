@@ -339,6 +339,16 @@ report(lambda: bnb.quantize_4bit(torch.ones(64)))
     assert out.startswith("BackendError:") and "BNB_BACKEND=cuda" in out and "CPU tensors" in out, out
 
 
+def test_python_m_bnb_reports_the_environment():
+    code = "import runpy; runpy.run_module('bnb', run_name='__main__')"
+    rc, out, _ = run_isolated(code, BNB_BACKEND="bogus")
+    assert rc == 1 and "env:      BNB_BACKEND=bogus" in out and "numpy:    cannot run:" in out, out
+    rc, out, _ = run_isolated(code, BNB_BACKEND="cuda")
+    assert rc == 0 and "numpy:    cannot run: BNB_BACKEND=cuda selects the cuda backend" in out, out
+    rc, out, _ = run_isolated(code)
+    assert rc == 0 and "numpy:    runs on the cpu backend" in out, out
+
+
 # ---------------------------------------------------------------- 5. corrupt checkpoints
 def checkpoint(rng, nested=True):
     W = rng.standard_normal((32, 128)).astype(np.float32)

@@ -34,6 +34,26 @@ def main():
     for info in bnb.backends():
         state = "available" if info["available"] else "unavailable"
         print(f"  {info['name']:<5} {state:<11} devices={info['device_count']}  {info['detail']}")
+    return _report_host_context()
+
+
+def _report_host_context():
+    """Whether numpy arrays can run under this environment (BNB_BACKEND, BNB_NUM_THREADS, ...):
+    the error a first call would raise, or the context it would use. Exit status 1 for an invalid
+    value; a valid BNB_BACKEND=cuda (GPU tensors only) is reported but not a failure."""
+    import os
+
+    from bnb import _lib
+
+    settings = [f"{name}={os.environ[name]}" for name in ("BNB_BACKEND", "BNB_NUM_THREADS", "BNB_LOG_LEVEL",
+                                                          "BNB_CPU_MAX_TARGET") if name in os.environ]
+    print(f"env:      {' '.join(settings) if settings else '(no BNB_* settings)'}")
+    try:
+        _lib.context(_lib.BACKEND_CPU, 0)
+    except _lib.Error as e:
+        print(f"numpy:    cannot run: {e}")
+        return 1 if isinstance(e, ValueError) else 0
+    print("numpy:    runs on the cpu backend")
     return 0
 
 
