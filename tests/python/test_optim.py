@@ -828,7 +828,7 @@ def test_max_unorm_on_adam_and_sgd_matches_reference(name, device):
     p = torch.nn.Parameter(torch.randn(33, 17, device=device))
     start = p.detach().cpu().double().clone()
     opt = getattr(O, name)([p], **settings)
-    ref = Reference(name, p, torch.float32, settings)
+    ref = Reference(name, p.detach().cpu(), torch.float32, settings)
     grads = []
     for _ in range(4):
         g = torch.randn_like(p)
@@ -837,7 +837,8 @@ def test_max_unorm_on_adam_and_sgd_matches_reference(name, device):
         grads.append(g.cpu())
         ref.step(grads[-1])
     assert opt.state[p]["unorm_vec"].numel() == 1
-    tol = 1e-4 * (ref.p - start).abs().max().item() + 1e-6
+    # the GPU's fast-math division, root and power: a few 1e-5 of the update (as in the tests above)
+    tol = (1e-4 if device == "cpu" else 3e-4) * (ref.p - start).abs().max().item() + 1e-6
     assert (p.detach().cpu().double() - ref.p).abs().max().item() <= tol
     # the clip was active: without it the parameter moves further
     free = Reference(name, start.float(), torch.float32, SETTINGS[name])
