@@ -3,7 +3,6 @@
 // messages that name the one bad field.
 #include <dlfcn.h>
 #include <gtest/gtest.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <climits>
@@ -16,6 +15,7 @@
 #include <vector>
 
 #include "bnb.h"
+#include "process.h"
 #include "util.h"
 
 using namespace bnb_test;
@@ -29,8 +29,6 @@ namespace {
     EXPECT_NE(std::string(bnb_last_error_message()).find(needle), std::string::npos)             \
         << #call << ": message \"" << bnb_last_error_message() << "\" lacks \"" << needle << "\""; \
   } while (0)
-
-bool contains(const std::string& text, const std::string& needle) { return text.find(needle) != std::string::npos; }
 
 bool cpu_available() {
   for (int32_t k : available_backends())
@@ -58,26 +56,6 @@ class ScopedEnv {
   std::string name_, old_;
   bool had_ = false;
 };
-
-// What a command printed (stdout and stderr) and how it ended.
-struct Outcome {
-  std::string output;
-  bool exited = false;  // ended by exit(), not by a signal
-  int code = -1;
-};
-
-Outcome run_command(const std::string& command) {
-  Outcome r;
-  FILE* pipe = popen((command + " 2>&1").c_str(), "r");
-  if (pipe == nullptr) return r;
-  char buf[4096];
-  size_t got;
-  while ((got = std::fread(buf, 1, sizeof buf, pipe)) > 0) r.output.append(buf, got);
-  const int status = pclose(pipe);
-  r.exited = WIFEXITED(status);
-  r.code = r.exited ? WEXITSTATUS(status) : -1;
-  return r;
-}
 
 bool build_tree_present() {
   std::ifstream lib(std::string(BNB_BUILD_LIB_DIR) + "/libbnb.so.0");

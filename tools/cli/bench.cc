@@ -2,6 +2,8 @@
 // achieved bandwidth (each input read once + each output written once) with a copy measured in
 // the same run. Prints a table; --json FILE writes the same rows.
 #include <algorithm>
+#include <cctype>
+#include <cerrno>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -80,10 +82,12 @@ double copy_gbps(bnb_context_t ctx, int32_t kind, int64_t bytes, int threads, in
   CHECK_OK(bnb_memcpy(ctx, dst.p, host.data(), bytes, BNB_MEMCPY_HOST_TO_BACKEND, nullptr));
   std::function<void()> op;
   if (kind == BNB_BACKEND_CPU) {
-    op = [&] {
+    // At least 1 MiB a thread, so that starting threads does not dominate the copy's time.
+    const int64_t used = std::max<int64_t>(1, std::min<int64_t>(threads, bytes >> 20));
+    op = [&, used] {
       std::vector<std::thread> pool;
-      const int64_t chunk = (bytes + threads - 1) / threads;
-      for (int t = 0; t < threads; ++t) {
+      const int64_t chunk = (bytes + used - 1) / used;
+      for (int64_t t = 0; t < used; ++t) {
         const int64_t lo = t * chunk, hi = std::min(bytes, lo + chunk);
         if (lo >= hi) break;
         pool.emplace_back([&, lo, hi] { std::memcpy(dst.as<uint8_t>() + lo, src.as<uint8_t>() + lo, hi - lo); });
@@ -97,47 +101,112 @@ double copy_gbps(bnb_context_t ctx, int32_t kind, int64_t bytes, int threads, in
   return 2.0 * static_cast<double>(bytes) / (ms * 1e6);
 }
 
-bool parse(const std::vector<std::string>& args, Options* o) {
+// Below this the copy and the ops take a few microseconds, where thread start-up and the clock
+// decide the figures (a copy at "0.0 GB/s", ops at thousands of per cent of it).
+constexpr int64_t kMinElements = INT64_C(1) << 20;
+constexpr int64_t kMaxElements = INT64_C(1) << 32;
+constexpr int32_t kMaxThreads = 4096;  // as bnb_context_create allows
+
+const char kBenchUsage[] =
+    "usage: bnb bench [--backend auto|cpu|cuda|hip] [--n ELEMENTS] [--threads T] [--reps R]\n"
+    "                 [--dtype f32|f16|bf16|all] [--json FILE]\n"
+    "  --backend  backend to measure (default auto: $BNB_BACKEND, else the best available)\n"
+    "  --n        elements per tensor, 1048576 to 4294967296 (default 67108864)\n"
+    "  --threads  CPU threads, 0 to 4096 (default 0: $BNB_NUM_THREADS, else all cores)\n"
+    "  --reps     timed repetitions per op, 1 to 100000; the median is shown (default 10)\n"
+    "  --dtype    input/output type of the ops (default f32)\n"
+    "  --json     also write the rows to FILE\n";
+
+// A whole decimal number in [lo, hi], or false.
+bool parse_int(const std::string& text, int64_t lo, int64_t hi, int64_t* out) {
+  if (text.empty() || !(std::isdigit(static_cast<unsigned char>(text[0])) || text[0] == '-')) return false;
+  errno = 0;
+  char* end = nullptr;
+  const long long v = std::strtoll(text.c_str(), &end, 10);
+  if (errno != 0 || *end != '\0' || v < lo || v > hi) return false;
+  *out = v;
+  return true;
+}
+
+// Writes a usage error to stderr; the caller returns exit status 2.
+bool usage_error(const char* format, const std::string& a, const std::string& b = "") {
+  std::fprintf(stderr, "bnb bench: ");
+  std::fprintf(stderr, format, a.c_str(), b.c_str());
+  std::fprintf(stderr, "\nrun 'bnb bench --help' for the options\n");
+  return false;
+}
+
+// Fills `o` from the arguments (--name VALUE or --name=VALUE). False (after a message) for a
+// usage error; *help is set for --help.
+bool parse(const std::vector<std::string>& args, Options* o, bool* help) {
   for (size_t i = 0; i < args.size(); ++i) {
-    const std::string& a = args[i];
-    auto next = [&](const char* what) -> std::string {
-      if (i + 1 >= args.size()) {
-        std::fprintf(stderr, "%s needs a value\n", what);
-        std::exit(2);
-      }
-      return args[++i];
-    };
-    if (a == "--backend") {
-      const std::string v = next("--backend");
-      o->backend = v == "cpu" ? BNB_BACKEND_CPU : v == "cuda" ? BNB_BACKEND_CUDA : v == "hip" ? BNB_BACKEND_HIP
-                                                                                              : BNB_BACKEND_AUTO;
-    } else if (a == "--n") {
-      o->n = std::atoll(next("--n").c_str());
-    } else if (a == "--threads") {
-      o->threads = std::atoi(next("--threads").c_str());
-    } else if (a == "--reps") {
-      o->reps = std::max(1, std::atoi(next("--reps").c_str()));
-    } else if (a == "--dtype") {
-      const std::string v = next("--dtype");
-      if (v == "all") o->dtypes = {BNB_F32, BNB_F16, BNB_BF16};
-      else if (v == "f16") o->dtypes = {BNB_F16};
-      else if (v == "bf16") o->dtypes = {BNB_BF16};
-      else o->dtypes = {BNB_F32};
-    } else if (a == "--json") {
-      o->json = next("--json");
-    } else {
-      std::fprintf(stderr, "unknown argument %s\n", a.c_str());
-      return false;
+    std::string name = args[i], value;
+    bool has_value = false;
+    const size_t eq = name.find('=');
+    if (name.rfind("--", 0) == 0 && eq != std::string::npos) {
+      value = name.substr(eq + 1);
+      name = name.substr(0, eq);
+      has_value = true;
+    }
+    if (name == "--help" || name == "-h") {
+      *help = true;
+      return true;
+    }
+    const bool known = name == "--backend" || name == "--n" || name == "--threads" || name == "--reps" ||
+                       name == "--dtype" || name == "--json";
+    if (!known) return usage_error("unknown argument '%s'", args[i]);
+    if (!has_value) {
+      if (i + 1 >= args.size()) return usage_error("%s needs a value", name);
+      value = args[++i];
+    }
+    int64_t v = 0;
+    if (name == "--backend") {
+      if (value == "auto") o->backend = BNB_BACKEND_AUTO;
+      else if (value == "cpu") o->backend = BNB_BACKEND_CPU;
+      else if (value == "cuda") o->backend = BNB_BACKEND_CUDA;
+      else if (value == "hip") o->backend = BNB_BACKEND_HIP;
+      else return usage_error("--backend '%s' is not one of auto, cpu, cuda, hip", value);
+    } else if (name == "--n") {
+      if (!parse_int(value, INT64_MIN, INT64_MAX, &v))
+        return usage_error("--n '%s' is not a whole number of elements (%s)", value,
+                           std::to_string(kMinElements) + " to " + std::to_string(kMaxElements));
+      if (v < kMinElements)
+        return usage_error("--n %s is too small to time: use at least %s elements", value,
+                           std::to_string(kMinElements));
+      if (v > kMaxElements)
+        return usage_error("--n %s is too large: use at most %s elements", value, std::to_string(kMaxElements));
+      o->n = v;
+    } else if (name == "--threads") {
+      if (!parse_int(value, 0, kMaxThreads, &v))
+        return usage_error("--threads '%s' is not valid: use 0 (default) to %s", value, std::to_string(kMaxThreads));
+      o->threads = static_cast<int32_t>(v);
+    } else if (name == "--reps") {
+      if (!parse_int(value, 1, 100000, &v)) return usage_error("--reps '%s' is not valid: use 1 to 100000", value);
+      o->reps = static_cast<int>(v);
+    } else if (name == "--dtype") {
+      if (value == "all") o->dtypes = {BNB_F32, BNB_F16, BNB_BF16};
+      else if (value == "f32") o->dtypes = {BNB_F32};
+      else if (value == "f16") o->dtypes = {BNB_F16};
+      else if (value == "bf16") o->dtypes = {BNB_BF16};
+      else return usage_error("--dtype '%s' is not one of f32, f16, bf16, all", value);
+    } else {  // --json
+      if (value.empty()) return usage_error("--json needs a file name", "");
+      o->json = value;
     }
   }
-  return o->n > 0;
+  return true;
 }
 
 }  // namespace
 
 int run_bench(const std::vector<std::string>& args) {
   Options o;
-  if (!parse(args, &o)) return 2;
+  bool help = false;
+  if (!parse(args, &o, &help)) return 2;
+  if (help) {
+    std::printf("%s", kBenchUsage);
+    return 0;
+  }
   bnb_context_options_t copts;
   bnb_context_options_init(&copts);
   copts.backend = o.backend;
@@ -147,7 +216,12 @@ int run_bench(const std::vector<std::string>& args) {
   int32_t kind = 0, device = 0;
   CHECK_OK(bnb_context_get_backend(ctx, &kind, &device));
   const char* backend_names[] = {"auto", "cpu", "cuda", "hip"};
-  const int threads = o.threads > 0 ? o.threads : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  // The context's thread count: the option, else $BNB_NUM_THREADS (valid: the context was made),
+  // else all cores.
+  int threads = o.threads;
+  if (const char* env = std::getenv("BNB_NUM_THREADS"); threads == 0 && env != nullptr && *env != '\0')
+    threads = std::atoi(env);
+  if (threads == 0) threads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   const int64_t n = o.n;
   std::printf("bnb bench: backend %s, n = %lld, threads = %d, median of %d\n", backend_names[kind],
               static_cast<long long>(n), kind == BNB_BACKEND_CPU ? threads : 0, o.reps);

@@ -65,28 +65,43 @@ int run_info() {
   return 0;
 }
 
-void usage() {
-  std::printf(
-      "usage: bnb info\n"
-      "       bnb bench [--backend auto|cpu|cuda|hip] [--n ELEMENTS] [--threads T] [--reps R]\n"
-      "                 [--dtype f32|f16|bf16|all] [--json FILE]\n");
+const char kUsage[] =
+    "usage: bnb info               version, backends (with why one is unavailable) and host CPU\n"
+    "       bnb bench [OPTIONS]    time the quantization ops against a copy (bnb bench --help)\n"
+    "       bnb --help | --version\n"
+    "environment: BNB_BACKEND, BNB_NUM_THREADS, BNB_LOG_LEVEL, BNB_CPU_MAX_TARGET, BNB_BACKEND_PATH\n"
+    "(docs/API.md lists their values)\n";
+
+int usage_error(const std::string& message) {
+  std::fprintf(stderr, "bnb: %s\nrun 'bnb --help' for usage\n", message.c_str());
+  return 2;
 }
 
 }  // namespace
 
 int main(int argc, char** argv) {
   if (argc < 2) {
-    usage();
+    std::fprintf(stderr, "%s", kUsage);
     return 2;
   }
   const std::string cmd = argv[1];
   std::vector<std::string> args(argv + 2, argv + argc);
-  if (cmd == "info") return run_info();
-  if (cmd == "bench") return run_bench(args);
   if (cmd == "--help" || cmd == "-h" || cmd == "help") {
-    usage();
+    std::printf("%s", kUsage);
     return 0;
   }
-  usage();
-  return 2;
+  if (cmd == "--version" || cmd == "-V") {
+    std::printf("bnb %s\n", bnb_version_string());
+    return 0;
+  }
+  if (cmd == "bench") return run_bench(args);
+  if (cmd == "info") {
+    if (!args.empty() && (args[0] == "--help" || args[0] == "-h")) {
+      std::printf("usage: bnb info\n");
+      return 0;
+    }
+    if (!args.empty()) return usage_error("info takes no arguments (got '" + args[0] + "')");
+    return run_info();
+  }
+  return usage_error("unknown command '" + cmd + "'");
 }
