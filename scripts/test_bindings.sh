@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Tests the language bindings and the installed C/C++ package against a CMake build of bnb:
-#   1. Rust: cargo test (bnb-sys layout probe, safe crate incl. golden vectors) + the example
-#   2. Go:   go test ./... (cgo package incl. golden vectors)
+#   1. Rust: cargo test (bnb-sys layout probe, safe crate incl. golden vectors, ABI coverage) + the
+#      example + bnb-sys linking through pkg-config (bindings/rust/scripts/test_pkg_config.sh)
+#   2. Go:   go test ./... (cgo package incl. golden vectors, ABI coverage)
 #   3. cmake --install into a temporary prefix; check the layout (header, SONAME, plugins beside
 #      libbnb, CMake package, pkg-config file)
 #   4. build examples/c against that prefix with only find_package(bnb), run it
@@ -47,6 +48,7 @@ step "rust: cargo test (BNB_LIB_DIR=$LIB_DIR)"
   export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$BUILD_DIR/bindings-rust-target}"
   cargo test --offline --workspace
   cargo run --offline --quiet -p bnb --example quickstart
+  "$REPO/bindings/rust/scripts/test_pkg_config.sh" "$LIB_DIR" # bnb-sys finding libbnb with pkg-config
 )
 
 # ------------------------------------------------------------------ Go

@@ -1,10 +1,12 @@
 // Build script of bnb-sys. Two jobs:
 //
 // 1. Linking. `BNB_LIB_DIR` names the directory holding libbnb.so (a CMake build's `lib/`, or an
-//    install prefix's lib dir). It becomes a link search path and an rpath, so tests and examples
-//    run without LD_LIBRARY_PATH. Dependent crates get it as `DEP_BNB_LIB_DIR` (we declare
-//    `links = "bnb"`) and add the rpath to their own executables. Without `BNB_LIB_DIR` the
-//    system linker paths are used.
+//    install prefix's lib dir). Without it, the `pkg-config` program is asked where an installed
+//    libbnb is (`pkg-config --libs-only-L bnb`, so `PKG_CONFIG_PATH` applies; the program is run
+//    rather than the pkg-config crate, as the build fetches no crates). Either directory becomes
+//    a link search path and an rpath, so tests and examples run without LD_LIBRARY_PATH.
+//    Dependent crates get it as `DEP_BNB_LIB_DIR` (we declare `links = "bnb"`) and add the rpath
+//    to their own executables. When neither names a directory, the system linker paths are used.
 //
 // 2. The layout probe. A small C program that includes bnb.h and prints sizeof/alignof of every
 //    public struct and the offset and size of each field is compiled with the system C compiler and run; its answers are
@@ -100,11 +102,19 @@ fn main() {
     println!("cargo:rerun-if-env-changed=BNB_LIB_DIR");
     println!("cargo:rerun-if-env-changed=BNB_INCLUDE_DIR");
     println!("cargo:rerun-if-env-changed=CC");
+    println!("cargo:rerun-if-env-changed=PKG_CONFIG");
+    println!("cargo:rerun-if-env-changed=PKG_CONFIG_PATH");
+    println!("cargo:rerun-if-env-changed=PKG_CONFIG_LIBDIR");
 
-    emit_link_flags();
+    let pkg = if env::var_os("BNB_LIB_DIR").is_none() {
+        pkg_config()
+    } else {
+        None
+    };
+    emit_link_flags(pkg.as_ref());
 
     let out_dir = PathBuf::from(env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));
-    let include_dir = include_dir();
+    let include_dir = include_dir(pkg.as_ref());
     println!("cargo:rerun-if-changed={}", include_dir.join("bnb.h").display());
     println!("cargo:include={}", include_dir.display());
     let generated = match probe_layout(&include_dir, &out_dir) {
@@ -117,20 +127,77 @@ fn main() {
     fs::write(out_dir.join("c_layout.rs"), generated).expect("write c_layout.rs");
 }
 
-fn emit_link_flags() {
-    if let Some(dir) = env::var_os("BNB_LIB_DIR") {
-        let dir = PathBuf::from(dir);
-        let dir = dir.canonicalize().unwrap_or(dir);
+/// Where libbnb and bnb.h are, as `pkg-config bnb` reports them; `None` when the program or the
+/// package is missing (said in a build warning).
+struct PkgConfig {
+    lib_dirs: Vec<PathBuf>,
+    include_dirs: Vec<PathBuf>,
+}
+
+fn pkg_config_flags(flag: &str, prefix: &str) -> Result<Vec<PathBuf>, String> {
+    let program = env::var("PKG_CONFIG").unwrap_or_else(|_| "pkg-config".to_string());
+    let ran = Command::new(&program)
+        .args([flag, "bnb"])
+        .output()
+        .map_err(|e| format!("running {program}: {e}"))?;
+    if !ran.status.success() {
+        return Err(format!(
+            "{program} {flag} bnb failed: {}",
+            String::from_utf8_lossy(&ran.stderr).trim()
+        ));
+    }
+    let text = String::from_utf8(ran.stdout).map_err(|e| format!("{program} output: {e}"))?;
+    Ok(text
+        .split_whitespace()
+        .filter_map(|word| word.strip_prefix(prefix))
+        .map(PathBuf::from)
+        .collect())
+}
+
+fn pkg_config() -> Option<PkgConfig> {
+    let found = pkg_config_flags("--libs-only-L", "-L").and_then(|lib_dirs| {
+        Ok(PkgConfig {
+            lib_dirs,
+            // Not --cflags-only-I: pkg-config drops system directories such as /usr/include.
+            include_dirs: pkg_config_flags("--variable=includedir", "")?,
+        })
+    });
+    match found {
+        Ok(found) => Some(found),
+        Err(why) => {
+            println!(
+                "cargo:warning=bnb-sys: BNB_LIB_DIR is unset and pkg-config found no bnb ({why}); \
+                 linking with the system paths"
+            );
+            None
+        }
+    }
+}
+
+fn emit_link_flags(pkg: Option<&PkgConfig>) {
+    let dirs: Vec<PathBuf> = match env::var_os("BNB_LIB_DIR") {
+        Some(dir) => vec![PathBuf::from(dir)],
+        None => pkg.map(|p| p.lib_dirs.clone()).unwrap_or_default(),
+    };
+    for dir in &dirs {
+        let dir = dir.canonicalize().unwrap_or_else(|_| dir.clone());
         println!("cargo:rustc-link-search=native={}", dir.display());
         println!("cargo:rustc-link-arg=-Wl,-rpath,{}", dir.display());
-        println!("cargo:lib_dir={}", dir.display());
+    }
+    if let Some(first) = dirs.first() {
+        let first = first.canonicalize().unwrap_or_else(|_| first.clone());
+        println!("cargo:lib_dir={}", first.display());
     }
     println!("cargo:rustc-link-lib=dylib=bnb");
 }
 
-fn include_dir() -> PathBuf {
+fn include_dir(pkg: Option<&PkgConfig>) -> PathBuf {
     if let Some(dir) = env::var_os("BNB_INCLUDE_DIR") {
         return PathBuf::from(dir);
+    }
+    // The installed header belongs with the installed library.
+    if let Some(dir) = pkg.and_then(|p| p.include_dirs.iter().find(|d| d.join("bnb.h").is_file())) {
+        return dir.clone();
     }
     // bindings/rust/bnb-sys -> the repository's include/
     let manifest = PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").expect("cargo sets it"));

@@ -89,6 +89,14 @@ pub struct bnb_context {
 }
 pub type bnb_context_t = *mut bnb_context;
 
+/// The opaque object behind `bnb_gemm4_plan_t`.
+#[repr(C)]
+pub struct bnb_gemm4_plan {
+    _private: [u8; 0],
+    _marker: PhantomData<(*mut u8, PhantomPinned)>,
+}
+pub type bnb_gemm4_plan_t = *mut bnb_gemm4_plan;
+
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default)]
 pub struct bnb_context_options_t {
@@ -247,16 +255,16 @@ extern "C" {
         quant_type: i32,
         blocksize: i64,
         bias: *const c_void,
-        plan: *mut *mut c_void,
+        plan: *mut bnb_gemm4_plan_t,
     ) -> bnb_status_t;
     pub fn bnb_gemm_4bit_plan_run(
-        plan: *mut c_void,
+        plan: bnb_gemm4_plan_t,
         m: i64,
         a: *const c_void,
         out: *mut c_void,
         stream: *mut c_void,
     ) -> bnb_status_t;
-    pub fn bnb_gemm_4bit_plan_destroy(plan: *mut c_void) -> bnb_status_t;
+    pub fn bnb_gemm_4bit_plan_destroy(plan: bnb_gemm4_plan_t) -> bnb_status_t;
 
     pub fn bnb_int8_vectorwise_quant(
         ctx: bnb_context_t,
@@ -300,6 +308,24 @@ extern "C" {
         col_stats: *const f32,
         bias: *const c_void,
         out_dtype: i32,
+        out: *mut c_void,
+        stream: *mut c_void,
+    ) -> bnb_status_t;
+
+    pub fn bnb_int8_linear(
+        ctx: bnb_context_t,
+        dtype: i32,
+        m: i64,
+        n: i64,
+        k: i64,
+        a: *const c_void,
+        threshold: f32,
+        w: *const i8,
+        scb: *const f32,
+        bias: *const c_void,
+        q: *mut i8,
+        row_stats: *mut f32,
+        c: *mut i32,
         out: *mut c_void,
         stream: *mut c_void,
     ) -> bnb_status_t;

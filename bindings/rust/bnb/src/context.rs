@@ -75,11 +75,11 @@ impl std::fmt::Debug for Context {
     }
 }
 
-fn to_i64(what: &str, v: usize) -> Result<i64> {
+pub(crate) fn to_i64(what: &str, v: usize) -> Result<i64> {
     i64::try_from(v).map_err(|_| Error::invalid(format!("{what} {v} does not fit in int64")))
 }
 
-fn blocks(n: usize, blocksize: usize) -> usize {
+pub(crate) fn blocks(n: usize, blocksize: usize) -> usize {
     // A zero blocksize is the library's to reject; needing no scale storage keeps us honest.
     if blocksize == 0 {
         0
@@ -98,7 +98,7 @@ pub fn packed_len(n: usize) -> usize {
     n.div_ceil(2)
 }
 
-fn need(name: &str, have: usize, want: usize, what: &str) -> Result<()> {
+pub(crate) fn need(name: &str, have: usize, want: usize, what: &str) -> Result<()> {
     if have < want {
         return Err(Error::invalid(format!(
             "{name} has {have} elements, needs {want} ({what})"
@@ -107,7 +107,7 @@ fn need(name: &str, have: usize, want: usize, what: &str) -> Result<()> {
     Ok(())
 }
 
-fn product(what: &str, a: usize, b: usize) -> Result<usize> {
+pub(crate) fn product(what: &str, a: usize, b: usize) -> Result<usize> {
     a.checked_mul(b)
         .ok_or_else(|| Error::invalid(format!("{what}: {a} x {b} overflows")))
 }
@@ -117,7 +117,7 @@ fn product(what: &str, a: usize, b: usize) -> Result<usize> {
 ///
 /// Internal and borrow-unchecked: a host-case pointer aliases the slice it came from, so each op
 /// keeps its slices alive and untouched until `finish` has run.
-struct Staged<'c> {
+pub(crate) struct Staged<'c> {
     ctx: &'c Context,
     ptr: *mut c_void,
     owned: bool,
@@ -135,7 +135,7 @@ impl Drop for Staged<'_> {
 }
 
 impl Staged<'_> {
-    fn ptr<T>(&self) -> *mut T {
+    pub(crate) fn ptr<T>(&self) -> *mut T {
         self.ptr.cast()
     }
 }
@@ -197,7 +197,7 @@ impl Context {
         self.backend == Backend::Cpu
     }
 
-    fn alloc(&self, bytes: usize) -> Result<Staged<'_>> {
+    pub(crate) fn alloc(&self, bytes: usize) -> Result<Staged<'_>> {
         let mut p = ptr::null_mut();
         // SAFETY: out-parameter; freed by Staged's drop.
         unsafe { check(sys::bnb_malloc(self.raw, to_i64("bytes", bytes)?, &mut p))? };
@@ -209,7 +209,7 @@ impl Context {
     }
 
     /// An input slice where the backend can read it.
-    fn input<T: Copy>(&self, s: &[T]) -> Result<Staged<'_>> {
+    pub(crate) fn input<T: Copy>(&self, s: &[T]) -> Result<Staged<'_>> {
         let bytes = std::mem::size_of_val(s);
         if self.host_addressable() || bytes == 0 {
             return Ok(Staged {
@@ -233,12 +233,45 @@ impl Context {
         Ok(staged)
     }
 
-    fn input_opt<T: Copy>(&self, s: Option<&[T]>) -> Result<Option<Staged<'_>>> {
+    pub(crate) fn input_opt<T: Copy>(&self, s: Option<&[T]>) -> Result<Option<Staged<'_>>> {
         s.map(|s| self.input(s)).transpose()
     }
 
+    /// A copy of `s` in memory allocated by the library, on every backend: for arguments the
+    /// library keeps after the call returns (a plan), which must not point into a caller's value
+    /// that may move.
+    pub(crate) fn copy_in<T: Copy>(&self, s: &[T]) -> Result<Staged<'_>> {
+        let bytes = std::mem::size_of_val(s);
+        let staged = self.alloc(bytes.max(1))?;
+        // SAFETY: `staged` has at least `bytes` bytes of backend memory; `s` has `bytes` bytes.
+        unsafe {
+            check(sys::bnb_memcpy(
+                self.raw,
+                staged.ptr,
+                s.as_ptr().cast(),
+                bytes as i64,
+                sys::BNB_MEMCPY_HOST_TO_BACKEND,
+                ptr::null_mut(),
+            ))?;
+        }
+        Ok(staged)
+    }
+
+    /// A slice the call reads and writes: where the backend can use it, its contents there;
+    /// `finish` brings it back.
+    pub(crate) fn inout<T: Copy>(&self, s: &mut [T]) -> Result<Staged<'_>> {
+        if self.host_addressable() || s.is_empty() {
+            return Ok(Staged {
+                ctx: self,
+                ptr: s.as_mut_ptr().cast(),
+                owned: false,
+            });
+        }
+        self.copy_in(s)
+    }
+
     /// An output slice where the backend can write it; `finish` brings it back.
-    fn output<T: Copy>(&self, s: &mut [T]) -> Result<Staged<'_>> {
+    pub(crate) fn output<T: Copy>(&self, s: &mut [T]) -> Result<Staged<'_>> {
         let bytes = std::mem::size_of_val(s);
         if self.host_addressable() || bytes == 0 {
             return Ok(Staged {
@@ -251,23 +284,36 @@ impl Context {
     }
 
     /// Waits for the backend, then copies staged outputs back into their host slices.
-    fn finish<T: Copy>(&self, outputs: &mut [(&Staged<'_>, &mut [T])]) -> Result<()> {
-        // SAFETY: every pointer below is a live staging buffer of the slice's size.
+    pub(crate) fn finish<T: Copy>(&self, outputs: &mut [(&Staged<'_>, &mut [T])]) -> Result<()> {
+        self.sync()?;
+        for (staged, host) in outputs.iter_mut() {
+            self.copy_back(staged, host)?;
+        }
+        self.sync()
+    }
+
+    /// Waits for the work queued on the default stream.
+    pub(crate) fn sync(&self) -> Result<()> {
+        // SAFETY: a live context.
+        unsafe { check(sys::bnb_synchronize(self.raw, ptr::null_mut())) }
+    }
+
+    /// Copies a staged output back into its host slice (nothing to do when it was the slice);
+    /// call `sync` before and after.
+    pub(crate) fn copy_back<T: Copy>(&self, staged: &Staged<'_>, host: &mut [T]) -> Result<()> {
+        if !staged.owned {
+            return Ok(());
+        }
+        // SAFETY: `staged` is a live staging buffer made for a slice of this size.
         unsafe {
-            check(sys::bnb_synchronize(self.raw, ptr::null_mut()))?;
-            for (staged, host) in outputs.iter_mut() {
-                if staged.owned {
-                    check(sys::bnb_memcpy(
-                        self.raw,
-                        host.as_mut_ptr().cast(),
-                        staged.ptr,
-                        std::mem::size_of_val(*host) as i64,
-                        sys::BNB_MEMCPY_BACKEND_TO_HOST,
-                        ptr::null_mut(),
-                    ))?;
-                }
-            }
-            check(sys::bnb_synchronize(self.raw, ptr::null_mut()))
+            check(sys::bnb_memcpy(
+                self.raw,
+                host.as_mut_ptr().cast(),
+                staged.ptr,
+                std::mem::size_of_val(host) as i64,
+                sys::BNB_MEMCPY_BACKEND_TO_HOST,
+                ptr::null_mut(),
+            ))
         }
     }
 
@@ -641,8 +687,79 @@ impl Context {
         self.finish(&mut [(&out_s, out)])
     }
 
+    /// The LLM.int8() layer without its outlier product, in one call (`bnb_int8_linear`):
+    /// `out[m,n] = dequant(int8(a) @ w^T) (+ bias)`, bit for bit what `int8_vectorwise_quant`
+    /// (into `q`, `row_stats`), `int8_matmul` (into `c`) and `int8_mm_dequant` (with `scb` as the
+    /// column statistics) give. `w` is `[n,k]` int8 with its row absmax `scb`; `c` (`m*n`) is
+    /// scratch whose contents are unspecified afterwards.
+    #[allow(clippy::too_many_arguments)]
+    pub fn int8_linear<T: Float>(
+        &self,
+        m: usize,
+        n: usize,
+        k: usize,
+        a: &[T],
+        threshold: f32,
+        w: &[i8],
+        scb: &[f32],
+        bias: Option<&[T]>,
+        q: &mut [i8],
+        row_stats: &mut [f32],
+        c: &mut [i32],
+        out: &mut [T],
+    ) -> Result<()> {
+        let (mk, mn) = (product("m*k", m, k)?, product("m*n", m, n)?);
+        need("a", a.len(), mk, "m rows of k")?;
+        need("w", w.len(), product("n*k", n, k)?, "n rows of k")?;
+        need("scb", scb.len(), n, "one per row of w")?;
+        if let Some(bias) = bias {
+            need("bias", bias.len(), n, "one per output column")?;
+        }
+        need("q", q.len(), mk, "m rows of k")?;
+        need("row_stats", row_stats.len(), m, "one per row of a")?;
+        need("c", c.len(), mn, "m rows of n")?;
+        need("out", out.len(), mn, "m rows of n")?;
+        // Only what the call writes comes back (a longer slice keeps its tail).
+        let (q, row_stats, c, out) = (&mut q[..mk], &mut row_stats[..m], &mut c[..mn], &mut out[..mn]);
+        let (a_s, w_s, scb_s, bias_s) = (
+            self.input(a)?,
+            self.input(w)?,
+            self.input(scb)?,
+            self.input_opt(bias)?,
+        );
+        let (q_s, rs_s, c_s, out_s) = (
+            self.output(q)?,
+            self.output(row_stats)?,
+            self.output(c)?,
+            self.output(out)?,
+        );
+        // SAFETY: buffers checked above.
+        unsafe {
+            check(sys::bnb_int8_linear(
+                self.raw,
+                T::DTYPE.raw(),
+                to_i64("m", m)?,
+                to_i64("n", n)?,
+                to_i64("k", k)?,
+                a_s.ptr(),
+                threshold,
+                w_s.ptr(),
+                scb_s.ptr(),
+                bias_s.as_ref().map_or(ptr::null(), |b| b.ptr()),
+                q_s.ptr(),
+                rs_s.ptr(),
+                c_s.ptr(),
+                out_s.ptr(),
+                ptr::null_mut(),
+            ))?;
+        }
+        self.finish(&mut [(&q_s, q)])?;
+        self.finish(&mut [(&rs_s, row_stats)])?;
+        self.finish(&mut [(&out_s, out)])
+    }
+
     /// A `bnb_scales_t` whose arrays live in backend memory, checked against `nblocks`.
-    fn stage_scales(&self, scales: &Scales<'_>, nblocks: usize) -> Result<StagedScales<'_>> {
+    pub(crate) fn stage_scales(&self, scales: &Scales<'_>, nblocks: usize) -> Result<StagedScales<'_>> {
         let mut raw = sys::bnb_scales_t {
             struct_size: 0,
             absmax: ptr::null(),
@@ -701,7 +818,7 @@ impl Context {
     }
 }
 
-struct StagedScales<'a> {
-    raw: sys::bnb_scales_t,
+pub(crate) struct StagedScales<'a> {
+    pub(crate) raw: sys::bnb_scales_t,
     _keep: Vec<Staged<'a>>,
 }

@@ -1,5 +1,6 @@
 //! Safe Rust interface to libbnb: bitsandbytes-compatible 8-bit blockwise and NF4/FP4 4-bit
-//! quantization, double-quantized statistics, 4-bit and int8 matmuls.
+//! quantization, double-quantized statistics, 4-bit and int8 matmuls (and their prepared and
+//! one-call forms), 32-bit and 8-bit optimizer steps, paged memory.
 //!
 //! Everything goes through libbnb (never a plugin directly), so `BNB_BACKEND=cpu|cuda|hip`
 //! picks the backend the same way as from C or Python. Data is passed as host slices; on a GPU
@@ -18,6 +19,9 @@
 //! ```
 mod context;
 mod error;
+mod optim;
+mod paged;
+mod plan;
 mod types;
 
 use bnb_sys as sys;
@@ -25,7 +29,10 @@ use bnb_sys as sys;
 pub use bnb_sys;
 pub use context::{num_blocks, packed_len, Context, ContextOptions, Scales};
 pub use error::{Error, Result, Status};
-pub use types::{Backend, CodeTable, DType, Float, Quant4, BF16, F16};
+pub use optim::{Optimizer, OptimizerParams, OptimizerState, OptimizerTensors, OPTIMIZER_BLOCKSIZE};
+pub use paged::PagedBuffer;
+pub use plan::Gemm4Plan;
+pub use types::{Backend, CodeTable, DType, Element, Float, Quant4, BF16, F16};
 
 use error::{c_text, check};
 

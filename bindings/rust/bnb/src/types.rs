@@ -182,6 +182,34 @@ mod sealed {
     impl Sealed for f32 {}
     impl Sealed for super::F16 {}
     impl Sealed for super::BF16 {}
+    impl Sealed for u8 {}
+    impl Sealed for i8 {}
+    impl Sealed for i32 {}
+}
+
+/// The element types of the C API's arrays: plain numbers for which every bit pattern, all
+/// zeros included, is a valid value (so memory the library hands out can be viewed as a slice).
+pub trait Element: Copy + Default + Send + Sync + sealed::Sealed {
+    const DTYPE: DType;
+}
+
+impl Element for f32 {
+    const DTYPE: DType = DType::F32;
+}
+impl Element for F16 {
+    const DTYPE: DType = DType::F16;
+}
+impl Element for BF16 {
+    const DTYPE: DType = DType::BF16;
+}
+impl Element for u8 {
+    const DTYPE: DType = DType::U8;
+}
+impl Element for i8 {
+    const DTYPE: DType = DType::I8;
+}
+impl Element for i32 {
+    const DTYPE: DType = DType::I32;
 }
 
 /// The floating-point element types the quantizers read and the dequantizers write.
