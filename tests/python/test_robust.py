@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 import bnb
-from conftest import HAVE_TORCH, needs_cpu, needs_torch
+from conftest import HAVE_TORCH, cuda_available, needs_cpu, needs_cuda, needs_torch
 
 pytestmark = needs_cpu
 
@@ -66,16 +66,18 @@ report(lambda: bnb.dequantize_4bit(packed, bnb.QuantState.from_dict(d)))
 
 
 @pytest.mark.parametrize("nested", [False, True])
-@pytest.mark.parametrize("library", ["numpy", "torch"])
+@pytest.mark.parametrize("library", ["numpy", "torch", "cuda"])
 def test_dequantize_4bit_with_a_shape_larger_than_its_data_is_an_error_not_a_crash(library, nested):
     if library == "torch" and not HAVE_TORCH:
         pytest.skip("torch is not installed")
+    if library == "cuda" and not cuda_available():
+        pytest.skip("no CUDA device with bnb's CUDA backend")
     out = expect_error_in_subprocess(CATCH + f"""
 import numpy as np, bnb
 A = np.random.default_rng(0).standard_normal((64, 64)).astype(np.float32)
-if {library!r} == "torch":
+if {library!r} != "numpy":
     import torch
-    A = torch.from_numpy(A)
+    A = torch.from_numpy(A).to("cuda" if {library!r} == "cuda" else "cpu")
 packed, state = bnb.quantize_4bit(A, quant_type="nf4", compress_statistics={nested})
 state.shape = (8192, 8192)  # what a damaged state carries, bypassing from_dict's checks
 report(lambda: bnb.dequantize_4bit(packed, state))
@@ -86,14 +88,16 @@ report(lambda: bnb.dequantize_4bit(packed, state))
 
 # ---------------------------------------------------------------- 2. arrays too short for what the sizes imply
 def as_library(a, library):
-    if library == "torch":
+    """numpy array `a` as the library's array: numpy, a torch CPU tensor, or a CUDA tensor."""
+    if library in ("torch", "cuda"):
         import torch
 
-        return torch.from_numpy(np.ascontiguousarray(a))
+        t = torch.from_numpy(np.ascontiguousarray(a))
+        return t.cuda() if library == "cuda" else t
     return a
 
 
-LIBRARIES = ["numpy"] + (["torch"] if HAVE_TORCH else [])
+LIBRARIES = ["numpy"] + (["torch"] if HAVE_TORCH else []) + (["cuda"] if cuda_available() else [])
 
 
 @pytest.fixture(params=LIBRARIES)
@@ -347,6 +351,23 @@ def test_python_m_bnb_reports_the_environment():
     assert rc == 0 and "numpy:    cannot run: BNB_BACKEND=cuda selects the cuda backend" in out, out
     rc, out, _ = run_isolated(code)
     assert rc == 0 and "numpy:    runs on the cpu backend" in out, out
+
+
+@needs_cuda
+def test_backend_that_cannot_run_cuda_tensors_is_an_error():
+    out = expect_error_in_subprocess(CATCH + """
+import torch, bnb
+report(lambda: bnb.quantize_4bit(torch.ones(64, device="cuda")))
+""", BNB_BACKEND="cpu")
+    assert out.startswith("BackendError:") and "BNB_BACKEND=cpu" in out, out
+    assert "CUDA tensors" in out or "ROCm tensors" in out, out
+    import torch
+
+    gpu_backend = "hip" if getattr(torch.version, "hip", None) else "cuda"
+    assert expect_error_in_subprocess(CATCH + """
+import torch, bnb
+report(lambda: bnb.quantize_4bit(torch.ones(64, device="cuda")))
+""", BNB_BACKEND=gpu_backend) == "no error"
 
 
 # ---------------------------------------------------------------- 5. corrupt checkpoints
