@@ -319,6 +319,17 @@ def _adopt(state):
                       state2=_adopt(state.state2))
 
 
+def _nested(state, blocksize):
+    """The state with its float32 absmax double-quantized as bitsandbytes does it, so that saved
+    checkpoints match byte for byte: offset = absmax.mean() as torch reduces float32 on the
+    absmax's device (bnb's own compress_absmax sums in binary64, which can differ in the last bit),
+    then 8-bit blockwise quantization of absmax - offset with the signed dynamic map."""
+    offset = state.absmax.mean()
+    qabsmax, state2 = quantize_blockwise(state.absmax - offset, blocksize=blocksize)
+    return QuantState(absmax=qabsmax, shape=state.shape, code=state.code, blocksize=state.blocksize,
+                      quant_type=state.quant_type, dtype=state.dtype, offset=offset, state2=state2)
+
+
 def _empty_nested_state(like, blocksize):
     """The nested part of a state for an empty input: no quantized absmax, no second-level absmax."""
     state2 = QuantState(absmax=like.new_empty((0,), dtype=torch.float32), code=_dynamic_map_like(like).clone(),
@@ -349,8 +360,10 @@ def quantize_blockwise(A: Tensor, code: Optional[Tensor] = None, absmax: Optiona
             state = QuantState(absmax=A.new_empty((0,), dtype=torch.float32), code=code_copy, blocksize=blocksize,
                                dtype=A.dtype)
     else:
-        q, state = _bnbf.quantize_blockwise(A, code=code, blocksize=blocksize, nested=bool(nested))
+        q, state = _bnbf.quantize_blockwise(A, code=code, blocksize=blocksize)
         state = _adopt(state)
+        if nested:
+            state = _nested(state, blocksize)
     if absmax is not None:
         state.absmax = _copy_into(absmax, state.absmax, "absmax")
     return _copy_into(out, q), state
@@ -429,9 +442,10 @@ def quantize_4bit(A: Tensor, absmax: Optional[Tensor] = None, out: Optional[Tens
             state = QuantState(absmax=A.new_empty((0,), dtype=torch.float32), shape=A.shape, code=code,
                                blocksize=blocksize, quant_type=quant_type, dtype=A.dtype)
     else:
-        packed, state = _bnbf.quantize_4bit(A, blocksize=blocksize, compress_statistics=bool(compress_statistics),
-                                            quant_type=quant_type)
+        packed, state = _bnbf.quantize_4bit(A, blocksize=blocksize, quant_type=quant_type)
         state = _adopt(state)
+        if compress_statistics:
+            state = _nested(state, _NESTED_BLOCKSIZE_4BIT)
     packed = _view_as_storage(packed, quant_storage, n)
     if absmax is not None:
         state.absmax = _copy_into(absmax, state.absmax, "absmax")
