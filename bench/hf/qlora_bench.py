@@ -1,0 +1,353 @@
+#!/usr/bin/env python3
+"""QLoRA and generate() through transformers + peft, side by side: the real bitsandbytes package and
+bnb's bitsandbytes layer (bindings/python/compat), same model, seed and data (issue 16's benchmark).
+
+Each side runs in its own subprocess of this script:
+  bitsandbytes  the installed bitsandbytes package (the real one; the run stops if it is bnb's layer)
+  bnb           this repository's compat package first on sys.path, BNB_COMPAT_SHADOW=1 (so it is used
+                even with the real package installed), bnb from the installed package or, when
+                BNB_LIBRARY_PATH is set, from bindings/python with that library
+
+The model: a Llama-architecture model built from a config with random init (seed 0), about 1.1 B
+parameters (hidden 2048, intermediate 5632, 22 layers, 32 heads, 4 KV heads, vocab 32000), saved once
+as bfloat16 safetensors (--model-dir) and loaded by both sides with
+BitsAndBytesConfig(load_in_4bit, nf4, double quant, compute bfloat16). Training: prepare_model_for_kbit_training,
+LoRA r=16 on every linear layer, bitsandbytes.optim.PagedAdamW8bit, --steps steps of batch 4 x
+sequence 1024 random tokens (seed 1234). Recorded per side:
+  - the loss of every step, the time of every step (synchronized), peak GPU memory of the training;
+  - the engine's GPU time per step: --profile-steps more steps under torch.profiler, summing the
+    kernels that run inside a torch.ops.bitsandbytes.* / torch.ops.bnb.* op, and the kernels of either
+    library by name (bitsandbytes' k* kernels, bnb's *_kernel names) wherever they were launched
+    (bnb's optimizers call libbnb directly, outside any torch op);
+  - generate() of --gen-tokens tokens at batch 1 from a 16-token prompt on the 4-bit model (no LoRA),
+    greedy, eager with a static cache; with --compile also torch.compile(mode="reduce-overhead").
+It prints a table with the issue's criteria and writes JSON under bench/results/.
+
+    python bench/hf/qlora_bench.py                       # on a GPU machine with both packages
+    python bench/hf/qlora_bench.py --tiny                # CPU smoke check: a tiny model, 3 steps, 8 tokens
+"""
+
+import argparse
+import json
+import os
+import platform
+import re
+import subprocess
+import sys
+import tempfile
+import time
+
+REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+SIDES = ("bitsandbytes", "bnb")
+
+FULL = dict(hidden_size=2048, intermediate_size=5632, num_hidden_layers=22, num_attention_heads=32,
+            num_key_value_heads=4, vocab_size=32000, max_position_embeddings=2048)
+TINY = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+            num_key_value_heads=2, vocab_size=256, max_position_embeddings=256)
+
+# Kernels of either engine, by name: bitsandbytes' CUDA kernels are k<Name> (kQuantizeBlockwise,
+# kgemm_4bit_inference_naive, kOptimizerStatic8bit2StateBlockwise, kInt8VectorQuant, ...); bnb's are
+# <family>_kernel in src/gpu (quantize_4bit_kernel, gemm4_mma_kernel, optim8_fast_multi_kernel, ...).
+ENGINE_KERNEL = re.compile(
+    r"(^|[\s:])k(?:[A-Z]|gemm|dequant|spmm)\w*"
+    r"|(^|[\s:])(?:compact_columns|dequant|dequantize_4bit|dequantize_blockwise|gemm4_\w+|int8_mma_rows|"
+    r"mean_finish|mean_partial|optim32\w*|optim8\w*|outlier_columns|quantize_4bit|quantize_blockwise|"
+    r"row_quant|rows_matmul)_kernel\b")
+ENGINE_OPS = ("bitsandbytes::", "bnb::")
+
+
+# ----------------------------------------------------------------------------------------------- worker
+
+def _sync(device):
+    import torch
+
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def _engine_time_us(prof, device):
+    """(engine µs, all kernels µs) in a profile: see the module docstring for what counts."""
+    events = prof.events()
+    if not device.startswith("cuda"):  # CPU smoke: the engine ops' own CPU time, outermost only
+        engine = 0.0
+        for e in events:
+            if e.name.startswith(ENGINE_OPS) and not _under_engine_op(e.cpu_parent):
+                engine += e.cpu_time_total
+        return engine, sum(e.self_cpu_time_total for e in events)
+    engine = total = 0.0
+    for e in events:
+        if e.device_type.name == "CUDA":  # each kernel once, named
+            total += e.time_range.elapsed_us()
+            if ENGINE_KERNEL.search(e.name):
+                engine += e.time_range.elapsed_us()
+        elif e.kernels and _under_engine_op(e):  # other kernels (cuBLAS, torch) an engine op launched
+            engine += sum(k.duration for k in e.kernels if not ENGINE_KERNEL.search(k.name))
+    return engine, total
+
+
+def _under_engine_op(e):
+    while e is not None:
+        if e.name.startswith(ENGINE_OPS):
+            return True
+        e = e.cpu_parent
+    return False
+
+
+def _quant_config(torch):
+    from transformers import BitsAndBytesConfig
+
+    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                              bnb_4bit_compute_dtype=torch.bfloat16)
+
+
+def _load(args, torch):
+    from transformers import AutoModelForCausalLM
+
+    return AutoModelForCausalLM.from_pretrained(args.model_dir, dtype=torch.bfloat16, device_map={"": args.device},
+                                                quantization_config=_quant_config(torch))
+
+
+def run_side(args):
+    import torch
+
+    import bitsandbytes
+    import peft
+    import transformers
+    from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
+
+    is_layer = str(bitsandbytes.__version__).endswith("+bnb")
+    if is_layer != (args.worker == "bnb"):
+        raise SystemExit(f"side {args.worker}: `import bitsandbytes` found {bitsandbytes.__version__} at "
+                         f"{bitsandbytes.__file__}, which is not this side's package")
+    device = args.device
+    out = {"side": args.worker, "bitsandbytes": bitsandbytes.__version__, "bitsandbytes_file": bitsandbytes.__file__,
+           "torch": torch.__version__, "transformers": transformers.__version__, "peft": peft.__version__,
+           "device": torch.cuda.get_device_name() if device.startswith("cuda") else platform.processor() or "cpu"}
+    cfg = json.load(open(os.path.join(args.model_dir, "config.json")))
+
+    # --- QLoRA training
+    model = _load(args, torch)
+    model = prepare_model_for_kbit_training(model)
+    torch.manual_seed(0)  # the LoRA matrices' init
+    model = get_peft_model(model, LoraConfig(r=16, lora_alpha=32, lora_dropout=0.0, target_modules="all-linear",
+                                             task_type="CAUSAL_LM"))
+    params = [p for p in model.parameters() if p.requires_grad]
+    out["trainable_parameters"] = sum(p.numel() for p in params)
+    opt = bitsandbytes.optim.PagedAdamW8bit(params, lr=2e-4)
+    g = torch.Generator().manual_seed(1234)
+    n_batches = args.steps + args.profile_steps
+    data = torch.randint(0, cfg["vocab_size"], (n_batches, args.batch, args.seq), generator=g)
+    model.train()
+
+    def step(i):
+        x = data[i].to(device)
+        loss = model(input_ids=x, labels=x).loss
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        return loss
+
+    if device.startswith("cuda"):
+        torch.cuda.reset_peak_memory_stats()
+    losses, times = [], []
+    for i in range(args.steps):
+        _sync(device)
+        t0 = time.perf_counter()
+        loss = step(i)
+        _sync(device)
+        times.append(time.perf_counter() - t0)
+        losses.append(loss.item())
+        if args.verbose:
+            print(f"[{args.worker}] step {i}: loss {losses[-1]:.6f} {times[-1] * 1e3:.1f} ms", file=sys.stderr)
+    out["loss"] = losses
+    out["step_s"] = times
+    steady = times[min(5, len(times) - 1):]
+    out["step_ms_median"] = sorted(steady)[len(steady) // 2] * 1e3
+    if device.startswith("cuda"):
+        out["peak_memory_bytes"] = torch.cuda.max_memory_allocated()
+
+    if args.profile_steps:
+        from torch.profiler import ProfilerActivity, profile
+
+        acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.startswith("cuda") else [])
+        with profile(activities=acts) as prof:
+            for i in range(args.steps, n_batches):
+                step(i)
+            _sync(device)
+        engine, total = _engine_time_us(prof, device)
+        out["engine_us_per_step"] = engine / args.profile_steps
+        out["kernels_us_per_step"] = total / args.profile_steps
+    del model, opt, params
+    if device.startswith("cuda"):
+        torch.cuda.empty_cache()
+
+    # --- generate()
+    model = _load(args, torch).eval()
+    prompt = torch.randint(0, cfg["vocab_size"], (1, 16), generator=torch.Generator().manual_seed(7)).to(device)
+    gen = dict(do_sample=False, cache_implementation="static", pad_token_id=0)
+    out["generate"] = {"eager_static": _time_generate(model, prompt, args.gen_tokens, gen, device, torch)}
+    if args.compile:
+        model.forward = torch.compile(model.forward, mode="reduce-overhead", fullgraph=True)
+        out["generate"]["compiled_reduce_overhead"] = _time_generate(model, prompt, args.gen_tokens, gen, device,
+                                                                     torch, warmups=2)
+    return out
+
+
+def _time_generate(model, prompt, n, gen, device, torch, warmups=1):
+    with torch.no_grad():
+        for _ in range(warmups):
+            model.generate(prompt, max_new_tokens=min(n, 16), min_new_tokens=min(n, 16), **gen)
+        _sync(device)
+        t0 = time.perf_counter()
+        toks = model.generate(prompt, max_new_tokens=n, min_new_tokens=n, **gen)
+        _sync(device)
+        dt = time.perf_counter() - t0
+    new = toks.shape[1] - prompt.shape[1]
+    return {"tokens": int(new), "seconds": dt, "tokens_per_s": new / dt, "first_tokens": toks[0, 16:32].tolist()}
+
+
+# ----------------------------------------------------------------------------------------------- driver
+
+def make_model(model_dir, sizes):
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    if os.path.exists(os.path.join(model_dir, "config.json")):
+        cfg = json.load(open(os.path.join(model_dir, "config.json")))
+        if all(cfg.get(k) == v for k, v in sizes.items()):
+            return
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(LlamaConfig(**sizes, tie_word_embeddings=False)).to(torch.bfloat16)
+    model.save_pretrained(model_dir, safe_serialization=True)
+
+
+def side_env(side):
+    env = dict(os.environ)
+    paths = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
+    compat = os.path.join(REPO, "bindings", "python", "compat")
+    paths = [p for p in paths if os.path.abspath(p) != compat]
+    env.pop("BNB_COMPAT_SHADOW", None)
+    if side == "bnb":
+        front = [compat]
+        if env.get("BNB_LIBRARY_PATH"):
+            front.append(os.path.join(REPO, "bindings", "python"))
+        paths = front + paths
+        env["BNB_COMPAT_SHADOW"] = "1"
+    env["PYTHONPATH"] = os.pathsep.join(paths)
+    return env
+
+
+def run_sides(args):
+    results = {}
+    for side in args.sides.split(","):
+        fd, path = tempfile.mkstemp(suffix=".json")
+        os.close(fd)
+        cmd = [sys.executable, os.path.abspath(__file__), "--worker", side, "--result", path] + args.passthrough
+        print(f"== {side}: {' '.join(cmd[2:])}", file=sys.stderr, flush=True)
+        # run from the folder above the repository so that the working directory adds nothing to sys.path
+        r = subprocess.run(cmd, env=side_env(side), cwd=os.path.dirname(REPO))
+        if r.returncode != 0:
+            raise SystemExit(f"side {side} failed (exit {r.returncode})")
+        results[side] = json.load(open(path))
+        os.unlink(path)
+    return results
+
+
+def compare(results):
+    a, b = results.get("bitsandbytes"), results.get("bnb")
+    if not (a and b):
+        return {}
+    n = min(len(a["loss"]), len(b["loss"]))
+    rel = [abs(b["loss"][i] - a["loss"][i]) / abs(a["loss"][i]) for i in range(n)]
+    c = {"max_loss_rel_diff": max(rel), "loss_within_1pct": max(rel) <= 0.01,
+         "step_time_ratio": b["step_ms_median"] / a["step_ms_median"]}
+    c["step_time_no_slower"] = c["step_time_ratio"] <= 1.0
+    if "peak_memory_bytes" in a and "peak_memory_bytes" in b:
+        c["peak_memory_ratio"] = b["peak_memory_bytes"] / a["peak_memory_bytes"]
+        c["peak_memory_no_higher"] = b["peak_memory_bytes"] <= a["peak_memory_bytes"]
+    if a.get("engine_us_per_step") and "engine_us_per_step" in b:
+        c["engine_time_ratio"] = b["engine_us_per_step"] / a["engine_us_per_step"]
+        c["engine_time_at_most_0.6x"] = c["engine_time_ratio"] <= 0.6
+    for mode in a["generate"]:
+        if mode in b["generate"]:
+            c[f"generate_{mode}_ratio"] = (b["generate"][mode]["tokens_per_s"] / a["generate"][mode]["tokens_per_s"])
+    if "compiled_reduce_overhead" in b["generate"]:
+        best = max(g["tokens_per_s"] for g in a["generate"].values())
+        c["generate_compiled_vs_bitsandbytes_best"] = b["generate"]["compiled_reduce_overhead"]["tokens_per_s"] / best
+    return c
+
+
+def print_table(results, comparison):
+    rows = [("bitsandbytes version", lambda r: r["bitsandbytes"]),
+            ("device", lambda r: r["device"]),
+            ("first / last loss", lambda r: f"{r['loss'][0]:.5f} / {r['loss'][-1]:.5f}"),
+            ("step ms (median)", lambda r: f"{r['step_ms_median']:.1f}"),
+            ("peak memory GiB", lambda r: f"{r['peak_memory_bytes'] / 2**30:.2f}" if "peak_memory_bytes" in r else "-"),
+            ("engine us / step", lambda r: f"{r['engine_us_per_step']:.0f}" if "engine_us_per_step" in r else "-"),
+            ("all kernels us / step", lambda r: f"{r['kernels_us_per_step']:.0f}" if "kernels_us_per_step" in r else "-")]
+    modes = sorted({m for r in results.values() for m in r["generate"]})
+    for m in modes:
+        rows.append((f"generate {m} tok/s",
+                     lambda r, m=m: f"{r['generate'][m]['tokens_per_s']:.1f}" if m in r["generate"] else "-"))
+    sides = list(results)
+    print(f"{'':28}" + "".join(f"{s:>22}" for s in sides))
+    for name, f in rows:
+        print(f"{name:28}" + "".join(f"{f(results[s]):>22}" for s in sides))
+    for k, v in comparison.items():
+        print(f"{k:40} {v:.4g}" if isinstance(v, float) else f"{k:40} {v}")
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--tiny", action="store_true", help="CPU smoke check: tiny model, few steps and tokens")
+    ap.add_argument("--sides", default=",".join(SIDES))
+    ap.add_argument("--steps", type=int)
+    ap.add_argument("--profile-steps", type=int)
+    ap.add_argument("--batch", type=int)
+    ap.add_argument("--seq", type=int)
+    ap.add_argument("--gen-tokens", type=int)
+    ap.add_argument("--compile", action="store_true", help="also generate with torch.compile(mode='reduce-overhead')")
+    ap.add_argument("--device")
+    ap.add_argument("--model-dir", help="where the random-init checkpoint is kept (made if missing)")
+    ap.add_argument("--out", help="JSON result (default bench/results/hf_qlora_<tag>.json)")
+    ap.add_argument("--verbose", action="store_true")
+    ap.add_argument("--worker", choices=SIDES, help=argparse.SUPPRESS)
+    ap.add_argument("--result", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+
+    defaults = (dict(steps=3, profile_steps=1, batch=2, seq=32, gen_tokens=8, device="cpu") if args.tiny else
+                dict(steps=50, profile_steps=3, batch=4, seq=1024, gen_tokens=256, device="cuda"))
+    for k, v in defaults.items():
+        if getattr(args, k) is None:
+            setattr(args, k, v)
+    if args.model_dir is None:
+        args.model_dir = os.path.join(tempfile.gettempdir(), "bnb_hf_bench_" + ("tiny" if args.tiny else "1b1"))
+
+    if args.worker:
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        res = run_side(args)
+        with open(args.result, "w") as f:
+            json.dump(res, f)
+        return
+
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    make_model(args.model_dir, TINY if args.tiny else FULL)
+    args.passthrough = ["--steps", str(args.steps), "--profile-steps", str(args.profile_steps), "--batch",
+                        str(args.batch), "--seq", str(args.seq), "--gen-tokens", str(args.gen_tokens),
+                        "--device", args.device, "--model-dir", os.path.abspath(args.model_dir)]
+    args.passthrough += ["--compile"] * args.compile + ["--verbose"] * args.verbose + ["--tiny"] * args.tiny
+    results = run_sides(args)
+    comparison = compare(results)
+    print_table(results, comparison)
+    out = args.out or os.path.join(REPO, "bench", "results", "hf_qlora_" + ("tiny_cpu" if args.tiny else "gpu") + ".json")
+    os.makedirs(os.path.dirname(out), exist_ok=True)
+    with open(out, "w") as f:
+        json.dump({"benchmark": "bench/hf/qlora_bench.py", "model": TINY if args.tiny else FULL,
+                   "settings": {k: getattr(args, k) for k in ("steps", "profile_steps", "batch", "seq", "gen_tokens",
+                                                              "device", "compile")},
+                   "sides": results, "comparison": comparison}, f, indent=1)
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()
