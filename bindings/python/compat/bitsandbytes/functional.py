@@ -320,10 +320,10 @@ def _adopt(state):
 
 
 def _nested(state, blocksize):
-    """The state with its float32 absmax double-quantized as bitsandbytes does it, so that saved
-    checkpoints match byte for byte: offset = absmax.mean() as torch reduces float32 on the
-    absmax's device (bnb's own compress_absmax sums in binary64, which can differ in the last bit),
-    then 8-bit blockwise quantization of absmax - offset with the signed dynamic map."""
+    """The state with its float32 absmax double-quantized as bitsandbytes does it: offset =
+    absmax.mean() as torch reduces float32 on the absmax's device (bnb's own compress_absmax sums in
+    binary64, which can differ in the last bit and so change a checkpoint's nested_offset and some
+    codes), then 8-bit blockwise quantization of absmax - offset with the signed dynamic map."""
     offset = state.absmax.mean()
     qabsmax, state2 = quantize_blockwise(state.absmax - offset, blocksize=blocksize)
     return QuantState(absmax=qabsmax, shape=state.shape, code=state.code, blocksize=state.blocksize,
@@ -392,7 +392,10 @@ def dequantize_blockwise(A: Tensor, quant_state: Optional[QuantState] = None, ab
         result = torch.empty_like(A, dtype=dtype)
     else:
         if quant_state.code is not None and quant_state.code.device != A.device:
-            quant_state.code = quant_state.code.to(A.device)
+            # the caller's state is left as it is: a copy whose code map is on A's device
+            quant_state = QuantState(absmax=quant_state.absmax, code=quant_state.code.to(A.device),
+                                     blocksize=quant_state.blocksize, dtype=quant_state.dtype,
+                                     offset=quant_state.offset, state2=quant_state.state2)
         result = _bnbf.dequantize_blockwise(A, quant_state, dtype=dtype)
     return _copy_into(out, result)
 
