@@ -643,6 +643,7 @@ def test_is_on_gpu_get_ptr_paged_and_cpu_features():
         F.GlobalPageManager()
     assert isinstance(F.has_avx512bf16(), bool)
     assert F.pack_dict_to_tensor is U.pack_dict_to_tensor
+    assert F.lib is bitsandbytes.cextension.lib and F.C == 127.0
 
 
 def test_utils_packing():

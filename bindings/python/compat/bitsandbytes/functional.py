@@ -25,9 +25,12 @@ import bnb
 from bnb import functional as _bnbf
 from bnb.optim import paged_zeros as _paged_zeros
 
+from .cextension import lib  # noqa: F401  (bitsandbytes.functional.lib, as in bitsandbytes)
 from .utils import pack_dict_to_tensor, unpack_tensor_to_dict
 
 Tensor = torch.Tensor
+FIRST_CUDA_DEVICE = torch.device("cuda", index=0)
+C = 127.0  # the LLM.int8() code range: int8 codes are x * 127 / absmax
 
 # Code maps built on request, by name (bitsandbytes keeps this cache under the same name).
 name2qmap = {}
