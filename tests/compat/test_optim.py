@@ -7,6 +7,8 @@ What is checked, on random data:
   own tests check those against float64 references); 32-bit Adam agrees with torch.optim.Adam
   run in float64, 32-bit AdamW with a float64 AdamW rule;
 * `.args`, an `args=` object, Optimizer1State / Optimizer2State built from an optimizer name;
+* state dicts written by real bitsandbytes 0.50.2 (tests/data/optim_fixture, made by
+  scripts/make_optim_fixture.py) load and continue next to it, with the same layout after;
 * state dicts in bitsandbytes' layout (observed in bitsandbytes 0.50.2 after one step: "step"
   as an int, and state1/state2 [uint8 codes, or float32], qmap1/qmap2 [256 float32],
   absmax1/absmax2 [float32 per 256 elements; AdEMAMix (2, blocks)], unorm_vec, nested under
@@ -23,6 +25,7 @@ What is checked, on random data:
 import copy
 import inspect
 import io
+import os
 
 import pytest
 
@@ -377,6 +380,53 @@ def test_state_dict_round_trip_continues_bit_for_bit(name, layout, device):
     twin = _bnb_twin(name, clone_b)
     twin.load_state_dict(opt.state_dict())
     assert flat_state(opt.state_dict()["state"][0]).keys() == twin.state[clone_b[0]].keys()
+
+
+FIXTURE = os.path.join(os.path.dirname(__file__), "..", "data", "optim_fixture")
+FIXTURE_NAMES = ["AdamW8bit", "PagedAdamW8bit", "AdamW", "Lion8bit", "RMSprop8bit", "AdEMAMix8bit", "SGD8bit"]
+
+
+def _layout(entry):
+    """A parameter's state-dict entry as {key: (dtype, shape)} (nested keys under WRAP/...)."""
+    out = {}
+    for key, value in entry.items():
+        if isinstance(value, dict):
+            out.update({f"{key}/{k}": (v.dtype, tuple(v.shape)) for k, v in value.items()})
+        else:
+            out[key] = type(value).__name__
+    return out
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("name", FIXTURE_NAMES)
+def test_loads_state_dicts_written_by_real_bitsandbytes(name, device):
+    """tests/data/optim_fixture (scripts/make_optim_fixture.py, real bitsandbytes 0.50.2 on the
+    CPU): its state dict after 3 steps loads here; step 4 from it lands next to bitsandbytes' step
+    4, and the state dict after it has bitsandbytes' layout, key for key, dtype for dtype."""
+    record = torch.load(os.path.join(FIXTURE, f"{name}.pt"), weights_only=True)
+    params = [torch.nn.Parameter(p.clone().to(device)) for p in record["params3"]]
+    opt = getattr(O, name)(params, **record["kwargs"])
+    opt.load_state_dict(record["state_dict"])
+    assert opt.param_groups[0]["lr"] == record["kwargs"]["lr"]
+    for p, g in zip(params, record["grads4"]):
+        p.grad = g.to(device)
+    opt.step()
+    mine, real = opt.state_dict(), record["state_dict4"]
+    for index in (0, 1):
+        assert _layout(mine["state"][index]) == _layout(real["state"][index])
+        assert mine["state"][index]["step"] == real["state"][index]["step"] == 4
+    for p, before, after in zip(params, record["params3"], record["params4"]):
+        # bitsandbytes' CPU path applies AdamW's decay before the step, bnb (as its CUDA kernels)
+        # after it: lr^2 * wd * |update| apart; 8-bit codes one apart move p by a code's width.
+        moved = (after - before).abs().max().item()
+        assert (p.detach().cpu() - after).abs().max().item() <= 2e-3 * moved + 2e-6
+    for key, theirs in real["state"][0][WRAP].items():
+        ours = mine["state"][0][WRAP][key].cpu()
+        if theirs.dtype == torch.uint8:  # codes equal or adjacent, rarely different
+            assert (ours.int() - theirs.int()).abs().max().item() <= 1, key
+            assert (ours != theirs).float().mean().item() <= 0.01, key
+        else:
+            assert (ours - theirs).abs().max().item() <= 2e-5 * theirs.abs().max().item(), key
 
 
 # ---------------------------------------------------------------- GlobalOptimManager
