@@ -27,7 +27,11 @@ Differences from bitsandbytes 0.50.2 (also in docs/OPTIMIZERS.md):
 * param_groups carry bnb's settings (optim_bits, min_8bit_size, percentile_clipping, max_unorm,
   skip_zeros) and not bitsandbytes' unused alpha/t_alpha/t_beta3 outside AdEMAMix; either
   library loads the other's groups;
-* subclasses that replace `init_state` / `update_step` are not called: the step is bnb's.
+* subclasses that replace `init_state` / `update_step` are not called: the step is bnb's;
+* `.args` is read when the optimizer is built (bitsandbytes reads it at every step): change a
+  setting later through GlobalOptimManager or the param groups instead;
+* AdamW's decay comes after the step, as in bitsandbytes' CUDA kernels (its CPU path decays
+  first: the two differ by lr^2 * weight_decay * |update| per step).
 """
 
 import inspect
