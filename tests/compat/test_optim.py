@@ -608,3 +608,30 @@ def test_trainer_trains_on_bnb_optimizers(optim, lr, device, tmp_path):
     assert q.numel() >= 4096 and opt.state[q]["state1"].dtype == torch.uint8
     assert opt.state[q]["step"] == 12
     assert q.device.type == device and opt.state[q]["state1"].device == q.device
+
+
+def test_peft_loraplus_with_an_8bit_optimizer():
+    """peft's create_loraplus_optimizer builds bitsandbytes.optim.PagedAdamW8bit with its own param
+    groups (B matrices at lr * ratio) and registers the 32-bit embedding override; each group
+    steps with its own lr."""
+    peft = pytest.importorskip("peft")
+    from peft.optimizers import create_loraplus_optimizer
+
+    model = peft.get_peft_model(_tiny_llama(), peft.LoraConfig(r=8, target_modules=["q_proj", "v_proj"]))
+    opt = create_loraplus_optimizer(model, O.PagedAdamW8bit, lr=1e-3, loraplus_lr_ratio=16.0, min_8bit_size=256)
+    lrs = sorted({g["lr"] for g in opt.param_groups if g["params"]})
+    assert lrs == [1e-3, 1.6e-2]
+    triples = O.GlobalOptimManager.get_instance().module_weight_config_triple
+    assert any(isinstance(m, torch.nn.Embedding) and cfg == {"optim_bits": 32} for m, _, cfg in triples)
+    ids = torch.randint(0, 256, (2, 12), generator=torch.Generator().manual_seed(0))
+    lora_b = next(p for n, p in model.named_parameters() if "lora_B" in n)
+    before = lora_b.detach().clone()
+    losses = []
+    for _ in range(5):
+        loss = model(input_ids=ids, labels=ids).loss
+        loss.backward()
+        opt.step()
+        opt.zero_grad()
+        losses.append(loss.item())
+    assert not torch.equal(lora_b, before) and losses[-1] < losses[0]
+    assert opt.state[lora_b]["state1"].dtype == torch.uint8  # 512 elements >= min_8bit_size
