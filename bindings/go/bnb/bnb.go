@@ -1,5 +1,6 @@
 // Package bnb is the Go interface to libbnb: bitsandbytes-compatible 8-bit blockwise and
-// NF4/FP4 4-bit quantization, double-quantized statistics, 4-bit and int8 matmuls.
+// NF4/FP4 4-bit quantization, double-quantized statistics, 4-bit and int8 matmuls (and their
+// prepared and one-call forms), 32-bit and 8-bit optimizer steps, paged memory.
 //
 // It calls libbnb only (never a plugin directly), so BNB_BACKEND=cpu|cuda|hip picks the
 // backend as it does from C. Data is passed as host slices; on a GPU backend each call copies

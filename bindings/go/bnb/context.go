@@ -26,6 +26,42 @@ type Context struct {
 	raw     C.bnb_context_t
 	backend Backend
 	device  int
+
+	kidsMu sync.Mutex
+	kids   map[*resource]struct{} // plans and paged buffers, released before the context
+}
+
+// resource is something made on a context that must go before it (a plan, paged memory).
+type resource struct {
+	release func(raw C.bnb_context_t) error
+	done    bool
+}
+
+// adopt registers a resource that Close releases if its owner has not.
+func (c *Context) adopt(release func(raw C.bnb_context_t) error) *resource {
+	r := &resource{release: release}
+	c.kidsMu.Lock()
+	defer c.kidsMu.Unlock()
+	if c.kids == nil {
+		c.kids = make(map[*resource]struct{})
+	}
+	c.kids[r] = struct{}{}
+	return r
+}
+
+// releaseNow frees r once, with the context's handle (nothing to do once the context is closed:
+// Close released it then).
+func (c *Context) releaseNow(r *resource) error {
+	return c.useOrClosed(func(raw C.bnb_context_t) error {
+		c.kidsMu.Lock()
+		defer c.kidsMu.Unlock()
+		if raw == nil || r.done {
+			return nil
+		}
+		r.done = true
+		delete(c.kids, r)
+		return r.release(raw)
+	})
 }
 
 // NewContext creates a context; nil options = the defaults. A backend that was asked for and
@@ -69,6 +105,15 @@ func (c *Context) Close() error {
 	raw := c.raw
 	c.raw = nil
 	runtime.SetFinalizer(c, nil)
+	c.kidsMu.Lock()
+	for r := range c.kids {
+		if !r.done {
+			r.done = true
+			_ = r.release(raw)
+		}
+	}
+	c.kids = nil
+	c.kidsMu.Unlock()
 	return call(func() C.bnb_status_t { return C.bnb_context_destroy(raw) })
 }
 
@@ -85,6 +130,13 @@ func (c *Context) use(f func(raw C.bnb_context_t) error) error {
 	if c.raw == nil {
 		return invalid("the context is closed")
 	}
+	return f(c.raw)
+}
+
+// useOrClosed runs f with the live handle, or with nil once the context is closed.
+func (c *Context) useOrClosed(f func(raw C.bnb_context_t) error) error {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
 	return f(c.raw)
 }
 
@@ -109,6 +161,13 @@ type stager struct {
 
 func (c *Context) stager(raw C.bnb_context_t) *stager {
 	return &stager{raw: raw, direct: c.backend == BackendCPU}
+}
+
+// copyingStager copies every array into memory the library allocated, on every backend: for
+// pointers that C keeps after the call (a plan) or that sit inside Go memory handed to C (an
+// array of tensor structs), which cgo forbids for Go pointers.
+func (c *Context) copyingStager(raw C.bnb_context_t) *stager {
+	return &stager{raw: raw}
 }
 
 func slicePtr[T any](s []T) (unsafe.Pointer, int) {
@@ -158,6 +217,47 @@ func out[T any](s *stager, host []T) (unsafe.Pointer, error) {
 	b.host = p
 	s.outputs = append(s.outputs, b)
 	return b.ptr, nil
+}
+
+// inout places an array the call reads and writes: its contents go in, finish brings it back.
+func inout[T any](s *stager, host []T) (unsafe.Pointer, error) {
+	p, bytes := slicePtr(host)
+	if s.direct || bytes == 0 {
+		return p, nil
+	}
+	b, err := s.alloc(bytes)
+	if err != nil {
+		return nil, err
+	}
+	err = call(func() C.bnb_status_t {
+		return C.bnb_memcpy(s.raw, b.ptr, p, C.int64_t(bytes), C.BNB_MEMCPY_HOST_TO_BACKEND, nil)
+	})
+	b.host = p
+	s.outputs = append(s.outputs, b)
+	return b.ptr, err
+}
+
+// scratch places an array the call may write and nobody reads back.
+func scratch[T any](s *stager, host []T) (unsafe.Pointer, error) {
+	p, bytes := slicePtr(host)
+	if s.direct || bytes == 0 {
+		return p, nil
+	}
+	b, err := s.alloc(bytes)
+	if err != nil {
+		return nil, err
+	}
+	return b.ptr, nil
+}
+
+// keep hands the stager's buffers to the caller (a plan), so free leaves them alone.
+func (s *stager) keep() []unsafe.Pointer {
+	ptrs := make([]unsafe.Pointer, len(s.buffers))
+	for i, b := range s.buffers {
+		ptrs[i] = b.ptr
+	}
+	s.buffers = nil
+	return ptrs
 }
 
 // finish waits for the backend and copies staged outputs back to their slices.
