@@ -185,6 +185,14 @@ def test_string_blocksize_is_named_up_front(rng, library):
         bnb.dequantize_4bit(packed, absmax=state.absmax, shape=(256,), blocksize=64.0)
 
 
+def test_blocksize_beyond_int64_is_refused_not_wrapped(rng):
+    """ctypes wraps integers into int64_t silently: 2**64 + 64 would reach the library as 64 after
+    the size checks had counted one block of 2**64 + 64 values."""
+    packed, state = bnb.quantize_4bit(rng.standard_normal(4096).astype(np.float32))
+    with pytest.raises(ValueError, match="blocksize 18446744073709551680 does not fit a 64-bit integer"):
+        bnb.dequantize_4bit(packed, absmax=state.absmax[:1], shape=(4096,), blocksize=2**64 + 64)
+
+
 @pytest.mark.parametrize("call", ["quantize_4bit", "quantize_blockwise", "dequantize_4bit", "int8_vectorwise_quant",
                                   "compress_absmax", "matmul"])
 def test_plain_list_is_a_type_error_naming_the_argument(call):
@@ -249,8 +257,9 @@ def test_from_dict_bad_packed_bytes_name_the_key(rng):
 
 @pytest.mark.parametrize("item, value, problem", [
     ("dtype", "float64", r"is 'float64', not one of \['float32', 'float16', 'bfloat16'\]"),
-    ("blocksize", "64", "must be a positive integer, not str '64'"),
-    ("blocksize", 0, "must be a positive integer, not int 0"),
+    ("blocksize", "64", "is invalid: blocksize must be an integer, not str '64'"),
+    ("blocksize", 0, "is invalid: blocksize must be positive, not 0"),
+    ("blocksize", 2**64, "is invalid: blocksize 18446744073709551616 does not fit a 64-bit integer"),
     ("shape", [16, -64], "must be a list of non-negative integers"),
     ("shape", "16x64", "must be a list of non-negative integers"),
     ("shape", None, "is missing: a 4-bit state needs the shape"),

@@ -27,16 +27,23 @@ def nblocks(n, blocksize):
 
 
 # ---------------------------------------------------------------- argument checks (one place)
-def int_arg(value, name):
-    """`value` as an int: Python and numpy integers pass; anything else (a string, a float, a bool)
-    is a TypeError naming the argument, before ctypes would turn it into an ArgumentError."""
-    if type(value) is int:
-        return value
-    import numbers
+_INT64_MIN, _INT64_MAX = -(1 << 63), (1 << 63) - 1
 
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name} must be an integer, not {type(value).__name__} {value!r}")
-    return int(value)
+
+def int_arg(value, name):
+    """`value` as an int that fits the C ABI's int64_t: Python and numpy integers pass; anything
+    else (a string, a float, a bool) is a TypeError naming the argument, before ctypes would turn
+    it into an ArgumentError. ctypes wraps a larger integer silently (2**64 + 64 would arrive as
+    64, after the size checks used the large value), so that is a ValueError."""
+    if type(value) is not int:
+        import numbers
+
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+            raise TypeError(f"{name} must be an integer, not {type(value).__name__} {value!r}")
+        value = int(value)
+    if value < _INT64_MIN or value > _INT64_MAX:
+        raise ValueError(f"{name} {value} does not fit a 64-bit integer")
+    return value
 
 
 def blocksize_arg(value, name="blocksize"):

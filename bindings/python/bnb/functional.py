@@ -261,10 +261,11 @@ class _StateItems:
         return value
 
     def positive_int(self, name):
-        value = self[name]
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
-            self.fail(name, f"must be a positive integer, not {type(value).__name__} {value!r}")
-        return int(value)
+        """A blocksize: the rule the ops apply (_ops.blocksize_arg), with this item's key named."""
+        try:
+            return _ops.blocksize_arg(self[name], name)
+        except (TypeError, ValueError) as e:
+            self.fail(name, f"is invalid: {e}")
 
     def number(self, name):
         value = self[name]
