@@ -325,7 +325,8 @@ def test_optimizer2state_by_name_equals_the_class():
 
 
 # ---------------------------------------------------------------- state dicts
-@pytest.mark.parametrize("name", ["AdamW8bit", "Lion8bit", "AdEMAMix8bit", "LAMB8bit", "RMSprop32bit", "PagedAdamW8bit"])
+@pytest.mark.parametrize("name", ["AdamW8bit", "Lion8bit", "AdEMAMix8bit", "LAMB8bit", "RMSprop32bit",
+                                  "PagedAdamW8bit"])
 def test_state_dict_has_bitsandbytes_layout(name):
     params = make_params()
     opt = getattr(O, name)(params, **SETTINGS[family_of(name)])
