@@ -105,7 +105,6 @@ double copy_gbps(bnb_context_t ctx, int32_t kind, int64_t bytes, int threads, in
 // decide the figures (a copy at "0.0 GB/s", ops at thousands of per cent of it).
 constexpr int64_t kMinElements = INT64_C(1) << 20;
 constexpr int64_t kMaxElements = INT64_C(1) << 32;
-constexpr int32_t kMaxThreads = 4096;  // as bnb_context_create allows
 
 const char kBenchUsage[] =
     "usage: bnb bench [--backend auto|cpu|cuda|hip] [--n ELEMENTS] [--threads T] [--reps R]\n"
@@ -177,8 +176,9 @@ bool parse(const std::vector<std::string>& args, Options* o, bool* help) {
         return usage_error("--n %s is too large: use at most %s elements", value, std::to_string(kMaxElements));
       o->n = v;
     } else if (name == "--threads") {
-      if (!parse_int(value, 0, kMaxThreads, &v))
-        return usage_error("--threads '%s' is not valid: use 0 (default) to %s", value, std::to_string(kMaxThreads));
+      // The upper limit is bnb_context_create's to check (and to name).
+      if (!parse_int(value, 0, INT32_MAX, &v))
+        return usage_error("--threads '%s' is not valid: use 0 (default) or a number of threads", value);
       o->threads = static_cast<int32_t>(v);
     } else if (name == "--reps") {
       if (!parse_int(value, 1, 100000, &v)) return usage_error("--reps '%s' is not valid: use 1 to 100000", value);
