@@ -401,3 +401,20 @@ def test_stable_embedding_is_layer_normed():
     assert out.dtype == torch.float32 and rel_err(out, want) < 1e-5
     out.sum().backward()
     assert emb.weight.grad is not None
+
+
+def test_int8_weight_codes_follow_bitsandbytes_cpu_rounding():
+    """On the CPU the weight is quantized as bitsandbytes' CPU backend does (so 8-bit checkpoints
+    saved here match its bytes): codes = round-half-even(fp16(W) * fp32(127 / rowmax)), the row
+    absmax of the fp16 weight in SCB."""
+    W = randn(256, 80, seed=30) * 3
+    W[:, :8] = (W.abs().amax(1, keepdim=True) / 2).half().float()  # exact ties: rowmax / 2 gives 63.5
+    layer = Linear8bitLt(80, 256, has_fp16_weights=False)
+    with torch.no_grad():
+        layer.weight.data = W.clone()
+    layer = layer.to("cpu")
+    W16 = W.half().float()
+    absmax = W16.abs().amax(1)
+    want = torch.round(W16 * (127.0 / absmax).unsqueeze(1)).to(torch.int8)
+    assert torch.equal(layer.weight.SCB, absmax)
+    assert torch.equal(layer.weight.data, want)

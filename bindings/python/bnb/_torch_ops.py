@@ -364,17 +364,21 @@ class Int8Linear(torch.autograd.Function):
         grad_W    = grad_out^T @ A     (only for a float weight W that is being trained)
         grad_bias = grad_out summed over rows
 
-    apply(A, W, CB, SCB, bias, threshold, state): W is the float weight CB/SCB were quantized
-    from when it is trained (Linear8bitLt(has_fp16_weights=True), bitsandbytes.matmul with a
-    float B), else None; state (a MatmulLtState or None) receives the outlier columns in idx.
-    The forward runs the same library calls as int8_linear without autograd, so its result is
-    bit-identical to it."""
+    apply(A, W, CB, SCB, bias, threshold, state, product=None): W is the float weight CB/SCB were
+    quantized from when it is trained (Linear8bitLt(has_fp16_weights=True), bitsandbytes.matmul
+    with a float B), else None; state (a MatmulLtState or None) receives the outlier columns in
+    idx. The forward is `product(A, CB, SCB, bias, threshold, state)`, by default
+    bnb.functional.int8_linear (so bit-identical to it); the compatibility layer passes its own
+    (bitsandbytes' rounding of the activations)."""
 
     @staticmethod
-    def forward(ctx, A, W, CB, SCB, bias, threshold, state):
-        from . import functional
+    def forward(ctx, A, W, CB, SCB, bias, threshold, state, product=None):
+        if product is None:
+            from .functional import int8_linear
 
-        out = functional.int8_linear(A, CB, SCB, bias=bias, threshold=threshold, state=state)
+            out = int8_linear(A, CB, SCB, bias=bias, threshold=threshold, state=state)
+        else:
+            out = product(A, CB, SCB, bias, threshold, state)
         ctx.save_for_backward(A if ctx.needs_input_grad[1] else None, CB, SCB)
         ctx.dtypes = (A.dtype, None if W is None else W.dtype, None if bias is None else bias.dtype)
         return out
@@ -392,7 +396,7 @@ class Int8Linear(torch.autograd.Function):
             grad_W = (grad.reshape(-1, N).t() @ A.reshape(-1, K).to(grad.dtype)).to(w_dtype)
         if needs[4]:
             grad_bias = grad.reshape(-1, N).sum(0).to(b_dtype)
-        return grad_A, grad_W, None, None, grad_bias, None, None
+        return grad_A, grad_W, None, None, grad_bias, None, None, None
 
 
 def dequantize_int8_rows(CB, SCB, dtype):

@@ -549,7 +549,7 @@ class Int8Params(_QuantizedParameter):
         w = self.data.contiguous().to(device)
         if not w.is_floating_point():
             raise TypeError(f"Int8Params: cannot quantize a {w.dtype} weight without its SCB")
-        CB, SCB = F.quantize_int8_rows(w)
+        CB, SCB = self._quantize_rows(w)
         self.data = CB
         self.SCB = SCB
         return self
@@ -557,6 +557,9 @@ class Int8Params(_QuantizedParameter):
     def _move_quantized(self, device, non_blocking):
         self.data = self.data.to(device, non_blocking=non_blocking)
         self.SCB = self.SCB.to(device, non_blocking=non_blocking)
+
+    # float weight [N, K] -> (CB int8, SCB float32): bnb.functional's rule; a subclass may name another
+    _quantize_rows = staticmethod(F.quantize_int8_rows)
 
     def __deepcopy__(self, memo):
         new = type(self)(self.data.clone(), self.requires_grad, has_fp16_weights=self.has_fp16_weights,
@@ -584,6 +587,9 @@ class Linear8bitLt(_FastLinear):
     weight's after a forward or a device move, state.idx the last call's outlier columns."""
 
     _state_type = F.MatmulLtState
+    # The product (A, CB, SCB, bias, threshold, state) -> out; None = bnb.functional.int8_linear.
+    # A subclass that names another also decides where the eager fast path applies (_make_fast).
+    _int8_product = None
 
     def __init__(self, input_features, output_features, bias=True, has_fp16_weights=False, threshold=0.0,
                  index=None, device=None):
@@ -622,16 +628,19 @@ class Linear8bitLt(_FastLinear):
         bias = self.bias
         if bias is not None and bias.dtype != x.dtype:
             bias = bias.to(x.dtype)
+        product = self._int8_product
         if getattr(w, "has_fp16_weights", False) and w.SCB is None:
             with torch.no_grad():  # the trained float weight, quantized for this forward
-                CB, SCB = F.quantize_int8_rows(w)
+                CB, SCB = w._quantize_rows(w.detach())
             state.CB, state.SCB = CB, SCB
-            return _torch_ops.Int8Linear.apply(x, w, CB, SCB, bias, state.threshold, state)
+            return _torch_ops.Int8Linear.apply(x, w, CB, SCB, bias, state.threshold, state, product)
         if w.SCB is None:
             _quantize_on_first_forward(self, x)
         state.CB, state.SCB = w.data, w.SCB
         if _grad_enabled() and (x.requires_grad or (bias is not None and bias.requires_grad)):
-            return _torch_ops.Int8Linear.apply(x, None, w.data, w.SCB, bias, state.threshold, state)
+            return _torch_ops.Int8Linear.apply(x, None, w.data, w.SCB, bias, state.threshold, state, product)
+        if product is not None:
+            return product(x, w.data, w.SCB, bias, state.threshold, state)
         return F.int8_linear(x, w.data, w.SCB, bias=bias, threshold=state.threshold, state=state)
 
     def _save_to_state_dict(self, destination, prefix, keep_vars):

@@ -14,7 +14,13 @@ import torch
 from bnb import _torch_ops
 from bnb import functional as _bnbf
 
+from .. import functional as _functional
+
 __all__ = ["MatmulLtState", "matmul", "matmul_4bit"]
+
+# 1/127^2 as bitsandbytes' CPU backend writes it (1.8e-5 relative above the quotient; bnb's
+# kernels, like bitsandbytes' CUDA ones, use RN32(1/16129)): on the CPU the layer reproduces it.
+_CPU_DEQUANT_SCALE = 6.200124e-05
 
 
 class MatmulLtState(_bnbf.MatmulLtState):
@@ -57,6 +63,72 @@ class MatmulLtState(_bnbf.MatmulLtState):
         self.SCB = None
         self.SBt = None
         self.CBt = None
+
+
+def int8_product(A, CB, SCB, bias, threshold, state):
+    """The LLM.int8() product A[..., K] @ (CB * SCB / 127)^T (+ bias) as bitsandbytes computes it on
+    the device of A (the int8 product is bnb's kernel). It differs from bnb.functional.int8_linear,
+    which follows bitsandbytes' CUDA kernels everywhere, in these roundings:
+      * float32 activations are quantized from their float16 rounding (bitsandbytes casts A to
+        float16 first; fp16/bf16 activations are used as they are);
+      * on the CPU, as bitsandbytes' CPU backend: the activation codes are round-half-even of
+        A * (127 / rowmax) with a correctly rounded quotient (the CUDA kernel, and bnb's, use an
+        approximate reciprocal, which moves ties), and the int32 product is scaled back in float32
+        (with that backend's constant for 1/127^2) and rounded once to A's dtype (the CUDA kernel
+        rounds through float16 first).
+    Outlier columns (threshold > 0) are multiplied in A's own precision and added to the result
+    (one fused multiply-add, as bitsandbytes); state.idx gets them."""
+    K = A.shape[-1]
+    N = CB.shape[0]
+    lead = tuple(A.shape[:-1])
+    A2 = A.reshape(-1, K)
+    Aq = A2.to(torch.float16) if A2.dtype == torch.float32 else A2
+    if A.device.type == "cpu":
+        CA, SCA, cols = _quantize_rows_cpu(Aq, threshold)
+    else:
+        CA, SCA, cols = _bnbf.int8_vectorwise_quant(Aq, threshold)
+    if state is not None:
+        state.idx = cols
+    C = _bnbf.int8_linear_matmul(CA, CB)
+    if A.device.type == "cpu":
+        out = C * (SCA.unsqueeze(1) * SCB.unsqueeze(0)) * _CPU_DEQUANT_SCALE
+        if bias is not None:
+            out = out + bias
+        out = out.to(A.dtype)
+    else:
+        out = _bnbf.int8_mm_dequant(C, SCA, SCB, bias=bias, dtype=A.dtype)
+    if cols is not None and (torch.compiler.is_compiling() or cols.numel()):
+        cols = cols.long()
+        W_cols = _functional.int8_vectorwise_dequant(CB[:, cols].contiguous(), SCB).to(A.dtype)
+        out = out.addmm(A2[:, cols], W_cols.t())
+    return out.reshape(lead + (N,))
+
+
+def _quantize_rows_cpu(A, threshold):
+    """Row-wise int8 codes of A [M, K] as bitsandbytes' CPU backend makes them: (codes, row absmax
+    float32 [M], outlier columns int32 or None). Outliers (|a| >= threshold > 0) are left out of
+    the absmax and their columns written as 0; a row without non-zero entries encodes as zeros."""
+    cols = None
+    if threshold > 0:
+        outliers = A.abs() >= threshold
+        cols = torch.nonzero(outliers.any(0)).view(-1).to(torch.int32)
+        A = A.masked_fill(outliers, 0)
+    absmax = A.abs().amax(1).to(torch.float32) if A.shape[0] else A.new_zeros((0,), dtype=torch.float32)
+    scale = torch.where(absmax > 0, 127.0 / absmax, torch.zeros_like(absmax))
+    codes = torch.round(A * scale.unsqueeze(1)).to(torch.int8)
+    if cols is not None and cols.numel():
+        codes[:, cols.long()] = 0
+    return codes, absmax, cols
+
+
+def quantize_weight_rows(W):
+    """A float weight [N, K] as LLM.int8() stores it, (CB int8, SCB float32 [N]), from its float16
+    rounding as bitsandbytes quantizes it on W's device: bnb's kernel (bitsandbytes' CUDA rounding)
+    on a GPU, bitsandbytes' CPU rounding on the CPU (so checkpoints match byte for byte)."""
+    if W.device.type != "cpu":
+        return _bnbf.quantize_int8_rows(W)
+    CB, SCB, _ = _quantize_rows_cpu(W.detach().to(torch.float16), 0.0)
+    return CB, SCB
 
 
 def _as_rows_weight(B, K, what):
@@ -114,7 +186,7 @@ def matmul(A, B, out=None, state=None, threshold=0.0, bias=None):
     else:
         W = _as_rows_weight(B, K, "B")
         with torch.no_grad():
-            CB, SCB = _bnbf.quantize_int8_rows(W)
+            CB, SCB = quantize_weight_rows(W)
         state.CB, state.SCB = CB, SCB
     if tuple(SCB.shape) != (CB.shape[0],):
         raise ValueError(f"SCB {tuple(SCB.shape)} does not match the int8 weight {tuple(CB.shape)}")
@@ -125,9 +197,9 @@ def matmul(A, B, out=None, state=None, threshold=0.0, bias=None):
                                         or (W is not None and W.requires_grad))
     if grad:
         result = _torch_ops.Int8Linear.apply(A, W if W is not None and W.requires_grad else None, CB, SCB, bias,
-                                             threshold, state)
+                                             threshold, state, int8_product)
     else:
-        result = _bnbf.int8_linear(A, CB, SCB, bias=bias, threshold=threshold, state=state)
+        result = int8_product(A, CB, SCB, bias, threshold, state)
     if out is None:
         return result
     out.copy_(result)

@@ -21,7 +21,7 @@ import bnb.nn as _bnn
 from bnb import functional as _bnbf
 
 from .. import functional as _functional
-from ..autograd._functions import MatmulLtState
+from ..autograd._functions import MatmulLtState, int8_product, quantize_weight_rows
 
 __all__ = [
     "Embedding", "Embedding4bit", "Embedding8bit", "EmbeddingFP4", "EmbeddingNF4", "Int8Params", "Linear4bit",
@@ -86,7 +86,8 @@ class LinearFP4(Linear4bit):
 # ---------------------------------------------------------------- LLM.int8()
 class Int8Params(_bnn.Int8Params):
     """bnb.nn.Int8Params with bitsandbytes' default requires_grad=True (for a float weight;
-    quantized weights are created with requires_grad=False by the layers and by transformers).
+    quantized weights are created with requires_grad=False by the layers and by transformers),
+    quantized as bitsandbytes does on the target device (autograd._functions.quantize_weight_rows).
 
     Int8Params(data=None, requires_grad=True, has_fp16_weights=False, CB=None, SCB=None, **kwargs)."""
 
@@ -94,6 +95,8 @@ class Int8Params(_bnn.Int8Params):
         if data is not None and requires_grad and not (data.is_floating_point() or data.is_complex()):
             requires_grad = False  # int8 codes cannot require grad; they are frozen anyway
         return super().__new__(cls, data, requires_grad, has_fp16_weights, CB, SCB, **kwargs)
+
+    _quantize_rows = staticmethod(quantize_weight_rows)  # bitsandbytes' rounding on each device
 
 
 class Linear8bitLt(_bnn.Linear8bitLt):
@@ -106,6 +109,7 @@ class Linear8bitLt(_bnn.Linear8bitLt):
 
     _param_type = Int8Params
     _state_type = MatmulLtState
+    _int8_product = staticmethod(int8_product)  # bitsandbytes' roundings (autograd._functions.int8_product)
 
     def __init__(self, input_features, output_features, bias=True, has_fp16_weights=True, threshold=0.0,
                  index=None, device=None):
@@ -115,6 +119,12 @@ class Linear8bitLt(_bnn.Linear8bitLt):
     def forward(self, x):
         self.state.is_training = self.training
         return super().forward(x)
+
+    def _make_fast(self, x):
+        # bnb's fast path computes int8_product's result only for float16 activations on a GPU
+        if x.dtype != torch.float16 or x.device.type == "cpu":
+            return None
+        return super()._make_fast(x)
 
 
 # ---------------------------------------------------------------- embeddings
