@@ -447,3 +447,18 @@ def test_corrupt_checkpoint_through_linear4bit_load_state_dict(rng):
     sd["weight.absmax"] = sd["weight.absmax"][:7]
     with pytest.raises(RuntimeError, match="weight.absmax' holds 7 elements"):
         layer.load_state_dict(sd)
+
+
+# ---------------------------------------------------------------- the fuzz target's smoke run
+FUZZ_TARGET = os.path.join(os.path.dirname(__file__), "..", "fuzz", "fuzz_quant_state.py")
+
+
+@pytest.mark.skipif(not os.path.isfile(FUZZ_TARGET), reason="tests/fuzz is not beside the tests")
+def test_fuzz_target_for_damaged_state_dicts_finds_nothing():
+    """tests/fuzz/fuzz_quant_state.py without atheris: seeded random damage to state dicts gives
+    success or a ValueError/TypeError, never a crash or another exception."""
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
+    env.pop("BNB_BACKEND", None)
+    r = subprocess.run([sys.executable, "-W", "ignore", FUZZ_TARGET, "--runs", "3000", "--seed", "17"],
+                       capture_output=True, text=True, env=env, timeout=300)
+    assert r.returncode == 0 and "3000 inputs, no finding" in r.stdout, f"exit {r.returncode}\n{r.stdout}\n{r.stderr}"

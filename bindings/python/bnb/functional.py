@@ -262,8 +262,9 @@ class _StateItems:
 
     def positive_int(self, name):
         """A blocksize: the rule the ops apply (_ops.blocksize_arg), with this item's key named."""
+        value = self[name]
         try:
-            return _ops.blocksize_arg(self[name], name)
+            return _ops.blocksize_arg(value, name)
         except (TypeError, ValueError) as e:
             self.fail(name, f"is invalid: {e}")
 
