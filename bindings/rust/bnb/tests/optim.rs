@@ -81,10 +81,11 @@ fn adam_32bit_matches_f64(weight_decay: f32) {
         let g = rng.vec(n, 0.5);
         step32(&ctx, &params, &mut s, &g);
         adam_f64(&params, &mut p64, &mut m64, &mut v64, &g);
-        // binary32 state and parameter; β^t may be one ulp off (OPS.md §6.1), which moves an
-        // update by ~3e-5 of lr.
+        // binary32 state and parameter. On CUDA β^t is a few ulps off and divisions use a
+        // reciprocal (OPS.md §6.1): ~3e-5 of an update, which is up to a few lr early on; so
+        // each step may add up to 2e-4 lr.
         for i in 0..n {
-            let tol_p = 4.0 * step as f64 * (f32::EPSILON as f64) * p64[i].abs() + 1e-4 * params.lr as f64;
+            let tol_p = 4.0 * step as f64 * (f32::EPSILON as f64) * p64[i].abs() + 2e-4 * step as f64 * params.lr as f64;
             assert!(
                 (s.p[i] as f64 - p64[i]).abs() <= tol_p,
                 "step {step} p[{i}]: {} vs f64 {}",
