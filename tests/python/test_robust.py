@@ -311,10 +311,12 @@ def test_from_dict_of_something_else_is_a_type_error():
         bnb.QuantState.from_dict([("absmax", np.ones(1))])
 
 
-def test_shape_with_a_string_dimension_names_shape(rng):
-    packed, state = bnb.quantize_4bit(rng.standard_normal(128).astype(np.float32))
+def test_shape_with_a_string_or_negative_dimension_names_shape(rng, library):
+    packed, state = bnb.quantize_4bit(data(rng, (128,), library))
     with pytest.raises(TypeError, match="shape must be an integer, not str"):
         bnb.dequantize_4bit(packed, absmax=state.absmax, shape=("128",))
+    with pytest.raises(ValueError, match=r"shape \(-2, -64\) has a negative dimension"):
+        bnb.dequantize_4bit(packed, absmax=state.absmax, shape=(-2, -64))
 
 
 # ---------------------------------------------------------------- 4. BNB_BACKEND for host arrays

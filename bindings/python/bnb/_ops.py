@@ -54,6 +54,15 @@ def blocksize_arg(value, name="blocksize"):
     return value
 
 
+def shape_arg(shape, name="shape"):
+    """A shape as a tuple of non-negative ints (int_arg's rule for each dimension)."""
+    dims = tuple(int_arg(d, name) for d in shape)
+    for d in dims:
+        if d < 0:
+            raise ValueError(f"{name} {dims} has a negative dimension")
+    return dims
+
+
 def need_size(kit, a, name, need, why, *why_args, exact=False):
     """`a` must hold at least `need` elements (exactly, for statistics and code tables, whose count
     a different blocksize or shape would change): else a ValueError naming `a` and both sizes.
@@ -189,7 +198,7 @@ def scales_cached(kit, absmax, absmax2=None, code2=None, offset=None, blocksize2
 
 def dequantize_4bit(kit, packed, scales_, n, shape, blocksize, quant_type, out_dtype):
     blocksize = blocksize_arg(blocksize)
-    shape = tuple(shape)  # a negative dimension: kit.empty refuses it before the call
+    shape = tuple(shape)
     need_size(kit, packed, "A (the packed 4-bit codes)", (n + 1) // 2, "shape {}, two codes a byte,", shape)
     check_scales(scales_, n, blocksize, "shape {}", shape)
     out = kit.empty(shape, out_dtype)

@@ -545,6 +545,9 @@ def dequantize_4bit(A, quant_state=None, absmax=None, blocksize=64, quant_type="
     elif absmax is None or shape is None:
         raise ValueError("dequantize_4bit needs a quant_state, or an absmax and a shape")
     blocksize = _ops.blocksize_arg(blocksize)
+    if shape is None:
+        raise ValueError("dequantize_4bit: quant_state.shape is None (an 8-bit state?); a 4-bit state has a shape")
+    shape = _ops.shape_arg(shape)
     qt = _quant_type_code(quant_type)
     amax, absmax2, code2, offset, blocksize2 = _scales_args(quant_state, absmax)
     if is_torch(A):
@@ -552,9 +555,8 @@ def dequantize_4bit(A, quant_state=None, absmax=None, blocksize=64, quant_type="
         if ops.tracing():
             _check_torch_inputs(A, absmax=amax, nested_absmax=absmax2, nested_code=code2, offset=offset)
         return ops.dequantize_4bit(A, amax, absmax2, code2, offset, blocksize2, blocksize, quant_type,
-                                   [_ops.int_arg(d, "shape") for d in shape], ops.torch_dtype(dtype))
+                                   list(shape), ops.torch_dtype(dtype))
     out_dt = _arrays.dtype_code(dtype if dtype is not None else "float32")
-    shape = tuple(_ops.int_arg(d, "shape") for d in shape)
     A, _ = _host(A, "A", _lib.U8)
     # the contiguous copies behind the scales' pointers must live until the call returns
     scales = _host_scales(amax, absmax2, code2, offset, blocksize2)
