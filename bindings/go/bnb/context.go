@@ -29,6 +29,7 @@ type Context struct {
 
 	kidsMu sync.Mutex
 	kids   map[*resource]struct{} // plans and paged buffers, released before the context
+	paged  map[uintptr]int        // live paged allocations: address -> bytes
 }
 
 // resource is something made on a context that must go before it (a plan, paged memory).
@@ -155,19 +156,45 @@ type staged struct {
 type stager struct {
 	raw     C.bnb_context_t
 	direct  bool
+	ctx     *Context // set: slices of the context's paged buffers pass without copies
 	buffers []*staged
 	outputs []*staged
 }
 
 func (c *Context) stager(raw C.bnb_context_t) *stager {
-	return &stager{raw: raw, direct: c.backend == BackendCPU}
+	return &stager{raw: raw, direct: c.backend == BackendCPU, ctx: c}
+}
+
+// inPlace says whether an array needs no staging: host memory on the CPU backend, nothing at
+// all, or inside one of the context's paged allocations (which the device addresses too).
+func (s *stager) inPlace(p unsafe.Pointer, bytes int) bool {
+	if s.direct || bytes == 0 {
+		return true
+	}
+	if s.ctx == nil {
+		return false
+	}
+	s.ctx.kidsMu.Lock()
+	defer s.ctx.kidsMu.Unlock()
+	start := uintptr(p)
+	for at, n := range s.ctx.paged {
+		if at <= start && start+uintptr(bytes) <= at+uintptr(n) {
+			return true
+		}
+	}
+	return false
 }
 
 // copyingStager copies every array into memory the library allocated, on every backend: for
-// pointers that C keeps after the call (a plan) or that sit inside Go memory handed to C (an
-// array of tensor structs), which cgo forbids for Go pointers.
-func (c *Context) copyingStager(raw C.bnb_context_t) *stager {
-	return &stager{raw: raw}
+// pointers that C keeps after the call (a plan: every array, as a paged buffer may go first) or
+// that sit inside Go memory handed to C (an array of tensor structs: Go arrays only, which cgo
+// forbids there; paged memory is C memory and may stay in place).
+func (c *Context) copyingStager(raw C.bnb_context_t, pagedInPlace bool) *stager {
+	s := &stager{raw: raw}
+	if pagedInPlace {
+		s.ctx = c
+	}
+	return s
 }
 
 func slicePtr[T any](s []T) (unsafe.Pointer, int) {
@@ -191,7 +218,7 @@ func (s *stager) alloc(bytes int) (*staged, error) {
 // in places an input; a nil or empty slice stays NULL.
 func in[T any](s *stager, host []T) (unsafe.Pointer, error) {
 	p, bytes := slicePtr(host)
-	if s.direct || bytes == 0 {
+	if s.inPlace(p, bytes) {
 		return p, nil
 	}
 	b, err := s.alloc(bytes)
@@ -207,7 +234,7 @@ func in[T any](s *stager, host []T) (unsafe.Pointer, error) {
 // out places an output, copied back by finish.
 func out[T any](s *stager, host []T) (unsafe.Pointer, error) {
 	p, bytes := slicePtr(host)
-	if s.direct || bytes == 0 {
+	if s.inPlace(p, bytes) {
 		return p, nil
 	}
 	b, err := s.alloc(bytes)
@@ -222,7 +249,7 @@ func out[T any](s *stager, host []T) (unsafe.Pointer, error) {
 // inout places an array the call reads and writes: its contents go in, finish brings it back.
 func inout[T any](s *stager, host []T) (unsafe.Pointer, error) {
 	p, bytes := slicePtr(host)
-	if s.direct || bytes == 0 {
+	if s.inPlace(p, bytes) {
 		return p, nil
 	}
 	b, err := s.alloc(bytes)
@@ -240,7 +267,7 @@ func inout[T any](s *stager, host []T) (unsafe.Pointer, error) {
 // scratch places an array the call may write and nobody reads back.
 func scratch[T any](s *stager, host []T) (unsafe.Pointer, error) {
 	p, bytes := slicePtr(host)
-	if s.direct || bytes == 0 {
+	if s.inPlace(p, bytes) {
 		return p, nil
 	}
 	b, err := s.alloc(bytes)

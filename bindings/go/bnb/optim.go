@@ -260,8 +260,9 @@ func OptimizerUpdate[T Float](c *Context, params OptimizerParams, t OptimizerTen
 // OptimizerUpdateMulti is one step of many parameters that share params
 // (bnb_optimizer_update_multi): the result equals one OptimizerUpdate per tensor, in fewer
 // launches. Every tensor needs the same state width; clipping (MaxUnorm > 0) is not offered.
-// The arrays travel through library-allocated memory on every backend (cgo lets no Go pointer
-// sit inside the array of tensor structs), so on the CPU this call copies what it touches.
+// Go arrays travel through library-allocated memory on every backend (cgo lets no Go pointer
+// sit inside the array of tensor structs), so on the CPU this call copies what it touches;
+// slices of the context's paged buffers stay in place.
 func OptimizerUpdateMulti[T Float](c *Context, params OptimizerParams, tensors []OptimizerTensors[T]) error {
 	if len(tensors) == 0 || len(tensors) > 1<<31-1 {
 		return invalid("%d tensors: need 1 to 2^31-1", len(tensors))
@@ -279,7 +280,7 @@ func OptimizerUpdateMulti[T Float](c *Context, params OptimizerParams, tensors [
 	}
 	raw := params.raw(bits, dtypeOf[T](), 0) // n comes per tensor
 	return c.use(func(ctx C.bnb_context_t) error {
-		s := c.copyingStager(ctx)
+		s := c.copyingStager(ctx, true)
 		defer s.free()
 		sets := make([]C.bnb_optimizer_tensors_t, len(tensors))
 		for i := range tensors {

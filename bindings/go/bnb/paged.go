@@ -18,7 +18,9 @@ type Element interface {
 // PagedBuffer is paged (unified) memory (bnb_paged_alloc): addressed by the host and by the
 // context's device, migrated page by page. On the CPU backend it is ordinary host memory.
 // Slice views it from Go; every call of this package has finished on the device when it
-// returns (prefetches too), so the view never races with the backend. Close frees it (closing
+// returns (prefetches too), so the view never races with the backend. Slices of it go to the
+// context's calls as they are (no staging copy on a GPU backend), so optimizer state kept here
+// stays put between steps; OptimizerUpdateMulti and plans still copy (see their docs). Close frees it (closing
 // the context does too); the view must not be used after that. There is no finalizer: a view
 // may outlive the last reference to the buffer.
 type PagedBuffer[T Element] struct {
@@ -43,7 +45,14 @@ func NewPagedBuffer[T Element](c *Context, n int) (*PagedBuffer[T], error) {
 			return err
 		}
 		ptr := b.ptr
-		b.res = c.adopt(func(raw C.bnb_context_t) error {
+		c.kidsMu.Lock()
+		if c.paged == nil {
+			c.paged = make(map[uintptr]int)
+		}
+		c.paged[uintptr(ptr)] = bytes
+		c.kidsMu.Unlock()
+		b.res = c.adopt(func(raw C.bnb_context_t) error { // runs with kidsMu held
+			delete(c.paged, uintptr(ptr))
 			return call(func() C.bnb_status_t { return C.bnb_paged_free(raw, ptr) })
 		})
 		return nil

@@ -38,7 +38,7 @@ func NewGemm4Plan[T Float](c *Context, n, k int, w []uint8, scales Scales, quant
 	}
 	plan := &Gemm4Plan[T]{ctx: c, n: n, k: k}
 	err = c.use(func(raw C.bnb_context_t) error {
-		s := c.copyingStager(raw)
+		s := c.copyingStager(raw, false)
 		defer s.free() // frees nothing once keep() has taken the buffers
 		pw, err := in(s, w[:PackedLen(weights)])
 		if err != nil {

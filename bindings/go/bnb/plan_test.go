@@ -7,6 +7,7 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+	"unsafe"
 )
 
 func TestGemm4PlanRunsEqualDirectGemm4Bit(t *testing.T) {
@@ -177,6 +178,30 @@ func TestPagedBuffersHoldOptimizerState(t *testing.T) {
 	sameBits(t, "p", bitsOf(pb.Slice()), bitsOf(p))
 	sameBits(t, "m", bitsOf(mb.Slice()), bitsOf(m))
 	sameBits(t, "v", bitsOf(vb.Slice()), bitsOf(v))
+	// A second step through the multi-tensor call, state still paged.
+	params.Step = 2
+	err = OptimizerUpdateMulti(ctx, params, []OptimizerTensors[float32]{{P: pb.Slice(), G: g,
+		State: &State32{State1: mb.Slice(), State2: vb.Slice()}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := OptimizerUpdate(ctx, params, OptimizerTensors[float32]{P: p, G: g, State: &State32{m, v}}); err != nil {
+		t.Fatal(err)
+	}
+	sameBits(t, "p (multi)", bitsOf(pb.Slice()), bitsOf(p))
+	sameBits(t, "v (multi)", bitsOf(vb.Slice()), bitsOf(v))
+
+	// Slices of the context's paged buffers need no staging; Go memory does (asked as a GPU
+	// backend would ask).
+	ctx.mu.RLock()
+	s := &stager{raw: ctx.raw, ctx: ctx}
+	inside, past, goMem := s.inPlace(unsafe.Pointer(&vb.Slice()[10]), 40), s.inPlace(unsafe.Pointer(&vb.Slice()[10]), 4*n),
+		s.inPlace(unsafe.Pointer(&p[0]), 40)
+	ctx.mu.RUnlock()
+	if !inside || past || goMem {
+		t.Fatalf("inPlace: inside %v, past the end %v, Go memory %v", inside, past, goMem)
+	}
+
 	if err := mb.Close(); err != nil {
 		t.Fatal(err)
 	}

@@ -1,6 +1,7 @@
 use std::ffi::c_void;
 use std::mem::size_of;
 use std::ptr;
+use std::sync::Mutex;
 
 use bnb_sys as sys;
 
@@ -46,11 +47,14 @@ pub enum Scales<'a> {
 }
 
 /// A bnb context: one backend and device. Freed on drop. Host slices go in and come out of
-/// every call; on a GPU backend they are copied to and from device memory around the call.
+/// every call; on a GPU backend they are copied to and from device memory around the call,
+/// except slices of a `PagedBuffer` of this context, which the device reads where they are.
 pub struct Context {
     raw: sys::bnb_context_t,
     backend: Backend,
     device: i32,
+    /// The live paged allocations (address, bytes).
+    paged: Mutex<Vec<(usize, usize)>>,
 }
 
 // The C API makes a context immutable after creation and safe to use from many threads.
@@ -171,6 +175,7 @@ impl Context {
             raw,
             backend: Backend::Auto,
             device: 0,
+            paged: Mutex::new(Vec::new()),
         };
         // SAFETY: `raw` is a live context.
         unsafe { check(sys::bnb_context_get_backend(ctx.raw, &mut kind, &mut device))? };
@@ -197,6 +202,27 @@ impl Context {
         self.backend == Backend::Cpu
     }
 
+    /// Whether `bytes` bytes at `p` need no staging: host memory on the CPU backend, or inside
+    /// one of this context's paged allocations (which the device addresses too).
+    fn backend_addressable<T>(&self, p: *const T, bytes: usize) -> bool {
+        self.host_addressable() || bytes == 0 || self.in_paged(p, bytes)
+    }
+
+    /// Whether `bytes` bytes at `p` lie inside one of this context's paged allocations.
+    pub(crate) fn in_paged<T>(&self, p: *const T, bytes: usize) -> bool {
+        let (start, end) = (p as usize, p as usize + bytes);
+        let paged = self.paged.lock().unwrap_or_else(|e| e.into_inner());
+        paged.iter().any(|&(at, len)| at <= start && end <= at + len)
+    }
+
+    pub(crate) fn register_paged(&self, at: usize, bytes: usize) {
+        self.paged.lock().unwrap_or_else(|e| e.into_inner()).push((at, bytes));
+    }
+
+    pub(crate) fn unregister_paged(&self, at: usize) {
+        self.paged.lock().unwrap_or_else(|e| e.into_inner()).retain(|&(a, _)| a != at);
+    }
+
     pub(crate) fn alloc(&self, bytes: usize) -> Result<Staged<'_>> {
         let mut p = ptr::null_mut();
         // SAFETY: out-parameter; freed by Staged's drop.
@@ -211,7 +237,7 @@ impl Context {
     /// An input slice where the backend can read it.
     pub(crate) fn input<T: Copy>(&self, s: &[T]) -> Result<Staged<'_>> {
         let bytes = std::mem::size_of_val(s);
-        if self.host_addressable() || bytes == 0 {
+        if self.backend_addressable(s.as_ptr(), bytes) {
             return Ok(Staged {
                 ctx: self,
                 ptr: s.as_ptr() as *mut c_void,
@@ -260,7 +286,7 @@ impl Context {
     /// A slice the call reads and writes: where the backend can use it, its contents there;
     /// `finish` brings it back.
     pub(crate) fn inout<T: Copy>(&self, s: &mut [T]) -> Result<Staged<'_>> {
-        if self.host_addressable() || s.is_empty() {
+        if self.backend_addressable(s.as_ptr(), std::mem::size_of_val(s)) {
             return Ok(Staged {
                 ctx: self,
                 ptr: s.as_mut_ptr().cast(),
@@ -273,7 +299,7 @@ impl Context {
     /// An output slice where the backend can write it; `finish` brings it back.
     pub(crate) fn output<T: Copy>(&self, s: &mut [T]) -> Result<Staged<'_>> {
         let bytes = std::mem::size_of_val(s);
-        if self.host_addressable() || bytes == 0 {
+        if self.backend_addressable(s.as_ptr(), bytes) {
             return Ok(Staged {
                 ctx: self,
                 ptr: s.as_mut_ptr().cast(),

@@ -14,7 +14,9 @@ use crate::types::Element;
 
 /// `len` elements of paged memory, zero-filled, freed on drop. It reads and writes as a slice
 /// from the host; every call of this crate has finished on the device when it returns (the
-/// prefetches too), so host access never races with the backend.
+/// prefetches too), so host access never races with the backend. Its slices go to this
+/// context's calls as they are (no staging copy on a GPU backend): optimizer state kept here
+/// stays put between steps and migrates page by page.
 pub struct PagedBuffer<'c, T: Element> {
     ctx: &'c Context,
     ptr: NonNull<T>,
@@ -45,6 +47,8 @@ impl Context {
         if ptr.as_ptr().align_offset(std::mem::align_of::<T>()) != 0 {
             return Err(Error::invalid("bnb_paged_alloc returned misaligned memory".to_string()));
         }
+        // The device reads it in place: calls pass its slices without staging copies.
+        self.register_paged(ptr.as_ptr() as usize, bytes);
         // SAFETY: `bytes` bytes of host-addressable memory, not yet shared with anything. Zeros
         // are a valid value of every Element type, so the slice views below are initialised.
         unsafe { ptr::write_bytes(ptr.as_ptr().cast::<u8>(), 0, bytes) };
@@ -113,6 +117,7 @@ impl<T: Element> DerefMut for PagedBuffer<'_, T> {
 
 impl<T: Element> Drop for PagedBuffer<'_, T> {
     fn drop(&mut self) {
+        self.ctx.unregister_paged(self.ptr.as_ptr() as usize);
         // SAFETY: allocated by bnb_paged_alloc on this context, freed once, here.
         unsafe {
             sys::bnb_paged_free(self.ctx.as_raw(), self.ptr.as_ptr().cast());
@@ -123,5 +128,26 @@ impl<T: Element> Drop for PagedBuffer<'_, T> {
 impl<T: Element + std::fmt::Debug> std::fmt::Debug for PagedBuffer<'_, T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PagedBuffer").field("len", &self.len).finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::Context;
+
+    #[test]
+    fn slices_of_paged_buffers_are_recognised_until_the_buffer_goes() {
+        let ctx = Context::new().unwrap();
+        let buffer = ctx.paged_alloc::<f32>(100).unwrap();
+        let at = buffer.as_ptr();
+        assert!(ctx.in_paged(at, 400));
+        assert!(ctx.in_paged(buffer[10..20].as_ptr(), 40));
+        assert!(!ctx.in_paged(buffer[10..].as_ptr(), 400), "running past the end");
+        let ordinary = vec![0f32; 100];
+        assert!(!ctx.in_paged(ordinary.as_ptr(), 400));
+        let other = Context::new().unwrap();
+        assert!(!other.in_paged(at, 400), "another context's buffer is staged");
+        drop(buffer);
+        assert!(!ctx.in_paged(at, 400));
     }
 }

@@ -182,6 +182,38 @@ fn paged_buffers_read_write_prefetch_and_hold_optimizer_state() {
     assert_eq!(bits(&m_buf, f32::to_bits), bits(&m, f32::to_bits));
     assert_eq!(bits(&v_buf, f32::to_bits), bits(&v, f32::to_bits));
 
+    // A second step through the multi-tensor call, state still paged.
+    let mut params = params;
+    params.step = 2;
+    ctx.optimizer_update_multi(
+        &params,
+        &mut [OptimizerTensors {
+            p: &mut p_buf,
+            g: &g,
+            state: OptimizerState::Bits32 {
+                state1: &mut m_buf,
+                state2: Some(&mut v_buf),
+            },
+            unorm_vec: None,
+        }],
+    )
+    .unwrap();
+    ctx.optimizer_update(
+        &params,
+        &mut OptimizerTensors {
+            p: &mut p,
+            g: &g,
+            state: OptimizerState::Bits32 {
+                state1: &mut m,
+                state2: Some(&mut v),
+            },
+            unorm_vec: None,
+        },
+    )
+    .unwrap();
+    assert_eq!(bits(&p_buf, f32::to_bits), bits(&p, f32::to_bits), "p after the multi step");
+    assert_eq!(bits(&v_buf, f32::to_bits), bits(&v, f32::to_bits), "v after the multi step");
+
     let codes = ctx.paged_alloc::<u8>(5).unwrap();
     assert_eq!(&codes[..], &[0u8; 5]);
     drop(codes);
