@@ -309,6 +309,21 @@ def test_quant_state_unpacked_dict_and_legacy_views():
     assert plain.absmax.device.type == "cpu" and (moved is None or moved is plain)
 
 
+def test_quant_state_copies_and_pickles():
+    import copy
+    import io
+    import pickle
+
+    _, state = make_state(True)
+    clone = copy.deepcopy(state)
+    assert clone == state and clone.absmax is not state.absmax and clone.state2.absmax is not state.state2.absmax
+    assert pickle.loads(pickle.dumps(state)) == state
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    buf.seek(0)
+    assert torch.load(buf, weights_only=False) == state
+
+
 def test_quant_state_corrupt_packed_item():
     _, state = make_state(False)
     d = state.as_dict(packed=True)
