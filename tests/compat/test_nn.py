@@ -418,3 +418,52 @@ def test_int8_weight_codes_follow_bitsandbytes_cpu_rounding():
     want = torch.round(W16 * (127.0 / absmax).unsqueeze(1)).to(torch.int8)
     assert torch.equal(layer.weight.SCB, absmax)
     assert torch.equal(layer.weight.data, want)
+
+
+def test_copies_and_pickles_keep_parameters_and_state():
+    """What bitsandbytes' users do with layers and parameters: copy.copy shares, deepcopy and
+    pickle copy (same attributes, equal QuantState / MatmulLtState, the codes and SCB)."""
+    import pickle
+
+    p = Params4bit(randn(32, 64, seed=31), requires_grad=False, quant_type="nf4", blocksize=64,
+                   compress_statistics=True).to("cpu")
+    keys = set(p.__dict__)
+    shallow = copy.copy(p)
+    assert shallow.quant_state is p.quant_state and shallow.data_ptr() == p.data_ptr()
+    deep = copy.deepcopy(p)
+    assert deep.quant_state is not p.quant_state and deep.data_ptr() != p.data_ptr()
+    assert deep.quant_state == p.quant_state and set(deep.__dict__) == set(p.__dict__) == keys
+    restored = pickle.loads(pickle.dumps(p))
+    assert torch.equal(restored.data, p.data) and not restored.requires_grad
+    if IS_BNB:  # (bitsandbytes' pickle gives a plain Parameter with these attributes)
+        assert isinstance(restored, Params4bit)
+    assert restored.quant_state == p.quant_state and set(restored.__dict__) == keys
+    assert (restored.quant_type, restored.blocksize, restored.compress_statistics) == ("nf4", 64, True)
+
+    l8 = linear8bit(64, 24, threshold=6.0)
+    clones = (copy.deepcopy(l8), pickle.loads(pickle.dumps(l8)))
+    x = randn(3, 64, seed=32)
+    for clone in clones:
+        assert clone.weight is not l8.weight and clone.weight.data_ptr() != l8.weight.data_ptr()
+        assert clone.state == l8.state
+        assert torch.equal(clone.weight.CB, l8.weight.CB) and torch.equal(clone.weight.SCB, l8.weight.SCB)
+    for clone in clones:
+        with torch.no_grad():
+            assert torch.equal(clone(x), l8(x))
+    assert copy.copy(l8).weight is l8.weight
+
+
+@pytest.mark.parametrize("kind", ["4bit", "8bit"])
+def test_torch_compile_fullgraph(kind):
+    """The layers trace in one graph (forward in no_grad, and forward + backward)."""
+    layer = linear4bit(64, 32, "nf4", True) if kind == "4bit" else linear8bit(64, 32, threshold=6.0)
+    x = randn(4, 64, seed=33)
+    x[:, 3] = 9.0  # outliers for the 8-bit layer
+    torch.compiler.reset()
+    compiled = torch.compile(layer, fullgraph=True, backend="aot_eager")
+    with torch.no_grad():
+        assert torch.allclose(compiled(x), layer(x), rtol=1e-5, atol=1e-5)
+    xa, xb = x.clone().requires_grad_(), x.clone().requires_grad_()
+    compiled(xa).sum().backward()
+    layer(xb).sum().backward()
+    assert torch.allclose(xa.grad, xb.grad, rtol=1e-5, atol=1e-5)

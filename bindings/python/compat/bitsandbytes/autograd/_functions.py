@@ -14,8 +14,6 @@ import torch
 from bnb import _torch_ops
 from bnb import functional as _bnbf
 
-from .. import functional as _functional
-
 __all__ = ["MatmulLtState", "matmul", "matmul_4bit"]
 
 # 1/127^2 as bitsandbytes' CPU backend writes it (1.8e-5 relative above the quotient; bnb's
@@ -55,6 +53,16 @@ class MatmulLtState(_bnbf.MatmulLtState):
             warnings.warn(f"MatmulLtState.{name} is deprecated (always None)", FutureWarning, stacklevel=2)
             return None
         raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
+    # compared like bitsandbytes' dataclass: by these fields (tensors by identity, then by value)
+    _fields = ("force_no_igemmlt", "CB", "SB", "SCB", "SBt", "CBt", "subB", "outlier_pool", "idx")
+
+    def __eq__(self, other):
+        if not isinstance(other, MatmulLtState):
+            return NotImplemented
+        return tuple(getattr(self, f) for f in self._fields) == tuple(getattr(other, f) for f in other._fields)
+
+    __hash__ = None
 
     def reset_grads(self):
         """Forgets the quantized weight (the next call with a float B quantizes it again)."""
@@ -99,7 +107,8 @@ def int8_product(A, CB, SCB, bias, threshold, state):
         out = _bnbf.int8_mm_dequant(C, SCA, SCB, bias=bias, dtype=A.dtype)
     if cols is not None and (torch.compiler.is_compiling() or cols.numel()):
         cols = cols.long()
-        W_cols = _functional.int8_vectorwise_dequant(CB[:, cols].contiguous(), SCB).to(A.dtype)
+        # the columns' weights as bitsandbytes dequantizes them: codes * SCB, then * 1/127
+        W_cols = (CB[:, cols].to(torch.float32) * SCB.unsqueeze(1) * (1.0 / 127.0)).to(A.dtype)
         out = out.addmm(A2[:, cols], W_cols.t())
     return out.reshape(lead + (N,))
 
@@ -116,8 +125,8 @@ def _quantize_rows_cpu(A, threshold):
     absmax = A.abs().amax(1).to(torch.float32) if A.shape[0] else A.new_zeros((0,), dtype=torch.float32)
     scale = torch.where(absmax > 0, 127.0 / absmax, torch.zeros_like(absmax))
     codes = torch.round(A * scale.unsqueeze(1)).to(torch.int8)
-    if cols is not None and cols.numel():
-        codes[:, cols.long()] = 0
+    if cols is not None:
+        codes[:, cols.long()] = 0  # (no branch on the count: it traces under torch.compile)
     return codes, absmax, cols
 
 
