@@ -354,6 +354,28 @@ report(lambda: bnb.quantize_4bit(torch.ones(64)))
     assert out.startswith("BackendError:") and "BNB_BACKEND=cuda" in out and "CPU tensors" in out, out
 
 
+@pytest.mark.parametrize("variable, value", [("BNB_NUM_THREADS", "abc"), ("BNB_NUM_THREADS", "0"),
+                                             ("BNB_LOG_LEVEL", "loud"), ("BNB_CPU_MAX_TARGET", "bogus")])
+def test_invalid_library_variable_reaches_python_with_its_name(variable, value):
+    """The library checks these when a context is created (where it does: an older libbnb ignores
+    them, and the test skips); the binding passes its error on, naming the variable."""
+    out = expect_error_in_subprocess(CATCH + """
+import ctypes, numpy as np, bnb
+from bnb import _lib
+options = _lib.ContextOptions()
+_lib.lib.bnb_context_options_init(ctypes.byref(options))
+options.backend = _lib.BACKEND_CPU
+handle = ctypes.c_void_p()
+if _lib.lib.bnb_context_create(ctypes.byref(options), ctypes.byref(handle)) == 0:
+    print("library accepts it")
+else:
+    report(lambda: bnb.quantize_4bit(np.ones(64, np.float32)))
+""", **{variable: value})
+    if out == "library accepts it":
+        pytest.skip(f"this libbnb does not check {variable}")
+    assert out.startswith("InvalidArgumentError:") and f"{variable}={value}" in out, out
+
+
 def test_python_m_bnb_reports_the_environment():
     code = "import runpy; runpy.run_module('bnb', run_name='__main__')"
     rc, out, _ = run_isolated(code, BNB_BACKEND="bogus")
