@@ -383,3 +383,39 @@ def test_opcheck(name):
     op, args = opcheck_cases()[name]
     result = torch.library.opcheck(op, args)
     assert set(result.values()) == {"SUCCESS"}, result
+
+
+# ---------------------------------------------------------------- CUDA graphs
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_ops_and_functions_replay_in_a_cuda_graph():
+    """Captured once (after a warm-up call), replayed on new inputs: no host synchronisation inside."""
+    torch.manual_seed(9)
+    dev = "cuda"
+    W = torch.randn(64, 256, device=dev, dtype=torch.bfloat16)
+    packed, state = F.quantize_4bit(W, quant_type="nf4", compress_statistics=True)
+    plain_packed, plain = F.quantize_4bit(W, quant_type="fp4")
+    code = F.get_4bit_type("fp4", device=dev)
+    qw, sw, _ = F.int8_vectorwise_quant(W.half())
+    x = torch.randn(2, 256, device=dev, dtype=torch.bfloat16)
+
+    def step(x):
+        return (F.gemv_4bit(x, packed.t(), state=state),
+                ops.gemv_4bit(x, plain_packed.t(), [64, 256], plain.absmax, code, 64),
+                ops.dequantize_4bit(plain_packed, plain.absmax, 64, "fp4", [64, 256], torch.bfloat16),
+                ops.int8_scaled_mm(F.int8_vectorwise_quant(x.half())[0], qw,
+                                   F.int8_vectorwise_quant(x.half())[1], sw, dtype=torch.float32))
+
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):
+        step(x)  # warm-up: library plans, code-map lookups
+    torch.cuda.current_stream().wait_stream(stream)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        outs = step(x)
+    for _ in range(2):
+        x.copy_(torch.randn(2, 256, device=dev, dtype=torch.bfloat16))
+        graph.replay()
+        torch.cuda.synchronize()
+        for got, want in zip(outs, step(x)):
+            assert torch.equal(got, want)
