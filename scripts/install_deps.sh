@@ -1,8 +1,24 @@
 #!/usr/bin/env bash
-# Installs what building and testing bnb needs on a Debian 12 machine (apt + pip). Idempotent.
+# Installs what building and testing bnb needs on a Debian 12 machine. Idempotent.
+#   Debian packages: apt (as root, or through sudo).
+#   Python packages: pip, into a virtual environment (default build/venv; BNB_VENV names another).
+#     Debian's own python3 refuses `pip install` (externally-managed-environment), so nothing is
+#     installed into it. Always: numpy, pytest, ml_dtypes, scikit-build-core.
+#     With --hf also torch, transformers, peft, accelerate, safetensors (what tests/compat, the
+#     bitsandbytes compatibility layer's tests with the Hugging Face stack, needs; scripts/test.sh
+#     passes it). PyPI's torch wheel is a large download, a few minutes on a CI machine.
+# Usage: scripts/install_deps.sh [--hf]      Prints the venv's path last.
 set -euo pipefail
+cd "$(dirname "$0")/.."
 SUDO=""
 if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+HF=0
+for arg in "$@"; do
+  case "$arg" in
+    --hf) HF=1 ;;
+    *) echo "usage: $0 [--hf]" >&2; exit 2 ;;
+  esac
+done
 
 packages=(cmake ninja-build g++ pkg-config zlib1g-dev libgtest-dev nlohmann-json3-dev
           libhwy-dev libcpu-features-dev libdnnl-dev python3-venv)
@@ -17,4 +33,16 @@ if [ ${#missing[@]} -gt 0 ]; then
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}"
 fi
-python3 -m pip install -q --disable-pip-version-check numpy pytest ml_dtypes scikit-build-core
+
+VENV=${BNB_VENV:-build/venv}
+if [ ! -x "$VENV/bin/python" ]; then
+  echo "creating the Python environment $VENV"
+  python3 -m venv "$VENV"
+fi
+pip_install() { "$VENV/bin/python" -m pip install -q --disable-pip-version-check "$@"; }
+pip_install numpy pytest ml_dtypes scikit-build-core
+if [ "$HF" = 1 ]; then
+  echo "installing torch, transformers, peft, accelerate, safetensors into $VENV"
+  pip_install torch transformers peft accelerate safetensors
+fi
+echo "python environment: $VENV"

@@ -1,11 +1,61 @@
 #!/usr/bin/env bash
 # Every test suite: C/C++ (CTest, labels cpu and gpu — GPU tests skip without a device), the CPU
-# suites again under AddressSanitizer + UBSan, the Python binding (pytest), the Rust and Go
-# bindings and the installed-tree examples. Usage: scripts/test.sh
+# suites again under AddressSanitizer + UBSan, the Python binding and the bitsandbytes
+# compatibility layer with transformers/peft/accelerate (pytest, in build/venv), the Rust and Go
+# bindings and the installed-tree examples.
+# Usage: scripts/test.sh [--python]
+#   --python  only the Python part (deps, `pip install . ./bindings/python/compat`, tests/python and
+#             tests/compat). With BNB_LIBRARY_PATH set, bnb is not built into a wheel: the tests use
+#             the source tree's package with that library, and only the compatibility layer is
+#             installed (a quick check of a clone against an existing build).
+# A missing torch/transformers/peft/accelerate fails the run (BNB_REQUIRE_HF=1), and so does a
+# pytest run that collects no test (exit status 5).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/common.sh
-scripts/install_deps.sh
+PYTHON_ONLY=0
+case "${1:-}" in
+  --python) PYTHON_ONLY=1 ;;
+  "") ;;
+  *) echo "usage: $0 [--python]" >&2; exit 2 ;;
+esac
+scripts/install_deps.sh --hf
+VENV=${BNB_VENV:-build/venv}
+PY="$VENV/bin/python"
+
+run_pytest() {  # pytest, with "no tests collected" (exit status 5) counted as a failure
+  local rc=0
+  BNB_REQUIRE_HF=1 "$PY" -m pytest -q "$@" || rc=$?
+  if [ "$rc" -eq 5 ]; then echo "pytest $*: no test ran" >&2; fi
+  return "$rc"
+}
+
+python_suites() {
+  echo "== python: the bnb binding and the bitsandbytes compatibility layer"
+  local pip=("$PY" -m pip install -q --disable-pip-version-check --no-deps --force-reinstall)
+  if [ -n "${BNB_LIBRARY_PATH:-}" ]; then
+    "${pip[@]}" ./bindings/python/compat
+    export PYTHONPATH="$PWD/bindings/python${PYTHONPATH:+:$PYTHONPATH}"
+  else
+    "${pip[@]}" . ./bindings/python/compat   # the README's one step
+  fi
+  # from outside the source tree: the installed packages, and the Hugging Face stack is there
+  (cd "$VENV" && "$PWD/bin/python" -c "
+import bnb, bitsandbytes, torch, transformers, peft, accelerate
+print('bnb', bnb.backends())
+print('bitsandbytes', bitsandbytes.__version__, 'torch', torch.__version__, 'transformers', transformers.__version__,
+      'peft', peft.__version__, 'accelerate', accelerate.__version__)")
+  local failed=()
+  run_pytest tests/python || failed+=(tests/python)
+  run_pytest tests/compat || failed+=(tests/compat)
+  if [ ${#failed[@]} -gt 0 ]; then echo "python suites failed: ${failed[*]}" >&2; return 1; fi
+}
+
+if [ "$PYTHON_ONLY" = 1 ]; then
+  python_suites
+  echo "== python suites passed"
+  exit 0
+fi
 
 echo "== build (Release, every plugin this machine can compile)"
 cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release $(cuda_flags) $(hip_flags)
@@ -23,13 +73,7 @@ ninja -C build-asan -j"$(jobs)"
 BNB_ONEDNN_LIBRARY=/nonexistent ASAN_OPTIONS=detect_leaks=1 \
   ctest --test-dir build-asan --output-on-failure -L cpu -j"$(jobs)"
 
-if [ -f pyproject.toml ]; then
-  echo "== python binding"
-  python3 -m venv --system-site-packages build/venv
-  build/venv/bin/pip install -q --disable-pip-version-check .
-  (cd build && venv/bin/python -c "import bnb; print(bnb.backends())")
-  build/venv/bin/python -m pytest -q tests/python
-fi
+python_suites
 
 if [ -x scripts/test_bindings.sh ]; then
   echo "== rust, go, install tree"
