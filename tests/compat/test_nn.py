@@ -485,3 +485,34 @@ def test_torch_compile_fullgraph(kind, device):
     compiled(xa).sum().backward()
     layer(xb).sum().backward()
     assert torch.allclose(xa.grad, xb.grad, rtol=1e-5, atol=1e-5)
+
+
+def test_outlier_aware_linear_calls_its_hooks():
+    """OutlierAwareLinear: the traced outlier dimensions reach quantize_weight (once) and
+    forward_with_outliers."""
+    from bitsandbytes.nn import OutlierAwareLinear
+    from bitsandbytes.utils import OutlierTracer
+
+    calls = []
+
+    class Rounded(OutlierAwareLinear):
+        def quantize_weight(self, w, outlier_idx):
+            calls.append(("quantize", outlier_idx))
+            return torch.round(w * 8) / 8
+
+        def forward_with_outliers(self, x, outlier_idx):
+            calls.append(("forward", outlier_idx))
+            return torch.nn.functional.linear(x, self.weight, self.bias)
+
+    model = torch.nn.Sequential(torch.nn.Linear(16, 16), Rounded(16, 8))
+    x = randn(4, 16, seed=40)
+    tracer = OutlierTracer.get_instance()
+    tracer.initialize(model)
+    with torch.no_grad():
+        model(x)
+        w = model[1].weight.clone()
+        y = model(x)
+    assert [c[0] for c in calls] == ["quantize", "forward", "forward"]
+    assert calls[0][1] is calls[1][1] and model[1].is_quantized
+    assert torch.equal(model[1].weight, torch.round(w * 8) / 8)
+    assert torch.allclose(y, torch.nn.functional.linear(model[0](x), model[1].weight, model[1].bias))

@@ -15,6 +15,8 @@ norm. Embedding8bit / Embedding4bit (EmbeddingNF4, EmbeddingFP4) hold their tabl
 by row (int8 with a row absmax; 4 bits in blocks) and dequantize only the rows looked up.
 """
 
+import warnings
+
 import torch
 
 import bnb.nn as _bnn
@@ -25,7 +27,7 @@ from ..autograd._functions import MatmulLtState, int8_product, quantize_weight_r
 
 __all__ = [
     "Embedding", "Embedding4bit", "Embedding8bit", "EmbeddingFP4", "EmbeddingNF4", "Int8Params", "Linear4bit",
-    "Linear8bitLt", "LinearFP4", "LinearNF4", "Params4bit", "StableEmbedding",
+    "Linear8bitLt", "LinearFP4", "LinearNF4", "OutlierAwareLinear", "Params4bit", "StableEmbedding",
 ]
 
 
@@ -250,3 +252,37 @@ class EmbeddingFP4(Embedding4bit):
     def __init__(self, num_embeddings, embedding_dim, dtype=None, quant_storage=torch.uint8, device=None):
         super().__init__(num_embeddings, embedding_dim, dtype=dtype, quant_type="fp4", quant_storage=quant_storage,
                          device=device)
+
+
+# ---------------------------------------------------------------- research base class
+class OutlierAwareLinear(torch.nn.Linear):
+    """A base class for linear layers that treat outlier input dimensions apart: on the first
+    forward it asks bitsandbytes.utils.OutlierTracer for this weight's outlier dimensions
+    (`outlier_dim`), replaces the weight by `quantize_weight(weight, outlier_dim)` once, and
+    returns `forward_with_outliers(x, outlier_dim)`. Subclasses implement those two methods."""
+
+    def __init__(self, input_features, output_features, bias=True, device=None):
+        super().__init__(input_features, output_features, bias, device)
+        self.outlier_dim = None
+        self.is_quantized = False
+
+    def forward_with_outliers(self, x, outlier_idx):
+        raise NotImplementedError("override forward_with_outliers(self, x, outlier_idx)")
+
+    def quantize_weight(self, w, outlier_idx):
+        raise NotImplementedError("override quantize_weight(self, w, outlier_idx)")
+
+    def forward(self, x):
+        if self.outlier_dim is None:
+            from ..utils import OutlierTracer
+
+            tracer = OutlierTracer.get_instance()
+            if not tracer.is_initialized():
+                warnings.warn("OutlierAwareLinear: call OutlierTracer.get_instance().initialize(model) and run the "
+                              "model once first", stacklevel=2)
+            self.outlier_dim = tracer.get_outliers(self.weight)
+        if not self.is_quantized:
+            with torch.no_grad():
+                self.weight.data.copy_(self.quantize_weight(self.weight, self.outlier_dim))
+            self.is_quantized = True
+        return self.forward_with_outliers(x, self.outlier_dim)
