@@ -516,3 +516,22 @@ def test_outlier_aware_linear_calls_its_hooks():
     assert calls[0][1] is calls[1][1] and model[1].is_quantized
     assert torch.equal(model[1].weight, torch.round(w * 8) / 8)
     assert torch.allclose(y, torch.nn.functional.linear(model[0](x), model[1].weight, model[1].bias))
+
+
+@needs_bnb_layer  # (bitsandbytes 0.50.2's CPU float64 4-bit product gives garbage; integers fail deeper down)
+def test_float64_and_integer_inputs(device):
+    """float64 activations work (as in bitsandbytes); integer ones raise a TypeError naming the dtype."""
+    K, N = 64, 16
+    l4, l8 = linear4bit(K, N, "fp4", False, compute_dtype=None), linear8bit(K, N)
+    x = randn(3, K, seed=41).double()
+    with torch.no_grad():
+        y4, y8 = l4(x), l8(x)
+    assert y4.dtype == y8.dtype == torch.float64
+    assert rel_err(y4, x @ dequantized_4bit(l4).t() + l4.bias.double()) < 1e-6
+    W = dequantized_int8(l8)
+    want = x @ W.t() + l8.bias.double()
+    bound = (x.abs().amax(1, keepdim=True) / 254) @ W.abs().sum(1, keepdim=True).t()
+    assert ((y8 - want).abs() <= bound + 2e-3 * want.abs() + 1e-5).all()
+    for layer in (l4, l8):
+        with pytest.raises(TypeError, match="int32"):
+            layer(torch.ones(2, K, dtype=torch.int32))

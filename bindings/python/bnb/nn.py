@@ -342,6 +342,13 @@ class Linear4bit(_FastLinear):
         bias = self.bias
         if bias is not None and bias.dtype != x.dtype:
             bias = bias.to(x.dtype)
+        if x.dtype not in _FAST_DTYPES:  # float64: the dequantized weight, multiplied by torch
+            if not x.is_floating_point():
+                raise TypeError(f"{type(self).__name__}: the input must be floating point (float32, float16, "
+                                f"bfloat16 or float64), not {x.dtype}")
+            W = F.dequantize_4bit(w.packed_uint8(), w.quant_state, dtype=torch.float32).to(x.dtype)
+            out = torch.nn.functional.linear(x, W, bias)
+            return out if out.dtype == in_dtype else out.to(in_dtype)
         out = F.matmul_4bit(x, w.data if w.dtype == torch.uint8 else w.packed_uint8(), w.quant_state, bias=bias)
         return out if out.dtype == in_dtype else out.to(in_dtype)
 

@@ -77,8 +77,8 @@ def int8_product(A, CB, SCB, bias, threshold, state):
     """The LLM.int8() product A[..., K] @ (CB * SCB / 127)^T (+ bias) as bitsandbytes computes it on
     the device of A (the int8 product is bnb's kernel). It differs from bnb.functional.int8_linear,
     which follows bitsandbytes' CUDA kernels everywhere, in these roundings:
-      * float32 activations are quantized from their float16 rounding (bitsandbytes casts A to
-        float16 first; fp16/bf16 activations are used as they are);
+      * float32 (and float64) activations are quantized from their float16 rounding (bitsandbytes
+        casts A to float16 first; fp16/bf16 activations are used as they are);
       * on the CPU, as bitsandbytes' CPU backend: the activation codes are round-half-even of
         A * (127 / rowmax) with a correctly rounded quotient (the CUDA kernel, and bnb's, use an
         approximate reciprocal, which moves ties), and the int32 product is scaled back in float32
@@ -86,11 +86,13 @@ def int8_product(A, CB, SCB, bias, threshold, state):
         rounds through float16 first).
     Outlier columns (threshold > 0) are multiplied in A's own precision and added to the result
     (one fused multiply-add, as bitsandbytes); state.idx gets them."""
+    if not A.is_floating_point():
+        raise TypeError(f"LLM.int8() product: the input must be a floating-point tensor, not {A.dtype}")
     K = A.shape[-1]
     N = CB.shape[0]
     lead = tuple(A.shape[:-1])
     A2 = A.reshape(-1, K)
-    Aq = A2.to(torch.float16) if A2.dtype == torch.float32 else A2
+    Aq = A2 if A2.dtype in (torch.float16, torch.bfloat16) else A2.to(torch.float16)
     if A.device.type == "cpu":
         CA, SCA, cols = _quantize_rows_cpu(Aq, threshold)
     else:
@@ -103,8 +105,11 @@ def int8_product(A, CB, SCB, bias, threshold, state):
         if bias is not None:
             out = out + bias
         out = out.to(A.dtype)
-    else:
+    elif A.dtype in (torch.float32, torch.float16, torch.bfloat16):
         out = _bnbf.int8_mm_dequant(C, SCA, SCB, bias=bias, dtype=A.dtype)
+    else:  # e.g. float64: the kernel's float32 result, converted
+        out = _bnbf.int8_mm_dequant(C, SCA, SCB, bias=None if bias is None else bias.float(),
+                                    dtype=torch.float32).to(A.dtype)
     if cols is not None and (torch.compiler.is_compiling() or cols.numel()):
         cols = cols.long()
         # the columns' weights as bitsandbytes dequantizes them: codes * SCB, then * 1/127
