@@ -12,6 +12,9 @@ layers, random init from a config with a fixed seed (scripts/make_hf_fixture.py 
 nf4/fp4/int8 checkpoints beside it, with real bitsandbytes). Nothing is downloaded
 (HF_HUB_OFFLINE=1).
 
+BNB_TEST_DEVICE=cuda runs the same tests on a GPU (the models on cuda:0; the float64 references
+beside them); the default is cpu.
+
 torch, transformers, peft and accelerate are needed. Without them the suite skips, unless
 BNB_REQUIRE_HF=1 (scripts/test.sh sets it) or CI=true: then a missing package is an error.
 """
@@ -32,6 +35,8 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+
+DEVICE = os.environ.get("BNB_TEST_DEVICE", "cpu")
 
 REQUIRED = ("torch", "transformers", "peft", "accelerate", "safetensors")
 _missing = [m for m in REQUIRED if importlib.util.find_spec(m) is None]
@@ -71,7 +76,7 @@ def manifest():
 def input_ids():
     import torch
 
-    return torch.tensor(manifest()["input_ids"], dtype=torch.long)
+    return torch.tensor(manifest()["input_ids"], dtype=torch.long, device=DEVICE)
 
 
 def bnb_config(**kw):
@@ -85,13 +90,13 @@ def bnb_config(**kw):
     return BitsAndBytesConfig(**kw)
 
 
-def load(path=FLOAT_DIR, dtype=None, device_map="cpu", **bnb_kw):
+def load(path=FLOAT_DIR, dtype=None, device_map=None, **bnb_kw):
     """AutoModelForCausalLM.from_pretrained(path, quantization_config=BitsAndBytesConfig(**bnb_kw)): the
     user's code, unchanged."""
     import torch
     from transformers import AutoModelForCausalLM
 
-    kwargs = {"dtype": dtype or torch.float32, "device_map": device_map}
+    kwargs = {"dtype": dtype or torch.float32, "device_map": device_map or {"": DEVICE}}
     if bnb_kw:
         kwargs["quantization_config"] = bnb_config(**bnb_kw)
     model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
@@ -111,7 +116,7 @@ def real_bitsandbytes_exact_cpu(model):
 
 def rel_err(a, b):
     """max |a - b| / max |b|, in float64."""
-    a, b = a.double(), b.double()
+    a, b = a.detach().double().cpu(), b.detach().double().cpu()
     return ((a - b).abs().max() / b.abs().max().clamp_min(1e-30)).item()
 
 
@@ -142,7 +147,7 @@ def float64_reference(qmodel):
 
     config = AutoConfig.from_pretrained(FLOAT_DIR)
     config.quantization_config = None
-    ref = AutoModelForCausalLM.from_config(config, dtype=torch.float64).eval()
+    ref = AutoModelForCausalLM.from_config(config, dtype=torch.float64).to(DEVICE).eval()
     ref_modules = dict(ref.named_modules())
     with torch.no_grad():
         for name, m in qmodel.named_modules():

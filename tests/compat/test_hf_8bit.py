@@ -4,7 +4,7 @@ llm_int8_enable_fp32_cpu_offload, generate(), and the logits against float64 wit
 import pytest
 import torch
 
-from conftest import float64_reference, load, rel_err
+from conftest import DEVICE, float64_reference, load, rel_err
 
 LINEARS_PER_LAYER = 7
 
@@ -78,7 +78,7 @@ def test_skip_modules():
         down = m.model.layers[i].mlp.down_proj
         assert type(down) is torch.nn.Linear and down.weight.dtype == torch.float32
     with torch.no_grad():
-        assert m(input_ids=torch.tensor([[1, 2, 3]])).logits.shape == (1, 3, 256)
+        assert m(input_ids=torch.tensor([[1, 2, 3]], device=DEVICE)).logits.shape == (1, 3, 256)
 
 
 def test_fp32_cpu_offload():
@@ -86,8 +86,7 @@ def test_fp32_cpu_offload():
     (and the map is refused without it). On a machine without a GPU the rest of the model is mapped
     to torch.device("cpu"), which transformers does not count as offloaded. (accelerate keeps the
     offloaded weights off the module, on the meta device, and brings them in for each forward.)"""
-    device_map = {"model.layers.1.mlp": "cpu", "": torch.device("cuda", 0) if torch.cuda.is_available()
-                  else torch.device("cpu")}
+    device_map = {"model.layers.1.mlp": "cpu", "": torch.device(DEVICE)}
     with pytest.raises(ValueError, match="llm_int8_enable_fp32_cpu_offload"):
         load(device_map=device_map, load_in_8bit=True)
     m = load(device_map=device_map, load_in_8bit=True, llm_int8_enable_fp32_cpu_offload=True).eval()

@@ -5,7 +5,7 @@ Linear8bitLt, forward and backward."""
 import pytest
 import torch
 
-from conftest import load
+from conftest import DEVICE, load
 
 CONFIGS = {
     "nf4": dict(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
@@ -29,7 +29,7 @@ def test_mlp_block_zero_rows(qmodel, shape):
     (The whole model cannot take such a batch: Llama's attention reshapes with -1, which torch refuses
     for zero elements; that is transformers', with any weights.)"""
     mlp = qmodel.model.layers[0].mlp
-    x = torch.empty(shape, dtype=qmodel.model.embed_tokens.weight.dtype)
+    x = torch.empty(shape, dtype=qmodel.model.embed_tokens.weight.dtype, device=DEVICE)
     with torch.no_grad():
         y = mlp(x)
     assert y.shape == shape and y.dtype == x.dtype
@@ -39,7 +39,7 @@ def test_mlp_block_zero_rows(qmodel, shape):
 def test_linear_zero_rows(qmodel, shape):
     layer = qmodel.model.layers[0].mlp.up_proj  # 64 -> 128
     dtype = qmodel.model.embed_tokens.weight.dtype
-    x = torch.empty(shape, dtype=dtype)
+    x = torch.empty(shape, dtype=dtype, device=DEVICE)
     with torch.no_grad():
         y = layer(x)
     assert y.shape == shape[:-1] + (128,)
@@ -49,7 +49,7 @@ def test_linear_zero_rows(qmodel, shape):
 def test_linear_zero_rows_backward(qmodel):
     layer = qmodel.model.layers[0].mlp.down_proj  # 128 -> 64
     dtype = qmodel.model.embed_tokens.weight.dtype
-    x = torch.empty(0, 128, dtype=dtype, requires_grad=True)
+    x = torch.empty(0, 128, dtype=dtype, device=DEVICE, requires_grad=True)
     y = layer(x)
     assert y.shape == (0, 64)
     y.sum().backward()
@@ -60,7 +60,7 @@ def test_one_row_after_empty(qmodel):
     """An empty call leaves the layer usable: the next real input gives the same result as before it."""
     layer = qmodel.model.layers[1].self_attn.o_proj
     dtype = qmodel.model.embed_tokens.weight.dtype
-    x = torch.randn(2, 64, generator=torch.Generator().manual_seed(3)).to(dtype)
+    x = torch.randn(2, 64, generator=torch.Generator().manual_seed(3)).to(DEVICE, dtype)
     with torch.no_grad():
         before = layer(x)
         layer(x[:0])

@@ -8,7 +8,7 @@ import os
 import pytest
 import torch
 
-from conftest import IS_BNB, load
+from conftest import DEVICE, IS_BNB, load
 
 # optim name -> the bitsandbytes.optim class Trainer instantiates (with optim_bits=8, is_paged=...)
 OPTIMS = {
@@ -52,9 +52,9 @@ def test_trainer_with_bitsandbytes_optimizer(optim, ids, tmp_path):
     cls_name, lr = OPTIMS[optim]
     args = TrainingArguments(output_dir=str(tmp_path), optim=optim, learning_rate=lr, max_steps=STEPS,
                              per_device_train_batch_size=2, logging_steps=1, save_strategy="no", report_to=[],
-                             use_cpu=True, disable_tqdm=True, lr_scheduler_type="constant", seed=0,
+                             use_cpu=DEVICE == "cpu", disable_tqdm=True, lr_scheduler_type="constant", seed=0,
                              dataloader_num_workers=0)
-    trainer = Trainer(model=_qlora(), args=args, train_dataset=_Rows(ids))
+    trainer = Trainer(model=_qlora(), args=args, train_dataset=_Rows(ids.cpu()))
     trainer.train()
 
     opt = trainer.optimizer
