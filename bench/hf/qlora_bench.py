@@ -187,7 +187,7 @@ def run_side(args):
     gen = dict(do_sample=False, cache_implementation="static", pad_token_id=0)
     out["generate"] = {"eager_static": _time_generate(model, prompt, args.gen_tokens, gen, device, torch)}
     if args.compile:
-        model.forward = torch.compile(model.forward, mode="reduce-overhead", fullgraph=True)
+        model.forward = torch.compile(model.forward, mode="reduce-overhead")
         out["generate"]["compiled_reduce_overhead"] = _time_generate(model, prompt, args.gen_tokens, gen, device,
                                                                      torch, warmups=2)
     return out
