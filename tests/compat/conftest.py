@@ -42,8 +42,8 @@ REQUIRED = ("torch", "transformers", "peft", "accelerate", "safetensors")
 _missing = [m for m in REQUIRED if importlib.util.find_spec(m) is None]
 if _missing:
     if os.environ.get("BNB_REQUIRE_HF") == "1" or os.environ.get("CI") == "true":
-        raise RuntimeError(f"BNB_REQUIRE_HF=1 but these packages are missing: {', '.join(_missing)}; "
-                           "the compatibility suite cannot run (scripts/install_deps.sh installs them into build/venv)")
+        raise RuntimeError(f"the compatibility suite is required here (BNB_REQUIRE_HF=1 or CI=true) but cannot run: "
+                           f"{', '.join(_missing)} missing (scripts/install_deps.sh --hf installs them into build/venv)")
     collect_ignore_glob = ["test_*.py"]
 else:
     # The layer from the source tree when nothing named bitsandbytes is installed, and bnb from the
