@@ -274,3 +274,26 @@ def test_lora_on_linear8bitlt_gets_input_gradients(dtype, device):
     _, dx, _, _ = float64_grads(x, W64, None, g)
     dlora = h.double().t() @ (dx @ randn(4, K, seed=26).double().t())
     assert rel_err(lora_a.grad, dlora) < TOL[dtype] * 2
+
+
+def test_function_names_and_outlier_pooler(device):
+    """bitsandbytes' autograd.Function names route to the same products; the outlier pooler keeps
+    the indices of the first feature width it sees."""
+    from bitsandbytes.autograd._functions import GlobalOutlierPooler, MatMul4Bit, MatMul8bitLt
+
+    K, N = 64, 16
+    W = randn(N, K, seed=50)
+    A = randn(3, K, seed=51)
+    direct, through = MatMul8bitLt.apply(A, W), bitsandbytes.matmul(A, W)
+    assert rel_err(direct, through) < 2e-2  # (bitsandbytes' matmul picks another product on the CPU)
+    if IS_BNB:
+        assert torch.equal(direct, through)
+    B, qs = F.quantize_4bit(W, quant_type="nf4")
+    assert torch.equal(MatMul4Bit.apply(A, B, None, None, qs), bitsandbytes.matmul_4bit(A, B, qs))
+    pooler = GlobalOutlierPooler.get_instance()
+    assert pooler is GlobalOutlierPooler.get_instance()
+    pooler.initialize()
+    pooler.add_outliers(torch.tensor([5, 2]), 64)
+    pooler.add_outliers(torch.tensor([9]), 128)  # another width: ignored
+    pooler.add_outliers(torch.tensor([2, 7]), 64)
+    assert pooler.get_current_outlier_idx().tolist() == [2, 5, 7]

@@ -14,7 +14,8 @@ import torch
 from bnb import _torch_ops
 from bnb import functional as _bnbf
 
-__all__ = ["MatmulLtState", "matmul", "matmul_4bit"]
+__all__ = ["GlobalOutlierPooler", "MatMul4Bit", "MatMul8bitFp", "MatMul8bitLt", "MatmulLtState", "matmul",
+           "matmul_4bit"]
 
 # 1/127^2 as bitsandbytes' CPU backend writes it (1.8e-5 relative above the quotient; bnb's
 # kernels, like bitsandbytes' CUDA ones, use RN32(1/16129)): on the CPU the layer reproduces it.
@@ -248,3 +249,54 @@ def matmul_4bit(A, B, quant_state, out=None, bias=None):
         return result
     out.copy_(result)
     return out
+
+
+# ---------------------------------------------------------------- bitsandbytes' other names in this module
+class MatMul8bitLt:
+    """bitsandbytes' autograd.Function names for the products, for code that calls them directly:
+    `.apply(A, B, out=None, bias=None, state=None)` is `matmul(A, B, out, state, bias=bias)`."""
+
+    @staticmethod
+    def apply(A, B, out=None, bias=None, state=None):
+        return matmul(A, B, out=out, state=state, bias=bias)
+
+
+MatMul8bitFp = MatMul8bitLt  # bitsandbytes' CPU variant of the same product
+
+
+class MatMul4Bit:
+    """`.apply(A, B, out=None, bias=None, quant_state=None)` is `matmul_4bit(A, B, quant_state, out, bias)`."""
+
+    @staticmethod
+    def apply(A, B, out=None, bias=None, quant_state=None):
+        return matmul_4bit(A, B, quant_state, out=out, bias=bias)
+
+
+class GlobalOutlierPooler:
+    """A process-wide set of outlier feature indices (of layers whose input width is the first one
+    seen). get_instance() returns the one pooler."""
+
+    _instance = None
+
+    def __init__(self):
+        raise RuntimeError("Call get_instance() instead")
+
+    def initialize(self):
+        self.outliers = set()
+        self.model_dim = None
+
+    @classmethod
+    def get_instance(cls):
+        if cls._instance is None:
+            cls._instance = cls.__new__(cls)
+            cls._instance.initialize()
+        return cls._instance
+
+    def add_outliers(self, outlier_idx, feature_dim):
+        if self.model_dim is None:
+            self.model_dim = feature_dim
+        if feature_dim == self.model_dim:  # other widths (the second FFN layer) are not pooled
+            self.outliers.update(int(i) for i in outlier_idx.tolist())
+
+    def get_current_outlier_idx(self):
+        return torch.tensor(sorted(self.outliers), dtype=torch.int64)
