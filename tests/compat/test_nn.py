@@ -487,6 +487,7 @@ def test_torch_compile_fullgraph(kind, device):
     assert torch.allclose(xa.grad, xb.grad, rtol=1e-5, atol=1e-5)
 
 
+@needs_bnb_layer  # (bitsandbytes 0.50.2's forward stops after quantize_weight and returns None)
 def test_outlier_aware_linear_calls_its_hooks():
     """OutlierAwareLinear: the traced outlier dimensions reach quantize_weight (once) and
     forward_with_outliers."""
