@@ -151,6 +151,9 @@ PROTOTYPES = {
     "bnb_int8_matmul": (_st, [_ptr, _i64, _i64, _i64, _ptr, _ptr, _ptr, _ptr]),
     # ctx, M, N, C, row_stats, col_stats, bias, out_dtype, out, stream
     "bnb_int8_mm_dequant": (_st, [_ptr, _i64, _i64, _ptr, _ptr, _ptr, _ptr, _i32, _ptr, _ptr]),
+    # ctx, dtype, M, N, K, A, threshold, W, SCB, bias, q, row_stats, C, out, stream
+    "bnb_int8_linear": (_st, [_ptr, _i32, _i64, _i64, _i64, _ptr, _f32, _ptr, _ptr, _ptr, _ptr, _ptr, _ptr, _ptr,
+                              _ptr]),
     "bnb_optimizer_params_init": (_st, [_P(OptimizerParams)]),
     "bnb_optimizer_tensors_init": (_st, [_P(OptimizerTensors)]),
     "bnb_optimizer_update": (_st, [_ptr, _P(OptimizerParams), _P(OptimizerTensors), _ptr]),
