@@ -358,15 +358,17 @@ def float_embedding(num, dim, seed=13):
     return emb
 
 
-@pytest.mark.parametrize("cls,dim", [(EmbeddingNF4, 128), (EmbeddingFP4, 128), (EmbeddingNF4, 48)])
-def test_embedding4bit_looks_up_dequantized_rows(cls, dim, device):
+@pytest.mark.parametrize("cls,dim,storage", [(EmbeddingNF4, 128, torch.uint8), (EmbeddingFP4, 128, torch.bfloat16),
+                                               (EmbeddingNF4, 48, torch.uint8)])
+def test_embedding4bit_looks_up_dequantized_rows(cls, dim, storage, device):
     """Only the rows looked up are dequantized when rows are whole blocks (dim 128); else the table
-    (dim 48): both equal rows of the dequantized table."""
+    (dim 48): both equal rows of the dequantized table, for any quant_storage."""
     num = 20
     ref = float_embedding(num, dim)
-    emb = cls(num, dim)
+    emb = cls(num, dim, quant_storage=storage)
     emb.load_state_dict(ref.state_dict())
     emb = emb.to(device)
+    assert emb.weight.dtype == storage
     table = F.dequantize_4bit(emb.weight.data, emb.weight.quant_state)
     assert rel_err(table, ref.weight) < 0.2  # 4-bit quantization of the table
     idx = torch.tensor([[3, 0, 19], [7, 7, 1]])
