@@ -14,9 +14,10 @@ from conftest import FIXTURE, IS_BNB, load, manifest, needs_bnb_layer, rel_err
 VARIANTS = manifest()["variants"]
 
 # Pieces the layer is still missing (remove each mark when its piece lands).
-_NESTED_OFFSET = ("compat functional (F): quantize_4bit(compress_statistics=True) takes nested_offset as "
-                  "absmax.mean() in float32 the way torch reduces it; bnb's offset differs in the last bits, "
-                  "which changes the JSON blob and some nested absmax codes")
+_NESTED_OFFSET = ("compat nn (N): Params4bit quantizes through bnb.functional.quantize_4bit (inherited from "
+                  "bnb.nn.Params4bit._quantize), whose nested_offset is the binary64 mean of absmax; "
+                  "bitsandbytes.functional.quantize_4bit takes torch's float32 mean as bitsandbytes does. The "
+                  "offsets differ in the last bit, so the packed quant_state JSON and some nested absmax codes differ")
 
 
 def _xfail(name, reasons):
@@ -74,6 +75,31 @@ def _fp4_zero_unsigned(packed):
     return (hi << 4) | lo
 
 
+def _check_nearer_nested_codes(key, ours, theirs, fixture):
+    """The double-quantized absmax (8-bit dynamic codes of absmax - offset) may differ from the
+    fixture's in a few entries that lie near the midpoint between two codes: bitsandbytes' CPU
+    blockwise kernel (which made the fixture) then sometimes takes the farther of the two neighbours
+    (seen here: |x - code| 0.00704 against 0.00702). Everything else (the offset, the second-level
+    absmax, the JSON) must be identical; where the codes differ, they must be neighbours and ours the
+    nearer one to the value recomputed from the float weight."""
+    import json
+
+    prefix = key[: -len("absmax")]
+    weight = _tensors(os.path.join(FIXTURE, "float"))[prefix[:-1]]
+    blob = [v for k, v in fixture.items() if k.startswith(prefix + "quant_state.bitsandbytes__")][0]
+    meta = json.loads(bytes(blob.tolist()).decode())
+    absmax = weight.float().reshape(-1, meta["blocksize"]).abs().amax(1)
+    x = (absmax - torch.tensor(meta["nested_offset"], dtype=torch.float32)).double()
+    scale = fixture[prefix + "nested_absmax"].double().repeat_interleave(meta["nested_blocksize"])[: x.numel()]
+    code = fixture[prefix + "nested_quant_map"].double()
+    where = (ours != theirs).nonzero().view(-1)
+    assert where.numel() <= max(1, x.numel() // 50), f"{key}: {where.numel()} of {x.numel()} codes differ"
+    for i in where.tolist():
+        a, b, v = int(ours[i]), int(theirs[i]), (x[i] / scale[i]).item()
+        assert abs(a - b) == 1, f"{key}[{i}]: codes {a} and {b} are not neighbours"
+        assert abs(v - code[a].item()) <= abs(v - code[b].item()), f"{key}[{i}]: {a} is the farther code for {v}"
+
+
 @pytest.mark.parametrize("name", [_xfail(n, {"nf4_dq": _NESTED_OFFSET}) for n in sorted(VARIANTS)])
 def test_quantized_here_equals_fixture_bytes(name, tmp_path):
     """Quantizing the fixture's float model here and saving gives what real bitsandbytes saved: the
@@ -84,11 +110,15 @@ def test_quantized_here_equals_fixture_bytes(name, tmp_path):
     ours, theirs = _tensors(tmp_path), _tensors(os.path.join(FIXTURE, name))
     assert sorted(ours) == sorted(theirs)
     packed_fp4 = {k for k in theirs if k + ".quant_state.bitsandbytes__fp4" in theirs}
+    nested = {k for k in theirs if k.endswith(".absmax") and k[: -len("absmax")] + "nested_absmax" in theirs}
     for k in sorted(theirs):
         a, b = ours[k], theirs[k]
         if k in packed_fp4:
             a, b = _fp4_zero_unsigned(a), _fp4_zero_unsigned(b)
         assert (a.dtype, tuple(a.shape)) == (b.dtype, tuple(b.shape)), k
+        if k in nested and _bytes(a) != _bytes(b):
+            _check_nearer_nested_codes(k, a, b, theirs)
+            continue
         if _bytes(a) != _bytes(b):
             if k.endswith(".quant_state.bitsandbytes__nf4") or k.endswith(".quant_state.bitsandbytes__fp4"):
                 raise AssertionError(f"{k}: {bytes(a.tolist())!r} != {bytes(b.tolist())!r}")
