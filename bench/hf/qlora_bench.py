@@ -23,6 +23,9 @@ sequence 1024 random tokens (seed 1234). Recorded per side:
     greedy, eager with a static cache; with --compile also torch.compile(mode="reduce-overhead").
 It prints a table with the issue's criteria and writes JSON under bench/results/.
 
+Needs torch (CUDA), transformers, peft, accelerate and safetensors; the real bitsandbytes installed
+(or on PYTHONPATH) for its side; bnb installed, or BNB_LIBRARY_PATH=<build>/lib.
+
     python bench/hf/qlora_bench.py                       # on a GPU machine with both packages
     python bench/hf/qlora_bench.py --tiny                # CPU smoke check: a tiny model, 3 steps, 8 tokens
 """
