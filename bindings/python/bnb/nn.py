@@ -145,22 +145,23 @@ class Params4bit(_QuantizedParameter):
         w = self.data.contiguous().to(device)
         if not w.is_floating_point():
             raise TypeError(f"Params4bit: cannot quantize a {w.dtype} weight (float32, float16 or bfloat16)")
-        packed, state = F.quantize_4bit(w, blocksize=self.blocksize, compress_statistics=self.compress_statistics,
-                                        quant_type=self.quant_type)
-        self.data = _to_storage(packed, self.quant_storage)
-        self.quant_state = self._adopt_state(state)
+        self.data, self.quant_state = self._quantize_4bit(w, self.blocksize, self.compress_statistics, self.quant_type,
+                                                          self.quant_storage)
         self.bnb_quantized = True
         if self.module is not None:
             self.module.quant_state = self.quant_state
         return self
 
-    # The QuantState type this parameter holds (bnb.functional's; a subclass may name another,
-    # and convert the states bnb.functional returns with _adopt_state).
+    # The QuantState type this parameter holds, and the quantizer that makes it: bnb.functional's. A
+    # subclass (the bitsandbytes compatibility layer's) may name others.
     _state_type = F.QuantState
 
     @staticmethod
-    def _adopt_state(state):
-        return state
+    def _quantize_4bit(w, blocksize, compress_statistics, quant_type, quant_storage):
+        """(packed codes viewed as quant_storage, QuantState) of the float weight w."""
+        packed, state = F.quantize_4bit(w, blocksize=blocksize, compress_statistics=compress_statistics,
+                                        quant_type=quant_type)
+        return _to_storage(packed, quant_storage), state
 
     def _move_quantized(self, device, non_blocking):
         self.data = self.data.to(device, non_blocking=non_blocking)

@@ -32,15 +32,6 @@ __all__ = [
 
 
 # ---------------------------------------------------------------- 4-bit
-def _as_compat_state(state):
-    """bnb.functional's QuantState (what bnb's ops return) as bitsandbytes.functional.QuantState."""
-    if state is None or isinstance(state, _functional.QuantState):
-        return state
-    return _functional.QuantState(absmax=state.absmax, shape=state.shape, code=state.code,
-                                  blocksize=state.blocksize, quant_type=state.quant_type, dtype=state.dtype,
-                                  offset=state.offset, state2=_as_compat_state(state.state2))
-
-
 class Params4bit(_bnn.Params4bit):
     """bnb.nn.Params4bit holding a bitsandbytes.functional.QuantState.
 
@@ -50,7 +41,13 @@ class Params4bit(_bnn.Params4bit):
     requires_grad=False, device="cuda", module=None, **kwargs)."""
 
     _state_type = _functional.QuantState
-    _adopt_state = staticmethod(_as_compat_state)
+
+    @staticmethod
+    def _quantize_4bit(w, blocksize, compress_statistics, quant_type, quant_storage):
+        # bitsandbytes.functional's quantizer: its QuantState, and the nested statistics (offset
+        # included) exactly as bitsandbytes computes them, so saved checkpoints match byte for byte
+        return _functional.quantize_4bit(w, blocksize=blocksize, compress_statistics=compress_statistics,
+                                         quant_type=quant_type, quant_storage=quant_storage)
 
 
 class Linear4bit(_bnn.Linear4bit):
