@@ -538,3 +538,48 @@ def test_float64_and_integer_inputs(device):
     for layer in (l4, l8):
         with pytest.raises(TypeError, match="int32"):
             layer(torch.ones(2, K, dtype=torch.int32))
+
+
+def test_parametrize_replaces_a_parameter_with_4bit(device):
+    """bitsandbytes.nn.parametrize: any parameter (here a 3-D stack of expert weights) held as
+    4-bit codes, dequantized on access, saved with Linear4bit's keys, and restored from them."""
+    from bitsandbytes.nn.parametrize import replace_parameter_4bit, replace_parameter_4bit_prequantized
+
+    class Experts(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.weight = torch.nn.Parameter(randn(4, 16, 64, seed=42))
+            self.same = None
+
+        def forward(self, x):
+            first, second = self.weight, self.weight  # cached within a forward: one dequantization
+            self.same = first is second
+            return torch.einsum("ek,enk->en", x, first) + second.sum()
+
+    m = Experts()
+    W = m.weight.detach().clone()
+    replace_parameter_4bit(m, "weight", compress_statistics=True, quant_type="nf4")
+    packed = m.parametrizations.weight.original
+    assert packed.dtype == torch.uint8 and not packed.requires_grad
+    qs = m.parametrizations.weight[0].quant_state
+    want = F.dequantize_4bit(packed, qs)
+    assert m.weight.shape == W.shape and torch.equal(m.weight, want) and rel_err(want, W) < 0.15
+    x = randn(4, 64, seed=43)
+    y = m(x)
+    assert torch.allclose(y, torch.einsum("ek,enk->en", x, want) + want.sum())
+    assert m.same is True and m.weight is not m.weight  # (outside a forward: recomputed per access)
+    sd = m.state_dict()
+    assert list(sd) == ["weight", "weight.absmax", "weight.quant_map", "weight.nested_absmax",
+                        "weight.nested_quant_map", "weight.quant_state.bitsandbytes__nf4"]
+    assert torch.equal(sd["weight"], packed)
+
+    fresh = Experts()
+    fresh.weight = torch.nn.Parameter(sd["weight"].clone(), requires_grad=False)
+    items = {k[len("weight."):]: v for k, v in sd.items() if k.startswith("weight.")}
+    replace_parameter_4bit_prequantized(fresh, "weight", items, device)
+    assert torch.equal(fresh.weight, m.weight)
+    with pytest.raises(AttributeError):
+        replace_parameter_4bit(fresh, "nothing")
+    m.plain = torch.zeros(3)
+    with pytest.raises(TypeError):
+        replace_parameter_4bit(m, "plain")
