@@ -583,3 +583,25 @@ def test_parametrize_replaces_a_parameter_with_4bit(device):
     m.plain = torch.zeros(3)
     with pytest.raises(TypeError):
         replace_parameter_4bit(m, "plain")
+
+
+def test_quant_state_dropped_from_the_weight_is_restored(device):
+    """FSDP may drop the parameter's quant_state; the layer keeps it and restores it at the next forward."""
+    layer = linear4bit(64, 32, "nf4", True)
+    x = randn(2, 64, seed=44)
+    with torch.no_grad():
+        want = layer(x)
+        layer.weight.quant_state = None
+        assert torch.equal(layer(x), want)
+    assert layer.weight.quant_state is not None
+    emb = EmbeddingNF4(16, 64).to(device)
+    idx = torch.tensor([3, 1])
+    want = emb(idx)
+    emb.weight.quant_state = None
+    assert torch.equal(emb(idx), want) and emb.weight.quant_state is not None
+
+
+@needs_bnb_layer  # (bitsandbytes 0.50.2 logs this instead of warning)
+def test_embedding4bit_warns_when_rows_are_not_whole_blocks():
+    with pytest.warns(UserWarning, match="inference"):
+        Embedding4bit(8, 65, quant_type="nf4")

@@ -335,6 +335,8 @@ class Linear4bit(_FastLinear):
         w = self.weight
         if not isinstance(w, self._param_type):
             w = self._rewrap_plain_weight(w)
+        elif w.quant_state is None and w.bnb_quantized:  # the state dropped from the parameter (FSDP)
+            w.quant_state = self._restorable_quant_state(w)
         if not w.bnb_quantized:
             _quantize_on_first_forward(self, x)
         in_dtype = x.dtype
@@ -352,6 +354,12 @@ class Linear4bit(_FastLinear):
             return out if out.dtype == in_dtype else out.to(in_dtype)
         out = F.matmul_4bit(x, w.data if w.dtype == torch.uint8 else w.packed_uint8(), w.quant_state, bias=bias)
         return out if out.dtype == in_dtype else out.to(in_dtype)
+
+    def _restorable_quant_state(self, w):
+        qs = self.__dict__.get("_quant_state")
+        if qs is None:
+            raise RuntimeError(f"{type(self).__name__}: the quantized weight has lost its quantization state")
+        return qs
 
     def _rewrap_plain_weight(self, w):
         """A plain parameter holding the packed codes (its Params4bit type lost, e.g. by FSDP): wrapped

@@ -179,6 +179,8 @@ class _QuantizedEmbedding(torch.nn.Embedding):
 
     def _quantized_weight(self, input):
         w = self.weight
+        if getattr(w, "bnb_quantized", False) and w.quant_state is None:  # the state dropped (FSDP)
+            w.quant_state = self.__dict__.get("quant_state")
         if not w._is_quantized():
             if torch.compiler.is_compiling():
                 raise RuntimeError(f"{type(self).__name__}: quantize the table (.to(device)) before torch.compile")
@@ -219,6 +221,10 @@ class Embedding4bit(_QuantizedEmbedding):
         self.dtype = self.weight.data.dtype
         self.weight = Params4bit(self.weight.data, requires_grad=False, compress_statistics=False,
                                  quant_type=quant_type, quant_storage=quant_storage, module=self)
+        if embedding_dim % self.weight.blocksize:
+            warnings.warn(f"Embedding4bit: embedding_dim {embedding_dim} is not a multiple of the block size "
+                          f"{self.weight.blocksize}, so each lookup dequantizes the whole table (slow inference).",
+                          UserWarning, stacklevel=2)
 
     def forward(self, input):
         w = self._quantized_weight(input)
