@@ -605,3 +605,21 @@ def test_quant_state_dropped_from_the_weight_is_restored(device):
 def test_embedding4bit_warns_when_rows_are_not_whole_blocks():
     with pytest.warns(UserWarning, match="inference"):
         Embedding4bit(8, 65, quant_type="nf4")
+
+
+def test_bias_and_compute_dtype_follow_the_first_input(device):
+    """As bitsandbytes: the bias is converted in place to the product's dtype at the forward, and a
+    Linear4bit without compute_dtype takes the first float32/bfloat16 input's dtype."""
+    for make in (lambda: Linear8bitLt(32, 64, has_fp16_weights=False), lambda: LinearNF4(32, 64)):
+        layer = make().to(device)
+        assert layer.bias.dtype == torch.float32
+        y = layer(randn(4, 32, seed=45, dtype=torch.float16))
+        assert y.dtype == torch.float16 and layer.bias.dtype == torch.float16
+    layer = Linear4bit(32, 64, quant_type="nf4").to(device)
+    x = randn(2, 32, seed=46, dtype=torch.bfloat16)
+    want = x.double() @ dequantized_4bit(layer).t() + layer.bias.double()
+    y = layer(x)
+    assert layer.compute_dtype == torch.bfloat16 and layer.bias.dtype == torch.bfloat16
+    assert y.dtype == torch.bfloat16 and rel_err(y, want) < TOL[torch.bfloat16]
+    y32 = layer(x.float())  # later inputs are computed in the compute dtype, returned in theirs
+    assert y32.dtype == torch.float32 and torch.equal(y32, y.float())

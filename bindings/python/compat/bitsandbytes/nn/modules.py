@@ -51,7 +51,10 @@ class Params4bit(_bnn.Params4bit):
 
 
 class Linear4bit(_bnn.Linear4bit):
-    """bnb.nn.Linear4bit with Params4bit weights of this module.
+    """bnb.nn.Linear4bit with Params4bit weights of this module, and bitsandbytes' handling of the
+    compute dtype: without one, the first float32 or bfloat16 input sets it (a float16 input leaves
+    it unset and is computed in float16); the bias is converted in place to the dtype the product
+    runs in (so a model's fp32 biases become that dtype at the first forward, as in bitsandbytes).
 
     Linear4bit(input_features, output_features, bias=True, compute_dtype=None,
     compress_statistics=True, quant_type="fp4", quant_storage=torch.uint8, device=None)."""
@@ -62,6 +65,21 @@ class Linear4bit(_bnn.Linear4bit):
                  quant_type="fp4", quant_storage=torch.uint8, device=None):
         super().__init__(input_features, output_features, bias, compute_dtype, compress_statistics, quant_type,
                          quant_storage, device)
+
+    def forward(self, x):
+        if not self.compute_type_is_set:
+            if x.dtype in (torch.float32, torch.bfloat16):
+                self.compute_dtype = x.dtype
+            self.compute_type_is_set = True
+        _bias_to(self, x.dtype if self.compute_dtype is None else self.compute_dtype)
+        return super().forward(x)
+
+
+def _bias_to(layer, dtype):
+    """bitsandbytes converts a layer's bias to the product's dtype in place, once."""
+    bias = layer._parameters["bias"]
+    if bias is not None and bias.dtype is not dtype and dtype.is_floating_point:
+        bias.data = bias.data.to(dtype)
 
 
 class LinearNF4(Linear4bit):
@@ -117,6 +135,7 @@ class Linear8bitLt(_bnn.Linear8bitLt):
 
     def forward(self, x):
         self.state.is_training = self.training
+        _bias_to(self, x.dtype)
         return super().forward(x)
 
     def _make_fast(self, x):
