@@ -2,6 +2,7 @@
 // choices; --help and --version; sizes too small to time are refused; the environment is checked
 // as bnb_context_create checks it.
 #include <gtest/gtest.h>
+#include <unistd.h>
 
 #include <string>
 
@@ -22,6 +23,7 @@ class Cli : public ::testing::Test {
  protected:
   void SetUp() override {
     if (kCli == nullptr) GTEST_SKIP() << "the bnb program is not built (BNB_BUILD_TOOLS=OFF)";
+    if (access(kCli, X_OK) != 0) GTEST_SKIP() << kCli << " not present (binaries carried to another machine)";
   }
   // Runs `bnb <args>` with `env` (VAR=value ...) in front and BNB_BACKEND cleared.
   static Outcome bnb(const std::string& args, const std::string& env = "") {

@@ -62,6 +62,12 @@ bool build_tree_present() {
   return static_cast<bool>(lib);
 }
 
+// The probe program is in the build tree; binaries carried to another machine skip its tests.
+bool probe_present() { return access(BNB_CONTEXT_PROBE, X_OK) == 0; }
+
+#define SKIP_WITHOUT_PROBE() \
+  if (!probe_present()) GTEST_SKIP() << BNB_CONTEXT_PROBE << " not present"
+
 bool under_address_sanitizer() {
 #if defined(__SANITIZE_ADDRESS__)
   return true;
@@ -99,6 +105,7 @@ TEST(Robust, NumThreadsAboveTheCapIsRefused) {
 }
 
 TEST(Robust, ThreadsThatCannotStartAreAnErrorNotAnAbort) {
+  SKIP_WITHOUT_PROBE();
   if (!cpu_available()) GTEST_SKIP() << "cpu backend not available";
   if (under_address_sanitizer()) GTEST_SKIP() << "AddressSanitizer needs more address space than the limit leaves";
   // 256 threads in 64 MiB more address space: the stacks do not fit, so some threads start and
@@ -113,6 +120,7 @@ TEST(Robust, ThreadsThatCannotStartAreAnErrorNotAnAbort) {
 }
 
 TEST(Robust, ThreadsWithinTheLimitStart) {
+  SKIP_WITHOUT_PROBE();
   if (!cpu_available()) GTEST_SKIP() << "cpu backend not available";
   if (under_address_sanitizer()) GTEST_SKIP() << "AddressSanitizer needs more address space than the limit leaves";
   const Outcome r = run_command(std::string("BNB_BACKEND=cpu ") + BNB_CONTEXT_PROBE + " --threads 2 --address-space-mb 256");
@@ -175,6 +183,7 @@ TEST(Robust, InvalidLogLevelVariableIsAnError) {
 }
 
 TEST(Robust, InvalidCpuTargetCapIsAnError) {
+  SKIP_WITHOUT_PROBE();
   if (!cpu_available()) GTEST_SKIP() << "cpu backend not available";
   // The plugin reads the cap once when it loads: a fresh process each.
   Outcome r = run_command(std::string("BNB_BACKEND=cpu BNB_CPU_MAX_TARGET=bogus ") + BNB_CONTEXT_PROBE);
@@ -187,6 +196,7 @@ TEST(Robust, InvalidCpuTargetCapIsAnError) {
 }
 
 TEST(Robust, LogOfAnUnsetBackendVariable) {
+  SKIP_WITHOUT_PROBE();
   if (!cpu_available()) GTEST_SKIP() << "cpu backend not available";
   const Outcome r = run_command(std::string("env -u BNB_BACKEND BNB_LOG_LEVEL=2 ") + BNB_CONTEXT_PROBE);
   ASSERT_TRUE(r.exited) << r.output;
