@@ -71,14 +71,16 @@ class Linear4bit(_bnn.Linear4bit):
             if x.dtype in (torch.float32, torch.bfloat16):
                 self.compute_dtype = x.dtype
             self.compute_type_is_set = True
-        _bias_to(self, x.dtype if self.compute_dtype is None else self.compute_dtype)
-        return super().forward(x)
+        bias = self._parameters["bias"]
+        if bias is not None:  # (checks kept inline: this runs before every eager fast-path call)
+            cd = self.compute_dtype
+            _bias_to(bias, x.dtype if cd is None else cd)
+        return _bnn.Linear4bit.forward(self, x)
 
 
-def _bias_to(layer, dtype):
+def _bias_to(bias, dtype):
     """bitsandbytes converts a layer's bias to the product's dtype in place, once."""
-    bias = layer._parameters["bias"]
-    if bias is not None and bias.dtype is not dtype and dtype.is_floating_point:
+    if bias.dtype is not dtype and dtype.is_floating_point:
         bias.data = bias.data.to(dtype)
 
 
@@ -135,7 +137,9 @@ class Linear8bitLt(_bnn.Linear8bitLt):
 
     def forward(self, x):
         self.state.is_training = self.training
-        _bias_to(self, x.dtype)
+        bias = self._parameters["bias"]
+        if bias is not None:
+            _bias_to(bias, x.dtype)
         return super().forward(x)
 
     def _make_fast(self, x):
