@@ -247,7 +247,7 @@ class Embedding4bit(_QuantizedEmbedding):
         if embedding_dim % self.weight.blocksize:
             warnings.warn(f"Embedding4bit: embedding_dim {embedding_dim} is not a multiple of the block size "
                           f"{self.weight.blocksize}, so each lookup dequantizes the whole table (slow inference).",
-                          UserWarning, stacklevel=2)
+                          UserWarning, stacklevel=2 if type(self) is Embedding4bit else 3)  # the caller's line
 
     def forward(self, input):
         w = self._quantized_weight(input)
