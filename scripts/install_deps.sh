@@ -6,7 +6,8 @@
 #     installed into it. Always: numpy, pytest, ml_dtypes, scikit-build-core.
 #     With --hf also torch, transformers, peft, accelerate, safetensors (what tests/compat, the
 #     bitsandbytes compatibility layer's tests with the Hugging Face stack, needs; scripts/test.sh
-#     passes it). PyPI's torch wheel is a large download, a few minutes on a CI machine.
+#     passes it), and atheris (the Python fuzz target, scripts/fuzz.sh). PyPI's torch wheel is a
+#     large download, a few minutes on a CI machine.
 # Usage: scripts/install_deps.sh [--hf]      Prints the venv's path last.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -22,8 +23,9 @@ done
 
 packages=(cmake ninja-build g++ pkg-config zlib1g-dev libgtest-dev nlohmann-json3-dev
           libhwy-dev libcpu-features-dev libdnnl-dev python3-venv)
-# Optional toolchains: the HIP plugin's compiler and the Go binding's toolchain.
-packages+=(hipcc golang-go)
+# Optional toolchains: the HIP plugin's compiler and the Go binding's toolchain; clang and its
+# sanitizer runtimes for the libFuzzer targets (scripts/fuzz.sh).
+packages+=(hipcc golang-go clang libclang-rt-14-dev)
 missing=()
 for p in "${packages[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
@@ -43,6 +45,6 @@ pip_install() { "$VENV/bin/python" -m pip install -q --disable-pip-version-check
 pip_install numpy pytest ml_dtypes scikit-build-core
 if [ "$HF" = 1 ]; then
   echo "installing torch, transformers, peft, accelerate, safetensors into $VENV"
-  pip_install torch transformers peft accelerate safetensors
+  pip_install torch transformers peft accelerate safetensors atheris
 fi
 echo "python environment: $VENV"
