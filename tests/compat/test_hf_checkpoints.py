@@ -9,21 +9,9 @@ import pytest
 import torch
 from safetensors import safe_open
 
-from conftest import FIXTURE, IS_BNB, load, manifest, needs_bnb_layer, rel_err
+from conftest import FIXTURE, load, manifest, needs_bnb_layer, rel_err
 
 VARIANTS = manifest()["variants"]
-
-# Pieces the layer is still missing (remove each mark when its piece lands).
-_NESTED_OFFSET = ("compat nn (N): Params4bit quantizes through bnb.functional.quantize_4bit (inherited from "
-                  "bnb.nn.Params4bit._quantize), whose nested_offset is the binary64 mean of absmax; "
-                  "bitsandbytes.functional.quantize_4bit takes torch's float32 mean as bitsandbytes does. The "
-                  "offsets differ in the last bit, so the packed quant_state JSON and some nested absmax codes differ")
-
-
-def _xfail(name, reasons):
-    marks = [pytest.mark.xfail(reason=reasons[name], strict=False)] if IS_BNB and name in reasons else []
-    return pytest.param(name, marks=marks)
-
 
 def _recorded_logits(name):
     with safe_open(os.path.join(FIXTURE, manifest()["logits_file"]), "pt") as f:
@@ -100,7 +88,7 @@ def _check_nearer_nested_codes(key, ours, theirs, fixture):
         assert abs(v - code[a].item()) <= abs(v - code[b].item()), f"{key}[{i}]: {a} is the farther code for {v}"
 
 
-@pytest.mark.parametrize("name", [_xfail(n, {"nf4_dq": _NESTED_OFFSET}) for n in sorted(VARIANTS)])
+@pytest.mark.parametrize("name", sorted(VARIANTS))
 def test_quantized_here_equals_fixture_bytes(name, tmp_path):
     """Quantizing the fixture's float model here and saving gives what real bitsandbytes saved: the
     same keys, dtypes, shapes and bytes (packed weights, absmax, code tables, the packed
