@@ -41,7 +41,7 @@ bnb_status_t check_gemm4_weight(bnb_context_t ctx, int32_t dtype, int64_t N, int
   int64_t elems = 0;
   BNB_CHECK(check_product(N, K, "N*K", &elems));
   BNB_CHECK(check_array(ctx, W, "W"));
-  BNB_CHECK(check_memory(ctx, bias, "bias"));
+  BNB_CHECK(check_memory(ctx, bias, "bias", dtype_bytes(dtype)));
   BNB_CHECK(resolve_scales(ctx, scales, elems / blocksize, &p->scales));
   p->ctx = ctx;
   p->dtype = dtype;
@@ -62,8 +62,8 @@ bnb_status_t run_gemm4(const bnb_gemm4_plan& p, int64_t M, const void* A, void* 
   int64_t elems = 0;
   BNB_CHECK(check_product(M, p.K, "M*K", &elems));
   BNB_CHECK(check_product(M, p.N, "M*N", &elems));
-  BNB_CHECK(check_array(ctx, A, "A"));
-  BNB_CHECK(check_array(ctx, out, "out"));
+  BNB_CHECK(check_array(ctx, A, "A", dtype_bytes(p.dtype)));
+  BNB_CHECK(check_array(ctx, out, "out", dtype_bytes(p.dtype)));
   BNB_OFFERED(gemm_4bit, function);
   return ctx->backend->ops.gemm_4bit(ctx->impl, p.dtype, M, p.N, p.K, A, p.W, &p.scales, p.quant_type, p.blocksize,
                                      p.bias, out, stream);
@@ -134,7 +134,7 @@ BNB_API bnb_status_t bnb_int8_vectorwise_quant(bnb_context_t ctx, int32_t dtype,
   BNB_CHECK(check_product(rows, cols, "rows*cols", &elems));
   if (!(threshold >= 0.0f) || std::isinf(threshold))
     return failf(BNB_ERR_INVALID_ARGUMENT, "threshold %g must be finite and >= 0 (0 = no outliers)", threshold);
-  BNB_CHECK(check_array(ctx, A, "A"));
+  BNB_CHECK(check_array(ctx, A, "A", dtype_bytes(dtype)));
   BNB_CHECK(check_array(ctx, q, "q"));
   BNB_CHECK(check_array(ctx, row_stats, "row_stats"));
   BNB_OFFERED(int8_vectorwise_quant, "bnb_int8_vectorwise_quant");
@@ -156,7 +156,7 @@ BNB_API bnb_status_t bnb_int8_outlier_columns(bnb_context_t ctx, int32_t dtype, 
     return failf(BNB_ERR_INVALID_ARGUMENT, "threshold %g must be finite and > 0", threshold);
   if (capacity < 0)
     return failf(BNB_ERR_INVALID_ARGUMENT, "capacity = %lld is negative", static_cast<long long>(capacity));
-  BNB_CHECK(check_array(ctx, A, "A"));
+  BNB_CHECK(check_array(ctx, A, "A", dtype_bytes(dtype)));
   if (capacity > 0) BNB_CHECK(check_array(ctx, columns, "columns"));
   BNB_CHECK(check_not_null(count, "count"));
   BNB_OFFERED(int8_outlier_columns, "bnb_int8_outlier_columns");
@@ -200,8 +200,8 @@ BNB_API bnb_status_t bnb_int8_mm_dequant(bnb_context_t ctx, int64_t M, int64_t N
   BNB_CHECK(check_array(ctx, C, "C"));
   BNB_CHECK(check_array(ctx, row_stats, "row_stats"));
   BNB_CHECK(check_array(ctx, col_stats, "col_stats"));
-  BNB_CHECK(check_memory(ctx, bias, "bias"));
-  BNB_CHECK(check_array(ctx, out, "out"));
+  BNB_CHECK(check_memory(ctx, bias, "bias", dtype_bytes(out_dtype)));
+  BNB_CHECK(check_array(ctx, out, "out", dtype_bytes(out_dtype)));
   BNB_OFFERED(int8_mm_dequant, "bnb_int8_mm_dequant");
   return ctx->backend->ops.int8_mm_dequant(ctx->impl, M, N, C, row_stats, col_stats, bias, out_dtype, out, stream);
   BNB_API_GUARD_END
@@ -226,14 +226,14 @@ BNB_API bnb_status_t bnb_int8_linear(bnb_context_t ctx, int32_t dtype, int64_t M
                  static_cast<long long>(K));
   if (!(threshold >= 0.0f) || std::isinf(threshold))
     return failf(BNB_ERR_INVALID_ARGUMENT, "threshold %g must be finite and >= 0 (0 = no outliers)", threshold);
-  BNB_CHECK(check_array(ctx, A, "A"));
+  BNB_CHECK(check_array(ctx, A, "A", dtype_bytes(dtype)));
   BNB_CHECK(check_array(ctx, W, "W"));
   BNB_CHECK(check_array(ctx, SCB, "SCB"));
-  BNB_CHECK(check_memory(ctx, bias, "bias"));
+  BNB_CHECK(check_memory(ctx, bias, "bias", dtype_bytes(dtype)));
   BNB_CHECK(check_array(ctx, q, "q"));
   BNB_CHECK(check_array(ctx, row_stats, "row_stats"));
   BNB_CHECK(check_array(ctx, C, "C"));
-  BNB_CHECK(check_array(ctx, out, "out"));
+  BNB_CHECK(check_array(ctx, out, "out", dtype_bytes(dtype)));
   const bnb_backend_ops_t& ops = ctx->backend->ops;
   if (ops.int8_linear != nullptr)
     return ops.int8_linear(ctx->impl, dtype, M, N, K, A, threshold, W, SCB, bias, q, row_stats, C, out, stream);
@@ -336,12 +336,13 @@ bnb_status_t check_optimizer_tensors_named(bnb_context_t ctx, const bnb_optimize
     std::snprintf(name, sizeof name, "%s->%s", what, field);
     return name;
   };
-  BNB_CHECK(check_array(ctx, tensors->p, named("p")));
-  BNB_CHECK(check_array(ctx, tensors->g, named("g")));
-  BNB_CHECK(check_array(ctx, tensors->state1, named("state1")));
+  const size_t param_bytes = dtype_bytes(params->param_dtype), state_bytes = params->state_bits == 8 ? 1 : 4;
+  BNB_CHECK(check_array(ctx, tensors->p, named("p"), param_bytes));
+  BNB_CHECK(check_array(ctx, tensors->g, named("g"), param_bytes));
+  BNB_CHECK(check_array(ctx, tensors->state1, named("state1"), state_bytes));
   const bool two_states = opt == BNB_OPT_ADAM || opt == BNB_OPT_ADEMAMIX || opt == BNB_OPT_LAMB;
-  if (two_states) BNB_CHECK(check_array(ctx, tensors->state2, named("state2")));
-  else BNB_CHECK(check_memory(ctx, tensors->state2, named("state2")));
+  if (two_states) BNB_CHECK(check_array(ctx, tensors->state2, named("state2"), state_bytes));
+  else BNB_CHECK(check_memory(ctx, tensors->state2, named("state2"), state_bytes));
   if (params->state_bits == 8) {
     BNB_CHECK(check_array(ctx, tensors->absmax1, named("absmax1")));
     if (two_states) BNB_CHECK(check_array(ctx, tensors->absmax2, named("absmax2")));

@@ -23,7 +23,7 @@ BNB_API bnb_status_t bnb_quantize_blockwise(bnb_context_t ctx, int32_t dtype, co
   BNB_CHECK(check_float_dtype(dtype, "dtype"));
   BNB_CHECK(check_count(n, "n"));
   BNB_CHECK(check_blocksize(blocksize, 64, 4096, "blocksize"));
-  BNB_CHECK(check_array(ctx, A, "A"));
+  BNB_CHECK(check_array(ctx, A, "A", dtype_bytes(dtype)));
   BNB_CHECK(check_memory(ctx, code, "code"));
   BNB_CHECK(check_array(ctx, out, "out"));
   BNB_CHECK(check_array(ctx, absmax, "absmax"));
@@ -45,7 +45,7 @@ BNB_API bnb_status_t bnb_dequantize_blockwise(bnb_context_t ctx, const uint8_t* 
   BNB_CHECK(check_array(ctx, q, "q"));
   BNB_CHECK(check_array(ctx, absmax, "absmax"));
   BNB_CHECK(check_memory(ctx, code, "code"));
-  BNB_CHECK(check_array(ctx, out, "out"));
+  BNB_CHECK(check_array(ctx, out, "out", dtype_bytes(out_dtype)));
   BNB_CHECK(check_offered(ctx, reinterpret_cast<const void*>(ctx->backend->ops.dequantize_blockwise),
                           "bnb_dequantize_blockwise"));
   return ctx->backend->ops.dequantize_blockwise(ctx->impl, q, absmax, code_or_default(ctx, code), n, blocksize,
@@ -71,7 +71,7 @@ BNB_API bnb_status_t bnb_quantize_4bit(bnb_context_t ctx, int32_t quant_type, in
   BNB_CHECK(check_float_dtype(dtype, "dtype"));
   BNB_CHECK(check_count(n, "n"));
   BNB_CHECK(check_blocksize(blocksize, 32, 4096, "blocksize"));
-  BNB_CHECK(check_array(ctx, A, "A"));
+  BNB_CHECK(check_array(ctx, A, "A", dtype_bytes(dtype)));
   BNB_CHECK(check_array(ctx, packed, "packed"));
   BNB_CHECK(check_array(ctx, absmax, "absmax"));
   BNB_CHECK(check_offered(ctx, reinterpret_cast<const void*>(ctx->backend->ops.quantize_4bit), "bnb_quantize_4bit"));
@@ -89,7 +89,7 @@ BNB_API bnb_status_t bnb_dequantize_4bit(bnb_context_t ctx, int32_t quant_type, 
   BNB_CHECK(check_count(n, "n"));
   BNB_CHECK(check_blocksize(blocksize, 32, 4096, "blocksize"));
   BNB_CHECK(check_array(ctx, packed, "packed"));
-  BNB_CHECK(check_array(ctx, out, "out"));
+  BNB_CHECK(check_array(ctx, out, "out", dtype_bytes(out_dtype)));
   bnb_scales_resolved_t resolved;
   BNB_CHECK(resolve_scales(ctx, scales, ceil_div(n, blocksize), &resolved));
   BNB_CHECK(check_offered(ctx, reinterpret_cast<const void*>(ctx->backend->ops.dequantize_4bit),

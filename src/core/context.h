@@ -2,7 +2,9 @@
 #ifndef BNB_CORE_CONTEXT_H_
 #define BNB_CORE_CONTEXT_H_
 
+#include <cstddef>
 #include <cstdint>
+#include <type_traits>
 #include <string>
 
 #include "error.h"
@@ -33,10 +35,22 @@ bnb_status_t check_float_dtype(int32_t dtype, const char* name);
 bnb_status_t check_quant_type(int32_t quant_type);
 bnb_status_t check_blocksize(int64_t blocksize, int64_t lo, int64_t hi, const char* name);
 // The pointer must live in the memory of the context's backend (host for CPU, device or managed
-// memory of the context's device for GPU backends).
-bnb_status_t check_memory(bnb_context_t ctx, const void* ptr, const char* name);
-// NULL check + memory check in one.
-bnb_status_t check_array(bnb_context_t ctx, const void* ptr, const char* name);
+// memory of the context's device for GPU backends) and be aligned to its element size
+// (docs/API.md, "Arrays": kernels access elements through typed pointers). NULL passes.
+bnb_status_t check_memory(bnb_context_t ctx, const void* ptr, const char* name, size_t element_bytes);
+// NULL check + check_memory in one.
+bnb_status_t check_array(bnb_context_t ctx, const void* ptr, const char* name, size_t element_bytes);
+// Typed pointers carry their element size; `void*` arrays name theirs (dtype_bytes of their dtype).
+template <typename T, typename = std::enable_if_t<!std::is_void_v<T>>>
+bnb_status_t check_memory(bnb_context_t ctx, const T* ptr, const char* name) {
+  return check_memory(ctx, static_cast<const void*>(ptr), name, sizeof(T));
+}
+template <typename T, typename = std::enable_if_t<!std::is_void_v<T>>>
+bnb_status_t check_array(bnb_context_t ctx, const T* ptr, const char* name) {
+  return check_array(ctx, static_cast<const void*>(ptr), name, sizeof(T));
+}
+// Bytes of one element of a dtype the caller has checked.
+size_t dtype_bytes(int32_t dtype);
 // The op is offered by the context's backend.
 bnb_status_t check_offered(bnb_context_t ctx, const void* op, const char* function);
 

@@ -60,8 +60,19 @@ bnb_status_t check_blocksize(int64_t blocksize, int64_t lo, int64_t hi, const ch
   return BNB_SUCCESS;
 }
 
-bnb_status_t check_memory(bnb_context_t ctx, const void* ptr, const char* name) {
+size_t dtype_bytes(int32_t dtype) {
+  switch (dtype) {
+    case BNB_F16: case BNB_BF16: return 2;
+    case BNB_U8: case BNB_I8: return 1;
+    default: return 4;  // F32, I32
+  }
+}
+
+bnb_status_t check_memory(bnb_context_t ctx, const void* ptr, const char* name, size_t element_bytes) {
   if (ptr == nullptr) return BNB_SUCCESS;
+  if (element_bytes > 1 && reinterpret_cast<uintptr_t>(ptr) % element_bytes != 0)
+    return failf(BNB_ERR_INVALID_ARGUMENT, "%s (%p) is not aligned to its element size (%zu bytes)", name, ptr,
+                 element_bytes);
   if (ctx->kind == BNB_BACKEND_CPU) {
     // Host context: reject memory that a loaded GPU backend recognises as device-only.
     for (const Backend& b : backends()) {
@@ -90,9 +101,9 @@ bnb_status_t check_memory(bnb_context_t ctx, const void* ptr, const char* name) 
                b.name.c_str(), ctx->device);
 }
 
-bnb_status_t check_array(bnb_context_t ctx, const void* ptr, const char* name) {
+bnb_status_t check_array(bnb_context_t ctx, const void* ptr, const char* name, size_t element_bytes) {
   BNB_CHECK(check_not_null(ptr, name));
-  return check_memory(ctx, ptr, name);
+  return check_memory(ctx, ptr, name, element_bytes);
 }
 
 bnb_status_t check_offered(bnb_context_t ctx, const void* op, const char* function) {

@@ -314,3 +314,60 @@ TEST(Robust, UnterminatedPluginDescriptionIsCutAtTheBuffer) {
   EXPECT_EQ(available, 0) << detail;  // it scores 0
   EXPECT_EQ(detail, std::string(sizeof(bnb_backend_info_t{}.detail) - 1, 'x'));
 }
+
+// Arrays must be aligned to their element size (docs/API.md, "Arrays"); the kernels access them
+// through typed pointers, so the core refuses a misaligned one and names it instead of letting a
+// kernel load misaligned floats (undefined behaviour, reported by UBSan before this check).
+TEST(Robust, MisalignedArraysAreRefusedByName) {
+  if (!cpu_available()) GTEST_SKIP() << "cpu backend not available";
+  Context ctx(BNB_BACKEND_CPU, 1);
+  ASSERT_TRUE(ctx.ok());
+  const int64_t n = 256;
+  alignas(16) unsigned char raw[4 * 256 + 64] = {};
+  unsigned char* odd = raw + 1;  // aligned to nothing wider than a byte
+  std::vector<uint8_t> q(n);
+  std::vector<float> absmax(4), floats(n + 8);
+  auto expect_named = [](bnb_status_t s, const char* name) {
+    EXPECT_EQ(s, BNB_ERR_INVALID_ARGUMENT);
+    const std::string m = bnb_last_error_message();
+    EXPECT_NE(m.find(name), std::string::npos) << m;
+    EXPECT_NE(m.find("aligned"), std::string::npos) << m;
+  };
+  // A float32 input one byte off.
+  expect_named(bnb_quantize_blockwise(ctx.get(), BNB_F32, odd, n, 64, nullptr, q.data(), absmax.data(), nullptr),
+               "A");
+  // An fp16 output at an odd address; a float output at 2 mod 4 (aligned for fp16, not float).
+  expect_named(bnb_dequantize_blockwise(ctx.get(), q.data(), absmax.data(), nullptr, n, 64, BNB_F16, odd, nullptr),
+               "out");
+  expect_named(bnb_dequantize_blockwise(ctx.get(), q.data(), absmax.data(), nullptr, n, 64, BNB_F32, raw + 2,
+                                        nullptr),
+               "out");
+  // The same address is fine for fp16.
+  EXPECT_EQ(bnb_dequantize_blockwise(ctx.get(), q.data(), absmax.data(), nullptr, n, 64, BNB_F16, raw + 2, nullptr),
+            BNB_SUCCESS)
+      << bnb_last_error_message();
+  // Typed arrays: a float* absmax one byte off.
+  expect_named(bnb_quantize_4bit(ctx.get(), BNB_NF4, BNB_F32, floats.data(), n, 64, q.data(),
+                                 reinterpret_cast<float*>(odd), nullptr),
+               "absmax");
+  // Optimizer tensors: p of float32 two bytes off.
+  bnb_optimizer_params_t p;
+  bnb_optimizer_params_init(&p);
+  p.optimizer = BNB_OPT_ADAM;
+  p.state_bits = 32;
+  p.param_dtype = BNB_F32;
+  p.n = 64;
+  p.lr = 1e-3f;
+  p.beta1 = 0.9f;
+  p.beta2 = 0.999f;
+  p.eps = 1e-8f;
+  p.step = 1;
+  std::vector<float> g(64), s1(64), s2(64);
+  bnb_optimizer_tensors_t t;
+  bnb_optimizer_tensors_init(&t);
+  t.p = raw + 2;
+  t.g = g.data();
+  t.state1 = s1.data();
+  t.state2 = s2.data();
+  expect_named(bnb_optimizer_update(ctx.get(), &p, &t, nullptr), "p");
+}
