@@ -1,5 +1,6 @@
 // bnb: command-line front end. `bnb info` reports the version, every backend and the host CPU;
-// `bnb bench` measures the ops on the selected backend against copy bandwidth.
+// `bnb bench` measures the ops on the selected backend against copy bandwidth; `bnb inspect` and
+// `bnb quantize` read and write safetensors checkpoints (convert.cc).
 #include <cstdio>
 #include <cstring>
 #include <string>
@@ -68,6 +69,13 @@ int run_info() {
 const char kUsage[] =
     "usage: bnb info               version, backends (with why one is unavailable) and host CPU\n"
     "       bnb bench [OPTIONS]    time the quantization ops against a copy (bnb bench --help)\n"
+    "       bnb inspect FILE       list a .safetensors file's tensors and totals, decode and check\n"
+    "                              bitsandbytes 4-bit and int8 weights (bnb inspect --help)\n"
+    "       bnb quantize IN OUT --to nf4|fp4 [--blocksize 64] [--double-quant] [--skip PATTERN]...\n"
+    "                              quantize a .safetensors checkpoint's linear weights on the CPU into\n"
+    "                              the layout transformers loads for bitsandbytes models; lm_head and\n"
+    "                              embeddings are kept, OUT appears only when complete\n"
+    "                              (bnb quantize --help)\n"
     "       bnb --help | --version\n"
     "environment: BNB_BACKEND, BNB_NUM_THREADS, BNB_LOG_LEVEL, BNB_CPU_MAX_TARGET, BNB_BACKEND_PATH\n"
     "(docs/API.md lists their values)\n";
@@ -95,6 +103,8 @@ int main(int argc, char** argv) {
     return 0;
   }
   if (cmd == "bench") return run_bench(args);
+  if (cmd == "inspect") return run_inspect(args);
+  if (cmd == "quantize") return run_quantize(args);
   if (cmd == "info") {
     if (!args.empty() && (args[0] == "--help" || args[0] == "-h")) {
       std::printf("usage: bnb info\n");
