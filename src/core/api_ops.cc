@@ -71,6 +71,22 @@ bnb_status_t run_gemm4(const bnb_gemm4_plan& p, int64_t M, const void* A, void* 
 
 }  // namespace
 
+// M, N, K of an int8 product C[M,N] = A[M,K] B[N,K]^T: positive, products within the limit, and
+// K small enough for exact int32 sums (127 * 128 * K < 2^31).
+static bnb_status_t check_int8_product_dims(int64_t M, int64_t N, int64_t K) {
+  BNB_CHECK(check_count(M, "M"));
+  BNB_CHECK(check_count(N, "N"));
+  BNB_CHECK(check_count(K, "K"));
+  int64_t elems = 0;
+  BNB_CHECK(check_product(M, K, "M*K", &elems));
+  BNB_CHECK(check_product(N, K, "N*K", &elems));
+  BNB_CHECK(check_product(M, N, "M*N", &elems));
+  if (K > 131071)
+    return failf(BNB_ERR_INVALID_ARGUMENT, "K = %lld is too large: int32 accumulation is exact only for K <= 131071",
+                 static_cast<long long>(K));
+  return BNB_SUCCESS;
+}
+
 extern "C" {
 
 BNB_API bnb_status_t bnb_gemm_4bit(bnb_context_t ctx, int32_t dtype, int64_t M, int64_t N, int64_t K,
@@ -169,16 +185,7 @@ BNB_API bnb_status_t bnb_int8_matmul(bnb_context_t ctx, int64_t M, int64_t N, in
                                      const int8_t* B, int32_t* C, void* stream) {
   BNB_API_GUARD_BEGIN
   BNB_CHECK(check_context(ctx));
-  BNB_CHECK(check_count(M, "M"));
-  BNB_CHECK(check_count(N, "N"));
-  BNB_CHECK(check_count(K, "K"));
-  int64_t elems = 0;
-  BNB_CHECK(check_product(M, K, "M*K", &elems));
-  BNB_CHECK(check_product(N, K, "N*K", &elems));
-  BNB_CHECK(check_product(M, N, "M*N", &elems));
-  if (K > 131071)
-    return failf(BNB_ERR_INVALID_ARGUMENT, "K = %lld is too large: int32 accumulation is exact only for K <= 131071",
-                 static_cast<long long>(K));
+  BNB_CHECK(check_int8_product_dims(M, N, K));
   BNB_CHECK(check_array(ctx, A, "A"));
   BNB_CHECK(check_array(ctx, B, "B"));
   BNB_CHECK(check_array(ctx, C, "C"));
@@ -214,16 +221,7 @@ BNB_API bnb_status_t bnb_int8_linear(bnb_context_t ctx, int32_t dtype, int64_t M
   BNB_API_GUARD_BEGIN
   BNB_CHECK(check_context(ctx));
   BNB_CHECK(check_float_dtype(dtype, "dtype"));
-  BNB_CHECK(check_count(M, "M"));
-  BNB_CHECK(check_count(N, "N"));
-  BNB_CHECK(check_count(K, "K"));
-  int64_t elems = 0;
-  BNB_CHECK(check_product(M, K, "M*K", &elems));
-  BNB_CHECK(check_product(N, K, "N*K", &elems));
-  BNB_CHECK(check_product(M, N, "M*N", &elems));
-  if (K > 131071)
-    return failf(BNB_ERR_INVALID_ARGUMENT, "K = %lld is too large: int32 accumulation is exact only for K <= 131071",
-                 static_cast<long long>(K));
+  BNB_CHECK(check_int8_product_dims(M, N, K));
   if (!(threshold >= 0.0f) || std::isinf(threshold))
     return failf(BNB_ERR_INVALID_ARGUMENT, "threshold %g must be finite and >= 0 (0 = no outliers)", threshold);
   BNB_CHECK(check_array(ctx, A, "A", dtype_bytes(dtype)));

@@ -18,6 +18,12 @@ std::vector<int32_t> available_backends() {
   return kinds;
 }
 
+bool cpu_available() {
+  for (int32_t k : available_backends())
+    if (k == BNB_BACKEND_CPU) return true;
+  return false;
+}
+
 std::string backend_label(int32_t kind) {
   switch (kind) {
     case BNB_BACKEND_CPU: return "cpu";

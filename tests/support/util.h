@@ -20,8 +20,19 @@ namespace bnb_test {
                                << bnb_last_error_message();                                      \
   } while (0)
 
+// Expects `call` to return `expected` and the thread's message to mention `needle`.
+#define EXPECT_FAILS(call, expected, needle)                                                     \
+  do {                                                                                           \
+    const bnb_status_t s_ = (call);                                                              \
+    EXPECT_EQ(s_, expected) << #call << " -> " << bnb_status_string(s_);                         \
+    EXPECT_NE(std::string(bnb_last_error_message()).find(needle), std::string::npos)             \
+        << #call << ": message \"" << bnb_last_error_message() << "\" lacks \"" << needle << "\""; \
+  } while (0)
+
 // The kinds of every backend that is available on this machine.
 std::vector<int32_t> available_backends();
+// Whether the CPU backend is among them.
+bool cpu_available();
 std::string backend_label(int32_t kind);
 
 // RAII context on one backend (device 0).

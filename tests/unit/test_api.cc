@@ -19,25 +19,6 @@
 
 using namespace bnb_test;
 
-namespace {
-
-bool cpu_available() {
-  for (int32_t k : available_backends())
-    if (k == BNB_BACKEND_CPU) return true;
-  return false;
-}
-
-// Expects `status` to be `expected` and the thread's message to mention `needle`.
-#define EXPECT_FAILS(call, expected, needle)                                                     \
-  do {                                                                                           \
-    const bnb_status_t s_ = (call);                                                              \
-    EXPECT_EQ(s_, expected) << #call << " -> " << bnb_status_string(s_);                         \
-    EXPECT_NE(std::string(bnb_last_error_message()).find(needle), std::string::npos)             \
-        << #call << ": message \"" << bnb_last_error_message() << "\" lacks \"" << needle << "\""; \
-  } while (0)
-
-}  // namespace
-
 TEST(Api, VersionMatchesHeader) {
   EXPECT_EQ(bnb_version_number(), BNB_VERSION_NUMBER);
   char expected[32];

@@ -19,12 +19,6 @@ namespace {
 
 constexpr int kThreads = 32;
 
-bool cpu_available() {
-  for (int32_t k : available_backends())
-    if (k == BNB_BACKEND_CPU) return true;
-  return false;
-}
-
 // One round of mixed operations on host memory (CPU backend). Every output is collected so that
 // two rounds can be compared byte for byte.
 struct Round {
@@ -118,6 +112,14 @@ bool run_round(bnb_context_t ctx, const Inputs& in, Round* r, std::string* error
   return ok(bnb_synchronize(ctx, nullptr), "synchronize");
 }
 
+// The reference: one round on a context with a single worker.
+void one_thread_round(const Inputs& in, Round* want) {
+  Context one(BNB_BACKEND_CPU, 1);
+  ASSERT_TRUE(one.ok());
+  std::string error;
+  ASSERT_TRUE(run_round(one.get(), in, want, &error)) << error;
+}
+
 // Runs `rounds` rounds on each of kThreads threads; ctx_for(i) gives thread i's context.
 template <typename ContextFor>
 void run_threads(const Inputs& in, const Round& want, int rounds, ContextFor ctx_for) {
@@ -163,12 +165,7 @@ TEST(Threads, MixedOpsOnPrivateContexts) {
   if (!cpu_available()) GTEST_SKIP() << "cpu backend not available";
   const Inputs in;
   Round want;
-  {
-    Context one(BNB_BACKEND_CPU, 1);
-    ASSERT_TRUE(one.ok());
-    std::string error;
-    ASSERT_TRUE(run_round(one.get(), in, &want, &error)) << error;
-  }
+  ASSERT_NO_FATAL_FAILURE(one_thread_round(in, &want));
   std::vector<std::unique_ptr<Context>> contexts;
   for (int i = 0; i < kThreads; ++i) {
     contexts.push_back(std::make_unique<Context>(BNB_BACKEND_CPU, 1));
@@ -181,12 +178,7 @@ TEST(Threads, ConcurrentContextCreateAndDestroy) {
   if (!cpu_available()) GTEST_SKIP() << "cpu backend not available";
   const Inputs in;
   Round want;
-  {
-    Context one(BNB_BACKEND_CPU, 1);
-    ASSERT_TRUE(one.ok());
-    std::string error;
-    ASSERT_TRUE(run_round(one.get(), in, &want, &error)) << error;
-  }
+  ASSERT_NO_FATAL_FAILURE(one_thread_round(in, &want));
   std::atomic<int> failures{0}, mismatches{0};
   std::vector<std::thread> threads;
   for (int i = 0; i < kThreads; ++i) {
