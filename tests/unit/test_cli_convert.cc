@@ -392,3 +392,39 @@ TEST_F(CliConvert, UsageErrors) {
   EXPECT_EQ(r.code, 1);
   EXPECT_TRUE(contains(r.output, "/nonexistent/x.safetensors: cannot open")) << r.output;
 }
+
+// The checkpoints real bitsandbytes saved through transformers (tests/data/hf_fixture) read back.
+TEST_F(CliConvert, InspectReadsCheckpointsSavedByBitsandbytes) {
+  std::string fixture = __FILE__;
+  fixture = fixture.substr(0, fixture.rfind("/unit/")) + "/data/hf_fixture/";
+  if (access((fixture + "nf4_dq/model.safetensors").c_str(), R_OK) != 0) GTEST_SKIP() << "no " << fixture;
+  const std::pair<const char*, const char*> cases[] = {
+      {"nf4_dq", "quantized: nf4, blocksize 64, from float32 [64, 128], nested (blocksize 256, offset 0.05134176090359688)"},
+      {"fp4", "quantized: fp4, blocksize 64, from float32 [64, 128]\n"},
+      {"int8", "quantized: int8 (LLM.int8), SCB F32 [64], weight_format 0 (row-major)"},
+      {"float", "total: 21 tensors, 0 quantized weights"},
+  };
+  for (const auto& c : cases) {
+    const Outcome r = bnb("inspect " + fixture + c.first + "/model.safetensors");
+    EXPECT_EQ(r.code, 0) << c.first << ":\n" << r.output;
+    EXPECT_TRUE(contains(r.output, c.second)) << c.first << ":\n" << r.output;
+  }
+}
+
+// A quantized checkpoint whose state disagrees with itself is reported by inspect.
+TEST_F(CliConvert, InspectChecksQuantizationState) {
+  write_raw(path("in.safetensors"), make_file(model()));
+  ASSERT_EQ(bnb("quantize " + path("in.safetensors") + " " + path("q.safetensors") + " --to nf4").code, 0);
+  Entries broken;
+  for (const auto& kv : read_tensors(path("q.safetensors"))) broken.push_back(kv);
+  for (auto& e : broken)
+    if (e.first == "model.layers.0.mlp.up_proj.weight.absmax") {  // one block short
+      e.second.shape[0] -= 1;
+      e.second.bytes.resize(e.second.bytes.size() - 4);
+    }
+  write_raw(path("broken.safetensors"), make_file(broken));
+  const Outcome r = bnb("inspect " + path("broken.safetensors"));
+  EXPECT_EQ(r.code, 1) << r.output;
+  EXPECT_TRUE(contains(r.output, path("broken.safetensors") + ": tensor 'model.layers.0.mlp.up_proj.weight': absmax is F32 [95], expected F32 [96]"))
+      << r.output;
+}
