@@ -396,6 +396,7 @@ int run_quantize_checked(const QuantizeOptions& o) {
     const Tensor& t = in.tensors()[i];
     if (!quantize[i]) {
       out.add(t.name, t.dtype, t.shape, t.data, t.bytes());
+      in.release(t);
       continue;
     }
     const int64_t n = t.numel(), nb = (n + o.blocksize - 1) / o.blocksize;
@@ -403,6 +404,7 @@ int run_quantize_checked(const QuantizeOptions& o) {
     staging.resize(t.bytes() + 64);
     uint8_t* aligned = staging.data() + (64 - reinterpret_cast<uintptr_t>(staging.data()) % 64) % 64;
     std::memcpy(aligned, t.data, t.bytes());
+    in.release(t);
     packed.resize(size_t((n + 1) / 2));
     absmax.resize(size_t(nb));
     const std::string where = in.path() + ": tensor '" + t.name + "': ";

@@ -181,6 +181,13 @@ void SafetensorsFile::parse_header(const std::string& text) {
   for (size_t i = 0; i < tensors_.size(); ++i) index_[tensors_[i].name] = i;
 }
 
+void SafetensorsFile::release(const Tensor& t) const {
+  const uint64_t page = static_cast<uint64_t>(::sysconf(_SC_PAGESIZE));
+  const uint64_t from = (8 + header_size_ + t.begin) / page * page;
+  const uint64_t to = std::min(size_, (8 + header_size_ + t.end + page - 1) / page * page);
+  if (to > from) ::madvise(static_cast<uint8_t*>(map_) + from, to - from, MADV_DONTNEED);
+}
+
 const Tensor* SafetensorsFile::find(const std::string& name) const {
   const auto it = index_.find(name);
   return it == index_.end() ? nullptr : &tensors_[it->second];

@@ -53,6 +53,9 @@ class SafetensorsFile {
   const Tensor* find(const std::string& name) const;
   const std::map<std::string, std::string>& metadata() const { return metadata_; }
   uint64_t file_size() const { return size_; }
+  // Drops the pages of a tensor that has been read from this process's mapping (they stay in the
+  // page cache and fault back in if read again), so streaming keeps about one tensor resident.
+  void release(const Tensor& t) const;
   uint64_t header_size() const { return header_size_; }
 
  private:
