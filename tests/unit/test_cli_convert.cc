@@ -251,7 +251,7 @@ TEST_F(CliConvert, QuantizeFp4DoubleQuantEqualsLibrary) {
   const Entries in = model();
   write_raw(path("in.safetensors"), make_file(in));
   const Outcome r = bnb("quantize " + path("in.safetensors") + " " + path("out.safetensors") +
-                        " --to=fp4 --blocksize 128 --double-quant");
+                        " --to=fp4 --blocksize 128 --double-quant --threads 1");
   ASSERT_EQ(r.code, 0) << r.output;
   expect_matches_library(in, read_tensors(path("out.safetensors")), BNB_FP4, "fp4", 128, true);
   const Outcome i = bnb("inspect " + path("out.safetensors"));
@@ -345,6 +345,14 @@ TEST_F(CliConvert, BadInputIsAnErrorNamingFileAndTensorWithNoOutput) {
   r = bnb("quantize " + path("in.safetensors") + " " + dir_ + "/./in.safetensors --to nf4");
   EXPECT_EQ(r.code, 2) << r.output;
   EXPECT_EQ(read_file(path("in.safetensors")), good) << "the input was changed";
+  // A name the quantized keys would repeat.
+  Entries clash = {{"x.weight", {"F32", {4, 64}, std::vector<uint8_t>(1024, 0)}},
+                   {"x.weight.absmax", {"F32", {4}, std::vector<uint8_t>(16, 0)}}};
+  write_raw(path("clash.safetensors"), make_file(clash));
+  r = bnb("quantize " + path("clash.safetensors") + " " + out + " --to nf4");
+  EXPECT_EQ(r.code, 1) << r.output;
+  EXPECT_TRUE(contains(r.output, "tensor 'x.weight.absmax': the quantized output would hold this name twice")) << r.output;
+  ::unlink(path("clash.safetensors").c_str());
   // An already quantized checkpoint.
   ASSERT_EQ(bnb("quantize " + path("in.safetensors") + " " + path("q.safetensors") + " --to nf4").code, 0);
   r = bnb("quantize " + path("q.safetensors") + " " + out + " --to nf4");
@@ -375,6 +383,7 @@ TEST_F(CliConvert, UsageErrors) {
       {"quantize a b --to nf4 --blocksize", "--blocksize needs a value"},
       {"quantize a --to nf4", "needs IN and OUT"},
       {"quantize a b --to nf4 --bogus", "unknown argument '--bogus'"},
+      {"quantize a b --to nf4 --threads -2", "--threads '-2' is not valid: use 0 (default) to 4096"},
       {"inspect", "takes one FILE argument"},
   };
   for (const auto& c : cases) {

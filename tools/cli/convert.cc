@@ -10,6 +10,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <memory>
+#include <set>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
@@ -230,6 +231,7 @@ const char kQuantizeUsage[] =
     "  --skip PATTERN      leave weights whose name contains PATTERN unquantized (repeatable; the\n"
     "                      defaults 'lm_head' and 'embed' always apply)\n"
     "  --strict            a 2-D '.weight' of another dtype is an error instead of being copied\n"
+    "  --threads N         CPU threads (default: $BNB_NUM_THREADS, else every core)\n"
     "OUT is written under a temporary name and renamed when complete; OUT may not be IN.\n";
 
 struct QuantizeOptions {
@@ -239,6 +241,7 @@ struct QuantizeOptions {
   int64_t blocksize = 64;
   bool nested = false;
   bool strict = false;
+  int32_t threads = 0;  // 0: $BNB_NUM_THREADS, else every core
   std::vector<std::string> skip = {"lm_head", "embed"};
 };
 
@@ -259,7 +262,7 @@ int parse_quantize(const std::vector<std::string>& args, QuantizeOptions& o) {
       v = args[++i];
       return true;
     };
-    if (a == "--to" || a == "--blocksize" || a == "--skip") {
+    if (a == "--to" || a == "--blocksize" || a == "--skip" || a == "--threads") {
       std::string v;
       if (!take(v)) return usage_error("quantize", a + " needs a value");
       if (a == "--to") {
@@ -274,6 +277,12 @@ int parse_quantize(const std::vector<std::string>& args, QuantizeOptions& o) {
         if (v.empty() || *end != '\0' || b < 32 || b > 4096 || (b & (b - 1)) != 0)
           return usage_error("quantize", "--blocksize '" + v + "' is not valid: use a power of two from 32 to 4096");
         o.blocksize = b;
+      } else if (a == "--threads") {
+        char* end = nullptr;
+        const long long t = std::strtoll(v.c_str(), &end, 10);
+        if (v.empty() || *end != '\0' || t < 0 || t > 4096)
+          return usage_error("quantize", "--threads '" + v + "' is not valid: use 0 (default) to 4096");
+        o.threads = static_cast<int32_t>(t);
       } else {
         if (v.empty()) return usage_error("quantize", "--skip needs a non-empty pattern");
         o.skip.push_back(v);
@@ -322,10 +331,11 @@ std::string state_blob(const QuantizeOptions& o, const Tensor& t, const float* o
 
 class Context {
  public:
-  Context() {
+  explicit Context(int32_t threads) {
     bnb_context_options_t opts;
     bnb_context_options_init(&opts);
     opts.backend = BNB_BACKEND_CPU;
+    opts.num_threads = threads;
     if (bnb_context_create(&opts, &ctx_) != BNB_SUCCESS)
       throw std::runtime_error(std::string("cannot create a CPU context: ") + bnb_last_error_message());
   }
@@ -380,9 +390,13 @@ int run_quantize_checked(const QuantizeOptions& o) {
     const uint64_t blob_max = state_blob(o, t, nullptr).size() + 96;
     plan.push_back({t.name + kBlobPrefix + o.type_name, "U8", {int64_t(blob_max)}, blob_max});
   }
+  std::set<std::string> names;
+  for (const TensorPlan& p : plan)
+    if (!names.insert(p.name).second)
+      throw FileError(in.path() + ": tensor '" + p.name + "': the quantized output would hold this name twice");
   if (n_quantized == 0) std::fprintf(stderr, "bnb quantize: %s: no tensor to quantize, copying\n", in.path().c_str());
 
-  Context ctx;
+  Context ctx(o.threads);
   float quant_map[256], nested_map[256];
   int64_t count = 0;
   check(bnb_get_code_table(o.quant_type == BNB_NF4 ? BNB_CODE_NF4 : BNB_CODE_FP4, quant_map, &count), "code table");
