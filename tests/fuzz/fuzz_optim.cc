@@ -44,9 +44,11 @@ struct Tensor {
   Tensor(FuzzedDataProvider& in, const bnb_optimizer_params_t& p, int64_t n)
       : P(in, n, dtype_bytes(p.param_dtype)),
         G(in, n, dtype_bytes(p.param_dtype)),
-        S1(in, n, p.state_bits == 8 ? 1 : 4),
+        // AdEMAMix keeps two EMAs in state1 (m1 then m2) with their own absmax1 halves
+        // (docs/OPTIMIZERS.md): 2n values and 2 x blocks.
+        S1(in, mul(n, p.optimizer == BNB_OPT_ADEMAMIX ? 2 : 1), p.state_bits == 8 ? 1 : 4),
         S2(in, n, p.state_bits == 8 ? 1 : 4),
-        A1(in, ceil_div(n, kOptBlock), 4),
+        A1(in, mul(ceil_div(n, kOptBlock), p.optimizer == BNB_OPT_ADEMAMIX ? 2 : 1), 4),
         A2(in, ceil_div(n, kOptBlock), 4),
         Q1(in, 256, 4),
         Q2(in, 256, 4),
