@@ -323,11 +323,12 @@ def _adopt(state):
 
 
 def _nested(state, blocksize):
-    """The state with its float32 absmax double-quantized as bitsandbytes does it: offset =
-    absmax.mean() as torch reduces float32 on the absmax's device (bnb's own compress_absmax sums in
-    binary64, which can differ in the last bit and so change a checkpoint's nested_offset and some
-    codes), then 8-bit blockwise quantization of absmax - offset with the signed dynamic map."""
-    offset = state.absmax.mean()
+    """The state with its float32 absmax double-quantized: offset = the mean of the absmax by bnb's
+    rule (docs/FORMATS.md §4.1: summed in binary64, then rounded to float32, the same on every device
+    and in `bnb quantize`), then 8-bit blockwise quantization of absmax - offset with the signed
+    dynamic map. bitsandbytes takes torch's float32 mean on the tensor's device, whose last bit can
+    differ; a stored offset loads the same either way."""
+    offset = _bnbf._mean_f32(state.absmax)
     qabsmax, state2 = quantize_blockwise(state.absmax - offset, blocksize=blocksize)
     return QuantState(absmax=qabsmax, shape=state.shape, code=state.code, blocksize=state.blocksize,
                       quant_type=state.quant_type, dtype=state.dtype, offset=offset, state2=state2)
