@@ -26,6 +26,20 @@ packages=(cmake ninja-build g++ pkg-config zlib1g-dev libgtest-dev nlohmann-json
 # Optional toolchains: the HIP plugin's compiler and the Go binding's toolchain; clang and its
 # sanitizer runtimes for the libFuzzer targets (scripts/fuzz.sh).
 packages+=(hipcc golang-go clang libclang-rt-14-dev)
+# The Rust binding (scripts/test_bindings.sh) needs cargo/rustc >= 1.77 (bindings/rust/Cargo.toml);
+# Debian 12's rustc/cargo are 1.63, its rustc-web/cargo-web (bookworm main, updated through
+# bookworm-security) are newer and install /usr/bin/rustc and /usr/bin/cargo. They are installed
+# when no cargo >= 1.77 is on PATH, unless Debian's rustc, cargo or rustup (which they conflict
+# with) is installed: apt would remove those, so that is left to the user.
+cargo_minor=$(cargo --version 2>/dev/null | sed -n 's/^cargo 1\.\([0-9]*\).*/\1/p')
+if [ "${cargo_minor:-0}" -lt 77 ]; then
+  if dpkg -s rustc >/dev/null 2>&1 || dpkg -s cargo >/dev/null 2>&1 || dpkg -s rustup >/dev/null 2>&1; then
+    echo "note: the Rust binding's tests need cargo >= 1.77; Debian's rustc/cargo/rustup is installed," \
+         "so rustc-web cargo-web are not (apt-get install rustc-web cargo-web replaces them)" >&2
+  else
+    packages+=(rustc-web cargo-web)
+  fi
+fi
 missing=()
 for p in "${packages[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
