@@ -86,6 +86,11 @@ typedef struct bnb_context_options {
   int32_t backend;      /* bnb_backend_kind_t; AUTO = $BNB_BACKEND, else the best available */
   int32_t device;       /* device index on GPU backends */
   int32_t num_threads;  /* CPU threads; 0 = $BNB_NUM_THREADS, else all cores */
+  /* Appended in 0.1 (a caller built without it passes the smaller struct_size and gets 0):
+     1 = before an op, scan its float inputs (what is quantized, activations, gradients) and fail
+     with BNB_ERR_INVALID_ARGUMENT naming the first NaN or infinity; -1 = never;
+     0 = $BNB_CHECK_FINITE (0 or 1), off when unset. */
+  int32_t check_finite;
 } bnb_context_options_t;
 
 BNB_API bnb_status_t bnb_context_options_init(bnb_context_options_t* options);

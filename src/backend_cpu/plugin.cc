@@ -4,6 +4,7 @@
 
 #include <cpuinfo_x86.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cstdio>
 #include <cstdlib>
@@ -14,6 +15,7 @@
 #include <system_error>
 #include <thread>
 
+#include "half.h"
 #include "int8_kernels.h"
 #include "quant_kernels.h"
 #include "tables.h"
@@ -133,6 +135,52 @@ bnb_status_t op_mem_copy(void* /*impl*/, void* dst, const void* src, int64_t byt
 
 bnb_status_t op_synchronize(void* /*impl*/, void* /*stream*/) { return BNB_SUCCESS; }
 
+// Index of the first element of x[begin, end) whose exponent bits are all ones, or -1. The
+// whole-chunk OR test has no early exit, so the compiler vectorises it; only a chunk that holds
+// one is searched element by element.
+template <typename Bits>
+int64_t first_nonfinite_in(const Bits* x, int64_t begin, int64_t end, Bits mask) {
+  constexpr int64_t kStep = 1024;
+  for (int64_t i = begin; i < end; i += kStep) {
+    const int64_t stop = std::min(end, i + kStep);
+    bool any = false;
+    for (int64_t j = i; j < stop; ++j) any |= (x[j] & mask) == mask;
+    if (!any) continue;
+    for (int64_t j = i; j < stop; ++j)
+      if ((x[j] & mask) == mask) return j;
+  }
+  return -1;
+}
+
+template <typename Bits>
+int64_t first_nonfinite(Context& ctx, const void* data, int64_t n, Bits mask) {
+  const auto* x = static_cast<const Bits*>(data);
+  constexpr int64_t kChunk = INT64_C(1) << 16;
+  const int64_t chunks = (n + kChunk - 1) / kChunk;
+  std::atomic<int64_t> first{INT64_MAX};
+  ctx.pool.run(chunks, [&](int64_t c) {
+    const int64_t begin = c * kChunk;
+    if (begin >= first.load(std::memory_order_relaxed)) return;  // an earlier chunk has one
+    const int64_t found = first_nonfinite_in(x, begin, std::min(n, begin + kChunk), mask);
+    int64_t seen = first.load(std::memory_order_relaxed);
+    while (found >= 0 && found < seen && !first.compare_exchange_weak(seen, found)) {
+    }
+  });
+  const int64_t result = first.load();
+  return result == INT64_MAX ? -1 : result;
+}
+
+bnb_status_t op_find_nonfinite(void* impl, int32_t dtype, const void* x, int64_t n, int64_t* first,
+                               void* /*stream*/) {
+  Context& ctx = *context_of(impl);
+  switch (dtype) {
+    case BNB_F32: *first = first_nonfinite<uint32_t>(ctx, x, n, kF32ExponentMask); break;
+    case BNB_F16: *first = first_nonfinite<uint16_t>(ctx, x, n, kF16ExponentMask); break;
+    default: *first = first_nonfinite<uint16_t>(ctx, x, n, kBF16ExponentMask); break;
+  }
+  return BNB_SUCCESS;
+}
+
 bnb_backend_ops_t make_ops() {
   bnb_backend_ops_t ops;
   std::memset(&ops, 0, sizeof ops);
@@ -150,6 +198,7 @@ bnb_backend_ops_t make_ops() {
   ops.mem_free = op_mem_free;
   ops.mem_copy = op_mem_copy;
   ops.synchronize = op_synchronize;
+  ops.find_nonfinite = op_find_nonfinite;
   register_quant_ops(&ops);
   register_gemm4_ops(&ops);
   register_int8_ops(&ops);

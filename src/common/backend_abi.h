@@ -125,6 +125,12 @@ typedef struct bnb_backend_ops {
   bnb_status_t (*int8_linear)(void* impl, int32_t dtype, int64_t M, int64_t N, int64_t K, const void* A,
                               float threshold, const int8_t* W, const float* SCB, const void* bias, int8_t* q,
                               float* row_stats, int32_t* C, void* out, void* stream);
+  // The finite check (bnb_context_options_t.check_finite): *first = the index of the first NaN or
+  // infinity among the n elements of x (F32, F16 or BF16, in the backend's memory), -1 if there is
+  // none. Runs where the data lives; a GPU plugin waits for `stream`. NULL: contexts asking for
+  // the check get BNB_ERR_NOT_SUPPORTED from every op that would scan.
+  bnb_status_t (*find_nonfinite)(void* impl, int32_t dtype, const void* x, int64_t n, int64_t* first,
+                                 void* stream);
 } bnb_backend_ops_t;
 
 typedef int32_t (*bnb_backend_score_fn)(void);

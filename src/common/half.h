@@ -8,6 +8,11 @@
 
 namespace bnb {
 
+// Exponent fields: all ones marks an infinity or a NaN ((bits & mask) == mask), in every format.
+constexpr uint32_t kF32ExponentMask = 0x7f800000u;
+constexpr uint16_t kF16ExponentMask = 0x7c00u;
+constexpr uint16_t kBF16ExponentMask = 0x7f80u;
+
 inline float bf16_to_f32(uint16_t h) {
   uint32_t b = static_cast<uint32_t>(h) << 16;
   float f;

@@ -1,5 +1,7 @@
 // Entry points: version, status and errors, backends, contexts, code tables, backend memory.
+#include <algorithm>
 #include <cerrno>
+#include <cstddef>
 #include <cstdlib>
 #include <cstring>
 #include <new>
@@ -24,6 +26,7 @@ struct Environment {
   int32_t backend = BNB_BACKEND_AUTO;  // $BNB_BACKEND; AUTO when unset, empty or "auto"
   std::string backend_origin = "BNB_BACKEND unset";
   int32_t num_threads = 0;             // $BNB_NUM_THREADS; 0 when unset or empty
+  bool check_finite = false;           // $BNB_CHECK_FINITE; off when unset or empty
 };
 
 bnb_status_t read_environment(Environment* env) {
@@ -54,6 +57,15 @@ bnb_status_t read_environment(Environment* env) {
                    "BNB_NUM_THREADS=%s is not valid: use a whole number from 1 to %d (unset = all cores)", text,
                    kMaxThreads);
     env->num_threads = static_cast<int32_t>(v);
+  }
+
+  if (const char* text = std::getenv("BNB_CHECK_FINITE"); text != nullptr && *text != '\0') {
+    if (std::strcmp(text, "0") != 0 && std::strcmp(text, "1") != 0)
+      return failf(BNB_ERR_INVALID_ARGUMENT,
+                   "BNB_CHECK_FINITE=%s is not valid: use 1 (scan float inputs for NaN and infinity) or 0 (unset = "
+                   "0)",
+                   text);
+    env->check_finite = text[0] == '1';
   }
   return BNB_SUCCESS;
 }
@@ -142,12 +154,15 @@ BNB_API bnb_status_t bnb_context_create(const bnb_context_options_t* options, bn
   bnb_context_options_t opts;
   bnb_context_options_init(&opts);
   if (options != nullptr) {
-    if (options->struct_size < sizeof(bnb_context_options_t))
+    // The struct as first published ended at num_threads; fields appended since keep their
+    // defaults for a caller built against it.
+    constexpr size_t first_size = offsetof(bnb_context_options_t, num_threads) + sizeof(int32_t);
+    if (options->struct_size < first_size)
       return failf(BNB_ERR_INVALID_ARGUMENT,
-                   "options->struct_size %u is smaller than sizeof(bnb_context_options_t) = %zu: call "
-                   "bnb_context_options_init first",
-                   options->struct_size, sizeof(bnb_context_options_t));
-    std::memcpy(&opts, options, sizeof opts);
+                   "options->struct_size %u is too small (at least %zu; sizeof(bnb_context_options_t) = %zu): "
+                   "call bnb_context_options_init first",
+                   options->struct_size, first_size, sizeof(bnb_context_options_t));
+    std::memcpy(&opts, options, std::min<size_t>(options->struct_size, sizeof opts));
     opts.struct_size = sizeof opts;
   }
   if (opts.backend < BNB_BACKEND_AUTO || opts.backend > BNB_BACKEND_HIP)
@@ -156,9 +171,14 @@ BNB_API bnb_status_t bnb_context_create(const bnb_context_options_t* options, bn
   if (opts.num_threads < 0 || opts.num_threads > kMaxThreads)
     return failf(BNB_ERR_INVALID_ARGUMENT, "options->num_threads %d is not valid: use 0 (default) to %d",
                  opts.num_threads, kMaxThreads);
+  if (opts.check_finite < -1 || opts.check_finite > 1)
+    return failf(BNB_ERR_INVALID_ARGUMENT,
+                 "options->check_finite %d is not valid: use 1 (on), -1 (off) or 0 ($BNB_CHECK_FINITE)",
+                 opts.check_finite);
   Environment env;
   BNB_CHECK(read_environment(&env));
   if (opts.num_threads == 0) opts.num_threads = env.num_threads;
+  const bool check_finite = opts.check_finite == 0 ? env.check_finite : opts.check_finite == 1;
 
   int32_t kind = opts.backend;
   std::string origin = "options->backend";
@@ -197,6 +217,7 @@ BNB_API bnb_status_t bnb_context_create(const bnb_context_options_t* options, bn
   c->impl = impl;
   c->kind = backend->kind;
   c->device = backend->kind == BNB_BACKEND_CPU ? 0 : opts.device;
+  c->check_finite = check_finite;
   *ctx = c;
   return BNB_SUCCESS;
   BNB_API_GUARD_END

@@ -65,6 +65,7 @@ bnb_status_t run_gemm4(const bnb_gemm4_plan& p, int64_t M, const void* A, void* 
   BNB_CHECK(check_array(ctx, A, "A", dtype_bytes(p.dtype)));
   BNB_CHECK(check_array(ctx, out, "out", dtype_bytes(p.dtype)));
   BNB_OFFERED(gemm_4bit, function);
+  BNB_CHECK(check_finite(ctx, p.dtype, A, M * p.K, "A", stream));
   return ctx->backend->ops.gemm_4bit(ctx->impl, p.dtype, M, p.N, p.K, A, p.W, &p.scales, p.quant_type, p.blocksize,
                                      p.bias, out, stream);
 }
@@ -154,6 +155,7 @@ BNB_API bnb_status_t bnb_int8_vectorwise_quant(bnb_context_t ctx, int32_t dtype,
   BNB_CHECK(check_array(ctx, q, "q"));
   BNB_CHECK(check_array(ctx, row_stats, "row_stats"));
   BNB_OFFERED(int8_vectorwise_quant, "bnb_int8_vectorwise_quant");
+  BNB_CHECK(check_finite(ctx, dtype, A, elems, "A", stream));
   return ctx->backend->ops.int8_vectorwise_quant(ctx->impl, dtype, rows, cols, A, threshold, q, row_stats, stream);
   BNB_API_GUARD_END
 }
@@ -176,6 +178,7 @@ BNB_API bnb_status_t bnb_int8_outlier_columns(bnb_context_t ctx, int32_t dtype, 
   if (capacity > 0) BNB_CHECK(check_array(ctx, columns, "columns"));
   BNB_CHECK(check_not_null(count, "count"));
   BNB_OFFERED(int8_outlier_columns, "bnb_int8_outlier_columns");
+  BNB_CHECK(check_finite(ctx, dtype, A, elems, "A", stream));
   return ctx->backend->ops.int8_outlier_columns(ctx->impl, dtype, rows, cols, A, threshold, columns, capacity, count,
                                                 stream);
   BNB_API_GUARD_END
@@ -233,11 +236,14 @@ BNB_API bnb_status_t bnb_int8_linear(bnb_context_t ctx, int32_t dtype, int64_t M
   BNB_CHECK(check_array(ctx, C, "C"));
   BNB_CHECK(check_array(ctx, out, "out", dtype_bytes(dtype)));
   const bnb_backend_ops_t& ops = ctx->backend->ops;
+  if (ops.int8_linear == nullptr) {
+    BNB_OFFERED(int8_vectorwise_quant, "bnb_int8_linear");
+    BNB_OFFERED(int8_matmul, "bnb_int8_linear");
+    BNB_OFFERED(int8_mm_dequant, "bnb_int8_linear");
+  }
+  BNB_CHECK(check_finite(ctx, dtype, A, M * K, "A", stream));
   if (ops.int8_linear != nullptr)
     return ops.int8_linear(ctx->impl, dtype, M, N, K, A, threshold, W, SCB, bias, q, row_stats, C, out, stream);
-  BNB_OFFERED(int8_vectorwise_quant, "bnb_int8_linear");
-  BNB_OFFERED(int8_matmul, "bnb_int8_linear");
-  BNB_OFFERED(int8_mm_dequant, "bnb_int8_linear");
   BNB_CHECK(ops.int8_vectorwise_quant(ctx->impl, dtype, M, K, A, threshold, q, row_stats, stream));
   BNB_CHECK(ops.int8_matmul(ctx->impl, M, N, K, q, W, C, stream));
   return ops.int8_mm_dequant(ctx->impl, M, N, C, row_stats, SCB, bias, dtype, out, stream);
@@ -370,6 +376,7 @@ BNB_API bnb_status_t bnb_optimizer_update(bnb_context_t ctx, const bnb_optimizer
   BNB_CHECK(check_count(params->n, "params->n"));
   BNB_CHECK(check_optimizer_tensors(ctx, params, tensors, "tensors"));
   BNB_OFFERED(optimizer_update, "bnb_optimizer_update");
+  BNB_CHECK(check_finite(ctx, params->param_dtype, tensors->g, params->n, "tensors->g", stream));
   return ctx->backend->ops.optimizer_update(ctx->impl, params, tensors, stream);
   BNB_API_GUARD_END
 }
@@ -395,6 +402,13 @@ BNB_API bnb_status_t bnb_optimizer_update_multi(bnb_context_t ctx, const bnb_opt
       BNB_CHECK(check_count(n[i], name));
       std::snprintf(name, sizeof name, "tensors[%d]", i);
       return check_optimizer_tensors_named(ctx, params, &tensors[i], name);
+    }
+  }
+  if (ctx->check_finite) {
+    for (int32_t i = 0; i < count; ++i) {
+      char name[40];
+      std::snprintf(name, sizeof name, "tensors[%d]->g", i);
+      BNB_CHECK(check_finite(ctx, params->param_dtype, tensors[i].g, n[i], name, stream));
     }
   }
   if (ctx->backend->ops.optimizer_update_multi != nullptr)

@@ -29,6 +29,7 @@ BNB_API bnb_status_t bnb_quantize_blockwise(bnb_context_t ctx, int32_t dtype, co
   BNB_CHECK(check_array(ctx, absmax, "absmax"));
   BNB_CHECK(check_offered(ctx, reinterpret_cast<const void*>(ctx->backend->ops.quantize_blockwise),
                           "bnb_quantize_blockwise"));
+  BNB_CHECK(check_finite(ctx, dtype, A, n, "A", stream));
   return ctx->backend->ops.quantize_blockwise(ctx->impl, dtype, A, n, blocksize, code_or_default(ctx, code), out,
                                               absmax, stream);
   BNB_API_GUARD_END
@@ -75,6 +76,7 @@ BNB_API bnb_status_t bnb_quantize_4bit(bnb_context_t ctx, int32_t quant_type, in
   BNB_CHECK(check_array(ctx, packed, "packed"));
   BNB_CHECK(check_array(ctx, absmax, "absmax"));
   BNB_CHECK(check_offered(ctx, reinterpret_cast<const void*>(ctx->backend->ops.quantize_4bit), "bnb_quantize_4bit"));
+  BNB_CHECK(check_finite(ctx, dtype, A, n, "A", stream));
   return ctx->backend->ops.quantize_4bit(ctx->impl, quant_type, dtype, A, n, blocksize, packed, absmax, stream);
   BNB_API_GUARD_END
 }
@@ -110,6 +112,7 @@ BNB_API bnb_status_t bnb_compress_absmax(bnb_context_t ctx, const float* absmax,
   BNB_CHECK(check_array(ctx, offset, "offset"));
   BNB_CHECK(check_offered(ctx, reinterpret_cast<const void*>(ctx->backend->ops.compress_absmax),
                           "bnb_compress_absmax"));
+  BNB_CHECK(check_finite(ctx, BNB_F32, absmax, nblocks, "absmax", stream));
   return ctx->backend->ops.compress_absmax(ctx->impl, absmax, nblocks, absmax_q, absmax2, offset, stream);
   BNB_API_GUARD_END
 }

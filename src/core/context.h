@@ -17,6 +17,7 @@ struct bnb_context {
   void* impl = nullptr;
   int32_t kind = 0;
   int32_t device = 0;
+  bool check_finite = false;  // options.check_finite / $BNB_CHECK_FINITE, resolved at creation
 };
 
 namespace bnb {
@@ -51,6 +52,10 @@ bnb_status_t check_array(bnb_context_t ctx, const T* ptr, const char* name) {
 }
 // Bytes of one element of a dtype the caller has checked.
 size_t dtype_bytes(int32_t dtype);
+// When the context has the finite check on: the n elements of `x` (a float dtype) hold no NaN or
+// infinity, else BNB_ERR_INVALID_ARGUMENT naming `name` and the first such index. Off: nothing.
+bnb_status_t check_finite(bnb_context_t ctx, int32_t dtype, const void* x, int64_t n, const char* name,
+                          void* stream);
 // The op is offered by the context's backend.
 bnb_status_t check_offered(bnb_context_t ctx, const void* op, const char* function);
 

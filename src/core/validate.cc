@@ -112,6 +112,23 @@ bnb_status_t check_offered(bnb_context_t ctx, const void* op, const char* functi
                ctx->backend->name.c_str());
 }
 
+bnb_status_t check_finite(bnb_context_t ctx, int32_t dtype, const void* x, int64_t n, const char* name,
+                          void* stream) {
+  if (!ctx->check_finite) return BNB_SUCCESS;
+  const auto find = ctx->backend->ops.find_nonfinite;
+  if (find == nullptr)
+    return failf(BNB_ERR_NOT_SUPPORTED,
+                 "the finite check (options.check_finite or BNB_CHECK_FINITE=1) is not supported by the %s backend",
+                 ctx->backend->name.c_str());
+  int64_t first = -1;
+  BNB_CHECK(find(ctx->impl, dtype, x, n, &first, stream));
+  if (first < 0) return BNB_SUCCESS;
+  return failf(BNB_ERR_INVALID_ARGUMENT,
+               "%s[%lld] is not finite (NaN or infinity); nothing was written (the finite check is on: "
+               "options.check_finite or BNB_CHECK_FINITE=1)",
+               name, static_cast<long long>(first));
+}
+
 int64_t ceil_div(int64_t a, int64_t b) { return a / b + (a % b != 0 ? 1 : 0); }
 
 }  // namespace bnb

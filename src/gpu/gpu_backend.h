@@ -60,6 +60,7 @@ void register_quant_ops(bnb_backend_ops_t* ops);
 void register_gemm4_ops(bnb_backend_ops_t* ops);
 void register_int8_ops(bnb_backend_ops_t* ops);
 void register_optim_ops(bnb_backend_ops_t* ops);
+void register_finite_ops(bnb_backend_ops_t* ops);
 // Context set-up and tear-down of the optimizer family (the bucketed 8-bit tables).
 bnb_status_t optim_context_init(GpuContext* ctx);
 void optim_context_free(GpuContext* ctx);

@@ -34,6 +34,7 @@ using gpuPointerAttributes = hipPointerAttribute_t;
 #define gpuFree hipFree
 #define gpuMemcpy hipMemcpy
 #define gpuMemcpyAsync hipMemcpyAsync
+#define gpuMemsetAsync hipMemsetAsync
 #define gpuMemcpyDefault hipMemcpyDefault
 #define gpuMemcpyHostToDevice hipMemcpyHostToDevice
 #define gpuStreamSynchronize hipStreamSynchronize
@@ -73,6 +74,7 @@ using gpuPointerAttributes = cudaPointerAttributes;
 #define gpuFree cudaFree
 #define gpuMemcpy cudaMemcpy
 #define gpuMemcpyAsync cudaMemcpyAsync
+#define gpuMemsetAsync cudaMemsetAsync
 #define gpuMemcpyDefault cudaMemcpyDefault
 #define gpuMemcpyHostToDevice cudaMemcpyHostToDevice
 #define gpuStreamSynchronize cudaStreamSynchronize

@@ -305,6 +305,7 @@ bnb_backend_ops_t make_ops() {
   register_gemm4_ops(&ops);
   register_int8_ops(&ops);
   register_optim_ops(&ops);
+  register_finite_ops(&ops);
   return ops;
 }
 

@@ -6,6 +6,7 @@ set(BNB_GPU_SOURCES
   ${BNB_GPU_DIR}/gemm4_ops.cu
   ${BNB_GPU_DIR}/int8_ops.cu
   ${BNB_GPU_DIR}/optim_ops.cu
+  ${BNB_GPU_DIR}/finite_ops.cu
 )
 set(BNB_GPU_HEADERS
   ${BNB_GPU_DIR}/gpu_port.h

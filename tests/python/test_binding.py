@@ -42,7 +42,7 @@ def test_every_header_function_has_a_prototype_with_its_arity():
 def test_struct_layouts_match_the_header_sizes():
     # sizes on LP64 computed by hand from bnb.h's field lists
     assert ctypes.sizeof(_lib.BackendInfo) == 4 + 4 + 32 + 4 + 4 + 256
-    assert ctypes.sizeof(_lib.ContextOptions) == 16
+    assert ctypes.sizeof(_lib.ContextOptions) == 20 and _lib.ContextOptions.check_finite.offset == 16
     assert ctypes.sizeof(_lib.Scales) == 8 + 5 * 8 + 8
     assert _lib.OptimizerParams.step.offset == 64 and ctypes.sizeof(_lib.OptimizerParams) == 80
     assert ctypes.sizeof(_lib.OptimizerTensors) == 8 + 9 * 8

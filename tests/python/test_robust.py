@@ -355,7 +355,8 @@ report(lambda: bnb.quantize_4bit(torch.ones(64)))
 
 
 @pytest.mark.parametrize("variable, value", [("BNB_NUM_THREADS", "abc"), ("BNB_NUM_THREADS", "0"),
-                                             ("BNB_LOG_LEVEL", "loud"), ("BNB_CPU_MAX_TARGET", "bogus")])
+                                             ("BNB_LOG_LEVEL", "loud"), ("BNB_CPU_MAX_TARGET", "bogus"),
+                                             ("BNB_CHECK_FINITE", "yes"), ("BNB_CHECK_FINITE", "2")])
 def test_invalid_library_variable_reaches_python_with_its_name(variable, value):
     """The library checks these when a context is created (where it does: an older libbnb ignores
     them, and the test skips); the binding passes its error on, naming the variable."""
@@ -374,6 +375,48 @@ else:
     if out == "library accepts it":
         pytest.skip(f"this libbnb does not check {variable}")
     assert out.startswith("InvalidArgumentError:") and f"{variable}={value}" in out, out
+
+
+# ---------------------------------------------------------------- the finite check (BNB_CHECK_FINITE)
+FINITE_CASES = """
+import numpy as np, bnb
+rng = np.random.default_rng({seed})
+x = rng.standard_normal({n}).astype(np.float32)
+x[{positions}] = np.float32({value})
+x = x.astype({dtype!r}) if {dtype!r} != "float32" else x
+report(lambda: bnb.quantize_4bit(x, blocksize=64, quant_type="nf4"))
+report(lambda: bnb.quantize_blockwise(x, blocksize=256))
+"""
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf"])
+@pytest.mark.parametrize("dtype", ["float32", "float16"])
+def test_check_finite_names_the_argument_and_the_first_index(value, dtype):
+    rng = np.random.default_rng(["nan", "inf", "-inf"].index(value) * 2 + (dtype == "float16"))
+    n = int(rng.integers(1000, 200000))
+    positions = sorted(int(p) for p in rng.choice(n, size=int(rng.integers(1, 5)), replace=False))
+    code = CATCH + FINITE_CASES.format(seed=1, n=n, positions=positions, value=f"float({value!r})", dtype=dtype)
+    out = expect_error_in_subprocess(code, BNB_CHECK_FINITE="1").splitlines()
+    assert len(out) == 2, out
+    for line in out:
+        assert line.startswith("InvalidArgumentError:") and f"A[{positions[0]}] is not finite" in line, line
+    assert expect_error_in_subprocess(code, BNB_CHECK_FINITE="0").splitlines() == ["no error"] * 2
+
+
+@needs_torch
+def test_check_finite_in_a_gradient_stops_the_optimizer_step():
+    out = expect_error_in_subprocess(CATCH + """
+import torch, bnb
+p = torch.nn.Parameter(torch.randn(300, 20))
+before = p.detach().clone()
+p.grad = torch.randn(300, 20)
+p.grad.view(-1)[4321] = float("nan")
+opt = bnb.optim.Adam8bit([p], lr=1e-2)
+report(opt.step)
+print("unchanged" if torch.equal(p.detach(), before) else "changed")
+""", BNB_CHECK_FINITE="1").splitlines()
+    assert out[0].startswith("InvalidArgumentError:") and "g[4321] is not finite" in out[0], out
+    assert out[1] == "unchanged", out
 
 
 def test_python_m_bnb_reports_the_environment():

@@ -33,11 +33,12 @@ std::string backend_label(int32_t kind) {
   }
 }
 
-Context::Context(int32_t kind, int32_t num_threads) : kind_(kind) {
+Context::Context(int32_t kind, int32_t num_threads, int32_t check_finite) : kind_(kind) {
   bnb_context_options_t opts;
   bnb_context_options_init(&opts);
   opts.backend = kind;
   opts.num_threads = num_threads;
+  opts.check_finite = check_finite;
   if (bnb_context_create(&opts, &ctx_) != BNB_SUCCESS) ctx_ = nullptr;
 }
 

@@ -35,10 +35,10 @@ std::vector<int32_t> available_backends();
 bool cpu_available();
 std::string backend_label(int32_t kind);
 
-// RAII context on one backend (device 0).
+// RAII context on one backend (device 0); check_finite as bnb_context_options_t's.
 class Context {
  public:
-  explicit Context(int32_t kind, int32_t num_threads = 0);
+  explicit Context(int32_t kind, int32_t num_threads = 0, int32_t check_finite = 0);
   ~Context();
   Context(const Context&) = delete;
   Context& operator=(const Context&) = delete;

@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <climits>
+#include <cstddef>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -168,6 +169,85 @@ TEST(Robust, InvalidLogLevelVariableIsAnError) {
   }
 }
 
+// BNB_CHECK_FINITE takes 0 or 1 (docs/API.md); anything else fails every context creation.
+TEST(Robust, CheckFiniteVariable) {
+  bnb_context_t ctx = nullptr;
+  for (const char* value : {"2", "-1", "yes", "true", "on", " 1", "1 ", "01", "0x1"}) {
+    ScopedEnv env("BNB_CHECK_FINITE", value);
+    EXPECT_FAILS(bnb_context_create(nullptr, &ctx), BNB_ERR_INVALID_ARGUMENT,
+                 std::string("BNB_CHECK_FINITE=") + value + " is not valid");
+    EXPECT_TRUE(contains(bnb_last_error_message(), "use 1")) << bnb_last_error_message();
+    EXPECT_TRUE(contains(bnb_last_error_message(), "or 0")) << bnb_last_error_message();
+    EXPECT_EQ(ctx, nullptr);
+    bnb_context_options_t opts;  // invalid even where the option would decide
+    bnb_context_options_init(&opts);
+    opts.check_finite = -1;
+    EXPECT_FAILS(bnb_context_create(&opts, &ctx), BNB_ERR_INVALID_ARGUMENT, "BNB_CHECK_FINITE");
+  }
+  bnb_context_options_t opts;
+  bnb_context_options_init(&opts);
+  EXPECT_EQ(opts.check_finite, 0);
+  for (int32_t bad : {2, -2, INT32_MAX}) {
+    opts.check_finite = bad;
+    EXPECT_FAILS(bnb_context_create(&opts, &ctx), BNB_ERR_INVALID_ARGUMENT, "options->check_finite");
+  }
+  if (!cpu_available()) return;
+  // Which contexts scan: the option decides when set, else the variable (unset, "" and "0": off).
+  struct Case {
+    const char* env;
+    int32_t option;
+    bool scans;
+  };
+  const Case cases[] = {{nullptr, 0, false}, {"", 0, false}, {"0", 0, false}, {"1", 0, true},  {"1", -1, false},
+                        {"0", 1, true},      {nullptr, 1, true}, {"1", 1, true}, {nullptr, -1, false}};
+  const float values[256] = {1.0f, 2.0f, std::numeric_limits<float>::quiet_NaN()};
+  uint8_t q[256];
+  float absmax[1];
+  for (const Case& c : cases) {
+    ScopedEnv env("BNB_CHECK_FINITE", c.env);
+    opts.backend = BNB_BACKEND_CPU;
+    opts.check_finite = c.option;
+    ASSERT_BNB_OK(bnb_context_create(&opts, &ctx));
+    const bnb_status_t st = bnb_quantize_blockwise(ctx, BNB_F32, values, 256, 256, nullptr, q, absmax, nullptr);
+    EXPECT_EQ(st, c.scans ? BNB_ERR_INVALID_ARGUMENT : BNB_SUCCESS) << (c.env ? c.env : "unset") << " " << c.option;
+    if (c.scans) {
+      EXPECT_TRUE(contains(bnb_last_error_message(), "A[2] is not finite")) << bnb_last_error_message();
+    }
+    ASSERT_BNB_OK(bnb_context_destroy(ctx));
+  }
+}
+
+// bnb_context_options_t grew check_finite; a caller built against the first struct (which ended
+// at num_threads) passes that size and gets the default for the rest ($BNB_CHECK_FINITE).
+TEST(Robust, ContextOptionsOfTheFirstSizeStillWork) {
+  if (!cpu_available()) GTEST_SKIP() << "cpu backend not available";
+  struct FirstOptions {
+    uint32_t struct_size;
+    int32_t backend, device, num_threads;
+  };
+  static_assert(sizeof(FirstOptions) == offsetof(bnb_context_options_t, check_finite), "the first layout");
+  // What follows the smaller struct in the caller's memory must not be read as check_finite.
+  struct {
+    FirstOptions opts;
+    int32_t garbage;
+  } caller = {{sizeof(FirstOptions), BNB_BACKEND_CPU, 0, 1}, 12345};
+  const float values[256] = {std::numeric_limits<float>::infinity()};
+  uint8_t q[256];
+  float absmax[1];
+  for (const char* env_value : {"0", "1"}) {
+    ScopedEnv env("BNB_CHECK_FINITE", env_value);
+    bnb_context_t ctx = nullptr;
+    ASSERT_BNB_OK(bnb_context_create(reinterpret_cast<const bnb_context_options_t*>(&caller.opts), &ctx));
+    const bnb_status_t st = bnb_quantize_blockwise(ctx, BNB_F32, values, 256, 256, nullptr, q, absmax, nullptr);
+    EXPECT_EQ(st, env_value[0] == '1' ? BNB_ERR_INVALID_ARGUMENT : BNB_SUCCESS) << env_value;
+    ASSERT_BNB_OK(bnb_context_destroy(ctx));
+  }
+  caller.opts.struct_size = sizeof(FirstOptions) - 4;
+  bnb_context_t ctx = nullptr;
+  EXPECT_FAILS(bnb_context_create(reinterpret_cast<const bnb_context_options_t*>(&caller.opts), &ctx),
+               BNB_ERR_INVALID_ARGUMENT, "struct_size");
+}
+
 TEST(Robust, InvalidCpuTargetCapIsAnError) {
   SKIP_WITHOUT_PROBE();
   if (!cpu_available()) GTEST_SKIP() << "cpu backend not available";
@@ -230,21 +310,33 @@ TEST(Robust, NonFiniteHyperParameterIsNamed) {
 
 namespace {
 
-// Loads a private copy of libbnb.so from `dir` (its own registry, searching `dir` first) and
-// returns backend `index`'s detail; `plugin` (if not empty) is copied into `dir` as `name`,
-// truncated to `keep` bytes when keep >= 0.
-std::string detail_with_plugin(const std::string& dir, const std::string& plugin, const std::string& name,
-                               long keep, int32_t index, int32_t* available) {
-  *available = -1;
+// Loads a private copy of libbnb.so from `dir` (its own registry, searching `dir` first);
+// `plugin` (if not empty) is copied into `dir` as `name`, truncated to `keep` bytes when
+// keep >= 0. The handle, or NULL with *error set.
+void* open_with_plugin(const std::string& dir, const std::string& plugin, const std::string& name, long keep,
+                       std::string* error) {
   std::string cmd = "rm -rf " + dir + " && mkdir -p " + dir + " && cp " + BNB_BUILD_LIB_DIR + "/libbnb.so.0 " + dir +
                     "/libbnb.so";
   if (!plugin.empty()) {
     cmd += " && cp " + plugin + " " + dir + "/" + name;
     if (keep >= 0) cmd += " && truncate -s " + std::to_string(keep) + " " + dir + "/" + name;
   }
-  if (std::system(cmd.c_str()) != 0) return "setup failed: " + cmd;
+  if (std::system(cmd.c_str()) != 0) {
+    *error = "setup failed: " + cmd;
+    return nullptr;
+  }
   void* h = dlopen((dir + "/libbnb.so").c_str(), RTLD_NOW | RTLD_LOCAL);
-  if (h == nullptr) return std::string("dlopen failed: ") + dlerror();
+  if (h == nullptr) *error = std::string("dlopen failed: ") + dlerror();
+  return h;
+}
+
+// Backend `index`'s detail as a private libbnb.so with `plugin` sees it (open_with_plugin).
+std::string detail_with_plugin(const std::string& dir, const std::string& plugin, const std::string& name,
+                               long keep, int32_t index, int32_t* available) {
+  *available = -1;
+  std::string error;
+  void* h = open_with_plugin(dir, plugin, name, keep, &error);
+  if (h == nullptr) return error;
   auto get_info = reinterpret_cast<bnb_status_t (*)(int32_t, bnb_backend_info_t*)>(dlsym(h, "bnb_backend_get_info"));
   bnb_backend_info_t info;
   info.struct_size = sizeof info;
@@ -299,6 +391,44 @@ TEST(Robust, UnterminatedPluginDescriptionIsCutAtTheBuffer) {
   const std::string detail = detail_with_plugin(dir, plugin, "libbnb_backend_hip.so", -1, 2, &available);
   EXPECT_EQ(available, 0) << detail;  // it scores 0
   EXPECT_EQ(detail, std::string(sizeof(bnb_backend_info_t{}.detail) - 1, 'x'));
+}
+
+// A backend without the find_nonfinite slot: contexts asking for the finite check get
+// BNB_ERR_NOT_SUPPORTED naming the backend from an op that would scan; others run the op.
+TEST(Robust, FiniteCheckOnABackendWithoutTheSlotIsNotSupported) {
+  if (!build_tree_present()) GTEST_SKIP() << "build tree " << BNB_BUILD_LIB_DIR << " not present";
+  const std::string plugin = std::string(BNB_TEST_PLUGIN_DIR) + "/nofinite/libbnb_backend_hip.so";
+  const std::string dir = ::testing::TempDir() + "bnb_nofinite_" + std::to_string(getpid());
+  std::string error;
+  void* h = open_with_plugin(dir, plugin, "libbnb_backend_hip.so", -1, &error);
+  ASSERT_NE(h, nullptr) << error;
+  auto create = reinterpret_cast<decltype(&bnb_context_create)>(dlsym(h, "bnb_context_create"));
+  auto destroy = reinterpret_cast<decltype(&bnb_context_destroy)>(dlsym(h, "bnb_context_destroy"));
+  auto quantize = reinterpret_cast<decltype(&bnb_quantize_blockwise)>(dlsym(h, "bnb_quantize_blockwise"));
+  auto message = reinterpret_cast<decltype(&bnb_last_error_message)>(dlsym(h, "bnb_last_error_message"));
+  ASSERT_TRUE(create && destroy && quantize && message);
+  const float values[256] = {1.0f};
+  float absmax[1];
+  for (int32_t check : {1, -1}) {
+    uint8_t q[256] = {};
+    bnb_context_options_t opts;
+    bnb_context_options_init(&opts);
+    opts.backend = BNB_BACKEND_HIP;
+    opts.check_finite = check;
+    bnb_context_t ctx = nullptr;
+    ASSERT_EQ(create(&opts, &ctx), BNB_SUCCESS) << message();
+    const bnb_status_t st = quantize(ctx, BNB_F32, values, 256, 256, nullptr, q, absmax, nullptr);
+    if (check == 1) {
+      EXPECT_EQ(st, BNB_ERR_NOT_SUPPORTED);
+      EXPECT_TRUE(contains(message(), "not supported by the hip backend")) << message();
+      EXPECT_TRUE(contains(message(), "check_finite")) << message();
+      EXPECT_EQ(q[0], 0);  // the op did not run
+    } else {
+      EXPECT_EQ(st, BNB_SUCCESS) << message();
+      EXPECT_EQ(q[0], 0x42);
+    }
+    destroy(ctx);
+  }
 }
 
 // Arrays must be aligned to their element size (docs/API.md, "Arrays"); the kernels access them

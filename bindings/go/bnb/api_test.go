@@ -211,3 +211,42 @@ func TestConcurrentCallsAndPerThreadErrors(t *testing.T) {
 		}
 	}
 }
+
+func TestCheckFiniteOptionNamesTheFirstNonFiniteElement(t *testing.T) {
+	checked, err := NewContext(&ContextOptions{Backend: BackendCPU, CheckFinite: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer checked.Close()
+	unchecked, err := NewContext(&ContextOptions{Backend: BackendCPU, CheckFinite: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unchecked.Close()
+	a := make([]float32, 3000)
+	for i := range a {
+		a[i] = float32(math.Sin(float64(i)))
+	}
+	a[2999] = float32(math.Inf(-1))
+	a[777] = float32(math.NaN())
+	q := make([]uint8, 3000)
+	for i := range q {
+		q[i] = 0xA5
+	}
+	absmax := make([]float32, 12)
+	err = QuantizeBlockwise(checked, a, 256, nil, q, absmax)
+	if !errors.Is(err, StatusInvalidArgument) || !strings.Contains(err.Error(), "A[777] is not finite") {
+		t.Fatalf("checked: %v", err)
+	}
+	for i, b := range q {
+		if b != 0xA5 {
+			t.Fatalf("q[%d] was written", i)
+		}
+	}
+	if err := QuantizeBlockwise(unchecked, a, 256, nil, q, absmax); err != nil {
+		t.Fatalf("unchecked: %v", err)
+	}
+	if _, err := NewContext(&ContextOptions{Backend: BackendCPU, CheckFinite: 2}); !errors.Is(err, StatusInvalidArgument) {
+		t.Fatalf("check_finite 2: %v", err)
+	}
+}

@@ -17,6 +17,10 @@ type ContextOptions struct {
 	Backend    Backend
 	Device     int
 	NumThreads int // CPU threads; 0 = $BNB_NUM_THREADS, else all cores
+	// 1 = scan the float inputs of the quantizers, products and optimizers for NaN and infinity
+	// before each op (the first fails it with an error naming the argument and index); -1 =
+	// never; 0 = $BNB_CHECK_FINITE, off when unset.
+	CheckFinite int
 }
 
 // Context is one backend and device. It is safe for concurrent use; Close frees it (a
@@ -81,6 +85,7 @@ func NewContext(opts *ContextOptions) (*Context, error) {
 		copts.backend = C.int32_t(o.Backend)
 		copts.device = C.int32_t(o.Device)
 		copts.num_threads = C.int32_t(o.NumThreads)
+		copts.check_finite = C.int32_t(o.CheckFinite)
 		return C.bnb_context_create(&copts, &raw)
 	})
 	if err != nil {

@@ -11,9 +11,12 @@ Works with numpy arrays (host) and torch tensors (CPU and GPU; torch is imported
 tensor is passed). Errors raise bnb.Error subclasses that are also ValueError,
 NotImplementedError, MemoryError or RuntimeError, carrying the library's message.
 Environment: BNB_LIBRARY_PATH (a libbnb file or its directory) overrides the bundled library;
-BNB_NUM_THREADS and BNB_LOG_LEVEL are read by the library itself. The arrays pick the backend
-(numpy arrays and CPU tensors: cpu; GPU tensors: cuda or hip); BNB_BACKEND, when it names a
-backend, must name that one: any other value is an error that names BNB_BACKEND (and, for a
+BNB_NUM_THREADS, BNB_LOG_LEVEL and BNB_CHECK_FINITE are read by the library itself, when the first
+array of a device is passed (BNB_CHECK_FINITE=1: a NaN or infinity in what is quantized, in the
+activations of a product or in a gradient raises InvalidArgumentError naming the argument and the
+index of the first one, e.g. "A[17] is not finite", before anything is written). The arrays
+pick the backend (numpy arrays and CPU tensors: cpu; GPU tensors: cuda or hip); BNB_BACKEND, when
+it names a backend, must name that one: any other value is an error that names BNB_BACKEND (and, for a
 value that is not a backend, lists those it takes), never a silent fallback.
 
 Array sizes are checked against what the shapes, blocksize and quant type imply before the

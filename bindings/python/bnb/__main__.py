@@ -46,7 +46,8 @@ def _report_host_context():
     from bnb import _lib
 
     settings = [f"{name}={os.environ[name]}" for name in ("BNB_BACKEND", "BNB_NUM_THREADS", "BNB_LOG_LEVEL",
-                                                          "BNB_CPU_MAX_TARGET") if name in os.environ]
+                                                          "BNB_CPU_MAX_TARGET", "BNB_CHECK_FINITE")
+                if name in os.environ]
     print(f"env:      {' '.join(settings) if settings else '(no BNB_* settings)'}")
     try:
         _lib.context(_lib.BACKEND_CPU, 0)

@@ -56,6 +56,7 @@ class ContextOptions(ctypes.Structure):
         ("backend", ctypes.c_int32),
         ("device", ctypes.c_int32),
         ("num_threads", ctypes.c_int32),
+        ("check_finite", ctypes.c_int32),  # 0 = $BNB_CHECK_FINITE; a libbnb before it reads 16 bytes
     ]
 
 

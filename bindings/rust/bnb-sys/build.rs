@@ -33,7 +33,7 @@ const STRUCTS: &[(&str, &[&str])] = &[
     ),
     (
         "bnb_context_options_t",
-        &["struct_size", "backend", "device", "num_threads"],
+        &["struct_size", "backend", "device", "num_threads", "check_finite"],
     ),
     (
         "bnb_scales_t",

@@ -104,6 +104,7 @@ pub struct bnb_context_options_t {
     pub backend: i32,
     pub device: i32,
     pub num_threads: i32,
+    pub check_finite: i32,
 }
 
 #[repr(C)]

@@ -47,7 +47,8 @@ fn rust_side() -> BTreeMap<String, usize> {
             struct_size,
             backend,
             device,
-            num_threads
+            num_threads,
+            check_finite
         }
     );
     rust_layout!(

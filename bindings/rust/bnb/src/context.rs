@@ -16,6 +16,10 @@ pub struct ContextOptions {
     pub device: i32,
     /// CPU threads; 0 = `$BNB_NUM_THREADS`, else all cores.
     pub num_threads: i32,
+    /// 1 = scan the float inputs of the quantizers, products and optimizers for NaN and infinity
+    /// before each op (the first fails it with an error naming the argument and index); -1 =
+    /// never; 0 = `$BNB_CHECK_FINITE`, off when unset.
+    pub check_finite: i32,
 }
 
 impl Default for ContextOptions {
@@ -24,6 +28,7 @@ impl Default for ContextOptions {
             backend: Backend::Auto,
             device: 0,
             num_threads: 0,
+            check_finite: 0,
         }
     }
 }
@@ -168,6 +173,7 @@ impl Context {
             raw_options.backend = options.backend.raw();
             raw_options.device = options.device;
             raw_options.num_threads = options.num_threads;
+            raw_options.check_finite = options.check_finite;
             check(sys::bnb_context_create(&raw_options, &mut raw))?;
         }
         // Owned from here on, so an error below still destroys it.

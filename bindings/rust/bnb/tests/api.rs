@@ -195,3 +195,34 @@ fn errors_are_per_thread() {
     });
     assert!(err.message().contains("48"), "{}", err.message());
 }
+
+#[test]
+fn check_finite_option_names_the_first_non_finite_element() {
+    let options = |check_finite| bnb::ContextOptions {
+        backend: Backend::Cpu,
+        check_finite,
+        ..Default::default()
+    };
+    let checked = Context::with_options(&options(1)).unwrap();
+    let unchecked = Context::with_options(&options(-1)).unwrap();
+    let mut a = signal(3000, 11);
+    a[2100] = f32::INFINITY;
+    a[1234] = f32::NAN;
+    let mut q = vec![0xA5u8; 3000];
+    let mut absmax = vec![0f32; 12];
+    let err = checked
+        .quantize_blockwise(&a, 256, None, &mut q, &mut absmax)
+        .unwrap_err();
+    assert_eq!(err.status(), Status::InvalidArgument);
+    assert!(
+        err.message().contains("A[1234] is not finite"),
+        "{}",
+        err.message()
+    );
+    assert!(q.iter().all(|&b| b == 0xA5), "q was written");
+    unchecked
+        .quantize_blockwise(&a, 256, None, &mut q, &mut absmax)
+        .unwrap();
+    let err = Context::with_options(&options(2)).unwrap_err();
+    assert!(err.message().contains("check_finite"), "{}", err.message());
+}
