@@ -1,15 +1,18 @@
-// `bnb quantize` and `bnb inspect` on small safetensors files written here: the output has the
-// keys, dtypes and shapes transformers saves for bitsandbytes 4-bit models, and its packed codes
-// and absmax are bit for bit what bnb_quantize_4bit (and bnb_compress_absmax) give for the same
-// weight; bad input (truncated file, lying or overlapping offsets, a dtype that cannot be
-// quantized, a full disk, OUT == IN) is a non-zero exit naming the file and the tensor, with no
-// output file left behind.
+// `bnb quantize` and `bnb inspect` on small safetensors files and sharded directories written
+// here: the output has the keys, dtypes and shapes transformers saves for bitsandbytes 4-bit and
+// LLM.int8 models, its codes and scales are bit for bit what bnb_quantize_4bit (with
+// bnb_compress_absmax) and bnb_int8_vectorwise_quant give for the same weight, and config.json
+// gets the quantization_config; bad input (truncated file, lying or overlapping offsets, a dtype
+// that cannot be quantized, a full disk, OUT == IN) is a non-zero exit naming the file and the
+// tensor, with no output file left behind.
 #include <dirent.h>
 #include <gtest/gtest.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cstdio>
+#include <cstring>
 #include <fstream>
 #include <map>
 #include <nlohmann/json.hpp>
@@ -341,7 +344,7 @@ TEST_F(CliConvert, BadInputIsAnErrorNamingFileAndTensorWithNoOutput) {
   // OUT == IN, by the same name or another path to the same file.
   r = bnb("quantize " + path("in.safetensors") + " " + path("in.safetensors") + " --to nf4");
   EXPECT_EQ(r.code, 2) << r.output;
-  EXPECT_TRUE(contains(r.output, "is the input file")) << r.output;
+  EXPECT_TRUE(contains(r.output, "is the input")) << r.output;
   r = bnb("quantize " + path("in.safetensors") + " " + dir_ + "/./in.safetensors --to nf4");
   EXPECT_EQ(r.code, 2) << r.output;
   EXPECT_EQ(read_file(path("in.safetensors")), good) << "the input was changed";
@@ -376,9 +379,13 @@ TEST_F(CliConvert, FullDiskLeavesNoOutput) {
 
 TEST_F(CliConvert, UsageErrors) {
   const std::pair<const char*, const char*> cases[] = {
-      {"quantize a b", "--to nf4|fp4 is required"},
-      {"quantize a b --to nf5", "--to 'nf5' is not one of nf4, fp4"},
-      {"quantize a b --to int8", "--to int8 is not supported yet"},
+      {"quantize a b", "--to nf4|fp4|int8 is required"},
+      {"quantize a b --to nf5", "--to 'nf5' is not one of nf4, fp4, int8"},
+      {"quantize a b --to int8 --double-quant", "--double-quant and --quant-storage apply to nf4 and fp4 only"},
+      {"quantize a b --to nf4 --compute-dtype float64", "--compute-dtype 'float64' is not one of float32, float16, bfloat16"},
+      {"quantize a b --to nf4 --quant-storage int4", "--quant-storage 'int4' is not one of uint8, int8, float16"},
+      {"quantize a b --to nf4 --backend tpu", "--backend 'tpu' is not one of cpu, cuda, hip, auto"},
+      {"quantize a b --to nf4 --skip '(q'", "--skip '(q' is not a regular expression"},
       {"quantize a b --to nf4 --blocksize 48", "--blocksize '48' is not valid"},
       {"quantize a b --to nf4 --blocksize", "--blocksize needs a value"},
       {"quantize a --to nf4", "needs IN and OUT"},
@@ -395,7 +402,7 @@ TEST_F(CliConvert, UsageErrors) {
   EXPECT_EQ(r.code, 0);
   EXPECT_TRUE(contains(r.output, "--double-quant")) << r.output;
   r = bnb("--help");
-  EXPECT_TRUE(contains(r.output, "bnb quantize IN OUT --to nf4|fp4")) << r.output;
+  EXPECT_TRUE(contains(r.output, "bnb quantize IN OUT --to nf4|fp4|int8")) << r.output;
   EXPECT_TRUE(contains(r.output, "bnb inspect FILE")) << r.output;
   r = bnb("inspect /nonexistent/x.safetensors");
   EXPECT_EQ(r.code, 1);
@@ -436,4 +443,232 @@ TEST_F(CliConvert, InspectChecksQuantizationState) {
   EXPECT_EQ(r.code, 1) << r.output;
   EXPECT_TRUE(contains(r.output, path("broken.safetensors") + ": tensor 'model.layers.0.mlp.up_proj.weight': absmax is F32 [95], expected F32 [96]"))
       << r.output;
+}
+
+// LLM.int8: each weight as bnb_int8_vectorwise_quant gives for its float16 rounding (as
+// bitsandbytes' Int8Params quantizes it), SCB its row absmax, weight_format 0.
+TEST_F(CliConvert, Int8EqualsLibrary) {
+  const Entries in = model();
+  write_raw(path("in.safetensors"), make_file(in));
+  const Outcome r = bnb("quantize " + path("in.safetensors") + " " + path("out.safetensors") + " --to int8");
+  ASSERT_EQ(r.code, 0) << r.output;
+  EXPECT_TRUE(contains(r.output, "2 of 7 tensors quantized to int8 on cpu")) << r.output;
+  const auto out = read_tensors(path("out.safetensors"));
+  Context ctx(BNB_BACKEND_CPU);
+  ASSERT_TRUE(ctx.ok());
+  for (const auto& e : in) {
+    const std::string& name = e.first;
+    if (std::find(kQuantized.begin(), kQuantized.end(), name) == kQuantized.end()) {
+      EXPECT_TRUE(out.at(name).bytes == e.second.bytes) << name << " was not copied unchanged";
+      continue;
+    }
+    const int64_t rows = e.second.shape[0], cols = e.second.shape[1];
+    // The float16 rounding of the weight, independently of the command's conversion.
+    std::vector<float> f(static_cast<size_t>(rows * cols));
+    if (e.second.dtype == "F32") std::memcpy(f.data(), e.second.bytes.data(), f.size() * 4);
+    else f = from_dtype(e.second.bytes, BNB_BF16);
+    const std::vector<uint8_t> h = to_dtype(f, BNB_F16);
+    std::vector<int8_t> q(f.size());
+    std::vector<float> stats(static_cast<size_t>(rows));
+    ASSERT_BNB_OK(bnb_int8_vectorwise_quant(ctx.get(), BNB_F16, rows, cols, h.data(), 0.0f, q.data(), stats.data(),
+                                            nullptr));
+    const std::string module = name.substr(0, name.size() - 7);
+    EXPECT_EQ(out.at(name).dtype, "I8") << name;
+    EXPECT_EQ(out.at(name).shape, e.second.shape) << name;
+    EXPECT_TRUE(out.at(name).bytes == as_bytes(q.data(), q.size())) << name << ": codes differ";
+    EXPECT_EQ(out.at(module + ".SCB").dtype, "F32");
+    EXPECT_EQ(out.at(module + ".SCB").shape, (std::vector<int64_t>{rows}));
+    EXPECT_TRUE(out.at(module + ".SCB").bytes == as_bytes(stats.data(), stats.size() * 4)) << name << ": SCB differs";
+    EXPECT_EQ(out.at(name + "_format").dtype, "U8");
+    EXPECT_TRUE(out.at(name + "_format").shape.empty());
+    EXPECT_EQ(out.at(name + "_format").bytes, std::vector<uint8_t>{0});
+  }
+  EXPECT_EQ(out.size(), in.size() + 2 * kQuantized.size());
+  const Outcome i = bnb("inspect " + path("out.safetensors"));
+  EXPECT_EQ(i.code, 0) << i.output;
+  EXPECT_TRUE(contains(i.output, "quantized: int8 (LLM.int8), SCB F32 [96], weight_format 0 (row-major)")) << i.output;
+}
+
+// --quant-storage: the packed bytes, unchanged, under another dtype; a weight whose packed bytes
+// do not fill whole elements is an error naming it.
+TEST_F(CliConvert, QuantStorageKeepsBytesUnderAnotherDtype) {
+  const Entries in = model();
+  write_raw(path("in.safetensors"), make_file(in));
+  Outcome r = bnb("quantize " + path("in.safetensors") + " " + path("bf16.safetensors") + " --to nf4 --quant-storage bfloat16");
+  EXPECT_EQ(r.code, 1) << r.output;
+  EXPECT_TRUE(contains(r.output, "tensor 'model.layers.0.self_attn.q_proj.weight': its 677 packed bytes do not fill whole bfloat16"))
+      << r.output;
+  EXPECT_EQ(files(), (std::vector<std::string>{"in.safetensors"}));
+  r = bnb("quantize " + path("in.safetensors") + " " + path("u8.safetensors") + " --to nf4 --skip q_proj");
+  ASSERT_EQ(r.code, 0) << r.output;
+  r = bnb("quantize " + path("in.safetensors") + " " + path("bf16.safetensors") +
+          " --to nf4 --skip q_proj --quant-storage bfloat16");
+  ASSERT_EQ(r.code, 0) << r.output;
+  EXPECT_TRUE(contains(r.output, "stored as bfloat16")) << r.output;
+  const auto u8 = read_tensors(path("u8.safetensors")), bf16 = read_tensors(path("bf16.safetensors"));
+  const std::string w = "model.layers.0.mlp.up_proj.weight";
+  EXPECT_EQ(u8.at(w).shape, (std::vector<int64_t>{3072, 1}));
+  EXPECT_EQ(bf16.at(w).dtype, "BF16");
+  EXPECT_EQ(bf16.at(w).shape, (std::vector<int64_t>{1536, 1}));
+  EXPECT_TRUE(bf16.at(w).bytes == u8.at(w).bytes);
+  ASSERT_EQ(bf16.size(), u8.size());
+  for (const auto& kv : u8) EXPECT_TRUE(bf16.at(kv.first).bytes == kv.second.bytes) << kv.first;
+  const Outcome i = bnb("inspect " + path("bf16.safetensors"));
+  EXPECT_EQ(i.code, 0) << i.output;
+  EXPECT_TRUE(contains(i.output, "from float32 [96, 64], stored as BF16")) << i.output;
+}
+
+// --skip follows transformers' llm_int8_skip_modules rule: a regular expression from the start of
+// the module name to a '.' boundary, or a suffix.
+TEST_F(CliConvert, SkipPatternsMatchAsTransformersDoes) {
+  write_raw(path("in.safetensors"), make_file(model()));
+  const std::pair<const char*, bool> cases[] = {
+      {"model.layers.0.mlp", true},   // from the start, to a boundary
+      {"model.layers.0.ml", false},   // not at a boundary
+      {"layers.0.mlp", false},        // not from the start, not a suffix
+      {"mlp.up_proj", true},          // a suffix
+      {"model\\.layers\\.[0-9]+\\.mlp", true},  // a regular expression
+      {"model.*up", false},           // ends inside a name part
+  };
+  for (const auto& c : cases) {
+    const Outcome r = bnb("quantize " + path("in.safetensors") + " " + path("out.safetensors") + " --to nf4 --skip '" +
+                          c.first + "'");
+    ASSERT_EQ(r.code, 0) << c.first << ": " << r.output;
+    const auto out = read_tensors(path("out.safetensors"));
+    EXPECT_EQ(out.at("model.layers.0.mlp.up_proj.weight").dtype, c.second ? "F32" : "U8") << c.first;
+    EXPECT_EQ(out.at("model.layers.0.self_attn.q_proj.weight").dtype, "U8") << c.first;
+  }
+}
+
+namespace {
+
+Json read_json_file(const std::string& path) { return Json::parse(read_file(path)); }
+
+// A directory checkpoint: the model's tensors over two shards with their index, a config.json and
+// files that are copied unchanged.
+void write_sharded(const std::string& dir, const Entries& all) {
+  ASSERT_EQ(::mkdir(dir.c_str(), 0755), 0);
+  Entries first(all.begin(), all.begin() + 3), second(all.begin() + 3, all.end());
+  write_raw(dir + "/model-00001-of-00002.safetensors", make_file(first));
+  write_raw(dir + "/model-00002-of-00002.safetensors", make_file(second));
+  Json index = {{"metadata", {{"total_size", 12345}}}, {"weight_map", Json::object()}};
+  for (const auto& e : first) index["weight_map"][e.first] = "model-00001-of-00002.safetensors";
+  for (const auto& e : second) index["weight_map"][e.first] = "model-00002-of-00002.safetensors";
+  write_raw(dir + "/model.safetensors.index.json", index.dump(2));
+  write_raw(dir + "/config.json", R"({"architectures": ["LlamaForCausalLM"], "hidden_size": 64, "torch_dtype": "float32"})");
+  write_raw(dir + "/generation_config.json", R"({"do_sample": false})");
+  write_raw(dir + "/tokenizer.json", "{\"not\": \"read\"}\n");
+}
+
+}  // namespace
+
+TEST_F(CliConvert, ShardedDirectoryKeepsShardsAndRewritesIndexAndConfig) {
+  const Entries in = model();
+  write_sharded(path("in"), in);
+  const Outcome r = bnb("quantize " + path("in") + " " + path("out") + " --to nf4 --double-quant --compute-dtype bfloat16");
+  ASSERT_EQ(r.code, 0) << r.output;
+  EXPECT_TRUE(contains(r.output, "2 files")) << r.output;
+  EXPECT_EQ(files(), (std::vector<std::string>{"in", "out"}));
+  const std::vector<std::string> shard_names = {"model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors"};
+  // Each shard holds its own tensors, quantized as the library quantizes them.
+  std::map<std::string, Entry> all_out;
+  uint64_t data_bytes = 0;
+  for (int s = 0; s < 2; ++s) {
+    const Entries part = s == 0 ? Entries(in.begin(), in.begin() + 3) : Entries(in.begin() + 3, in.end());
+    const auto out = read_tensors(path("out/" + shard_names[size_t(s)]));
+    expect_matches_library(part, out, BNB_NF4, "nf4", 64, true);
+    for (const auto& kv : out) {
+      all_out[kv.first] = kv.second;
+      data_bytes += kv.second.bytes.size();
+    }
+  }
+  const Json index = read_json_file(path("out/model.safetensors.index.json"));
+  EXPECT_EQ(index["metadata"]["total_size"].get<uint64_t>(), data_bytes);
+  EXPECT_EQ(index["weight_map"].size(), all_out.size());
+  for (const auto& kv : all_out) {
+    const std::string shard = index["weight_map"].value(kv.first, std::string("(missing)"));
+    EXPECT_TRUE(read_tensors(path("out/" + shard)).count(kv.first)) << kv.first << " is not in " << shard;
+  }
+  const Json config = read_json_file(path("out/config.json"));
+  EXPECT_EQ(config["hidden_size"], 64);
+  const Json& qc = config["quantization_config"];
+  EXPECT_EQ(qc["quant_method"], "bitsandbytes");
+  EXPECT_EQ(qc["load_in_4bit"], true);
+  EXPECT_EQ(qc["load_in_8bit"], false);
+  EXPECT_EQ(qc["bnb_4bit_quant_type"], "nf4");
+  EXPECT_EQ(qc["bnb_4bit_use_double_quant"], true);
+  EXPECT_EQ(qc["bnb_4bit_compute_dtype"], "bfloat16");
+  EXPECT_EQ(qc["bnb_4bit_quant_storage"], "uint8");
+  EXPECT_TRUE(qc["llm_int8_skip_modules"].is_null());
+  for (const char* f : {"generation_config.json", "tokenizer.json"})
+    EXPECT_EQ(read_file(path(std::string("out/") + f)), read_file(path(std::string("in/") + f))) << f;
+
+  // A directory that is not empty is not replaced; a shard that breaks leaves no output.
+  Outcome again = bnb("quantize " + path("in") + " " + path("out") + " --to nf4");
+  EXPECT_EQ(again.code, 2) << again.output;
+  EXPECT_TRUE(contains(again.output, "exists: give a new or empty directory")) << again.output;
+  const std::string second = path("in/" + shard_names[1]);
+  const std::string bytes = read_file(second);
+  write_raw(second, bytes.substr(0, bytes.size() - 50));
+  again = bnb("quantize " + path("in") + " " + path("out2") + " --to nf4");
+  EXPECT_EQ(again.code, 1) << again.output;
+  EXPECT_TRUE(contains(again.output, second)) << again.output;
+  EXPECT_EQ(files(), (std::vector<std::string>{"in", "out"}));
+  write_raw(second, bytes);
+  // The index must list every tensor of each shard under that shard.
+  Json bad = read_json_file(path("in/model.safetensors.index.json"));
+  bad["weight_map"].erase("lm_head.weight");
+  write_raw(path("in/model.safetensors.index.json"), bad.dump());
+  again = bnb("quantize " + path("in") + " " + path("out3") + " --to nf4");
+  EXPECT_EQ(again.code, 1) << again.output;
+  EXPECT_TRUE(contains(again.output, "tensor 'lm_head.weight' is not listed for this file in model.safetensors.index.json"))
+      << again.output;
+  EXPECT_EQ(files(), (std::vector<std::string>{"in", "out"}));
+}
+
+// A single file with config.json beside it: OUT in another directory gets the config with its
+// quantization_config; user skip patterns are listed there with lm_head.
+TEST_F(CliConvert, ConfigBesideFileIsWrittenBesideOut) {
+  ASSERT_EQ(::mkdir(path("src").c_str(), 0755), 0);
+  ASSERT_EQ(::mkdir(path("dst").c_str(), 0755), 0);
+  write_raw(path("src/model.safetensors"), make_file(model()));
+  write_raw(path("src/config.json"), R"({"hidden_size": 64})");
+  Outcome r = bnb("quantize " + path("src/model.safetensors") + " " + path("dst/model.safetensors") +
+                  " --to int8 --skip q_proj");
+  ASSERT_EQ(r.code, 0) << r.output;
+  const Json qc = read_json_file(path("dst/config.json"))["quantization_config"];
+  EXPECT_EQ(qc["load_in_8bit"], true);
+  EXPECT_EQ(qc["load_in_4bit"], false);
+  EXPECT_EQ(qc["llm_int8_threshold"], 6.0);
+  EXPECT_EQ(qc["llm_int8_skip_modules"], Json::array({"lm_head", "q_proj"}));
+  // Beside IN, the input's config is left alone and the command says so.
+  r = bnb("quantize " + path("src/model.safetensors") + " " + path("src/q.safetensors") + " --to nf4");
+  ASSERT_EQ(r.code, 0) << r.output;
+  EXPECT_TRUE(contains(r.output, "config.json not written: OUT is in IN's directory")) << r.output;
+  EXPECT_EQ(read_file(path("src/config.json")), R"({"hidden_size": 64})");
+  // A config that already has a quantization_config means the checkpoint is quantized.
+  r = bnb("quantize " + path("src/model.safetensors") + " " + path("dst/again.safetensors") + " --to nf4");
+  EXPECT_EQ(r.code, 0) << r.output;  // dst's config is not IN's
+  write_raw(path("src/config.json"), R"({"quantization_config": {"load_in_4bit": true}})");
+  r = bnb("quantize " + path("src/model.safetensors") + " " + path("dst/third.safetensors") + " --to nf4");
+  EXPECT_EQ(r.code, 1) << r.output;
+  EXPECT_TRUE(contains(r.output, "has a quantization_config already")) << r.output;
+  EXPECT_EQ(access(path("dst/third.safetensors").c_str(), F_OK), -1);
+}
+
+// The progress line goes to a terminal only: under a pseudo-terminal (script(1)) it is drawn and
+// ends with the time taken; through a pipe nothing of it appears.
+TEST_F(CliConvert, ProgressOnlyOnATerminal) {
+  if (run_command("command -v script").code != 0) GTEST_SKIP() << "script(1) is not installed";
+  write_raw(path("in.safetensors"), make_file(model()));
+  const std::string cmd = std::string(kCli) + " quantize " + path("in.safetensors") + " " + path("out.safetensors") + " --to nf4";
+  Outcome r = run_command("script -qec '" + cmd + "' /dev/null");
+  ASSERT_EQ(r.code, 0) << r.output;
+  EXPECT_TRUE(contains(r.output, "7/7 tensors")) << r.output;
+  EXPECT_TRUE(contains(r.output, "took 0:0")) << r.output;
+  EXPECT_TRUE(contains(r.output, "MB/s")) << r.output;
+  r = bnb("quantize " + path("in.safetensors") + " " + path("out.safetensors") + " --to nf4");
+  ASSERT_EQ(r.code, 0) << r.output;
+  EXPECT_FALSE(contains(r.output, "tensors  ")) << r.output;
+  EXPECT_FALSE(contains(r.output, "\r")) << r.output;
 }
