@@ -31,7 +31,7 @@ packages+=(hipcc golang-go clang libclang-rt-14-dev)
 # bookworm-security) are newer and install /usr/bin/rustc and /usr/bin/cargo. They are installed
 # when no cargo >= 1.77 is on PATH, unless Debian's rustc, cargo or rustup (which they conflict
 # with) is installed: apt would remove those, so that is left to the user.
-cargo_minor=$(cargo --version 2>/dev/null | sed -n 's/^cargo 1\.\([0-9]*\).*/\1/p')
+cargo_minor=$({ cargo --version 2>/dev/null || true; } | sed -n 's/^cargo 1\.\([0-9]*\).*/\1/p')
 if [ "${cargo_minor:-0}" -lt 77 ]; then
   if dpkg -s rustc >/dev/null 2>&1 || dpkg -s cargo >/dev/null 2>&1 || dpkg -s rustup >/dev/null 2>&1; then
     echo "note: the Rust binding's tests need cargo >= 1.77; Debian's rustc/cargo/rustup is installed," \
