@@ -346,25 +346,29 @@ class Workspace {
 int32_t bnb_dtype_of(const std::string& st) { return st == "F32" ? BNB_F32 : st == "F16" ? BNB_F16 : BNB_BF16; }
 
 // The fp16 rounding of a float weight (LLM.int8 quantizes the weight as float16, as bitsandbytes'
-// Int8Params does), as raw binary16.
-std::vector<uint16_t> to_f16(const Tensor& t) {
-  std::vector<uint16_t> h(static_cast<size_t>(t.numel()));
+// Int8Params does), as raw binary16. bf16 goes through a table of all 65536 patterns.
+void to_f16(const Tensor& t, std::vector<uint16_t>& h) {
+  h.resize(static_cast<size_t>(t.numel()));
   if (t.dtype == "F16") {
     std::memcpy(h.data(), t.data, t.bytes());
-    return h;
-  }
-  for (size_t i = 0; i < h.size(); ++i) {
-    float f;
-    if (t.dtype == "F32") {
-      std::memcpy(&f, t.data + 4 * i, 4);
-    } else {
+  } else if (t.dtype == "BF16") {
+    static const std::vector<uint16_t> table = [] {
+      std::vector<uint16_t> v(65536);
+      for (uint32_t b = 0; b < 65536; ++b) v[b] = bnb::f32_to_f16(bnb::bf16_to_f32(static_cast<uint16_t>(b)));
+      return v;
+    }();
+    for (size_t i = 0; i < h.size(); ++i) {
       uint16_t b;
       std::memcpy(&b, t.data + 2 * i, 2);
-      f = bnb::bf16_to_f32(b);
+      h[i] = table[b];
     }
-    h[i] = bnb::f32_to_f16(f);
+  } else {
+    for (size_t i = 0; i < h.size(); ++i) {
+      float f;
+      std::memcpy(&f, t.data + 4 * i, 4);
+      h[i] = bnb::f32_to_f16(f);
+    }
   }
-  return h;
 }
 
 class Quantizer {
@@ -385,9 +389,9 @@ class Quantizer {
     const std::string where = in.path() + ": tensor '" + t.name + "': ";
     const int64_t n = t.numel();
     if (o_.to == Target::kInt8) {
-      const std::vector<uint16_t> h = to_f16(t);
+      to_f16(t, half_);
       const int64_t rows = t.shape[0], cols = t.shape[1];
-      const void* a = ws_.upload(0, h.data(), h.size() * 2);
+      const void* a = ws_.upload(0, half_.data(), half_.size() * 2);
       void* q = ws_.buffer(1, size_t(n));
       void* stats = ws_.buffer(2, size_t(rows) * 4);
       check(bnb_int8_vectorwise_quant(ws_.ctx(), BNB_F16, rows, cols, a, 0.0f, static_cast<int8_t*>(q),
@@ -441,6 +445,7 @@ class Quantizer {
   Workspace ws_;
   float quant_map_[256] = {}, nested_map_[256] = {};
   std::vector<uint8_t> bytes_;
+  std::vector<uint16_t> half_;
   std::vector<float> absmax_;
 };
 
