@@ -255,6 +255,16 @@ BNB_API bnb_status_t bnb_memcpy(bnb_context_t ctx, void* dst, const void* src, i
 /* Waits until all work queued on `stream` (NULL = the default stream) has finished. */
 BNB_API bnb_status_t bnb_synchronize(bnb_context_t ctx, void* stream);
 
+/* ---------------------------------------------------------------- declared buffer lengths (extension)
+   The calls above take pointers without lengths. A caller may declare how many bytes a buffer
+   has; then, on the declaring thread, every call that receives a pointer inside a declared buffer
+   fails with BNB_ERR_INVALID_ARGUMENT (naming the argument, the bytes the op needs and the bytes
+   the buffer has from there) instead of reading or writing past its end. Undeclared pointers are
+   not affected. Declarations may not overlap; declaring a declared start again sets its length.
+   bnb_free and bnb_paged_free forget a declaration of the pointer they free. */
+BNB_API bnb_status_t bnb_buffer_declare(const void* ptr, int64_t bytes);
+BNB_API bnb_status_t bnb_buffer_forget(const void* ptr); /* NULL is a no-op */
+
 #ifdef __cplusplus
 } /* extern "C" */
 #endif

@@ -268,6 +268,7 @@ BNB_API bnb_status_t bnb_free(bnb_context_t ctx, void* ptr) {
   BNB_API_GUARD_BEGIN
   BNB_CHECK(check_context(ctx));
   if (ptr == nullptr) return BNB_SUCCESS;
+  forget_declared(ptr);
   return ctx->backend->ops.mem_free(ctx->impl, ptr);
   BNB_API_GUARD_END
 }
@@ -284,8 +285,8 @@ BNB_API bnb_status_t bnb_memcpy(bnb_context_t ctx, void* dst, const void* src, i
   BNB_CHECK(check_not_null(src, "src"));
   const bool dst_backend = kind == BNB_MEMCPY_HOST_TO_BACKEND || kind == BNB_MEMCPY_BACKEND_TO_BACKEND;
   const bool src_backend = kind == BNB_MEMCPY_BACKEND_TO_HOST || kind == BNB_MEMCPY_BACKEND_TO_BACKEND;
-  if (dst_backend) BNB_CHECK(check_memory(ctx, dst, "dst", 1));
-  if (src_backend) BNB_CHECK(check_memory(ctx, src, "src", 1));
+  BNB_CHECK(dst_backend ? check_memory(ctx, dst, "dst", 1, bytes) : check_declared(dst, "dst", 1, bytes));
+  BNB_CHECK(src_backend ? check_memory(ctx, src, "src", 1, bytes) : check_declared(src, "src", 1, bytes));
   return ctx->backend->ops.mem_copy(ctx->impl, dst, src, bytes, kind, stream);
   BNB_API_GUARD_END
 }

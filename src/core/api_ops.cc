@@ -40,8 +40,8 @@ bnb_status_t check_gemm4_weight(bnb_context_t ctx, int32_t dtype, int64_t N, int
                  static_cast<long long>(blocksize));
   int64_t elems = 0;
   BNB_CHECK(check_product(N, K, "N*K", &elems));
-  BNB_CHECK(check_array(ctx, W, "W"));
-  BNB_CHECK(check_memory(ctx, bias, "bias", dtype_bytes(dtype)));
+  BNB_CHECK(check_array(ctx, W, "W", elems / 2));  // K is a multiple of blocksize: even
+  BNB_CHECK(check_memory(ctx, bias, "bias", dtype_bytes(dtype), N));
   BNB_CHECK(resolve_scales(ctx, scales, elems / blocksize, &p->scales));
   p->ctx = ctx;
   p->dtype = dtype;
@@ -59,13 +59,13 @@ bnb_status_t run_gemm4(const bnb_gemm4_plan& p, int64_t M, const void* A, void* 
                        const char* function) {
   bnb_context_t ctx = p.ctx;
   BNB_CHECK(check_count(M, "M"));
-  int64_t elems = 0;
-  BNB_CHECK(check_product(M, p.K, "M*K", &elems));
-  BNB_CHECK(check_product(M, p.N, "M*N", &elems));
-  BNB_CHECK(check_array(ctx, A, "A", dtype_bytes(p.dtype)));
-  BNB_CHECK(check_array(ctx, out, "out", dtype_bytes(p.dtype)));
+  int64_t a_elems = 0, out_elems = 0;
+  BNB_CHECK(check_product(M, p.K, "M*K", &a_elems));
+  BNB_CHECK(check_product(M, p.N, "M*N", &out_elems));
+  BNB_CHECK(check_array(ctx, A, "A", dtype_bytes(p.dtype), a_elems));
+  BNB_CHECK(check_array(ctx, out, "out", dtype_bytes(p.dtype), out_elems));
   BNB_OFFERED(gemm_4bit, function);
-  BNB_CHECK(check_finite(ctx, p.dtype, A, M * p.K, "A", stream));
+  BNB_CHECK(check_finite(ctx, p.dtype, A, a_elems, "A", stream));
   return ctx->backend->ops.gemm_4bit(ctx->impl, p.dtype, M, p.N, p.K, A, p.W, &p.scales, p.quant_type, p.blocksize,
                                      p.bias, out, stream);
 }
@@ -151,9 +151,9 @@ BNB_API bnb_status_t bnb_int8_vectorwise_quant(bnb_context_t ctx, int32_t dtype,
   BNB_CHECK(check_product(rows, cols, "rows*cols", &elems));
   if (!(threshold >= 0.0f) || std::isinf(threshold))
     return failf(BNB_ERR_INVALID_ARGUMENT, "threshold %g must be finite and >= 0 (0 = no outliers)", threshold);
-  BNB_CHECK(check_array(ctx, A, "A", dtype_bytes(dtype)));
-  BNB_CHECK(check_array(ctx, q, "q"));
-  BNB_CHECK(check_array(ctx, row_stats, "row_stats"));
+  BNB_CHECK(check_array(ctx, A, "A", dtype_bytes(dtype), elems));
+  BNB_CHECK(check_array(ctx, q, "q", elems));
+  BNB_CHECK(check_array(ctx, row_stats, "row_stats", rows));
   BNB_OFFERED(int8_vectorwise_quant, "bnb_int8_vectorwise_quant");
   BNB_CHECK(check_finite(ctx, dtype, A, elems, "A", stream));
   return ctx->backend->ops.int8_vectorwise_quant(ctx->impl, dtype, rows, cols, A, threshold, q, row_stats, stream);
@@ -174,9 +174,10 @@ BNB_API bnb_status_t bnb_int8_outlier_columns(bnb_context_t ctx, int32_t dtype, 
     return failf(BNB_ERR_INVALID_ARGUMENT, "threshold %g must be finite and > 0", threshold);
   if (capacity < 0)
     return failf(BNB_ERR_INVALID_ARGUMENT, "capacity = %lld is negative", static_cast<long long>(capacity));
-  BNB_CHECK(check_array(ctx, A, "A", dtype_bytes(dtype)));
-  if (capacity > 0) BNB_CHECK(check_array(ctx, columns, "columns"));
+  BNB_CHECK(check_array(ctx, A, "A", dtype_bytes(dtype), elems));
+  if (capacity > 0) BNB_CHECK(check_array(ctx, columns, "columns", capacity));
   BNB_CHECK(check_not_null(count, "count"));
+  BNB_CHECK(check_declared(count, "count", sizeof *count, 1));
   BNB_OFFERED(int8_outlier_columns, "bnb_int8_outlier_columns");
   BNB_CHECK(check_finite(ctx, dtype, A, elems, "A", stream));
   return ctx->backend->ops.int8_outlier_columns(ctx->impl, dtype, rows, cols, A, threshold, columns, capacity, count,
@@ -189,9 +190,9 @@ BNB_API bnb_status_t bnb_int8_matmul(bnb_context_t ctx, int64_t M, int64_t N, in
   BNB_API_GUARD_BEGIN
   BNB_CHECK(check_context(ctx));
   BNB_CHECK(check_int8_product_dims(M, N, K));
-  BNB_CHECK(check_array(ctx, A, "A"));
-  BNB_CHECK(check_array(ctx, B, "B"));
-  BNB_CHECK(check_array(ctx, C, "C"));
+  BNB_CHECK(check_array(ctx, A, "A", M * K));
+  BNB_CHECK(check_array(ctx, B, "B", N * K));
+  BNB_CHECK(check_array(ctx, C, "C", M * N));
   BNB_OFFERED(int8_matmul, "bnb_int8_matmul");
   return ctx->backend->ops.int8_matmul(ctx->impl, M, N, K, A, B, C, stream);
   BNB_API_GUARD_END
@@ -207,11 +208,11 @@ BNB_API bnb_status_t bnb_int8_mm_dequant(bnb_context_t ctx, int64_t M, int64_t N
   int64_t elems = 0;
   BNB_CHECK(check_product(M, N, "M*N", &elems));
   BNB_CHECK(check_float_dtype(out_dtype, "out_dtype"));
-  BNB_CHECK(check_array(ctx, C, "C"));
-  BNB_CHECK(check_array(ctx, row_stats, "row_stats"));
-  BNB_CHECK(check_array(ctx, col_stats, "col_stats"));
-  BNB_CHECK(check_memory(ctx, bias, "bias", dtype_bytes(out_dtype)));
-  BNB_CHECK(check_array(ctx, out, "out", dtype_bytes(out_dtype)));
+  BNB_CHECK(check_array(ctx, C, "C", elems));
+  BNB_CHECK(check_array(ctx, row_stats, "row_stats", M));
+  BNB_CHECK(check_array(ctx, col_stats, "col_stats", N));
+  BNB_CHECK(check_memory(ctx, bias, "bias", dtype_bytes(out_dtype), N));
+  BNB_CHECK(check_array(ctx, out, "out", dtype_bytes(out_dtype), elems));
   BNB_OFFERED(int8_mm_dequant, "bnb_int8_mm_dequant");
   return ctx->backend->ops.int8_mm_dequant(ctx->impl, M, N, C, row_stats, col_stats, bias, out_dtype, out, stream);
   BNB_API_GUARD_END
@@ -227,14 +228,14 @@ BNB_API bnb_status_t bnb_int8_linear(bnb_context_t ctx, int32_t dtype, int64_t M
   BNB_CHECK(check_int8_product_dims(M, N, K));
   if (!(threshold >= 0.0f) || std::isinf(threshold))
     return failf(BNB_ERR_INVALID_ARGUMENT, "threshold %g must be finite and >= 0 (0 = no outliers)", threshold);
-  BNB_CHECK(check_array(ctx, A, "A", dtype_bytes(dtype)));
-  BNB_CHECK(check_array(ctx, W, "W"));
-  BNB_CHECK(check_array(ctx, SCB, "SCB"));
-  BNB_CHECK(check_memory(ctx, bias, "bias", dtype_bytes(dtype)));
-  BNB_CHECK(check_array(ctx, q, "q"));
-  BNB_CHECK(check_array(ctx, row_stats, "row_stats"));
-  BNB_CHECK(check_array(ctx, C, "C"));
-  BNB_CHECK(check_array(ctx, out, "out", dtype_bytes(dtype)));
+  BNB_CHECK(check_array(ctx, A, "A", dtype_bytes(dtype), M * K));
+  BNB_CHECK(check_array(ctx, W, "W", N * K));
+  BNB_CHECK(check_array(ctx, SCB, "SCB", N));
+  BNB_CHECK(check_memory(ctx, bias, "bias", dtype_bytes(dtype), N));
+  BNB_CHECK(check_array(ctx, q, "q", M * K));
+  BNB_CHECK(check_array(ctx, row_stats, "row_stats", M));
+  BNB_CHECK(check_array(ctx, C, "C", M * N));
+  BNB_CHECK(check_array(ctx, out, "out", dtype_bytes(dtype), M * N));
   const bnb_backend_ops_t& ops = ctx->backend->ops;
   if (ops.int8_linear == nullptr) {
     BNB_OFFERED(int8_vectorwise_quant, "bnb_int8_linear");
@@ -328,7 +329,7 @@ bnb_status_t check_optimizer_params(const bnb_optimizer_params_t* params) {
 
 // `what` names the struct in messages ("tensors", "tensors[3]"); NULL checks without building
 // names (the hot path: callers repeat a failed check with a name for the message).
-bnb_status_t check_optimizer_tensors_named(bnb_context_t ctx, const bnb_optimizer_params_t* params,
+bnb_status_t check_optimizer_tensors_named(bnb_context_t ctx, const bnb_optimizer_params_t* params, int64_t n,
                                            const bnb_optimizer_tensors_t* tensors, const char* what) {
   if (tensors->struct_size < sizeof(bnb_optimizer_tensors_t))
     return failf(BNB_ERR_INVALID_ARGUMENT, "%s->struct_size %u is smaller than %zu: call bnb_optimizer_tensors_init",
@@ -341,26 +342,28 @@ bnb_status_t check_optimizer_tensors_named(bnb_context_t ctx, const bnb_optimize
     return name;
   };
   const size_t param_bytes = dtype_bytes(params->param_dtype), state_bytes = params->state_bits == 8 ? 1 : 4;
-  BNB_CHECK(check_array(ctx, tensors->p, named("p"), param_bytes));
-  BNB_CHECK(check_array(ctx, tensors->g, named("g"), param_bytes));
-  BNB_CHECK(check_array(ctx, tensors->state1, named("state1"), state_bytes));
+  // AdEMAMix's state1 holds its two EMAs, and absmax1 their two sets of scales (docs/OPTIMIZERS.md).
+  const int64_t copies = opt == BNB_OPT_ADEMAMIX ? 2 : 1, nblocks = ceil_div(n, 256);
+  BNB_CHECK(check_array(ctx, tensors->p, named("p"), param_bytes, n));
+  BNB_CHECK(check_array(ctx, tensors->g, named("g"), param_bytes, n));
+  BNB_CHECK(check_array(ctx, tensors->state1, named("state1"), state_bytes, copies * n));
   const bool two_states = opt == BNB_OPT_ADAM || opt == BNB_OPT_ADEMAMIX || opt == BNB_OPT_LAMB;
-  if (two_states) BNB_CHECK(check_array(ctx, tensors->state2, named("state2"), state_bytes));
-  else BNB_CHECK(check_memory(ctx, tensors->state2, named("state2"), state_bytes));
+  if (two_states) BNB_CHECK(check_array(ctx, tensors->state2, named("state2"), state_bytes, n));
+  else BNB_CHECK(check_memory(ctx, tensors->state2, named("state2"), state_bytes, n));
   if (params->state_bits == 8) {
-    BNB_CHECK(check_array(ctx, tensors->absmax1, named("absmax1")));
-    if (two_states) BNB_CHECK(check_array(ctx, tensors->absmax2, named("absmax2")));
-    BNB_CHECK(check_memory(ctx, tensors->qmap1, named("qmap1")));
-    BNB_CHECK(check_memory(ctx, tensors->qmap2, named("qmap2")));
+    BNB_CHECK(check_array(ctx, tensors->absmax1, named("absmax1"), copies * nblocks));
+    if (two_states) BNB_CHECK(check_array(ctx, tensors->absmax2, named("absmax2"), nblocks));
+    BNB_CHECK(check_memory(ctx, tensors->qmap1, named("qmap1"), kCodeEntries));
+    BNB_CHECK(check_memory(ctx, tensors->qmap2, named("qmap2"), kCodeEntries));
   }
-  if (params->max_unorm > 0.0f) BNB_CHECK(check_array(ctx, tensors->unorm_vec, named("unorm_vec")));
+  if (params->max_unorm > 0.0f) BNB_CHECK(check_array(ctx, tensors->unorm_vec, named("unorm_vec"), 1));
   return BNB_SUCCESS;
 }
 
 bnb_status_t check_optimizer_tensors(bnb_context_t ctx, const bnb_optimizer_params_t* params,
                                      const bnb_optimizer_tensors_t* tensors, const char* what) {
-  if (check_optimizer_tensors_named(ctx, params, tensors, nullptr) == BNB_SUCCESS) return BNB_SUCCESS;
-  return check_optimizer_tensors_named(ctx, params, tensors, what);
+  if (check_optimizer_tensors_named(ctx, params, params->n, tensors, nullptr) == BNB_SUCCESS) return BNB_SUCCESS;
+  return check_optimizer_tensors_named(ctx, params, params->n, tensors, what);
 }
 
 }  // namespace
@@ -390,18 +393,21 @@ BNB_API bnb_status_t bnb_optimizer_update_multi(bnb_context_t ctx, const bnb_opt
   if (count <= 0) return failf(BNB_ERR_INVALID_ARGUMENT, "count = %d: must be positive", count);
   BNB_CHECK(check_not_null(tensors, "tensors"));
   BNB_CHECK(check_not_null(n, "n"));
+  BNB_CHECK(check_declared(tensors, "tensors", sizeof *tensors, count));
+  BNB_CHECK(check_declared(n, "n", sizeof *n, count));
   BNB_OFFERED(optimizer_update, "bnb_optimizer_update_multi");
   if (params->max_unorm > 0.0f)
     return fail(BNB_ERR_INVALID_ARGUMENT,
                 "bnb_optimizer_update_multi does not clip (max_unorm > 0 needs each tensor's own param_norm and "
                 "unorm_vec): call bnb_optimizer_update per tensor");
   for (int32_t i = 0; i < count; ++i) {
-    if (check_count(n[i], "n") != BNB_SUCCESS || check_optimizer_tensors_named(ctx, params, &tensors[i], nullptr) != BNB_SUCCESS) {
+    if (check_count(n[i], "n") != BNB_SUCCESS ||
+        check_optimizer_tensors_named(ctx, params, n[i], &tensors[i], nullptr) != BNB_SUCCESS) {
       char name[40];  // again, with the index in the message
       std::snprintf(name, sizeof name, "n[%d]", i);
       BNB_CHECK(check_count(n[i], name));
       std::snprintf(name, sizeof name, "tensors[%d]", i);
-      return check_optimizer_tensors_named(ctx, params, &tensors[i], name);
+      return check_optimizer_tensors_named(ctx, params, n[i], &tensors[i], name);
     }
   }
   if (ctx->check_finite) {
@@ -442,6 +448,7 @@ BNB_API bnb_status_t bnb_paged_free(bnb_context_t ctx, void* ptr) {
   BNB_API_GUARD_BEGIN
   BNB_CHECK(check_context(ctx));
   if (ptr == nullptr) return BNB_SUCCESS;
+  forget_declared(ptr);
   if (ctx->backend->ops.paged_free == nullptr && ctx->kind == BNB_BACKEND_CPU)
     return ctx->backend->ops.mem_free(ctx->impl, ptr);
   BNB_OFFERED(paged_free, "bnb_paged_free");
@@ -457,6 +464,7 @@ BNB_API bnb_status_t bnb_paged_prefetch(bnb_context_t ctx, void* ptr, int64_t by
   BNB_CHECK(check_count(bytes, "bytes"));
   if (to_device != 0 && to_device != 1)
     return failf(BNB_ERR_INVALID_ARGUMENT, "to_device %d must be 0 (host) or 1 (device)", to_device);
+  BNB_CHECK(check_declared(ptr, "ptr", 1, bytes));
   if (ctx->backend->ops.paged_prefetch == nullptr && ctx->kind == BNB_BACKEND_CPU) return BNB_SUCCESS;
   BNB_OFFERED(paged_prefetch, "bnb_paged_prefetch");
   return ctx->backend->ops.paged_prefetch(ctx->impl, ptr, bytes, to_device, stream);

@@ -36,20 +36,30 @@ bnb_status_t check_float_dtype(int32_t dtype, const char* name);
 bnb_status_t check_quant_type(int32_t quant_type);
 bnb_status_t check_blocksize(int64_t blocksize, int64_t lo, int64_t hi, const char* name);
 // The pointer must live in the memory of the context's backend (host for CPU, device or managed
-// memory of the context's device for GPU backends) and be aligned to its element size
-// (docs/API.md, "Arrays": kernels access elements through typed pointers). NULL passes.
-bnb_status_t check_memory(bnb_context_t ctx, const void* ptr, const char* name, size_t element_bytes);
+// memory of the context's device for GPU backends), be aligned to its element size (docs/API.md,
+// "Arrays": kernels access elements through typed pointers), and hold the `count` elements the
+// op reads or writes when it lies in a buffer the caller declared (check_declared). NULL passes.
+bnb_status_t check_memory(bnb_context_t ctx, const void* ptr, const char* name, size_t element_bytes,
+                          int64_t count);
 // NULL check + check_memory in one.
-bnb_status_t check_array(bnb_context_t ctx, const void* ptr, const char* name, size_t element_bytes);
+bnb_status_t check_array(bnb_context_t ctx, const void* ptr, const char* name, size_t element_bytes,
+                         int64_t count);
 // Typed pointers carry their element size; `void*` arrays name theirs (dtype_bytes of their dtype).
 template <typename T, typename = std::enable_if_t<!std::is_void_v<T>>>
-bnb_status_t check_memory(bnb_context_t ctx, const T* ptr, const char* name) {
-  return check_memory(ctx, static_cast<const void*>(ptr), name, sizeof(T));
+bnb_status_t check_memory(bnb_context_t ctx, const T* ptr, const char* name, int64_t count) {
+  return check_memory(ctx, static_cast<const void*>(ptr), name, sizeof(T), count);
 }
 template <typename T, typename = std::enable_if_t<!std::is_void_v<T>>>
-bnb_status_t check_array(bnb_context_t ctx, const T* ptr, const char* name) {
-  return check_array(ctx, static_cast<const void*>(ptr), name, sizeof(T));
+bnb_status_t check_array(bnb_context_t ctx, const T* ptr, const char* name, int64_t count) {
+  return check_array(ctx, static_cast<const void*>(ptr), name, sizeof(T), count);
 }
+// Buffers the calling thread declared with bnb_buffer_declare (declared.cc): when `ptr` lies in
+// one, the `count` elements of `element_bytes` from ptr must end inside it. Undeclared: passes.
+bnb_status_t check_declared(const void* ptr, const char* name, size_t element_bytes, int64_t count);
+// Drops the calling thread's declaration of a buffer starting at `ptr`, if any (memory freed).
+void forget_declared(const void* ptr);
+// Entries of the built-in 8-bit code tables (code, qmap1/2, scales->code2).
+constexpr int64_t kCodeEntries = 256;
 // Bytes of one element of a dtype the caller has checked.
 size_t dtype_bytes(int32_t dtype);
 // When the context has the finite check on: the n elements of `x` (a float dtype) hold no NaN or

@@ -68,11 +68,8 @@ size_t dtype_bytes(int32_t dtype) {
   }
 }
 
-bnb_status_t check_memory(bnb_context_t ctx, const void* ptr, const char* name, size_t element_bytes) {
-  if (ptr == nullptr) return BNB_SUCCESS;
-  if (element_bytes > 1 && reinterpret_cast<uintptr_t>(ptr) % element_bytes != 0)
-    return failf(BNB_ERR_INVALID_ARGUMENT, "%s (%p) is not aligned to its element size (%zu bytes)", name, ptr,
-                 element_bytes);
+// Where a pointer lives, against the context's backend (check_memory's first part).
+static bnb_status_t check_memory_kind(bnb_context_t ctx, const void* ptr, const char* name) {
   if (ctx->kind == BNB_BACKEND_CPU) {
     // Host context: reject memory that a loaded GPU backend recognises as device-only.
     for (const Backend& b : backends()) {
@@ -101,9 +98,20 @@ bnb_status_t check_memory(bnb_context_t ctx, const void* ptr, const char* name, 
                b.name.c_str(), ctx->device);
 }
 
-bnb_status_t check_array(bnb_context_t ctx, const void* ptr, const char* name, size_t element_bytes) {
+bnb_status_t check_memory(bnb_context_t ctx, const void* ptr, const char* name, size_t element_bytes,
+                          int64_t count) {
+  if (ptr == nullptr) return BNB_SUCCESS;
+  if (element_bytes > 1 && reinterpret_cast<uintptr_t>(ptr) % element_bytes != 0)
+    return failf(BNB_ERR_INVALID_ARGUMENT, "%s (%p) is not aligned to its element size (%zu bytes)", name, ptr,
+                 element_bytes);
+  BNB_CHECK(check_memory_kind(ctx, ptr, name));
+  return check_declared(ptr, name, element_bytes, count);
+}
+
+bnb_status_t check_array(bnb_context_t ctx, const void* ptr, const char* name, size_t element_bytes,
+                         int64_t count) {
   BNB_CHECK(check_not_null(ptr, name));
-  return check_memory(ctx, ptr, name, element_bytes);
+  return check_memory(ctx, ptr, name, element_bytes, count);
 }
 
 bnb_status_t check_offered(bnb_context_t ctx, const void* op, const char* function) {
@@ -147,18 +155,17 @@ bnb_status_t resolve_scales(bnb_context_t ctx, const bnb_scales_t* scales, int64
     if (scales->absmax_q != nullptr || scales->absmax2 != nullptr || scales->offset != nullptr)
       return fail(BNB_ERR_INVALID_ARGUMENT,
                   "scales: set either absmax (plain) or absmax_q/absmax2/offset (nested), not both");
-    BNB_CHECK(check_memory(ctx, scales->absmax, "scales->absmax"));
+    BNB_CHECK(check_memory(ctx, scales->absmax, "scales->absmax", nblocks));
     out->absmax = scales->absmax;
     return BNB_SUCCESS;
   }
   if (scales->absmax_q == nullptr)
     return fail(BNB_ERR_INVALID_ARGUMENT, "scales: absmax and absmax_q are both NULL (plain or nested scales needed)");
-  BNB_CHECK(check_array(ctx, scales->absmax_q, "scales->absmax_q"));
-  BNB_CHECK(check_array(ctx, scales->absmax2, "scales->absmax2"));
-  BNB_CHECK(check_array(ctx, scales->offset, "scales->offset"));
-  BNB_CHECK(check_memory(ctx, scales->code2, "scales->code2"));
   BNB_CHECK(check_blocksize(scales->blocksize2, 64, 4096, "scales->blocksize2"));
-  (void)nblocks;
+  BNB_CHECK(check_array(ctx, scales->absmax_q, "scales->absmax_q", nblocks));
+  BNB_CHECK(check_array(ctx, scales->absmax2, "scales->absmax2", ceil_div(nblocks, scales->blocksize2)));
+  BNB_CHECK(check_array(ctx, scales->offset, "scales->offset", 1));
+  BNB_CHECK(check_memory(ctx, scales->code2, "scales->code2", kCodeEntries));
   out->absmax_q = scales->absmax_q;
   out->absmax2 = scales->absmax2;
   out->offset = scales->offset;

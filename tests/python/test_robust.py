@@ -529,3 +529,22 @@ def test_fuzz_target_for_damaged_state_dicts_finds_nothing():
     r = subprocess.run([sys.executable, "-W", "ignore", FUZZ_TARGET, "--runs", "3000", "--seed", "17"],
                        capture_output=True, text=True, env=env, timeout=300)
     assert r.returncode == 0 and "3000 inputs, no finding" in r.stdout, f"exit {r.returncode}\n{r.stdout}\n{r.stderr}"
+
+
+# ---------------------------------------------------------------- declared buffer lengths
+def test_declared_buffer_length_is_checked_by_the_library():
+    """bnb_buffer_declare (in PROTOTYPES like every function): a call reaching past the declared
+    end of a buffer raises, naming the argument and both byte counts; the thread's own table."""
+    import ctypes
+    from bnb import _lib
+    x = np.random.default_rng(3).standard_normal(4096).astype(np.float32)
+    start = x.ctypes.data
+    _lib.check(_lib.lib.bnb_buffer_declare(start, 2048 * 4), "bnb_buffer_declare")
+    try:
+        with pytest.raises(bnb.InvalidArgumentError, match=r"A needs 16384 bytes .* has 8192 bytes"):
+            bnb.quantize_blockwise(x, blocksize=256)
+    finally:
+        _lib.check(_lib.lib.bnb_buffer_forget(start), "bnb_buffer_forget")
+    bnb.quantize_blockwise(x, blocksize=256)
+    with pytest.raises(bnb.InvalidArgumentError, match="not the start"):
+        _lib.check(_lib.lib.bnb_buffer_forget(ctypes.c_void_p(start)), "bnb_buffer_forget")

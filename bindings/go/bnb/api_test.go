@@ -3,9 +3,11 @@ package bnb
 import (
 	"errors"
 	"math"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
+	"unsafe"
 )
 
 func TestVersionMatchesTheHeader(t *testing.T) {
@@ -249,4 +251,38 @@ func TestCheckFiniteOptionNamesTheFirstNonFiniteElement(t *testing.T) {
 	if _, err := NewContext(&ContextOptions{Backend: BackendCPU, CheckFinite: 2}); !errors.Is(err, StatusInvalidArgument) {
 		t.Fatalf("check_finite 2: %v", err)
 	}
+}
+
+func TestDeclaredBufferLengthsAreChecked(t *testing.T) {
+	runtime.LockOSThread() // declarations belong to the OS thread
+	defer runtime.UnlockOSThread()
+	ctx, err := NewContext(&ContextOptions{Backend: BackendCPU})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ctx.Close()
+	a := make([]float32, 2048)
+	q, absmax := make([]uint8, 2048), make([]float32, 8)
+	start := unsafe.Pointer(&a[0])
+	if err := DeclareBuffer(start, 1000*4); err != nil { // shorter than the slice
+		t.Fatal(err)
+	}
+	err = QuantizeBlockwise(ctx, a, 256, nil, q, absmax)
+	if !errors.Is(err, StatusInvalidArgument) || !strings.Contains(err.Error(), "A needs 8192 bytes") ||
+		!strings.Contains(err.Error(), "has 4000 bytes") {
+		t.Fatalf("declared 4000 bytes: %v", err)
+	}
+	if err := ForgetBuffer(start); err != nil {
+		t.Fatal(err)
+	}
+	if err := QuantizeBlockwise(ctx, a, 256, nil, q, absmax); err != nil {
+		t.Fatalf("after forgetting: %v", err)
+	}
+	if err := ForgetBuffer(start); !errors.Is(err, StatusInvalidArgument) {
+		t.Fatalf("forgetting twice: %v", err)
+	}
+	if err := DeclareBuffer(nil, 10); !errors.Is(err, StatusInvalidArgument) {
+		t.Fatalf("nil: %v", err)
+	}
+	runtime.KeepAlive(a)
 }

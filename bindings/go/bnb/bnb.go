@@ -184,6 +184,20 @@ func Backends() ([]BackendInfo, error) {
 	return infos, nil
 }
 
+// DeclareBuffer declares that the buffer at ptr has bytes bytes (bnb_buffer_declare): a libbnb
+// call that receives a pointer inside it then fails, naming the argument, instead of going past
+// its end. Declarations belong to the OS thread that makes them: declare, call and forget with
+// the goroutine locked to its thread (runtime.LockOSThread). The package's own functions check
+// slice lengths already; this protects pointers handed to the C API directly.
+func DeclareBuffer(ptr unsafe.Pointer, bytes int) error {
+	return call(func() C.bnb_status_t { return C.bnb_buffer_declare(ptr, C.int64_t(bytes)) })
+}
+
+// ForgetBuffer forgets the calling OS thread's declaration of the buffer starting at ptr.
+func ForgetBuffer(ptr unsafe.Pointer) error {
+	return call(func() C.bnb_status_t { return C.bnb_buffer_forget(ptr) })
+}
+
 // GetCodeTable returns a built-in table: 256 entries (8-bit maps) or 16 (NF4, FP4).
 func GetCodeTable(which CodeTable) ([]float32, error) {
 	table := make([]float32, 256)

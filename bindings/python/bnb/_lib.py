@@ -166,6 +166,8 @@ PROTOTYPES = {
     "bnb_free": (_st, [_ptr, _ptr]),
     "bnb_memcpy": (_st, [_ptr, _ptr, _ptr, _i64, _i32, _ptr]),
     "bnb_synchronize": (_st, [_ptr, _ptr]),
+    "bnb_buffer_declare": (_st, [_ptr, _i64]),
+    "bnb_buffer_forget": (_st, [_ptr]),
 }
 
 

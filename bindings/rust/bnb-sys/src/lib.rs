@@ -369,4 +369,7 @@ extern "C" {
         stream: *mut c_void,
     ) -> bnb_status_t;
     pub fn bnb_synchronize(ctx: bnb_context_t, stream: *mut c_void) -> bnb_status_t;
+
+    pub fn bnb_buffer_declare(ptr: *const c_void, bytes: i64) -> bnb_status_t;
+    pub fn bnb_buffer_forget(ptr: *const c_void) -> bnb_status_t;
 }

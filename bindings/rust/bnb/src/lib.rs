@@ -87,6 +87,22 @@ pub fn backends() -> Result<Vec<BackendInfo>> {
         .collect()
 }
 
+/// Declares that the buffer at `ptr` has `bytes` bytes (`bnb_buffer_declare`): on this thread,
+/// a libbnb call that receives a pointer inside it fails, naming the argument, instead of going
+/// past its end. The crate's own calls check slice lengths already; this protects pointers passed
+/// to `bnb_sys` directly. The library never dereferences `ptr` here.
+pub fn declare_buffer(ptr: *const std::ffi::c_void, bytes: usize) -> Result<()> {
+    let bytes = i64::try_from(bytes).unwrap_or(i64::MAX); // the library refuses what is too large
+    // SAFETY: the library only records the address range.
+    unsafe { check(sys::bnb_buffer_declare(ptr, bytes)) }
+}
+
+/// Forgets this thread's declaration of the buffer starting at `ptr` (`bnb_buffer_forget`).
+pub fn forget_buffer(ptr: *const std::ffi::c_void) -> Result<()> {
+    // SAFETY: the library only drops the recorded range.
+    unsafe { check(sys::bnb_buffer_forget(ptr)) }
+}
+
 /// One of the built-in code tables: 256 entries (8-bit maps) or 16 (NF4, FP4).
 pub fn code_table(which: CodeTable) -> Result<Vec<f32>> {
     let mut table = vec![0f32; 256];

@@ -226,3 +226,37 @@ fn check_finite_option_names_the_first_non_finite_element() {
     let err = Context::with_options(&options(2)).unwrap_err();
     assert!(err.message().contains("check_finite"), "{}", err.message());
 }
+
+#[test]
+fn declared_buffer_lengths_are_checked_on_this_thread() {
+    let ctx = Context::with_backend(Backend::Cpu).unwrap();
+    let a = signal(2048, 5);
+    let mut q = vec![0u8; 2048];
+    let mut absmax = vec![0f32; 8];
+    let start = a.as_ptr().cast();
+    // Declared shorter than the slice: the library refuses to read past the declared end.
+    bnb::declare_buffer(start, 1000 * 4).unwrap();
+    let err = ctx
+        .quantize_blockwise(&a, 256, None, &mut q, &mut absmax)
+        .unwrap_err();
+    assert_eq!(err.status(), Status::InvalidArgument);
+    assert!(
+        err.message().contains("A needs 8192 bytes") && err.message().contains("has 4000 bytes"),
+        "{}",
+        err.message()
+    );
+    // Another thread has no declarations.
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            let (mut q, mut absmax) = (vec![0u8; 2048], vec![0f32; 8]);
+            ctx.quantize_blockwise(&a, 256, None, &mut q, &mut absmax)
+                .unwrap();
+        });
+    });
+    bnb::forget_buffer(start).unwrap();
+    ctx.quantize_blockwise(&a, 256, None, &mut q, &mut absmax)
+        .unwrap();
+    let err = bnb::forget_buffer(start).unwrap_err();
+    assert!(err.message().contains("not the start"), "{}", err.message());
+    assert!(bnb::declare_buffer(std::ptr::null(), 10).is_err());
+}
