@@ -1,8 +1,10 @@
-"""Batch-1 4-bit linear layer: what torch users pay over the bare C call (issue 7: >= 90 %).
+"""Batch-1 4-bit linear layer: what torch users pay over the bare C call (issues 7 and 16: >= 90 %).
 
 For each weight shape [N, K] (out, in) and dtype, one NF4 weight (blocksize 64, nested
-statistics) and one input row x [1, K], three ways to compute x @ W^T:
-  layer   bnb.nn.Linear4bit.forward, eager, under torch.inference_mode()
+statistics) and one input row x [1, K], these ways to compute x @ W^T:
+  layer   layer(x) of a bnb.nn.Linear4bit, eager, under torch.inference_mode()
+  compat  layer(x) of the compatibility layer's bitsandbytes.nn.Linear4bit (this repository's
+          bindings/python/compat; "-" when `import bitsandbytes` finds another package)
   op      torch.ops.bnb.gemm_4bit(...) called directly (the torch custom op, through the dispatcher)
   c_call  bnb_gemm_4bit through its ctypes prototype: prebuilt arguments and scales struct,
           preallocated output, the same context and stream (the library's own time plus the
@@ -11,12 +13,23 @@ statistics) and one input row x [1, K], three ways to compute x @ W^T:
           what a CUDA-graph user (e.g. torch.compile mode="reduce-overhead") pays per layer
 Times are per call: the best of `--repeats` interleaved timed loops (each at least --min-time
 seconds; on CUDA the loop is synchronised at both ends, so a launch-bound call shows its Python
-cost). ratio = c_call / layer and c_call / op (1.0 = no overhead). The layer is called once
-before timing, so its eager fast path (the library call's fixed arguments kept per layer) is
+cost). ratio = c_call / layer (and compat, op; 1.0 = no overhead). The layers are called once
+before timing, so their eager fast path (the library call's fixed arguments kept per layer) is
 built, as it is after a model's first forward.
+
+--host-only: the Python cost alone, on the CPU. Every library call the timed functions make
+(bnb_gemm_4bit_plan_run of the layers' fast path, bnb_gemm_4bit of the op) is replaced by a C
+function that returns 0 at once (glibc's getauxval, which reads only its first argument: an
+address, never an auxv type, so it finds nothing), declared with the same prototype, so ctypes
+converts the same arguments and releases the GIL as for the real call. `C us` is then the
+no-op of the layers' call (bnb_gemm_4bit_plan_run with their plan, five arguments) and
+layer - C, compat - C are the Python each forward adds on the host. On a GPU the
+kernel runs asynchronously, so a layer reaches the target once that host time (plus the launch)
+is below the kernel's time. Default shape 64x64 (the shape does not change the Python).
 
     python bench/python/layer4bit.py [--device cuda|cpu] [--dtypes bfloat16,float16]
         [--shapes 4096x4096,11008x4096,4096x11008] [--json bench/results/layer4bit_<device>.json]
+    python bench/python/layer4bit.py --host-only [--json bench/results/layer4bit_host.json]
 """
 
 import argparse
@@ -31,11 +44,20 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.abspath(os.path.join(HERE, "..", ".."))
 if os.environ.get("BNB_LIBRARY_PATH"):
     sys.path.insert(0, os.path.join(REPO, "bindings", "python"))
+    sys.path.insert(0, os.path.join(REPO, "bindings", "python", "compat"))
 
 import torch  # noqa: E402
 
 import bnb  # noqa: E402
-from bnb import _arrays, _lib  # noqa: E402
+from bnb import _arrays, _lib, _ops  # noqa: E402
+
+try:
+    import bitsandbytes as compat  # noqa: E402
+
+    if not compat.__version__.endswith("+bnb"):  # the real bitsandbytes: not what this measures
+        compat = None
+except ImportError:
+    compat = None
 
 DEFAULT_SHAPES = "4096x4096,11008x4096,4096x11008"
 
@@ -64,12 +86,45 @@ def best_us(fns, sync, min_time, repeats):
     return best
 
 
-def bench_one(N, K, dtype, device, min_time, repeats):
+class _NoOpLibrary:
+    """The library with bnb_gemm_4bit answered by a C no-op (--host-only); the rest unchanged."""
+
+    def __init__(self, lib, noop):
+        self._lib = lib
+        self.bnb_gemm_4bit = noop
+
+    def __getattr__(self, name):
+        return getattr(self._lib, name)
+
+
+def c_noop_like(fn):
+    """A C function that returns 0 without doing anything, with fn's prototype (see --host-only)."""
+    try:
+        noop = ctypes.CDLL(None)["getauxval"]
+    except (OSError, AttributeError):
+        sys.exit("--host-only needs glibc's getauxval as its no-op C function")
+    noop.argtypes, noop.restype = fn.argtypes, fn.restype
+    return noop
+
+
+def host_only():
+    """Replaces the library calls the timed functions make by C no-ops (before any layer builds
+    its fast path, which keeps the function it calls)."""
+    _ops.gemm4_plan_run = c_noop_like(_ops.gemm4_plan_run)
+    _ops._c = _NoOpLibrary(_ops._c, c_noop_like(_lib.lib.bnb_gemm_4bit))
+
+
+def make_layer(cls, N, K, dtype, device):
     torch.manual_seed(0)
-    layer = bnb.nn.Linear4bit(K, N, bias=False, compute_dtype=dtype, compress_statistics=True, quant_type="nf4")
+    layer = cls(K, N, bias=False, compute_dtype=dtype, compress_statistics=True, quant_type="nf4")
     with torch.no_grad():
         layer.weight.data = (torch.randn(N, K) * 0.02).to(dtype)
-    layer = layer.to(device)  # quantized here
+    return layer.to(device)  # quantized here
+
+
+def bench_one(N, K, dtype, device, min_time, repeats, noop):
+    layer = make_layer(bnb.nn.Linear4bit, N, K, dtype, device)
+    other = None if compat is None else make_layer(compat.nn.Linear4bit, N, K, dtype, device)
     qs = layer.quant_state
     assert qs.nested and qs.blocksize == 64 and qs.state2.blocksize == 256
     x = torch.randn(1, K, device=device).to(dtype)
@@ -89,7 +144,7 @@ def bench_one(N, K, dtype, device, min_time, repeats):
     scales.code2, scales.offset, scales.blocksize2 = qs.state2.code.data_ptr(), qs.offset.data_ptr(), 256
     c_args = (ctx, _arrays._TORCH_CODES()[dtype], 1, N, K, x.data_ptr(), W.data_ptr(), ctypes.byref(scales),
               _lib.NF4, 64, None, out.data_ptr(), stream)
-    gemm = _lib.lib.bnb_gemm_4bit
+    gemm = _ops._c.bnb_gemm_4bit
 
     def c_call():
         gemm(*c_args)
@@ -97,21 +152,39 @@ def bench_one(N, K, dtype, device, min_time, repeats):
     with torch.inference_mode():
         want = layer(x)
         assert gemm(*c_args) == 0, _lib.last_error_message()
+        if noop:  # the no-op of the call the layers make: their library plan's, five arguments
+            plan_run, plan_args = _ops.gemm4_plan_run, (layer._fast.keep_alive.ptr, 1, x.data_ptr(), out.data_ptr(),
+                                                        None)
+
+            def c_call():
+                plan_run(*plan_args)
         sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
         sync()
-        assert torch.equal(op(*op_args), want) and torch.equal(out, want)
+        y = op(*op_args)  # its first call imports more of torch: not in the timed loops
+        assert noop or (torch.equal(y, want) and torch.equal(out, want))  # (the no-ops compute nothing)
         assert layer._fast is not None, "the layer's eager fast path was not taken"
-        fns = [lambda: layer(x), lambda: op(*op_args), c_call]
+        fns = {"layer": lambda: layer(x), "op": lambda: op(*op_args), "c_call": c_call}
+        if other is not None:
+            y = other(x)
+            assert noop or torch.equal(y, other._forward(x))
+            assert other._fast is not None, "the compatibility layer's eager fast path was not taken"
+            fns["compat"] = lambda: other(x)
         if device == "cuda":
-            fns.append(captured_layer(layer, x, want).replay)
-        times = best_us(fns, sync, min_time, repeats)
-    t_layer, t_op, t_c = times[:3]
-    t_graph = times[3] if len(times) > 3 else None
-    return {"N": N, "K": K, "dtype": str(dtype).replace("torch.", ""), "quant_type": "nf4", "blocksize": 64,
-            "nested": True, "M": 1, "layer_us": round(t_layer, 3), "op_us": round(t_op, 3), "c_call_us": round(t_c, 3),
-            "graph_us": None if t_graph is None else round(t_graph, 3),
-            "ratio_layer": round(t_c / t_layer, 4), "ratio_op": round(t_c / t_op, 4),
-            "meets_target": t_c / t_layer >= 0.9}
+            fns["graph"] = captured_layer(layer, x, want).replay
+        times = dict(zip(fns, best_us(list(fns.values()), sync, min_time, repeats)))
+    t_c = times["c_call"]
+    r = {"N": N, "K": K, "dtype": str(dtype).replace("torch.", ""), "quant_type": "nf4", "blocksize": 64,
+         "nested": True, "M": 1}
+    for name in ("layer", "compat", "op", "c_call", "graph"):
+        r[name + "_us"] = round(times[name], 3) if name in times else None
+    if noop:  # host-only: the Python each call adds over the (no-op) C call
+        for name in ("layer", "compat", "op"):
+            r[name + "_host_us"] = round(times[name] - t_c, 3) if name in times else None
+    else:
+        for name in ("layer", "compat", "op"):
+            r["ratio_" + name] = round(t_c / times[name], 4) if name in times else None
+        r["meets_target"] = all(r["ratio_" + name] >= 0.9 for name in ("layer", "compat") if name in times)
+    return r
 
 
 def captured_layer(layer, x, want):
@@ -132,38 +205,67 @@ def captured_layer(layer, x, want):
     return graph
 
 
+def _cell(value, width, fmt="{:.2f}"):
+    return f"{'-' if value is None else fmt.format(value):>{width}}"
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--device", default=None, help="cuda when available, else cpu (--host-only: cpu)")
     parser.add_argument("--dtypes", default="bfloat16,float16")
-    parser.add_argument("--shapes", default=DEFAULT_SHAPES, help="NxK (out x in) weight shapes, comma separated")
+    parser.add_argument("--shapes", default=None, help=f"NxK (out x in) weight shapes, comma separated (default "
+                        f"{DEFAULT_SHAPES}; --host-only: 64x64)")
+    parser.add_argument("--host-only", action="store_true", help="the Python per call alone: library calls "
+                        "replaced by a C no-op (module docstring)")
     parser.add_argument("--min-time", type=float, default=0.05, help="seconds per timed loop (default 0.05)")
     parser.add_argument("--repeats", type=int, default=10)
-    parser.add_argument("--json", default=None, help="default bench/results/layer4bit_<device>.json")
+    parser.add_argument("--json", default=None, help="default bench/results/layer4bit_<device>.json "
+                        "(--host-only: layer4bit_host.json)")
     args = parser.parse_args()
-    device = args.device
-    json_path = args.json or os.path.join(REPO, "bench", "results", f"layer4bit_{device}.json")
-    shapes = [tuple(int(v) for v in s.split("x")) for s in args.shapes.split(",")]
+    noop = args.host_only
+    device = args.device or ("cuda" if torch.cuda.is_available() and not noop else "cpu")
+    if noop:
+        if device != "cpu":
+            sys.exit("--host-only runs on the CPU (a GPU's no-op call would still queue nothing)")
+        host_only()
+    json_path = args.json or os.path.join(REPO, "bench", "results",
+                                          "layer4bit_host.json" if noop else f"layer4bit_{device}.json")
+    shapes = [tuple(int(v) for v in s.split("x")) for s in (args.shapes or ("64x64" if noop else DEFAULT_SHAPES))
+              .split(",")]
     dtypes = [getattr(torch, d) for d in args.dtypes.split(",")]
     name = torch.cuda.get_device_name() if device == "cuda" else platform.processor() or platform.machine()
     print(f"bnb {bnb.__version__} Linear4bit M=1 (NF4, blocksize 64, nested) on {device} ({name}), "
-          f"torch {torch.__version__}")
-    print(f"{'N x K':>14}{'dtype':>10}{'layer us':>11}{'op us':>10}{'C us':>10}{'graph us':>10}{'C/layer':>9}"
-          f"{'C/op':>8}{'>=90%':>7}")
+          f"torch {torch.__version__}, Python {platform.python_version()}"
+          f"{', library calls replaced by a C no-op (host-only)' if noop else ''}")
+    if noop:
+        print(f"{'N x K':>14}{'dtype':>10}{'layer us':>11}{'compat us':>11}{'op us':>10}{'C us':>9}"
+              f"{'layer-C':>10}{'compat-C':>10}{'op-C':>9}")
+    else:
+        print(f"{'N x K':>14}{'dtype':>10}{'layer us':>11}{'compat us':>11}{'op us':>10}{'C us':>10}{'graph us':>10}"
+              f"{'C/layer':>9}{'C/compat':>10}{'C/op':>8}{'>=90%':>7}")
     results = []
     for N, K in shapes:
         for dtype in dtypes:
-            r = bench_one(N, K, dtype, device, args.min_time, args.repeats)
+            r = bench_one(N, K, dtype, device, args.min_time, args.repeats, noop)
             results.append(r)
-            graph = "-" if r["graph_us"] is None else f"{r['graph_us']:.2f}"
-            print(f"{N:>7} x {K:<5}{r['dtype']:>10}{r['layer_us']:>11.2f}{r['op_us']:>10.2f}{r['c_call_us']:>10.2f}"
-                  f"{graph:>10}{r['ratio_layer'] * 100:>8.1f}%{r['ratio_op'] * 100:>7.1f}%"
-                  f"{'yes' if r['meets_target'] else 'NO':>7}")
+            row = (f"{N:>7} x {K:<5}{r['dtype']:>10}{_cell(r['layer_us'], 11)}{_cell(r['compat_us'], 11)}"
+                   f"{_cell(r['op_us'], 10)}")
+            if noop:
+                row += (f"{_cell(r['c_call_us'], 9)}{_cell(r['layer_host_us'], 10)}{_cell(r['compat_host_us'], 10)}"
+                        f"{_cell(r['op_host_us'], 9)}")
+            else:
+                pct = "{:.1%}"
+                row += (f"{_cell(r['c_call_us'], 10)}{_cell(r['graph_us'], 10)}{_cell(r['ratio_layer'], 9, pct)}"
+                        f"{_cell(r['ratio_compat'], 10, pct)}{_cell(r['ratio_op'], 8, pct)}"
+                        f"{'yes' if r['meets_target'] else 'NO':>7}")
+            print(row)
     report = {"bench": "layer4bit", "device": device, "device_name": name, "bnb_version": bnb.__version__,
               "torch": torch.__version__, "python": platform.python_version(), "library": bnb.library_path,
               "backends": [b["name"] + ": " + b["detail"] for b in bnb.backends() if b["available"]],
+              "compat": None if compat is None else compat.__version__,
+              "host_only": noop,
               "timing": f"best of {args.repeats} interleaved loops of >= {args.min_time} s, inference_mode",
-              "target_ratio": 0.9, "results": results}
+              "target_ratio": None if noop else 0.9, "results": results}
     os.makedirs(os.path.dirname(os.path.abspath(json_path)), exist_ok=True)
     with open(json_path, "w") as f:
         json.dump(report, f, indent=2)
