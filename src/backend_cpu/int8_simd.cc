@@ -192,21 +192,23 @@ HWY_NOINLINE void MarkOutliers(int32_t dtype, const void* row, int64_t c, int64_
   }
 }
 
-// Filtered absmax of a row; marks outlier columns when kOutliers.
+// The row statistic (filtered absmax, -0.0 when nothing counts); marks outlier columns when
+// kOutliers.
 template <bool kOutliers>
 HWY_INLINE float RowAbsmax(int32_t dtype, const void* row, int64_t cols, float t, uint8_t* flags) {
   const DF df;
   const int64_t N = static_cast<int64_t>(hn::Lanes(df));
   const VF vt = hn::Set(df, t);
-  VF vmax = hn::Zero(df);
+  const VF empty = hn::Set(df, bnb::kAbsmaxEmpty);
+  VF vmax = empty;
   int64_t c = 0;
   for (; c + N <= cols; c += N) {
     const VF a = hn::Abs(LoadF32(dtype, row, c));
     if (kOutliers) {
-      vmax = hn::Max(vmax, hn::IfThenElseZero(hn::Lt(a, vt), a));
+      vmax = hn::Max(vmax, hn::IfThenElse(hn::Lt(a, vt), a, empty));  // NaN and outliers dropped
       if (HWY_UNLIKELY(!hn::AllFalse(df, hn::Ge(a, vt)))) MarkOutliers(dtype, row, c, N, t, flags);
     } else {
-      vmax = hn::Max(vmax, hn::IfThenElseZero(hn::Eq(a, a), a));  // NaN dropped
+      vmax = hn::Max(vmax, hn::IfThenElse(hn::Eq(a, a), a, empty));  // NaN dropped
     }
   }
   float m = hn::GetLane(hn::MaxOfLanes(df, vmax));
@@ -219,7 +221,7 @@ HWY_INLINE float RowAbsmax(int32_t dtype, const void* row, int64_t cols, float t
       m = a;
     }
   }
-  return m;
+  return bnb::row_stat_from_max(m);
 }
 
 template <bool kOutliers>
@@ -257,8 +259,8 @@ void QuantRowsInt8(const Int8QuantArgs& a, int64_t r0, int64_t r1, uint8_t* flag
     const float m = outliers ? RowAbsmax<true>(a.dtype, row, a.cols, a.threshold, flags)
                              : RowAbsmax<false>(a.dtype, row, a.cols, 0.0f, nullptr);
     a.row_stats[r] = m;
-    // s = RN32(127 * RCP(SCB)). SCB = 0 (or subnormal, flushed) gives s = inf: the reference's
-    // 0 * inf = NaN converts to 0, and any non-zero element is an outlier, so the row is zero.
+    // s = RN32(127 * RCP(SCB)). SCB = +-0 (or subnormal, flushed) gives s = +-inf: the reference's
+    // 0 * inf = NaN converts to 0, and any non-zero element is NaN or an outlier, so the row is zero.
     const float s = 127.0f * bnb::rcp_approx(m);
     if (std::isinf(s)) {
       std::memset(q, 0, static_cast<size_t>(a.cols));

@@ -518,11 +518,14 @@ struct RegTable {
 
 // ------------------------------------------------------------------ blocks
 
-// NaN-dropping max |v| over `count` (a multiple of the lane count) floats. Max(a, acc) keeps
-// acc when a is NaN on every target (x86 max returns its second operand; EMU128 skips NaN).
+// NaN-dropping max |v| over p[0, count), from kAbsmaxEmpty (what a block without a non-NaN
+// element keeps). Reads whole vectors: p must be readable up to count rounded up to the lane
+// count; lanes past count (padding) are left out. Max(a, acc) keeps acc when a is NaN on every
+// target (x86 max returns its second operand; EMU128 and SCALAR skip NaN).
 HWY_INLINE float AbsMax(DF df, const float* HWY_RESTRICT p, int64_t count) {
   const int64_t N = static_cast<int64_t>(hn::Lanes(df));
-  VF m0 = hn::Zero(df), m1 = hn::Zero(df), m2 = hn::Zero(df), m3 = hn::Zero(df);
+  const VF empty = hn::Set(df, bnb::kAbsmaxEmpty);
+  VF m0 = empty, m1 = empty, m2 = empty, m3 = empty;
   int64_t i = 0;
   for (; i + 4 * N <= count; i += 4 * N) {
     m0 = hn::Max(hn::Abs(hn::LoadU(df, p + i)), m0);
@@ -530,7 +533,11 @@ HWY_INLINE float AbsMax(DF df, const float* HWY_RESTRICT p, int64_t count) {
     m2 = hn::Max(hn::Abs(hn::LoadU(df, p + i + 2 * N)), m2);
     m3 = hn::Max(hn::Abs(hn::LoadU(df, p + i + 3 * N)), m3);
   }
-  for (; i < count; i += N) m0 = hn::Max(hn::Abs(hn::LoadU(df, p + i)), m0);
+  for (; i + N <= count; i += N) m0 = hn::Max(hn::Abs(hn::LoadU(df, p + i)), m0);
+  if (i < count) {
+    const auto real = hn::FirstN(df, static_cast<size_t>(count - i));
+    m1 = hn::Max(hn::IfThenElse(real, hn::Abs(hn::LoadU(df, p + i)), empty), m1);
+  }
   return hn::GetLane(hn::MaxOfLanes(df, hn::Max(hn::Max(m0, m1), hn::Max(m2, m3))));
 }
 
@@ -542,7 +549,7 @@ HWY_INLINE void AbsMax16(DF df, const float* HWY_RESTRICT p, int64_t blocksize, 
   __m512 v[16];
   for (int j = 0; j < 16; ++j) {
     const float* q = p + j * blocksize;
-    VF m = hn::Max(hn::Abs(hn::LoadU(df, q)), hn::Zero(df));
+    VF m = hn::Max(hn::Abs(hn::LoadU(df, q)), hn::Set(df, bnb::kAbsmaxEmpty));
     m = hn::Max(hn::Abs(hn::LoadU(df, q + 16)), m);
     if (blocksize == 64) {
       m = hn::Max(hn::Abs(hn::LoadU(df, q + 32)), m);
@@ -811,10 +818,9 @@ HWY_INLINE void ForEachScaledBlock(DF df, int32_t dtype, const void* A, int64_t 
       }
     }
 #endif
-    for (; b < c1; ++b) {
+    for (; b < c1; ++b) {  // over the real elements only: padding must not count
       const int64_t off = (b - c0) * blocksize;
-      const int64_t len = padded - off < blocksize ? padded - off : blocksize;
-      absmax[b] = AbsMax(df, src + off, len);
+      absmax[b] = AbsMax(df, src + off, count - off < blocksize ? count - off : blocksize);
     }
     int64_t r = c0;
 #if BNB_HAVE_PERMUTE2

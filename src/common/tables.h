@@ -102,6 +102,16 @@ inline constexpr uint32_t kFP4DecodeBits[16] = {
     0x00000000, 0x3baaaaab, 0x3f2aaaab, 0x3f800000, 0x3eaaaaab, 0x3f000000, 0x3e2aaaab, 0x3e800000,
     0x80000000, 0xbbaaaaab, 0xbf2aaaab, 0xbf800000, 0xbeaaaaab, 0xbf000000, 0xbe2aaaab, 0xbe800000};
 
+// Where every NaN-dropping maximum of |x| that sets a scale starts (block absmax, docs/FORMATS.md
+// §2.2; int8 row statistics, §6.1): -FLT_MAX, as in the reference's CUDA kernels. A block without
+// a non-NaN element keeps it as its absmax.
+inline constexpr float kAbsmaxEmpty = -3.40282347e38f;
+
+// An int8 row statistic from its maximum (docs/FORMATS.md §6.1): a row with nothing counted (all
+// NaN, or every element an outlier) gets -0.0, as the reference's fp16 reduction (from -FLT_MIN,
+// which is -0.0 in fp16) leaves it.
+inline float row_stat_from_max(float m) { return m < 0.0f ? -0.0f : m; }
+
 inline float bits_to_float(uint32_t b) {
   float f;
   std::memcpy(&f, &b, sizeof f);

@@ -8,6 +8,7 @@
 #include <cstdint>
 
 #include "gpu_port.h"
+#include "tables.h"
 
 namespace bnb {
 namespace gpu {
@@ -92,9 +93,18 @@ __device__ __forceinline__ float block_max(float v, float* smem) {
   return v;
 }
 
+// The statistic of a row from the values each thread counted (NaN-dropping max over |x| < t, all
+// without outliers, from kAbsmaxEmpty): the block's maximum, or -0.0 when no thread counted
+// anything (bnb::row_stat_from_max, docs/FORMATS.md §6.1).
+template <int kThreads>
+__device__ __forceinline__ float block_row_stat(float m, float* smem) {
+  m = block_max<kThreads>(m, smem);
+  return m < 0.0f ? -0.0f : m;
+}
+
 // One row per block iteration: SCB = NaN-dropping max over |x| < t (all without outliers),
 // s = RN32(127 * RCP(SCB)), q = rint(RN32(x * s)) with elements |x| >= t written as 0.
-// The conversion gives 0 for NaN (also 0 * inf when SCB = 0), and saturates.
+// The conversion gives 0 for NaN (also 0 * inf when SCB = +-0), and saturates.
 template <int D, int kThreads>
 __global__ void __launch_bounds__(kThreads)
     row_quant_kernel(const void* __restrict__ A, int64_t rows, int64_t cols, bool outliers, float t,
@@ -103,12 +113,12 @@ __global__ void __launch_bounds__(kThreads)
   grid_dependents_may_launch();  // a dependent product waits for this grid's end anyway
   for (int64_t r = blockIdx.x; r < rows; r += gridDim.x) {
     const int64_t base = r * cols;
-    float m = 0.0f;
+    float m = kAbsmaxEmpty;
     for (int64_t c = threadIdx.x; c < cols; c += kThreads) {
       const float a = fabsf(load_f32<D>(A, base + c));
       if (!outliers || a < t) m = gpu_max_ftz(m, a);
     }
-    m = block_max<kThreads>(m, smem);
+    m = block_row_stat<kThreads>(m, smem);
     if (threadIdx.x == 0) row_stats[r] = m;
     const float s = gpu_mul_ftz(127.0f, gpu_block_reciprocal(m));
     for (int64_t c = threadIdx.x; c < cols; c += kThreads) {
@@ -468,13 +478,13 @@ __global__ void __launch_bounds__(kMmaWarps * 32)
   float s_row = 0.0f;  // kFusedQuant: this lane's row scale (row g)
   if constexpr (kFusedQuant) {
     for (int64_t r = 0; r < M; ++r) {
-      float m = 0.0f;
+      float m = kAbsmaxEmpty;
 #pragma unroll 4
       for (int64_t c = threadIdx.x; c < K; c += kMmaWarps * 32) {
         const float a = fabsf(load_f32<kQuantD>(A, r * K + c));
         if (!outliers || a < threshold) m = gpu_max_ftz(m, a);
       }
-      m = block_max<kMmaWarps * 32>(m, red);
+      m = block_row_stat<kMmaWarps * 32>(m, red);
       const float s = gpu_mul_ftz(127.0f, gpu_block_reciprocal(m));
       if (threadIdx.x == 0) {
         scale[r] = s;

@@ -14,6 +14,7 @@
 
 #include "gpu_port.h"
 #include "quant8_select.h"
+#include "tables.h"
 
 namespace bnb {
 namespace gpu {
@@ -242,6 +243,23 @@ __device__ __forceinline__ void store_codes4(uint8_t* __restrict__ packed, int64
 }
 
 // ---------------------------------------------------------------- absmax of a group of threads
+
+// NaN-dropping max |v| of a thread's chunk at i0, from kAbsmaxEmpty (docs/FORMATS.md §2.2); the
+// elements at or past n (load_chunk's zeros) are left out, so an all-NaN last block keeps it too.
+template <int kE>
+__device__ __forceinline__ float chunk_absmax(const float (&v)[kE], int64_t i0, int64_t n) {
+  float m = kAbsmaxEmpty;
+  if (i0 + kE <= n) {
+#pragma unroll
+    for (int j = 0; j < kE; ++j) m = gpu_max_ftz(m, fabsf(v[j]));
+  } else {
+#pragma unroll
+    for (int j = 0; j < kE; ++j) {
+      if (i0 + j < n) m = gpu_max_ftz(m, fabsf(v[j]));
+    }
+  }
+  return m;
+}
 
 // Maximum over the G consecutive threads owning one block, for each of the kS slices. `red` holds
 // two buffers of kS x (warps) floats, used by alternate tiles (`parity`), so one barrier per tile
@@ -499,9 +517,7 @@ __global__ void __launch_bounds__(threads_for(B / quant_chunk_elems<D, kChunk>()
 #pragma unroll
         for (int j = 0; j < kE; ++j) v[k][j] = i0[k] + j < n ? gpu_add_ftz(v[k][j], -sub) : 0.0f;
       }
-      m[k] = 0.0f;
-#pragma unroll
-      for (int j = 0; j < kE; ++j) m[k] = gpu_max_ftz(m[k], fabsf(v[k][j]));
+      m[k] = chunk_absmax<kE>(v[k], i0[k], n);
     }
     group_max<kG, kS>(m, red, round & 1);
     ++round;
@@ -636,11 +652,7 @@ __global__ void __launch_bounds__(threads_for(B / quant_chunk_elems<D, kChunk>()
       load_chunk<D, kE>(a, i0[k], n, vec != 0, v[k]);
     }
 #pragma unroll
-    for (int k = 0; k < kS; ++k) {
-      m[k] = 0.0f;
-#pragma unroll
-      for (int j = 0; j < kE; ++j) m[k] = gpu_max_ftz(m[k], fabsf(v[k][j]));
-    }
+    for (int k = 0; k < kS; ++k) m[k] = chunk_absmax<kE>(v[k], i0[k], n);
     group_max<kG, kS>(m, red, round & 1);
     ++round;
 #pragma unroll

@@ -56,9 +56,9 @@ class Output {
 size_t dtype_size(int32_t dtype) { return dtype == BNB_F32 ? 4 : 2; }
 const char* dtype_name(int32_t dtype) { return dtype == BNB_F32 ? "f32" : dtype == BNB_F16 ? "f16" : "bf16"; }
 
-enum class Data { kNormal, kUniform, kZeroBlocks, kTiny, kSignedZeros, kOutliers, kTies, kSpecials };
-constexpr Data kAllData[] = {Data::kNormal, Data::kUniform,  Data::kZeroBlocks, Data::kTiny,
-                             Data::kSignedZeros, Data::kOutliers, Data::kTies,  Data::kSpecials};
+enum class Data { kNormal, kUniform, kZeroBlocks, kTiny, kSignedZeros, kOutliers, kTies, kSpecials, kNanBlocks };
+constexpr Data kAllData[] = {Data::kNormal,   Data::kUniform, Data::kZeroBlocks, Data::kTiny,     Data::kSignedZeros,
+                             Data::kOutliers, Data::kTies,    Data::kSpecials,   Data::kNanBlocks};
 
 // Random input as binary32 values (later rounded to the dtype).
 std::vector<float> make_values(Data kind, int64_t n, int64_t blocksize, std::mt19937& rng) {
@@ -88,6 +88,9 @@ std::vector<float> make_values(Data kind, int64_t n, int64_t blocksize, std::mt1
         else if (p < 7) x = bits_to_float(0x00000400u) * (p == 5 ? -1.0f : 1.0f);  // subnormal
         break;
       }
+      case Data::kNanBlocks:  // every third block and the last (often partial) one: absmax -FLT_MAX
+        if ((i / blocksize) % 3 == 1 || i / blocksize == (n - 1) / blocksize) x = std::nanf("");
+        break;
     }
     v[static_cast<size_t>(i)] = x;
   }

@@ -52,8 +52,13 @@ def _blocks(x, blocksize):
 
 
 def absmax_ref(x, blocksize):
-    blocks, _ = _blocks(np.abs(x.astype(np.float32)), blocksize)
-    return blocks.max(axis=1).astype(np.float32)
+    """NaN-dropping max |x| of each block from -FLT_MAX (docs/FORMATS.md §2.2): a block with no
+    other element keeps -FLT_MAX."""
+    a = np.abs(x.astype(np.float32)).ravel()
+    nb = -(-a.size // blocksize)
+    padded = np.full(nb * blocksize, np.nan, dtype=np.float32)  # padding counts as NaN: left out
+    padded[:a.size] = a
+    return np.fmax.reduce(padded.reshape(nb, blocksize), axis=1, initial=-np.finfo(np.float32).max)
 
 
 def _scaled(x, blocksize):

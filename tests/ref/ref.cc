@@ -28,7 +28,7 @@ void store_element(int32_t dtype, void* data, int64_t i, float v) {
 }
 
 float block_absmax(int32_t dtype, const void* A, int64_t begin, int64_t end) {
-  float m = 0.0f;
+  float m = kAbsmaxEmpty;
   for (int64_t i = begin; i < end; ++i) {
     const float a = std::fabs(load_element(dtype, A, i));
     if (a > m) m = a;  // false for NaN: dropped

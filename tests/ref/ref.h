@@ -18,7 +18,8 @@ float load_element(int32_t dtype, const void* data, int64_t i);
 // Stores v rounded (RNE) to dtype as element i.
 void store_element(int32_t dtype, void* data, int64_t i, float v);
 
-// Block absmax (docs/FORMATS.md §2.2 step 1): NaN elements are dropped, -0 counts as 0.
+// Block absmax (docs/FORMATS.md §2.2 step 1): NaN elements are dropped, -0 counts as 0, and a
+// block with no other element gets kAbsmaxEmpty (-FLT_MAX).
 float block_absmax(int32_t dtype, const void* A, int64_t begin, int64_t end);
 
 // Q_C(x): the reference's normative 7-step search over a sorted 256-entry table (docs/FORMATS.md §2.3).

@@ -67,15 +67,18 @@ QuantRef reference_quant(int32_t dtype, int64_t rows, int64_t cols, const std::v
   }
   for (int64_t i = 0; i < rows; ++i) {
     float m = 0.0f;
+    bool counted = false;
     for (int64_t c = 0; c < cols; ++c) {
       const float a = std::fabs(x[static_cast<size_t>(i * cols + c)]);
       if (std::isnan(a)) continue;
       if (outliers && !(a < t)) continue;
       m = std::max(m, a);
+      counted = true;
     }
+    if (!counted) m = -0.0f;  // nothing counted (all NaN, or all outliers)
     r.row_stats[static_cast<size_t>(i)] = m;
     volatile float s = 127.0f * rcp(m);
-    if (std::isinf(s)) continue;  // SCB = 0: all zeros
+    if (std::isinf(s)) continue;  // SCB = +-0: all zeros
     for (int64_t c = 0; c < cols; ++c) {
       if (outlier_col[static_cast<size_t>(c)]) continue;
       volatile float p = x[static_cast<size_t>(i * cols + c)] * s;
@@ -405,6 +408,27 @@ TEST_P(Int8, VectorwiseQuantSpecialValues) {
   const float inf = INFINITY, nan = NAN;
   const std::vector<float> x = {nan, 1.0f, -2.0f, 0.5f, 3.0f, inf, -1.0f, 0.25f, 1e30f, -1e-30f, 4.0f, 2.0f};
   for (const float threshold : {0.0f, 6.0f}) check_quant(ctx(), BNB_F32, 3, 4, x, threshold);
+}
+
+TEST_P(Int8, VectorwiseQuantRowsWithNothingCounted) {
+  // 37 columns: whole vectors and a scalar tail on every CPU target. A row with no counted
+  // element (all NaN; at threshold 6 also all outliers, or NaN beside outliers) gets -0.0; a
+  // zero among NaN still counts (+0.0).
+  const int64_t cols = 37;
+  const float nan = NAN;
+  std::vector<float> x;
+  const auto row = [&](const auto& value) {
+    for (int64_t c = 0; c < cols; ++c) x.push_back(value(c));
+  };
+  row([&](int64_t) { return nan; });
+  row([&](int64_t c) { return 7.0f + static_cast<float>(c % 3); });
+  row([&](int64_t c) { return c % 2 ? nan : -8.0f; });
+  row([&](int64_t c) { return c == 30 ? nan : 0.0f; });
+  row([&](int64_t c) { return c == 3 ? nan : -0.0f; });
+  row([&](int64_t c) { return c == 36 ? 1.5f : nan; });  // the one value in the scalar tail
+  for (const int32_t dtype : {BNB_F16, BNB_BF16, BNB_F32}) {
+    for (const float threshold : {0.0f, 6.0f}) check_quant(ctx(), dtype, 6, cols, x, threshold);
+  }
 }
 
 TEST_P(Int8, MatmulRandom) {
