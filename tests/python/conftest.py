@@ -61,17 +61,19 @@ def torch_devices():
 
 
 class Golden:
-    """The golden set (tests/data/golden/README.md): manifest.json, each array gzip-compressed."""
+    """The golden set (tests/data/golden/README.md): a manifest (manifest.json, or nonfinite.json),
+    each array gzip-compressed."""
 
-    def __init__(self, root):
+    def __init__(self, root, manifest="manifest.json"):
         self.root = root
-        with open(os.path.join(root, "manifest.json")) as f:
+        self.path = os.path.join(root, manifest)
+        with open(self.path) as f:
             self.manifest = json.load(f)
 
     def cases(self, op, backend="cuda"):
         found = [c for c in self.manifest["cases"] if c["op"] == op and c["backend"] == backend]
         if not found:
-            raise LookupError(f"the golden manifest in {self.root} has no {backend} {op} case")
+            raise LookupError(f"{self.path} has no {backend} {op} case")
         return found
 
     def load(self, entry):
@@ -88,12 +90,12 @@ class Golden:
         return np.frombuffer(raw, dtype=np_dtype).reshape(entry["shape"]).copy(), dtype
 
 
-def load_golden():
-    """The golden set; a missing manifest raises (golden tests fail, they do not skip)."""
-    path = os.path.join(GOLDEN_DIR, "manifest.json")
+def load_golden(manifest="manifest.json"):
+    """The golden set of one manifest; a missing one raises (golden tests fail, they do not skip)."""
+    path = os.path.join(GOLDEN_DIR, manifest)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"no golden vectors: {path} is missing (BNB_GOLDEN_DIR={GOLDEN_DIR})")
-    return Golden(GOLDEN_DIR)
+    return Golden(GOLDEN_DIR, manifest)
 
 
 @pytest.fixture(scope="session")

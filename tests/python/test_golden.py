@@ -1,5 +1,7 @@
-"""bitsandbytes' golden vectors through the binding: numpy on the CPU backend, and torch on every
-device available (CPU, CUDA). Codes and absmax must be identical to the cuda cases."""
+"""bitsandbytes' golden vectors (manifest.json, and nonfinite.json for NaN and +-inf inputs) through
+the binding: numpy on the CPU backend, and torch on every device available (CPU, CUDA). Codes,
+absmax and row statistics must be identical to the cuda cases; dequantized values too, except that
+a NaN matches any NaN."""
 
 import numpy as np
 import pytest
@@ -7,11 +9,9 @@ import pytest
 import bnb
 from conftest import load_golden, needs_cpu, torch_devices
 
-GOLDEN = load_golden()  # read while collecting: a missing set is a collection error, not a skip
-
-
-def cases(op):
-    return GOLDEN.cases(op)
+# Read while collecting: a missing set is a collection error, not a skip.
+GOLDEN = load_golden()
+NONFINITE = load_golden("nonfinite.json")
 
 
 def case_id(case):
@@ -19,9 +19,28 @@ def case_id(case):
     return "-".join(f"{k}={v}" for k, v in p.items()) + "-" + case["inputs"]["A"]["dtype"]
 
 
+def cases(op):
+    """The op's cases of both manifests (their arrays share one directory)."""
+    return ([pytest.param(c, id=case_id(c)) for c in GOLDEN.cases(op)] +
+            [pytest.param(c, id="nonfinite-" + case_id(c)) for c in NONFINITE.cases(op)])
+
+
 def as_bits(a):
     a = np.asarray(a)
     return a.view({4: np.uint32, 2: np.uint16, 1: np.uint8}[a.dtype.itemsize])
+
+
+NAN_ABOVE = {"float32": 0x7F800000, "float16": 0x7C00, "bfloat16": 0x7F80}  # |bits| above: NaN
+
+
+def assert_same_values(got, want, dtype):
+    """Bit for bit, except that a NaN matches any NaN (the format leaves its payload and sign free)."""
+    g, w = as_bits(got).ravel(), as_bits(want).ravel()
+    assert g.shape == w.shape
+    magnitude = (1 << (8 * w.dtype.itemsize - 1)) - 1
+    both_nan = ((g & magnitude) > NAN_ABOVE[dtype]) & ((w & magnitude) > NAN_ABOVE[dtype])
+    differ = np.flatnonzero((g != w) & ~both_nan)
+    assert differ.size == 0, f"{differ.size} values differ, first at {differ[:5]}"
 
 
 class Place:
@@ -75,7 +94,7 @@ def test_code_tables():
 
 
 @pytest.mark.parametrize("where", PLACES)
-@pytest.mark.parametrize("case", cases("quantize_blockwise"), ids=case_id)
+@pytest.mark.parametrize("case", cases("quantize_blockwise"))
 def test_quantize_blockwise(where, case):
     place = Place(where)
     A, dtype = GOLDEN.load(case["inputs"]["A"])
@@ -88,11 +107,11 @@ def test_quantize_blockwise(where, case):
     assert np.array_equal(as_bits(place.get(state.absmax)), as_bits(GOLDEN.load(out["absmax"])[0]))
     want, want_dtype = GOLDEN.load(out["dequant"])
     got = place.get(bnb.dequantize_blockwise(q, state, dtype=want_dtype))
-    assert np.array_equal(as_bits(got), as_bits(want))
+    assert_same_values(got, want, want_dtype)
 
 
 @pytest.mark.parametrize("where", PLACES)
-@pytest.mark.parametrize("case", cases("quantize_4bit"), ids=case_id)
+@pytest.mark.parametrize("case", cases("quantize_4bit"))
 def test_quantize_4bit(where, case):
     place = Place(where)
     A, dtype = GOLDEN.load(case["inputs"]["A"])
@@ -104,11 +123,11 @@ def test_quantize_4bit(where, case):
     assert np.array_equal(as_bits(place.get(state.absmax)), as_bits(GOLDEN.load(out["absmax"])[0]))
     want, want_dtype = GOLDEN.load(out["dequant"])
     got = place.get(bnb.dequantize_4bit(packed, state, dtype=want_dtype))
-    assert np.array_equal(as_bits(got).ravel(), as_bits(want).ravel())
+    assert_same_values(got, want, want_dtype)
 
 
 @pytest.mark.parametrize("where", PLACES)
-@pytest.mark.parametrize("case", cases("quantize_4bit_nested"), ids=case_id)
+@pytest.mark.parametrize("case", cases("quantize_4bit_nested"))
 def test_quantize_4bit_nested(where, case):
     place = Place(where)
     A, dtype = GOLDEN.load(case["inputs"]["A"])
@@ -135,15 +154,37 @@ def test_quantize_4bit_nested(where, case):
                                                         dtype=state.state2.dtype))
     want, want_dtype = GOLDEN.load(out["dequant"])
     got = place.get(bnb.dequantize_4bit(packed, golden_state, dtype=want_dtype))
-    assert np.array_equal(as_bits(got).ravel(), as_bits(want).ravel())
+    assert_same_values(got, want, want_dtype)
     # and the codes of absmax - golden offset, composed from the 8-bit op, are the golden ones
     plain_packed, plain = bnb.quantize_4bit(x, blocksize=p["blocksize"], quant_type=p["quant_type"], **kw)
-    qabs, s2 = bnb.quantize_blockwise(plain.absmax - offset_x, blocksize=256)
+    with np.errstate(invalid="ignore"):  # nonfinite: inf - inf
+        centered = plain.absmax - offset_x
+    qabs, s2 = bnb.quantize_blockwise(centered, blocksize=256)
     assert np.array_equal(place.get(qabs), GOLDEN.load(out["absmax_q"])[0])
     assert np.array_equal(as_bits(place.get(s2.absmax)), as_bits(GOLDEN.load(out["absmax_absmax"])[0]))
 
 
+@pytest.mark.parametrize("where", PLACES)
+@pytest.mark.parametrize("case", cases("int8_vectorwise_quant"))
+def test_int8_vectorwise_quant(where, case):
+    place = Place(where)
+    A, dtype = GOLDEN.load(case["inputs"]["A"])
+    x, kw = place.put(A, dtype)
+    threshold = case["params"]["threshold"]
+    q, row_stats, outlier_cols = bnb.int8_vectorwise_quant(x, threshold=threshold, **kw)
+    out = case["outputs"]
+    assert np.array_equal(place.get(q), GOLDEN.load(out["q"])[0]), "codes differ"
+    assert np.array_equal(as_bits(place.get(row_stats)), as_bits(GOLDEN.load(out["row_stats"])[0]))
+    if threshold > 0:
+        want = GOLDEN.load(out["outlier_cols"])[0]
+        assert np.array_equal(np.sort(place.get(outlier_cols).astype(np.int32)), np.sort(want))
+
+
 @needs_cpu
 def test_there_are_golden_cases():
-    for op, count in (("quantize_blockwise", 24), ("quantize_4bit", 48), ("quantize_4bit_nested", 6)):
-        assert len(cases(op)) == count, op
+    counts = {GOLDEN: (("quantize_blockwise", 24), ("quantize_4bit", 48), ("quantize_4bit_nested", 6)),
+              NONFINITE: (("quantize_blockwise", 6), ("quantize_4bit", 12), ("quantize_4bit_nested", 6),
+                          ("int8_vectorwise_quant", 2))}
+    for golden, expected in counts.items():
+        for op, count in expected:
+            assert len(golden.cases(op)) == count, (golden.path, op)

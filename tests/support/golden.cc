@@ -55,7 +55,35 @@ GoldenArray load_array(const std::string& dir, const nlohmann::json& j) {
   return a;
 }
 
+bool is_nan(const uint8_t* p, const std::string& dtype) {
+  if (dtype == "float32") {
+    uint32_t b;
+    std::memcpy(&b, p, 4);
+    return (b & 0x7fffffffu) > 0x7f800000u;
+  }
+  uint16_t h;
+  std::memcpy(&h, p, 2);
+  if (dtype == "float16") return (h & 0x7fffu) > 0x7c00u;
+  return dtype == "bfloat16" && (h & 0x7fffu) > 0x7f80u;
+}
+
 }  // namespace
+
+int64_t count_mismatches(const std::vector<uint8_t>& got, const GoldenArray& want, bool any_nan_matches) {
+  const size_t elem = dtype_size(want.dtype);
+  const int64_t n = want.numel();
+  if (got.size() < static_cast<size_t>(n) * elem) throw std::runtime_error("fewer results than " + want.file + " holds");
+  const bool floating = want.dtype == "float32" || want.dtype == "float16" || want.dtype == "bfloat16";
+  int64_t diffs = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    const uint8_t* a = &got[static_cast<size_t>(i) * elem];
+    const uint8_t* b = &want.bytes[static_cast<size_t>(i) * elem];
+    if (std::memcmp(a, b, elem) == 0) continue;
+    if (any_nan_matches && floating && is_nan(a, want.dtype) && is_nan(b, want.dtype)) continue;
+    ++diffs;
+  }
+  return diffs;
+}
 
 int64_t GoldenArray::numel() const {
   int64_t n = 1;
@@ -105,14 +133,15 @@ std::string golden_dir() {
   return BNB_GOLDEN_DIR;
 }
 
-std::vector<GoldenCase> load_golden(const std::string& op, const std::string& backend) {
+std::vector<GoldenCase> load_golden(const std::string& op, const std::string& backend, const std::string& manifest) {
   const std::string dir = golden_dir();
-  std::ifstream in(dir + "/manifest.json");
-  if (!in) throw std::runtime_error("no golden vectors: cannot read " + dir + "/manifest.json");
-  const nlohmann::json manifest = nlohmann::json::parse(in);
+  const std::string path = dir + "/" + manifest;
+  std::ifstream in(path);
+  if (!in) throw std::runtime_error("no golden vectors: cannot read " + path);
+  const nlohmann::json root = nlohmann::json::parse(in);
   std::vector<GoldenCase> cases;
   int index = 0;
-  for (const auto& c : manifest.at("cases")) {
+  for (const auto& c : root.at("cases")) {
     ++index;
     if (c.at("op") != op || c.at("backend") != backend) continue;
     GoldenCase g;
@@ -128,7 +157,7 @@ std::vector<GoldenCase> load_golden(const std::string& op, const std::string& ba
       g.outputs[it.key()] = load_array(dir, it.value());
     cases.push_back(std::move(g));
   }
-  if (cases.empty()) throw std::runtime_error("the golden manifest in " + dir + " has no " + backend + " " + op + " case");
+  if (cases.empty()) throw std::runtime_error(path + " has no " + backend + " " + op + " case");
   return cases;
 }
 

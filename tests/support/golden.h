@@ -29,13 +29,20 @@ struct GoldenCase {
   std::string label() const;  // "#12 quantize_4bit nf4 bs64 n=13289 float16"
 };
 
+// Elements of `want` that `got` (raw bytes holding at least as many elements of want's dtype) does
+// not reproduce bit for bit. With any_nan_matches, a NaN matches any NaN: the rule for dequantized
+// values, whose NaN payload and sign the format leaves free.
+int64_t count_mismatches(const std::vector<uint8_t>& got, const GoldenArray& want, bool any_nan_matches = false);
+
 // The golden directory: $BNB_GOLDEN_DIR, else the path configured at build time (the repository's
 // tests/data/golden).
 std::string golden_dir();
-// Every case of `op` for `backend`, with arrays loaded. Throws std::runtime_error (a test failure
-// in GoogleTest) when the manifest is missing, names no such case, or an array file is missing,
-// corrupt or of the wrong size: the golden tests never skip.
-std::vector<GoldenCase> load_golden(const std::string& op, const std::string& backend);
+// Every case of `op` for `backend` in the golden directory's `manifest` (manifest.json, or another
+// index of the same layout such as nonfinite.json), with arrays loaded. Throws std::runtime_error
+// (a test failure in GoogleTest) when the manifest is missing, names no such case, or an array
+// file is missing, corrupt or of the wrong size: the golden tests never skip.
+std::vector<GoldenCase> load_golden(const std::string& op, const std::string& backend,
+                                    const std::string& manifest = "manifest.json");
 
 }  // namespace bnb_test
 

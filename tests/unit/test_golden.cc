@@ -1,6 +1,7 @@
-// Golden vectors from bitsandbytes' CUDA kernels (tests/data/golden, `backend` = cuda): every
-// available backend must reproduce the codes, absmax and dequantized values bit for bit. A missing
-// or damaged golden set fails these tests (load_golden throws); GoldenData checks that it does.
+// Golden vectors from bitsandbytes' CUDA kernels (tests/data/golden, `backend` = cuda; manifest.json
+// and nonfinite.json): every available backend must reproduce the codes, absmax and dequantized
+// values bit for bit (in dequantized values a NaN matches any NaN). A missing or damaged golden set
+// fails these tests (load_golden throws); GoldenData checks that it does.
 #include <gtest/gtest.h>
 
 #include <cstdio>
@@ -9,6 +10,7 @@
 #include <filesystem>
 #include <fstream>
 #include <iterator>
+#include <memory>
 #include <stdexcept>
 
 #include <unistd.h>
@@ -21,22 +23,12 @@ using namespace bnb_test;
 
 namespace {
 
+constexpr char kNonfinite[] = "nonfinite.json";  // the second manifest: NaN and +-inf inputs
+
 int32_t code_table_id(const std::string& name) {
   if (name == "dynamic_signed") return BNB_CODE_DYNAMIC_SIGNED;
   if (name == "dynamic_unsigned") return BNB_CODE_DYNAMIC_UNSIGNED;
   return -1;
-}
-
-// Counts positions where two byte arrays differ, element-wise with `elem` bytes per element.
-int64_t count_diffs(const std::vector<uint8_t>& a, const std::vector<uint8_t>& b, size_t elem, int64_t n) {
-  int64_t diffs = 0;
-  for (int64_t i = 0; i < n; ++i)
-    if (std::memcmp(&a[static_cast<size_t>(i) * elem], &b[static_cast<size_t>(i) * elem], elem) != 0) ++diffs;
-  return diffs;
-}
-
-std::vector<uint8_t> head(const std::vector<uint8_t>& v, size_t bytes) {
-  return std::vector<uint8_t>(v.begin(), v.begin() + static_cast<std::ptrdiff_t>(bytes));
 }
 
 class Golden : public ::testing::TestWithParam<int32_t> {
@@ -45,31 +37,28 @@ class Golden : public ::testing::TestWithParam<int32_t> {
     ctx_ = std::make_unique<Context>(GetParam());
     ASSERT_TRUE(ctx_->ok()) << bnb_last_error_message();
   }
+  void report(const char* what, int passed, size_t cases) const {
+    std::printf("[golden] %s %s: %d/%zu cases bit-exact\n", backend_label(GetParam()).c_str(), what, passed, cases);
+    EXPECT_EQ(static_cast<size_t>(passed), cases);
+  }
+  void check_quantize_blockwise(const std::vector<GoldenCase>& cases, const char* what) const;
+  void check_quantize_4bit(const std::vector<GoldenCase>& cases, const char* what) const;
+  void check_quantize_4bit_nested(const std::vector<GoldenCase>& cases, const char* what) const;
   std::unique_ptr<Context> ctx_;
 };
 
 std::string param_name(const ::testing::TestParamInfo<int32_t>& info) { return backend_label(info.param); }
 
-}  // namespace
-
-TEST_P(Golden, CodeTables) {
-  const auto cases = load_golden("code_tables", "cuda");
-  const std::pair<const char*, int32_t> tables[] = {{"dynamic_signed", BNB_CODE_DYNAMIC_SIGNED},
-                                                    {"dynamic_unsigned", BNB_CODE_DYNAMIC_UNSIGNED},
-                                                    {"nf4", BNB_CODE_NF4},
-                                                    {"fp4", BNB_CODE_FP4}};
-  for (const auto& t : tables) {
-    float table[256];
-    int64_t count = 0;
-    ASSERT_BNB_OK(bnb_get_code_table(t.second, table, &count));
-    const GoldenArray& ref = cases[0].outputs.at(t.first);
-    ASSERT_EQ(count, ref.numel()) << t.first;
-    EXPECT_EQ(std::memcmp(table, ref.bytes.data(), static_cast<size_t>(count) * 4), 0) << t.first;
-  }
+// Guard bytes after an output that must keep their poison.
+bool untouched(const std::vector<uint8_t>& buf, size_t from, uint8_t poison) {
+  for (size_t i = from; i < buf.size(); ++i)
+    if (buf[i] != poison) return false;
+  return true;
 }
 
-TEST_P(Golden, QuantizeBlockwise) {
-  const auto cases = load_golden("quantize_blockwise", "cuda");
+// Codes and absmax bit for bit; the reference's codes dequantized to its dequant output (a NaN
+// matching any NaN).
+void Golden::check_quantize_blockwise(const std::vector<GoldenCase>& cases, const char* what) const {
   const Context& ctx = *ctx_;
   int passed = 0;
   for (const GoldenCase& c : cases) {
@@ -91,12 +80,12 @@ TEST_P(Golden, QuantizeBlockwise) {
     ASSERT_BNB_OK(bnb_quantize_blockwise(ctx.get(), dtype, a.get(), n, bs, code.as<float>(), q.as<uint8_t>(),
                                          absmax.as<float>(), nullptr));
     const std::vector<uint8_t> q_out = q.download(), am_out = absmax.download();
-    const int64_t code_diffs = count_diffs(q_out, c.outputs.at("q").bytes, 1, n);
-    const int64_t absmax_diffs = count_diffs(am_out, c.outputs.at("absmax").bytes, 4, nb);
+    const int64_t code_diffs = count_mismatches(q_out, c.outputs.at("q"));
+    const int64_t absmax_diffs = count_mismatches(am_out, c.outputs.at("absmax"));
     EXPECT_EQ(code_diffs, 0);
     EXPECT_EQ(absmax_diffs, 0);
-    for (int64_t i = n; i < n + 64; ++i) ASSERT_EQ(q_out[i], 0xA5) << "wrote past the end of out";
-    for (int64_t i = nb; i < nb + 16; ++i) ASSERT_EQ(am_out[i * 4], 0xA5) << "wrote past the end of absmax";
+    ASSERT_TRUE(untouched(q_out, static_cast<size_t>(n), 0xA5)) << "wrote past the end of out";
+    ASSERT_TRUE(untouched(am_out, static_cast<size_t>(nb) * 4, 0xA5)) << "wrote past the end of absmax";
 
     // Dequantize the reference's own codes and compare with its dequantized output.
     const GoldenArray& deq_ref = c.outputs.at("dequant");
@@ -108,18 +97,17 @@ TEST_P(Golden, QuantizeBlockwise) {
     ASSERT_BNB_OK(bnb_dequantize_blockwise(ctx.get(), q.as<uint8_t>(), absmax.as<float>(), code.as<float>(), n, bs,
                                            out_dtype, out.get(), nullptr));
     const std::vector<uint8_t> deq = out.download();
-    const int64_t deq_diffs = count_diffs(head(deq, deq_ref.bytes.size()), deq_ref.bytes, dtype_size(out_dtype), n);
+    const int64_t deq_diffs = count_mismatches(deq, deq_ref, true);
     EXPECT_EQ(deq_diffs, 0);
-    for (size_t i = deq_ref.bytes.size(); i < deq.size(); ++i) ASSERT_EQ(deq[i], 0x5A) << "wrote past the end";
+    ASSERT_TRUE(untouched(deq, deq_ref.bytes.size(), 0x5A)) << "wrote past the end";
     if (code_diffs == 0 && absmax_diffs == 0 && deq_diffs == 0) ++passed;
   }
-  std::printf("[golden] %s quantize_blockwise: %d/%zu cases bit-exact\n", backend_label(GetParam()).c_str(), passed,
-              cases.size());
-  EXPECT_EQ(static_cast<size_t>(passed), cases.size());
+  report(what, passed, cases.size());
 }
 
-TEST_P(Golden, Quantize4bit) {
-  const auto cases = load_golden("quantize_4bit", "cuda");
+// Packed codes and absmax bit for bit; the reference's packed codes and absmax dequantized to its
+// dequant output (a NaN matching any NaN).
+void Golden::check_quantize_4bit(const std::vector<GoldenCase>& cases, const char* what) const {
   const Context& ctx = *ctx_;
   int passed = 0;
   for (const GoldenCase& c : cases) {
@@ -135,11 +123,11 @@ TEST_P(Golden, Quantize4bit) {
     ASSERT_BNB_OK(bnb_quantize_4bit(ctx.get(), qt, dtype, a.get(), n, bs, packed.as<uint8_t>(), absmax.as<float>(),
                                     nullptr));
     const std::vector<uint8_t> p_out = packed.download(), am_out = absmax.download();
-    const int64_t packed_diffs = count_diffs(p_out, c.outputs.at("packed").bytes, 1, nbytes);
-    const int64_t absmax_diffs = count_diffs(am_out, c.outputs.at("absmax").bytes, 4, nb);
+    const int64_t packed_diffs = count_mismatches(p_out, c.outputs.at("packed"));
+    const int64_t absmax_diffs = count_mismatches(am_out, c.outputs.at("absmax"));
     EXPECT_EQ(packed_diffs, 0);
     EXPECT_EQ(absmax_diffs, 0);
-    for (int64_t i = nbytes; i < nbytes + 64; ++i) ASSERT_EQ(p_out[i], 0xA5) << "wrote past the end of packed";
+    ASSERT_TRUE(untouched(p_out, static_cast<size_t>(nbytes), 0xA5)) << "wrote past the end of packed";
 
     const GoldenArray& deq_ref = c.outputs.at("dequant");
     const int32_t out_dtype = dtype_from_name(deq_ref.dtype);
@@ -153,18 +141,17 @@ TEST_P(Golden, Quantize4bit) {
     ASSERT_BNB_OK(bnb_dequantize_4bit(ctx.get(), qt, packed.as<uint8_t>(), &scales, n, bs, out_dtype, out.get(),
                                       nullptr));
     const std::vector<uint8_t> deq = out.download();
-    const int64_t deq_diffs = count_diffs(head(deq, deq_ref.bytes.size()), deq_ref.bytes, dtype_size(out_dtype), n);
+    const int64_t deq_diffs = count_mismatches(deq, deq_ref, true);
     EXPECT_EQ(deq_diffs, 0);
-    for (size_t i = deq_ref.bytes.size(); i < deq.size(); ++i) ASSERT_EQ(deq[i], 0x5A) << "wrote past the end";
+    ASSERT_TRUE(untouched(deq, deq_ref.bytes.size(), 0x5A)) << "wrote past the end";
     if (packed_diffs == 0 && absmax_diffs == 0 && deq_diffs == 0) ++passed;
   }
-  std::printf("[golden] %s quantize_4bit: %d/%zu cases bit-exact\n", backend_label(GetParam()).c_str(), passed,
-              cases.size());
-  EXPECT_EQ(static_cast<size_t>(passed), cases.size());
+  report(what, passed, cases.size());
 }
 
-TEST_P(Golden, Quantize4bitNested) {
-  const auto cases = load_golden("quantize_4bit_nested", "cuda");
+// Double-quantized statistics: bit for bit given the reference's offset (our own offset may
+// differ in the last ulp, docs/FORMATS.md §4.1); dequantization through the stored nested scales.
+void Golden::check_quantize_4bit_nested(const std::vector<GoldenCase>& cases, const char* what) const {
   const Context& ctx = *ctx_;
   int passed = 0, offsets_equal = 0;
   for (const GoldenCase& c : cases) {
@@ -181,7 +168,7 @@ TEST_P(Golden, Quantize4bitNested) {
     a.upload(A.bytes.data(), A.bytes.size());
     ASSERT_BNB_OK(bnb_quantize_4bit(ctx.get(), qt, dtype, a.get(), n, bs, packed.as<uint8_t>(), absmax.as<float>(),
                                     nullptr));
-    EXPECT_EQ(count_diffs(packed.download(), c.outputs.at("packed").bytes, 1, nbytes), 0);
+    EXPECT_EQ(count_mismatches(packed.download(), c.outputs.at("packed")), 0);
 
     // Our own double quantization: the offset is a float32 mean whose summation order is not
     // specified, so it may differ in the last ulp; report it.
@@ -189,12 +176,13 @@ TEST_P(Golden, Quantize4bitNested) {
     ASSERT_BNB_OK(bnb_compress_absmax(ctx.get(), absmax.as<float>(), nb, qabs.as<uint8_t>(), absmax2.as<float>(),
                                       offset.as<float>(), nullptr));
     const float our_offset = offset.download_as<float>()[0];
-    EXPECT_NEAR(our_offset, offset_ref, std::abs(offset_ref) * 1e-6f);
     const bool same_offset = bnb::float_to_bits(our_offset) == bnb::float_to_bits(offset_ref);
     if (same_offset) {
       ++offsets_equal;
-      EXPECT_EQ(count_diffs(qabs.download(), c.outputs.at("absmax_q").bytes, 1, nb), 0);
-      EXPECT_EQ(count_diffs(absmax2.download(), c.outputs.at("absmax_absmax").bytes, 4, nb2), 0);
+      EXPECT_EQ(count_mismatches(qabs.download(), c.outputs.at("absmax_q")), 0);
+      EXPECT_EQ(count_mismatches(absmax2.download(), c.outputs.at("absmax_absmax")), 0);
+    } else {
+      EXPECT_NEAR(our_offset, offset_ref, std::abs(offset_ref) * 1e-6f);
     }
 
     // Given the reference's offset, the nested codes must be identical: quantize absmax - offset
@@ -205,8 +193,8 @@ TEST_P(Golden, Quantize4bitNested) {
     cen.upload(centered.data(), centered.size() * 4);
     ASSERT_BNB_OK(bnb_quantize_blockwise(ctx.get(), BNB_F32, cen.get(), nb, bs2, nullptr, qabs.as<uint8_t>(),
                                          absmax2.as<float>(), nullptr));
-    const int64_t qabs_diffs = count_diffs(qabs.download(), c.outputs.at("absmax_q").bytes, 1, nb);
-    const int64_t am2_diffs = count_diffs(absmax2.download(), c.outputs.at("absmax_absmax").bytes, 4, nb2);
+    const int64_t qabs_diffs = count_mismatches(qabs.download(), c.outputs.at("absmax_q"));
+    const int64_t am2_diffs = count_mismatches(absmax2.download(), c.outputs.at("absmax_absmax"));
     EXPECT_EQ(qabs_diffs, 0);
     EXPECT_EQ(am2_diffs, 0);
 
@@ -227,13 +215,54 @@ TEST_P(Golden, Quantize4bitNested) {
     scales.blocksize2 = bs2;
     ASSERT_BNB_OK(bnb_dequantize_4bit(ctx.get(), qt, packed.as<uint8_t>(), &scales, n, bs, out_dtype, out.get(),
                                       nullptr));
-    const int64_t deq_diffs = count_diffs(out.download(), deq_ref.bytes, dtype_size(out_dtype), n);
+    const int64_t deq_diffs = count_mismatches(out.download(), deq_ref, true);
     EXPECT_EQ(deq_diffs, 0);
     if (qabs_diffs == 0 && am2_diffs == 0 && deq_diffs == 0) ++passed;
   }
-  std::printf("[golden] %s quantize_4bit_nested: %d/%zu cases bit-exact (own offset identical in %d)\n",
-              backend_label(GetParam()).c_str(), passed, cases.size(), offsets_equal);
-  EXPECT_EQ(static_cast<size_t>(passed), cases.size());
+  std::printf("[golden] %s: own offset identical in %d of %zu cases\n", what, offsets_equal, cases.size());
+  report(what, passed, cases.size());
+}
+
+}  // namespace
+
+TEST_P(Golden, CodeTables) {
+  const auto cases = load_golden("code_tables", "cuda");
+  const std::pair<const char*, int32_t> tables[] = {{"dynamic_signed", BNB_CODE_DYNAMIC_SIGNED},
+                                                    {"dynamic_unsigned", BNB_CODE_DYNAMIC_UNSIGNED},
+                                                    {"nf4", BNB_CODE_NF4},
+                                                    {"fp4", BNB_CODE_FP4}};
+  for (const auto& t : tables) {
+    float table[256];
+    int64_t count = 0;
+    ASSERT_BNB_OK(bnb_get_code_table(t.second, table, &count));
+    const GoldenArray& ref = cases[0].outputs.at(t.first);
+    ASSERT_EQ(count, ref.numel()) << t.first;
+    EXPECT_EQ(std::memcmp(table, ref.bytes.data(), static_cast<size_t>(count) * 4), 0) << t.first;
+  }
+}
+
+TEST_P(Golden, QuantizeBlockwise) {
+  check_quantize_blockwise(load_golden("quantize_blockwise", "cuda"), "quantize_blockwise");
+}
+
+TEST_P(Golden, Quantize4bit) { check_quantize_4bit(load_golden("quantize_4bit", "cuda"), "quantize_4bit"); }
+
+TEST_P(Golden, Quantize4bitNested) {
+  check_quantize_4bit_nested(load_golden("quantize_4bit_nested", "cuda"), "quantize_4bit_nested");
+}
+
+// NaN and +-inf (tests/data/golden/nonfinite.json): blocks with one NaN, +-inf, all NaN (absmax
+// -FLT_MAX), NaN beside inf, zeros or -0.0 with a NaN, both infinities, all +inf.
+TEST_P(Golden, NonfiniteQuantizeBlockwise) {
+  check_quantize_blockwise(load_golden("quantize_blockwise", "cuda", kNonfinite), "nonfinite quantize_blockwise");
+}
+
+TEST_P(Golden, NonfiniteQuantize4bit) {
+  check_quantize_4bit(load_golden("quantize_4bit", "cuda", kNonfinite), "nonfinite quantize_4bit");
+}
+
+TEST_P(Golden, NonfiniteQuantize4bitNested) {
+  check_quantize_4bit_nested(load_golden("quantize_4bit_nested", "cuda", kNonfinite), "nonfinite quantize_4bit_nested");
 }
 
 INSTANTIATE_TEST_SUITE_P(Backends, Golden, ::testing::ValuesIn(available_backends()), param_name);
@@ -302,6 +331,10 @@ TEST_F(GoldenData, IntactCopyLoads) {
 TEST_F(GoldenData, MissingSetFails) {
   fs::remove_all(dir_);
   EXPECT_THROW(load_golden("code_tables", "cuda"), std::runtime_error);
+}
+
+TEST_F(GoldenData, MissingSecondManifestFails) {
+  EXPECT_THROW(load_golden("code_tables", "cuda", "nonfinite.json"), std::runtime_error);
 }
 
 TEST_F(GoldenData, MissingArrayFails) {

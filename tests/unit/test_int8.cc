@@ -202,6 +202,12 @@ int64_t first_diff(const std::vector<T>& a, const std::vector<T>& b) {
   return -1;
 }
 
+// Golden C / stats / bias inputs from a case, as host vectors.
+template <class T>
+std::vector<T> golden_as(const GoldenArray& g) {
+  return as<T>(g.bytes);
+}
+
 class Int8 : public ::testing::TestWithParam<int32_t> {
  protected:
   void SetUp() override {
@@ -209,6 +215,35 @@ class Int8 : public ::testing::TestWithParam<int32_t> {
     ASSERT_TRUE(ctx_->ok()) << bnb_last_error_message();
   }
   const Context& ctx() const { return *ctx_; }
+
+  // Golden int8_vectorwise_quant cases: codes, row statistics and outlier columns bit for bit.
+  void check_golden_quant(const std::vector<GoldenCase>& cases) {
+    for (const GoldenCase& c : cases) {
+      SCOPED_TRACE(c.label());
+      const GoldenArray& A = c.inputs.at("A");
+      ASSERT_EQ(A.shape.size(), 2u);
+      const int64_t rows = A.shape[0], cols = A.shape[1];
+      const float threshold = std::stof(c.params.at("threshold"));
+      Buffer a(ctx(), A.bytes.size());
+      a.upload(A.bytes.data(), A.bytes.size());
+      Out q(ctx(), static_cast<size_t>(rows * cols)), stats(ctx(), static_cast<size_t>(rows) * 4);
+      SKIP_IF_NOT_SUPPORTED(bnb_int8_vectorwise_quant(ctx().get(), dtype_from_name(A.dtype), rows, cols, a.get(),
+                                                      threshold, q.buf.as<int8_t>(), stats.buf.as<float>(), nullptr));
+      EXPECT_EQ(q.data(), c.outputs.at("q").bytes);
+      EXPECT_EQ(stats.data(), c.outputs.at("row_stats").bytes);
+      if (threshold > 0.0f) {
+        const auto ref_cols = golden_as<int32_t>(c.outputs.at("outlier_cols"));
+        Out cols_out(ctx(), static_cast<size_t>(cols) * 4);
+        int64_t count = -1;
+        SKIP_IF_NOT_SUPPORTED(bnb_int8_outlier_columns(ctx().get(), dtype_from_name(A.dtype), rows, cols, a.get(),
+                                                       threshold, cols_out.buf.as<int32_t>(), cols, &count, nullptr));
+        ASSERT_EQ(count, static_cast<int64_t>(ref_cols.size()));
+        auto got = as<int32_t>(cols_out.data());
+        got.resize(static_cast<size_t>(count));
+        EXPECT_EQ(got, ref_cols);
+      }
+    }
+  }
 
   // Runs quant + outlier columns and compares everything with the reference.
   void check_quant(const Context& ctx, int32_t dtype, int64_t rows, int64_t cols, const std::vector<float>& x,
@@ -286,12 +321,6 @@ class Int8 : public ::testing::TestWithParam<int32_t> {
 
 std::string param_name(const ::testing::TestParamInfo<int32_t>& info) { return backend_label(info.param); }
 
-// Golden C / stats / bias inputs from a case, as host vectors.
-template <class T>
-std::vector<T> golden_as(const GoldenArray& g) {
-  return as<T>(g.bytes);
-}
-
 int64_t f16_ulps(uint16_t a, uint16_t b) {
   const auto ordered = [](uint16_t h) { return (h & 0x8000) ? -static_cast<int64_t>(h & 0x7fff) : static_cast<int64_t>(h); };
   return std::llabs(ordered(a) - ordered(b));
@@ -301,32 +330,46 @@ int64_t f16_ulps(uint16_t a, uint16_t b) {
 
 // ------------------------------------------------------------------ golden vectors
 
-TEST_P(Int8, GoldenVectorwiseQuant) {
-  const auto cases = load_golden("int8_vectorwise_quant", "cuda");
-  if (cases.empty()) GTEST_SKIP() << "no golden vectors at " << golden_dir();
-  for (const GoldenCase& c : cases) {
+TEST_P(Int8, GoldenVectorwiseQuant) { check_golden_quant(load_golden("int8_vectorwise_quant", "cuda")); }
+
+// NaN and +-inf rows (tests/data/golden/nonfinite.json): a row with nothing counted gets -0.0.
+TEST_P(Int8, GoldenNonfiniteVectorwiseQuant) {
+  check_golden_quant(load_golden("int8_vectorwise_quant", "cuda", "nonfinite.json"));
+}
+
+// The same rows one at a time through bnb_int8_linear (CUDA: the fused quantization of M <= 8):
+// row statistics bit for bit, and the codes at threshold 0 (with a threshold the golden codes
+// zero the outlier columns of the whole matrix, a single row only its own).
+TEST_P(Int8, GoldenNonfiniteLinearRows) {
+  const int64_t N = 16;
+  for (const GoldenCase& c : load_golden("int8_vectorwise_quant", "cuda", "nonfinite.json")) {
     SCOPED_TRACE(c.label());
     const GoldenArray& A = c.inputs.at("A");
-    ASSERT_EQ(A.shape.size(), 2u);
-    const int64_t rows = A.shape[0], cols = A.shape[1];
+    const int32_t dtype = dtype_from_name(A.dtype);
+    const int64_t rows = A.shape[0], K = A.shape[1];
     const float threshold = std::stof(c.params.at("threshold"));
-    Buffer a(ctx(), A.bytes.size());
-    a.upload(A.bytes.data(), A.bytes.size());
-    Out q(ctx(), static_cast<size_t>(rows * cols)), stats(ctx(), static_cast<size_t>(rows) * 4);
-    SKIP_IF_NOT_SUPPORTED(bnb_int8_vectorwise_quant(ctx().get(), dtype_from_name(A.dtype), rows, cols, a.get(),
-                                                    threshold, q.buf.as<int8_t>(), stats.buf.as<float>(), nullptr));
-    EXPECT_EQ(q.data(), c.outputs.at("q").bytes);
-    EXPECT_EQ(stats.data(), c.outputs.at("row_stats").bytes);
-    if (threshold > 0.0f) {
-      const auto ref_cols = golden_as<int32_t>(c.outputs.at("outlier_cols"));
-      Out cols_out(ctx(), static_cast<size_t>(cols) * 4);
-      int64_t count = -1;
-      SKIP_IF_NOT_SUPPORTED(bnb_int8_outlier_columns(ctx().get(), dtype_from_name(A.dtype), rows, cols, a.get(),
-                                                     threshold, cols_out.buf.as<int32_t>(), cols, &count, nullptr));
-      ASSERT_EQ(count, static_cast<int64_t>(ref_cols.size()));
-      auto got = as<int32_t>(cols_out.data());
-      got.resize(static_cast<size_t>(count));
-      EXPECT_EQ(got, ref_cols);
+    const size_t row_bytes = static_cast<size_t>(K) * dtype_size(dtype);
+    const auto W = random_int8(N * K, 5);
+    const std::vector<float> scb(static_cast<size_t>(N), 1.5f);
+    Buffer wb(ctx(), W.size()), scbb(ctx(), scb.size() * 4), ab(ctx(), row_bytes), cb(ctx(), N * 4),
+        out(ctx(), static_cast<size_t>(N) * dtype_size(dtype));
+    wb.upload(W.data(), W.size());
+    scbb.upload(scb.data(), scb.size() * 4);
+    const auto want_q = golden_as<int8_t>(c.outputs.at("q"));
+    const auto want_stats = golden_as<float>(c.outputs.at("row_stats"));
+    for (int64_t r = 0; r < rows; ++r) {
+      SCOPED_TRACE(testing::Message() << "row " << r);
+      ab.upload(A.bytes.data() + static_cast<size_t>(r) * row_bytes, row_bytes);
+      Out q(ctx(), static_cast<size_t>(K)), stats(ctx(), 4);
+      SKIP_IF_NOT_SUPPORTED(bnb_int8_linear(ctx().get(), dtype, 1, N, K, ab.get(), threshold, wb.as<int8_t>(),
+                                            scbb.as<float>(), nullptr, q.buf.as<int8_t>(), stats.buf.as<float>(),
+                                            cb.as<int32_t>(), out.get(), nullptr));
+      EXPECT_EQ(first_diff(as<float>(stats.data()), {want_stats[static_cast<size_t>(r)]}), -1)
+          << "row_stats " << as<float>(stats.data())[0] << " expected " << want_stats[static_cast<size_t>(r)];
+      if (threshold == 0.0f) {
+        const std::vector<int8_t> want(want_q.begin() + r * K, want_q.begin() + (r + 1) * K);
+        EXPECT_EQ(first_diff(as<int8_t>(q.data()), want), -1);
+      }
     }
   }
 }
