@@ -1,4 +1,5 @@
-// The few cuBLAS entry points bnb uses (cublasGemmEx on a handle bound to a stream), resolved
+// The few cuBLAS entry points bnb uses (cublasGemmEx on a handle bound to a stream; handles
+// created and destroyed), resolved
 // from the shared library at run time so nothing links it: the CUDA plugin's large-M gemm_4bit
 // path and the benchmarks' dense baselines share this loader. CUDA only.
 #ifndef BNB_GPU_CUBLAS_API_H_
@@ -13,6 +14,7 @@ namespace gpu {
 struct CublasApi {
   bool ok = false;
   cublasStatus_t (*create)(cublasHandle_t*) = nullptr;
+  cublasStatus_t (*destroy)(cublasHandle_t) = nullptr;
   cublasStatus_t (*set_stream)(cublasHandle_t, cudaStream_t) = nullptr;
   cublasStatus_t (*gemm_ex)(cublasHandle_t, cublasOperation_t, cublasOperation_t, int, int, int, const void*,
                             const void*, cudaDataType, int, const void*, cudaDataType, int, const void*, void*,
@@ -29,9 +31,10 @@ inline CublasApi load_cublas_api() {
   }
   if (lib == nullptr) return api;
   api.create = reinterpret_cast<decltype(api.create)>(dlsym(lib, "cublasCreate_v2"));
+  api.destroy = reinterpret_cast<decltype(api.destroy)>(dlsym(lib, "cublasDestroy_v2"));
   api.set_stream = reinterpret_cast<decltype(api.set_stream)>(dlsym(lib, "cublasSetStream_v2"));
   api.gemm_ex = reinterpret_cast<decltype(api.gemm_ex)>(dlsym(lib, "cublasGemmEx"));
-  api.ok = api.create != nullptr && api.set_stream != nullptr && api.gemm_ex != nullptr;
+  api.ok = api.create != nullptr && api.destroy != nullptr && api.set_stream != nullptr && api.gemm_ex != nullptr;
   return api;
 }
 

@@ -165,17 +165,36 @@ const CublasApi& cublas() {
 }
 
 // One handle per thread and device (a handle's stream is per-handle state), created on first
-// use and kept for the thread's lifetime.
-cublasHandle_t thread_handle(int device) {
-  constexpr int kMaxDevices = 64;
-  thread_local cublasHandle_t handles[kMaxDevices] = {};
-  if (device < 0 || device >= kMaxDevices) return nullptr;
-  if (handles[device] == nullptr) {
-    cublasHandle_t h = nullptr;
-    if (cublas().create(&h) != CUBLAS_STATUS_SUCCESS) return nullptr;
-    handles[device] = h;
+// use and destroyed when the thread exits: the main thread's before static destructors and
+// atexit handlers run, so while the CUDA runtime still stands.
+class ThreadHandles {
+ public:
+  ThreadHandles() = default;
+  ThreadHandles(const ThreadHandles&) = delete;
+  ThreadHandles& operator=(const ThreadHandles&) = delete;
+  ~ThreadHandles() {
+    for (cublasHandle_t h : handles_) {
+      if (h != nullptr) cublas().destroy(h);  // nothing to do about a failure at thread exit
+    }
   }
-  return handles[device];
+  cublasHandle_t get(int device) {
+    if (device < 0 || device >= kMaxDevices) return nullptr;
+    if (handles_[device] == nullptr) {
+      cublasHandle_t h = nullptr;
+      if (cublas().create(&h) != CUBLAS_STATUS_SUCCESS) return nullptr;
+      handles_[device] = h;
+    }
+    return handles_[device];
+  }
+
+ private:
+  static constexpr int kMaxDevices = 64;
+  cublasHandle_t handles_[kMaxDevices] = {};
+};
+
+cublasHandle_t thread_handle(int device) {
+  thread_local ThreadHandles handles;
+  return handles.get(device);
 }
 
 template <int D>
