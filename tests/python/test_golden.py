@@ -86,6 +86,19 @@ def places():
 PLACES = places()
 
 
+def golden_input(where, case):
+    """The case's Place and its input A there, with the keywords that name its dtype."""
+    place = Place(where)
+    A, dtype = GOLDEN.load(case["inputs"]["A"])
+    x, kw = place.put(A, dtype)
+    return place, x, kw
+
+
+def assert_same_bits(got, entry):
+    """got (a host array) equals the golden array `entry` bit for bit."""
+    assert np.array_equal(as_bits(got), as_bits(GOLDEN.load(entry)[0]))
+
+
 def test_code_tables():
     out = GOLDEN.cases("code_tables")[0]["outputs"]
     for name, entry in out.items():
@@ -96,15 +109,13 @@ def test_code_tables():
 @pytest.mark.parametrize("where", PLACES)
 @pytest.mark.parametrize("case", cases("quantize_blockwise"))
 def test_quantize_blockwise(where, case):
-    place = Place(where)
-    A, dtype = GOLDEN.load(case["inputs"]["A"])
-    x, kw = place.put(A, dtype)
+    place, x, kw = golden_input(where, case)
     code = bnb.get_code_table(case["params"]["code"])
     code_x, _ = place.put(code, "float32")
     q, state = bnb.quantize_blockwise(x, code=code_x, blocksize=case["params"]["blocksize"], **kw)
     out = case["outputs"]
-    assert np.array_equal(place.get(q), GOLDEN.load(out["q"])[0]), "codes differ"
-    assert np.array_equal(as_bits(place.get(state.absmax)), as_bits(GOLDEN.load(out["absmax"])[0]))
+    assert_same_bits(place.get(q), out["q"])
+    assert_same_bits(place.get(state.absmax), out["absmax"])
     want, want_dtype = GOLDEN.load(out["dequant"])
     got = place.get(bnb.dequantize_blockwise(q, state, dtype=want_dtype))
     assert_same_values(got, want, want_dtype)
@@ -113,14 +124,12 @@ def test_quantize_blockwise(where, case):
 @pytest.mark.parametrize("where", PLACES)
 @pytest.mark.parametrize("case", cases("quantize_4bit"))
 def test_quantize_4bit(where, case):
-    place = Place(where)
-    A, dtype = GOLDEN.load(case["inputs"]["A"])
-    x, kw = place.put(A, dtype)
+    place, x, kw = golden_input(where, case)
     p = case["params"]
     packed, state = bnb.quantize_4bit(x, blocksize=p["blocksize"], quant_type=p["quant_type"], **kw)
     out = case["outputs"]
-    assert np.array_equal(place.get(packed), GOLDEN.load(out["packed"])[0]), "codes differ"
-    assert np.array_equal(as_bits(place.get(state.absmax)), as_bits(GOLDEN.load(out["absmax"])[0]))
+    assert_same_bits(place.get(packed), out["packed"])
+    assert_same_bits(place.get(state.absmax), out["absmax"])
     want, want_dtype = GOLDEN.load(out["dequant"])
     got = place.get(bnb.dequantize_4bit(packed, state, dtype=want_dtype))
     assert_same_values(got, want, want_dtype)
@@ -129,20 +138,18 @@ def test_quantize_4bit(where, case):
 @pytest.mark.parametrize("where", PLACES)
 @pytest.mark.parametrize("case", cases("quantize_4bit_nested"))
 def test_quantize_4bit_nested(where, case):
-    place = Place(where)
-    A, dtype = GOLDEN.load(case["inputs"]["A"])
-    x, kw = place.put(A, dtype)
+    place, x, kw = golden_input(where, case)
     p = case["params"]
     out = case["outputs"]
     packed, state = bnb.quantize_4bit(x, blocksize=p["blocksize"], quant_type=p["quant_type"],
                                       compress_statistics=True, **kw)
-    assert np.array_equal(place.get(packed), GOLDEN.load(out["packed"])[0])
+    assert_same_bits(place.get(packed), out["packed"])
     golden_offset = GOLDEN.load(out["absmax_offset"])[0].reshape(())
     offset = place.get(state.offset).reshape(())
     assert np.isclose(offset, golden_offset, rtol=1e-6)
     if offset == golden_offset:  # codes are bit-exact given the same offset (docs/FORMATS.md §4.1)
-        assert np.array_equal(place.get(state.absmax), GOLDEN.load(out["absmax_q"])[0])
-        assert np.array_equal(as_bits(place.get(state.state2.absmax)), as_bits(GOLDEN.load(out["absmax_absmax"])[0]))
+        assert_same_bits(place.get(state.absmax), out["absmax_q"])
+        assert_same_bits(place.get(state.state2.absmax), out["absmax_absmax"])
     # with the golden statistics, dequantization is bit-exact
     absmax_q, _ = place.put(GOLDEN.load(out["absmax_q"])[0], "uint8")
     absmax2, _ = place.put(GOLDEN.load(out["absmax_absmax"])[0], "float32")
@@ -160,21 +167,19 @@ def test_quantize_4bit_nested(where, case):
     with np.errstate(invalid="ignore"):  # nonfinite: inf - inf
         centered = plain.absmax - offset_x
     qabs, s2 = bnb.quantize_blockwise(centered, blocksize=256)
-    assert np.array_equal(place.get(qabs), GOLDEN.load(out["absmax_q"])[0])
-    assert np.array_equal(as_bits(place.get(s2.absmax)), as_bits(GOLDEN.load(out["absmax_absmax"])[0]))
+    assert_same_bits(place.get(qabs), out["absmax_q"])
+    assert_same_bits(place.get(s2.absmax), out["absmax_absmax"])
 
 
 @pytest.mark.parametrize("where", PLACES)
 @pytest.mark.parametrize("case", cases("int8_vectorwise_quant"))
 def test_int8_vectorwise_quant(where, case):
-    place = Place(where)
-    A, dtype = GOLDEN.load(case["inputs"]["A"])
-    x, kw = place.put(A, dtype)
+    place, x, kw = golden_input(where, case)
     threshold = case["params"]["threshold"]
     q, row_stats, outlier_cols = bnb.int8_vectorwise_quant(x, threshold=threshold, **kw)
     out = case["outputs"]
-    assert np.array_equal(place.get(q), GOLDEN.load(out["q"])[0]), "codes differ"
-    assert np.array_equal(as_bits(place.get(row_stats)), as_bits(GOLDEN.load(out["row_stats"])[0]))
+    assert_same_bits(place.get(q), out["q"])
+    assert_same_bits(place.get(row_stats), out["row_stats"])
     if threshold > 0:
         want = GOLDEN.load(out["outlier_cols"])[0]
         assert np.array_equal(np.sort(place.get(outlier_cols).astype(np.int32)), np.sort(want))
