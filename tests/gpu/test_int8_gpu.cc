@@ -93,6 +93,7 @@ class Int8Gpu : public ::testing::Test {
     A.upload(a.data(), a.size());
     Q.fill(0xcd);
     S.fill(0xcd);
+    Cc.fill(0xcd);  // downloaded whole below, though only `count` entries are written
     Results r;
     EXPECT_EQ(bnb_int8_vectorwise_quant(ctx.get(), dtype, rows, cols, A.get(), threshold, Q.as<int8_t>(),
                                         S.as<float>(), nullptr),
