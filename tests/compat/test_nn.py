@@ -599,3 +599,25 @@ def test_bias_and_compute_dtype_follow_the_first_input(device):
     assert y.dtype == torch.bfloat16 and rel_err(y, want) < TOL[torch.bfloat16]
     y32 = layer(x.float())  # later inputs are computed in the compute dtype, returned in theirs
     assert y32.dtype == torch.float32 and torch.equal(y32, y.float())
+
+
+def test_compute_dtype_follows_the_first_input_again_once_unset(device):
+    """The eager fast path (bnb's, taken from layer(x) once a forward has run) keeps bitsandbytes'
+    rule: setting compute_type_is_set back to False makes the next float32/bfloat16 input set the
+    compute dtype again, and a changed compute_dtype is followed."""
+    layer = Linear4bit(64, 32, quant_type="nf4").to(device)
+    x = randn(1, 64, seed=47, dtype=torch.float16)
+    with torch.no_grad():
+        y16 = layer(x)
+        assert not IS_BNB or layer._fast is not None  # bnb's layer: the fast path from here on
+        assert torch.equal(layer(x), y16) and layer.compute_dtype is None and layer.compute_type_is_set
+        layer.compute_type_is_set = False
+        assert torch.equal(layer(x), y16) and layer.compute_type_is_set and layer.compute_dtype is None
+        layer.compute_type_is_set = False
+        yb = layer(x.to(torch.bfloat16))
+        assert layer.compute_dtype == torch.bfloat16 and layer.bias.dtype == torch.bfloat16
+        assert yb.dtype == torch.bfloat16 and torch.equal(layer(x.to(torch.bfloat16)), yb)
+        layer.compute_dtype = torch.float32
+        y32 = layer(x.float())
+        assert y32.dtype == torch.float32 and layer.bias.dtype == torch.float32
+        assert torch.equal(layer(x.float()), y32)

@@ -363,6 +363,72 @@ def test_linear4bit_fast_path_follows_changes_of_the_layer():
             layer(torch.ones((), dtype=torch.float32))
 
 
+def test_linear4bit_call_shortcut_keeps_what_module_call_does():
+    """layer(x) reaches the fast path without torch's Module.__call__ only where that would just
+    call forward: hooks (the module's and the global ones), a forward replaced on the instance
+    (accelerate) or overridden by a subclass, module.compile() and torch.compile see every call."""
+    from torch.nn.modules.module import register_module_forward_hook, register_module_forward_pre_hook
+
+    K, N = 64, 32
+    layer = bnb.nn.Linear4bit(K, N, compute_dtype=torch.float32, quant_type="nf4").to("cpu")
+    x = randn((1, K), "cpu")
+    calls = []
+    with torch.no_grad():
+        want = layer(x)
+        real_run = layer._fast
+        assert real_run is not None
+
+        def counting_run(d, x):
+            calls.append(1)
+            return real_run(d, x)
+
+        layer._fast = counting_run
+        assert torch.equal(layer(x), want) and calls == [1]  # the shortcut: no Module.__call__
+        seen = []
+        pre = layer.register_forward_pre_hook(lambda m, args: seen.append("pre"))
+        post = layer.register_forward_hook(lambda m, args, out: out * 2)
+        assert torch.equal(layer(x), want * 2) and seen == ["pre"]
+        pre.remove(), post.remove()
+        for register in (register_module_forward_pre_hook, register_module_forward_hook):
+            handle = register(lambda *args: seen.append(register.__name__))
+            try:
+                assert torch.equal(layer(x), want)
+            finally:
+                handle.remove()
+        assert seen == ["pre", "register_module_forward_pre_hook", "register_module_forward_hook"]
+        layer.forward = lambda x: bnb.nn.Linear4bit.forward(layer, x) * 3  # accelerate replaces forward so
+        assert torch.equal(layer(x), want * 3)
+        del layer.forward
+
+        class Scaled(bnb.nn.Linear4bit):
+            def forward(self, x):
+                return super().forward(x) * 4
+
+        layer.__class__ = Scaled
+        assert torch.equal(layer(x), want * 4)
+        layer.__class__ = bnb.nn.Linear4bit
+        calls.clear()
+        assert torch.equal(layer(x), want) and calls == [1]
+        # the general path still runs for what the shortcut does not take, with its errors
+        with pytest.raises(TypeError):
+            layer(x, x)
+        assert torch.equal(layer(x=x), want)
+    graphs = []
+
+    def backend(gm, inputs):
+        graphs.append(gm)
+        return gm.forward
+
+    torch._dynamo.reset()
+    compiled = torch.compile(layer, fullgraph=True, backend=backend)
+    with torch.no_grad():
+        assert torch.allclose(compiled(x), want) and len(graphs) == 1
+        assert any("gemm_4bit" in str(n.target) for n in graphs[0].graph.nodes)
+        layer.compile(backend=backend)  # module.compile(): the module's own call goes through it
+        assert torch.allclose(layer(x), want) and len(graphs) == 2
+    torch._dynamo.reset()
+
+
 def test_linear4bit_without_whole_blocks_has_no_shortcut():
     layer = bnb.nn.Linear4bit(96, 16, quant_type="nf4", blocksize=64).to("cpu")  # K % blocksize != 0
     x = randn((1, 96), "cpu")

@@ -26,6 +26,7 @@ This module imports torch; `import bnb` does not (bnb.nn is loaded on first acce
 
 import copy
 import math
+import sys
 
 import torch
 
@@ -248,24 +249,48 @@ _QUANT_TYPES = ("fp4", "nf4")
 
 
 class _FastLinear(torch.nn.Linear):
-    """The eager fast path shared by the quantized layers (issue 7): a batch-1 product on a GPU
-    takes a few microseconds, so the Python around the library call decides the layer's speed.
-    After a forward through the general path (`_forward`), the library call's fixed arguments are
-    kept in `_fast` (a closure made by `_make_fast`); later forwards that pass its checks make
-    that one call directly. The closure is called as run(x, weight, bias, key), key being the
-    attribute named by `_fast_key` (the layer setting besides weight and bias it depends on), and
-    returns the output, None (this input does not fit: the general path runs) or _STALE (the
-    layer changed: it is rebuilt)."""
+    """The eager fast path shared by the quantized layers (issues 7 and 16): a batch-1 product on
+    a GPU takes a few microseconds, so the Python around the library call decides the layer's
+    speed. After a forward through the general path (`_forward`), the library call's fixed
+    arguments are kept in `_fast` (a closure made by `_make_fast`); later calls that pass its
+    checks make that one call directly. The closure is called as run(d, x), d being the layer's
+    `__dict__`, and returns the output, None (this input does not fit: the general path runs) or
+    _STALE (the layer changed: it is rebuilt). Besides the weight and the bias it checks the
+    attributes named in `_fast_keys` (compared by identity with their values when it was made).
+
+    `layer(x)` reaches the closure without torch's Module.__call__ and forward (two more Python
+    frames with their own checks, about 1 us a call) when torch's __call__ would only call
+    forward: nothing hooked (the module's or the global hooks), no forward replaced on the instance
+    (accelerate's hooks do that), no module.compile(), not compiling, not tracing, torch's
+    __call__ not patched (torch.fx does), and a forward known to do nothing else while the
+    closure's checks pass (`_CALL_SHORTCUT_FORWARDS`: this class's, and any a subclass registers
+    with `allow_call_shortcut`). Otherwise torch's __call__ runs. (A profiler's module hierarchy
+    does not show these calls; their library call and allocation are there.)"""
 
     _fast = None
-    _fast_key = None
+    _fast_keys = ()
+
+    def __call__(self, *args, **kwargs):
+        if not _is_compiling() and len(args) == 1 and not kwargs:
+            run = self._fast
+            d = self.__dict__
+            if (run is not None and type(self).forward in _CALL_SHORTCUT_FORWARDS and "forward" not in d
+                    and not (d["_forward_pre_hooks"] or d["_forward_hooks"] or d["_backward_pre_hooks"]
+                             or d["_backward_hooks"] or _global_hooks["_global_forward_pre_hooks"]
+                             or _global_hooks["_global_forward_hooks"] or _global_hooks["_global_backward_pre_hooks"]
+                             or _global_hooks["_global_backward_hooks"])
+                    and d.get("_compiled_call_impl") is None and _Module.__call__ is _module_call
+                    and not _is_tracing()):
+                out = run(d, args[0])
+                if out is not None and out is not _STALE:
+                    return out
+        return _Module.__call__(self, *args, **kwargs)
 
     def forward(self, x):
         if type(x) is _Tensor and not _is_compiling():
             run = self._fast
             if run is not None:
-                params = self._parameters
-                out = run(x, params["weight"], params["bias"], getattr(self, self._fast_key))
+                out = run(self.__dict__, x)
                 if out is not _STALE:
                     if out is not None:
                         return out
@@ -283,6 +308,22 @@ class _FastLinear(torch.nn.Linear):
         state = super().__getstate__()
         state.pop("_fast", None)  # ctypes objects: neither picklable nor meaningful in a copy
         return state
+
+
+_Module = torch.nn.Module
+_module_call = torch.nn.Module.__call__  # torch's own; anything else (a patch) is always called
+_global_hooks = vars(sys.modules[torch.nn.Module.__module__])  # where torch keeps the global module hooks
+_is_tracing = torch._C._is_tracing
+_CALL_SHORTCUT_FORWARDS = {_FastLinear.forward}
+
+
+def allow_call_shortcut(cls):
+    """Lets `layer(x)` of a _FastLinear subclass that defines its own forward reach the eager fast
+    path without torch's Module.__call__ (see _FastLinear). Only for a forward that, whenever the
+    fast path's checks pass (the same weight, bias and `_fast_keys` values, an input that fits),
+    does nothing but return _FastLinear.forward's result."""
+    _CALL_SHORTCUT_FORWARDS.add(cls.forward)
+    return cls
 
 
 class Linear4bit(_FastLinear):
@@ -326,7 +367,7 @@ class Linear4bit(_FastLinear):
                 f"compress_statistics={w.compress_statistics}, compute_dtype={self.compute_dtype}, "
                 f"quantized={w.bnb_quantized}")
 
-    _fast_key = "compute_dtype"
+    _fast_keys = ("compute_dtype",)
 
     def _make_fast(self, x):
         return _fast_gemm_4bit(self, x)
@@ -431,11 +472,12 @@ def _fast_gemm_4bit(layer, x):
     when the layer does not fit it. Made right after a forward through the general path, which
     has checked the inputs and quantized the weight.
 
-    The closure keeps the library call's fixed arguments (context, dtype, N, K, weight pointer,
-    scales struct, quant type, blocksize, bias pointer) and the tensors behind them, and per call
-    checks, cheapest first, that the layer still holds the same weight (object and data pointer),
-    quantization state (object and absmax) and bias (object and data pointer) and the same
-    compute_dtype; if not it returns _STALE (the caller rebuilds it). Then that this input fits:
+    The closure run(d, x) (d: the layer's __dict__) keeps the library call's fixed arguments
+    (context, dtype, N, K, weight pointer, scales struct, quant type, blocksize, bias pointer) and
+    the tensors behind them, and per call checks, cheapest first, that the layer still holds the
+    same weight (object and data pointer), quantization state (object and absmax) and bias
+    (object and data pointer) and the same values of `_fast_keys` (compute_dtype); if not it
+    returns _STALE (the caller rebuilds it). Then that this input fits: a plain tensor,
     contiguous, the cached dtype and device, K columns, and no autograd to record; if not it
     returns None (the general path runs). Otherwise it allocates the output and makes the call.
     The library call is the one the general path makes (same function and arguments), so the
@@ -465,17 +507,33 @@ def _fast_gemm_4bit(layer, x):
     w_ptr, b_ptr = _data_ptr(B), None if b is None else _data_ptr(b)
     dtype, device_id = x.dtype, x.get_device()
     raw_stream = None if stream_device is None else _arrays.raw_stream_function()
-    data_ptr, raise_for, fast_rows = _data_ptr, _raise_for, _fast_rows
+    pinned = _pinned(layer)
+    data_ptr, raise_for, grad_enabled, Tensor = _data_ptr, _raise_for, _grad_enabled, _Tensor
 
-    def run(x, weight, bias, compute_dtype):
-        if (weight is not w or bias is not b or compute_dtype is not cd or weight.quant_state is not qs
-                or qs.absmax is not amax or data_ptr(weight) != w_ptr
-                or (bias is not None and data_ptr(bias) != b_ptr)):
+    def run(d, x):
+        params = d["_parameters"]
+        weight, bias = params.get("weight"), params.get("bias")
+        if (weight is not w or bias is not b or weight.quant_state is not qs or qs.absmax is not amax
+                or data_ptr(weight) != w_ptr or (bias is not None and data_ptr(bias) != b_ptr)):
             return _STALE
-        rows = fast_rows(x, dtype, device_id, bias, K, N)
-        if rows is None:
+        for name, value in pinned:
+            if d.get(name) is not value:
+                return _STALE
+        # _fast_rows, inline (a call less on the path that counts)
+        if (type(x) is not Tensor or x.dtype is not dtype or x.get_device() != device_id or not x.is_contiguous()
+                or (grad_enabled() and (x.requires_grad or (bias is not None and bias.requires_grad)))):
             return None
-        M, out = rows
+        shape = x.shape
+        if len(shape) == 2:
+            M, k = shape
+            if k != K or M == 0:  # no rows: the general path gives the empty result
+                return None
+            out = x.new_empty(M, N)
+        else:
+            M = x.numel() // K if shape and shape[-1] == K else 0
+            if M == 0:
+                return None
+            out = x.new_empty(shape[:-1] + (N,))
         st = plan_run(hp, M, data_ptr(x), data_ptr(out), None if raw_stream is None else raw_stream(stream_device))
         if st:
             raise_for(st, "bnb_gemm_4bit_plan_run")
@@ -485,10 +543,16 @@ def _fast_gemm_4bit(layer, x):
     return run
 
 
+def _pinned(layer):
+    """((name, value), ...) of the layer's `_fast_keys`: what its fast path was made for."""
+    return tuple((name, layer.__dict__.get(name)) for name in layer._fast_keys)
+
+
 def _fast_rows(x, dtype, device_id, bias, K, N):
     """For the layers' eager fast paths: (M, output tensor [..., N]) when `x` fits the cached call
-    (the cached dtype and device, contiguous, K columns, no autograd to record), else None."""
-    if (x.dtype is not dtype or x.get_device() != device_id or not x.is_contiguous()
+    (a plain tensor of the cached dtype and device, contiguous, K columns, no autograd to record),
+    else None."""
+    if (type(x) is not _Tensor or x.dtype is not dtype or x.get_device() != device_id or not x.is_contiguous()
             or (_grad_enabled() and (x.requires_grad or (bias is not None and bias.requires_grad)))):
         return None
     shape = x.shape
@@ -633,7 +697,7 @@ class Linear8bitLt(_FastLinear):
         return (f"{super().extra_repr()}, threshold={self.state.threshold}, "
                 f"quantized={self.weight.SCB is not None}")
 
-    _fast_key = "state"  # the eager fast path without outliers (threshold 0)
+    _fast_keys = ("state",)  # the eager fast path without outliers (threshold 0)
 
     def _make_fast(self, x):
         return _fast_int8_linear(self, x)
@@ -722,14 +786,20 @@ def _fast_int8_linear(layer, x):
     quant, matmul, dequant, ctx, code, N, K, cb_ptr, scb_ptr, b_ptr, stream_device, keep_alive = plan
     dtype, device_id = x.dtype, x.get_device()
     raw_stream = None if stream_device is None else _arrays.raw_stream_function()
+    pinned = _pinned(layer)
     data_ptr, raise_for, fast_rows = _data_ptr, _raise_for, _fast_rows
     i8, i32, f32 = torch.int8, torch.int32, torch.float32
 
-    def run(x, weight, bias, st):
-        if (weight is not w or bias is not b or st is not state or weight.SCB is not SCB
-                or data_ptr(weight) != cb_ptr or (bias is not None and data_ptr(bias) != b_ptr)):
+    def run(d, x):
+        params = d["_parameters"]
+        weight, bias = params.get("weight"), params.get("bias")
+        if (weight is not w or bias is not b or weight.SCB is not SCB or data_ptr(weight) != cb_ptr
+                or (bias is not None and data_ptr(bias) != b_ptr)):
             return _STALE
-        rows = None if st.threshold != 0 else fast_rows(x, dtype, device_id, bias, K, N)
+        for name, value in pinned:  # the state object among them
+            if d.get(name) is not value:
+                return _STALE
+        rows = None if state.threshold != 0 else fast_rows(x, dtype, device_id, bias, K, N)
         if rows is None:
             return None
         M, out = rows

@@ -56,10 +56,16 @@ class Linear4bit(_bnn.Linear4bit):
     it unset and is computed in float16); the bias is converted in place to the dtype the product
     runs in (so a model's fp32 biases become that dtype at the first forward, as in bitsandbytes).
 
+    The eager fast path is bnb's, reached from `layer(x)` directly (bnb.nn._FastLinear): once it
+    exists, compute_type_is_set is True (it is pinned with compute_dtype: changing either drops
+    the shortcut) and the bias is in the input's dtype, which is compute_dtype when set (the
+    shortcut requires both), so this forward would only call bnb's.
+
     Linear4bit(input_features, output_features, bias=True, compute_dtype=None,
     compress_statistics=True, quant_type="fp4", quant_storage=torch.uint8, device=None)."""
 
     _param_type = Params4bit
+    _fast_keys = ("compute_dtype", "compute_type_is_set")
 
     def __init__(self, input_features, output_features, bias=True, compute_dtype=None, compress_statistics=True,
                  quant_type="fp4", quant_storage=torch.uint8, device=None):
@@ -76,6 +82,9 @@ class Linear4bit(_bnn.Linear4bit):
             cd = self.compute_dtype
             _bias_to(bias, x.dtype if cd is None else cd)
         return _bnn.Linear4bit.forward(self, x)
+
+
+_bnn.allow_call_shortcut(Linear4bit)
 
 
 def _bias_to(bias, dtype):
