@@ -3,13 +3,14 @@ bitsandbytes saved (tests/data/hf_fixture) load here and give the logits it reco
 save from the same float model holds the same keys and the same bytes as those checkpoints, so real
 bitsandbytes loads ours."""
 
+import json
 import os
 
 import pytest
 import torch
 from safetensors import safe_open
 
-from conftest import FIXTURE, load, manifest, needs_bnb_layer, rel_err
+from conftest import DEVICE, FIXTURE, load, manifest, needs_bnb_layer, rel_err
 
 VARIANTS = manifest()["variants"]
 
@@ -49,7 +50,12 @@ def test_fixture_checkpoint_gives_recorded_logits(name, ids):
         got = m(input_ids=ids).logits
     want = _recorded_logits(name)
     err = rel_err(got, want)
-    assert err < 1e-3, f"{name}: relative error {err:.3g} against bitsandbytes {manifest()['versions']['bitsandbytes']}"
+    # The fixture's logits come from bitsandbytes' CPU path. On CUDA, LLM.int8 rounds as bitsandbytes'
+    # CUDA kernels do (an approximate reciprocal for the activation codes, the product scaled back
+    # through float16: autograd._functions.int8_product), which moves these logits by a few 1e-3
+    # (0.0055 on the H100); the 4-bit models compute alike on both.
+    bound = 1e-2 if name == "int8" and DEVICE == "cuda" else 1e-3
+    assert err < bound, f"{name}: relative error {err:.3g} against bitsandbytes {manifest()['versions']['bitsandbytes']}"
 
 
 def _fp4_zero_unsigned(packed):
@@ -92,26 +98,57 @@ def _check_nearer_nested_codes(key, ours, theirs, fixture):
 def test_quantized_here_equals_fixture_bytes(name, tmp_path):
     """Quantizing the fixture's float model here and saving gives what real bitsandbytes saved: the
     same keys, dtypes, shapes and bytes (packed weights, absmax, code tables, the packed
-    quant_state.bitsandbytes__* JSON, SCB)."""
+    quant_state.bitsandbytes__* JSON, SCB), up to what the formats leave free:
+      * the double-quantization offset is the mean of the absmax, which bnb takes in binary64 and
+        the reference in float32 (docs/FORMATS.md §4.1): it may differ in its last bits, and with it
+        the second-level absmax (by as much) and a few nested codes (by one step);
+      * on CUDA, LLM.int8 rounds each weight row as bitsandbytes' CUDA kernel does, the fixture as
+        its CPU path does: a few codes differ by one step at ties (SCB is the same)."""
     m = load(**VARIANTS[name]["bnb_config"])
     m.save_pretrained(tmp_path, safe_serialization=True)
     ours, theirs = _tensors(tmp_path), _tensors(os.path.join(FIXTURE, name))
     assert sorted(ours) == sorted(theirs)
     packed_fp4 = {k for k in theirs if k + ".quant_state.bitsandbytes__fp4" in theirs}
     nested = {k for k in theirs if k.endswith(".absmax") and k[: -len("absmax")] + "nested_absmax" in theirs}
-    for k in sorted(theirs):
+    blobs = {k for k in theirs if ".quant_state.bitsandbytes__" in k}
+    other_offset = {}  # weight prefix ("...weight.") -> |ours - theirs| where the offsets differ
+    for k in blobs:
+        a, b = _blob(ours[k]), _blob(theirs[k])
+        oa, ob = a.pop("nested_offset", None), b.pop("nested_offset", None)
+        assert a == b, f"{k}: {a} != {b}"
+        if oa != ob:  # a float32 sum of the absmax is a few ulps from the binary64 one
+            assert abs(oa - ob) <= abs(ob) * 2.0 ** -20, f"{k}: nested_offset {oa} is more than a few ulps from {ob}"
+            other_offset[k.split("quant_state.")[0]] = abs(oa - ob)
+    for k in sorted(set(theirs) - blobs):
         a, b = ours[k], theirs[k]
         if k in packed_fp4:
             a, b = _fp4_zero_unsigned(a), _fp4_zero_unsigned(b)
         assert (a.dtype, tuple(a.shape)) == (b.dtype, tuple(b.shape)), k
-        if k in nested and _bytes(a) != _bytes(b):
-            _check_nearer_nested_codes(k, a, b, theirs)
+        if _bytes(a) == _bytes(b):
             continue
-        if _bytes(a) != _bytes(b):
-            if k.endswith(".quant_state.bitsandbytes__nf4") or k.endswith(".quant_state.bitsandbytes__fp4"):
-                raise AssertionError(f"{k}: {bytes(a.tolist())!r} != {bytes(b.tolist())!r}")
+        prefix = k[: k.rfind(".") + 1]
+        if k in nested and prefix in other_offset:
+            _check_neighbour_codes(k, a, b)
+        elif k in nested:
+            _check_nearer_nested_codes(k, a, b, theirs)
+        elif k.endswith(".nested_absmax") and prefix in other_offset:  # max |absmax - offset| moves with it
+            assert (a.double() - b.double()).abs().max() <= 2 * other_offset[prefix] + b.abs().max() * 2.0 ** -23, k
+        elif DEVICE == "cuda" and a.dtype == torch.int8:
+            _check_neighbour_codes(k, a, b)
+        else:
             diff = (a.double() - b.double()).abs().max().item() if a.is_floating_point() else None
             raise AssertionError(f"{k}: bytes differ (max |diff| {diff})")
+
+
+def _blob(t):
+    return json.loads(bytes(t.tolist()).decode())
+
+
+def _check_neighbour_codes(key, ours, theirs):
+    """Codes that may differ by one step where the value lies at a tie: at most 2 % of them."""
+    d = (ours.int() - theirs.int()).abs()
+    assert d.max() <= 1, f"{key}: codes differ by {d.max().item()}"
+    assert (d != 0).sum() <= max(1, d.numel() // 50), f"{key}: {(d != 0).sum().item()} of {d.numel()} codes differ"
 
 
 @needs_bnb_layer
