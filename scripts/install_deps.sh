@@ -22,7 +22,9 @@ for arg in "$@"; do
 done
 
 packages=(cmake ninja-build g++ pkg-config zlib1g-dev libgtest-dev nlohmann-json3-dev
-          libhwy-dev libcpu-features-dev libdnnl-dev python3-venv)
+          libhwy-dev libcpu-features-dev libdnnl-dev python3-venv python3-dev)
+# python3-dev: Python.h, which torch.compile's CPU (Inductor C++) code needs at run time
+# (tests/python's torch.compile tests; pyenv's python carries it, Debian's python3 does not).
 # Optional toolchains: the HIP plugin's compiler and the Go binding's toolchain; clang and its
 # sanitizer runtimes for the libFuzzer targets (scripts/fuzz.sh).
 packages+=(hipcc golang-go clang libclang-rt-14-dev)
