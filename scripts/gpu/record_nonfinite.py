@@ -190,6 +190,32 @@ def main():
                                                 else np.zeros(0, np.int32))
                     compare(f"int8 {dtype} thr{thr} {where}", ref, ours)
 
+    # A short last block that is all NaN: its padding's zeros count (absmax 0), unlike a whole block.
+    for dtype, bs, tail in (("float32", 256, 37), ("bfloat16", 4096, 1000)):
+        a = planted(3 * bs, bs, 2300 + bs)
+        A = torch.from_numpy(np.concatenate([a, np.full(tail, np.nan, np.float32)])).to(DTYPES[dtype]).to(dev)
+        q, st = F.quantize_blockwise(A, blocksize=bs)
+        deq = F.dequantize_blockwise(q, st)
+        w.case("quantize_blockwise", {"blocksize": bs, "code": "dynamic_signed", "n": A.numel()}, {"A": A},
+               {"q": q, "absmax": st.absmax, "dequant": deq}, "non-finite input, short all-NaN last block")
+        if bnb:
+            for where in wheres:
+                q2, st2 = bnb.quantize_blockwise(A.to(where), blocksize=bs)
+                compare(f"blockwise {dtype} bs{bs} short NaN tail {where}", {"q": q.cpu().numpy(), "absmax": f32(st.absmax)},
+                        {"q": q2.cpu().numpy().reshape(-1), "absmax": f32(st2.absmax)})
+    for qt in ("nf4", "fp4"):
+        a = planted(3 * 64, 64, 2400)
+        A = torch.from_numpy(np.concatenate([a, np.full(37, np.nan, np.float32)])).to(dev)
+        packed, st = F.quantize_4bit(A, blocksize=64, quant_type=qt)
+        deq = F.dequantize_4bit(packed, st)
+        w.case("quantize_4bit", {"blocksize": 64, "quant_type": qt, "n": A.numel()}, {"A": A},
+               {"packed": packed, "absmax": st.absmax, "dequant": deq}, "non-finite input, short all-NaN last block")
+        if bnb:
+            for where in wheres:
+                p2, st2 = bnb.quantize_4bit(A.to(where), blocksize=64, quant_type=qt)
+                compare(f"4bit {qt} short NaN tail {where}", {"packed": packed.cpu().numpy().reshape(-1), "absmax": f32(st.absmax)},
+                        {"packed": p2.cpu().numpy().reshape(-1), "absmax": f32(st2.absmax)})
+
     import bitsandbytes
     manifest = {"reference": f"bitsandbytes {bitsandbytes.__version__}", "torch": torch.__version__,
                 "device": torch.cuda.get_device_name(0) if dev == "cuda" else "cpu", "cases": w.cases,

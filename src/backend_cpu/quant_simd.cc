@@ -818,9 +818,10 @@ HWY_INLINE void ForEachScaledBlock(DF df, int32_t dtype, const void* A, int64_t 
       }
     }
 #endif
-    for (; b < c1; ++b) {  // over the real elements only: padding must not count
+    for (; b < c1; ++b) {  // over the real elements; a partial last block's padding counts as 0
       const int64_t off = (b - c0) * blocksize;
-      absmax[b] = AbsMax(df, src + off, count - off < blocksize ? count - off : blocksize);
+      absmax[b] = count - off < blocksize ? std::max(AbsMax(df, src + off, count - off), 0.0f)
+                                          : AbsMax(df, src + off, blocksize);
     }
     int64_t r = c0;
 #if BNB_HAVE_PERMUTE2

@@ -244,20 +244,14 @@ __device__ __forceinline__ void store_codes4(uint8_t* __restrict__ packed, int64
 
 // ---------------------------------------------------------------- absmax of a group of threads
 
-// NaN-dropping max |v| of a thread's chunk at i0, from kAbsmaxEmpty (docs/FORMATS.md §2.2); the
-// elements at or past n (load_chunk's zeros) are left out, so an all-NaN last block keeps it too.
+// NaN-dropping max |v| of a thread's chunk, from kAbsmaxEmpty (docs/FORMATS.md §2.2). The elements
+// at or past n are load_chunk's zeros and count, as in the reference, whose loads pad a partial
+// last block with 0.0: an all-NaN partial last block gets absmax 0, a whole one -FLT_MAX.
 template <int kE>
-__device__ __forceinline__ float chunk_absmax(const float (&v)[kE], int64_t i0, int64_t n) {
+__device__ __forceinline__ float chunk_absmax(const float (&v)[kE]) {
   float m = kAbsmaxEmpty;
-  if (i0 + kE <= n) {
 #pragma unroll
-    for (int j = 0; j < kE; ++j) m = gpu_max_ftz(m, fabsf(v[j]));
-  } else {
-#pragma unroll
-    for (int j = 0; j < kE; ++j) {
-      if (i0 + j < n) m = gpu_max_ftz(m, fabsf(v[j]));
-    }
-  }
+  for (int j = 0; j < kE; ++j) m = gpu_max_ftz(m, fabsf(v[j]));
   return m;
 }
 
@@ -517,7 +511,7 @@ __global__ void __launch_bounds__(threads_for(B / quant_chunk_elems<D, kChunk>()
 #pragma unroll
         for (int j = 0; j < kE; ++j) v[k][j] = i0[k] + j < n ? gpu_add_ftz(v[k][j], -sub) : 0.0f;
       }
-      m[k] = chunk_absmax<kE>(v[k], i0[k], n);
+      m[k] = chunk_absmax<kE>(v[k]);
     }
     group_max<kG, kS>(m, red, round & 1);
     ++round;
@@ -652,7 +646,7 @@ __global__ void __launch_bounds__(threads_for(B / quant_chunk_elems<D, kChunk>()
       load_chunk<D, kE>(a, i0[k], n, vec != 0, v[k]);
     }
 #pragma unroll
-    for (int k = 0; k < kS; ++k) m[k] = chunk_absmax<kE>(v[k], i0[k], n);
+    for (int k = 0; k < kS; ++k) m[k] = chunk_absmax<kE>(v[k]);
     group_max<kG, kS>(m, red, round & 1);
     ++round;
 #pragma unroll

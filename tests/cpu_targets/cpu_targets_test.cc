@@ -88,7 +88,7 @@ std::vector<float> make_values(Data kind, int64_t n, int64_t blocksize, std::mt1
         else if (p < 7) x = bits_to_float(0x00000400u) * (p == 5 ? -1.0f : 1.0f);  // subnormal
         break;
       }
-      case Data::kNanBlocks:  // every third block and the last (often partial) one: absmax -FLT_MAX
+      case Data::kNanBlocks:  // every third block and the last (often partial) one: absmax -FLT_MAX, or 0 when partial
         if ((i / blocksize) % 3 == 1 || i / blocksize == (n - 1) / blocksize) x = std::nanf("");
         break;
     }

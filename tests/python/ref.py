@@ -53,10 +53,10 @@ def _blocks(x, blocksize):
 
 def absmax_ref(x, blocksize):
     """NaN-dropping max |x| of each block from -FLT_MAX (docs/FORMATS.md §2.2): a block with no
-    other element keeps -FLT_MAX."""
+    other element keeps -FLT_MAX; a partial last block's padding counts as zeros."""
     a = np.abs(x.astype(np.float32)).ravel()
     nb = -(-a.size // blocksize)
-    padded = np.full(nb * blocksize, np.nan, dtype=np.float32)  # padding counts as NaN: left out
+    padded = np.zeros(nb * blocksize, dtype=np.float32)
     padded[:a.size] = a
     return np.fmax.reduce(padded.reshape(nb, blocksize), axis=1, initial=-np.finfo(np.float32).max)
 

@@ -27,8 +27,8 @@ void store_element(int32_t dtype, void* data, int64_t i, float v) {
   }
 }
 
-float block_absmax(int32_t dtype, const void* A, int64_t begin, int64_t end) {
-  float m = kAbsmaxEmpty;
+float block_absmax(int32_t dtype, const void* A, int64_t begin, int64_t end, int64_t blocksize) {
+  float m = end - begin < blocksize ? 0.0f : kAbsmaxEmpty;  // the padding's zeros
   for (int64_t i = begin; i < end; ++i) {
     const float a = std::fabs(load_element(dtype, A, i));
     if (a > m) m = a;  // false for NaN: dropped
@@ -75,7 +75,7 @@ void quantize_blockwise(int32_t dtype, const void* A, int64_t n, int64_t blocksi
   for (int64_t b = 0; b < num_blocks(n, blocksize); ++b) {
     const int64_t begin = b * blocksize;
     const int64_t end = begin + blocksize < n ? begin + blocksize : n;
-    const float m = block_absmax(dtype, A, begin, end);
+    const float m = block_absmax(dtype, A, begin, end, blocksize);
     absmax[b] = m;
     const float inv = rcp_approx(m);
     for (int64_t i = begin; i < end; ++i) out[i] = select_code8(code, scale(load_element(dtype, A, i), inv));
@@ -112,7 +112,7 @@ void quantize_4bit(int32_t quant_type, int32_t dtype, const void* A, int64_t n, 
   for (int64_t b = 0; b < num_blocks(n, blocksize); ++b) {
     const int64_t begin = b * blocksize;
     const int64_t end = begin + blocksize < n ? begin + blocksize : n;
-    const float m = block_absmax(dtype, A, begin, end);
+    const float m = block_absmax(dtype, A, begin, end, blocksize);
     absmax[b] = m;
     const float inv = rcp_approx(m);
     // The padding element of an odd n is 0.0 under the last block's scale.

@@ -18,9 +18,10 @@ float load_element(int32_t dtype, const void* data, int64_t i);
 // Stores v rounded (RNE) to dtype as element i.
 void store_element(int32_t dtype, void* data, int64_t i, float v);
 
-// Block absmax (docs/FORMATS.md §2.2 step 1): NaN elements are dropped, -0 counts as 0, and a
-// block with no other element gets kAbsmaxEmpty (-FLT_MAX).
-float block_absmax(int32_t dtype, const void* A, int64_t begin, int64_t end);
+// Block absmax (docs/FORMATS.md §2.2 step 1) of the elements [begin, end) of a block of
+// `blocksize`: NaN elements are dropped, -0 counts as 0, a block with no other element gets
+// kAbsmaxEmpty (-FLT_MAX), and a partial last block's missing elements count as zeros.
+float block_absmax(int32_t dtype, const void* A, int64_t begin, int64_t end, int64_t blocksize);
 
 // Q_C(x): the reference's normative 7-step search over a sorted 256-entry table (docs/FORMATS.md §2.3).
 uint8_t select_code8(const float* code, float x);
