@@ -7,6 +7,7 @@
 #define BNB_BACKEND_CPU_QUANT_KERNELS_H_
 
 #include <cstdint>
+#include <string>
 
 #include "backend_abi.h"
 #include "thread_pool.h"
@@ -34,6 +35,8 @@ void compress_absmax(ThreadPool& pool, const float* absmax, int64_t nblocks, uin
 // ---- SIMD target selection (Highway dynamic dispatch)
 // Name of the target the kernels dispatch to now ("AVX3_DL", "AVX2", "EMU128", ...).
 const char* chosen_target_name();
+// The targets compiled into the plugin, best first ("AVX3_SPR AVX3_DL AVX3 AVX2 SSE4 EMU128").
+std::string compiled_target_names();
 // Caps dispatch at a target: "avx3_dl", "avx3", "avx2", "sse4", "scalar" or "emu128".
 // Returns false (and changes nothing) for an unknown name.
 bool cap_target(const char* name);

@@ -1480,6 +1480,12 @@ const char* chosen_target_name() {
   return hwy::TargetName(targets & -targets);  // best = lowest bit
 }
 
+std::string compiled_target_names() {
+  std::string names;
+  for (int64_t t = HWY_TARGETS; t != 0; t &= t - 1) names += std::string(names.empty() ? "" : " ") + hwy::TargetName(t & -t);
+  return names;
+}
+
 bool cap_target(const char* name) {
   struct Cap {
     const char* name;

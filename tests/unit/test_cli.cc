@@ -100,3 +100,20 @@ TEST_F(Cli, SmallestBenchmarkRuns) {
   EXPECT_TRUE(contains(r.output, "quantize_blockwise")) << r.output;
   EXPECT_FALSE(contains(r.output, " 0.0 GB/s")) << r.output;
 }
+
+// `bnb info` names the SIMD target the CPU plugin chose and every target compiled in, the chosen
+// one among them, also when BNB_CPU_MAX_TARGET caps it.
+TEST_F(Cli, InfoListsTheCompiledSimdTargets) {
+  for (const char* env : {"", "BNB_CPU_MAX_TARGET=sse4"}) {
+    const Outcome r = bnb("info", env);
+    ASSERT_EQ(r.code, 0) << r.output;
+    const size_t s = r.output.find("simd: "), c = r.output.find("; compiled: ");
+    ASSERT_NE(s, std::string::npos) << r.output;
+    ASSERT_NE(c, std::string::npos) << r.output;
+    const std::string chosen = r.output.substr(s + 6, r.output.find_first_of(" ;", s + 6) - (s + 6));
+    const std::string compiled = r.output.substr(c + 12, r.output.find(';', c + 12) - (c + 12)) + " ";
+    EXPECT_NE(compiled.find(chosen + " "), std::string::npos) << chosen << " not in " << compiled;
+    EXPECT_TRUE(contains(compiled, "SSE4 ")) << compiled;
+    if (*env != '\0') EXPECT_EQ(chosen, "SSE4") << r.output;
+  }
+}
