@@ -320,18 +320,22 @@ class Workspace {
     }
     return s.ptr;
   }
-  void* upload(size_t i, const void* host, size_t bytes) {
+  // `bytes` of host data as the op's input: on the CPU the data itself when it is aligned to its
+  // `element` size (docs/API.md; safetensors offsets usually are), else a copy in slot `i`.
+  const void* upload(size_t i, const void* host, size_t bytes, size_t element) {
+    if (kind_ == BNB_BACKEND_CPU && reinterpret_cast<uintptr_t>(host) % element == 0) return host;
     void* p = buffer(i, bytes);
     check(bnb_memcpy(ctx_, p, host, int64_t(bytes), BNB_MEMCPY_HOST_TO_BACKEND, nullptr), "bnb_memcpy");
     return p;
   }
+  // Queues a copy of `count` elements to the host; the data is there after wait().
   template <typename T>
-  void download(std::vector<T>& host, const void* p, size_t count) {
+  void fetch(std::vector<T>& host, const void* p, size_t count) {
     host.resize(count);
     check(bnb_memcpy(ctx_, host.data(), p, int64_t(count * sizeof(T)), BNB_MEMCPY_BACKEND_TO_HOST, nullptr),
           "bnb_memcpy");
-    check(bnb_synchronize(ctx_, nullptr), "bnb_synchronize");
   }
+  void wait() { check(bnb_synchronize(ctx_, nullptr), "bnb_synchronize"); }
 
  private:
   struct Slot {
@@ -391,14 +395,15 @@ class Quantizer {
     if (o_.to == Target::kInt8) {
       to_f16(t, half_);
       const int64_t rows = t.shape[0], cols = t.shape[1];
-      const void* a = ws_.upload(0, half_.data(), half_.size() * 2);
+      const void* a = ws_.upload(0, half_.data(), half_.size() * 2, 2);
       void* q = ws_.buffer(1, size_t(n));
       void* stats = ws_.buffer(2, size_t(rows) * 4);
       check(bnb_int8_vectorwise_quant(ws_.ctx(), BNB_F16, rows, cols, a, 0.0f, static_cast<int8_t*>(q),
                                       static_cast<float*>(stats), nullptr),
             where + "bnb_int8_vectorwise_quant");
-      ws_.download(bytes_, q, size_t(n));
-      ws_.download(absmax_, stats, size_t(rows));
+      ws_.fetch(bytes_, q, size_t(n));
+      ws_.fetch(absmax_, stats, size_t(rows));
+      ws_.wait();
       const std::string module = t.name.substr(0, t.name.size() - 7);
       const uint8_t format = 0;  // row-major
       out.add(t.name, "I8", t.shape, bytes_.data(), bytes_.size());
@@ -407,16 +412,17 @@ class Quantizer {
       return;
     }
     const int64_t nb = (n + o_.blocksize - 1) / o_.blocksize, np = (n + 1) / 2;
-    const void* a = ws_.upload(0, t.data, t.bytes());
+    const void* a = ws_.upload(0, t.data, t.bytes(), dtype_size(t.dtype));
     void* packed = ws_.buffer(1, size_t(np));
     void* absmax = ws_.buffer(2, size_t(nb) * 4);
     check(bnb_quantize_4bit(ws_.ctx(), o_.quant_type(), bnb_dtype_of(t.dtype), a, n, o_.blocksize,
                             static_cast<uint8_t*>(packed), static_cast<float*>(absmax), nullptr),
           where + "bnb_quantize_4bit");
-    ws_.download(bytes_, packed, size_t(np));
-    out.add(t.name, o_.storage.st_dtype, {np / o_.storage.size, 1}, bytes_.data(), bytes_.size());
+    ws_.fetch(bytes_, packed, size_t(np));
     if (!o_.nested) {
-      ws_.download(absmax_, absmax, size_t(nb));
+      ws_.fetch(absmax_, absmax, size_t(nb));
+      ws_.wait();
+      out.add(t.name, o_.storage.st_dtype, {np / o_.storage.size, 1}, bytes_.data(), bytes_.size());
       out.add(t.name + ".absmax", "F32", {nb}, absmax_.data(), absmax_.size() * 4);
       out.add(t.name + ".quant_map", "F32", {16}, quant_map_, 64);
       blobs.emplace_back(t.name + kBlobPrefix + o_.type_name, state_blob(o_, t, nullptr));
@@ -429,11 +435,13 @@ class Quantizer {
     check(bnb_compress_absmax(ws_.ctx(), static_cast<float*>(absmax), nb, static_cast<uint8_t*>(absmax_q),
                               static_cast<float*>(absmax2), static_cast<float*>(offset), nullptr),
           where + "bnb_compress_absmax");
-    ws_.download(bytes_, absmax_q, size_t(nb));
-    ws_.download(absmax_, absmax2, size_t(nb2));
+    ws_.fetch(codes_, absmax_q, size_t(nb));
+    ws_.fetch(absmax_, absmax2, size_t(nb2));
     std::vector<float> off;
-    ws_.download(off, offset, 1);
-    out.add(t.name + ".absmax", "U8", {nb}, bytes_.data(), bytes_.size());
+    ws_.fetch(off, offset, 1);
+    ws_.wait();
+    out.add(t.name, o_.storage.st_dtype, {np / o_.storage.size, 1}, bytes_.data(), bytes_.size());
+    out.add(t.name + ".absmax", "U8", {nb}, codes_.data(), codes_.size());
     out.add(t.name + ".quant_map", "F32", {16}, quant_map_, 64);
     out.add(t.name + ".nested_absmax", "F32", {nb2}, absmax_.data(), absmax_.size() * 4);
     out.add(t.name + ".nested_quant_map", "F32", {256}, nested_map_, 1024);
@@ -444,7 +452,7 @@ class Quantizer {
   const QuantizeOptions& o_;
   Workspace ws_;
   float quant_map_[256] = {}, nested_map_[256] = {};
-  std::vector<uint8_t> bytes_;
+  std::vector<uint8_t> bytes_, codes_;
   std::vector<uint16_t> half_;
   std::vector<float> absmax_;
 };
@@ -581,24 +589,32 @@ std::string quantized_config(const QuantizeOptions& o, const std::string& path) 
   return config.dump(2) + "\n";
 }
 
-// Removes a directory this run made, with what is in it (one level: the run writes no subfolders).
-void remove_dir(const std::string& dir) {
+// The names in a directory except "." and "..", sorted; *opened tells whether it could be read.
+std::vector<std::string> dir_entries(const std::string& dir, bool* opened) {
   std::vector<std::string> names;
-  if (const auto d = std::unique_ptr<DIR, int (*)(DIR*)>(::opendir(dir.c_str()), ::closedir)) {
+  const auto d = std::unique_ptr<DIR, int (*)(DIR*)>(::opendir(dir.c_str()), ::closedir);
+  *opened = d != nullptr;
+  if (d)
     while (const dirent* e = ::readdir(d.get()))
       if (std::strcmp(e->d_name, ".") != 0 && std::strcmp(e->d_name, "..") != 0) names.push_back(e->d_name);
-  }
-  for (const std::string& n : names) ::unlink((dir + "/" + n).c_str());
+  std::sort(names.begin(), names.end());
+  return names;
+}
+
+// Removes a directory this run made, with what is in it (one level: the run writes no subfolders).
+void remove_dir(const std::string& dir) {
+  bool opened = false;
+  for (const std::string& n : dir_entries(dir, &opened)) ::unlink((dir + "/" + n).c_str());
   ::rmdir(dir.c_str());
 }
 
+// The visible names in a directory (no dot files), sorted.
 std::vector<std::string> list_dir(const std::string& dir) {
-  std::vector<std::string> names;
-  const auto d = std::unique_ptr<DIR, int (*)(DIR*)>(::opendir(dir.c_str()), ::closedir);
-  if (!d) throw FileError(dir + ": cannot open the directory");
-  while (const dirent* e = ::readdir(d.get()))
-    if (e->d_name[0] != '.') names.push_back(e->d_name);
-  std::sort(names.begin(), names.end());
+  bool opened = false;
+  std::vector<std::string> names = dir_entries(dir, &opened);
+  if (!opened) throw FileError(dir + ": cannot open the directory");
+  names.erase(std::remove_if(names.begin(), names.end(), [](const std::string& n) { return n[0] == '.'; }),
+              names.end());
   return names;
 }
 
