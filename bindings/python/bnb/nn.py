@@ -508,7 +508,7 @@ def _fast_gemm_4bit(layer, x):
     dtype, device_id = x.dtype, x.get_device()
     raw_stream = None if stream_device is None else _arrays.raw_stream_function()
     pinned = _pinned(layer)
-    data_ptr, raise_for, grad_enabled, Tensor = _data_ptr, _raise_for, _grad_enabled, _Tensor
+    data_ptr, raise_for, fast_rows = _data_ptr, _raise_for, _fast_rows
 
     def run(d, x):
         params = d["_parameters"]
@@ -519,21 +519,10 @@ def _fast_gemm_4bit(layer, x):
         for name, value in pinned:
             if d.get(name) is not value:
                 return _STALE
-        # _fast_rows, inline (a call less on the path that counts)
-        if (type(x) is not Tensor or x.dtype is not dtype or x.get_device() != device_id or not x.is_contiguous()
-                or (grad_enabled() and (x.requires_grad or (bias is not None and bias.requires_grad)))):
+        rows = fast_rows(x, dtype, device_id, bias, K, N)
+        if rows is None:
             return None
-        shape = x.shape
-        if len(shape) == 2:
-            M, k = shape
-            if k != K or M == 0:  # no rows: the general path gives the empty result
-                return None
-            out = x.new_empty(M, N)
-        else:
-            M = x.numel() // K if shape and shape[-1] == K else 0
-            if M == 0:
-                return None
-            out = x.new_empty(shape[:-1] + (N,))
+        M, out = rows
         st = plan_run(hp, M, data_ptr(x), data_ptr(out), None if raw_stream is None else raw_stream(stream_device))
         if st:
             raise_for(st, "bnb_gemm_4bit_plan_run")
