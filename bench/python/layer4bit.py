@@ -30,7 +30,7 @@ loops are timed in the thread's CPU time (time.thread_time), not wall time, so t
 processes on a busy machine do not count.
 
     python bench/python/layer4bit.py [--device cuda|cpu] [--dtypes bfloat16,float16]
-        [--shapes 4096x4096,11008x4096,4096x11008] [--json bench/results/layer4bit_<device>.json]
+        [--shapes 4096x4096,11008x4096,4096x11008] [--rank 2|3] [--json bench/results/layer4bit_<device>.json]
     python bench/python/layer4bit.py --host-only [--json bench/results/layer4bit_host.json]
 """
 
@@ -131,12 +131,12 @@ def make_layer(cls, N, K, dtype, device):
     return layer.to(device)  # quantized here
 
 
-def bench_one(N, K, dtype, device, min_time, repeats, noop):
+def bench_one(N, K, dtype, device, min_time, repeats, noop, rank=2):
     layer = make_layer(bnb.nn.Linear4bit, N, K, dtype, device)
     other = None if compat is None else make_layer(compat.nn.Linear4bit, N, K, dtype, device)
     qs = layer.quant_state
     assert qs.nested and qs.blocksize == 64 and qs.state2.blocksize == 256
-    x = torch.randn(1, K, device=device).to(dtype)
+    x = torch.randn((1,) * (rank - 1) + (K,), device=device).to(dtype)
     W = layer.weight.data
 
     # (b) the custom op as torch.compile sees it
@@ -147,7 +147,7 @@ def bench_one(N, K, dtype, device, min_time, repeats, noop):
     # (c) the bare C call on the same context and stream
     kit = _arrays.kit_for(x)
     ctx, stream = kit.ctx, kit.stream
-    out = torch.empty(1, N, dtype=dtype, device=device)
+    out = torch.empty(x.shape[:-1] + (N,), dtype=dtype, device=device)
     scales = _lib.new_scales()
     scales.absmax_q, scales.absmax2 = qs.absmax.data_ptr(), qs.state2.absmax.data_ptr()
     scales.code2, scales.offset, scales.blocksize2 = qs.state2.code.data_ptr(), qs.offset.data_ptr(), 256
@@ -183,7 +183,7 @@ def bench_one(N, K, dtype, device, min_time, repeats, noop):
         times = dict(zip(fns, best_us(list(fns.values()), sync, min_time, repeats)))
     t_c = times["c_call"]
     r = {"N": N, "K": K, "dtype": str(dtype).replace("torch.", ""), "quant_type": "nf4", "blocksize": 64,
-         "nested": True, "M": 1}
+         "nested": True, "M": 1, "input_shape": list(x.shape)}
     for name in ("layer", "compat", "op", "c_call", "graph"):
         r[name + "_us"] = round(times[name], 3) if name in times else None
     if noop:  # host-only: the Python each call adds over the (no-op) C call
@@ -228,6 +228,8 @@ def main():
                         "replaced by a C no-op (module docstring)")
     parser.add_argument("--min-time", type=float, default=0.05, help="seconds per timed loop (default 0.05)")
     parser.add_argument("--repeats", type=int, default=10)
+    parser.add_argument("--rank", type=int, default=2, choices=(2, 3), help="the input's dimensions: 2 = [1, K] "
+                        "(default), 3 = [1, 1, K] (what a model's generate() passes)")
     parser.add_argument("--json", default=None, help="default bench/results/layer4bit_<device>.json "
                         "(--host-only: layer4bit_host.json)")
     args = parser.parse_args()
@@ -243,7 +245,7 @@ def main():
               .split(",")]
     dtypes = [getattr(torch, d) for d in args.dtypes.split(",")]
     name = torch.cuda.get_device_name() if device == "cuda" else platform.processor() or platform.machine()
-    print(f"bnb {bnb.__version__} Linear4bit M=1 (NF4, blocksize 64, nested) on {device} ({name}), "
+    print(f"bnb {bnb.__version__} Linear4bit M=1 ({'[1, 1, K]' if args.rank == 3 else '[1, K]'} input, NF4, blocksize 64, nested) on {device} ({name}), "
           f"torch {torch.__version__}, Python {platform.python_version()}"
           f"{', library calls replaced by a C no-op (host-only)' if noop else ''}")
     if noop:
@@ -255,7 +257,7 @@ def main():
     results = []
     for N, K in shapes:
         for dtype in dtypes:
-            r = bench_one(N, K, dtype, device, args.min_time, args.repeats, noop)
+            r = bench_one(N, K, dtype, device, args.min_time, args.repeats, noop, args.rank)
             results.append(r)
             row = (f"{N:>7} x {K:<5}{r['dtype']:>10}{_cell(r['layer_us'], 11)}{_cell(r['compat_us'], 11)}"
                    f"{_cell(r['op_us'], 10)}")

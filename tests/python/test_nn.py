@@ -259,7 +259,7 @@ def test_linear4bit_fast_path_is_bit_identical(device, dtype, quant_type, nested
     with torch.inference_mode():
         layer(randn((1, K), device, dtype, seed=9))  # the general path, then the shortcut is made
         assert layer._fast is not None
-        for i, lead in enumerate([(1,), (5,), (2, 3), ()]):
+        for i, lead in enumerate([(1,), (5,), (2, 3), (1, 1), (2, 1, 1), ()]):
             x = randn(lead + (K,), device, dtype, seed=10 + i)
             y = layer(x)
             want = general_path(layer, x)
