@@ -69,23 +69,34 @@ def _sync(device):
 
 
 def _engine_time_us(prof, device):
-    """(engine µs, all kernels µs) in a profile: see the module docstring for what counts."""
+    """(engine µs, all kernels µs, {engine kernel name: µs}) in a profile: see the module docstring
+    for what counts."""
     events = prof.events()
     if not device.startswith("cuda"):  # CPU smoke: the engine ops' own CPU time, outermost only
-        engine = 0.0
+        engine, by_name = 0.0, {}
         for e in events:
             if e.name.startswith(ENGINE_OPS) and not _under_engine_op(e.cpu_parent):
                 engine += e.cpu_time_total
-        return engine, sum(e.self_cpu_time_total for e in events)
+                by_name[e.name] = by_name.get(e.name, 0.0) + e.cpu_time_total
+        return engine, sum(e.self_cpu_time_total for e in events), by_name
     engine = total = 0.0
+    by_name = {}
+
+    def count(name, us):
+        by_name[name] = by_name.get(name, 0.0) + us
+
     for e in events:
         if e.device_type.name == "CUDA":  # each kernel once, named
             total += e.time_range.elapsed_us()
             if ENGINE_KERNEL.search(e.name):
                 engine += e.time_range.elapsed_us()
+                count(e.name, e.time_range.elapsed_us())
         elif e.kernels and _under_engine_op(e):  # other kernels (cuBLAS, torch) an engine op launched
-            engine += sum(k.duration for k in e.kernels if not ENGINE_KERNEL.search(k.name))
-    return engine, total
+            for k in e.kernels:
+                if not ENGINE_KERNEL.search(k.name):
+                    engine += k.duration
+                    count(k.name, k.duration)
+    return engine, total, by_name
 
 
 def _under_engine_op(e):
@@ -152,6 +163,7 @@ def run_side(args):
 
     if device.startswith("cuda"):
         torch.cuda.reset_peak_memory_stats()
+        out["allocated_bytes_before_training"] = torch.cuda.memory_allocated()
     losses, times = [], []
     for i in range(args.steps):
         _sync(device)
@@ -160,6 +172,9 @@ def run_side(args):
         _sync(device)
         times.append(time.perf_counter() - t0)
         losses.append(loss.item())
+        if i == 0 and device.startswith("cuda"):  # the optimizer's state exists from here on
+            out["allocated_bytes_after_step0"] = torch.cuda.memory_allocated()
+            out["peak_bytes_step0"] = torch.cuda.max_memory_allocated()
         if args.verbose:
             print(f"[{args.worker}] step {i}: loss {losses[-1]:.6f} {times[-1] * 1e3:.1f} ms", file=sys.stderr)
     out["loss"] = losses
@@ -177,9 +192,12 @@ def run_side(args):
             for i in range(args.steps, n_batches):
                 step(i)
             _sync(device)
-        engine, total = _engine_time_us(prof, device)
+        engine, total, by_name = _engine_time_us(prof, device)
         out["engine_us_per_step"] = engine / args.profile_steps
         out["kernels_us_per_step"] = total / args.profile_steps
+        # where the engine's time goes: its 12 costliest kernels, µs per step (names cut at 120 characters)
+        top = sorted(by_name.items(), key=lambda kv: -kv[1])[:12]
+        out["engine_kernels_us_per_step"] = {name[:120]: us / args.profile_steps for name, us in top}
     del model, opt, params
     if device.startswith("cuda"):
         torch.cuda.empty_cache()
@@ -286,6 +304,10 @@ def print_table(results, comparison):
             ("first / last loss", lambda r: f"{r['loss'][0]:.5f} / {r['loss'][-1]:.5f}"),
             ("step ms (median)", lambda r: f"{r['step_ms_median']:.1f}"),
             ("peak memory GiB", lambda r: f"{r['peak_memory_bytes'] / 2**30:.2f}" if "peak_memory_bytes" in r else "-"),
+            ("allocated before training", lambda r: str(r.get("allocated_bytes_before_training", "-"))),
+            ("allocated after step 0", lambda r: str(r.get("allocated_bytes_after_step0", "-"))),
+            ("peak after step 0", lambda r: str(r.get("peak_bytes_step0", "-"))),
+            ("peak bytes", lambda r: str(r.get("peak_memory_bytes", "-"))),
             ("engine us / step", lambda r: f"{r['engine_us_per_step']:.0f}" if "engine_us_per_step" in r else "-"),
             ("all kernels us / step", lambda r: f"{r['kernels_us_per_step']:.0f}" if "kernels_us_per_step" in r else "-")]
     modes = sorted({m for r in results.values() for m in r["generate"]})
@@ -298,6 +320,11 @@ def print_table(results, comparison):
         print(f"{name:28}" + "".join(f"{f(results[s]):>22}" for s in sides))
     for k, v in comparison.items():
         print(f"{k:40} {v:.4g}" if isinstance(v, float) else f"{k:40} {v}")
+    for s in sides:
+        if results[s].get("engine_kernels_us_per_step"):
+            print(f"{s}: engine kernels, us per step")
+            for name, us in results[s]["engine_kernels_us_per_step"].items():
+                print(f"  {us:9.0f}  {name}")
 
 
 def main():
