@@ -4,7 +4,8 @@
 #   KNOB=BNB_GEMM4_NO_MMA VALUES="0 1" BENCH=gemm4 bash scripts/gpu/quant_ab.sh
 # BENCH: quant (bnb_bench_gpu_quant), gemm4, optim or int8; ARGS: extra benchmark arguments
 # (e.g. ARGS="--m 1,16" for gemm4). Each value runs twice, interleaved.
-# Knobs kept in the plugin: BNB_GEMM4_NO_MMA, BNB_GEMM4_NO_CUBLAS; experiments add their own
+# Knobs kept in the plugin (each also has a CTest run with it on, tests/CMakeLists.txt):
+# BNB_GEMM4_NO_MMA, BNB_GEMM4_NO_MMA_SMALL, BNB_GEMM4_NO_CUBLAS, BNB_INT8_MMA_RT; experiments add their own
 # (bench/gpu/NOTES.md and bench/gemm4/NOTES.md list the ones that were tried).
 set -u
 export LD_LIBRARY_PATH=$PWD/.gpu_carry/lib

@@ -24,11 +24,6 @@
 
 #if !defined(BNB_GPU_HIP)
 #include "cublas_api.h"
-#define gpuFuncSetAttribute cudaFuncSetAttribute
-#define gpuFuncAttributeMaxDynamicSharedMemorySize cudaFuncAttributeMaxDynamicSharedMemorySize
-#else
-#define gpuFuncSetAttribute hipFuncSetAttribute
-#define gpuFuncAttributeMaxDynamicSharedMemorySize hipFuncAttributeMaxDynamicSharedMemorySize
 #endif
 
 namespace bnb {
@@ -60,16 +55,6 @@ Table16 decode_table(int32_t quant_type) {
   for (int i = 0; i < 16; ++i) t.v[i] = bits_to_float(bits[i]);
   return t;
 }
-
-int log2_of(int64_t v) {
-  int l = 0;
-  while ((int64_t{1} << l) < v) ++l;
-  return l;
-}
-
-bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15u) == 0; }
-
-const GpuContext& ctx_of(void* impl) { return *static_cast<const GpuContext*>(impl); }
 
 struct Problem {
   int64_t M, N, K;
@@ -173,8 +158,10 @@ class ThreadHandles {
   ThreadHandles(const ThreadHandles&) = delete;
   ThreadHandles& operator=(const ThreadHandles&) = delete;
   ~ThreadHandles() {
-    for (cublasHandle_t h : handles_) {
-      if (h != nullptr) cublas().destroy(h);  // nothing to do about a failure at thread exit
+    for (int device = 0; device < kMaxDevices; ++device) {
+      if (handles_[device] == nullptr) continue;
+      DeviceGuard guard(device);  // a handle is destroyed on the device it was created for
+      cublas().destroy(handles_[device]);  // nothing to do about a failure at thread exit
     }
   }
   cublasHandle_t get(int device) {
@@ -204,7 +191,7 @@ cudaDataType cuda_type() {
 
 // BNB_SUCCESS, or BNB_ERR_NOT_SUPPORTED when this path can't run (the caller falls back).
 template <int D>
-bnb_status_t gemm_via_cublas(const GpuContext& ctx, const Problem& p, cudaStream_t stream) {
+bnb_status_t gemm_via_cublas(const GpuContext& ctx, const Problem& p, gpuStream_t stream) {
   using T = typename Elem<D>::T;
   constexpr int64_t kIntMax = 2147483647;
   if (!cublas().ok || p.M > kIntMax || p.K > kIntMax || p.N > kIntMax) return BNB_ERR_NOT_SUPPORTED;
@@ -215,9 +202,9 @@ bnb_status_t gemm_via_cublas(const GpuContext& ctx, const Problem& p, cudaStream
   if (slab < 1) slab = 1;
   if (slab > p.N) slab = p.N;
   T* ws = nullptr;
-  if (cudaMallocAsync(reinterpret_cast<void**>(&ws), static_cast<size_t>(slab * p.K) * sizeof(T), stream) !=
-      cudaSuccess) {
-    (void)cudaGetLastError();
+  if (gpuMallocAsync(reinterpret_cast<void**>(&ws), static_cast<size_t>(slab * p.K) * sizeof(T), stream) !=
+      gpuSuccess) {
+    (void)gpuGetLastError();
     return BNB_ERR_NOT_SUPPORTED;
   }
   T* out = static_cast<T*>(p.out);
@@ -252,7 +239,7 @@ bnb_status_t gemm_via_cublas(const GpuContext& ctx, const Problem& p, cudaStream
         cuda_type<D>(), static_cast<int>(p.N), CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
     if (cs != CUBLAS_STATUS_SUCCESS) st = fail(BNB_ERR_DEVICE, "gemm_4bit: cublasGemmEx failed with status %d", cs);
   }
-  const cudaError_t fe = cudaFreeAsync(ws, stream);
+  const gpuError_t fe = gpuFreeAsync(ws, stream);
   if (st == BNB_SUCCESS) st = check(fe, "freeing the gemm_4bit workspace");
   return st;
 }
@@ -272,14 +259,14 @@ bool mma_disabled() {
 // BNB_SUCCESS, or BNB_ERR_NOT_SUPPORTED when the kernel can't take the problem (the caller falls
 // back to the other paths).
 template <int D, int MT>
-bnb_status_t launch_mma(const GpuContext& ctx, const Problem& p, cudaStream_t stream) {
+bnb_status_t launch_mma(const GpuContext& ctx, const Problem& p, gpuStream_t stream) {
   using T = typename Elem<D>::T;
   const auto kernel = gemm4_mma_kernel<D, MT>;
   constexpr int kSmem = gemm4_mma_smem_bytes(MT);
   static const bool smem_ok = [kernel] {
     if (kSmem <= 48 * 1024) return true;
-    if (cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmem) == cudaSuccess) return true;
-    (void)cudaGetLastError();
+    if (gpuFuncSetAttribute(kernel, gpuFuncAttributeMaxDynamicSharedMemorySize, kSmem) == gpuSuccess) return true;
+    (void)gpuGetLastError();
     return false;
   }();
   if (!smem_ok) return BNB_ERR_NOT_SUPPORTED;
@@ -306,11 +293,11 @@ bnb_status_t launch_mma(const GpuContext& ctx, const Problem& p, cudaStream_t st
   }
   float* partial = nullptr;
   const size_t bytes = static_cast<size_t>(p.M * p.N) * sizeof(float);
-  if (cudaMallocAsync(reinterpret_cast<void**>(&partial), bytes, stream) != cudaSuccess) {
-    (void)cudaGetLastError();
+  if (gpuMallocAsync(reinterpret_cast<void**>(&partial), bytes, stream) != gpuSuccess) {
+    (void)gpuGetLastError();
     return BNB_ERR_NOT_SUPPORTED;
   }
-  bnb_status_t st = check(cudaMemsetAsync(partial, 0, bytes, stream), "clearing the gemm_4bit partial sums");
+  bnb_status_t st = check(gpuMemsetAsync(partial, 0, bytes, stream), "clearing the gemm_4bit partial sums");
   if (st == BNB_SUCCESS) {
     kernel<<<grid, kMmaWarps * 32, kSmem, stream>>>(A, p.W, p.scales, p.table, bias, out, partial, p.M, p.N, p.K,
                                                     p.log2_blocksize, k_split);
@@ -321,7 +308,7 @@ bnb_status_t launch_mma(const GpuContext& ctx, const Problem& p, cudaStream_t st
     gemm4_mma_finish_kernel<D><<<static_cast<unsigned>(fgrid), 256, 0, stream>>>(partial, bias, out, p.M, p.N);
     st = check_launch("gemm4_mma_finish_kernel");
   }
-  const cudaError_t fe = cudaFreeAsync(partial, stream);
+  const gpuError_t fe = gpuFreeAsync(partial, stream);
   if (st == BNB_SUCCESS) st = check(fe, "freeing the gemm_4bit partial sums");
   return st;
 }
@@ -336,16 +323,16 @@ bool mma_small_disabled() {
 
 // M <= 16: gemm4_mma_small_kernel, a persistent grid of at most the resident blocks.
 template <int D, int MT, bool NESTED>
-bnb_status_t launch_mma_small(const GpuContext& ctx, const Problem& p, cudaStream_t stream) {
+bnb_status_t launch_mma_small(const GpuContext& ctx, const Problem& p, gpuStream_t stream) {
   using T = typename Elem<D>::T;
   const auto kernel = gemm4_mma_small_kernel<D, MT, NESTED>;
   constexpr int kSmem = gemm4_mma_small_smem_bytes(MT);
   // Raise the dynamic shared-memory limit once; 0 resident blocks means the kernel can't run.
   static const int per_sm = [kernel] {
     int n = 0;
-    if (cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmem) != cudaSuccess ||
-        cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, kernel, kSmallWarps * 32, kSmem) != cudaSuccess) {
-      (void)cudaGetLastError();
+    if (gpuFuncSetAttribute(kernel, gpuFuncAttributeMaxDynamicSharedMemorySize, kSmem) != gpuSuccess ||
+        gpuOccupancyMaxActiveBlocksPerMultiprocessor(&n, kernel, kSmallWarps * 32, kSmem) != gpuSuccess) {
+      (void)gpuGetLastError();
       n = 0;
     }
     return n;
@@ -361,13 +348,13 @@ bnb_status_t launch_mma_small(const GpuContext& ctx, const Problem& p, cudaStrea
 }
 
 template <int D, int MT>
-bnb_status_t launch_mma_small(const GpuContext& ctx, const Problem& p, cudaStream_t stream) {
+bnb_status_t launch_mma_small(const GpuContext& ctx, const Problem& p, gpuStream_t stream) {
   return p.scales.absmax == nullptr ? launch_mma_small<D, MT, true>(ctx, p, stream)
                                     : launch_mma_small<D, MT, false>(ctx, p, stream);
 }
 
 template <int D>
-bnb_status_t dispatch_mma(const GpuContext& ctx, const Problem& p, cudaStream_t stream) {
+bnb_status_t dispatch_mma(const GpuContext& ctx, const Problem& p, gpuStream_t stream) {
   if constexpr (D == kF32) {
     return BNB_ERR_NOT_SUPPORTED;  // the tensor cores take 16-bit operands
   } else {

@@ -50,6 +50,17 @@ class DeviceGuard {
   int device_ = 0;
 };
 
+// The plugin's context behind an op's `impl`.
+inline const GpuContext& ctx_of(void* impl) { return *static_cast<const GpuContext*>(impl); }
+// Whether p is 16-byte aligned (the vectorised loads' requirement).
+inline bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15u) == 0; }
+// log2 of a power of two (blocksizes); the next power's for any other v.
+inline int log2_of(int64_t v) {
+  int l = 0;
+  while ((int64_t{1} << l) < v) ++l;
+  return l;
+}
+
 // Grid size for a persistent kernel: enough blocks to fill every multiprocessor, at most `tiles`.
 int64_t persistent_grid(const GpuContext& ctx, int blocks_per_sm, int64_t tiles);
 // Empties the plugin's cache of pointer classifications (called when bnb frees memory).

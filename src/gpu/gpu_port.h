@@ -40,6 +40,11 @@ using gpuPointerAttributes = hipPointerAttribute_t;
 #define gpuStreamSynchronize hipStreamSynchronize
 #define gpuPointerGetAttributes hipPointerGetAttributes
 #define gpuOccupancyMaxActiveBlocksPerMultiprocessor hipOccupancyMaxActiveBlocksPerMultiprocessor
+#define gpuFuncSetAttribute hipFuncSetAttribute
+#define gpuFuncAttributeMaxDynamicSharedMemorySize hipFuncAttributeMaxDynamicSharedMemorySize
+#define gpuMallocAsync hipMallocAsync
+#define gpuFreeAsync hipFreeAsync
+#define gpuDevAttrComputeCapabilityMajor hipDeviceAttributeComputeCapabilityMajor
 // ROCm 5.x names the field memoryType and reports unregistered host memory as an error.
 #define BNB_GPU_PTR_TYPE(attr) ((attr).memoryType)
 #define BNB_GPU_PTR_IS_MANAGED(attr) ((attr).isManaged != 0)
@@ -80,6 +85,16 @@ using gpuPointerAttributes = cudaPointerAttributes;
 #define gpuStreamSynchronize cudaStreamSynchronize
 #define gpuPointerGetAttributes cudaPointerGetAttributes
 #define gpuOccupancyMaxActiveBlocksPerMultiprocessor cudaOccupancyMaxActiveBlocksPerMultiprocessor
+#define gpuFuncSetAttribute cudaFuncSetAttribute
+#define gpuFuncAttributeMaxDynamicSharedMemorySize cudaFuncAttributeMaxDynamicSharedMemorySize
+#define gpuMallocAsync cudaMallocAsync
+#define gpuFreeAsync cudaFreeAsync
+#define gpuDevAttrComputeCapabilityMajor cudaDevAttrComputeCapabilityMajor
+// CUDA only (no HIP counterpart used): programmatic dependent launch (int8_ops.cu)
+using gpuLaunchConfig_t = cudaLaunchConfig_t;
+using gpuLaunchAttribute = cudaLaunchAttribute;
+#define gpuLaunchKernelEx cudaLaunchKernelEx
+#define gpuLaunchAttributeProgrammaticStreamSerialization cudaLaunchAttributeProgrammaticStreamSerialization
 #define BNB_GPU_PTR_TYPE(attr) ((attr).type)
 #define BNB_GPU_PTR_IS_MANAGED(attr) ((attr).type == cudaMemoryTypeManaged)
 #define gpuMemoryTypeDevice cudaMemoryTypeDevice

@@ -34,8 +34,6 @@ using namespace int8;
 // M = 16 measured 37 us on the rows kernel vs 18 us for cuBLASLt at M = 256 (N = K = 4096, H100).
 constexpr int64_t kRowsKernelMaxM = 8;
 
-const GpuContext& ctx_of(void* impl) { return *static_cast<const GpuContext*>(impl); }
-
 // The threshold as the reference compares it: rounded to the input's dtype.
 float threshold_in_dtype(int32_t dtype, float threshold) {
   if (dtype == BNB_F16) return f16_to_f32(f32_to_f16(threshold));
@@ -118,8 +116,6 @@ bnb_status_t op_outlier_columns(void* impl, int32_t dtype, int64_t rows, int64_t
 
 // ---------------------------------------------------------------- int8 matmul
 
-bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15u) == 0; }
-
 template <int kMaxM>
 bnb_status_t launch_rows_matmul_m(int64_t M, int64_t N, int64_t K, const int8_t* A, const int8_t* B, int32_t* C,
                                   gpuStream_t stream) {
@@ -179,21 +175,21 @@ bnb_status_t launch_mma_rows_mt(const GpuContext& ctx, bool dependent, int64_t M
   const auto kernel = int8_mma_rows_kernel<MT, RT, kOut, kBias, kQuantD>;
   const dim3 grid(static_cast<unsigned>((N + 16 * RT - 1) / (16 * RT))), block(kMmaWarps * 32);
   if (dependent && ctx.cc_major >= 9) {
-    cudaLaunchConfig_t config = {};
+    gpuLaunchConfig_t config = {};
     config.gridDim = grid;
     config.blockDim = block;
     config.dynamicSmemBytes = 0;
     config.stream = stream;
-    cudaLaunchAttribute attr[1];
-    attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    gpuLaunchAttribute attr[1];
+    attr[0].id = gpuLaunchAttributeProgrammaticStreamSerialization;
     attr[0].val.programmaticStreamSerializationAllowed = 1;
     config.attrs = attr;
     config.numAttrs = 1;
-    if (cudaLaunchKernelEx(&config, kernel, A, B, M, N, K, C, row_stats, col_stats, bias, out, true, outliers, t, q) ==
-        cudaSuccess) {
+    if (gpuLaunchKernelEx(&config, kernel, A, B, M, N, K, C, row_stats, col_stats, bias, out, true, outliers, t, q) ==
+        gpuSuccess) {
       return check_launch("int8_mma_rows_kernel (dependent)");
     }
-    (void)cudaGetLastError();  // not offered here: a plain launch below
+    (void)gpuGetLastError();  // not offered here: a plain launch below
   }
   kernel<<<grid, block, 0, stream>>>(A, B, M, N, K, C, row_stats, col_stats, bias, out, false, outliers, t, q);
   return check_launch("int8_mma_rows_kernel");

@@ -206,8 +206,8 @@ bnb_status_t context_create(const bnb_context_options_t* options, void** impl) {
     ctx->sm_count = 1;
   }
 #if !defined(BNB_GPU_HIP)
-  if (cudaDeviceGetAttribute(&ctx->cc_major, cudaDevAttrComputeCapabilityMajor, device) != cudaSuccess) {
-    (void)cudaGetLastError();
+  if (gpuDeviceGetAttribute(&ctx->cc_major, gpuDevAttrComputeCapabilityMajor, device) != gpuSuccess) {
+    (void)gpuGetLastError();
     ctx->cc_major = 0;
   }
 #endif

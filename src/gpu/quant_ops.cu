@@ -17,14 +17,6 @@ Table16 table16(const uint32_t* bits, int count, int first) {
   return t;
 }
 
-bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15u) == 0; }
-
-int log2_of(int64_t v) {
-  int l = 0;
-  while ((int64_t{1} << l) < v) ++l;
-  return l;
-}
-
 // Resident blocks per multiprocessor of a kernel, asked once per instantiation.
 template <typename Kernel>
 int occupancy(Kernel kernel, int threads) {
@@ -39,8 +31,6 @@ int occupancy(Kernel kernel, int threads) {
 // Input bytes a quantizer thread owns per tile: 32 contiguous bytes. (16-byte slices, the
 // decoders' layout, measured slower for quantizers on the H100: bench/gpu/NOTES.md, run 4.)
 constexpr int kQuantChunk = 32;
-
-const GpuContext& ctx_of(void* impl) { return *static_cast<const GpuContext*>(impl); }
 
 // A persistent grid whose blocks all walk the same number of tiles (32768 tiles on 1056 blocks
 // would leave 32 rounds for some and 31 for others: a 3 % tail).
