@@ -145,6 +145,12 @@ BNB_API bnb_status_t bnb_gemm_4bit(bnb_context_t ctx, int32_t dtype, int64_t M, 
                                    const void* A, const uint8_t* W, const bnb_scales_t* scales,
                                    int32_t quant_type, int64_t blocksize, const void* bias, void* out,
                                    void* stream);
+/* Extension: the other orientation of the same weight, out[M,K] = A[M,N] @ W[N,K] (what the
+   input gradient of out = x @ W^T needs), W, scales, quant_type and blocksize exactly as
+   bnb_gemm_4bit takes them (no transposed copy). A and out share `dtype`; no bias. */
+BNB_API bnb_status_t bnb_gemm_4bit_transposed(bnb_context_t ctx, int32_t dtype, int64_t M, int64_t N, int64_t K,
+                                              const void* A, const uint8_t* W, const bnb_scales_t* scales,
+                                              int32_t quant_type, int64_t blocksize, void* out, void* stream);
 /* Extension: the arguments of bnb_gemm_4bit that stay fixed across calls with one weight,
    checked once. The plan keeps the pointers (W, the scales' arrays, bias), not copies: they and
    ctx must outlive it. bnb_gemm_4bit_plan_run gives the result bnb_gemm_4bit gives. */

@@ -21,9 +21,25 @@ bnb_status_t op_gemm_4bit(void* impl, int32_t dtype, int64_t M, int64_t N, int64
   }
 }
 
+bnb_status_t op_gemm_4bit_transposed(void* impl, int32_t dtype, int64_t M, int64_t N, int64_t K, const void* A,
+                                     const uint8_t* W, const bnb_scales_resolved_t* scales, int32_t quant_type,
+                                     int64_t blocksize, void* out, void* /*stream*/) {
+  try {
+    gemm_4bit_transposed(context_of(impl)->pool, dtype, M, N, K, A, W, *scales, quant_type, blocksize, out);
+    return BNB_SUCCESS;
+  } catch (const std::bad_alloc&) {
+    return fail(BNB_ERR_OUT_OF_MEMORY, "gemm_4bit_transposed: out of memory");
+  } catch (...) {
+    return fail(BNB_ERR_INTERNAL, "gemm_4bit_transposed: unexpected failure");
+  }
+}
+
 }  // namespace
 
-void register_gemm4_ops(bnb_backend_ops_t* ops) { ops->gemm_4bit = op_gemm_4bit; }
+void register_gemm4_ops(bnb_backend_ops_t* ops) {
+  ops->gemm_4bit = op_gemm_4bit;
+  ops->gemm_4bit_transposed = op_gemm_4bit_transposed;
+}
 
 }  // namespace cpu
 }  // namespace bnb

@@ -22,6 +22,12 @@ void gemm_4bit(ThreadPool& pool, int32_t dtype, int64_t M, int64_t N, int64_t K,
                const uint8_t* W, const bnb_scales_resolved_t& scales, int32_t quant_type, int64_t blocksize,
                const void* bias, void* out);
 
+// out[M,K] = A[M,N] @ dequant(W)[N,K], the same packed weight and scales as gemm_4bit (the other
+// orientation: bnb_gemm_4bit_transposed). Binary32 products and sums, one rounding at the end.
+void gemm_4bit_transposed(ThreadPool& pool, int32_t dtype, int64_t M, int64_t N, int64_t K, const void* A,
+                          const uint8_t* W, const bnb_scales_resolved_t& scales, int32_t quant_type,
+                          int64_t blocksize, void* out);
+
 }  // namespace cpu
 }  // namespace bnb
 

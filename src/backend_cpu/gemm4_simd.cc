@@ -225,6 +225,82 @@ void Gemm4Panel(const Gemm4Args& a, const float* Ad, int64_t rows, int64_t n0, i
   }
 }
 
+// ---- the transposed product out[M,K] = A[M,N] @ W[N,K] (bnb_gemm_4bit_transposed)
+
+// Wd[r][0:kc] = the weights W[n0 + r][k0 : k0 + kc] for r < rows, decoded to binary32 with each
+// chunk of kChunk columns split into [even k | odd k] (kc and k0 multiples of kChunk).
+void Gemm4DecodeColumns(const Gemm4Args& a, int64_t n0, int64_t rows, int64_t k0, int64_t kc, float* Wd) {
+  const DF df;
+  const DU du;
+  const hn::Rebind<uint8_t, DF> d8;
+  const int64_t K = a.K, bs = a.blocksize;
+  ScaledLut lut;
+  alignas(64) float lut_mem[16];
+  for (int64_t r = 0; r < rows; ++r) {
+    const uint8_t* HWY_RESTRICT wrow = a.W + (n0 + r) * (K / 2);
+    float* HWY_RESTRICT dst = Wd + r * kc - k0;
+    for (int64_t k = k0; k < k0 + kc;) {
+      const int64_t block_end = (k / bs + 1) * bs;
+      const int64_t seg_end = block_end < k0 + kc ? block_end : k0 + kc;
+      MakeLut(df, a.lut, gemm4_block_scale(a.scales, (n0 + r) * (K / bs) + k / bs), &lut, lut_mem);
+      for (; k < seg_end; k += kChunk) {
+        const VU bytes = hn::PromoteTo(du, hn::LoadU(d8, wrow + k / 2));
+        hn::Store(Lookup16(df, lut, lut_mem, hn::ShiftRight<4>(bytes)), df, dst + k);
+        hn::Store(Lookup16(df, lut, lut_mem, kIndexMasked ? bytes : hn::And(bytes, hn::Set(du, 15u))), df,
+                  dst + k + kLanes);
+      }
+    }
+  }
+}
+
+// C[m][c0 : c0 + V * kLanes] += sum_{r < rows} Af[m][r] * Wd[r][c0 : ...] for m < MR: the MR x V
+// accumulators stay in registers while the rows of Wd stream past.
+template <int MR, int V>
+HWY_INLINE void TransposedTile(const float* HWY_RESTRICT Af, int64_t lda, const float* HWY_RESTRICT Wd, int64_t ldw,
+                               int64_t rows, int64_t c0, float* HWY_RESTRICT C, int64_t ldc) {
+  const DF df;
+  VF acc[MR][V];
+  for (int m = 0; m < MR; ++m) {
+    for (int v = 0; v < V; ++v) acc[m][v] = hn::Load(df, C + m * ldc + c0 + v * kLanes);
+  }
+  for (int64_t r = 0; r < rows; ++r) {
+    VF w[V];
+    for (int v = 0; v < V; ++v) w[v] = hn::Load(df, Wd + r * ldw + c0 + v * kLanes);
+    for (int m = 0; m < MR; ++m) {
+      const VF x = hn::Set(df, Af[m * lda + r]);
+      for (int v = 0; v < V; ++v) acc[m][v] = hn::MulAdd(w[v], x, acc[m][v]);
+    }
+  }
+  for (int m = 0; m < MR; ++m) {
+    for (int v = 0; v < V; ++v) hn::Store(acc[m][v], df, C + m * ldc + c0 + v * kLanes);
+  }
+}
+
+template <int MR>
+HWY_INLINE void TransposedRows(const float* Af, int64_t lda, const float* Wd, int64_t rows, int64_t kc, float* C) {
+  constexpr int kV = 4;
+  int64_t c = 0;
+  for (; c + kV * kLanes <= kc; c += kV * kLanes) TransposedTile<MR, kV>(Af, lda, Wd, kc, rows, c, C, kc);
+  for (; c < kc; c += kLanes) TransposedTile<MR, 1>(Af, lda, Wd, kc, rows, c, C, kc);
+}
+
+// C[mr][kc] += Af[mr][0:rows] @ Wd[rows][kc] (Af with row stride lda; C and Wd with row stride kc).
+void Gemm4TransposedAccumulate(const float* Af, int64_t lda, int64_t mr, const float* Wd, int64_t rows, int64_t kc,
+                               float* C) {
+  constexpr int kMR = 4;
+  int64_t m = 0;
+  for (; m + kMR <= mr; m += kMR) TransposedRows<kMR>(Af + m * lda, lda, Wd, rows, kc, C + m * kc);
+  switch (mr - m) {
+    case 3: TransposedRows<3>(Af + m * lda, lda, Wd, rows, kc, C + m * kc); break;
+    case 2: TransposedRows<2>(Af + m * lda, lda, Wd, rows, kc, C + m * kc); break;
+    case 1: TransposedRows<1>(Af + m * lda, lda, Wd, rows, kc, C + m * kc); break;
+    default: break;
+  }
+}
+
+// Lanes of one chunk's [even | odd] halves: where column j of a split chunk came from.
+int64_t Gemm4ChunkLanes() { return kLanes; }
+
 // NOLINTNEXTLINE(google-readability-namespace-comments)
 }  // namespace HWY_NAMESPACE
 }  // namespace cpu
@@ -237,6 +313,9 @@ namespace cpu {
 
 HWY_EXPORT(Gemm4PrepareA);
 HWY_EXPORT(Gemm4Panel);
+HWY_EXPORT(Gemm4DecodeColumns);
+HWY_EXPORT(Gemm4TransposedAccumulate);
+HWY_EXPORT(Gemm4ChunkLanes);
 
 namespace {
 
@@ -271,11 +350,9 @@ bool bf16_dot_usable() {
   return cpu && (hwy::SupportedTargets() & HWY_AVX3_DL) != 0;
 }
 
-}  // namespace
-
-void gemm_4bit(ThreadPool& pool, int32_t dtype, int64_t M, int64_t N, int64_t K, const void* A,
-               const uint8_t* W, const bnb_scales_resolved_t& scales, int32_t quant_type, int64_t blocksize,
-               const void* bias, void* out) {
+// The call's decode table (FP4: bit 3 is a sign, nibble 8 = -0.0) with its weight-side arguments.
+Gemm4Args gemm4_args(int64_t K, const uint8_t* W, const bnb_scales_resolved_t& scales, int32_t quant_type,
+                     int64_t blocksize) {
   Gemm4Args args;
   args.K = K;
   args.blocksize = blocksize;
@@ -283,6 +360,22 @@ void gemm_4bit(ThreadPool& pool, int32_t dtype, int64_t M, int64_t N, int64_t K,
   args.scales = scales;
   const uint32_t* lut_bits = quant_type == BNB_FP4 ? bnb::kFP4DecodeBits : bnb::kNF4Bits;
   for (int i = 0; i < 16; ++i) args.lut[i] = bnb::bits_to_float(lut_bits[i]);
+  return args;
+}
+
+// Tiles of the transposed product: kTRows rows of A (their binary32 copy) x kTCols columns of
+// out per task, the weight decoded kTSlab rows at a time into a task's scratch (kTSlab x kTCols
+// binary32: 128 KiB, L2-resident while every row of the task's A passes over it).
+constexpr int64_t kTRows = 256;
+constexpr int64_t kTCols = 128;
+constexpr int64_t kTSlab = 256;
+
+}  // namespace
+
+void gemm_4bit(ThreadPool& pool, int32_t dtype, int64_t M, int64_t N, int64_t K, const void* A,
+               const uint8_t* W, const bnb_scales_resolved_t& scales, int32_t quant_type, int64_t blocksize,
+               const void* bias, void* out) {
+  const Gemm4Args args = gemm4_args(K, W, scales, quant_type, blocksize);
 
   const int64_t threads = pool.num_threads();
   const int64_t kc = K < kMaxKChunk ? K : kMaxKChunk;  // K and kMaxKChunk are multiples of 32
@@ -333,6 +426,59 @@ void gemm_4bit(ThreadPool& pool, int32_t dtype, int64_t M, int64_t N, int64_t K,
           float v = C[m * ldc + (n - n0)];
           if (bias != nullptr) v += load_as_f32(dtype, bias, n);
           store_from_f32(dtype, out, row + n, v);
+        }
+      }
+    });
+  }
+}
+
+void gemm_4bit_transposed(ThreadPool& pool, int32_t dtype, int64_t M, int64_t N, int64_t K, const void* A,
+                          const uint8_t* W, const bnb_scales_resolved_t& scales, int32_t quant_type,
+                          int64_t blocksize, void* out) {
+  const Gemm4Args args = gemm4_args(K, W, scales, quant_type, blocksize);
+  const int64_t lanes = HWY_DYNAMIC_DISPATCH(Gemm4ChunkLanes)();
+  const int64_t chunk = 2 * lanes;  // divides 32, hence K and kTCols
+  // A as binary32 (f32 input is used in place), at most kMaxPreparedBytes of it at a time.
+  const int64_t mb = dtype == BNB_F32 ? M : std::max<int64_t>(1, std::min<int64_t>(M, kMaxPreparedBytes / (N * 4)));
+  hwy::AlignedFreeUniquePtr<float[]> Af;
+  if (dtype != BNB_F32) {
+    Af = hwy::AllocateAligned<float>(static_cast<size_t>(mb * N));
+    if (!Af) throw std::bad_alloc();
+  }
+  const int64_t threads = pool.num_threads();
+  for (int64_t mbegin = 0; mbegin < M; mbegin += mb) {
+    const int64_t rows = std::min(mb, M - mbegin);
+    const float* Am = static_cast<const float*>(A) + mbegin * N;
+    if (dtype != BNB_F32) {
+      const int64_t prep_tasks = std::min<int64_t>(rows, threads * 4);
+      pool.run(prep_tasks, [&](int64_t t) {
+        const int64_t r0 = t * rows / prep_tasks, r1 = (t + 1) * rows / prep_tasks;
+        for (int64_t i = r0 * N; i < r1 * N; ++i) Af[i] = load_as_f32(dtype, A, mbegin * N + i);
+      });
+      Am = Af.get();
+    }
+    const int64_t row_groups = ceil_div(rows, kTRows), col_groups = ceil_div(K, kTCols);
+    pool.run(row_groups * col_groups, [&](int64_t t) {
+      const int64_t m0 = (t / col_groups) * kTRows, mr = std::min(kTRows, rows - m0);
+      const int64_t k0 = (t % col_groups) * kTCols, kc = std::min(kTCols, K - k0);
+      hwy::AlignedFreeUniquePtr<float[]> scratch = hwy::AllocateAligned<float>(static_cast<size_t>((kTSlab + mr) * kc));
+      if (!scratch) throw std::bad_alloc();
+      float* Wd = scratch.get();
+      float* C = Wd + kTSlab * kc;
+      std::memset(C, 0, sizeof(float) * static_cast<size_t>(mr * kc));
+      for (int64_t n0 = 0; n0 < N; n0 += kTSlab) {
+        const int64_t nr = std::min(kTSlab, N - n0);
+        HWY_DYNAMIC_DISPATCH(Gemm4DecodeColumns)(args, n0, nr, k0, kc, Wd);
+        HWY_DYNAMIC_DISPATCH(Gemm4TransposedAccumulate)(Am + m0 * N + n0, N, mr, Wd, nr, kc, C);
+      }
+      // C holds each chunk split into [even k | odd k]: back to column order.
+      for (int64_t m = 0; m < mr; ++m) {
+        const int64_t row = (mbegin + m0 + m) * K + k0;
+        for (int64_t j = 0; j < kc; j += chunk) {
+          for (int64_t i = 0; i < lanes; ++i) {
+            store_from_f32(dtype, out, row + j + 2 * i, C[m * kc + j + i]);
+            store_from_f32(dtype, out, row + j + 2 * i + 1, C[m * kc + j + lanes + i]);
+          }
         }
       }
     });

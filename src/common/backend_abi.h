@@ -131,6 +131,11 @@ typedef struct bnb_backend_ops {
   // the check get BNB_ERR_NOT_SUPPORTED from every op that would scan.
   bnb_status_t (*find_nonfinite)(void* impl, int32_t dtype, const void* x, int64_t n, int64_t* first,
                                  void* stream);
+  // bnb_gemm_4bit_transposed: out[M,K] = A[M,N] @ dequant(W)[N,K] (the core checked the weight as
+  // for gemm_4bit, A as M*N and out as M*K elements of dtype). NULL: not offered.
+  bnb_status_t (*gemm_4bit_transposed)(void* impl, int32_t dtype, int64_t M, int64_t N, int64_t K, const void* A,
+                                       const uint8_t* W, const bnb_scales_resolved_t* scales, int32_t quant_type,
+                                       int64_t blocksize, void* out, void* stream);
 } bnb_backend_ops_t;
 
 typedef int32_t (*bnb_backend_score_fn)(void);

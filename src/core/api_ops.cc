@@ -102,6 +102,26 @@ BNB_API bnb_status_t bnb_gemm_4bit(bnb_context_t ctx, int32_t dtype, int64_t M, 
   BNB_API_GUARD_END
 }
 
+BNB_API bnb_status_t bnb_gemm_4bit_transposed(bnb_context_t ctx, int32_t dtype, int64_t M, int64_t N, int64_t K,
+                                              const void* A, const uint8_t* W, const bnb_scales_t* scales,
+                                              int32_t quant_type, int64_t blocksize, void* out, void* stream) {
+  BNB_API_GUARD_BEGIN
+  BNB_CHECK(check_context(ctx));
+  BNB_CHECK(check_count(M, "M"));
+  bnb_gemm4_plan p;
+  BNB_CHECK(check_gemm4_weight(ctx, dtype, N, K, W, scales, quant_type, blocksize, nullptr, &p));
+  int64_t a_elems = 0, out_elems = 0;
+  BNB_CHECK(check_product(M, N, "M*N", &a_elems));
+  BNB_CHECK(check_product(M, K, "M*K", &out_elems));
+  BNB_CHECK(check_array(ctx, A, "A", dtype_bytes(dtype), a_elems));
+  BNB_CHECK(check_array(ctx, out, "out", dtype_bytes(dtype), out_elems));
+  BNB_OFFERED(gemm_4bit_transposed, "bnb_gemm_4bit_transposed");
+  BNB_CHECK(check_finite(ctx, dtype, A, a_elems, "A", stream));
+  return ctx->backend->ops.gemm_4bit_transposed(ctx->impl, dtype, M, N, K, A, W, &p.scales, quant_type, blocksize,
+                                                out, stream);
+  BNB_API_GUARD_END
+}
+
 BNB_API bnb_status_t bnb_gemm_4bit_plan_create(bnb_context_t ctx, int32_t dtype, int64_t N, int64_t K,
                                                const uint8_t* W, const bnb_scales_t* scales, int32_t quant_type,
                                                int64_t blocksize, const void* bias, bnb_gemm4_plan_t* plan) {

@@ -243,6 +243,58 @@ bnb_status_t gemm_via_cublas(const GpuContext& ctx, const Problem& p, gpuStream_
   if (st == BNB_SUCCESS) st = check(fe, "freeing the gemm_4bit workspace");
   return st;
 }
+
+// out[M,K] = A[M,N] @ Wdq[N,K] (bnb_gemm_4bit_transposed), for now the way the large-M path
+// works: slabs of W dequantized to the activation dtype in a stream-ordered workspace, each
+// multiplied by cuBLAS into out (accumulating from the second slab on).
+template <int D>
+bnb_status_t transposed_via_cublas(const GpuContext& ctx, const Problem& p, gpuStream_t stream) {
+  using T = typename Elem<D>::T;
+  constexpr int64_t kIntMax = 2147483647;
+  if (!cublas().ok || p.M > kIntMax || p.K > kIntMax || p.N > kIntMax)
+    return fail(BNB_ERR_NOT_SUPPORTED, "gemm_4bit_transposed: cuBLAS is not available (or a size exceeds int32)");
+  cublasHandle_t handle = thread_handle(ctx.device);
+  if (handle == nullptr || cublas().set_stream(handle, stream) != CUBLAS_STATUS_SUCCESS)
+    return fail(BNB_ERR_DEVICE, "gemm_4bit_transposed: no cuBLAS handle");
+  int64_t slab = kWorkspaceBytes / (p.K * static_cast<int64_t>(sizeof(T)));
+  if (slab < 1) slab = 1;
+  if (slab > p.N) slab = p.N;
+  T* ws = nullptr;
+  if (gpuMallocAsync(reinterpret_cast<void**>(&ws), static_cast<size_t>(slab * p.K) * sizeof(T), stream) !=
+      gpuSuccess) {
+    (void)gpuGetLastError();
+    return fail(BNB_ERR_OUT_OF_MEMORY, "gemm_4bit_transposed: no memory for the dequantized slab");
+  }
+  const float alpha = 1.0f;
+  bnb_status_t st = BNB_SUCCESS;
+  const bool aligned = aligned16(p.W);
+  const T* A = static_cast<const T*>(p.A);
+  for (int64_t n0 = 0; n0 < p.N && st == BNB_SUCCESS; n0 += slab) {
+    const int64_t rows = p.N - n0 < slab ? p.N - n0 : slab;
+    const int64_t pieces = rows * (p.K / kGemm4PieceWeights);
+    const int64_t grid = persistent_grid(ctx, 8, (pieces + 255) / 256);
+    if (aligned) {
+      gemm4_dequantize_kernel<D, true><<<static_cast<unsigned>(grid), 256, 0, stream>>>(
+          p.W, p.scales, p.table, n0, rows, p.K, p.log2_blocksize, ws);
+    } else {
+      gemm4_dequantize_kernel<D, false><<<static_cast<unsigned>(grid), 256, 0, stream>>>(
+          p.W, p.scales, p.table, n0, rows, p.K, p.log2_blocksize, ws);
+    }
+    st = check_launch("gemm4_dequantize_kernel");
+    if (st != BNB_SUCCESS) break;
+    // Column-major: out^T [K x M] (+)= ws^T [K x rows] * A^T[n0 : n0 + rows, :] ([rows x M], ld N).
+    const float beta = n0 == 0 ? 0.0f : 1.0f;
+    const cublasStatus_t cs = cublas().gemm_ex(
+        handle, CUBLAS_OP_N, CUBLAS_OP_N, static_cast<int>(p.K), static_cast<int>(p.M), static_cast<int>(rows),
+        &alpha, ws, cuda_type<D>(), static_cast<int>(p.K), A + n0, cuda_type<D>(), static_cast<int>(p.N), &beta,
+        p.out, cuda_type<D>(), static_cast<int>(p.K), CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
+    if (cs != CUBLAS_STATUS_SUCCESS)
+      st = fail(BNB_ERR_DEVICE, "gemm_4bit_transposed: cublasGemmEx failed with status %d", cs);
+  }
+  const gpuError_t fe = gpuFreeAsync(ws, stream);
+  if (st == BNB_SUCCESS) st = check(fe, "freeing the gemm_4bit_transposed workspace");
+  return st;
+}
 #endif  // !BNB_GPU_HIP
 
 // ---------------------------------------------------------------- tensor cores (CUDA, 16-bit A)
@@ -390,11 +442,9 @@ bnb_status_t dispatch(const GpuContext& ctx, const Problem& p, gpuStream_t strea
   return dispatch_simt<D>(ctx, p, stream);
 }
 
-bnb_status_t gemm_4bit(void* impl, int32_t dtype, int64_t M, int64_t N, int64_t K, const void* A, const uint8_t* W,
-                       const bnb_scales_resolved_t* scales, int32_t quant_type, int64_t blocksize, const void* bias,
-                       void* out, void* stream) {
-  const GpuContext& ctx = ctx_of(impl);
-  DeviceGuard guard(ctx.device);
+Problem make_problem(int64_t M, int64_t N, int64_t K, const void* A, const uint8_t* W,
+                     const bnb_scales_resolved_t* scales, int32_t quant_type, int64_t blocksize, const void* bias,
+                     void* out) {
   Problem p;
   p.M = M;
   p.N = N;
@@ -407,6 +457,15 @@ bnb_status_t gemm_4bit(void* impl, int32_t dtype, int64_t M, int64_t N, int64_t 
   p.log2_blocksize = log2_of(blocksize);
   p.bias = bias;
   p.out = out;
+  return p;
+}
+
+bnb_status_t gemm_4bit(void* impl, int32_t dtype, int64_t M, int64_t N, int64_t K, const void* A, const uint8_t* W,
+                       const bnb_scales_resolved_t* scales, int32_t quant_type, int64_t blocksize, const void* bias,
+                       void* out, void* stream) {
+  const GpuContext& ctx = ctx_of(impl);
+  DeviceGuard guard(ctx.device);
+  const Problem p = make_problem(M, N, K, A, W, scales, quant_type, blocksize, bias, out);
   const auto s = static_cast<gpuStream_t>(stream);
   switch (dtype) {
     case kF32: return dispatch<kF32>(ctx, p, s);
@@ -416,9 +475,31 @@ bnb_status_t gemm_4bit(void* impl, int32_t dtype, int64_t M, int64_t N, int64_t 
   }
 }
 
+#if !defined(BNB_GPU_HIP)
+bnb_status_t gemm_4bit_transposed(void* impl, int32_t dtype, int64_t M, int64_t N, int64_t K, const void* A,
+                                  const uint8_t* W, const bnb_scales_resolved_t* scales, int32_t quant_type,
+                                  int64_t blocksize, void* out, void* stream) {
+  const GpuContext& ctx = ctx_of(impl);
+  DeviceGuard guard(ctx.device);
+  const Problem p = make_problem(M, N, K, A, W, scales, quant_type, blocksize, nullptr, out);
+  const auto s = static_cast<gpuStream_t>(stream);
+  switch (dtype) {
+    case kF32: return transposed_via_cublas<kF32>(ctx, p, s);
+    case kF16: return transposed_via_cublas<kF16>(ctx, p, s);
+    case kBF16: return transposed_via_cublas<kBF16>(ctx, p, s);
+    default: return fail(BNB_ERR_NOT_SUPPORTED, "gemm_4bit_transposed: dtype %d is not supported", dtype);
+  }
+}
+#endif
+
 }  // namespace
 
-void register_gemm4_ops(bnb_backend_ops_t* ops) { ops->gemm_4bit = gemm_4bit; }
+void register_gemm4_ops(bnb_backend_ops_t* ops) {
+  ops->gemm_4bit = gemm_4bit;
+#if !defined(BNB_GPU_HIP)
+  ops->gemm_4bit_transposed = gemm_4bit_transposed;  // HIP: not offered until a BLAS is wired there
+#endif
+}
 
 }  // namespace gpu
 }  // namespace bnb

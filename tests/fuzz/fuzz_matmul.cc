@@ -42,7 +42,7 @@ struct Weight4 {
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   FuzzedDataProvider in(data, size);
   bnb_context_t ctx = in.ConsumeIntegralInRange<int>(0, 63) == 0 ? nullptr : context();
-  const int op = in.ConsumeIntegralInRange<int>(0, 6);
+  const int op = in.ConsumeIntegralInRange<int>(0, 7);
   const int32_t dtype = dtype_arg(in);
   const int64_t M = size_arg(in, kDim), N = size_arg(in, kDim), K = size_arg(in, 4 * kDim);
   const int64_t es = dtype_bytes(dtype);
@@ -55,6 +55,16 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       check(bnb_gemm_4bit(ctx, dtype, M, N, K, A.get(), w.W.get<uint8_t>(),
                           in.ConsumeIntegralInRange<int>(0, 31) ? &w.scales : nullptr, qt, bs,
                           in.ConsumeBool() ? nullptr : bias.get(), out.get(), nullptr));
+      break;
+    }
+    case 7: {  // bnb_gemm_4bit_transposed
+      const int32_t qt = quant_type_arg(in);
+      const int64_t bs = blocksize_arg(in);
+      Weight4 w(in, N, K, bs);
+      Buffer A(in, mul(M, N), es), out(in, mul(M, K), es);
+      check(bnb_gemm_4bit_transposed(ctx, dtype, M, N, K, A.get(), w.W.get<uint8_t>(),
+                                     in.ConsumeIntegralInRange<int>(0, 31) ? &w.scales : nullptr, qt, bs, out.get(),
+                                     nullptr));
       break;
     }
     case 1: {  // bnb_gemm_4bit_plan_create / run / destroy

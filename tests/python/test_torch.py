@@ -109,9 +109,34 @@ def test_opcheck(rng, device):
         (ops.dequantize_4bit.default, (packed, absmax4, None, None, None, 256, 64, "nf4", [16, 64], torch.float32)),
         (ops.dequantize_4bit.default, (packed, aq, a2, code2, off, 256, 64, "nf4", [16, 64], torch.bfloat16)),
         (ops.code_table.default, (2, A)),
+        (ops.gemm_4bit_transposed.default, (A[:5, :16].contiguous(), packed, aq, a2, code2, off, 256, 64, "nf4", 16,
+                                            64)),
     ]
     for op, args in checks:
         torch.library.opcheck(op, args, test_utils=("test_schema", "test_faketensor"))
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16], ids=str)
+@pytest.mark.parametrize("nested", [False, True])
+def test_gemm_4bit_transposed_is_the_other_orientation(rng, device, dtype, nested):
+    N, K = 96, 192
+    W = t(rng.standard_normal((N, K)).astype(np.float32), device)
+    packed, state = bnb.quantize_4bit(W, blocksize=64, quant_type="fp4" if nested else "nf4",
+                                      compress_statistics=nested)
+    Wdq = bnb.dequantize_4bit(packed, state, dtype=torch.float32).double()
+    s2 = state.state2
+    args = (packed, state.absmax, s2.absmax if nested else None, s2.code if nested else None,
+            state.offset if nested else None, s2.blocksize if nested else 256, 64, state.quant_type, N, K)
+    for lead in [(1,), (7,), (2, 3)]:
+        A = t(rng.standard_normal(lead + (N,)).astype(np.float32), device).to(dtype)
+        out = torch.ops.bnb.gemm_4bit_transposed(A, *args)
+        assert out.shape == lead + (K,) and out.dtype == dtype
+        ref = A.double() @ Wdq
+        err = ((out.double() - ref).norm() / ref.norm()).item()
+        assert err < {torch.float32: 1e-5, torch.float16: 2e-3, torch.bfloat16: 1e-2}[dtype], (lead, err)
+    empty = torch.ops.bnb.gemm_4bit_transposed(A[..., :0, :], *args)
+    assert empty.shape == (2, 0, K)
 
 
 class QuantLinear4bit(torch.nn.Module):

@@ -271,6 +271,21 @@ TEST_F(BadInput, LaterOpsCheckTheirArguments) {
   EXPECT_FAILS(bnb_gemm_4bit(ctx(), BNB_F32, INT64_C(1) << 40, INT64_C(1) << 40, 64, A.data(), q.data(), &scales,
                              BNB_NF4, 64, nullptr, out.data(), nullptr),
                BNB_ERR_INVALID_ARGUMENT, "overflows");
+  EXPECT_FAILS(bnb_gemm_4bit_transposed(ctx(), BNB_F32, 1, 8, 100, A.data(), q.data(), &scales, BNB_NF4, 64,
+                                        out.data(), nullptr),
+               BNB_ERR_INVALID_ARGUMENT, "not a multiple of blocksize");
+  EXPECT_FAILS(bnb_gemm_4bit_transposed(ctx(), BNB_F32, INT64_C(1) << 40, INT64_C(1) << 40, 64, A.data(), q.data(),
+                                        &scales, BNB_NF4, 64, out.data(), nullptr),
+               BNB_ERR_INVALID_ARGUMENT, "overflows");
+  EXPECT_FAILS(bnb_gemm_4bit_transposed(ctx(), BNB_F32, 0, 8, 64, A.data(), q.data(), &scales, BNB_NF4, 64,
+                                        out.data(), nullptr),
+               BNB_ERR_INVALID_ARGUMENT, "M = 0");
+  EXPECT_FAILS(bnb_gemm_4bit_transposed(ctx(), BNB_F32, 1, 8, 64, nullptr, q.data(), &scales, BNB_NF4, 64,
+                                        out.data(), nullptr),
+               BNB_ERR_INVALID_ARGUMENT, "A is NULL");
+  EXPECT_FAILS(bnb_gemm_4bit_transposed(ctx(), BNB_F32, 1, 8, 64, A.data(), q.data(), &scales, BNB_NF4, 64, nullptr,
+                                        nullptr),
+               BNB_ERR_INVALID_ARGUMENT, "out is NULL");
   std::vector<int8_t> i8(100);
   EXPECT_FAILS(bnb_int8_vectorwise_quant(ctx(), BNB_F16, 10, 10, A.data(), -1.0f, i8.data(), out.data(), nullptr),
                BNB_ERR_INVALID_ARGUMENT, "threshold");

@@ -143,6 +143,20 @@ TEST_P(Declared, Gemm4) {
   });
 }
 
+TEST_P(Declared, Gemm4Transposed) {
+  const int64_t M = 3, N = 24, K = 128, bs = 64;
+  void* A = add("A", M * N * 4);
+  uint8_t* W = add_as<uint8_t>("W", N * K / 2);
+  float* absmax = add_as<float>("scales->absmax", N * K / bs);
+  void* out = add("out", M * K * 4);
+  bnb_scales_t scales;
+  bnb_scales_init(&scales);
+  scales.absmax = absmax;
+  check_each([&] {
+    return bnb_gemm_4bit_transposed(ctx_->get(), BNB_F32, M, N, K, A, W, &scales, BNB_NF4, bs, out, nullptr);
+  });
+}
+
 TEST_P(Declared, Int8Family) {
   const int64_t M = 5, N = 12, K = 64;
   void* A = add("A", M * K * 2);

@@ -148,6 +148,35 @@ class Gemm4 : public ::testing::TestWithParam<int32_t> {
     return err;
   }
 
+  // bnb_gemm_4bit_transposed: out[M,K] = A[M,N] @ Wdq[N,K] against the float64 product.
+  void run_transposed_case(const Shape& s, int32_t dtype, int32_t quant_type, bool nested, uint64_t seed) {
+    SCOPED_TRACE(::testing::Message() << "transposed M=" << s.M << " N=" << s.N << " K=" << s.K << " bs=" << s.bs
+                                      << " " << dtype_label(dtype) << (quant_type == BNB_NF4 ? " nf4" : " fp4")
+                                      << (nested ? " nested" : " plain"));
+    const Context& ctx = *ctx_;
+    QuantizedWeight w;
+    quantize_weight(ctx, s.N, s.K, s.bs, quant_type, nested, seed, &w);
+    if (::testing::Test::HasFatalFailure()) return;
+    const std::vector<uint8_t> a_bytes = to_dtype(random_normal(s.M * s.N, seed + 1), dtype);
+    const std::vector<float> a_exact = from_dtype(a_bytes, dtype);
+    Buffer a(ctx, a_bytes.size()), out(ctx, static_cast<size_t>(s.M * s.K) * dtype_size(dtype));
+    a.upload(a_bytes.data(), a_bytes.size());
+    out.fill(0xff);  // NaN: unwritten elements fail the check
+    ASSERT_BNB_OK(bnb_gemm_4bit_transposed(ctx.get(), dtype, s.M, s.N, s.K, a.get(), w.packed->as<uint8_t>(),
+                                           &w.scales, quant_type, s.bs, out.get(), nullptr));
+    ASSERT_BNB_OK(bnb_synchronize(ctx.get(), nullptr));
+    std::vector<double> ref(static_cast<size_t>(s.M * s.K), 0.0);
+    for (int64_t m = 0; m < s.M; ++m) {
+      for (int64_t n = 0; n < s.N; ++n) {
+        const double x = a_exact[static_cast<size_t>(m * s.N + n)];
+        const float* wrow = &w.dequantized[static_cast<size_t>(n * s.K)];
+        double* r = &ref[static_cast<size_t>(m * s.K)];
+        for (int64_t k = 0; k < s.K; ++k) r[k] += x * static_cast<double>(wrow[k]);
+      }
+    }
+    EXPECT_LE(relative_error(from_dtype(out.download(), dtype), ref), tolerance(dtype));
+  }
+
   std::unique_ptr<Context> ctx_;
 };
 
@@ -174,6 +203,20 @@ TEST_P(Gemm4, MatchesFloat64Reference) {
           if (HasFailure()) return;
         }
       }
+    }
+  }
+}
+
+// The other orientation of the same weights (every shape above: M from 1 to 300, N and K odd
+// sizes, every blocksize), each dtype and format, plain and nested.
+TEST_P(Gemm4, TransposedMatchesFloat64Reference) {
+  uint64_t seed = 5000;
+  int index = 0;
+  for (const Shape& s : kShapes) {
+    for (int32_t dtype : {BNB_F32, BNB_F16, BNB_BF16}) {
+      const int32_t qt = index % 2 == 0 ? BNB_NF4 : BNB_FP4;
+      run_transposed_case(s, dtype, qt, (index++ / 2) % 2 == 1, seed += 10);
+      if (HasFailure()) return;
     }
   }
 }

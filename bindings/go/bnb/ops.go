@@ -370,6 +370,62 @@ func Gemm4Bit[T Float](c *Context, m, n, k int, a []T, w []uint8, scales Scales,
 	})
 }
 
+// Gemm4BitTransposed computes dst[m,k] = a[m,n] @ dequant(w)[n,k]: the other orientation of
+// Gemm4Bit's weight (the same packed w and scales; the input gradient of a @ w^T).
+func Gemm4BitTransposed[T Float](c *Context, m, n, k int, a []T, w []uint8, scales Scales, quant Quant4,
+	blocksize int, dst []T) error {
+	weights, err := product("n*k", n, k)
+	if err != nil {
+		return err
+	}
+	mn, err := product("m*n", m, n)
+	if err != nil {
+		return err
+	}
+	mk, err := product("m*k", m, k)
+	if err != nil {
+		return err
+	}
+	if err := need("a", len(a), mn, "m rows of n"); err != nil {
+		return err
+	}
+	if err := need("w", len(w), PackedLen(weights), "n*k packed 4-bit codes"); err != nil {
+		return err
+	}
+	if err := need("dst", len(dst), mk, "m rows of k"); err != nil {
+		return err
+	}
+	return c.use(func(raw C.bnb_context_t) error {
+		s := c.stager(raw)
+		defer s.free()
+		pa, err := in(s, a)
+		if err != nil {
+			return err
+		}
+		pw, err := in(s, w)
+		if err != nil {
+			return err
+		}
+		sc, err := s.scales(&scales, NumBlocks(weights, blocksize))
+		if err != nil {
+			return err
+		}
+		po, err := out(s, dst[:mk])
+		if err != nil {
+			return err
+		}
+		err = call(func() C.bnb_status_t {
+			return C.go_bnb_gemm_4bit_transposed(raw, C.int32_t(dtypeOf[T]()), C.int64_t(m), C.int64_t(n), C.int64_t(k),
+				pa, (*C.uint8_t)(pw), (*C.float)(sc.absmax), (*C.uint8_t)(sc.absmaxQ), (*C.float)(sc.absmax2),
+				(*C.float)(sc.code2), (*C.float)(sc.offset), sc.blocksize2, C.int32_t(quant), C.int64_t(blocksize), po)
+		})
+		if err != nil {
+			return err
+		}
+		return s.finish()
+	})
+}
+
 // Int8VectorwiseQuant is LLM.int8()'s row-wise quantization of a[rows, cols]; entries with
 // |x| >= threshold become 0 (threshold 0 = none).
 func Int8VectorwiseQuant[T Float](c *Context, rows, cols int, a []T, threshold float32, q []int8, rowStats []float32) error {

@@ -10,6 +10,39 @@ import (
 	"unsafe"
 )
 
+func TestGemm4BitTransposedIsTheOtherOrientation(t *testing.T) {
+	ctx := newTestContext(t)
+	m, n, k, bs := 3, 40, 128, 64
+	packed := make([]uint8, PackedLen(n*k))
+	absmax := make([]float32, NumBlocks(n*k, bs))
+	if err := Quantize4Bit(ctx, FP4, signal(n*k, 4), bs, packed, absmax); err != nil {
+		t.Fatal(err)
+	}
+	wdq := make([]float32, n*k)
+	if err := Dequantize4Bit(ctx, FP4, packed, PlainScales(absmax), bs, wdq); err != nil {
+		t.Fatal(err)
+	}
+	a := signal(m*n, 5)
+	dst := make([]float32, m*k)
+	ran(t, Gemm4BitTransposed(ctx, m, n, k, a, packed, PlainScales(absmax), FP4, bs, dst))
+	num, den := 0.0, 0.0
+	for i := 0; i < m; i++ {
+		for j := 0; j < k; j++ {
+			want := 0.0
+			for r := 0; r < n; r++ {
+				want += float64(a[i*n+r]) * float64(wdq[r*k+j])
+			}
+			d := float64(dst[i*k+j]) - want
+			num += d * d
+			den += want * want
+		}
+	}
+	if num/den > 1e-10 {
+		t.Fatalf("relative error %g", num/den)
+	}
+	wantMessage(t, Gemm4BitTransposed(ctx, m, n, k, a, packed, PlainScales(absmax), FP4, bs, dst[1:]), "dst has")
+}
+
 func TestGemm4PlanRunsEqualDirectGemm4Bit(t *testing.T) {
 	ctx := newTestContext(t)
 	n, k, bs := 48, 256, 64

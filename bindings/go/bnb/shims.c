@@ -40,6 +40,17 @@ bnb_status_t go_bnb_gemm_4bit(bnb_context_t ctx, int32_t dtype, int64_t m, int64
   return bnb_gemm_4bit(ctx, dtype, m, n, k, a, w, &s, quant_type, blocksize, bias, out, NULL);
 }
 
+bnb_status_t go_bnb_gemm_4bit_transposed(bnb_context_t ctx, int32_t dtype, int64_t m, int64_t n, int64_t k,
+                                         const void* a, const uint8_t* w, const float* absmax,
+                                         const uint8_t* absmax_q, const float* absmax2, const float* code2,
+                                         const float* offset, int64_t blocksize2, int32_t quant_type,
+                                         int64_t blocksize, void* out) {
+  bnb_scales_t s;
+  bnb_status_t st = go_bnb_scales(&s, absmax, absmax_q, absmax2, code2, offset, blocksize2);
+  if (st != BNB_SUCCESS) return st;
+  return bnb_gemm_4bit_transposed(ctx, dtype, m, n, k, a, w, &s, quant_type, blocksize, out, NULL);
+}
+
 bnb_status_t go_bnb_backend_info(int32_t index, bnb_backend_info_t* info) {
   info->struct_size = sizeof(*info);
   return bnb_backend_get_info(index, info);

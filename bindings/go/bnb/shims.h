@@ -15,6 +15,11 @@ bnb_status_t go_bnb_gemm_4bit(bnb_context_t ctx, int32_t dtype, int64_t m, int64
                               const float* absmax2, const float* code2, const float* offset,
                               int64_t blocksize2, int32_t quant_type, int64_t blocksize, const void* bias,
                               void* out);
+bnb_status_t go_bnb_gemm_4bit_transposed(bnb_context_t ctx, int32_t dtype, int64_t m, int64_t n, int64_t k,
+                                         const void* a, const uint8_t* w, const float* absmax,
+                                         const uint8_t* absmax_q, const float* absmax2, const float* code2,
+                                         const float* offset, int64_t blocksize2, int32_t quant_type,
+                                         int64_t blocksize, void* out);
 bnb_status_t go_bnb_backend_info(int32_t index, bnb_backend_info_t* info);
 bnb_status_t go_bnb_gemm_4bit_plan_create(bnb_context_t ctx, int32_t dtype, int64_t n, int64_t k, const uint8_t* w,
                                           const float* absmax, const uint8_t* absmax_q, const float* absmax2,

@@ -142,6 +142,7 @@ PROTOTYPES = {
     "bnb_gemm_4bit": (_st, [_ptr, _i32, _i64, _i64, _i64, _ptr, _ptr, _P(Scales), _i32, _i64, _ptr, _ptr,
                             _ptr]),
     # ctx, dtype, rows, cols, A, threshold, q, row_stats, stream
+    "bnb_gemm_4bit_transposed": (_st, [_ptr, _i32, _i64, _i64, _i64, _ptr, _ptr, _P(Scales), _i32, _i64, _ptr, _ptr]),
     "bnb_gemm_4bit_plan_create": (_st, [_ptr, _i32, _i64, _i64, _ptr, _P(Scales), _i32, _i64, _ptr, _P(_ptr)]),
     "bnb_gemm_4bit_plan_run": (_st, [_ptr, _i64, _ptr, _ptr, _ptr]),
     "bnb_gemm_4bit_plan_destroy": (_st, [_ptr]),

@@ -243,6 +243,19 @@ def gemm_4bit(kit, dtype, A, M, K, W, N, scales_, quant_type, blocksize, bias, o
     return out
 
 
+def gemm_4bit_transposed(kit, dtype, A, M, N, W, K, scales_, quant_type, blocksize, out_shape):
+    """out[M, K] = A[M, N] @ W[N, K]: the other orientation of gemm_4bit's weight."""
+    blocksize = check_gemm_4bit(kit, N, K, W, scales_, blocksize, None)
+    need_size(kit, A, "A", M * N, "[{}, {}] inputs", M, N)
+    out = kit.empty(tuple(out_shape), dtype)
+    ptr = kit.ptr
+    st = _c.bnb_gemm_4bit_transposed(kit.ctx, dtype, M, N, K, ptr(A), ptr(W), ctypes.byref(scales_), quant_type,
+                                     blocksize, ptr(out), kit.stream)
+    if st:
+        _lib.raise_for(st, "bnb_gemm_4bit_transposed")
+    return out
+
+
 def int8_vectorwise_quant(kit, A, dtype, rows, cols, threshold):
     need_size(kit, A, "A", rows * cols, "[{}, {}] inputs", rows, cols)
     q = kit.empty(tuple(A.shape), _lib.I8)

@@ -219,6 +219,42 @@ def gemm_4bit_plan(A, B, absmax, absmax2, code2, offset, blocksize2, blocksize, 
         return None
 
 
+_CPU_BF16_TORCH_GEMM_ROWS = 128  # see gemm_4bit_transposed
+
+
+@_op("gemm_4bit_transposed")
+def gemm_4bit_transposed(A: Tensor, B: Tensor, absmax: Tensor, absmax2: Optional[Tensor], code2: Optional[Tensor],
+                         offset: Optional[Tensor], blocksize2: int, blocksize: int, quant_type: str, N: int,
+                         K: int) -> Tensor:
+    """A[..., N] @ W[N, K] for the 4-bit weight W [N, K] that B packs (gemm_4bit's other orientation:
+    the input gradient of A @ W^T). Where the backend does not offer bnb_gemm_4bit_transposed
+    (HIP today) the weight is dequantized and multiplied by torch."""
+    if A.numel() == 0:
+        return A.new_empty(tuple(A.shape[:-1]) + (K,))
+    kit = kit_for(A)
+    A, dt = kit.prepare(A, "A")
+    M = A.numel() // N if N else 0
+    # torch's own bf16 GEMM on the CPU (oneDNN, AVX-512 BF16/AMX) beats the library's binary32
+    # tiles from about 128 rows (2 threads: 37 vs 35 ms at M=128, 71 vs 28 ms at M=256 for
+    # [2048, 5632]); below that, and for fp32/fp16, the library's product is as fast or faster.
+    torch_gemm = A.device.type == "cpu" and A.dtype == torch.bfloat16 and M >= _CPU_BF16_TORCH_GEMM_ROWS
+    if K % blocksize == 0 and not torch_gemm:
+        parts = _contiguous_scales(kit, absmax, absmax2, code2, offset)  # alive until the call returns
+        scales = _ops.scales_cached(kit, *parts, blocksize2)
+        try:
+            return _ops.gemm_4bit_transposed(kit, dt, A, M, N, _prep(kit, B, "B", _U8), K, scales,
+                                             _QUANT_TYPES[quant_type], blocksize, tuple(A.shape[:-1]) + (K,))
+        except _lib.NotSupportedError:
+            pass
+    W = dequantize_4bit(B, absmax, absmax2, code2, offset, blocksize2, blocksize, quant_type, [N, K], A.dtype)
+    return A @ W
+
+
+@gemm_4bit_transposed.register_fake
+def _(A, B, absmax, absmax2, code2, offset, blocksize2, blocksize, quant_type, N, K):
+    return A.new_empty(tuple(A.shape[:-1]) + (K,))
+
+
 def _gemm_4bit_setup(ctx, inputs, output):
     A, B, absmax, absmax2, code2, offset, blocksize2, blocksize, quant_type, N, bias = inputs
     ctx.save_for_backward(B, absmax, absmax2, code2, offset)
@@ -226,14 +262,13 @@ def _gemm_4bit_setup(ctx, inputs, output):
 
 
 def _gemm_4bit_backward(ctx, grad):
-    """The weight is frozen: gradients for A (grad @ dequantized W) and the bias only."""
+    """The weight is frozen: gradients for A (grad @ W, the transposed 4-bit product) and the bias only."""
     B, absmax, absmax2, code2, offset = ctx.saved_tensors
     blocksize2, blocksize, quant_type, N, K = ctx.args
     grads = [None] * 11
     if ctx.needs_input_grad[0]:
-        W = torch.ops.bnb.dequantize_4bit(B, absmax, absmax2, code2, offset, blocksize2, blocksize, quant_type,
-                                          [N, K], grad.dtype)
-        grads[0] = grad @ W
+        grads[0] = torch.ops.bnb.gemm_4bit_transposed(grad.contiguous(), B, absmax, absmax2, code2, offset, blocksize2,
+                                                      blocksize, quant_type, N, K)
     if ctx.needs_input_grad[10]:
         grads[10] = grad.reshape(-1, N).sum(0)
     if any(ctx.needs_input_grad[1:6]):

@@ -246,6 +246,21 @@ extern "C" {
         stream: *mut c_void,
     ) -> bnb_status_t;
 
+    pub fn bnb_gemm_4bit_transposed(
+        ctx: bnb_context_t,
+        dtype: i32,
+        m: i64,
+        n: i64,
+        k: i64,
+        a: *const c_void,
+        w: *const u8,
+        scales: *const bnb_scales_t,
+        quant_type: i32,
+        blocksize: i64,
+        out: *mut c_void,
+        stream: *mut c_void,
+    ) -> bnb_status_t;
+
     pub fn bnb_gemm_4bit_plan_create(
         ctx: bnb_context_t,
         dtype: i32,

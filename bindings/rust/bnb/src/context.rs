@@ -582,6 +582,48 @@ impl Context {
         self.finish(&mut [(&out_s, out)])
     }
 
+    /// `out[m,k] = a[m,n] @ dequant(w)[n,k]`: the other orientation of `gemm_4bit`'s weight (the
+    /// same packed `w` and scales; the input gradient of `a @ w^T`).
+    #[allow(clippy::too_many_arguments)]
+    pub fn gemm_4bit_transposed<T: Float>(
+        &self,
+        m: usize,
+        n: usize,
+        k: usize,
+        a: &[T],
+        w: &[u8],
+        scales: &Scales<'_>,
+        quant: Quant4,
+        blocksize: usize,
+        out: &mut [T],
+    ) -> Result<()> {
+        let weights = product("n*k", n, k)?;
+        need("a", a.len(), product("m*n", m, n)?, "m rows of n")?;
+        need("w", w.len(), packed_len(weights), "n*k packed 4-bit codes")?;
+        need("out", out.len(), product("m*k", m, k)?, "m rows of k")?;
+        let (a_s, w_s) = (self.input(a)?, self.input(w)?);
+        let scales_s = self.stage_scales(scales, blocks(weights, blocksize))?;
+        let out_s = self.output(out)?;
+        // SAFETY: buffers checked above and in stage_scales.
+        unsafe {
+            check(sys::bnb_gemm_4bit_transposed(
+                self.raw,
+                T::DTYPE.raw(),
+                to_i64("m", m)?,
+                to_i64("n", n)?,
+                to_i64("k", k)?,
+                a_s.ptr(),
+                w_s.ptr(),
+                &scales_s.raw,
+                quant.raw(),
+                to_i64("blocksize", blocksize)?,
+                out_s.ptr(),
+                ptr::null_mut(),
+            ))?;
+        }
+        self.finish(&mut [(&out_s, out)])
+    }
+
     /// LLM.int8() row-wise quantization of `a[rows, cols]`; entries with `|x| >= threshold`
     /// become 0 (threshold 0 = none).
     pub fn int8_vectorwise_quant<T: Float>(

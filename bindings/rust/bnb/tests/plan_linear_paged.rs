@@ -29,6 +29,37 @@ fn ran(result: bnb::Result<()>) -> bool {
 }
 
 #[test]
+fn gemm_4bit_transposed_is_the_other_orientation() {
+    let ctx = ctx();
+    let (m, n, k, bs) = (3, 40, 128, 64);
+    let w = data(n * k, 4, 1.0);
+    let mut packed = vec![0u8; bnb::packed_len(n * k)];
+    let mut absmax = vec![0f32; bnb::num_blocks(n * k, bs)];
+    ctx.quantize_4bit(Quant4::Fp4, &w, bs, &mut packed, &mut absmax).unwrap();
+    let mut wdq = vec![0f32; n * k];
+    ctx.dequantize_4bit(Quant4::Fp4, &packed, &Scales::Plain(&absmax), bs, &mut wdq).unwrap();
+    let a = data(m * n, 5, 1.0);
+    let mut out = vec![f32::NAN; m * k];
+    if !ran(ctx.gemm_4bit_transposed(m, n, k, &a, &packed, &Scales::Plain(&absmax), Quant4::Fp4, bs, &mut out)) {
+        return;
+    }
+    let (mut num, mut den) = (0f64, 0f64);
+    for i in 0..m {
+        for j in 0..k {
+            let want: f64 = (0..n).map(|r| a[i * n + r] as f64 * wdq[r * k + j] as f64).sum();
+            num += (out[i * k + j] as f64 - want).powi(2);
+            den += want * want;
+        }
+    }
+    assert!((num / den).sqrt() < 1e-5, "relative error {}", (num / den).sqrt());
+    // a too-short output is refused by name before the library runs
+    let err = ctx
+        .gemm_4bit_transposed(m, n, k, &a, &packed, &Scales::Plain(&absmax), Quant4::Fp4, bs, &mut out[1..])
+        .unwrap_err();
+    assert!(err.to_string().contains("out"), "{err}");
+}
+
+#[test]
 fn plan_runs_equal_direct_gemm_4bit_bit_for_bit() {
     let ctx = ctx();
     let (n, k, bs) = (48, 256, 64);
