@@ -62,6 +62,9 @@ constexpr bool kIndexMasked = false;
 
 // A block's scaled 16-entry table, held the way Lookup16 wants it.
 struct ScaledLut {
+  // Declared here so it is compiled for this target: GCC's implicit one is not, and fails to
+  // inline NEON's vector constructors.
+  ScaledLut() {}
   VF lo;  // entries 0..7 (or 0..15 with 16 lanes)
   VF hi;  // entries 8..15 (8 lanes only)
 };

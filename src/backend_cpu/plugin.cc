@@ -2,7 +2,12 @@
 // backend must offer. Families fill their own slots (plugin.h).
 #include "plugin.h"
 
+#include <cpu_features_macros.h>
+#if defined(CPU_FEATURES_ARCH_X86)
 #include <cpuinfo_x86.h>
+#elif defined(CPU_FEATURES_ARCH_AARCH64)
+#include <cpuinfo_aarch64.h>
+#endif
 
 #include <algorithm>
 #include <atomic>
@@ -51,17 +56,17 @@ int32_t default_num_threads() {
 
 int32_t op_device_count(void) { return 1; }
 
-void op_describe(char* buf, size_t cap) {
-  if (buf == nullptr || cap == 0) return;
-  const cpu_features::X86Info info = cpu_features::GetX86Info();
-  const cpu_features::X86Features& f = info.features;
-  std::string isa;
-  const auto add = [&isa](int present, const char* name) {
+// The CPU's name and the ISA extensions the kernels can use, for op_describe.
+void host_cpu(std::string* brand, std::string* isa) {
+  const auto add = [isa](int present, const char* name) {
     if (present) {
-      if (!isa.empty()) isa += ' ';
-      isa += name;
+      if (!isa->empty()) *isa += ' ';
+      *isa += name;
     }
   };
+#if defined(CPU_FEATURES_ARCH_X86)
+  const cpu_features::X86Info info = cpu_features::GetX86Info();
+  const cpu_features::X86Features& f = info.features;
   add(f.sse4_2, "sse4.2");
   add(f.avx2, "avx2");
   add(f.fma3, "fma");
@@ -73,7 +78,30 @@ void op_describe(char* buf, size_t cap) {
   add(f.avx512vbmi2, "avx512vbmi2");
   add(f.avx512_bf16, "avx512bf16");
   add(f.amx_tile, "amx");
-  const std::string brand = info.brand_string[0] != '\0' ? info.brand_string : "unknown x86 CPU";
+  *brand = info.brand_string[0] != '\0' ? info.brand_string : "unknown x86 CPU";
+#elif defined(CPU_FEATURES_ARCH_AARCH64)
+  // Linux gives no model name on Arm: the implementer and part numbers of MIDR_EL1 stand for it.
+  const cpu_features::Aarch64Info info = cpu_features::GetAarch64Info();
+  const cpu_features::Aarch64Features& f = info.features;
+  add(f.asimd, "neon");
+  add(f.asimdhp, "fp16");
+  add(f.asimddp, "dotprod");
+  add(f.i8mm, "i8mm");
+  add(f.bf16, "bf16");
+  add(f.sve, "sve");
+  add(f.sve2, "sve2");
+  char name[64];
+  std::snprintf(name, sizeof name, "aarch64 CPU (implementer 0x%02x, part 0x%03x)", info.implementer, info.part);
+  *brand = name;
+#else
+  *brand = "unknown CPU";
+#endif
+}
+
+void op_describe(char* buf, size_t cap) {
+  if (buf == nullptr || cap == 0) return;
+  std::string brand, isa;
+  host_cpu(&brand, &isa);
   std::string simd = chosen_target_name();
   if (!g_target_cap.empty()) simd += " (capped by BNB_CPU_MAX_TARGET=" + g_target_cap + ")";
   if (!g_target_error.empty()) simd += " (" + g_target_error + ")";
@@ -213,9 +241,8 @@ void apply_target_cap() {
     g_target_cap = cap;
     return;
   }
-  g_target_error = std::string("BNB_CPU_MAX_TARGET=") + cap +
-                   " is not valid: use avx3_dl, avx3, avx2, sse4, emu128 or scalar (unset = the best target of "
-                   "this CPU)";
+  g_target_error = std::string("BNB_CPU_MAX_TARGET=") + cap + " is not valid: use " + cap_target_names() +
+                   " (unset = the best target of this CPU)";
   if (const bnb_host_api_t* h = g_host.load()) h->log(1, ("cpu: " + g_target_error).c_str());
 }
 

@@ -37,9 +37,12 @@ void compress_absmax(ThreadPool& pool, const float* absmax, int64_t nblocks, uin
 const char* chosen_target_name();
 // The targets compiled into the plugin, best first ("AVX3_SPR AVX3_DL AVX3 AVX2 SSE4 EMU128").
 std::string compiled_target_names();
-// Caps dispatch at a target: "avx3_dl", "avx3", "avx2", "sse4", "scalar" or "emu128".
-// Returns false (and changes nothing) for an unknown name.
+// Caps dispatch at a target named as in cap_target_names(). Returns false (and changes nothing)
+// for an unknown name or one of a target this build lacks.
 bool cap_target(const char* name);
+// The names cap_target takes in this build, best first ("avx3_dl, avx3, avx2, sse4, emu128 or
+// scalar" on x86, "neon" on aarch64).
+std::string cap_target_names();
 
 }  // namespace cpu
 }  // namespace bnb

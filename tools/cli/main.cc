@@ -11,10 +11,23 @@
 
 #if BNB_HAVE_CPU_FEATURES
 #include "cpu_features_macros.h"
+#if defined(CPU_FEATURES_ARCH_X86)
 #include "cpuinfo_x86.h"
+#elif defined(CPU_FEATURES_ARCH_AARCH64)
+#include "cpuinfo_aarch64.h"
+#endif
 #endif
 
 namespace {
+
+// The line "isa: <each flag present>".
+template <size_t N>
+void print_isa(const std::pair<const char*, int> (&flags)[N]) {
+  std::printf("isa:     ");
+  for (const auto& flag : flags)
+    if (flag.second) std::printf(" %s", flag.first);
+  std::printf("\n");
+}
 
 void print_cpu() {
 #if BNB_HAVE_CPU_FEATURES && defined(CPU_FEATURES_ARCH_X86)
@@ -27,10 +40,16 @@ void print_cpu() {
       {"avx512bw", f.avx512bw},     {"avx512vl", f.avx512vl}, {"avx512dq", f.avx512dq},
       {"avx512vnni", f.avx512vnni}, {"avx512_bf16", f.avx512_bf16}, {"avx512vbmi", f.avx512vbmi},
       {"avx512vbmi2", f.avx512vbmi2}, {"amx_bf16", f.amx_bf16}, {"amx_int8", f.amx_int8}};
-  std::printf("isa:     ");
-  for (const auto& flag : flags)
-    if (flag.second) std::printf(" %s", flag.first);
-  std::printf("\n");
+  print_isa(flags);
+#elif BNB_HAVE_CPU_FEATURES && defined(CPU_FEATURES_ARCH_AARCH64)
+  // Linux gives no model name on Arm: MIDR_EL1's implementer and part numbers stand for it.
+  const cpu_features::Aarch64Info info = cpu_features::GetAarch64Info();
+  std::printf("cpu:      aarch64 (implementer 0x%02x, part 0x%03x)\n", info.implementer, info.part);
+  const cpu_features::Aarch64Features& f = info.features;
+  const std::pair<const char*, int> flags[] = {
+      {"asimd", f.asimd}, {"asimdhp", f.asimdhp}, {"asimddp", f.asimddp}, {"i8mm", f.i8mm},       {"bf16", f.bf16},
+      {"sve", f.sve},     {"sve2", f.sve2},       {"svebf16", f.svebf16}, {"svei8mm", f.svei8mm}};
+  print_isa(flags);
 #else
   std::printf("cpu:      (cpu_features not available in this build)\n");
 #endif
