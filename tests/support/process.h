@@ -29,6 +29,17 @@ inline Outcome run_command(const std::string& command) {
   return r;
 }
 
+// A command that runs one of the build's programs. A cross build's tests run under an emulator
+// (CMAKE_CROSSCOMPILING_EMULATOR, e.g. qemu-aarch64), and so must the programs they start:
+// BNB_TEST_EMULATOR is its command line with a space after it.
+inline std::string program(const char* path) {
+#ifdef BNB_TEST_EMULATOR
+  return std::string(BNB_TEST_EMULATOR) + path;
+#else
+  return path;
+#endif
+}
+
 inline bool contains(const std::string& text, const std::string& needle) {
   return text.find(needle) != std::string::npos;
 }

@@ -119,7 +119,7 @@ class CliConvert : public ::testing::Test {
   }
   std::string path(const std::string& name) const { return dir_ + "/" + name; }
   static Outcome bnb(const std::string& args, const std::string& prefix = "") {
-    return run_command(prefix + "env -u BNB_BACKEND -u BNB_LOG_LEVEL " + kCli + " " + args);
+    return run_command(prefix + "env -u BNB_BACKEND -u BNB_LOG_LEVEL " + program(kCli) + " " + args);
   }
   // Every file in the test's directory (to see that nothing partial was left).
   std::vector<std::string> files() const {
@@ -667,7 +667,7 @@ TEST_F(CliConvert, ConfigBesideFileIsWrittenBesideOut) {
 TEST_F(CliConvert, ProgressOnlyOnATerminal) {
   if (run_command("command -v script").code != 0) GTEST_SKIP() << "script(1) is not installed";
   write_raw(path("in.safetensors"), make_file(model()));
-  const std::string cmd = std::string(kCli) + " quantize " + path("in.safetensors") + " " + path("out.safetensors") + " --to nf4";
+  const std::string cmd = program(kCli) + " quantize " + path("in.safetensors") + " " + path("out.safetensors") + " --to nf4";
   Outcome r = run_command("script -qec '" + cmd + "' /dev/null");
   ASSERT_EQ(r.code, 0) << r.output;
   EXPECT_TRUE(contains(r.output, "7/7 tensors")) << r.output;
