@@ -8,16 +8,21 @@
 #     bitsandbytes compatibility layer's tests with the Hugging Face stack, needs; scripts/test.sh
 #     passes it), and atheris (the Python fuzz target, scripts/fuzz.sh). PyPI's torch wheel is a
 #     large download, a few minutes on a CI machine.
-# Usage: scripts/install_deps.sh [--hf]      Prints the venv's path last.
+#   With --aarch64 also the aarch64 cross build and its test runs (scripts/test_aarch64.sh):
+#     Debian's arm64 architecture added to dpkg, the cross compiler, qemu-user and the arm64 -dev
+#     packages of the libraries the library and its tests link (about 40 s).
+# Usage: scripts/install_deps.sh [--hf] [--aarch64]      Prints the venv's path last.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SUDO=""
 if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 HF=0
+AARCH64=0
 for arg in "$@"; do
   case "$arg" in
     --hf) HF=1 ;;
-    *) echo "usage: $0 [--hf]" >&2; exit 2 ;;
+    --aarch64) AARCH64=1 ;;
+    *) echo "usage: $0 [--hf] [--aarch64]" >&2; exit 2 ;;
   esac
 done
 
@@ -41,6 +46,13 @@ if [ "${cargo_minor:-0}" -lt 77 ]; then
   else
     packages+=(rustc-web cargo-web)
   fi
+fi
+if [ "$AARCH64" = 1 ]; then
+  # The arm64 libraries come from Debian's multiarch packages; libc6:arm64 comes with them, and
+  # qemu-aarch64 runs the tests against it (cmake/aarch64-linux-gnu.cmake says why not -L).
+  dpkg --print-foreign-architectures | grep -qx arm64 || $SUDO dpkg --add-architecture arm64
+  packages+=(g++-aarch64-linux-gnu qemu-user libhwy-dev:arm64 libgtest-dev:arm64
+             libcpu-features-dev:arm64 zlib1g-dev:arm64)
 fi
 missing=()
 for p in "${packages[@]}"; do

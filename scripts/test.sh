@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Every test suite: C/C++ (CTest, labels cpu and gpu — GPU tests skip without a device), the CPU
-# suites again under AddressSanitizer + UBSan, the Python binding and the bitsandbytes
+# Every test suite: C/C++ (CTest, labels cpu and gpu — GPU tests skip without a device), the same
+# C/C++ suites cross-compiled for aarch64 and run under qemu-user, the CPU suites again under
+# AddressSanitizer + UBSan, the Python binding and the bitsandbytes
 # compatibility layer with transformers/peft/accelerate (pytest, in build/venv), the thread tests
 # under ThreadSanitizer, a 60-second run of each fuzz target (scripts/fuzz.sh), the Rust and Go
 # bindings and the installed-tree examples.
@@ -20,7 +21,7 @@ case "${1:-}" in
   "") ;;
   *) echo "usage: $0 [--python]" >&2; exit 2 ;;
 esac
-scripts/install_deps.sh --hf
+if [ "$PYTHON_ONLY" = 1 ]; then scripts/install_deps.sh --hf; else scripts/install_deps.sh --hf --aarch64; fi
 VENV=${BNB_VENV:-build/venv}
 PY="$VENV/bin/python"
 
@@ -66,6 +67,9 @@ cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release $(cuda_flags) $(hip_flag
 ninja -C build -j"$(jobs)"
 echo "== ctest"
 ctest --test-dir build --output-on-failure -j"$(jobs)"
+
+echo "== aarch64: cross build and the C/C++ suites under qemu-user (scripts/test_aarch64.sh)"
+scripts/test_aarch64.sh build-aarch64
 
 echo "== ctest under AddressSanitizer + UndefinedBehaviorSanitizer (cpu label)"
 cmake -S . -B build-asan -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DBNB_SANITIZE=ON \

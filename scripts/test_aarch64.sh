@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# The aarch64 build and its C/C++ test suite under qemu-user: the library, the CPU plugin, the
+# `bnb` program and the GoogleTest suites (golden vectors included) cross-compiled with Debian's
+# toolchain (cmake/aarch64-linux-gnu.cmake), then CTest runs every test through qemu-aarch64.
+# Needs scripts/install_deps.sh --aarch64. Prints how long each step took.
+# Usage: scripts/test_aarch64.sh [BUILD_DIR]      (default build-aarch64)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/common.sh
+BUILD=${1:-build-aarch64}
+
+step() {  # step NAME COMMAND...: runs it and says how long it took
+  local name=$1 start=$SECONDS
+  shift
+  "$@"
+  echo "aarch64 $name: $((SECONDS - start)) s"
+}
+step configure cmake -S . -B "$BUILD" -G Ninja -DCMAKE_TOOLCHAIN_FILE=cmake/aarch64-linux-gnu.cmake \
+  -DCMAKE_BUILD_TYPE=Release -DBNB_BUILD_BENCH=OFF -DBNB_BUILD_CUDA=OFF -DBNB_BUILD_HIP=OFF
+step build ninja -C "$BUILD" -j"$(jobs)"
+qemu-aarch64 "$BUILD/bin/bnb" info
+step ctest ctest --test-dir "$BUILD" --output-on-failure -j"$(jobs)"
