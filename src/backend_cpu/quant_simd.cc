@@ -1495,10 +1495,11 @@ struct Cap {
   const char* name;
   int64_t targets;
 };
-constexpr Cap kCaps[] = {{"avx3_dl", HWY_AVX3_DL},         {"avx3", HWY_AVX3},       {"avx2", HWY_AVX2},
-                         {"sse4", HWY_SSE4},               {"sve2_128", HWY_SVE2_128}, {"sve_256", HWY_SVE_256},
-                         {"sve2", HWY_SVE2},               {"sve", HWY_SVE},         {"neon", HWY_NEON},
-                         {"emu128", HWY_EMU128 | HWY_SCALAR}, {"scalar", HWY_EMU128 | HWY_SCALAR}};
+constexpr Cap kCaps[] = {
+    {"avx3_dl", HWY_AVX3_DL},   {"avx3", HWY_AVX3},       {"avx2", HWY_AVX2},
+    {"sse4", HWY_SSE4},         {"sve2_128", HWY_SVE2_128}, {"sve_256", HWY_SVE_256},
+    {"sve2", HWY_SVE2},         {"sve", HWY_SVE},         {"neon", HWY_NEON},
+    {"emu128", HWY_EMU128 | HWY_SCALAR}, {"scalar", HWY_EMU128 | HWY_SCALAR}};
 
 bool cap_compiled(const Cap& c) { return (c.targets & HWY_TARGETS) != 0; }
 }  // namespace
