@@ -19,4 +19,9 @@ step configure cmake -S . -B "$BUILD" -G Ninja -DCMAKE_TOOLCHAIN_FILE=cmake/aarc
   -DCMAKE_BUILD_TYPE=Release -DBNB_BUILD_BENCH=OFF -DBNB_BUILD_CUDA=OFF -DBNB_BUILD_HIP=OFF
 step build ninja -C "$BUILD" -j"$(jobs)"
 qemu-aarch64 "$BUILD/bin/bnb" info
-step ctest ctest --test-dir "$BUILD" --output-on-failure -j"$(jobs)"
+# Four long-run checks take two thirds of the suite's time under qemu (a minute each, seconds
+# natively: bench/results/aarch64_qemu.md); the x86 runs keep them at every cap, and the NEON
+# kernels they exercise are covered here by the golden, per-op and per-target tests. Left out to
+# keep CI near 30 minutes.
+LONG='OptimTracking\.EightBitTracksThirtyTwoBit|OptimMulti\.MatchesOneCallPerTensor|CpuTarget\.LargeQuantizeOutputs|Gemm4\.MatchesFloat64Reference'
+step ctest ctest --test-dir "$BUILD" --output-on-failure -j"$(jobs)" -E "$LONG"
