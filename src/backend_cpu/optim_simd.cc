@@ -22,6 +22,7 @@
 #include <vector>
 
 #include "optim_kernels.h"
+#include "optim_traits.h"
 #include "rcp.h"
 #include "tables.h"
 
@@ -582,7 +583,8 @@ void Update32Impl(const Optim32Args& a, int64_t begin, int64_t end) {
   const DF df;
   const OptimConsts& k = *a.k;
   const int64_t N = static_cast<int64_t>(hn::Lanes(df));
-  float* s1b = kOpt == kAdemamix ? a.s1 + k.n : nullptr;
+  constexpr bool kTwo = optim_traits(kOpt).states == 2;
+  float* s1b = optim_traits(kOpt).state1_copies == 2 ? a.s1 + k.n : nullptr;
   int64_t i = begin;
   for (; i + N <= end; i += N) Step32<kDt, kOpt>(df, k, a.p, a.g, a.s1, s1b, a.s2, i);
   const int64_t rem = end - i;
@@ -597,12 +599,12 @@ void Update32Impl(const Optim32Args& a, int64_t begin, int64_t end) {
   std::memcpy(gb, static_cast<const uint8_t*>(a.g) + i * kEs, r * kEs);
   std::memcpy(sa, a.s1 + i, r * 4);
   if (s1b != nullptr) std::memcpy(sb, s1b + i, r * 4);
-  if (a.s2 != nullptr && (kOpt == kAdam || kOpt == kAdemamix)) std::memcpy(sc, a.s2 + i, r * 4);
+  if (kTwo) std::memcpy(sc, a.s2 + i, r * 4);
   Step32<kDt, kOpt>(df, k, pb, gb, sa, sb, sc, 0);
   std::memcpy(static_cast<uint8_t*>(a.p) + i * kEs, pb, r * kEs);
   std::memcpy(a.s1 + i, sa, r * 4);
   if (s1b != nullptr) std::memcpy(s1b + i, sb, r * 4);
-  if (a.s2 != nullptr && (kOpt == kAdam || kOpt == kAdemamix)) std::memcpy(a.s2 + i, sc, r * 4);
+  if (kTwo) std::memcpy(a.s2 + i, sc, r * 4);
 }
 
 template <int kDt, int kOpt>
@@ -622,7 +624,7 @@ double Unorm32Impl(const Optim32Args& a, int64_t begin, int64_t end) {
     const size_t r = static_cast<size_t>(rem);
     std::memcpy(gb, static_cast<const uint8_t*>(a.g) + i * kEs, r * kEs);
     std::memcpy(sa, a.s1 + i, r * 4);
-    if (kOpt == kAdam) std::memcpy(sc, a.s2 + i, r * 4);
+    if (optim_traits(kOpt).states == 2) std::memcpy(sc, a.s2 + i, r * 4);
     const VF u = Unorm32<kDt, kOpt>(df, k, gb, sa, sc, 0);
     acc = hn::Add(acc, hn::IfThenElseZero(hn::FirstN(df, r), u));
   }
@@ -1032,7 +1034,7 @@ double BlockUnorm(DF df, const Optim8Args& a, const Block8& b) {
 template <int kDt, class Fn>
 HWY_INLINE void ForBlocks(const Optim8Args& a, int64_t b0, int64_t b1, bool write_back, const Fn& fn) {
   const int64_t n = a.k->n;
-  const bool ema = a.k->optimizer == BNB_OPT_ADEMAMIX;
+  const bool ema = optim_traits(a.k->optimizer).state1_copies == 2;
   const bool two = a.c2 != nullptr;
   constexpr size_t kEs = ElemSize<kDt>();
   for (int64_t blk = b0; blk < b1; ++blk) {
@@ -1070,7 +1072,7 @@ template <int kDt, class AC, class D, class Fallback>
 HWY_INLINE void PipelineBlocks(const Optim8Args& a, int64_t b0, int64_t b1, const AC& ac, const D& d,
                                const Fallback& fallback) {
   const int64_t n = a.k->n;
-  const bool ema = a.k->optimizer == BNB_OPT_ADEMAMIX;
+  const bool ema = optim_traits(a.k->optimizer).state1_copies == 2;
   const bool two = a.c2 != nullptr;
   constexpr size_t kEs = ElemSize<kDt>();
   auto pending = std::make_unique<Pending8[]>(2);
@@ -1113,119 +1115,70 @@ void Pipeline1State(const Optim8Args& a, int64_t b0, int64_t b1) {
 
 template <int kDt>
 void Update8Typed(const Optim8Args& a, int64_t b0, int64_t b1) {
-  switch (a.k->optimizer) {
-    case BNB_OPT_ADAM:
-    case BNB_OPT_LAMB:
-      return Pipeline2State<kDt, false>(a, b0, b1);
-    case BNB_OPT_ADEMAMIX:
-      return Pipeline2State<kDt, true>(a, b0, b1);
-    case BNB_OPT_MOMENTUM:
-    case BNB_OPT_LARS:
-      return Pipeline1State<kDt, kMomentum>(a, b0, b1);
-    case BNB_OPT_RMSPROP:
-      return Pipeline1State<kDt, kRmsprop>(a, b0, b1);
-    case BNB_OPT_ADAGRAD:
-      return Pipeline1State<kDt, kAdagrad>(a, b0, b1);
-    case BNB_OPT_LION:
-      return Pipeline1State<kDt, kLion>(a, b0, b1);
-    default:
-      return;
-  }
+  with_optim_kernel(
+      a.k->optimizer,
+      [&](auto kernel) {
+        constexpr int kOpt = decltype(kernel)::value;
+        if constexpr (optim_traits(kOpt).states == 2) {
+          Pipeline2State<kDt, optim_traits(kOpt).state1_copies == 2>(a, b0, b1);
+        } else {
+          Pipeline1State<kDt, kOpt>(a, b0, b1);
+        }
+      },
+      [] {});
 }
 #else
 template <int kDt>
 void Update8Typed(const Optim8Args& a, int64_t b0, int64_t b1) {
   const DF df;
-  switch (a.k->optimizer) {
-    case BNB_OPT_ADAM:
-    case BNB_OPT_LAMB:
-      ForBlocks<kDt>(a, b0, b1, true, [&](const Block8& b) { Block2State<kDt, false>(df, a, b); });
-      break;
-    case BNB_OPT_ADEMAMIX:
-      ForBlocks<kDt>(a, b0, b1, true, [&](const Block8& b) { Block2State<kDt, true>(df, a, b); });
-      break;
-    case BNB_OPT_MOMENTUM:
-    case BNB_OPT_LARS:
-      ForBlocks<kDt>(a, b0, b1, true, [&](const Block8& b) { Block1State<kDt, kMomentum>(df, a, b); });
-      break;
-    case BNB_OPT_RMSPROP:
-      ForBlocks<kDt>(a, b0, b1, true, [&](const Block8& b) { Block1State<kDt, kRmsprop>(df, a, b); });
-      break;
-    case BNB_OPT_ADAGRAD:
-      ForBlocks<kDt>(a, b0, b1, true, [&](const Block8& b) { Block1State<kDt, kAdagrad>(df, a, b); });
-      break;
-    case BNB_OPT_LION:
-      ForBlocks<kDt>(a, b0, b1, true, [&](const Block8& b) { Block1State<kDt, kLion>(df, a, b); });
-      break;
-    default:
-      break;
-  }
+  with_optim_kernel(
+      a.k->optimizer,
+      [&](auto kernel) {
+        constexpr int kOpt = decltype(kernel)::value;
+        if constexpr (optim_traits(kOpt).states == 2) {
+          constexpr bool kEma = optim_traits(kOpt).state1_copies == 2;
+          ForBlocks<kDt>(a, b0, b1, true, [&](const Block8& b) { Block2State<kDt, kEma>(df, a, b); });
+        } else {
+          ForBlocks<kDt>(a, b0, b1, true, [&](const Block8& b) { Block1State<kDt, kOpt>(df, a, b); });
+        }
+      },
+      [] {});
 }
 #endif  // BNB_OPTIM_BYTES
 
+// The clipping pre-pass; 0 for the rules without clipping (the core never asks for it there).
 template <int kDt>
 double Unorm8Typed(const Optim8Args& a, int64_t b0, int64_t b1) {
   const DF df;
   double sum = 0.0;
-  switch (a.k->optimizer) {
-    case BNB_OPT_ADAM:
-    case BNB_OPT_LAMB:
-      ForBlocks<kDt>(a, b0, b1, false, [&](const Block8& b) { sum += BlockUnorm<kDt, kAdam>(df, a, b); });
-      break;
-    case BNB_OPT_MOMENTUM:
-    case BNB_OPT_LARS:
-      ForBlocks<kDt>(a, b0, b1, false, [&](const Block8& b) { sum += BlockUnorm<kDt, kMomentum>(df, a, b); });
-      break;
-    case BNB_OPT_RMSPROP:
-      ForBlocks<kDt>(a, b0, b1, false, [&](const Block8& b) { sum += BlockUnorm<kDt, kRmsprop>(df, a, b); });
-      break;
-    case BNB_OPT_ADAGRAD:
-      ForBlocks<kDt>(a, b0, b1, false, [&](const Block8& b) { sum += BlockUnorm<kDt, kAdagrad>(df, a, b); });
-      break;
-    default:
-      break;
-  }
+  with_optim_kernel(
+      a.k->optimizer,
+      [&](auto kernel) {
+        constexpr int kOpt = decltype(kernel)::value;
+        if constexpr (optim_traits(kOpt).clipping) {
+          ForBlocks<kDt>(a, b0, b1, false, [&](const Block8& b) { sum += BlockUnorm<kDt, kOpt>(df, a, b); });
+        }
+      },
+      [] {});
   return sum;
 }
 
 template <int kDt>
 void Update32Typed(const Optim32Args& a, int64_t begin, int64_t end) {
-  switch (a.k->optimizer) {
-    case BNB_OPT_ADAM:
-    case BNB_OPT_LAMB:
-      return Update32Impl<kDt, kAdam>(a, begin, end);
-    case BNB_OPT_ADEMAMIX:
-      return Update32Impl<kDt, kAdemamix>(a, begin, end);
-    case BNB_OPT_MOMENTUM:
-    case BNB_OPT_LARS:
-      return Update32Impl<kDt, kMomentum>(a, begin, end);
-    case BNB_OPT_RMSPROP:
-      return Update32Impl<kDt, kRmsprop>(a, begin, end);
-    case BNB_OPT_ADAGRAD:
-      return Update32Impl<kDt, kAdagrad>(a, begin, end);
-    case BNB_OPT_LION:
-      return Update32Impl<kDt, kLion>(a, begin, end);
-    default:
-      return;
-  }
+  with_optim_kernel(
+      a.k->optimizer, [&](auto kernel) { Update32Impl<kDt, decltype(kernel)::value>(a, begin, end); }, [] {});
 }
 
 template <int kDt>
 double Unorm32Typed(const Optim32Args& a, int64_t begin, int64_t end) {
-  switch (a.k->optimizer) {
-    case BNB_OPT_ADAM:
-    case BNB_OPT_LAMB:
-      return Unorm32Impl<kDt, kAdam>(a, begin, end);
-    case BNB_OPT_MOMENTUM:
-    case BNB_OPT_LARS:
-      return Unorm32Impl<kDt, kMomentum>(a, begin, end);
-    case BNB_OPT_RMSPROP:
-      return Unorm32Impl<kDt, kRmsprop>(a, begin, end);
-    case BNB_OPT_ADAGRAD:
-      return Unorm32Impl<kDt, kAdagrad>(a, begin, end);
-    default:
-      return 0.0;
-  }
+  return with_optim_kernel(
+      a.k->optimizer,
+      [&](auto kernel) {
+        constexpr int kOpt = decltype(kernel)::value;
+        if constexpr (optim_traits(kOpt).clipping) return Unorm32Impl<kDt, kOpt>(a, begin, end);
+        return 0.0;
+      },
+      [] { return 0.0; });
 }
 
 void Optim32Update(const Optim32Args& a, int64_t begin, int64_t end) {
@@ -1344,10 +1297,6 @@ float next_below(float v) {
   uint32_t b = float_to_bits(v);
   b = v > 0.0f ? b - 1 : b + 1;
   return bits_to_float(b);
-}
-
-bool is_optimizer_2state(int32_t opt) {
-  return opt == BNB_OPT_ADAM || opt == BNB_OPT_LAMB || opt == BNB_OPT_ADEMAMIX;
 }
 
 // The built-in table's plan, built once.
@@ -1545,7 +1494,7 @@ void optimizer_run(ThreadPool& pool, const bnb_optimizer_params_t& P, const bnb_
     T.unorm_vec[0] = sq;
     const float norm = std::sqrt(sq);
     float limit = P.max_unorm * P.param_norm;
-    if (!is_optimizer_2state(P.optimizer)) limit += P.eps;
+    if (optim_traits(P.optimizer).states == 1) limit += P.eps;
     k.update_scale = norm > limit ? limit / norm : 1.0f;
     k.adam_scale = k.update_scale * k.step_size;
     k.neg_lr_scaled = -P.lr * k.update_scale;
@@ -1563,7 +1512,7 @@ void optimizer_run(ThreadPool& pool, const bnb_optimizer_params_t& P, const bnb_
   std::unique_ptr<OptimCodePlan> custom1, custom2;
   const OptimCodePlan* plan1 = plan_for(T.qmap1, BNB_CODE_DYNAMIC_SIGNED, &custom1);
   const OptimCodePlan* plan2 = plan_for(T.qmap2, BNB_CODE_DYNAMIC_UNSIGNED, &custom2);
-  const bool two = is_optimizer_2state(P.optimizer);
+  const bool two = optim_traits(P.optimizer).states == 2;
   Optim8Args a{&k, plan1, plan2, T.p, T.g, static_cast<uint8_t*>(T.state1),
                two ? static_cast<uint8_t*>(T.state2) : nullptr, T.absmax1, two ? T.absmax2 : nullptr};
   const int64_t nblocks = (n + kOptimBlock - 1) / kOptimBlock;

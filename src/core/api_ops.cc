@@ -6,6 +6,7 @@
 #include <memory>
 
 #include "context.h"
+#include "optim_traits.h"
 
 using namespace bnb;
 
@@ -312,8 +313,9 @@ bnb_status_t check_optimizer_params(const bnb_optimizer_params_t* params) {
     return failf(BNB_ERR_INVALID_ARGUMENT, "params->struct_size %u is smaller than %zu: call bnb_optimizer_params_init",
                  params->struct_size, sizeof(bnb_optimizer_params_t));
   const int32_t opt = params->optimizer;
-  if (opt < BNB_OPT_ADAM || opt > BNB_OPT_LARS)
-    return failf(BNB_ERR_INVALID_ARGUMENT, "params->optimizer %d is not a bnb_optimizer_t (1..8)", opt);
+  if (!optim_known(opt))
+    return failf(BNB_ERR_INVALID_ARGUMENT, "params->optimizer %d is not a bnb_optimizer_t (1..%d)", opt, kOptimCount);
+  const OptimTraits& traits = optim_traits(opt);
   if (params->state_bits != 32 && params->state_bits != 8)
     return failf(BNB_ERR_INVALID_ARGUMENT, "params->state_bits %d is not supported: use 32 or 8", params->state_bits);
   BNB_CHECK(check_float_dtype(params->param_dtype, "params->param_dtype"));
@@ -334,13 +336,12 @@ bnb_status_t check_optimizer_params(const bnb_optimizer_params_t* params) {
       return failf(BNB_ERR_INVALID_ARGUMENT, "params->%s = %g is not finite", s.name, static_cast<double>(s.value));
   if (!(P.max_unorm >= 0.0f) || std::isinf(P.max_unorm))
     return fail(BNB_ERR_INVALID_ARGUMENT, "params->max_unorm must be finite and >= 0 (0 = no clipping)");
-  if (P.max_unorm > 0.0f && (opt == BNB_OPT_LION || opt == BNB_OPT_ADEMAMIX))
+  if (P.max_unorm > 0.0f && !traits.clipping)
     return fail(BNB_ERR_INVALID_ARGUMENT,
                 "update-norm clipping (max_unorm > 0) is defined for Adam/LAMB, Momentum/LARS, RMSprop and Adagrad only");
   if (P.max_unorm > 0.0f && !(P.param_norm >= 0.0f && std::isfinite(P.param_norm)))
     return fail(BNB_ERR_INVALID_ARGUMENT, "params->param_norm must be finite and >= 0 when max_unorm > 0");
-  const bool two_states = opt == BNB_OPT_ADAM || opt == BNB_OPT_ADEMAMIX || opt == BNB_OPT_LAMB;
-  if (two_states && (!(P.beta1 < 1.0f) || !(P.beta2 < 1.0f)))
+  if (traits.bias_correction && (!(P.beta1 < 1.0f) || !(P.beta2 < 1.0f)))
     return fail(BNB_ERR_INVALID_ARGUMENT,
                 "beta1 and beta2 must be < 1 for Adam, LAMB and AdEMAMix (bias correction divides by 1 - beta^t)");
   if (P.weight_decay < 0.0f) return fail(BNB_ERR_INVALID_ARGUMENT, "params->weight_decay must be >= 0");
@@ -354,7 +355,7 @@ bnb_status_t check_optimizer_tensors_named(bnb_context_t ctx, const bnb_optimize
   if (tensors->struct_size < sizeof(bnb_optimizer_tensors_t))
     return failf(BNB_ERR_INVALID_ARGUMENT, "%s->struct_size %u is smaller than %zu: call bnb_optimizer_tensors_init",
                  what != nullptr ? what : "tensors", tensors->struct_size, sizeof(bnb_optimizer_tensors_t));
-  const int32_t opt = params->optimizer;
+  const OptimTraits& traits = optim_traits(params->optimizer);
   char name[64];
   auto named = [&](const char* field) -> const char* {
     if (what == nullptr) return field;
@@ -363,11 +364,11 @@ bnb_status_t check_optimizer_tensors_named(bnb_context_t ctx, const bnb_optimize
   };
   const size_t param_bytes = dtype_bytes(params->param_dtype), state_bytes = params->state_bits == 8 ? 1 : 4;
   // AdEMAMix's state1 holds its two EMAs, and absmax1 their two sets of scales (docs/OPTIMIZERS.md).
-  const int64_t copies = opt == BNB_OPT_ADEMAMIX ? 2 : 1, nblocks = ceil_div(n, 256);
+  const int64_t copies = traits.state1_copies, nblocks = ceil_div(n, 256);
   BNB_CHECK(check_array(ctx, tensors->p, named("p"), param_bytes, n));
   BNB_CHECK(check_array(ctx, tensors->g, named("g"), param_bytes, n));
   BNB_CHECK(check_array(ctx, tensors->state1, named("state1"), state_bytes, copies * n));
-  const bool two_states = opt == BNB_OPT_ADAM || opt == BNB_OPT_ADEMAMIX || opt == BNB_OPT_LAMB;
+  const bool two_states = traits.states == 2;
   if (two_states) BNB_CHECK(check_array(ctx, tensors->state2, named("state2"), state_bytes, n));
   else BNB_CHECK(check_memory(ctx, tensors->state2, named("state2"), state_bytes, n));
   if (params->state_bits == 8) {

@@ -24,16 +24,18 @@
 #include <cstdint>
 
 #include "gpu_port.h"
+#include "optim_traits.h"
 
 namespace bnb {
 namespace gpu {
 
-constexpr int kOptAdam = 1;      // also LAMB
-constexpr int kOptMomentum = 2;  // also LARS
-constexpr int kOptRmsprop = 3;
-constexpr int kOptLion = 4;
-constexpr int kOptAdagrad = 5;
-constexpr int kOptAdemamix = 6;
+// The update rules (kernels of optim_traits.h): LAMB runs Adam's, LARS Momentum's.
+constexpr int kOptAdam = BNB_OPT_ADAM;
+constexpr int kOptMomentum = BNB_OPT_MOMENTUM;
+constexpr int kOptRmsprop = BNB_OPT_RMSPROP;
+constexpr int kOptLion = BNB_OPT_LION;
+constexpr int kOptAdagrad = BNB_OPT_ADAGRAD;
+constexpr int kOptAdemamix = BNB_OPT_ADEMAMIX;
 
 constexpr int kOptimThreads = 256;
 constexpr int kOptimGroup = 64;                          // threads per 256-element state block
@@ -456,8 +458,8 @@ __device__ __forceinline__ void load_tables(const OptimKernelArgs& a, float* q1,
 // kUnorm: the clipping pre-pass (sum of squared update quantities, nothing written).
 template <int D, int OPT, bool kUnorm>
 __global__ void __launch_bounds__(kOptimThreads) optim8_kernel(OptimKernelArgs a) {
-  constexpr bool kTwo = OPT == kOptAdam || OPT == kOptAdemamix;
-  constexpr bool kEma = OPT == kOptAdemamix;
+  constexpr bool kTwo = optim_traits(OPT).states == 2;
+  constexpr bool kEma = optim_traits(OPT).state1_copies == 2;
   __shared__ float q1[256];
   __shared__ float q2[kTwo ? 256 : 1];
   __shared__ float red[kOptimThreads / 32 + 1];
@@ -650,7 +652,8 @@ __host__ __device__ constexpr bool opt8_prefetch() {
 }
 template <int D, int OPT>
 __host__ __device__ constexpr int opt8_fast_blocks_per_sm() {
-  return OPT == kOptAdemamix || opt8_prefetch<D>() ? 3 : 4;
+  constexpr bool kEma = optim_traits(OPT).state1_copies == 2;
+  return kEma || opt8_prefetch<D>() ? 3 : 4;
 }
 
 // Eight elements of a lane: e = 4 h + j is element base + 128 h + 4 lane + j.
@@ -843,8 +846,8 @@ struct Opt8In {
 template <int D, int OPT>
 __device__ __forceinline__ void opt8_fast_load(const OptimKernelArgs& a, int64_t b, int lane, bool vec,
                                                Opt8In<D>& in) {
-  constexpr bool kTwo = OPT == kOptAdam || OPT == kOptAdemamix;
-  constexpr bool kEma = OPT == kOptAdemamix;
+  constexpr bool kTwo = optim_traits(OPT).states == 2;
+  constexpr bool kEma = optim_traits(OPT).state1_copies == 2;
   const int64_t nblocks = (a.n + 255) / 256;
   const int64_t base = b * 256;
   const bool full = vec && base + 256 <= a.n;
@@ -864,8 +867,8 @@ template <int D, int OPT>
 __device__ __forceinline__ void opt8_fast_update(const OptimKernelArgs& a, const Optim8Table& t1,
                                                  const Optim8Table& t2, const OptimConstsDev& k, int64_t b,
                                                  int lane, bool vec, const Opt8In<D>& in) {
-  constexpr bool kTwo = OPT == kOptAdam || OPT == kOptAdemamix;
-  constexpr bool kEma = OPT == kOptAdemamix;
+  constexpr bool kTwo = optim_traits(OPT).states == 2;
+  constexpr bool kEma = optim_traits(OPT).state1_copies == 2;
   const bool crowd1 = t1.crowded != 0;
   const bool crowd2 = t2.crowded != 0;
   const int64_t nblocks = (a.n + 255) / 256;
@@ -1027,7 +1030,7 @@ __device__ __forceinline__ void opt8_fast_walk(const Optim8Table& t1, const Opti
 template <int D, int OPT>
 __global__ void __launch_bounds__(kOpt8FastThreads, (opt8_fast_blocks_per_sm<D, OPT>()))
     optim8_fast_kernel(OptimKernelArgs a, const Optim8Table* __restrict__ tables, int vec) {
-  constexpr bool kTwo = OPT == kOptAdam || OPT == kOptAdemamix;
+  constexpr bool kTwo = optim_traits(OPT).states == 2;
   extern __shared__ uint4 opt8_smem[];
   opt8_stage_tables<kTwo>(tables, opt8_smem);
   const Optim8Table& t1 = *reinterpret_cast<const Optim8Table*>(opt8_smem);
@@ -1046,7 +1049,7 @@ __global__ void __launch_bounds__(kOpt8FastThreads, (opt8_fast_blocks_per_sm<D, 
 template <int D, int OPT>
 __global__ void __launch_bounds__(kOpt8FastThreads, (opt8_fast_blocks_per_sm<D, OPT>()))
     optim8_fast_multi_kernel(const BNB_GRID_CONSTANT OptimMultiArgs m, const Optim8Table* __restrict__ tables) {
-  constexpr bool kTwo = OPT == kOptAdam || OPT == kOptAdemamix;
+  constexpr bool kTwo = optim_traits(OPT).states == 2;
   extern __shared__ uint4 opt8_smem[];
   opt8_stage_tables<kTwo>(tables, opt8_smem);
   const Optim8Table& t1 = *reinterpret_cast<const Optim8Table*>(opt8_smem);

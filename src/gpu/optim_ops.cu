@@ -12,22 +12,14 @@
 #include "backend_abi.h"
 #include "gpu_backend.h"
 #include "optim_kernels.cuh"
+#include "optim_traits.h"
 #include "tables.h"
 
 namespace bnb {
 namespace gpu {
 namespace {
 
-bool is_two_state(int32_t opt) { return opt == BNB_OPT_ADAM || opt == BNB_OPT_LAMB || opt == BNB_OPT_ADEMAMIX; }
-
-// The kernel family of an optimizer (LAMB runs the Adam kernels, LARS the Momentum ones).
-int kernel_opt(int32_t opt) {
-  switch (opt) {
-    case BNB_OPT_LAMB: return kOptAdam;
-    case BNB_OPT_LARS: return kOptMomentum;
-    default: return opt;
-  }
-}
+bool is_two_state(int32_t opt) { return optim_traits(opt).states == 2; }
 
 // What only the GPU kernels need beyond the core's checks (which include the update rules').
 const char* check_args(const bnb_optimizer_params_t& P) {
@@ -125,7 +117,7 @@ bnb_status_t raise_smem_once(Kernel kernel, size_t bytes, int device, std::atomi
 // Shared memory of the bucketed 8-bit kernels: one table (DYN8S), or two with DYN8U.
 template <int OPT>
 constexpr size_t opt8_smem() {
-  return (OPT == kOptAdam || OPT == kOptAdemamix ? 2 : 1) * sizeof(Optim8Table);
+  return optim_traits(OPT).states * sizeof(Optim8Table);
 }
 
 // A persistent grid of warps, one 256-element block at a time, for `blocks` blocks.
@@ -139,11 +131,12 @@ int64_t opt8_grid(const GpuContext& ctx, int64_t blocks) {
 
 // The fast kernel's 16-byte (fp32) or 8-byte p/g and 4-byte code accesses are aligned for this
 // tensor (AdEMAMix also needs n % 4 == 0 for its second state's codes at c1 + n).
-bool opt8_vec(bool f32, int opt, bool two, const OptimKernelArgs& a) {
+bool opt8_vec(bool f32, int32_t opt, const OptimKernelArgs& a) {
   const size_t need = f32 ? 16 : 8;
   auto aligned = [](const void* ptr, size_t to) { return reinterpret_cast<uintptr_t>(ptr) % to == 0; };
+  const bool two = optim_traits(opt).states == 2;
   bool vec = aligned(a.p, need) && aligned(a.g, need) && aligned(a.c1, 4) && (!two || aligned(a.c2, 4));
-  if (opt == kOptAdemamix) vec = vec && a.n % 4 == 0;
+  if (optim_traits(opt).state1_copies == 2) vec = vec && a.n % 4 == 0;
   return vec;
 }
 
@@ -158,7 +151,7 @@ bnb_status_t launch8_fast(const GpuContext& ctx, const OptimKernelArgs& a, gpuSt
   static std::atomic<uint64_t> configured{0};
   const bnb_status_t st = raise_smem_once(optim8_fast_kernel<D, OPT>, opt8_smem<OPT>(), ctx.device, configured);
   if (st != BNB_SUCCESS) return st;
-  const bool vec = opt8_vec(D == kOptF32, OPT, OPT == kOptAdam || OPT == kOptAdemamix, a);
+  const bool vec = opt8_vec(D == kOptF32, OPT, a);
   const int64_t grid = opt8_grid<D, OPT>(ctx, (a.n + 255) / 256);
   const auto* tables = static_cast<const Optim8Table*>(ctx.optim8_tables);
   optim8_fast_kernel<D, OPT><<<static_cast<unsigned>(grid), kOpt8FastThreads, opt8_smem<OPT>(), s>>>(a, tables,
@@ -171,7 +164,7 @@ template <int D, int OPT>
 bnb_status_t launch32(const GpuContext& ctx, const OptimKernelArgs& a, bool unorm, gpuStream_t s) {
   const int64_t grid = persistent_grid(ctx, 8, (a.n + kOptimThreads - 1) / kOptimThreads);
   if (unorm) {
-    if constexpr (OPT == kOptAdam || OPT == kOptMomentum || OPT == kOptRmsprop || OPT == kOptAdagrad) {
+    if constexpr (optim_traits(OPT).clipping) {
       const int64_t ugrid = persistent_grid(ctx, 4, (a.n + kUnormTile - 1) / kUnormTile);
       optim32_unorm_kernel<D, OPT><<<static_cast<unsigned>(ugrid), kUnormThreads, 0, s>>>(a);
       return check_launch("optim32_unorm_kernel");
@@ -187,36 +180,31 @@ bnb_status_t launch8(const GpuContext& ctx, const OptimKernelArgs& a, bool unorm
   const int64_t nblocks = (a.n + 255) / 256;
   const int64_t grid = persistent_grid(ctx, 8, (nblocks + kOptimTileBlocks - 1) / kOptimTileBlocks);
   if (unorm) {
-    if constexpr (OPT != kOptLion && OPT != kOptAdemamix) {
+    if constexpr (optim_traits(OPT).clipping) {
       optim8_kernel<D, OPT, true><<<static_cast<unsigned>(grid), kOptimThreads, 0, s>>>(a);
       return check_launch("optim8_kernel (update norm)");
     }
     return BNB_SUCCESS;
   }
-  if (fast8_applies(ctx, a, OPT == kOptAdam || OPT == kOptAdemamix)) return launch8_fast<D, OPT>(ctx, a, s);
+  if (fast8_applies(ctx, a, optim_traits(OPT).states == 2)) return launch8_fast<D, OPT>(ctx, a, s);
   optim8_kernel<D, OPT, false><<<static_cast<unsigned>(grid), kOptimThreads, 0, s>>>(a);
   return check_launch("optim8_kernel");
 }
 
-// The explicit whitelist of instantiations: 3 dtypes x 6 kernel families x {32, 8} bits.
+// The explicit whitelist of instantiations: 3 dtypes x the kernels of optim_traits.h x {32, 8} bits.
 template <int D>
-bnb_status_t dispatch_opt(const GpuContext& ctx, int opt, bool eight, const OptimKernelArgs& a, bool unorm,
+bnb_status_t dispatch_opt(const GpuContext& ctx, int32_t opt, bool eight, const OptimKernelArgs& a, bool unorm,
                           gpuStream_t s) {
-#define BNB_OPTIM_CASE(OPT) \
-  case OPT: return eight ? launch8<D, OPT>(ctx, a, unorm, s) : launch32<D, OPT>(ctx, a, unorm, s);
-  switch (opt) {
-    BNB_OPTIM_CASE(kOptAdam)
-    BNB_OPTIM_CASE(kOptMomentum)
-    BNB_OPTIM_CASE(kOptRmsprop)
-    BNB_OPTIM_CASE(kOptLion)
-    BNB_OPTIM_CASE(kOptAdagrad)
-    BNB_OPTIM_CASE(kOptAdemamix)
-    default: return fail(BNB_ERR_INTERNAL, "optimizer kernel %d has no instantiation", opt);
-  }
-#undef BNB_OPTIM_CASE
+  return with_optim_kernel(
+      opt,
+      [&](auto kernel) {
+        constexpr int OPT = decltype(kernel)::value;
+        return eight ? launch8<D, OPT>(ctx, a, unorm, s) : launch32<D, OPT>(ctx, a, unorm, s);
+      },
+      [&] { return fail(BNB_ERR_INTERNAL, "optimizer %d has no kernel", opt); });
 }
 
-bnb_status_t dispatch(const GpuContext& ctx, int32_t dtype, int opt, bool eight, const OptimKernelArgs& a,
+bnb_status_t dispatch(const GpuContext& ctx, int32_t dtype, int32_t opt, bool eight, const OptimKernelArgs& a,
                       bool unorm, gpuStream_t s) {
   switch (dtype) {
     case BNB_F32: return dispatch_opt<kOptF32>(ctx, opt, eight, a, unorm, s);
@@ -274,7 +262,7 @@ bnb_status_t op_optimizer_update(void* impl, const bnb_optimizer_params_t* param
   const gpuStream_t s = static_cast<gpuStream_t>(stream);
   const bool eight = P.state_bits == 8;
   OptimKernelArgs a = kernel_args(*ctx, P, T, P.n);
-  const int opt = kernel_opt(P.optimizer);
+  const int32_t opt = P.optimizer;
   if (P.max_unorm > 0.0f) {
     // unorm_vec[0] = 0, then the sum of squares of the update (docs/OPS.md §6.4), then the update reads it.
 #if defined(BNB_GPU_HIP)
@@ -313,19 +301,14 @@ bnb_status_t launch_multi(const GpuContext& ctx, bool eight, const OptimMultiArg
 }
 
 template <int D>
-bnb_status_t dispatch_multi_opt(const GpuContext& ctx, int opt, bool eight, const OptimMultiArgs& m, gpuStream_t s) {
-  switch (opt) {
-    case kOptAdam: return launch_multi<D, kOptAdam>(ctx, eight, m, s);
-    case kOptMomentum: return launch_multi<D, kOptMomentum>(ctx, eight, m, s);
-    case kOptRmsprop: return launch_multi<D, kOptRmsprop>(ctx, eight, m, s);
-    case kOptLion: return launch_multi<D, kOptLion>(ctx, eight, m, s);
-    case kOptAdagrad: return launch_multi<D, kOptAdagrad>(ctx, eight, m, s);
-    case kOptAdemamix: return launch_multi<D, kOptAdemamix>(ctx, eight, m, s);
-    default: return fail(BNB_ERR_INTERNAL, "optimizer kernel %d has no multi-tensor instantiation", opt);
-  }
+bnb_status_t dispatch_multi_opt(const GpuContext& ctx, int32_t opt, bool eight, const OptimMultiArgs& m,
+                                gpuStream_t s) {
+  return with_optim_kernel(
+      opt, [&](auto kernel) { return launch_multi<D, decltype(kernel)::value>(ctx, eight, m, s); },
+      [&] { return fail(BNB_ERR_INTERNAL, "optimizer %d has no multi-tensor kernel", opt); });
 }
 
-bnb_status_t dispatch_multi(const GpuContext& ctx, int32_t dtype, int opt, bool eight, const OptimMultiArgs& m,
+bnb_status_t dispatch_multi(const GpuContext& ctx, int32_t dtype, int32_t opt, bool eight, const OptimMultiArgs& m,
                             gpuStream_t s) {
   switch (dtype) {
     case BNB_F32: return dispatch_multi_opt<kOptF32>(ctx, opt, eight, m, s);
@@ -347,7 +330,7 @@ bnb_status_t op_optimizer_update_multi(void* impl, const bnb_optimizer_params_t*
   const gpuStream_t s = static_cast<gpuStream_t>(stream);
   const bool eight = P.state_bits == 8;
   const bool two = is_two_state(P.optimizer);
-  const int opt = kernel_opt(P.optimizer);
+  const int32_t opt = P.optimizer;
   OptimMultiArgs m;
   std::memset(&m, 0, sizeof m);
   m.a = kernel_args(*ctx, P, tensors[0], n[0]);
@@ -377,7 +360,7 @@ bnb_status_t op_optimizer_update_multi(void* impl, const bnb_optimizer_params_t*
     e.absmax2 = eight ? a.absmax2 : nullptr;
     e.n = n[i];
     e.first = m.units;
-    e.vec = eight && opt8_vec(P.param_dtype == BNB_F32, opt, two, a) ? 1 : 0;
+    e.vec = eight && opt8_vec(P.param_dtype == BNB_F32, opt, a) ? 1 : 0;
     if (eight) {
       m.units += (n[i] + 255) / 256;
     } else {

@@ -31,13 +31,14 @@ import numpy as np
 import torch
 
 from .. import _arrays, _lib
+from ._traits import TRAITS
+from ._traits import ADAGRAD as _K_ADAGRAD, ADAM as _K_ADAM, ADEMAMIX as _K_ADEMAMIX, LAMB as _K_LAMB
+from ._traits import LARS as _K_LARS, LION as _K_LION, MOMENTUM as _K_MOMENTUM, RMSPROP as _K_RMSPROP
 
 _c = _lib.lib
 
-# bnb_optimizer_t
-_K_ADAM, _K_MOMENTUM, _K_RMSPROP, _K_LION, _K_ADAGRAD, _K_ADEMAMIX, _K_LAMB, _K_LARS = range(1, 9)
-_TWO_STATES = (_K_ADAM, _K_ADEMAMIX, _K_LAMB)
-_NO_CLIPPING = (_K_LION, _K_ADEMAMIX)  # the library rejects max_unorm > 0 for these
+_TWO_STATES = tuple(k for k, t in TRAITS.items() if t.states == 2)
+_NO_CLIPPING = tuple(k for k, t in TRAITS.items() if not t.clipping)  # the library rejects max_unorm > 0
 BLOCKSIZE = 256  # the 8-bit state's block (fixed by the library)
 #: bitsandbytes' state_dict() moves each parameter's state tensors (state1, qmap1, absmax1, ...) into
 #: a dict under this key (so that FSDP does not gather them); load_state_dict accepts both forms.
@@ -328,7 +329,8 @@ class Optimizer(torch.optim.Optimizer):
         return table
 
     def _state_shape(self, p):
-        return (2, *p.shape) if self._kind == _K_ADEMAMIX else tuple(p.shape)
+        copies = TRAITS[self._kind].state1_copies
+        return (copies, *p.shape) if copies > 1 else tuple(p.shape)
 
     def _zeros(self, p, shape, dtype, paged):
         if paged:
@@ -350,7 +352,8 @@ class Optimizer(torch.optim.Optimizer):
             state["state2"] = self._zeros(p, tuple(p.shape), dtype, paged)
         if eight:
             blocks = -(-n // BLOCKSIZE)
-            absmax_shape = (2, blocks) if self._kind == _K_ADEMAMIX else (blocks,)
+            copies = TRAITS[self._kind].state1_copies
+            absmax_shape = (copies, blocks) if copies > 1 else (blocks,)
             state["qmap1"] = self._default_table(p, True)
             state["absmax1"] = torch.zeros(absmax_shape, dtype=torch.float32, device=p.device)
             if self._kind in _TWO_STATES:
@@ -688,7 +691,7 @@ class Optimizer(torch.optim.Optimizer):
             return out
         if "max1" in out or "new_max1" in out:
             _not_supported(name, "a state dict of a non-blockwise 8-bit optimizer (max1/new_max1)")
-        mult = 2 if self._kind == _K_ADEMAMIX else 1
+        mult = TRAITS[self._kind].state1_copies
         state1 = out["state1"]
         eight = state1.dtype == torch.uint8
         keys = ["state1"] + (["state2"] if self._kind in _TWO_STATES else [])
