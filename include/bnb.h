@@ -80,6 +80,51 @@ typedef struct bnb_backend_info {
 BNB_API bnb_status_t bnb_backend_count(int32_t* count);
 BNB_API bnb_status_t bnb_backend_get_info(int32_t index, bnb_backend_info_t* info);
 
+/* Extension: what a loaded backend runs and the limits every call to it is checked against, for
+   callers who need to know before calling. An op whose bit is set does not fail with
+   BNB_ERR_NOT_SUPPORTED for want of the op (where the core composes it from other ops, e.g.
+   bnb_int8_linear, its bit is set too). Masks hold bit (1 << value) for each supported value. */
+typedef enum bnb_op {
+  BNB_OP_QUANTIZE_BLOCKWISE = 0,
+  BNB_OP_DEQUANTIZE_BLOCKWISE = 1,
+  BNB_OP_QUANTIZE_4BIT = 2,
+  BNB_OP_DEQUANTIZE_4BIT = 3,
+  BNB_OP_COMPRESS_ABSMAX = 4,
+  BNB_OP_GEMM_4BIT = 5,              /* bnb_gemm_4bit and its plan */
+  BNB_OP_INT8_VECTORWISE_QUANT = 6,
+  BNB_OP_INT8_OUTLIER_COLUMNS = 7,
+  BNB_OP_INT8_MATMUL = 8,
+  BNB_OP_INT8_MM_DEQUANT = 9,
+  BNB_OP_INT8_LINEAR = 10,
+  BNB_OP_OPTIMIZER_UPDATE = 11,      /* bnb_optimizer_update and bnb_optimizer_update_multi */
+  BNB_OP_PAGED_MEMORY = 12,          /* bnb_paged_alloc, bnb_paged_free, bnb_paged_prefetch */
+  BNB_OP_CHECK_FINITE = 13           /* contexts with check_finite on */
+} bnb_op_t;
+
+typedef struct bnb_backend_capabilities {
+  uint32_t struct_size;
+  int32_t kind;                  /* bnb_backend_kind_t */
+  uint64_t ops;                  /* bnb_op_t */
+  uint32_t float_dtypes;         /* bnb_dtype_t of float data: A, out, p and g, bias */
+  uint32_t quant_types;          /* bnb_quant4_t */
+  uint32_t optimizers;           /* bnb_optimizer_t */
+  int32_t device_count;
+  uint64_t optimizer_state_bits; /* params->state_bits: (1 << 8) | (1 << 32) */
+  int64_t max_elements;          /* of any tensor or product of dimensions */
+  int64_t blocksize_8bit_min;    /* blockwise 8-bit and scales->blocksize2: powers of two in [min, max] */
+  int64_t blocksize_8bit_max;
+  int64_t blocksize_4bit_min;    /* 4-bit and bnb_gemm_4bit: powers of two in [min, max] */
+  int64_t blocksize_4bit_max;
+  int64_t int8_max_k;            /* K of the int8 products */
+  int64_t optimizer_block;       /* elements per 8-bit optimizer state block (one absmax each) */
+  int64_t optimizer_max_step;    /* largest params->step */
+} bnb_backend_capabilities_t;
+
+/* caps->struct_size: at least sizeof(bnb_backend_capabilities_t) as first published; on return,
+   the bytes the library filled. BNB_ERR_BACKEND_UNAVAILABLE (with the reason) for a backend that
+   did not load. */
+BNB_API bnb_status_t bnb_backend_get_capabilities(int32_t index, bnb_backend_capabilities_t* caps);
+
 typedef struct bnb_context* bnb_context_t;
 typedef struct bnb_context_options {
   uint32_t struct_size;

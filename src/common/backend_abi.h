@@ -136,6 +136,9 @@ typedef struct bnb_backend_ops {
   bnb_status_t (*gemm_4bit_transposed)(void* impl, int32_t dtype, int64_t M, int64_t N, int64_t K, const void* A,
                                        const uint8_t* W, const bnb_scales_resolved_t* scales, int32_t quant_type,
                                        int64_t blocksize, void* out, void* stream);
+  // The largest params->step the plugin's optimizer kernels take (the core checks it and reports
+  // it in bnb_backend_capabilities_t). 0: no limit of the plugin's own.
+  int64_t optimizer_max_step;
 } bnb_backend_ops_t;
 
 typedef int32_t (*bnb_backend_score_fn)(void);

@@ -8,6 +8,7 @@
 #include <string>
 
 #include "context.h"
+#include "optim_traits.h"
 #include "tables.h"
 
 using namespace bnb;
@@ -133,6 +134,46 @@ BNB_API bnb_status_t bnb_backend_get_info(int32_t index, bnb_backend_info_t* inf
   info->available = b.available() ? 1 : 0;
   info->device_count = b.available() ? b.device_count : 0;
   copy_string(info->detail, sizeof info->detail, b.detail);
+  return BNB_SUCCESS;
+  BNB_API_GUARD_END
+}
+
+BNB_API bnb_status_t bnb_backend_get_capabilities(int32_t index, bnb_backend_capabilities_t* caps) {
+  BNB_API_GUARD_BEGIN
+  BNB_CHECK(check_not_null(caps, "caps"));
+  if (caps->struct_size < sizeof(bnb_backend_capabilities_t))
+    return failf(BNB_ERR_INVALID_ARGUMENT,
+                 "caps->struct_size %u is smaller than sizeof(bnb_backend_capabilities_t) = %zu", caps->struct_size,
+                 sizeof(bnb_backend_capabilities_t));
+  const auto& list = backends();
+  if (index < 0 || static_cast<size_t>(index) >= list.size())
+    return failf(BNB_ERR_INVALID_ARGUMENT, "index %d is out of range: there are %zu backends", index, list.size());
+  const Backend& b = list[static_cast<size_t>(index)];
+  if (!b.available())
+    return failf(BNB_ERR_BACKEND_UNAVAILABLE, "backend %s is unavailable: %s", b.name.c_str(), b.detail.c_str());
+  bnb_backend_capabilities_t c{};
+  c.struct_size = sizeof c;
+  c.kind = b.kind;
+  for (int32_t op = BNB_OP_QUANTIZE_BLOCKWISE; op <= BNB_OP_CHECK_FINITE; ++op)
+    if (backend_offers(b, op)) c.ops |= uint64_t{1} << op;
+  const auto offers = [&](int32_t op) { return (c.ops >> op & 1) != 0; };
+  c.float_dtypes = 1u << BNB_F32 | 1u << BNB_F16 | 1u << BNB_BF16;
+  if (offers(BNB_OP_QUANTIZE_4BIT) || offers(BNB_OP_DEQUANTIZE_4BIT) || offers(BNB_OP_GEMM_4BIT))
+    c.quant_types = 1u << BNB_FP4 | 1u << BNB_NF4;
+  if (offers(BNB_OP_OPTIMIZER_UPDATE)) {
+    for (int32_t opt = 1; opt <= kOptimCount; ++opt) c.optimizers |= 1u << opt;
+    c.optimizer_state_bits = uint64_t{1} << 8 | uint64_t{1} << 32;
+  }
+  c.device_count = b.device_count;
+  c.max_elements = kMaxElements;
+  c.blocksize_8bit_min = kBlocksize8Min;
+  c.blocksize_8bit_max = kBlocksize8Max;
+  c.blocksize_4bit_min = kBlocksize4Min;
+  c.blocksize_4bit_max = kBlocksize4Max;
+  c.int8_max_k = kInt8MaxK;
+  c.optimizer_block = kOptimBlock;
+  c.optimizer_max_step = b.ops.optimizer_max_step > 0 ? b.ops.optimizer_max_step : INT64_MAX;
+  std::memcpy(caps, &c, sizeof c);
   return BNB_SUCCESS;
   BNB_API_GUARD_END
 }

@@ -10,8 +10,7 @@
 
 using namespace bnb;
 
-#define BNB_OFFERED(op, fname) \
-  BNB_CHECK(check_offered(ctx, reinterpret_cast<const void*>(ctx->backend->ops.op), fname))
+#define BNB_OFFERED(op, fname) BNB_CHECK(check_offered(ctx, op, fname))
 
 // A 4-bit matmul's arguments that do not depend on the activations: checked once by
 // check_gemm4_weight, shared by bnb_gemm_4bit (a plan on the stack) and the prepared call.
@@ -35,7 +34,7 @@ bnb_status_t check_gemm4_weight(bnb_context_t ctx, int32_t dtype, int64_t N, int
   BNB_CHECK(check_count(N, "N"));
   BNB_CHECK(check_count(K, "K"));
   BNB_CHECK(check_quant_type(quant_type));
-  BNB_CHECK(check_blocksize(blocksize, 32, 4096, "blocksize"));
+  BNB_CHECK(check_blocksize(blocksize, kBlocksize4Min, kBlocksize4Max, "blocksize"));
   if (K % blocksize != 0)
     return failf(BNB_ERR_INVALID_ARGUMENT, "K = %lld is not a multiple of blocksize %lld", static_cast<long long>(K),
                  static_cast<long long>(blocksize));
@@ -65,7 +64,7 @@ bnb_status_t run_gemm4(const bnb_gemm4_plan& p, int64_t M, const void* A, void* 
   BNB_CHECK(check_product(M, p.N, "M*N", &out_elems));
   BNB_CHECK(check_array(ctx, A, "A", dtype_bytes(p.dtype), a_elems));
   BNB_CHECK(check_array(ctx, out, "out", dtype_bytes(p.dtype), out_elems));
-  BNB_OFFERED(gemm_4bit, function);
+  BNB_OFFERED(BNB_OP_GEMM_4BIT, function);
   BNB_CHECK(check_finite(ctx, p.dtype, A, a_elems, "A", stream));
   return ctx->backend->ops.gemm_4bit(ctx->impl, p.dtype, M, p.N, p.K, A, p.W, &p.scales, p.quant_type, p.blocksize,
                                      p.bias, out, stream);
@@ -83,9 +82,9 @@ static bnb_status_t check_int8_product_dims(int64_t M, int64_t N, int64_t K) {
   BNB_CHECK(check_product(M, K, "M*K", &elems));
   BNB_CHECK(check_product(N, K, "N*K", &elems));
   BNB_CHECK(check_product(M, N, "M*N", &elems));
-  if (K > 131071)
-    return failf(BNB_ERR_INVALID_ARGUMENT, "K = %lld is too large: int32 accumulation is exact only for K <= 131071",
-                 static_cast<long long>(K));
+  if (K > kInt8MaxK)
+    return failf(BNB_ERR_INVALID_ARGUMENT, "K = %lld is too large: int32 accumulation is exact only for K <= %lld",
+                 static_cast<long long>(K), static_cast<long long>(kInt8MaxK));
   return BNB_SUCCESS;
 }
 
@@ -132,7 +131,7 @@ BNB_API bnb_status_t bnb_gemm_4bit_plan_create(bnb_context_t ctx, int32_t dtype,
   BNB_CHECK(check_context(ctx));
   auto p = std::make_unique<bnb_gemm4_plan>();
   BNB_CHECK(check_gemm4_weight(ctx, dtype, N, K, W, scales, quant_type, blocksize, bias, p.get()));
-  BNB_OFFERED(gemm_4bit, "bnb_gemm_4bit_plan_create");
+  BNB_OFFERED(BNB_OP_GEMM_4BIT, "bnb_gemm_4bit_plan_create");
   *plan = p.release();
   return BNB_SUCCESS;
   BNB_API_GUARD_END
@@ -175,7 +174,7 @@ BNB_API bnb_status_t bnb_int8_vectorwise_quant(bnb_context_t ctx, int32_t dtype,
   BNB_CHECK(check_array(ctx, A, "A", dtype_bytes(dtype), elems));
   BNB_CHECK(check_array(ctx, q, "q", elems));
   BNB_CHECK(check_array(ctx, row_stats, "row_stats", rows));
-  BNB_OFFERED(int8_vectorwise_quant, "bnb_int8_vectorwise_quant");
+  BNB_OFFERED(BNB_OP_INT8_VECTORWISE_QUANT, "bnb_int8_vectorwise_quant");
   BNB_CHECK(check_finite(ctx, dtype, A, elems, "A", stream));
   return ctx->backend->ops.int8_vectorwise_quant(ctx->impl, dtype, rows, cols, A, threshold, q, row_stats, stream);
   BNB_API_GUARD_END
@@ -199,7 +198,7 @@ BNB_API bnb_status_t bnb_int8_outlier_columns(bnb_context_t ctx, int32_t dtype, 
   if (capacity > 0) BNB_CHECK(check_array(ctx, columns, "columns", capacity));
   BNB_CHECK(check_not_null(count, "count"));
   BNB_CHECK(check_declared(count, "count", sizeof *count, 1));
-  BNB_OFFERED(int8_outlier_columns, "bnb_int8_outlier_columns");
+  BNB_OFFERED(BNB_OP_INT8_OUTLIER_COLUMNS, "bnb_int8_outlier_columns");
   BNB_CHECK(check_finite(ctx, dtype, A, elems, "A", stream));
   return ctx->backend->ops.int8_outlier_columns(ctx->impl, dtype, rows, cols, A, threshold, columns, capacity, count,
                                                 stream);
@@ -214,7 +213,7 @@ BNB_API bnb_status_t bnb_int8_matmul(bnb_context_t ctx, int64_t M, int64_t N, in
   BNB_CHECK(check_array(ctx, A, "A", M * K));
   BNB_CHECK(check_array(ctx, B, "B", N * K));
   BNB_CHECK(check_array(ctx, C, "C", M * N));
-  BNB_OFFERED(int8_matmul, "bnb_int8_matmul");
+  BNB_OFFERED(BNB_OP_INT8_MATMUL, "bnb_int8_matmul");
   return ctx->backend->ops.int8_matmul(ctx->impl, M, N, K, A, B, C, stream);
   BNB_API_GUARD_END
 }
@@ -234,7 +233,7 @@ BNB_API bnb_status_t bnb_int8_mm_dequant(bnb_context_t ctx, int64_t M, int64_t N
   BNB_CHECK(check_array(ctx, col_stats, "col_stats", N));
   BNB_CHECK(check_memory(ctx, bias, "bias", dtype_bytes(out_dtype), N));
   BNB_CHECK(check_array(ctx, out, "out", dtype_bytes(out_dtype), elems));
-  BNB_OFFERED(int8_mm_dequant, "bnb_int8_mm_dequant");
+  BNB_OFFERED(BNB_OP_INT8_MM_DEQUANT, "bnb_int8_mm_dequant");
   return ctx->backend->ops.int8_mm_dequant(ctx->impl, M, N, C, row_stats, col_stats, bias, out_dtype, out, stream);
   BNB_API_GUARD_END
 }
@@ -258,11 +257,7 @@ BNB_API bnb_status_t bnb_int8_linear(bnb_context_t ctx, int32_t dtype, int64_t M
   BNB_CHECK(check_array(ctx, C, "C", M * N));
   BNB_CHECK(check_array(ctx, out, "out", dtype_bytes(dtype), M * N));
   const bnb_backend_ops_t& ops = ctx->backend->ops;
-  if (ops.int8_linear == nullptr) {
-    BNB_OFFERED(int8_vectorwise_quant, "bnb_int8_linear");
-    BNB_OFFERED(int8_matmul, "bnb_int8_linear");
-    BNB_OFFERED(int8_mm_dequant, "bnb_int8_linear");
-  }
+  BNB_OFFERED(BNB_OP_INT8_LINEAR, "bnb_int8_linear");
   BNB_CHECK(check_finite(ctx, dtype, A, M * K, "A", stream));
   if (ops.int8_linear != nullptr)
     return ops.int8_linear(ctx->impl, dtype, M, N, K, A, threshold, W, SCB, bias, q, row_stats, C, out, stream);
@@ -305,9 +300,9 @@ BNB_API bnb_status_t bnb_optimizer_tensors_init(bnb_optimizer_tensors_t* tensors
 
 namespace {
 
-// The checks bnb_optimizer_update makes, with the tensor's element count `n` and its name in
-// messages (`what`: "tensors" or "tensors[i]").
-bnb_status_t check_optimizer_params(const bnb_optimizer_params_t* params) {
+// The parameter checks of both optimizer calls: the optimizers' traits (optim_traits.h) and the
+// largest step of the context's backend.
+bnb_status_t check_optimizer_params(bnb_context_t ctx, const bnb_optimizer_params_t* params) {
   BNB_CHECK(check_not_null(params, "params"));
   if (params->struct_size < sizeof(bnb_optimizer_params_t))
     return failf(BNB_ERR_INVALID_ARGUMENT, "params->struct_size %u is smaller than %zu: call bnb_optimizer_params_init",
@@ -322,6 +317,10 @@ bnb_status_t check_optimizer_params(const bnb_optimizer_params_t* params) {
   if (params->step < 1)
     return failf(BNB_ERR_INVALID_ARGUMENT, "params->step = %lld: steps are 1-based",
                  static_cast<long long>(params->step));
+  const int64_t max_step = ctx->backend->ops.optimizer_max_step;
+  if (max_step > 0 && params->step > max_step)
+    return failf(BNB_ERR_INVALID_ARGUMENT, "params->step = %lld is beyond the %s backend's largest step %lld",
+                 static_cast<long long>(params->step), ctx->backend->name.c_str(), static_cast<long long>(max_step));
   if (!std::isfinite(params->lr)) return fail(BNB_ERR_INVALID_ARGUMENT, "params->lr is not finite");
   // The update rules' own conditions (docs/OPS.md §6), the same on every backend.
   const bnb_optimizer_params_t& P = *params;
@@ -364,7 +363,7 @@ bnb_status_t check_optimizer_tensors_named(bnb_context_t ctx, const bnb_optimize
   };
   const size_t param_bytes = dtype_bytes(params->param_dtype), state_bytes = params->state_bits == 8 ? 1 : 4;
   // AdEMAMix's state1 holds its two EMAs, and absmax1 their two sets of scales (docs/OPTIMIZERS.md).
-  const int64_t copies = traits.state1_copies, nblocks = ceil_div(n, 256);
+  const int64_t copies = traits.state1_copies, nblocks = ceil_div(n, kOptimBlock);
   BNB_CHECK(check_array(ctx, tensors->p, named("p"), param_bytes, n));
   BNB_CHECK(check_array(ctx, tensors->g, named("g"), param_bytes, n));
   BNB_CHECK(check_array(ctx, tensors->state1, named("state1"), state_bytes, copies * n));
@@ -395,11 +394,11 @@ BNB_API bnb_status_t bnb_optimizer_update(bnb_context_t ctx, const bnb_optimizer
                                           const bnb_optimizer_tensors_t* tensors, void* stream) {
   BNB_API_GUARD_BEGIN
   BNB_CHECK(check_context(ctx));
-  BNB_CHECK(check_optimizer_params(params));
+  BNB_CHECK(check_optimizer_params(ctx, params));
   BNB_CHECK(check_not_null(tensors, "tensors"));
   BNB_CHECK(check_count(params->n, "params->n"));
   BNB_CHECK(check_optimizer_tensors(ctx, params, tensors, "tensors"));
-  BNB_OFFERED(optimizer_update, "bnb_optimizer_update");
+  BNB_OFFERED(BNB_OP_OPTIMIZER_UPDATE, "bnb_optimizer_update");
   BNB_CHECK(check_finite(ctx, params->param_dtype, tensors->g, params->n, "tensors->g", stream));
   return ctx->backend->ops.optimizer_update(ctx->impl, params, tensors, stream);
   BNB_API_GUARD_END
@@ -410,13 +409,13 @@ BNB_API bnb_status_t bnb_optimizer_update_multi(bnb_context_t ctx, const bnb_opt
                                                 const int64_t* n, void* stream) {
   BNB_API_GUARD_BEGIN
   BNB_CHECK(check_context(ctx));
-  BNB_CHECK(check_optimizer_params(params));
+  BNB_CHECK(check_optimizer_params(ctx, params));
   if (count <= 0) return failf(BNB_ERR_INVALID_ARGUMENT, "count = %d: must be positive", count);
   BNB_CHECK(check_not_null(tensors, "tensors"));
   BNB_CHECK(check_not_null(n, "n"));
   BNB_CHECK(check_declared(tensors, "tensors", sizeof *tensors, count));
   BNB_CHECK(check_declared(n, "n", sizeof *n, count));
-  BNB_OFFERED(optimizer_update, "bnb_optimizer_update_multi");
+  BNB_OFFERED(BNB_OP_OPTIMIZER_UPDATE, "bnb_optimizer_update_multi");
   if (params->max_unorm > 0.0f)
     return fail(BNB_ERR_INVALID_ARGUMENT,
                 "bnb_optimizer_update_multi does not clip (max_unorm > 0 needs each tensor's own param_norm and "
@@ -460,7 +459,7 @@ BNB_API bnb_status_t bnb_paged_alloc(bnb_context_t ctx, int64_t bytes, void** pt
   // Paged memory on the CPU is ordinary host memory.
   if (ctx->backend->ops.paged_alloc == nullptr && ctx->kind == BNB_BACKEND_CPU)
     return ctx->backend->ops.mem_alloc(ctx->impl, bytes, ptr);
-  BNB_OFFERED(paged_alloc, "bnb_paged_alloc");
+  BNB_OFFERED(BNB_OP_PAGED_MEMORY, "bnb_paged_alloc");
   return ctx->backend->ops.paged_alloc(ctx->impl, bytes, ptr);
   BNB_API_GUARD_END
 }
@@ -472,7 +471,7 @@ BNB_API bnb_status_t bnb_paged_free(bnb_context_t ctx, void* ptr) {
   forget_declared(ptr);
   if (ctx->backend->ops.paged_free == nullptr && ctx->kind == BNB_BACKEND_CPU)
     return ctx->backend->ops.mem_free(ctx->impl, ptr);
-  BNB_OFFERED(paged_free, "bnb_paged_free");
+  BNB_OFFERED(BNB_OP_PAGED_MEMORY, "bnb_paged_free");
   return ctx->backend->ops.paged_free(ctx->impl, ptr);
   BNB_API_GUARD_END
 }
@@ -487,7 +486,7 @@ BNB_API bnb_status_t bnb_paged_prefetch(bnb_context_t ctx, void* ptr, int64_t by
     return failf(BNB_ERR_INVALID_ARGUMENT, "to_device %d must be 0 (host) or 1 (device)", to_device);
   BNB_CHECK(check_declared(ptr, "ptr", 1, bytes));
   if (ctx->backend->ops.paged_prefetch == nullptr && ctx->kind == BNB_BACKEND_CPU) return BNB_SUCCESS;
-  BNB_OFFERED(paged_prefetch, "bnb_paged_prefetch");
+  BNB_OFFERED(BNB_OP_PAGED_MEMORY, "bnb_paged_prefetch");
   return ctx->backend->ops.paged_prefetch(ctx->impl, ptr, bytes, to_device, stream);
   BNB_API_GUARD_END
 }

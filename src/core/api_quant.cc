@@ -22,12 +22,12 @@ BNB_API bnb_status_t bnb_quantize_blockwise(bnb_context_t ctx, int32_t dtype, co
   BNB_CHECK(check_context(ctx));
   BNB_CHECK(check_float_dtype(dtype, "dtype"));
   BNB_CHECK(check_count(n, "n"));
-  BNB_CHECK(check_blocksize(blocksize, 64, 4096, "blocksize"));
+  BNB_CHECK(check_blocksize(blocksize, kBlocksize8Min, kBlocksize8Max, "blocksize"));
   BNB_CHECK(check_array(ctx, A, "A", dtype_bytes(dtype), n));
   BNB_CHECK(check_memory(ctx, code, "code", kCodeEntries));
   BNB_CHECK(check_array(ctx, out, "out", n));
   BNB_CHECK(check_array(ctx, absmax, "absmax", ceil_div(n, blocksize)));
-  BNB_CHECK(check_offered(ctx, reinterpret_cast<const void*>(ctx->backend->ops.quantize_blockwise),
+  BNB_CHECK(check_offered(ctx, BNB_OP_QUANTIZE_BLOCKWISE,
                           "bnb_quantize_blockwise"));
   BNB_CHECK(check_finite(ctx, dtype, A, n, "A", stream));
   return ctx->backend->ops.quantize_blockwise(ctx->impl, dtype, A, n, blocksize, code_or_default(ctx, code), out,
@@ -42,12 +42,12 @@ BNB_API bnb_status_t bnb_dequantize_blockwise(bnb_context_t ctx, const uint8_t* 
   BNB_CHECK(check_context(ctx));
   BNB_CHECK(check_float_dtype(out_dtype, "out_dtype"));
   BNB_CHECK(check_count(n, "n"));
-  BNB_CHECK(check_blocksize(blocksize, 64, 4096, "blocksize"));
+  BNB_CHECK(check_blocksize(blocksize, kBlocksize8Min, kBlocksize8Max, "blocksize"));
   BNB_CHECK(check_array(ctx, q, "q", n));
   BNB_CHECK(check_array(ctx, absmax, "absmax", ceil_div(n, blocksize)));
   BNB_CHECK(check_memory(ctx, code, "code", kCodeEntries));
   BNB_CHECK(check_array(ctx, out, "out", dtype_bytes(out_dtype), n));
-  BNB_CHECK(check_offered(ctx, reinterpret_cast<const void*>(ctx->backend->ops.dequantize_blockwise),
+  BNB_CHECK(check_offered(ctx, BNB_OP_DEQUANTIZE_BLOCKWISE,
                           "bnb_dequantize_blockwise"));
   return ctx->backend->ops.dequantize_blockwise(ctx->impl, q, absmax, code_or_default(ctx, code), n, blocksize,
                                                 out_dtype, out, stream);
@@ -71,11 +71,11 @@ BNB_API bnb_status_t bnb_quantize_4bit(bnb_context_t ctx, int32_t quant_type, in
   BNB_CHECK(check_quant_type(quant_type));
   BNB_CHECK(check_float_dtype(dtype, "dtype"));
   BNB_CHECK(check_count(n, "n"));
-  BNB_CHECK(check_blocksize(blocksize, 32, 4096, "blocksize"));
+  BNB_CHECK(check_blocksize(blocksize, kBlocksize4Min, kBlocksize4Max, "blocksize"));
   BNB_CHECK(check_array(ctx, A, "A", dtype_bytes(dtype), n));
   BNB_CHECK(check_array(ctx, packed, "packed", ceil_div(n, 2)));
   BNB_CHECK(check_array(ctx, absmax, "absmax", ceil_div(n, blocksize)));
-  BNB_CHECK(check_offered(ctx, reinterpret_cast<const void*>(ctx->backend->ops.quantize_4bit), "bnb_quantize_4bit"));
+  BNB_CHECK(check_offered(ctx, BNB_OP_QUANTIZE_4BIT, "bnb_quantize_4bit"));
   BNB_CHECK(check_finite(ctx, dtype, A, n, "A", stream));
   return ctx->backend->ops.quantize_4bit(ctx->impl, quant_type, dtype, A, n, blocksize, packed, absmax, stream);
   BNB_API_GUARD_END
@@ -89,12 +89,12 @@ BNB_API bnb_status_t bnb_dequantize_4bit(bnb_context_t ctx, int32_t quant_type, 
   BNB_CHECK(check_quant_type(quant_type));
   BNB_CHECK(check_float_dtype(out_dtype, "out_dtype"));
   BNB_CHECK(check_count(n, "n"));
-  BNB_CHECK(check_blocksize(blocksize, 32, 4096, "blocksize"));
+  BNB_CHECK(check_blocksize(blocksize, kBlocksize4Min, kBlocksize4Max, "blocksize"));
   BNB_CHECK(check_array(ctx, packed, "packed", ceil_div(n, 2)));
   BNB_CHECK(check_array(ctx, out, "out", dtype_bytes(out_dtype), n));
   bnb_scales_resolved_t resolved;
   BNB_CHECK(resolve_scales(ctx, scales, ceil_div(n, blocksize), &resolved));
-  BNB_CHECK(check_offered(ctx, reinterpret_cast<const void*>(ctx->backend->ops.dequantize_4bit),
+  BNB_CHECK(check_offered(ctx, BNB_OP_DEQUANTIZE_4BIT,
                           "bnb_dequantize_4bit"));
   return ctx->backend->ops.dequantize_4bit(ctx->impl, quant_type, packed, &resolved, n, blocksize, out_dtype, out,
                                            stream);
@@ -108,9 +108,9 @@ BNB_API bnb_status_t bnb_compress_absmax(bnb_context_t ctx, const float* absmax,
   BNB_CHECK(check_count(nblocks, "nblocks"));
   BNB_CHECK(check_array(ctx, absmax, "absmax", nblocks));
   BNB_CHECK(check_array(ctx, absmax_q, "absmax_q", nblocks));
-  BNB_CHECK(check_array(ctx, absmax2, "absmax2", ceil_div(nblocks, 256)));
+  BNB_CHECK(check_array(ctx, absmax2, "absmax2", ceil_div(nblocks, kAbsmaxBlock)));
   BNB_CHECK(check_array(ctx, offset, "offset", 1));
-  BNB_CHECK(check_offered(ctx, reinterpret_cast<const void*>(ctx->backend->ops.compress_absmax),
+  BNB_CHECK(check_offered(ctx, BNB_OP_COMPRESS_ABSMAX,
                           "bnb_compress_absmax"));
   BNB_CHECK(check_finite(ctx, BNB_F32, absmax, nblocks, "absmax", stream));
   return ctx->backend->ops.compress_absmax(ctx->impl, absmax, nblocks, absmax_q, absmax2, offset, stream);

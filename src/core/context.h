@@ -26,6 +26,12 @@ namespace bnb {
 constexpr int64_t kMaxElements = INT64_C(1) << 60;
 // Most CPU threads a context may ask for (options->num_threads, $BNB_NUM_THREADS).
 constexpr int32_t kMaxThreads = 4096;
+// The limits the checks apply on every backend (bnb_backend_get_capabilities reports them).
+constexpr int64_t kBlocksize8Min = 64, kBlocksize8Max = 4096;  // blockwise 8-bit, scales->blocksize2
+constexpr int64_t kBlocksize4Min = 32, kBlocksize4Max = 4096;  // 4-bit, gemm_4bit
+constexpr int64_t kInt8MaxK = 131071;                          // 127 * 128 * K < 2^31: exact int32 sums
+constexpr int64_t kOptimBlock = 256;                           // elements per 8-bit optimizer state block
+constexpr int64_t kAbsmaxBlock = 256;                          // bnb_compress_absmax's blocksize2
 
 bnb_status_t check_context(bnb_context_t ctx);
 bnb_status_t check_not_null(const void* ptr, const char* name);
@@ -66,8 +72,10 @@ size_t dtype_bytes(int32_t dtype);
 // infinity, else BNB_ERR_INVALID_ARGUMENT naming `name` and the first such index. Off: nothing.
 bnb_status_t check_finite(bnb_context_t ctx, int32_t dtype, const void* x, int64_t n, const char* name,
                           void* stream);
-// The op is offered by the context's backend.
-bnb_status_t check_offered(bnb_context_t ctx, const void* op, const char* function);
+// The backend runs `op` (bnb_op_t): it offers the op, or the ops the core composes it from.
+bool backend_offers(const Backend& backend, int32_t op);
+// The context's backend runs `op`, else BNB_ERR_NOT_SUPPORTED naming `function`.
+bnb_status_t check_offered(bnb_context_t ctx, int32_t op, const char* function);
 
 int64_t ceil_div(int64_t a, int64_t b);
 const char* dtype_name(int32_t dtype);

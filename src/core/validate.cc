@@ -114,8 +114,33 @@ bnb_status_t check_array(bnb_context_t ctx, const void* ptr, const char* name, s
   return check_memory(ctx, ptr, name, element_bytes, count);
 }
 
-bnb_status_t check_offered(bnb_context_t ctx, const void* op, const char* function) {
-  if (op != nullptr) return BNB_SUCCESS;
+bool backend_offers(const Backend& backend, int32_t op) {
+  const bnb_backend_ops_t& o = backend.ops;
+  switch (op) {
+    case BNB_OP_QUANTIZE_BLOCKWISE: return o.quantize_blockwise != nullptr;
+    case BNB_OP_DEQUANTIZE_BLOCKWISE: return o.dequantize_blockwise != nullptr;
+    case BNB_OP_QUANTIZE_4BIT: return o.quantize_4bit != nullptr;
+    case BNB_OP_DEQUANTIZE_4BIT: return o.dequantize_4bit != nullptr;
+    case BNB_OP_COMPRESS_ABSMAX: return o.compress_absmax != nullptr;
+    case BNB_OP_GEMM_4BIT: return o.gemm_4bit != nullptr;
+    case BNB_OP_INT8_VECTORWISE_QUANT: return o.int8_vectorwise_quant != nullptr;
+    case BNB_OP_INT8_OUTLIER_COLUMNS: return o.int8_outlier_columns != nullptr;
+    case BNB_OP_INT8_MATMUL: return o.int8_matmul != nullptr;
+    case BNB_OP_INT8_MM_DEQUANT: return o.int8_mm_dequant != nullptr;
+    case BNB_OP_INT8_LINEAR:  // else the core runs the three steps in turn
+      return o.int8_linear != nullptr ||
+             (o.int8_vectorwise_quant != nullptr && o.int8_matmul != nullptr && o.int8_mm_dequant != nullptr);
+    case BNB_OP_OPTIMIZER_UPDATE: return o.optimizer_update != nullptr;  // multi: else one call per tensor
+    case BNB_OP_PAGED_MEMORY:  // paged memory on the CPU is host memory (api_ops.cc)
+      return backend.kind == BNB_BACKEND_CPU ||
+             (o.paged_alloc != nullptr && o.paged_free != nullptr && o.paged_prefetch != nullptr);
+    case BNB_OP_CHECK_FINITE: return o.find_nonfinite != nullptr;
+    default: return false;
+  }
+}
+
+bnb_status_t check_offered(bnb_context_t ctx, int32_t op, const char* function) {
+  if (backend_offers(*ctx->backend, op)) return BNB_SUCCESS;
   return failf(BNB_ERR_NOT_SUPPORTED, "%s is not supported by the %s backend", function,
                ctx->backend->name.c_str());
 }
@@ -161,7 +186,7 @@ bnb_status_t resolve_scales(bnb_context_t ctx, const bnb_scales_t* scales, int64
   }
   if (scales->absmax_q == nullptr)
     return fail(BNB_ERR_INVALID_ARGUMENT, "scales: absmax and absmax_q are both NULL (plain or nested scales needed)");
-  BNB_CHECK(check_blocksize(scales->blocksize2, 64, 4096, "scales->blocksize2"));
+  BNB_CHECK(check_blocksize(scales->blocksize2, kBlocksize8Min, kBlocksize8Max, "scales->blocksize2"));
   BNB_CHECK(check_array(ctx, scales->absmax_q, "scales->absmax_q", nblocks));
   BNB_CHECK(check_array(ctx, scales->absmax2, "scales->absmax2", ceil_div(nblocks, scales->blocksize2)));
   BNB_CHECK(check_array(ctx, scales->offset, "scales->offset", 1));

@@ -21,12 +21,6 @@ namespace {
 
 bool is_two_state(int32_t opt) { return optim_traits(opt).states == 2; }
 
-// What only the GPU kernels need beyond the core's checks (which include the update rules').
-const char* check_args(const bnb_optimizer_params_t& P) {
-  if (P.step > (int64_t{1} << 24)) return "params->step must be <= 2^24 (it is a binary32 exponent on the GPU)";
-  return nullptr;
-}
-
 // Host copy of a code table with its comparison thresholds and buckets (Optim8Table). The
 // midpoints are the device search's `(a + b) * 0.5f` (binary32, round to nearest).
 void build_optim8_table(const float* code, Optim8Table* t) {
@@ -257,7 +251,6 @@ bnb_status_t op_optimizer_update(void* impl, const bnb_optimizer_params_t* param
   const auto* ctx = static_cast<const GpuContext*>(impl);
   const bnb_optimizer_params_t& P = *params;
   const bnb_optimizer_tensors_t& T = *tensors;
-  if (const char* why = check_args(P)) return fail(BNB_ERR_INVALID_ARGUMENT, "%s", why);
   DeviceGuard guard(ctx->device);
   const gpuStream_t s = static_cast<gpuStream_t>(stream);
   const bool eight = P.state_bits == 8;
@@ -325,7 +318,6 @@ bnb_status_t op_optimizer_update_multi(void* impl, const bnb_optimizer_params_t*
                                        const bnb_optimizer_tensors_t* tensors, const int64_t* n, void* stream) {
   const auto* ctx = static_cast<const GpuContext*>(impl);
   const bnb_optimizer_params_t& P = *params;
-  if (const char* why = check_args(P)) return fail(BNB_ERR_INVALID_ARGUMENT, "%s", why);
   DeviceGuard guard(ctx->device);
   const gpuStream_t s = static_cast<gpuStream_t>(stream);
   const bool eight = P.state_bits == 8;
@@ -478,6 +470,8 @@ void optim_context_free(GpuContext* ctx) {
 }
 
 void register_optim_ops(bnb_backend_ops_t* ops) {
+  // The kernels take t as a binary32 exponent (__powf(beta, t)): exact up to 2^24. The core checks it.
+  ops->optimizer_max_step = int64_t{1} << 24;
   ops->optimizer_update = op_optimizer_update;
   ops->optimizer_update_multi = op_optimizer_update_multi;
   ops->paged_alloc = op_paged_alloc;

@@ -1,6 +1,7 @@
 // A plugin that runs (host memory, one op) but has no find_nonfinite slot: a context that asks
 // for the finite check must get BNB_ERR_NOT_SUPPORTED naming the backend from an op that scans,
-// and a context that does not must run the op as before.
+// and a context that does not must run the op as before. It also reports a step limit of 5 for
+// optimizers it does not offer (the core checks the limit before it looks for the op).
 #include "fake_plugin.h"
 
 namespace {
@@ -24,6 +25,7 @@ extern "C" __attribute__((visibility("default"))) const bnb_backend_ops_t* bnb_b
     t.device_count = one_device;
     t.describe = describe;
     t.quantize_blockwise = quantize_blockwise;
+    t.optimizer_max_step = 5;
     return t;
   }();
   return &ops;

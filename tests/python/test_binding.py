@@ -46,6 +46,7 @@ def test_struct_layouts_match_the_header_sizes():
     assert ctypes.sizeof(_lib.Scales) == 8 + 5 * 8 + 8
     assert _lib.OptimizerParams.step.offset == 64 and ctypes.sizeof(_lib.OptimizerParams) == 80
     assert ctypes.sizeof(_lib.OptimizerTensors) == 8 + 9 * 8
+    assert ctypes.sizeof(_lib.BackendCapabilities) == 4 + 4 + 8 + 4 * 4 + 8 + 8 * 8
 
 
 def test_version_matches_the_expected_major():
@@ -92,6 +93,27 @@ def test_backends_lists_cpu_with_its_fields():
     for b in infos:
         assert set(b) == {"name", "kind", "available", "device_count", "detail"}
         assert isinstance(b["available"], bool) and b["detail"]
+
+
+def test_backend_capabilities_of_cpu_and_of_backends_that_did_not_load():
+    caps = bnb.backend_capabilities("cpu")
+    assert caps["name"] == "cpu" and caps["ops"] == _lib.OP_NAMES
+    assert caps["float_dtypes"] == ("float32", "float16", "bfloat16")
+    assert caps["quant_types"] == ("fp4", "nf4")
+    assert caps["optimizers"] == ("adam", "momentum", "rmsprop", "lion", "adagrad", "ademamix", "lamb", "lars")
+    assert caps["optimizer_state_bits"] == (8, 32)
+    assert (caps["blocksize_8bit_min"], caps["blocksize_8bit_max"]) == (64, 4096)
+    assert (caps["blocksize_4bit_min"], caps["blocksize_4bit_max"]) == (32, 4096)
+    assert caps["optimizer_block"] == 256 and caps["optimizer_max_step"] == 2**63 - 1
+    assert bnb.backend_capabilities(0) == caps
+    for i, info in enumerate(bnb.backends()):
+        if not info["available"]:
+            with pytest.raises(bnb.BackendError):
+                bnb.backend_capabilities(info["name"])
+    with pytest.raises(ValueError):
+        bnb.backend_capabilities("tpu")
+    with pytest.raises(bnb.InvalidArgumentError):
+        bnb.backend_capabilities(len(bnb.backends()))
 
 
 # ---------------------------------------------------------------- errors

@@ -98,6 +98,51 @@ TEST(Api, BackendsAreListed) {
   EXPECT_FAILS(bnb_backend_count(nullptr), BNB_ERR_INVALID_ARGUMENT, "count");
 }
 
+// Every loaded backend reports its ops and the core's limits; the limits are the ones the checks
+// apply, and an op whose bit is clear is refused with BNB_ERR_NOT_SUPPORTED.
+TEST(Api, BackendCapabilities) {
+  int32_t count = 0;
+  ASSERT_BNB_OK(bnb_backend_count(&count));
+  for (int32_t i = 0; i < count; ++i) {
+    bnb_backend_info_t info;
+    info.struct_size = sizeof info;
+    ASSERT_BNB_OK(bnb_backend_get_info(i, &info));
+    bnb_backend_capabilities_t caps;
+    caps.struct_size = sizeof caps;
+    if (!info.available) {
+      EXPECT_FAILS(bnb_backend_get_capabilities(i, &caps), BNB_ERR_BACKEND_UNAVAILABLE, info.detail);
+      continue;
+    }
+    ASSERT_BNB_OK(bnb_backend_get_capabilities(i, &caps));
+    EXPECT_EQ(caps.struct_size, sizeof caps);
+    EXPECT_EQ(caps.kind, info.kind);
+    EXPECT_EQ(caps.device_count, info.device_count);
+    EXPECT_EQ(caps.float_dtypes, 1u << BNB_F32 | 1u << BNB_F16 | 1u << BNB_BF16);
+    EXPECT_EQ(caps.max_elements, int64_t{1} << 60);
+    EXPECT_EQ(caps.blocksize_8bit_min, 64);
+    EXPECT_EQ(caps.blocksize_8bit_max, 4096);
+    EXPECT_EQ(caps.blocksize_4bit_min, 32);
+    EXPECT_EQ(caps.blocksize_4bit_max, 4096);
+    EXPECT_EQ(caps.int8_max_k, 131071);
+    EXPECT_EQ(caps.optimizer_block, 256);
+    EXPECT_GT(caps.optimizer_max_step, 0);
+    if (info.kind == BNB_BACKEND_CPU) {  // the CPU plugin offers every op and has no step limit
+      EXPECT_EQ(caps.ops, (uint64_t{1} << (BNB_OP_CHECK_FINITE + 1)) - 1);
+      EXPECT_EQ(caps.quant_types, 1u << BNB_FP4 | 1u << BNB_NF4);
+      EXPECT_EQ(caps.optimizers, 0x1feu);  // bnb_optimizer_t 1..8
+      EXPECT_EQ(caps.optimizer_state_bits, uint64_t{1} << 8 | uint64_t{1} << 32);
+      EXPECT_EQ(caps.optimizer_max_step, INT64_MAX);
+    }
+  }
+  bnb_backend_capabilities_t caps;
+  caps.struct_size = sizeof caps;
+  EXPECT_FAILS(bnb_backend_get_capabilities(count, &caps), BNB_ERR_INVALID_ARGUMENT, "index");
+  EXPECT_FAILS(bnb_backend_get_capabilities(-1, &caps), BNB_ERR_INVALID_ARGUMENT, "index");
+  EXPECT_FAILS(bnb_backend_get_capabilities(0, nullptr), BNB_ERR_INVALID_ARGUMENT, "caps");
+  caps.struct_size = 8;
+  EXPECT_FAILS(bnb_backend_get_capabilities(0, &caps), BNB_ERR_INVALID_ARGUMENT, "struct_size");
+}
+
 TEST(Api, ContextArguments) {
   bnb_context_t ctx = nullptr;
   EXPECT_FAILS(bnb_context_create(nullptr, nullptr), BNB_ERR_INVALID_ARGUMENT, "ctx");

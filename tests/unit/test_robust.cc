@@ -437,6 +437,55 @@ TEST(Robust, FiniteCheckOnABackendWithoutTheSlotIsNotSupported) {
   }
 }
 
+// The capabilities of a plugin with one op come from its table: one op bit, no 4-bit types or
+// optimizers, and its own step limit, which the core applies before it looks for the op.
+TEST(Robust, CapabilitiesFollowThePluginTable) {
+  if (!build_tree_present()) GTEST_SKIP() << "build tree " << BNB_BUILD_LIB_DIR << " not present";
+  const std::string plugin = std::string(BNB_TEST_PLUGIN_DIR) + "/nofinite/libbnb_backend_hip.so";
+  const std::string dir = ::testing::TempDir() + "bnb_caps_" + std::to_string(getpid());
+  std::string error;
+  void* h = open_with_plugin(dir, plugin, "libbnb_backend_hip.so", -1, &error);
+  ASSERT_NE(h, nullptr) << error;
+  auto get_caps = reinterpret_cast<decltype(&bnb_backend_get_capabilities)>(dlsym(h, "bnb_backend_get_capabilities"));
+  auto create = reinterpret_cast<decltype(&bnb_context_create)>(dlsym(h, "bnb_context_create"));
+  auto destroy = reinterpret_cast<decltype(&bnb_context_destroy)>(dlsym(h, "bnb_context_destroy"));
+  auto update = reinterpret_cast<decltype(&bnb_optimizer_update)>(dlsym(h, "bnb_optimizer_update"));
+  auto message = reinterpret_cast<decltype(&bnb_last_error_message)>(dlsym(h, "bnb_last_error_message"));
+  ASSERT_TRUE(get_caps && create && destroy && update && message);
+  bnb_backend_capabilities_t caps;
+  caps.struct_size = sizeof caps;
+  ASSERT_EQ(get_caps(BNB_BACKEND_HIP - 1, &caps), BNB_SUCCESS) << message();
+  EXPECT_EQ(caps.kind, BNB_BACKEND_HIP);
+  EXPECT_EQ(caps.ops, uint64_t{1} << BNB_OP_QUANTIZE_BLOCKWISE);
+  EXPECT_EQ(caps.quant_types, 0u);
+  EXPECT_EQ(caps.optimizers, 0u);
+  EXPECT_EQ(caps.optimizer_state_bits, 0u);
+  EXPECT_EQ(caps.optimizer_max_step, 5);
+
+  bnb_context_options_t opts;
+  bnb_context_options_init(&opts);
+  opts.backend = BNB_BACKEND_HIP;
+  bnb_context_t ctx = nullptr;
+  ASSERT_EQ(create(&opts, &ctx), BNB_SUCCESS) << message();
+  std::vector<float> p(16), g(16), s1(16), s2(16);
+  bnb_optimizer_params_t params;
+  bnb_optimizer_params_init(&params);
+  params.n = 16;
+  bnb_optimizer_tensors_t t;
+  bnb_optimizer_tensors_init(&t);
+  t.p = p.data();
+  t.g = g.data();
+  t.state1 = s1.data();
+  t.state2 = s2.data();
+  params.step = 6;
+  EXPECT_EQ(update(ctx, &params, &t, nullptr), BNB_ERR_INVALID_ARGUMENT);
+  EXPECT_TRUE(contains(message(), "params->step = 6 is beyond the hip backend's largest step 5")) << message();
+  params.step = 5;
+  EXPECT_EQ(update(ctx, &params, &t, nullptr), BNB_ERR_NOT_SUPPORTED);
+  EXPECT_TRUE(contains(message(), "bnb_optimizer_update is not supported by the hip backend")) << message();
+  destroy(ctx);
+}
+
 // Arrays must be aligned to their element size (docs/API.md, "Arrays"); the kernels access them
 // through typed pointers, so the core refuses a misaligned one and names it instead of letting a
 // kernel load misaligned floats (undefined behaviour, reported by UBSan before this check).

@@ -43,6 +43,43 @@ func TestCPUBackendIsListedAndAvailable(t *testing.T) {
 	t.Fatalf("no cpu backend in %+v", infos)
 }
 
+func TestBackendCapabilities(t *testing.T) {
+	infos, err := Backends()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, b := range infos {
+		caps, err := GetBackendCapabilities(i)
+		if !b.Available {
+			if !errors.Is(err, StatusBackendUnavailable) {
+				t.Fatalf("%s did not load, capabilities gave %v", b.Name, err)
+			}
+			continue
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		if caps.Kind != b.Kind || caps.DeviceCount != b.DeviceCount || caps.Blocksize8BitMin != 64 ||
+			caps.Blocksize8BitMax != 4096 || caps.Blocksize4BitMin != 32 || caps.Blocksize4BitMax != 4096 ||
+			caps.OptimizerBlock != 256 || caps.Int8MaxK != 131071 {
+			t.Fatalf("%s: %+v", b.Name, caps)
+		}
+		if b.Kind == BackendCPU {
+			for op := OpQuantizeBlockwise; op <= OpCheckFinite; op++ {
+				if !caps.Offers(op) {
+					t.Fatalf("cpu does not offer op %d: %+v", op, caps)
+				}
+			}
+			if caps.Optimizers != 0x1fe || caps.OptimizerStateBits != 1<<8|1<<32 || caps.OptimizerMaxStep != 1<<63-1 {
+				t.Fatalf("cpu: %+v", caps)
+			}
+		}
+	}
+	if _, err := GetBackendCapabilities(len(infos)); !errors.Is(err, StatusInvalidArgument) {
+		t.Fatalf("index past the list gave %v", err)
+	}
+}
+
 func TestUnsupportedBlocksizeIsAnErrorWithTheLibraryMessage(t *testing.T) {
 	ctx := newTestContext(t)
 	a := make([]float32, 480)

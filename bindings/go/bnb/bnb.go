@@ -184,6 +184,76 @@ func Backends() ([]BackendInfo, error) {
 	return infos, nil
 }
 
+// Op is an operation a backend may run (bnb_op_t).
+type Op int32
+
+const (
+	OpQuantizeBlockwise   Op = C.BNB_OP_QUANTIZE_BLOCKWISE
+	OpDequantizeBlockwise Op = C.BNB_OP_DEQUANTIZE_BLOCKWISE
+	OpQuantize4Bit        Op = C.BNB_OP_QUANTIZE_4BIT
+	OpDequantize4Bit      Op = C.BNB_OP_DEQUANTIZE_4BIT
+	OpCompressAbsmax      Op = C.BNB_OP_COMPRESS_ABSMAX
+	OpGemm4Bit            Op = C.BNB_OP_GEMM_4BIT
+	OpInt8VectorwiseQuant Op = C.BNB_OP_INT8_VECTORWISE_QUANT
+	OpInt8OutlierColumns  Op = C.BNB_OP_INT8_OUTLIER_COLUMNS
+	OpInt8Matmul          Op = C.BNB_OP_INT8_MATMUL
+	OpInt8MMDequant       Op = C.BNB_OP_INT8_MM_DEQUANT
+	OpInt8Linear          Op = C.BNB_OP_INT8_LINEAR
+	OpOptimizerUpdate     Op = C.BNB_OP_OPTIMIZER_UPDATE
+	OpPagedMemory         Op = C.BNB_OP_PAGED_MEMORY
+	OpCheckFinite         Op = C.BNB_OP_CHECK_FINITE
+)
+
+// BackendCapabilities is what a loaded backend runs and the limits its calls are checked
+// against (bnb_backend_capabilities_t). Masks hold bit 1 << value per supported value.
+type BackendCapabilities struct {
+	Kind               Backend
+	Ops                uint64 // Op
+	FloatDTypes        uint32 // DType of float data
+	QuantTypes         uint32 // Quant4
+	Optimizers         uint32 // Optimizer
+	DeviceCount        int
+	OptimizerStateBits uint64 // 1 << 8 | 1 << 32
+	MaxElements        int64
+	Blocksize8BitMin   int64 // blockwise 8-bit and nested scales: powers of two in [min, max]
+	Blocksize8BitMax   int64
+	Blocksize4BitMin   int64 // 4-bit quantization and matmul: powers of two in [min, max]
+	Blocksize4BitMax   int64
+	Int8MaxK           int64
+	OptimizerBlock     int64 // elements per 8-bit optimizer state block
+	OptimizerMaxStep   int64
+}
+
+// Offers reports whether the backend runs op (the call does not fail with StatusNotSupported
+// for want of it).
+func (c BackendCapabilities) Offers(op Op) bool { return c.Ops>>uint(op)&1 != 0 }
+
+// GetBackendCapabilities returns the capabilities of backend index (its position in Backends());
+// a backend that did not load gives StatusBackendUnavailable with the reason.
+func GetBackendCapabilities(index int) (BackendCapabilities, error) {
+	var c C.bnb_backend_capabilities_t
+	if err := call(func() C.bnb_status_t { return C.go_bnb_backend_capabilities(C.int32_t(index), &c) }); err != nil {
+		return BackendCapabilities{}, err
+	}
+	return BackendCapabilities{
+		Kind:               Backend(c.kind),
+		Ops:                uint64(c.ops),
+		FloatDTypes:        uint32(c.float_dtypes),
+		QuantTypes:         uint32(c.quant_types),
+		Optimizers:         uint32(c.optimizers),
+		DeviceCount:        int(c.device_count),
+		OptimizerStateBits: uint64(c.optimizer_state_bits),
+		MaxElements:        int64(c.max_elements),
+		Blocksize8BitMin:   int64(c.blocksize_8bit_min),
+		Blocksize8BitMax:   int64(c.blocksize_8bit_max),
+		Blocksize4BitMin:   int64(c.blocksize_4bit_min),
+		Blocksize4BitMax:   int64(c.blocksize_4bit_max),
+		Int8MaxK:           int64(c.int8_max_k),
+		OptimizerBlock:     int64(c.optimizer_block),
+		OptimizerMaxStep:   int64(c.optimizer_max_step),
+	}, nil
+}
+
 // DeclareBuffer declares that the buffer at ptr has bytes bytes (bnb_buffer_declare): a libbnb
 // call that receives a pointer inside it then fails, naming the argument, instead of going past
 // its end. Declarations belong to the OS thread that makes them: declare, call and forget with

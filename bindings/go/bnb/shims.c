@@ -56,6 +56,11 @@ bnb_status_t go_bnb_backend_info(int32_t index, bnb_backend_info_t* info) {
   return bnb_backend_get_info(index, info);
 }
 
+bnb_status_t go_bnb_backend_capabilities(int32_t index, bnb_backend_capabilities_t* caps) {
+  caps->struct_size = sizeof(*caps);
+  return bnb_backend_get_capabilities(index, caps);
+}
+
 bnb_status_t go_bnb_gemm_4bit_plan_create(bnb_context_t ctx, int32_t dtype, int64_t n, int64_t k, const uint8_t* w,
                                           const float* absmax, const uint8_t* absmax_q, const float* absmax2,
                                           const float* code2, const float* offset, int64_t blocksize2,

@@ -53,6 +53,14 @@ def backends():
     return _lib.backend_infos()
 
 
+def backend_capabilities(backend):
+    """What a loaded backend ("cpu", "cuda", "hip", or its index in backends()) runs and the limits
+    its calls are checked against: a dict with ops, float_dtypes, quant_types, optimizers,
+    optimizer_state_bits, device_count, max_elements, blocksize_8bit_min/max, blocksize_4bit_min/max,
+    int8_max_k, optimizer_block and optimizer_max_step. BackendError when it did not load."""
+    return _lib.backend_capabilities(backend)
+
+
 def _register_torch_ops_if_loaded():
     # A model compiled later must find the ops already registered; when torch is not imported
     # yet they are registered on the first tensor passed in.
@@ -69,7 +77,7 @@ _register_torch_ops_if_loaded()
 __all__ = [
     "BackendError", "Error", "InvalidArgumentError", "MatmulLtState", "NotSupportedError", "OutOfMemoryError",
     "QuantState", "matmul",
-    "backends", "compress_absmax", "dequantize_4bit", "dequantize_blockwise", "get_code_table",
+    "backend_capabilities", "backends", "compress_absmax", "dequantize_4bit", "dequantize_blockwise", "get_code_table",
     "int8_linear_matmul", "int8_mm_dequant", "int8_vectorwise_quant", "library_path",
     "linear4bit_state_dict", "load_linear4bit_state_dict", "matmul_4bit", "quantize_4bit",
     "quantize_blockwise",

@@ -35,6 +35,11 @@ CODE_TABLES = {
 BACKEND_AUTO, BACKEND_CPU, BACKEND_CUDA, BACKEND_HIP = 0, 1, 2, 3
 BACKEND_NAMES = {BACKEND_AUTO: "auto", BACKEND_CPU: "cpu", BACKEND_CUDA: "cuda", BACKEND_HIP: "hip"}
 
+# bnb_op_t, by value
+OP_NAMES = ("quantize_blockwise", "dequantize_blockwise", "quantize_4bit", "dequantize_4bit", "compress_absmax",
+            "gemm_4bit", "int8_vectorwise_quant", "int8_outlier_columns", "int8_matmul", "int8_mm_dequant",
+            "int8_linear", "optimizer_update", "paged_memory", "check_finite")
+
 MEMCPY_HOST_TO_HOST, MEMCPY_HOST_TO_BACKEND, MEMCPY_BACKEND_TO_HOST, MEMCPY_BACKEND_TO_BACKEND = 0, 1, 2, 3
 
 
@@ -47,6 +52,27 @@ class BackendInfo(ctypes.Structure):
         ("available", ctypes.c_int32),
         ("device_count", ctypes.c_int32),
         ("detail", ctypes.c_char * 256),
+    ]
+
+
+class BackendCapabilities(ctypes.Structure):
+    _fields_ = [
+        ("struct_size", ctypes.c_uint32),
+        ("kind", ctypes.c_int32),
+        ("ops", ctypes.c_uint64),
+        ("float_dtypes", ctypes.c_uint32),
+        ("quant_types", ctypes.c_uint32),
+        ("optimizers", ctypes.c_uint32),
+        ("device_count", ctypes.c_int32),
+        ("optimizer_state_bits", ctypes.c_uint64),
+        ("max_elements", ctypes.c_int64),
+        ("blocksize_8bit_min", ctypes.c_int64),
+        ("blocksize_8bit_max", ctypes.c_int64),
+        ("blocksize_4bit_min", ctypes.c_int64),
+        ("blocksize_4bit_max", ctypes.c_int64),
+        ("int8_max_k", ctypes.c_int64),
+        ("optimizer_block", ctypes.c_int64),
+        ("optimizer_max_step", ctypes.c_int64),
     ]
 
 
@@ -122,6 +148,7 @@ PROTOTYPES = {
     "bnb_last_error_message": (ctypes.c_char_p, []),
     "bnb_backend_count": (_st, [_P(_i32)]),
     "bnb_backend_get_info": (_st, [_i32, _P(BackendInfo)]),
+    "bnb_backend_get_capabilities": (_st, [_i32, _P(BackendCapabilities)]),
     "bnb_context_options_init": (_st, [_P(ContextOptions)]),
     "bnb_context_create": (_st, [_P(ContextOptions), _P(_ptr)]),
     "bnb_context_destroy": (_st, [_ptr]),
@@ -376,6 +403,41 @@ def backend_infos():
             "detail": info.detail.decode("utf-8", "replace"),
         })
     return infos
+
+
+def _bits(mask, names):
+    return tuple(name for value, name in sorted(names.items()) if mask >> value & 1)
+
+
+def backend_capabilities(backend):
+    """bnb_backend_get_capabilities of a backend given by name ("cpu", "cuda", "hip") or index, as a
+    dict: ops (names of OP_NAMES), float_dtypes, quant_types, optimizers (names), optimizer_state_bits,
+    device_count and the limits. Raises BackendError when the backend did not load."""
+    from .optim._traits import TRAITS
+
+    index = backend
+    if isinstance(backend, str):
+        names = [info["name"] for info in backend_infos()]
+        if backend not in names:
+            raise ValueError(f"unknown backend {backend!r}: one of {names}")
+        index = names.index(backend)
+    caps = BackendCapabilities()
+    caps.struct_size = ctypes.sizeof(BackendCapabilities)
+    check(lib.bnb_backend_get_capabilities(index, ctypes.byref(caps)), "bnb_backend_get_capabilities")
+    out = {
+        "name": BACKEND_NAMES.get(caps.kind, str(caps.kind)),
+        "kind": caps.kind,
+        "device_count": caps.device_count,
+        "ops": _bits(caps.ops, dict(enumerate(OP_NAMES))),
+        "float_dtypes": _bits(caps.float_dtypes, DTYPE_NAMES),
+        "quant_types": _bits(caps.quant_types, {code: name for name, code in QUANT_TYPES.items()}),
+        "optimizers": _bits(caps.optimizers, {k: t.name for k, t in TRAITS.items()}),
+        "optimizer_state_bits": _bits(caps.optimizer_state_bits, {8: 8, 32: 32}),
+    }
+    for field in ("max_elements", "blocksize_8bit_min", "blocksize_8bit_max", "blocksize_4bit_min",
+                  "blocksize_4bit_max", "int8_max_k", "optimizer_block", "optimizer_max_step"):
+        out[field] = getattr(caps, field)
+    return out
 
 
 _scales_template = None

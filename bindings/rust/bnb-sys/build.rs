@@ -32,6 +32,27 @@ const STRUCTS: &[(&str, &[&str])] = &[
         ],
     ),
     (
+        "bnb_backend_capabilities_t",
+        &[
+            "struct_size",
+            "kind",
+            "ops",
+            "float_dtypes",
+            "quant_types",
+            "optimizers",
+            "device_count",
+            "optimizer_state_bits",
+            "max_elements",
+            "blocksize_8bit_min",
+            "blocksize_8bit_max",
+            "blocksize_4bit_min",
+            "blocksize_4bit_max",
+            "int8_max_k",
+            "optimizer_block",
+            "optimizer_max_step",
+        ],
+    ),
+    (
         "bnb_context_options_t",
         &["struct_size", "backend", "device", "num_threads", "check_finite"],
     ),
@@ -94,6 +115,7 @@ const ENUMS: &[&str] = &[
     "bnb_code_table_t",
     "bnb_backend_kind_t",
     "bnb_optimizer_t",
+    "bnb_op_t",
     "bnb_memcpy_kind_t",
 ];
 

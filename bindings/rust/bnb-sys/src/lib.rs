@@ -63,6 +63,22 @@ pub const BNB_OPT_ADEMAMIX: bnb_optimizer_t = 6;
 pub const BNB_OPT_LAMB: bnb_optimizer_t = 7;
 pub const BNB_OPT_LARS: bnb_optimizer_t = 8;
 
+pub type bnb_op_t = i32;
+pub const BNB_OP_QUANTIZE_BLOCKWISE: bnb_op_t = 0;
+pub const BNB_OP_DEQUANTIZE_BLOCKWISE: bnb_op_t = 1;
+pub const BNB_OP_QUANTIZE_4BIT: bnb_op_t = 2;
+pub const BNB_OP_DEQUANTIZE_4BIT: bnb_op_t = 3;
+pub const BNB_OP_COMPRESS_ABSMAX: bnb_op_t = 4;
+pub const BNB_OP_GEMM_4BIT: bnb_op_t = 5;
+pub const BNB_OP_INT8_VECTORWISE_QUANT: bnb_op_t = 6;
+pub const BNB_OP_INT8_OUTLIER_COLUMNS: bnb_op_t = 7;
+pub const BNB_OP_INT8_MATMUL: bnb_op_t = 8;
+pub const BNB_OP_INT8_MM_DEQUANT: bnb_op_t = 9;
+pub const BNB_OP_INT8_LINEAR: bnb_op_t = 10;
+pub const BNB_OP_OPTIMIZER_UPDATE: bnb_op_t = 11;
+pub const BNB_OP_PAGED_MEMORY: bnb_op_t = 12;
+pub const BNB_OP_CHECK_FINITE: bnb_op_t = 13;
+
 pub type bnb_memcpy_kind_t = i32;
 pub const BNB_MEMCPY_HOST_TO_HOST: bnb_memcpy_kind_t = 0;
 pub const BNB_MEMCPY_HOST_TO_BACKEND: bnb_memcpy_kind_t = 1;
@@ -79,6 +95,27 @@ pub struct bnb_backend_info_t {
     pub available: i32,
     pub device_count: i32,
     pub detail: [c_char; 256],
+}
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct bnb_backend_capabilities_t {
+    pub struct_size: u32,
+    pub kind: i32,
+    pub ops: u64,
+    pub float_dtypes: u32,
+    pub quant_types: u32,
+    pub optimizers: u32,
+    pub device_count: i32,
+    pub optimizer_state_bits: u64,
+    pub max_elements: i64,
+    pub blocksize_8bit_min: i64,
+    pub blocksize_8bit_max: i64,
+    pub blocksize_4bit_min: i64,
+    pub blocksize_4bit_max: i64,
+    pub int8_max_k: i64,
+    pub optimizer_block: i64,
+    pub optimizer_max_step: i64,
 }
 
 /// The opaque object behind `bnb_context_t`.
@@ -165,6 +202,7 @@ extern "C" {
 
     pub fn bnb_backend_count(count: *mut i32) -> bnb_status_t;
     pub fn bnb_backend_get_info(index: i32, info: *mut bnb_backend_info_t) -> bnb_status_t;
+    pub fn bnb_backend_get_capabilities(index: i32, caps: *mut bnb_backend_capabilities_t) -> bnb_status_t;
 
     pub fn bnb_context_options_init(options: *mut bnb_context_options_t) -> bnb_status_t;
     pub fn bnb_context_create(options: *const bnb_context_options_t, ctx: *mut bnb_context_t)

@@ -43,6 +43,27 @@ fn rust_side() -> BTreeMap<String, usize> {
     );
     rust_layout!(
         m,
+        bnb_backend_capabilities_t {
+            struct_size,
+            kind,
+            ops,
+            float_dtypes,
+            quant_types,
+            optimizers,
+            device_count,
+            optimizer_state_bits,
+            max_elements,
+            blocksize_8bit_min,
+            blocksize_8bit_max,
+            blocksize_4bit_min,
+            blocksize_4bit_max,
+            int8_max_k,
+            optimizer_block,
+            optimizer_max_step,
+        }
+    );
+    rust_layout!(
+        m,
         bnb_context_options_t {
             struct_size,
             backend,
@@ -107,6 +128,7 @@ fn rust_side() -> BTreeMap<String, usize> {
         "bnb_code_table_t",
         "bnb_backend_kind_t",
         "bnb_optimizer_t",
+        "bnb_op_t",
         "bnb_memcpy_kind_t",
     ] {
         m.insert(format!("{name}::size"), size_of::<i32>());

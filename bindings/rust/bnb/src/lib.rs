@@ -87,6 +87,89 @@ pub fn backends() -> Result<Vec<BackendInfo>> {
         .collect()
 }
 
+/// An operation a backend may run (`bnb_op_t`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Op {
+    QuantizeBlockwise = sys::BNB_OP_QUANTIZE_BLOCKWISE as isize,
+    DequantizeBlockwise = sys::BNB_OP_DEQUANTIZE_BLOCKWISE as isize,
+    Quantize4bit = sys::BNB_OP_QUANTIZE_4BIT as isize,
+    Dequantize4bit = sys::BNB_OP_DEQUANTIZE_4BIT as isize,
+    CompressAbsmax = sys::BNB_OP_COMPRESS_ABSMAX as isize,
+    Gemm4bit = sys::BNB_OP_GEMM_4BIT as isize,
+    Int8VectorwiseQuant = sys::BNB_OP_INT8_VECTORWISE_QUANT as isize,
+    Int8OutlierColumns = sys::BNB_OP_INT8_OUTLIER_COLUMNS as isize,
+    Int8Matmul = sys::BNB_OP_INT8_MATMUL as isize,
+    Int8MmDequant = sys::BNB_OP_INT8_MM_DEQUANT as isize,
+    Int8Linear = sys::BNB_OP_INT8_LINEAR as isize,
+    OptimizerUpdate = sys::BNB_OP_OPTIMIZER_UPDATE as isize,
+    PagedMemory = sys::BNB_OP_PAGED_MEMORY as isize,
+    CheckFinite = sys::BNB_OP_CHECK_FINITE as isize,
+}
+
+/// What a loaded backend runs and the limits its calls are checked against
+/// (`bnb_backend_capabilities_t`). Masks hold bit `1 << value` per supported value.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BackendCapabilities {
+    pub kind: Backend,
+    /// [`Op`]s the backend runs (see [`BackendCapabilities::offers`]).
+    pub ops: u64,
+    /// `bnb_dtype_t` of float data.
+    pub float_dtypes: u32,
+    /// `bnb_quant4_t`.
+    pub quant_types: u32,
+    /// `bnb_optimizer_t`.
+    pub optimizers: u32,
+    pub device_count: i32,
+    /// Optimizer state widths in bits (`1 << 8 | 1 << 32`).
+    pub optimizer_state_bits: u64,
+    pub max_elements: i64,
+    /// Blockwise 8-bit and nested scales: powers of two in `[min, max]`.
+    pub blocksize_8bit_min: i64,
+    pub blocksize_8bit_max: i64,
+    /// 4-bit quantization and matmul: powers of two in `[min, max]`.
+    pub blocksize_4bit_min: i64,
+    pub blocksize_4bit_max: i64,
+    pub int8_max_k: i64,
+    /// Elements per 8-bit optimizer state block.
+    pub optimizer_block: i64,
+    /// Largest optimizer step.
+    pub optimizer_max_step: i64,
+}
+
+impl BackendCapabilities {
+    /// The backend runs `op` (the call does not fail with [`Status::NotSupported`] for want of it).
+    pub fn offers(&self, op: Op) -> bool {
+        (self.ops >> (op as u32)) & 1 != 0
+    }
+}
+
+/// The capabilities of backend `index` (its position in [`backends`]); an error with the reason
+/// when that backend did not load.
+pub fn backend_capabilities(index: i32) -> Result<BackendCapabilities> {
+    // SAFETY: an all-zero bnb_backend_capabilities_t is valid; struct_size tells the library how
+    // much it may write.
+    let mut c: sys::bnb_backend_capabilities_t = unsafe { std::mem::zeroed() };
+    c.struct_size = std::mem::size_of::<sys::bnb_backend_capabilities_t>() as u32;
+    unsafe { check(sys::bnb_backend_get_capabilities(index, &mut c))? };
+    Ok(BackendCapabilities {
+        kind: Backend::from_raw(c.kind),
+        ops: c.ops,
+        float_dtypes: c.float_dtypes,
+        quant_types: c.quant_types,
+        optimizers: c.optimizers,
+        device_count: c.device_count,
+        optimizer_state_bits: c.optimizer_state_bits,
+        max_elements: c.max_elements,
+        blocksize_8bit_min: c.blocksize_8bit_min,
+        blocksize_8bit_max: c.blocksize_8bit_max,
+        blocksize_4bit_min: c.blocksize_4bit_min,
+        blocksize_4bit_max: c.blocksize_4bit_max,
+        int8_max_k: c.int8_max_k,
+        optimizer_block: c.optimizer_block,
+        optimizer_max_step: c.optimizer_max_step,
+    })
+}
+
 /// Declares that the buffer at `ptr` has `bytes` bytes (`bnb_buffer_declare`): on this thread,
 /// a libbnb call that receives a pointer inside it fails, naming the argument, instead of going
 /// past its end. The crate's own calls check slice lengths already; this protects pointers passed

@@ -23,6 +23,31 @@ fn cpu_backend_is_listed_and_available() {
 }
 
 #[test]
+fn cpu_capabilities_list_every_op_and_the_core_limits() {
+    let all = bnb::backends().expect("backends");
+    let index = all.iter().position(|b| b.kind == Backend::Cpu).expect("cpu listed") as i32;
+    let caps = bnb::backend_capabilities(index).expect("cpu capabilities");
+    assert_eq!(caps.kind, Backend::Cpu);
+    assert!(caps.offers(bnb::Op::QuantizeBlockwise) && caps.offers(bnb::Op::CheckFinite));
+    assert!(caps.offers(bnb::Op::OptimizerUpdate) && caps.offers(bnb::Op::PagedMemory));
+    assert_eq!(caps.optimizers, 0x1fe);
+    assert_eq!(caps.optimizer_state_bits, 1 << 8 | 1 << 32);
+    assert_eq!((caps.blocksize_8bit_min, caps.blocksize_8bit_max), (64, 4096));
+    assert_eq!((caps.blocksize_4bit_min, caps.blocksize_4bit_max), (32, 4096));
+    assert_eq!(caps.optimizer_block, bnb::OPTIMIZER_BLOCKSIZE as i64);
+    assert_eq!(caps.optimizer_max_step, i64::MAX);
+    // A backend that did not load, or an index past the list, is an error.
+    for (i, b) in all.iter().enumerate() {
+        if !b.available {
+            let err = bnb::backend_capabilities(i as i32).unwrap_err();
+            assert_eq!(err.status(), Status::BackendUnavailable, "{err}");
+        }
+    }
+    let err = bnb::backend_capabilities(all.len() as i32).unwrap_err();
+    assert_eq!(err.status(), Status::InvalidArgument, "{err}");
+}
+
+#[test]
 fn unsupported_blocksize_is_an_error_with_the_library_message() {
     let ctx = Context::new().unwrap();
     let a = vec![1.0f32; 480];
