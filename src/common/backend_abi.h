@@ -45,7 +45,8 @@ typedef struct bnb_scales_resolved {
   const float* absmax;     // plain: per-block floats; NULL when nested
   const uint8_t* absmax_q; // nested: codes
   const float* absmax2;    // nested: one float per blocksize2 codes
-  const float* code2;      // nested: 256-entry table in backend memory, or NULL = signed dynamic map
+  const float* code2;      // nested: 256-entry table in backend memory (never NULL: the core passes
+                           // default_code(impl, BNB_CODE_DYNAMIC_SIGNED) for the caller's NULL)
   const float* offset;     // nested: one float in backend memory
   int64_t blocksize2;      // nested
 } bnb_scales_resolved_t;

@@ -74,8 +74,8 @@ bnb_status_t dispatch_quantize_blockwise(const GpuContext& ctx, const void* a, i
     case 1024: return launch_quantize_blockwise<D, 1024>(ctx, a, n, code, out, absmax, offset, stream);
     case 2048: return launch_quantize_blockwise<D, 2048>(ctx, a, n, code, out, absmax, offset, stream);
     case 4096: return launch_quantize_blockwise<D, 4096>(ctx, a, n, code, out, absmax, offset, stream);
-    default: return fail(BNB_ERR_NOT_SUPPORTED, "blocksize %lld is not supported by the " BNB_GPU_NAME
-                         " backend: use a power of two from 64 to 4096", static_cast<long long>(blocksize));
+    default: return fail(BNB_ERR_INTERNAL, "quantize_blockwise has no kernel for blocksize %lld",
+                         static_cast<long long>(blocksize));
   }
 }
 
@@ -110,10 +110,6 @@ bnb_status_t dequantize_blockwise(void* impl, const uint8_t* q, const float* abs
                                   int64_t blocksize, int32_t out_dtype, void* out, void* stream) {
   const GpuContext& ctx = ctx_of(impl);
   DeviceGuard guard(ctx.device);
-  if (blocksize < 16 || (blocksize & (blocksize - 1)) != 0) {
-    return fail(BNB_ERR_NOT_SUPPORTED, "blocksize %lld is not supported by the " BNB_GPU_NAME
-                " backend: use a power of two from 16 up", static_cast<long long>(blocksize));
-  }
   const auto s = static_cast<gpuStream_t>(stream);
   switch (out_dtype) {
     case kF32: return launch_dequantize_blockwise<kF32>(ctx, q, absmax, code, n, blocksize, out, s);
@@ -161,8 +157,8 @@ bnb_status_t dispatch_quantize_4bit(const GpuContext& ctx, const void* a, int64_
     case 1024: return launch_quantize_4bit<D, 1024, QT>(ctx, a, n, packed, absmax, stream);
     case 2048: return launch_quantize_4bit<D, 2048, QT>(ctx, a, n, packed, absmax, stream);
     case 4096: return launch_quantize_4bit<D, 4096, QT>(ctx, a, n, packed, absmax, stream);
-    default: return fail(BNB_ERR_NOT_SUPPORTED, "blocksize %lld is not supported by the " BNB_GPU_NAME
-                         " backend: use a power of two from 32 to 4096", static_cast<long long>(blocksize));
+    default: return fail(BNB_ERR_INTERNAL, "quantize_4bit has no kernel for blocksize %lld",
+                         static_cast<long long>(blocksize));
   }
 }
 
@@ -220,10 +216,6 @@ bnb_status_t dequantize_4bit(void* impl, int32_t quant_type, const uint8_t* pack
                              void* out, void* stream) {
   const GpuContext& ctx = ctx_of(impl);
   DeviceGuard guard(ctx.device);
-  if (blocksize < 16 || (blocksize & (blocksize - 1)) != 0) {
-    return fail(BNB_ERR_NOT_SUPPORTED, "blocksize %lld is not supported by the " BNB_GPU_NAME
-                " backend: use a power of two from 32 to 4096", static_cast<long long>(blocksize));
-  }
   // The decoder's FP4 table applies bit 3 as a sign, so nibble 8 gives -0.0 (docs/FORMATS.md §3.6).
   static const Table16 nf4 = table16(kNF4Bits, 16, 0);
   static const Table16 fp4 = table16(kFP4DecodeBits, 16, 0);
@@ -238,8 +230,6 @@ bnb_status_t dequantize_4bit(void* impl, int32_t quant_type, const uint8_t* pack
   if (scales->absmax != nullptr) {
     return dispatch_dequantize_4bit<false>(ctx, *lut, packed, sc, n, blocksize, out_dtype, out, s);
   }
-  if (sc.code2 == nullptr) sc.code2 = ctx.tables[BNB_CODE_DYNAMIC_SIGNED];
-  if (sc.blocksize2 <= 0) return fail(BNB_ERR_INVALID_ARGUMENT, "scales->blocksize2 must be positive");
   return dispatch_dequantize_4bit<true>(ctx, *lut, packed, sc, n, blocksize, out_dtype, out, s);
 }
 
