@@ -27,6 +27,7 @@
 
 #include "bnb.h"
 #include "bench_util.h"
+#include "optim_traits.h"
 
 namespace {
 
@@ -43,11 +44,12 @@ struct Config {
   int32_t bits;
 };
 
-bool two_states(int32_t opt) { return opt == BNB_OPT_ADAM || opt == BNB_OPT_LAMB || opt == BNB_OPT_ADEMAMIX; }
+bool two_states(int32_t opt) { return bnb::optim_traits(opt).states == 2; }
 
 // Bytes one step must move per fp32 parameter.
 double bytes_per_param(const Config& c) {
-  const double states = (two_states(c.opt) ? 2.0 : 1.0) * (c.opt == BNB_OPT_ADEMAMIX ? 1.5 : 1.0);
+  const bnb::OptimTraits traits = bnb::optim_traits(c.opt);
+  const double states = traits.states + traits.state1_copies - 1;  // state tensors of n elements
   return 4.0 * 2 + 4.0 + states * 2.0 * (c.bits == 8 ? 1.0 : 4.0);
 }
 
@@ -77,7 +79,7 @@ Tensor make_tensor(bnb_context_t ctx, const Config& c, int64_t n, const std::vec
   BNB_OK(bnb_memcpy(ctx, t.p, pinit.data(), n * 4, BNB_MEMCPY_HOST_TO_BACKEND, nullptr));
   BNB_OK(bnb_memcpy(ctx, t.g, ginit.data(), n * 4, BNB_MEMCPY_HOST_TO_BACKEND, nullptr));
   const int64_t es = c.bits == 8 ? 1 : 4;
-  const int64_t copies = c.opt == BNB_OPT_ADEMAMIX ? 2 : 1;
+  const int64_t copies = bnb::optim_traits(c.opt).state1_copies;
   const int64_t nb = (n + 255) / 256;
   t.s1 = alloc_zero(ctx, n * es * copies, zeros);
   if (two_states(c.opt)) t.s2 = alloc_zero(ctx, n * es, zeros);
