@@ -71,6 +71,7 @@ struct OptimConsts {
   float adam_scale;     // RN32(update_scale * step_size)
   float neg_lr;         // -lr
   float neg_lr_scaled;  // RN32(-lr * update_scale)
+  int32_t state1_copies;  // optim_traits(optimizer).state1_copies, read in the block loops
 };
 void make_optim_consts(const bnb_optimizer_params_t& params, OptimConsts* k);
 

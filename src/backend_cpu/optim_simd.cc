@@ -599,12 +599,12 @@ void Update32Impl(const Optim32Args& a, int64_t begin, int64_t end) {
   std::memcpy(gb, static_cast<const uint8_t*>(a.g) + i * kEs, r * kEs);
   std::memcpy(sa, a.s1 + i, r * 4);
   if (s1b != nullptr) std::memcpy(sb, s1b + i, r * 4);
-  if (kTwo) std::memcpy(sc, a.s2 + i, r * 4);
+  if (kTwo && a.s2 != nullptr) std::memcpy(sc, a.s2 + i, r * 4);
   Step32<kDt, kOpt>(df, k, pb, gb, sa, sb, sc, 0);
   std::memcpy(static_cast<uint8_t*>(a.p) + i * kEs, pb, r * kEs);
   std::memcpy(a.s1 + i, sa, r * 4);
   if (s1b != nullptr) std::memcpy(s1b + i, sb, r * 4);
-  if (kTwo) std::memcpy(a.s2 + i, sc, r * 4);
+  if (kTwo && a.s2 != nullptr) std::memcpy(a.s2 + i, sc, r * 4);
 }
 
 template <int kDt, int kOpt>
@@ -1034,7 +1034,7 @@ double BlockUnorm(DF df, const Optim8Args& a, const Block8& b) {
 template <int kDt, class Fn>
 HWY_INLINE void ForBlocks(const Optim8Args& a, int64_t b0, int64_t b1, bool write_back, const Fn& fn) {
   const int64_t n = a.k->n;
-  const bool ema = optim_traits(a.k->optimizer).state1_copies == 2;
+  const bool ema = a.k->state1_copies == 2;
   const bool two = a.c2 != nullptr;
   constexpr size_t kEs = ElemSize<kDt>();
   for (int64_t blk = b0; blk < b1; ++blk) {
@@ -1072,7 +1072,7 @@ template <int kDt, class AC, class D, class Fallback>
 HWY_INLINE void PipelineBlocks(const Optim8Args& a, int64_t b0, int64_t b1, const AC& ac, const D& d,
                                const Fallback& fallback) {
   const int64_t n = a.k->n;
-  const bool ema = optim_traits(a.k->optimizer).state1_copies == 2;
+  const bool ema = a.k->state1_copies == 2;
   const bool two = a.c2 != nullptr;
   constexpr size_t kEs = ElemSize<kDt>();
   auto pending = std::make_unique<Pending8[]>(2);
@@ -1479,6 +1479,7 @@ void make_optim_consts(const bnb_optimizer_params_t& P, OptimConsts* k) {
   k->update_scale = 1.0f;
   k->adam_scale = k->step_size;
   k->neg_lr_scaled = -P.lr;
+  k->state1_copies = optim_traits(P.optimizer).state1_copies;
 }
 
 void optimizer_run(ThreadPool& pool, const bnb_optimizer_params_t& P, const bnb_optimizer_tensors_t& T) {
