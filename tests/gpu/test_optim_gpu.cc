@@ -322,6 +322,28 @@ TEST(OptimGpu, PagedStateMatchesDeviceState) {
   for (void* ptr : {s1, s2, a1, a2}) ASSERT_BNB_OK(bnb_paged_free(gpu.get(), ptr));
 }
 
+// The GPU kernels take the step as a binary32 exponent: the plugin reports 2^24 as its largest
+// step, the capabilities say so, and the core refuses the next step by name before any launch.
+TEST(OptimGpu, StepLimitIsReportedAndChecked) {
+  SKIP_WITHOUT_GPU();
+  if (kind == BNB_BACKEND_CPU) GTEST_SKIP() << "the CPU backend has no step limit";
+  bnb_backend_capabilities_t caps;
+  caps.struct_size = sizeof caps;
+  ASSERT_BNB_OK(bnb_backend_get_capabilities(kind - 1, &caps));
+  EXPECT_EQ(caps.optimizer_max_step, int64_t{1} << 24);
+  EXPECT_EQ(caps.ops, (uint64_t{1} << (BNB_OP_CHECK_FINITE + 1)) - 1);  // every op
+  const int64_t n = 1000;
+  OptimTensor t(gpu, BNB_OPT_ADAM, 32, BNB_F32, n);
+  t.set_p(random_normal(n, 5, 1.0f));
+  bnb_optimizer_params_t P = default_optim_params(BNB_OPT_ADAM);
+  P.step = caps.optimizer_max_step;
+  ASSERT_BNB_OK(t.step(P, random_normal(n, 6, 0.1f)));
+  P.step = caps.optimizer_max_step + 1;
+  EXPECT_EQ(t.step(P, random_normal(n, 7, 0.1f)), BNB_ERR_INVALID_ARGUMENT);
+  EXPECT_NE(std::string(bnb_last_error_message()).find("largest step 16777216"), std::string::npos)
+      << bnb_last_error_message();
+}
+
 // Clipping runs its norm pre-pass on the device: unorm_vec holds the sum of squares, and the
 // update equals the CPU's within the bounds above.
 TEST(OptimGpu, ClippingMatchesCpu) {
