@@ -336,6 +336,17 @@ void* open_with_plugin(const std::string& dir, const std::string& plugin, const 
   return h;
 }
 
+// A private libbnb.so whose hip backend is the fake plugin without find_nonfinite (one op, a step
+// limit of 5); `tag` names its directory.
+void* open_with_nofinite_plugin(const char* tag, std::string* error) {
+  const std::string plugin = std::string(BNB_TEST_PLUGIN_DIR) + "/nofinite/libbnb_backend_hip.so";
+  const std::string dir = ::testing::TempDir() + tag + std::to_string(getpid());
+  return open_with_plugin(dir, plugin, "libbnb_backend_hip.so", -1, error);
+}
+
+// The bnb.h function `fn` of the library at `h`, with its own type.
+#define BNB_SYMBOL(h, fn) reinterpret_cast<decltype(&fn)>(dlsym(h, #fn))
+
 // Backend `index`'s detail as a private libbnb.so with `plugin` sees it (open_with_plugin).
 std::string detail_with_plugin(const std::string& dir, const std::string& plugin, const std::string& name,
                                long keep, int32_t index, int32_t* available) {
@@ -403,15 +414,13 @@ TEST(Robust, UnterminatedPluginDescriptionIsCutAtTheBuffer) {
 // BNB_ERR_NOT_SUPPORTED naming the backend from an op that would scan; others run the op.
 TEST(Robust, FiniteCheckOnABackendWithoutTheSlotIsNotSupported) {
   if (!build_tree_present()) GTEST_SKIP() << "build tree " << BNB_BUILD_LIB_DIR << " not present";
-  const std::string plugin = std::string(BNB_TEST_PLUGIN_DIR) + "/nofinite/libbnb_backend_hip.so";
-  const std::string dir = ::testing::TempDir() + "bnb_nofinite_" + std::to_string(getpid());
   std::string error;
-  void* h = open_with_plugin(dir, plugin, "libbnb_backend_hip.so", -1, &error);
+  void* h = open_with_nofinite_plugin("bnb_nofinite_", &error);
   ASSERT_NE(h, nullptr) << error;
-  auto create = reinterpret_cast<decltype(&bnb_context_create)>(dlsym(h, "bnb_context_create"));
-  auto destroy = reinterpret_cast<decltype(&bnb_context_destroy)>(dlsym(h, "bnb_context_destroy"));
-  auto quantize = reinterpret_cast<decltype(&bnb_quantize_blockwise)>(dlsym(h, "bnb_quantize_blockwise"));
-  auto message = reinterpret_cast<decltype(&bnb_last_error_message)>(dlsym(h, "bnb_last_error_message"));
+  auto create = BNB_SYMBOL(h, bnb_context_create);
+  auto destroy = BNB_SYMBOL(h, bnb_context_destroy);
+  auto quantize = BNB_SYMBOL(h, bnb_quantize_blockwise);
+  auto message = BNB_SYMBOL(h, bnb_last_error_message);
   ASSERT_TRUE(create && destroy && quantize && message);
   const float values[256] = {1.0f};
   float absmax[1];
@@ -441,16 +450,14 @@ TEST(Robust, FiniteCheckOnABackendWithoutTheSlotIsNotSupported) {
 // optimizers, and its own step limit, which the core applies before it looks for the op.
 TEST(Robust, CapabilitiesFollowThePluginTable) {
   if (!build_tree_present()) GTEST_SKIP() << "build tree " << BNB_BUILD_LIB_DIR << " not present";
-  const std::string plugin = std::string(BNB_TEST_PLUGIN_DIR) + "/nofinite/libbnb_backend_hip.so";
-  const std::string dir = ::testing::TempDir() + "bnb_caps_" + std::to_string(getpid());
   std::string error;
-  void* h = open_with_plugin(dir, plugin, "libbnb_backend_hip.so", -1, &error);
+  void* h = open_with_nofinite_plugin("bnb_caps_", &error);
   ASSERT_NE(h, nullptr) << error;
-  auto get_caps = reinterpret_cast<decltype(&bnb_backend_get_capabilities)>(dlsym(h, "bnb_backend_get_capabilities"));
-  auto create = reinterpret_cast<decltype(&bnb_context_create)>(dlsym(h, "bnb_context_create"));
-  auto destroy = reinterpret_cast<decltype(&bnb_context_destroy)>(dlsym(h, "bnb_context_destroy"));
-  auto update = reinterpret_cast<decltype(&bnb_optimizer_update)>(dlsym(h, "bnb_optimizer_update"));
-  auto message = reinterpret_cast<decltype(&bnb_last_error_message)>(dlsym(h, "bnb_last_error_message"));
+  auto get_caps = BNB_SYMBOL(h, bnb_backend_get_capabilities);
+  auto create = BNB_SYMBOL(h, bnb_context_create);
+  auto destroy = BNB_SYMBOL(h, bnb_context_destroy);
+  auto update = BNB_SYMBOL(h, bnb_optimizer_update);
+  auto message = BNB_SYMBOL(h, bnb_last_error_message);
   ASSERT_TRUE(get_caps && create && destroy && update && message);
   bnb_backend_capabilities_t caps;
   caps.struct_size = sizeof caps;
