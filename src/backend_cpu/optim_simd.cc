@@ -1113,38 +1113,35 @@ void Pipeline1State(const Optim8Args& a, int64_t b0, int64_t b1) {
       [&](const Block8& b) { Block1State<kDt, kOpt>(df, a, b); });
 }
 
-template <int kDt>
-void Update8Typed(const Optim8Args& a, int64_t b0, int64_t b1) {
-  with_optim_kernel(
-      a.k->optimizer,
-      [&](auto kernel) {
-        constexpr int kOpt = decltype(kernel)::value;
-        if constexpr (optim_traits(kOpt).states == 2) {
-          Pipeline2State<kDt, optim_traits(kOpt).state1_copies == 2>(a, b0, b1);
-        } else {
-          Pipeline1State<kDt, kOpt>(a, b0, b1);
-        }
-      },
-      [] {});
+// The 8-bit update of one rule: the pipelined block loop where the target has the byte paths.
+template <int kDt, int kOpt>
+void Update8Rule(const Optim8Args& a, int64_t b0, int64_t b1) {
+  constexpr bool kEma = optim_traits(kOpt).state1_copies == 2;
+  if constexpr (optim_traits(kOpt).states == 2) {
+    Pipeline2State<kDt, kEma>(a, b0, b1);
+  } else {
+    Pipeline1State<kDt, kOpt>(a, b0, b1);
+  }
 }
 #else
-template <int kDt>
-void Update8Typed(const Optim8Args& a, int64_t b0, int64_t b1) {
+// The 8-bit update of one rule, a block at a time.
+template <int kDt, int kOpt>
+void Update8Rule(const Optim8Args& a, int64_t b0, int64_t b1) {
   const DF df;
-  with_optim_kernel(
-      a.k->optimizer,
-      [&](auto kernel) {
-        constexpr int kOpt = decltype(kernel)::value;
-        if constexpr (optim_traits(kOpt).states == 2) {
-          constexpr bool kEma = optim_traits(kOpt).state1_copies == 2;
-          ForBlocks<kDt>(a, b0, b1, true, [&](const Block8& b) { Block2State<kDt, kEma>(df, a, b); });
-        } else {
-          ForBlocks<kDt>(a, b0, b1, true, [&](const Block8& b) { Block1State<kDt, kOpt>(df, a, b); });
-        }
-      },
-      [] {});
+  constexpr bool kEma = optim_traits(kOpt).state1_copies == 2;
+  if constexpr (optim_traits(kOpt).states == 2) {
+    ForBlocks<kDt>(a, b0, b1, true, [&](const Block8& b) { Block2State<kDt, kEma>(df, a, b); });
+  } else {
+    ForBlocks<kDt>(a, b0, b1, true, [&](const Block8& b) { Block1State<kDt, kOpt>(df, a, b); });
+  }
 }
 #endif  // BNB_OPTIM_BYTES
+
+template <int kDt>
+void Update8Typed(const Optim8Args& a, int64_t b0, int64_t b1) {
+  with_optim_kernel(
+      a.k->optimizer, [&](auto kernel) { Update8Rule<kDt, decltype(kernel)::value>(a, b0, b1); }, [] {});
+}
 
 // The clipping pre-pass; 0 for the rules without clipping (the core never asks for it there).
 template <int kDt>
