@@ -98,7 +98,8 @@ typedef enum bnb_op {
   BNB_OP_INT8_LINEAR = 10,
   BNB_OP_OPTIMIZER_UPDATE = 11,      /* bnb_optimizer_update and bnb_optimizer_update_multi */
   BNB_OP_PAGED_MEMORY = 12,          /* bnb_paged_alloc, bnb_paged_free, bnb_paged_prefetch */
-  BNB_OP_CHECK_FINITE = 13           /* contexts with check_finite on */
+  BNB_OP_CHECK_FINITE = 13,          /* contexts with check_finite on */
+  BNB_OP_GEMM_4BIT_TRANSPOSED = 14   /* bnb_gemm_4bit_transposed */
 } bnb_op_t;
 
 typedef struct bnb_backend_capabilities {

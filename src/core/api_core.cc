@@ -154,7 +154,7 @@ BNB_API bnb_status_t bnb_backend_get_capabilities(int32_t index, bnb_backend_cap
   bnb_backend_capabilities_t c{};
   c.struct_size = sizeof c;
   c.kind = b.kind;
-  for (int32_t op = BNB_OP_QUANTIZE_BLOCKWISE; op <= BNB_OP_CHECK_FINITE; ++op)
+  for (int32_t op = BNB_OP_QUANTIZE_BLOCKWISE; op < kOpEnd; ++op)
     if (backend_offers(b, op)) c.ops |= uint64_t{1} << op;
   const auto offers = [&](int32_t op) { return (c.ops >> op & 1) != 0; };
   c.float_dtypes = 1u << BNB_F32 | 1u << BNB_F16 | 1u << BNB_BF16;

@@ -115,7 +115,7 @@ BNB_API bnb_status_t bnb_gemm_4bit_transposed(bnb_context_t ctx, int32_t dtype, 
   BNB_CHECK(check_product(M, K, "M*K", &out_elems));
   BNB_CHECK(check_array(ctx, A, "A", dtype_bytes(dtype), a_elems));
   BNB_CHECK(check_array(ctx, out, "out", dtype_bytes(dtype), out_elems));
-  BNB_OFFERED(gemm_4bit_transposed, "bnb_gemm_4bit_transposed");
+  BNB_OFFERED(BNB_OP_GEMM_4BIT_TRANSPOSED, "bnb_gemm_4bit_transposed");
   BNB_CHECK(check_finite(ctx, dtype, A, a_elems, "A", stream));
   return ctx->backend->ops.gemm_4bit_transposed(ctx->impl, dtype, M, N, K, A, W, &p.scales, quant_type, blocksize,
                                                 out, stream);

@@ -202,6 +202,7 @@ const (
 	OpOptimizerUpdate     Op = C.BNB_OP_OPTIMIZER_UPDATE
 	OpPagedMemory         Op = C.BNB_OP_PAGED_MEMORY
 	OpCheckFinite         Op = C.BNB_OP_CHECK_FINITE
+	OpGemm4BitTransposed  Op = C.BNB_OP_GEMM_4BIT_TRANSPOSED
 )
 
 // BackendCapabilities is what a loaded backend runs and the limits its calls are checked

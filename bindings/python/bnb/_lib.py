@@ -38,7 +38,7 @@ BACKEND_NAMES = {BACKEND_AUTO: "auto", BACKEND_CPU: "cpu", BACKEND_CUDA: "cuda",
 # bnb_op_t, by value
 OP_NAMES = ("quantize_blockwise", "dequantize_blockwise", "quantize_4bit", "dequantize_4bit", "compress_absmax",
             "gemm_4bit", "int8_vectorwise_quant", "int8_outlier_columns", "int8_matmul", "int8_mm_dequant",
-            "int8_linear", "optimizer_update", "paged_memory", "check_finite")
+            "int8_linear", "optimizer_update", "paged_memory", "check_finite", "gemm_4bit_transposed")
 
 MEMCPY_HOST_TO_HOST, MEMCPY_HOST_TO_BACKEND, MEMCPY_BACKEND_TO_HOST, MEMCPY_BACKEND_TO_BACKEND = 0, 1, 2, 3
 

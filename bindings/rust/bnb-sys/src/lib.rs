@@ -78,6 +78,7 @@ pub const BNB_OP_INT8_LINEAR: bnb_op_t = 10;
 pub const BNB_OP_OPTIMIZER_UPDATE: bnb_op_t = 11;
 pub const BNB_OP_PAGED_MEMORY: bnb_op_t = 12;
 pub const BNB_OP_CHECK_FINITE: bnb_op_t = 13;
+pub const BNB_OP_GEMM_4BIT_TRANSPOSED: bnb_op_t = 14;
 
 pub type bnb_memcpy_kind_t = i32;
 pub const BNB_MEMCPY_HOST_TO_HOST: bnb_memcpy_kind_t = 0;

@@ -104,6 +104,7 @@ pub enum Op {
     OptimizerUpdate = sys::BNB_OP_OPTIMIZER_UPDATE as isize,
     PagedMemory = sys::BNB_OP_PAGED_MEMORY as isize,
     CheckFinite = sys::BNB_OP_CHECK_FINITE as isize,
+    Gemm4bitTransposed = sys::BNB_OP_GEMM_4BIT_TRANSPOSED as isize,
 }
 
 /// What a loaded backend runs and the limits its calls are checked against
