@@ -189,15 +189,16 @@ cudaDataType cuda_type() {
   return D == kF32 ? CUDA_R_32F : D == kF16 ? CUDA_R_16F : CUDA_R_16BF;
 }
 
-// BNB_SUCCESS, or BNB_ERR_NOT_SUPPORTED when this path can't run (the caller falls back).
-template <int D>
-bnb_status_t gemm_via_cublas(const GpuContext& ctx, const Problem& p, gpuStream_t stream) {
+// The large-M paths' shape: W dequantized to the activation dtype, a slab of rows at a time, in a
+// stream-ordered workspace, each slab handed to multiply(handle, n0, rows, ws) (a cuBLAS call).
+// BNB_ERR_NOT_SUPPORTED (no message) when cuBLAS, a handle or the workspace is missing.
+template <int D, typename Multiply>
+bnb_status_t over_dequantized_slabs(const GpuContext& ctx, const Problem& p, gpuStream_t stream, Multiply multiply) {
   using T = typename Elem<D>::T;
   constexpr int64_t kIntMax = 2147483647;
   if (!cublas().ok || p.M > kIntMax || p.K > kIntMax || p.N > kIntMax) return BNB_ERR_NOT_SUPPORTED;
   cublasHandle_t handle = thread_handle(ctx.device);
   if (handle == nullptr || cublas().set_stream(handle, stream) != CUBLAS_STATUS_SUCCESS) return BNB_ERR_NOT_SUPPORTED;
-
   int64_t slab = kWorkspaceBytes / (p.K * static_cast<int64_t>(sizeof(T)));
   if (slab < 1) slab = 1;
   if (slab > p.N) slab = p.N;
@@ -207,17 +208,7 @@ bnb_status_t gemm_via_cublas(const GpuContext& ctx, const Problem& p, gpuStream_
     (void)gpuGetLastError();
     return BNB_ERR_NOT_SUPPORTED;
   }
-  T* out = static_cast<T*>(p.out);
-  const float alpha = 1.0f;
-  float beta = 0.0f;
   bnb_status_t st = BNB_SUCCESS;
-  if (p.bias != nullptr) {
-    const int64_t grid = persistent_grid(ctx, 8, (p.M * p.N + 255) / 256);
-    gemm4_fill_bias_kernel<D><<<static_cast<unsigned>(grid), 256, 0, stream>>>(static_cast<const T*>(p.bias), out,
-                                                                               p.M, p.N);
-    st = check_launch("gemm4_fill_bias_kernel");
-    beta = 1.0f;
-  }
   const bool aligned = aligned16(p.W);
   for (int64_t n0 = 0; n0 < p.N && st == BNB_SUCCESS; n0 += slab) {
     const int64_t rows = p.N - n0 < slab ? p.N - n0 : slab;
@@ -231,68 +222,60 @@ bnb_status_t gemm_via_cublas(const GpuContext& ctx, const Problem& p, gpuStream_
           p.W, p.scales, p.table, n0, rows, p.K, p.log2_blocksize, ws);
     }
     st = check_launch("gemm4_dequantize_kernel");
-    if (st != BNB_SUCCESS) break;
-    // Row-major out[M, N] is column-major out^T [N x M]: out^T[n0:n0+rows] = ws * A^T.
-    const cublasStatus_t cs = cublas().gemm_ex(
-        handle, CUBLAS_OP_T, CUBLAS_OP_N, static_cast<int>(rows), static_cast<int>(p.M), static_cast<int>(p.K), &alpha,
-        ws, cuda_type<D>(), static_cast<int>(p.K), p.A, cuda_type<D>(), static_cast<int>(p.K), &beta, out + n0,
-        cuda_type<D>(), static_cast<int>(p.N), CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
-    if (cs != CUBLAS_STATUS_SUCCESS) st = fail(BNB_ERR_DEVICE, "gemm_4bit: cublasGemmEx failed with status %d", cs);
+    if (st == BNB_SUCCESS) st = multiply(handle, n0, rows, static_cast<const T*>(ws));
   }
   const gpuError_t fe = gpuFreeAsync(ws, stream);
   if (st == BNB_SUCCESS) st = check(fe, "freeing the gemm_4bit workspace");
   return st;
 }
 
-// out[M,K] = A[M,N] @ Wdq[N,K] (bnb_gemm_4bit_transposed), for now the way the large-M path
-// works: slabs of W dequantized to the activation dtype in a stream-ordered workspace, each
-// multiplied by cuBLAS into out (accumulating from the second slab on).
+// BNB_SUCCESS, or BNB_ERR_NOT_SUPPORTED when this path can't run (the caller falls back).
+template <int D>
+bnb_status_t gemm_via_cublas(const GpuContext& ctx, const Problem& p, gpuStream_t stream) {
+  using T = typename Elem<D>::T;
+  if (!cublas().ok) return BNB_ERR_NOT_SUPPORTED;  // before the bias is written
+  T* out = static_cast<T*>(p.out);
+  float beta = 0.0f;
+  if (p.bias != nullptr) {
+    const int64_t grid = persistent_grid(ctx, 8, (p.M * p.N + 255) / 256);
+    gemm4_fill_bias_kernel<D><<<static_cast<unsigned>(grid), 256, 0, stream>>>(static_cast<const T*>(p.bias), out,
+                                                                               p.M, p.N);
+    const bnb_status_t st = check_launch("gemm4_fill_bias_kernel");
+    if (st != BNB_SUCCESS) return st;
+    beta = 1.0f;
+  }
+  return over_dequantized_slabs<D>(ctx, p, stream, [&](cublasHandle_t handle, int64_t n0, int64_t rows, const T* ws) {
+    // Row-major out[M, N] is column-major out^T [N x M]: out^T[n0:n0+rows] = ws * A^T.
+    const float alpha = 1.0f;
+    const cublasStatus_t cs = cublas().gemm_ex(
+        handle, CUBLAS_OP_T, CUBLAS_OP_N, static_cast<int>(rows), static_cast<int>(p.M), static_cast<int>(p.K), &alpha,
+        ws, cuda_type<D>(), static_cast<int>(p.K), p.A, cuda_type<D>(), static_cast<int>(p.K), &beta, out + n0,
+        cuda_type<D>(), static_cast<int>(p.N), CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
+    return cs == CUBLAS_STATUS_SUCCESS ? BNB_SUCCESS
+                                       : fail(BNB_ERR_DEVICE, "gemm_4bit: cublasGemmEx failed with status %d", cs);
+  });
+}
+
+// out[M,K] = A[M,N] @ Wdq[N,K] (bnb_gemm_4bit_transposed), for now the way the large-M forward
+// works: each dequantized slab multiplied by cuBLAS into out (accumulating from the second on).
 template <int D>
 bnb_status_t transposed_via_cublas(const GpuContext& ctx, const Problem& p, gpuStream_t stream) {
   using T = typename Elem<D>::T;
-  constexpr int64_t kIntMax = 2147483647;
-  if (!cublas().ok || p.M > kIntMax || p.K > kIntMax || p.N > kIntMax)
-    return fail(BNB_ERR_NOT_SUPPORTED, "gemm_4bit_transposed: cuBLAS is not available (or a size exceeds int32)");
-  cublasHandle_t handle = thread_handle(ctx.device);
-  if (handle == nullptr || cublas().set_stream(handle, stream) != CUBLAS_STATUS_SUCCESS)
-    return fail(BNB_ERR_DEVICE, "gemm_4bit_transposed: no cuBLAS handle");
-  int64_t slab = kWorkspaceBytes / (p.K * static_cast<int64_t>(sizeof(T)));
-  if (slab < 1) slab = 1;
-  if (slab > p.N) slab = p.N;
-  T* ws = nullptr;
-  if (gpuMallocAsync(reinterpret_cast<void**>(&ws), static_cast<size_t>(slab * p.K) * sizeof(T), stream) !=
-      gpuSuccess) {
-    (void)gpuGetLastError();
-    return fail(BNB_ERR_OUT_OF_MEMORY, "gemm_4bit_transposed: no memory for the dequantized slab");
-  }
-  const float alpha = 1.0f;
-  bnb_status_t st = BNB_SUCCESS;
-  const bool aligned = aligned16(p.W);
   const T* A = static_cast<const T*>(p.A);
-  for (int64_t n0 = 0; n0 < p.N && st == BNB_SUCCESS; n0 += slab) {
-    const int64_t rows = p.N - n0 < slab ? p.N - n0 : slab;
-    const int64_t pieces = rows * (p.K / kGemm4PieceWeights);
-    const int64_t grid = persistent_grid(ctx, 8, (pieces + 255) / 256);
-    if (aligned) {
-      gemm4_dequantize_kernel<D, true><<<static_cast<unsigned>(grid), 256, 0, stream>>>(
-          p.W, p.scales, p.table, n0, rows, p.K, p.log2_blocksize, ws);
-    } else {
-      gemm4_dequantize_kernel<D, false><<<static_cast<unsigned>(grid), 256, 0, stream>>>(
-          p.W, p.scales, p.table, n0, rows, p.K, p.log2_blocksize, ws);
-    }
-    st = check_launch("gemm4_dequantize_kernel");
-    if (st != BNB_SUCCESS) break;
-    // Column-major: out^T [K x M] (+)= ws^T [K x rows] * A^T[n0 : n0 + rows, :] ([rows x M], ld N).
-    const float beta = n0 == 0 ? 0.0f : 1.0f;
-    const cublasStatus_t cs = cublas().gemm_ex(
-        handle, CUBLAS_OP_N, CUBLAS_OP_N, static_cast<int>(p.K), static_cast<int>(p.M), static_cast<int>(rows),
-        &alpha, ws, cuda_type<D>(), static_cast<int>(p.K), A + n0, cuda_type<D>(), static_cast<int>(p.N), &beta,
-        p.out, cuda_type<D>(), static_cast<int>(p.K), CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
-    if (cs != CUBLAS_STATUS_SUCCESS)
-      st = fail(BNB_ERR_DEVICE, "gemm_4bit_transposed: cublasGemmEx failed with status %d", cs);
-  }
-  const gpuError_t fe = gpuFreeAsync(ws, stream);
-  if (st == BNB_SUCCESS) st = check(fe, "freeing the gemm_4bit_transposed workspace");
+  const bnb_status_t st =
+      over_dequantized_slabs<D>(ctx, p, stream, [&](cublasHandle_t handle, int64_t n0, int64_t rows, const T* ws) {
+        // Column-major: out^T [K x M] (+)= ws^T [K x rows] * A^T[n0 : n0 + rows, :] ([rows x M], ld N).
+        const float alpha = 1.0f, beta = n0 == 0 ? 0.0f : 1.0f;
+        const cublasStatus_t cs = cublas().gemm_ex(
+            handle, CUBLAS_OP_N, CUBLAS_OP_N, static_cast<int>(p.K), static_cast<int>(p.M), static_cast<int>(rows),
+            &alpha, ws, cuda_type<D>(), static_cast<int>(p.K), A + n0, cuda_type<D>(), static_cast<int>(p.N), &beta,
+            p.out, cuda_type<D>(), static_cast<int>(p.K), CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
+        return cs == CUBLAS_STATUS_SUCCESS
+                   ? BNB_SUCCESS
+                   : fail(BNB_ERR_DEVICE, "gemm_4bit_transposed: cublasGemmEx failed with status %d", cs);
+      });
+  if (st == BNB_ERR_NOT_SUPPORTED)
+    return fail(st, "gemm_4bit_transposed: needs cuBLAS (not found, or a size past int32) and workspace memory");
   return st;
 }
 #endif  // !BNB_GPU_HIP
