@@ -334,6 +334,19 @@ func Gemm4Bit[T Float](c *Context, m, n, k int, a []T, w []uint8, scales Scales,
 			return err
 		}
 	}
+	return gemm4Call(c, a, w, scales, weights, blocksize, bias, dst[:mn],
+		func(raw C.bnb_context_t, pa, pw unsafe.Pointer, sc stagedScales, pb, po unsafe.Pointer) C.bnb_status_t {
+			return C.go_bnb_gemm_4bit(raw, C.int32_t(dtypeOf[T]()), C.int64_t(m), C.int64_t(n), C.int64_t(k), pa,
+				(*C.uint8_t)(pw), (*C.float)(sc.absmax), (*C.uint8_t)(sc.absmaxQ), (*C.float)(sc.absmax2),
+				(*C.float)(sc.code2), (*C.float)(sc.offset), sc.blocksize2, C.int32_t(quant), C.int64_t(blocksize),
+				pb, po)
+		})
+}
+
+// gemm4Call stages a 4-bit product's arrays (a, the packed w of `weights` codes with its scales,
+// bias when not nil, dst) and makes the library call `run` with them.
+func gemm4Call[T Float](c *Context, a []T, w []uint8, scales Scales, weights, blocksize int, bias, dst []T,
+	run func(raw C.bnb_context_t, pa, pw unsafe.Pointer, sc stagedScales, pb, po unsafe.Pointer) C.bnb_status_t) error {
 	return c.use(func(raw C.bnb_context_t) error {
 		s := c.stager(raw)
 		defer s.free()
@@ -353,17 +366,11 @@ func Gemm4Bit[T Float](c *Context, m, n, k int, a []T, w []uint8, scales Scales,
 		if err != nil {
 			return err
 		}
-		po, err := out(s, dst[:mn])
+		po, err := out(s, dst)
 		if err != nil {
 			return err
 		}
-		err = call(func() C.bnb_status_t {
-			return C.go_bnb_gemm_4bit(raw, C.int32_t(dtypeOf[T]()), C.int64_t(m), C.int64_t(n), C.int64_t(k), pa,
-				(*C.uint8_t)(pw), (*C.float)(sc.absmax), (*C.uint8_t)(sc.absmaxQ), (*C.float)(sc.absmax2),
-				(*C.float)(sc.code2), (*C.float)(sc.offset), sc.blocksize2, C.int32_t(quant), C.int64_t(blocksize),
-				pb, po)
-		})
-		if err != nil {
+		if err := call(func() C.bnb_status_t { return run(raw, pa, pw, sc, pb, po) }); err != nil {
 			return err
 		}
 		return s.finish()
@@ -395,35 +402,12 @@ func Gemm4BitTransposed[T Float](c *Context, m, n, k int, a []T, w []uint8, scal
 	if err := need("dst", len(dst), mk, "m rows of k"); err != nil {
 		return err
 	}
-	return c.use(func(raw C.bnb_context_t) error {
-		s := c.stager(raw)
-		defer s.free()
-		pa, err := in(s, a)
-		if err != nil {
-			return err
-		}
-		pw, err := in(s, w)
-		if err != nil {
-			return err
-		}
-		sc, err := s.scales(&scales, NumBlocks(weights, blocksize))
-		if err != nil {
-			return err
-		}
-		po, err := out(s, dst[:mk])
-		if err != nil {
-			return err
-		}
-		err = call(func() C.bnb_status_t {
+	return gemm4Call(c, a, w, scales, weights, blocksize, nil, dst[:mk],
+		func(raw C.bnb_context_t, pa, pw unsafe.Pointer, sc stagedScales, _, po unsafe.Pointer) C.bnb_status_t {
 			return C.go_bnb_gemm_4bit_transposed(raw, C.int32_t(dtypeOf[T]()), C.int64_t(m), C.int64_t(n), C.int64_t(k),
 				pa, (*C.uint8_t)(pw), (*C.float)(sc.absmax), (*C.uint8_t)(sc.absmaxQ), (*C.float)(sc.absmax2),
 				(*C.float)(sc.code2), (*C.float)(sc.offset), sc.blocksize2, C.int32_t(quant), C.int64_t(blocksize), po)
 		})
-		if err != nil {
-			return err
-		}
-		return s.finish()
-	})
 }
 
 // Int8VectorwiseQuant is LLM.int8()'s row-wise quantization of a[rows, cols]; entries with
