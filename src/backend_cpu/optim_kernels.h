@@ -7,6 +7,7 @@
 #include <cstdint>
 
 #include "backend_abi.h"
+#include "code8_select.h"
 #include "thread_pool.h"
 
 namespace bnb {
@@ -15,37 +16,32 @@ namespace cpu {
 // Elements per 8-bit state block (docs/FORMATS.md §5.6).
 constexpr int64_t kOptimBlock = 256;
 
-// Search plan of one 8-bit state table: the decoding values and the encoder (docs/FORMATS.md §2.3).
+// Search plan of one 8-bit state table: the decoding values and the encoder's forms of the
+// table's bnb::Code8Plan (src/common/code8_select.h: thresholds, fast, negative_count).
 struct OptimCodePlan {
   alignas(64) float values[256];
-  // Strictly increasing finite table with strictly increasing midpoints: the level search over
-  // `levels` applies (odd midpoints moved one ulp down, so ties go to the even index).
-  bool fast = false;
-  // levels[(128 / s) - 1 + c] = adjusted midpoint c * 2s + s - 1, for s = 128, 64, ..., 1.
+  Code8Plan code8;
+  // Fast plans: the thresholds in search-tree order (bnb::code8_levels).
   alignas(64) float levels[256 + 64];
-  // The last three levels at once: tail[r][c] = adjusted midpoint 8c + r (r = 0..6, c = 0..31).
+  // The last three levels at once: tail[r][c] = threshold 8c + r (r = 0..6, c = 0..31).
   alignas(64) float tail[7][32];
-  // The first three levels at once: adjusted midpoints 32k + 31 (k = 0..6).
+  // The first three levels at once: thresholds 32k + 31 (k = 0..6).
   float top[7];
-  // Entries whose sign bit is set; a sorted table has them first (the 8-bit sign fix, docs/OPS.md §6.5).
-  int32_t negative_count = 0;
   // Byte planes of `values` (plane k = byte k of each entry): decoding by byte permutes (AVX-512
   // VBMI), 64 codes at a time.
   alignas(64) uint8_t value_bytes[4][256];
-  // Bucketed encoder (AVX-512 VBMI, optim_simd.cc): kBucketNone, kBucketPositive (every adjusted
-  // midpoint > 0: the unsigned layout, 256 buckets of |x|) or kBucketSigned (both signs, no
-  // midpoint is 0, #{midpoints < 0} == negative_count: 128 buckets per sign).
+  // Bucketed encoder (AVX-512 VBMI, optim_simd.cc): kBucketNone, kBucketPositive (every
+  // threshold > 0: the unsigned layout, 256 buckets of |x|) or kBucketSigned (both signs, no
+  // threshold is 0, #{thresholds < 0} == negative_count: 128 buckets per sign).
   int32_t bucket_kind = 0;
   // Per binade of |x| (biased exponent 96..127 by its low 5 bits; smaller |x| share binade 96):
   // shift = 7 - r (the binade holds 2^r buckets), offset = its first bucket << 16.
   alignas(64) int32_t bucket_shift[32];
   alignas(64) int32_t bucket_offset[32];
-  // Per bucket (the negative half of kBucketSigned at 128..255): [0] count of adjusted midpoints
-  // below every x of the bucket, then for two slots the 16 bits of |x| below the bucket's bits
-  // (high byte, low byte) of a midpoint inside it (complemented for negative x; 0xffff = empty).
+  // Per bucket (the negative half of kBucketSigned at 128..255): [0] count of thresholds below
+  // every x of the bucket, then for two slots the 16 bits of |x| below the bucket's bits (high
+  // byte, low byte) of a threshold inside it (complemented for negative x; 0xffff = empty).
   alignas(64) uint8_t bucket_table[5][256];
-  // The adjusted midpoints in order, then +inf (the exact count when 16 bits do not decide).
-  alignas(64) float sorted_thresholds[256];
 };
 constexpr int32_t kBucketNone = 0;
 constexpr int32_t kBucketPositive = 1;

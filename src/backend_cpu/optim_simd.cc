@@ -16,7 +16,6 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
-#include <limits>
 #include <memory>
 #include <mutex>
 #include <vector>
@@ -37,42 +36,12 @@ namespace bnb {
 namespace cpu {
 namespace optim_detail {
 
-// Q_C(x), the reference's 7-step search (docs/FORMATS.md §2.3), for tables without a fast plan.
-inline int32_t select_code_search(const float* code, float x) {
-  int32_t p = 127, lo_i = 0, hi_i = 255;
-  float lo_v = -1.0f, hi_v = 1.0f, v = code[127];
-  for (int32_t s = 64; s >= 1; s /= 2) {
-    if (x > v) {
-      lo_i = p;
-      lo_v = v;
-      p += s;
-    } else {
-      hi_i = p;
-      hi_v = v;
-      p -= s;
-    }
-    v = code[p];
-  }
-  if (hi_i == 255) hi_v = code[255];
-  if (lo_i == 0) lo_v = code[0];
-  if (x > v) return x > (hi_v + v) * 0.5f ? hi_i : p;
-  return x < (lo_v + v) * 0.5f ? lo_i : p;
-}
-
 // Starts loading the RCP table entry of x (a 2 MiB table: the look-up is usually a cache miss,
 // so it is requested before the parameter step and used after it).
 inline void prefetch_rcp(float x) {
   uint32_t b;
   std::memcpy(&b, &x, 4);
   __builtin_prefetch(&bnb_rcp_delta_packed[(b & 0x7fffffu) >> 2]);
-}
-
-// Count of adjusted midpoints below x (the bucketed encoder's exact fallback; `t` ascending, 256
-// entries, the last +inf).
-inline int32_t count_below(const float* t, float x) {
-  int32_t lo = 0;
-  for (int32_t step = 128; step >= 1; step /= 2) lo += t[lo + step - 1] < x ? step : 0;
-  return lo;
 }
 
 // Byte permutations of the bucketed paths. kDecodeOrder: codes are permuted so that the
@@ -284,17 +253,9 @@ HWY_INLINE VF Decode(DF df, const OptimCodePlan& plan, const uint8_t* HWY_RESTRI
   return hn::Mul(Lookup<256>(df, plan.values, hn::PromoteTo(di, hn::LoadU(d8, codes))), scale);
 }
 
-// Q_C(x): number of adjusted midpoints below x, found level by level.
+// Q_C(x) of a fast plan: the number of thresholds below x, found level by level.
 HWY_INLINE VI SelectCode(DF df, const OptimCodePlan& plan, VF x) {
   const DI di;
-  if (!plan.fast) {
-    constexpr size_t N = hn::MaxLanes(DF());
-    alignas(64) float xs[N];
-    alignas(64) int32_t cs[N];
-    hn::Store(x, df, xs);
-    for (size_t j = 0; j < hn::Lanes(df); ++j) cs[j] = optim_detail::select_code_search(plan.values, xs[j]);
-    return hn::Load(di, cs);
-  }
   const float* lv = plan.levels;
   VI idx = hn::IfThenElseZero(hn::RebindMask(di, hn::Gt(x, hn::Set(df, lv[0]))), hn::Set(di, 128));
 #define BNB_OPTIM_LEVEL(S, SHIFT)                                                               \
@@ -339,14 +300,26 @@ HWY_INLINE VI SelectCode(DF df, const OptimCodePlan& plan, VF x) {
 }
 
 // Code of `value` normalised by `inv` (= RCP(absmax)). kSignFix: the signed-state rule of docs/OPS.md §6.5
-// (a code whose table sign differs from the value's moves one step towards it, uint8 wrap).
+// (bnb::code8_sign_fix; a fast plan's code c is negative when c < negative_count).
 template <bool kSignFix>
 HWY_INLINE void Encode(DF df, const OptimCodePlan& plan, VF value, VF inv, uint8_t* HWY_RESTRICT out) {
   const DI di;
   const hn::Rebind<uint8_t, DI> d8;
+  if (!plan.code8.fast) {  // the reference's search, lane by lane
+    constexpr size_t N = hn::MaxLanes(DF());
+    alignas(64) float xs[N], vs[N];
+    hn::Store(hn::Mul(value, inv), df, xs);
+    hn::Store(value, df, vs);
+    for (size_t j = 0; j < hn::Lanes(df); ++j) {
+      int32_t c = code8_search(plan.values, xs[j]);
+      if (kSignFix) c = code8_sign_fix(c, std::signbit(plan.values[c]), vs[j]);
+      out[j] = static_cast<uint8_t>(c);
+    }
+    return;
+  }
   VI c = SelectCode(df, plan, hn::Mul(value, inv));
   if constexpr (kSignFix) {
-    const auto code_negative = hn::Lt(c, hn::Set(di, plan.negative_count));
+    const auto code_negative = hn::Lt(c, hn::Set(di, plan.code8.negative_count));
     const auto value_negative = hn::Lt(hn::BitCast(di, value), hn::Zero(di));
     const auto mismatch = hn::Xor(code_negative, value_negative);
     const VI step = hn::IfThenElse(hn::RebindMask(di, hn::Gt(value, hn::Zero(df))), hn::Set(di, 1), hn::Set(di, -1));
@@ -447,14 +420,14 @@ HWY_INLINE void EncodeBytes64(const OptimCodePlan& plan, const __m512* HWY_RESTR
     _mm512_store_si512(cs, c);
     for (uint64_t m = tie; m != 0; m &= m - 1) {
       const int lane = __builtin_ctzll(m);
-      cs[lane] = static_cast<uint8_t>(optim_detail::count_below(plan.sorted_thresholds, xs[lane]));
+      cs[lane] = static_cast<uint8_t>(code8_count_below(plan.code8.t, xs[lane]));
     }
     c = _mm512_load_si512(cs);
   }
   if constexpr (kSignFix) {
     // Every non-negative x has a code >= negative_count (builder), so only a negative x on the
     // first non-negative code moves (one down, uint8 wrap), as Encode's sign fix.
-    const __mmask64 fix = _mm512_mask_cmpeq_epu8_mask(negative, c, _mm512_set1_epi8(static_cast<char>(plan.negative_count)));
+    const __mmask64 fix = _mm512_mask_cmpeq_epu8_mask(negative, c, _mm512_set1_epi8(static_cast<char>(plan.code8.negative_count)));
     c = _mm512_mask_add_epi8(c, fix, c, ones);
   }
   _mm512_storeu_si512(out, c);
@@ -1289,13 +1262,6 @@ double optim8_unorm(const Optim8Args& a, int64_t block_begin, int64_t block_end)
 
 namespace {
 
-float next_below(float v) {
-  if (v == 0.0f) return -bits_to_float(1u);
-  uint32_t b = float_to_bits(v);
-  b = v > 0.0f ? b - 1 : b + 1;
-  return bits_to_float(b);
-}
-
 // The built-in table's plan, built once.
 const OptimCodePlan& default_plan(int32_t which) {
   static OptimCodePlan plans[2];
@@ -1335,9 +1301,10 @@ void for_chunks(ThreadPool& pool, int64_t total, int64_t chunk, const Fn& fn) {
 
 }  // namespace
 
-// The bucketed encoder of `plan` from its adjusted midpoints t[0..254] (ascending), or
-// kBucketNone when the table does not fit it (then the level search encodes).
-void build_buckets(const float* t, OptimCodePlan* plan) {
+// The bucketed encoder of a fast `plan` from its thresholds, or kBucketNone when the table does
+// not fit it (then the level search encodes).
+void build_buckets(OptimCodePlan* plan) {
+  const float* t = plan->code8.t;
   plan->bucket_kind = kBucketNone;
   int negatives = 0;
   for (int j = 0; j < 255; ++j) {
@@ -1347,7 +1314,7 @@ void build_buckets(const float* t, OptimCodePlan* plan) {
     if (t[j] < 0.0f) ++negatives;
   }
   const bool is_signed = negatives > 0;
-  if (is_signed && negatives != plan->negative_count) return;
+  if (is_signed && negatives != plan->code8.negative_count) return;
   const int per_sign = is_signed ? 128 : 256;
   int shift[32], first[32], total = 0;
   for (int e = 96; e < 128; ++e) {
@@ -1386,10 +1353,12 @@ void build_buckets(const float* t, OptimCodePlan* plan) {
     for (uint32_t k = 0; k < (1u << r); ++k) {
       const uint32_t lo_bits = e == 96 ? 0u : (static_cast<uint32_t>(e) << 23) | (k << (23 - r));
       const uint32_t hi_bits = (static_cast<uint32_t>(e) << 23) + ((k + 1) << (23 - r));
-      const float lo = bits_to_float(lo_bits), hi = bits_to_float(hi_bits);
       const int bucket = first[e - 96] + static_cast<int>(k);
       for (int sign = 0; sign < (is_signed ? 2 : 1); ++sign) {
-        int count = 0, slot = 0;
+        // The bucket's x are [lo, hi) for sign 0, (-hi, -lo] for sign 1: count below the least.
+        const float xmin = sign ? -bits_to_float(hi_bits - 1u) : bits_to_float(lo_bits);
+        plan->bucket_table[0][bucket + 128 * sign] = static_cast<uint8_t>(code8_count_below(t, xmin));
+        int slot = 0;
         for (int j = 0; j < 255; ++j) {
           const uint32_t mag = float_to_bits(t[j]) & 0x7fffffffu;
           const bool inside = (t[j] < 0.0f) == (sign == 1) && mag >= lo_bits && mag < hi_bits;
@@ -1399,16 +1368,11 @@ void build_buckets(const float* t, OptimCodePlan* plan) {
             plan->bucket_table[1 + 2 * slot][bucket + 128 * sign] = static_cast<uint8_t>(low16 >> 8);
             plan->bucket_table[2 + 2 * slot][bucket + 128 * sign] = static_cast<uint8_t>(low16 & 0xffu);
             ++slot;
-          } else if (sign == 0 ? t[j] < lo : t[j] <= -hi) {
-            ++count;
           }
         }
-        plan->bucket_table[0][bucket + 128 * sign] = static_cast<uint8_t>(count);
       }
     }
   }
-  for (int j = 0; j < 255; ++j) plan->sorted_thresholds[j] = t[j];
-  plan->sorted_thresholds[255] = std::numeric_limits<float>::infinity();
   plan->bucket_kind = is_signed ? kBucketSigned : kBucketPositive;
 }
 
@@ -1418,29 +1382,14 @@ void build_optim_code_plan(const float* table, OptimCodePlan* plan) {
   for (int c = 0; c < 256; ++c)
     for (int k = 0; k < 4; ++k) plan->value_bytes[k][c] = static_cast<uint8_t>(float_to_bits(table[c]) >> (8 * k));
   plan->bucket_kind = kBucketNone;
-  plan->negative_count = 0;
-  while (plan->negative_count < 256 && std::signbit(table[plan->negative_count])) ++plan->negative_count;
-  plan->fast = false;
-  float mid[255];
-  for (int j = 0; j < 256; ++j) {
-    if (!std::isfinite(table[j])) return;
-    if (j > 0 && !(table[j - 1] < table[j])) return;
-  }
-  for (int j = 0; j < 255; ++j) {
-    mid[j] = (table[j] + table[j + 1]) * 0.5f;
-    if (!std::isfinite(mid[j]) || (j > 0 && !(mid[j - 1] < mid[j]))) return;
-  }
-  // A value exactly on an odd midpoint goes up to the even index (docs/FORMATS.md §2.3).
-  for (int j = 1; j < 255; j += 2) mid[j] = next_below(mid[j]);
-  for (int s = 128; s >= 1; s /= 2) {
-    float* level = plan->levels + (128 / s) - 1;
-    for (int c = 0; c < 128 / s; ++c) level[c] = mid[c * 2 * s + s - 1];
-  }
+  code8_plan(table, false, &plan->code8);
+  if (!plan->code8.fast) return;
+  const float* t = plan->code8.t;
+  code8_levels(plan->code8, plan->levels);
   for (int r = 0; r < 7; ++r)
-    for (int c = 0; c < 32; ++c) plan->tail[r][c] = mid[8 * c + r];
-  for (int k = 0; k < 7; ++k) plan->top[k] = mid[32 * k + 31];
-  plan->fast = true;
-  build_buckets(mid, plan);
+    for (int c = 0; c < 32; ++c) plan->tail[r][c] = t[8 * c + r];
+  for (int k = 0; k < 7; ++k) plan->top[k] = t[32 * k + 31];
+  build_buckets(plan);
 }
 
 void make_optim_consts(const bnb_optimizer_params_t& P, OptimConsts* k) {

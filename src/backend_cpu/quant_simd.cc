@@ -7,15 +7,14 @@
 // (fp16/bf16 input, partial last block), takes every block's NaN-dropping absmax, then every
 // exact RCP (rcp.h; 16 at a time on AVX-512), then encodes the blocks while prefetching the
 // next chunk (4-bit fp32 blocks of 32/64 on AVX3_DL: groups of 16 blocks, no chunks). Codes:
-//  * 8-bit, built-in tables and large inputs: a 65536-entry bucket table indexed by the top 16
-//    bits of x (count of midpoints below the bucket, and low bits that make x's low bits carry
-//    into the count when x is above the bucket's single midpoint), one gather and one add per
-//    lane;
-//  * 8-bit, other strictly increasing tables: branchless 8-level search over the 255 binary32
-//    midpoints, each level's candidates held in registers;
+//  * 8-bit: the table's thresholds and the rule for when they apply come from
+//    src/common/code8_select.h (bnb::code8_plan); for built-in tables and large inputs a
+//    65536-entry bucket table indexed by the top 16 bits of x (count of thresholds below the
+//    bucket, and low bits that make x's low bits carry into the count when x is above the
+//    bucket's single threshold), one gather and one add per lane;
+//  * 8-bit, other fast tables: branchless 8-level search over the 255 thresholds, each level's
+//    candidates held in registers;
 //  * 8-bit, any other table: the reference's literal 7-step search, vectorised with gathers;
-//    (the two midpoint forms move odd midpoints one ulp down: a tie goes to the even index,
-//    docs/FORMATS.md §2.3);
 //  * NF4 and FP4 on AVX3_DL: x (FP4: |x|) picks one of 32 cells narrower than any gap between
 //    thresholds (FMA + truncation); a VPERMB gives the cell's code (its high nibble already
 //    shifted in even lanes), a VPERMI2PS its one threshold, one compare decides;
@@ -32,6 +31,7 @@
 #include <cstring>
 #include <vector>
 
+#include "code8_select.h"
 #include "quant_kernels.h"
 #include "rcp.h"
 #include "tables.h"
@@ -48,18 +48,18 @@ namespace cpu {
 
 constexpr int64_t kMaxBlock = 4096;  // largest blocksize (docs/FORMATS.md §2.5, 3.7) and chunk size
 
-// Search plan of an 8-bit table (built per call; cached with buckets for the built-in tables).
-struct Code8Plan {
-  // Strictly increasing finite table with strictly increasing finite midpoints: the level
-  // search below applies. Otherwise the 7-step search runs.
+// How the kernels select 8-bit codes for one table (built per call; cached with buckets for the
+// built-in tables), from the table's bnb::Code8Plan (src/common/code8_select.h).
+struct Quant8Plan {
+  // The closed form applies: the level search below. Otherwise the 7-step search runs.
   bool fast = false;
-  // Optional, for fast tables with at most one adjusted midpoint per bucket of floats sharing
-  // their top 16 bits: 65536 entries (count of midpoints below the bucket << 16) | low, where
+  // Optional, for fast tables with at most one threshold per bucket of floats sharing their top
+  // 16 bits: 65536 entries (count of thresholds below the bucket << 16) | low, where
   // low + (x's low 16 bits, inverted when x < 0) carries into bit 16 exactly when x is above
-  // the bucket's midpoint (low = 0xffff - its low bits when positive, its low bits when
+  // the bucket's threshold (low = 0xffff - its low bits when positive, its low bits when
   // negative; 0 without one). One gather and one add per lane then decide.
   const uint32_t* buckets = nullptr;
-  // levels[(128 / s) - 1 + c] = adjusted midpoint (c * 2s + s - 1), for s = 128, 64, ..., 1.
+  // The thresholds in search-tree order (bnb::code8_levels).
   alignas(64) float levels[256 + 64] = {};
 };
 
@@ -69,7 +69,7 @@ struct Quant8Args {
   int64_t n;
   int64_t blocksize;
   const float* code;
-  const Code8Plan* plan;
+  const Quant8Plan* plan;
   uint8_t* out;
   float* absmax;
   bool stream;  // non-temporal stores of the codes (large, 64-byte aligned output)
@@ -640,7 +640,7 @@ struct Code8Levels {
   RegTable<128> l128;
 };
 
-// Q_C(x) for a table with a fast plan: the count of adjusted midpoints below x, one bit per
+// Q_C(x) for a table with a fast plan: the count of thresholds below x, one bit per
 // level (c doubles and takes the comparison as its new low bit).
 HWY_INLINE VI SelectCode8Fast(DF df, const Code8Levels& L, VF x) {
   const DI di;
@@ -661,7 +661,7 @@ HWY_INLINE VI SelectCode8Fast(DF df, const Code8Levels& L, VF x) {
 
 // Q_C(x) << 16 (plus bits below 16) from the bucket table: the count below x's bucket, plus
 // the carry of (stored low bits + x's low bits, inverted when x < 0): one when x is above the
-// bucket's midpoint, which shares x's top 16 bits (see Code8Plan::buckets).
+// bucket's threshold, which shares x's top 16 bits (see Quant8Plan::buckets).
 HWY_INLINE VU SelectCode8BucketHigh(DF df, const uint32_t* HWY_RESTRICT buckets, VF x) {
   (void)df;
   const DI di;
@@ -1324,87 +1324,54 @@ void for_block_ranges(ThreadPool& pool, int64_t nblocks, int64_t blocksize, cons
 
 int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
-// Midpoint j of a table exactly as the reference computes it: RN32(RN32(C[j] + C[j+1]) * 0.5).
-float midpoint(const float* code, int j) {
-  volatile float sum = code[j] + code[j + 1];  // volatile: keep the two roundings separate
-  return sum * 0.5f;
-}
-
-float next_below(float v) {
-  if (v == 0.0f) return -bnb::bits_to_float(1u);
-  uint32_t b = bnb::float_to_bits(v);
-  b = v > 0.0f ? b - 1 : b + 1;
-  return bnb::bits_to_float(b);
-}
-
-// Fills the bucket table from the sorted adjusted midpoints; false if a bucket holds two.
-bool build_buckets(const float* mid, uint32_t* buckets) {
+// Fills the bucket table from a fast plan's thresholds; false if a bucket holds two.
+bool build_buckets(const Code8Plan& code8, uint32_t* buckets) {
   for (uint32_t key = 0; key < 65536; ++key) {
     const bool negative = key >= 0x8000u;
-    const uint32_t exp_bits = (key >> 7) & 0xffu;
-    if (exp_bits == 0xffu && (key & 0x7fu) != 0) {  // NaN payloads (quiet NaNs): code 0
-      buckets[key] = 0;                               // (a NaN compares false)
-      continue;
+    float xmin, xmax;
+    if (((key >> 7) & 0xffu) == 0xffu) {
+      if ((key & 0x7fu) != 0) {  // NaN payloads (x is a product: quiet NaNs): code 0
+        buckets[key] = 0;
+        continue;
+      }
+      xmin = xmax = bits_to_float(key << 16);  // +-inf alone (no x is a signalling NaN)
+    } else {
+      const float first = bits_to_float(key << 16);
+      const float last = bits_to_float((key << 16) | 0xffffu);
+      xmin = negative ? last : first;
+      xmax = negative ? first : last;
     }
-    const float first = bnb::bits_to_float(key << 16);
-    const float last = bnb::bits_to_float((key << 16) | 0xffffu);
-    const float lo = negative ? last : first;
-    const float hi = negative ? first : last;
-    const uint32_t below = static_cast<uint32_t>(std::lower_bound(mid, mid + 255, lo) - mid);
-    uint32_t inside = 0;
-    while (below + inside < 255 && mid[below + inside] <= hi) ++inside;
-    if (inside > 1) return false;
-    // Without a midpoint nothing may carry: low = 0 (x's addend is at most 0xffff).
-    uint32_t low = 0;
-    if (inside == 1) {
-      // A zero midpoint lies in both zero buckets; it is the zero of this bucket's sign
-      // (+0: x above it iff its low bits are > 0; -0: no x of the bucket is above it).
-      const float t = mid[below];
-      const uint32_t t_low = t == 0.0f ? 0u : (bnb::float_to_bits(t) & 0xffffu);
-      low = negative ? t_low : 0xffffu - t_low;
-    }
-    buckets[key] = (below << 16) | low;
+    const Code8Bucket b = code8_bucket(code8.t, xmin, xmax);
+    if (b.inside > 1) return false;
+    // Without a threshold inside nothing may carry: low = 0 (x's addend is at most 0xffff).
+    const uint32_t t_low = float_to_bits(code8.t[b.lo]) & 0xffffu;
+    const uint32_t low = b.inside == 0 ? 0u : negative ? t_low : 0xffffu - t_low;
+    buckets[key] = (static_cast<uint32_t>(b.lo) << 16) | low;
   }
   return true;
 }
 
-void build_plan(const float* code, Code8Plan* plan, float* mid_out = nullptr) {
-  plan->fast = false;
-  float mid[256];
-  for (int j = 0; j < 256; ++j) {
-    if (!std::isfinite(code[j])) return;
-    if (j > 0 && !(code[j - 1] < code[j])) return;
-  }
-  for (int j = 0; j < 255; ++j) {
-    mid[j] = midpoint(code, j);
-    if (!std::isfinite(mid[j])) return;
-    if (j > 0 && !(mid[j - 1] < mid[j])) return;
-  }
-  // An odd midpoint hit exactly goes up (to the even index): compare against one ulp below.
-  for (int j = 1; j < 255; j += 2) mid[j] = next_below(mid[j]);
-  for (int s = 128; s >= 1; s /= 2) {
-    float* level = plan->levels + (128 / s) - 1;
-    for (int c = 0; c < 128 / s; ++c) level[c] = mid[c * 2 * s + s - 1];
-  }
-  if (mid_out != nullptr) std::memcpy(mid_out, mid, sizeof(float) * 255);
-  plan->fast = true;
+void build_plan(const Code8Plan& code8, Quant8Plan* plan) {
+  plan->fast = code8.fast;
+  if (code8.fast) code8_levels(code8, plan->levels);
 }
 
 // A plan with buckets, built once, for one of the built-in tables (they are what almost every
 // call uses: optimizer states, nested statistics, the default of quantize_blockwise).
 struct CachedPlan {
   explicit CachedPlan(int32_t which) : buckets(65536) {
-    bnb::copy_code_table(which, code);
-    float mid[256];
-    build_plan(code, &plan, mid);
-    if (plan.fast && build_buckets(mid, buckets.data())) plan.buckets = buckets.data();
+    copy_code_table(which, code);
+    Code8Plan code8;
+    code8_plan(code, false, &code8);
+    build_plan(code8, &plan);
+    if (plan.fast && build_buckets(code8, buckets.data())) plan.buckets = buckets.data();
   }
   float code[256];
-  Code8Plan plan;
+  Quant8Plan plan;
   std::vector<uint32_t> buckets;
 };
 
-const Code8Plan* cached_plan(const float* code) {
+const Quant8Plan* cached_plan(const float* code) {
   static const CachedPlan signed_plan(BNB_CODE_DYNAMIC_SIGNED);
   static const CachedPlan unsigned_plan(BNB_CODE_DYNAMIC_UNSIGNED);
   if (std::memcmp(code, signed_plan.code, sizeof signed_plan.code) == 0) return &signed_plan.plan;
@@ -1418,15 +1385,16 @@ void quantize_blockwise(ThreadPool& pool, int32_t dtype, const void* A, int64_t 
                         const float* code, uint8_t* out, float* absmax) {
   // Building a table's buckets costs about as much as quantizing ~1M elements by level search.
   constexpr int64_t kBucketsWorthIt = int64_t{1} << 20;
-  const Code8Plan* plan = cached_plan(code);
-  Code8Plan own;
+  const Quant8Plan* plan = cached_plan(code);
+  Quant8Plan own;
   std::vector<uint32_t> own_buckets;
   if (plan == nullptr) {
-    float mid[256];
-    build_plan(code, &own, mid);
+    Code8Plan code8;
+    code8_plan(code, false, &code8);
+    build_plan(code8, &own);
     if (own.fast && n >= kBucketsWorthIt) {
       own_buckets.resize(65536);
-      if (build_buckets(mid, own_buckets.data())) own.buckets = own_buckets.data();
+      if (build_buckets(code8, own_buckets.data())) own.buckets = own_buckets.data();
     }
     plan = &own;
   }

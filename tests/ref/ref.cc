@@ -4,6 +4,7 @@
 #include <cstring>
 #include <vector>
 
+#include "code8_select.h"
 #include "half.h"
 #include "rcp.h"
 #include "tables.h"
@@ -36,30 +37,7 @@ float block_absmax(int32_t dtype, const void* A, int64_t begin, int64_t end, int
   return m;
 }
 
-uint8_t select_code8(const float* code, float x) {
-  int p = 127, lo_i = 0, hi_i = 255;
-  float lo_v = -1.0f, hi_v = 1.0f, v = code[127];
-  for (int s = 64; s >= 1; s /= 2) {
-    if (x > v) {
-      lo_i = p;
-      lo_v = v;
-      p += s;
-    } else {
-      hi_i = p;
-      hi_v = v;
-      p -= s;
-    }
-    v = code[p];
-  }
-  if (hi_i == 255) hi_v = code[255];
-  if (lo_i == 0) lo_v = code[0];
-  if (x > v) {
-    const float mid = (hi_v + v) * 0.5f;  // binary32 sum, then an exact halving
-    return static_cast<uint8_t>(x > mid ? hi_i : p);
-  }
-  const float mid = (lo_v + v) * 0.5f;
-  return static_cast<uint8_t>(x < mid ? lo_i : p);
-}
+uint8_t select_code8(const float* code, float x) { return static_cast<uint8_t>(code8_search(code, x)); }
 
 namespace {
 

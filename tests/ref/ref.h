@@ -23,7 +23,8 @@ void store_element(int32_t dtype, void* data, int64_t i, float v);
 // kAbsmaxEmpty (-FLT_MAX), and a partial last block's missing elements count as zeros.
 float block_absmax(int32_t dtype, const void* A, int64_t begin, int64_t end, int64_t blocksize);
 
-// Q_C(x): the reference's normative 7-step search over a sorted 256-entry table (docs/FORMATS.md §2.3).
+// Q_C(x): the reference's normative 7-step search over a 256-entry table (docs/FORMATS.md §2.3;
+// bnb::code8_search, the one copy every backend uses).
 uint8_t select_code8(const float* code, float x);
 
 // 8-bit blockwise (docs/FORMATS.md §2.2, 2.4). out gets n codes, absmax ceil(n/blocksize) floats.
