@@ -300,7 +300,7 @@ HWY_INLINE VI SelectCode(DF df, const OptimCodePlan& plan, VF x) {
 }
 
 // Code of `value` normalised by `inv` (= RCP(absmax)). kSignFix: the signed-state rule of docs/OPS.md §6.5
-// (bnb::code8_sign_fix; a fast plan's code c is negative when c < negative_count).
+// (bnb::code8_sign_fix; vectorised here for fast plans, whose code c is negative when c < negative_count).
 template <bool kSignFix>
 HWY_INLINE void Encode(DF df, const OptimCodePlan& plan, VF value, VF inv, uint8_t* HWY_RESTRICT out) {
   const DI di;
@@ -312,7 +312,7 @@ HWY_INLINE void Encode(DF df, const OptimCodePlan& plan, VF value, VF inv, uint8
     hn::Store(value, df, vs);
     for (size_t j = 0; j < hn::Lanes(df); ++j) {
       int32_t c = code8_search(plan.values, xs[j]);
-      if (kSignFix) c = code8_sign_fix(c, std::signbit(plan.values[c]), vs[j]);
+      if (kSignFix) c = code8_sign_fix(plan.values, c, vs[j]);
       out[j] = static_cast<uint8_t>(c);
     }
     return;

@@ -14,7 +14,7 @@
 // loads, each warp instruction one contiguous span; the block's absmax is a warp-shuffle max (no
 // barrier), and the warps of a persistent grid walk the blocks independently. Codes are selected
 // through per-table buckets of the binary32 line built once per context on the host (at most two
-// midpoints per bucket for the dynamic maps, so one 8-byte shared-memory look-up and at most one
+// thresholds per bucket for the dynamic maps, so one 8-byte shared-memory look-up and at most one
 // more per value, instead of a 7-step search whose later steps conflict on the shared-memory
 // banks). optim8_kernel (64 threads per block, the reference's search) remains for other code
 // tables and for HIP. The 32-bit clipping pre-pass sums in the reference's order (docs/OPS.md §6.4).
@@ -23,6 +23,7 @@
 
 #include <cstdint>
 
+#include "code8_select.h"
 #include "gpu_port.h"
 #include "optim_traits.h"
 
@@ -168,35 +169,12 @@ __device__ __forceinline__ OptimConstsDev optim_consts(const OptimKernelArgs& a)
   return k;
 }
 
-// Q_C(x) of docs/FORMATS.md §2.3 on a table in shared memory.
-__device__ __forceinline__ int optim_select_code(const float* code, float x) {
-  int p = 127, lo_i = 0, hi_i = 255;
-  float lo_v = -1.0f, hi_v = 1.0f, v = code[127];
-#pragma unroll
-  for (int s = 64; s >= 1; s >>= 1) {
-    if (x > v) {
-      lo_i = p;
-      lo_v = v;
-      p += s;
-    } else {
-      hi_i = p;
-      hi_v = v;
-      p -= s;
-    }
-    v = code[p];
-  }
-  if (hi_i == 255) hi_v = code[255];
-  if (lo_i == 0) lo_v = code[0];
-  if (x > v) return x > (hi_v + v) * 0.5f ? hi_i : p;
-  return x < (lo_v + v) * 0.5f ? lo_i : p;
-}
-
-// Code of `value` under scale reciprocal `inv`; kSignFix: the signed-state rule of docs/OPS.md §6.5.
+// Code of `value` under scale reciprocal `inv` on a table in shared memory: the reference's search
+// (bnb::code8_search); kSignFix: the signed-state rule of docs/OPS.md §6.5 (bnb::code8_sign_fix).
 template <bool kSignFix>
 __device__ __forceinline__ uint8_t optim_encode(const float* code, float value, float inv) {
-  int c = optim_select_code(code, value * inv);
-  if (kSignFix && signbit(code[c]) != signbit(value)) c = value > 0.0f ? c + 1 : c - 1;
-  return static_cast<uint8_t>(c & 255);
+  const int c = code8_search(code, value * inv);
+  return static_cast<uint8_t>(kSignFix ? code8_sign_fix(code, c, value) : c);
 }
 
 // NaN-dropping max over the 64 threads of a state block; every thread gets the result.
@@ -592,49 +570,31 @@ __global__ void __launch_bounds__(kOptimThreads) optim8_kernel(OptimKernelArgs a
 
 // ---------------------------------------------------------------- 8-bit blockwise, fast path
 
-// Q_C(x) of docs/FORMATS.md §2.3 in closed form for a strictly increasing table: q = #{j : x > m_j} +
-// [x == m_j for an odd j], NaN -> 0 (m_j the binary32 midpoints, as the search computes them; the
-// search returns the same codes for such tables, docs/OPS.md §6.5). Each term is one comparison with a
-// stored threshold: x > m_j for even j, x >= m_j, i.e. x > prev(m_j), for odd j. A bucket is one
-// 64th of a binade of |x| (binades 2^-24 .. 2^0; smaller magnitudes, and from 2 up, share one
-// bucket per sign), and holds lo = #{m_j below it} and the threshold of m_lo; buckets with two
-// midpoints (DYN8U near 1; `crowded` tables) flag it and compare the threshold of m_{lo+1} too.
-// Built on the host (build_optim8_table); verified there against the search on every midpoint
-// +-2 ulps and 4e7 random values.
-constexpr int kOpt8MagBuckets = 1 + 25 * 64 + 1;
-constexpr int kOpt8Buckets = 2 * kOpt8MagBuckets;
-constexpr int kOpt8FirstBinadeBits = 103;  // biased exponent of 2^-24
-
+// Q_C(x) of docs/FORMATS.md §2.3 in closed form for a fast table (bnb::code8_plan): q = #{j : x > t_j},
+// NaN -> 0, through the 64th-of-a-binade buckets of bnb::c8_binade_* (two thresholds in some
+// buckets of DYN8U near 1: `crowded`). Built on the host (build_optim8_table); checked there by
+// tests/gpu_emu against the reference's search.
 struct Optim8Table {
   float code[256];
-  float thr[256];                 // thresholds of m_j (above), then +inf
-  uint2 bucket[kOpt8Buckets];     // x: lo | (two midpoints inside) << 8; y: bits of thr[lo] (NaN when lo == 255)
+  float thr[256];                 // the plan's thresholds t_j, then +inf
+  uint2 bucket[kC8BinadeBuckets];  // c8_binade_bucket_entry: x = info, y = thr
   int32_t nneg;                   // codes with the sign bit set: a prefix of the table
-  int32_t crowded;                // some bucket holds two midpoints
-  int32_t usable;                 // strictly increasing, normal midpoints, at most two per bucket
+  int32_t crowded;                // some bucket holds two thresholds
+  int32_t usable;                 // a fast plan, normal thresholds, at most two per bucket
   int32_t pad;
 };
 static_assert(sizeof(Optim8Table) % 16 == 0, "copied in 16-byte words");
 
-__host__ __device__ __forceinline__ int opt8_bucket_of_bits(uint32_t b) {
-  int mag = static_cast<int>((b >> 17) & 0x3fffu) - (kOpt8FirstBinadeBits * 64 - 1);
-  mag = mag < 0 ? 0 : (mag > kOpt8MagBuckets - 1 ? kOpt8MagBuckets - 1 : mag);
-  return (b >> 31) != 0u ? kOpt8MagBuckets - 1 - mag : kOpt8MagBuckets + mag;
-}
-
 __device__ __forceinline__ int opt8_select_fast(const Optim8Table& t, bool crowded, float x) {
-  const uint2 e = t.bucket[opt8_bucket_of_bits(__float_as_uint(x))];
-  const int lo = static_cast<int>(e.x & 255u);
-  int q = lo + (x > __uint_as_float(e.y) ? 1 : 0);
-  if (crowded && (e.x >> 8) != 0u) q += x > t.thr[lo + 1] ? 1 : 0;  // crowded: uniform
-  return x == x ? q : 0;
+  const uint2 e = t.bucket[c8_binade_bucket_of_bits(__float_as_uint(x))];
+  return c8_binade_select(e.x, e.y, t.thr, crowded, x);
 }
 
 // optim_encode on a bucketed table (the sign of code[c] is c < nneg).
 template <bool kSignFix>
 __device__ __forceinline__ uint32_t opt8_encode_fast(const Optim8Table& t, bool crowded, float value, float inv) {
   int c = opt8_select_fast(t, crowded, value * inv);
-  if (kSignFix && (c < t.nneg) != static_cast<bool>(signbit(value))) c = value > 0.0f ? c + 1 : c - 1;
+  if (kSignFix) c = code8_sign_fix(c, t.nneg, value);
   return static_cast<uint32_t>(c & 255);
 }
 

@@ -21,63 +21,29 @@ namespace {
 
 bool is_two_state(int32_t opt) { return optim_traits(opt).states == 2; }
 
-// Host copy of a code table with its comparison thresholds and buckets (Optim8Table). The
-// midpoints are the device search's `(a + b) * 0.5f` (binary32, round to nearest).
+// Host copy of a code table with its plan's thresholds (bnb::code8_plan, flushed as the device
+// computes) and buckets (Optim8Table).
 void build_optim8_table(const float* code, Optim8Table* t) {
   std::memset(t, 0, sizeof *t);
-  bool strict = true;
-  float mid[256];
-  for (int j = 0; j < 256; ++j) t->code[j] = code[j];
-  for (int j = 0; j < 255; ++j) {
-    mid[j] = (code[j] + code[j + 1]) * 0.5f;
-    if (!(code[j] < code[j + 1])) strict = false;
-  }
-  mid[255] = INFINITY;
-  for (int j = 0; j < 254; ++j)
-    if (!(mid[j] < mid[j + 1])) strict = false;
-  for (int j = 0; j < 256; ++j) {
-    // x >= m_j for odd j is x > prev(m_j); normal thresholds keep that true under -ftz.
-    t->thr[j] = (j & 1) != 0 && j < 255 ? std::nextafter(mid[j], -INFINITY) : mid[j];
-    if (j < 255 && !(std::fabs(t->thr[j]) >= 1.17549435e-38f)) strict = false;
-  }
-  int nneg = 0;
-  for (int j = 0; j < 256; ++j) nneg += std::signbit(code[j]) ? 1 : 0;
-  for (int j = 0; j < 256; ++j)
-    if (static_cast<bool>(std::signbit(code[j])) != (j < nneg)) strict = false;
-  auto count_below = [&](float v, bool or_equal) {
-    int c = 0;
-    for (int j = 0; j < 256; ++j) c += (or_equal ? mid[j] <= v : mid[j] < v) ? 1 : 0;
-    return c;
-  };
-  auto bits_float = [](uint32_t b) {
-    float f;
-    std::memcpy(&f, &b, 4);
-    return f;
-  };
-  auto start_bits = [](int mb) {
-    return mb == 0 ? 0u : static_cast<uint32_t>(mb - 1 + kOpt8FirstBinadeBits * 64) << 17;
-  };
-  auto end_bits = [&](int mb) { return mb == kOpt8MagBuckets - 1 ? 0x7f800000u : start_bits(mb + 1) - 1u; };
+  Code8Plan plan;
+  code8_plan(code, true, &plan);
+  std::memcpy(t->code, code, sizeof t->code);
+  std::memcpy(t->thr, plan.t, sizeof t->thr);
+  // Every threshold normal, as the bucketed kernel has always required (the built-in tables'
+  // are; only they take this path).
+  bool normal = true;
+  for (int j = 0; j < 255; ++j) normal = normal && std::fabs(plan.t[j]) >= kC8FltMin;
   int most = 0;
-  for (int b = 0; b < kOpt8Buckets; ++b) {
-    float lo_v, hi_v;
-    if (b >= kOpt8MagBuckets) {
-      lo_v = bits_float(start_bits(b - kOpt8MagBuckets));
-      hi_v = bits_float(end_bits(b - kOpt8MagBuckets));
-    } else {
-      lo_v = -bits_float(end_bits(kOpt8MagBuckets - 1 - b));
-      hi_v = -bits_float(start_bits(kOpt8MagBuckets - 1 - b));
-    }
-    const int lo = std::min(count_below(lo_v, false), 255);
-    const int hi = std::min(count_below(hi_v, true), 255);
-    most = std::max(most, hi - lo);
-    uint32_t thr_lo = 0x7fc00000u;
-    if (lo < 255) std::memcpy(&thr_lo, &t->thr[lo], 4);
-    t->bucket[b] = make_uint2(static_cast<uint32_t>(lo) | (hi - lo >= 2 ? 256u : 0u), thr_lo);
+  for (int b = 0; b < kC8BinadeBuckets; ++b) {
+    float xmin, xmax;
+    c8_binade_bucket_range(b, &xmin, &xmax);
+    const Code8Bucket e = code8_bucket(plan.t, xmin, xmax);
+    most = std::max(most, e.inside);
+    c8_binade_bucket_entry(plan.t, e, &t->bucket[b].x, &t->bucket[b].y);
   }
-  t->nneg = nneg;
+  t->nneg = plan.negative_count;
   t->crowded = most >= 2;
-  t->usable = strict && most <= 2;
+  t->usable = plan.fast && normal && most <= 2;
 }
 
 // The bucketed 8-bit tables serve the kernels only while the launch's tables are the built-in

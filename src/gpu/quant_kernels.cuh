@@ -12,8 +12,8 @@
 
 #include <cstdint>
 
+#include "code8_select.h"
 #include "gpu_port.h"
-#include "quant8_select.h"
 #include "tables.h"
 
 namespace bnb {
@@ -295,44 +295,13 @@ __device__ __forceinline__ void group_max(float (&v)[kS], float* red, int parity
 
 // ---------------------------------------------------------------- 8-bit code selection
 
-// The reference's 7-step search (docs/FORMATS.md §2.3), used verbatim for tables that are not strictly
-// increasing.
-__device__ __forceinline__ uint32_t select_code_search7(float x, const float* code) {
-  int p = 127;
-  int lo_i = 0;
-  int hi_i = 255;
-  float lo_v = -1.0f;
-  float hi_v = 1.0f;
-  float v = code[127];
-#pragma unroll
-  for (int s = 64; s > 0; s >>= 1) {
-    if (x > v) {
-      lo_i = p;
-      lo_v = v;
-      p += s;
-    } else {
-      hi_i = p;
-      hi_v = v;
-      p -= s;
-    }
-    v = code[p];
-  }
-  if (hi_i == 255) hi_v = code[255];
-  if (lo_i == 0) lo_v = code[0];
-  if (x > v) {
-    const float mid = gpu_mul_ftz(gpu_add_ftz(hi_v, v), 0.5f);
-    return x > mid ? hi_i : p;
-  }
-  const float mid = gpu_mul_ftz(gpu_add_ftz(lo_v, v), 0.5f);
-  return x < mid ? lo_i : p;
-}
-
-// Strictly increasing tables select codes through binary16-keyed buckets (quant8_select.h):
-// one packed conversion per two elements, one shared-memory look-up and one compare each.
+// The plan, the search and the binary16-keyed buckets are bnb::code8_* (src/common/code8_select.h):
+// fast tables select codes through those buckets, one packed conversion per two elements, one
+// shared-memory look-up and one compare each; other tables run the reference's search verbatim.
 struct Quant8Shared {
   float code[256];
-  float thr[256];              // t_j: midpoints with the odd ties folded in, then +inf
-  Q8Bucket bucket[kQ8Keys];
+  float thr[256];              // the plan's thresholds t_j, then +inf
+  Code8F16Bucket bucket[kC8F16Keys];
 };
 
 // How a launch selects codes.
@@ -340,46 +309,29 @@ constexpr int kQ8Search = 0;   // the verbatim 7-step search
 constexpr int kQ8Fast = 1;     // buckets, at most one threshold inside each
 constexpr int kQ8Crowded = 2;  // buckets, some holding several thresholds (a second pass)
 
-// Loads the table, derives the thresholds exactly as q8_thresholds does (device arithmetic with
-// flush to zero) and builds the buckets; returns kQ8Search, kQ8Fast or kQ8Crowded.
+// Loads the table, makes its plan (bnb::code8_plan_entry with the device's flushed arithmetic, one
+// entry per thread) and builds the buckets; returns kQ8Search, kQ8Fast or kQ8Crowded. The table
+// is a device pointer the caller owns, so the plan is made here, once per resident block.
 __device__ inline int quant8_setup(const float* __restrict__ code, Quant8Shared& sh) {
   for (int j = threadIdx.x; j < 256; j += blockDim.x) sh.code[j] = code[j];
   __syncthreads();
-  int bad = 0;
-  for (int j = threadIdx.x; j < 256; j += blockDim.x) {
-    if (j < 255) {
-      const float a = sh.code[j];
-      const float b = sh.code[j + 1];
-      if (!(a < b)) bad = 1;
-      const float m = gpu_mul_ftz(gpu_add_ftz(a, b), 0.5f);
-      float t = m;
-      if ((j & 1) != 0) {
-        const float mag = fabsf(m);
-        if (mag > 1.17549435e-38f && mag < 3.4e38f) t = q8_prev(m);
-        else bad = 1;
-      }
-      sh.thr[j] = t;
-    } else {
-      sh.thr[j] = __uint_as_float(0x7f800000u);
-    }
-  }
-  __syncthreads();
-  for (int j = threadIdx.x; j < 254; j += blockDim.x) {
-    if (!(sh.thr[j] < sh.thr[j + 1])) bad = 1;
-  }
-  if (__syncthreads_or(bad) != 0) return kQ8Search;
-  // q8_make_bucket for 8 keys per thread at once: the 16 binary searches advance in lockstep, so
-  // their shared-memory loads overlap (the set-up is paid before any tile is loaded).
+  bool ok = true;
+  for (int j = threadIdx.x; j < 256; j += blockDim.x)
+    sh.thr[j] = j < 255 ? code8_plan_entry(sh.code, j, true, &ok) : __uint_as_float(0x7f800000u);
+  if (__syncthreads_or(!ok) != 0) return kQ8Search;
+  // c8_f16_bucket for 8 keys per thread at once: the 16 binary searches (code8_bucket's two
+  // counts) advance in lockstep, so their shared-memory loads overlap (the set-up is paid before
+  // any tile is loaded).
   int crowded = 0;
   constexpr int kBatch = 8;
-  for (int k0 = threadIdx.x; k0 < kQ8Keys; k0 += kBatch * blockDim.x) {
+  for (int k0 = threadIdx.x; k0 < kC8F16Keys; k0 += kBatch * blockDim.x) {
     float v[2 * kBatch];
     bool nan[kBatch];
     int c[2 * kBatch];
 #pragma unroll
     for (int b = 0; b < kBatch; ++b) {
       const int key = k0 + b * static_cast<int>(blockDim.x);
-      nan[b] = key >= kQ8Keys || !q8_key_range(static_cast<uint32_t>(key), &v[2 * b], &v[2 * b + 1]);
+      nan[b] = key >= kC8F16Keys || !c8_f16_key_range(static_cast<uint32_t>(key), &v[2 * b], &v[2 * b + 1]);
       if (nan[b]) v[2 * b] = v[2 * b + 1] = 0.0f;
       c[2 * b] = c[2 * b + 1] = 0;
     }
@@ -391,15 +343,15 @@ __device__ inline int quant8_setup(const float* __restrict__ code, Quant8Shared&
 #pragma unroll
     for (int b = 0; b < kBatch; ++b) {
       const int key = k0 + b * static_cast<int>(blockDim.x);
-      if (key >= kQ8Keys) continue;
-      const Q8Bucket e = q8_bucket_from_counts(sh.thr, nan[b], c[2 * b], c[2 * b + 1]);
+      if (key >= kC8F16Keys) continue;
+      const Code8F16Bucket e = c8_f16_bucket_entry(sh.thr, nan[b], Code8Bucket{c[2 * b], c[2 * b + 1] - c[2 * b]});
       sh.bucket[key] = e;
       if ((e.info >> 8) > 1) crowded = 1;
     }
   }
   if (__syncthreads_or(crowded) != 0) return kQ8Crowded;
   // No bucket holds two thresholds: keep lo alone, so the selection needs no mask.
-  for (int k = threadIdx.x; k < kQ8Keys; k += blockDim.x) sh.bucket[k].info &= 0xffu;
+  for (int k = threadIdx.x; k < kC8F16Keys; k += blockDim.x) sh.bucket[k].info &= 0xffu;
   __syncthreads();
   return kQ8Fast;
 }
@@ -537,7 +489,7 @@ __global__ void __launch_bounds__(threads_for(B / quant_chunk_elems<D, kChunk>()
         }
       } else {
 #pragma unroll
-        for (int j = 0; j < kE; ++j) q[j] = select_code_search7(x[j], sh.code);
+        for (int j = 0; j < kE; ++j) q[j] = static_cast<uint32_t>(code8_search(sh.code, x[j]));
       }
       store_codes8<kE>(out, i0[k], n, vec != 0, q);
     }

@@ -112,11 +112,15 @@ TEST(Code8Select, TablesOutsideTheClosedFormAreNotFast) {
 }
 
 TEST(Code8Select, SignFix) {
-  EXPECT_EQ(code8_sign_fix(127, false, -0.25f), 126);
-  EXPECT_EQ(code8_sign_fix(126, true, 0.25f), 127);
-  EXPECT_EQ(code8_sign_fix(0, false, -0.25f), 255);  // uint8 wrap
-  EXPECT_EQ(code8_sign_fix(5, true, -0.25f), 5);
-  EXPECT_EQ(code8_sign_fix(127, false, -0.0f), 126);  // -0 is negative, and not > 0
+  EXPECT_EQ(code8_sign_fix(127, 127, -0.25f), 126);
+  EXPECT_EQ(code8_sign_fix(126, 127, 0.25f), 127);
+  EXPECT_EQ(code8_sign_fix(0, 0, -0.25f), 255);  // uint8 wrap
+  EXPECT_EQ(code8_sign_fix(5, 127, -0.25f), 5);
+  EXPECT_EQ(code8_sign_fix(127, 127, -0.0f), 126);  // -0 is negative, and not > 0
+  const float unsorted[3] = {-0.5f, 0.25f, -0.125f};  // by the code's own sign
+  EXPECT_EQ(code8_sign_fix(unsorted, 2, -1.0f), 2);
+  EXPECT_EQ(code8_sign_fix(unsorted, 2, 1.0f), 3);
+  EXPECT_EQ(code8_sign_fix(unsorted, 1, -1.0f), 0);
 }
 
 class OptimEncoders : public testing::TestWithParam<int64_t> {
@@ -144,7 +148,7 @@ TEST_P(OptimEncoders, EqualTheSearchWithTheSignFix) {
       cpu::optim8_encode_block(*plan, sign_fix, false, xs, 1.0f, levels);
       for (int j = 0; j < fill; ++j) {
         int32_t want = code8_search(table.data(), xs[j]);
-        if (sign_fix) want = code8_sign_fix(want, std::signbit(table[want]), xs[j]);
+        if (sign_fix) want = code8_sign_fix(table.data(), want, xs[j]);
         if ((bucketed[j] != want || levels[j] != want) && bad++ < 5)
           ADD_FAILURE() << "x = " << xs[j] << " (bits " << std::hex << float_to_bits(xs[j]) << std::dec
                         << "): bucketed " << int{bucketed[j]} << ", levels " << int{levels[j]} << ", search "
