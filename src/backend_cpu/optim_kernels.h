@@ -20,7 +20,6 @@ constexpr int64_t kOptimBlock = 256;
 // table's bnb::Code8Plan (src/common/code8_select.h: thresholds, fast, negative_count).
 struct OptimCodePlan {
   alignas(64) float values[256];
-  Code8Plan code8;
   // Fast plans: the thresholds in search-tree order (bnb::code8_levels).
   alignas(64) float levels[256 + 64];
   // The last three levels at once: tail[r][c] = threshold 8c + r (r = 0..6, c = 0..31).
@@ -42,6 +41,9 @@ struct OptimCodePlan {
   // every x of the bucket, then for two slots the 16 bits of |x| below the bucket's bits (high
   // byte, low byte) of a threshold inside it (complemented for negative x; 0xffff = empty).
   alignas(64) uint8_t bucket_table[5][256];
+  // Last: only the tie fallback reads its thresholds, and the encoders its negative_count once
+  // per block (keeps the hot tables above where they were before the plan moved in).
+  Code8Plan code8;
 };
 constexpr int32_t kBucketNone = 0;
 constexpr int32_t kBucketPositive = 1;

@@ -299,24 +299,28 @@ HWY_INLINE VI SelectCode(DF df, const OptimCodePlan& plan, VF x) {
 #endif
 }
 
+// Encode for a table without a fast plan: the reference's search and sign fix, lane by lane.
+// Cold and out of line, so that the update loops around Encode are laid out for fast plans.
+template <bool kSignFix>
+HWY_NOINLINE __attribute__((cold)) void EncodeSearch(DF df, const OptimCodePlan& plan, VF value, VF inv, uint8_t* HWY_RESTRICT out) {
+  constexpr size_t N = hn::MaxLanes(DF());
+  alignas(64) float xs[N], vs[N];
+  hn::Store(hn::Mul(value, inv), df, xs);
+  hn::Store(value, df, vs);
+  for (size_t j = 0; j < hn::Lanes(df); ++j) {
+    int32_t c = code8_search(plan.values, xs[j]);
+    if (kSignFix) c = code8_sign_fix(plan.values, c, vs[j]);
+    out[j] = static_cast<uint8_t>(c);
+  }
+}
+
 // Code of `value` normalised by `inv` (= RCP(absmax)). kSignFix: the signed-state rule of docs/OPS.md §6.5
 // (bnb::code8_sign_fix; vectorised here for fast plans, whose code c is negative when c < negative_count).
 template <bool kSignFix>
 HWY_INLINE void Encode(DF df, const OptimCodePlan& plan, VF value, VF inv, uint8_t* HWY_RESTRICT out) {
   const DI di;
   const hn::Rebind<uint8_t, DI> d8;
-  if (!plan.code8.fast) {  // the reference's search, lane by lane
-    constexpr size_t N = hn::MaxLanes(DF());
-    alignas(64) float xs[N], vs[N];
-    hn::Store(hn::Mul(value, inv), df, xs);
-    hn::Store(value, df, vs);
-    for (size_t j = 0; j < hn::Lanes(df); ++j) {
-      int32_t c = code8_search(plan.values, xs[j]);
-      if (kSignFix) c = code8_sign_fix(plan.values, c, vs[j]);
-      out[j] = static_cast<uint8_t>(c);
-    }
-    return;
-  }
+  if (HWY_UNLIKELY(!plan.code8.fast)) return EncodeSearch<kSignFix>(df, plan, value, inv, out);
   VI c = SelectCode(df, plan, hn::Mul(value, inv));
   if constexpr (kSignFix) {
     const auto code_negative = hn::Lt(c, hn::Set(di, plan.code8.negative_count));
