@@ -121,6 +121,39 @@ def test_linear4bit_state_dict_round_trip(device):
     assert torch.equal(clone(x), ref(x))
 
 
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("storage", [torch.uint8, torch.bfloat16, torch.float16, torch.float32], ids=str)
+def test_linear4bit_under_an_fsdp_parameter(device, storage):
+    """FSDP replaces the layer's Params4bit by its own plain parameter (the all-gathered packed codes,
+    viewed as quant_storage) without the Params4bit attributes: the layer computes with its own
+    quantization state, leaves FSDP's parameter in place, and reads and writes bitsandbytes' keys."""
+    layer = bnb.nn.Linear4bit(192, 40, quant_type="nf4", quant_storage=storage).to(device)
+    x = randn((3, 192), device, seed=5).requires_grad_()
+    want = layer(x)
+    (want_grad,) = torch.autograd.grad(want.sum(), x)
+    sd = layer.state_dict()
+    assert layer.weight.dtype == storage
+    fsdp_param = torch.nn.Parameter(layer.weight.data.clone(), requires_grad=False)
+    layer._parameters["weight"] = fsdp_param
+    got = layer(x)
+    (got_grad,) = torch.autograd.grad(got.sum(), x)
+    assert torch.equal(got, want) and torch.equal(got_grad, want_grad)
+    assert layer.weight is fsdp_param and "quantized=True" in repr(layer)
+    again = layer.state_dict()
+    as_bytes = lambda t: t.view(torch.uint8)  # noqa: E731 (codes viewed as a float may hold NaN patterns)
+    assert list(again) == list(sd) and all(torch.equal(as_bytes(again[k]), as_bytes(sd[k])) for k in sd)
+    # loading copies the codes into FSDP's parameter in place and the state onto the layer
+    with torch.no_grad():
+        fsdp_param.zero_()
+    layer.quant_state = None
+    assert str(layer.load_state_dict(sd)) == "<All keys matched successfully>"
+    assert layer.weight is fsdp_param and torch.equal(layer(x), want)
+    bad = dict(sd, weight=sd["weight"].view(torch.uint8).flatten()[:-2])
+    if storage == torch.uint8:
+        with pytest.raises(RuntimeError, match="packed weight|holds"):
+            layer.load_state_dict(bad)
+
+
 def golden_linear4bit_dict(case, shape, bias):
     """bitsandbytes' Linear4bit keys built from a golden nested case (its flat input viewed as `shape`)."""
     out = case["outputs"]

@@ -363,6 +363,11 @@ class Linear4bit(_FastLinear):
 
     def extra_repr(self):
         w = self.weight
+        if not isinstance(w, Params4bit):  # FSDP's parameter: the layer's state describes it
+            qs = self.quant_state
+            return (f"{super().extra_repr()}, quant_type={qs and qs.quant_type}, blocksize={qs and qs.blocksize}, "
+                    f"compress_statistics={qs and qs.nested}, compute_dtype={self.compute_dtype}, "
+                    f"quantized={qs is not None}, {type(w).__name__} weight")
         return (f"{super().extra_repr()}, quant_type={w.quant_type}, blocksize={w.blocksize}, "
                 f"compress_statistics={w.compress_statistics}, compute_dtype={self.compute_dtype}, "
                 f"quantized={w.bnb_quantized}")
@@ -373,11 +378,7 @@ class Linear4bit(_FastLinear):
         return _fast_gemm_4bit(self, x)
 
     def _forward(self, x):
-        w = self.weight
-        if not isinstance(w, self._param_type):
-            w = self._rewrap_plain_weight(w)
-        elif w.quant_state is None and w.bnb_quantized:  # the state dropped from the parameter (FSDP)
-            w.quant_state = self._restorable_quant_state(w)
+        w = self._compute_weight()
         if not w.bnb_quantized:
             _quantize_on_first_forward(self, x)
         in_dtype = x.dtype
@@ -396,31 +397,44 @@ class Linear4bit(_FastLinear):
         out = F.matmul_4bit(x, w.data if w.dtype == torch.uint8 else w.packed_uint8(), w.quant_state, bias=bias)
         return out if out.dtype == in_dtype else out.to(in_dtype)
 
+    def _compute_weight(self):
+        """The Params4bit the forward multiplies by. Under FSDP the layer's `weight` is FSDP's own
+        parameter: a DTensor shard between forwards, and a plain parameter holding the all-gathered
+        packed codes (viewed as quant_storage) during one. The quantization state is not sharded: it
+        stays on this layer (`quant_state`), and the packed codes are wrapped with it here, for this
+        call only (FSDP keeps owning the attribute; the wrapper shares its storage, so what autograd
+        saves is refilled by FSDP's all-gather before the backward)."""
+        w = self.weight
+        if isinstance(w, self._param_type):
+            if w.quant_state is None and w.bnb_quantized:  # the state dropped from the parameter
+                w.quant_state = self._restorable_quant_state(w)
+            return w
+        qs = self.quant_state
+        if _is_dtensor(w):
+            raise RuntimeError(f"{type(self).__name__}: the weight is a sharded DTensor; FSDP all-gathers it before "
+                               "the forward (call the module FSDP wrapped, not this layer alone)")
+        if qs is None or w.dim() != 2 or w.shape[1] != 1:
+            raise RuntimeError(f"{type(self).__name__}: the weight is a plain {type(w).__name__} {tuple(w.shape)} "
+                               "without a quantization state; load a state dict or move the layer with .to(device)")
+        return self._param_type(w.detach(), False, qs, blocksize=qs.blocksize, compress_statistics=qs.nested,
+                                quant_type=qs.quant_type, quant_storage=w.dtype, module=self, bnb_quantized=True)
+
     def _restorable_quant_state(self, w):
         qs = self.__dict__.get("_quant_state")
         if qs is None:
             raise RuntimeError(f"{type(self).__name__}: the quantized weight has lost its quantization state")
         return qs
 
-    def _rewrap_plain_weight(self, w):
-        """A plain parameter holding the packed codes (its Params4bit type lost, e.g. by FSDP): wrapped
-        again with the QuantState last assigned to this layer."""
-        qs = getattr(w, "quant_state", None) or self.__dict__.get("_quant_state")
-        if qs is None or w.dim() != 2 or w.shape[1] != 1:
-            raise RuntimeError(f"{type(self).__name__}: the weight is a plain {type(w).__name__} {tuple(w.shape)} "
-                               "without a quantization state; load a state dict or move the layer with .to(device)")
-        self.weight = self._param_type(w.data, w.requires_grad, qs, blocksize=qs.blocksize,
-                                       compress_statistics=qs.nested, quant_type=qs.quant_type, quant_storage=w.dtype,
-                                       module=self, bnb_quantized=True)
-        return self.weight
-
     def _save_to_state_dict(self, destination, prefix, keep_vars):
         w = self.weight
-        if not w.bnb_quantized:  # still float: a plain Linear's keys
+        # FSDP's parameter (a DTensor shard of the packed codes) has no Params4bit attributes: the
+        # layer's quantization state says it is quantized
+        qs = w.quant_state if isinstance(w, Params4bit) and w.bnb_quantized else self.quant_state
+        if qs is None:  # still float: a plain Linear's keys
             return super()._save_to_state_dict(destination, prefix, keep_vars)
         weight = w if keep_vars else w.detach()
         bias = None if self.bias is None else (self.bias if keep_vars else self.bias.detach())
-        items = F.linear4bit_state_dict(weight, w.quant_state, bias=bias, prefix=prefix)
+        items = F.linear4bit_state_dict(weight, qs, bias=bias, prefix=prefix)
         if not keep_vars:
             items = {k: v.detach() for k, v in items.items()}
         destination.update(items)
@@ -434,6 +448,8 @@ class Linear4bit(_FastLinear):
         device = _load_device(self.weight, weight)
         if weight is None:
             missing_keys.append(wkey)
+        elif qs_items and not isinstance(self.weight, Params4bit):
+            self._load_into_fsdp_weight(wkey, weight, qs_items, device, error_msgs)
         elif qs_items:
             try:
                 param = self._param_type.from_prequantized(weight.detach(), qs_items, device=device, module=self)
@@ -456,7 +472,35 @@ class Linear4bit(_FastLinear):
         _unexpected(self, state_dict, prefix, strict, unexpected_keys, ("weight", "bias"))
 
 
+    def _load_into_fsdp_weight(self, wkey, weight, qs_items, device, error_msgs):
+        """Loading into FSDP's parameter (the layer's weight is not a Params4bit): the packed codes are
+        copied into it in place (a DTensor shard takes its own part) and the quantization state is
+        kept on the layer, which the forward reads (_compute_weight)."""
+        current = self.weight
+        try:
+            state = _read_quant_state(weight, qs_items, device, self._param_type._state_type)
+        except ValueError as e:
+            error_msgs.append(f"{wkey}: cannot read the 4-bit quantization state: {e}")
+            return
+        if tuple(state.shape) != (self.out_features, self.in_features):
+            error_msgs.append(f"{wkey}: quantized shape {tuple(state.shape)} does not match the layer's "
+                              f"{(self.out_features, self.in_features)}")
+        elif weight.dtype != current.dtype or tuple(weight.shape) != tuple(current.shape):
+            error_msgs.append(f"{wkey}: packed weight {weight.dtype} {tuple(weight.shape)} does not match the "
+                              f"sharded parameter's {current.dtype} {tuple(current.shape)} (quant_storage)")
+        else:
+            with torch.no_grad():
+                current.copy_(weight)
+            self.quant_state = state
+
+
 Linear4bit._param_type = Params4bit
+
+
+def _is_dtensor(t):
+    """Whether t is a torch.distributed DTensor (none exists before torch.distributed.tensor is imported)."""
+    module = sys.modules.get("torch.distributed.tensor")
+    return module is not None and isinstance(t, module.DTensor)
 
 
 _STALE = object()  # what a fast-path closure returns once the layer's tensors have changed
@@ -484,9 +528,11 @@ def _fast_gemm_4bit(layer, x):
     results are bit-identical."""
     params = layer._parameters
     w, b = params["weight"], params["bias"]
+    if not isinstance(w, Params4bit):  # FSDP's parameter: the general path (_compute_weight)
+        return None
     qs = w.quant_state
     cd = layer.compute_dtype
-    if not getattr(w, "bnb_quantized", False) or qs is None or x.dtype not in _FAST_DTYPES or \
+    if not w.bnb_quantized or qs is None or x.dtype not in _FAST_DTYPES or \
             (cd is not None and cd is not x.dtype) or qs.shape is None or len(qs.shape) != 2 or \
             qs.quant_type not in _QUANT_TYPES or not w.is_contiguous():
         return None
