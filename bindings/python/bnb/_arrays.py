@@ -50,6 +50,18 @@ def is_torch(x):
     return torch is not None and isinstance(x, torch.Tensor)
 
 
+def is_dtensor(x):
+    """Whether x is a torch.distributed DTensor (FSDP2's sharded parameters and gradients); none
+    exists before torch.distributed.tensor is imported."""
+    module = sys.modules.get("torch.distributed.tensor")
+    return module is not None and isinstance(x, module.DTensor)
+
+
+def local_shard(x):
+    """This rank's part of a DTensor (outside autograd: its local tensor itself, not a copy), or x."""
+    return x.to_local() if is_dtensor(x) else x
+
+
 def dtype_code(dtype):
     """bnb_dtype_t of a dtype given as a bnb code, a name, a numpy dtype or a torch dtype."""
     torch = sys.modules.get("torch")

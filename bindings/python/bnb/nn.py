@@ -410,7 +410,7 @@ class Linear4bit(_FastLinear):
                 w.quant_state = self._restorable_quant_state(w)
             return w
         qs = self.quant_state
-        if _is_dtensor(w):
+        if _arrays.is_dtensor(w):
             raise RuntimeError(f"{type(self).__name__}: the weight is a sharded DTensor; FSDP all-gathers it before "
                                "the forward (call the module FSDP wrapped, not this layer alone)")
         if qs is None or w.dim() != 2 or w.shape[1] != 1:
@@ -495,12 +495,6 @@ class Linear4bit(_FastLinear):
 
 
 Linear4bit._param_type = Params4bit
-
-
-def _is_dtensor(t):
-    """Whether t is a torch.distributed DTensor (none exists before torch.distributed.tensor is imported)."""
-    module = sys.modules.get("torch.distributed.tensor")
-    return module is not None and isinstance(t, module.DTensor)
 
 
 _STALE = object()  # what a fast-path closure returns once the layer's tensors have changed

@@ -123,6 +123,7 @@ def _prefetch(kit, t):
 
 
 # ---------------------------------------------------------------- the batched step's caches
+_local_shard = _arrays.local_shard
 _ALONE = object()  # _slot()'s answer for a parameter that takes the one-call path
 _STRIDED = torch.strided
 _batch_keys = {}
@@ -424,11 +425,13 @@ class Optimizer(torch.optim.Optimizer):
             keep = []  # contiguous copies of strided gradients, alive until the calls are made
             repeats = []  # a parameter listed twice in the group: its second update comes after the batch
             cur_key = cur_t = cur_slots = cur_ptrs = None
+            group_params = {}
             for p in group["params"]:
                 g = p.grad
                 if g is None:
                     continue
                 pid = id(p)
+                group_params[pid] = p
                 if overrides is not None and pid in overrides:  # its own settings: updated alone
                     self._update_alone(group, p, paged_streams, overrides)
                     continue
@@ -436,6 +439,7 @@ class Optimizer(torch.optim.Optimizer):
                     repeats.append(p)
                     continue
                 state = states[p]
+                p, g = _local_shard(p), _local_shard(g)  # FSDP: this rank's shard (state keyed by the parameter)
                 get = state.get
                 s = old_slots.get(pid)
                 shape = p.shape
@@ -449,11 +453,11 @@ class Optimizer(torch.optim.Optimizer):
                         or get("qmap1") is not s.qmap1 or get("qmap2") is not s.qmap2
                         or g.layout is not _STRIDED or g.dtype is not s.dtype or g.shape != shape
                         or g.device != s.device):
-                    s = self._slot(group, p, state)
+                    s = self._slot(group, p, g, state)
                     if s is None:  # no elements: nothing to do
                         continue
                     if s is _ALONE:  # a strided parameter: updated through a contiguous copy
-                        self._update_alone(group, p, paged_streams)
+                        self._update_alone(group, group_params[pid], paged_streams)
                         continue
                 slots[pid] = s
                 if not g.is_contiguous():
@@ -530,10 +534,10 @@ class Optimizer(torch.optim.Optimizer):
                 ten.qmap2 = self._table_ptr(p, state["qmap2"], False)
         return ten
 
-    def _slot(self, group, p, state):
-        """Checks p and p.grad in full and builds p's _Slot; None when p has no elements, _ALONE
-        when p is not contiguous (the single-call path writes it back through a copy)."""
-        code = self._checked_code(p, p.grad)
+    def _slot(self, group, p, g, state):
+        """Checks p and its gradient g in full and builds p's _Slot; None when p has no elements,
+        _ALONE when p is not contiguous (the single-call path writes it back through a copy)."""
+        code = self._checked_code(p, g)
         if p.numel() == 0:
             return None
         if not p.is_contiguous():
@@ -547,12 +551,12 @@ class Optimizer(torch.optim.Optimizer):
     def _update(self, group, p):
         """Updates one parameter; returns its kit when its state is paged (else None)."""
         name = type(self).__name__
-        g = p.grad
+        state = self.state[p]
+        p, g = _local_shard(p), _local_shard(p.grad)  # FSDP: this rank's shard (state keyed by the parameter)
         code = self._checked_code(p, g)
         n = p.numel()
         if n == 0:
             return None
-        state = self.state[p]
         if "state1" not in state:
             self._init_state(group, p, state)
         kit = _arrays.kit_for(p)
