@@ -23,7 +23,7 @@ from conftest import load
 
 STEPS = 10
 WORLD = 2
-TIMEOUT_S = 240  # the whole 2-process run; it takes about 15 s here
+TIMEOUT_S = 240  # the whole 2-process run; it takes 5-15 s here
 BATCH, SEQ = 4, 16
 # The FSDP runs: (quant_storage, optimizer, bound on the per-step relative loss difference from one
 # process with the same optimizer). The packed bytes are the same in every storage dtype: float32 as
