@@ -167,6 +167,26 @@ def float64_reference(qmodel):
     return ref
 
 
+def train(model, ids, steps, make_optimizer=None, reduce=None):
+    """The per-step losses of `steps` training steps on `ids` (labels = ids) over the parameters that
+    require grad; make_optimizer(params) gives the optimizer (torch's AdamW, lr 1e-2, by default);
+    reduce(loss) gives the loss to record (e.g. its mean over distributed ranks)."""
+    import torch
+
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = make_optimizer(params) if make_optimizer else torch.optim.AdamW(params, lr=1e-2)
+    model.train()
+    losses = []
+    for _ in range(steps):
+        loss = model(input_ids=ids, labels=ids).loss
+        loss.backward()
+        opt.step()
+        opt.zero_grad()
+        loss = loss.detach().clone()
+        losses.append((loss if reduce is None else reduce(loss)).item())
+    return losses
+
+
 @pytest.fixture(scope="session")
 def ids():
     return input_ids()

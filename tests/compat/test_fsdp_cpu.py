@@ -19,7 +19,7 @@ import pytest
 import torch
 import torch.distributed as dist
 
-from conftest import load
+from conftest import load, train
 
 STEPS = 10
 WORLD = 2
@@ -61,27 +61,13 @@ def _batch():
     return torch.randint(0, 256, (BATCH, SEQ), generator=g)
 
 
-def _optimizer(optim, params):
-    """torch's AdamW, or bitsandbytes' AdamW8bit with min_8bit_size=optim."""
+def _train(model, ids, optim, reduce=None):
+    """10 steps of torch's AdamW (optim "torch") or bitsandbytes' AdamW8bit with min_8bit_size=optim."""
     import bitsandbytes as bb
 
     if optim == "torch":
-        return torch.optim.AdamW(params, lr=1e-2)
-    return bb.optim.AdamW8bit(params, lr=1e-2, min_8bit_size=optim)
-
-
-def _train(model, ids, steps=STEPS, reduce=None, optim="torch"):
-    """Per-step losses; `reduce` averages a rank's loss over the ranks (each holds part of the batch)."""
-    opt = _optimizer(optim, [p for p in model.parameters() if p.requires_grad])
-    model.train()
-    losses = []
-    for _ in range(steps):
-        loss = model(input_ids=ids, labels=ids).loss
-        loss.backward()
-        opt.step()
-        opt.zero_grad()
-        losses.append(loss.detach().clone() if reduce is None else reduce(loss.detach().clone()))
-    return [x.item() for x in losses]
+        return train(model, ids, STEPS, reduce=reduce)
+    return train(model, ids, STEPS, lambda params: bb.optim.AdamW8bit(params, lr=1e-2, min_8bit_size=optim), reduce)
 
 
 def _shard(model, mesh):
@@ -139,7 +125,7 @@ def _worker(rank, port, out_dir):
         losses = {}
         for name, (storage, optim, _bound) in RUNS.items():
             model = _shard(_model(lora_seed=0, storage=storage), mesh)
-            losses[name] = _train(model, mine, reduce=mean_over_ranks, optim=optim)
+            losses[name] = _train(model, mine, optim, mean_over_ranks)
             _check_sharded(model, storage)  # after all-gathers and reshards
             if name == SAVED:
                 saved = model
@@ -201,7 +187,7 @@ def test_qlora_fsdp2_two_cpu_ranks_match_one_process(tmp_path):
     for name, (_storage, optim, bound) in RUNS.items():  # one process: the packed bytes do not depend on storage
         if optim not in want:
             single = _model(lora_seed=0)
-            want[optim] = _train(single, ids, optim=optim)
+            want[optim] = _train(single, ids, optim)
             if name == SAVED:
                 want_model = single
         rel = [abs(a - b) / abs(b) for a, b in zip(got["losses"][name], want[optim])]

@@ -5,7 +5,7 @@ gradients through LLM.int8 checked against float64 autograd through the dequanti
 import pytest
 import torch
 
-from conftest import float64_reference, load, rel_err
+from conftest import float64_reference, load, rel_err, train
 
 STEPS = 20
 
@@ -16,19 +16,6 @@ def _lora(model, **kw):
     model = prepare_model_for_kbit_training(model)
     config = LoraConfig(r=8, lora_alpha=16, lora_dropout=0.0, target_modules="all-linear", task_type="CAUSAL_LM", **kw)
     return get_peft_model(model, config)
-
-
-def _train(model, ids, steps=STEPS, lr=1e-2):
-    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr)
-    model.train()
-    losses = []
-    for _ in range(steps):
-        loss = model(input_ids=ids, labels=ids).loss
-        loss.backward()
-        opt.step()
-        opt.zero_grad()
-        losses.append(loss.item())
-    return losses
 
 
 def _lora_layers(model, base_cls):
@@ -52,7 +39,7 @@ def test_qlora_4bit_trains_and_merges(ids):
     trainable = [n for n, p in pm.named_parameters() if p.requires_grad]
     assert trainable and all("lora_" in n for n in trainable)
     frozen = [p.data.clone() for p in pm.parameters() if not p.requires_grad and p.dtype == torch.uint8]
-    losses = _train(pm, ids)
+    losses = train(pm, ids, STEPS)
     print("4-bit LoRA losses", losses)
     _assert_falls(losses)
     assert all(torch.equal(a, p.data) for a, p in
@@ -116,6 +103,6 @@ def test_lora_8bit_gradients_match_float64(lora8, ids):
 
 
 def test_lora_8bit_trains(lora8, ids):
-    losses = _train(lora8, ids)
+    losses = train(lora8, ids, STEPS)
     print("8-bit LoRA losses", losses)
     _assert_falls(losses)
