@@ -352,8 +352,9 @@ class Linear4bit(_FastLinear):
     @property
     def quant_state(self):
         """The weight's QuantState (None before quantization). Assigning one (bitsandbytes'
-        from_prequantized does, before the parameter is attached) is kept for a weight that
-        lost its Params4bit type (e.g. flattened by FSDP): the next forward re-wraps it."""
+        from_prequantized does, before the parameter is attached; quantizing or loading the
+        weight does too) keeps it on the layer, for a weight that is not a Params4bit: FSDP's
+        parameter, which the forward wraps with it (_compute_weight)."""
         qs = getattr(self._parameters.get("weight"), "quant_state", None)
         return qs if qs is not None else self.__dict__.get("_quant_state")
 
@@ -470,7 +471,6 @@ class Linear4bit(_FastLinear):
                 self.weight._quantize(device)
         _load_bias(self, state_dict, prefix, missing_keys, error_msgs)
         _unexpected(self, state_dict, prefix, strict, unexpected_keys, ("weight", "bias"))
-
 
     def _load_into_fsdp_weight(self, wkey, weight, qs_items, device, error_msgs):
         """Loading into FSDP's parameter (the layer's weight is not a Params4bit): the packed codes are
