@@ -45,6 +45,9 @@ using gpuPointerAttributes = hipPointerAttribute_t;
 #define gpuMallocAsync hipMallocAsync
 #define gpuFreeAsync hipFreeAsync
 #define gpuDevAttrComputeCapabilityMajor hipDeviceAttributeComputeCapabilityMajor
+#define gpuDevAttrConcurrentManagedAccess hipDeviceAttributeConcurrentManagedAccess
+#define gpuMallocManaged(ptr, bytes) hipMallocManaged(ptr, bytes, hipMemAttachGlobal)
+#define gpuMemset hipMemset
 // ROCm 5.x names the field memoryType and reports unregistered host memory as an error.
 #define BNB_GPU_PTR_TYPE(attr) ((attr).memoryType)
 #define BNB_GPU_PTR_IS_MANAGED(attr) ((attr).isManaged != 0)
@@ -90,6 +93,9 @@ using gpuPointerAttributes = cudaPointerAttributes;
 #define gpuMallocAsync cudaMallocAsync
 #define gpuFreeAsync cudaFreeAsync
 #define gpuDevAttrComputeCapabilityMajor cudaDevAttrComputeCapabilityMajor
+#define gpuDevAttrConcurrentManagedAccess cudaDevAttrConcurrentManagedAccess
+#define gpuMallocManaged(ptr, bytes) cudaMallocManaged(ptr, bytes, cudaMemAttachGlobal)
+#define gpuMemset cudaMemset
 // CUDA only (no HIP counterpart used): programmatic dependent launch (int8_ops.cu)
 using gpuLaunchConfig_t = cudaLaunchConfig_t;
 using gpuLaunchAttribute = cudaLaunchAttribute;
@@ -111,6 +117,21 @@ using gpuLaunchAttribute = cudaLaunchAttribute;
 
 namespace bnb {
 namespace gpu {
+
+// Moves managed memory to `device` (the host when device < 0) ahead of use, in `stream`. (CUDA 13
+// names the destination with a cudaMemLocation.)
+inline gpuError_t gpu_prefetch_managed(const void* ptr, size_t bytes, int device, gpuStream_t stream) {
+#if defined(BNB_GPU_HIP)
+  return hipMemPrefetchAsync(ptr, bytes, device >= 0 ? device : hipCpuDeviceId, stream);
+#elif CUDART_VERSION >= 13000
+  cudaMemLocation loc{};
+  loc.type = device >= 0 ? cudaMemLocationTypeDevice : cudaMemLocationTypeHost;
+  loc.id = device >= 0 ? device : 0;
+  return cudaMemPrefetchAsync(ptr, bytes, loc, 0, stream);
+#else
+  return cudaMemPrefetchAsync(ptr, bytes, device >= 0 ? device : cudaCpuDeviceId, stream);
+#endif
+}
 
 // Threads of a warp (NVIDIA) or wavefront (AMD) in device code, known at compile time: 64 on
 // gfx90a, 32 on gfx1030 and every NVIDIA GPU. Host code never needs it.

@@ -67,7 +67,7 @@ template <class Kernel>
 bnb_status_t raise_smem_once(Kernel kernel, size_t bytes, int device, std::atomic<uint64_t>& done) {
   const uint64_t bit = uint64_t{1} << (device & 63);
   if ((done.load(std::memory_order_relaxed) & bit) != 0) return BNB_SUCCESS;
-  const bnb_status_t st = check(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+  const bnb_status_t st = check(gpuFuncSetAttribute(kernel, gpuFuncAttributeMaxDynamicSharedMemorySize,
                                                      static_cast<int>(bytes)),
                                 "raising the optimizer kernel's shared memory");
   if (st == BNB_SUCCESS) done.fetch_or(bit, std::memory_order_relaxed);
@@ -224,11 +224,7 @@ bnb_status_t op_optimizer_update(void* impl, const bnb_optimizer_params_t* param
   const int32_t opt = P.optimizer;
   if (P.max_unorm > 0.0f) {
     // unorm_vec[0] = 0, then the sum of squares of the update (docs/OPS.md §6.4), then the update reads it.
-#if defined(BNB_GPU_HIP)
-    bnb_status_t st = check(hipMemsetAsync(T.unorm_vec, 0, sizeof(float), s), "clearing unorm_vec");
-#else
-    bnb_status_t st = check(cudaMemsetAsync(T.unorm_vec, 0, sizeof(float), s), "clearing unorm_vec");
-#endif
+    bnb_status_t st = check(gpuMemsetAsync(T.unorm_vec, 0, sizeof(float), s), "clearing unorm_vec");
     if (st != BNB_SUCCESS) return st;
     st = dispatch(*ctx, P.param_dtype, opt, eight, a, true, s);
     if (st != BNB_SUCCESS) return st;
@@ -338,11 +334,7 @@ bnb_status_t op_paged_alloc(void* impl, int64_t bytes, void** ptr) {
   const auto* ctx = static_cast<const GpuContext*>(impl);
   DeviceGuard guard(ctx->device);
   *ptr = nullptr;
-#if defined(BNB_GPU_HIP)
-  gpuError_t err = hipMallocManaged(ptr, static_cast<size_t>(bytes), hipMemAttachGlobal);
-#else
-  gpuError_t err = cudaMallocManaged(ptr, static_cast<size_t>(bytes), cudaMemAttachGlobal);
-#endif
+  gpuError_t err = gpuMallocManaged(ptr, static_cast<size_t>(bytes));
   if (err != gpuSuccess) {
     (void)gpuGetLastError();
     *ptr = nullptr;
@@ -350,11 +342,7 @@ bnb_status_t op_paged_alloc(void* impl, int64_t bytes, void** ptr) {
                 static_cast<long long>(bytes), gpuGetErrorString(err));
   }
   // Zero-filled, as the reference hands out fresh optimizer state.
-#if defined(BNB_GPU_HIP)
-  err = hipMemset(*ptr, 0, static_cast<size_t>(bytes));
-#else
-  err = cudaMemset(*ptr, 0, static_cast<size_t>(bytes));
-#endif
+  err = gpuMemset(*ptr, 0, static_cast<size_t>(bytes));
   if (err == gpuSuccess) err = gpuStreamSynchronize(nullptr);
   if (err != gpuSuccess) {
     (void)gpuFree(*ptr);
@@ -377,32 +365,14 @@ bnb_status_t op_paged_prefetch(void* impl, void* ptr, int64_t bytes, int32_t to_
   const auto* ctx = static_cast<const GpuContext*>(impl);
   DeviceGuard guard(ctx->device);
   const gpuStream_t s = static_cast<gpuStream_t>(stream);
-#if defined(BNB_GPU_HIP)
   int concurrent = 0;
-  if (hipDeviceGetAttribute(&concurrent, hipDeviceAttributeConcurrentManagedAccess, ctx->device) != hipSuccess ||
+  if (gpuDeviceGetAttribute(&concurrent, gpuDevAttrConcurrentManagedAccess, ctx->device) != gpuSuccess ||
       !concurrent) {
-    (void)hipGetLastError();
+    (void)gpuGetLastError();
     return BNB_SUCCESS;
   }
-  return check(hipMemPrefetchAsync(ptr, static_cast<size_t>(bytes), to_device ? ctx->device : hipCpuDeviceId, s),
+  return check(gpu_prefetch_managed(ptr, static_cast<size_t>(bytes), to_device ? ctx->device : -1, s),
                "prefetching managed memory");
-#else
-  int concurrent = 0;
-  if (cudaDeviceGetAttribute(&concurrent, cudaDevAttrConcurrentManagedAccess, ctx->device) != cudaSuccess ||
-      !concurrent) {
-    (void)cudaGetLastError();
-    return BNB_SUCCESS;
-  }
-#if CUDART_VERSION >= 13000
-  cudaMemLocation loc{};
-  loc.type = to_device ? cudaMemLocationTypeDevice : cudaMemLocationTypeHost;
-  loc.id = to_device ? ctx->device : 0;
-  return check(cudaMemPrefetchAsync(ptr, static_cast<size_t>(bytes), loc, 0, s), "prefetching managed memory");
-#else
-  return check(cudaMemPrefetchAsync(ptr, static_cast<size_t>(bytes), to_device ? ctx->device : cudaCpuDeviceId, s),
-               "prefetching managed memory");
-#endif
-#endif
 }
 
 }  // namespace
