@@ -83,7 +83,9 @@ TEST_P(OptimMulti, MatchesOneCallPerTensor) {
             }
           } else {
             EXPECT_EQ(multi[i]->state1_f32(), single[i]->state1_f32());
-            if (optim_two_states(opt)) EXPECT_EQ(multi[i]->state2_f32(), single[i]->state2_f32());
+            if (optim_two_states(opt)) {
+              EXPECT_EQ(multi[i]->state2_f32(), single[i]->state2_f32());
+            }
           }
         }
         // The parameters moved (the comparison above is not between two untouched copies): the
