@@ -48,6 +48,10 @@ using gpuPointerAttributes = hipPointerAttribute_t;
 #define gpuDevAttrConcurrentManagedAccess hipDeviceAttributeConcurrentManagedAccess
 #define gpuMallocManaged(ptr, bytes) hipMallocManaged(ptr, bytes, hipMemAttachGlobal)
 #define gpuMemset hipMemset
+using gpuMemPool_t = hipMemPool_t;
+#define gpuDeviceGetDefaultMemPool hipDeviceGetDefaultMemPool
+#define gpuMemPoolSetAttribute hipMemPoolSetAttribute
+#define gpuMemPoolAttrReleaseThreshold hipMemPoolAttrReleaseThreshold
 // ROCm 5.x names the field memoryType and reports unregistered host memory as an error.
 #define BNB_GPU_PTR_TYPE(attr) ((attr).memoryType)
 #define BNB_GPU_PTR_IS_MANAGED(attr) ((attr).isManaged != 0)
@@ -96,6 +100,10 @@ using gpuPointerAttributes = cudaPointerAttributes;
 #define gpuDevAttrConcurrentManagedAccess cudaDevAttrConcurrentManagedAccess
 #define gpuMallocManaged(ptr, bytes) cudaMallocManaged(ptr, bytes, cudaMemAttachGlobal)
 #define gpuMemset cudaMemset
+using gpuMemPool_t = cudaMemPool_t;
+#define gpuDeviceGetDefaultMemPool cudaDeviceGetDefaultMemPool
+#define gpuMemPoolSetAttribute cudaMemPoolSetAttribute
+#define gpuMemPoolAttrReleaseThreshold cudaMemPoolAttrReleaseThreshold
 // CUDA only (no HIP counterpart used): programmatic dependent launch (int8_ops.cu)
 using gpuLaunchConfig_t = cudaLaunchConfig_t;
 using gpuLaunchAttribute = cudaLaunchAttribute;
