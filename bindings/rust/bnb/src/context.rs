@@ -558,27 +558,42 @@ impl Context {
         if let Some(bias) = bias {
             need("bias", bias.len(), n, "one per output column")?;
         }
+        let (m, n, k) = (to_i64("m", m)?, to_i64("n", n)?, to_i64("k", k)?);
+        let bs = to_i64("blocksize", blocksize)?;
+        self.gemm4_call(a, w, scales, blocks(weights, blocksize), bias, out, |g| {
+            // SAFETY: the staged buffers were checked by the caller and in stage_scales.
+            unsafe {
+                sys::bnb_gemm_4bit(
+                    self.raw, T::DTYPE.raw(), m, n, k, g.a, g.w, g.scales, quant.raw(), bs, g.bias, g.out,
+                    ptr::null_mut(),
+                )
+            }
+        })
+    }
+
+    /// Stages a 4-bit product's arrays (`a`, the packed `w` with its scales of `nblocks` blocks,
+    /// `bias` when given, `out`), makes the library call `run` with them and copies `out` back.
+    #[allow(clippy::too_many_arguments)]
+    fn gemm4_call<T: Float>(
+        &self,
+        a: &[T],
+        w: &[u8],
+        scales: &Scales<'_>,
+        nblocks: usize,
+        bias: Option<&[T]>,
+        out: &mut [T],
+        run: impl FnOnce(&Gemm4Args) -> sys::bnb_status_t,
+    ) -> Result<()> {
         let (a_s, w_s, bias_s) = (self.input(a)?, self.input(w)?, self.input_opt(bias)?);
-        let scales_s = self.stage_scales(scales, blocks(weights, blocksize))?;
+        let scales_s = self.stage_scales(scales, nblocks)?;
         let out_s = self.output(out)?;
-        // SAFETY: buffers checked above and in stage_scales.
-        unsafe {
-            check(sys::bnb_gemm_4bit(
-                self.raw,
-                T::DTYPE.raw(),
-                to_i64("m", m)?,
-                to_i64("n", n)?,
-                to_i64("k", k)?,
-                a_s.ptr(),
-                w_s.ptr(),
-                &scales_s.raw,
-                quant.raw(),
-                to_i64("blocksize", blocksize)?,
-                bias_s.as_ref().map_or(ptr::null(), |b| b.ptr()),
-                out_s.ptr(),
-                ptr::null_mut(),
-            ))?;
-        }
+        check(run(&Gemm4Args {
+            a: a_s.ptr::<c_void>(),
+            w: w_s.ptr::<u8>(),
+            scales: &scales_s.raw,
+            bias: bias_s.as_ref().map_or(ptr::null(), |b| b.ptr::<c_void>()),
+            out: out_s.ptr::<c_void>(),
+        }))?;
         self.finish(&mut [(&out_s, out)])
     }
 
@@ -601,27 +616,16 @@ impl Context {
         need("a", a.len(), product("m*n", m, n)?, "m rows of n")?;
         need("w", w.len(), packed_len(weights), "n*k packed 4-bit codes")?;
         need("out", out.len(), product("m*k", m, k)?, "m rows of k")?;
-        let (a_s, w_s) = (self.input(a)?, self.input(w)?);
-        let scales_s = self.stage_scales(scales, blocks(weights, blocksize))?;
-        let out_s = self.output(out)?;
-        // SAFETY: buffers checked above and in stage_scales.
-        unsafe {
-            check(sys::bnb_gemm_4bit_transposed(
-                self.raw,
-                T::DTYPE.raw(),
-                to_i64("m", m)?,
-                to_i64("n", n)?,
-                to_i64("k", k)?,
-                a_s.ptr(),
-                w_s.ptr(),
-                &scales_s.raw,
-                quant.raw(),
-                to_i64("blocksize", blocksize)?,
-                out_s.ptr(),
-                ptr::null_mut(),
-            ))?;
-        }
-        self.finish(&mut [(&out_s, out)])
+        let (m, n, k) = (to_i64("m", m)?, to_i64("n", n)?, to_i64("k", k)?);
+        let bs = to_i64("blocksize", blocksize)?;
+        self.gemm4_call(a, w, scales, blocks(weights, blocksize), None, out, |g| {
+            // SAFETY: the staged buffers were checked by the caller and in stage_scales.
+            unsafe {
+                sys::bnb_gemm_4bit_transposed(
+                    self.raw, T::DTYPE.raw(), m, n, k, g.a, g.w, g.scales, quant.raw(), bs, g.out, ptr::null_mut(),
+                )
+            }
+        })
     }
 
     /// LLM.int8() row-wise quantization of `a[rows, cols]`; entries with `|x| >= threshold`
@@ -890,6 +894,15 @@ impl Context {
         }
         Ok(StagedScales { raw, _keep: keep })
     }
+}
+
+/// The staged pointers of a 4-bit product (Context::gemm4_call).
+struct Gemm4Args {
+    a: *const c_void,
+    w: *const u8,
+    scales: *const sys::bnb_scales_t,
+    bias: *const c_void,
+    out: *mut c_void,
 }
 
 pub(crate) struct StagedScales<'a> {
