@@ -23,7 +23,6 @@ if os.environ.get("BNB_LIBRARY_PATH"):
 import torch  # noqa: E402
 
 import bnb  # noqa: E402
-from bnb import _torch_ops  # noqa: E402
 
 DEFAULT_SHAPES = "1x4096x4096,64x4096x4096,128x2048x5632,512x2048x5632"
 
@@ -65,14 +64,8 @@ def main():
         for dname in args.dtypes.split(","):
             dtype = getattr(torch, dname)
             A = torch.randn(M, N, device=dev).to(dtype)
-            # the library's product itself (the op's own CPU bf16 switch to torch bypassed)
-            lib_call = _torch_ops._EAGER["gemm_4bit_transposed"]
-            saved = _torch_ops._CPU_BF16_TORCH_GEMM_ROWS
-            _torch_ops._CPU_BF16_TORCH_GEMM_ROWS = 1 << 62
-            try:
-                t_lib = median_ms(lambda: lib_call(A, *op_args), args.reps, sync)
-            finally:
-                _torch_ops._CPU_BF16_TORCH_GEMM_ROWS = saved
+            op = torch.ops.bnb.gemm_4bit_transposed
+            t_lib = median_ms(lambda: op(A, *op_args), args.reps, sync)
             t_ref = median_ms(lambda: A @ bnb.dequantize_4bit(packed, state, dtype=dtype), args.reps, sync)
             rows.append({"M": M, "N": N, "K": K, "dtype": dname, "library_ms": round(t_lib, 3),
                          "dequantize_torch_ms": round(t_ref, 3), "speedup": round(t_ref / t_lib, 3)})

@@ -147,11 +147,44 @@ BNB_GEMM4_BF16_TARGET void gemm4_bf16_panel(const Gemm4Args& p, const uint16_t* 
   }
 }
 
+// GCC 12's AVX-512 headers start several intrinsics from _mm512_undefined_epi32() and then warn
+// that it "may be used uninitialized" once they are inlined here (a false positive).
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+BNB_GEMM4_BF16_TARGET void gemm4_bf16_decode(const Gemm4Args& p, int64_t n0, int64_t rows, int64_t k0, int64_t kc,
+                                             uint16_t* out, int64_t ldo) {
+  const int64_t K = p.K, bs = p.blocksize;
+  const __m512 lut = _mm512_loadu_ps(p.lut);
+  // out[2i] <- lane i (even k), out[2i + 1] <- lane 16 + i (odd k) of [16 even | 16 odd] bf16.
+  alignas(64) uint16_t order[32];
+  for (int i = 0; i < 16; ++i) order[2 * i] = static_cast<uint16_t>(i), order[2 * i + 1] = static_cast<uint16_t>(16 + i);
+  const __m512i interleave = _mm512_load_si512(order);
+  for (int64_t r = 0; r < rows; ++r) {
+    const uint8_t* wrow = p.W + (n0 + r) * (K / 2);
+    uint16_t* dst = out + r * ldo - k0;
+    for (int64_t k = k0; k < k0 + kc;) {
+      const int64_t block_end = (k / bs + 1) * bs;
+      const int64_t seg_end = block_end < k0 + kc ? block_end : k0 + kc;
+      // RN32(LUT[i] * absmax), the exact decoded weight (FORMATS 3.6), then RNE to bf16.
+      const __m512 table = _mm512_mul_ps(lut, _mm512_set1_ps(gemm4_block_scale(p.scales, (n0 + r) * (K / bs) + k / bs)));
+      for (; k < seg_end; k += 32) {
+        const __m512i bytes = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(wrow + k / 2)));
+        const __m512 even = _mm512_permutexvar_ps(_mm512_srli_epi32(bytes, 4), table);
+        const __m512 odd = _mm512_permutexvar_ps(bytes, table);  // reads the low 4 index bits only
+        const __m512i halves = (__m512i)_mm512_cvtne2ps_pbh(odd, even);
+        _mm512_storeu_si512(dst + k, _mm512_permutexvar_epi16(interleave, halves));
+      }
+    }
+  }
+}
+#pragma GCC diagnostic pop
+
 #else  // no x86-64 GCC/Clang: the path is never chosen
 
 bool gemm4_bf16_cpu_supported() { return false; }
 void gemm4_bf16_prepare_a(const uint16_t*, int64_t, int64_t, int64_t, uint16_t*) {}
 void gemm4_bf16_panel(const Gemm4Args&, const uint16_t*, int64_t, int64_t, int64_t, int64_t, float*) {}
+void gemm4_bf16_decode(const Gemm4Args&, int64_t, int64_t, int64_t, int64_t, uint16_t*, int64_t) {}
 
 #endif
 

@@ -353,7 +353,21 @@ bool bf16_dot_usable() {
   return cpu && (hwy::SupportedTargets() & HWY_AVX3_DL) != 0;
 }
 
-// The call's decode table (FP4: bit 3 is a sign, nibble 8 = -0.0) with its weight-side arguments.
+// bf16 activations of kGemm4OnednnMinRows rows or more go to oneDNN where the CPU has AVX512_BF16
+// (gemm4_onednn.cc; BNB_ONEDNN_LIBRARY=/nonexistent keeps them here, onednn.h).
+bool onednn_bf16_path(int32_t dtype, int64_t M) {
+  return dtype == BNB_BF16 && M >= kGemm4OnednnMinRows && bf16_dot_usable();
+}
+
+// Tiles of the transposed product: kTRows rows of A (their binary32 copy) x kTCols columns of
+// out per task, the weight decoded kTSlab rows at a time into a task's scratch (kTSlab x kTCols
+// binary32: 128 KiB, L2-resident while every row of the task's A passes over it).
+constexpr int64_t kTRows = 256;
+constexpr int64_t kTCols = 128;
+constexpr int64_t kTSlab = 256;
+
+}  // namespace
+
 Gemm4Args gemm4_args(int64_t K, const uint8_t* W, const bnb_scales_resolved_t& scales, int32_t quant_type,
                      int64_t blocksize) {
   Gemm4Args args;
@@ -366,19 +380,15 @@ Gemm4Args gemm4_args(int64_t K, const uint8_t* W, const bnb_scales_resolved_t& s
   return args;
 }
 
-// Tiles of the transposed product: kTRows rows of A (their binary32 copy) x kTCols columns of
-// out per task, the weight decoded kTSlab rows at a time into a task's scratch (kTSlab x kTCols
-// binary32: 128 KiB, L2-resident while every row of the task's A passes over it).
-constexpr int64_t kTRows = 256;
-constexpr int64_t kTCols = 128;
-constexpr int64_t kTSlab = 256;
-
-}  // namespace
-
 void gemm_4bit(ThreadPool& pool, int32_t dtype, int64_t M, int64_t N, int64_t K, const void* A,
                const uint8_t* W, const bnb_scales_resolved_t& scales, int32_t quant_type, int64_t blocksize,
                const void* bias, void* out) {
   const Gemm4Args args = gemm4_args(K, W, scales, quant_type, blocksize);
+  if (onednn_bf16_path(dtype, M) &&
+      gemm4_bf16_onednn(pool, false, M, N, K, static_cast<const uint16_t*>(A), args,
+                        static_cast<const uint16_t*>(bias), static_cast<uint16_t*>(out))) {
+    return;
+  }
 
   const int64_t threads = pool.num_threads();
   const int64_t kc = K < kMaxKChunk ? K : kMaxKChunk;  // K and kMaxKChunk are multiples of 32
@@ -439,6 +449,11 @@ void gemm_4bit_transposed(ThreadPool& pool, int32_t dtype, int64_t M, int64_t N,
                           const uint8_t* W, const bnb_scales_resolved_t& scales, int32_t quant_type,
                           int64_t blocksize, void* out) {
   const Gemm4Args args = gemm4_args(K, W, scales, quant_type, blocksize);
+  if (onednn_bf16_path(dtype, M) &&
+      gemm4_bf16_onednn(pool, true, M, N, K, static_cast<const uint16_t*>(A), args, nullptr,
+                        static_cast<uint16_t*>(out))) {
+    return;
+  }
   const int64_t lanes = HWY_DYNAMIC_DISPATCH(Gemm4ChunkLanes)();
   const int64_t chunk = 2 * lanes;  // divides 32, hence K and kTCols
   // A as binary32 (f32 input is used in place), at most kMaxPreparedBytes of it at a time.

@@ -4,6 +4,7 @@
 #include <string>
 
 #include "int8_kernels.h"
+#include "onednn.h"
 #include "plugin.h"
 
 namespace bnb {
@@ -46,11 +47,11 @@ void log_int8_matmul_path() {
     const bnb_host_api_t* h = host();
     if (h == nullptr || h->log == nullptr) return;
     std::string msg;
-    if (int8_onednn_available()) {
-      msg = std::string("cpu: int8_matmul: oneDNN ") + int8_onednn_description() + " for M > " +
+    if (onednn_available()) {
+      msg = std::string("cpu: int8_matmul: oneDNN ") + onednn_description() + " for M > " +
             std::to_string(int8_rows_kernel_max_m()) + ", Highway kernel otherwise";
     } else {
-      msg = std::string("cpu: int8_matmul: Highway kernel for every shape; oneDNN ") + int8_onednn_description();
+      msg = std::string("cpu: int8_matmul: Highway kernel for every shape; oneDNN ") + onednn_description();
     }
     h->log(2, msg.c_str());
   });

@@ -53,13 +53,6 @@ void int8_mm_dequant(ThreadPool& pool, int64_t M, int64_t N, const int32_t* C, c
 // Rows of A up to which int8_matmul uses int8_matmul_rows rather than oneDNN.
 int64_t int8_rows_kernel_max_m();
 
-// oneDNN is not linked: libdnnl.so.2 is dlopen-ed on the first call of any of these (once,
-// thread-safe). Whether it loaded; when it did not, int8_matmul uses int8_matmul_rows for
-// every shape.
-bool int8_onednn_available();
-// Its version ("2.6.3") or "unavailable (<reason>)"; valid for the life of the process.
-const char* int8_onednn_description();
-
 }  // namespace cpu
 }  // namespace bnb
 

@@ -22,6 +22,7 @@
 
 #include "half.h"
 #include "int8_kernels.h"
+#include "onednn.h"
 #include "quant_kernels.h"
 #include "tables.h"
 
@@ -106,7 +107,7 @@ void op_describe(char* buf, size_t cap) {
   if (!g_target_cap.empty()) simd += " (capped by BNB_CPU_MAX_TARGET=" + g_target_cap + ")";
   if (!g_target_error.empty()) simd += " (" + g_target_error + ")";
   std::snprintf(buf, cap, "%s; isa: %s; simd: %s; compiled: %s; cores: %d; onednn: %s", brand.c_str(), isa.c_str(),
-                simd.c_str(), compiled_target_names().c_str(), default_num_threads(), int8_onednn_description());
+                simd.c_str(), compiled_target_names().c_str(), default_num_threads(), onednn_description());
 }
 
 bnb_status_t op_context_create(const bnb_context_options_t* options, void** impl) {

@@ -10,10 +10,12 @@
 #include <random>
 #include <vector>
 
+#include "gemm4_common.h"
 #include "gemm4_kernels.h"
 #include "half.h"
 #include "hwy/highway.h"
 #include "hwy/targets.h"
+#include "onednn.h"
 #include "ref.h"
 #include "tables.h"
 
@@ -27,27 +29,27 @@ struct Case {
   int64_t M, N, K, bs;
 };
 
-class Gemm4Target : public testing::TestWithParam<int64_t> {
- protected:
-  void SetUp() override { hwy::SetSupportedTargetsForTest(GetParam()); }
-  void TearDown() override { hwy::SetSupportedTargetsForTest(0); }
+// A random [N, K] weight quantized and dequantized by the scalar reference, with plain or nested
+// (double-quantized) scales.
+struct Weight {
+  std::vector<uint8_t> packed, absmax_q;
+  std::vector<float> absmax, absmax2, effective, code2, dequantized;
+  float offset = 0.0f;
+  bnb_scales_resolved_t scales{};
 
-  // Returns the relative error of one case (and checks poison and guard).
-  double run(cpu::ThreadPool& pool, const Case& c, int32_t dtype, int32_t qt, bool nested, bool bias, uint64_t seed) {
-    std::mt19937 rng(static_cast<uint32_t>(seed));
+  Weight(int64_t N, int64_t K, int64_t bs, int32_t qt, bool nested, std::mt19937& rng) {
     std::normal_distribution<float> normal(0.0f, 1.0f);
-    const int64_t n = c.N * c.K, nb = n / c.bs;
+    const int64_t n = N * K, nb = n / bs;
     std::vector<float> w(static_cast<size_t>(n));
-    for (auto& v : w) v = normal(rng) / std::sqrt(static_cast<float>(c.K));
-    std::vector<uint8_t> packed(static_cast<size_t>(n / 2));
-    std::vector<float> absmax(static_cast<size_t>(nb));
-    ref::quantize_4bit(qt, BNB_F32, w.data(), n, c.bs, packed.data(), absmax.data());
-
-    bnb_scales_resolved_t scales{};
-    std::vector<uint8_t> absmax_q(static_cast<size_t>(nb));
-    std::vector<float> absmax2(static_cast<size_t>((nb + 255) / 256)), effective = absmax, code2(256);
-    float offset = 0.0f;
+    for (auto& v : w) v = normal(rng) / std::sqrt(static_cast<float>(K));
+    packed.resize(static_cast<size_t>(n / 2));
+    absmax.resize(static_cast<size_t>(nb));
+    ref::quantize_4bit(qt, BNB_F32, w.data(), n, bs, packed.data(), absmax.data());
+    effective = absmax;
     if (nested) {
+      absmax_q.resize(static_cast<size_t>(nb));
+      absmax2.resize(static_cast<size_t>((nb + 255) / 256));
+      code2.resize(256);
       ref::compress_absmax(absmax.data(), nb, absmax_q.data(), absmax2.data(), &offset);
       for (int i = 0; i < 256; ++i) code2[static_cast<size_t>(i)] = bits_to_float(BNB_DYNAMIC_SIGNED_BITS[i]);
       ref::decompress_absmax(absmax_q.data(), absmax2.data(), code2.data(), offset, nb, 256, effective.data());
@@ -59,8 +61,26 @@ class Gemm4Target : public testing::TestWithParam<int64_t> {
     } else {
       scales.absmax = absmax.data();
     }
-    std::vector<float> wdq(static_cast<size_t>(n));
-    ref::dequantize_4bit(qt, packed.data(), effective.data(), n, c.bs, BNB_F32, wdq.data());
+    dequantized.resize(static_cast<size_t>(n));
+    ref::dequantize_4bit(qt, packed.data(), effective.data(), n, bs, BNB_F32, dequantized.data());
+  }
+  Weight(const Weight&) = delete;
+  Weight& operator=(const Weight&) = delete;
+};
+
+class Gemm4Target : public testing::TestWithParam<int64_t> {
+ protected:
+  void SetUp() override { hwy::SetSupportedTargetsForTest(GetParam()); }
+  void TearDown() override { hwy::SetSupportedTargetsForTest(0); }
+
+  // Returns the relative error of one case (and checks poison and guard).
+  double run(cpu::ThreadPool& pool, const Case& c, int32_t dtype, int32_t qt, bool nested, bool bias, uint64_t seed) {
+    std::mt19937 rng(static_cast<uint32_t>(seed));
+    std::normal_distribution<float> normal(0.0f, 1.0f);
+    const Weight wt(c.N, c.K, c.bs, qt, nested, rng);
+    const std::vector<uint8_t>& packed = wt.packed;
+    const bnb_scales_resolved_t& scales = wt.scales;
+    const std::vector<float>& wdq = wt.dequantized;
 
     const size_t es = dtype == BNB_F32 ? 4 : 2;
     std::vector<uint8_t> a(static_cast<size_t>(c.M * c.K) * es), b(static_cast<size_t>(c.N) * es);
@@ -117,6 +137,59 @@ TEST_P(Gemm4Target, MatchesFloat64Reference) {
                                            << (bias ? " bias" : "");
           if (HasFailure()) return;
         }
+      }
+    }
+  }
+}
+
+// Large-M bf16 products through oneDNN (gemm4_onednn.cc) with slabs far smaller than the default,
+// so that every call is many slabs of rows (forward) or columns (transposed) and the last one is
+// partial: each orientation against the float64 product of the reference's dequantized weight.
+TEST(Gemm4Onednn, SlabsMatchFloat64Reference) {
+  if (!cpu::gemm4_bf16_cpu_supported() || !cpu::onednn_available()) {
+    GTEST_SKIP() << "needs AVX512_BF16 and oneDNN (" << cpu::onednn_description() << ")";
+  }
+  cpu::ThreadPool pool(2);
+  struct Shape {
+    int64_t M, N, K, bs, slab_bytes;
+  };
+  // slab_bytes: 5 rows of K (forward) and 32..96 columns of N (transposed): not a divisor of either.
+  const Shape shapes[] = {{64, 37, 512, 64, 5 * 512 * 2}, {100, 130, 256, 32, 3 * 32 * 130 * 2},
+                          {70, 21, 1024, 128, 96 * 21 * 2}};
+  uint64_t seed = 900;
+  for (const Shape& c : shapes) {
+    for (bool transposed : {false, true}) {
+      for (bool nested : {false, true}) {
+        std::mt19937 rng(static_cast<uint32_t>(seed++));
+        std::normal_distribution<float> normal(0.0f, 1.0f);
+        const int32_t qt = nested ? BNB_NF4 : BNB_FP4;
+        const Weight w(c.N, c.K, c.bs, qt, nested, rng);
+        const int64_t in = transposed ? c.N : c.K, width = transposed ? c.K : c.N;
+        std::vector<uint16_t> a(static_cast<size_t>(c.M * in)), bias(static_cast<size_t>(c.N));
+        for (auto& v : a) v = f32_to_bf16(normal(rng));
+        for (auto& v : bias) v = f32_to_bf16(0.5f * normal(rng));
+        std::vector<uint16_t> out(static_cast<size_t>(c.M * width) + 32, 0xffff);  // NaN, and a guard
+        const cpu::Gemm4Args args = cpu::gemm4_args(c.K, w.packed.data(), w.scales, qt, c.bs);
+        ASSERT_TRUE(cpu::gemm4_bf16_onednn(pool, transposed, c.M, c.N, c.K, a.data(), args,
+                                           transposed ? nullptr : bias.data(), out.data(), c.slab_bytes));
+        for (size_t i = out.size() - 32; i < out.size(); ++i) ASSERT_EQ(out[i], 0xffff) << "wrote past the end";
+        double num = 0.0, den = 0.0;
+        for (int64_t m = 0; m < c.M; ++m) {
+          for (int64_t j = 0; j < width; ++j) {
+            double ref = transposed ? 0.0 : bf16_to_f32(bias[static_cast<size_t>(j)]);
+            for (int64_t i = 0; i < in; ++i) {
+              const double x = bf16_to_f32(a[static_cast<size_t>(m * in + i)]);
+              ref += x * w.dequantized[static_cast<size_t>(transposed ? i * c.K + j : j * c.K + i)];
+            }
+            const double got = bf16_to_f32(out[static_cast<size_t>(m * width + j)]);
+            ASSERT_TRUE(std::isfinite(got)) << "unwritten or non-finite at " << m << "," << j;
+            num += (got - ref) * (got - ref);
+            den += ref * ref;
+          }
+        }
+        EXPECT_LE(std::sqrt(num / den), 1e-2) << "M=" << c.M << " N=" << c.N << " K=" << c.K << " bs=" << c.bs
+                                             << (transposed ? " transposed" : " forward")
+                                             << (nested ? " nested" : "");
       }
     }
   }

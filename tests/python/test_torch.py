@@ -128,7 +128,7 @@ def test_gemm_4bit_transposed_is_the_other_orientation(rng, device, dtype, neste
     s2 = state.state2
     args = (packed, state.absmax, s2.absmax if nested else None, s2.code if nested else None,
             state.offset if nested else None, s2.blocksize if nested else 256, 64, state.quant_type, N, K)
-    for lead in [(1,), (7,), (2, 3)]:
+    for lead in [(1,), (7,), (2, 3), (2, 65)]:  # 130 rows: the CPU's bf16 oneDNN path (gemm4_onednn.cc)
         A = t(rng.standard_normal(lead + (N,)).astype(np.float32), device).to(dtype)
         out = torch.ops.bnb.gemm_4bit_transposed(A, *args)
         assert out.shape == lead + (K,) and out.dtype == dtype

@@ -219,9 +219,6 @@ def gemm_4bit_plan(A, B, absmax, absmax2, code2, offset, blocksize2, blocksize, 
         return None
 
 
-_CPU_BF16_TORCH_GEMM_ROWS = 128  # see gemm_4bit_transposed
-
-
 @_op("gemm_4bit_transposed")
 def gemm_4bit_transposed(A: Tensor, B: Tensor, absmax: Tensor, absmax2: Optional[Tensor], code2: Optional[Tensor],
                          offset: Optional[Tensor], blocksize2: int, blocksize: int, quant_type: str, N: int,
@@ -234,11 +231,7 @@ def gemm_4bit_transposed(A: Tensor, B: Tensor, absmax: Tensor, absmax2: Optional
     kit = kit_for(A)
     A, dt = kit.prepare(A, "A")
     M = A.numel() // N if N else 0
-    # torch's own bf16 GEMM on the CPU (oneDNN, AVX-512 BF16/AMX) beats the library's binary32
-    # tiles from about 128 rows (2 threads: 37 vs 35 ms at M=128, 71 vs 28 ms at M=256 for
-    # [2048, 5632]); below that, and for fp32/fp16, the library's product is as fast or faster.
-    torch_gemm = A.device.type == "cpu" and A.dtype == torch.bfloat16 and M >= _CPU_BF16_TORCH_GEMM_ROWS
-    if K % blocksize == 0 and not torch_gemm:
+    if K % blocksize == 0:
         parts = _contiguous_scales(kit, absmax, absmax2, code2, offset)  # alive until the call returns
         scales = _ops.scales_cached(kit, *parts, blocksize2)
         try:
