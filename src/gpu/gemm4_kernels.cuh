@@ -21,24 +21,12 @@
 
 #include <cstdint>
 
+#include "gpu_dtype.h"
 #include "gpu_port.h"
 
 namespace bnb {
 namespace gpu {
 namespace gemm4 {
-
-// dtype tags, numbered as bnb_dtype_t, and the storage type of each.
-constexpr int kF32 = 0;
-constexpr int kF16 = 1;
-constexpr int kBF16 = 2;
-template <int D>
-struct Elem {
-  using T = uint16_t;
-};
-template <>
-struct Elem<kF32> {
-  using T = float;
-};
 
 // The 16-entry decode table, passed by value.
 struct Table16 {

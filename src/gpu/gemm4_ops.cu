@@ -450,12 +450,7 @@ bnb_status_t gemm_4bit(void* impl, int32_t dtype, int64_t M, int64_t N, int64_t 
   DeviceGuard guard(ctx.device);
   const Problem p = make_problem(M, N, K, A, W, scales, quant_type, blocksize, bias, out);
   const auto s = static_cast<gpuStream_t>(stream);
-  switch (dtype) {
-    case kF32: return dispatch<kF32>(ctx, p, s);
-    case kF16: return dispatch<kF16>(ctx, p, s);
-    case kBF16: return dispatch<kBF16>(ctx, p, s);
-    default: return fail(BNB_ERR_NOT_SUPPORTED, "gemm_4bit: dtype %d is not supported", dtype);
-  }
+  return with_dtype(dtype, "gemm_4bit", [&](auto d) { return dispatch<decltype(d)::value>(ctx, p, s); });
 }
 
 #if !defined(BNB_GPU_HIP)
@@ -466,12 +461,8 @@ bnb_status_t gemm_4bit_transposed(void* impl, int32_t dtype, int64_t M, int64_t 
   DeviceGuard guard(ctx.device);
   const Problem p = make_problem(M, N, K, A, W, scales, quant_type, blocksize, nullptr, out);
   const auto s = static_cast<gpuStream_t>(stream);
-  switch (dtype) {
-    case kF32: return transposed_via_cublas<kF32>(ctx, p, s);
-    case kF16: return transposed_via_cublas<kF16>(ctx, p, s);
-    case kBF16: return transposed_via_cublas<kBF16>(ctx, p, s);
-    default: return fail(BNB_ERR_NOT_SUPPORTED, "gemm_4bit_transposed: dtype %d is not supported", dtype);
-  }
+  return with_dtype(dtype, "gemm_4bit_transposed",
+                    [&](auto d) { return transposed_via_cublas<decltype(d)::value>(ctx, p, s); });
 }
 #endif
 

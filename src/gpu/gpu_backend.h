@@ -5,8 +5,10 @@
 #define BNB_GPU_GPU_BACKEND_H_
 
 #include <cstdint>
+#include <type_traits>
 
 #include "backend_abi.h"
+#include "gpu_dtype.h"
 #include "gpu_port.h"
 
 namespace bnb {
@@ -49,6 +51,19 @@ class DeviceGuard {
   int previous_ = -1;
   int device_ = 0;
 };
+
+// Calls fn(std::integral_constant<int, D>{}) with the tag D (gpu_dtype.h) of the run-time dtype and
+// returns its status. Any other dtype fails with BNB_ERR_NOT_SUPPORTED naming `what`: the core lets
+// only F32, F16 and BF16 through, so this is a guard rather than a check users meet.
+template <class Fn>
+bnb_status_t with_dtype(int32_t dtype, const char* what, Fn&& fn) {
+  switch (dtype) {
+    case kF32: return fn(std::integral_constant<int, kF32>{});
+    case kF16: return fn(std::integral_constant<int, kF16>{});
+    case kBF16: return fn(std::integral_constant<int, kBF16>{});
+    default: return fail(BNB_ERR_NOT_SUPPORTED, "%s: dtype %d is not supported (F32, F16 or BF16)", what, dtype);
+  }
+}
 
 // The plugin's context behind an op's `impl`.
 inline const GpuContext& ctx_of(void* impl) { return *static_cast<const GpuContext*>(impl); }

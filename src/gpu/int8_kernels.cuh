@@ -7,17 +7,13 @@
 
 #include <cstdint>
 
+#include "gpu_dtype.h"
 #include "gpu_port.h"
 #include "tables.h"
 
 namespace bnb {
 namespace gpu {
 namespace int8 {
-
-// dtype tags, numbered as bnb_dtype_t.
-constexpr int kF32 = 0;
-constexpr int kF16 = 1;
-constexpr int kBF16 = 2;
 
 // RN32(1 / (127 * 127)) (docs/FORMATS.md §6.3).
 constexpr uint32_t kDequantScaleBits = 0x38820610u;

@@ -67,11 +67,9 @@ bnb_status_t op_vectorwise_quant(void* impl, int32_t dtype, int64_t rows, int64_
   const bool outliers = threshold > 0.0f;
   const float t = outliers ? threshold_in_dtype(dtype, threshold) : 0.0f;
   const auto s = static_cast<gpuStream_t>(stream);
-  switch (dtype) {
-    case BNB_F32: return launch_vectorwise_quant<kF32>(ctx, rows, cols, A, outliers, t, q, row_stats, s);
-    case BNB_F16: return launch_vectorwise_quant<kF16>(ctx, rows, cols, A, outliers, t, q, row_stats, s);
-    default: return launch_vectorwise_quant<kBF16>(ctx, rows, cols, A, outliers, t, q, row_stats, s);
-  }
+  return with_dtype(dtype, "int8_vectorwise_quant", [&](auto d) {
+    return launch_vectorwise_quant<decltype(d)::value>(ctx, rows, cols, A, outliers, t, q, row_stats, s);
+  });
 }
 
 // ---------------------------------------------------------------- outlier columns
@@ -95,12 +93,10 @@ bnb_status_t op_outlier_columns(void* impl, int32_t dtype, int64_t rows, int64_t
   if (st != BNB_SUCCESS) return st;
   auto* flags = static_cast<int32_t*>(scratch);
   auto* dcount = reinterpret_cast<int64_t*>(static_cast<uint8_t*>(scratch) + ((flag_bytes + 7) / 8) * 8);
-  switch (dtype) {
-    case BNB_F32: launch_outlier_flags<kF32>(rows, cols, A, t, flags, s); break;
-    case BNB_F16: launch_outlier_flags<kF16>(rows, cols, A, t, flags, s); break;
-    default: launch_outlier_flags<kBF16>(rows, cols, A, t, flags, s); break;
-  }
-  st = check_launch("int8 outlier_columns_kernel (flags)");
+  st = with_dtype(dtype, "int8_outlier_columns", [&](auto d) {
+    launch_outlier_flags<decltype(d)::value>(rows, cols, A, t, flags, s);
+    return check_launch("int8 outlier_columns_kernel (flags)");
+  });
   if (st == BNB_SUCCESS) {
     compact_columns_kernel<<<1, 1024, 0, s>>>(flags, cols, columns, capacity, dcount);
     st = check_launch("int8 compact_columns_kernel");
@@ -450,11 +446,9 @@ bnb_status_t op_mm_dequant(void* impl, int64_t M, int64_t N, const int32_t* C, c
   const GpuContext& ctx = ctx_of(impl);
   DeviceGuard guard(ctx.device);
   const auto s = static_cast<gpuStream_t>(stream);
-  switch (out_dtype) {
-    case BNB_F32: return launch_dequant_o<kF32>(M, N, C, row_stats, col_stats, bias, out, s);
-    case BNB_F16: return launch_dequant_o<kF16>(M, N, C, row_stats, col_stats, bias, out, s);
-    default: return launch_dequant_o<kBF16>(M, N, C, row_stats, col_stats, bias, out, s);
-  }
+  return with_dtype(out_dtype, "int8_mm_dequant", [&](auto d) {
+    return launch_dequant_o<decltype(d)::value>(M, N, C, row_stats, col_stats, bias, out, s);
+  });
 }
 
 // ---------------------------------------------------------------- the whole layer
@@ -472,27 +466,18 @@ bnb_status_t op_linear(void* impl, int32_t dtype, int64_t M, int64_t N, int64_t 
   if (mma_rows_fit(ctx, M, N, K, q, W) && fused_quant_fits(M, K, A, threshold)) {
     const bool outliers = threshold > 0.0f;
     const float t = outliers ? threshold_in_dtype(dtype, threshold) : 0.0f;
-    switch (dtype) {
-      case BNB_F32: return launch_fused_quant<kF32>(ctx, M, N, K, A, outliers, t, W, SCB, bias, q, row_stats, out, s);
-      case BNB_F16: return launch_fused_quant<kF16>(ctx, M, N, K, A, outliers, t, W, SCB, bias, q, row_stats, out, s);
-      default: return launch_fused_quant<kBF16>(ctx, M, N, K, A, outliers, t, W, SCB, bias, q, row_stats, out, s);
-    }
+    return with_dtype(dtype, "int8_linear", [&](auto d) {
+      return launch_fused_quant<decltype(d)::value>(ctx, M, N, K, A, outliers, t, W, SCB, bias, q, row_stats, out, s);
+    });
   }
   bnb_status_t st = op_vectorwise_quant(impl, dtype, M, K, A, threshold, q, row_stats, stream);
   if (st != BNB_SUCCESS) return st;
   if (mma_rows_fit(ctx, M, N, K, q, W)) {
-    const bool b = bias != nullptr;
-    switch (dtype) {
-      case BNB_F32:
-        return b ? launch_mma_rows<kF32, true>(ctx, true, M, N, K, q, W, C, row_stats, SCB, bias, out, s)
-                 : launch_mma_rows<kF32, false>(ctx, true, M, N, K, q, W, C, row_stats, SCB, bias, out, s);
-      case BNB_F16:
-        return b ? launch_mma_rows<kF16, true>(ctx, true, M, N, K, q, W, C, row_stats, SCB, bias, out, s)
-                 : launch_mma_rows<kF16, false>(ctx, true, M, N, K, q, W, C, row_stats, SCB, bias, out, s);
-      default:
-        return b ? launch_mma_rows<kBF16, true>(ctx, true, M, N, K, q, W, C, row_stats, SCB, bias, out, s)
-                 : launch_mma_rows<kBF16, false>(ctx, true, M, N, K, q, W, C, row_stats, SCB, bias, out, s);
-    }
+    return with_dtype(dtype, "int8_linear", [&](auto d) {
+      constexpr int D = decltype(d)::value;
+      return bias != nullptr ? launch_mma_rows<D, true>(ctx, true, M, N, K, q, W, C, row_stats, SCB, bias, out, s)
+                             : launch_mma_rows<D, false>(ctx, true, M, N, K, q, W, C, row_stats, SCB, bias, out, s);
+    });
   }
   st = op_matmul(impl, M, N, K, q, W, C, stream);
   if (st != BNB_SUCCESS) return st;

@@ -24,6 +24,7 @@
 #include <cstdint>
 
 #include "code8_select.h"
+#include "gpu_dtype.h"
 #include "gpu_port.h"
 #include "optim_traits.h"
 
@@ -97,19 +98,15 @@ __device__ __forceinline__ float opt_pow(float b, float e) {
 
 __device__ __forceinline__ float opt_fma(float a, float b, float c) { return __fmaf_rn(a, b, c); }
 
-// ---------------------------------------------------------------- parameter dtype (bnb_dtype_t)
-
-constexpr int kOptF32 = 0;
-constexpr int kOptF16 = 1;
-constexpr int kOptBF16 = 2;
+// ---------------------------------------------------------------- parameter dtype (gpu_dtype.h)
 
 template <int D>
 __device__ __forceinline__ float load_p(const void* base, int64_t i) {
-  if constexpr (D == kOptF32) {
+  if constexpr (D == kF32) {
     return static_cast<const float*>(base)[i];
   } else {
     const unsigned short h = static_cast<const unsigned short*>(base)[i];
-    if constexpr (D == kOptF16) return __half2float(__ushort_as_half(h));
+    if constexpr (D == kF16) return __half2float(__ushort_as_half(h));
     return __uint_as_float(static_cast<uint32_t>(h) << 16);
   }
 }
@@ -117,7 +114,7 @@ __device__ __forceinline__ float load_p(const void* base, int64_t i) {
 // Round-to-nearest-even bits of the parameter dtype.
 template <int D>
 __device__ __forceinline__ unsigned short half_bits(float f) {
-  if constexpr (D == kOptF16) {
+  if constexpr (D == kF16) {
     return __half_as_ushort(__float2half_rn(f));
   } else {
     const uint32_t b = __float_as_uint(f);
@@ -129,9 +126,9 @@ __device__ __forceinline__ unsigned short half_bits(float f) {
 // `p <- T(x)`: round to the parameter dtype, back in binary32.
 template <int D>
 __device__ __forceinline__ float round_p(float x) {
-  if constexpr (D == kOptF32) {
+  if constexpr (D == kF32) {
     return x;
-  } else if constexpr (D == kOptF16) {
+  } else if constexpr (D == kF16) {
     return __half2float(__ushort_as_half(half_bits<D>(x)));
   } else {
     return __uint_as_float(static_cast<uint32_t>(half_bits<D>(x)) << 16);
@@ -140,7 +137,7 @@ __device__ __forceinline__ float round_p(float x) {
 
 template <int D>
 __device__ __forceinline__ void store_p(void* base, int64_t i, float v) {
-  if constexpr (D == kOptF32) {
+  if constexpr (D == kF32) {
     static_cast<float*>(base)[i] = v;
   } else {
     static_cast<unsigned short*>(base)[i] = half_bits<D>(v);
@@ -260,7 +257,7 @@ __device__ __forceinline__ void step32(const OptimKernelArgs& a, const OptimCons
       pn = round_p<D>(opt_fma(-a.lr, opt_div(g, opt_sqrt(s) + a.eps), p));
     } else {  // Lion
       const float d = k.update_scale * (a.lr * sign_of(opt_fma(s, a.beta1, (1.0f - a.beta1) * g)));
-      if constexpr (D == kOptF32) {
+      if constexpr (D == kF32) {
         pn = opt_fma(p, 1.0f - a.lr * a.weight_decay, -d);
       } else {
         const float p1 = decay ? round_p<D>(p * (1.0f - a.lr * a.weight_decay)) : p;
@@ -469,7 +466,7 @@ __global__ void __launch_bounds__(kOptimThreads) optim8_kernel(OptimKernelArgs a
         if (!isfinite(graw)) continue;  // state reset to zero, p kept
         keep[j] = false;
         const float vd = q2[a.c2[i]] * scale2;
-        v[j] = D == kOptBF16 ? opt_fma(vd, a.beta2, ((1.0f - a.beta2) * gs) * gs)
+        v[j] = D == kBF16 ? opt_fma(vd, a.beta2, ((1.0f - a.beta2) * gs) * gs)
                           : opt_fma((1.0f - a.beta2) * gs, gs, vd * a.beta2);
         s[j] = opt_fma(1.0f - a.beta1, gs, (q1[a.c1[i]] * scale1) * a.beta1);
         if constexpr (kEma) e[j] = opt_fma(1.0f - a.beta3, gs, (q1[a.c1[a.n + i]] * scale3) * a.beta3);
@@ -608,7 +605,7 @@ constexpr int kOpt8FastThreads = 256;
 // second block takes, and keep one block at a time.
 template <int D>
 __host__ __device__ constexpr bool opt8_prefetch() {
-  return D == kOptF32;
+  return D == kF32;
 }
 template <int D, int OPT>
 __host__ __device__ constexpr int opt8_fast_blocks_per_sm() {
@@ -620,7 +617,7 @@ __host__ __device__ constexpr int opt8_fast_blocks_per_sm() {
 template <int D>
 __device__ __forceinline__ void opt8_load_vals(const void* base_ptr, int64_t base, int lane, bool full, int64_t n,
                                                float (&x)[8], uint16_t (&raw)[8]) {
-  if constexpr (D == kOptF32) {
+  if constexpr (D == kF32) {
     const float* src = static_cast<const float*>(base_ptr);
     if (full) {
 #pragma unroll
@@ -658,7 +655,7 @@ __device__ __forceinline__ void opt8_load_vals(const void* base_ptr, int64_t bas
     }
 #pragma unroll
     for (int e = 0; e < 8; ++e) {
-      if constexpr (D == kOptF16) {
+      if constexpr (D == kF16) {
         x[e] = __half2float(__ushort_as_half(raw[e]));
       } else {
         x[e] = __uint_as_float(static_cast<uint32_t>(raw[e]) << 16);
@@ -734,7 +731,7 @@ template <int D>
 __device__ __forceinline__ void opt8_store_p(void* dst_ptr, int64_t base, int lane, bool full, int64_t n,
                                              const float (&pn)[8], const float (&p)[8], const uint16_t (&raw)[8],
                                              const bool (&keep)[8]) {
-  if constexpr (D == kOptF32) {
+  if constexpr (D == kF32) {
     float* dst = static_cast<float*>(dst_ptr);
     float o[8];
 #pragma unroll
@@ -860,7 +857,7 @@ __device__ __forceinline__ void opt8_fast_update(const OptimKernelArgs& a, const
         if (!isfinite(graw)) continue;  // state reset to zero, p kept
         keep[e] = false;
         const float vd = t2.code[c2[e]] * scale2;
-        v[e] = D == kOptBF16 ? opt_fma(vd, a.beta2, ((1.0f - a.beta2) * gs) * gs)
+        v[e] = D == kBF16 ? opt_fma(vd, a.beta2, ((1.0f - a.beta2) * gs) * gs)
                              : opt_fma((1.0f - a.beta2) * gs, gs, vd * a.beta2);
         s[e] = opt_fma(1.0f - a.beta1, gs, (t1.code[c1[e]] * scale1) * a.beta1);
         if constexpr (kEma) e3[e] = opt_fma(1.0f - a.beta3, gs, (t1.code[c3[e]] * scale3) * a.beta3);

@@ -111,7 +111,7 @@ bnb_status_t launch8_fast(const GpuContext& ctx, const OptimKernelArgs& a, gpuSt
   static std::atomic<uint64_t> configured{0};
   const bnb_status_t st = raise_smem_once(optim8_fast_kernel<D, OPT>, opt8_smem<OPT>(), ctx.device, configured);
   if (st != BNB_SUCCESS) return st;
-  const bool vec = opt8_vec(D == kOptF32, OPT, a);
+  const bool vec = opt8_vec(D == kF32, OPT, a);
   const int64_t grid = opt8_grid<D, OPT>(ctx, (a.n + 255) / 256);
   const auto* tables = static_cast<const Optim8Table*>(ctx.optim8_tables);
   optim8_fast_kernel<D, OPT><<<static_cast<unsigned>(grid), kOpt8FastThreads, opt8_smem<OPT>(), s>>>(a, tables,
@@ -166,12 +166,8 @@ bnb_status_t dispatch_opt(const GpuContext& ctx, int32_t opt, bool eight, const 
 
 bnb_status_t dispatch(const GpuContext& ctx, int32_t dtype, int32_t opt, bool eight, const OptimKernelArgs& a,
                       bool unorm, gpuStream_t s) {
-  switch (dtype) {
-    case BNB_F32: return dispatch_opt<kOptF32>(ctx, opt, eight, a, unorm, s);
-    case BNB_F16: return dispatch_opt<kOptF16>(ctx, opt, eight, a, unorm, s);
-    case BNB_BF16: return dispatch_opt<kOptBF16>(ctx, opt, eight, a, unorm, s);
-    default: return fail(BNB_ERR_INVALID_ARGUMENT, "param_dtype %d is not F32, F16 or BF16", dtype);
-  }
+  return with_dtype(dtype, "optimizer_update",
+                    [&](auto d) { return dispatch_opt<decltype(d)::value>(ctx, opt, eight, a, unorm, s); });
 }
 
 // The launch arguments of one tensor (n from params->n unless given).
@@ -265,12 +261,8 @@ bnb_status_t dispatch_multi_opt(const GpuContext& ctx, int32_t opt, bool eight, 
 
 bnb_status_t dispatch_multi(const GpuContext& ctx, int32_t dtype, int32_t opt, bool eight, const OptimMultiArgs& m,
                             gpuStream_t s) {
-  switch (dtype) {
-    case BNB_F32: return dispatch_multi_opt<kOptF32>(ctx, opt, eight, m, s);
-    case BNB_F16: return dispatch_multi_opt<kOptF16>(ctx, opt, eight, m, s);
-    case BNB_BF16: return dispatch_multi_opt<kOptBF16>(ctx, opt, eight, m, s);
-    default: return fail(BNB_ERR_INVALID_ARGUMENT, "param_dtype %d is not F32, F16 or BF16", dtype);
-  }
+  return with_dtype(dtype, "optimizer_update_multi",
+                    [&](auto d) { return dispatch_multi_opt<decltype(d)::value>(ctx, opt, eight, m, s); });
 }
 
 // Groups the tensors into launches of up to kOptimMultiMax. A tensor the multi kernels cannot

@@ -13,25 +13,12 @@
 #include <cstdint>
 
 #include "code8_select.h"
+#include "gpu_dtype.h"
 #include "gpu_port.h"
 #include "tables.h"
 
 namespace bnb {
 namespace gpu {
-
-// dtype tags, numbered as bnb_dtype_t.
-constexpr int kF32 = 0;
-constexpr int kF16 = 1;
-constexpr int kBF16 = 2;
-
-template <int D>
-struct Elem {
-  using T = uint16_t;
-};
-template <>
-struct Elem<kF32> {
-  using T = float;
-};
 
 // Elements in a 16-byte chunk of dtype D: 8 (fp16, bf16) or 4 (fp32).
 template <int D>

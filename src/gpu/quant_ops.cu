@@ -84,12 +84,9 @@ bnb_status_t quantize_blockwise(void* impl, int32_t dtype, const void* A, int64_
   const GpuContext& ctx = ctx_of(impl);
   DeviceGuard guard(ctx.device);
   const auto s = static_cast<gpuStream_t>(stream);
-  switch (dtype) {
-    case kF32: return dispatch_quantize_blockwise<kF32>(ctx, A, n, blocksize, code, out, absmax, nullptr, s);
-    case kF16: return dispatch_quantize_blockwise<kF16>(ctx, A, n, blocksize, code, out, absmax, nullptr, s);
-    case kBF16: return dispatch_quantize_blockwise<kBF16>(ctx, A, n, blocksize, code, out, absmax, nullptr, s);
-    default: return fail(BNB_ERR_NOT_SUPPORTED, "dtype %d is not supported: use F32, F16 or BF16", dtype);
-  }
+  return with_dtype(dtype, "quantize_blockwise", [&](auto d) {
+    return dispatch_quantize_blockwise<decltype(d)::value>(ctx, A, n, blocksize, code, out, absmax, nullptr, s);
+  });
 }
 
 template <int D>
@@ -111,12 +108,9 @@ bnb_status_t dequantize_blockwise(void* impl, const uint8_t* q, const float* abs
   const GpuContext& ctx = ctx_of(impl);
   DeviceGuard guard(ctx.device);
   const auto s = static_cast<gpuStream_t>(stream);
-  switch (out_dtype) {
-    case kF32: return launch_dequantize_blockwise<kF32>(ctx, q, absmax, code, n, blocksize, out, s);
-    case kF16: return launch_dequantize_blockwise<kF16>(ctx, q, absmax, code, n, blocksize, out, s);
-    case kBF16: return launch_dequantize_blockwise<kBF16>(ctx, q, absmax, code, n, blocksize, out, s);
-    default: return fail(BNB_ERR_NOT_SUPPORTED, "out_dtype %d is not supported: use F32, F16 or BF16", out_dtype);
-  }
+  return with_dtype(out_dtype, "dequantize_blockwise", [&](auto d) {
+    return launch_dequantize_blockwise<decltype(d)::value>(ctx, q, absmax, code, n, blocksize, out, s);
+  });
 }
 
 // ---------------------------------------------------------------- 4-bit
@@ -165,12 +159,9 @@ bnb_status_t dispatch_quantize_4bit(const GpuContext& ctx, const void* a, int64_
 template <int QT>
 bnb_status_t dispatch_quantize_4bit_dtype(const GpuContext& ctx, int32_t dtype, const void* a, int64_t n,
                                           int64_t blocksize, uint8_t* packed, float* absmax, gpuStream_t stream) {
-  switch (dtype) {
-    case kF32: return dispatch_quantize_4bit<kF32, QT>(ctx, a, n, blocksize, packed, absmax, stream);
-    case kF16: return dispatch_quantize_4bit<kF16, QT>(ctx, a, n, blocksize, packed, absmax, stream);
-    case kBF16: return dispatch_quantize_4bit<kBF16, QT>(ctx, a, n, blocksize, packed, absmax, stream);
-    default: return fail(BNB_ERR_NOT_SUPPORTED, "dtype %d is not supported: use F32, F16 or BF16", dtype);
-  }
+  return with_dtype(dtype, "quantize_4bit", [&](auto d) {
+    return dispatch_quantize_4bit<decltype(d)::value, QT>(ctx, a, n, blocksize, packed, absmax, stream);
+  });
 }
 
 bnb_status_t quantize_4bit(void* impl, int32_t quant_type, int32_t dtype, const void* A, int64_t n,
@@ -203,12 +194,9 @@ template <bool kNested>
 bnb_status_t dispatch_dequantize_4bit(const GpuContext& ctx, const Table16& lut, const uint8_t* packed,
                                       const Scales4& scales, int64_t n, int64_t blocksize, int32_t out_dtype,
                                       void* out, gpuStream_t stream) {
-  switch (out_dtype) {
-    case kF32: return launch_dequantize_4bit<kF32, kNested>(ctx, lut, packed, scales, n, blocksize, out, stream);
-    case kF16: return launch_dequantize_4bit<kF16, kNested>(ctx, lut, packed, scales, n, blocksize, out, stream);
-    case kBF16: return launch_dequantize_4bit<kBF16, kNested>(ctx, lut, packed, scales, n, blocksize, out, stream);
-    default: return fail(BNB_ERR_NOT_SUPPORTED, "out_dtype %d is not supported: use F32, F16 or BF16", out_dtype);
-  }
+  return with_dtype(out_dtype, "dequantize_4bit", [&](auto d) {
+    return launch_dequantize_4bit<decltype(d)::value, kNested>(ctx, lut, packed, scales, n, blocksize, out, stream);
+  });
 }
 
 bnb_status_t dequantize_4bit(void* impl, int32_t quant_type, const uint8_t* packed,

@@ -210,6 +210,7 @@ void gemm4_mma16816(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t
 
 namespace {
 
+using namespace bnb::gpu;  // the dtype tags (gpu_dtype.h)
 using namespace bnb::gpu::gemm4;
 
 // Runs body() as a grid of gx x gy (x gz) blocks of `threads` threads, one block at a time.
