@@ -1,6 +1,4 @@
 // The 4-bit matmul family's op: a thin adapter from the plugin ABI to gemm4_kernels.h.
-#include <new>
-
 #include "gemm4_kernels.h"
 #include "plugin.h"
 
@@ -11,27 +9,17 @@ namespace {
 bnb_status_t op_gemm_4bit(void* impl, int32_t dtype, int64_t M, int64_t N, int64_t K, const void* A,
                           const uint8_t* W, const bnb_scales_resolved_t* scales, int32_t quant_type,
                           int64_t blocksize, const void* bias, void* out, void* /*stream*/) {
-  try {
+  return guarded("gemm_4bit", [&] {
     gemm_4bit(context_of(impl)->pool, dtype, M, N, K, A, W, *scales, quant_type, blocksize, bias, out);
-    return BNB_SUCCESS;
-  } catch (const std::bad_alloc&) {
-    return fail(BNB_ERR_OUT_OF_MEMORY, "gemm_4bit: out of memory");
-  } catch (...) {
-    return fail(BNB_ERR_INTERNAL, "gemm_4bit: unexpected failure");
-  }
+  });
 }
 
 bnb_status_t op_gemm_4bit_transposed(void* impl, int32_t dtype, int64_t M, int64_t N, int64_t K, const void* A,
                                      const uint8_t* W, const bnb_scales_resolved_t* scales, int32_t quant_type,
                                      int64_t blocksize, void* out, void* /*stream*/) {
-  try {
+  return guarded("gemm_4bit_transposed", [&] {
     gemm_4bit_transposed(context_of(impl)->pool, dtype, M, N, K, A, W, *scales, quant_type, blocksize, out);
-    return BNB_SUCCESS;
-  } catch (const std::bad_alloc&) {
-    return fail(BNB_ERR_OUT_OF_MEMORY, "gemm_4bit_transposed: out of memory");
-  } catch (...) {
-    return fail(BNB_ERR_INTERNAL, "gemm_4bit_transposed: unexpected failure");
-  }
+  });
 }
 
 }  // namespace

@@ -1,6 +1,5 @@
 // The LLM.int8() family's ops: thin adapters from the plugin ABI to int8_kernels.h.
 #include <mutex>
-#include <new>
 #include <string>
 
 #include "int8_kernels.h"
@@ -11,22 +10,10 @@ namespace bnb {
 namespace cpu {
 namespace {
 
-// Runs a kernel; the only failure a kernel can have is running out of memory.
-template <class Fn>
-bnb_status_t guarded(const char* what, const Fn& fn) {
-  try {
-    fn();
-    return BNB_SUCCESS;
-  } catch (const std::bad_alloc&) {
-    return fail(BNB_ERR_OUT_OF_MEMORY, what);
-  } catch (...) {
-    return fail(BNB_ERR_INTERNAL, what);
-  }
-}
 
 bnb_status_t op_int8_vectorwise_quant(void* impl, int32_t dtype, int64_t rows, int64_t cols, const void* A,
                                       float threshold, int8_t* q, float* row_stats, void* /*stream*/) {
-  return guarded("int8_vectorwise_quant: out of memory", [&] {
+  return guarded("int8_vectorwise_quant", [&] {
     int8_vectorwise_quant(context_of(impl)->pool, dtype, rows, cols, A, threshold, q, row_stats);
   });
 }
@@ -34,7 +21,7 @@ bnb_status_t op_int8_vectorwise_quant(void* impl, int32_t dtype, int64_t rows, i
 bnb_status_t op_int8_outlier_columns(void* impl, int32_t dtype, int64_t rows, int64_t cols, const void* A,
                                      float threshold, int32_t* columns, int64_t capacity, int64_t* count,
                                      void* /*stream*/) {
-  return guarded("int8_outlier_columns: out of memory", [&] {
+  return guarded("int8_outlier_columns", [&] {
     *count = int8_outlier_columns(context_of(impl)->pool, dtype, rows, cols, A, threshold, columns, capacity);
   });
 }
@@ -59,7 +46,7 @@ void log_int8_matmul_path() {
 
 bnb_status_t op_int8_matmul(void* impl, int64_t M, int64_t N, int64_t K, const int8_t* A, const int8_t* B,
                             int32_t* C, void* /*stream*/) {
-  return guarded("int8_matmul: out of memory", [&] {
+  return guarded("int8_matmul", [&] {
     log_int8_matmul_path();
     int8_matmul(context_of(impl)->pool, M, N, K, A, B, C);
   });
@@ -68,7 +55,7 @@ bnb_status_t op_int8_matmul(void* impl, int64_t M, int64_t N, int64_t K, const i
 bnb_status_t op_int8_mm_dequant(void* impl, int64_t M, int64_t N, const int32_t* C, const float* row_stats,
                                 const float* col_stats, const void* bias, int32_t out_dtype, void* out,
                                 void* /*stream*/) {
-  return guarded("int8_mm_dequant: out of memory", [&] {
+  return guarded("int8_mm_dequant", [&] {
     int8_mm_dequant(context_of(impl)->pool, M, N, C, row_stats, col_stats, bias, out_dtype, out);
   });
 }

@@ -3,7 +3,6 @@
 // paged optimizer state is) with a prefetch that has nothing to do.
 #include <cstdlib>
 #include <cstring>
-#include <new>
 
 #include "optim_kernels.h"
 #include "plugin.h"
@@ -14,14 +13,7 @@ namespace {
 
 bnb_status_t op_optimizer_update(void* impl, const bnb_optimizer_params_t* params,
                                  const bnb_optimizer_tensors_t* tensors, void* /*stream*/) {
-  try {
-    optimizer_run(context_of(impl)->pool, *params, *tensors);
-    return BNB_SUCCESS;
-  } catch (const std::bad_alloc&) {
-    return fail(BNB_ERR_OUT_OF_MEMORY, "optimizer_update: out of memory");
-  } catch (...) {
-    return fail(BNB_ERR_INTERNAL, "optimizer_update: unexpected exception");
-  }
+  return guarded("optimizer_update", [&] { optimizer_run(context_of(impl)->pool, *params, *tensors); });
 }
 
 bnb_status_t op_paged_alloc(void* /*impl*/, int64_t bytes, void** ptr) {

@@ -7,6 +7,8 @@
 #define BNB_BACKEND_CPU_PLUGIN_H_
 
 #include <cstdint>
+#include <new>
+#include <string>
 
 #include "backend_abi.h"
 #include "thread_pool.h"
@@ -28,6 +30,20 @@ const bnb_host_api_t* host();
 
 // Convenience for ops: records `message` for the calling thread and returns `status`.
 bnb_status_t fail(bnb_status_t status, const char* message);
+
+// Runs an op's kernel, turning what it throws into a status named after `op`: std::bad_alloc (the
+// only failure a kernel has) into BNB_ERR_OUT_OF_MEMORY, anything else into BNB_ERR_INTERNAL.
+template <class Fn>
+bnb_status_t guarded(const char* op, const Fn& fn) {
+  try {
+    fn();
+    return BNB_SUCCESS;
+  } catch (const std::bad_alloc&) {
+    return fail(BNB_ERR_OUT_OF_MEMORY, (std::string(op) + ": out of memory").c_str());
+  } catch (...) {
+    return fail(BNB_ERR_INTERNAL, (std::string(op) + ": unexpected failure").c_str());
+  }
+}
 
 // Family registration; each fills its own slots and leaves the others alone.
 void register_quant_ops(bnb_backend_ops_t* ops);
