@@ -10,6 +10,8 @@ differ: its logits equal the saved model's.
 The packed 4-bit weight is sharded like any float parameter (its bytes viewed as quant_storage); the
 quantization state stays on each Linear4bit (docs/ARCHITECTURE.md, "4-bit weights under FSDP")."""
 
+import contextlib
+import functools
 import json
 import os
 import socket
@@ -109,26 +111,48 @@ def _eval_logits(model, ids):
         return model(input_ids=ids).logits
 
 
-def _worker(rank, port, out_dir):
+@contextlib.contextmanager
+def _process_group(rank, port):
+    """A worker's gloo group of WORLD ranks on this host, one thread each."""
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     torch.set_num_threads(1)
     dist.init_process_group("gloo", rank=rank, world_size=WORLD)
     try:
+        yield
+    finally:
+        dist.destroy_process_group()
+
+
+def _mean_over_ranks(t):
+    dist.all_reduce(t)
+    return t / WORLD
+
+
+def _write_result(out_dir, result):
+    with open(os.path.join(out_dir, "result.json"), "w") as f:
+        json.dump(result, f)
+
+
+def _zeroed_4bit(model):
+    """model with every packed 4-bit code 0: a load must bring the weights back."""
+    with torch.no_grad():
+        for m in _linear4bit_layers(model):
+            m.weight.zero_()
+    return model
+
+
+def _worker(rank, port, out_dir):
+    with _process_group(rank, port):
         from torch.distributed import checkpoint as dcp
         from torch.distributed.device_mesh import init_device_mesh
 
         mesh = init_device_mesh("cpu", (WORLD,))
         ids = _batch()
         mine = ids.chunk(WORLD)[rank]
-
-        def mean_over_ranks(t):
-            dist.all_reduce(t)
-            return t / WORLD
-
         losses = {}
         for name, (storage, optim, r, _bound) in RUNS.items():
             model = _shard(_model(lora_seed=0, storage=storage, r=r), mesh)
-            losses[name] = _train(model, mine, optim, mean_over_ranks)
+            losses[name] = _train(model, mine, optim, _mean_over_ranks)
             _check_sharded(model, storage)  # after all-gathers and reshards
             if name == SAVED:
                 saved = model
@@ -137,24 +161,16 @@ def _worker(rank, port, out_dir):
         ckpt = os.path.join(out_dir, "ckpt")
         dcp.save(model.state_dict(), checkpoint_id=ckpt)
 
-        fresh = _model(lora_seed=1)
-        with torch.no_grad():
-            for m in _linear4bit_layers(fresh):
-                m.weight.zero_()  # codes 0: the load must bring the weights back
-        fresh = _shard(fresh, mesh)
+        fresh = _shard(_zeroed_4bit(_model(lora_seed=1)), mesh)
         before = _eval_logits(fresh, ids)
         sd = fresh.state_dict()
         dcp.load(sd, checkpoint_id=ckpt)
         fresh.load_state_dict(sd)
         reloaded = _eval_logits(fresh, ids)
         if rank == 0:
-            result = {"losses": losses, "keys": sorted(model.state_dict()), "logits": logits.tolist(),
-                      "before_load_max_diff": (before - logits).abs().max().item(),
-                      "reloaded_max_diff": (reloaded - logits).abs().max().item()}
-            with open(os.path.join(out_dir, "result.json"), "w") as f:
-                json.dump(result, f)
-    finally:
-        dist.destroy_process_group()
+            _write_result(out_dir, {"losses": losses, "keys": sorted(model.state_dict()), "logits": logits.tolist(),
+                                    "before_load_max_diff": (before - logits).abs().max().item(),
+                                    "reloaded_max_diff": (reloaded - logits).abs().max().item()})
 
 
 def _free_port():
@@ -179,29 +195,147 @@ def _spawn(fn, args, timeout):
                 p.kill()
 
 
-def test_qlora_fsdp2_two_cpu_ranks_match_one_process(tmp_path):
+def _run_ranks(worker, tmp_path):
+    """worker(rank, port, out_dir) on WORLD ranks; the result.json rank 0 wrote."""
     t0 = time.monotonic()
-    _spawn(_worker, (_free_port(), str(tmp_path)), TIMEOUT_S)
+    _spawn(worker, (_free_port(), str(tmp_path)), TIMEOUT_S)
+    print(f"{WORLD} ranks: {time.monotonic() - t0:.1f} s")
     with open(tmp_path / "result.json") as f:
-        got = json.load(f)
-    t1 = time.monotonic()
+        return json.load(f)
+
+
+@functools.cache
+def _one_process(optim, r):
+    """(per-step losses, trained model) of one process training on the whole batch; the packed
+    bytes, and so the run, do not depend on quant_storage."""
+    single = _model(lora_seed=0, r=r)
+    return _train(single, _batch(), optim), single
+
+
+def _check_losses(name, got, optim, r, bound):
+    want = _one_process(optim, r)[0]
+    rel = [abs(a - b) / abs(b) for a, b in zip(got, want)]
+    print(f"{name}: {WORLD} ranks {got}\n  1 process {want}\n  relative differences {rel}")
+    assert len(rel) == STEPS and max(rel) < bound, (name, rel)
+    assert want[-1] < want[0] - 0.3  # it trains
+
+
+def test_qlora_fsdp2_two_cpu_ranks_match_one_process(tmp_path):
+    got = _run_ranks(_worker, tmp_path)
     ids = _batch()
-    want = {}
-    for name, (_storage, optim, r, bound) in RUNS.items():  # one process: the packed bytes do not depend on storage
-        if (optim, r) not in want:
-            single = _model(lora_seed=0, r=r)
-            want[optim, r] = _train(single, ids, optim)
-            if name == SAVED:
-                want_model = single
-        losses = want[optim, r]
-        rel = [abs(a - b) / abs(b) for a, b in zip(got["losses"][name], losses)]
-        print(f"{name}: FSDP2 {got['losses'][name]}\n  1 process {losses}\n  relative differences {rel}")
-        assert len(rel) == STEPS and max(rel) < bound, (name, rel)
-        assert losses[-1] < losses[0] - 0.3  # it trains
-    print(f"2 ranks {t1 - t0:.1f} s, 1 process {time.monotonic() - t1:.1f} s")
+    for name, (_storage, optim, r, bound) in RUNS.items():
+        _check_losses(name, got["losses"][name], optim, r, bound)
+    want_model = _one_process(*RUNS[SAVED][1:3])[1]
     assert got["keys"] == sorted(want_model.state_dict())  # bitsandbytes' keys (weight.absmax, ...) under FSDP
     want_logits = _eval_logits(want_model, ids)
     logits = torch.tensor(got["logits"])
     print("logits vs 1 process", (logits - want_logits).abs().max().item() / want_logits.abs().max().item())
     assert got["before_load_max_diff"] > 0.1  # the fresh model differs before the load ...
     assert got["reloaded_max_diff"] == 0.0, got["reloaded_max_diff"]  # ... and equals the saved one after
+
+
+# ---------------------------------------------------------------- FSDP1
+# FSDP1 (FullyShardedDataParallel, use_orig_params=True) flattens the parameters of each unit into
+# one FlatParameter of one float dtype. The runs: (quant_storage, the units besides the whole model,
+# bound as above). float32 storage shares the decoder layers' units with the float32 LoRA and norm
+# weights; bfloat16 storage beside float32 parameters needs units of their own for the Linear4bit
+# layers. uint8 storage cannot be flattened at all (FSDP1 refuses integer dtypes).
+FSDP1_RUNS = {
+    "FSDP1, float32 storage, decoder-layer units": ("float32", "layers", 1e-5),
+    "FSDP1, bfloat16 storage, a unit per Linear4bit": ("bfloat16", "linear4bit", 1e-5),
+}
+
+
+def _fsdp1(model, units):
+    import bitsandbytes as bb
+    from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
+    from torch.distributed.fsdp.wrap import ModuleWrapPolicy
+
+    classes = {type(model.base_model.model.model.layers[0])}
+    if units == "linear4bit":
+        classes.add(bb.nn.Linear4bit)
+    return FSDP(model, auto_wrap_policy=ModuleWrapPolicy(classes), use_orig_params=True, device_id=torch.device("cpu"))
+
+
+def _check_fsdp1_sharded(model, storage):
+    """FSDP1 keeps the original Params4bit objects, between forwards as 1-D views of this rank's part
+    of the flat parameter (the ranks' parts add up to the whole); the state stays whole on them."""
+    layers = _linear4bit_layers(model)
+    assert len(layers) == 14
+    for m in layers:
+        w, qs = m.weight, m.weight.quant_state
+        assert type(w).__name__ == "Params4bit" and w.bnb_quantized and w.dtype == getattr(torch, storage)
+        assert qs is m.quant_state and tuple(qs.shape) == (m.out_features, m.in_features) and w.dim() == 1
+    codes = torch.tensor([m.weight.numel() * m.weight.element_size() * 2 for m in layers])
+    whole = torch.tensor([m.in_features * m.out_features for m in layers])
+    assert codes.sum() < whole.sum()
+    dist.all_reduce(codes)
+    assert torch.equal(codes, whole)
+
+
+def _fsdp1_worker(rank, port, out_dir):
+    with _process_group(rank, port):
+        from torch.distributed import checkpoint as dcp
+        from torch.distributed.fsdp import FullStateDictConfig, StateDictType
+        from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
+
+        ids = _batch()
+        mine = ids.chunk(WORLD)[rank]
+        losses, models = {}, {}
+        for name, (storage, units, _bound) in FSDP1_RUNS.items():
+            models[name] = model = _fsdp1(_model(lora_seed=0, storage=storage), units)
+            losses[name] = _train(model, mine, "torch", _mean_over_ranks)
+            _check_fsdp1_sharded(model, storage)
+        try:
+            _fsdp1(_model(lora_seed=0, storage="uint8"), "linear4bit")
+            uint8_error = None
+        except ValueError as e:
+            uint8_error = str(e)
+
+        # SHARDED_STATE_DICT through torch.distributed.checkpoint, loaded into a fresh model
+        # (4-bit codes zeroed, other LoRA weights)
+        storage, units, _ = FSDP1_RUNS[name := next(iter(FSDP1_RUNS))]
+        model, ckpt = models[name], os.path.join(out_dir, "ckpt")
+        with FSDP.state_dict_type(model, StateDictType.SHARDED_STATE_DICT):
+            dcp.save(model.state_dict(), checkpoint_id=ckpt)
+        fresh = _fsdp1(_zeroed_4bit(_model(lora_seed=1, storage=storage)), units)
+        with FSDP.state_dict_type(fresh, StateDictType.SHARDED_STATE_DICT):
+            sd = fresh.state_dict()
+            dcp.load(sd, checkpoint_id=ckpt)
+            fresh.load_state_dict(sd)
+        sharded_diff = (_eval_logits(fresh, ids) - _eval_logits(model, ids)).abs().max().item()
+
+        # FULL_STATE_DICT: every rank gets the whole model, rank 0 saves it for the parent to read;
+        # loaded into a fresh model too
+        storage, units, _ = FSDP1_RUNS[name := list(FSDP1_RUNS)[1]]
+        model = models[name]
+        full_config = FullStateDictConfig(offload_to_cpu=False, rank0_only=False)
+        with FSDP.state_dict_type(model, StateDictType.FULL_STATE_DICT, full_config):
+            full = model.state_dict()
+        fresh = _fsdp1(_zeroed_4bit(_model(lora_seed=1, storage=storage)), units)
+        before = _eval_logits(fresh, ids)
+        with FSDP.state_dict_type(fresh, StateDictType.FULL_STATE_DICT, full_config):
+            fresh.load_state_dict(full)
+        logits, reloaded = _eval_logits(model, ids), _eval_logits(fresh, ids)
+        if rank == 0:
+            torch.save(full, os.path.join(out_dir, "full.pt"))
+            _write_result(out_dir, {"losses": losses, "uint8_error": uint8_error, "sharded_reload_max_diff": sharded_diff,
+                                    "before_load_max_diff": (before - logits).abs().max().item(),
+                                    "full_reload_max_diff": (reloaded - logits).abs().max().item()})
+
+
+def test_qlora_fsdp1_two_cpu_ranks_match_one_process(tmp_path):
+    got = _run_ranks(_fsdp1_worker, tmp_path)
+    for name, (_storage, _units, bound) in FSDP1_RUNS.items():
+        _check_losses(name, got["losses"][name], "torch", 4, bound)
+    assert "integer" in got["uint8_error"], got["uint8_error"]
+    assert got["before_load_max_diff"] > 0.1  # the fresh models differ before the loads ...
+    assert got["sharded_reload_max_diff"] == 0.0 and got["full_reload_max_diff"] == 0.0, got  # ... not after
+    # the full state dict: bitsandbytes' keys, the 4-bit items those of one process (bfloat16 storage)
+    full = torch.load(tmp_path / "full.pt")
+    single = _model(lora_seed=0, storage=FSDP1_RUNS[list(FSDP1_RUNS)[1]][0]).state_dict()
+    assert sorted(full) == sorted(single)
+    quantized = [k for k in single if ".base_layer.weight" in k]
+    assert len(quantized) == 14 * 6  # weight, absmax, quant_map, nested_absmax, nested_quant_map, quant_state.*
+    for k in quantized:
+        assert full[k].dtype == single[k].dtype and torch.equal(full[k].view(torch.uint8), single[k].view(torch.uint8)), k

@@ -449,8 +449,8 @@ class Linear4bit(_FastLinear):
         device = _load_device(self.weight, weight)
         if weight is None:
             missing_keys.append(wkey)
-        elif qs_items and not isinstance(self.weight, Params4bit):
-            self._load_into_fsdp_weight(wkey, weight, qs_items, device, error_msgs)
+        elif qs_items and self._loads_in_place(weight):
+            self._load_in_place(wkey, weight, qs_items, device, error_msgs)
         elif qs_items:
             try:
                 param = self._param_type.from_prequantized(weight.detach(), qs_items, device=device, module=self)
@@ -472,10 +472,21 @@ class Linear4bit(_FastLinear):
         _load_bias(self, state_dict, prefix, missing_keys, error_msgs)
         _unexpected(self, state_dict, prefix, strict, unexpected_keys, ("weight", "bias"))
 
-    def _load_into_fsdp_weight(self, wkey, weight, qs_items, device, error_msgs):
-        """Loading into FSDP's parameter (the layer's weight is not a Params4bit): the packed codes are
-        copied into it in place (a DTensor shard takes its own part) and the quantization state is
-        kept on the layer, which the forward reads (_compute_weight)."""
+    def _loads_in_place(self, weight):
+        """Whether packed codes are copied into the layer's weight rather than replacing it: always for
+        FSDP's parameter (not a Params4bit: FSDP2's), and for a quantized Params4bit with the same
+        storage dtype and shape, as torch copies into a plain module's parameters. FSDP1 with
+        use_orig_params keeps the original Params4bit objects as views of its flat parameter and
+        writes back only what changed in place: a new object would be dropped at its next reshard."""
+        current = self.weight
+        if not isinstance(current, Params4bit):
+            return True
+        return (current.bnb_quantized and current.device.type != "meta" and current.dtype == weight.dtype
+                and tuple(current.shape) == tuple(weight.shape))
+
+    def _load_in_place(self, wkey, weight, qs_items, device, error_msgs):
+        """Copies the packed codes into the current weight (a DTensor shard takes its own part) and
+        puts the state read from the items on the layer (and on the weight when it is a Params4bit)."""
         current = self.weight
         try:
             state = _read_quant_state(weight, qs_items, device, self._param_type._state_type)
@@ -491,6 +502,9 @@ class Linear4bit(_FastLinear):
         else:
             with torch.no_grad():
                 current.copy_(weight)
+            if isinstance(current, Params4bit):
+                current.quant_state, current.blocksize = state, state.blocksize
+                current.compress_statistics, current.quant_type = state.nested, state.quant_type
             self.quant_state = state
 
 
