@@ -352,7 +352,7 @@ class Optimizer(torch.optim.Optimizer):
         if self._kind in _TWO_STATES:
             state["state2"] = self._zeros(p, tuple(p.shape), dtype, paged)
         if eight:
-            blocks = -(-n // BLOCKSIZE)
+            blocks = _blocks(n)
             copies = TRAITS[self._kind].state1_copies
             absmax_shape = (copies, blocks) if copies > 1 else (blocks,)
             state["qmap1"] = self._default_table(p, True)
@@ -634,11 +634,26 @@ class Optimizer(torch.optim.Optimizer):
         return float(torch.where(current > limit, limit / current, torch.ones_like(limit)))
 
     # -------------------------------------------------------------- state dicts
+    def state_dict(self):
+        """torch's state dict, with the state of a DTensor parameter (FSDP2) as DTensors over its
+        mesh (_sharded_state): each rank holds the state of its own shard only, and
+        torch.distributed.checkpoint saves a plain tensor once, as if every rank held the same."""
+        sd = super().state_dict()
+        params = {}
+        for group, saved in zip(self.param_groups, sd["param_groups"]):
+            params.update(zip(saved["params"], group["params"]))
+        for index, param_state in sd["state"].items():
+            p = params.get(index)
+            if _arrays.is_dtensor(p) and isinstance(param_state, dict):
+                sd["state"][index] = {k: _sharded_state(p, k, v) for k, v in param_state.items()}
+        return sd
+
     def load_state_dict(self, state_dict):
         """Loads a state dict of this class or of the matching bitsandbytes optimizer. Unlike
         torch's default, state tensors keep their dtype (float32 state, uint8 codes and float32
         scales are never cast to the parameter's dtype); they are copied to the parameter's
-        device (into paged memory for a paged optimizer)."""
+        device (into paged memory for a paged optimizer). For a DTensor parameter (FSDP2) the state
+        is its shard's: DTensor items (state_dict's) give this rank's part."""
         # The batched step's caches point at the state being replaced: drop them (and the old state).
         self.__dict__.pop("_bnb_slots", None)
         self.__dict__.pop("_bnb_batches", None)
@@ -675,8 +690,18 @@ class Optimizer(torch.optim.Optimizer):
         for hook in getattr(self, "_optimizer_load_state_dict_post_hooks", {}).values():
             hook(self)
 
+    def _local_state(self, key, t, n):
+        """This rank's part of DTensor state item t (state_dict's _sharded_state) for a shard of n
+        elements: the local tensor, without the padding of a per-rank item."""
+        t = t.to_local()
+        if key.startswith("absmax"):
+            copies = TRAITS[self._kind].state1_copies if key == "absmax1" else 1
+            return t[:copies * _blocks(n)]
+        return t
+
     def _import_state(self, p, saved):
         name = type(self).__name__
+        p = _local_shard(p)  # FSDP2: the state is this rank's shard's
         shape = tuple(p.shape)
         n = p.numel()
         wrapped = saved.get(BITSANDBYTES_WRAPPED_STATE_KEY)
@@ -686,6 +711,8 @@ class Optimizer(torch.optim.Optimizer):
         out = {}
         for key, value in saved.items():
             if isinstance(value, torch.Tensor) and key != "step":
+                if _arrays.is_dtensor(value):
+                    value = self._local_state(key, value, n)
                 out[key] = value.detach().to(p.device, copy=True).contiguous()
             else:
                 out[key] = value
@@ -716,7 +743,7 @@ class Optimizer(torch.optim.Optimizer):
                 t = t.float()
             out[key] = t.view((2, *shape) if key == "state1" and mult == 2 else shape)
         if eight:
-            blocks = -(-n // BLOCKSIZE)
+            blocks = _blocks(n)
             for i, key in enumerate(keys, start=1):
                 absmax = out.get(f"absmax{i}")
                 want = blocks * (mult if i == 1 else 1)
@@ -741,6 +768,62 @@ class Optimizer(torch.optim.Optimizer):
                 paged.copy_(t)
                 out[key] = paged
         return out
+
+
+# ---------------------------------------------------------------- state under FSDP2
+# A DTensor parameter's state is its local shard's: state1/state2 have the shard's shape, absmax1/2
+# one scale per 256 elements *of the shard*, unorm_vec/gnorm_vec the shard's norms. In a state dict
+# state1/state2 are DTensors placed as the parameter; the other per-rank tensors are flattened, padded
+# with zeros to the largest rank's length and sharded along dim 0 over the dimensions of the mesh
+# that shard the parameter, so a checkpoint holds every rank's values (reloaded on the same mesh).
+# The code tables are the same on every rank and stay plain tensors.
+_PARAM_SHAPED = ("state1", "state2")
+
+
+def _sharded_state(p, key, t):
+    """State item `key` of the DTensor parameter p as a DTensor (or as it is: tables, non-tensors)."""
+    if not isinstance(t, torch.Tensor) or key.startswith("qmap"):
+        return t
+    from torch.distributed.tensor import DTensor, Replicate, Shard
+
+    mesh, placements = p.device_mesh, p.placements
+    if key in _PARAM_SHAPED:
+        extra = t.dim() - p.dim()  # AdEMAMix's state1 is (2, *shape)
+        shape = tuple(t.shape[:extra]) + tuple(p.shape)
+        placements = [Shard(pl.dim + extra) if pl.is_shard() else pl for pl in placements]
+        return DTensor.from_local(t, mesh, placements, run_check=False, shape=shape, stride=_contiguous_strides(shape))
+    length = _largest_rank_length(p, key, t)
+    flat = t.reshape(-1)
+    if flat.numel() < length:
+        flat = torch.cat([flat, flat.new_zeros(length - flat.numel())])
+    shards = math.prod(mesh.size(i) for i, pl in enumerate(placements) if pl.is_shard())
+    placements = [Shard(0) if pl.is_shard() else Replicate() for pl in placements]
+    return DTensor.from_local(flat, mesh, placements, run_check=False, shape=(shards * length,), stride=(1,))
+
+
+def _largest_rank_length(p, key, t):
+    """The length of per-rank state item t on the rank with the largest shard of p (the first: FSDP2
+    splits dim 0 as torch.chunk does)."""
+    if not key.startswith("absmax"):
+        return t.numel()  # the same on every rank (the norms' vectors)
+    shape = list(p.shape)
+    for i, pl in enumerate(p.placements):
+        if pl.is_shard():
+            shape[pl.dim] = -(-shape[pl.dim] // p.device_mesh.size(i))
+    return t.numel() // _blocks(_local_shard(p).numel()) * _blocks(math.prod(shape))
+
+
+def _blocks(n):
+    """The 8-bit state's blocks over n elements (absmax's length per state copy)."""
+    return -(-n // BLOCKSIZE)
+
+
+def _contiguous_strides(shape):
+    strides, step = [], 1
+    for size in reversed(shape):
+        strides.append(step)
+        step *= max(size, 1)
+    return tuple(reversed(strides))
 
 
 _host_tables = {}
