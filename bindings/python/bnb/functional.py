@@ -104,6 +104,16 @@ class QuantState:
         return (f"QuantState(quant_type={self.quant_type!r}, blocksize={self.blocksize}, shape={self.shape}, "
                 f"dtype={_dtype_str(self.dtype)}, nested={self.nested})")
 
+    def __getattr__(self, name):
+        # only reached for attributes that are not set: the packed entry read as an attribute
+        # (`state.bitsandbytes__nf4`), as torch's state-dict walks resolve `weight.quant_state.bitsandbytes__nf4`
+        if name.startswith("bitsandbytes__") and "quant_type" in self.__dict__:
+            packed = self.as_dict(packed=True)
+            key = "quant_state." + name
+            if key in packed:
+                return packed[key]
+        raise AttributeError(f"'{type(self).__name__}' object has no attribute '{name}'")
+
     def __getitem__(self, index):
         """The legacy positional view: [absmax, shape, dtype, blocksize, [offset, state2] | None, quant_type]."""
         state2 = [self.offset, self.state2] if self.nested else None

@@ -355,7 +355,8 @@ class Linear4bit(_FastLinear):
         from_prequantized does, before the parameter is attached; quantizing or loading the
         weight does too) keeps it on the layer, for a weight that is not a Params4bit: FSDP's
         parameter, which the forward wraps with it (_compute_weight)."""
-        qs = getattr(self._parameters.get("weight"), "quant_state", None)
+        w = self._parameters.get("weight")
+        qs = w.quant_state if isinstance(w, Params4bit) else None
         return qs if qs is not None else self.__dict__.get("_quant_state")
 
     @quant_state.setter
@@ -438,6 +439,8 @@ class Linear4bit(_FastLinear):
         items = F.linear4bit_state_dict(weight, qs, bias=bias, prefix=prefix)
         if not keep_vars:
             items = {k: v.detach() for k, v in items.items()}
+        if not isinstance(w, Params4bit):
+            _answer_key_paths(w, qs, items, prefix + "weight.")
         destination.update(items)
 
     def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
@@ -509,6 +512,18 @@ class Linear4bit(_FastLinear):
 
 
 Linear4bit._param_type = Params4bit
+
+
+def _answer_key_paths(w, qs, items, wprefix):
+    """torch.distributed.checkpoint's get_state_dict / get_model_state_dict resolve every state-dict
+    key as an attribute path from the model (`weight.absmax`, `weight.quant_state.bitsandbytes__nf4`).
+    A Params4bit answers them (its quant_state proxies); FSDP's parameter gets them as attributes of
+    its own, set at each state_dict(). The layer never reads them (quant_state reads a Params4bit's
+    or the layer's own)."""
+    for key, value in items.items():
+        if key.startswith(wprefix):
+            name = key[len(wprefix):].split(".", 1)[0]
+            setattr(w, name, qs if name == "quant_state" else value)
 
 
 _STALE = object()  # what a fast-path closure returns once the layer's tensors have changed

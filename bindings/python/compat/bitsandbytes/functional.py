@@ -280,23 +280,14 @@ def _dynamic_map_like(A):
 class QuantState(_bnbf.QuantState):
     """What dequantization needs: bnb's QuantState (same fields, `as_dict`/`from_dict`, the
     `quant_state.bitsandbytes__<type>` packing) with bitsandbytes' details: `shape` is a
-    torch.Size, the unpacked dict gives the shape as a tuple, and the packed entry can also be
-    read as an attribute (`state.bitsandbytes__nf4`), as torch's FSDP state-dict walk does."""
+    torch.Size and the unpacked dict gives the shape as a tuple (the packed entry reads as an
+    attribute, `state.bitsandbytes__nf4`, in bnb's class)."""
 
     def __init__(self, absmax, shape=None, code=None, blocksize=None, quant_type=None, dtype=None, offset=None,
                  state2=None):
         super().__init__(absmax, shape=shape, code=code, blocksize=blocksize, quant_type=quant_type, dtype=dtype,
                          offset=offset, state2=state2)
         self.shape = torch.Size(shape) if shape is not None else None
-
-    def __getattr__(self, name):
-        # only reached for attributes that are not set
-        if name.startswith("bitsandbytes__") and "quant_type" in self.__dict__:
-            packed = self.as_dict(packed=True)
-            key = "quant_state." + name
-            if key in packed:
-                return packed[key]
-        raise AttributeError(f"'{type(self).__name__}' object has no attribute '{name}'")
 
     def as_dict(self, packed: bool = False) -> dict[str, Any]:
         qs = super().as_dict(packed=packed)
