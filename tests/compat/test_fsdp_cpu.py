@@ -1,11 +1,18 @@
-"""QLoRA under FSDP2 on the CPU (issue 23): the tiny Llama fixture loaded in 4 bits through
-BitsAndBytesConfig (nf4, double quantization, float32 compute; quant_storage float32, bfloat16 and
-uint8 in turn), LoRA r=4 on every linear layer, each decoder layer and the model wrapped with
-`fully_shard`, trained 10 steps (torch AdamW) by two processes (gloo) that each take half of the
-batch; the per-step losses (averaged over the ranks) are compared with one process training on the
-whole batch. Then a sharded checkpoint (torch.distributed.checkpoint) of the float32-storage model is
-saved and loaded into a fresh sharded model whose 4-bit weights were zeroed and whose LoRA weights
-differ: its logits equal the saved model's.
+"""QLoRA under FSDP on the CPU (issue 23): the tiny Llama fixture loaded in 4 bits through
+BitsAndBytesConfig (nf4, double quantization, float32 compute), LoRA on every linear layer, trained
+10 steps by two processes (gloo) that each take half of the batch; the per-step losses (averaged
+over the ranks) are compared with one process training on the whole batch. One spawn of the two
+ranks runs three parts, each checked by its own test:
+
+* FSDP2: each decoder layer and the model wrapped with `fully_shard`, quant_storage float32,
+  bfloat16 and uint8, torch's AdamW and bitsandbytes' AdamW8bit; then a sharded checkpoint
+  (torch.distributed.checkpoint) of the float32-storage model is loaded into a fresh sharded model
+  whose 4-bit weights were zeroed and whose LoRA weights differ: its logits equal the saved model's.
+* FSDP1 (FullyShardedDataParallel, use_orig_params=True): float32 and bfloat16 storage, the
+  SHARDED_STATE_DICT (through DCP) and FULL_STATE_DICT loaded into fresh models, the full state
+  dict's keys and 4-bit items against one process's; uint8 storage is refused by FSDP1.
+* the 8-bit optimizers' state through DCP under FSDP2: a run checkpointed (model and optimizer)
+  and resumed in fresh objects continues as the uninterrupted run, bit for bit.
 
 The packed 4-bit weight is sharded like any float parameter (its bytes viewed as quant_storage); the
 quantization state stays on each Linear4bit (docs/ARCHITECTURE.md, "4-bit weights under FSDP")."""
@@ -25,7 +32,7 @@ from conftest import load, train
 
 STEPS = 10
 WORLD = 2
-TIMEOUT_S = 240  # the whole 2-process run; it takes 5-15 s here
+TIMEOUT_S = 300  # the whole 2-process run (every part); it takes 20-40 s here
 BATCH, SEQ = 4, 16
 # The FSDP runs: (quant_storage, optimizer, LoRA rank, bound on the per-step relative loss difference
 # from one process with the same optimizer and rank). The packed bytes are the same in every storage
@@ -128,11 +135,6 @@ def _mean_over_ranks(t):
     return t / WORLD
 
 
-def _write_result(out_dir, result):
-    with open(os.path.join(out_dir, "result.json"), "w") as f:
-        json.dump(result, f)
-
-
 def _zeroed_4bit(model):
     """model with every packed 4-bit code 0: a load must bring the weights back."""
     with torch.no_grad():
@@ -141,36 +143,39 @@ def _zeroed_4bit(model):
     return model
 
 
-def _worker(rank, port, out_dir):
-    with _process_group(rank, port):
-        from torch.distributed import checkpoint as dcp
-        from torch.distributed.device_mesh import init_device_mesh
+def _mesh():
+    from torch.distributed.device_mesh import init_device_mesh
 
-        mesh = init_device_mesh("cpu", (WORLD,))
-        ids = _batch()
-        mine = ids.chunk(WORLD)[rank]
-        losses = {}
-        for name, (storage, optim, r, _bound) in RUNS.items():
-            model = _shard(_model(lora_seed=0, storage=storage, r=r), mesh)
-            losses[name] = _train(model, mine, optim, _mean_over_ranks)
-            _check_sharded(model, storage)  # after all-gathers and reshards
-            if name == SAVED:
-                saved = model
-        model = saved
-        logits = _eval_logits(model, ids)
-        ckpt = os.path.join(out_dir, "ckpt")
-        dcp.save(model.state_dict(), checkpoint_id=ckpt)
+    return init_device_mesh("cpu", (WORLD,))
 
-        fresh = _shard(_zeroed_4bit(_model(lora_seed=1)), mesh)
-        before = _eval_logits(fresh, ids)
-        sd = fresh.state_dict()
-        dcp.load(sd, checkpoint_id=ckpt)
-        fresh.load_state_dict(sd)
-        reloaded = _eval_logits(fresh, ids)
-        if rank == 0:
-            _write_result(out_dir, {"losses": losses, "keys": sorted(model.state_dict()), "logits": logits.tolist(),
-                                    "before_load_max_diff": (before - logits).abs().max().item(),
-                                    "reloaded_max_diff": (reloaded - logits).abs().max().item()})
+
+def _fsdp2_part(rank, out_dir):
+    from torch.distributed import checkpoint as dcp
+
+    mesh = _mesh()
+    ids = _batch()
+    mine = ids.chunk(WORLD)[rank]
+    losses = {}
+    for name, (storage, optim, r, _bound) in RUNS.items():
+        model = _shard(_model(lora_seed=0, storage=storage, r=r), mesh)
+        losses[name] = _train(model, mine, optim, _mean_over_ranks)
+        _check_sharded(model, storage)  # after all-gathers and reshards
+        if name == SAVED:
+            saved = model
+    model = saved
+    logits = _eval_logits(model, ids)
+    ckpt = os.path.join(out_dir, "fsdp2")
+    dcp.save(model.state_dict(), checkpoint_id=ckpt)
+
+    fresh = _shard(_zeroed_4bit(_model(lora_seed=1)), mesh)
+    before = _eval_logits(fresh, ids)
+    sd = fresh.state_dict()
+    dcp.load(sd, checkpoint_id=ckpt)
+    fresh.load_state_dict(sd)
+    reloaded = _eval_logits(fresh, ids)
+    return {"losses": losses, "keys": sorted(model.state_dict()), "logits": logits.tolist(),
+            "before_load_max_diff": (before - logits).abs().max().item(),
+            "reloaded_max_diff": (reloaded - logits).abs().max().item()}
 
 
 def _free_port():
@@ -195,13 +200,30 @@ def _spawn(fn, args, timeout):
                 p.kill()
 
 
-def _run_ranks(worker, tmp_path):
-    """worker(rank, port, out_dir) on WORLD ranks; the result.json rank 0 wrote."""
+def _worker(rank, port, out_dir):
+    """Every part on this rank; rank 0 writes their results to result.json."""
+    with _process_group(rank, port):
+        result = {}
+        for part in (_fsdp2_part, _fsdp1_part, _optim_part):
+            t0 = time.monotonic()
+            result[part.__name__] = part(rank, out_dir)
+            result[part.__name__]["seconds"] = time.monotonic() - t0
+        if rank == 0:
+            with open(os.path.join(out_dir, "result.json"), "w") as f:
+                json.dump(result, f)
+
+
+@pytest.fixture(scope="module")
+def ranks(tmp_path_factory):
+    """The parts' results from WORLD ranks (and out_dir, where rank 0 saved files)."""
+    out_dir = tmp_path_factory.mktemp("fsdp")
     t0 = time.monotonic()
-    _spawn(worker, (_free_port(), str(tmp_path)), TIMEOUT_S)
-    print(f"{WORLD} ranks: {time.monotonic() - t0:.1f} s")
-    with open(tmp_path / "result.json") as f:
-        return json.load(f)
+    _spawn(_worker, (_free_port(), str(out_dir)), TIMEOUT_S)
+    with open(out_dir / "result.json") as f:
+        result = json.load(f)
+    print(f"\n{WORLD} ranks: {time.monotonic() - t0:.1f} s;", {k: round(v["seconds"], 1) for k, v in result.items()})
+    result["out_dir"] = out_dir
+    return result
 
 
 @functools.cache
@@ -220,8 +242,8 @@ def _check_losses(name, got, optim, r, bound):
     assert want[-1] < want[0] - 0.3  # it trains
 
 
-def test_qlora_fsdp2_two_cpu_ranks_match_one_process(tmp_path):
-    got = _run_ranks(_worker, tmp_path)
+def test_qlora_fsdp2_two_cpu_ranks_match_one_process(ranks):
+    got = ranks["_fsdp2_part"]
     ids = _batch()
     for name, (_storage, optim, r, bound) in RUNS.items():
         _check_losses(name, got["losses"][name], optim, r, bound)
@@ -273,69 +295,136 @@ def _check_fsdp1_sharded(model, storage):
     assert torch.equal(codes, whole)
 
 
-def _fsdp1_worker(rank, port, out_dir):
-    with _process_group(rank, port):
-        from torch.distributed import checkpoint as dcp
-        from torch.distributed.fsdp import FullStateDictConfig, StateDictType
-        from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
+def _fsdp1_part(rank, out_dir):
+    from torch.distributed import checkpoint as dcp
+    from torch.distributed.fsdp import FullStateDictConfig, StateDictType
+    from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
 
-        ids = _batch()
-        mine = ids.chunk(WORLD)[rank]
-        losses, models = {}, {}
-        for name, (storage, units, _bound) in FSDP1_RUNS.items():
-            models[name] = model = _fsdp1(_model(lora_seed=0, storage=storage), units)
-            losses[name] = _train(model, mine, "torch", _mean_over_ranks)
-            _check_fsdp1_sharded(model, storage)
-        try:
-            _fsdp1(_model(lora_seed=0, storage="uint8"), "linear4bit")
-            uint8_error = None
-        except ValueError as e:
-            uint8_error = str(e)
+    ids = _batch()
+    mine = ids.chunk(WORLD)[rank]
+    losses, models = {}, {}
+    for name, (storage, units, _bound) in FSDP1_RUNS.items():
+        models[name] = model = _fsdp1(_model(lora_seed=0, storage=storage), units)
+        losses[name] = _train(model, mine, "torch", _mean_over_ranks)
+        _check_fsdp1_sharded(model, storage)
+    try:
+        _fsdp1(_model(lora_seed=0, storage="uint8"), "linear4bit")
+        uint8_error = None
+    except ValueError as e:
+        uint8_error = str(e)
 
-        # SHARDED_STATE_DICT through torch.distributed.checkpoint, loaded into a fresh model
-        # (4-bit codes zeroed, other LoRA weights)
-        storage, units, _ = FSDP1_RUNS[name := next(iter(FSDP1_RUNS))]
-        model, ckpt = models[name], os.path.join(out_dir, "ckpt")
-        with FSDP.state_dict_type(model, StateDictType.SHARDED_STATE_DICT):
-            dcp.save(model.state_dict(), checkpoint_id=ckpt)
-        fresh = _fsdp1(_zeroed_4bit(_model(lora_seed=1, storage=storage)), units)
-        with FSDP.state_dict_type(fresh, StateDictType.SHARDED_STATE_DICT):
-            sd = fresh.state_dict()
-            dcp.load(sd, checkpoint_id=ckpt)
-            fresh.load_state_dict(sd)
-        sharded_diff = (_eval_logits(fresh, ids) - _eval_logits(model, ids)).abs().max().item()
+    # SHARDED_STATE_DICT through torch.distributed.checkpoint, loaded into a fresh model
+    # (4-bit codes zeroed, other LoRA weights)
+    storage, units, _ = FSDP1_RUNS[name := next(iter(FSDP1_RUNS))]
+    model, ckpt = models[name], os.path.join(out_dir, "fsdp1")
+    with FSDP.state_dict_type(model, StateDictType.SHARDED_STATE_DICT):
+        dcp.save(model.state_dict(), checkpoint_id=ckpt)
+    fresh = _fsdp1(_zeroed_4bit(_model(lora_seed=1, storage=storage)), units)
+    with FSDP.state_dict_type(fresh, StateDictType.SHARDED_STATE_DICT):
+        sd = fresh.state_dict()
+        dcp.load(sd, checkpoint_id=ckpt)
+        fresh.load_state_dict(sd)
+    sharded_diff = (_eval_logits(fresh, ids) - _eval_logits(model, ids)).abs().max().item()
 
-        # FULL_STATE_DICT: every rank gets the whole model, rank 0 saves it for the parent to read;
-        # loaded into a fresh model too
-        storage, units, _ = FSDP1_RUNS[name := list(FSDP1_RUNS)[1]]
-        model = models[name]
-        full_config = FullStateDictConfig(offload_to_cpu=False, rank0_only=False)
-        with FSDP.state_dict_type(model, StateDictType.FULL_STATE_DICT, full_config):
-            full = model.state_dict()
-        fresh = _fsdp1(_zeroed_4bit(_model(lora_seed=1, storage=storage)), units)
-        before = _eval_logits(fresh, ids)
-        with FSDP.state_dict_type(fresh, StateDictType.FULL_STATE_DICT, full_config):
-            fresh.load_state_dict(full)
-        logits, reloaded = _eval_logits(model, ids), _eval_logits(fresh, ids)
-        if rank == 0:
-            torch.save(full, os.path.join(out_dir, "full.pt"))
-            _write_result(out_dir, {"losses": losses, "uint8_error": uint8_error, "sharded_reload_max_diff": sharded_diff,
-                                    "before_load_max_diff": (before - logits).abs().max().item(),
-                                    "full_reload_max_diff": (reloaded - logits).abs().max().item()})
+    # FULL_STATE_DICT: every rank gets the whole model, rank 0 saves it for the parent to read;
+    # loaded into a fresh model too
+    storage, units, _ = FSDP1_RUNS[name := list(FSDP1_RUNS)[1]]
+    model = models[name]
+    full_config = FullStateDictConfig(offload_to_cpu=False, rank0_only=False)
+    with FSDP.state_dict_type(model, StateDictType.FULL_STATE_DICT, full_config):
+        full = model.state_dict()
+    fresh = _fsdp1(_zeroed_4bit(_model(lora_seed=1, storage=storage)), units)
+    before = _eval_logits(fresh, ids)
+    with FSDP.state_dict_type(fresh, StateDictType.FULL_STATE_DICT, full_config):
+        fresh.load_state_dict(full)
+    logits, reloaded = _eval_logits(model, ids), _eval_logits(fresh, ids)
+    if rank == 0:
+        torch.save(full, os.path.join(out_dir, "fsdp1_full.pt"))
+    return {"losses": losses, "uint8_error": uint8_error, "sharded_reload_max_diff": sharded_diff,
+            "before_load_max_diff": (before - logits).abs().max().item(),
+            "full_reload_max_diff": (reloaded - logits).abs().max().item()}
 
 
-def test_qlora_fsdp1_two_cpu_ranks_match_one_process(tmp_path):
-    got = _run_ranks(_fsdp1_worker, tmp_path)
+def test_qlora_fsdp1_two_cpu_ranks_match_one_process(ranks):
+    got = ranks["_fsdp1_part"]
     for name, (_storage, _units, bound) in FSDP1_RUNS.items():
         _check_losses(name, got["losses"][name], "torch", 4, bound)
     assert "integer" in got["uint8_error"], got["uint8_error"]
     assert got["before_load_max_diff"] > 0.1  # the fresh models differ before the loads ...
     assert got["sharded_reload_max_diff"] == 0.0 and got["full_reload_max_diff"] == 0.0, got  # ... not after
     # the full state dict: bitsandbytes' keys, the 4-bit items those of one process (bfloat16 storage)
-    full = torch.load(tmp_path / "full.pt")
+    full = torch.load(ranks["out_dir"] / "fsdp1_full.pt")
     single = _model(lora_seed=0, storage=FSDP1_RUNS[list(FSDP1_RUNS)[1]][0]).state_dict()
     assert sorted(full) == sorted(single)
     quantized = [k for k in single if ".base_layer.weight" in k]
     assert len(quantized) == 14 * 6  # weight, absmax, quant_map, nested_absmax, nested_quant_map, quant_state.*
     for k in quantized:
         assert full[k].dtype == single[k].dtype and torch.equal(full[k].view(torch.uint8), single[k].view(torch.uint8)), k
+
+
+# ---------------------------------------------------------------- 8-bit optimizer state through DCP
+# Under FSDP2 an optimizer keeps the state of its rank's shards. A checkpoint of model and optimizer
+# (torch.distributed.checkpoint.state_dict's get_state_dict, then dcp.save) after RESUME_AT steps,
+# loaded into a fresh sharded model and optimizer (set_state_dict), continues RESUMED steps exactly
+# as the run that went on (the same losses, bit for bit). LoRA r=5 splits dim 0 unevenly (3 and 2
+# rows): the ranks' state differs in size (down_proj's lora_A has 2 blocks of 256 on one rank, 1 on
+# the other). Every LoRA matrix has 8-bit state (min_8bit_size=0); the paged optimizer pages all of it
+# (paged_min_numel=0).
+RESUME_AT, RESUMED = 3, 3
+OPTIMIZERS = ("bnb.optim.AdamW8bit", "bitsandbytes.optim.AdamW8bit", "bitsandbytes.optim.PagedAdamW8bit")
+
+
+def _optimizer(name, params):
+    import bitsandbytes
+    import bnb
+
+    package, _, cls = name.split(".")
+    opt = getattr({"bnb": bnb, "bitsandbytes": bitsandbytes}[package].optim, cls)(params, lr=1e-2, min_8bit_size=0)
+    opt.paged_min_numel = 0
+    return opt
+
+
+def _optim_part(rank, out_dir):
+    import bnb
+    from torch.distributed import checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
+
+    mesh = _mesh()
+    mine = _batch().chunk(WORLD)[rank]
+
+    def sharded(name, lora_seed):
+        model = _shard(_model(lora_seed=lora_seed, r=5), mesh)
+        return model, _optimizer(name, [p for p in model.parameters() if p.requires_grad])
+
+    def steps(model, opt, n):
+        return train(model, mine, n, lambda _params: opt, _mean_over_ranks)
+
+    result = {}
+    for name in OPTIMIZERS:
+        model, opt = sharded(name, lora_seed=0)
+        first = steps(model, opt, RESUME_AT)
+        msd, osd = get_state_dict(model, opt)
+        ckpt = os.path.join(out_dir, "optim_" + name)
+        dcp.save({"model": msd, "optim": osd}, checkpoint_id=ckpt)
+        went_on = steps(model, opt, RESUMED)
+
+        model, opt = sharded(name, lora_seed=1)  # other LoRA weights, and 4-bit codes zeroed:
+        _zeroed_4bit(model)
+        msd, osd = get_state_dict(model, opt)
+        sd = {"model": msd, "optim": osd}
+        dcp.load(sd, checkpoint_id=ckpt)
+        set_state_dict(model, opt, model_state_dict=sd["model"], optim_state_dict=sd["optim"])
+        paged = sum(isinstance(t, torch.Tensor) and bnb.optim.is_paged(t)
+                    for st in opt.state.values() for t in st.values())
+        result[name] = {"first": first, "went_on": went_on, "resumed": steps(model, opt, RESUMED), "paged": paged}
+    return result
+
+
+def test_8bit_optimizer_state_resumes_through_dcp_under_fsdp2(ranks):
+    got = ranks["_optim_part"]
+    for name in OPTIMIZERS:
+        r = got[name]
+        print(f"{name}: {r}")
+        assert r["first"][-1] < r["first"][0] and r["went_on"][-1] < r["went_on"][0] and len(r["went_on"]) == RESUMED
+        assert r["resumed"] == r["went_on"], name  # bit for bit
+        assert r["paged"] == (56 if "Paged" in name else 0)  # state1 and state2 of 28 LoRA matrices
