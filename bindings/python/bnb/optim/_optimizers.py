@@ -788,9 +788,10 @@ def _sharded_state(p, key, t):
 
     mesh, placements = p.device_mesh, p.placements
     if key in _PARAM_SHAPED:
-        extra = t.dim() - p.dim()  # AdEMAMix's state1 is (2, *shape)
+        extra = t.dim() - p.dim()  # AdEMAMix's state1 is (2, *shape): the sharded dimension moves by one
         shape = tuple(t.shape[:extra]) + tuple(p.shape)
-        placements = [Shard(pl.dim + extra) if pl.is_shard() else pl for pl in placements]
+        if extra:
+            placements = [Shard(pl.dim + extra) if pl.is_shard() else pl for pl in placements]
         return DTensor.from_local(t, mesh, placements, run_check=False, shape=shape, stride=_contiguous_strides(shape))
     length = _largest_rank_length(p, key, t)
     flat = t.reshape(-1)
