@@ -154,6 +154,25 @@ def test_linear4bit_under_an_fsdp_parameter(device, storage):
             layer.load_state_dict(bad)
 
 
+@pytest.mark.parametrize("device", DEVICES)
+def test_linear4bit_loads_a_quantized_weight_in_place(device):
+    """A quantized weight of the same storage dtype and shape goes into the layer's own Params4bit
+    (FSDP1 keeps that object as a view of its flat parameter, and would drop a new one); its state
+    and attributes become the loaded ones, here another quant type and blocksize."""
+    layer = bnb.nn.Linear4bit(192, 40, quant_type="fp4", quant_storage=torch.bfloat16).to(device)
+    other = bnb.nn.Linear4bit(192, 40, quant_type="nf4", quant_storage=torch.bfloat16, blocksize=128).to(device)
+    x = randn((3, 192), device, seed=6)
+    y = layer(x)  # the fast path's closure for the old weight
+    w, ptr = layer.weight, layer.weight.data_ptr()
+    assert str(layer.load_state_dict(other.state_dict())) == "<All keys matched successfully>"
+    assert layer.weight is w and w.data_ptr() == ptr
+    assert (w.quant_type, w.blocksize, layer.quant_state) == ("nf4", 128, w.quant_state)
+    assert torch.equal(layer(x), other(x)) and not torch.equal(layer(x), y)
+    uint8 = bnb.nn.Linear4bit(192, 40, quant_type="nf4").to(device)  # another storage: a new parameter
+    layer.load_state_dict(uint8.state_dict())
+    assert layer.weight is not w and layer.weight.dtype == torch.uint8 and torch.equal(layer(x), uint8(x))
+
+
 def golden_linear4bit_dict(case, shape, bias):
     """bitsandbytes' Linear4bit keys built from a golden nested case (its flat input viewed as `shape`)."""
     out = case["outputs"]
