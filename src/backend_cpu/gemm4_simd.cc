@@ -230,13 +230,36 @@ void Gemm4Panel(const Gemm4Args& a, const float* Ad, int64_t rows, int64_t n0, i
 
 // ---- the transposed product out[M,K] = A[M,N] @ W[N,K] (bnb_gemm_4bit_transposed)
 
-// out[r * ldo + (k - k0)] for r < rows, k in [k0, k0 + kc): the weights W[n0 + r][k] decoded to
-// binary32 (RN32(LUT * absmax), the exact weights), each chunk of kChunk columns split into
-// [even k | odd k] (kSplit: the transposed tiles' operand) or in column order (oneDNN's operand,
-// gemm4_onednn.cc). k0 and kc are multiples of kChunk.
-template <bool kSplit>
-HWY_INLINE void DecodeRows(const Gemm4Args& a, int64_t n0, int64_t rows, int64_t k0, int64_t kc, float* out,
-                           int64_t ldo) {
+// Wd[r][0:kc] = the weights W[n0 + r][k0 : k0 + kc] for r < rows, decoded to binary32 with each
+// chunk of kChunk columns split into [even k | odd k] (kc and k0 multiples of kChunk).
+void Gemm4DecodeColumns(const Gemm4Args& a, int64_t n0, int64_t rows, int64_t k0, int64_t kc, float* Wd) {
+  const DF df;
+  const DU du;
+  const hn::Rebind<uint8_t, DF> d8;
+  const int64_t K = a.K, bs = a.blocksize;
+  ScaledLut lut;
+  alignas(64) float lut_mem[16];
+  for (int64_t r = 0; r < rows; ++r) {
+    const uint8_t* HWY_RESTRICT wrow = a.W + (n0 + r) * (K / 2);
+    float* HWY_RESTRICT dst = Wd + r * kc - k0;
+    for (int64_t k = k0; k < k0 + kc;) {
+      const int64_t block_end = (k / bs + 1) * bs;
+      const int64_t seg_end = block_end < k0 + kc ? block_end : k0 + kc;
+      MakeLut(df, a.lut, gemm4_block_scale(a.scales, (n0 + r) * (K / bs) + k / bs), &lut, lut_mem);
+      for (; k < seg_end; k += kChunk) {
+        const VU bytes = hn::PromoteTo(du, hn::LoadU(d8, wrow + k / 2));
+        hn::Store(Lookup16(df, lut, lut_mem, hn::ShiftRight<4>(bytes)), df, dst + k);
+        hn::Store(Lookup16(df, lut, lut_mem, kIndexMasked ? bytes : hn::And(bytes, hn::Set(du, 15u))), df,
+                  dst + k + kLanes);
+      }
+    }
+  }
+}
+
+// out[r * ldo + (k - k0)] = W[n0 + r][k] for r < rows, k in [k0, k0 + kc), decoded (RN32(LUT *
+// absmax), the exact weight) in column order: the binary32 operand of oneDNN's product at large M
+// (gemm4_onednn.cc). k0 and kc are multiples of kChunk.
+void Gemm4DecodeF32(const Gemm4Args& a, int64_t n0, int64_t rows, int64_t k0, int64_t kc, float* out, int64_t ldo) {
   const DF df;
   const DU du;
   const hn::Rebind<uint8_t, DF> d8;
@@ -254,25 +277,10 @@ HWY_INLINE void DecodeRows(const Gemm4Args& a, int64_t n0, int64_t rows, int64_t
         const VU bytes = hn::PromoteTo(du, hn::LoadU(d8, wrow + k / 2));
         const VF even = Lookup16(df, lut, lut_mem, hn::ShiftRight<4>(bytes));
         const VF odd = Lookup16(df, lut, lut_mem, kIndexMasked ? bytes : hn::And(bytes, hn::Set(du, 15u)));
-        if constexpr (kSplit) {
-          hn::Store(even, df, dst + k);
-          hn::Store(odd, df, dst + k + kLanes);
-        } else {
-          hn::StoreInterleaved2(even, odd, df, dst + k);
-        }
+        hn::StoreInterleaved2(even, odd, df, dst + k);
       }
     }
   }
-}
-
-// Wd[r][0:kc] = W[n0 + r][k0 : k0 + kc], chunks split (kc and k0 multiples of kChunk).
-void Gemm4DecodeColumns(const Gemm4Args& a, int64_t n0, int64_t rows, int64_t k0, int64_t kc, float* Wd) {
-  DecodeRows<true>(a, n0, rows, k0, kc, Wd, kc);
-}
-
-// The same in column order with row stride ldo.
-void Gemm4DecodeF32(const Gemm4Args& a, int64_t n0, int64_t rows, int64_t k0, int64_t kc, float* out, int64_t ldo) {
-  DecodeRows<false>(a, n0, rows, k0, kc, out, ldo);
 }
 
 // C[m][c0 : c0 + V * kLanes] += sum_{r < rows} Af[m][r] * Wd[r][c0 : ...] for m < MR: the MR x V
