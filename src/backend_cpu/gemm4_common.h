@@ -1,6 +1,6 @@
 // What the 4-bit matmul's CPU paths share (gemm4_simd.cc: Highway, every target; gemm4_bf16.cc:
-// AVX512_BF16 dot products for bf16 activations; gemm4_onednn.cc: oneDNN's product over decoded
-// weight slabs at large M). Internal to the CPU backend.
+// AVX512_BF16 dot products for bf16 activations; gemm4_onednn.cc: oneDNN's bf16 product over
+// decoded weight slabs at large M). Internal to the CPU backend.
 #ifndef BNB_BACKEND_CPU_GEMM4_COMMON_H_
 #define BNB_BACKEND_CPU_GEMM4_COMMON_H_
 
@@ -47,25 +47,19 @@ void gemm4_bf16_panel(const Gemm4Args& a, const uint16_t* Ad, int64_t rows, int6
 void gemm4_bf16_decode(const Gemm4Args& a, int64_t n0, int64_t rows, int64_t k0, int64_t kc, uint16_t* out,
                        int64_t ldo);
 
-// ---- large M through oneDNN (gemm4_onednn.cc): rows of A from which bf16 and fp32 products go there
-// (fp32 decodes twice the bytes per weight, and the tiles' binary32 FMAs hold out longer).
-constexpr int64_t kGemm4OnednnMinRowsBf16 = 64;
-constexpr int64_t kGemm4OnednnMinRowsF32 = 256;
+// ---- bf16 activations at large M (gemm4_onednn.cc): rows of A from which the products go to oneDNN.
+constexpr int64_t kGemm4OnednnMinRows = 64;
+
 constexpr int64_t kGemm4OnednnSlabBytes = int64_t{32} << 20;
 
 // gemm_4bit (transposed: false; bias NULL or N values) or gemm_4bit_transposed (true; bias NULL)
-// for A, bias and out of dtype BNB_F32 or BNB_BF16 (the latter needs AVX512_BF16): W decoded one
-// slab of at most slab_bytes (at least one row, or 32 columns) at a time on the pool (fp32: the
-// exact weights, gemm4_decode_f32; bf16: gemm4_bf16_decode), each slab multiplied by oneDNN
-// (binary32 sums, one rounding to dtype). false when oneDNN is missing or declines; out must then
-// be computed by the register-tile kernels.
-bool gemm4_onednn(ThreadPool& pool, bool transposed, int32_t dtype, int64_t M, int64_t N, int64_t K, const void* A,
-                  const Gemm4Args& args, const void* bias, void* out, int64_t slab_bytes = kGemm4OnednnSlabBytes);
-
-// gemm4_bf16_decode's binary32 sibling on every Highway target: the weights RN32(LUT * absmax)
-// themselves. k0 and kc are multiples of 32.
-void gemm4_decode_f32(const Gemm4Args& a, int64_t n0, int64_t rows, int64_t k0, int64_t kc, float* out,
-                      int64_t ldo);
+// for bf16 A and out: W decoded to bf16 one slab of at most slab_bytes (at least one row, or 32
+// columns) at a time (gemm4_bf16_decode, on the pool), each slab multiplied by oneDNN (binary32
+// sums, one rounding to bf16). false when oneDNN is missing or declines; out must then be
+// computed by the Highway kernels. Needs AVX512_BF16.
+bool gemm4_bf16_onednn(ThreadPool& pool, bool transposed, int64_t M, int64_t N, int64_t K, const uint16_t* A,
+                       const Gemm4Args& args, const uint16_t* bias, uint16_t* out,
+                       int64_t slab_bytes = kGemm4OnednnSlabBytes);
 
 // The call's weight-side arguments with the decode table of quant_type (BNB_NF4 / BNB_FP4).
 Gemm4Args gemm4_args(int64_t K, const uint8_t* W, const bnb_scales_resolved_t& scales, int32_t quant_type,

@@ -256,33 +256,6 @@ void Gemm4DecodeColumns(const Gemm4Args& a, int64_t n0, int64_t rows, int64_t k0
   }
 }
 
-// out[r * ldo + (k - k0)] = W[n0 + r][k] for r < rows, k in [k0, k0 + kc), decoded (RN32(LUT *
-// absmax), the exact weight) in column order: the binary32 operand of oneDNN's product at large M
-// (gemm4_onednn.cc). k0 and kc are multiples of kChunk.
-void Gemm4DecodeF32(const Gemm4Args& a, int64_t n0, int64_t rows, int64_t k0, int64_t kc, float* out, int64_t ldo) {
-  const DF df;
-  const DU du;
-  const hn::Rebind<uint8_t, DF> d8;
-  const int64_t K = a.K, bs = a.blocksize;
-  ScaledLut lut;
-  alignas(64) float lut_mem[16];
-  for (int64_t r = 0; r < rows; ++r) {
-    const uint8_t* HWY_RESTRICT wrow = a.W + (n0 + r) * (K / 2);
-    float* HWY_RESTRICT dst = out + r * ldo - k0;
-    for (int64_t k = k0; k < k0 + kc;) {
-      const int64_t block_end = (k / bs + 1) * bs;
-      const int64_t seg_end = block_end < k0 + kc ? block_end : k0 + kc;
-      MakeLut(df, a.lut, gemm4_block_scale(a.scales, (n0 + r) * (K / bs) + k / bs), &lut, lut_mem);
-      for (; k < seg_end; k += kChunk) {
-        const VU bytes = hn::PromoteTo(du, hn::LoadU(d8, wrow + k / 2));
-        const VF even = Lookup16(df, lut, lut_mem, hn::ShiftRight<4>(bytes));
-        const VF odd = Lookup16(df, lut, lut_mem, kIndexMasked ? bytes : hn::And(bytes, hn::Set(du, 15u)));
-        hn::StoreInterleaved2(even, odd, df, dst + k);
-      }
-    }
-  }
-}
-
 // C[m][c0 : c0 + V * kLanes] += sum_{r < rows} Af[m][r] * Wd[r][c0 : ...] for m < MR: the MR x V
 // accumulators stay in registers while the rows of Wd stream past.
 template <int MR, int V>
@@ -346,7 +319,6 @@ HWY_EXPORT(Gemm4Panel);
 HWY_EXPORT(Gemm4DecodeColumns);
 HWY_EXPORT(Gemm4TransposedAccumulate);
 HWY_EXPORT(Gemm4ChunkLanes);
-HWY_EXPORT(Gemm4DecodeF32);
 
 namespace {
 
@@ -381,12 +353,10 @@ bool bf16_dot_usable() {
   return cpu && (hwy::SupportedTargets() & HWY_AVX3_DL) != 0;
 }
 
-// Large products go to oneDNN (gemm4_onednn.cc): fp32 from kGemm4OnednnMinRowsF32 rows, bf16 from
-// kGemm4OnednnMinRowsBf16 where the CPU has AVX512_BF16. BNB_ONEDNN_LIBRARY=/nonexistent keeps
-// them here (onednn.h).
-bool onednn_path(int32_t dtype, int64_t M) {
-  if (dtype == BNB_F32) return M >= kGemm4OnednnMinRowsF32;
-  return dtype == BNB_BF16 && M >= kGemm4OnednnMinRowsBf16 && bf16_dot_usable();
+// bf16 activations of kGemm4OnednnMinRows rows or more go to oneDNN where the CPU has AVX512_BF16
+// (gemm4_onednn.cc; BNB_ONEDNN_LIBRARY=/nonexistent keeps them here, onednn.h).
+bool onednn_bf16_path(int32_t dtype, int64_t M) {
+  return dtype == BNB_BF16 && M >= kGemm4OnednnMinRows && bf16_dot_usable();
 }
 
 // Tiles of the transposed product: kTRows rows of A (their binary32 copy) x kTCols columns of
@@ -397,11 +367,6 @@ constexpr int64_t kTCols = 128;
 constexpr int64_t kTSlab = 256;
 
 }  // namespace
-
-void gemm4_decode_f32(const Gemm4Args& a, int64_t n0, int64_t rows, int64_t k0, int64_t kc, float* out,
-                      int64_t ldo) {
-  HWY_DYNAMIC_DISPATCH(Gemm4DecodeF32)(a, n0, rows, k0, kc, out, ldo);
-}
 
 Gemm4Args gemm4_args(int64_t K, const uint8_t* W, const bnb_scales_resolved_t& scales, int32_t quant_type,
                      int64_t blocksize) {
@@ -419,7 +384,11 @@ void gemm_4bit(ThreadPool& pool, int32_t dtype, int64_t M, int64_t N, int64_t K,
                const uint8_t* W, const bnb_scales_resolved_t& scales, int32_t quant_type, int64_t blocksize,
                const void* bias, void* out) {
   const Gemm4Args args = gemm4_args(K, W, scales, quant_type, blocksize);
-  if (onednn_path(dtype, M) && gemm4_onednn(pool, false, dtype, M, N, K, A, args, bias, out)) return;
+  if (onednn_bf16_path(dtype, M) &&
+      gemm4_bf16_onednn(pool, false, M, N, K, static_cast<const uint16_t*>(A), args,
+                        static_cast<const uint16_t*>(bias), static_cast<uint16_t*>(out))) {
+    return;
+  }
 
   const int64_t threads = pool.num_threads();
   const int64_t kc = K < kMaxKChunk ? K : kMaxKChunk;  // K and kMaxKChunk are multiples of 32
@@ -480,7 +449,11 @@ void gemm_4bit_transposed(ThreadPool& pool, int32_t dtype, int64_t M, int64_t N,
                           const uint8_t* W, const bnb_scales_resolved_t& scales, int32_t quant_type,
                           int64_t blocksize, void* out) {
   const Gemm4Args args = gemm4_args(K, W, scales, quant_type, blocksize);
-  if (onednn_path(dtype, M) && gemm4_onednn(pool, true, dtype, M, N, K, A, args, nullptr, out)) return;
+  if (onednn_bf16_path(dtype, M) &&
+      gemm4_bf16_onednn(pool, true, M, N, K, static_cast<const uint16_t*>(A), args, nullptr,
+                        static_cast<uint16_t*>(out))) {
+    return;
+  }
   const int64_t lanes = HWY_DYNAMIC_DISPATCH(Gemm4ChunkLanes)();
   const int64_t chunk = 2 * lanes;  // divides 32, hence K and kTCols
   // A as binary32 (f32 input is used in place), at most kMaxPreparedBytes of it at a time.
