@@ -48,7 +48,9 @@ void gemm4_bf16_decode(const Gemm4Args& a, int64_t n0, int64_t rows, int64_t k0,
                        int64_t ldo);
 
 // ---- bf16 activations at large M (gemm4_onednn.cc): rows of A from which the products go to oneDNN.
+// The transposed product's register tiles hold out longer (bench/results/gemm4_onednn_cpu.md).
 constexpr int64_t kGemm4OnednnMinRows = 64;
+constexpr int64_t kGemm4OnednnMinRowsTransposed = 128;
 
 constexpr int64_t kGemm4OnednnSlabBytes = int64_t{32} << 20;
 

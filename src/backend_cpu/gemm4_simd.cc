@@ -353,10 +353,12 @@ bool bf16_dot_usable() {
   return cpu && (hwy::SupportedTargets() & HWY_AVX3_DL) != 0;
 }
 
-// bf16 activations of kGemm4OnednnMinRows rows or more go to oneDNN where the CPU has AVX512_BF16
-// (gemm4_onednn.cc; BNB_ONEDNN_LIBRARY=/nonexistent keeps them here, onednn.h).
-bool onednn_bf16_path(int32_t dtype, int64_t M) {
-  return dtype == BNB_BF16 && M >= kGemm4OnednnMinRows && bf16_dot_usable();
+// bf16 activations of kGemm4OnednnMinRows (transposed: ...Transposed) rows or more go to oneDNN
+// where the CPU has AVX512_BF16 (gemm4_onednn.cc; BNB_ONEDNN_LIBRARY=/nonexistent keeps them
+// here, onednn.h).
+bool onednn_bf16_path(bool transposed, int32_t dtype, int64_t M) {
+  return dtype == BNB_BF16 && M >= (transposed ? kGemm4OnednnMinRowsTransposed : kGemm4OnednnMinRows) &&
+         bf16_dot_usable();
 }
 
 // Tiles of the transposed product: kTRows rows of A (their binary32 copy) x kTCols columns of
@@ -384,7 +386,7 @@ void gemm_4bit(ThreadPool& pool, int32_t dtype, int64_t M, int64_t N, int64_t K,
                const uint8_t* W, const bnb_scales_resolved_t& scales, int32_t quant_type, int64_t blocksize,
                const void* bias, void* out) {
   const Gemm4Args args = gemm4_args(K, W, scales, quant_type, blocksize);
-  if (onednn_bf16_path(dtype, M) &&
+  if (onednn_bf16_path(false, dtype, M) &&
       gemm4_bf16_onednn(pool, false, M, N, K, static_cast<const uint16_t*>(A), args,
                         static_cast<const uint16_t*>(bias), static_cast<uint16_t*>(out))) {
     return;
@@ -449,7 +451,7 @@ void gemm_4bit_transposed(ThreadPool& pool, int32_t dtype, int64_t M, int64_t N,
                           const uint8_t* W, const bnb_scales_resolved_t& scales, int32_t quant_type,
                           int64_t blocksize, void* out) {
   const Gemm4Args args = gemm4_args(K, W, scales, quant_type, blocksize);
-  if (onednn_bf16_path(dtype, M) &&
+  if (onednn_bf16_path(true, dtype, M) &&
       gemm4_bf16_onednn(pool, true, M, N, K, static_cast<const uint16_t*>(A), args, nullptr,
                         static_cast<uint16_t*>(out))) {
     return;
