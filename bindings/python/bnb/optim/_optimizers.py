@@ -644,9 +644,43 @@ class Optimizer(torch.optim.Optimizer):
             params.update(zip(saved["params"], group["params"]))
         for index, param_state in sd["state"].items():
             p = params.get(index)
-            if _arrays.is_dtensor(p) and isinstance(param_state, dict):
+            if not isinstance(param_state, dict):
+                continue
+            if _arrays.is_dtensor(p):
                 sd["state"][index] = {k: _sharded_state(p, k, v) for k, v in param_state.items()}
+            elif _is_fsdp1_view(p):
+                sd["state"][index] = self._elementwise_state(param_state)
         return sd
+
+    def _elementwise_state(self, state):
+        """The state of a parameter of FSDP1's flat parameters in the form its optim_state_dict can
+        gather (see "state under FSDP1" below)."""
+        name = type(self).__name__
+        if "gnorm_vec" in state:
+            raise NotImplementedError(
+                f"{name}: percentile_clipping < 100 keeps each rank's own history of gradient norms, which a "
+                "state dict of FSDP1's flattened parameters cannot hold (FSDP1's optim_state_dict gathers only "
+                "state shaped like the parameter); use FSDP2 (fully_shard) or percentile_clipping=100")
+        out = {k: v for k, v in state.items() if k != "unorm_vec"}  # scratch: every step starts it at 0
+        state1 = state.get("state1")
+        copies = TRAITS[self._kind].state1_copies
+        if state1 is None:
+            return out
+        out[ELEMENTWISE_STATE_KEY] = True  # 32-bit state of one copy is already in this form
+        for i in (1, 2):
+            codes, absmax, table = (out.pop(f"{k}{i}", None) for k in ("state", "absmax", "qmap"))
+            if codes is None:
+                continue
+            n = codes.numel() // (copies if i == 1 else 1)
+            rows = codes.reshape(-1, n)
+            scales = None if absmax is None else absmax.reshape(len(rows), -1)
+            for c, suffix in enumerate(_COPY_SUFFIXES[:len(rows)]):
+                out[f"state{i}{suffix}"] = rows[c].float()  # the codes 0..255, exact in float32
+                if scales is not None:
+                    out[f"absmax{i}{suffix}"] = scales[c].repeat_interleave(BLOCKSIZE)[:n]
+            if table is not None and table is not self._tables.get((codes.device, i == 1)):
+                out[f"qmap{i}"] = table.tolist()
+        return out
 
     def load_state_dict(self, state_dict):
         """Loads a state dict of this class or of the matching bitsandbytes optimizer. Unlike
@@ -699,6 +733,48 @@ class Optimizer(torch.optim.Optimizer):
             return t[:copies * _blocks(n)]
         return t
 
+    def _from_elementwise(self, saved, p):
+        """_elementwise_state's form back in the optimizer's own, for this rank's part p of the
+        parameter (which FSDP1 cut from the gathered whole as in the run that saved it)."""
+        name = type(self).__name__
+        n = p.numel()
+        copies = TRAITS[self._kind].state1_copies
+        out = dict(saved)
+        for i in (1, 2):
+            suffixes = _COPY_SUFFIXES[:copies if i == 1 else 1]
+            rows = [out.pop(f"state{i}{s}", None) for s in suffixes]
+            if rows[0] is None:
+                continue
+            scales = [out.pop(f"absmax{i}{s}", None) for s in suffixes]
+            checked = rows + (scales if scales[0] is not None else [])
+            if any(t is None or t.numel() != n for t in checked):
+                raise ValueError(f"{name}.load_state_dict: the element-wise state{i} (FSDP1) does not have "
+                                 f"{n} elements per part, as this rank's part of the parameter")
+            if scales[0] is None:  # 32-bit state (AdEMAMix's rows)
+                out[f"state{i}"] = torch.stack([r.reshape(-1) for r in rows])
+                continue
+            codes = torch.stack([r.reshape(-1) for r in rows])
+            as_bytes = codes.to(torch.uint8)
+            if not torch.equal(as_bytes.float(), codes):
+                raise ValueError(f"{name}.load_state_dict: the element-wise state{i} (FSDP1) holds values that "
+                                 "are not 8-bit codes (0..255)")
+            blocks = []
+            for per_element in scales:
+                per_element = per_element.reshape(-1)
+                per_block = per_element[::BLOCKSIZE]
+                if not torch.equal(per_block.repeat_interleave(BLOCKSIZE)[:n], per_element):
+                    raise ValueError(
+                        f"{name}.load_state_dict: the 8-bit state{i} was quantized in other blocks than this rank's "
+                        f"part of the parameter ({n} elements) has: it was saved from another sharding (FSDP1's "
+                        "units or world size). 8-bit state reloads only onto the sharding that saved it")
+                blocks.append(per_block)
+            out[f"state{i}"] = as_bytes
+            out[f"absmax{i}"] = torch.cat(blocks)
+            table = out.get(f"qmap{i}")
+            if table is not None and not isinstance(table, torch.Tensor):
+                out[f"qmap{i}"] = torch.tensor(table, dtype=torch.float32, device=p.device)
+        return out
+
     def _import_state(self, p, saved):
         name = type(self).__name__
         p = _local_shard(p)  # FSDP2: the state is this rank's shard's
@@ -718,6 +794,8 @@ class Optimizer(torch.optim.Optimizer):
                 out[key] = value
         if "step" in out:
             out["step"] = int(out["step"].item() if isinstance(out["step"], torch.Tensor) else out["step"])
+        if out.pop(ELEMENTWISE_STATE_KEY, False):
+            out = self._from_elementwise(out, p)
         if "state1" not in out:  # no update yet: the first step creates the state
             return out
         if "max1" in out or "new_max1" in out:
@@ -837,6 +915,31 @@ def _lib_table(which):
 
         table = _host_tables[which] = torch.from_numpy(_ops.get_code_table(which))
     return table
+
+
+# ---------------------------------------------------------------- state under FSDP1
+# FSDP1 with use_orig_params=True hands the optimizer its original parameters as 1-D views of the
+# rank's slice of a flat parameter (possibly part of one, possibly empty), so the state is the
+# slice's, as under FSDP2. Its optim_state_dict then gathers every state tensor with a dimension as
+# if it were shaped like that slice, all into one buffer of one dtype per flat parameter, and it
+# requires every other value to be the same on each rank. 8-bit state fits neither: uint8 codes
+# beside float32 scales, and the scales and code tables are not shaped like the parameter. In
+# state_dict() such a parameter's state is therefore given element by element in float32:
+# state1/state2 as the codes (0..255, exact in float32), absmax1/absmax2 as each element's block
+# scale, a code table only when it is not the default (as a list), AdEMAMix's two EMAs as state1
+# and state1_slow, and ELEMENTWISE_STATE_KEY set (for 32-bit state too, which is already in this
+# form but for AdEMAMix: the compat layer then leaves it unnested). FSDP1 gathers, unflattens and re-cuts these like
+# any float state; load_state_dict turns this rank's part back into codes and one scale per block,
+# and refuses scales that change inside a block of this rank's part (another sharding). unorm_vec
+# is left out (each step starts it at zero); percentile clipping's per-rank history cannot be held.
+#: Marks a parameter's state given element-wise (FSDP1) in a state dict.
+ELEMENTWISE_STATE_KEY = "bnb_elementwise_state"
+_COPY_SUFFIXES = ("", "_slow")
+
+
+def _is_fsdp1_view(p):
+    """Whether p is one of FSDP1's original parameters (or a FlatParameter): a view of a flat shard."""
+    return p is not None and getattr(p, "_fsdp_flattened", False) and not _arrays.is_dtensor(p)
 
 
 # ---------------------------------------------------------------- the optimizers

@@ -283,11 +283,13 @@ class Optimizer8bit(_bnb.Optimizer):
     def state_dict(self):
         """torch's state dict with each parameter's state tensors (state1, state2, qmap*, absmax*,
         unorm_vec, gnorm_vec) nested under "__bnb_optimizer_quant_state__", as bitsandbytes
-        writes it."""
+        writes it; except the element-wise state of FSDP1's parameters (bnb.optim's state_dict),
+        which FSDP1 must see at the top to gather it (a nested dict would have to be the same on
+        every rank)."""
         sd = super().state_dict()
         wrapped_state = {}
         for index, param_state in sd["state"].items():
-            if not isinstance(param_state, dict):
+            if not isinstance(param_state, dict) or param_state.get(_bnb.ELEMENTWISE_STATE_KEY):
                 wrapped_state[index] = param_state
                 continue
             plain = {k: v for k, v in param_state.items() if k not in self.non_castable_tensor_keys}
