@@ -4,7 +4,8 @@
   not used for the reference), for every optimizer, parameter dtype and device;
 * 8-bit state tracking its 32-bit twin on a small least-squares problem;
 * state_dict round trips (bit-identical continuation, bitsandbytes key names, paged, dtypes kept);
-* min_8bit_size, grads None, non-contiguous parameters, bad input, paged memory on the CPU.
+* min_8bit_size, grads None, non-contiguous parameters, bad input, paged memory on the CPU;
+* the element-wise state dict of FSDP1's flattened parameters.
 Skipped without torch; 'cuda' runs only where torch sees a GPU and bnb has a GPU backend.
 """
 
@@ -918,3 +919,75 @@ def test_param_overrides_give_single_parameters_their_settings(device):
     opt.overrides = {id(params[0]): {"optim_bits": 16}}
     with pytest.raises(ValueError, match="optim_bits"):
         opt.step()
+
+
+# ---------------------------------------------------------------- FSDP1's flattened parameters
+def _fsdp1_views(n, device, seed=3):
+    """Parameters as FSDP1 (use_orig_params) gives them: marked _fsdp_flattened, one of n elements
+    and an empty one (a rank that holds none of that parameter; it gets no gradient)."""
+    gen = torch.Generator().manual_seed(seed)
+    params = [torch.nn.Parameter(torch.randn(n, generator=gen).to(device)), torch.nn.Parameter(torch.empty(0))]
+    for p in params:
+        p._fsdp_flattened = True
+    return params
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("name", ["AdamW", "AdEMAMix"])
+@pytest.mark.parametrize("bits", [8, 32])
+def test_fsdp1_state_dict_is_elementwise_and_resumes_exactly(name, bits, device):
+    """state_dict gives every state tensor of an FSDP1 parameter with one value per element, in
+    float32 (what FSDP1's optim_state_dict can gather); loading it gives back the same state and
+    the same continuation; a cut at another block boundary is refused."""
+    n = 5000  # 19 whole blocks and a part of one
+    a = _fsdp1_views(n, device)
+    opt_a = make(name, a, bits, min_8bit_size=0)
+    gen = torch.Generator().manual_seed(9)
+    _train(opt_a, a[:1], gen, 3, device)
+    sd = opt_a.state_dict()
+    assert sd["state"].keys() == {0}  # the empty parameter got no state
+    st = sd["state"][0]
+    assert st["bnb_elementwise_state"] is True and "qmap1" not in st and "qmap2" not in st
+    tensors = {k: v for k, v in st.items() if torch.is_tensor(v)}
+    want = {"state1", "state2"} | ({"state1_slow"} if name == "AdEMAMix" else set())
+    if bits == 8:
+        want |= {k.replace("state", "absmax") for k in want}
+    assert tensors.keys() == want
+    assert all(v.dtype == torch.float32 and v.shape == (n,) for v in tensors.values())
+    if bits == 8:
+        codes = st["state1"]
+        assert torch.equal(codes, codes.round()) and 0 <= codes.min() and codes.max() <= 255
+        assert torch.equal(st["absmax1"][:256], opt_a.state[a[0]]["absmax1"].reshape(-1)[0].expand(256))
+    buf = io.BytesIO()
+    torch.save({"p": a[0].detach().clone(), "opt": sd}, buf)
+    gen_state = gen.get_state()
+    _train(opt_a, a[:1], gen, 2, device)
+
+    buf.seek(0)
+    saved = torch.load(buf, weights_only=True)
+    b = _fsdp1_views(n, device)
+    with torch.no_grad():
+        b[0].copy_(saved["p"])
+    opt_b = make(name, b, bits, min_8bit_size=0)
+    opt_b.load_state_dict(saved["opt"])
+    gen.set_state(gen_state)
+    _train(opt_b, b[:1], gen, 2, device)
+    assert torch.equal(a[0], b[0])
+    for key, value in opt_a.state[a[0]].items():
+        other = opt_b.state[b[0]][key]
+        assert torch.equal(value, other) if torch.is_tensor(value) else value == other, key
+
+    if bits == 8:  # the part of a rank whose slice begins 100 elements later
+        c = _fsdp1_views(n - 100, device)
+        cut = {k: (v[100:] if torch.is_tensor(v) else v) for k, v in saved["opt"]["state"][0].items()}
+        with pytest.raises(ValueError, match="another sharding"):
+            make(name, c, bits, min_8bit_size=0).load_state_dict(dict(saved["opt"], state={0: cut}))
+
+
+def test_fsdp1_state_dict_refuses_percentile_clipping():
+    p = _fsdp1_views(300, "cpu")[0]
+    p.grad = torch.randn_like(p)
+    opt = O.Adam8bit([p], min_8bit_size=0, percentile_clipping=90)
+    opt.step()
+    with pytest.raises(NotImplementedError, match="FSDP1"):
+        opt.state_dict()
