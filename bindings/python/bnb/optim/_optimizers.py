@@ -637,7 +637,8 @@ class Optimizer(torch.optim.Optimizer):
     def state_dict(self):
         """torch's state dict, with the state of a DTensor parameter (FSDP2) as DTensors over its
         mesh (_sharded_state): each rank holds the state of its own shard only, and
-        torch.distributed.checkpoint saves a plain tensor once, as if every rank held the same."""
+        torch.distributed.checkpoint saves a plain tensor once, as if every rank held the same. The
+        state of FSDP1's flattened parameters is given element-wise (_elementwise_state)."""
         sd = super().state_dict()
         params = {}
         for group, saved in zip(self.param_groups, sd["param_groups"]):
@@ -671,10 +672,11 @@ class Optimizer(torch.optim.Optimizer):
             codes, absmax, table = (out.pop(f"{k}{i}", None) for k in ("state", "absmax", "qmap"))
             if codes is None:
                 continue
-            n = codes.numel() // (copies if i == 1 else 1)
-            rows = codes.reshape(-1, n)
-            scales = None if absmax is None else absmax.reshape(len(rows), -1)
-            for c, suffix in enumerate(_COPY_SUFFIXES[:len(rows)]):
+            k = copies if i == 1 else 1
+            rows = codes.reshape(k, codes.numel() // k)
+            n = rows.shape[1]
+            scales = None if absmax is None else absmax.reshape(k, absmax.numel() // k)
+            for c, suffix in enumerate(_COPY_SUFFIXES[:k]):
                 out[f"state{i}{suffix}"] = rows[c].float()  # the codes 0..255, exact in float32
                 if scales is not None:
                     out[f"absmax{i}{suffix}"] = scales[c].repeat_interleave(BLOCKSIZE)[:n]
@@ -687,7 +689,8 @@ class Optimizer(torch.optim.Optimizer):
         torch's default, state tensors keep their dtype (float32 state, uint8 codes and float32
         scales are never cast to the parameter's dtype); they are copied to the parameter's
         device (into paged memory for a paged optimizer). For a DTensor parameter (FSDP2) the state
-        is its shard's: DTensor items (state_dict's) give this rank's part."""
+        is its shard's: DTensor items (state_dict's) give this rank's part. Element-wise state
+        (FSDP1's, cut to this rank's part by FSDP1) is turned back into codes and block scales."""
         # The batched step's caches point at the state being replaced: drop them (and the old state).
         self.__dict__.pop("_bnb_slots", None)
         self.__dict__.pop("_bnb_batches", None)
@@ -927,11 +930,12 @@ def _lib_table(which):
 # state_dict() such a parameter's state is therefore given element by element in float32:
 # state1/state2 as the codes (0..255, exact in float32), absmax1/absmax2 as each element's block
 # scale, a code table only when it is not the default (as a list), AdEMAMix's two EMAs as state1
-# and state1_slow, and ELEMENTWISE_STATE_KEY set (for 32-bit state too, which is already in this
-# form but for AdEMAMix: the compat layer then leaves it unnested). FSDP1 gathers, unflattens and re-cuts these like
-# any float state; load_state_dict turns this rank's part back into codes and one scale per block,
-# and refuses scales that change inside a block of this rank's part (another sharding). unorm_vec
-# is left out (each step starts it at zero); percentile clipping's per-rank history cannot be held.
+# and state1_slow, and ELEMENTWISE_STATE_KEY set (for 32-bit state too, which but for AdEMAMix is
+# already in this form: the compat layer then leaves it unnested). FSDP1 gathers, unflattens and
+# re-cuts these like any float state; load_state_dict turns this rank's part back into codes and
+# one scale per block, and refuses scales that change inside a block of this rank's part (state
+# saved under other shard boundaries). unorm_vec is left out (each step starts it at zero);
+# percentile clipping's per-rank history of gradient norms cannot be held.
 #: Marks a parameter's state given element-wise (FSDP1) in a state dict.
 ELEMENTWISE_STATE_KEY = "bnb_elementwise_state"
 _COPY_SUFFIXES = ("", "_slow")
