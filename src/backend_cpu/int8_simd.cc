@@ -89,98 +89,14 @@ inline int8_t quant_scalar(float x, float s) {
 }  // namespace bnb
 #endif  // BNB_BACKEND_CPU_INT8_SIMD_SHARED_
 
+#include "simd-inl.h"
+
 HWY_BEFORE_NAMESPACE();
 namespace bnb {
 namespace cpu {
 namespace HWY_NAMESPACE {
-namespace hn = hwy::HWY_NAMESPACE;
 
-using DF = hn::ScalableTag<float>;
-using DI = hn::RebindToSigned<DF>;
-using DU = hn::RebindToUnsigned<DF>;
-using D16 = hn::Rebind<uint16_t, DF>;
 using DI8 = hn::Rebind<int8_t, DF>;
-using VF = hn::Vec<DF>;
-using VI = hn::Vec<DI>;
-using VU = hn::Vec<DU>;
-
-#undef BNB_INT8_VECTOR_FMA
-#if HWY_NATIVE_FMA && HWY_TARGET != HWY_EMU128 && HWY_TARGET != HWY_SCALAR
-#define BNB_INT8_VECTOR_FMA 1
-#else
-#define BNB_INT8_VECTOR_FMA 0
-#endif
-
-// ------------------------------------------------------------------ conversions (exact)
-
-// binary16 bits in u32 lanes -> binary32 (subnormals, inf and NaN included).
-HWY_INLINE VF HalfToF32(VU h) {
-  const DF df;
-  const DU du;
-  const VU sign = hn::ShiftLeft<16>(hn::And(h, hn::Set(du, 0x8000u)));
-  const VU mag = hn::And(h, hn::Set(du, 0x7fffu));
-  // Normal and special: re-bias the exponent (by 112, and by 112 more for inf/NaN).
-  VU bits = hn::Add(hn::ShiftLeft<13>(mag), hn::Set(du, 0x38000000u));
-  const auto special = hn::RebindMask(du, hn::Gt(hn::BitCast(DI(), mag), hn::Set(DI(), 0x7bff)));
-  bits = hn::IfThenElse(special, hn::Add(bits, hn::Set(du, 0x38000000u)), bits);
-  // Subnormal (and zero): mantissa * 2^-24, both steps exact.
-  const VF sub = hn::Mul(hn::ConvertTo(df, hn::BitCast(DI(), mag)), hn::Set(df, 5.9604644775390625e-08f));
-  const auto tiny = hn::RebindMask(df, hn::Lt(hn::BitCast(DI(), mag), hn::Set(DI(), 0x400)));
-  const VF v = hn::IfThenElse(tiny, sub, hn::BitCast(df, bits));
-  return hn::BitCast(df, hn::Or(hn::BitCast(du, v), sign));
-}
-
-// binary32 -> binary16 bits in u32 lanes, round to nearest even; NaN -> 0x7e00 (signed).
-HWY_INLINE VU F32ToHalf(VF v) {
-  const DF df;
-  const DU du;
-  const DI di;
-  const VU u = hn::BitCast(du, v);
-  const VU sign = hn::And(u, hn::Set(du, 0x80000000u));
-  const VU a = hn::Xor(u, sign);
-  const VI ai = hn::BitCast(di, a);
-  // |v| >= 2^-14: drop 13 bits with RNE (bias 0xfff plus the kept lsb), re-bias by -112.
-  const VU lsb = hn::And(hn::ShiftRight<13>(a), hn::Set(du, 1u));
-  const VU normal = hn::ShiftRight<13>(hn::Sub(hn::Add(hn::Add(a, hn::Set(du, 0xfffu)), lsb), hn::Set(du, 0x38000000u)));
-  // |v| < 2^-14: adding 0.5 rounds |v| to a multiple of 2^-24 (RNE); the excess bits count them.
-  const VU sub = hn::Sub(hn::BitCast(du, hn::Add(hn::BitCast(df, a), hn::Set(df, 0.5f))), hn::Set(du, 0x3f000000u));
-  VU r = hn::IfThenElse(hn::RebindMask(du, hn::Lt(ai, hn::Set(di, 0x38800000))), sub, normal);
-  r = hn::IfThenElse(hn::RebindMask(du, hn::Gt(ai, hn::Set(di, 0x477fefff))), hn::Set(du, 0x7c00u), r);
-  r = hn::IfThenElse(hn::RebindMask(du, hn::Gt(ai, hn::Set(di, 0x7f800000))), hn::Set(du, 0x7e00u), r);
-  return hn::Or(r, hn::ShiftRight<16>(sign));
-}
-
-// binary32 -> bfloat16 bits in u32 lanes, RNE, NaN kept quiet (half.h's f32_to_bf16).
-HWY_INLINE VU F32ToBf16(VF v) {
-  const DU du;
-  const DI di;
-  const VU u = hn::BitCast(du, v);
-  const VU lsb = hn::And(hn::ShiftRight<16>(u), hn::Set(du, 1u));
-  const VU rounded = hn::ShiftRight<16>(hn::Add(hn::Add(u, hn::Set(du, 0x7fffu)), lsb));
-  const VU quiet = hn::Or(hn::ShiftRight<16>(u), hn::Set(du, 0x40u));
-  const VI mag = hn::BitCast(di, hn::And(u, hn::Set(du, 0x7fffffffu)));
-  return hn::IfThenElse(hn::RebindMask(du, hn::Gt(mag, hn::Set(di, 0x7f800000))), quiet, rounded);
-}
-
-HWY_INLINE VF LoadF32(int32_t dtype, const void* src, int64_t i) {
-  const DF df;
-  if (dtype == BNB_F32) return hn::LoadU(df, static_cast<const float*>(src) + i);
-#if HWY_TARGET == HWY_AVX2 || HWY_TARGET == HWY_AVX3 || HWY_TARGET == HWY_AVX3_DL
-  // F16C: exact, subnormals and inf included; a NaN only gains its quiet bit (NaNs count as
-  // neither values nor outliers, and encode as 0).
-  if (dtype == BNB_F16) {
-    const hn::Rebind<hwy::float16_t, DF> dh;
-    return hn::PromoteTo(df, hn::LoadU(dh, static_cast<const hwy::float16_t*>(src) + i));
-  }
-#endif
-  const VU h = hn::PromoteTo(DU(), hn::LoadU(D16(), static_cast<const uint16_t*>(src) + i));
-  if (dtype == BNB_BF16) return hn::BitCast(df, hn::ShiftLeft<16>(h));
-  return HalfToF32(h);
-}
-
-HWY_INLINE void StoreU16(VU bits, uint16_t* dst) {
-  hn::StoreU(hn::DemoteTo(D16(), hn::BitCast(DI(), bits)), D16(), dst);
-}
 
 // ------------------------------------------------------------------ vectorwise quantization
 
@@ -203,7 +119,7 @@ HWY_INLINE float RowAbsmax(int32_t dtype, const void* row, int64_t cols, float t
   VF vmax = empty;
   int64_t c = 0;
   for (; c + N <= cols; c += N) {
-    const VF a = hn::Abs(LoadF32(dtype, row, c));
+    const VF a = hn::Abs(LoadAsF32(df, dtype, row, c));
     if (kOutliers) {
       vmax = hn::Max(vmax, hn::IfThenElse(hn::Lt(a, vt), a, empty));  // NaN and outliers dropped
       if (HWY_UNLIKELY(!hn::AllFalse(df, hn::Ge(a, vt)))) MarkOutliers(dtype, row, c, N, t, flags);
@@ -235,7 +151,7 @@ HWY_INLINE void RowCodes(int32_t dtype, const void* row, int64_t cols, float t, 
   const VF hi = hn::Set(df, 127.0f);
   int64_t c = 0;
   for (; c + N <= cols; c += N) {
-    const VF x = LoadF32(dtype, row, c);
+    const VF x = LoadAsF32(df, dtype, row, c);
     VF p = hn::Mul(x, vs);
     auto zero = hn::IsNaN(p);
     if (kOutliers) zero = hn::Or(zero, hn::Ge(hn::Abs(x), vt));
@@ -284,7 +200,7 @@ void OutlierRowsInt8(const Int8OutlierArgs& a, int64_t r0, int64_t r1, uint8_t* 
     const void* row = static_cast<const uint8_t*>(a.A) + static_cast<size_t>(r * a.cols) * esize;
     int64_t c = 0;
     for (; c + N <= a.cols; c += N) {
-      const VF x = LoadF32(a.dtype, row, c);
+      const VF x = LoadAsF32(df, a.dtype, row, c);
       if (HWY_UNLIKELY(!hn::AllFalse(df, hn::Ge(hn::Abs(x), vt)))) MarkOutliers(a.dtype, row, c, N, a.threshold, flags);
     }
     if (c < a.cols) MarkOutliers(a.dtype, row, c, a.cols - c, a.threshold, flags);
@@ -417,14 +333,14 @@ void DequantInt8(const Int8DequantArgs& a, int64_t e0, int64_t e1) {
     const VF vrs = hn::Set(df, rs);
     int64_t n = n_begin;
     const auto store = [&](VU h, int64_t at) {
-      if (late_bias) h = F32ToHalf(hn::Add(HalfToF32(h), LoadF32(a.out_dtype, a.bias, at)));
+      if (late_bias) h = F32ToF16Bits(df, hn::Add(F16BitsToF32(df, h), LoadAsF32(df, a.out_dtype, a.bias, at)));
       const int64_t o = m * a.N + at;
       if (a.out_dtype == BNB_F16) {
-        StoreU16(h, static_cast<uint16_t*>(a.out) + o);
+        StoreBits16(df, h, static_cast<uint16_t*>(a.out) + o);
       } else if (a.out_dtype == BNB_F32) {
-        hn::StoreU(HalfToF32(h), df, static_cast<float*>(a.out) + o);
+        hn::StoreU(F16BitsToF32(df, h), df, static_cast<float*>(a.out) + o);
       } else {
-        StoreU16(F32ToBf16(HalfToF32(h)), static_cast<uint16_t*>(a.out) + o);
+        StoreBits16(df, F32ToBF16Bits(df, F16BitsToF32(df, h)), static_cast<uint16_t*>(a.out) + o);
       }
     };
     for (; n + L <= n_end; n += L) {
@@ -432,8 +348,8 @@ void DequantInt8(const Int8DequantArgs& a, int64_t e0, int64_t e1) {
       const VF t = hn::Mul(hn::Mul(c, vrs), hn::LoadU(df, a.col_stats + n));
       VF y;
       if (fused_bias) {
-        const VF b = LoadF32(BNB_F16, a.bias, n);
-#if BNB_INT8_VECTOR_FMA
+        const VF b = LoadAsF32(df, BNB_F16, a.bias, n);
+#if BNB_SIMD_FMA
         y = hn::MulAdd(t, vk, b);
 #else
         hn::Store(t, df, tbuf);
@@ -445,7 +361,7 @@ void DequantInt8(const Int8DequantArgs& a, int64_t e0, int64_t e1) {
       } else {
         y = hn::Mul(t, vk);
       }
-      store(F32ToHalf(y), n);
+      store(F32ToF16Bits(df, y), n);
     }
     if (n < n_end) {
       // Tail: the same steps on a vector padded with zeros.
@@ -462,9 +378,9 @@ void DequantInt8(const Int8DequantArgs& a, int64_t e0, int64_t e1) {
       const VF t = hn::Mul(hn::Mul(c, vrs), hn::Load(df, colb));
       hn::Store(t, df, tbuf);
       for (int64_t j = 0; j < L; ++j) tbuf[j] = fused_bias ? std::fma(tbuf[j], kdq, biasb[j]) : tbuf[j] * kdq;
-      VU h = F32ToHalf(hn::Load(df, tbuf));
-      if (late_bias) h = F32ToHalf(hn::Add(HalfToF32(h), hn::Load(df, biasb)));
-      if (a.out_dtype == BNB_BF16) h = F32ToBf16(HalfToF32(h));
+      VU h = F32ToF16Bits(df, hn::Load(df, tbuf));
+      if (late_bias) h = F32ToF16Bits(df, hn::Add(F16BitsToF32(df, h), hn::Load(df, biasb)));
+      if (a.out_dtype == BNB_BF16) h = F32ToBF16Bits(df, F16BitsToF32(df, h));
       hn::Store(h, DU(), hbuf);
       const int64_t o = m * a.N + n;
       for (int64_t j = 0; j < rem; ++j) {

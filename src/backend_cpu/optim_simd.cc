@@ -67,26 +67,12 @@ alignas(64) inline constexpr BytePerms kBytePerms = make_byte_perms();
 }  // namespace bnb
 #endif  // BNB_BACKEND_CPU_OPTIM_SIMD_SHARED_
 
+#include "simd-inl.h"
+
 HWY_BEFORE_NAMESPACE();
 namespace bnb {
 namespace cpu {
 namespace HWY_NAMESPACE {
-namespace hn = hwy::HWY_NAMESPACE;
-
-using DF = hn::ScalableTag<float>;
-using DI = hn::RebindToSigned<DF>;
-using DU = hn::RebindToUnsigned<DF>;
-using VF = hn::Vec<DF>;
-using VI = hn::Vec<DI>;
-using VU = hn::Vec<DU>;
-using MF = hn::Mask<DF>;
-
-#undef BNB_OPTIM_PERMUTE2
-#if HWY_TARGET == HWY_AVX3 || HWY_TARGET == HWY_AVX3_DL
-#define BNB_OPTIM_PERMUTE2 1
-#else
-#define BNB_OPTIM_PERMUTE2 0
-#endif
 
 constexpr int kAdam = BNB_OPT_ADAM;  // also LAMB
 constexpr int kMomentum = BNB_OPT_MOMENTUM;  // also LARS
@@ -97,69 +83,6 @@ constexpr int kAdemamix = BNB_OPT_ADEMAMIX;
 
 // ------------------------------------------------------------------ parameter dtype
 
-// binary16 bits (u32 lanes) -> binary32, exact.
-HWY_INLINE VF HalfBitsToF32(DF df, VU h) {
-  const DU du;
-  const DI di;
-  const VU sign = hn::ShiftLeft<16>(hn::And(h, hn::Set(du, 0x8000u)));
-  const VU em = hn::And(h, hn::Set(du, 0x7fffu));
-  const VU shifted = hn::ShiftLeft<13>(em);
-  const VU normal = hn::Add(shifted, hn::Set(du, 0x38000000u));
-  const VU special = hn::Add(shifted, hn::Set(du, 0x70000000u));
-  const VU tiny = hn::BitCast(du, hn::Mul(hn::ConvertTo(df, hn::BitCast(di, em)), hn::Set(df, 5.9604644775390625e-8f)));
-  const VI emi = hn::BitCast(di, em);
-  VU mag = hn::IfThenElse(hn::RebindMask(du, hn::Lt(emi, hn::Set(di, 0x0400))), tiny, normal);
-  mag = hn::IfThenElse(hn::RebindMask(du, hn::Gt(emi, hn::Set(di, 0x7bff))), special, mag);
-  return hn::BitCast(df, hn::Or(mag, sign));
-}
-
-// Rounds binary32 lanes to binary16 precision (RNE, overflow to inf, NaN kept), still binary32.
-HWY_INLINE VF RoundToHalf(DF df, VF v) {
-  const DU du;
-  const DI di;
-  const VU u = hn::BitCast(du, v);
-  const VU sign = hn::And(u, hn::Set(du, 0x80000000u));
-  const VU a = hn::Xor(u, sign);
-  const VI ai = hn::BitCast(di, a);
-  const VU lsb = hn::And(hn::ShiftRight<13>(a), hn::Set(du, 1u));
-  const VU normal = hn::And(hn::Add(hn::Add(a, hn::Set(du, 0xfffu)), lsb), hn::Set(du, 0xffffe000u));
-  const VF half = hn::Set(df, 0.5f);
-  const VU sub = hn::BitCast(du, hn::Sub(hn::Add(hn::BitCast(df, a), half), half));  // multiple of 2^-24
-  VU r = hn::IfThenElse(hn::RebindMask(du, hn::Lt(ai, hn::Set(di, 0x38800000))), sub, normal);
-  r = hn::IfThenElse(hn::RebindMask(du, hn::Gt(ai, hn::Set(di, 0x477fefff))), hn::Set(du, 0x7f800000u), r);
-  r = hn::IfThenElse(hn::RebindMask(du, hn::Gt(ai, hn::Set(di, 0x7f800000))), hn::Or(a, hn::Set(du, 0x400000u)), r);
-  return hn::BitCast(df, hn::Or(r, sign));
-}
-
-// binary16 bits of lanes that RoundToHalf already made representable.
-HWY_INLINE VU HalfBitsOfRounded(DF df, VF v) {
-  const DU du;
-  const DI di;
-  const VU u = hn::BitCast(du, v);
-  const VU sign16 = hn::And(hn::ShiftRight<16>(u), hn::Set(du, 0x8000u));
-  const VU a = hn::And(u, hn::Set(du, 0x7fffffffu));
-  const VI ai = hn::BitCast(di, a);
-  const VU normal = hn::ShiftRight<13>(hn::Sub(a, hn::Set(du, 0x38000000u)));
-  const VU tiny = hn::BitCast(du, hn::ConvertTo(di, hn::Mul(hn::BitCast(df, a), hn::Set(df, 16777216.0f))));
-  VU h = hn::IfThenElse(hn::RebindMask(du, hn::Lt(ai, hn::Set(di, 0x38800000))), tiny, normal);
-  h = hn::IfThenElse(hn::RebindMask(du, hn::Eq(ai, hn::Set(di, 0x7f800000))), hn::Set(du, 0x7c00u), h);
-  h = hn::IfThenElse(hn::RebindMask(du, hn::Gt(ai, hn::Set(di, 0x7f800000))), hn::Set(du, 0x7e00u), h);
-  return hn::Or(h, sign16);
-}
-
-// Rounds to bfloat16 precision (RNE, NaN kept quiet), still binary32.
-HWY_INLINE VF RoundToBF16(DF df, VF v) {
-  const DU du;
-  const DI di;
-  const VU u = hn::BitCast(du, v);
-  const VU lsb = hn::And(hn::ShiftRight<16>(u), hn::Set(du, 1u));
-  const VU rounded = hn::Add(hn::Add(u, hn::Set(du, 0x7fffu)), lsb);
-  const VU quiet = hn::Or(u, hn::Set(du, 0x400000u));
-  const VI mag = hn::BitCast(di, hn::And(u, hn::Set(du, 0x7fffffffu)));
-  const VU r = hn::IfThenElse(hn::RebindMask(du, hn::Gt(mag, hn::Set(di, 0x7f800000))), quiet, rounded);
-  return hn::BitCast(df, hn::And(r, hn::Set(du, 0xffff0000u)));
-}
-
 // `p <- T(x)`: x rounded to the parameter dtype, kept in binary32 lanes.
 template <int kDt>
 HWY_INLINE VF RoundP(DF df, VF v) {
@@ -169,20 +92,7 @@ HWY_INLINE VF RoundP(DF df, VF v) {
   } else if constexpr (kDt == BNB_BF16) {
     return RoundToBF16(df, v);
   } else {
-    return RoundToHalf(df, v);
-  }
-}
-
-template <int kDt>
-HWY_INLINE VF LoadP(DF df, const void* base, int64_t i) {
-  if constexpr (kDt == BNB_F32) {
-    return hn::LoadU(df, static_cast<const float*>(base) + i);
-  } else {
-    const DU du;
-    const hn::Rebind<uint16_t, DF> d16;
-    const VU h = hn::PromoteTo(du, hn::LoadU(d16, static_cast<const uint16_t*>(base) + i));
-    if constexpr (kDt == BNB_BF16) return hn::BitCast(df, hn::ShiftLeft<16>(h));
-    return HalfBitsToF32(df, h);
+    return RoundToF16(df, v);
   }
 }
 
@@ -191,17 +101,10 @@ template <int kDt>
 HWY_INLINE void StoreP(DF df, VF v, void* base, int64_t i) {
   if constexpr (kDt == BNB_F32) {
     hn::StoreU(v, df, static_cast<float*>(base) + i);
+  } else if constexpr (kDt == BNB_BF16) {
+    StoreBits16(df, hn::ShiftRight<16>(hn::BitCast(DU(), v)), static_cast<uint16_t*>(base) + i);
   } else {
-    const DI di;
-    const DU du;
-    const hn::Rebind<uint16_t, DF> d16;
-    VU bits;
-    if constexpr (kDt == BNB_BF16) {
-      bits = hn::ShiftRight<16>(hn::BitCast(du, v));
-    } else {
-      bits = HalfBitsOfRounded(df, v);
-    }
-    hn::StoreU(hn::DemoteTo(d16, hn::BitCast(di, bits)), d16, static_cast<uint16_t*>(base) + i);
+    StoreBits16(df, F16BitsOfRounded(df, v), static_cast<uint16_t*>(base) + i);
   }
 }
 
@@ -217,35 +120,6 @@ HWY_INLINE VF Sign(DF df, VF x) {
 }
 
 // ------------------------------------------------------------------ 8-bit tables
-
-// table[idx] for K floats (K a power of two), idx in [0, K): lane permutes where the table fits
-// in one or two vectors (AVX-512), else a gather.
-template <size_t K>
-HWY_INLINE VF Lookup(DF df, const float* HWY_RESTRICT table, VI idx) {
-  constexpr size_t N = hn::MaxLanes(DF());
-  if constexpr (K == 1) {
-    (void)idx;
-    return hn::Set(df, table[0]);
-  } else if constexpr (K <= N) {
-    return hn::TableLookupLanes(hn::LoadU(df, table), hn::IndicesFromVec(df, idx));
-  } else {
-#if BNB_OPTIM_PERMUTE2
-    if constexpr (K == 2 * N) {
-      return VF{_mm512_permutex2var_ps(hn::LoadU(df, table).raw, idx.raw, hn::LoadU(df, table + N).raw)};
-    } else {
-      // vpermt2ps reads only the low 5 index bits: the halves need no masking of idx, and the
-      // bit that picks a half is one test (the compiler shares repeated tests).
-      constexpr size_t kHalf = K / 2;
-      const VF lo = Lookup<kHalf>(df, table, idx);
-      const VF hi = Lookup<kHalf>(df, table + kHalf, idx);
-      const __mmask16 upper = _mm512_test_epi32_mask(idx.raw, _mm512_set1_epi32(static_cast<int32_t>(kHalf)));
-      return VF{_mm512_mask_blend_ps(upper, lo.raw, hi.raw)};
-    }
-#else
-    return hn::GatherIndex(df, table, idx);
-#endif
-  }
-}
 
 HWY_INLINE VF Decode(DF df, const OptimCodePlan& plan, const uint8_t* HWY_RESTRICT codes, VF scale) {
   const DI di;
@@ -263,7 +137,7 @@ HWY_INLINE VI SelectCode(DF df, const OptimCodePlan& plan, VF x) {
     const VF t = Lookup<128 / (S)>(df, lv + (128 / (S)) - 1, hn::ShiftRight<SHIFT>(idx));       \
     idx = hn::Or(idx, hn::IfThenElseZero(hn::RebindMask(di, hn::Gt(x, t)), hn::Set(di, S)));   \
   }
-#if BNB_OPTIM_PERMUTE2
+#if BNB_SIMD_PERMUTE2
   // The first three levels at once: how many of the midpoints 32k + 31 (k = 0..6) lie below x.
   {
     __m512i top = _mm512_setzero_si512();
@@ -279,7 +153,7 @@ HWY_INLINE VI SelectCode(DF df, const OptimCodePlan& plan, VF x) {
 #endif
   BNB_OPTIM_LEVEL(16, 5)
   BNB_OPTIM_LEVEL(8, 4)
-#if BNB_OPTIM_PERMUTE2
+#if BNB_SIMD_PERMUTE2
   // The 7 candidates of the last three levels, compared independently (no dependent look-ups).
   const __m512i c = hn::ShiftRight<3>(idx).raw;
   __m512i count = idx.raw;
@@ -455,8 +329,8 @@ HWY_INLINE float BlockAbsMax(DF df, const float* HWY_RESTRICT s) {
 template <int kDt, int kOpt>
 HWY_INLINE void Step32(DF df, const OptimConsts& k, void* p, const void* g, float* s1, float* s1b, float* s2,
                        int64_t i) {
-  const VF gs = RoundP<kDt>(df, hn::Mul(LoadP<kDt>(df, g, i), hn::Set(df, k.gnorm_scale)));
-  const VF p0 = LoadP<kDt>(df, p, i);
+  const VF gs = RoundP<kDt>(df, hn::Mul(LoadAsF32<kDt>(df, g, i), hn::Set(df, k.gnorm_scale)));
+  const VF p0 = LoadAsF32<kDt>(df, p, i);
   const VF s = hn::LoadU(df, s1 + i);
   const bool decay = k.weight_decay > 0.0f;
   if constexpr (kOpt == kAdam) {
@@ -534,7 +408,7 @@ HWY_INLINE void Step32(DF df, const OptimConsts& k, void* p, const void* g, floa
 // Squared update-norm quantity of docs/OPS.md §6.4 (no weight decay, states not written).
 template <int kDt, int kOpt>
 HWY_INLINE VF Unorm32(DF df, const OptimConsts& k, const void* g, const float* s1, const float* s2, int64_t i) {
-  const VF gs = RoundP<kDt>(df, hn::Mul(LoadP<kDt>(df, g, i), hn::Set(df, k.gnorm_scale)));
+  const VF gs = RoundP<kDt>(df, hn::Mul(LoadAsF32<kDt>(df, g, i), hn::Set(df, k.gnorm_scale)));
   const VF s = hn::LoadU(df, s1 + i);
   if constexpr (kOpt == kAdam) {
     const VF v = hn::LoadU(df, s2 + i);
@@ -636,7 +510,7 @@ HWY_INLINE void NewStates2(DF df, const Optim8Args& a, const Block8& b, float* H
   const VF omb3 = hn::Set(df, k.one_minus_beta3);
   const VF gn = hn::Set(df, k.gnorm_scale);
   for (int64_t i = 0; i < kOptimBlock; i += N) {
-    const VF graw = LoadP<kDt>(df, b.g, i);
+    const VF graw = LoadAsF32<kDt>(df, b.g, i);
     const MF finite = hn::IsFinite(graw);
     const VF gs = hn::Mul(graw, gn);
     const VF vd = Decode(df, *a.plan2, b.c2 + i, scale2);
@@ -748,7 +622,7 @@ HWY_INLINE void Block2StateAC(DF df, const Optim8Args& a, const Block8& b, Pendi
     if constexpr (kEma) DecodeBytes64(*a.plan1, b.c1b + i0, scale3, ed);
     for (int j = 0; j < 4; ++j) {
       const int64_t i = i0 + 16 * j;
-      const VF graw = LoadP<kDt>(df, b.g, i);
+      const VF graw = LoadAsF32<kDt>(df, b.g, i);
       const MF finite = hn::IsFinite(graw);
       const VF gs = hn::Mul(graw, gn);
       const VF vdj{vd[j]}, mdj{md[j]};
@@ -760,7 +634,7 @@ HWY_INLINE void Block2StateAC(DF df, const Optim8Args& a, const Block8& b, Pendi
       hn::Store(vv, df, v + i);
       max1 = MaxAbsBits(max1, mv);
       max2 = MaxAbsBits(max2, vv);
-      const VF p0 = LoadP<kDt>(df, b.p, i);
+      const VF p0 = LoadAsF32<kDt>(df, b.p, i);
       VF p_new;
       if constexpr (kEma) {
         const VF ev = hn::IfThenElseZero(finite, hn::MulAdd(omb3, gs, hn::Mul(VF{ed[j]}, b3)));
@@ -817,9 +691,9 @@ HWY_INLINE void Block1StateAC(DF df, const Optim8Args& a, const Block8& b, Pendi
     DecodeBytes64(*a.plan1, b.c1 + i0, scale, sdv);
     for (int j = 0; j < 4; ++j) {
       const int64_t i = i0 + 16 * j;
-      const VF graw = LoadP<kDt>(df, b.g, i);
+      const VF graw = LoadAsF32<kDt>(df, b.g, i);
       VF gs = hn::Mul(graw, gn);
-      const VF p0 = LoadP<kDt>(df, b.p, i);
+      const VF p0 = LoadAsF32<kDt>(df, b.p, i);
       if (kOpt != kLion && decay) gs = hn::MulAdd(p0, hn::Set(df, k.weight_decay), gs);
       const VF sd{sdv[j]};
       VF s_new, p_new;
@@ -884,8 +758,8 @@ void Block2State(DF df, const Optim8Args& a, const Block8& b) {
   // Phase C (while the reciprocals' table entries arrive).
   for (int64_t i = 0; i < kOptimBlock; i += N) {
     const VF mv = hn::Load(df, m + i), vv = hn::Load(df, v + i);
-    const MF finite = hn::IsFinite(LoadP<kDt>(df, b.g, i));
-    const VF p0 = LoadP<kDt>(df, b.p, i);
+    const MF finite = hn::IsFinite(LoadAsF32<kDt>(df, b.g, i));
+    const VF p0 = LoadAsF32<kDt>(df, b.p, i);
     VF p_new;
     if constexpr (kEma) {
       const VF ev = hn::Load(df, e + i);
@@ -920,9 +794,9 @@ void Block1State(DF df, const Optim8Args& a, const Block8& b) {
   const bool decay = k.weight_decay > 0.0f;
   // Phase A. A skipped element keeps its decoded state (re-encoded below with the new scale).
   for (int64_t i = 0; i < kOptimBlock; i += N) {
-    const VF graw = LoadP<kDt>(df, b.g, i);
+    const VF graw = LoadAsF32<kDt>(df, b.g, i);
     VF gs = hn::Mul(graw, gn);
-    const VF p0 = LoadP<kDt>(df, b.p, i);
+    const VF p0 = LoadAsF32<kDt>(df, b.p, i);
     if (kOpt != kLion && decay) gs = hn::MulAdd(p0, hn::Set(df, k.weight_decay), gs);
     const VF sd = Decode(df, *a.plan1, b.c1 + i, scale);
     VF s_new;
@@ -952,7 +826,7 @@ void Block1State(DF df, const Optim8Args& a, const Block8& b) {
   optim_detail::prefetch_rcp(am);
   for (int64_t i = 0; i < kOptimBlock; i += N) {
     const VF sv = hn::Load(df, s + i);
-    const VF p0 = LoadP<kDt>(df, b.p, i);
+    const VF p0 = LoadAsF32<kDt>(df, b.p, i);
     VF p_new;
     if constexpr (kOpt == kMomentum) {
       p_new = RoundP<kDt>(df, hn::MulAdd(hn::Set(df, k.neg_lr_scaled), sv, p0));
@@ -963,7 +837,7 @@ void Block1State(DF df, const Optim8Args& a, const Block8& b) {
       const float a_scale = kOpt == kAdagrad ? k.neg_lr : k.neg_lr_scaled;  // Adagrad is never clipped
       p_new = RoundP<kDt>(df, hn::MulAdd(hn::Set(df, a_scale), x, p0));
     }
-    if (k.skip_zeros) p_new = hn::IfThenElse(hn::Eq(LoadP<kDt>(df, b.g, i), hn::Zero(df)), p0, p_new);
+    if (k.skip_zeros) p_new = hn::IfThenElse(hn::Eq(LoadAsF32<kDt>(df, b.g, i), hn::Zero(df)), p0, p_new);
     StoreP<kDt>(df, p_new, b.p, i);
   }
   const VF inv = hn::Set(df, rcp_approx(am));
@@ -987,7 +861,7 @@ double BlockUnorm(DF df, const Optim8Args& a, const Block8& b) {
   } else {
     const VF scale = hn::Set(df, a.absmax1[b.index]);
     for (int64_t i = 0; i < b.valid; i += N) {
-      const VF gs = hn::Mul(LoadP<kDt>(df, b.g, i), hn::Set(df, k.gnorm_scale));
+      const VF gs = hn::Mul(LoadAsF32<kDt>(df, b.g, i), hn::Set(df, k.gnorm_scale));
       const VF sd = Decode(df, *a.plan1, b.c1 + i, scale);
       VF u;
       if constexpr (kOpt == kMomentum) {

@@ -264,257 +264,12 @@ inline const FP4CellTables& fp4_cells() {
 }  // namespace bnb
 #endif  // BNB_BACKEND_CPU_QUANT_SIMD_SHARED_
 
+#include "simd-inl.h"
+
 HWY_BEFORE_NAMESPACE();
 namespace bnb {
 namespace cpu {
 namespace HWY_NAMESPACE {
-namespace hn = hwy::HWY_NAMESPACE;
-
-using DF = hn::ScalableTag<float>;
-using DI = hn::RebindToSigned<DF>;
-using DU = hn::RebindToUnsigned<DF>;
-using VF = hn::Vec<DF>;
-using VI = hn::Vec<DI>;
-using VU = hn::Vec<DU>;
-
-#undef BNB_HAVE_PERMUTE2
-#if HWY_TARGET == HWY_AVX3 || HWY_TARGET == HWY_AVX3_DL
-#define BNB_HAVE_PERMUTE2 1
-#else
-#define BNB_HAVE_PERMUTE2 0
-#endif
-
-// ------------------------------------------------------------------ dtype conversions
-
-// binary16 bits (in u32 lanes) -> binary32, exact (subnormals, inf, NaN included).
-HWY_INLINE VF F16BitsToF32(DF df, VU h) {
-  const DU du;
-  const VU sign = hn::ShiftLeft<16>(hn::And(h, hn::Set(du, 0x8000u)));
-  VU o = hn::ShiftLeft<13>(hn::And(h, hn::Set(du, 0x7fffu)));
-  const VU exp = hn::And(o, hn::Set(du, 0x0f800000u));
-  o = hn::Add(o, hn::Set(du, 0x38000000u));
-  const auto is_special = hn::Eq(exp, hn::Set(du, 0x0f800000u));
-  o = hn::IfThenElse(is_special, hn::Add(o, hn::Set(du, 0x38000000u)), o);
-  const auto is_small = hn::Eq(exp, hn::Zero(du));
-  const VF sub = hn::Sub(hn::BitCast(df, hn::Add(o, hn::Set(du, 0x00800000u))),
-                         hn::BitCast(df, hn::Set(du, 0x38800000u)));
-  const VF mag = hn::IfThenElse(hn::RebindMask(df, is_small), sub, hn::BitCast(df, o));
-  return hn::BitCast(df, hn::Or(hn::BitCast(du, mag), sign));
-}
-
-// binary32 -> binary16 bits in u32 lanes, round to nearest even.
-HWY_INLINE VU F32ToF16Bits(DF df, VF v) {
-  const DU du;
-  const DI di;
-  const VU u = hn::BitCast(du, v);
-  const VU sign = hn::And(u, hn::Set(du, 0x80000000u));
-  const VU a = hn::Xor(u, sign);
-  const VI ai = hn::BitCast(di, a);
-  const VU lsb = hn::And(hn::ShiftRight<13>(a), hn::Set(du, 1u));
-  const VU normal = hn::ShiftRight<13>(
-      hn::Sub(hn::Add(hn::Add(a, hn::Set(du, 0xfffu)), lsb), hn::Set(du, 0x38000000u)));
-  // Below the smallest normal half: adding 0.5 rounds |v| to a multiple of 2^-24 (RNE).
-  const VU sub = hn::Sub(hn::BitCast(du, hn::Add(hn::BitCast(df, a), hn::Set(df, 0.5f))),
-                         hn::Set(du, 0x3f000000u));
-  VU r = hn::IfThenElse(hn::RebindMask(du, hn::Lt(ai, hn::Set(di, 0x38800000))), sub, normal);
-  r = hn::IfThenElse(hn::RebindMask(du, hn::Gt(ai, hn::Set(di, 0x477fefff))), hn::Set(du, 0x7c00u), r);
-  r = hn::IfThenElse(hn::RebindMask(du, hn::Gt(ai, hn::Set(di, 0x7f800000))), hn::Set(du, 0x7e00u), r);
-  return hn::Or(r, hn::ShiftRight<16>(sign));
-}
-
-// binary32 -> bfloat16 bits in u32 lanes, round to nearest even, NaN kept quiet.
-HWY_INLINE VU F32ToBF16Bits(DF df, VF v) {
-  (void)df;
-  const DU du;
-  const DI di;
-  const VU u = hn::BitCast(du, v);
-  const VU lsb = hn::And(hn::ShiftRight<16>(u), hn::Set(du, 1u));
-  const VU rounded = hn::ShiftRight<16>(hn::Add(hn::Add(u, hn::Set(du, 0x7fffu)), lsb));
-  const VU quiet = hn::Or(hn::ShiftRight<16>(u), hn::Set(du, 0x40u));
-  const VI mag = hn::BitCast(di, hn::And(u, hn::Set(du, 0x7fffffffu)));
-  return hn::IfThenElse(hn::RebindMask(du, hn::Gt(mag, hn::Set(di, 0x7f800000))), quiet, rounded);
-}
-
-// x86 targets from AVX2 up have F16C (Highway's f16 Promote/Demote use it): one instruction per
-// vector instead of the integer emulation above, with the same results (round to nearest even;
-// NaN stays NaN with its sign).
-#undef BNB_HAVE_F16C
-#if (HWY_TARGET == HWY_AVX2 || HWY_TARGET == HWY_AVX3 || HWY_TARGET == HWY_AVX3_DL) && !defined(HWY_DISABLE_F16C)
-#define BNB_HAVE_F16C 1
-#else
-#define BNB_HAVE_F16C 0
-#endif
-
-// N elements of a fp32/fp16/bf16 array starting at element i, widened to binary32.
-HWY_INLINE VF LoadAsF32(DF df, int32_t dtype, const void* src, int64_t i) {
-  if (dtype == BNB_F32) return hn::LoadU(df, static_cast<const float*>(src) + i);
-  const DU du;
-  const hn::Rebind<uint16_t, DF> d16;
-#if BNB_HAVE_F16C
-  if (dtype == BNB_F16) {
-    // F16C's conversion is exact for every binary16 value (subnormals, inf and NaN included).
-    const hn::Rebind<hwy::float16_t, DF> dh;
-    return hn::PromoteTo(df, hn::LoadU(dh, static_cast<const hwy::float16_t*>(src) + i));
-  }
-#endif
-  const VU h = hn::PromoteTo(du, hn::LoadU(d16, static_cast<const uint16_t*>(src) + i));
-  if (dtype == BNB_BF16) return hn::BitCast(df, hn::ShiftLeft<16>(h));
-  return F16BitsToF32(df, h);
-}
-
-#undef BNB_CAN_STREAM
-#if HWY_TARGET == HWY_AVX2 || HWY_TARGET == HWY_AVX3 || HWY_TARGET == HWY_AVX3_DL
-#define BNB_CAN_STREAM 1
-#else
-#define BNB_CAN_STREAM 0
-#endif
-
-// kStream: non-temporal stores (dst + i aligned to the vector) for outputs far larger than the
-// caches; they skip the read-for-ownership of every output line. Callers end with an sfence.
-template <bool kStream = false>
-HWY_INLINE void StoreFromF32(DF df, VF v, int32_t dtype, void* dst, int64_t i) {
-  if (dtype == BNB_F32) {
-    if constexpr (kStream && BNB_CAN_STREAM) {
-      hn::Stream(v, df, static_cast<float*>(dst) + i);
-    } else {
-      hn::StoreU(v, df, static_cast<float*>(dst) + i);
-    }
-    return;
-  }
-#if BNB_HAVE_F16C
-  if (dtype == BNB_F16) {
-    const hn::Rebind<hwy::float16_t, DF> dh;
-    hwy::float16_t* out = static_cast<hwy::float16_t*>(dst) + i;
-    if constexpr (kStream && BNB_CAN_STREAM) {
-      hn::Stream(hn::DemoteTo(dh, v), dh, out);
-    } else {
-      hn::StoreU(hn::DemoteTo(dh, v), dh, out);
-    }
-    return;
-  }
-#endif
-  const DI di;
-  const hn::Rebind<uint16_t, DF> d16;
-  const VU bits = dtype == BNB_BF16 ? F32ToBF16Bits(df, v) : F32ToF16Bits(df, v);
-  if constexpr (kStream && BNB_CAN_STREAM) {
-    hn::Stream(hn::DemoteTo(d16, hn::BitCast(di, bits)), d16, static_cast<uint16_t*>(dst) + i);
-  } else {
-    hn::StoreU(hn::DemoteTo(d16, hn::BitCast(di, bits)), d16, static_cast<uint16_t*>(dst) + i);
-  }
-}
-
-inline void EndStreaming() {
-#if BNB_CAN_STREAM
-  _mm_sfence();
-#endif
-}
-
-// Scalar twins for the last few elements (same rounding as the vector forms).
-inline void StoreScalar(float v, int32_t dtype, void* dst, int64_t i) {
-  uint32_t b;
-  std::memcpy(&b, &v, 4);
-  if (dtype == BNB_F32) {
-    static_cast<float*>(dst)[i] = v;
-  } else if (dtype == BNB_BF16) {
-    uint16_t h;
-    if ((b & 0x7fffffffu) > 0x7f800000u) {
-      h = static_cast<uint16_t>((b >> 16) | 0x40u);
-    } else {
-      h = static_cast<uint16_t>((b + 0x7fffu + ((b >> 16) & 1u)) >> 16);
-    }
-    static_cast<uint16_t*>(dst)[i] = h;
-  } else {
-    const DF df;
-    const DU du;
-    alignas(64) uint32_t lanes[hn::MaxLanes(DU())];
-    hn::Store(F32ToF16Bits(df, hn::Set(df, v)), du, lanes);
-    static_cast<uint16_t*>(dst)[i] = static_cast<uint16_t>(lanes[0]);
-  }
-}
-
-// ------------------------------------------------------------------ in-register tables
-
-// table[idx] for a table of K floats (K a power of two) starting at `table`; idx in [0, K).
-// Up to two vectors of candidates use lane permutes, otherwise a gather.
-template <size_t K>
-HWY_INLINE VF Lookup(DF df, const float* HWY_RESTRICT table, VI idx) {
-  constexpr size_t N = hn::MaxLanes(DF());
-  if constexpr (K == 1) {
-    (void)idx;
-    return hn::Set(df, table[0]);
-  } else if constexpr (K <= N) {
-    return hn::TableLookupLanes(hn::LoadU(df, table), hn::IndicesFromVec(df, idx));
-  } else if constexpr (K == 2 * N && N >= 4) {
-#if BNB_HAVE_PERMUTE2
-    return VF{_mm512_permutex2var_ps(hn::LoadU(df, table).raw, idx.raw, hn::LoadU(df, table + N).raw)};
-#else
-    const DI di;
-    const VI lane = hn::And(idx, hn::Set(di, static_cast<int32_t>(N - 1)));
-    const auto ix = hn::IndicesFromVec(df, lane);
-    const VF lo = hn::TableLookupLanes(hn::LoadU(df, table), ix);
-    const VF hi = hn::TableLookupLanes(hn::LoadU(df, table + N), ix);
-    const auto upper = hn::RebindMask(df, hn::Ne(hn::And(idx, hn::Set(di, static_cast<int32_t>(N))), hn::Zero(di)));
-    return hn::IfThenElse(upper, hi, lo);
-#endif
-  } else {
-#if BNB_HAVE_PERMUTE2
-    // Halves of 32 entries each, chosen by the index bits above bit 4.
-    constexpr size_t kHalf = K / 2;
-    const DI di;
-    const VF lo = Lookup<kHalf>(df, table, idx);
-    const VF hi = Lookup<kHalf>(df, table + kHalf, hn::And(idx, hn::Set(di, static_cast<int32_t>(kHalf - 1))));
-    const auto upper = hn::RebindMask(df, hn::Ne(hn::And(idx, hn::Set(di, static_cast<int32_t>(kHalf))), hn::Zero(di)));
-    return hn::IfThenElse(upper, hi, lo);
-#else
-    return hn::GatherIndex(df, table, idx);
-#endif
-  }
-}
-
-// A table of K floats (K a power of two) held in registers where that pays off: K/N vectors
-// (one when K <= N) on targets with a two-table permute (AVX-512) or when K <= 2N; otherwise
-// lookups read `mem`. Loaded once per task so the compiler need not reload it after every
-// store of codes (uint8_t stores may alias the table).
-template <size_t K>
-struct RegTable {
-  static constexpr size_t N = hn::MaxLanes(DF());
-  static constexpr bool kInRegs = K <= 2 * N || (BNB_HAVE_PERMUTE2 && K <= 16 * N);
-  static constexpr size_t kVecs = kInRegs ? (K <= N ? 1 : K / N) : 1;
-  VF v[kVecs];
-  const float* mem;
-
-  explicit RegTable(DF df, const float* table) : mem(table) {
-    for (size_t i = 0; i < kVecs; ++i) v[i] = hn::LoadU(df, table + i * N);
-  }
-
-  HWY_INLINE VF Get(DF df, VI idx) const { return Select<K>(df, 0, idx); }
-
- private:
-  template <size_t kK>
-  HWY_INLINE VF Select(DF df, size_t first, VI idx) const {
-    if constexpr (!kInRegs) {
-      return Lookup<K>(df, mem, idx);
-    } else if constexpr (kK == 1) {
-      (void)idx;
-      return hn::Set(df, mem[first * N]);
-    } else if constexpr (kK <= N) {
-      return hn::TableLookupLanes(v[first], hn::IndicesFromVec(df, idx));
-    } else if constexpr (kK == 2 * N && BNB_HAVE_PERMUTE2) {
-#if BNB_HAVE_PERMUTE2
-      return VF{_mm512_permutex2var_ps(v[first].raw, idx.raw, v[first + 1].raw)};
-#endif
-    } else {
-      const DI di;
-      constexpr size_t kHalf = kK / 2;
-      const VI low = kHalf <= N ? hn::And(idx, hn::Set(di, static_cast<int32_t>(kHalf - 1))) : idx;
-      const VF lo = Select<kHalf>(df, first, low);
-      const VF hi = Select<kHalf>(df, first + kHalf / N, low);
-      const auto upper =
-          hn::RebindMask(df, hn::Ne(hn::And(idx, hn::Set(di, static_cast<int32_t>(kHalf))), hn::Zero(di)));
-      return hn::IfThenElse(upper, hi, lo);
-    }
-  }
-};
 
 // ------------------------------------------------------------------ blocks
 
@@ -541,7 +296,7 @@ HWY_INLINE float AbsMax(DF df, const float* HWY_RESTRICT p, int64_t count) {
   return hn::GetLane(hn::MaxOfLanes(df, hn::Max(hn::Max(m0, m1), hn::Max(m2, m3))));
 }
 
-#if BNB_HAVE_PERMUTE2
+#if BNB_SIMD_PERMUTE2
 // NaN-dropping max |v| of 16 consecutive blocks of 32 or 64 floats, written to out[0..16).
 // Each block first folds to one vector; a transposing tree then reduces the sixteen vectors
 // together (about 3 shuffles and maxes per block instead of a full reduction each).
@@ -706,7 +461,7 @@ HWY_INLINE VI SelectCode8Search(DF df, const float* HWY_RESTRICT code, VF x) {
 // the caches for outputs far larger than them.
 HWY_INLINE void StoreCodes8(DF df, VI codes, uint8_t* HWY_RESTRICT out, bool stream = false) {
   (void)df;
-#if BNB_HAVE_PERMUTE2
+#if BNB_SIMD_PERMUTE2
   const __m128i bytes = _mm512_cvtepi32_epi8(codes.raw);
   if (stream) {
     _mm_stream_si128(reinterpret_cast<__m128i*>(out), bytes);
@@ -810,7 +565,7 @@ HWY_INLINE void ForEachScaledBlock(DF df, int32_t dtype, const void* A, int64_t 
     const int64_t padded = (count + step - 1) / step * step;
     const float* src = BlockAsF32(df, dtype, A, begin, count, padded, scratch);
     int64_t b = c0;
-#if BNB_HAVE_PERMUTE2
+#if BNB_SIMD_PERMUTE2
     // Small blocks: sixteen at a time, reduced together (full blocks only).
     if (blocksize == 32 || blocksize == 64) {
       for (; b + 16 <= c1 && (b + 16 - c0) * blocksize <= count; b += 16) {
@@ -824,7 +579,7 @@ HWY_INLINE void ForEachScaledBlock(DF df, int32_t dtype, const void* A, int64_t 
                                           : AbsMax(df, src + off, blocksize);
     }
     int64_t r = c0;
-#if BNB_HAVE_PERMUTE2
+#if BNB_SIMD_PERMUTE2
     for (; r + 16 <= c1; r += 16) hn::StoreU(RcpApprox16(df, hn::LoadU(df, absmax + r)), df, inv + (r - c0));
 #endif
     for (; r < c1; ++r) inv[r - c0] = bnb::rcp_approx(absmax[r]);

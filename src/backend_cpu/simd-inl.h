@@ -1,0 +1,374 @@
+// Per-target building blocks of the CPU backend's SIMD families (quantization, optimizers,
+// LLM.int8()): the vector types, what each target can do, the fp16/bf16 <-> binary32
+// conversions, table look-ups and streaming stores. Written once here, compiled into every
+// target of each foreach_target file that includes it.
+//
+// Include it after hwy/highway.h in a file that foreach_target.h re-includes: the guard below
+// follows Highway's per-target idiom (it flips with HWY_TARGET_TOGGLE, so each target gets its
+// own copy, inside its own HWY_NAMESPACE).
+//
+// Every conversion here is exact or rounds to nearest even exactly as half.h does; the kernels'
+// bit-exactness (docs/FORMATS.md) rests on that.
+
+#if defined(BNB_BACKEND_CPU_SIMD_INL_H_) == defined(HWY_TARGET_TOGGLE)
+#ifdef BNB_BACKEND_CPU_SIMD_INL_H_
+#undef BNB_BACKEND_CPU_SIMD_INL_H_
+#else
+#define BNB_BACKEND_CPU_SIMD_INL_H_
+#endif
+
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+
+#include "bnb.h"
+#include "hwy/highway.h"
+
+// ------------------------------------------------------------------ what the target offers
+
+// AVX-512's two-table permute (VPERMI2PS/VPERMT2PS): a 32-entry table in two registers.
+#undef BNB_SIMD_PERMUTE2
+#if HWY_TARGET == HWY_AVX3 || HWY_TARGET == HWY_AVX3_DL
+#define BNB_SIMD_PERMUTE2 1
+#else
+#define BNB_SIMD_PERMUTE2 0
+#endif
+
+// F16C (x86 from AVX2 up; Highway's f16 PromoteTo/DemoteTo use it): one instruction per vector
+// instead of the integer emulation below. Exact for every binary16 value; see LoadAsF32 for the
+// one difference (signalling NaNs).
+#undef BNB_SIMD_F16C
+#if (HWY_TARGET == HWY_AVX2 || HWY_TARGET == HWY_AVX3 || HWY_TARGET == HWY_AVX3_DL) && !defined(HWY_DISABLE_F16C)
+#define BNB_SIMD_F16C 1
+#else
+#define BNB_SIMD_F16C 0
+#endif
+
+// Non-temporal stores (and the sfence that orders them).
+#undef BNB_SIMD_STREAM
+#if HWY_TARGET == HWY_AVX2 || HWY_TARGET == HWY_AVX3 || HWY_TARGET == HWY_AVX3_DL
+#define BNB_SIMD_STREAM 1
+#else
+#define BNB_SIMD_STREAM 0
+#endif
+
+// A vector fused multiply-add that rounds once (EMU128 and SCALAR may emulate it otherwise).
+#undef BNB_SIMD_FMA
+#if HWY_NATIVE_FMA && HWY_TARGET != HWY_EMU128 && HWY_TARGET != HWY_SCALAR
+#define BNB_SIMD_FMA 1
+#else
+#define BNB_SIMD_FMA 0
+#endif
+
+HWY_BEFORE_NAMESPACE();
+namespace bnb {
+namespace cpu {
+namespace HWY_NAMESPACE {
+namespace hn = hwy::HWY_NAMESPACE;
+
+// The kernels work on full vectors of binary32 and their integer twins.
+using DF = hn::ScalableTag<float>;
+using DI = hn::RebindToSigned<DF>;
+using DU = hn::RebindToUnsigned<DF>;
+using D16 = hn::Rebind<uint16_t, DF>;
+using VF = hn::Vec<DF>;
+using VI = hn::Vec<DI>;
+using VU = hn::Vec<DU>;
+using MF = hn::Mask<DF>;
+
+// ------------------------------------------------------------------ fp16 / bf16 <-> binary32
+
+// binary16 bits (in u32 lanes) -> binary32, exact; subnormals, inf and NaN (payload kept,
+// signalling ones too) included.
+HWY_INLINE VF F16BitsToF32(DF df, VU h) {
+  const DU du;
+  const VU sign = hn::ShiftLeft<16>(hn::And(h, hn::Set(du, 0x8000u)));
+  VU o = hn::ShiftLeft<13>(hn::And(h, hn::Set(du, 0x7fffu)));
+  const VU exp = hn::And(o, hn::Set(du, 0x0f800000u));
+  o = hn::Add(o, hn::Set(du, 0x38000000u));
+  const auto is_special = hn::Eq(exp, hn::Set(du, 0x0f800000u));
+  o = hn::IfThenElse(is_special, hn::Add(o, hn::Set(du, 0x38000000u)), o);
+  // Subnormal: 2^-14 * (1 + m) - 2^-14, both steps exact.
+  const auto is_small = hn::Eq(exp, hn::Zero(du));
+  const VF sub = hn::Sub(hn::BitCast(df, hn::Add(o, hn::Set(du, 0x00800000u))),
+                         hn::BitCast(df, hn::Set(du, 0x38800000u)));
+  const VF mag = hn::IfThenElse(hn::RebindMask(df, is_small), sub, hn::BitCast(df, o));
+  return hn::BitCast(df, hn::Or(hn::BitCast(du, mag), sign));
+}
+
+// binary32 -> binary16 bits in u32 lanes, round to nearest even; NaN -> 0x7e00 with its sign.
+HWY_INLINE VU F32ToF16Bits(DF df, VF v) {
+  const DU du;
+  const DI di;
+  const VU u = hn::BitCast(du, v);
+  const VU sign = hn::And(u, hn::Set(du, 0x80000000u));
+  const VU a = hn::Xor(u, sign);
+  const VI ai = hn::BitCast(di, a);
+  // |v| >= 2^-14: drop 13 bits with RNE (bias 0xfff plus the kept lsb), re-bias by -112.
+  const VU lsb = hn::And(hn::ShiftRight<13>(a), hn::Set(du, 1u));
+  const VU normal = hn::ShiftRight<13>(
+      hn::Sub(hn::Add(hn::Add(a, hn::Set(du, 0xfffu)), lsb), hn::Set(du, 0x38000000u)));
+  // Below the smallest normal half: adding 0.5 rounds |v| to a multiple of 2^-24 (RNE).
+  const VU sub = hn::Sub(hn::BitCast(du, hn::Add(hn::BitCast(df, a), hn::Set(df, 0.5f))),
+                         hn::Set(du, 0x3f000000u));
+  VU r = hn::IfThenElse(hn::RebindMask(du, hn::Lt(ai, hn::Set(di, 0x38800000))), sub, normal);
+  r = hn::IfThenElse(hn::RebindMask(du, hn::Gt(ai, hn::Set(di, 0x477fefff))), hn::Set(du, 0x7c00u), r);
+  r = hn::IfThenElse(hn::RebindMask(du, hn::Gt(ai, hn::Set(di, 0x7f800000))), hn::Set(du, 0x7e00u), r);
+  return hn::Or(r, hn::ShiftRight<16>(sign));
+}
+
+// binary32 -> bfloat16 bits in u32 lanes, round to nearest even, NaN kept quiet (half.h's
+// f32_to_bf16).
+HWY_INLINE VU F32ToBF16Bits(DF df, VF v) {
+  (void)df;
+  const DU du;
+  const DI di;
+  const VU u = hn::BitCast(du, v);
+  const VU lsb = hn::And(hn::ShiftRight<16>(u), hn::Set(du, 1u));
+  const VU rounded = hn::ShiftRight<16>(hn::Add(hn::Add(u, hn::Set(du, 0x7fffu)), lsb));
+  const VU quiet = hn::Or(hn::ShiftRight<16>(u), hn::Set(du, 0x40u));
+  const VI mag = hn::BitCast(di, hn::And(u, hn::Set(du, 0x7fffffffu)));
+  return hn::IfThenElse(hn::RebindMask(du, hn::Gt(mag, hn::Set(di, 0x7f800000))), quiet, rounded);
+}
+
+// Rounds binary32 lanes to binary16 precision (RNE, overflow to inf, NaN kept and made quiet),
+// still in binary32: for `p <- T(x)` steps that go on computing with the rounded value.
+HWY_INLINE VF RoundToF16(DF df, VF v) {
+  const DU du;
+  const DI di;
+  const VU u = hn::BitCast(du, v);
+  const VU sign = hn::And(u, hn::Set(du, 0x80000000u));
+  const VU a = hn::Xor(u, sign);
+  const VI ai = hn::BitCast(di, a);
+  const VU lsb = hn::And(hn::ShiftRight<13>(a), hn::Set(du, 1u));
+  const VU normal = hn::And(hn::Add(hn::Add(a, hn::Set(du, 0xfffu)), lsb), hn::Set(du, 0xffffe000u));
+  const VF half = hn::Set(df, 0.5f);
+  const VU sub = hn::BitCast(du, hn::Sub(hn::Add(hn::BitCast(df, a), half), half));  // multiple of 2^-24
+  VU r = hn::IfThenElse(hn::RebindMask(du, hn::Lt(ai, hn::Set(di, 0x38800000))), sub, normal);
+  r = hn::IfThenElse(hn::RebindMask(du, hn::Gt(ai, hn::Set(di, 0x477fefff))), hn::Set(du, 0x7f800000u), r);
+  r = hn::IfThenElse(hn::RebindMask(du, hn::Gt(ai, hn::Set(di, 0x7f800000))), hn::Or(a, hn::Set(du, 0x400000u)), r);
+  return hn::BitCast(df, hn::Or(r, sign));
+}
+
+// binary16 bits of lanes that RoundToF16 already made representable (cheaper than
+// F32ToF16Bits: nothing left to round).
+HWY_INLINE VU F16BitsOfRounded(DF df, VF v) {
+  const DU du;
+  const DI di;
+  const VU u = hn::BitCast(du, v);
+  const VU sign16 = hn::And(hn::ShiftRight<16>(u), hn::Set(du, 0x8000u));
+  const VU a = hn::And(u, hn::Set(du, 0x7fffffffu));
+  const VI ai = hn::BitCast(di, a);
+  const VU normal = hn::ShiftRight<13>(hn::Sub(a, hn::Set(du, 0x38000000u)));
+  const VU tiny = hn::BitCast(du, hn::ConvertTo(di, hn::Mul(hn::BitCast(df, a), hn::Set(df, 16777216.0f))));
+  VU h = hn::IfThenElse(hn::RebindMask(du, hn::Lt(ai, hn::Set(di, 0x38800000))), tiny, normal);
+  h = hn::IfThenElse(hn::RebindMask(du, hn::Eq(ai, hn::Set(di, 0x7f800000))), hn::Set(du, 0x7c00u), h);
+  h = hn::IfThenElse(hn::RebindMask(du, hn::Gt(ai, hn::Set(di, 0x7f800000))), hn::Set(du, 0x7e00u), h);
+  return hn::Or(h, sign16);
+}
+
+// Rounds to bfloat16 precision (RNE, NaN kept quiet), still binary32.
+HWY_INLINE VF RoundToBF16(DF df, VF v) {
+  const DU du;
+  const DI di;
+  const VU u = hn::BitCast(du, v);
+  const VU lsb = hn::And(hn::ShiftRight<16>(u), hn::Set(du, 1u));
+  const VU rounded = hn::Add(hn::Add(u, hn::Set(du, 0x7fffu)), lsb);
+  const VU quiet = hn::Or(u, hn::Set(du, 0x400000u));
+  const VI mag = hn::BitCast(di, hn::And(u, hn::Set(du, 0x7fffffffu)));
+  const VU r = hn::IfThenElse(hn::RebindMask(du, hn::Gt(mag, hn::Set(di, 0x7f800000))), quiet, rounded);
+  return hn::BitCast(df, hn::And(r, hn::Set(du, 0xffff0000u)));
+}
+
+// Lanes of 16-bit values (in u32 lanes, < 65536) stored as N uint16_t.
+HWY_INLINE void StoreBits16(DF df, VU bits, uint16_t* HWY_RESTRICT dst) {
+  (void)df;
+  const D16 d16;
+  hn::StoreU(hn::DemoteTo(d16, hn::BitCast(DI(), bits)), d16, dst);
+}
+
+// N elements of a binary32/binary16/bfloat16 array (kDt a bnb_dtype_t) starting at element i,
+// widened to binary32 bit for bit (NaN payloads kept).
+template <int kDt>
+HWY_INLINE VF LoadAsF32(DF df, const void* src, int64_t i) {
+  if constexpr (kDt == BNB_F32) {
+    return hn::LoadU(df, static_cast<const float*>(src) + i);
+  } else {
+    const VU h = hn::PromoteTo(DU(), hn::LoadU(D16(), static_cast<const uint16_t*>(src) + i));
+    if constexpr (kDt == BNB_BF16) return hn::BitCast(df, hn::ShiftLeft<16>(h));
+    return F16BitsToF32(df, h);
+  }
+}
+
+// The same for a dtype known at run time, through F16C where the target has it: exact for
+// every value, but a signalling NaN comes back quiet (the kernels that use this treat every
+// NaN alike).
+HWY_INLINE VF LoadAsF32(DF df, int32_t dtype, const void* src, int64_t i) {
+  if (dtype == BNB_F32) return LoadAsF32<BNB_F32>(df, src, i);
+#if BNB_SIMD_F16C
+  if (dtype == BNB_F16) {
+    const hn::Rebind<hwy::float16_t, DF> dh;
+    return hn::PromoteTo(df, hn::LoadU(dh, static_cast<const hwy::float16_t*>(src) + i));
+  }
+#endif
+  if (dtype == BNB_BF16) return LoadAsF32<BNB_BF16>(df, src, i);
+  return LoadAsF32<BNB_F16>(df, src, i);
+}
+
+// Stores N binary32 lanes into a dtype array at element i (RNE). kStream: non-temporal stores
+// (dst + i aligned to the vector) for outputs far larger than the caches, which skip the
+// read-for-ownership of every output line; the caller ends with EndStreaming().
+template <bool kStream = false>
+HWY_INLINE void StoreFromF32(DF df, VF v, int32_t dtype, void* dst, int64_t i) {
+  if (dtype == BNB_F32) {
+    if constexpr (kStream && BNB_SIMD_STREAM) {
+      hn::Stream(v, df, static_cast<float*>(dst) + i);
+    } else {
+      hn::StoreU(v, df, static_cast<float*>(dst) + i);
+    }
+    return;
+  }
+#if BNB_SIMD_F16C
+  if (dtype == BNB_F16) {
+    const hn::Rebind<hwy::float16_t, DF> dh;
+    hwy::float16_t* out = static_cast<hwy::float16_t*>(dst) + i;
+    if constexpr (kStream && BNB_SIMD_STREAM) {
+      hn::Stream(hn::DemoteTo(dh, v), dh, out);
+    } else {
+      hn::StoreU(hn::DemoteTo(dh, v), dh, out);
+    }
+    return;
+  }
+#endif
+  const VU bits = dtype == BNB_BF16 ? F32ToBF16Bits(df, v) : F32ToF16Bits(df, v);
+  uint16_t* out = static_cast<uint16_t*>(dst) + i;
+  if constexpr (kStream && BNB_SIMD_STREAM) {
+    const D16 d16;
+    hn::Stream(hn::DemoteTo(d16, hn::BitCast(DI(), bits)), d16, out);
+  } else {
+    StoreBits16(df, bits, out);
+  }
+}
+
+// Orders the non-temporal stores before whatever follows.
+inline void EndStreaming() {
+#if BNB_SIMD_STREAM
+  _mm_sfence();
+#endif
+}
+
+// Scalar twin of StoreFromF32 for the last few elements (the same rounding).
+inline void StoreScalar(float v, int32_t dtype, void* dst, int64_t i) {
+  uint32_t b;
+  std::memcpy(&b, &v, 4);
+  if (dtype == BNB_F32) {
+    static_cast<float*>(dst)[i] = v;
+  } else if (dtype == BNB_BF16) {
+    uint16_t h;
+    if ((b & 0x7fffffffu) > 0x7f800000u) {
+      h = static_cast<uint16_t>((b >> 16) | 0x40u);
+    } else {
+      h = static_cast<uint16_t>((b + 0x7fffu + ((b >> 16) & 1u)) >> 16);
+    }
+    static_cast<uint16_t*>(dst)[i] = h;
+  } else {
+    const DF df;
+    const DU du;
+    alignas(64) uint32_t lanes[hn::MaxLanes(DU())];
+    hn::Store(F32ToF16Bits(df, hn::Set(df, v)), du, lanes);
+    static_cast<uint16_t*>(dst)[i] = static_cast<uint16_t>(lanes[0]);
+  }
+}
+
+// ------------------------------------------------------------------ table look-ups
+
+// table[idx] for a table of K floats (K a power of two) starting at `table`; idx in [0, K).
+// Up to two vectors of candidates use lane permutes; larger tables use halving permutes on
+// AVX-512, else a gather.
+template <size_t K>
+HWY_INLINE VF Lookup(DF df, const float* HWY_RESTRICT table, VI idx) {
+  constexpr size_t N = hn::MaxLanes(DF());
+  if constexpr (K == 1) {
+    (void)idx;
+    return hn::Set(df, table[0]);
+  } else if constexpr (K <= N) {
+    return hn::TableLookupLanes(hn::LoadU(df, table), hn::IndicesFromVec(df, idx));
+  } else if constexpr (K == 2 * N && N >= 4) {
+#if BNB_SIMD_PERMUTE2
+    return VF{_mm512_permutex2var_ps(hn::LoadU(df, table).raw, idx.raw, hn::LoadU(df, table + N).raw)};
+#else
+    const DI di;
+    const VI lane = hn::And(idx, hn::Set(di, static_cast<int32_t>(N - 1)));
+    const auto ix = hn::IndicesFromVec(df, lane);
+    const VF lo = hn::TableLookupLanes(hn::LoadU(df, table), ix);
+    const VF hi = hn::TableLookupLanes(hn::LoadU(df, table + N), ix);
+    const auto upper = hn::RebindMask(df, hn::Ne(hn::And(idx, hn::Set(di, static_cast<int32_t>(N))), hn::Zero(di)));
+    return hn::IfThenElse(upper, hi, lo);
+#endif
+  } else {
+#if BNB_SIMD_PERMUTE2
+    // vpermt2ps reads only the low 5 index bits: the halves need no masking of idx, and the
+    // bit that picks a half is one test (the compiler shares repeated tests).
+    constexpr size_t kHalf = K / 2;
+    const VF lo = Lookup<kHalf>(df, table, idx);
+    const VF hi = Lookup<kHalf>(df, table + kHalf, idx);
+    const __mmask16 upper = _mm512_test_epi32_mask(idx.raw, _mm512_set1_epi32(static_cast<int32_t>(kHalf)));
+    return VF{_mm512_mask_blend_ps(upper, lo.raw, hi.raw)};
+#else
+    return hn::GatherIndex(df, table, idx);
+#endif
+  }
+}
+
+// A table of K floats (K a power of two) held in registers where that pays off: K/N vectors
+// (one when K <= N) on targets with a two-table permute (AVX-512) or when K <= 2N; otherwise
+// look-ups read `mem`. Loaded once per task so the compiler need not reload it after every
+// store of codes (uint8_t stores may alias the table).
+template <size_t K>
+struct RegTable {
+  static constexpr size_t N = hn::MaxLanes(DF());
+  static constexpr bool kInRegs = K <= 2 * N || (BNB_SIMD_PERMUTE2 && K <= 16 * N);
+  static constexpr size_t kVecs = kInRegs ? (K <= N ? 1 : K / N) : 1;
+  VF v[kVecs];
+  const float* mem;
+
+  explicit RegTable(DF df, const float* table) : mem(table) {
+    for (size_t i = 0; i < kVecs; ++i) v[i] = hn::LoadU(df, table + i * N);
+  }
+
+  HWY_INLINE VF Get(DF df, VI idx) const { return Select<K>(df, 0, idx); }
+
+ private:
+  template <size_t kK>
+  HWY_INLINE VF Select(DF df, size_t first, VI idx) const {
+    if constexpr (!kInRegs) {
+      return Lookup<K>(df, mem, idx);
+    } else if constexpr (kK == 1) {
+      (void)idx;
+      return hn::Set(df, mem[first * N]);
+    } else if constexpr (kK <= N) {
+      return hn::TableLookupLanes(v[first], hn::IndicesFromVec(df, idx));
+    } else if constexpr (kK == 2 * N && BNB_SIMD_PERMUTE2) {
+#if BNB_SIMD_PERMUTE2
+      return VF{_mm512_permutex2var_ps(v[first].raw, idx.raw, v[first + 1].raw)};
+#endif
+    } else {
+      const DI di;
+      constexpr size_t kHalf = kK / 2;
+      const VI low = kHalf <= N ? hn::And(idx, hn::Set(di, static_cast<int32_t>(kHalf - 1))) : idx;
+      const VF lo = Select<kHalf>(df, first, low);
+      const VF hi = Select<kHalf>(df, first + kHalf / N, low);
+      const auto upper =
+          hn::RebindMask(df, hn::Ne(hn::And(idx, hn::Set(di, static_cast<int32_t>(kHalf))), hn::Zero(di)));
+      return hn::IfThenElse(upper, hi, lo);
+    }
+  }
+};
+
+// NOLINTNEXTLINE(google-readability-namespace-comments)
+}  // namespace HWY_NAMESPACE
+}  // namespace cpu
+}  // namespace bnb
+HWY_AFTER_NAMESPACE();
+
+#endif  // BNB_BACKEND_CPU_SIMD_INL_H_
