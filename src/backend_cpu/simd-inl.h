@@ -257,6 +257,24 @@ inline void EndStreaming() {
 #endif
 }
 
+// Stores N lanes (each < 256) as bytes; `stream` (AVX-512 only, 16-byte aligned `out`) bypasses
+// the caches for outputs far larger than them.
+HWY_INLINE void StoreBytes(DF df, VI codes, uint8_t* HWY_RESTRICT out, bool stream = false) {
+  (void)df;
+#if BNB_SIMD_PERMUTE2
+  const __m128i bytes = _mm512_cvtepi32_epi8(codes.raw);
+  if (stream) {
+    _mm_stream_si128(reinterpret_cast<__m128i*>(out), bytes);
+  } else {
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(out), bytes);
+  }
+#else
+  (void)stream;
+  const hn::Rebind<uint8_t, DI> d8;
+  hn::StoreU(hn::DemoteTo(d8, codes), d8, out);
+#endif
+}
+
 // Scalar twin of StoreFromF32 for the last few elements (the same rounding).
 inline void StoreScalar(float v, int32_t dtype, void* dst, int64_t i) {
   uint32_t b;
