@@ -29,9 +29,10 @@ struct OptimCodePlan {
   // Byte planes of `values` (plane k = byte k of each entry): decoding by byte permutes (AVX-512
   // VBMI), 64 codes at a time.
   alignas(64) uint8_t value_bytes[4][256];
-  // Bucketed encoder (AVX-512 VBMI, optim_simd.cc): kBucketNone, kBucketPositive (every
-  // threshold > 0: the unsigned layout, 256 buckets of |x|) or kBucketSigned (both signs, no
-  // threshold is 0, #{thresholds < 0} == negative_count: 128 buckets per sign).
+  // Bucketed encoder (AVX-512 VBMI, optim_codes-inl.h; built in optim_plan.cc): kBucketNone,
+  // kBucketPositive (every threshold > 0: the unsigned layout, 256 buckets of |x|) or
+  // kBucketSigned (both signs, no threshold is 0, #{thresholds < 0} == negative_count: 128
+  // buckets per sign).
   int32_t bucket_kind = 0;
   // Per binade of |x| (biased exponent 96..127 by its low 5 bits; smaller |x| share binade 96):
   // shift = 7 - r (the binade holds 2^r buckets), offset = its first bucket << 16.
@@ -93,7 +94,7 @@ struct Optim8Args {
   float* absmax2;
 };
 
-// Highway-dispatched kernels (optim_simd.cc), each over a range of one tensor.
+// Highway-dispatched kernels (optim32_simd.cc, optim8_simd.cc), each over a range of one tensor.
 void optim32_update(const Optim32Args& a, int64_t begin, int64_t end);
 // Sum of squares of the update-norm quantity of docs/OPS.md §6.4 over [begin, end) (states not written).
 double optim32_unorm(const Optim32Args& a, int64_t begin, int64_t end);

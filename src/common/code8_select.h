@@ -16,9 +16,9 @@
 // the two GPU bucket keys: binary16 toward zero (quantizer: one conversion instruction) and a 64th
 // of a binade (optimizers: integer arithmetic). The CPU kernels key theirs by x's top 16 bits
 // (quantizer) and by binade with byte tables (optimizers, AVX-512 VBMI), built from the same
-// plan and code8_bucket/code8_count_below in quant_plan.cc and optim_simd.cc.
-// Users: src/backend_cpu/quant_plan.cc + quant8_simd.cc, src/backend_cpu/optim_simd.cc, src/gpu/quant_kernels.cuh,
-// src/gpu/optim_kernels.cuh + optim_ops.cu, tests/ref; checked against the search by
+// plan and code8_bucket/code8_count_below in quant_plan.cc and optim_plan.cc.
+// Users: src/backend_cpu/quant_plan.cc + quant8_simd.cc, src/backend_cpu/optim_plan.cc +
+// optim8_simd.cc, src/gpu/quant_kernels.cuh, src/gpu/optim_kernels.cuh + optim_ops.cu, tests/ref; checked against the search by
 // tests/cpu_targets/code8_select_test.cc and tests/gpu_emu/code8_buckets_test.cc.
 #ifndef BNB_COMMON_CODE8_SELECT_H_
 #define BNB_COMMON_CODE8_SELECT_H_

@@ -1,7 +1,7 @@
 // The optimizers' traits, in one table: what the core checks, how the plugins lay out the states
 // and which update rule (kernel) each optimizer runs. Used by the core (api_ops.cc), the CPU
-// plugin (optim_simd.cc), the GPU plugin (optim_ops.cu, optim_kernels.cuh) and, through
-// tests/python/test_optim_traits.py, checked against bnb.optim's copy.
+// plugin (optim32_simd.cc, optim8_simd.cc), the GPU plugin (optim_ops.cu, optim_kernels.cuh)
+// and, through tests/python/test_optim_traits.py, checked against bnb.optim's copy.
 #ifndef BNB_COMMON_OPTIM_TRAITS_H_
 #define BNB_COMMON_OPTIM_TRAITS_H_
 

@@ -1,0 +1,91 @@
+// Per-target pieces the optimizer kernels share (optim32_simd.cc, optim8_simd.cc): the update
+// rules' ids, the parameter's rounding `p <- T(x)` and store, and the switch from the run-time
+// parameter dtype to a compile-time one. Included after simd-inl.h; one copy per target
+// (Highway's -inl.h idiom, see simd-inl.h).
+
+#if defined(BNB_BACKEND_CPU_OPTIM_INL_H_) == defined(HWY_TARGET_TOGGLE)
+#ifdef BNB_BACKEND_CPU_OPTIM_INL_H_
+#undef BNB_BACKEND_CPU_OPTIM_INL_H_
+#else
+#define BNB_BACKEND_CPU_OPTIM_INL_H_
+#endif
+
+#include <cstddef>
+#include <cstdint>
+#include <type_traits>
+
+#include "optim_kernels.h"
+#include "optim_traits.h"
+#include "simd-inl.h"
+
+HWY_BEFORE_NAMESPACE();
+namespace bnb {
+namespace cpu {
+namespace HWY_NAMESPACE {
+
+constexpr int kAdam = BNB_OPT_ADAM;  // also LAMB
+constexpr int kMomentum = BNB_OPT_MOMENTUM;  // also LARS
+constexpr int kRmsprop = BNB_OPT_RMSPROP;
+constexpr int kLion = BNB_OPT_LION;
+constexpr int kAdagrad = BNB_OPT_ADAGRAD;
+constexpr int kAdemamix = BNB_OPT_ADEMAMIX;
+
+// ------------------------------------------------------------------ parameter dtype
+
+// `p <- T(x)`: x rounded to the parameter dtype, kept in binary32 lanes.
+template <int kDt>
+HWY_INLINE VF RoundP(DF df, VF v) {
+  if constexpr (kDt == BNB_F32) {
+    (void)df;
+    return v;
+  } else if constexpr (kDt == BNB_BF16) {
+    return RoundToBF16(df, v);
+  } else {
+    return RoundToF16(df, v);
+  }
+}
+
+// Stores lanes that RoundP<kDt> produced (exactly representable in kDt).
+template <int kDt>
+HWY_INLINE void StoreP(DF df, VF v, void* base, int64_t i) {
+  if constexpr (kDt == BNB_F32) {
+    hn::StoreU(v, df, static_cast<float*>(base) + i);
+  } else if constexpr (kDt == BNB_BF16) {
+    StoreBits16(df, hn::ShiftRight<16>(hn::BitCast(DU(), v)), static_cast<uint16_t*>(base) + i);
+  } else {
+    StoreBits16(df, F16BitsOfRounded(df, v), static_cast<uint16_t*>(base) + i);
+  }
+}
+
+template <int kDt>
+constexpr size_t ElemSize() {
+  return kDt == BNB_F32 ? 4 : 2;
+}
+
+HWY_INLINE VF Sign(DF df, VF x) {
+  const VF zero = hn::Zero(df);
+  const VF one = hn::Set(df, 1.0f);
+  return hn::IfThenElse(hn::Gt(x, zero), one, hn::IfThenElseZero(hn::Lt(x, zero), hn::Neg(one)));
+}
+
+// fn(std::integral_constant<int, dtype>) for the parameter dtype (BNB_F32, BNB_F16 or BNB_BF16):
+// the kernels are compiled once per dtype.
+template <class Fn>
+HWY_INLINE auto WithParamDtype(int32_t dtype, const Fn& fn) {
+  switch (dtype) {
+    case BNB_F32:
+      return fn(std::integral_constant<int, BNB_F32>());
+    case BNB_F16:
+      return fn(std::integral_constant<int, BNB_F16>());
+    default:
+      return fn(std::integral_constant<int, BNB_BF16>());
+  }
+}
+
+// NOLINTNEXTLINE(google-readability-namespace-comments)
+}  // namespace HWY_NAMESPACE
+}  // namespace cpu
+}  // namespace bnb
+HWY_AFTER_NAMESPACE();
+
+#endif  // BNB_BACKEND_CPU_OPTIM_INL_H_
