@@ -10,7 +10,6 @@ namespace bnb {
 namespace cpu {
 namespace {
 
-
 bnb_status_t op_int8_vectorwise_quant(void* impl, int32_t dtype, int64_t rows, int64_t cols, const void* A,
                                       float threshold, int8_t* q, float* row_stats, void* /*stream*/) {
   return guarded("int8_vectorwise_quant", [&] {

@@ -68,6 +68,24 @@ HWY_INLINE VF Sign(DF df, VF x) {
   return hn::IfThenElse(hn::Gt(x, zero), one, hn::IfThenElseZero(hn::Lt(x, zero), hn::Neg(one)));
 }
 
+// The Adam family's new parameter from the new states (docs/OPS.md §6): AdamW from m and v;
+// AdEMAMix (kEma) from m, the slow EMA e and v (its nu). Then the decoupled weight decay.
+template <int kDt, bool kEma>
+HWY_INLINE VF AdamParam(DF df, const OptimConsts& k, bool decay, VF m, VF v, VF e, VF p0) {
+  VF p;
+  if constexpr (kEma) {
+    const VF den = hn::MulAdd(hn::Sqrt(v), hn::Set(df, k.rcp_c2), hn::Set(df, k.eps));
+    const VF num = hn::MulAdd(hn::Set(df, k.alpha), e, hn::Mul(m, hn::Set(df, k.rcp_c1)));
+    p = RoundP<kDt>(df, hn::MulAdd(hn::Set(df, k.neg_lr), hn::Div(num, den), p0));
+  } else {
+    (void)e;
+    const VF x = hn::Div(m, hn::Add(hn::Sqrt(v), hn::Set(df, k.eps_c2)));
+    p = RoundP<kDt>(df, hn::MulAdd(hn::Set(df, k.adam_scale), x, p0));
+  }
+  if (decay) p = RoundP<kDt>(df, hn::Mul(p, hn::Set(df, k.decay)));
+  return p;
+}
+
 // fn(std::integral_constant<int, dtype>) for the parameter dtype (BNB_F32, BNB_F16 or BNB_BF16):
 // the kernels are compiled once per dtype.
 template <class Fn>

@@ -43,9 +43,7 @@ HWY_INLINE void Step32(DF df, const OptimConsts& k, void* p, const void* g, floa
     const VF v = hn::LoadU(df, s2 + i);
     const VF m_new = hn::MulAdd(s, hn::Set(df, k.beta1), hn::Mul(hn::Set(df, k.one_minus_beta1), gs));
     const VF v_new = hn::MulAdd(v, hn::Set(df, k.beta2), hn::Mul(hn::Set(df, k.one_minus_beta2), hn::Mul(gs, gs)));
-    const VF x = hn::Div(m_new, hn::Add(hn::Sqrt(v_new), hn::Set(df, k.eps_c2)));
-    VF p_new = RoundP<kDt>(df, hn::MulAdd(hn::Set(df, k.adam_scale), x, p0));
-    if (decay) p_new = RoundP<kDt>(df, hn::Mul(p_new, hn::Set(df, k.decay)));
+    const VF p_new = AdamParam<kDt, false>(df, k, decay, m_new, v_new, v_new, p0);
     if (k.skip_zeros) {
       const MF skip = hn::Eq(gs, hn::Zero(df));
       hn::StoreU(hn::IfThenElse(skip, s, m_new), df, s1 + i);
@@ -62,10 +60,7 @@ HWY_INLINE void Step32(DF df, const OptimConsts& k, void* p, const void* g, floa
     const VF m1_new = hn::MulAdd(s, hn::Set(df, k.beta1), hn::Mul(hn::Set(df, k.one_minus_beta1), gs));
     const VF m2_new = hn::MulAdd(m2, hn::Set(df, k.beta3), hn::Mul(hn::Set(df, k.one_minus_beta3), gs));
     const VF nu_new = hn::MulAdd(nu, hn::Set(df, k.beta2), hn::Mul(hn::Mul(hn::Set(df, k.one_minus_beta2), gs), gs));
-    const VF den = hn::MulAdd(hn::Sqrt(nu_new), hn::Set(df, k.rcp_c2), hn::Set(df, k.eps));
-    const VF num = hn::MulAdd(hn::Set(df, k.alpha), m2_new, hn::Mul(m1_new, hn::Set(df, k.rcp_c1)));
-    VF p_new = RoundP<kDt>(df, hn::MulAdd(hn::Set(df, k.neg_lr), hn::Div(num, den), p0));
-    if (decay) p_new = RoundP<kDt>(df, hn::Mul(p_new, hn::Set(df, k.decay)));
+    const VF p_new = AdamParam<kDt, true>(df, k, decay, m1_new, nu_new, m2_new, p0);
     hn::StoreU(m1_new, df, s1 + i);
     hn::StoreU(m2_new, df, s1b + i);
     hn::StoreU(nu_new, df, s2 + i);

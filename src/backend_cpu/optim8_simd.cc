@@ -188,19 +188,13 @@ HWY_INLINE void Block2StateAC(DF df, const Optim8Args& a, const Block8& b, Pendi
       max1 = MaxAbsBits(max1, mv);
       max2 = MaxAbsBits(max2, vv);
       const VF p0 = LoadAsF32<kDt>(df, b.p, i);
-      VF p_new;
+      VF ev = vv;  // AdamW: unused
       if constexpr (kEma) {
-        const VF ev = hn::IfThenElseZero(finite, hn::MulAdd(omb3, gs, hn::Mul(VF{ed[j]}, b3)));
+        ev = hn::IfThenElseZero(finite, hn::MulAdd(omb3, gs, hn::Mul(VF{ed[j]}, b3)));
         hn::Store(ev, df, e + i);
         max3 = MaxAbsBits(max3, ev);
-        const VF den = hn::MulAdd(hn::Sqrt(vv), hn::Set(df, k.rcp_c2), hn::Set(df, k.eps));
-        const VF num = hn::MulAdd(hn::Set(df, k.alpha), ev, hn::Mul(mv, hn::Set(df, k.rcp_c1)));
-        p_new = RoundP<kDt>(df, hn::MulAdd(hn::Set(df, k.neg_lr), hn::Div(num, den), p0));
-      } else {
-        const VF x = hn::Div(mv, hn::Add(hn::Sqrt(vv), hn::Set(df, k.eps_c2)));
-        p_new = RoundP<kDt>(df, hn::MulAdd(hn::Set(df, k.adam_scale), x, p0));
       }
-      if (decay) p_new = RoundP<kDt>(df, hn::Mul(p_new, hn::Set(df, k.decay)));
+      const VF p_new = AdamParam<kDt, kEma>(df, k, decay, mv, vv, ev, p0);
       StoreP<kDt>(df, hn::IfThenElse(finite, p_new, p0), b.p, i);
     }
   }
@@ -313,17 +307,9 @@ void Block2State(DF df, const Optim8Args& a, const Block8& b) {
     const VF mv = hn::Load(df, m + i), vv = hn::Load(df, v + i);
     const MF finite = hn::IsFinite(LoadAsF32<kDt>(df, b.g, i));
     const VF p0 = LoadAsF32<kDt>(df, b.p, i);
-    VF p_new;
-    if constexpr (kEma) {
-      const VF ev = hn::Load(df, e + i);
-      const VF den = hn::MulAdd(hn::Sqrt(vv), hn::Set(df, k.rcp_c2), hn::Set(df, k.eps));
-      const VF num = hn::MulAdd(hn::Set(df, k.alpha), ev, hn::Mul(mv, hn::Set(df, k.rcp_c1)));
-      p_new = RoundP<kDt>(df, hn::MulAdd(hn::Set(df, k.neg_lr), hn::Div(num, den), p0));
-    } else {
-      const VF x = hn::Div(mv, hn::Add(hn::Sqrt(vv), hn::Set(df, k.eps_c2)));
-      p_new = RoundP<kDt>(df, hn::MulAdd(hn::Set(df, k.adam_scale), x, p0));
-    }
-    if (decay) p_new = RoundP<kDt>(df, hn::Mul(p_new, hn::Set(df, k.decay)));
+    VF ev = vv;  // AdamW: unused
+    if constexpr (kEma) ev = hn::Load(df, e + i);
+    const VF p_new = AdamParam<kDt, kEma>(df, k, decay, mv, vv, ev, p0);
     StoreP<kDt>(df, hn::IfThenElse(finite, p_new, p0), b.p, i);
   }
   // Phase D.

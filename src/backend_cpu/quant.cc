@@ -1,12 +1,10 @@
 // The quantization family's ops: thin adapters from the plugin ABI to quant_kernels.h.
-
 #include "plugin.h"
 #include "quant_kernels.h"
 
 namespace bnb {
 namespace cpu {
 namespace {
-
 
 bnb_status_t op_quantize_blockwise(void* impl, int32_t dtype, const void* A, int64_t n, int64_t blocksize,
                                    const float* code, uint8_t* out, float* absmax, void* /*stream*/) {
