@@ -415,7 +415,6 @@ void dequantize_blocks4(const Dequant4Args& a, int64_t b0, int64_t b1) {
   HWY_DYNAMIC_DISPATCH(DequantizeBlocks4)(a, b0, b1);
 }
 
-
 }  // namespace cpu
 }  // namespace bnb
 #endif  // HWY_ONCE

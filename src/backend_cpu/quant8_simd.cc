@@ -274,7 +274,6 @@ void dequantize_blocks8(const Dequant8Args& a, int64_t b0, int64_t b1) {
   HWY_DYNAMIC_DISPATCH(DequantizeBlocks8)(a, b0, b1);
 }
 
-
 }  // namespace cpu
 }  // namespace bnb
 #endif  // HWY_ONCE
