@@ -187,16 +187,25 @@ HWY_INLINE void StoreBits16(DF df, VU bits, uint16_t* HWY_RESTRICT dst) {
   hn::StoreU(hn::DemoteTo(d16, hn::BitCast(DI(), bits)), d16, dst);
 }
 
+// N 16-bit values (binary16 or bfloat16 bits) starting at element i, in u32 lanes.
+HWY_INLINE VU LoadBits16(DF df, const void* src, int64_t i) {
+  (void)df;
+  return hn::PromoteTo(DU(), hn::LoadU(D16(), static_cast<const uint16_t*>(src) + i));
+}
+
+// bfloat16 bits (in u32 lanes) -> binary32, exact.
+HWY_INLINE VF BF16BitsToF32(DF df, VU h) { return hn::BitCast(df, hn::ShiftLeft<16>(h)); }
+
 // N elements of a binary32/binary16/bfloat16 array (kDt a bnb_dtype_t) starting at element i,
 // widened to binary32 bit for bit (NaN payloads kept).
 template <int kDt>
 HWY_INLINE VF LoadAsF32(DF df, const void* src, int64_t i) {
   if constexpr (kDt == BNB_F32) {
     return hn::LoadU(df, static_cast<const float*>(src) + i);
+  } else if constexpr (kDt == BNB_BF16) {
+    return BF16BitsToF32(df, LoadBits16(df, src, i));
   } else {
-    const VU h = hn::PromoteTo(DU(), hn::LoadU(D16(), static_cast<const uint16_t*>(src) + i));
-    if constexpr (kDt == BNB_BF16) return hn::BitCast(df, hn::ShiftLeft<16>(h));
-    return F16BitsToF32(df, h);
+    return F16BitsToF32(df, LoadBits16(df, src, i));
   }
 }
 
@@ -211,8 +220,8 @@ HWY_INLINE VF LoadAsF32(DF df, int32_t dtype, const void* src, int64_t i) {
     return hn::PromoteTo(df, hn::LoadU(dh, static_cast<const hwy::float16_t*>(src) + i));
   }
 #endif
-  if (dtype == BNB_BF16) return LoadAsF32<BNB_BF16>(df, src, i);
-  return LoadAsF32<BNB_F16>(df, src, i);
+  const VU h = LoadBits16(df, src, i);
+  return dtype == BNB_BF16 ? BF16BitsToF32(df, h) : F16BitsToF32(df, h);
 }
 
 // Stores N binary32 lanes into a dtype array at element i (RNE). kStream: non-temporal stores
