@@ -54,9 +54,17 @@ if [ "$AARCH64" = 1 ]; then
   packages+=(g++-aarch64-linux-gnu qemu-user libhwy-dev:arm64 libgtest-dev:arm64
              libcpu-features-dev:arm64 zlib1g-dev:arm64)
 fi
+# Installed: for a name without ":arch", an instance of the native architecture (or "all"). Not
+# `dpkg -s`, which refuses a name installed for two architectures (zlib1g-dev and zlib1g-dev:arm64).
+native=$(dpkg --print-architecture)
+installed() {
+  local name=${1%%:*} arch=${1#*:}
+  [ "$arch" != "$1" ] || arch="($native|all)"
+  dpkg-query -W -f='${Architecture} ${Status}\n' "$name" 2>/dev/null | grep -Eq "^$arch .*ok installed"
+}
 missing=()
 for p in "${packages[@]}"; do
-  dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
+  installed "$p" || missing+=("$p")
 done
 if [ ${#missing[@]} -gt 0 ]; then
   echo "installing: ${missing[*]}"
