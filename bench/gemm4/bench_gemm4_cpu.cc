@@ -8,8 +8,11 @@
 //                       [--min-ms 400] [--json out.json]
 //
 // Copy bandwidth: `threads` threads each memcpy one part of a 256 MiB buffer into another;
-// counted STREAM-style as bytes read + bytes written, best of 5.
+// counted STREAM-style as bytes read + bytes written, best of 5. Read bandwidth: the threads scan
+// one 256 MiB buffer with memchr (bytes read, best of 5): the ceiling for a kernel that
+// streams its weights in (%read).
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -33,31 +36,46 @@ int32_t dtype_of(const std::string& name) {
   std::exit(2);
 }
 
-// STREAM-style copy bandwidth (GB/s, read + write bytes) with `threads` threads.
-double copy_bandwidth(int threads) {
+// Best of 5 runs of part(b, e) over [0, 256 MiB) split among `threads` threads: GB/s of
+// `counted` bytes per byte of the range.
+template <class Part>
+double bandwidth(int threads, double counted, const Part& part) {
   const size_t bytes = size_t{256} << 20;
-  std::vector<uint8_t> src(bytes, 1), dst(bytes, 0);
   double best = 0.0;
   for (int rep = 0; rep < 5; ++rep) {
     const auto t0 = Clock::now();
     std::vector<std::thread> pool;
     for (int t = 0; t < threads; ++t) {
-      pool.emplace_back([&, t] {
-        const size_t b = bytes * t / threads, e = bytes * (t + 1) / threads;
-        std::memcpy(dst.data() + b, src.data() + b, e - b);
-      });
+      pool.emplace_back([&, t] { part(bytes * t / threads, bytes * (t + 1) / threads); });
     }
     for (auto& th : pool) th.join();
     const double s = seconds_since(t0);
-    best = std::max(best, 2.0 * static_cast<double>(bytes) / s / 1e9);
+    best = std::max(best, counted * static_cast<double>(bytes) / s / 1e9);
   }
   return best;
+}
+
+// STREAM-style copy bandwidth (GB/s, read + write bytes) with `threads` threads.
+double copy_bandwidth(int threads) {
+  std::vector<uint8_t> src(size_t{256} << 20, 1), dst(src.size(), 0);
+  return bandwidth(threads, 2.0, [&](size_t b, size_t e) { std::memcpy(dst.data() + b, src.data() + b, e - b); });
+}
+
+// Read bandwidth (GB/s of bytes read) with `threads` threads: what a kernel that only streams its
+// weights in could reach at best.
+double read_bandwidth(int threads) {
+  // memchr for a byte that is not there: the C library's vector scan reads every byte once.
+  std::vector<uint8_t> src(size_t{256} << 20, 1);
+  std::atomic<size_t> found{0};  // stored, so the scans stay
+  return bandwidth(threads, 1.0, [&](size_t b, size_t e) {
+    if (std::memchr(src.data() + b, 0, e - b) != nullptr) ++found;
+  });
 }
 
 struct Result {
   int64_t M, N, K;
   std::string dtype;
-  double ms, weight_gbps, pct_copy, gflops;
+  double ms, weight_gbps, pct_copy, pct_read, gflops;
 };
 
 // Host bytes of `dtype` holding normal(0, scale) values (RNE).
@@ -133,9 +151,12 @@ int main(int argc, char** argv) {
   BNB_OK(bnb_context_create(&opts, &ctx));
 
   const double copy_gbps = copy_bandwidth(threads);
-  std::printf("CPU gemm_4bit, %d threads, %s bs%lld %s; copy bandwidth %.1f GB/s (read+write)\n", threads,
-              quant.c_str(), static_cast<long long>(blocksize), nested ? "nested" : "plain", copy_gbps);
-  std::printf("%7s %6s %6s %5s %10s %10s %8s %9s\n", "N", "K", "M", "dtype", "ms", "W GB/s", "%copy", "GFLOP/s");
+  const double read_gbps = read_bandwidth(threads);
+  std::printf("CPU gemm_4bit, %d threads, %s bs%lld %s; copy bandwidth %.1f GB/s (read+write), read %.1f GB/s\n",
+              threads, quant.c_str(), static_cast<long long>(blocksize), nested ? "nested" : "plain", copy_gbps,
+              read_gbps);
+  std::printf("%7s %6s %6s %5s %10s %10s %8s %8s %9s\n", "N", "K", "M", "dtype", "ms", "W GB/s", "%copy", "%read",
+              "GFLOP/s");
 
   std::vector<Result> results;
   for (const std::string& shape : split(shapes, ',')) {
@@ -194,11 +215,12 @@ int main(int argc, char** argv) {
         }
         std::sort(times.begin(), times.end());
         const double ms = times[times.size() / 2];
-        Result r{M, N, K, dname, ms, weight_bytes / (ms * 1e6), 0.0, 2.0 * M * N * K / (ms * 1e6)};
+        Result r{M, N, K, dname, ms, weight_bytes / (ms * 1e6), 0.0, 0.0, 2.0 * M * N * K / (ms * 1e6)};
         r.pct_copy = 100.0 * r.weight_gbps / copy_gbps;
-        std::printf("%7lld %6lld %6lld %5s %10.3f %10.1f %7.1f%% %9.1f\n", static_cast<long long>(N),
+        r.pct_read = 100.0 * r.weight_gbps / read_gbps;
+        std::printf("%7lld %6lld %6lld %5s %10.3f %10.1f %7.1f%% %7.1f%% %9.1f\n", static_cast<long long>(N),
                     static_cast<long long>(K), static_cast<long long>(M), dname.c_str(), ms, r.weight_gbps,
-                    r.pct_copy, r.gflops);
+                    r.pct_copy, r.pct_read, r.gflops);
         std::fflush(stdout);
         results.push_back(r);
       }
@@ -215,14 +237,16 @@ int main(int argc, char** argv) {
     std::fprintf(f, "{\n  \"benchmark\": \"gemm_4bit\",\n  \"backend\": \"cpu\",\n  \"threads\": %d,\n", threads);
     std::fprintf(f, "  \"quant_type\": \"%s\",\n  \"blocksize\": %lld,\n  \"nested\": %s,\n", quant.c_str(),
                  static_cast<long long>(blocksize), nested ? "true" : "false");
-    std::fprintf(f, "  \"copy_gbps_read_plus_write\": %.3f,\n  \"results\": [\n", copy_gbps);
+    std::fprintf(f, "  \"copy_gbps_read_plus_write\": %.3f,\n  \"read_gbps\": %.3f,\n  \"results\": [\n", copy_gbps,
+                 read_gbps);
     for (size_t i = 0; i < results.size(); ++i) {
       const Result& r = results[i];
       std::fprintf(f,
                    "    {\"M\": %lld, \"N\": %lld, \"K\": %lld, \"dtype\": \"%s\", \"ms\": %.5f, \"weight_gbps\": %.3f, "
-                   "\"pct_copy\": %.2f, \"gflops\": %.3f}%s\n",
+                   "\"pct_copy\": %.2f, \"pct_read\": %.2f, \"gflops\": %.3f}%s\n",
                    static_cast<long long>(r.M), static_cast<long long>(r.N), static_cast<long long>(r.K),
-                   r.dtype.c_str(), r.ms, r.weight_gbps, r.pct_copy, r.gflops, i + 1 < results.size() ? "," : "");
+                   r.dtype.c_str(), r.ms, r.weight_gbps, r.pct_copy, r.pct_read, r.gflops,
+                   i + 1 < results.size() ? "," : "");
     }
     std::fprintf(f, "  ]\n}\n");
     std::fclose(f);
