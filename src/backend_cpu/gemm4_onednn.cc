@@ -1,7 +1,8 @@
 // The 4-bit products with bf16 activations at large M: W is decoded to bf16 one slab at a time and
 // each slab is multiplied by oneDNN's bf16 matmul (AMX or AVX-512 BF16, where the CPU has them),
 // which outruns the register-tile kernels once there are enough rows to amortize the decode
-// (bench/results/gemm4_onednn_cpu.md). Slabs bound the scratch (32 MiB by default) whatever the weight:
+// (bench/results/gemm4_onednn_cpu.md). Slabs bound the scratch (32 MiB by default) whatever the
+// weight:
 //   forward     out[:, n0:n1] = A[M, K] @ Wslab[n0:n1, 0:K]^T (+ bias[n0:n1])   rows of W
 //   transposed  out[:, k0:k1] = A[M, N] @ Wslab[0:N, k0:k1]                     columns of W
 // so every slab writes its own columns of out and nothing is accumulated across slabs.
