@@ -324,20 +324,6 @@ namespace {
 
 int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
-float load_as_f32(int32_t dtype, const void* p, int64_t i) {
-  if (dtype == BNB_F32) return static_cast<const float*>(p)[i];
-  const uint16_t h = static_cast<const uint16_t*>(p)[i];
-  return dtype == BNB_BF16 ? bnb::bf16_to_f32(h) : bnb::f16_to_f32(h);
-}
-
-void store_from_f32(int32_t dtype, void* p, int64_t i, float v) {
-  if (dtype == BNB_F32) {
-    static_cast<float*>(p)[i] = v;
-  } else {
-    static_cast<uint16_t*>(p)[i] = dtype == BNB_BF16 ? bnb::f32_to_bf16(v) : bnb::f32_to_f16(v);
-  }
-}
-
 // Blocking (bytes): the prepared copy of A is made for at most this much A at a time; a task's
 // A rows x K chunk should stay in L2 while the weights stream.
 constexpr int64_t kMaxPreparedBytes = int64_t{64} << 20;
@@ -439,8 +425,8 @@ void gemm_4bit(ThreadPool& pool, int32_t dtype, int64_t M, int64_t N, int64_t K,
         const int64_t row = (mbegin + m0 + m) * N;
         for (int64_t n = n0; n < n1; ++n) {
           float v = C[m * ldc + (n - n0)];
-          if (bias != nullptr) v += load_as_f32(dtype, bias, n);
-          store_from_f32(dtype, out, row + n, v);
+          if (bias != nullptr) v += bnb::load_as_f32(dtype, bias, n);
+          bnb::store_from_f32(dtype, out, row + n, v);
         }
       }
     });
@@ -496,8 +482,8 @@ void gemm_4bit_transposed(ThreadPool& pool, int32_t dtype, int64_t M, int64_t N,
         const int64_t row = (mbegin + m0 + m) * K + k0;
         for (int64_t j = 0; j < kc; j += chunk) {
           for (int64_t i = 0; i < lanes; ++i) {
-            store_from_f32(dtype, out, row + j + 2 * i, C[m * kc + j + i]);
-            store_from_f32(dtype, out, row + j + 2 * i + 1, C[m * kc + j + lanes + i]);
+            bnb::store_from_f32(dtype, out, row + j + 2 * i, C[m * kc + j + i]);
+            bnb::store_from_f32(dtype, out, row + j + 2 * i + 1, C[m * kc + j + lanes + i]);
           }
         }
       }

@@ -70,13 +70,6 @@ struct Int8DequantArgs {
 // RN32(1 / (127 * 127)) (docs/FORMATS.md §6.3).
 constexpr uint32_t kDequantScaleBits = 0x38820610u;
 
-// Scalar twins of the vector conversions (same results).
-inline float load_scalar(int32_t dtype, const void* src, int64_t i) {
-  if (dtype == BNB_F32) return static_cast<const float*>(src)[i];
-  const uint16_t h = static_cast<const uint16_t*>(src)[i];
-  return dtype == BNB_BF16 ? bf16_to_f32(h) : f16_to_f32(h);
-}
-
 // Code of one element: rint(RN32(x * s)) with NaN -> 0, saturated to int8.
 inline int8_t quant_scalar(float x, float s) {
   float p = x * s;
@@ -104,7 +97,7 @@ using DI8 = hn::Rebind<int8_t, DF>;
 HWY_NOINLINE void MarkOutliers(int32_t dtype, const void* row, int64_t c, int64_t lanes, float t,
                                uint8_t* flags) {
   for (int64_t j = c; j < c + lanes; ++j) {
-    if (std::fabs(load_scalar(dtype, row, j)) >= t) flags[j] = 1;
+    if (std::fabs(load_as_f32(dtype, row, j)) >= t) flags[j] = 1;
   }
 }
 
@@ -129,7 +122,7 @@ HWY_INLINE float RowAbsmax(int32_t dtype, const void* row, int64_t cols, float t
   }
   float m = hn::GetLane(hn::MaxOfLanes(df, vmax));
   for (; c < cols; ++c) {
-    const float a = std::fabs(load_scalar(dtype, row, c));
+    const float a = std::fabs(load_as_f32(dtype, row, c));
     if (kOutliers) {
       if (a < t) m = a > m ? a : m;
       if (a >= t) flags[c] = 1;
@@ -160,7 +153,7 @@ HWY_INLINE void RowCodes(int32_t dtype, const void* row, int64_t cols, float t, 
   }
   (void)di;
   for (; c < cols; ++c) {
-    const float x = load_scalar(dtype, row, c);
+    const float x = load_as_f32(dtype, row, c);
     q[c] = (kOutliers && std::fabs(x) >= t) ? int8_t{0} : quant_scalar(x, s);
   }
 }
@@ -372,7 +365,7 @@ void DequantInt8(const Int8DequantArgs& a, int64_t e0, int64_t e1) {
       for (int64_t j = 0; j < rem; ++j) {
         cb[j] = crow[n + j];
         colb[j] = a.col_stats[n + j];
-        if (a.bias != nullptr) biasb[j] = load_scalar(a.out_dtype, a.bias, n + j);
+        if (a.bias != nullptr) biasb[j] = load_as_f32(a.out_dtype, a.bias, n + j);
       }
       const VF c = hn::ConvertTo(df, hn::Load(di, cb));
       const VF t = hn::Mul(hn::Mul(c, vrs), hn::Load(df, colb));

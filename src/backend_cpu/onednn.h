@@ -1,6 +1,6 @@
 // oneDNN's matmul for the CPU backend's large products: the LLM.int8() product (s8 x s8 -> s32,
 // int8_onednn.cc) and the 4-bit products with bf16 activations once the weight is decoded to
-// bf16 (AMX / AVX-512 BF16; gemm4_simd.cc).
+// bf16 (AMX / AVX-512 BF16; gemm4_onednn.cc).
 //
 // oneDNN is not linked: libdnnl.so.2 is dlopen-ed on the first call of any function here (once,
 // thread-safe) and its C API (2.x) is called through pointers, so the plugin loads on machines

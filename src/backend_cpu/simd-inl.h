@@ -22,6 +22,7 @@
 #include <cstring>
 
 #include "bnb.h"
+#include "half.h"
 #include "hwy/highway.h"
 
 // ------------------------------------------------------------------ what the target offers
@@ -286,18 +287,10 @@ HWY_INLINE void StoreBytes(DF df, VI codes, uint8_t* HWY_RESTRICT out, bool stre
 
 // Scalar twin of StoreFromF32 for the last few elements (the same rounding).
 inline void StoreScalar(float v, int32_t dtype, void* dst, int64_t i) {
-  uint32_t b;
-  std::memcpy(&b, &v, 4);
   if (dtype == BNB_F32) {
     static_cast<float*>(dst)[i] = v;
   } else if (dtype == BNB_BF16) {
-    uint16_t h;
-    if ((b & 0x7fffffffu) > 0x7f800000u) {
-      h = static_cast<uint16_t>((b >> 16) | 0x40u);
-    } else {
-      h = static_cast<uint16_t>((b + 0x7fffu + ((b >> 16) & 1u)) >> 16);
-    }
-    static_cast<uint16_t*>(dst)[i] = h;
+    static_cast<uint16_t*>(dst)[i] = f32_to_bf16(v);  // what F32ToBF16Bits computes
   } else {
     const DF df;
     const DU du;

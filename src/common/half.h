@@ -6,6 +6,8 @@
 #include <cstdint>
 #include <cstring>
 
+#include "bnb.h"
+
 namespace bnb {
 
 // Exponent fields: all ones marks an infinity or a NaN ((bits & mask) == mask), in every format.
@@ -73,6 +75,22 @@ inline uint16_t f32_to_f16(float f) {
   const uint32_t half = 1u << (shift - 1u);
   if (rem > half || (rem == half && (q & 1u))) ++q;
   return static_cast<uint16_t>(sign | q);
+}
+
+// Element i of an array of `dtype` (BNB_F32, BNB_F16 or BNB_BF16) as binary32, and v stored into
+// one, rounded to nearest even: for the scalar edges of the kernels.
+inline float load_as_f32(int32_t dtype, const void* p, int64_t i) {
+  if (dtype == BNB_F32) return static_cast<const float*>(p)[i];
+  const uint16_t h = static_cast<const uint16_t*>(p)[i];
+  return dtype == BNB_BF16 ? bf16_to_f32(h) : f16_to_f32(h);
+}
+
+inline void store_from_f32(int32_t dtype, void* p, int64_t i, float v) {
+  if (dtype == BNB_F32) {
+    static_cast<float*>(p)[i] = v;
+  } else {
+    static_cast<uint16_t*>(p)[i] = dtype == BNB_BF16 ? f32_to_bf16(v) : f32_to_f16(v);
+  }
 }
 
 }  // namespace bnb
