@@ -53,7 +53,7 @@ device() {
   want() { [[ "$stages" == *" $1 "* ]]; }
   want tests && timeout 240 "$CARRY/bin/bnb_gpu_tests" > "$out/gpu_tests.log" 2>&1
   if want tests; then  # the plugin's path switches, as tests/CMakeLists.txt runs them
-    for knob in BNB_GEMM4_NO_MMA BNB_GEMM4_NO_MMA_SMALL BNB_GEMM4_NO_CUBLAS; do
+    for knob in BNB_GEMM4_NO_MMA BNB_GEMM4_NO_MMA_SMALL BNB_GEMM4_NO_CUBLAS BNB_GEMM4_TILE; do
       env "$knob=1" timeout 120 "$CARRY/bin/bnb_gpu_tests" --gtest_filter='Gemm4Gpu.*' > "$out/gpu_tests_$knob.log" 2>&1
     done
     BNB_INT8_MMA_RT=2 timeout 120 "$CARRY/bin/bnb_gpu_tests" --gtest_filter='Int8Gpu.*' > "$out/gpu_tests_int8_rt2.log" 2>&1
@@ -77,7 +77,7 @@ device() {
     BNB_LIBRARY_PATH=$CARRY/lib timeout 200 python3 bench/python/layer4bit.py --device cuda --json "$out/layer4bit.json" > "$out/layer4bit.log" 2>&1
   fi
   echo "== gpu: $(tail -1 "$out/gpu.txt")"
-  for f in gpu_tests gpu_tests_BNB_GEMM4_NO_MMA gpu_tests_BNB_GEMM4_NO_MMA_SMALL gpu_tests_BNB_GEMM4_NO_CUBLAS gpu_tests_int8_rt2 unit_tests; do
+  for f in gpu_tests gpu_tests_BNB_GEMM4_NO_MMA gpu_tests_BNB_GEMM4_NO_MMA_SMALL gpu_tests_BNB_GEMM4_NO_CUBLAS gpu_tests_BNB_GEMM4_TILE gpu_tests_int8_rt2 unit_tests; do
     [ -f "$out/$f.log" ] || continue
     echo "== $f: $(grep -E '^\[  (PASSED|FAILED) ' "$out/$f.log" | tr '\n' ' ')"
     grep -E '^\[  FAILED  \]' "$out/$f.log" | head -15

@@ -3,6 +3,9 @@
 // Paths, best first:
 //  * fp16/bf16, M <= 16, blocksize >= 64 (CUDA): gemm4_mma_small_kernel (gemm4_mma.cuh), the
 //    tensor-core kernel built to stream W (a block's warps split K of a 16-row tile).
+//  * fp16/bf16, M >= 17, blocksize >= 64 (CUDA), only with BNB_GEMM4_TILE=1 while it is being
+//    measured: gemm4_tile_kernel (gemm4_tile.cuh), blocks of 64 W rows x 32 or 64 rows of A,
+//    A staged by cp.async, W decoded in registers, K split over warps and (to fill the GPU) blocks.
 //  * fp16/bf16, 17 <= M <= 64 (and 5..16 where the small kernel can't run), blocksize >= 64
 //    (CUDA): gemm4_mma_kernel: W decoded in registers into mma.sync fragments, rows of A staged
 //    in shared memory.
@@ -16,9 +19,11 @@
 // Nothing here synchronises the host: every path is capturable in a CUDA graph.
 #include <cstdint>
 #include <cstdlib>
+#include <type_traits>
 
 #include "gemm4_kernels.cuh"
 #include "gemm4_mma.cuh"
+#include "gemm4_tile.cuh"
 #include "gpu_backend.h"
 #include "tables.h"
 
@@ -47,6 +52,7 @@ constexpr int64_t kSimtMaxM = 16;                          // larger M goes to t
 constexpr int64_t kMmaMinM = 5;
 constexpr int64_t kMmaSmallMaxM = 16;  // gemm4_mma_small_kernel: 1.4-2.6x of dense up to 16 (bench/gemm4/NOTES.md v3)
 constexpr int64_t kMmaMaxM = 64;
+constexpr int64_t kTileMinM = 17;  // gemm4_tile_kernel (BNB_GEMM4_TILE=1): any M from here
 constexpr int64_t kWorkspaceBytes = int64_t{128} << 20;  // dequantized slab of the large-M path
 
 Table16 decode_table(int32_t quant_type) {
@@ -139,8 +145,7 @@ bnb_status_t dispatch_simt(const GpuContext& ctx, const Problem& p, gpuStream_t 
 #if !defined(BNB_GPU_HIP)
 
 CublasApi load_cublas() {
-  const char* off = std::getenv("BNB_GEMM4_NO_CUBLAS");  // tests of the fallback
-  if (off != nullptr && off[0] != '\0' && off[0] != '0') return CublasApi{};
+  if (env_on("BNB_GEMM4_NO_CUBLAS")) return CublasApi{};  // tests of the fallback
   return load_cublas_api();
 }
 
@@ -284,11 +289,34 @@ bnb_status_t transposed_via_cublas(const GpuContext& ctx, const Problem& p, gpuS
 #if !defined(BNB_GPU_HIP)
 
 bool mma_disabled() {
-  static const bool off = [] {
-    const char* e = std::getenv("BNB_GEMM4_NO_MMA");  // tests and A/B timings of the other paths
-    return e != nullptr && e[0] != '\0' && e[0] != '0';
-  }();
+  static const bool off = env_on("BNB_GEMM4_NO_MMA");  // tests and A/B timings of the other paths
   return off;
+}
+
+// Runs launch(partial) once: with partial = nullptr when splits == 1 (the kernel writes out), else
+// over a zeroed binary32 workspace of M x N partial sums that gemm4_mma_finish_kernel then adds
+// the bias to and rounds. BNB_ERR_NOT_SUPPORTED when the workspace can't be had.
+template <int D, typename Launch>
+bnb_status_t with_split_k(const GpuContext& ctx, const Problem& p, gpuStream_t stream, int64_t splits, Launch launch) {
+  using T = typename Elem<D>::T;
+  if (splits == 1) return launch(static_cast<float*>(nullptr));
+  float* partial = nullptr;
+  const size_t bytes = static_cast<size_t>(p.M * p.N) * sizeof(float);
+  if (gpuMallocAsync(reinterpret_cast<void**>(&partial), bytes, stream) != gpuSuccess) {
+    (void)gpuGetLastError();
+    return BNB_ERR_NOT_SUPPORTED;
+  }
+  bnb_status_t st = check(gpuMemsetAsync(partial, 0, bytes, stream), "clearing the gemm_4bit partial sums");
+  if (st == BNB_SUCCESS) st = launch(partial);
+  if (st == BNB_SUCCESS) {
+    const int64_t fgrid = persistent_grid(ctx, 8, (p.M * p.N + 255) / 256);
+    gemm4_mma_finish_kernel<D><<<static_cast<unsigned>(fgrid), 256, 0, stream>>>(
+        partial, static_cast<const T*>(p.bias), static_cast<T*>(p.out), p.M, p.N);
+    st = check_launch("gemm4_mma_finish_kernel");
+  }
+  const gpuError_t fe = gpuFreeAsync(partial, stream);
+  if (st == BNB_SUCCESS) st = check(fe, "freeing the gemm_4bit partial sums");
+  return st;
 }
 
 // BNB_SUCCESS, or BNB_ERR_NOT_SUPPORTED when the kernel can't take the problem (the caller falls
@@ -298,12 +326,7 @@ bnb_status_t launch_mma(const GpuContext& ctx, const Problem& p, gpuStream_t str
   using T = typename Elem<D>::T;
   const auto kernel = gemm4_mma_kernel<D, MT>;
   constexpr int kSmem = gemm4_mma_smem_bytes(MT);
-  static const bool smem_ok = [kernel] {
-    if (kSmem <= 48 * 1024) return true;
-    if (gpuFuncSetAttribute(kernel, gpuFuncAttributeMaxDynamicSharedMemorySize, kSmem) == gpuSuccess) return true;
-    (void)gpuGetLastError();
-    return false;
-  }();
+  static const bool smem_ok = resident_blocks(kernel, kMmaWarps * 32, kSmem) > 0;
   if (!smem_ok) return BNB_ERR_NOT_SUPPORTED;
   const int64_t gx = (p.N + kMmaRows - 1) / kMmaRows;
   const int64_t gz = (p.M + 8 * MT - 1) / (8 * MT);
@@ -318,41 +341,65 @@ bnb_status_t launch_mma(const GpuContext& ctx, const Problem& p, gpuStream_t str
   const int64_t k_split = (chunks + splits - 1) / splits * kMmaChunk;
   splits = (p.K + k_split - 1) / k_split;
   const dim3 grid(static_cast<unsigned>(gx), static_cast<unsigned>(splits), static_cast<unsigned>(gz));
-  const T* A = static_cast<const T*>(p.A);
-  const T* bias = static_cast<const T*>(p.bias);
-  T* out = static_cast<T*>(p.out);
-  if (splits == 1) {
-    kernel<<<grid, kMmaWarps * 32, kSmem, stream>>>(A, p.W, p.scales, p.table, bias, out, nullptr, p.M, p.N, p.K,
-                                                    p.log2_blocksize, k_split);
+  return with_split_k<D>(ctx, p, stream, splits, [&](float* partial) {
+    kernel<<<grid, kMmaWarps * 32, kSmem, stream>>>(static_cast<const T*>(p.A), p.W, p.scales, p.table,
+                                                    static_cast<const T*>(p.bias), static_cast<T*>(p.out), partial,
+                                                    p.M, p.N, p.K, p.log2_blocksize, k_split);
     return check_launch("gemm4_mma_kernel");
+  });
+}
+
+// gemm4_tile_kernel (gemm4_tile.cuh), M >= kTileMinM, while it is measured against the paths it
+// would replace: on only with BNB_GEMM4_TILE=1.
+bool tile_enabled() {
+  static const bool on = env_on("BNB_GEMM4_TILE");
+  return on;
+}
+
+// The number of K splits for `blocks` blocks of at most `steps` steps each on `resident` block
+// places: the fewest whose last wave is at least 90 % full (else the fullest), each split keeping
+// at least 4 steps.
+int64_t tile_splits(int64_t blocks, int64_t steps, int64_t resident) {
+  const int64_t max_splits = steps / 4 > 1 ? steps / 4 : 1;
+  int64_t best = 1;
+  double best_fill = 0.0;
+  for (int64_t s = 1; s <= max_splits && s <= 65535; ++s) {
+    const int64_t total = blocks * s;
+    const double fill = static_cast<double>(total) / static_cast<double>((total + resident - 1) / resident * resident);
+    if (fill > best_fill + 0.02) {
+      best = s;
+      best_fill = fill;
+    }
+    if (fill >= 0.9) break;
   }
-  float* partial = nullptr;
-  const size_t bytes = static_cast<size_t>(p.M * p.N) * sizeof(float);
-  if (gpuMallocAsync(reinterpret_cast<void**>(&partial), bytes, stream) != gpuSuccess) {
-    (void)gpuGetLastError();
-    return BNB_ERR_NOT_SUPPORTED;
-  }
-  bnb_status_t st = check(gpuMemsetAsync(partial, 0, bytes, stream), "clearing the gemm_4bit partial sums");
-  if (st == BNB_SUCCESS) {
-    kernel<<<grid, kMmaWarps * 32, kSmem, stream>>>(A, p.W, p.scales, p.table, bias, out, partial, p.M, p.N, p.K,
-                                                    p.log2_blocksize, k_split);
-    st = check_launch("gemm4_mma_kernel");
-  }
-  if (st == BNB_SUCCESS) {
-    const int64_t fgrid = persistent_grid(ctx, 8, (p.M * p.N + 255) / 256);
-    gemm4_mma_finish_kernel<D><<<static_cast<unsigned>(fgrid), 256, 0, stream>>>(partial, bias, out, p.M, p.N);
-    st = check_launch("gemm4_mma_finish_kernel");
-  }
-  const gpuError_t fe = gpuFreeAsync(partial, stream);
-  if (st == BNB_SUCCESS) st = check(fe, "freeing the gemm_4bit partial sums");
-  return st;
+  return best;
+}
+
+template <int D, int MT, bool NESTED>
+bnb_status_t launch_tile(const GpuContext& ctx, const Problem& p, gpuStream_t stream) {
+  using T = typename Elem<D>::T;
+  const auto kernel = gemm4_tile_kernel<D, MT, NESTED>;
+  constexpr int kSmem = gemm4_tile_smem_bytes(MT);
+  static const int per_sm = resident_blocks(kernel, kTileWarps * 32, kSmem);
+  if (per_sm < 1) return BNB_ERR_NOT_SUPPORTED;
+  const int64_t gx = (p.M + 8 * MT - 1) / (8 * MT);
+  const int64_t gy = (p.N + kTileRows - 1) / kTileRows;
+  if (gx > 2147483647 || gy > 65535) return BNB_ERR_NOT_SUPPORTED;
+  const int64_t steps = (p.K + kTileStep - 1) / kTileStep;
+  int64_t splits = tile_splits(gx * gy, steps, static_cast<int64_t>(ctx.sm_count) * per_sm);
+  const int64_t k_split = (steps + splits - 1) / splits * kTileStep;
+  splits = (p.K + k_split - 1) / k_split;
+  const dim3 grid(static_cast<unsigned>(gx), static_cast<unsigned>(gy), static_cast<unsigned>(splits));
+  return with_split_k<D>(ctx, p, stream, splits, [&](float* partial) {
+    kernel<<<grid, kTileWarps * 32, kSmem, stream>>>(static_cast<const T*>(p.A), p.W, p.scales, p.table,
+                                                     static_cast<const T*>(p.bias), static_cast<T*>(p.out), partial,
+                                                     p.M, p.N, p.K, p.log2_blocksize, k_split);
+    return check_launch("gemm4_tile_kernel");
+  });
 }
 
 bool mma_small_disabled() {
-  static const bool off = [] {
-    const char* e = std::getenv("BNB_GEMM4_NO_MMA_SMALL");  // A/B timings against the other paths
-    return e != nullptr && e[0] != '\0' && e[0] != '0';
-  }();
+  static const bool off = env_on("BNB_GEMM4_NO_MMA_SMALL");  // A/B timings against the other paths
   return off;
 }
 
@@ -362,16 +409,7 @@ bnb_status_t launch_mma_small(const GpuContext& ctx, const Problem& p, gpuStream
   using T = typename Elem<D>::T;
   const auto kernel = gemm4_mma_small_kernel<D, MT, NESTED>;
   constexpr int kSmem = gemm4_mma_small_smem_bytes(MT);
-  // Raise the dynamic shared-memory limit once; 0 resident blocks means the kernel can't run.
-  static const int per_sm = [kernel] {
-    int n = 0;
-    if (gpuFuncSetAttribute(kernel, gpuFuncAttributeMaxDynamicSharedMemorySize, kSmem) != gpuSuccess ||
-        gpuOccupancyMaxActiveBlocksPerMultiprocessor(&n, kernel, kSmallWarps * 32, kSmem) != gpuSuccess) {
-      (void)gpuGetLastError();
-      n = 0;
-    }
-    return n;
-  }();
+  static const int per_sm = resident_blocks(kernel, kSmallWarps * 32, kSmem);
   if (per_sm < 1) return BNB_ERR_NOT_SUPPORTED;
   const int64_t tiles = (p.N + 15) / 16 * ((p.M + 8 * MT - 1) / (8 * MT));
   const int64_t resident = static_cast<int64_t>(ctx.sm_count) * per_sm;
@@ -382,10 +420,10 @@ bnb_status_t launch_mma_small(const GpuContext& ctx, const Problem& p, gpuStream
   return check_launch("gemm4_mma_small_kernel");
 }
 
-template <int D, int MT>
-bnb_status_t launch_mma_small(const GpuContext& ctx, const Problem& p, gpuStream_t stream) {
-  return p.scales.absmax == nullptr ? launch_mma_small<D, MT, true>(ctx, p, stream)
-                                    : launch_mma_small<D, MT, false>(ctx, p, stream);
+// Calls fn(std::integral_constant<bool, NESTED>{}) for the problem's kind of scales.
+template <class Fn>
+bnb_status_t with_nested(const Problem& p, Fn&& fn) {
+  return p.scales.absmax == nullptr ? fn(std::true_type{}) : fn(std::false_type{});
 }
 
 template <int D>
@@ -397,11 +435,22 @@ bnb_status_t dispatch_mma(const GpuContext& ctx, const Problem& p, gpuStream_t s
     if (mma_disabled() || p.K % kMmaChunk != 0 || p.log2_blocksize < 6 || !aligned) return BNB_ERR_NOT_SUPPORTED;
     const bool small_ok = (reinterpret_cast<uintptr_t>(p.W) & 7u) == 0 && ((p.N * p.K) >> p.log2_blocksize) < (int64_t{1} << 32);
     if (p.M <= kMmaSmallMaxM && !mma_small_disabled() && small_ok) {
-      const bnb_status_t st =
-          p.M <= 8 ? launch_mma_small<D, 1>(ctx, p, stream) : launch_mma_small<D, 2>(ctx, p, stream);
+      const bnb_status_t st = with_nested(p, [&](auto nested) {
+        constexpr bool kNested = decltype(nested)::value;
+        return p.M <= 8 ? launch_mma_small<D, 1, kNested>(ctx, p, stream)
+                        : launch_mma_small<D, 2, kNested>(ctx, p, stream);
+      });
       if (st != BNB_ERR_NOT_SUPPORTED || p.M < kMmaMinM) return st;
     }
     if (p.M < kMmaMinM) return BNB_ERR_NOT_SUPPORTED;
+    if (p.M >= kTileMinM && tile_enabled() && (reinterpret_cast<uintptr_t>(p.W) & 7u) == 0) {
+      const bnb_status_t st = with_nested(p, [&](auto nested) {
+        constexpr bool kNested = decltype(nested)::value;
+        return p.M <= 32 ? launch_tile<D, 4, kNested>(ctx, p, stream) : launch_tile<D, 8, kNested>(ctx, p, stream);
+      });
+      if (st != BNB_ERR_NOT_SUPPORTED) return st;
+    }
+    if (p.M > kMmaMaxM) return BNB_ERR_NOT_SUPPORTED;
     if (p.M <= 8) return launch_mma<D, 1>(ctx, p, stream);
     if (p.M <= 16) return launch_mma<D, 2>(ctx, p, stream);
     if (p.M <= 32) return launch_mma<D, 4>(ctx, p, stream);
@@ -413,7 +462,7 @@ bnb_status_t dispatch_mma(const GpuContext& ctx, const Problem& p, gpuStream_t s
 template <int D>
 bnb_status_t dispatch(const GpuContext& ctx, const Problem& p, gpuStream_t stream) {
 #if !defined(BNB_GPU_HIP)
-  if (p.M <= kMmaMaxM) {
+  {
     const bnb_status_t st = dispatch_mma<D>(ctx, p, stream);
     if (st != BNB_ERR_NOT_SUPPORTED) return st;
   }

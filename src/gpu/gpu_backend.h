@@ -5,6 +5,7 @@
 #define BNB_GPU_GPU_BACKEND_H_
 
 #include <cstdint>
+#include <cstdlib>
 #include <type_traits>
 
 #include "backend_abi.h"
@@ -74,6 +75,34 @@ inline int log2_of(int64_t v) {
   int l = 0;
   while ((int64_t{1} << l) < v) ++l;
   return l;
+}
+
+// Environment switches of the plugin (A/B timings and tests of its other paths): env_on(name) is
+// true when `name` is set to anything but "" or "0..."; env_zero(name) when it is set to "0..."
+// (the switches of paths that are on by default).
+inline bool env_on(const char* name) {
+  const char* e = std::getenv(name);
+  return e != nullptr && e[0] != '\0' && e[0] != '0';
+}
+inline bool env_zero(const char* name) {
+  const char* e = std::getenv(name);
+  return e != nullptr && e[0] == '0';
+}
+
+// Resident blocks per multiprocessor of `kernel` launched with `threads` threads and `smem` bytes
+// of dynamic shared memory, after raising its dynamic limit where smem is over the default 48 KiB;
+// 0 when it can't run so. Ask once per instantiation (keep it in a function-local static).
+template <typename Kernel>
+int resident_blocks(Kernel kernel, int threads, int smem) {
+  int n = 0;
+  if ((smem > 48 * 1024 &&
+       gpuFuncSetAttribute(reinterpret_cast<const void*>(kernel), gpuFuncAttributeMaxDynamicSharedMemorySize, smem) !=
+           gpuSuccess) ||
+      gpuOccupancyMaxActiveBlocksPerMultiprocessor(&n, kernel, threads, static_cast<size_t>(smem)) != gpuSuccess) {
+    (void)gpuGetLastError();
+    n = 0;
+  }
+  return n;
 }
 
 // Grid size for a persistent kernel: enough blocks to fill every multiprocessor, at most `tiles`.

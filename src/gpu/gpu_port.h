@@ -216,6 +216,21 @@ __device__ __forceinline__ float gpu_max_ftz(float a, float b) {
 #endif
 }
 
+#if !defined(BNB_GPU_HIP)
+// Asynchronous 16-byte copies from global to shared memory (sm_80 and later, CUDA only): issue
+// any number, close them into a group with gpu_cp_async_commit, and wait until at most N of the
+// committed groups are still in flight (N = 0: all of them). Both addresses 16-byte aligned.
+__device__ __forceinline__ void gpu_cp_async16(void* smem, const void* gmem) {
+  const uint32_t dst = static_cast<uint32_t>(__cvta_generic_to_shared(smem));
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"(dst), "l"(gmem) : "memory");
+}
+__device__ __forceinline__ void gpu_cp_async_commit() { asm volatile("cp.async.commit_group;" ::: "memory"); }
+template <int N>
+__device__ __forceinline__ void gpu_cp_async_wait() {
+  asm volatile("cp.async.wait_group %0;" ::"n"(N) : "memory");
+}
+#endif
+
 #endif  // __CUDACC__ || __HIPCC__
 
 }  // namespace gpu

@@ -135,10 +135,7 @@ bnb_status_t launch_rows_matmul_m(int64_t M, int64_t N, int64_t K, const int8_t*
 constexpr int64_t kMmaRowsMaxM = 16;
 
 bool mma_rows_disabled() {
-  static const bool off = [] {
-    const char* e = std::getenv("BNB_INT8_MMA");
-    return e != nullptr && e[0] == '0';
-  }();
+  static const bool off = env_zero("BNB_INT8_MMA");
   return off;
 }
 
@@ -212,10 +209,7 @@ bnb_status_t launch_mma_rows(const GpuContext& ctx, bool dependent, int64_t M, i
 // The whole layer in one kernel (kQuantD): M <= 8, M * K <= kFusedQuantMaxElems, 16-byte aligned
 // activations, no outlier columns to find across rows. BNB_INT8_FUSED_QUANT=0 turns it off.
 bool fused_quant_fits(int64_t M, int64_t K, const void* A, float threshold) {
-  static const bool off = [] {
-    const char* e = std::getenv("BNB_INT8_FUSED_QUANT");
-    return e != nullptr && e[0] == '0';
-  }();
+  static const bool off = env_zero("BNB_INT8_FUSED_QUANT");
   return !off && M <= 8 && M * K <= kFusedQuantMaxElems && (threshold == 0.0f || M == 1) &&
          (reinterpret_cast<uintptr_t>(A) & 15u) == 0;
 }

@@ -783,11 +783,9 @@ __device__ __forceinline__ void opt8_stage_tables(const Optim8Table* __restrict_
   // Asynchronous 16-byte copies: a thread's 7 or 14 words are all in flight at once.
   constexpr int kWords = (kTwo ? 2 : 1) * static_cast<int>(sizeof(Optim8Table) / 16);
   const uint4* src = reinterpret_cast<const uint4*>(tables);
-  for (int j = static_cast<int>(threadIdx.x); j < kWords; j += blockDim.x) {
-    const uint32_t dst = static_cast<uint32_t>(__cvta_generic_to_shared(&smem[j]));
-    asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"(dst), "l"(src + j) : "memory");
-  }
-  asm volatile("cp.async.wait_all;" ::: "memory");
+  for (int j = static_cast<int>(threadIdx.x); j < kWords; j += blockDim.x) gpu_cp_async16(&smem[j], src + j);
+  gpu_cp_async_commit();
+  gpu_cp_async_wait<0>();
   __syncthreads();
 }
 

@@ -17,15 +17,12 @@ Table16 table16(const uint32_t* bits, int count, int first) {
   return t;
 }
 
-// Resident blocks per multiprocessor of a kernel, asked once per instantiation.
+// Resident blocks per multiprocessor of a kernel without dynamic shared memory (at least 1), asked
+// once per instantiation.
 template <typename Kernel>
 int occupancy(Kernel kernel, int threads) {
-  int blocks = 0;
-  if (gpuOccupancyMaxActiveBlocksPerMultiprocessor(&blocks, kernel, threads, 0) != gpuSuccess || blocks < 1) {
-    (void)gpuGetLastError();
-    blocks = 1;
-  }
-  return blocks;
+  const int blocks = resident_blocks(kernel, threads, 0);
+  return blocks > 0 ? blocks : 1;
 }
 
 // Input bytes a quantizer thread owns per tile: 32 contiguous bytes. (16-byte slices, the

@@ -141,6 +141,11 @@ inline float gpu_shfl(float v, int src, int width) {
   g_warp[w]->wait();
   return r;
 }
+// cp.async (gpu_port.h): the copy happens at once, so commits and waits have nothing to do.
+inline void gpu_cp_async16(void* smem, const void* gmem) { std::memcpy(smem, gmem, 16); }
+inline void gpu_cp_async_commit() {}
+template <int N>
+void gpu_cp_async_wait() {}
 }  // namespace gpu
 }  // namespace bnb
 
@@ -155,6 +160,7 @@ inline float atomicAdd(float* p, float v) {
 #define BNB_GEMM4_HOST_MMA  // gemm4_mma.cuh: the mma below instead of the PTX instruction
 #include "gemm4_kernels.cuh"
 #include "gemm4_mma.cuh"
+#include "gemm4_tile.cuh"
 
 namespace bnb {
 namespace gpu {
@@ -162,6 +168,7 @@ namespace gemm4 {
 float smem[16 * 1024 + 64];  // the kernels' dynamic shared memory (64 KiB)
 uint16_t gemm4_mma_smem[8 * 8 * kMmaRowHalves];
 uint32_t gemm4_small_smem[gemm4_mma_small_smem_bytes(2) / 4];
+uint32_t gemm4_tile_smem[gemm4_tile_smem_bytes(8) / 4];
 
 // mma.sync m16n8k16 (row.col, binary32 accumulation) over the 32 lanes of a warp, with the PTX
 // fragment layout: lane (g, t) holds A rows g / g + 8, columns 2t, 2t + 1 (regs 0, 1) and
@@ -417,6 +424,39 @@ void check_mma_small(const Case& c, uint64_t seed, bool expand_absmax2 = false) 
   p.expect_close();
 }
 
+// The large-M tensor-core kernel: blocks of 64 W rows x 8 MT rows of A over K ranges of k_split
+// (< K: binary32 partial sums, then the finishing kernel).
+template <int D, int MT>
+void check_tile(const Case& c, int64_t k_split, uint64_t seed) {
+  SCOPED_TRACE(::testing::Message() << "tile D=" << D << " MT=" << MT << " M=" << c.M << " N=" << c.N << " K=" << c.K
+                                    << " bs=" << c.bs << " nested=" << c.nested << " k_split=" << k_split);
+  ASSERT_EQ(c.K % 64, 0);
+  ASSERT_EQ(k_split % 64, 0);
+  Problem<D> p(c, seed);
+  const unsigned gx = static_cast<unsigned>((c.M + 8 * MT - 1) / (8 * MT));
+  const unsigned gy = static_cast<unsigned>((c.N + kTileRows - 1) / kTileRows);
+  const unsigned gz = static_cast<unsigned>((c.K + k_split - 1) / k_split);
+  std::vector<float> partial(static_cast<size_t>(c.M * c.N), 0.0f);
+  const bool split = gz > 1;
+  const auto* bias = c.bias ? p.bias.data() : nullptr;
+  std::memset(gemm4_tile_smem, 0xff, sizeof gemm4_tile_smem);  // NaN: a read of an unwritten stage shows
+  launch(
+      gx, gy, kTileWarps * 32,
+      [&] {
+        float* part = split ? partial.data() : nullptr;
+        if (c.nested) {
+          gemm4_tile_kernel<D, MT, true>(p.A.data(), p.packed, p.scales, p.table, bias, p.out.data(), part, c.M, c.N,
+                                         c.K, p.log2_bs, k_split);
+        } else {
+          gemm4_tile_kernel<D, MT, false>(p.A.data(), p.packed, p.scales, p.table, bias, p.out.data(), part, c.M, c.N,
+                                          c.K, p.log2_bs, k_split);
+        }
+      },
+      gz);
+  if (split) launch(2, 1, 64, [&] { gemm4_mma_finish_kernel<D>(partial.data(), bias, p.out.data(), c.M, c.N); });
+  p.expect_close();
+}
+
 }  // namespace
 
 TEST(Gemm4KernelsOnHost, GemvAndSmallBatch) {
@@ -451,4 +491,12 @@ TEST(Gemm4KernelsOnHost, TensorCoreSmallM) {
   check_mma_small<kBF16, 2>({16, 40, 2048, 256, BNB_NF4, true, false, 0, 3, 0}, 35);
   check_mma_small<kF16, 2>({20, 24, 512, 64, BNB_FP4, true, true, 0, 2, 0}, 36);    // 2 tiles of A rows
   check_mma_small<kF16, 1>({2, 20, 2048, 64, BNB_NF4, true, true, 0, 2, 0}, 37, true);
+}
+
+TEST(Gemm4KernelsOnHost, TensorCoreLargeM) {
+  // M, N, K, bs, quant, nested, bias, (kc, gx, W offset unused)
+  check_tile<kF16, 4>({20, 70, 640, 64, BNB_NF4, true, true, 0, 0, 0}, 640, 41);     // 3 steps, the last half empty
+  check_tile<kBF16, 8>({70, 40, 1024, 128, BNB_FP4, false, false, 0, 0, 0}, 512, 42);  // 2 tiles of A, split K
+  check_tile<kF16, 8>({64, 64, 2304, 256, BNB_NF4, true, false, 0, 0, 0}, 2304, 43);  // 9 steps: stages wrap
+  check_tile<kBF16, 4>({17, 33, 1152, 64, BNB_NF4, true, true, 0, 0, 0}, 768, 44);     // split 768 + 384
 }
