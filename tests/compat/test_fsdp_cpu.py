@@ -7,7 +7,8 @@ ranks runs three parts, each checked by its own test:
 * FSDP2: each decoder layer and the model wrapped with `fully_shard`, quant_storage float32,
   bfloat16 and uint8, torch's AdamW and bitsandbytes' AdamW8bit; then a sharded checkpoint
   (torch.distributed.checkpoint) of the float32-storage model is loaded into a fresh sharded model
-  whose 4-bit weights were zeroed and whose LoRA weights differ: its logits equal the saved model's.
+  whose 4-bit weights were zeroed and whose LoRA weights differ: its logits equal the saved model's;
+  the same checkpoint loaded by the test process alone, unsharded, gives them too.
 * FSDP1 (FullyShardedDataParallel, use_orig_params=True): float32 and bfloat16 storage, the
   SHARDED_STATE_DICT (through DCP) and FULL_STATE_DICT loaded into fresh models, the full state
   dict's keys and 4-bit items against one process's; uint8 storage is refused by FSDP1.
@@ -254,6 +255,26 @@ def test_qlora_fsdp2_two_cpu_ranks_match_one_process(ranks):
     print("logits vs 1 process", (logits - want_logits).abs().max().item() / want_logits.abs().max().item())
     assert got["before_load_max_diff"] > 0.1  # the fresh model differs before the load ...
     assert got["reloaded_max_diff"] == 0.0, got["reloaded_max_diff"]  # ... and equals the saved one after
+
+
+def test_fsdp2_checkpoint_loads_into_one_process(ranks):
+    """The checkpoint the two ranks saved, loaded into one unsharded process (another sharding:
+    torch.distributed.checkpoint reassembles each rank's piece of the packed codes): the model's
+    logits equal the sharded model's."""
+    from torch.distributed import checkpoint as dcp
+
+    ids = _batch()
+    saved = torch.tensor(ranks["_fsdp2_part"]["logits"])
+    fresh = _zeroed_4bit(_model(lora_seed=1))
+    before = _eval_logits(fresh, ids)
+    sd = fresh.state_dict()
+    dcp.load(sd, checkpoint_id=os.path.join(ranks["out_dir"], "fsdp2"))
+    fresh.load_state_dict(sd)
+    after = _eval_logits(fresh, ids)
+    scale = saved.abs().max().item()
+    assert (before - saved).abs().max().item() > 0.1 * scale  # the load has something to do
+    # The same weights; only the thread count of the products differs from the ranks' (1 each).
+    assert (after - saved).abs().max().item() <= 1e-5 * scale, (after - saved).abs().max().item()
 
 
 # ---------------------------------------------------------------- FSDP1
