@@ -422,7 +422,7 @@ def test_qlora_fsdp1_two_cpu_ranks_match_one_process(ranks):
 # cuts gate_proj's lora_A mid-block, and its optim_state_dict gathers the state whole (bnb gives it
 # element-wise: docs/ARCHITECTURE.md). Every LoRA matrix has 8-bit state (min_8bit_size=0); the paged
 # optimizer pages all of it (paged_min_numel=0). FSDP1's checkpoint, loaded under other units (one
-# per LoRA matrix), is refused by the rank whose blocks it no longer matches.
+# per LoRA matrix), goes on after the rank whose blocks it no longer matches quantizes them again.
 RESUME_AT, RESUMED = 3, 3
 OPTIMIZERS = ("bnb.optim.AdamW8bit", "bitsandbytes.optim.AdamW8bit", "bitsandbytes.optim.PagedAdamW8bit")
 WRAPPINGS = ("FSDP2", "FSDP1")
@@ -479,14 +479,8 @@ def _optim_part(rank, out_dir):
                                             "paged": paged, "held": held}
 
     model, opt = sharded("FSDP1", OPTIMIZERS[0], lora_seed=1, units="lora")
-    try:
-        load(model, opt, os.path.join(out_dir, f"optim_FSDP1_{OPTIMIZERS[0]}"))
-        refusal = ""
-    except ValueError as e:
-        refusal = str(e)
-    refusals = [None] * WORLD
-    dist.all_gather_object(refusals, refusal)
-    result["other FSDP1 units"] = refusals
+    load(_zeroed_4bit(model), opt, os.path.join(out_dir, f"optim_FSDP1_{OPTIMIZERS[0]}"))
+    result["other FSDP1 units"] = {"resumed": steps(model, opt, RESUMED)}
     return result
 
 
@@ -503,6 +497,10 @@ def test_8bit_optimizer_state_resumes_through_dcp_under_fsdp2_and_fsdp1(ranks):
             assert r["paged"] == (2 * r["held"] if "Paged" in name else 0)  # state1 and state2 of each
         # the same first steps under both wrappings, up to the sharding's rounding
         assert got[f"FSDP2 {name}"]["first"] == pytest.approx(got[f"FSDP1 {name}"]["first"], rel=5e-4)
-    refusals = got["other FSDP1 units"]
-    print(refusals)
-    assert any("another sharding" in e for e in refusals), refusals
+    # FSDP1's checkpoint under other units (one per LoRA matrix): the blocks of the cut matrix's
+    # state are quantized again on load, and the run goes on as the uninterrupted one, up to that
+    # and to the other sharding's blocks.
+    other = got["other FSDP1 units"]["resumed"]
+    went_on = got[f"FSDP1 {OPTIMIZERS[0]}"]["went_on"]
+    print("other FSDP1 units", other, "vs", went_on)
+    assert other == pytest.approx(went_on, rel=1e-4) and other != went_on  # seen: 3e-6

@@ -761,21 +761,21 @@ class Optimizer(torch.optim.Optimizer):
             if not torch.equal(as_bytes.float(), codes):
                 raise ValueError(f"{name}.load_state_dict: the element-wise state{i} (FSDP1) holds values that "
                                  "are not 8-bit codes (0..255)")
-            blocks = []
-            for per_element in scales:
-                per_element = per_element.reshape(-1)
-                per_block = per_element[::BLOCKSIZE]
-                if not torch.equal(per_block.repeat_interleave(BLOCKSIZE)[:n], per_element):
-                    raise ValueError(
-                        f"{name}.load_state_dict: the 8-bit state{i} was quantized in other blocks than this rank's "
-                        f"part of the parameter ({n} elements) has: it was saved from another sharding (FSDP1's "
-                        "units or world size). 8-bit state reloads only onto the sharding that saved it")
-                blocks.append(per_block)
-            out[f"state{i}"] = as_bytes
-            out[f"absmax{i}"] = torch.cat(blocks)
             table = out.get(f"qmap{i}")
             if table is not None and not isinstance(table, torch.Tensor):
-                out[f"qmap{i}"] = torch.tensor(table, dtype=torch.float32, device=p.device)
+                table = out[f"qmap{i}"] = torch.tensor(table, dtype=torch.float32, device=p.device)
+            blocks = []
+            for c, per_element in enumerate(scales):
+                per_element = per_element.reshape(-1)
+                per_block = per_element[::BLOCKSIZE]
+                if torch.equal(per_block.repeat_interleave(BLOCKSIZE)[:n], per_element):
+                    blocks.append(per_block)
+                else:  # saved from another sharding (FSDP1's units or world size): requantized in this part's blocks
+                    used = self._default_table(p, i == 1) if table is None else table
+                    as_bytes[c], absmax = _requantize(as_bytes[c], per_element, used)
+                    blocks.append(absmax)
+            out[f"state{i}"] = as_bytes
+            out[f"absmax{i}"] = torch.cat(blocks)
         return out
 
     def _import_state(self, p, saved):
@@ -908,6 +908,19 @@ def _contiguous_strides(shape):
     return tuple(reversed(strides))
 
 
+def _requantize(codes, scales, table):
+    """8-bit state given per element (codes, each with its own block's scale, from another sharding)
+    quantized again in blocks of BLOCKSIZE from this part's first element: (codes, absmax). The
+    values are the saved ones (table[code] * scale); the new blocks' scales are their absmax, so
+    each value moves by at most half a step of the table near it."""
+    from .. import functional as F
+
+    device = codes.device
+    values = table.to(device)[codes.long()] * scales.to(device)
+    q, state = F.quantize_blockwise(values.contiguous(), code=table.to(device).contiguous(), blocksize=BLOCKSIZE)
+    return q, state.absmax
+
+
 _host_tables = {}
 
 
@@ -933,8 +946,8 @@ def _lib_table(which):
 # and state1_slow, and ELEMENTWISE_STATE_KEY set (for 32-bit state too, which but for AdEMAMix is
 # already in this form: the compat layer then leaves it unnested). FSDP1 gathers, unflattens and
 # re-cuts these like any float state; load_state_dict turns this rank's part back into codes and
-# one scale per block, and refuses scales that change inside a block of this rank's part (state
-# saved under other shard boundaries). unorm_vec is left out (each step starts it at zero);
+# one scale per block; state saved under other shard boundaries (scales that change inside a block
+# of this rank's part) is quantized again in this part's blocks (_requantize). unorm_vec is left out (each step starts it at zero);
 # percentile clipping's per-rank history of gradient norms cannot be held.
 #: Marks a parameter's state given element-wise (FSDP1) in a state dict.
 ELEMENTWISE_STATE_KEY = "bnb_elementwise_state"
