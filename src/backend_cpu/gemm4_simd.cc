@@ -25,6 +25,7 @@
 #include "gemm4_common.h"
 #include "gemm4_kernels.h"
 #include "half.h"
+#include "int_math.h"
 #include "tables.h"
 
 #undef HWY_TARGET_INCLUDE
@@ -321,8 +322,6 @@ HWY_EXPORT(Gemm4TransposedAccumulate);
 HWY_EXPORT(Gemm4ChunkLanes);
 
 namespace {
-
-int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
 // Blocking (bytes): the prepared copy of A is made for at most this much A at a time; a task's
 // A rows x K chunk should stay in L2 while the weights stream.

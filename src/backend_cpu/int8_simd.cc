@@ -19,6 +19,7 @@
 #include "bnb.h"
 #include "half.h"
 #include "int8_kernels.h"
+#include "int_math.h"
 #include "rcp.h"
 #include "tables.h"
 
@@ -407,17 +408,6 @@ HWY_EXPORT(DequantInt8);
 
 namespace {
 
-// Number of tasks for `units` pieces of work of `unit_cost` elements each: a few per thread,
-// none below ~16K elements unless the whole problem is smaller.
-int64_t task_count(const ThreadPool& pool, int64_t units, int64_t unit_cost) {
-  constexpr int64_t kMinElementsPerTask = 1 << 14;
-  const int64_t by_size = (units * unit_cost + kMinElementsPerTask - 1) / kMinElementsPerTask;
-  int64_t tasks = static_cast<int64_t>(pool.num_threads()) * 4;
-  if (tasks > by_size) tasks = by_size;
-  if (tasks > units) tasks = units;
-  return tasks < 1 ? 1 : tasks;
-}
-
 // The threshold as the reference compares it: rounded to the input's dtype.
 float threshold_in_dtype(int32_t dtype, float threshold) {
   if (dtype == BNB_F16) return f16_to_f32(f32_to_f16(threshold));
@@ -440,7 +430,7 @@ void int8_vectorwise_quant(ThreadPool& pool, int32_t dtype, int64_t rows, int64_
   const bool outliers = threshold > 0.0f;
   const Int8QuantArgs args{dtype, rows, cols, A, outliers ? threshold_in_dtype(dtype, threshold) : 0.0f,
                            q, row_stats};
-  const int64_t tasks = task_count(pool, rows, cols);
+  const int64_t tasks = pool.task_count(rows, cols);
   std::vector<uint8_t> flags(outliers ? static_cast<size_t>(tasks * cols) : 0, 0);
   pool.run(tasks, [&](int64_t t) {
     HWY_DYNAMIC_DISPATCH(QuantRowsInt8)(args, t * rows / tasks, (t + 1) * rows / tasks,
@@ -454,7 +444,7 @@ void int8_vectorwise_quant(ThreadPool& pool, int32_t dtype, int64_t rows, int64_
   }
   if (cols_out.empty()) return;
   // Zero every element of the outlier columns (docs/FORMATS.md §6.1).
-  const int64_t ztasks = task_count(pool, rows, static_cast<int64_t>(cols_out.size()) * 16);
+  const int64_t ztasks = pool.task_count(rows, static_cast<int64_t>(cols_out.size()) * 16);
   pool.run(ztasks, [&](int64_t t) {
     for (int64_t r = t * rows / ztasks; r < (t + 1) * rows / ztasks; ++r) {
       int8_t* row = q + r * cols;
@@ -466,7 +456,7 @@ void int8_vectorwise_quant(ThreadPool& pool, int32_t dtype, int64_t rows, int64_
 int64_t int8_outlier_columns(ThreadPool& pool, int32_t dtype, int64_t rows, int64_t cols, const void* A,
                              float threshold, int32_t* columns, int64_t capacity) {
   const Int8OutlierArgs args{dtype, cols, A, threshold_in_dtype(dtype, threshold)};
-  const int64_t tasks = task_count(pool, rows, cols);
+  const int64_t tasks = pool.task_count(rows, cols);
   std::vector<uint8_t> flags(static_cast<size_t>(tasks * cols), 0);
   pool.run(tasks, [&](int64_t t) {
     HWY_DYNAMIC_DISPATCH(OutlierRowsInt8)(args, t * rows / tasks, (t + 1) * rows / tasks, flags.data() + t * cols);
@@ -484,13 +474,13 @@ int64_t int8_outlier_columns(ThreadPool& pool, int32_t dtype, int64_t rows, int6
 void int8_matmul_rows(ThreadPool& pool, int64_t M, int64_t N, int64_t K, const int8_t* A, const int8_t* B,
                       int32_t* C) {
   constexpr int64_t kPad = 64;  // >= int16 lanes of any target
-  const int64_t K16 = (K + kPad - 1) / kPad * kPad;
+  const int64_t K16 = round_up(K, kPad);
   std::vector<int16_t> A16(static_cast<size_t>(M * K16));
   HWY_DYNAMIC_DISPATCH(WidenRowsInt8)(A, M, K, K16, A16.data());
   const Int8RowsArgs args{M, N, K, A16.data(), K16, B, C};
   // Tasks over groups of 4 columns of C (4 rows of B).
-  const int64_t groups = (N + 3) / 4;
-  const int64_t tasks = task_count(pool, groups, 4 * K * (M < 4 ? 1 : M / 4));
+  const int64_t groups = ceil_div(N, 4);
+  const int64_t tasks = pool.task_count(groups, 4 * K * (M < 4 ? 1 : M / 4));
   pool.run(tasks, [&](int64_t t) {
     const int64_t g0 = t * groups / tasks;
     const int64_t g1 = (t + 1) * groups / tasks;
@@ -503,10 +493,10 @@ void int8_mm_dequant(ThreadPool& pool, int64_t M, int64_t N, const int32_t* C, c
                      const float* col_stats, const void* bias, int32_t out_dtype, void* out) {
   const Int8DequantArgs args{M, N, C, row_stats, col_stats, bias, out_dtype, out};
   const int64_t total = M * N;
-  const int64_t tasks = task_count(pool, (total + 1023) / 1024, 1024);
+  const int64_t tasks = pool.task_count(ceil_div(total, 1024), 1024);
   pool.run(tasks, [&](int64_t t) {
     // Split on multiples of 64 elements so no task boundary splits a vector needlessly.
-    const int64_t units = (total + 63) / 64;
+    const int64_t units = ceil_div(total, 64);
     const int64_t e0 = t * units / tasks * 64;
     int64_t e1 = (t + 1) * units / tasks * 64;
     if (e1 > total) e1 = total;

@@ -16,6 +16,7 @@
 #include <cstdint>
 #include <cstring>
 
+#include "int_math.h"
 #include "optim_kernels.h"
 #include "optim_traits.h"
 #include "rcp.h"
@@ -54,7 +55,7 @@ HWY_INLINE void NewStates2(DF df, const Optim8Args& a, const Block8& b, float* H
                            float* HWY_RESTRICT v, float* HWY_RESTRICT e) {
   const OptimConsts& k = *a.k;
   const int64_t N = static_cast<int64_t>(hn::Lanes(df));
-  const int64_t nblocks = (k.n + kOptimBlock - 1) / kOptimBlock;
+  const int64_t nblocks = ceil_div(k.n, kOptimBlock);
   const VF scale1 = hn::Set(df, a.absmax1[b.index]);
   const VF scale2 = hn::Set(df, a.absmax2[b.index]);
   const VF scale3 = hn::Set(df, kEma ? a.absmax1[nblocks + b.index] : 0.0f);
@@ -154,7 +155,7 @@ struct Pending8 {
 template <int kDt, bool kEma>
 HWY_INLINE void Block2StateAC(DF df, const Optim8Args& a, const Block8& b, Pending8* HWY_RESTRICT out) {
   const OptimConsts& k = *a.k;
-  const int64_t nblocks = (k.n + kOptimBlock - 1) / kOptimBlock;
+  const int64_t nblocks = ceil_div(k.n, kOptimBlock);
   float* HWY_RESTRICT m = out->s1;
   float* HWY_RESTRICT v = out->s2;
   float* HWY_RESTRICT e = out->s3;
@@ -286,7 +287,7 @@ template <int kDt, bool kEma>
 void Block2State(DF df, const Optim8Args& a, const Block8& b) {
   const OptimConsts& k = *a.k;
   const int64_t N = static_cast<int64_t>(hn::Lanes(df));
-  const int64_t nblocks = (k.n + kOptimBlock - 1) / kOptimBlock;
+  const int64_t nblocks = ceil_div(k.n, kOptimBlock);
   alignas(64) float m[kOptimBlock], v[kOptimBlock], e[kEma ? kOptimBlock : 1];
   NewStates2<kDt, kEma>(df, a, b, m, v, e);
   // Phase B: the new scales replace the old ones.

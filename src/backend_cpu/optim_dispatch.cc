@@ -8,6 +8,7 @@
 #include <mutex>
 #include <vector>
 
+#include "int_math.h"
 #include "optim_kernels.h"
 #include "optim_traits.h"
 #include "tables.h"
@@ -46,7 +47,7 @@ constexpr int64_t kChunkBlocks = 64;
 
 template <class Fn>
 void for_chunks(ThreadPool& pool, int64_t total, int64_t chunk, const Fn& fn) {
-  const int64_t tasks = (total + chunk - 1) / chunk;
+  const int64_t tasks = ceil_div(total, chunk);
   pool.run(tasks, [&](int64_t t) {
     const int64_t begin = t * chunk;
     fn(t, begin, begin + chunk < total ? begin + chunk : total);
@@ -75,7 +76,7 @@ void optimizer_run(ThreadPool& pool, const bnb_optimizer_params_t& P, const bnb_
   if (P.state_bits == 32) {
     Optim32Args a{&k, T.p, T.g, static_cast<float*>(T.state1), static_cast<float*>(T.state2)};
     if (clip) {
-      std::vector<double> parts(static_cast<size_t>((n + kChunk32 - 1) / kChunk32), 0.0);
+      std::vector<double> parts(static_cast<size_t>(ceil_div(n, kChunk32)), 0.0);
       for_chunks(pool, n, kChunk32, [&](int64_t t, int64_t b, int64_t e) { parts[t] = optim32_unorm(a, b, e); });
       apply_clip(parts);
     }
@@ -88,9 +89,9 @@ void optimizer_run(ThreadPool& pool, const bnb_optimizer_params_t& P, const bnb_
   const bool two = optim_traits(P.optimizer).states == 2;
   Optim8Args a{&k, plan1, plan2, T.p, T.g, static_cast<uint8_t*>(T.state1),
                two ? static_cast<uint8_t*>(T.state2) : nullptr, T.absmax1, two ? T.absmax2 : nullptr};
-  const int64_t nblocks = (n + kOptimBlock - 1) / kOptimBlock;
+  const int64_t nblocks = ceil_div(n, kOptimBlock);
   if (clip) {
-    std::vector<double> parts(static_cast<size_t>((nblocks + kChunkBlocks - 1) / kChunkBlocks), 0.0);
+    std::vector<double> parts(static_cast<size_t>(ceil_div(nblocks, kChunkBlocks)), 0.0);
     for_chunks(pool, nblocks, kChunkBlocks, [&](int64_t t, int64_t b, int64_t e) { parts[t] = optim8_unorm(a, b, e); });
     apply_clip(parts);
   }

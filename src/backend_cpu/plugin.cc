@@ -22,6 +22,7 @@
 
 #include "half.h"
 #include "int8_kernels.h"
+#include "int_math.h"
 #include "onednn.h"
 #include "quant_kernels.h"
 #include "tables.h"
@@ -185,7 +186,7 @@ template <typename Bits>
 int64_t first_nonfinite(Context& ctx, const void* data, int64_t n, Bits mask) {
   const auto* x = static_cast<const Bits*>(data);
   constexpr int64_t kChunk = INT64_C(1) << 16;
-  const int64_t chunks = (n + kChunk - 1) / kChunk;
+  const int64_t chunks = ceil_div(n, kChunk);
   std::atomic<int64_t> first{INT64_MAX};
   ctx.pool.run(chunks, [&](int64_t c) {
     const int64_t begin = c * kChunk;

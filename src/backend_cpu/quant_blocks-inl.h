@@ -13,6 +13,7 @@
 #include <algorithm>
 #include <cstdint>
 
+#include "int_math.h"
 #include "quant_plan.h"
 #include "rcp.h"
 #include "simd-inl.h"
@@ -157,7 +158,7 @@ HWY_INLINE void ForEachScaledBlock(DF df, int32_t dtype, const void* A, int64_t 
     const int64_t begin = c0 * blocksize;
     const int64_t end = c1 * blocksize < n ? c1 * blocksize : n;
     const int64_t count = end - begin;
-    const int64_t padded = (count + step - 1) / step * step;
+    const int64_t padded = round_up(count, step);
     const float* src = BlockAsF32(df, dtype, A, begin, count, padded, scratch);
     int64_t b = c0;
 #if BNB_SIMD_PERMUTE2

@@ -4,6 +4,7 @@
 #include <cstdint>
 #include <vector>
 
+#include "int_math.h"
 #include "quant_kernels.h"
 #include "quant_plan.h"
 #include "tables.h"
@@ -12,20 +13,12 @@ namespace bnb {
 namespace cpu {
 namespace {
 
-// Splits [0, nblocks) into contiguous ranges of whole blocks, a few per thread, none smaller
-// than ~64 KiB of input unless the tensor itself is small.
+// Splits [0, nblocks) into contiguous ranges of whole blocks (ThreadPool::task_count of them).
 template <class Fn>
 void for_block_ranges(ThreadPool& pool, int64_t nblocks, int64_t blocksize, const Fn& fn) {
-  constexpr int64_t kMinElementsPerTask = 1 << 14;
-  const int64_t by_size = (nblocks * blocksize + kMinElementsPerTask - 1) / kMinElementsPerTask;
-  int64_t tasks = static_cast<int64_t>(pool.num_threads()) * 4;
-  if (tasks > by_size) tasks = by_size;
-  if (tasks > nblocks) tasks = nblocks;
-  if (tasks < 1) tasks = 1;
+  const int64_t tasks = pool.task_count(nblocks, blocksize);
   pool.run(tasks, [&](int64_t t) { fn(t * nblocks / tasks, (t + 1) * nblocks / tasks); });
 }
-
-int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
 }  // namespace
 

@@ -12,6 +12,8 @@
 #include <thread>
 #include <vector>
 
+#include "int_math.h"
+
 namespace bnb {
 namespace cpu {
 
@@ -25,6 +27,17 @@ class ThreadPool {
   ThreadPool& operator=(const ThreadPool&) = delete;
 
   int32_t num_threads() const { return static_cast<int32_t>(workers_.size()) + 1; }
+
+  // How many tasks `units` pieces of work of `unit_cost` elements each are split into: a few per
+  // thread, none below ~16K elements unless the whole problem is smaller, at least one.
+  int64_t task_count(int64_t units, int64_t unit_cost) const {
+    constexpr int64_t kMinElementsPerTask = 1 << 14;
+    int64_t tasks = static_cast<int64_t>(num_threads()) * 4;
+    const int64_t by_size = ceil_div(units * unit_cost, kMinElementsPerTask);
+    if (tasks > by_size) tasks = by_size;
+    if (tasks > units) tasks = units;
+    return tasks < 1 ? 1 : tasks;
+  }
 
   // Calls fn(task) once for every task in [0, num_tasks), spread over the pool; returns when
   // all have finished. fn must not throw.

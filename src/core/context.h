@@ -8,6 +8,7 @@
 #include <string>
 
 #include "error.h"
+#include "int_math.h"
 #include "registry.h"
 
 struct bnb_context {
@@ -79,7 +80,6 @@ constexpr int32_t kOpEnd = BNB_OP_GEMM_4BIT_TRANSPOSED + 1;
 // The context's backend runs `op`, else BNB_ERR_NOT_SUPPORTED naming `function`.
 bnb_status_t check_offered(bnb_context_t ctx, int32_t op, const char* function);
 
-int64_t ceil_div(int64_t a, int64_t b);
 const char* dtype_name(int32_t dtype);
 
 }  // namespace bnb

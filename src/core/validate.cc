@@ -163,8 +163,6 @@ bnb_status_t check_finite(bnb_context_t ctx, int32_t dtype, const void* x, int64
                name, static_cast<long long>(first));
 }
 
-int64_t ceil_div(int64_t a, int64_t b) { return a / b + (a % b != 0 ? 1 : 0); }
-
 }  // namespace bnb
 
 namespace bnb {
