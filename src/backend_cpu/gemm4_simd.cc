@@ -10,7 +10,8 @@
 //
 // Decoding: per block a 16-entry table LUT[i] * absmax (RN32, the exact weight value, FORMATS
 // 3.6) is built in registers and indexed with lane permutes (AVX-512: one permute; AVX2: two
-// and a blend; narrower targets gather from memory).
+// and a blend; narrower targets gather from memory): simd-inl.h's RegTable<16>, as are the
+// conversions of A (LoadEvenOddAsF32, LoadAsF32).
 //
 // Tiles: MR rows of A x NR rows of W share every decoded weight and every loaded A vector;
 // accumulators are binary32 vectors, reduced once per tile and K chunk into a binary32 scratch
@@ -34,19 +35,12 @@
 #include "hwy/aligned_allocator.h"
 #include "hwy/cache_control.h"
 #include "hwy/highway.h"
-
+#include "simd-inl.h"
 
 HWY_BEFORE_NAMESPACE();
 namespace bnb {
 namespace cpu {
 namespace HWY_NAMESPACE {
-namespace hn = hwy::HWY_NAMESPACE;
-
-using DF = hn::ScalableTag<float>;
-using DU = hn::RebindToUnsigned<DF>;
-using DI = hn::RebindToSigned<DF>;
-using VF = hn::Vec<DF>;
-using VU = hn::Vec<DU>;
 
 // Lanes per vector; x86 targets have a fixed count known at compile time.
 constexpr int64_t kLanes = static_cast<int64_t>(hn::MaxLanes(DF()));
@@ -54,85 +48,46 @@ constexpr int64_t kLanes = static_cast<int64_t>(hn::MaxLanes(DF()));
 constexpr int64_t kChunk = 2 * kLanes;
 static_assert(32 % kChunk == 0, "K is a multiple of 32; chunks must tile it");
 
-// Whether Lookup16 ignores index bits above bit 3 (the AVX-512 permute does).
-#if HWY_TARGET == HWY_AVX3 || HWY_TARGET == HWY_AVX3_DL
-constexpr bool kIndexMasked = true;
-#else
-constexpr bool kIndexMasked = false;
-#endif
+// A block's 16-entry table LUT[i] * absmax (simd-inl.h's RegTable: in registers where the
+// target's permutes reach 16 entries, else read from its scratch by a gather).
+using BlockLut = RegTable<16>;
 
-// A block's scaled 16-entry table, held the way Lookup16 wants it.
-struct ScaledLut {
-  // Declared here so it is compiled for this target: GCC's implicit one is not, and fails to
-  // inline NEON's vector constructors.
-  ScaledLut() {}
-  VF lo;  // entries 0..7 (or 0..15 with 16 lanes)
-  VF hi;  // entries 8..15 (8 lanes only)
-};
-
-HWY_INLINE void MakeLut(DF df, const float* HWY_RESTRICT lut, float scale, ScaledLut* t,
-                        float* HWY_RESTRICT mem) {
-  const VF s = hn::Set(df, scale);
-  if constexpr (kLanes >= 8) {
-    t->lo = hn::Mul(hn::LoadU(df, lut), s);
-    t->hi = kLanes == 8 ? hn::Mul(hn::LoadU(df, lut + 8), s) : t->lo;
-  } else {
-    for (int i = 0; i < 16; i += static_cast<int>(kLanes)) hn::Store(hn::Mul(hn::LoadU(df, lut + i), s), df, mem + i);
-    t->lo = t->hi = s;  // unused
-  }
-}
-
-// t[idx & 15] (idx < 16 unless kIndexMasked).
-HWY_INLINE VF Lookup16(DF df, const ScaledLut& t, const float* HWY_RESTRICT mem, VU idx) {
-  const DI di;
-#if HWY_TARGET == HWY_AVX3 || HWY_TARGET == HWY_AVX3_DL
-  (void)df;
-  (void)di;
-  (void)mem;
-  return VF{_mm512_permutexvar_ps(idx.raw, t.lo.raw)};
-#else
-  if constexpr (kLanes >= 16) {
-    (void)mem;
-    return hn::TableLookupLanes(t.lo, hn::IndicesFromVec(df, hn::BitCast(di, hn::And(idx, hn::Set(DU(), 15u)))));
-  } else if constexpr (kLanes == 8) {
-    (void)mem;
-    const DU du;
-    const auto lane = hn::IndicesFromVec(df, hn::BitCast(di, hn::And(idx, hn::Set(du, 7u))));
-    const VF lo = hn::TableLookupLanes(t.lo, lane);
-    const VF hi = hn::TableLookupLanes(t.hi, lane);
-    const auto upper = hn::RebindMask(df, hn::Gt(hn::BitCast(di, idx), hn::Set(di, 7)));
-    return hn::IfThenElse(upper, hi, lo);
-  } else {
-    return hn::GatherIndex(df, mem, hn::BitCast(di, idx));
-  }
-#endif
+// The weights of one packed chunk: the high nibbles (even k) and the low nibbles (odd k),
+// decoded through the block's table.
+HWY_INLINE void DecodeChunk(DF df, const BlockLut& lut, const uint8_t* HWY_RESTRICT packed, VF& even, VF& odd) {
+  const hn::Rebind<uint8_t, DF> d8;
+  const VI bytes = hn::BitCast(DI(), hn::PromoteTo(DU(), hn::LoadU(d8, packed)));
+  even = lut.Get(df, hn::ShiftRight<4>(bytes));
+  odd = lut.GetLow(df, bytes);
 }
 
 // Rows [m0, m1) of A (row length K, dtype) to binary32 at Ad (row stride K), each chunk of
 // kChunk elements split into [even k | odd k].
 void Gemm4PrepareA(int32_t dtype, const void* A, int64_t K, int64_t m0, int64_t m1, float* Ad) {
-  for (int64_t m = m0; m < m1; ++m) {
-    float* HWY_RESTRICT dst = Ad + (m - m0) * K;
-    const int64_t base = m * K;
-    for (int64_t k = 0; k < K; k += kChunk) {
-      for (int64_t j = 0; j < kLanes; ++j) {
-        const int64_t e = base + k + 2 * j;
-        float v0, v1;
-        if (dtype == BNB_F32) {
-          v0 = static_cast<const float*>(A)[e];
-          v1 = static_cast<const float*>(A)[e + 1];
-        } else if (dtype == BNB_BF16) {
-          v0 = bnb::bf16_to_f32(static_cast<const uint16_t*>(A)[e]);
-          v1 = bnb::bf16_to_f32(static_cast<const uint16_t*>(A)[e + 1]);
-        } else {
-          v0 = bnb::f16_to_f32(static_cast<const uint16_t*>(A)[e]);
-          v1 = bnb::f16_to_f32(static_cast<const uint16_t*>(A)[e + 1]);
-        }
-        dst[k + j] = v0;
-        dst[k + kLanes + j] = v1;
+  WithDtype(dtype, [&](auto dt) {
+    constexpr int kDt = decltype(dt)::value;
+    const DF df;
+    for (int64_t m = m0; m < m1; ++m) {
+      float* HWY_RESTRICT dst = Ad + (m - m0) * K;
+      for (int64_t k = 0; k < K; k += kChunk) {
+        VF even, odd;
+        LoadEvenOddAsF32<kDt>(df, A, m * K + k, even, odd);
+        hn::Store(even, df, dst + k);
+        hn::Store(odd, df, dst + k + kLanes);
       }
     }
-  }
+  });
+}
+
+// Elements [i0, i1) of A (dtype) to binary32 at Af[0 : i1 - i0] (the transposed product's A).
+void Gemm4ConvertA(int32_t dtype, const void* A, int64_t i0, int64_t i1, float* Af) {
+  WithDtype(dtype, [&](auto dt) {
+    constexpr int kDt = decltype(dt)::value;
+    const DF df;
+    int64_t i = i0;
+    for (; i + kLanes <= i1; i += kLanes) hn::StoreU(LoadAsF32<kDt>(df, A, i), df, Af + (i - i0));
+    for (; i < i1; ++i) Af[i - i0] = load_as_f32(kDt, A, i);
+  });
 }
 
 // C[m * ldc + r] += sum_{k in [k0,k1)} Ad[m][k] * W[n0 + r][k] for m < MR, r < NR.
@@ -140,8 +95,6 @@ template <int MR, int NR>
 HWY_INLINE void Tile(const Gemm4Args& a, const float* HWY_RESTRICT Ad, int64_t n0, int64_t k0, int64_t k1,
                      float* HWY_RESTRICT C, int64_t ldc) {
   const DF df;
-  const DU du;
-  const hn::Rebind<uint8_t, DF> d8;
   // Few accumulators: give the odd-k products their own to halve the dependency chains.
   constexpr bool kSplit = MR * NR <= 8;
   const int64_t K = a.K;
@@ -156,15 +109,14 @@ HWY_INLINE void Tile(const Gemm4Args& a, const float* HWY_RESTRICT Ad, int64_t n
   }
   const uint8_t* HWY_RESTRICT wrow[NR];
   for (int r = 0; r < NR; ++r) wrow[r] = a.W + (n0 + r) * (K / 2);
-  const VU nibble = hn::Set(du, 15u);
-  ScaledLut lut[NR];
+  BlockLut lut[NR];
   alignas(64) float lut_mem[NR][16];
   for (int64_t k = k0; k < k1;) {
     const int64_t block_end = (k / bs + 1) * bs;
     const int64_t seg_end = block_end < k1 ? block_end : k1;
     for (int r = 0; r < NR; ++r) {
       const float scale = gemm4_block_scale(a.scales, (n0 + r) * (K / bs) + k / bs);
-      MakeLut(df, a.lut, scale, &lut[r], lut_mem[r]);
+      lut[r].LoadScaled(df, a.lut, scale, lut_mem[r]);
     }
     for (; k < seg_end; k += kChunk) {
       // The same cache line NR rows further on: the next tile of rows streams in while this
@@ -173,11 +125,7 @@ HWY_INLINE void Tile(const Gemm4Args& a, const float* HWY_RESTRICT Ad, int64_t n
         for (int r = 0; r < NR; ++r) hwy::Prefetch(wrow[r] + NR * (K / 2) + k / 2);
       }
       VF w_even[NR], w_odd[NR];
-      for (int r = 0; r < NR; ++r) {
-        const VU bytes = hn::PromoteTo(du, hn::LoadU(d8, wrow[r] + k / 2));
-        w_even[r] = Lookup16(df, lut[r], lut_mem[r], hn::ShiftRight<4>(bytes));
-        w_odd[r] = Lookup16(df, lut[r], lut_mem[r], kIndexMasked ? bytes : hn::And(bytes, nibble));
-      }
+      for (int r = 0; r < NR; ++r) DecodeChunk(df, lut[r], wrow[r] + k / 2, w_even[r], w_odd[r]);
       for (int m = 0; m < MR; ++m) {
         const VF a_even = hn::Load(df, Ad + m * K + k);
         const VF a_odd = hn::Load(df, Ad + m * K + k + kLanes);
@@ -235,10 +183,8 @@ void Gemm4Panel(const Gemm4Args& a, const float* Ad, int64_t rows, int64_t n0, i
 // chunk of kChunk columns split into [even k | odd k] (kc and k0 multiples of kChunk).
 void Gemm4DecodeColumns(const Gemm4Args& a, int64_t n0, int64_t rows, int64_t k0, int64_t kc, float* Wd) {
   const DF df;
-  const DU du;
-  const hn::Rebind<uint8_t, DF> d8;
   const int64_t K = a.K, bs = a.blocksize;
-  ScaledLut lut;
+  BlockLut lut;
   alignas(64) float lut_mem[16];
   for (int64_t r = 0; r < rows; ++r) {
     const uint8_t* HWY_RESTRICT wrow = a.W + (n0 + r) * (K / 2);
@@ -246,12 +192,12 @@ void Gemm4DecodeColumns(const Gemm4Args& a, int64_t n0, int64_t rows, int64_t k0
     for (int64_t k = k0; k < k0 + kc;) {
       const int64_t block_end = (k / bs + 1) * bs;
       const int64_t seg_end = block_end < k0 + kc ? block_end : k0 + kc;
-      MakeLut(df, a.lut, gemm4_block_scale(a.scales, (n0 + r) * (K / bs) + k / bs), &lut, lut_mem);
+      lut.LoadScaled(df, a.lut, gemm4_block_scale(a.scales, (n0 + r) * (K / bs) + k / bs), lut_mem);
       for (; k < seg_end; k += kChunk) {
-        const VU bytes = hn::PromoteTo(du, hn::LoadU(d8, wrow + k / 2));
-        hn::Store(Lookup16(df, lut, lut_mem, hn::ShiftRight<4>(bytes)), df, dst + k);
-        hn::Store(Lookup16(df, lut, lut_mem, kIndexMasked ? bytes : hn::And(bytes, hn::Set(du, 15u))), df,
-                  dst + k + kLanes);
+        VF even, odd;
+        DecodeChunk(df, lut, wrow + k / 2, even, odd);
+        hn::Store(even, df, dst + k);
+        hn::Store(odd, df, dst + k + kLanes);
       }
     }
   }
@@ -316,6 +262,7 @@ namespace bnb {
 namespace cpu {
 
 HWY_EXPORT(Gemm4PrepareA);
+HWY_EXPORT(Gemm4ConvertA);
 HWY_EXPORT(Gemm4Panel);
 HWY_EXPORT(Gemm4DecodeColumns);
 HWY_EXPORT(Gemm4TransposedAccumulate);
@@ -458,7 +405,7 @@ void gemm_4bit_transposed(ThreadPool& pool, int32_t dtype, int64_t M, int64_t N,
       const int64_t prep_tasks = std::min<int64_t>(rows, threads * 4);
       pool.run(prep_tasks, [&](int64_t t) {
         const int64_t r0 = t * rows / prep_tasks, r1 = (t + 1) * rows / prep_tasks;
-        for (int64_t i = r0 * N; i < r1 * N; ++i) Af[i] = load_as_f32(dtype, A, mbegin * N + i);
+        HWY_DYNAMIC_DISPATCH(Gemm4ConvertA)(dtype, A, (mbegin + r0) * N, (mbegin + r1) * N, Af.get() + r0 * N);
       });
       Am = Af.get();
     }

@@ -1,7 +1,7 @@
 // Per-target pieces the optimizer kernels share (optim32_simd.cc, optim8_simd.cc): the update
-// rules' ids, the parameter's rounding `p <- T(x)` and store, and the switch from the run-time
-// parameter dtype to a compile-time one. Included after simd-inl.h; one copy per target
-// (Highway's -inl.h idiom, see simd-inl.h).
+// rules' ids and the parameter's rounding `p <- T(x)` and store (the switch from the run-time
+// parameter dtype to a compile-time one is simd-inl.h's WithDtype). Included after simd-inl.h;
+// one copy per target (Highway's -inl.h idiom, see simd-inl.h).
 
 #if defined(BNB_BACKEND_CPU_OPTIM_INL_H_) == defined(HWY_TARGET_TOGGLE)
 #ifdef BNB_BACKEND_CPU_OPTIM_INL_H_
@@ -12,7 +12,6 @@
 
 #include <cstddef>
 #include <cstdint>
-#include <type_traits>
 
 #include "optim_kernels.h"
 #include "optim_traits.h"
@@ -84,20 +83,6 @@ HWY_INLINE VF AdamParam(DF df, const OptimConsts& k, bool decay, VF m, VF v, VF 
   }
   if (decay) p = RoundP<kDt>(df, hn::Mul(p, hn::Set(df, k.decay)));
   return p;
-}
-
-// fn(std::integral_constant<int, dtype>) for the parameter dtype (BNB_F32, BNB_F16 or BNB_BF16):
-// the kernels are compiled once per dtype.
-template <class Fn>
-HWY_INLINE auto WithParamDtype(int32_t dtype, const Fn& fn) {
-  switch (dtype) {
-    case BNB_F32:
-      return fn(std::integral_constant<int, BNB_F32>());
-    case BNB_F16:
-      return fn(std::integral_constant<int, BNB_F16>());
-    default:
-      return fn(std::integral_constant<int, BNB_BF16>());
-  }
 }
 
 // NOLINTNEXTLINE(google-readability-namespace-comments)

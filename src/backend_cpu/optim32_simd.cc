@@ -202,11 +202,11 @@ double Unorm32Typed(const Optim32Args& a, int64_t begin, int64_t end) {
 }
 
 void Optim32Update(const Optim32Args& a, int64_t begin, int64_t end) {
-  return WithParamDtype(a.k->dtype, [&](auto dt) { return Update32Typed<decltype(dt)::value>(a, begin, end); });
+  return WithDtype(a.k->dtype, [&](auto dt) { return Update32Typed<decltype(dt)::value>(a, begin, end); });
 }
 
 double Optim32Unorm(const Optim32Args& a, int64_t begin, int64_t end) {
-  return WithParamDtype(a.k->dtype, [&](auto dt) { return Unorm32Typed<decltype(dt)::value>(a, begin, end); });
+  return WithDtype(a.k->dtype, [&](auto dt) { return Unorm32Typed<decltype(dt)::value>(a, begin, end); });
 }
 
 // NOLINTNEXTLINE(google-readability-namespace-comments)

@@ -584,11 +584,11 @@ bool Optim8EncodeBlock(const OptimCodePlan& plan, bool sign_fix, bool bucketed, 
 }
 
 void Optim8Update(const Optim8Args& a, int64_t b0, int64_t b1) {
-  return WithParamDtype(a.k->dtype, [&](auto dt) { return Update8Typed<decltype(dt)::value>(a, b0, b1); });
+  return WithDtype(a.k->dtype, [&](auto dt) { return Update8Typed<decltype(dt)::value>(a, b0, b1); });
 }
 
 double Optim8Unorm(const Optim8Args& a, int64_t b0, int64_t b1) {
-  return WithParamDtype(a.k->dtype, [&](auto dt) { return Unorm8Typed<decltype(dt)::value>(a, b0, b1); });
+  return WithDtype(a.k->dtype, [&](auto dt) { return Unorm8Typed<decltype(dt)::value>(a, b0, b1); });
 }
 
 // NOLINTNEXTLINE(google-readability-namespace-comments)

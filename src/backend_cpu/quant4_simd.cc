@@ -387,11 +387,7 @@ void DequantizeBlocks4Impl(const Dequant4Args& a, int64_t b0, int64_t b1) {
 }
 
 void DequantizeBlocks4(const Dequant4Args& a, int64_t b0, int64_t b1) {
-  if (a.stream) {
-    DequantizeBlocks4Impl<true>(a, b0, b1);
-  } else {
-    DequantizeBlocks4Impl<false>(a, b0, b1);
-  }
+  WithFlag(a.stream, [&](auto stream) { DequantizeBlocks4Impl<decltype(stream)::value>(a, b0, b1); });
 }
 
 // NOLINTNEXTLINE(google-readability-namespace-comments)

@@ -246,11 +246,7 @@ void DequantizeBlocks8Impl(const Dequant8Args& a, int64_t b0, int64_t b1) {
 }
 
 void DequantizeBlocks8(const Dequant8Args& a, int64_t b0, int64_t b1) {
-  if (a.stream) {
-    DequantizeBlocks8Impl<true>(a, b0, b1);
-  } else {
-    DequantizeBlocks8Impl<false>(a, b0, b1);
-  }
+  WithFlag(a.stream, [&](auto stream) { DequantizeBlocks8Impl<decltype(stream)::value>(a, b0, b1); });
 }
 
 // NOLINTNEXTLINE(google-readability-namespace-comments)

@@ -1,7 +1,8 @@
 // Per-target building blocks of the CPU backend's SIMD families (quantization, optimizers,
-// LLM.int8()): the vector types, what each target can do, the fp16/bf16 <-> binary32
-// conversions, table look-ups and streaming stores. Written once here, compiled into every
-// target of each foreach_target file that includes it.
+// LLM.int8(), the 4-bit matmul): the vector types, what each target can do, the fp16/bf16 <->
+// binary32 conversions, the run-time to compile-time dtype switch, table look-ups and streaming
+// stores. Written once here, compiled into every target of each foreach_target file that
+// includes it.
 //
 // Include it after hwy/highway.h in a file that foreach_target.h re-includes: the guard below
 // follows Highway's per-target idiom (it flips with HWY_TARGET_TOGGLE, so each target gets its
@@ -20,6 +21,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
+#include <type_traits>
 
 #include "bnb.h"
 #include "half.h"
@@ -97,58 +99,74 @@ HWY_INLINE VF F16BitsToF32(DF df, VU h) {
   return hn::BitCast(df, hn::Or(hn::BitCast(du, mag), sign));
 }
 
+// What the binary16 roundings below share: v's sign bit, its magnitude bits `a` (`ai` as signed
+// lanes, for the range tests) and `a` plus the round-to-nearest-even bias for dropping the low 13
+// bits (0xfff plus the lowest kept bit). Built by its constructor, which is compiled for this
+// target (GCC's implicit default one is not, and fails to inline NEON's vector constructors).
+struct F16Split {
+  HWY_INLINE F16Split(DF df, VF v)
+      : sign(hn::And(hn::BitCast(DU(), v), hn::Set(DU(), 0x80000000u))),
+        a(hn::Xor(hn::BitCast(DU(), v), sign)),
+        biased(hn::Add(hn::Add(a, hn::Set(DU(), 0xfffu)), hn::And(hn::ShiftRight<13>(a), hn::Set(DU(), 1u)))),
+        ai(hn::BitCast(DI(), a)) {
+    (void)df;
+  }
+  VU sign, a, biased;
+  VI ai;
+};
+
+// Per lane by |v|'s range (ai = |v|'s bits): `tiny` below the smallest normal half (2^-14),
+// `normal` up to what rounds to the largest finite half, `overflow` above, `nan` for NaN.
+HWY_INLINE VU ByF16Range(VI ai, VU tiny, VU normal, VU overflow, VU nan) {
+  const DU du;
+  const DI di;
+  VU r = hn::IfThenElse(hn::RebindMask(du, hn::Lt(ai, hn::Set(di, 0x38800000))), tiny, normal);
+  r = hn::IfThenElse(hn::RebindMask(du, hn::Gt(ai, hn::Set(di, 0x477fefff))), overflow, r);
+  return hn::IfThenElse(hn::RebindMask(du, hn::Gt(ai, hn::Set(di, 0x7f800000))), nan, r);
+}
+
 // binary32 -> binary16 bits in u32 lanes, round to nearest even; NaN -> 0x7e00 with its sign.
 HWY_INLINE VU F32ToF16Bits(DF df, VF v) {
   const DU du;
-  const DI di;
-  const VU u = hn::BitCast(du, v);
-  const VU sign = hn::And(u, hn::Set(du, 0x80000000u));
-  const VU a = hn::Xor(u, sign);
-  const VI ai = hn::BitCast(di, a);
-  // |v| >= 2^-14: drop 13 bits with RNE (bias 0xfff plus the kept lsb), re-bias by -112.
-  const VU lsb = hn::And(hn::ShiftRight<13>(a), hn::Set(du, 1u));
-  const VU normal = hn::ShiftRight<13>(
-      hn::Sub(hn::Add(hn::Add(a, hn::Set(du, 0xfffu)), lsb), hn::Set(du, 0x38000000u)));
+  const F16Split p(df, v);
+  // |v| >= 2^-14: drop 13 bits with RNE, re-bias by -112.
+  const VU normal = hn::ShiftRight<13>(hn::Sub(p.biased, hn::Set(du, 0x38000000u)));
   // Below the smallest normal half: adding 0.5 rounds |v| to a multiple of 2^-24 (RNE).
-  const VU sub = hn::Sub(hn::BitCast(du, hn::Add(hn::BitCast(df, a), hn::Set(df, 0.5f))),
-                         hn::Set(du, 0x3f000000u));
-  VU r = hn::IfThenElse(hn::RebindMask(du, hn::Lt(ai, hn::Set(di, 0x38800000))), sub, normal);
-  r = hn::IfThenElse(hn::RebindMask(du, hn::Gt(ai, hn::Set(di, 0x477fefff))), hn::Set(du, 0x7c00u), r);
-  r = hn::IfThenElse(hn::RebindMask(du, hn::Gt(ai, hn::Set(di, 0x7f800000))), hn::Set(du, 0x7e00u), r);
-  return hn::Or(r, hn::ShiftRight<16>(sign));
+  const VU tiny = hn::Sub(hn::BitCast(du, hn::Add(hn::BitCast(df, p.a), hn::Set(df, 0.5f))),
+                          hn::Set(du, 0x3f000000u));
+  const VU r = ByF16Range(p.ai, tiny, normal, hn::Set(du, 0x7c00u), hn::Set(du, 0x7e00u));
+  return hn::Or(r, hn::ShiftRight<16>(p.sign));
+}
+
+// u (binary32 bits) with its top 16 bits rounded to bfloat16 (RNE; NaN kept and made quiet, as
+// half.h's f32_to_bf16); the low 16 bits are left over.
+HWY_INLINE VU RoundBitsToBF16(VU u) {
+  const DU du;
+  const DI di;
+  const VU lsb = hn::And(hn::ShiftRight<16>(u), hn::Set(du, 1u));
+  const VU rounded = hn::Add(hn::Add(u, hn::Set(du, 0x7fffu)), lsb);
+  const VU quiet = hn::Or(u, hn::Set(du, 0x400000u));
+  const VI mag = hn::BitCast(di, hn::And(u, hn::Set(du, 0x7fffffffu)));
+  return hn::IfThenElse(hn::RebindMask(du, hn::Gt(mag, hn::Set(di, 0x7f800000))), quiet, rounded);
 }
 
 // binary32 -> bfloat16 bits in u32 lanes, round to nearest even, NaN kept quiet (half.h's
 // f32_to_bf16).
 HWY_INLINE VU F32ToBF16Bits(DF df, VF v) {
   (void)df;
-  const DU du;
-  const DI di;
-  const VU u = hn::BitCast(du, v);
-  const VU lsb = hn::And(hn::ShiftRight<16>(u), hn::Set(du, 1u));
-  const VU rounded = hn::ShiftRight<16>(hn::Add(hn::Add(u, hn::Set(du, 0x7fffu)), lsb));
-  const VU quiet = hn::Or(hn::ShiftRight<16>(u), hn::Set(du, 0x40u));
-  const VI mag = hn::BitCast(di, hn::And(u, hn::Set(du, 0x7fffffffu)));
-  return hn::IfThenElse(hn::RebindMask(du, hn::Gt(mag, hn::Set(di, 0x7f800000))), quiet, rounded);
+  return hn::ShiftRight<16>(RoundBitsToBF16(hn::BitCast(DU(), v)));
 }
 
 // Rounds binary32 lanes to binary16 precision (RNE, overflow to inf, NaN kept and made quiet),
 // still in binary32: for `p <- T(x)` steps that go on computing with the rounded value.
 HWY_INLINE VF RoundToF16(DF df, VF v) {
   const DU du;
-  const DI di;
-  const VU u = hn::BitCast(du, v);
-  const VU sign = hn::And(u, hn::Set(du, 0x80000000u));
-  const VU a = hn::Xor(u, sign);
-  const VI ai = hn::BitCast(di, a);
-  const VU lsb = hn::And(hn::ShiftRight<13>(a), hn::Set(du, 1u));
-  const VU normal = hn::And(hn::Add(hn::Add(a, hn::Set(du, 0xfffu)), lsb), hn::Set(du, 0xffffe000u));
+  const F16Split p(df, v);
+  const VU normal = hn::And(p.biased, hn::Set(du, 0xffffe000u));
   const VF half = hn::Set(df, 0.5f);
-  const VU sub = hn::BitCast(du, hn::Sub(hn::Add(hn::BitCast(df, a), half), half));  // multiple of 2^-24
-  VU r = hn::IfThenElse(hn::RebindMask(du, hn::Lt(ai, hn::Set(di, 0x38800000))), sub, normal);
-  r = hn::IfThenElse(hn::RebindMask(du, hn::Gt(ai, hn::Set(di, 0x477fefff))), hn::Set(du, 0x7f800000u), r);
-  r = hn::IfThenElse(hn::RebindMask(du, hn::Gt(ai, hn::Set(di, 0x7f800000))), hn::Or(a, hn::Set(du, 0x400000u)), r);
-  return hn::BitCast(df, hn::Or(r, sign));
+  const VU tiny = hn::BitCast(du, hn::Sub(hn::Add(hn::BitCast(df, p.a), half), half));  // multiple of 2^-24
+  const VU r = ByF16Range(p.ai, tiny, normal, hn::Set(du, 0x7f800000u), hn::Or(p.a, hn::Set(du, 0x400000u)));
+  return hn::BitCast(df, hn::Or(r, p.sign));
 }
 
 // binary16 bits of lanes that RoundToF16 already made representable (cheaper than
@@ -159,26 +177,17 @@ HWY_INLINE VU F16BitsOfRounded(DF df, VF v) {
   const VU u = hn::BitCast(du, v);
   const VU sign16 = hn::And(hn::ShiftRight<16>(u), hn::Set(du, 0x8000u));
   const VU a = hn::And(u, hn::Set(du, 0x7fffffffu));
-  const VI ai = hn::BitCast(di, a);
   const VU normal = hn::ShiftRight<13>(hn::Sub(a, hn::Set(du, 0x38000000u)));
   const VU tiny = hn::BitCast(du, hn::ConvertTo(di, hn::Mul(hn::BitCast(df, a), hn::Set(df, 16777216.0f))));
-  VU h = hn::IfThenElse(hn::RebindMask(du, hn::Lt(ai, hn::Set(di, 0x38800000))), tiny, normal);
-  h = hn::IfThenElse(hn::RebindMask(du, hn::Eq(ai, hn::Set(di, 0x7f800000))), hn::Set(du, 0x7c00u), h);
-  h = hn::IfThenElse(hn::RebindMask(du, hn::Gt(ai, hn::Set(di, 0x7f800000))), hn::Set(du, 0x7e00u), h);
+  // Rounded lanes above the largest finite half are infinities (or NaN).
+  const VU h = ByF16Range(hn::BitCast(di, a), tiny, normal, hn::Set(du, 0x7c00u), hn::Set(du, 0x7e00u));
   return hn::Or(h, sign16);
 }
 
 // Rounds to bfloat16 precision (RNE, NaN kept quiet), still binary32.
 HWY_INLINE VF RoundToBF16(DF df, VF v) {
   const DU du;
-  const DI di;
-  const VU u = hn::BitCast(du, v);
-  const VU lsb = hn::And(hn::ShiftRight<16>(u), hn::Set(du, 1u));
-  const VU rounded = hn::Add(hn::Add(u, hn::Set(du, 0x7fffu)), lsb);
-  const VU quiet = hn::Or(u, hn::Set(du, 0x400000u));
-  const VI mag = hn::BitCast(di, hn::And(u, hn::Set(du, 0x7fffffffu)));
-  const VU r = hn::IfThenElse(hn::RebindMask(du, hn::Gt(mag, hn::Set(di, 0x7f800000))), quiet, rounded);
-  return hn::BitCast(df, hn::And(r, hn::Set(du, 0xffff0000u)));
+  return hn::BitCast(df, hn::And(RoundBitsToBF16(hn::BitCast(du, v)), hn::Set(du, 0xffff0000u)));
 }
 
 // Lanes of 16-bit values (in u32 lanes, < 65536) stored as N uint16_t.
@@ -223,6 +232,43 @@ HWY_INLINE VF LoadAsF32(DF df, int32_t dtype, const void* src, int64_t i) {
 #endif
   const VU h = LoadBits16(df, src, i);
   return dtype == BNB_BF16 ? BF16BitsToF32(df, h) : F16BitsToF32(df, h);
+}
+
+// 2N elements of a kDt array starting at element i, widened to binary32 (LoadAsF32<kDt>) and
+// split: `even` gets elements i, i + 2, ..., `odd` gets i + 1, i + 3, ...
+template <int kDt>
+HWY_INLINE void LoadEvenOddAsF32(DF df, const void* src, int64_t i, VF& even, VF& odd) {
+#if HWY_TARGET == HWY_SCALAR
+  even = LoadAsF32<kDt>(df, src, i);
+  odd = LoadAsF32<kDt>(df, src, i + 1);
+#else
+  const int64_t n = static_cast<int64_t>(hn::Lanes(df));
+  const VF lo = LoadAsF32<kDt>(df, src, i);
+  const VF hi = LoadAsF32<kDt>(df, src, i + n);
+  even = hn::ConcatEven(df, hi, lo);
+  odd = hn::ConcatOdd(df, hi, lo);
+#endif
+}
+
+// fn(std::integral_constant<int, dtype>()) for a run-time dtype (BNB_F32, BNB_F16, else BNB_BF16):
+// one switch per call, so the loops inside fn use the compile-time LoadAsF32<kDt>.
+template <class Fn>
+HWY_INLINE auto WithDtype(int32_t dtype, const Fn& fn) {
+  switch (dtype) {
+    case BNB_F32:
+      return fn(std::integral_constant<int, BNB_F32>());
+    case BNB_F16:
+      return fn(std::integral_constant<int, BNB_F16>());
+    default:
+      return fn(std::integral_constant<int, BNB_BF16>());
+  }
+}
+
+// fn(std::bool_constant<flag>()) for a run-time flag: one branch per call, a kernel compiled
+// for each value (e.g. kStream below).
+template <class Fn>
+HWY_INLINE auto WithFlag(bool flag, const Fn& fn) {
+  return flag ? fn(std::true_type()) : fn(std::false_type());
 }
 
 // Stores N binary32 lanes into a dtype array at element i (RNE). kStream: non-temporal stores
@@ -302,6 +348,23 @@ inline void StoreScalar(float v, int32_t dtype, void* dst, int64_t i) {
 
 // ------------------------------------------------------------------ table look-ups
 
+// `yes` in the lanes whose idx has bit kBit set, else `no`: which half of a split table a lane
+// reads. AVX-512 tests the bit into a mask register; elsewhere the bit is shifted into the sign,
+// which the blend reads directly (one shift instead of an and, a compare and a not).
+template <int kBit>
+HWY_INLINE VF IfBitThenElse(DF df, VI idx, VF yes, VF no) {
+#if BNB_SIMD_PERMUTE2
+  (void)df;
+  const __mmask16 bit = _mm512_test_epi32_mask(idx.raw, _mm512_set1_epi32(1 << kBit));
+  return VF{_mm512_mask_blend_ps(bit, no.raw, yes.raw)};
+#else
+  // On integer lanes: EMU128 and SCALAR compare the value with 0, which -0.0f would not pass.
+  const DI di;
+  return hn::BitCast(df, hn::IfNegativeThenElse(hn::ShiftLeft<31 - kBit>(idx), hn::BitCast(di, yes),
+                                                hn::BitCast(di, no)));
+#endif
+}
+
 // table[idx] for a table of K floats (K a power of two) starting at `table`; idx in [0, K).
 // Up to two vectors of candidates use lane permutes; larger tables use halving permutes on
 // AVX-512, else a gather.
@@ -322,8 +385,7 @@ HWY_INLINE VF Lookup(DF df, const float* HWY_RESTRICT table, VI idx) {
     const auto ix = hn::IndicesFromVec(df, lane);
     const VF lo = hn::TableLookupLanes(hn::LoadU(df, table), ix);
     const VF hi = hn::TableLookupLanes(hn::LoadU(df, table + N), ix);
-    const auto upper = hn::RebindMask(df, hn::Ne(hn::And(idx, hn::Set(di, static_cast<int32_t>(N))), hn::Zero(di)));
-    return hn::IfThenElse(upper, hi, lo);
+    return IfBitThenElse<static_cast<int>(hwy::FloorLog2(N))>(df, idx, hi, lo);
 #endif
   } else {
 #if BNB_SIMD_PERMUTE2
@@ -332,8 +394,7 @@ HWY_INLINE VF Lookup(DF df, const float* HWY_RESTRICT table, VI idx) {
     constexpr size_t kHalf = K / 2;
     const VF lo = Lookup<kHalf>(df, table, idx);
     const VF hi = Lookup<kHalf>(df, table + kHalf, idx);
-    const __mmask16 upper = _mm512_test_epi32_mask(idx.raw, _mm512_set1_epi32(static_cast<int32_t>(kHalf)));
-    return VF{_mm512_mask_blend_ps(upper, lo.raw, hi.raw)};
+    return IfBitThenElse<static_cast<int>(hwy::FloorLog2(kHalf))>(df, idx, hi, lo);
 #else
     return hn::GatherIndex(df, table, idx);
 #endif
@@ -356,7 +417,43 @@ struct RegTable {
     for (size_t i = 0; i < kVecs; ++i) v[i] = hn::LoadU(df, table + i * N);
   }
 
+  // Filled later by LoadScaled (arrays of tables). Declared, not implicit, so that it is
+  // compiled for this target: GCC's implicit one is not, and fails to inline NEON's vector
+  // constructors.
+  RegTable() {}
+
+  // Entry i becomes RN32(table[i] * scale): a block's decode table times its absmax. `scratch`
+  // (max(K, N) floats, aligned to the vector, alive while the table is used) holds the entries
+  // where look-ups read memory.
+  HWY_INLINE void LoadScaled(DF df, const float* HWY_RESTRICT table, float scale, float* HWY_RESTRICT scratch) {
+    const VF s = hn::Set(df, scale);
+    if constexpr (kInRegs && K >= N) {
+      for (size_t i = 0; i < kVecs; ++i) v[i] = hn::Mul(hn::LoadU(df, table + i * N), s);
+      mem = nullptr;
+    } else {
+      for (size_t i = 0; i < K; i += N) hn::Store(hn::Mul(hn::LoadU(df, table + i), s), df, scratch + i);
+      if constexpr (kInRegs) v[0] = hn::Load(df, scratch);
+      mem = scratch;
+    }
+  }
+
+  // table[idx]; idx in [0, K).
   HWY_INLINE VF Get(DF df, VI idx) const { return Select<K>(df, 0, idx); }
+
+  // table[idx & (K - 1)] for any idx >= 0: the mask is left to the permutes that read only the
+  // low index bits (AVX-512: one or two registers of table).
+  HWY_INLINE VF GetLow(DF df, VI idx) const {
+#if BNB_SIMD_PERMUTE2
+    if constexpr (K == N) {
+      (void)df;
+      return VF{_mm512_permutexvar_ps(idx.raw, v[0].raw)};
+    } else if constexpr (K == 2 * N) {
+      (void)df;
+      return VF{_mm512_permutex2var_ps(v[0].raw, idx.raw, v[1].raw)};
+    }
+#endif
+    return Get(df, hn::And(idx, hn::Set(DI(), static_cast<int32_t>(K - 1))));
+  }
 
  private:
   template <size_t kK>
@@ -378,9 +475,7 @@ struct RegTable {
       const VI low = kHalf <= N ? hn::And(idx, hn::Set(di, static_cast<int32_t>(kHalf - 1))) : idx;
       const VF lo = Select<kHalf>(df, first, low);
       const VF hi = Select<kHalf>(df, first + kHalf / N, low);
-      const auto upper =
-          hn::RebindMask(df, hn::Ne(hn::And(idx, hn::Set(di, static_cast<int32_t>(kHalf))), hn::Zero(di)));
-      return hn::IfThenElse(upper, hi, lo);
+      return IfBitThenElse<static_cast<int>(hwy::FloorLog2(kHalf))>(df, idx, hi, lo);
     }
   }
 };
