@@ -1,11 +1,12 @@
-// bnb_gemm_4bit on the CPU backend through the public API: time per call, weight bandwidth
-// (packed bytes + scales read once per call) and its share of the machine's copy bandwidth
-// measured in the same run with the same thread count, and GFLOP/s (2*M*N*K per call).
+// bnb_gemm_4bit (or, with --transposed, bnb_gemm_4bit_transposed: out[M,K] = A[M,N] @ W) on the
+// CPU backend through the public API: time per call, weight bandwidth (packed bytes + scales read
+// once per call) and its share of the machine's copy bandwidth measured in the same run with the
+// same thread count, and GFLOP/s (2*M*N*K per call).
 // The weights rotate over enough copies that the last-level cache never holds the one in use.
 //
 //   bnb_bench_gemm4_cpu [--threads 2] [--shapes 11008x4096,4096x4096] [--m 1,4,16]
 //                       [--dtypes bf16,f32,f16] [--quant nf4|fp4] [--blocksize 64] [--plain]
-//                       [--min-ms 400] [--json out.json]
+//                       [--min-ms 400] [--transposed] [--json out.json]
 //
 // Copy bandwidth: `threads` threads each memcpy one part of a 256 MiB buffer into another;
 // counted STREAM-style as bytes read + bytes written, best of 5. Read bandwidth: the threads scan
@@ -116,7 +117,7 @@ int main(int argc, char** argv) {
   std::string shapes = "11008x4096,4096x4096,4096x11008", ms_list = "1,4,16,64,256", dtypes = "bf16,f32,f16";
   std::string quant = "nf4", json;
   int64_t blocksize = 64;
-  bool nested = true;
+  bool nested = true, transposed = false;
   double min_ms = 400.0;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
@@ -134,6 +135,7 @@ int main(int argc, char** argv) {
     else if (a == "--quant") quant = next();
     else if (a == "--blocksize") blocksize = std::atoll(next().c_str());
     else if (a == "--plain") nested = false;
+    else if (a == "--transposed") transposed = true;
     else if (a == "--min-ms") min_ms = std::atof(next().c_str());
     else if (a == "--json") json = next();
     else {
@@ -152,8 +154,8 @@ int main(int argc, char** argv) {
 
   const double copy_gbps = copy_bandwidth(threads);
   const double read_gbps = read_bandwidth(threads);
-  std::printf("CPU gemm_4bit, %d threads, %s bs%lld %s; copy bandwidth %.1f GB/s (read+write), read %.1f GB/s\n",
-              threads, quant.c_str(), static_cast<long long>(blocksize), nested ? "nested" : "plain", copy_gbps,
+  std::printf("CPU gemm_4bit%s, %d threads, %s bs%lld %s; copy bandwidth %.1f GB/s (read+write), read %.1f GB/s\n",
+              transposed ? "_transposed" : "", threads, quant.c_str(), static_cast<long long>(blocksize), nested ? "nested" : "plain", copy_gbps,
               read_gbps);
   std::printf("%7s %6s %6s %5s %10s %10s %8s %8s %9s\n", "N", "K", "M", "dtype", "ms", "W GB/s", "%copy", "%read",
               "GFLOP/s");
@@ -187,9 +189,10 @@ int main(int argc, char** argv) {
       const size_t es = dtype == BNB_F32 ? 4 : 2;
       for (const std::string& mstr : split(ms_list, ',')) {
         const int64_t M = std::atoll(mstr.c_str());
-        const std::vector<uint8_t> A = random_bytes(M * K, dtype, 2, 1.0f);
+        // transposed: A is [M, N] and out [M, K] (no bias)
+        const std::vector<uint8_t> A = random_bytes(M * (transposed ? N : K), dtype, 2, 1.0f);
         const std::vector<uint8_t> bias = random_bytes(N, dtype, 3, 0.1f);
-        std::vector<uint8_t> out(static_cast<size_t>(M * N) * es);
+        std::vector<uint8_t> out(static_cast<size_t>(M * (transposed ? K : N)) * es);
         int call = 0;
         const auto run = [&]() {
           const int c = call++ % copies;
@@ -202,8 +205,13 @@ int main(int argc, char** argv) {
           } else {
             sc.absmax = absmax_copies[c].data();
           }
-          BNB_OK(bnb_gemm_4bit(ctx, dtype, M, N, K, A.data(), packed_copies[c].data(), &sc, qt, blocksize,
-                               bias.data(), out.data(), nullptr));
+          if (transposed) {
+            BNB_OK(bnb_gemm_4bit_transposed(ctx, dtype, M, N, K, A.data(), packed_copies[c].data(), &sc, qt,
+                                            blocksize, out.data(), nullptr));
+          } else {
+            BNB_OK(bnb_gemm_4bit(ctx, dtype, M, N, K, A.data(), packed_copies[c].data(), &sc, qt, blocksize,
+                                 bias.data(), out.data(), nullptr));
+          }
         };
         for (int i = 0; i < copies; ++i) run();  // warm-up: touches every copy once
         std::vector<double> times;
@@ -234,7 +242,8 @@ int main(int argc, char** argv) {
       std::perror(json.c_str());
       return 1;
     }
-    std::fprintf(f, "{\n  \"benchmark\": \"gemm_4bit\",\n  \"backend\": \"cpu\",\n  \"threads\": %d,\n", threads);
+    std::fprintf(f, "{\n  \"benchmark\": \"%s\",\n  \"backend\": \"cpu\",\n  \"threads\": %d,\n",
+                 transposed ? "gemm_4bit_transposed" : "gemm_4bit", threads);
     std::fprintf(f, "  \"quant_type\": \"%s\",\n  \"blocksize\": %lld,\n  \"nested\": %s,\n", quant.c_str(),
                  static_cast<long long>(blocksize), nested ? "true" : "false");
     std::fprintf(f, "  \"copy_gbps_read_plus_write\": %.3f,\n  \"read_gbps\": %.3f,\n  \"results\": [\n", copy_gbps,
