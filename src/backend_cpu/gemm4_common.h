@@ -7,6 +7,7 @@
 #include <cstdint>
 
 #include "backend_abi.h"
+#include "int_math.h"
 #include "thread_pool.h"
 #include "tables.h"
 
@@ -22,12 +23,13 @@ struct Gemm4Args {
   alignas(64) float lut[16];  // the decoder's table (FP4: bit 3 is a sign, nibble 8 = -0.0)
 };
 
-// absmax of block b, reconstructed as every consumer does (docs/FORMATS.md §4.1) when nested.
+// absmax of block b, reconstructed as every consumer does (docs/FORMATS.md §4.1) when nested
+// (blocksize2 a power of two: a shift, not a division, per block).
 inline float gemm4_block_scale(const bnb_scales_resolved_t& s, int64_t b) {
   if (s.absmax != nullptr) return s.absmax[b];
   const float c = s.code2 != nullptr ? s.code2[s.absmax_q[b]]
                                      : bnb::bits_to_float(bnb::BNB_DYNAMIC_SIGNED_BITS[s.absmax_q[b]]);
-  const float scaled = c * s.absmax2[b / s.blocksize2];
+  const float scaled = c * s.absmax2[b >> log2_pow2(s.blocksize2)];
   return scaled + s.offset[0];
 }
 

@@ -98,7 +98,6 @@ HWY_INLINE void Tile(const Gemm4Args& a, const float* HWY_RESTRICT Ad, int64_t n
   // Few accumulators: give the odd-k products their own to halve the dependency chains.
   constexpr bool kSplit = MR * NR <= 8;
   const int64_t K = a.K;
-  const int64_t bs = a.blocksize;
   VF acc[MR][NR];
   VF acc2[MR][NR];
   for (int m = 0; m < MR; ++m) {
@@ -111,11 +110,12 @@ HWY_INLINE void Tile(const Gemm4Args& a, const float* HWY_RESTRICT Ad, int64_t n
   for (int r = 0; r < NR; ++r) wrow[r] = a.W + (n0 + r) * (K / 2);
   BlockLut lut[NR];
   alignas(64) float lut_mem[NR][16];
+  const int lbs = log2_pow2(a.blocksize);
   for (int64_t k = k0; k < k1;) {
-    const int64_t block_end = (k / bs + 1) * bs;
+    const int64_t block_end = ((k >> lbs) + 1) << lbs;
     const int64_t seg_end = block_end < k1 ? block_end : k1;
     for (int r = 0; r < NR; ++r) {
-      const float scale = gemm4_block_scale(a.scales, (n0 + r) * (K / bs) + k / bs);
+      const float scale = gemm4_block_scale(a.scales, (n0 + r) * (K >> lbs) + (k >> lbs));
       lut[r].LoadScaled(df, a.lut, scale, lut_mem[r]);
     }
     for (; k < seg_end; k += kChunk) {
@@ -183,16 +183,17 @@ void Gemm4Panel(const Gemm4Args& a, const float* Ad, int64_t rows, int64_t n0, i
 // chunk of kChunk columns split into [even k | odd k] (kc and k0 multiples of kChunk).
 void Gemm4DecodeColumns(const Gemm4Args& a, int64_t n0, int64_t rows, int64_t k0, int64_t kc, float* Wd) {
   const DF df;
-  const int64_t K = a.K, bs = a.blocksize;
+  const int64_t K = a.K;
+  const int lbs = log2_pow2(a.blocksize);
   BlockLut lut;
   alignas(64) float lut_mem[16];
   for (int64_t r = 0; r < rows; ++r) {
     const uint8_t* HWY_RESTRICT wrow = a.W + (n0 + r) * (K / 2);
     float* HWY_RESTRICT dst = Wd + r * kc - k0;
     for (int64_t k = k0; k < k0 + kc;) {
-      const int64_t block_end = (k / bs + 1) * bs;
+      const int64_t block_end = ((k >> lbs) + 1) << lbs;
       const int64_t seg_end = block_end < k0 + kc ? block_end : k0 + kc;
-      lut.LoadScaled(df, a.lut, gemm4_block_scale(a.scales, (n0 + r) * (K / bs) + k / bs), lut_mem);
+      lut.LoadScaled(df, a.lut, gemm4_block_scale(a.scales, (n0 + r) * (K >> lbs) + (k >> lbs)), lut_mem);
       for (; k < seg_end; k += kChunk) {
         VF even, odd;
         DecodeChunk(df, lut, wrow + k / 2, even, odd);
