@@ -255,7 +255,7 @@ void QuantizeBlocks4Cells(const Encoder enc, const Quant4Args& a, int64_t b0, in
       const __m512i c1 = enc.Encode(_mm512_mul_ps(_mm512_loadu_ps(src + i + 16), vinv));
       StorePackedCells2(c0, c1, dst + i / 2, stream);
     }
-    if (dst == bytes) std::memcpy(a.packed + b * a.blocksize / 2, bytes, static_cast<size_t>((valid + 1) / 2));
+    if (dst == bytes) std::memcpy(a.packed + b * a.blocksize / 2, bytes, static_cast<size_t>(ceil_div(valid, 2)));
   });
   if (a.stream) EndStreaming();
 }
@@ -308,7 +308,7 @@ void QuantizeBlocks4Impl(const Quant4Args& a, int64_t b0, int64_t b1) {
     }
     for (; i < padded; i += 2 * N) StoreBytes(df, pair(i), dst + i / 2, stream);
 #endif
-    if (dst == bytes) std::memcpy(a.packed + b * a.blocksize / 2, bytes, static_cast<size_t>((valid + 1) / 2));
+    if (dst == bytes) std::memcpy(a.packed + b * a.blocksize / 2, bytes, static_cast<size_t>(ceil_div(valid, 2)));
   });
   if (a.stream) EndStreaming();
 }

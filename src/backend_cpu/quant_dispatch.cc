@@ -42,7 +42,7 @@ void dequantize_blockwise(ThreadPool& pool, const uint8_t* q, const float* absma
 
 void quantize_4bit(ThreadPool& pool, int32_t quant_type, int32_t dtype, const void* A, int64_t n,
                    int64_t blocksize, uint8_t* packed, float* absmax) {
-  const Quant4Args args{quant_type, dtype, A, n, blocksize, packed, absmax, use_streaming(packed, (n + 1) / 2)};
+  const Quant4Args args{quant_type, dtype, A, n, blocksize, packed, absmax, use_streaming(packed, ceil_div(n, 2))};
   for_block_ranges(pool, ceil_div(n, blocksize), blocksize, [&](int64_t b0, int64_t b1) {
     quantize_blocks4(args, b0, b1);
   });

@@ -15,6 +15,7 @@
 #include "half.h"
 #include "hwy/highway.h"
 #include "hwy/targets.h"
+#include "int_math.h"
 #include "quant_kernels.h"
 #include "rcp.h"
 #include "ref.h"
@@ -154,7 +155,7 @@ TEST_P(CpuTarget, DispatchesToTheTargetUnderTest) {
 void check_blockwise(cpu::ThreadPool& pool, int32_t dtype, const std::vector<float>& values,
                      int64_t blocksize, const std::vector<float>& code, const std::string& what) {
   const int64_t n = static_cast<int64_t>(values.size());
-  const int64_t nb = (n + blocksize - 1) / blocksize;
+  const int64_t nb = bnb::ceil_div(n, blocksize);
   const std::vector<uint8_t> A = to_dtype(values, dtype);
   std::vector<uint8_t> q_ref(static_cast<size_t>(n));
   std::vector<float> absmax_ref(static_cast<size_t>(nb));
@@ -244,8 +245,8 @@ TEST_P(CpuTarget, BlockwiseLargeInputsWithCustomTables) {
 void check_4bit(cpu::ThreadPool& pool, int32_t quant_type, int32_t dtype, const std::vector<float>& values,
                 int64_t blocksize, const std::string& what) {
   const int64_t n = static_cast<int64_t>(values.size());
-  const int64_t nb = (n + blocksize - 1) / blocksize;
-  const int64_t nbytes = (n + 1) / 2;
+  const int64_t nb = bnb::ceil_div(n, blocksize);
+  const int64_t nbytes = bnb::ceil_div(n, 2);
   const std::vector<uint8_t> A = to_dtype(values, dtype);
   std::vector<uint8_t> packed_ref(static_cast<size_t>(nbytes));
   std::vector<float> absmax_ref(static_cast<size_t>(nb));
@@ -261,7 +262,7 @@ void check_4bit(cpu::ThreadPool& pool, int32_t quant_type, int32_t dtype, const 
   ASSERT_EQ(absmax.first_mismatch(absmax_ref.data()), -1) << what;
 
   // Nested statistics from the reference, reconstructed by the reference.
-  const int64_t nb2 = (nb + 255) / 256;
+  const int64_t nb2 = bnb::ceil_div(nb, 256);
   std::vector<uint8_t> absmax_q(static_cast<size_t>(nb));
   std::vector<float> absmax2(static_cast<size_t>(nb2)), rebuilt(static_cast<size_t>(nb));
   float offset = 0.0f;
@@ -401,7 +402,7 @@ TEST_P(CpuTarget, CompressAbsmaxMatchesReference) {
     std::vector<float> absmax(static_cast<size_t>(nb));
     for (float& a : absmax) a = expo(rng);
     std::vector<uint8_t> q_ref(static_cast<size_t>(nb));
-    std::vector<float> a2_ref(static_cast<size_t>((nb + 255) / 256));
+    std::vector<float> a2_ref(static_cast<size_t>(bnb::ceil_div(nb, 256)));
     float off_ref = 0.0f;
     ref::compress_absmax(absmax.data(), nb, q_ref.data(), a2_ref.data(), &off_ref);
     Output q(static_cast<size_t>(nb)), a2(a2_ref.size() * 4), off(4);
@@ -417,8 +418,8 @@ TEST_P(CpuTarget, CompressAbsmaxMatchesReference) {
 TEST_P(CpuTarget, LargeDequantizeOutputs) {
   std::mt19937 rng(8);
   cpu::ThreadPool pool(2);
-  const int64_t n = (int64_t{9} << 20) + 5, blocksize = 256, nb = (n + blocksize - 1) / blocksize;
-  std::vector<uint8_t> q(static_cast<size_t>(n)), packed(static_cast<size_t>((n + 1) / 2));
+  const int64_t n = (int64_t{9} << 20) + 5, blocksize = 256, nb = bnb::ceil_div(n, blocksize);
+  std::vector<uint8_t> q(static_cast<size_t>(n)), packed(static_cast<size_t>(bnb::ceil_div(n, 2)));
   for (auto& v : q) v = static_cast<uint8_t>(rng());
   for (auto& v : packed) v = static_cast<uint8_t>(rng());
   std::vector<float> absmax(static_cast<size_t>(nb));
@@ -463,13 +464,13 @@ TEST_P(CpuTarget, LargeQuantizeOutputs) {
     e.values = make_values(Data::kNormal, n4, 64, rng);
     const std::vector<float> dyn = code_table(BNB_CODE_DYNAMIC_SIGNED);
     e.q.resize(static_cast<size_t>(n8));
-    e.absmax8.resize(static_cast<size_t>((n8 + 255) / 256));
+    e.absmax8.resize(static_cast<size_t>(bnb::ceil_div(n8, 256)));
     ref::quantize_blockwise(BNB_F32, e.values.data(), n8, 256, dyn.data(), e.q.data(), e.absmax8.data());
-    e.packed.resize(static_cast<size_t>((n4 + 1) / 2));
+    e.packed.resize(static_cast<size_t>(bnb::ceil_div(n4, 2)));
     e.absmax4.resize(static_cast<size_t>((n4 + 63) / 64));
     ref::quantize_4bit(BNB_NF4, BNB_F32, e.values.data(), n4, 64, e.packed.data(), e.absmax4.data());
     // Blocks of 32: 16 bytes of codes each, so a task may start off a 32-byte boundary.
-    e.packed32.resize(static_cast<size_t>((n4 + 1) / 2));
+    e.packed32.resize(static_cast<size_t>(bnb::ceil_div(n4, 2)));
     e.absmax32.resize(static_cast<size_t>((n4 + 31) / 32));
     ref::quantize_4bit(BNB_FP4, BNB_F32, e.values.data(), n4, 32, e.packed32.data(), e.absmax32.data());
     return e;

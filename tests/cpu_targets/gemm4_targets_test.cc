@@ -15,6 +15,7 @@
 #include "half.h"
 #include "hwy/highway.h"
 #include "hwy/targets.h"
+#include "int_math.h"
 #include "onednn.h"
 #include "ref.h"
 #include "tables.h"
@@ -48,7 +49,7 @@ struct Weight {
     effective = absmax;
     if (nested) {
       absmax_q.resize(static_cast<size_t>(nb));
-      absmax2.resize(static_cast<size_t>((nb + 255) / 256));
+      absmax2.resize(static_cast<size_t>(bnb::ceil_div(nb, 256)));
       code2.resize(256);
       ref::compress_absmax(absmax.data(), nb, absmax_q.data(), absmax2.data(), &offset);
       for (int i = 0; i < 256; ++i) code2[static_cast<size_t>(i)] = bits_to_float(BNB_DYNAMIC_SIGNED_BITS[i]);

@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "bnb.h"
+#include "int_math.h"
 #include "util.h"
 
 namespace bnb_test {
@@ -42,7 +43,7 @@ class OptimTensor {
       : ctx_(ctx), opt_(opt), bits_(bits), dtype_(dtype), n_(n) {
     const size_t es = dtype_size(dtype);
     const int64_t copies = opt == BNB_OPT_ADEMAMIX ? 2 : 1;  // AdEMAMix: m1 and m2 in state1
-    const int64_t nblocks = (n + 255) / 256;
+    const int64_t nblocks = bnb::ceil_div(n, 256);
     p_ = std::make_unique<Buffer>(ctx, static_cast<size_t>(n) * es);
     g_ = std::make_unique<Buffer>(ctx, static_cast<size_t>(n) * es);
     const size_t state_es = bits == 8 ? 1 : 4;

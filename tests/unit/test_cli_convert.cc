@@ -22,6 +22,7 @@
 #include <vector>
 
 #include "bnb.h"
+#include "int_math.h"
 #include "process.h"
 #include "util.h"
 
@@ -180,15 +181,15 @@ void expect_matches_library(const Entries& in, const std::map<std::string, Entry
       continue;
     }
     const Entry& w = e.second;
-    const int64_t n = w.shape[0] * w.shape[1], nb = (n + blocksize - 1) / blocksize;
+    const int64_t n = w.shape[0] * w.shape[1], nb = bnb::ceil_div(n, blocksize);
     const int32_t dtype = w.dtype == "F32" ? BNB_F32 : BNB_BF16;
-    std::vector<uint8_t> packed(size_t((n + 1) / 2));
+    std::vector<uint8_t> packed(size_t(bnb::ceil_div(n, 2)));
     std::vector<float> absmax(static_cast<size_t>(nb));
     ASSERT_BNB_OK(bnb_quantize_4bit(ctx.get(), quant_type, dtype, w.bytes.data(), n, blocksize, packed.data(),
                                     absmax.data(), nullptr));
     const Entry& q = out.at(name);
     EXPECT_EQ(q.dtype, "U8") << name;
-    EXPECT_EQ(q.shape, (std::vector<int64_t>{(n + 1) / 2, 1})) << name;
+    EXPECT_EQ(q.shape, (std::vector<int64_t>{bnb::ceil_div(n, 2), 1})) << name;
     EXPECT_TRUE(q.bytes == packed) << name << ": packed codes differ from bnb_quantize_4bit";
     const Entry& qm = out.at(name + ".quant_map");
     EXPECT_EQ(qm.dtype, "F32");
@@ -200,7 +201,7 @@ void expect_matches_library(const Entries& in, const std::map<std::string, Entry
                        std::to_string(w.shape[1]) + "]";
     const Entry& a = out.at(name + ".absmax");
     if (nested) {
-      const int64_t nb2 = (nb + 255) / 256;
+      const int64_t nb2 = bnb::ceil_div(nb, 256);
       std::vector<uint8_t> absmax_q(static_cast<size_t>(nb));
       std::vector<float> absmax2(static_cast<size_t>(nb2));
       float offset = 0;

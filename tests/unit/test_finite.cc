@@ -17,6 +17,7 @@
 #include <string>
 #include <vector>
 
+#include "int_math.h"
 #include "optim_test_util.h"
 #include "util.h"
 
@@ -95,7 +96,7 @@ TEST_P(Finite, QuantizersNameTheFirstNonFiniteElementAndWriteNothing) {
     for (float bad : kNonFinite) {
       for (int trial = 0; trial < 3; ++trial, ++seed) {
         const int64_t cols = 250, rows = 40 + static_cast<int64_t>(rng() % 900);  // 10000 .. 235000
-        const int64_t n = rows * cols, blocksize = 256, nblocks = (n + blocksize - 1) / blocksize;
+        const int64_t n = rows * cols, blocksize = 256, nblocks = bnb::ceil_div(n, blocksize);
         int64_t first = 0;
         const std::vector<uint8_t> A = in_dtype(with_nonfinite(n, seed, bad, &first), dtype);
         SCOPED_TRACE(std::string("dtype ") + std::to_string(dtype) + " " + value_name(bad) + " n " +
@@ -136,7 +137,7 @@ TEST_P(Finite, EdgesAndLargestFiniteValues) {
     for (int64_t i = 0; i < n; i += 97) v[static_cast<size_t>(i)] = (i & 1) ? -largest : largest;
     for (int64_t i = 5; i < n; i += 101) v[static_cast<size_t>(i)] = 1e-40f;  // subnormal or flushed
     Buffer a(*checked_, static_cast<size_t>(n) * dtype_size(dtype));
-    Buffer q(*checked_, static_cast<size_t>(n)), s(*checked_, static_cast<size_t>((n + blocksize - 1) / blocksize) * 4);
+    Buffer q(*checked_, static_cast<size_t>(n)), s(*checked_, static_cast<size_t>(bnb::ceil_div(n, blocksize)) * 4);
     const auto quantize = [&](const Context& ctx) {
       return bnb_quantize_blockwise(ctx.get(), dtype, a.get(), n, blocksize, nullptr, q.as<uint8_t>(),
                                     s.as<float>(), nullptr);

@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "golden.h"
+#include "int_math.h"
 #include "util.h"
 
 using namespace bnb_test;
@@ -75,18 +76,18 @@ struct QuantizedWeight {
 
 void quantize_weight(const Context& ctx, int64_t N, int64_t K, int64_t bs, int32_t quant_type, bool nested,
                      uint64_t seed, QuantizedWeight* w) {
-  const int64_t n = N * K, nb = (n + bs - 1) / bs;
+  const int64_t n = N * K, nb = bnb::ceil_div(n, bs);
   std::vector<float> host = random_normal(n, seed, static_cast<float>(1.0 / std::sqrt(static_cast<double>(K))));
   Buffer src(ctx, static_cast<size_t>(n) * 4);
   src.upload(host.data(), static_cast<size_t>(n) * 4);
-  w->packed = std::make_unique<Buffer>(ctx, static_cast<size_t>((n + 1) / 2));
+  w->packed = std::make_unique<Buffer>(ctx, static_cast<size_t>(bnb::ceil_div(n, 2)));
   w->absmax = std::make_unique<Buffer>(ctx, static_cast<size_t>(nb) * 4);
   ASSERT_BNB_OK(bnb_quantize_4bit(ctx.get(), quant_type, BNB_F32, src.get(), n, bs, w->packed->as<uint8_t>(),
                                   w->absmax->as<float>(), nullptr));
   ASSERT_BNB_OK(bnb_scales_init(&w->scales));
   if (nested) {
     w->absmax_q = std::make_unique<Buffer>(ctx, static_cast<size_t>(nb));
-    w->absmax2 = std::make_unique<Buffer>(ctx, static_cast<size_t>((nb + 255) / 256) * 4);
+    w->absmax2 = std::make_unique<Buffer>(ctx, static_cast<size_t>(bnb::ceil_div(nb, 256)) * 4);
     w->offset = std::make_unique<Buffer>(ctx, 4);
     ASSERT_BNB_OK(bnb_compress_absmax(ctx.get(), w->absmax->as<float>(), nb, w->absmax_q->as<uint8_t>(),
                                       w->absmax2->as<float>(), w->offset->as<float>(), nullptr));

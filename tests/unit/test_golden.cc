@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "golden.h"
+#include "int_math.h"
 #include "tables.h"
 #include "util.h"
 
@@ -65,7 +66,7 @@ void Golden::check_quantize_blockwise(const std::vector<GoldenCase>& cases, cons
     SCOPED_TRACE(c.label());
     const GoldenArray& A = c.inputs.at("A");
     const int32_t dtype = dtype_from_name(A.dtype);
-    const int64_t n = A.numel(), bs = c.param_int("blocksize"), nb = (n + bs - 1) / bs;
+    const int64_t n = A.numel(), bs = c.param_int("blocksize"), nb = bnb::ceil_div(n, bs);
     const int32_t table = code_table_id(c.param_string("code"));
     ASSERT_GE(table, 0) << c.param_string("code");
     float code_host[256];
@@ -114,7 +115,7 @@ void Golden::check_quantize_4bit(const std::vector<GoldenCase>& cases, const cha
     SCOPED_TRACE(c.label());
     const GoldenArray& A = c.inputs.at("A");
     const int32_t dtype = dtype_from_name(A.dtype);
-    const int64_t n = A.numel(), bs = c.param_int("blocksize"), nb = (n + bs - 1) / bs, nbytes = (n + 1) / 2;
+    const int64_t n = A.numel(), bs = c.param_int("blocksize"), nb = bnb::ceil_div(n, bs), nbytes = bnb::ceil_div(n, 2);
     const int32_t qt = c.param_string("quant_type") == "nf4" ? BNB_NF4 : BNB_FP4;
     Buffer a(ctx, A.bytes.size()), packed(ctx, nbytes + 64), absmax(ctx, (nb + 16) * 4);
     a.upload(A.bytes.data(), A.bytes.size());
@@ -158,8 +159,8 @@ void Golden::check_quantize_4bit_nested(const std::vector<GoldenCase>& cases, co
     SCOPED_TRACE(c.label());
     const GoldenArray& A = c.inputs.at("A");
     const int32_t dtype = dtype_from_name(A.dtype);
-    const int64_t n = A.numel(), bs = c.param_int("blocksize"), nb = (n + bs - 1) / bs, nbytes = (n + 1) / 2;
-    const int64_t bs2 = c.param_int("nested_blocksize"), nb2 = (nb + bs2 - 1) / bs2;
+    const int64_t n = A.numel(), bs = c.param_int("blocksize"), nb = bnb::ceil_div(n, bs), nbytes = bnb::ceil_div(n, 2);
+    const int64_t bs2 = c.param_int("nested_blocksize"), nb2 = bnb::ceil_div(nb, bs2);
     const int32_t qt = c.param_string("quant_type") == "nf4" ? BNB_NF4 : BNB_FP4;
     float offset_ref;
     std::memcpy(&offset_ref, c.outputs.at("absmax_offset").bytes.data(), 4);

@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "half.h"
+#include "int_math.h"
 #include "optim_test_util.h"
 #include "tables.h"
 #include "util.h"
@@ -246,7 +247,7 @@ void ref8_step(int32_t opt, int32_t dtype, const bnb_optimizer_params_t& P, std:
   float q1[256], q2[256];
   bnb::copy_code_table(BNB_CODE_DYNAMIC_SIGNED, q1);
   bnb::copy_code_table(BNB_CODE_DYNAMIC_UNSIGNED, q2);
-  const int64_t n = static_cast<int64_t>(p.size()), nb = (n + 255) / 256;
+  const int64_t n = static_cast<int64_t>(p.size()), nb = bnb::ceil_div(n, 256);
   const float b1 = P.beta1, b2 = P.beta2, b3 = P.beta3, lr = P.lr, wd = P.weight_decay;
   const float omb1 = 1.0f - b1, omb2 = 1.0f - b2, omb3 = 1.0f - b3;
   const float c1 = 1.0f - static_cast<float>(std::pow(static_cast<double>(b1), static_cast<double>(P.step)));

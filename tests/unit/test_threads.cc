@@ -11,6 +11,7 @@
 #include <thread>
 #include <vector>
 
+#include "int_math.h"
 #include "util.h"
 
 using namespace bnb_test;
@@ -58,7 +59,7 @@ bool run_round(bnb_context_t ctx, const Inputs& in, Round* r, std::string* error
   };
   using I = Inputs;
   r->q8.assign(I::kN8, 0);
-  r->absmax8.assign((I::kN8 + I::kBs8 - 1) / I::kBs8, 0.0f);
+  r->absmax8.assign(bnb::ceil_div(I::kN8, I::kBs8), 0.0f);
   if (!ok(bnb_quantize_blockwise(ctx, BNB_F32, in.x8.data(), I::kN8, I::kBs8, nullptr, r->q8.data(),
                                  r->absmax8.data(), nullptr), "quantize_blockwise"))
     return false;
@@ -85,7 +86,7 @@ bool run_round(bnb_context_t ctx, const Inputs& in, Round* r, std::string* error
   // Two steps of 8-bit AdamW from the same start.
   r->p = in.p0;
   std::vector<uint8_t> s1(I::kOpt, 0), s2(I::kOpt, 0);
-  std::vector<float> a1((I::kOpt + 255) / 256, 0.0f), a2(a1.size(), 0.0f);
+  std::vector<float> a1(bnb::ceil_div(I::kOpt, 256), 0.0f), a2(a1.size(), 0.0f);
   bnb_optimizer_params_t params;
   bnb_optimizer_params_init(&params);
   params.optimizer = BNB_OPT_ADAM;

@@ -18,6 +18,7 @@
 #include "bnb.h"
 #include "cli.h"
 #include "half.h"
+#include "int_math.h"
 
 namespace {
 
@@ -86,7 +87,7 @@ double copy_gbps(bnb_context_t ctx, int32_t kind, int64_t bytes, int threads, in
     const int64_t used = std::max<int64_t>(1, std::min<int64_t>(threads, bytes >> 20));
     op = [&, used] {
       std::vector<std::thread> pool;
-      const int64_t chunk = (bytes + used - 1) / used;
+      const int64_t chunk = bnb::ceil_div(bytes, used);
       for (int64_t t = 0; t < used; ++t) {
         const int64_t lo = t * chunk, hi = std::min(bytes, lo + chunk);
         if (lo >= hi) break;

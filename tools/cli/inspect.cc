@@ -9,6 +9,7 @@
 
 #include "cli.h"
 #include "convert_util.h"
+#include "int_math.h"
 #include "safetensors.h"
 
 namespace {
@@ -57,11 +58,11 @@ std::string describe_4bit(const SafetensorsFile& f, const std::string& w, const 
   }
   const Tensor* packed = f.find(w);
   // The packed bytes may be stored as another dtype (bnb_4bit_quant_storage): only their count matters.
-  if (packed->bytes() != uint64_t((n + 1) / 2))
+  if (packed->bytes() != uint64_t(bnb::ceil_div(n, 2)))
     problem("packed weight is " + packed->dtype + " " + std::to_string(packed->bytes()) + " bytes, expected " +
-            std::to_string((n + 1) / 2) + " for shape " + bnb_cli::shape_string(shape));
+            std::to_string(bnb::ceil_div(n, 2)) + " for shape " + bnb_cli::shape_string(shape));
   const bool nested = qs.contains("nested_blocksize");
-  const int64_t nb = (n + bs - 1) / bs;
+  const int64_t nb = bnb::ceil_div(n, bs);
   const Tensor* absmax = f.find(w + ".absmax");
   if (absmax == nullptr) problem("no '" + w + ".absmax'");
   else if (absmax->dtype != (nested ? "U8" : "F32") || absmax->numel() != nb)
@@ -77,8 +78,8 @@ std::string describe_4bit(const SafetensorsFile& f, const std::string& w, const 
     const int64_t bs2 = qs["nested_blocksize"].is_number_integer() ? qs["nested_blocksize"].get<int64_t>() : 0;
     const Tensor* a2 = f.find(w + ".nested_absmax");
     if (bs2 <= 0) problem("nested_blocksize is not a positive integer");
-    else if (a2 == nullptr || a2->dtype != "F32" || a2->numel() != (nb + bs2 - 1) / bs2)
-      problem("nested_absmax missing or not F32 [" + std::to_string((nb + bs2 - 1) / bs2) + "]");
+    else if (a2 == nullptr || a2->dtype != "F32" || a2->numel() != bnb::ceil_div(nb, bs2))
+      problem("nested_absmax missing or not F32 [" + std::to_string(bnb::ceil_div(nb, bs2)) + "]");
     const Tensor* m2 = f.find(w + ".nested_quant_map");
     if (m2 == nullptr || m2->dtype != "F32" || m2->numel() != 256) problem("nested_quant_map missing or not F32 [256]");
     if (!qs.contains("nested_offset") || !qs["nested_offset"].is_number()) problem("nested_offset missing");

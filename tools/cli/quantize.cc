@@ -26,6 +26,7 @@
 #include "cli.h"
 #include "convert_util.h"
 #include "half.h"
+#include "int_math.h"
 #include "safetensors.h"
 
 namespace {
@@ -221,12 +222,12 @@ void plan_quantized(const QuantizeOptions& o, const Tensor& t, std::vector<Tenso
     plan.push_back({t.name + "_format", "U8", {}, 1});
     return;
   }
-  const int64_t nb = (n + o.blocksize - 1) / o.blocksize, packed = (n + 1) / 2;
+  const int64_t nb = bnb::ceil_div(n, o.blocksize), packed = bnb::ceil_div(n, 2);
   plan.push_back({t.name, o.storage.st_dtype, {packed / o.storage.size, 1}, uint64_t(packed)});
   plan.push_back({t.name + ".absmax", o.nested ? "U8" : "F32", {nb}, uint64_t(nb) * (o.nested ? 1 : 4)});
   plan.push_back({t.name + ".quant_map", "F32", {16}, 64});
   if (o.nested) {
-    const int64_t nb2 = (nb + kNestedBlocksize - 1) / kNestedBlocksize;
+    const int64_t nb2 = bnb::ceil_div(nb, kNestedBlocksize);
     plan.push_back({t.name + ".nested_absmax", "F32", {nb2}, uint64_t(nb2) * 4});
     plan.push_back({t.name + ".nested_quant_map", "F32", {256}, 1024});
   }
@@ -264,7 +265,7 @@ void plan_shard(const QuantizeOptions& o, Shard& s) {
       s.plan.push_back({t.name, t.dtype, t.shape, t.bytes()});
       continue;
     }
-    const int64_t packed = (t.numel() + 1) / 2;
+    const int64_t packed = bnb::ceil_div(t.numel(), 2);
     if (o.four_bit() && packed % o.storage.size != 0)
       throw FileError(in.path() + ": tensor '" + t.name + "': its " + std::to_string(packed) +
                       " packed bytes do not fill whole " + o.storage.torch_name + " elements (--quant-storage)");
@@ -411,7 +412,7 @@ class Quantizer {
       out.add(t.name + "_format", "U8", {}, &format, 1);
       return;
     }
-    const int64_t nb = (n + o_.blocksize - 1) / o_.blocksize, np = (n + 1) / 2;
+    const int64_t nb = bnb::ceil_div(n, o_.blocksize), np = bnb::ceil_div(n, 2);
     const void* a = ws_.upload(0, t.data, t.bytes(), dtype_size(t.dtype));
     void* packed = ws_.buffer(1, size_t(np));
     void* absmax = ws_.buffer(2, size_t(nb) * 4);
@@ -428,7 +429,7 @@ class Quantizer {
       blobs.emplace_back(t.name + kBlobPrefix + o_.type_name, state_blob(o_, t, nullptr));
       return;
     }
-    const int64_t nb2 = (nb + kNestedBlocksize - 1) / kNestedBlocksize;
+    const int64_t nb2 = bnb::ceil_div(nb, kNestedBlocksize);
     void* absmax_q = ws_.buffer(3, size_t(nb));
     void* absmax2 = ws_.buffer(4, size_t(nb2) * 4);
     void* offset = ws_.buffer(5, 4);
