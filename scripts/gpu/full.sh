@@ -57,6 +57,8 @@ device() {
       env "$knob=1" timeout 120 "$CARRY/bin/bnb_gpu_tests" --gtest_filter='Gemm4Gpu.*' > "$out/gpu_tests_$knob.log" 2>&1
     done
     BNB_INT8_MMA_RT=2 timeout 120 "$CARRY/bin/bnb_gpu_tests" --gtest_filter='Int8Gpu.*' > "$out/gpu_tests_int8_rt2.log" 2>&1
+    BNB_GEMM4_NO_CUBLAS=1 timeout 120 "$CARRY/bin/bnb_tests" --gtest_filter='Backends/Gemm4.Transposed*/cuda*' \
+      > "$out/gpu_tests_transposed_simt.log" 2>&1
   fi
   want unit && timeout 240 "$CARRY/bin/bnb_tests" > "$out/unit_tests.log" 2>&1
   want python && BNB_LIBRARY_PATH=$CARRY/lib timeout 300 python3 -m pytest -q -rs -p no:cacheprovider tests/python > "$out/python_tests.log" 2>&1
@@ -77,7 +79,7 @@ device() {
     BNB_LIBRARY_PATH=$CARRY/lib timeout 200 python3 bench/python/layer4bit.py --device cuda --json "$out/layer4bit.json" > "$out/layer4bit.log" 2>&1
   fi
   echo "== gpu: $(tail -1 "$out/gpu.txt")"
-  for f in gpu_tests gpu_tests_BNB_GEMM4_NO_MMA gpu_tests_BNB_GEMM4_NO_MMA_SMALL gpu_tests_BNB_GEMM4_NO_CUBLAS gpu_tests_BNB_GEMM4_TILE gpu_tests_int8_rt2 unit_tests; do
+  for f in gpu_tests gpu_tests_BNB_GEMM4_NO_MMA gpu_tests_BNB_GEMM4_NO_MMA_SMALL gpu_tests_BNB_GEMM4_NO_CUBLAS gpu_tests_BNB_GEMM4_TILE gpu_tests_int8_rt2 gpu_tests_transposed_simt unit_tests; do
     [ -f "$out/$f.log" ] || continue
     echo "== $f: $(grep -E '^\[  (PASSED|FAILED) ' "$out/$f.log" | tr '\n' ' ')"
     grep -E '^\[  FAILED  \]' "$out/$f.log" | head -15

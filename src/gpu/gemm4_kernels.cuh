@@ -430,6 +430,96 @@ __global__ void gemm4_dequantize_kernel(const uint8_t* __restrict__ W, Gemm4Scal
   }
 }
 
+// out[m, n] = RN_D(partial[m, n] + bias[n]) after a launch that split the reduction over blocks
+// (their binary32 sums added into partial with atomics).
+template <int D>
+__global__ void gemm4_finish_kernel(const float* __restrict__ partial, const typename Elem<D>::T* __restrict__ bias,
+                                    typename Elem<D>::T* __restrict__ out, int64_t M, int64_t N) {
+  const int64_t total = M * N;
+  for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < total;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    float y = partial[i];
+    if (bias != nullptr) y = __fadd_rn(y, gemm4_to_f32<D>(bias[i % N]));
+    out[i] = gemm4_from_f32<D>(y);
+  }
+}
+
+// ---------------------------------------------------------------- the transposed product, SIMT
+// out[M,K] = A[M,N] @ dequant(W)[N,K] without a workspace: the path where no BLAS library is
+// there (HIP, or CUDA without cuBLAS). A thread owns 8 consecutive columns k of out (4 packed
+// bytes of each W row: a warp reads 128 contiguous bytes per row) for MB rows of A, so a block
+// of kTransposedThreads covers kTransposedCols columns; blockIdx.y picks the rows of A and
+// blockIdx.z the W rows [z n_split, (z + 1) n_split) it sums (more than one: binary32 partial
+// sums added atomically into `partial`, then gemm4_finish_kernel rounds). Each weight is
+// RN32(LUT * absmax) as dequantize_4bit makes it (8 consecutive k lie in one block: blocksize
+// >= 32), products and sums binary32, one rounding to D. Rows of A are staged per chunk of W
+// rows as binary32 in shared memory (every thread reads the same element: a broadcast).
+constexpr int kTransposedThreads = 256;
+constexpr int kTransposedCols = 8 * kTransposedThreads;
+constexpr int kTransposedChunk = 64;  // W rows per staged chunk of A
+
+template <int D, int MB>
+__global__ void __launch_bounds__(kTransposedThreads)
+    gemm4_transposed_simt_kernel(const typename Elem<D>::T* __restrict__ A, const uint8_t* __restrict__ W,
+                                 Gemm4Scales scales, Table16 table, float* __restrict__ partial,
+                                 typename Elem<D>::T* __restrict__ out, int64_t M, int64_t N, int64_t K,
+                                 int log2_blocksize, int64_t n_split) {
+  __shared__ float lut[16];
+  __shared__ float a_s[kTransposedChunk][MB];
+  const int tid = static_cast<int>(threadIdx.x);
+  if (tid < 16) lut[tid] = table.v[tid];
+  const int64_t k0 = (static_cast<int64_t>(blockIdx.x) * kTransposedThreads + tid) * 8;
+  const int64_t m0 = static_cast<int64_t>(blockIdx.y) * MB;
+  const int64_t n_begin = static_cast<int64_t>(blockIdx.z) * n_split;
+  const int64_t n_end = n_begin + n_split < N ? n_begin + n_split : N;
+  float acc[MB][8];
+#pragma unroll
+  for (int mb = 0; mb < MB; ++mb) {
+#pragma unroll
+    for (int j = 0; j < 8; ++j) acc[mb][j] = 0.0f;
+  }
+  for (int64_t nc = n_begin; nc < n_end; nc += kTransposedChunk) {
+    const int rows = static_cast<int>(n_end - nc < kTransposedChunk ? n_end - nc : kTransposedChunk);
+    __syncthreads();  // the previous chunk's readers are done (and lut is written)
+    for (int i = tid; i < kTransposedChunk * MB; i += kTransposedThreads) {
+      const int r = i / MB, mb = i % MB;
+      a_s[r][mb] = r < rows && m0 + mb < M ? gemm4_to_f32<D>(A[(m0 + mb) * N + nc + r]) : 0.0f;
+    }
+    __syncthreads();
+    if (k0 < K) {  // K % 32 == 0: a thread's 8 columns are all in or all out
+      for (int r = 0; r < rows; ++r) {
+        const int64_t e = (nc + r) * K + k0;
+        const uint8_t* src = W + e / 2;
+        const uint32_t bytes = static_cast<uint32_t>(__ldg(src)) | (static_cast<uint32_t>(__ldg(src + 1)) << 8) |
+                               (static_cast<uint32_t>(__ldg(src + 2)) << 16) |
+                               (static_cast<uint32_t>(__ldg(src + 3)) << 24);
+        const float s = gemm4_block_scale(scales, e >> log2_blocksize);
+#pragma unroll
+        for (int j = 0; j < 8; ++j) {
+          const uint32_t nibble = (bytes >> (8 * (j / 2) + ((j & 1) != 0 ? 0 : 4))) & 15u;  // high nibble first
+          const float w = __fmul_rn(lut[nibble], s);
+#pragma unroll
+          for (int mb = 0; mb < MB; ++mb) acc[mb][j] = __fmaf_rn(a_s[r][mb], w, acc[mb][j]);
+        }
+      }
+    }
+  }
+  if (k0 >= K) return;
+#pragma unroll
+  for (int mb = 0; mb < MB; ++mb) {
+    const int64_t m = m0 + mb;
+    if (m >= M) break;
+#pragma unroll
+    for (int j = 0; j < 8; ++j) {
+      if (partial != nullptr) {
+        atomicAdd(partial + m * K + k0 + j, acc[mb][j]);
+      } else {
+        out[m * K + k0 + j] = gemm4_from_f32<D>(acc[mb][j]);
+      }
+    }
+  }
+}
+
 template <int D>
 __global__ void gemm4_fill_bias_kernel(const typename Elem<D>::T* __restrict__ bias, typename Elem<D>::T* __restrict__ out,
                                        int64_t M, int64_t N) {

@@ -4,7 +4,7 @@
 //
 // Layout. A block of kMmaWarps warps owns 16 * kMmaWarps consecutive W rows and one range of K
 // (grid.y splits K when there are too few row blocks to fill the GPU; the partial sums then go
-// to a binary32 workspace with atomics and gemm4_mma_finish_kernel adds the bias and rounds). A
+// to a binary32 workspace with atomics and gemm4_finish_kernel adds the bias and rounds). A
 // warp owns 16 W rows; in each 64-wide K chunk lane (g = lane / 4, t = lane % 4) loads the 8
 // packed bytes [8t, 8t + 8) of rows g and g + 8 (weights k0 + 16t .. k0 + 16t + 15), decodes
 // each byte through a 256-entry table of unscaled LUT pairs in dtype D (one shared-memory look-up
@@ -425,19 +425,6 @@ __global__ void __launch_bounds__(kSmallWarps * 32, 2)  // two blocks per SM: <=
       }
     }
     __syncthreads();  // red is rewritten by the next tile
-  }
-}
-
-// out[m, n] = RN_D(partial[m, n] + bias[n]) after a split-K launch.
-template <int D>
-__global__ void gemm4_mma_finish_kernel(const float* __restrict__ partial, const typename Elem<D>::T* __restrict__ bias,
-                                        typename Elem<D>::T* __restrict__ out, int64_t M, int64_t N) {
-  const int64_t total = M * N;
-  for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < total;
-       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
-    float y = partial[i];
-    if (bias != nullptr) y = __fadd_rn(y, gemm4_to_f32<D>(bias[i % N]));
-    out[i] = gemm4_from_f32<D>(y);
   }
 }
 

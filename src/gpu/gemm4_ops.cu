@@ -141,6 +141,61 @@ bnb_status_t dispatch_simt(const GpuContext& ctx, const Problem& p, gpuStream_t 
   return launch_simt<D, 8, 4, 2>(ctx, p, stream);
 }
 
+// Runs launch(partial) once: with partial = nullptr when splits == 1 (the kernel writes out), else
+// over a zeroed binary32 workspace of M x N partial sums that gemm4_finish_kernel then adds
+// the bias to and rounds (the transposed product passes N = its K). BNB_ERR_NOT_SUPPORTED when the workspace can't be had.
+template <int D, typename Launch>
+bnb_status_t with_split_k(const GpuContext& ctx, const Problem& p, gpuStream_t stream, int64_t splits, Launch launch) {
+  using T = typename Elem<D>::T;
+  if (splits == 1) return launch(static_cast<float*>(nullptr));
+  float* partial = nullptr;
+  const size_t bytes = static_cast<size_t>(p.M * p.N) * sizeof(float);
+  if (gpuMallocAsync(reinterpret_cast<void**>(&partial), bytes, stream) != gpuSuccess) {
+    (void)gpuGetLastError();
+    return BNB_ERR_NOT_SUPPORTED;
+  }
+  bnb_status_t st = check(gpuMemsetAsync(partial, 0, bytes, stream), "clearing the gemm_4bit partial sums");
+  if (st == BNB_SUCCESS) st = launch(partial);
+  if (st == BNB_SUCCESS) {
+    const int64_t fgrid = persistent_grid(ctx, 8, (p.M * p.N + 255) / 256);
+    gemm4_finish_kernel<D><<<static_cast<unsigned>(fgrid), 256, 0, stream>>>(
+        partial, static_cast<const T*>(p.bias), static_cast<T*>(p.out), p.M, p.N);
+    st = check_launch("gemm4_finish_kernel");
+  }
+  const gpuError_t fe = gpuFreeAsync(partial, stream);
+  if (st == BNB_SUCCESS) st = check(fe, "freeing the gemm_4bit partial sums");
+  return st;
+}
+
+// out[M,K] = A[M,N] @ Wdq[N,K] on the SIMT kernel (no BLAS, no workspace but the partial sums):
+// MB = 1 or 8 rows of A per block, W rows split over blocks until about four blocks per
+// multiprocessor run (each split >= 64 rows).
+template <int D, int MB>
+bnb_status_t launch_transposed_simt(const GpuContext& ctx, const Problem& p, gpuStream_t stream) {
+  using T = typename Elem<D>::T;
+  const int64_t gx = (p.K + kTransposedCols - 1) / kTransposedCols;
+  const int64_t gy = (p.M + MB - 1) / MB;
+  if (gx > 2147483647 || gy > 65535) return fail(BNB_ERR_NOT_SUPPORTED, "gemm_4bit_transposed: M or K too large");
+  const int64_t want = 4 * static_cast<int64_t>(ctx.sm_count);
+  int64_t splits = (want + gx * gy - 1) / (gx * gy);
+  const int64_t max_splits = p.N / 64 > 1 ? p.N / 64 : 1;
+  if (splits > max_splits) splits = max_splits;
+  if (splits > 65535) splits = 65535;
+  const int64_t n_split = (p.N + splits - 1) / splits;
+  splits = (p.N + n_split - 1) / n_split;
+  Problem sums = p;  // the partial sums are [M, K]
+  sums.N = p.K;
+  const dim3 grid(static_cast<unsigned>(gx), static_cast<unsigned>(gy), static_cast<unsigned>(splits));
+  const bnb_status_t st = with_split_k<D>(ctx, sums, stream, splits, [&](float* partial) {
+    gemm4_transposed_simt_kernel<D, MB><<<grid, kTransposedThreads, 0, stream>>>(
+        static_cast<const T*>(p.A), p.W, p.scales, p.table, partial, static_cast<T*>(p.out), p.M, p.N, p.K,
+        p.log2_blocksize, n_split);
+    return check_launch("gemm4_transposed_simt_kernel");
+  });
+  if (st == BNB_ERR_NOT_SUPPORTED) return fail(st, "gemm_4bit_transposed: no memory for the partial sums");
+  return st;
+}
+
 // ---------------------------------------------------------------- large M: dequantize + cuBLAS
 #if !defined(BNB_GPU_HIP)
 
@@ -279,9 +334,7 @@ bnb_status_t transposed_via_cublas(const GpuContext& ctx, const Problem& p, gpuS
                    ? BNB_SUCCESS
                    : fail(BNB_ERR_DEVICE, "gemm_4bit_transposed: cublasGemmEx failed with status %d", cs);
       });
-  if (st == BNB_ERR_NOT_SUPPORTED)
-    return fail(st, "gemm_4bit_transposed: needs cuBLAS (not found, or a size past int32) and workspace memory");
-  return st;
+  return st;  // BNB_ERR_NOT_SUPPORTED (no cuBLAS, a size past int32, no workspace): the SIMT kernel
 }
 #endif  // !BNB_GPU_HIP
 
@@ -291,32 +344,6 @@ bnb_status_t transposed_via_cublas(const GpuContext& ctx, const Problem& p, gpuS
 bool mma_disabled() {
   static const bool off = env_on("BNB_GEMM4_NO_MMA");  // tests and A/B timings of the other paths
   return off;
-}
-
-// Runs launch(partial) once: with partial = nullptr when splits == 1 (the kernel writes out), else
-// over a zeroed binary32 workspace of M x N partial sums that gemm4_mma_finish_kernel then adds
-// the bias to and rounds. BNB_ERR_NOT_SUPPORTED when the workspace can't be had.
-template <int D, typename Launch>
-bnb_status_t with_split_k(const GpuContext& ctx, const Problem& p, gpuStream_t stream, int64_t splits, Launch launch) {
-  using T = typename Elem<D>::T;
-  if (splits == 1) return launch(static_cast<float*>(nullptr));
-  float* partial = nullptr;
-  const size_t bytes = static_cast<size_t>(p.M * p.N) * sizeof(float);
-  if (gpuMallocAsync(reinterpret_cast<void**>(&partial), bytes, stream) != gpuSuccess) {
-    (void)gpuGetLastError();
-    return BNB_ERR_NOT_SUPPORTED;
-  }
-  bnb_status_t st = check(gpuMemsetAsync(partial, 0, bytes, stream), "clearing the gemm_4bit partial sums");
-  if (st == BNB_SUCCESS) st = launch(partial);
-  if (st == BNB_SUCCESS) {
-    const int64_t fgrid = persistent_grid(ctx, 8, (p.M * p.N + 255) / 256);
-    gemm4_mma_finish_kernel<D><<<static_cast<unsigned>(fgrid), 256, 0, stream>>>(
-        partial, static_cast<const T*>(p.bias), static_cast<T*>(p.out), p.M, p.N);
-    st = check_launch("gemm4_mma_finish_kernel");
-  }
-  const gpuError_t fe = gpuFreeAsync(partial, stream);
-  if (st == BNB_SUCCESS) st = check(fe, "freeing the gemm_4bit partial sums");
-  return st;
 }
 
 // BNB_SUCCESS, or BNB_ERR_NOT_SUPPORTED when the kernel can't take the problem (the caller falls
@@ -502,7 +529,15 @@ bnb_status_t gemm_4bit(void* impl, int32_t dtype, int64_t M, int64_t N, int64_t 
   return with_dtype(dtype, "gemm_4bit", [&](auto d) { return dispatch<decltype(d)::value>(ctx, p, s); });
 }
 
+template <int D>
+bnb_status_t dispatch_transposed(const GpuContext& ctx, const Problem& p, gpuStream_t stream) {
 #if !defined(BNB_GPU_HIP)
+  const bnb_status_t st = transposed_via_cublas<D>(ctx, p, stream);
+  if (st != BNB_ERR_NOT_SUPPORTED) return st;
+#endif
+  return p.M == 1 ? launch_transposed_simt<D, 1>(ctx, p, stream) : launch_transposed_simt<D, 8>(ctx, p, stream);
+}
+
 bnb_status_t gemm_4bit_transposed(void* impl, int32_t dtype, int64_t M, int64_t N, int64_t K, const void* A,
                                   const uint8_t* W, const bnb_scales_resolved_t* scales, int32_t quant_type,
                                   int64_t blocksize, void* out, void* stream) {
@@ -511,17 +546,14 @@ bnb_status_t gemm_4bit_transposed(void* impl, int32_t dtype, int64_t M, int64_t 
   const Problem p = make_problem(M, N, K, A, W, scales, quant_type, blocksize, nullptr, out);
   const auto s = static_cast<gpuStream_t>(stream);
   return with_dtype(dtype, "gemm_4bit_transposed",
-                    [&](auto d) { return transposed_via_cublas<decltype(d)::value>(ctx, p, s); });
+                    [&](auto d) { return dispatch_transposed<decltype(d)::value>(ctx, p, s); });
 }
-#endif
 
 }  // namespace
 
 void register_gemm4_ops(bnb_backend_ops_t* ops) {
   ops->gemm_4bit = gemm_4bit;
-#if !defined(BNB_GPU_HIP)
-  ops->gemm_4bit_transposed = gemm_4bit_transposed;  // HIP: not offered until a BLAS is wired there
-#endif
+  ops->gemm_4bit_transposed = gemm_4bit_transposed;
 }
 
 }  // namespace gpu

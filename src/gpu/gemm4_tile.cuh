@@ -24,7 +24,7 @@
 //   in gemm4_mma_small_kernel, so a warp's look-ups hit 32 distinct banks.
 // * grid = (M tiles, N / 64, K splits): the M tiles of one W row block are neighbours, so their
 //   second reads of W come from L2. With a K split the block's sums are added to a binary32
-//   workspace (atomics) and gemm4_mma_finish_kernel adds the bias and rounds.
+//   workspace (atomics) and gemm4_finish_kernel adds the bias and rounds.
 //
 // Numerics are those of gemm4_mma_kernel (docs/GEMM4.md). tests/gpu_emu runs this kernel on the
 // host (emulated mma and cp.async, one thread per CUDA thread).

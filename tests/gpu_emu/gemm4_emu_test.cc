@@ -387,7 +387,7 @@ void check_mma(const Case& c, int64_t k_split, uint64_t seed) {
                                 split ? partial.data() : nullptr, c.M, c.N, c.K, p.log2_bs, k_split);
       },
       gz);
-  if (split) launch(2, 1, 64, [&] { gemm4_mma_finish_kernel<D>(partial.data(), bias, p.out.data(), c.M, c.N); });
+  if (split) launch(2, 1, 64, [&] { gemm4_finish_kernel<D>(partial.data(), bias, p.out.data(), c.M, c.N); });
   p.expect_close();
 }
 
@@ -453,8 +453,56 @@ void check_tile(const Case& c, int64_t k_split, uint64_t seed) {
         }
       },
       gz);
-  if (split) launch(2, 1, 64, [&] { gemm4_mma_finish_kernel<D>(partial.data(), bias, p.out.data(), c.M, c.N); });
+  if (split) launch(2, 1, 64, [&] { gemm4_finish_kernel<D>(partial.data(), bias, p.out.data(), c.M, c.N); });
   p.expect_close();
+}
+
+// The transposed product's SIMT kernel: out[M,K] = A[M,N] @ Wdq[N,K], W rows split over
+// gz = ceil(N / n_split) blocks (more than one: partial sums, then the finishing kernel).
+template <int D, int MB>
+void check_transposed(const Case& c, int64_t n_split, uint64_t seed) {
+  SCOPED_TRACE(::testing::Message() << "transposed D=" << D << " MB=" << MB << " M=" << c.M << " N=" << c.N
+                                    << " K=" << c.K << " bs=" << c.bs << " n_split=" << n_split);
+  using T = typename Elem<D>::T;
+  Case forward = c;
+  forward.M = 1;  // Problem's A is [M, K]; this product's A is [M, N], made below
+  Problem<D> p(forward, seed);
+  std::mt19937 rng(static_cast<uint32_t>(seed + 1));
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  std::vector<T> A(static_cast<size_t>(c.M * c.N)), out(static_cast<size_t>(c.M * c.K));
+  std::vector<double> a(A.size());
+  for (size_t i = 0; i < A.size(); ++i) {
+    bnb::ref::store_element(D, A.data(), static_cast<int64_t>(i), normal(rng));
+    a[i] = bnb::ref::load_element(D, A.data(), static_cast<int64_t>(i));
+  }
+  std::memset(out.data(), 0xff, out.size() * sizeof(T));  // NaN: unwritten elements fail
+  const unsigned gx = static_cast<unsigned>((c.K + kTransposedCols - 1) / kTransposedCols);
+  const unsigned gy = static_cast<unsigned>((c.M + MB - 1) / MB);
+  const unsigned gz = static_cast<unsigned>((c.N + n_split - 1) / n_split);
+  std::vector<float> partial(out.size(), 0.0f);
+  const bool split = gz > 1;
+  launch(
+      gx, gy, kTransposedThreads,
+      [&] {
+        gemm4_transposed_simt_kernel<D, MB>(A.data(), p.packed, p.scales, p.table, split ? partial.data() : nullptr,
+                                            out.data(), c.M, c.N, c.K, p.log2_bs, n_split);
+      },
+      gz);
+  if (split) launch(2, 1, 64, [&] { gemm4_finish_kernel<D>(partial.data(), nullptr, out.data(), c.M, c.K); });
+  double num = 0.0, den = 0.0;
+  bool finite = true;
+  for (int64_t m = 0; m < c.M; ++m) {
+    for (int64_t k = 0; k < c.K; ++k) {
+      double ref = 0.0;
+      for (int64_t n = 0; n < c.N; ++n) ref += a[static_cast<size_t>(m * c.N + n)] * p.wdq[static_cast<size_t>(n * c.K + k)];
+      const float o = bnb::ref::load_element(D, out.data(), m * c.K + k);
+      finite = finite && std::isfinite(o);
+      num += (o - ref) * (o - ref);
+      den += ref * ref;
+    }
+  }
+  EXPECT_TRUE(finite) << "an output was not written";
+  EXPECT_LE(std::sqrt(num / den), tolerance(D));
 }
 
 }  // namespace
@@ -499,4 +547,11 @@ TEST(Gemm4KernelsOnHost, TensorCoreLargeM) {
   check_tile<kBF16, 8>({70, 40, 1024, 128, BNB_FP4, false, false, 0, 0, 0}, 512, 42);  // 2 tiles of A, split K
   check_tile<kF16, 8>({64, 64, 2304, 256, BNB_NF4, true, false, 0, 0, 0}, 2304, 43);  // 9 steps: stages wrap
   check_tile<kBF16, 4>({17, 33, 1152, 64, BNB_NF4, true, true, 0, 0, 0}, 768, 44);     // split 768 + 384
+}
+
+TEST(Gemm4KernelsOnHost, TransposedSimt) {
+  // M, N, K, bs, quant, nested, (bias, kc, gx, W offset unused)
+  check_transposed<kF32, 1>({1, 70, 2080, 32, BNB_NF4, true, false, 0, 0, 0}, 70, 51);      // two column blocks
+  check_transposed<kBF16, 8>({11, 130, 256, 64, BNB_FP4, false, false, 0, 0, 0}, 64, 52);   // 3 splits, 2 row tiles
+  check_transposed<kF16, 8>({8, 33, 4096, 4096, BNB_NF4, true, false, 0, 0, 0}, 33, 53);   // one block per row
 }
