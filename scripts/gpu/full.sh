@@ -56,6 +56,7 @@ device() {
     for knob in BNB_GEMM4_NO_MMA BNB_GEMM4_NO_MMA_SMALL BNB_GEMM4_NO_CUBLAS BNB_GEMM4_TILE; do
       env "$knob=1" timeout 120 "$CARRY/bin/bnb_gpu_tests" --gtest_filter='Gemm4Gpu.*' > "$out/gpu_tests_$knob.log" 2>&1
     done
+    BNB_GEMM4_TILE=0 timeout 120 "$CARRY/bin/bnb_gpu_tests" --gtest_filter='Gemm4Gpu.*' > "$out/gpu_tests_tile0.log" 2>&1
     BNB_INT8_MMA_RT=2 timeout 120 "$CARRY/bin/bnb_gpu_tests" --gtest_filter='Int8Gpu.*' > "$out/gpu_tests_int8_rt2.log" 2>&1
     BNB_GEMM4_NO_CUBLAS=1 timeout 120 "$CARRY/bin/bnb_tests" --gtest_filter='Backends/Gemm4.Transposed*/cuda*' \
       > "$out/gpu_tests_transposed_simt.log" 2>&1
@@ -79,7 +80,7 @@ device() {
     BNB_LIBRARY_PATH=$CARRY/lib timeout 200 python3 bench/python/layer4bit.py --device cuda --json "$out/layer4bit.json" > "$out/layer4bit.log" 2>&1
   fi
   echo "== gpu: $(tail -1 "$out/gpu.txt")"
-  for f in gpu_tests gpu_tests_BNB_GEMM4_NO_MMA gpu_tests_BNB_GEMM4_NO_MMA_SMALL gpu_tests_BNB_GEMM4_NO_CUBLAS gpu_tests_BNB_GEMM4_TILE gpu_tests_int8_rt2 gpu_tests_transposed_simt unit_tests; do
+  for f in gpu_tests gpu_tests_BNB_GEMM4_NO_MMA gpu_tests_BNB_GEMM4_NO_MMA_SMALL gpu_tests_BNB_GEMM4_NO_CUBLAS gpu_tests_BNB_GEMM4_TILE gpu_tests_tile0 gpu_tests_int8_rt2 gpu_tests_transposed_simt unit_tests; do
     [ -f "$out/$f.log" ] || continue
     echo "== $f: $(grep -E '^\[  (PASSED|FAILED) ' "$out/$f.log" | tr '\n' ' ')"
     grep -E '^\[  FAILED  \]' "$out/$f.log" | head -15

@@ -3,12 +3,12 @@
 // Paths, best first:
 //  * fp16/bf16, M <= 16, blocksize >= 64 (CUDA): gemm4_mma_small_kernel (gemm4_mma.cuh), the
 //    tensor-core kernel built to stream W (a block's warps split K of a 16-row tile).
-//  * fp16/bf16, M >= 17, blocksize >= 64 (CUDA), only with BNB_GEMM4_TILE=1 while it is being
-//    measured: gemm4_tile_kernel (gemm4_tile.cuh), blocks of 64 W rows x 32 or 64 rows of A,
-//    A staged by cp.async, W decoded in registers, K split over warps and (to fill the GPU) blocks.
-//  * fp16/bf16, 17 <= M <= 64 (and 5..16 where the small kernel can't run), blocksize >= 64
-//    (CUDA): gemm4_mma_kernel: W decoded in registers into mma.sync fragments, rows of A staged
-//    in shared memory.
+//  * fp16/bf16, 17 <= M <= 64, blocksize >= 64 (CUDA): gemm4_tile_kernel (gemm4_tile.cuh), blocks
+//    of 64 W rows x 32 or 64 rows of A, A staged by cp.async, W decoded in registers, K split over
+//    warps and (to fill the GPU) blocks. BNB_GEMM4_TILE=0 turns it off, =1 takes it for every M.
+//  * fp16/bf16, 5..16 where the small kernel can't run (and 17..64 where the tiled one can't),
+//    blocksize >= 64 (CUDA): gemm4_mma_kernel: W decoded in registers into mma.sync fragments,
+//    rows of A staged in shared memory.
 //  * M <= 16 otherwise (fp32, HIP, blocksize 32, misaligned W): the SIMT kernel (batch-1 GEMV for
 //    M = 1; tiles of 2, 4 or 8 rows of A otherwise): weights streamed once per tile of A,
 //    decoded in registers, 4-8 rows of W per warp.
@@ -52,7 +52,11 @@ constexpr int64_t kSimtMaxM = 16;                          // larger M goes to t
 constexpr int64_t kMmaMinM = 5;
 constexpr int64_t kMmaSmallMaxM = 16;  // gemm4_mma_small_kernel: 1.4-2.6x of dense up to 16 (bench/gemm4/NOTES.md v3)
 constexpr int64_t kMmaMaxM = 64;
-constexpr int64_t kTileMinM = 17;  // gemm4_tile_kernel (BNB_GEMM4_TILE=1): any M from here
+// gemm4_tile_kernel from kTileMinM to kTileMaxM: on the H100 1.3x (M = 32) and 1.5x (M = 64)
+// faster than gemm4_mma_kernel over the five bench shapes, slower than dequantize + cuBLAS from
+// M = 128 on some shapes and on all from 256 (bench/results/h100_run15).
+constexpr int64_t kTileMinM = 17;
+constexpr int64_t kTileMaxM = 64;
 constexpr int64_t kWorkspaceBytes = int64_t{128} << 20;  // dequantized slab of the large-M path
 
 Table16 decode_table(int32_t quant_type) {
@@ -376,11 +380,11 @@ bnb_status_t launch_mma(const GpuContext& ctx, const Problem& p, gpuStream_t str
   });
 }
 
-// gemm4_tile_kernel (gemm4_tile.cuh), M >= kTileMinM, while it is measured against the paths it
-// would replace: on only with BNB_GEMM4_TILE=1.
-bool tile_enabled() {
-  static const bool on = env_on("BNB_GEMM4_TILE");
-  return on;
+// Whether gemm4_tile_kernel takes M rows: kTileMinM <= M <= kTileMaxM, or with BNB_GEMM4_TILE=0
+// never, with BNB_GEMM4_TILE=1 every M >= kTileMinM (A/B timings of the other paths).
+bool tile_takes(int64_t M) {
+  static const int mode = env_zero("BNB_GEMM4_TILE") ? 0 : env_on("BNB_GEMM4_TILE") ? 2 : 1;
+  return M >= kTileMinM && (mode == 2 || (mode == 1 && M <= kTileMaxM));
 }
 
 // The number of K splits for `blocks` blocks of at most `steps` steps each on `resident` block
@@ -470,7 +474,7 @@ bnb_status_t dispatch_mma(const GpuContext& ctx, const Problem& p, gpuStream_t s
       if (st != BNB_ERR_NOT_SUPPORTED || p.M < kMmaMinM) return st;
     }
     if (p.M < kMmaMinM) return BNB_ERR_NOT_SUPPORTED;
-    if (p.M >= kTileMinM && tile_enabled() && (reinterpret_cast<uintptr_t>(p.W) & 7u) == 0) {
+    if (tile_takes(p.M) && (reinterpret_cast<uintptr_t>(p.W) & 7u) == 0) {
       const bnb_status_t st = with_nested(p, [&](auto nested) {
         constexpr bool kNested = decltype(nested)::value;
         return p.M <= 32 ? launch_tile<D, 4, kNested>(ctx, p, stream) : launch_tile<D, 8, kNested>(ctx, p, stream);
