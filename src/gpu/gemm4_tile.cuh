@@ -43,7 +43,7 @@ constexpr int kTileWarps = 8;
 constexpr int kTileRows = 64;                          // W rows per block
 constexpr int kTileKGroups = 4;                        // warps splitting a step's K
 constexpr int kTileStep = kTileKGroups * kMmaChunk;    // K per block step
-constexpr int kTileStages = 4;                         // steps of A in shared memory
+constexpr int kTileStages = 4;                         // steps of A in shared memory (a power of two)
 constexpr int kTileRing = 2;                           // steps of W in registers ahead of use
 constexpr int kTileRowHalves = kTileStep + 8;          // staged row stride: +16 bytes
 
@@ -99,17 +99,20 @@ __global__ void __launch_bounds__(kTileWarps * 32, 1)
   const float offset = NESTED ? __ldg(scales.offset) : 0.0f;
 
   // Step j's rows of A into stage j % kTileStages (nothing past the block's K range; rows past M
-  // read row M - 1, whose sums are never stored). Always one group per call.
+  // read row M - 1, whose sums are never stored). Always one group per call. Thread tid copies
+  // the 16 bytes at piece tid % 32 of rows tid / 32 + 8 i (a warp: one row's 512 bytes).
+  static_assert(kTileStep / 8 == 32 && kTileWarps == 8, "a warp copies one staged row per pass");
+  const int a_piece = 8 * (tid & 31), a_row = tid >> 5;
+  const bool a_full = m_base + kBM <= M;  // no row of the tile to clamp
   auto stage_a = [&](int j) {
-    if (j < steps) {
-      uint16_t* dst = stages + (j % kTileStages) * (kBM * kTileRowHalves);
-      const int64_t k0 = k_begin + static_cast<int64_t>(j) * kTileStep;
-      for (int i = tid; i < kBM * (kTileStep / 8); i += kTileWarps * 32) {
-        const int r = i / (kTileStep / 8), p = i % (kTileStep / 8);
-        if (k0 + 8 * p < k_end) {
-          const int64_t row = m_base + r < M ? m_base + r : M - 1;
-          gpu_cp_async16(dst + r * kTileRowHalves + 8 * p, A + row * K + k0 + 8 * p);
-        }
+    const int64_t k = k_begin + static_cast<int64_t>(j) * kTileStep + a_piece;
+    if (j < steps && k < k_end) {
+      uint16_t* dst = stages + (j & (kTileStages - 1)) * (kBM * kTileRowHalves) + a_row * kTileRowHalves + a_piece;
+      const typename Elem<D>::T* src = A + (m_base + a_row) * K + k;
+#pragma unroll
+      for (int i = 0; i < kBM / 8; ++i) {
+        const int64_t row = m_base + a_row + 8 * i;
+        gpu_cp_async16(dst + 8 * i * kTileRowHalves, a_full || row < M ? src + 8 * i * K : A + (M - 1) * K + k);
       }
     }
     gpu_cp_async_commit();
@@ -193,15 +196,15 @@ __global__ void __launch_bounds__(kTileWarps * 32, 1)
       const uint32_t b[8] = {q0.x, q0.y, q0.z, q0.w, q1.x, q1.y, q1.z, q1.w};
 #pragma unroll
       for (int h = 0; h < 2; ++h) {
-        float u[4] = {0.0f, 0.0f, 0.0f, 0.0f}, v[4] = {0.0f, 0.0f, 0.0f, 0.0f};  // two chains of two steps
-        gemm4_mma16816<D>(u, a[h][0], b[0], b[1]);
-        gemm4_mma16816<D>(v, a[h][1], b[2], b[3]);
-        gemm4_mma16816<D>(u, a[h][2], b[4], b[5]);
-        gemm4_mma16816<D>(v, a[h][3], b[6], b[7]);
-        c[h][nt][0] = __fmaf_rn(sc[h][0], u[0] + v[0], c[h][nt][0]);
-        c[h][nt][1] = __fmaf_rn(sc[h][0], u[1] + v[1], c[h][nt][1]);
-        c[h][nt][2] = __fmaf_rn(sc[h][1], u[2] + v[2], c[h][nt][2]);
-        c[h][nt][3] = __fmaf_rn(sc[h][1], u[3] + v[3], c[h][nt][3]);
+        // One chain of four steps per (h, nt): 2 MT independent chains per chunk hide its latency,
+        // and no adds of partial chains (the loop is issue-bound: bench/gemm4/NOTES.md v4).
+        float u[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+#pragma unroll
+        for (int st = 0; st < 4; ++st) gemm4_mma16816<D>(u, a[h][st], b[2 * st], b[2 * st + 1]);
+        c[h][nt][0] = __fmaf_rn(sc[h][0], u[0], c[h][nt][0]);
+        c[h][nt][1] = __fmaf_rn(sc[h][0], u[1], c[h][nt][1]);
+        c[h][nt][2] = __fmaf_rn(sc[h][1], u[2], c[h][nt][2]);
+        c[h][nt][3] = __fmaf_rn(sc[h][1], u[3], c[h][nt][3]);
       }
     }
   };
@@ -216,7 +219,7 @@ __global__ void __launch_bounds__(kTileWarps * 32, 1)
       __syncthreads();  // everyone's copies of step j are visible, step j - 1's readers are done
       stage_a(j + kTileStages - 1);  // into the stage step j - 1 used
       const int64_t kc = k_begin + static_cast<int64_t>(j) * kTileStep + kMmaChunk * kg;
-      if (kc < k_end) compute(ring[r], stages + (j % kTileStages) * (kBM * kTileRowHalves));  // uniform per warp
+      if (kc < k_end) compute(ring[r], stages + (j & (kTileStages - 1)) * (kBM * kTileRowHalves));  // uniform per warp
       load_w(j + kTileRing, ring[r]);
     }
   }
