@@ -98,6 +98,37 @@ HWY_INLINE void Tile(const Gemm4Args& a, const float* HWY_RESTRICT Ad, int64_t n
   // Few accumulators: give the odd-k products their own to halve the dependency chains.
   constexpr bool kSplit = MR * NR <= 8;
   const int64_t K = a.K;
+#if BNB_SIMD_SIZELESS
+  // SVE (no arrays of vectors): one product at a time, each row of W decoded once per row of A,
+  // with the accumulators of the tile below.
+  BlockLut lut;
+  alignas(64) float lut_mem[16];
+  const int lbs = log2_pow2(a.blocksize);
+  for (int r = 0; r < NR; ++r) {
+    const uint8_t* HWY_RESTRICT wrow = a.W + (n0 + r) * (K / 2);
+    for (int m = 0; m < MR; ++m) {
+      VF acc = hn::Zero(df);
+      VF acc2 = hn::Zero(df);
+      for (int64_t k = k0; k < k1;) {
+        const int64_t block_end = ((k >> lbs) + 1) << lbs;
+        const int64_t seg_end = block_end < k1 ? block_end : k1;
+        lut.LoadScaled(df, a.lut, gemm4_block_scale(a.scales, (n0 + r) * (K >> lbs) + (k >> lbs)), lut_mem);
+        for (; k < seg_end; k += kChunk) {
+          VF w_even, w_odd;
+          DecodeChunk(df, lut, wrow + k / 2, w_even, w_odd);
+          acc = hn::MulAdd(w_even, hn::Load(df, Ad + m * K + k), acc);
+          if constexpr (kSplit) {
+            acc2 = hn::MulAdd(w_odd, hn::Load(df, Ad + m * K + k + kLanes), acc2);
+          } else {
+            acc = hn::MulAdd(w_odd, hn::Load(df, Ad + m * K + k + kLanes), acc);
+          }
+        }
+      }
+      const VF v = kSplit ? hn::Add(acc, acc2) : acc;
+      C[m * ldc + r] += hn::GetLane(hn::SumOfLanes(df, v));
+    }
+  }
+#else
   VF acc[MR][NR];
   VF acc2[MR][NR];
   for (int m = 0; m < MR; ++m) {
@@ -146,6 +177,7 @@ HWY_INLINE void Tile(const Gemm4Args& a, const float* HWY_RESTRICT Ad, int64_t n
       C[m * ldc + r] += hn::GetLane(hn::SumOfLanes(df, v));
     }
   }
+#endif  // BNB_SIMD_SIZELESS
 }
 
 template <int NR>
@@ -210,6 +242,19 @@ template <int MR, int V>
 HWY_INLINE void TransposedTile(const float* HWY_RESTRICT Af, int64_t lda, const float* HWY_RESTRICT Wd, int64_t ldw,
                                int64_t rows, int64_t c0, float* HWY_RESTRICT C, int64_t ldc) {
   const DF df;
+#if BNB_SIMD_SIZELESS
+  // SVE (no arrays of vectors): one vector of C at a time, each lane summed over r in the same
+  // order.
+  for (int m = 0; m < MR; ++m) {
+    for (int v = 0; v < V; ++v) {
+      VF acc = hn::Load(df, C + m * ldc + c0 + v * kLanes);
+      for (int64_t r = 0; r < rows; ++r) {
+        acc = hn::MulAdd(hn::Load(df, Wd + r * ldw + c0 + v * kLanes), hn::Set(df, Af[m * lda + r]), acc);
+      }
+      hn::Store(acc, df, C + m * ldc + c0 + v * kLanes);
+    }
+  }
+#else
   VF acc[MR][V];
   for (int m = 0; m < MR; ++m) {
     for (int v = 0; v < V; ++v) acc[m][v] = hn::Load(df, C + m * ldc + c0 + v * kLanes);
@@ -225,6 +270,7 @@ HWY_INLINE void TransposedTile(const float* HWY_RESTRICT Af, int64_t lda, const 
   for (int m = 0; m < MR; ++m) {
     for (int v = 0; v < V; ++v) hn::Store(acc[m][v], df, C + m * ldc + c0 + v * kLanes);
   }
+#endif  // BNB_SIMD_SIZELESS
 }
 
 template <int MR>

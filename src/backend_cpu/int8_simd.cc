@@ -250,6 +250,25 @@ HWY_INLINE void DotTile(const Int8RowsArgs& a, int64_t m0, int64_t n0) {
   const int64_t L = static_cast<int64_t>(hn::Lanes(dw));
   const int64_t K = a.K;
   const int64_t kmain = K - K % L;
+#if BNB_SIMD_SIZELESS
+  // SVE (no arrays of vectors): one dot product at a time, each with the accumulator pair below
+  // (integer sums: the same values in any order).
+  for (int i = 0; i < MB; ++i) {
+    const int16_t* arow = a.A16 + (m0 + i) * a.K16;
+    for (int j = 0; j < NB; ++j) {
+      const int8_t* b = a.B + (n0 + j) * K;
+      hn::Vec<D32> acc = hn::Zero(d32);
+      hn::Vec<D32> acc2 = hn::Zero(d32);
+      for (int64_t k = 0; k < kmain; k += L) {
+        acc = hn::ReorderWidenMulAccumulate(d32, hn::LoadU(dw, arow + k), hn::PromoteTo(dw, hn::LoadU(DB(), b + k)),
+                                            acc, acc2);
+      }
+      int32_t s = hn::GetLane(hn::SumOfLanes(d32, hn::Add(acc, acc2)));
+      for (int64_t k = kmain; k < K; ++k) s += static_cast<int32_t>(arow[k]) * b[k];
+      a.C[(m0 + i) * a.N + n0 + j] = s;
+    }
+  }
+#else
   hn::Vec<D32> acc[MB][NB];
   hn::Vec<D32> unused[MB][NB];  // the second accumulator of the pairwise product (x86: untouched)
   for (int i = 0; i < MB; ++i) {
@@ -277,6 +296,7 @@ HWY_INLINE void DotTile(const Int8RowsArgs& a, int64_t m0, int64_t n0) {
       a.C[(m0 + i) * a.N + n0 + j] = s;
     }
   }
+#endif  // BNB_SIMD_SIZELESS
 }
 
 template <int NB>

@@ -40,9 +40,18 @@ namespace HWY_NAMESPACE {
 // The eight levels of the midpoint search, held for a whole task.
 struct Code8Levels {
   Code8Levels(DF df, const float* lv)
-      : t1(hn::Set(df, lv[0])), l2(df, lv + 1), l4(df, lv + 3), l8(df, lv + 7), l16(df, lv + 15),
+      : t1(T1Init(df, lv[0])), l2(df, lv + 1), l4(df, lv + 3), l8(df, lv + 7), l16(df, lv + 15),
         l32(df, lv + 31), l64(df, lv + 63), l128(df, lv + 127) {}
+#if BNB_SIMD_SIZELESS
+  // The first level as a float (SVE's vectors cannot be members), broadcast where it is read.
+  HWY_INLINE static float T1Init(DF, float t) { return t; }
+  HWY_INLINE VF T1(DF df) const { return hn::Set(df, t1); }
+  float t1;
+#else
+  HWY_INLINE static VF T1Init(DF df, float t) { return hn::Set(df, t); }
+  HWY_INLINE VF T1(DF) const { return t1; }
   VF t1;
+#endif
   RegTable<2> l2;
   RegTable<4> l4;
   RegTable<8> l8;
@@ -61,7 +70,7 @@ HWY_INLINE VI SelectCode8Fast(DF df, const Code8Levels& L, VF x) {
     const VI twice = hn::Add(c, c);
     return hn::IfThenElse(hn::RebindMask(di, hn::Gt(x, t)), hn::Add(twice, one), twice);
   };
-  VI c = hn::IfThenElseZero(hn::RebindMask(di, hn::Gt(x, L.t1)), one);
+  VI c = hn::IfThenElseZero(hn::RebindMask(di, hn::Gt(x, L.T1(df))), one);
   c = step(c, L.l2.Get(df, c));
   c = step(c, L.l4.Get(df, c));
   c = step(c, L.l8.Get(df, c));

@@ -63,14 +63,31 @@
 #define BNB_SIMD_FMA 0
 #endif
 
+// SVE's vectors are sizeless: no arrays or members of vectors (RegTable keeps its registers' lanes
+// in an aligned array there and loads them where they are read).
+#undef BNB_SIMD_SIZELESS
+#if HWY_TARGET == HWY_SVE || HWY_TARGET == HWY_SVE2 || HWY_TARGET == HWY_SVE_256 || HWY_TARGET == HWY_SVE2_128
+#define BNB_SIMD_SIZELESS 1
+#else
+#define BNB_SIMD_SIZELESS 0
+#endif
+
 HWY_BEFORE_NAMESPACE();
 namespace bnb {
 namespace cpu {
 namespace HWY_NAMESPACE {
 namespace hn = hwy::HWY_NAMESPACE;
 
-// The kernels work on full vectors of binary32 and their integer twins.
+// The kernels work on full vectors of binary32 and their integer twins. The kernels size their
+// tables, tiles and scratch by MaxLanes(DF) and need it to be the run-time lane count: the
+// length-agnostic SVE and SVE2 targets (any vector length from 128 bits up) therefore use their
+// first 128 bits, the width every SVE machine has; SVE_256 and SVE2_128 are built for one width
+// and use all of it.
+#if HWY_TARGET == HWY_SVE || HWY_TARGET == HWY_SVE2
+using DF = hn::CappedTag<float, 4>;
+#else
 using DF = hn::ScalableTag<float>;
+#endif
 using DI = hn::RebindToSigned<DF>;
 using DU = hn::RebindToUnsigned<DF>;
 using D16 = hn::Rebind<uint16_t, DF>;
@@ -101,19 +118,15 @@ HWY_INLINE VF F16BitsToF32(DF df, VU h) {
 
 // What the binary16 roundings below share: v's sign bit, its magnitude bits `a` (`ai` as signed
 // lanes, for the range tests) and `a` plus the round-to-nearest-even bias for dropping the low 13
-// bits (0xfff plus the lowest kept bit). Built by its constructor, which is compiled for this
-// target (GCC's implicit default one is not, and fails to inline NEON's vector constructors).
-struct F16Split {
-  HWY_INLINE F16Split(DF df, VF v)
-      : sign(hn::And(hn::BitCast(DU(), v), hn::Set(DU(), 0x80000000u))),
-        a(hn::Xor(hn::BitCast(DU(), v), sign)),
-        biased(hn::Add(hn::Add(a, hn::Set(DU(), 0xfffu)), hn::And(hn::ShiftRight<13>(a), hn::Set(DU(), 1u)))),
-        ai(hn::BitCast(DI(), a)) {
-    (void)df;
-  }
-  VU sign, a, biased;
-  VI ai;
-};
+// bits (0xfff plus the lowest kept bit). Out-parameters, not a struct: SVE's vectors cannot be
+// members.
+HWY_INLINE void F16Split(DF df, VF v, VU& sign, VU& a, VU& biased, VI& ai) {
+  (void)df;
+  sign = hn::And(hn::BitCast(DU(), v), hn::Set(DU(), 0x80000000u));
+  a = hn::Xor(hn::BitCast(DU(), v), sign);
+  biased = hn::Add(hn::Add(a, hn::Set(DU(), 0xfffu)), hn::And(hn::ShiftRight<13>(a), hn::Set(DU(), 1u)));
+  ai = hn::BitCast(DI(), a);
+}
 
 // Per lane by |v|'s range (ai = |v|'s bits): `tiny` below the smallest normal half (2^-14),
 // `normal` up to what rounds to the largest finite half, `overflow` above, `nan` for NaN.
@@ -128,14 +141,16 @@ HWY_INLINE VU ByF16Range(VI ai, VU tiny, VU normal, VU overflow, VU nan) {
 // binary32 -> binary16 bits in u32 lanes, round to nearest even; NaN -> 0x7e00 with its sign.
 HWY_INLINE VU F32ToF16Bits(DF df, VF v) {
   const DU du;
-  const F16Split p(df, v);
+  VU sign, a, biased;
+  VI ai;
+  F16Split(df, v, sign, a, biased, ai);
   // |v| >= 2^-14: drop 13 bits with RNE, re-bias by -112.
-  const VU normal = hn::ShiftRight<13>(hn::Sub(p.biased, hn::Set(du, 0x38000000u)));
+  const VU normal = hn::ShiftRight<13>(hn::Sub(biased, hn::Set(du, 0x38000000u)));
   // Below the smallest normal half: adding 0.5 rounds |v| to a multiple of 2^-24 (RNE).
-  const VU tiny = hn::Sub(hn::BitCast(du, hn::Add(hn::BitCast(df, p.a), hn::Set(df, 0.5f))),
+  const VU tiny = hn::Sub(hn::BitCast(du, hn::Add(hn::BitCast(df, a), hn::Set(df, 0.5f))),
                           hn::Set(du, 0x3f000000u));
-  const VU r = ByF16Range(p.ai, tiny, normal, hn::Set(du, 0x7c00u), hn::Set(du, 0x7e00u));
-  return hn::Or(r, hn::ShiftRight<16>(p.sign));
+  const VU r = ByF16Range(ai, tiny, normal, hn::Set(du, 0x7c00u), hn::Set(du, 0x7e00u));
+  return hn::Or(r, hn::ShiftRight<16>(sign));
 }
 
 // u (binary32 bits) with its top 16 bits rounded to bfloat16 (RNE; NaN kept and made quiet, as
@@ -161,12 +176,14 @@ HWY_INLINE VU F32ToBF16Bits(DF df, VF v) {
 // still in binary32: for `p <- T(x)` steps that go on computing with the rounded value.
 HWY_INLINE VF RoundToF16(DF df, VF v) {
   const DU du;
-  const F16Split p(df, v);
-  const VU normal = hn::And(p.biased, hn::Set(du, 0xffffe000u));
+  VU sign, a, biased;
+  VI ai;
+  F16Split(df, v, sign, a, biased, ai);
+  const VU normal = hn::And(biased, hn::Set(du, 0xffffe000u));
   const VF half = hn::Set(df, 0.5f);
-  const VU tiny = hn::BitCast(du, hn::Sub(hn::Add(hn::BitCast(df, p.a), half), half));  // multiple of 2^-24
-  const VU r = ByF16Range(p.ai, tiny, normal, hn::Set(du, 0x7f800000u), hn::Or(p.a, hn::Set(du, 0x400000u)));
-  return hn::BitCast(df, hn::Or(r, p.sign));
+  const VU tiny = hn::BitCast(du, hn::Sub(hn::Add(hn::BitCast(df, a), half), half));  // multiple of 2^-24
+  const VU r = ByF16Range(ai, tiny, normal, hn::Set(du, 0x7f800000u), hn::Or(a, hn::Set(du, 0x400000u)));
+  return hn::BitCast(df, hn::Or(r, sign));
 }
 
 // binary16 bits of lanes that RoundToF16 already made representable (cheaper than
@@ -410,11 +427,20 @@ struct RegTable {
   static constexpr size_t N = hn::MaxLanes(DF());
   static constexpr bool kInRegs = K <= 2 * N || (BNB_SIMD_PERMUTE2 && K <= 16 * N);
   static constexpr size_t kVecs = kInRegs ? (K <= N ? 1 : K / N) : 1;
+#if BNB_SIMD_SIZELESS
+  // The registers' lanes (SVE's vectors cannot be members), loaded where they are read.
+  alignas(64) float lanes_[kVecs * N];
+  HWY_INLINE VF Vec(size_t i) const { return hn::Load(DF(), lanes_ + i * N); }
+  HWY_INLINE void SetVec(size_t i, VF x) { hn::Store(x, DF(), lanes_ + i * N); }
+#else
   VF v[kVecs];
+  HWY_INLINE VF Vec(size_t i) const { return v[i]; }
+  HWY_INLINE void SetVec(size_t i, VF x) { v[i] = x; }
+#endif
   const float* mem;
 
   explicit RegTable(DF df, const float* table) : mem(table) {
-    for (size_t i = 0; i < kVecs; ++i) v[i] = hn::LoadU(df, table + i * N);
+    for (size_t i = 0; i < kVecs; ++i) SetVec(i, hn::LoadU(df, table + i * N));
   }
 
   // Filled later by LoadScaled (arrays of tables). Declared, not implicit, so that it is
@@ -428,11 +454,11 @@ struct RegTable {
   HWY_INLINE void LoadScaled(DF df, const float* HWY_RESTRICT table, float scale, float* HWY_RESTRICT scratch) {
     const VF s = hn::Set(df, scale);
     if constexpr (kInRegs && K >= N) {
-      for (size_t i = 0; i < kVecs; ++i) v[i] = hn::Mul(hn::LoadU(df, table + i * N), s);
+      for (size_t i = 0; i < kVecs; ++i) SetVec(i, hn::Mul(hn::LoadU(df, table + i * N), s));
       mem = nullptr;
     } else {
       for (size_t i = 0; i < K; i += N) hn::Store(hn::Mul(hn::LoadU(df, table + i), s), df, scratch + i);
-      if constexpr (kInRegs) v[0] = hn::Load(df, scratch);
+      if constexpr (kInRegs) SetVec(0, hn::Load(df, scratch));
       mem = scratch;
     }
   }
@@ -464,7 +490,7 @@ struct RegTable {
       (void)idx;
       return hn::Set(df, mem[first * N]);
     } else if constexpr (kK <= N) {
-      return hn::TableLookupLanes(v[first], hn::IndicesFromVec(df, idx));
+      return hn::TableLookupLanes(Vec(first), hn::IndicesFromVec(df, idx));
     } else if constexpr (kK == 2 * N && BNB_SIMD_PERMUTE2) {
 #if BNB_SIMD_PERMUTE2
       return VF{_mm512_permutex2var_ps(v[first].raw, idx.raw, v[first + 1].raw)};
