@@ -9,7 +9,7 @@ namespace bnb_test {
 // NEON: every aarch64 CPU has it.
 constexpr const char* kLowCap = "neon";
 constexpr const char* kLowTarget = "NEON";  // Highway's name, as `bnb info` prints it
-constexpr const char* kCapNames = "neon";
+constexpr const char* kCapNames = "sve2_128, sve_256, sve2, sve or neon";
 #else
 // SSE4: every x86-64 CPU the plugin supports has it.
 constexpr const char* kLowCap = "sse4";
