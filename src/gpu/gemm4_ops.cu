@@ -22,6 +22,7 @@
 #include <type_traits>
 
 #include "gemm4_kernels.cuh"
+#include "int_math.h"
 #include "gemm4_mma.cuh"
 #include "gemm4_tile.cuh"
 #include "gpu_backend.h"
@@ -103,14 +104,14 @@ bnb_status_t launch_simt_tiles(const GpuContext& ctx, const Problem& p, gpuStrea
     (void)gpuGetLastError();
     per_sm = 1;
   }
-  const int64_t row_groups = (p.N + kGemm4Warps * NR - 1) / (kGemm4Warps * NR);
-  const int64_t tiles = (p.M + MB - 1) / MB;
+  const int64_t row_groups = ceil_div(p.N, kGemm4Warps * NR);
+  const int64_t tiles = ceil_div(p.M, MB);
   // One row group per block up to 8 waves of resident blocks (the hardware hands finished
   // blocks' places to the next ones, so no wave quantisation at the tail; re-staging A per block
   // costs L2 reads only); beyond that, blocks walk several row groups.
   const int64_t resident = static_cast<int64_t>(ctx.sm_count) * per_sm;
   int64_t gx = row_groups;
-  const int64_t cap = (8 * resident + tiles - 1) / tiles;
+  const int64_t cap = ceil_div(8 * resident, tiles);
   if (gx > cap) gx = cap < 1 ? 1 : cap;
   constexpr int64_t kMaxGridY = 65535;
   const T* A = static_cast<const T*>(p.A);
@@ -171,29 +172,38 @@ bnb_status_t with_split_k(const GpuContext& ctx, const Problem& p, gpuStream_t s
   return st;
 }
 
+// `total` elements cut into at most `splits` ranges of whole `unit`s: the range length (a multiple
+// of unit) and the number of ranges that gives (the split-K launchers' grid.z).
+struct Ranges {
+  int64_t length, count;
+};
+Ranges even_ranges(int64_t total, int64_t unit, int64_t splits) {
+  const int64_t length = ceil_div(ceil_div(total, unit), splits) * unit;
+  return {length, ceil_div(total, length)};
+}
+
 // out[M,K] = A[M,N] @ Wdq[N,K] on the SIMT kernel (no BLAS, no workspace but the partial sums):
 // MB = 1 or 8 rows of A per block, W rows split over blocks until about four blocks per
 // multiprocessor run (each split >= 64 rows).
 template <int D, int MB>
 bnb_status_t launch_transposed_simt(const GpuContext& ctx, const Problem& p, gpuStream_t stream) {
   using T = typename Elem<D>::T;
-  const int64_t gx = (p.K + kTransposedCols - 1) / kTransposedCols;
-  const int64_t gy = (p.M + MB - 1) / MB;
+  const int64_t gx = ceil_div(p.K, kTransposedCols);
+  const int64_t gy = ceil_div(p.M, MB);
   if (gx > 2147483647 || gy > 65535) return fail(BNB_ERR_NOT_SUPPORTED, "gemm_4bit_transposed: M or K too large");
   const int64_t want = 4 * static_cast<int64_t>(ctx.sm_count);
-  int64_t splits = (want + gx * gy - 1) / (gx * gy);
+  int64_t splits = ceil_div(want, gx * gy);
   const int64_t max_splits = p.N / 64 > 1 ? p.N / 64 : 1;
   if (splits > max_splits) splits = max_splits;
   if (splits > 65535) splits = 65535;
-  const int64_t n_split = (p.N + splits - 1) / splits;
-  splits = (p.N + n_split - 1) / n_split;
+  const Ranges rows = even_ranges(p.N, 1, splits);
   Problem sums = p;  // the partial sums are [M, K]
   sums.N = p.K;
-  const dim3 grid(static_cast<unsigned>(gx), static_cast<unsigned>(gy), static_cast<unsigned>(splits));
-  const bnb_status_t st = with_split_k<D>(ctx, sums, stream, splits, [&](float* partial) {
+  const dim3 grid(static_cast<unsigned>(gx), static_cast<unsigned>(gy), static_cast<unsigned>(rows.count));
+  const bnb_status_t st = with_split_k<D>(ctx, sums, stream, rows.count, [&](float* partial) {
     gemm4_transposed_simt_kernel<D, MB><<<grid, kTransposedThreads, 0, stream>>>(
         static_cast<const T*>(p.A), p.W, p.scales, p.table, partial, static_cast<T*>(p.out), p.M, p.N, p.K,
-        p.log2_blocksize, n_split);
+        p.log2_blocksize, rows.length);
     return check_launch("gemm4_transposed_simt_kernel");
   });
   if (st == BNB_ERR_NOT_SUPPORTED) return fail(st, "gemm_4bit_transposed: no memory for the partial sums");
@@ -359,23 +369,21 @@ bnb_status_t launch_mma(const GpuContext& ctx, const Problem& p, gpuStream_t str
   constexpr int kSmem = gemm4_mma_smem_bytes(MT);
   static const bool smem_ok = resident_blocks(kernel, kMmaWarps * 32, kSmem) > 0;
   if (!smem_ok) return BNB_ERR_NOT_SUPPORTED;
-  const int64_t gx = (p.N + kMmaRows - 1) / kMmaRows;
-  const int64_t gz = (p.M + 8 * MT - 1) / (8 * MT);
+  const int64_t gx = ceil_div(p.N, kMmaRows);
+  const int64_t gz = ceil_div(p.M, 8 * MT);
   if (gx > 2147483647 || gz > 65535) return BNB_ERR_NOT_SUPPORTED;
   // Split K while the grid has fewer than ~8 blocks per multiprocessor, keeping >= 512 of K each.
   const int64_t want = 8 * static_cast<int64_t>(ctx.sm_count);
-  int64_t splits = (want + gx * gz - 1) / (gx * gz);
+  int64_t splits = ceil_div(want, gx * gz);
   const int64_t max_splits = p.K / kMmaSegment > 0 ? p.K / kMmaSegment : 1;
   if (splits > max_splits) splits = max_splits;
   if (splits < 1) splits = 1;
-  const int64_t chunks = p.K / kMmaChunk;
-  const int64_t k_split = (chunks + splits - 1) / splits * kMmaChunk;
-  splits = (p.K + k_split - 1) / k_split;
-  const dim3 grid(static_cast<unsigned>(gx), static_cast<unsigned>(splits), static_cast<unsigned>(gz));
-  return with_split_k<D>(ctx, p, stream, splits, [&](float* partial) {
+  const Ranges k = even_ranges(p.K, kMmaChunk, splits);
+  const dim3 grid(static_cast<unsigned>(gx), static_cast<unsigned>(k.count), static_cast<unsigned>(gz));
+  return with_split_k<D>(ctx, p, stream, k.count, [&](float* partial) {
     kernel<<<grid, kMmaWarps * 32, kSmem, stream>>>(static_cast<const T*>(p.A), p.W, p.scales, p.table,
                                                     static_cast<const T*>(p.bias), static_cast<T*>(p.out), partial,
-                                                    p.M, p.N, p.K, p.log2_blocksize, k_split);
+                                                    p.M, p.N, p.K, p.log2_blocksize, k.length);
     return check_launch("gemm4_mma_kernel");
   });
 }
@@ -396,7 +404,7 @@ int64_t tile_splits(int64_t blocks, int64_t steps, int64_t resident) {
   double best_fill = 0.0;
   for (int64_t s = 1; s <= max_splits && s <= 65535; ++s) {
     const int64_t total = blocks * s;
-    const double fill = static_cast<double>(total) / static_cast<double>((total + resident - 1) / resident * resident);
+    const double fill = static_cast<double>(total) / static_cast<double>(round_up(total, resident));
     if (fill > best_fill + 0.02) {
       best = s;
       best_fill = fill;
@@ -413,18 +421,16 @@ bnb_status_t launch_tile(const GpuContext& ctx, const Problem& p, gpuStream_t st
   constexpr int kSmem = gemm4_tile_smem_bytes(MT);
   static const int per_sm = resident_blocks(kernel, kTileWarps * 32, kSmem);
   if (per_sm < 1) return BNB_ERR_NOT_SUPPORTED;
-  const int64_t gx = (p.M + 8 * MT - 1) / (8 * MT);
-  const int64_t gy = (p.N + kTileRows - 1) / kTileRows;
+  const int64_t gx = ceil_div(p.M, 8 * MT);
+  const int64_t gy = ceil_div(p.N, kTileRows);
   if (gx > 2147483647 || gy > 65535) return BNB_ERR_NOT_SUPPORTED;
-  const int64_t steps = (p.K + kTileStep - 1) / kTileStep;
-  int64_t splits = tile_splits(gx * gy, steps, static_cast<int64_t>(ctx.sm_count) * per_sm);
-  const int64_t k_split = (steps + splits - 1) / splits * kTileStep;
-  splits = (p.K + k_split - 1) / k_split;
-  const dim3 grid(static_cast<unsigned>(gx), static_cast<unsigned>(gy), static_cast<unsigned>(splits));
-  return with_split_k<D>(ctx, p, stream, splits, [&](float* partial) {
+  const int64_t splits = tile_splits(gx * gy, ceil_div(p.K, kTileStep), static_cast<int64_t>(ctx.sm_count) * per_sm);
+  const Ranges k = even_ranges(p.K, kTileStep, splits);
+  const dim3 grid(static_cast<unsigned>(gx), static_cast<unsigned>(gy), static_cast<unsigned>(k.count));
+  return with_split_k<D>(ctx, p, stream, k.count, [&](float* partial) {
     kernel<<<grid, kTileWarps * 32, kSmem, stream>>>(static_cast<const T*>(p.A), p.W, p.scales, p.table,
                                                      static_cast<const T*>(p.bias), static_cast<T*>(p.out), partial,
-                                                     p.M, p.N, p.K, p.log2_blocksize, k_split);
+                                                     p.M, p.N, p.K, p.log2_blocksize, k.length);
     return check_launch("gemm4_tile_kernel");
   });
 }
@@ -442,7 +448,7 @@ bnb_status_t launch_mma_small(const GpuContext& ctx, const Problem& p, gpuStream
   constexpr int kSmem = gemm4_mma_small_smem_bytes(MT);
   static const int per_sm = resident_blocks(kernel, kSmallWarps * 32, kSmem);
   if (per_sm < 1) return BNB_ERR_NOT_SUPPORTED;
-  const int64_t tiles = (p.N + 15) / 16 * ((p.M + 8 * MT - 1) / (8 * MT));
+  const int64_t tiles = ceil_div(p.N, 16) * ceil_div(p.M, 8 * MT);
   const int64_t resident = static_cast<int64_t>(ctx.sm_count) * per_sm;
   const int64_t gx = tiles < resident ? tiles : resident;
   kernel<<<static_cast<unsigned>(gx), kSmallWarps * 32, kSmem, stream>>>(

@@ -123,10 +123,14 @@ __global__ void __launch_bounds__(kTileWarps * 32, 1)
     uint32_t q;     // nested: absmax_q of the lane's scale row; else unused
     float a;        // nested: its absmax2 entry; plain: its absmax
   };
-  // The warp's chunk of step j (ring slot filled only when it lies in the K range).
+  // The first weight index (within a row) of the warp's chunk of step j, and whether the warp has
+  // one there (uniform per warp).
+  auto chunk_of = [&](int j) { return k_begin + static_cast<int64_t>(j) * kTileStep + kMmaChunk * kg; };
+  auto has_chunk = [&](int j) { return j < steps && chunk_of(j) < k_end; };
+  // The warp's chunk of step j (ring slot filled only when it has one).
   auto load_w = [&](int j, Ring& s) {
-    const int64_t kc = k_begin + static_cast<int64_t>(j) * kTileStep + kMmaChunk * kg;
-    if (j < steps && kc < k_end) {
+    const int64_t kc = chunk_of(j);
+    if (has_chunk(j)) {
 #pragma unroll
       for (int h = 0; h < 2; ++h) {
 #pragma unroll
@@ -218,8 +222,7 @@ __global__ void __launch_bounds__(kTileWarps * 32, 1)
       gpu_cp_async_wait<kTileStages - 2>();  // step j's group has landed (this thread's copies)
       __syncthreads();  // everyone's copies of step j are visible, step j - 1's readers are done
       stage_a(j + kTileStages - 1);  // into the stage step j - 1 used
-      const int64_t kc = k_begin + static_cast<int64_t>(j) * kTileStep + kMmaChunk * kg;
-      if (kc < k_end) compute(ring[r], stages + (j & (kTileStages - 1)) * (kBM * kTileRowHalves));  // uniform per warp
+      if (has_chunk(j)) compute(ring[r], stages + (j & (kTileStages - 1)) * (kBM * kTileRowHalves));
       load_w(j + kTileRing, ring[r]);
     }
   }

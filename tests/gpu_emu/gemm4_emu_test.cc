@@ -263,6 +263,25 @@ struct Case {
 
 double tolerance(int D) { return D == kF32 ? 1e-5 : D == kF16 ? 2e-3 : 1e-2; }
 
+// ||out - ref|| / ||ref|| within the op's bound for dtype D over the rows x cols outputs (row-major
+// in dtype D), ref(r, c) the float64 product; every output written (finite: it was NaN-poisoned).
+template <class Ref>
+void expect_within_bound(int D, const void* out, int64_t rows, int64_t cols, const Ref& ref) {
+  double num = 0.0, den = 0.0;
+  bool finite = true;
+  for (int64_t r = 0; r < rows; ++r) {
+    for (int64_t c = 0; c < cols; ++c) {
+      const double want = ref(r, c);
+      const float o = bnb::ref::load_element(D, out, r * cols + c);
+      finite = finite && std::isfinite(o);
+      num += (o - want) * (o - want);
+      den += want * want;
+    }
+  }
+  EXPECT_TRUE(finite) << "an output was not written";
+  EXPECT_LE(std::sqrt(num / den), tolerance(D));
+}
+
 // A random problem: packed weights (plain or nested scales) and their reference decoding, A and
 // bias in dtype D, the kernels' arguments.
 template <int D>
@@ -322,21 +341,12 @@ struct Problem {
 
   // ||out - ref|| / ||ref|| against the float64 product of A and the reference-decoded weights.
   void expect_close() const {
-    double num = 0.0, den = 0.0;
-    bool finite = true;
-    for (int64_t m = 0; m < c.M; ++m) {
-      for (int64_t j = 0; j < c.N; ++j) {
-        double s = c.bias ? b_exact[static_cast<size_t>(j)] : 0.0;
-        for (int64_t k = 0; k < c.K; ++k)
-          s += static_cast<double>(a_exact[static_cast<size_t>(m * c.K + k)]) * wdq[static_cast<size_t>(j * c.K + k)];
-        const float o = bnb::ref::load_element(D, out.data(), m * c.N + j);
-        finite = finite && std::isfinite(o);
-        num += (o - s) * (o - s);
-        den += s * s;
-      }
-    }
-    EXPECT_TRUE(finite) << "an output was not written";
-    EXPECT_LE(std::sqrt(num / den), tolerance(D));
+    expect_within_bound(D, out.data(), c.M, c.N, [&](int64_t m, int64_t j) {
+      double s = c.bias ? b_exact[static_cast<size_t>(j)] : 0.0;
+      for (int64_t k = 0; k < c.K; ++k)
+        s += static_cast<double>(a_exact[static_cast<size_t>(m * c.K + k)]) * wdq[static_cast<size_t>(j * c.K + k)];
+      return s;
+    });
   }
 };
 
@@ -489,20 +499,11 @@ void check_transposed(const Case& c, int64_t n_split, uint64_t seed) {
       },
       gz);
   if (split) launch(2, 1, 64, [&] { gemm4_finish_kernel<D>(partial.data(), nullptr, out.data(), c.M, c.K); });
-  double num = 0.0, den = 0.0;
-  bool finite = true;
-  for (int64_t m = 0; m < c.M; ++m) {
-    for (int64_t k = 0; k < c.K; ++k) {
-      double ref = 0.0;
-      for (int64_t n = 0; n < c.N; ++n) ref += a[static_cast<size_t>(m * c.N + n)] * p.wdq[static_cast<size_t>(n * c.K + k)];
-      const float o = bnb::ref::load_element(D, out.data(), m * c.K + k);
-      finite = finite && std::isfinite(o);
-      num += (o - ref) * (o - ref);
-      den += ref * ref;
-    }
-  }
-  EXPECT_TRUE(finite) << "an output was not written";
-  EXPECT_LE(std::sqrt(num / den), tolerance(D));
+  expect_within_bound(D, out.data(), c.M, c.K, [&](int64_t m, int64_t k) {
+    double ref = 0.0;
+    for (int64_t n = 0; n < c.N; ++n) ref += a[static_cast<size_t>(m * c.N + n)] * p.wdq[static_cast<size_t>(n * c.K + k)];
+    return ref;
+  });
 }
 
 }  // namespace

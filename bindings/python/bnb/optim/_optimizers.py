@@ -915,9 +915,9 @@ def _requantize(codes, scales, table):
     each value moves by at most half a step of the table near it."""
     from .. import functional as F
 
-    device = codes.device
-    values = table.to(device)[codes.long()] * scales.to(device)
-    q, state = F.quantize_blockwise(values.contiguous(), code=table.to(device).contiguous(), blocksize=BLOCKSIZE)
+    table = table.to(codes.device).contiguous()
+    values = table[codes.long()] * scales.to(codes.device)
+    q, state = F.quantize_blockwise(values.contiguous(), code=table, blocksize=BLOCKSIZE)
     return q, state.absmax
 
 
