@@ -12,3 +12,9 @@ hip_flags() {
   if command -v hipcc >/dev/null 2>&1; then echo "-DBNB_BUILD_HIP=ON"; else echo "-DBNB_BUILD_HIP=OFF"; fi
 }
 jobs() { nproc 2>/dev/null || echo 2; }
+step() {  # step NAME COMMAND...: runs it and says how long it took (CI logs show where the time goes)
+  local name=$1 start=$SECONDS
+  shift
+  "$@"
+  echo "== $name: $((SECONDS - start)) s"
+}

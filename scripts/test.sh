@@ -3,7 +3,7 @@
 # C/C++ suites cross-compiled for aarch64 and run under qemu-user, the CPU suites again under
 # AddressSanitizer + UBSan, the Python binding and the bitsandbytes
 # compatibility layer with transformers/peft/accelerate (pytest, in build/venv), the thread tests
-# under ThreadSanitizer, a 60-second run of each fuzz target (scripts/fuzz.sh), the Rust and Go
+# under ThreadSanitizer, a 30-second run of each fuzz target (scripts/fuzz.sh), the Rust and Go
 # bindings and the installed-tree examples.
 # Usage: scripts/test.sh [--python]
 #   --python  only the Python part (deps, `pip install . ./bindings/python/compat`, tests/python and
@@ -21,7 +21,7 @@ case "${1:-}" in
   "") ;;
   *) echo "usage: $0 [--python]" >&2; exit 2 ;;
 esac
-if [ "$PYTHON_ONLY" = 1 ]; then scripts/install_deps.sh --hf; else scripts/install_deps.sh --hf --aarch64; fi
+if [ "$PYTHON_ONLY" = 1 ]; then scripts/install_deps.sh --hf; else step deps scripts/install_deps.sh --hf --aarch64; fi
 VENV=${BNB_VENV:-build/venv}
 PY="$VENV/bin/python"
 
@@ -62,40 +62,45 @@ if [ "$PYTHON_ONLY" = 1 ]; then
   exit 0
 fi
 
-echo "== build (Release, every plugin this machine can compile)"
-cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release $(cuda_flags) $(hip_flags)
-ninja -C build -j"$(jobs)"
-echo "== ctest"
-ctest --test-dir build --output-on-failure -j"$(jobs)"
+release() {
+  echo "== build (Release, every plugin this machine can compile)"
+  cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release $(cuda_flags) $(hip_flags)
+  ninja -C build -j"$(jobs)"
+}
 
-echo "== aarch64: cross build and the C/C++ suites under qemu-user (scripts/test_aarch64.sh)"
-scripts/test_aarch64.sh build-aarch64
+sanitizers() {
+  echo "== ctest under AddressSanitizer + UndefinedBehaviorSanitizer (cpu label)"
+  cmake -S . -B build-asan -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DBNB_SANITIZE=ON \
+    -DBNB_BUILD_CUDA=OFF -DBNB_BUILD_HIP=OFF -DBNB_BUILD_BENCH=OFF
+  ninja -C build-asan -j"$(jobs)"
+  # oneDNN is left out here (BNB_ONEDNN_LIBRARY names no library, so int8 products take the
+  # Highway path): its OpenMP worker threads crash LeakSanitizer's tracer at exit. The Release run
+  # above covers the oneDNN path.
+  BNB_ONEDNN_LIBRARY=/nonexistent ASAN_OPTIONS=detect_leaks=1 \
+    ctest --test-dir build-asan --output-on-failure -L cpu -j"$(jobs)"
+}
 
-echo "== ctest under AddressSanitizer + UndefinedBehaviorSanitizer (cpu label)"
-cmake -S . -B build-asan -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DBNB_SANITIZE=ON \
-  -DBNB_BUILD_CUDA=OFF -DBNB_BUILD_HIP=OFF -DBNB_BUILD_BENCH=OFF
-ninja -C build-asan -j"$(jobs)"
-# oneDNN is left out here (BNB_ONEDNN_LIBRARY names no library, so int8 products take the
-# Highway path): its OpenMP worker threads crash LeakSanitizer's tracer at exit. The Release run
-# above covers the oneDNN path.
-BNB_ONEDNN_LIBRARY=/nonexistent ASAN_OPTIONS=detect_leaks=1 \
-  ctest --test-dir build-asan --output-on-failure -L cpu -j"$(jobs)"
+threads() {
+  echo "== ThreadSanitizer: 32 threads, shared and private contexts, mixed ops (tests/unit/test_threads.cc)"
+  cmake -S . -B build-tsan -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DBNB_TSAN=ON \
+    -DBNB_BUILD_CUDA=OFF -DBNB_BUILD_HIP=OFF -DBNB_BUILD_BENCH=OFF -DBNB_BUILD_TOOLS=OFF
+  ninja -C build-tsan -j"$(jobs)" bnb_tests bnb_backend_cpu
+  # oneDNN's OpenMP runtime is not instrumented (its threads would be reported): Highway paths only.
+  BNB_ONEDNN_LIBRARY=/nonexistent TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1" \
+    build-tsan/bin/bnb_tests --gtest_filter='Threads.*:Api.ErrorMessageIsPerThread'
+}
 
-echo "== ThreadSanitizer: 32 threads, shared and private contexts, mixed ops (tests/unit/test_threads.cc)"
-cmake -S . -B build-tsan -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DBNB_TSAN=ON \
-  -DBNB_BUILD_CUDA=OFF -DBNB_BUILD_HIP=OFF -DBNB_BUILD_BENCH=OFF -DBNB_BUILD_TOOLS=OFF
-ninja -C build-tsan -j"$(jobs)" bnb_tests bnb_backend_cpu
-# oneDNN's OpenMP runtime is not instrumented (its threads would be reported): Highway paths only.
-BNB_ONEDNN_LIBRARY=/nonexistent TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1" \
-  build-tsan/bin/bnb_tests --gtest_filter='Threads.*:Api.ErrorMessageIsPerThread'
-
-python_suites
-
-echo "== fuzzing: a 60-second smoke run of each target (scripts/fuzz.sh)"
-BNB_VENV="$VENV" scripts/fuzz.sh 60
-
+# The fuzz run is a smoke test (a finding in 30 s per target fails CI); the longer campaigns are
+# recorded in bench/results/cpu_fuzz_campaign.
+step release release
+step ctest ctest --test-dir build --output-on-failure -j"$(jobs)"
+step aarch64 scripts/test_aarch64.sh build-aarch64
+step sanitizers sanitizers
+step tsan threads
+step python python_suites
+step fuzz env BNB_VENV="$VENV" scripts/fuzz.sh 30
 if [ -x scripts/test_bindings.sh ]; then
   echo "== rust, go, install tree"
-  scripts/test_bindings.sh build
+  step bindings scripts/test_bindings.sh build
 fi
-echo "== all test suites passed"
+echo "== all test suites passed in $SECONDS s"

@@ -9,19 +9,13 @@ cd "$(dirname "$0")/.."
 source scripts/common.sh
 BUILD=${1:-build-aarch64}
 
-step() {  # step NAME COMMAND...: runs it and says how long it took
-  local name=$1 start=$SECONDS
-  shift
-  "$@"
-  echo "aarch64 $name: $((SECONDS - start)) s"
-}
-step configure cmake -S . -B "$BUILD" -G Ninja -DCMAKE_TOOLCHAIN_FILE=cmake/aarch64-linux-gnu.cmake \
+step "aarch64 configure" cmake -S . -B "$BUILD" -G Ninja -DCMAKE_TOOLCHAIN_FILE=cmake/aarch64-linux-gnu.cmake \
   -DCMAKE_BUILD_TYPE=Release -DBNB_BUILD_BENCH=OFF -DBNB_BUILD_CUDA=OFF -DBNB_BUILD_HIP=OFF
-step build ninja -C "$BUILD" -j"$(jobs)"
+step "aarch64 build" ninja -C "$BUILD" -j"$(jobs)"
 qemu-aarch64 "$BUILD/bin/bnb" info
 # Four long-run checks take two thirds of the suite's time under qemu (a minute each, seconds
 # natively: bench/results/aarch64_qemu.md); the x86 runs keep them at every cap, and the NEON
 # kernels they exercise are covered here by the golden, per-op and per-target tests. Left out to
 # keep CI near 30 minutes.
 LONG='OptimTracking\.EightBitTracksThirtyTwoBit|OptimMulti\.MatchesOneCallPerTensor|CpuTarget\.LargeQuantizeOutputs|Gemm4\.MatchesFloat64Reference'
-step ctest ctest --test-dir "$BUILD" --output-on-failure -j"$(jobs)" -E "$LONG"
+step "aarch64 ctest" ctest --test-dir "$BUILD" --output-on-failure -j"$(jobs)" -E "$LONG"
