@@ -314,6 +314,12 @@ bool onednn_matmul(int32_t threads, const OnednnMatmul& shape, const void* A, co
   }
   const dnnl_exec_arg_t args[4] = {{DNNL_ARG_SRC, mem[0]}, {DNNL_ARG_WEIGHTS, mem[1]}, {DNNL_ARG_DST, mem[2]},
                                    {DNNL_ARG_BIAS, mem[3]}};
+  // One execution at a time: a oneDNN built without DNNL_ENABLE_CONCURRENT_EXEC (Debian's) gives
+  // its primitives one shared scratchpad, and two threads running products at once (two contexts,
+  // or one context from two threads) corrupted each other's results (~1 in 10 runs of two
+  // concurrent M = 5 int8 products).
+  static std::mutex execution;
+  std::lock_guard<std::mutex> one_at_a_time(execution);
   ScopedOmpThreads scoped(api.omp, threads);
   if (api.primitive_execute(prim->prim, stream.stream, prim->has_bias ? 4 : 3, args) != dnnl_success) return false;
   return api.stream_wait(stream.stream) == dnnl_success;
