@@ -99,7 +99,8 @@ typedef enum bnb_op {
   BNB_OP_OPTIMIZER_UPDATE = 11,      /* bnb_optimizer_update and bnb_optimizer_update_multi */
   BNB_OP_PAGED_MEMORY = 12,          /* bnb_paged_alloc, bnb_paged_free, bnb_paged_prefetch */
   BNB_OP_CHECK_FINITE = 13,          /* contexts with check_finite on */
-  BNB_OP_GEMM_4BIT_TRANSPOSED = 14   /* bnb_gemm_4bit_transposed */
+  BNB_OP_GEMM_4BIT_TRANSPOSED = 14,  /* bnb_gemm_4bit_transposed */
+  BNB_OP_INT8_LINEAR_OUTLIERS = 15   /* bnb_int8_linear_outliers */
 } bnb_op_t;
 
 typedef struct bnb_backend_capabilities {
@@ -235,6 +236,22 @@ BNB_API bnb_status_t bnb_int8_linear(bnb_context_t ctx, int32_t dtype, int64_t M
                                      const void* A, float threshold, const int8_t* W, const float* SCB,
                                      const void* bias, int8_t* q, float* row_stats, int32_t* C, void* out,
                                      void* stream);
+/* Extension: the whole LLM.int8() layer, outlier product included, without a host
+   synchronisation or an allocation (capturable in a CUDA graph). out is first what
+   bnb_int8_linear gives (same arguments), bit for bit. Then the columns of A holding any
+   |x| >= threshold (threshold rounded to dtype, as in bnb_int8_outlier_columns) are written,
+   ascending, to columns[0 .. *count) and their number to *count; columns [K] and count [1] are
+   in the context's memory (device memory on a GPU: *count is never read on the host, and
+   columns[*count ..] are unspecified after). When *count > 0, for every m, n:
+     out[m,n] = RN_D(out[m,n] + RN_D(s[m,n])),
+     s[m,n]   = fma(A[m,c], Wc[n,c], s) over the outlier columns c ascending, from s = +0,
+     Wc[n,c]  = RN_D(RN32(RN32(W[n,c] * SCB[n]) * RN32(1/127)))
+   in binary32 with subnormal operands and results flushed to zero (docs/OPS.md §5.10).
+   threshold == 0: *count = 0 and out is bnb_int8_linear's. */
+BNB_API bnb_status_t bnb_int8_linear_outliers(bnb_context_t ctx, int32_t dtype, int64_t M, int64_t N, int64_t K,
+                                              const void* A, float threshold, const int8_t* W, const float* SCB,
+                                              const void* bias, int8_t* q, float* row_stats, int32_t* C,
+                                              int32_t* columns, int64_t* count, void* out, void* stream);
 
 /* ---------------------------------------------------------------- optimizers */
 typedef enum bnb_optimizer {

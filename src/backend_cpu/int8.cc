@@ -59,6 +59,23 @@ bnb_status_t op_int8_mm_dequant(void* impl, int64_t M, int64_t N, const int32_t*
   });
 }
 
+// Everything on the caller's thread in order, so *count is ready when this returns; the
+// columns buffer holds K entries, so every outlier column fits.
+bnb_status_t op_int8_linear_outliers(void* impl, int32_t dtype, int64_t M, int64_t N, int64_t K, const void* A,
+                                     float threshold, const int8_t* W, const float* SCB, const void* bias, int8_t* q,
+                                     float* row_stats, int32_t* C, int32_t* columns, int64_t* count, void* out,
+                                     void* /*stream*/) {
+  return guarded("int8_linear_outliers", [&] {
+    ThreadPool& pool = context_of(impl)->pool;
+    log_int8_matmul_path();
+    int8_vectorwise_quant(pool, dtype, M, K, A, threshold, q, row_stats);
+    int8_matmul(pool, M, N, K, q, W, C);
+    int8_mm_dequant(pool, M, N, C, row_stats, SCB, bias, dtype, out);
+    *count = threshold > 0.0f ? int8_outlier_columns(pool, dtype, M, K, A, threshold, columns, K) : 0;
+    int8_add_outlier_product(pool, dtype, M, N, K, A, W, SCB, columns, *count, out);
+  });
+}
+
 }  // namespace
 
 void register_int8_ops(bnb_backend_ops_t* ops) {
@@ -66,6 +83,7 @@ void register_int8_ops(bnb_backend_ops_t* ops) {
   ops->int8_outlier_columns = op_int8_outlier_columns;
   ops->int8_matmul = op_int8_matmul;
   ops->int8_mm_dequant = op_int8_mm_dequant;
+  ops->int8_linear_outliers = op_int8_linear_outliers;
 }
 
 }  // namespace cpu

@@ -50,6 +50,13 @@ bool int8_matmul_onednn(int32_t threads, int64_t M, int64_t N, int64_t K, const 
 void int8_mm_dequant(ThreadPool& pool, int64_t M, int64_t N, const int32_t* C, const float* row_stats,
                      const float* col_stats, const void* bias, int32_t out_dtype, void* out);
 
+// The outlier product of bnb_int8_linear_outliers (docs/OPS.md §5.10), added to out[M, N]
+// (dtype, already the int8 layer's result): for each of the `count` columns c of A in
+// `columns` (ascending), s = fma(A[m,c], RN_D(W[n,c] * SCB[n] * RN32(1/127)), s) in binary32
+// with subnormals flushed, then out = RN_D(out + RN_D(s)). count == 0 leaves out untouched.
+void int8_add_outlier_product(ThreadPool& pool, int32_t dtype, int64_t M, int64_t N, int64_t K, const void* A,
+                              const int8_t* W, const float* SCB, const int32_t* columns, int64_t count, void* out);
+
 // Rows of A up to which int8_matmul uses int8_matmul_rows rather than oneDNN.
 int64_t int8_rows_kernel_max_m();
 

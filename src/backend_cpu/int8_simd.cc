@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "bnb.h"
+#include "code8_select.h"
 #include "half.h"
 #include "int8_kernels.h"
 #include "int_math.h"
@@ -428,13 +429,6 @@ HWY_EXPORT(DequantInt8);
 
 namespace {
 
-// The threshold as the reference compares it: rounded to the input's dtype.
-float threshold_in_dtype(int32_t dtype, float threshold) {
-  if (dtype == BNB_F16) return f16_to_f32(f32_to_f16(threshold));
-  if (dtype == BNB_BF16) return bf16_to_f32(f32_to_bf16(threshold));
-  return threshold;
-}
-
 // ORs the per-task flags into the first row of `flags` (tasks x cols bytes).
 void merge_flags(uint8_t* flags, int64_t tasks, int64_t cols) {
   for (int64_t t = 1; t < tasks; ++t) {
@@ -448,7 +442,7 @@ void merge_flags(uint8_t* flags, int64_t tasks, int64_t cols) {
 void int8_vectorwise_quant(ThreadPool& pool, int32_t dtype, int64_t rows, int64_t cols, const void* A,
                            float threshold, int8_t* q, float* row_stats) {
   const bool outliers = threshold > 0.0f;
-  const Int8QuantArgs args{dtype, rows, cols, A, outliers ? threshold_in_dtype(dtype, threshold) : 0.0f,
+  const Int8QuantArgs args{dtype, rows, cols, A, outliers ? round_to_dtype(dtype, threshold) : 0.0f,
                            q, row_stats};
   const int64_t tasks = pool.task_count(rows, cols);
   std::vector<uint8_t> flags(outliers ? static_cast<size_t>(tasks * cols) : 0, 0);
@@ -475,7 +469,7 @@ void int8_vectorwise_quant(ThreadPool& pool, int32_t dtype, int64_t rows, int64_
 
 int64_t int8_outlier_columns(ThreadPool& pool, int32_t dtype, int64_t rows, int64_t cols, const void* A,
                              float threshold, int32_t* columns, int64_t capacity) {
-  const Int8OutlierArgs args{dtype, cols, A, threshold_in_dtype(dtype, threshold)};
+  const Int8OutlierArgs args{dtype, cols, A, round_to_dtype(dtype, threshold)};
   const int64_t tasks = pool.task_count(rows, cols);
   std::vector<uint8_t> flags(static_cast<size_t>(tasks * cols), 0);
   pool.run(tasks, [&](int64_t t) {
@@ -521,6 +515,37 @@ void int8_mm_dequant(ThreadPool& pool, int64_t M, int64_t N, const int32_t* C, c
     int64_t e1 = (t + 1) * units / tasks * 64;
     if (e1 > total) e1 = total;
     if (e0 < e1) HWY_DYNAMIC_DISPATCH(DequantInt8)(args, e0, e1);
+  });
+}
+
+void int8_add_outlier_product(ThreadPool& pool, int32_t dtype, int64_t M, int64_t N, int64_t K, const void* A,
+                              const int8_t* W, const float* SCB, const int32_t* columns, int64_t count, void* out) {
+  if (count == 0) return;
+  // Binary32 as the GPU's ftz instructions compute it: subnormal operands and results are 0.
+  constexpr float kInv127 = 1.0f / 127.0f;  // RN32(1/127)
+  const auto cnt = static_cast<size_t>(count);
+  std::vector<float> a(static_cast<size_t>(M) * cnt), w(static_cast<size_t>(N) * cnt);
+  for (int64_t m = 0; m < M; ++m)
+    for (size_t j = 0; j < cnt; ++j) a[m * cnt + j] = c8_ftz(load_as_f32(dtype, A, m * K + columns[j]));
+  for (int64_t n = 0; n < N; ++n) {
+    const float scb = c8_ftz(SCB[n]);
+    for (size_t j = 0; j < cnt; ++j) {
+      const float ws = c8_ftz(static_cast<float>(W[n * K + columns[j]]) * scb);
+      w[n * cnt + j] = round_to_dtype(dtype, c8_ftz(ws * kInv127));
+    }
+  }
+  const int64_t tasks = pool.task_count(M, N * count);
+  pool.run(tasks, [&](int64_t t) {
+    for (int64_t m = t * M / tasks; m < (t + 1) * M / tasks; ++m) {
+      const float* am = a.data() + m * cnt;
+      for (int64_t n = 0; n < N; ++n) {
+        const float* wn = w.data() + n * cnt;
+        float sum = 0.0f;
+        for (size_t j = 0; j < cnt; ++j) sum = c8_ftz(std::fma(am[j], wn[j], sum));
+        const float o = c8_ftz(load_as_f32(dtype, out, m * N + n));
+        store_from_f32(dtype, out, m * N + n, c8_ftz(o + round_to_dtype(dtype, sum)));
+      }
+    }
   });
 }
 

@@ -140,6 +140,13 @@ typedef struct bnb_backend_ops {
   // The largest params->step the plugin's optimizer kernels take (the core checks it and reports
   // it in bnb_backend_capabilities_t). 0: no limit of the plugin's own.
   int64_t optimizer_max_step;
+  // bnb_int8_linear_outliers (the core checked every argument as for int8_linear, and columns [K]
+  // and count [1]): in `stream`, without a host synchronisation or an allocation on a GPU.
+  // NULL: not offered.
+  bnb_status_t (*int8_linear_outliers)(void* impl, int32_t dtype, int64_t M, int64_t N, int64_t K, const void* A,
+                                       float threshold, const int8_t* W, const float* SCB, const void* bias,
+                                       int8_t* q, float* row_stats, int32_t* C, int32_t* columns, int64_t* count,
+                                       void* out, void* stream);
 } bnb_backend_ops_t;
 
 typedef int32_t (*bnb_backend_score_fn)(void);

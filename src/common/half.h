@@ -93,6 +93,13 @@ inline void store_from_f32(int32_t dtype, void* p, int64_t i, float v) {
   }
 }
 
+// v rounded to `dtype` (RN_D: RNE; fp32 unchanged), as binary32.
+inline float round_to_dtype(int32_t dtype, float v) {
+  if (dtype == BNB_F16) return f16_to_f32(f32_to_f16(v));
+  if (dtype == BNB_BF16) return bf16_to_f32(f32_to_bf16(v));
+  return v;
+}
+
 }  // namespace bnb
 
 #endif  // BNB_COMMON_HALF_H_

@@ -88,6 +88,32 @@ static bnb_status_t check_int8_product_dims(int64_t M, int64_t N, int64_t K) {
   return BNB_SUCCESS;
 }
 
+// An LLM.int8() threshold: finite and >= 0 (0 = no outliers).
+static bnb_status_t check_int8_threshold(float threshold) {
+  if (!(threshold >= 0.0f) || std::isinf(threshold))
+    return failf(BNB_ERR_INVALID_ARGUMENT, "threshold %g must be finite and >= 0 (0 = no outliers)", threshold);
+  return BNB_SUCCESS;
+}
+
+// The arguments bnb_int8_linear and bnb_int8_linear_outliers share.
+static bnb_status_t check_int8_linear(bnb_context_t ctx, int32_t dtype, int64_t M, int64_t N, int64_t K,
+                                      const void* A, float threshold, const int8_t* W, const float* SCB,
+                                      const void* bias, const int8_t* q, const float* row_stats, const int32_t* C,
+                                      const void* out) {
+  BNB_CHECK(check_context(ctx));
+  BNB_CHECK(check_float_dtype(dtype, "dtype"));
+  BNB_CHECK(check_int8_product_dims(M, N, K));
+  BNB_CHECK(check_int8_threshold(threshold));
+  BNB_CHECK(check_array(ctx, A, "A", dtype_bytes(dtype), M * K));
+  BNB_CHECK(check_array(ctx, W, "W", N * K));
+  BNB_CHECK(check_array(ctx, SCB, "SCB", N));
+  BNB_CHECK(check_memory(ctx, bias, "bias", dtype_bytes(dtype), N));
+  BNB_CHECK(check_array(ctx, q, "q", M * K));
+  BNB_CHECK(check_array(ctx, row_stats, "row_stats", M));
+  BNB_CHECK(check_array(ctx, C, "C", M * N));
+  return check_array(ctx, out, "out", dtype_bytes(dtype), M * N);
+}
+
 extern "C" {
 
 BNB_API bnb_status_t bnb_gemm_4bit(bnb_context_t ctx, int32_t dtype, int64_t M, int64_t N, int64_t K,
@@ -169,8 +195,7 @@ BNB_API bnb_status_t bnb_int8_vectorwise_quant(bnb_context_t ctx, int32_t dtype,
   BNB_CHECK(check_count(cols, "cols"));
   int64_t elems = 0;
   BNB_CHECK(check_product(rows, cols, "rows*cols", &elems));
-  if (!(threshold >= 0.0f) || std::isinf(threshold))
-    return failf(BNB_ERR_INVALID_ARGUMENT, "threshold %g must be finite and >= 0 (0 = no outliers)", threshold);
+  BNB_CHECK(check_int8_threshold(threshold));
   BNB_CHECK(check_array(ctx, A, "A", dtype_bytes(dtype), elems));
   BNB_CHECK(check_array(ctx, q, "q", elems));
   BNB_CHECK(check_array(ctx, row_stats, "row_stats", rows));
@@ -243,19 +268,7 @@ BNB_API bnb_status_t bnb_int8_linear(bnb_context_t ctx, int32_t dtype, int64_t M
                                      const void* bias, int8_t* q, float* row_stats, int32_t* C, void* out,
                                      void* stream) {
   BNB_API_GUARD_BEGIN
-  BNB_CHECK(check_context(ctx));
-  BNB_CHECK(check_float_dtype(dtype, "dtype"));
-  BNB_CHECK(check_int8_product_dims(M, N, K));
-  if (!(threshold >= 0.0f) || std::isinf(threshold))
-    return failf(BNB_ERR_INVALID_ARGUMENT, "threshold %g must be finite and >= 0 (0 = no outliers)", threshold);
-  BNB_CHECK(check_array(ctx, A, "A", dtype_bytes(dtype), M * K));
-  BNB_CHECK(check_array(ctx, W, "W", N * K));
-  BNB_CHECK(check_array(ctx, SCB, "SCB", N));
-  BNB_CHECK(check_memory(ctx, bias, "bias", dtype_bytes(dtype), N));
-  BNB_CHECK(check_array(ctx, q, "q", M * K));
-  BNB_CHECK(check_array(ctx, row_stats, "row_stats", M));
-  BNB_CHECK(check_array(ctx, C, "C", M * N));
-  BNB_CHECK(check_array(ctx, out, "out", dtype_bytes(dtype), M * N));
+  BNB_CHECK(check_int8_linear(ctx, dtype, M, N, K, A, threshold, W, SCB, bias, q, row_stats, C, out));
   const bnb_backend_ops_t& ops = ctx->backend->ops;
   BNB_OFFERED(BNB_OP_INT8_LINEAR, "bnb_int8_linear");
   BNB_CHECK(check_finite(ctx, dtype, A, M * K, "A", stream));
@@ -264,6 +277,21 @@ BNB_API bnb_status_t bnb_int8_linear(bnb_context_t ctx, int32_t dtype, int64_t M
   BNB_CHECK(ops.int8_vectorwise_quant(ctx->impl, dtype, M, K, A, threshold, q, row_stats, stream));
   BNB_CHECK(ops.int8_matmul(ctx->impl, M, N, K, q, W, C, stream));
   return ops.int8_mm_dequant(ctx->impl, M, N, C, row_stats, SCB, bias, dtype, out, stream);
+  BNB_API_GUARD_END
+}
+
+BNB_API bnb_status_t bnb_int8_linear_outliers(bnb_context_t ctx, int32_t dtype, int64_t M, int64_t N, int64_t K,
+                                              const void* A, float threshold, const int8_t* W, const float* SCB,
+                                              const void* bias, int8_t* q, float* row_stats, int32_t* C,
+                                              int32_t* columns, int64_t* count, void* out, void* stream) {
+  BNB_API_GUARD_BEGIN
+  BNB_CHECK(check_int8_linear(ctx, dtype, M, N, K, A, threshold, W, SCB, bias, q, row_stats, C, out));
+  BNB_CHECK(check_array(ctx, columns, "columns", K));
+  BNB_CHECK(check_array(ctx, count, "count", 1));
+  BNB_OFFERED(BNB_OP_INT8_LINEAR_OUTLIERS, "bnb_int8_linear_outliers");
+  BNB_CHECK(check_finite(ctx, dtype, A, M * K, "A", stream));
+  return ctx->backend->ops.int8_linear_outliers(ctx->impl, dtype, M, N, K, A, threshold, W, SCB, bias, q, row_stats,
+                                                C, columns, count, out, stream);
   BNB_API_GUARD_END
 }
 

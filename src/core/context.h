@@ -76,7 +76,7 @@ bnb_status_t check_finite(bnb_context_t ctx, int32_t dtype, const void* x, int64
 // The backend runs `op` (bnb_op_t): it offers the op, or the ops the core composes it from.
 bool backend_offers(const Backend& backend, int32_t op);
 // One past the last bnb_op_t (bnb.h): the ops bnb_backend_get_capabilities reports.
-constexpr int32_t kOpEnd = BNB_OP_GEMM_4BIT_TRANSPOSED + 1;
+constexpr int32_t kOpEnd = BNB_OP_INT8_LINEAR_OUTLIERS + 1;
 // The context's backend runs `op`, else BNB_ERR_NOT_SUPPORTED naming `function`.
 bnb_status_t check_offered(bnb_context_t ctx, int32_t op, const char* function);
 

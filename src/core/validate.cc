@@ -136,6 +136,7 @@ bool backend_offers(const Backend& backend, int32_t op) {
              (o.paged_alloc != nullptr && o.paged_free != nullptr && o.paged_prefetch != nullptr);
     case BNB_OP_CHECK_FINITE: return o.find_nonfinite != nullptr;
     case BNB_OP_GEMM_4BIT_TRANSPOSED: return o.gemm_4bit_transposed != nullptr;
+    case BNB_OP_INT8_LINEAR_OUTLIERS: return o.int8_linear_outliers != nullptr;
     default: return false;
   }
 }

@@ -127,7 +127,7 @@ TEST(Api, BackendCapabilities) {
     EXPECT_EQ(caps.optimizer_block, 256);
     EXPECT_GT(caps.optimizer_max_step, 0);
     if (info.kind == BNB_BACKEND_CPU) {  // the CPU plugin offers every op and has no step limit
-      EXPECT_EQ(caps.ops, (uint64_t{1} << (BNB_OP_GEMM_4BIT_TRANSPOSED + 1)) - 1);
+      EXPECT_EQ(caps.ops, (uint64_t{1} << (BNB_OP_INT8_LINEAR_OUTLIERS + 1)) - 1);
       EXPECT_EQ(caps.quant_types, 1u << BNB_FP4 | 1u << BNB_NF4);
       EXPECT_EQ(caps.optimizers, 0x1feu);  // bnb_optimizer_t 1..8
       EXPECT_EQ(caps.optimizer_state_bits, uint64_t{1} << 8 | uint64_t{1} << 32);

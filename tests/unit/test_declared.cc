@@ -196,6 +196,12 @@ TEST_P(Declared, Int8Family) {
   check_each([&] {
     return bnb_int8_linear(ctx_->get(), BNB_F32, M, N, K, A, 0.0f, W, SCB, bias, q, row_stats, C, out, nullptr);
   });
+  int32_t* columns_k = add_as<int32_t>("columns", K);
+  int64_t* count_d = add_as<int64_t>("count", 1);
+  check_each([&] {
+    return bnb_int8_linear_outliers(ctx_->get(), BNB_F32, M, N, K, A, 6.0f, W, SCB, bias, q, row_stats, C, columns_k,
+                                    count_d, out, nullptr);
+  });
 }
 
 // Optimizers: AdEMAMix's state1 holds two EMAs and absmax1 two sets of scales.

@@ -136,6 +136,32 @@ std::vector<int32_t> reference_matmul(int64_t M, int64_t N, int64_t K, const std
   return C;
 }
 
+// docs/OPS.md §5.10: the outlier product added to `out` (values of dtype, as floats), in
+// binary32 with subnormal operands and results flushed to zero (the GPU's ftz instructions).
+float flush(float v) { return std::fabs(v) < 1.17549435e-38f ? std::copysign(0.0f, v) : v; }
+
+std::vector<float> reference_outlier_sum(int32_t dtype, int64_t M, int64_t N, int64_t K, const std::vector<float>& x,
+                                         const std::vector<int8_t>& W, const std::vector<float>& scb,
+                                         const std::vector<int32_t>& cols, std::vector<float> out) {
+  if (cols.empty()) return out;
+  const float inv127 = 1.0f / 127.0f;
+  for (int64_t m = 0; m < M; ++m) {
+    for (int64_t n = 0; n < N; ++n) {
+      float s = 0.0f;
+      for (const int32_t c : cols) {
+        volatile float ws = flush(static_cast<float>(W[static_cast<size_t>(n * K + c)]) * flush(scb[static_cast<size_t>(n)]));
+        volatile float wsc = flush(ws * inv127);
+        const float wc = round_to_dtype(dtype, wsc);
+        s = flush(std::fma(flush(x[static_cast<size_t>(m * K + c)]), wc, s));
+      }
+      float& o = out[static_cast<size_t>(m * N + n)];
+      volatile float sum = flush(o) + round_to_dtype(dtype, s);
+      o = round_to_dtype(dtype, flush(sum));
+    }
+  }
+  return out;
+}
+
 // ------------------------------------------------------------------ test data
 
 // Activations as LLM.int8() sees them: normal values, a few outlier columns (|x| up to ~60),
@@ -187,6 +213,31 @@ struct Out {
   Buffer buf;
 };
 
+// Values stored in `dtype`: the bytes, the values they hold (as floats) and a backend copy.
+struct DtypeArray {
+  DtypeArray(const Context& ctx, const std::vector<float>& values, int32_t dtype)
+      : raw(to_dtype(values, dtype)), v(from_dtype(raw, dtype)), buf(ctx, raw.size()) {
+    buf.upload(raw.data(), raw.size());
+  }
+  std::vector<uint8_t> raw;
+  std::vector<float> v;
+  Buffer buf;
+};
+
+// A random int8 weight [N, K] with its row absmax SCB (fp16 values), on the host and the backend.
+struct Int8Weight {
+  Int8Weight(const Context& ctx, int64_t N, int64_t K, uint64_t seed)
+      : W(random_int8(N * K, seed)), scb(static_cast<size_t>(N)), wb(ctx, W.size()), scbb(ctx, scb.size() * 4) {
+    std::mt19937_64 rng(seed + 1);
+    for (auto& v : scb) v = round_to_dtype(BNB_F16, 0.05f + (rng() % 1000) / 400.0f);
+    wb.upload(W.data(), W.size());
+    scbb.upload(scb.data(), scb.size() * 4);
+  }
+  std::vector<int8_t> W;
+  std::vector<float> scb;
+  Buffer wb, scbb;
+};
+
 template <class T>
 std::vector<T> as(const std::vector<uint8_t>& bytes) {
   std::vector<T> v(bytes.size() / sizeof(T));
@@ -199,6 +250,13 @@ int64_t first_diff(const std::vector<T>& a, const std::vector<T>& b) {
   if (a.size() != b.size()) return -2;
   for (size_t i = 0; i < a.size(); ++i)
     if (std::memcmp(&a[i], &b[i], sizeof(T)) != 0) return static_cast<int64_t>(i);
+  return -1;
+}
+
+// The first element (of `es` bytes) at which two byte arrays differ; -1 if none.
+int64_t first_diff_elem(const std::vector<uint8_t>& a, const std::vector<uint8_t>& b, size_t es) {
+  for (size_t i = 0; i < a.size() / es; ++i)
+    if (std::memcmp(&a[i * es], &b[i * es], es) != 0) return static_cast<int64_t>(i);
   return -1;
 }
 
@@ -539,9 +597,7 @@ TEST_P(Int8, MmDequantRandom) {
         const std::vector<uint8_t> ref = reference_dequant(M, N, C, row, col, with_bias ? &bias : nullptr, out_dtype);
         const std::vector<uint8_t> got = out.data();
         const size_t es = dtype_size(out_dtype);
-        int64_t first = -1;
-        for (size_t i = 0; i < got.size() / es && first < 0; ++i)
-          if (std::memcmp(&got[i * es], &ref[i * es], es) != 0) first = static_cast<int64_t>(i);
+        const int64_t first = first_diff_elem(got, ref, es);
         EXPECT_EQ(first, -1) << "got " << (first >= 0 ? from_dtype(std::vector<uint8_t>(got.begin() + first * es, got.begin() + (first + 1) * es), out_dtype)[0] : 0)
                              << " expected " << (first >= 0 ? from_dtype(std::vector<uint8_t>(ref.begin() + first * es, ref.begin() + (first + 1) * es), out_dtype)[0] : 0);
         EXPECT_TRUE(out.guard_intact());
@@ -575,22 +631,17 @@ TEST_P(Int8, LinearMatchesReference) {
   uint64_t seed = 3000;
   for (const auto& s : shapes) {
     const int64_t M = s[0], N = s[1], K = s[2];
-    const auto W = random_int8(N * K, ++seed);
-    std::mt19937_64 rng(++seed);
-    std::vector<float> scb(static_cast<size_t>(N));
-    for (auto& v : scb) v = round_to_dtype(BNB_F16, 0.05f + (rng() % 1000) / 400.0f);
-    Buffer wb(ctx(), W.size()), scbb(ctx(), scb.size() * 4);
-    wb.upload(W.data(), W.size());
-    scbb.upload(scb.data(), scb.size() * 4);
+    const Int8Weight weight(ctx(), N, K, ++seed);
+    const std::vector<int8_t>& W = weight.W;
+    const std::vector<float>& scb = weight.scb;
+    const Buffer &wb = weight.wb, &scbb = weight.scbb;
+    ++seed;
     for (const int32_t dtype : {BNB_F16, BNB_BF16, BNB_F32}) {
-      const std::vector<float> x = activations(dtype, M, K, ++seed);
-      const std::vector<uint8_t> raw = to_dtype(x, dtype);
-      Buffer ab(ctx(), raw.size());
-      ab.upload(raw.data(), raw.size());
-      const std::vector<float> bias = from_dtype(to_dtype(random_normal(N, ++seed, 2.0f), dtype), dtype);
-      const std::vector<uint8_t> bias_raw = to_dtype(bias, dtype);
-      Buffer biasb(ctx(), bias_raw.size());
-      biasb.upload(bias_raw.data(), bias_raw.size());
+      const DtypeArray xa(ctx(), activations(dtype, M, K, ++seed), dtype);
+      const DtypeArray ba(ctx(), random_normal(N, ++seed, 2.0f), dtype);
+      const std::vector<float>& x = xa.v;
+      const std::vector<float>& bias = ba.v;
+      const Buffer &ab = xa.buf, &biasb = ba.buf;
       for (const float threshold : {0.0f, 6.0f}) {
         const QuantRef ref = reference_quant(dtype, M, K, x, threshold);
         const std::vector<int32_t> C = reference_matmul(M, N, K, ref.q, W);
@@ -610,9 +661,7 @@ TEST_P(Int8, LinearMatchesReference) {
               reference_dequant(M, N, C, ref.row_stats, scb, with_bias ? &bias : nullptr, dtype);
           const std::vector<uint8_t> got = out.data();
           const size_t es = dtype_size(dtype);
-          int64_t first = -1;
-          for (size_t i = 0; i < got.size() / es && first < 0; ++i)
-            if (std::memcmp(&got[i * es], &want[i * es], es) != 0) first = static_cast<int64_t>(i);
+          const int64_t first = first_diff_elem(got, want, es);
           EXPECT_EQ(first, -1) << "first differing output element (m = " << (first >= 0 ? first / N : -1)
                                << ", n = " << (first >= 0 ? first % N : -1) << ")";
           EXPECT_TRUE(q.guard_intact());
@@ -623,6 +672,141 @@ TEST_P(Int8, LinearMatchesReference) {
       }
     }
   }
+}
+
+// Activations with outliers in about `fraction` of the columns (at least one), in a few rows each;
+// the rest standard normal (|x| < 6 in practice).
+std::vector<float> sparse_outlier_activations(int32_t dtype, int64_t rows, int64_t cols, double fraction,
+                                              uint64_t seed) {
+  std::vector<float> x = random_normal(rows * cols, seed, 0.8f);
+  std::mt19937_64 rng(seed * 13 + 5);
+  const int64_t n_cols = std::max<int64_t>(1, static_cast<int64_t>(static_cast<double>(cols) * fraction));
+  for (int64_t j = 0; j < n_cols; ++j) {
+    const int64_t c = static_cast<int64_t>(rng() % static_cast<uint64_t>(cols));
+    for (int64_t i = 0; i < rows; ++i)
+      if (i == 0 || rng() % 3 == 0)
+        x[static_cast<size_t>(i * cols + c)] = (rng() % 2 ? 1.0f : -1.0f) * (6.0f + (rng() % 5400) / 100.0f);
+  }
+  return from_dtype(to_dtype(x, dtype), dtype);
+}
+
+// bnb_int8_linear_outliers: q, row_stats and the int8 part as bnb_int8_linear's reference, the
+// outlier columns and count of the reference quantization, and the outlier product of
+// docs/OPS.md §5.10 bit for bit; threshold 0 gives count 0 and bnb_int8_linear's out.
+TEST_P(Int8, LinearOutliersMatchesReference) {
+  const int64_t shapes[][3] = {{1, 33, 4096}, {4, 50, 1024}, {16, 48, 128}, {9, 65, 4112}, {17, 129, 1000},
+                               {40, 64, 512}, {3, 7, 2000}};
+  uint64_t seed = 7000;
+  for (const auto& s : shapes) {
+    const int64_t M = s[0], N = s[1], K = s[2];
+    const Int8Weight weight(ctx(), N, K, ++seed);
+    const std::vector<int8_t>& W = weight.W;
+    const std::vector<float>& scb = weight.scb;
+    const Buffer &wb = weight.wb, &scbb = weight.scbb;
+    ++seed;
+    for (const int32_t dtype : {BNB_F16, BNB_BF16, BNB_F32}) {
+      for (const double fraction : {0.001, 0.01}) {
+        const DtypeArray xa(ctx(), sparse_outlier_activations(dtype, M, K, fraction, ++seed), dtype);
+        const DtypeArray ba(ctx(), random_normal(N, ++seed, 2.0f), dtype);
+        const std::vector<float>& x = xa.v;
+        const std::vector<float>& bias = ba.v;
+        const Buffer &ab = xa.buf, &biasb = ba.buf;
+        for (const float threshold : {0.0f, 6.0f}) {
+          const QuantRef ref = reference_quant(dtype, M, K, x, threshold);
+          const std::vector<int32_t> C = reference_matmul(M, N, K, ref.q, W);
+          for (const bool with_bias : {false, true}) {
+            SCOPED_TRACE(testing::Message() << "M " << M << " N " << N << " K " << K << " dtype " << dtype
+                                            << " fraction " << fraction << " threshold " << threshold << " bias "
+                                            << with_bias);
+            Out q(ctx(), static_cast<size_t>(M * K)), stats(ctx(), static_cast<size_t>(M) * 4),
+                out(ctx(), static_cast<size_t>(M * N) * dtype_size(dtype)), cols(ctx(), static_cast<size_t>(K) * 4),
+                count(ctx(), 8);
+            Buffer cb(ctx(), static_cast<size_t>(M * N) * 4);
+            SKIP_IF_NOT_SUPPORTED(bnb_int8_linear_outliers(
+                ctx().get(), dtype, M, N, K, ab.get(), threshold, wb.as<int8_t>(), scbb.as<float>(),
+                with_bias ? biasb.get() : nullptr, q.buf.as<int8_t>(), stats.buf.as<float>(), cb.as<int32_t>(),
+                cols.buf.as<int32_t>(), count.buf.as<int64_t>(), out.buf.get(), nullptr));
+            EXPECT_EQ(first_diff(as<int8_t>(q.data()), ref.q), -1);
+            EXPECT_EQ(first_diff(as<float>(stats.data()), ref.row_stats), -1);
+            const int64_t got_count = as<int64_t>(count.data())[0];
+            ASSERT_EQ(got_count, static_cast<int64_t>(ref.outlier_cols.size()));
+            if (threshold > 0.0f) {
+              EXPECT_GE(got_count, 1);
+              EXPECT_LE(got_count, std::max<int64_t>(1, static_cast<int64_t>(static_cast<double>(K) * fraction)));
+            }
+            auto got_cols = as<int32_t>(cols.data());
+            got_cols.resize(static_cast<size_t>(got_count));
+            EXPECT_EQ(got_cols, ref.outlier_cols);
+            const std::vector<float> int8_part =
+                from_dtype(reference_dequant(M, N, C, ref.row_stats, scb, with_bias ? &bias : nullptr, dtype), dtype);
+            const std::vector<uint8_t> want =
+                to_dtype(reference_outlier_sum(dtype, M, N, K, x, W, scb, ref.outlier_cols, int8_part), dtype);
+            const std::vector<uint8_t> got = out.data();
+            const size_t es = dtype_size(dtype);
+            const int64_t first = first_diff_elem(got, want, es);
+            EXPECT_EQ(first, -1) << "first differing output element (m = " << (first >= 0 ? first / N : -1)
+                                 << ", n = " << (first >= 0 ? first % N : -1) << ")";
+            // Independent float64 check of the outlier term: out - int8 part within two roundings.
+            if (first == -1 && threshold > 0.0f) {
+              const std::vector<float> gotf = from_dtype(got, dtype);
+              const double ulp = dtype == BNB_F32 ? 1.2e-7 : (dtype == BNB_F16 ? 9.8e-4 : 7.9e-3);
+              for (int64_t m = 0; m < M; ++m) {
+                for (int64_t n = 0; n < N; ++n) {
+                  double want64 = int8_part[static_cast<size_t>(m * N + n)], mag = std::fabs(want64);
+                  for (const int32_t c : ref.outlier_cols) {
+                    const double t = static_cast<double>(x[static_cast<size_t>(m * K + c)]) *
+                                     W[static_cast<size_t>(n * K + c)] * scb[static_cast<size_t>(n)] / 127.0;
+                    want64 += t;
+                    mag += std::fabs(t);
+                  }
+                  ASSERT_NEAR(gotf[static_cast<size_t>(m * N + n)], want64, 3 * ulp * mag + 1e-6)
+                      << "m " << m << " n " << n;
+                }
+              }
+            }
+            EXPECT_TRUE(q.guard_intact());
+            EXPECT_TRUE(stats.guard_intact());
+            EXPECT_TRUE(out.guard_intact());
+            EXPECT_TRUE(cols.guard_intact());
+            EXPECT_TRUE(count.guard_intact());
+            if (HasFatalFailure()) return;
+          }
+        }
+      }
+    }
+  }
+}
+
+// The same call on the activations of LinearMatchesReference (a row that is all outliers: every
+// column is an outlier column) agrees with bnb_int8_linear + bnb_int8_outlier_columns.
+TEST_P(Int8, LinearOutliersEveryColumn) {
+  const int64_t M = 7, N = 19, K = 96;
+  const auto W = random_int8(N * K, 41);
+  std::vector<float> scb(static_cast<size_t>(N));
+  for (size_t n = 0; n < scb.size(); ++n) scb[n] = round_to_dtype(BNB_F16, 0.3f + 0.01f * static_cast<float>(n));
+  Buffer wb(ctx(), W.size()), scbb(ctx(), scb.size() * 4);
+  wb.upload(W.data(), W.size());
+  scbb.upload(scb.data(), scb.size() * 4);
+  const int32_t dtype = BNB_F16;
+  const std::vector<float> x = activations(dtype, M, K, 42);
+  const std::vector<uint8_t> raw = to_dtype(x, dtype);
+  Buffer ab(ctx(), raw.size());
+  ab.upload(raw.data(), raw.size());
+  Out q(ctx(), static_cast<size_t>(M * K)), stats(ctx(), static_cast<size_t>(M) * 4),
+      out(ctx(), static_cast<size_t>(M * N) * 2), cols(ctx(), static_cast<size_t>(K) * 4), count(ctx(), 8);
+  Buffer cb(ctx(), static_cast<size_t>(M * N) * 4);
+  SKIP_IF_NOT_SUPPORTED(bnb_int8_linear_outliers(ctx().get(), dtype, M, N, K, ab.get(), 6.0f, wb.as<int8_t>(),
+                                                 scbb.as<float>(), nullptr, q.buf.as<int8_t>(), stats.buf.as<float>(),
+                                                 cb.as<int32_t>(), cols.buf.as<int32_t>(), count.buf.as<int64_t>(),
+                                                 out.buf.get(), nullptr));
+  const QuantRef ref = reference_quant(dtype, M, K, x, 6.0f);
+  ASSERT_EQ(ref.outlier_cols.size(), static_cast<size_t>(K));
+  ASSERT_EQ(as<int64_t>(count.data())[0], K);
+  EXPECT_EQ(as<int32_t>(cols.data()), ref.outlier_cols);
+  const std::vector<float> int8_part =
+      from_dtype(reference_dequant(M, N, reference_matmul(M, N, K, ref.q, W), ref.row_stats, scb, nullptr, dtype), dtype);
+  EXPECT_EQ(out.data(), to_dtype(reference_outlier_sum(dtype, M, N, K, x, W, scb, ref.outlier_cols, int8_part), dtype));
+  EXPECT_TRUE(cols.guard_intact());
 }
 
 TEST_P(Int8, ThreadCountsAgree) {
@@ -681,6 +865,32 @@ TEST_P(Int8, BadArguments) {
   EXPECT_EQ(bnb_int8_linear(nullptr, BNB_F32, 2, 2, 4, ab.get(), 0.0f, qb.as<int8_t>(), sb.as<float>(), nullptr,
                             qb.as<int8_t>(), sb.as<float>(), cb.as<int32_t>(), ob.get(), nullptr),
             BNB_ERR_INVALID_ARGUMENT);
+  // bnb_int8_linear_outliers: the same checks, and columns [K] and count [1] in the context's memory.
+  Buffer countb(ctx(), 8);
+  const auto outliers = [&](int32_t dtype, int64_t M, int64_t K, int32_t* columns, int64_t* cnt) {
+    return bnb_int8_linear_outliers(ctx().get(), dtype, M, 2, K, ab.get(), 6.0f, qb.as<int8_t>(), sb.as<float>(),
+                                    nullptr, qb.as<int8_t>(), sb.as<float>(), cb.as<int32_t>(), columns, cnt,
+                                    ob.get(), nullptr);
+  };
+  const auto fails_with = [](bnb_status_t st, const char* word) {
+    EXPECT_EQ(st, BNB_ERR_INVALID_ARGUMENT);
+    EXPECT_NE(std::string(bnb_last_error_message()).find(word), std::string::npos) << bnb_last_error_message();
+  };
+  fails_with(outliers(BNB_F32, 2, 4, nullptr, countb.as<int64_t>()), "columns");
+  fails_with(outliers(BNB_F32, 2, 4, colsb.as<int32_t>(), nullptr), "count");
+  fails_with(outliers(BNB_I8, 2, 4, colsb.as<int32_t>(), countb.as<int64_t>()), "dtype");
+  fails_with(outliers(BNB_F32, 0, 4, colsb.as<int32_t>(), countb.as<int64_t>()), "M");
+  fails_with(outliers(BNB_F32, 2, 0, colsb.as<int32_t>(), countb.as<int64_t>()), "K");
+  fails_with(outliers(BNB_F32, 2, 131072, colsb.as<int32_t>(), countb.as<int64_t>()), "K");
+  fails_with(outliers(BNB_F32, INT64_C(1) << 40, INT64_C(1) << 30, colsb.as<int32_t>(), countb.as<int64_t>()), "M*K");
+  fails_with(bnb_int8_linear_outliers(ctx().get(), BNB_F32, 2, 2, 4, ab.get(), -1.0f, qb.as<int8_t>(),
+                                      sb.as<float>(), nullptr, qb.as<int8_t>(), sb.as<float>(), cb.as<int32_t>(),
+                                      colsb.as<int32_t>(), countb.as<int64_t>(), ob.get(), nullptr),
+             "threshold");
+  fails_with(bnb_int8_linear_outliers(nullptr, BNB_F32, 2, 2, 4, ab.get(), 6.0f, qb.as<int8_t>(), sb.as<float>(),
+                                      nullptr, qb.as<int8_t>(), sb.as<float>(), cb.as<int32_t>(), colsb.as<int32_t>(),
+                                      countb.as<int64_t>(), ob.get(), nullptr),
+             "ctx");
   (void)a;
   (void)stats;
   (void)q;

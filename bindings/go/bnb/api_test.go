@@ -65,7 +65,7 @@ func TestBackendCapabilities(t *testing.T) {
 			t.Fatalf("%s: %+v", b.Name, caps)
 		}
 		if b.Kind == BackendCPU {
-			for op := OpQuantizeBlockwise; op <= OpGemm4BitTransposed; op++ {
+			for op := OpQuantizeBlockwise; op <= OpInt8LinearOutliers; op++ {
 				if !caps.Offers(op) {
 					t.Fatalf("cpu does not offer op %d: %+v", op, caps)
 				}

@@ -203,6 +203,7 @@ const (
 	OpPagedMemory         Op = C.BNB_OP_PAGED_MEMORY
 	OpCheckFinite         Op = C.BNB_OP_CHECK_FINITE
 	OpGemm4BitTransposed  Op = C.BNB_OP_GEMM_4BIT_TRANSPOSED
+	OpInt8LinearOutliers  Op = C.BNB_OP_INT8_LINEAR_OUTLIERS
 )
 
 // BackendCapabilities is what a loaded backend runs and the limits its calls are checked

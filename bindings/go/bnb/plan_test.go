@@ -124,8 +124,9 @@ func TestGemm4PlanRunsEqualDirectGemm4Bit(t *testing.T) {
 	}
 }
 
-func TestInt8LinearEqualsTheThreeCalls(t *testing.T) {
-	ctx := newTestContext(t)
+// The int8 layer of the tests below: m, n, k, w [n,k], scb [n], a [m,k] with an outlier at column
+// 7 (threshold 6) and bias [n].
+func int8Layer5x40x96() (int, int, int, []int8, []float32, []F16, []F16) {
 	m, n, k := 5, 40, 96
 	w := make([]int8, n*k)
 	for i := range w {
@@ -139,11 +140,17 @@ func TestInt8LinearEqualsTheThreeCalls(t *testing.T) {
 	for i, x := range signal(m*k, 4) {
 		a[i] = F16FromFloat32(x)
 	}
-	a[7] = F16FromFloat32(9) // an outlier column for threshold 6
+	a[7] = F16FromFloat32(9)
 	bias := make([]F16, n)
 	for i, x := range signal(n, 5) {
 		bias[i] = F16FromFloat32(x * 0.25)
 	}
+	return m, n, k, w, scb, a, bias
+}
+
+func TestInt8LinearEqualsTheThreeCalls(t *testing.T) {
+	ctx := newTestContext(t)
+	m, n, k, w, scb, a, bias := int8Layer5x40x96()
 	for _, c := range []struct {
 		threshold float32
 		bias      []F16
@@ -168,6 +175,52 @@ func TestInt8LinearEqualsTheThreeCalls(t *testing.T) {
 	wantMessage(t, Int8Linear(ctx, m, n, k, a, 0, w, scb, nil, q, rs, make([]int32, m*n-1), out),
 		"acc has 199 elements, needs 200")
 	wantMessage(t, Int8Linear(ctx, m, n, k, a, 0, w, scb[:3], nil, q, rs, make([]int32, m*n), out), "scb has 3")
+}
+
+func TestInt8LinearOutliersAddsTheOutlierProduct(t *testing.T) {
+	ctx := newTestContext(t)
+	m, n, k, w, scb, a, bias := int8Layer5x40x96()
+	a[2*k+50] = F16FromFloat32(-12.5) // outlier columns 7 and 50 at threshold 6
+	for _, threshold := range []float32{0, 6} {
+		q1, rs1, acc1, out1 := make([]int8, m*k), make([]float32, m), make([]int32, m*n), make([]F16, m*n)
+		if err := Int8Linear(ctx, m, n, k, a, threshold, w, scb, bias, q1, rs1, acc1, out1); err != nil {
+			t.Fatal(err)
+		}
+		q, rs, acc, cols, out := make([]int8, m*k), make([]float32, m), make([]int32, m*n), make([]int32, k),
+			make([]F16, m*n)
+		count, err := Int8LinearOutliers(ctx, m, n, k, a, threshold, w, scb, bias, q, rs, acc, cols, out)
+		if errors.Is(err, StatusNotSupported) {
+			t.Skip(err)
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		sameBits(t, "q", q, q1)
+		if threshold == 0 {
+			if count != 0 {
+				t.Fatalf("count %d at threshold 0", count)
+			}
+			sameBits(t, "out", out, out1)
+			continue
+		}
+		sameBits(t, "columns", cols[:count], []int32{7, 50})
+		// docs/OPS.md §5.10 (no subnormals here, so no flushing).
+		want := make([]F16, m*n)
+		for i := range want {
+			row, col := i/n, i%n
+			var s float32
+			for _, c := range cols[:count] {
+				ws := float32(w[col*k+int(c)]) * scb[col]
+				wc := F16FromFloat32(ws * float32(1.0/127.0)).Float32()
+				s += a[row*k+int(c)].Float32() * wc // the product of two fp16 values is exact: fma or not
+			}
+			want[i] = F16FromFloat32(out1[i].Float32() + F16FromFloat32(s).Float32())
+		}
+		sameBits(t, "out", out, want)
+	}
+	q, rs, out := make([]int8, m*k), make([]float32, m), make([]F16, m*n)
+	_, err := Int8LinearOutliers(ctx, m, n, k, a, 6, w, scb, nil, q, rs, make([]int32, m*n), make([]int32, k-1), out)
+	wantMessage(t, err, "columns has 95 elements, needs 96")
 }
 
 func TestPagedBuffersHoldOptimizerState(t *testing.T) {

@@ -38,7 +38,8 @@ BACKEND_NAMES = {BACKEND_AUTO: "auto", BACKEND_CPU: "cpu", BACKEND_CUDA: "cuda",
 # bnb_op_t, by value
 OP_NAMES = ("quantize_blockwise", "dequantize_blockwise", "quantize_4bit", "dequantize_4bit", "compress_absmax",
             "gemm_4bit", "int8_vectorwise_quant", "int8_outlier_columns", "int8_matmul", "int8_mm_dequant",
-            "int8_linear", "optimizer_update", "paged_memory", "check_finite", "gemm_4bit_transposed")
+            "int8_linear", "optimizer_update", "paged_memory", "check_finite", "gemm_4bit_transposed",
+            "int8_linear_outliers")
 
 MEMCPY_HOST_TO_HOST, MEMCPY_HOST_TO_BACKEND, MEMCPY_BACKEND_TO_HOST, MEMCPY_BACKEND_TO_BACKEND = 0, 1, 2, 3
 
@@ -183,6 +184,9 @@ PROTOTYPES = {
     # ctx, dtype, M, N, K, A, threshold, W, SCB, bias, q, row_stats, C, out, stream
     "bnb_int8_linear": (_st, [_ptr, _i32, _i64, _i64, _i64, _ptr, _f32, _ptr, _ptr, _ptr, _ptr, _ptr, _ptr, _ptr,
                               _ptr]),
+    # ctx, dtype, M, N, K, A, threshold, W, SCB, bias, q, row_stats, C, columns, count, out, stream
+    "bnb_int8_linear_outliers": (_st, [_ptr, _i32, _i64, _i64, _i64, _ptr, _f32, _ptr, _ptr, _ptr, _ptr, _ptr, _ptr,
+                                       _ptr, _ptr, _ptr, _ptr]),
     "bnb_optimizer_params_init": (_st, [_P(OptimizerParams)]),
     "bnb_optimizer_tensors_init": (_st, [_P(OptimizerTensors)]),
     "bnb_optimizer_update": (_st, [_ptr, _P(OptimizerParams), _P(OptimizerTensors), _ptr]),

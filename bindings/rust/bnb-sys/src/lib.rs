@@ -79,6 +79,7 @@ pub const BNB_OP_OPTIMIZER_UPDATE: bnb_op_t = 11;
 pub const BNB_OP_PAGED_MEMORY: bnb_op_t = 12;
 pub const BNB_OP_CHECK_FINITE: bnb_op_t = 13;
 pub const BNB_OP_GEMM_4BIT_TRANSPOSED: bnb_op_t = 14;
+pub const BNB_OP_INT8_LINEAR_OUTLIERS: bnb_op_t = 15;
 
 pub type bnb_memcpy_kind_t = i32;
 pub const BNB_MEMCPY_HOST_TO_HOST: bnb_memcpy_kind_t = 0;
@@ -381,6 +382,25 @@ extern "C" {
         q: *mut i8,
         row_stats: *mut f32,
         c: *mut i32,
+        out: *mut c_void,
+        stream: *mut c_void,
+    ) -> bnb_status_t;
+    pub fn bnb_int8_linear_outliers(
+        ctx: bnb_context_t,
+        dtype: i32,
+        m: i64,
+        n: i64,
+        k: i64,
+        a: *const c_void,
+        threshold: f32,
+        w: *const i8,
+        scb: *const f32,
+        bias: *const c_void,
+        q: *mut i8,
+        row_stats: *mut f32,
+        c: *mut i32,
+        columns: *mut i32,
+        count: *mut i64,
         out: *mut c_void,
         stream: *mut c_void,
     ) -> bnb_status_t;

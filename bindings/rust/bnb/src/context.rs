@@ -786,6 +786,53 @@ impl Context {
         c: &mut [i32],
         out: &mut [T],
     ) -> Result<()> {
+        self.int8_layer(m, n, k, a, threshold, w, scb, bias, q, row_stats, c, None, out)
+            .map(|_| ())
+    }
+
+    /// The LLM.int8() layer with its outlier product (`bnb_int8_linear_outliers`, docs/OPS.md
+    /// §5.10): `out` is what `int8_linear` gives, plus the product of the outlier columns of `a`
+    /// (any `|x| >= threshold`) with the dequantized columns of `w`, summed in a fixed order.
+    /// The outlier columns go, ascending, to `columns[..count]` (`columns` holds `k`); returns
+    /// `count` (0 at threshold 0, where `out` equals `int8_linear`'s).
+    #[allow(clippy::too_many_arguments)]
+    pub fn int8_linear_outliers<T: Float>(
+        &self,
+        m: usize,
+        n: usize,
+        k: usize,
+        a: &[T],
+        threshold: f32,
+        w: &[i8],
+        scb: &[f32],
+        bias: Option<&[T]>,
+        q: &mut [i8],
+        row_stats: &mut [f32],
+        c: &mut [i32],
+        columns: &mut [i32],
+        out: &mut [T],
+    ) -> Result<usize> {
+        self.int8_layer(m, n, k, a, threshold, w, scb, bias, q, row_stats, c, Some(columns), out)
+    }
+
+    /// `int8_linear` (columns None) or `int8_linear_outliers`; the outlier count (0 for the first).
+    #[allow(clippy::too_many_arguments)]
+    fn int8_layer<T: Float>(
+        &self,
+        m: usize,
+        n: usize,
+        k: usize,
+        a: &[T],
+        threshold: f32,
+        w: &[i8],
+        scb: &[f32],
+        bias: Option<&[T]>,
+        q: &mut [i8],
+        row_stats: &mut [f32],
+        c: &mut [i32],
+        columns: Option<&mut [i32]>,
+        out: &mut [T],
+    ) -> Result<usize> {
         let (mk, mn) = (product("m*k", m, k)?, product("m*n", m, n)?);
         need("a", a.len(), mk, "m rows of k")?;
         need("w", w.len(), product("n*k", n, k)?, "n rows of k")?;
@@ -796,6 +843,9 @@ impl Context {
         need("q", q.len(), mk, "m rows of k")?;
         need("row_stats", row_stats.len(), m, "one per row of a")?;
         need("c", c.len(), mn, "m rows of n")?;
+        if let Some(columns) = &columns {
+            need("columns", columns.len(), k, "one per column of a")?;
+        }
         need("out", out.len(), mn, "m rows of n")?;
         // Only what the call writes comes back (a longer slice keeps its tail).
         let (q, row_stats, c, out) = (&mut q[..mk], &mut row_stats[..m], &mut c[..mn], &mut out[..mn]);
@@ -811,29 +861,65 @@ impl Context {
             self.output(c)?,
             self.output(out)?,
         );
-        // SAFETY: buffers checked above.
-        unsafe {
-            check(sys::bnb_int8_linear(
-                self.raw,
-                T::DTYPE.raw(),
-                to_i64("m", m)?,
-                to_i64("n", n)?,
-                to_i64("k", k)?,
-                a_s.ptr(),
-                threshold,
-                w_s.ptr(),
-                scb_s.ptr(),
-                bias_s.as_ref().map_or(ptr::null(), |b| b.ptr()),
-                q_s.ptr(),
-                rs_s.ptr(),
-                c_s.ptr(),
-                out_s.ptr(),
-                ptr::null_mut(),
-            ))?;
+        let dims = (to_i64("m", m)?, to_i64("n", n)?, to_i64("k", k)?);
+        let bias_p = bias_s.as_ref().map_or(ptr::null(), |b| b.ptr());
+        let mut count = [0i64; 1];
+        match columns {
+            None => {
+                // SAFETY: buffers checked above.
+                unsafe {
+                    check(sys::bnb_int8_linear(
+                        self.raw,
+                        T::DTYPE.raw(),
+                        dims.0,
+                        dims.1,
+                        dims.2,
+                        a_s.ptr(),
+                        threshold,
+                        w_s.ptr(),
+                        scb_s.ptr(),
+                        bias_p,
+                        q_s.ptr(),
+                        rs_s.ptr(),
+                        c_s.ptr(),
+                        out_s.ptr(),
+                        ptr::null_mut(),
+                    ))?;
+                }
+            }
+            Some(columns) => {
+                let columns = &mut columns[..k];
+                let (cols_s, count_s) = (self.output(columns)?, self.output(&mut count[..])?);
+                // SAFETY: buffers checked above; columns holds k, count one.
+                unsafe {
+                    check(sys::bnb_int8_linear_outliers(
+                        self.raw,
+                        T::DTYPE.raw(),
+                        dims.0,
+                        dims.1,
+                        dims.2,
+                        a_s.ptr(),
+                        threshold,
+                        w_s.ptr(),
+                        scb_s.ptr(),
+                        bias_p,
+                        q_s.ptr(),
+                        rs_s.ptr(),
+                        c_s.ptr(),
+                        cols_s.ptr(),
+                        count_s.ptr(),
+                        out_s.ptr(),
+                        ptr::null_mut(),
+                    ))?;
+                }
+                self.finish(&mut [(&cols_s, columns)])?;
+                self.finish(&mut [(&count_s, &mut count[..])])?;
+            }
         }
         self.finish(&mut [(&q_s, q)])?;
         self.finish(&mut [(&rs_s, row_stats)])?;
-        self.finish(&mut [(&out_s, out)])
+        self.finish(&mut [(&out_s, out)])?;
+        Ok(count[0] as usize)
     }
 
     /// A `bnb_scales_t` whose arrays live in backend memory, checked against `nblocks`.

@@ -166,6 +166,59 @@ fn int8_linear_equals_the_three_calls_bit_for_bit() {
 }
 
 #[test]
+fn int8_linear_outliers_adds_the_outlier_product_to_int8_linear() {
+    let ctx = ctx();
+    let (m, n, k) = (5, 40, 96);
+    let (w, scb) = int8_weight(n, k);
+    let mut a: Vec<F16> = data(m * k, 4, 2.0).into_iter().map(F16::from_f32).collect();
+    a[7] = F16::from_f32(9.0); // outlier columns 7 and 50 at threshold 6
+    a[2 * k + 50] = F16::from_f32(-12.5);
+    let bias: Vec<F16> = data(n, 5, 0.25).into_iter().map(F16::from_f32).collect();
+    for threshold in [0.0f32, 6.0] {
+        let (mut q1, mut rs1, mut c1, mut out1) = (vec![0i8; m * k], vec![0f32; m], vec![0i32; m * n], vec![F16(0); m * n]);
+        if !ran(ctx.int8_linear(m, n, k, &a, threshold, &w, &scb, Some(&bias), &mut q1, &mut rs1, &mut c1, &mut out1)) {
+            return;
+        }
+        let (mut q, mut rs, mut c, mut cols) = (vec![0i8; m * k], vec![0f32; m], vec![0i32; m * n], vec![-1i32; k]);
+        let mut out = vec![F16(0x7e00); m * n];
+        let count = match ctx.int8_linear_outliers(
+            m, n, k, &a, threshold, &w, &scb, Some(&bias), &mut q, &mut rs, &mut c, &mut cols, &mut out,
+        ) {
+            Ok(count) => count,
+            Err(e) if e.status() == Status::NotSupported => return eprintln!("skipped: {e}"),
+            Err(e) => panic!("{e}"),
+        };
+        assert_eq!(q, q1);
+        if threshold == 0.0 {
+            assert_eq!(count, 0);
+            assert_eq!(out, out1);
+            continue;
+        }
+        assert_eq!(cols[..count], [7, 50]);
+        assert_eq!(cols[..count], ctx.int8_outlier_columns(m, k, &a, threshold).unwrap()[..]);
+        // docs/OPS.md §5.10 (no subnormals here, so no flushing).
+        let mut want = out1.clone();
+        for (i, o) in want.iter_mut().enumerate() {
+            let (row, col) = (i / n, i % n);
+            let mut s = 0f32;
+            for &cc in &cols[..count] {
+                let cc = cc as usize;
+                let wc = F16::from_f32(w[col * k + cc] as f32 * scb[col] * (1.0f32 / 127.0)).to_f32();
+                s = a[row * k + cc].to_f32().mul_add(wc, s);
+            }
+            *o = F16::from_f32(o.to_f32() + F16::from_f32(s).to_f32());
+        }
+        assert_eq!(out, want);
+    }
+    let (mut q, mut rs, mut c, mut cols, mut out) =
+        (vec![0i8; m * k], vec![0f32; m], vec![0i32; m * n], vec![0i32; k - 1], vec![F16(0); m * n]);
+    let err = ctx
+        .int8_linear_outliers(m, n, k, &a, 6.0, &w, &scb, None, &mut q, &mut rs, &mut c, &mut cols, &mut out)
+        .unwrap_err();
+    assert!(err.message().starts_with("columns has 95 elements, needs 96"), "{err}");
+}
+
+#[test]
 fn paged_buffers_read_write_prefetch_and_hold_optimizer_state() {
     let ctx = ctx();
     let n = 3000;
