@@ -89,3 +89,124 @@ def test_int8_ops_torch_match_numpy(rng, device):
     assert np.array_equal(C.cpu().numpy(), bnb.int8_linear_matmul(q_np, q_np[:8]))
     out = offered(bnb.int8_mm_dequant, C, stats, stats[:8].contiguous())
     assert out.dtype == torch.float16 and out.device == A.device
+
+
+# ---------------------------------------------------------------- the layer with its outlier product
+def outlier_activations(rng, M, K, fraction):
+    """Standard normal activations with |x| in [6, 60) in about `fraction` of the columns (at least
+    one), in a third of the rows of each such column."""
+    a = rng.standard_normal((M, K)).astype(np.float32) * 0.8
+    for c in rng.choice(K, size=max(1, int(K * fraction)), replace=False):
+        rows = rng.random(M) < 1 / 3
+        rows[0] = True
+        a[rows, c] = rng.choice([-1.0, 1.0], size=rows.sum()) * rng.uniform(6, 60, size=rows.sum())
+    return a
+
+
+def int8_layer_inputs(rng, M, N, K, fraction, dtype, device):
+    import torch
+
+    A = torch.from_numpy(outlier_activations(rng, M, K, fraction)).to(dtype).to(device)
+    W = torch.from_numpy(rng.standard_normal((N, K)).astype(np.float32) * 0.1)
+    CB, SCB = bnb.functional.quantize_int8_rows(W)
+    bias = torch.from_numpy(rng.standard_normal(N).astype(np.float32)).to(dtype).to(device)
+    return A, CB.to(device), SCB.to(device), bias
+
+
+def int8_term(A, CB, SCB, bias, threshold):
+    """bnb_int8_linear's result through the three ops (the int8 part of the layer)."""
+    q, row_stats, cols = bnb.int8_vectorwise_quant(A, threshold=threshold)
+    return bnb.int8_mm_dequant(bnb.int8_linear_matmul(q, CB), row_stats, SCB, bias=bias, dtype=A.dtype), cols
+
+
+@pytest.mark.parametrize("device", torch_devices())
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+@pytest.mark.parametrize("fraction", [0.001, 0.01])
+def test_int8_linear_with_outliers_is_ops_5_10_bit_for_bit(rng, device, dtype, fraction):
+    """threshold > 0: the int8 term plus docs/OPS.md §5.10's product, bit for bit (the products of
+    two fp16/bf16 values are exact in float32, so a float32 add per column is the fma); within
+    the rounding of the result of the two-step form bnb used before (A[:, cols] @ W[:, cols]^T in
+    A's dtype) and near the float64 product."""
+    import torch
+
+    dt = getattr(torch, dtype)
+    M, N, K = 24, 40, 1000
+    A, CB, SCB, bias = int8_layer_inputs(rng, M, N, K, fraction, dt, device)
+    state = bnb.MatmulLtState()
+    out = offered(bnb.functional.int8_linear, A, CB, SCB, bias=bias, threshold=6.0, state=state)
+    assert out.shape == (M, N) and out.dtype == dt and out.device == A.device
+    base, cols = int8_term(A, CB, SCB, bias, 6.0)
+    cols = cols.long()
+    assert 1 <= cols.numel() <= max(1, int(K * fraction)) and torch.equal(state.idx.long(), cols)
+    a = A.float().cpu()
+    wc = ((CB.float().cpu() * SCB.cpu()[:, None]) * np.float32(1 / 127)).to(dt).float()
+    s = torch.zeros(M, N)
+    for c in cols.tolist():
+        s = s + a[:, c:c + 1] * wc[None, :, c]
+    want = (base.float().cpu() + s.to(dt).float()).to(dt)
+    assert torch.equal(out.cpu(), want)
+    before = base + A[:, cols] @ ((CB[:, cols].float() * SCB[:, None] * (1.0 / 127.0)).to(dt)).t()
+    ulp = 2.0 ** -10 if dtype == "float16" else 2.0 ** -7
+    assert (out.float() - before.float()).abs().max() <= 2 * ulp * before.float().abs().max()
+    exact = a.double() @ (CB.double().cpu() * SCB.double().cpu()[:, None] / 127).T + bias.double().cpu()
+    plain, _ = int8_term(A, CB, SCB, bias, 0.0)
+    assert (out.double().cpu() - exact).abs().max() < (plain.double().cpu() - exact).abs().max()
+
+
+@pytest.mark.parametrize("device", torch_devices())
+def test_int8_linear_outliers_op_torch_and_numpy(rng, device):
+    """torch.ops.bnb.int8_linear_outliers: (out, columns [K], count [1]); functional.int8_linear on
+    numpy arrays gives the same bits; threshold 0 gives count 0 and the int8 term."""
+    import torch
+
+    M, N, K = 9, 33, 256
+    A, CB, SCB, bias = int8_layer_inputs(rng, M, N, K, 0.01, torch.float16, device)
+    out, columns, count = offered(torch.ops.bnb.int8_linear_outliers, A, CB, SCB, bias, 6.0)
+    assert columns.shape == (K,) and columns.dtype == torch.int32 and count.shape == (1,)
+    assert count.dtype == torch.int64 and count.device == A.device
+    _, cols = int8_term(A, CB, SCB, bias, 6.0)
+    assert torch.equal(columns[:int(count)].cpu(), cols.cpu())
+    on_host = bnb.functional.int8_linear(A.cpu().numpy(), CB.cpu().numpy(), SCB.cpu().numpy(),
+                                         bias=bias.cpu().numpy(), threshold=6.0)
+    assert np.array_equal(on_host.view(np.uint16), out.cpu().numpy().view(np.uint16))
+    out0, _, count0 = torch.ops.bnb.int8_linear_outliers(A, CB, SCB, bias, 0.0)
+    assert int(count0) == 0 and torch.equal(out0, int8_term(A, CB, SCB, bias, 0.0)[0])
+    # the fake implementation: the sizes depend on the input sizes only
+    with torch._subclasses.fake_tensor.FakeTensorMode() as mode:
+        fo, fc, fn = torch.ops.bnb.int8_linear_outliers(mode.from_tensor(A), mode.from_tensor(CB),
+                                                         mode.from_tensor(SCB), mode.from_tensor(bias), 6.0)
+    assert fo.shape == (M, N) and fc.shape == (K,) and fn.shape == (1,)
+
+
+@pytest.mark.parametrize("device", [d for d in torch_devices() if d != "cpu"])
+def test_int8_linear_with_outliers_does_not_synchronize_and_captures(rng, device):
+    """On a GPU, Linear8bitLt at threshold 6 runs with torch's sync debug mode set to error (no
+    host synchronisation) and is captured in a CUDA graph whose replay on activations with other
+    outlier columns gives their eager result."""
+    import torch
+
+    K, N = 512, 64
+    layer = bnb.nn.Linear8bitLt(K, N, threshold=6.0).to(device)
+    x0 = torch.from_numpy(outlier_activations(rng, 16, K, 0.01)).half().to(device)
+    x1 = torch.from_numpy(outlier_activations(rng, 16, K, 0.01)).half().to(device)
+    with torch.no_grad():
+        want1 = layer(x1)  # quantizes the weight on the first forward
+        torch.cuda.synchronize()
+        torch.cuda.set_sync_debug_mode("error")
+        try:
+            layer(x0)
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+        static_x = x0.clone()
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            layer(static_x)
+        torch.cuda.current_stream().wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            static_y = layer(static_x)
+        static_x.copy_(x1)
+        graph.replay()
+        torch.cuda.synchronize()
+    assert torch.equal(static_y, want1)

@@ -303,6 +303,27 @@ def int8_mm_dequant(kit, C, M, N, row_stats, col_stats, bias, out_dtype):
     return out
 
 
+def int8_linear_outliers(kit, A, dtype, M, N, K, CB, SCB, bias, threshold, count):
+    """bnb_int8_linear_outliers: (out [M, N] in dtype, columns int32 [K]); the outlier count goes to
+    `count` (one int64 in the same place as A), the outlier columns to columns[:count]. Nothing is
+    read back to the host."""
+    need_size(kit, A, "A", M * K, "[{}, {}] inputs", M, K)
+    need_size(kit, CB, "CB", N * K, "an [{}, {}] int8 weight", N, K)
+    need_size(kit, SCB, "SCB", N, "an [{}, {}] weight (one per row)", N, K, exact=True)
+    need_size(kit, bias, "bias", N, "an [{}, {}] weight (one per row)", N, K, exact=True)
+    q = kit.empty((M, K), _lib.I8)
+    row_stats = kit.empty((M,), _lib.F32)
+    C = kit.empty((M, N), _lib.I32)
+    columns = kit.empty((K,), _lib.I32)
+    out = kit.empty((M, N), dtype)
+    ptr = kit.ptr
+    st = _c.bnb_int8_linear_outliers(kit.ctx, dtype, M, N, K, ptr(A), threshold, ptr(CB), ptr(SCB), ptr(bias),
+                                     ptr(q), ptr(row_stats), ptr(C), ptr(columns), ptr(count), ptr(out), kit.stream)
+    if st:
+        _lib.raise_for(st, "bnb_int8_linear_outliers")
+    return out, columns
+
+
 def get_code_table(which):
     """The table as a host float32 numpy array (256 or 16 entries)."""
     import numpy as np

@@ -342,6 +342,31 @@ def _(C, row_stats, col_stats, bias, dtype):
     return C.new_empty(tuple(C.shape), dtype=dtype)
 
 
+@_op("int8_linear_outliers")
+def int8_linear_outliers(A: Tensor, CB: Tensor, SCB: Tensor, bias: Optional[Tensor],
+                         threshold: float) -> Tuple[Tensor, Tensor, Tensor]:
+    """The LLM.int8() layer with its outlier product in one library call (bnb_int8_linear_outliers,
+    docs/OPS.md §5.10): (out [M, N] in A's dtype, columns int32 [K], count int64 [1]); the outlier
+    columns are columns[:count]. A is [M, K] (M, N, K > 0), CB int8 [N, K], SCB float32 [N], bias
+    None or [N] in A's dtype. The count stays on the device: no synchronisation, and the output
+    sizes depend only on the input sizes (CUDA-graph capturable)."""
+    kit = kit_for(A)
+    A, dt = kit.prepare(A, "A")
+    M, K = A.shape
+    N = CB.shape[0]
+    count = A.new_empty((1,), dtype=torch.int64)
+    out, columns = _ops.int8_linear_outliers(kit, A, dt, M, N, K, _prep(kit, CB, "CB", _I8),
+                                             _prep(kit, SCB, "SCB", _F32), _prep(kit, bias, "bias", dt), threshold,
+                                             count)
+    return out, columns, count
+
+
+@int8_linear_outliers.register_fake
+def _(A, CB, SCB, bias, threshold):
+    return (A.new_empty((A.shape[0], CB.shape[0]), dtype=A.dtype), A.new_empty((A.shape[1],), dtype=torch.int32),
+            A.new_empty((1,), dtype=torch.int64))
+
+
 def int8_linear_plan(A, CB, SCB, bias):
     """The fixed arguments of the three library calls of an LLM.int8() product without outliers
     (int8_vectorwise_quant, int8_matmul, int8_mm_dequant) for inputs like A and this weight:

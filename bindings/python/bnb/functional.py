@@ -709,6 +709,28 @@ class MatmulLtState:
         self.is_training = False
         self.idx = None
 
+    @property
+    def idx(self):
+        """The outlier columns of the last call (int32), or None. A call on a GPU leaves them on
+        the device with their count; the first read here takes the count to the host (the one
+        synchronisation, and only for a caller who asks)."""
+        pending = self._pending_idx
+        if pending is not None:
+            columns, count = pending
+            self._pending_idx = None
+            self._idx = columns[:int(count[0])]
+        return self._idx
+
+    @idx.setter
+    def idx(self, value):
+        self._idx = value
+        self._pending_idx = None
+
+    def _set_pending_idx(self, columns, count):
+        """state.idx is columns[:count], read when asked for."""
+        self._idx = None
+        self._pending_idx = (columns, count)
+
     def __repr__(self):
         return (f"MatmulLtState(threshold={self.threshold}, has_fp16_weights={self.has_fp16_weights}, "
                 f"quantized={self.CB is not None})")
@@ -783,34 +805,45 @@ def int8_linear(A, CB, SCB, bias=None, threshold=0.0, state=None):
     """The LLM.int8() layer product (docs/FORMATS.md §6.5): A[..., K] @ (CB * SCB / 127)^T (+ bias).
 
     A is quantized row-wise (int8_vectorwise_quant with `threshold`); the int8 product is
-    dequantized with int8_mm_dequant into A's dtype with the bias fused; with threshold > 0 the
-    outlier columns of A are added back in A's dtype against CB's columns times SCB / 127.
-    `state`, when given, receives the outlier columns in state.idx."""
+    dequantized with int8_mm_dequant into A's dtype with the bias fused. With threshold > 0 the
+    outlier columns of A are added back in A's dtype against CB's columns times SCB / 127, all in
+    one library call (bnb_int8_linear_outliers, docs/OPS.md §5.10: a fixed summation order, no
+    host synchronisation, output sizes that do not depend on the data). `state`, when given,
+    receives the outlier columns in state.idx (read from the device when first asked for)."""
     K = A.shape[-1]
     N = CB.shape[0]
     lead = tuple(A.shape[:-1])
     A2 = A.reshape(-1, K) if A.ndim != 2 else A
+    torch_in = is_torch(A)
+    if bias is not None and bias.dtype != A.dtype:
+        bias = bias.to(A.dtype) if torch_in else np.asarray(bias).astype(A.dtype)
+    if threshold > 0 and A2.shape[0] > 0 and N > 0 and K > 0:
+        out, columns, count = _int8_linear_outliers(A2, CB, SCB, bias, float(threshold))
+        if state is not None:
+            state._set_pending_idx(columns, count)
+        return out.reshape(lead + (N,)) if len(lead) != 1 else out
     CA, SCA, cols = int8_vectorwise_quant(A2, threshold)
     if state is not None:
         state.idx = cols
     C = int8_linear_matmul(CA, CB)
-    torch_in = is_torch(A)
-    if bias is not None and bias.dtype != A.dtype:
-        bias = bias.to(A.dtype) if torch_in else np.asarray(bias).astype(A.dtype)
     out = int8_mm_dequant(C, SCA, SCB, bias=bias, dtype=A.dtype)
-    if cols is not None:
-        if torch_in:
-            import torch
-
-            if torch.compiler.is_compiling() or cols.numel():
-                scale = SCB.unsqueeze(1) * (1.0 / 127.0)
-                w_cols = (CB[:, cols].to(torch.float32) * scale).to(A.dtype)
-                out = out + A2[:, cols] @ w_cols.t()
-        elif cols.size:
-            scale = SCB[:, None] * np.float32(1.0 / 127.0)
-            w_cols = (CB[:, cols].astype(np.float32) * scale).astype(A.dtype)
-            out = (out + A2[:, cols] @ w_cols.T).astype(A.dtype)
     return out.reshape(lead + (N,)) if len(lead) != 1 else out
+
+
+def _int8_linear_outliers(A, CB, SCB, bias, threshold):
+    """bnb_int8_linear_outliers on A [M, K] (M, N, K > 0): (out, columns [K], count [1])."""
+    M, K = (int(d) for d in A.shape)
+    N = int(CB.shape[0])
+    if is_torch(A):
+        if _torch_ops().tracing():
+            _check_torch_inputs(A, B=CB, SCB=SCB, bias=bias)
+        return _torch_ops().int8_linear_outliers(A, CB, SCB, bias, threshold)
+    A, dt = _host(A, "A")
+    count = np.zeros(1, np.int64)
+    out, columns = _ops.int8_linear_outliers(_arrays.NUMPY, A, dt, M, N, K, _host_opt(CB, "CB", _lib.I8),
+                                             _host_opt(SCB, "SCB", _lib.F32), _host_opt(bias, "bias", dt), threshold,
+                                             count)
+    return out, columns, count
 
 
 # ---------------------------------------------------------------- the 4-bit linear layer's state dict
