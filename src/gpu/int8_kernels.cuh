@@ -17,6 +17,8 @@ namespace int8 {
 
 // RN32(1 / (127 * 127)) (docs/FORMATS.md §6.3).
 constexpr uint32_t kDequantScaleBits = 0x38820610u;
+// RN32(1 / 127) (docs/OPS.md §5.2).
+constexpr uint32_t kInv127Bits = 0x3c010204u;
 
 template <int D>
 __device__ __forceinline__ float load_f32(const void* p, int64_t i) {
@@ -153,9 +155,11 @@ __global__ void outlier_columns_kernel(const void* __restrict__ A, int64_t rows,
 }
 
 // Ascending indices of the flagged columns (one block of 1024 threads); count = how many.
+// columns may be flags itself (capacity = cols): every thread reads its flag before the first
+// barrier of its chunk, and a chunk writes only below its own end, to flags already read.
 __global__ void __launch_bounds__(1024)
-    compact_columns_kernel(const int32_t* __restrict__ flags, int64_t cols, int32_t* __restrict__ columns,
-                           int64_t capacity, int64_t* __restrict__ count) {
+    compact_columns_kernel(const int32_t* flags, int64_t cols, int32_t* columns, int64_t capacity,
+                           int64_t* __restrict__ count) {
   __shared__ int32_t warp_totals[1024 / 32];
   int64_t base = 0;
   const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
@@ -289,6 +293,108 @@ __device__ __forceinline__ void dequant_store(int32_t c, float rs, float cs, con
     static_cast<float*>(out)[e] = f16_bits_to_f32(h);
   } else {
     static_cast<uint16_t*>(out)[e] = f32_to_bf16_bits(f16_bits_to_f32(h));
+  }
+}
+
+// ---------------------------------------------------------------- the outlier product
+//
+// bnb_int8_linear_outliers' last step (docs/OPS.md §5.10), in place on out [M, N] (dtype D):
+// out[m, n] = RN_D(out + RN_D(s)), s = fma(A[m, c], Wc[n, c], s) over the *count columns c of
+// `columns` in order, Wc = RN_D(RN32(RN32(W * SCB) * RN32(1/127))), every step .ftz. The count is
+// read on the device (0: nothing is written). A block owns a 64 x 64 tile of out (thread
+// (tx, ty) of 16 x 16 the outputs m0 + ty + 16 i, n0 + tx + 16 j); the columns go through shared
+// memory kOutlierChunk at a time, A and Wc gathered there once per block. Blocks stride over
+// the tiles when the grid is capped.
+constexpr int kOutlierTile = 64;
+constexpr int kOutlierChunk = 32;
+
+template <int D>
+__device__ __forceinline__ float round_to(float v) {
+  if constexpr (D == kF16) {
+    return f16_bits_to_f32(f32_to_f16_bits(v));
+  } else if constexpr (D == kBF16) {
+    return __uint_as_float(static_cast<uint32_t>(f32_to_bf16_bits(v)) << 16);
+  } else {
+    return v;
+  }
+}
+
+template <int D>
+__device__ __forceinline__ void store_f32(void* p, int64_t i, float v) {
+  if constexpr (D == kF32) {
+    static_cast<float*>(p)[i] = v;
+  } else if constexpr (D == kF16) {
+    static_cast<uint16_t*>(p)[i] = f32_to_f16_bits(v);
+  } else {
+    static_cast<uint16_t*>(p)[i] = f32_to_bf16_bits(v);
+  }
+}
+
+template <int D>
+__global__ void __launch_bounds__(256)
+    outlier_product_kernel(const void* __restrict__ A, const int8_t* __restrict__ W, const float* __restrict__ SCB,
+                           const int32_t* __restrict__ columns, const int64_t* __restrict__ count, int64_t M,
+                           int64_t N, int64_t K, void* __restrict__ out) {
+  constexpr int kT = kOutlierTile, kC = kOutlierChunk, kPer = kT / 16;
+  __shared__ float a_s[kT][kC + 1];
+  __shared__ float w_s[kT][kC + 1];
+  __shared__ int32_t col_s[kC];
+  const int64_t total = *count;
+  if (total == 0) return;
+  const float inv127 = __uint_as_float(kInv127Bits);
+  const int tx = threadIdx.x % 16, ty = threadIdx.x / 16;
+  for (int64_t n0 = static_cast<int64_t>(blockIdx.x) * kT; n0 < N; n0 += static_cast<int64_t>(gridDim.x) * kT)
+  for (int64_t m0 = static_cast<int64_t>(blockIdx.y) * kT; m0 < M; m0 += static_cast<int64_t>(gridDim.y) * kT) {
+    float acc[kPer][kPer];
+#pragma unroll
+    for (int i = 0; i < kPer; ++i)
+#pragma unroll
+      for (int j = 0; j < kPer; ++j) acc[i][j] = 0.0f;
+    for (int64_t j0 = 0; j0 < total; j0 += kC) {
+      const int chunk = total - j0 < kC ? static_cast<int>(total - j0) : kC;
+      __syncthreads();  // the previous chunk's tiles are read
+      if (threadIdx.x < chunk) col_s[threadIdx.x] = columns[j0 + threadIdx.x];
+      __syncthreads();
+      for (int e = threadIdx.x; e < kT * kC; e += 256) {
+        const int r = e / kC, j = e % kC;
+        float av = 0.0f, wv = 0.0f;
+        if (j < chunk) {
+          const int64_t c = col_s[j];
+          if (m0 + r < M) av = load_f32<D>(A, (m0 + r) * K + c);
+          if (n0 + r < N) {
+            const float ws = gpu_mul_ftz(static_cast<float>(W[(n0 + r) * K + c]), SCB[n0 + r]);
+            wv = round_to<D>(gpu_mul_ftz(ws, inv127));
+          }
+        }
+        a_s[r][j] = av;
+        w_s[r][j] = wv;
+      }
+      __syncthreads();
+      for (int j = 0; j < chunk; ++j) {
+        float a[kPer], w[kPer];
+#pragma unroll
+        for (int i = 0; i < kPer; ++i) {
+          a[i] = a_s[ty + 16 * i][j];
+          w[i] = w_s[tx + 16 * i][j];
+        }
+#pragma unroll
+        for (int i = 0; i < kPer; ++i)
+#pragma unroll
+          for (int k = 0; k < kPer; ++k) acc[i][k] = fma_ftz(a[i], w[k], acc[i][k]);
+      }
+    }
+#pragma unroll
+    for (int i = 0; i < kPer; ++i) {
+      const int64_t m = m0 + ty + 16 * i;
+      if (m >= M) continue;
+#pragma unroll
+      for (int k = 0; k < kPer; ++k) {
+        const int64_t n = n0 + tx + 16 * k;
+        if (n >= N) continue;
+        const float o = load_f32<D>(out, m * N + n);
+        store_f32<D>(out, m * N + n, gpu_add_ftz(o, round_to<D>(acc[i][k])));
+      }
+    }
   }
 }
 

@@ -7,7 +7,7 @@
 // K % 4 == 0; otherwise, and whenever cuBLASLt is missing or offers no algorithm, the
 // bandwidth-bound kernel that reads B once. cuBLASLt is loaded at run time (dlopen), so the
 // plugin loads on machines without it. Nothing here synchronises except outlier_columns, whose
-// contract returns a host-visible count.
+// contract returns a host-visible count (linear_outliers writes its count to device memory).
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
@@ -19,6 +19,7 @@
 #include "gpu_backend.h"
 #include "half.h"
 #include "int8_kernels.cuh"
+#include "int_math.h"
 
 #if !defined(BNB_GPU_HIP)
 #include <cublasLt.h>
@@ -471,6 +472,35 @@ bnb_status_t op_linear(void* impl, int32_t dtype, int64_t M, int64_t N, int64_t 
   return op_mm_dequant(impl, M, N, C, row_stats, SCB, bias, dtype, out, stream);
 }
 
+// bnb_int8_linear_outliers: bnb_int8_linear's kernels, then the outlier columns (flags written
+// into `columns`, compacted there in place, the count to `count`) and the outlier product, which
+// reads the count on the device. No host synchronisation and no allocation: capturable.
+bnb_status_t op_linear_outliers(void* impl, int32_t dtype, int64_t M, int64_t N, int64_t K, const void* A,
+                                float threshold, const int8_t* W, const float* SCB, const void* bias, int8_t* q,
+                                float* row_stats, int32_t* C, int32_t* columns, int64_t* count, void* out,
+                                void* stream) {
+  bnb_status_t st = op_linear(impl, dtype, M, N, K, A, threshold, W, SCB, bias, q, row_stats, C, out, stream);
+  if (st != BNB_SUCCESS) return st;
+  const GpuContext& ctx = ctx_of(impl);
+  DeviceGuard guard(ctx.device);
+  const auto s = static_cast<gpuStream_t>(stream);
+  if (!(threshold > 0.0f)) return check(gpuMemsetAsync(count, 0, sizeof *count, s), "writing the outlier count");
+  const float t = round_to_dtype(dtype, threshold);
+  return with_dtype(dtype, "int8_linear_outliers", [&](auto d) {
+    constexpr int D = decltype(d)::value;
+    launch_outlier_flags<D>(M, K, A, t, columns, s);
+    bnb_status_t st2 = check_launch("int8 outlier_columns_kernel (flags)");
+    if (st2 != BNB_SUCCESS) return st2;
+    compact_columns_kernel<<<1, 1024, 0, s>>>(columns, K, columns, K, count);
+    st2 = check_launch("int8 compact_columns_kernel");
+    if (st2 != BNB_SUCCESS) return st2;
+    const dim3 grid(grid_of(ceil_div(N, int64_t{kOutlierTile}), 1 << 30),
+                    grid_of(ceil_div(M, int64_t{kOutlierTile}), 65535));
+    outlier_product_kernel<D><<<grid, 256, 0, s>>>(A, W, SCB, columns, count, M, N, K, out);
+    return check_launch("int8 outlier_product_kernel");
+  });
+}
+
 }  // namespace
 
 void register_int8_ops(bnb_backend_ops_t* ops) {
@@ -479,6 +509,7 @@ void register_int8_ops(bnb_backend_ops_t* ops) {
   ops->int8_matmul = op_matmul;
   ops->int8_mm_dequant = op_mm_dequant;
   ops->int8_linear = op_linear;
+  ops->int8_linear_outliers = op_linear_outliers;
 }
 
 }  // namespace gpu

@@ -3,7 +3,8 @@
 // outlier columns and int32 products bit for bit, dequantization bit for bit (both follow
 // docs/FORMATS.md §6.3; FTZ can only differ below fp16's range). Covers both int8 GEMM paths (the
 // bandwidth-bound kernel for M <= 16, K % 16 != 0 or unaligned pointers; cuBLASLt above), a
-// user stream and CUDA-graph capture of the layer forward. The unit suite runs on the GPU too.
+// user stream and CUDA-graph capture of the layer forward (bnb_int8_linear_outliers included:
+// its count stays on the device). The unit suite runs on the GPU too.
 //
 // BNB_GPU_TESTS_ON_CPU=1 runs the suite against the CPU backend (a harness self-check).
 #include <gtest/gtest.h>
@@ -315,6 +316,139 @@ TEST_F(Int8Gpu, LayerForwardCapturesInAGraph) {
     ASSERT_BNB_OK(bnb_int8_mm_dequant(c.get(), M, N, cC.as<int32_t>(), cSCA.as<float>(), cSCB.as<float>(), cBi.get(),
                                       BNB_F16, cO.get(), nullptr));
     EXPECT_EQ(count_diffs(got, cO.download()), 0);
+  }
+  drv.cuStreamDestroy(stream);
+}
+
+namespace {
+
+// The inputs of one int8 layer call, in one context's memory.
+struct LayerInputs {
+  LayerInputs(const Context& ctx, const std::vector<uint8_t>& x, const std::vector<uint8_t>& w,
+              const std::vector<float>& scb, const std::vector<uint8_t>& bias)
+      : X(ctx, x.size()), W(ctx, w.size()), S(ctx, scb.size() * 4), Bi(ctx, bias.size()) {
+    X.upload(x.data(), x.size());
+    W.upload(w.data(), w.size());
+    S.upload(scb.data(), scb.size() * 4);
+    Bi.upload(bias.data(), bias.size());
+  }
+  Buffer X, W, S, Bi;
+};
+
+// The outputs of bnb_int8_linear_outliers, poisoned before the call.
+struct LayerOutputs {
+  LayerOutputs(const Context& ctx, int64_t M, int64_t N, int64_t K, int32_t dtype)
+      : Q(ctx, static_cast<size_t>(M * K)), RS(ctx, static_cast<size_t>(M) * 4), Cc(ctx, static_cast<size_t>(M * N) * 4),
+        Cols(ctx, static_cast<size_t>(K) * 4), Count(ctx, 8), O(ctx, static_cast<size_t>(M * N) * dtype_size(dtype)) {
+    for (Buffer* b : {&Q, &RS, &Cols, &Count, &O}) b->fill(0xcd);
+  }
+  bnb_status_t run(const Context& ctx, const LayerInputs& in, int32_t dtype, int64_t M, int64_t N, int64_t K,
+                   float threshold, void* stream) {
+    return bnb_int8_linear_outliers(ctx.get(), dtype, M, N, K, in.X.get(), threshold, in.W.as<int8_t>(),
+                                    in.S.as<float>(), in.Bi.get(), Q.as<int8_t>(), RS.as<float>(), Cc.as<int32_t>(),
+                                    Cols.as<int32_t>(), Count.as<int64_t>(), O.get(), stream);
+  }
+  // q, row_stats, count, columns[0 .. count) and out.
+  Results download() const {
+    Results r;
+    r.q = Q.download();
+    r.stats = RS.download();
+    r.count = Count.download_as<int64_t>()[0];
+    r.cols = Cols.download();
+    r.cols.resize(static_cast<size_t>(std::max<int64_t>(r.count, 0)) * 4);
+    r.out = O.download();
+    return r;
+  }
+  Buffer Q, RS, Cc, Cols, Count, O;
+};
+
+void expect_same(const Results& g, const Results& c) {
+  EXPECT_EQ(g.count, c.count);
+  EXPECT_EQ(count_diffs(g.cols, c.cols), 0);
+  EXPECT_EQ(count_diffs(g.q, c.q), 0);
+  EXPECT_EQ(count_diffs(g.stats, c.stats), 0);
+  EXPECT_EQ(count_diffs(g.out, c.out), 0);
+}
+
+}  // namespace
+
+// bnb_int8_linear_outliers at layer sizes against the CPU backend (held to the scalar reference of
+// docs/OPS.md §5.10 by tests/unit/test_int8.cc): count, columns, q, row_stats and out bit for bit.
+TEST_F(Int8Gpu, LinearOutliersMatchesCpu) {
+  const int64_t cases[][3] = {{1, 4096, 4096}, {5, 11008, 4096}, {16, 4096, 11008}, {24, 1024, 4096},
+                              {256, 4096, 4096}, {130, 258, 4100}};
+  for (const auto& c : cases) {
+    const int64_t M = c[0], N = c[1], K = c[2];
+    const auto w = random_int8_bytes(N * K, static_cast<uint64_t>(N + K));
+    std::mt19937_64 rng(static_cast<uint64_t>(M * 7 + N));
+    std::vector<float> scb(static_cast<size_t>(N));
+    for (auto& v : scb) v = from_dtype(to_dtype({0.05f + (rng() % 1000) / 400.0f}, BNB_F16), BNB_F16)[0];
+    const std::vector<uint8_t> x16 = activations_f16(M, K, static_cast<uint64_t>(M + 3));
+    for (const int32_t dtype : {BNB_F16, BNB_BF16, BNB_F32}) {
+      const std::vector<uint8_t> x = dtype == BNB_F16 ? x16 : to_dtype(from_dtype(x16, BNB_F16), dtype);
+      const std::vector<uint8_t> bias = to_dtype(random_normal(N, rng(), 1.0f), dtype);
+      for (const float threshold : {0.0f, 6.0f}) {
+        SCOPED_TRACE(testing::Message() << "M " << M << " N " << N << " K " << K << " dtype " << dtype
+                                        << " threshold " << threshold);
+        Results r[2];
+        const Context* ctxs[2] = {gpu_.get(), cpu_.get()};
+        for (int i = 0; i < 2; ++i) {
+          const LayerInputs in(*ctxs[i], x, w, scb, bias);
+          LayerOutputs o(*ctxs[i], M, N, K, dtype);
+          ASSERT_BNB_OK(o.run(*ctxs[i], in, dtype, M, N, K, threshold, nullptr));
+          r[i] = o.download();
+        }
+        if (threshold > 0.0f) {
+          EXPECT_GT(r[1].count, 0);
+        }
+        expect_same(r[0], r[1]);
+      }
+    }
+  }
+}
+
+// The whole layer with its outlier product, captured into a CUDA graph on a user stream: the
+// op reads no count on the host, so the capture holds, and replaying it on activations with
+// other outlier columns (another count) gives their result.
+TEST_F(Int8Gpu, LinearOutliersCapturesInAGraph) {
+  if (kind_ != BNB_BACKEND_CUDA) GTEST_SKIP() << "CUDA-only test";
+  CudaDriver drv;
+  if (!drv.load()) GTEST_SKIP() << "libcuda.so.1 not loadable";
+  void* stream = nullptr;
+  ASSERT_EQ(drv.cuStreamCreate(&stream, 1 /* non-blocking */), 0);
+  for (const int64_t M : {int64_t{1}, int64_t{16}, int64_t{64}}) {
+    SCOPED_TRACE(testing::Message() << "M " << M);
+    const int64_t N = 1024, K = 2048;
+    const auto w = random_int8_bytes(N * K, 5);
+    const std::vector<float> scb(static_cast<size_t>(N), 0.75f);
+    const std::vector<uint8_t> bias = to_dtype(random_normal(N, 6, 1.0f), BNB_F16);
+    const std::vector<uint8_t> x0 = activations_f16(M, K, 1), x1 = activations_f16(M, K, 2);
+    LayerInputs in(*gpu_, x0, w, scb, bias);
+    LayerOutputs o(*gpu_, M, N, K, BNB_F16);
+    ASSERT_BNB_OK(o.run(*gpu_, in, BNB_F16, M, N, K, 6.0f, stream));  // warm-up outside the capture
+    ASSERT_BNB_OK(bnb_synchronize(gpu_->get(), stream));
+    ASSERT_EQ(drv.cuStreamBeginCapture(stream, 1 /* thread-local */), 0);
+    ASSERT_BNB_OK(o.run(*gpu_, in, BNB_F16, M, N, K, 6.0f, stream));
+    void* graph = nullptr;
+    ASSERT_EQ(drv.cuStreamEndCapture(stream, &graph), 0) << "bnb_int8_linear_outliers broke the capture";
+    void* exec = nullptr;
+    ASSERT_EQ(drv.cuGraphInstantiateWithFlags(&exec, graph, 0), 0);
+    for (const auto* x : {&x1, &x0}) {
+      in.X.upload(x->data(), x->size());
+      o.O.fill(0);
+      o.Count.fill(0xcd);
+      ASSERT_EQ(drv.cuGraphLaunch(exec, stream), 0);
+      ASSERT_EQ(drv.cuStreamSynchronize(stream), 0);
+      const Results got = o.download();
+      const LayerInputs cin(*cpu_, *x, w, scb, bias);
+      LayerOutputs co(*cpu_, M, N, K, BNB_F16);
+      ASSERT_BNB_OK(co.run(*cpu_, cin, BNB_F16, M, N, K, 6.0f, nullptr));
+      const Results want = co.download();
+      EXPECT_GT(want.count, 0);
+      expect_same(got, want);
+    }
+    drv.cuGraphExecDestroy(exec);
+    drv.cuGraphDestroy(graph);
   }
   drv.cuStreamDestroy(stream);
 }
