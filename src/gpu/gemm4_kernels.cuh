@@ -13,8 +13,6 @@
 //   binary32 FMA accumulation, a warp tree sum, one rounding to the output dtype with the bias
 //   added. blockIdx.y picks a tile of MB rows of A, so any M works. No atomics, no host
 //   synchronisation.
-// gemm4_dequantize_kernel<D>: weight rows [n0, n0 + rows) to dtype D in a workspace, each value
-//   RN_D(RN32(LUT[nibble] * absmax)), for the large-M path (workspace x A through cuBLAS).
 // gemm4_fill_bias_kernel<D>: out[m, n] = bias[n], so the library GEMM can add it with beta = 1.
 #ifndef BNB_GPU_GEMM4_KERNELS_CUH_
 #define BNB_GPU_GEMM4_KERNELS_CUH_
@@ -380,52 +378,6 @@ __global__ void __launch_bounds__(kGemm4Warps * 32)
           }
         }
       }
-    }
-  }
-}
-
-// Rows [n0, n0 + rows) of the weight to dtype D at ws (row-major, K per row). One thread per
-// 16 packed bytes (32 weights, one block).
-template <int D, bool ALIGNED>
-__global__ void gemm4_dequantize_kernel(const uint8_t* __restrict__ W, Gemm4Scales scales, Table16 table, int64_t n0,
-                                        int64_t rows, int64_t K, int log2_blocksize,
-                                        typename Elem<D>::T* __restrict__ ws) {
-  using T = typename Elem<D>::T;
-  __shared__ float lut[16];
-  if (threadIdx.x < 16) lut[threadIdx.x] = table.v[threadIdx.x];
-  __syncthreads();
-  const int64_t pieces = rows * (K / kGemm4PieceWeights);
-  for (int64_t p = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; p < pieces;
-       p += static_cast<int64_t>(gridDim.x) * blockDim.x) {
-    const int64_t e = p * kGemm4PieceWeights;  // element index within the slab
-    const int64_t g = n0 * K + e;               // within the whole weight
-    const uint4 piece = gemm4_load_piece<ALIGNED>(W + g / 2);
-    const float s = gemm4_block_scale(scales, g >> log2_blocksize);
-    const uint32_t words[4] = {piece.x, piece.y, piece.z, piece.w};
-    // The 32 values as 32-bit words (two 16-bit values per word, the lower element in the low
-    // half), stored as 16-byte vectors.
-    constexpr int kWords = kGemm4PieceWeights * static_cast<int>(sizeof(T)) / 4;
-    uint32_t out_words[kWords];
-#pragma unroll
-    for (int j = 0; j < 4; ++j) {
-#pragma unroll
-      for (int b = 0; b < 4; ++b) {
-        const uint32_t hi = gemm4_bits<D>(gemm4_from_f32<D>(__fmul_rn(lut[(words[j] >> (8 * b + 4)) & 15u], s)));
-        const uint32_t lo = gemm4_bits<D>(gemm4_from_f32<D>(__fmul_rn(lut[(words[j] >> (8 * b)) & 15u], s)));
-        const int i = 8 * j + 2 * b;  // element index of `hi`; `lo` is i + 1
-        if constexpr (sizeof(T) == 4) {
-          out_words[i] = hi;
-          out_words[i + 1] = lo;
-        } else {
-          out_words[i / 2] = hi | (lo << 16);
-        }
-      }
-    }
-    // The workspace comes from the stream-ordered allocator: 16-byte aligned rows (K % 32 == 0).
-    uint4* dst = reinterpret_cast<uint4*>(ws + e);
-#pragma unroll
-    for (int i = 0; i < kWords / 4; ++i) {
-      dst[i] = make_uint4(out_words[4 * i], out_words[4 * i + 1], out_words[4 * i + 2], out_words[4 * i + 3]);
     }
   }
 }

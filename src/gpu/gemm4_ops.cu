@@ -13,12 +13,13 @@
 //    M = 1; tiles of 2, 4 or 8 rows of A otherwise): weights streamed once per tile of A,
 //    decoded in registers, 4-8 rows of W per warp.
 //  * M > 16 (CUDA): weight slabs dequantized to the activation dtype in a stream-ordered
-//    workspace, then cuBLAS (cublasGemmEx, binary32 compute) — loaded with dlopen at first use
+//    workspace (by dequantize_4bit's own kernel, each slab a whole number of scale blocks), then cuBLAS (cublasGemmEx, binary32 compute) — loaded with dlopen at first use
 //    so the plugin never needs the library to load. Without it (or on HIP) the SIMT kernel
 //    covers every M.
 // Nothing here synchronises the host: every path is capturable in a CUDA graph.
 #include <cstdint>
 #include <cstdlib>
+#include <numeric>
 #include <type_traits>
 
 #include "gemm4_kernels.cuh"
@@ -60,6 +61,17 @@ constexpr int64_t kTileMinM = 17;
 constexpr int64_t kTileMaxM = 64;
 constexpr int64_t kWorkspaceBytes = int64_t{128} << 20;  // dequantized slab of the large-M path
 
+// The large-M paths' workspace in bytes: kWorkspaceBytes, or BNB_GEMM4_SLAB_BYTES (CTest runs the
+// GPU suites with small slabs, so that weights cut into many of them stay tested).
+int64_t workspace_bytes() {
+  static const int64_t bytes = [] {
+    const char* v = std::getenv("BNB_GEMM4_SLAB_BYTES");
+    const long long b = v != nullptr ? std::atoll(v) : 0;
+    return b > 0 ? static_cast<int64_t>(b) : kWorkspaceBytes;
+  }();
+  return bytes;
+}
+
 Table16 decode_table(int32_t quant_type) {
   const uint32_t* bits = quant_type == BNB_FP4 ? kFP4DecodeBits : kNF4Bits;
   Table16 t{};
@@ -76,6 +88,10 @@ struct Problem {
   int log2_blocksize;
   const void* bias;
   void* out;
+  // As the core passed them, for dequantize_4bit_on (the large-M paths' slabs).
+  const bnb_scales_resolved_t* resolved;
+  int32_t quant_type;
+  int64_t blocksize;
 };
 
 // ---------------------------------------------------------------- SIMT kernel
@@ -273,8 +289,14 @@ bnb_status_t over_dequantized_slabs(const GpuContext& ctx, const Problem& p, gpu
   if (!cublas().ok || p.M > kIntMax || p.K > kIntMax || p.N > kIntMax) return BNB_ERR_NOT_SUPPORTED;
   cublasHandle_t handle = thread_handle(ctx.device);
   if (handle == nullptr || cublas().set_stream(handle, stream) != CUBLAS_STATUS_SUCCESS) return BNB_ERR_NOT_SUPPORTED;
-  int64_t slab = kWorkspaceBytes / (p.K * static_cast<int64_t>(sizeof(T)));
-  if (slab < 1) slab = 1;
+  int64_t slab = workspace_bytes() / (p.K * static_cast<int64_t>(sizeof(T)));
+  if (slab < p.N) {
+    // Every slab starts on a whole block of scales (and of nested scales), so that it is a
+    // dequantize_4bit of its own with offset scale pointers: a multiple of `rows` rows.
+    const int64_t unit = p.blocksize * (p.resolved->absmax != nullptr ? 1 : p.resolved->blocksize2);
+    const int64_t rows = unit / std::gcd(p.K, unit);
+    slab = slab < rows ? rows : slab / rows * rows;
+  }
   if (slab > p.N) slab = p.N;
   T* ws = nullptr;
   if (gpuMallocAsync(reinterpret_cast<void**>(&ws), static_cast<size_t>(slab * p.K) * sizeof(T), stream) !=
@@ -283,19 +305,18 @@ bnb_status_t over_dequantized_slabs(const GpuContext& ctx, const Problem& p, gpu
     return BNB_ERR_NOT_SUPPORTED;
   }
   bnb_status_t st = BNB_SUCCESS;
-  const bool aligned = aligned16(p.W);
   for (int64_t n0 = 0; n0 < p.N && st == BNB_SUCCESS; n0 += slab) {
     const int64_t rows = p.N - n0 < slab ? p.N - n0 : slab;
-    const int64_t pieces = rows * (p.K / kGemm4PieceWeights);
-    const int64_t grid = persistent_grid(ctx, 8, (pieces + 255) / 256);
-    if (aligned) {
-      gemm4_dequantize_kernel<D, true><<<static_cast<unsigned>(grid), 256, 0, stream>>>(
-          p.W, p.scales, p.table, n0, rows, p.K, p.log2_blocksize, ws);
+    const int64_t e0 = n0 * p.K;  // the slab's first weight: a whole number of blocks in
+    const int64_t b0 = e0 >> p.log2_blocksize;
+    bnb_scales_resolved_t s = *p.resolved;
+    if (s.absmax != nullptr) {
+      s.absmax += b0;
     } else {
-      gemm4_dequantize_kernel<D, false><<<static_cast<unsigned>(grid), 256, 0, stream>>>(
-          p.W, p.scales, p.table, n0, rows, p.K, p.log2_blocksize, ws);
+      s.absmax_q += b0;
+      s.absmax2 += b0 / s.blocksize2;
     }
-    st = check_launch("gemm4_dequantize_kernel");
+    st = dequantize_4bit_on(ctx, p.quant_type, p.W + e0 / 2, &s, rows * p.K, p.blocksize, D, ws, stream);
     if (st == BNB_SUCCESS) st = multiply(handle, n0, rows, static_cast<const T*>(ws));
   }
   const gpuError_t fe = gpuFreeAsync(ws, stream);
@@ -526,6 +547,9 @@ Problem make_problem(int64_t M, int64_t N, int64_t K, const void* A, const uint8
   p.log2_blocksize = log2_of(blocksize);
   p.bias = bias;
   p.out = out;
+  p.resolved = scales;
+  p.quant_type = quant_type;
+  p.blocksize = blocksize;
   return p;
 }
 

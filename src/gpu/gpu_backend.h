@@ -110,6 +110,11 @@ int64_t persistent_grid(const GpuContext& ctx, int blocks_per_sm, int64_t tiles)
 // Empties the plugin's cache of pointer classifications (called when bnb frees memory).
 void forget_pointer_kinds();
 
+// dequantize_4bit's work on a context (also the large-M 4-bit matmul's decoder of weight slabs).
+bnb_status_t dequantize_4bit_on(const GpuContext& ctx, int32_t quant_type, const uint8_t* packed,
+                                const bnb_scales_resolved_t* scales, int64_t n, int64_t blocksize, int32_t out_dtype,
+                                void* out, gpuStream_t stream);
+
 // Op families.
 void register_quant_ops(bnb_backend_ops_t* ops);
 void register_gemm4_ops(bnb_backend_ops_t* ops);

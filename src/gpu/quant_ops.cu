@@ -201,21 +201,8 @@ bnb_status_t dequantize_4bit(void* impl, int32_t quant_type, const uint8_t* pack
                              void* out, void* stream) {
   const GpuContext& ctx = ctx_of(impl);
   DeviceGuard guard(ctx.device);
-  // The decoder's FP4 table applies bit 3 as a sign, so nibble 8 gives -0.0 (docs/FORMATS.md §3.6).
-  static const Table16 nf4 = table16(kNF4Bits, 16, 0);
-  static const Table16 fp4 = table16(kFP4DecodeBits, 16, 0);
-  const Table16* lut = nullptr;
-  switch (quant_type) {
-    case kNF4: lut = &nf4; break;
-    case kFP4: lut = &fp4; break;
-    default: return fail(BNB_ERR_NOT_SUPPORTED, "quant_type %d is not supported: use BNB_NF4 or BNB_FP4", quant_type);
-  }
-  const auto s = static_cast<gpuStream_t>(stream);
-  Scales4 sc{scales->absmax, scales->absmax_q, scales->absmax2, scales->code2, scales->offset, scales->blocksize2};
-  if (scales->absmax != nullptr) {
-    return dispatch_dequantize_4bit<false>(ctx, *lut, packed, sc, n, blocksize, out_dtype, out, s);
-  }
-  return dispatch_dequantize_4bit<true>(ctx, *lut, packed, sc, n, blocksize, out_dtype, out, s);
+  return dequantize_4bit_on(ctx, quant_type, packed, scales, n, blocksize, out_dtype, out,
+                            static_cast<gpuStream_t>(stream));
 }
 
 // ---------------------------------------------------------------- double quantization
@@ -251,6 +238,25 @@ bnb_status_t compress_absmax(void* impl, const float* absmax, int64_t nblocks, u
 }
 
 }  // namespace
+
+bnb_status_t dequantize_4bit_on(const GpuContext& ctx, int32_t quant_type, const uint8_t* packed,
+                                const bnb_scales_resolved_t* scales, int64_t n, int64_t blocksize, int32_t out_dtype,
+                                void* out, gpuStream_t stream) {
+  // The decoder's FP4 table applies bit 3 as a sign, so nibble 8 gives -0.0 (docs/FORMATS.md §3.6).
+  static const Table16 nf4 = table16(kNF4Bits, 16, 0);
+  static const Table16 fp4 = table16(kFP4DecodeBits, 16, 0);
+  const Table16* lut = nullptr;
+  switch (quant_type) {
+    case kNF4: lut = &nf4; break;
+    case kFP4: lut = &fp4; break;
+    default: return fail(BNB_ERR_NOT_SUPPORTED, "quant_type %d is not supported: use BNB_NF4 or BNB_FP4", quant_type);
+  }
+  Scales4 sc{scales->absmax, scales->absmax_q, scales->absmax2, scales->code2, scales->offset, scales->blocksize2};
+  if (scales->absmax != nullptr) {
+    return dispatch_dequantize_4bit<false>(ctx, *lut, packed, sc, n, blocksize, out_dtype, out, stream);
+  }
+  return dispatch_dequantize_4bit<true>(ctx, *lut, packed, sc, n, blocksize, out_dtype, out, stream);
+}
 
 void register_quant_ops(bnb_backend_ops_t* ops) {
   ops->quantize_blockwise = quantize_blockwise;

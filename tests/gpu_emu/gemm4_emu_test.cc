@@ -356,7 +356,6 @@ void check(const Case& c, uint64_t seed) {
                                     << " K=" << c.K << " bs=" << c.bs << " kc=" << c.kc);
   ASSERT_EQ(c.K % c.bs, 0);
   ASSERT_LE(MB * c.kc + 16 + 256, static_cast<int>(sizeof smem / sizeof(float)));
-  using T = typename Elem<D>::T;
   Problem<D> p(c, seed);
   const unsigned gy = static_cast<unsigned>((c.M + MB - 1) / MB);
   launch(c.gx, gy, kGemm4Warps * 32, [&] {
@@ -364,15 +363,6 @@ void check(const Case& c, uint64_t seed) {
                                              p.out.data(), c.M, c.N, c.K, p.log2_bs, c.kc);
   });
   p.expect_close();
-
-  // The dequantize kernel on rows [N/3, N): RN_D(RN32(LUT * absmax)), bit for bit.
-  const int64_t n = c.N * c.K, n0 = c.N / 3, rows = c.N - n0;
-  std::vector<T> ws(static_cast<size_t>(rows * c.K)), want(static_cast<size_t>(n));
-  bnb::ref::dequantize_4bit(c.qt, p.packed, p.effective.data(), n, c.bs, D, want.data());
-  launch(3, 1, 256, [&] {
-    gemm4_dequantize_kernel<D, ALIGNED>(p.packed, p.scales, p.table, n0, rows, c.K, p.log2_bs, ws.data());
-  });
-  EXPECT_EQ(std::memcmp(ws.data(), want.data() + n0 * c.K, ws.size() * sizeof(T)), 0);
 }
 
 // The tensor-core kernel with MT tiles of 8 rows of A; k_split < K runs the split-K variant
