@@ -255,8 +255,9 @@ class _FastLinear(torch.nn.Linear):
     arguments are kept in `_fast` (a closure made by `_make_fast`); later calls that pass its
     checks make that one call directly. The closure is called as run(d, x), d being the layer's
     `__dict__`, and returns the output, None (this input does not fit: the general path runs) or
-    _STALE (the layer changed: it is rebuilt). Besides the weight and the bias it checks the
-    attributes named in `_fast_keys` (compared by identity with their values when it was made).
+    _STALE (the layer changed: it is rebuilt). Besides the weight and the bias it depends on the
+    attributes named in `_fast_keys`: assigning one drops the closure (`__setattr__`), so the
+    calls do not compare them.
 
     `layer(x)` reaches the closure without torch's Module.__call__ and forward (two more Python
     frames with their own checks, about 1 us a call) when torch's __call__ would only call
@@ -271,10 +272,10 @@ class _FastLinear(torch.nn.Linear):
     _fast_keys = ()
 
     def __call__(self, *args, **kwargs):
-        if not _is_compiling() and len(args) == 1 and not kwargs:
-            run = self._fast
+        if not kwargs and len(args) == 1 and not _is_compiling():
             d = self.__dict__
-            if (run is not None and type(self).forward in _CALL_SHORTCUT_FORWARDS and "forward" not in d
+            run = d.get("_fast")
+            if (run is not None and "forward" not in d and type(self).forward in _CALL_SHORTCUT_FORWARDS
                     and not (d["_forward_pre_hooks"] or d["_forward_hooks"] or d["_backward_pre_hooks"]
                              or d["_backward_hooks"] or _global_hooks["_global_forward_pre_hooks"]
                              or _global_hooks["_global_forward_hooks"] or _global_hooks["_global_backward_pre_hooks"]
@@ -285,6 +286,11 @@ class _FastLinear(torch.nn.Linear):
                 if out is not None and out is not _STALE:
                     return out
         return _Module.__call__(self, *args, **kwargs)
+
+    def __setattr__(self, name, value):
+        if name in self._fast_keys:  # what the fast path was made for: it goes
+            self.__dict__.pop("_fast", None)
+        super().__setattr__(name, value)
 
     def forward(self, x):
         if type(x) is _Tensor and not _is_compiling():
@@ -531,6 +537,7 @@ _Tensor = torch.Tensor
 _is_compiling = torch.compiler.is_compiling
 _grad_enabled = torch.is_grad_enabled
 _data_ptr = torch._C.TensorBase.data_ptr
+_new_empty = torch._C.TensorBase.new_empty
 _raise_for = _lib.raise_for
 
 
@@ -543,8 +550,8 @@ def _fast_gemm_4bit(layer, x):
     (context, dtype, N, K, weight pointer, scales struct, quant type, blocksize, bias pointer) and
     the tensors behind them, and per call checks, cheapest first, that the layer still holds the
     same weight (object and data pointer), quantization state (object and absmax) and bias
-    (object and data pointer) and the same values of `_fast_keys` (compute_dtype); if not it
-    returns _STALE (the caller rebuilds it). Then that this input fits: a plain tensor,
+    (object and data pointer); if not it returns _STALE (the caller rebuilds it; assigning
+    compute_dtype, one of `_fast_keys`, drops it). Then that this input fits: a plain tensor,
     contiguous, the cached dtype and device, K columns, and no autograd to record; if not it
     returns None (the general path runs). Otherwise it allocates the output and makes the call.
     The library call is the one the general path makes (same function and arguments), so the
@@ -576,7 +583,6 @@ def _fast_gemm_4bit(layer, x):
     w_ptr, b_ptr = _data_ptr(B), None if b is None else _data_ptr(b)
     dtype, device_id = x.dtype, x.get_device()
     raw_stream = None if stream_device is None else _arrays.raw_stream_function()
-    pinned = _pinned(layer)
     data_ptr, raise_for, fast_rows = _data_ptr, _raise_for, _fast_rows
 
     def run(d, x):
@@ -585,9 +591,6 @@ def _fast_gemm_4bit(layer, x):
         if (weight is not w or bias is not b or weight.quant_state is not qs or qs.absmax is not amax
                 or data_ptr(weight) != w_ptr or (bias is not None and data_ptr(bias) != b_ptr)):
             return _STALE
-        for name, value in pinned:
-            if d.get(name) is not value:
-                return _STALE
         rows = fast_rows(x, dtype, device_id, bias, K, N)
         if rows is None:
             return None
@@ -601,30 +604,30 @@ def _fast_gemm_4bit(layer, x):
     return run
 
 
-def _pinned(layer):
-    """((name, value), ...) of the layer's `_fast_keys`: what its fast path was made for."""
-    return tuple((name, layer.__dict__.get(name)) for name in layer._fast_keys)
-
-
 def _fast_rows(x, dtype, device_id, bias, K, N):
     """For the layers' eager fast paths: (M, output tensor [..., N]) when `x` fits the cached call
-    (a plain tensor of the cached dtype and device, contiguous, K columns, no autograd to record),
-    else None."""
+    (a plain tensor of the cached dtype and device, contiguous, K columns, at least one row, no
+    autograd to record), else None."""
     if (type(x) is not _Tensor or x.dtype is not dtype or x.get_device() != device_id or not x.is_contiguous()
             or (_grad_enabled() and (x.requires_grad or (bias is not None and bias.requires_grad)))):
         return None
+    # The sizes go to new_empty as separate arguments: torch parses a tuple (shape[:-1] + (N,))
+    # about 2 us slower. Ranks 2 and 3 ([batch, 1, K] from generate()) unpack the shape directly.
     shape = x.shape
-    if len(shape) == 2:
+    rank = len(shape)
+    if rank == 2:
         M, k = shape
-        if k != K or M == 0:  # no rows: the general path gives the empty result
-            return None
-        return M, x.new_empty(M, N)
-    if shape and shape[-1] == K:
+        if k == K and M:
+            return M, _new_empty(x, M, N)
+    elif rank == 3:
+        B, T, k = shape
+        if k == K and B and T:
+            return B * T, _new_empty(x, B, T, N)
+    elif rank and shape[-1] == K:
         M = x.numel() // K
-        # sizes as separate arguments: a tuple argument (shape[:-1] + (N,)) costs torch's parser
-        # about 2 us more per call (generate() passes [batch, 1, K])
-        return (M, x.new_empty(*shape[:-1], N)) if M else None
-    return None
+        if M:
+            return M, _new_empty(x, *shape[:-1], N)
+    return None  # no rows (the general path gives the empty result) or not K columns
 
 
 _FAST_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
@@ -830,8 +833,8 @@ Linear8bitLt._param_type = Int8Params
 def _fast_int8_linear(layer, x):
     """The eager fast path of one Linear8bitLt for inputs like `x`, or None when it does not fit
     (it covers threshold 0: no outlier columns). Same contract as _fast_gemm_4bit: per call the
-    closure returns _STALE when the weight (object, data pointer, SCB), the bias (object, data
-    pointer) or the state object changed, None when this input or the threshold does not fit,
+    closure returns _STALE when the weight (object, data pointer, SCB) or the bias (object, data
+    pointer) changed (assigning another state object drops it: `_fast_keys`), None when this input or the threshold does not fit,
     else the output of the same three library calls the general path makes
     (int8_vectorwise_quant, int8_matmul, int8_mm_dequant), so bit-identical to it."""
     params = layer._parameters
@@ -846,7 +849,6 @@ def _fast_int8_linear(layer, x):
     quant, matmul, dequant, ctx, code, N, K, cb_ptr, scb_ptr, b_ptr, stream_device, keep_alive = plan
     dtype, device_id = x.dtype, x.get_device()
     raw_stream = None if stream_device is None else _arrays.raw_stream_function()
-    pinned = _pinned(layer)
     data_ptr, raise_for, fast_rows = _data_ptr, _raise_for, _fast_rows
     i8, i32, f32 = torch.int8, torch.int32, torch.float32
 
@@ -856,9 +858,6 @@ def _fast_int8_linear(layer, x):
         if (weight is not w or bias is not b or weight.SCB is not SCB or data_ptr(weight) != cb_ptr
                 or (bias is not None and data_ptr(bias) != b_ptr)):
             return _STALE
-        for name, value in pinned:  # the state object among them
-            if d.get(name) is not value:
-                return _STALE
         rows = None if state.threshold != 0 else fast_rows(x, dtype, device_id, bias, K, N)
         if rows is None:
             return None
