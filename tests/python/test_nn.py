@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import warnings
 
 import numpy as np
 import pytest
@@ -413,6 +414,99 @@ def test_linear4bit_fast_path_follows_changes_of_the_layer():
             layer(randn((2, K + 64), "cpu"))
         with pytest.raises(Exception):
             layer(torch.ones((), dtype=torch.float32))
+
+
+def watch_fast_path(layer):
+    """Wraps the layer's fast-path closure: the list records, per call, whether it answered."""
+    real, answered = layer._fast, []
+
+    def run(d, x):
+        out = real(d, x)
+        answered.append(out is not None and out is not bnb.nn._STALE)
+        return out
+
+    layer._fast = run
+    return answered
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=str)
+@pytest.mark.parametrize("rank", [2, 3])
+def test_linear4bit_fast_path_falls_back(dtype, rank):
+    """Every input or layer change the eager fast path was not made for runs the general path:
+    an input that requires grad (grad mode), a non-contiguous input, another dtype, a meta input
+    (the host's device index, no data), a weight, quantization state or bias replaced or moved
+    in memory, jit tracing. Results equal the general path's and the float64 product with the
+    dequantized weight; after each change the shortcut is made again and answers."""
+    K, N = 128, 64
+    layer = bnb.nn.Linear4bit(K, N, compute_dtype=dtype, quant_type="nf4")
+    with torch.no_grad():
+        layer.weight.data = randn((N, K), "cpu", seed=1)
+        layer.bias.data = randn((N,), "cpu", dtype, seed=2)
+    layer = layer.to("cpu")
+    lead = (1,) * (rank - 1)
+    x = randn(lead + (K,), "cpu", dtype, seed=3)
+
+    def reference(x):
+        W = dequantized_weight(layer).double()
+        return x.double() @ W.T + layer.bias.double()
+
+    def check(x, fast):
+        y = layer(x)
+        want = general_path(layer, x)
+        assert torch.equal(y.detach(), want.detach()) and y.shape == lead + (N,)
+        assert rel_err(y, reference(x)) <= TOL_4BIT[dtype]
+        assert answered[-1] is fast
+        return y
+
+    with torch.no_grad():
+        layer(x)
+        answered = watch_fast_path(layer)
+        check(x, True)
+        check(randn(lead + (2 * K,), "cpu", dtype, seed=4)[..., ::2], False)  # not contiguous
+        other = torch.float16 if dtype == torch.bfloat16 else torch.bfloat16
+        y = layer(x.to(other))  # another dtype: cast to compute_dtype and back by the general path
+        assert answered[-1] is False and y.dtype == other and torch.equal(y, general_path(layer, x.to(other)))
+        with pytest.raises(ValueError, match="meta"):
+            layer(torch.empty(lead + (K,), dtype=dtype, device="meta"))
+        assert answered[-1] is False
+        check(x.clone().requires_grad_(), True)  # no grad mode: the shortcut
+    # grad mode: an input that requires grad goes through autograd
+    xr = x.clone().requires_grad_()
+    layer.bias.requires_grad_(False)
+    check(x, True)
+    y = check(xr, False)
+    assert y.requires_grad
+    y.float().sum().backward()
+    assert xr.grad is not None and xr.grad.shape == x.shape
+    layer.bias.requires_grad_(True)  # a bias that requires grad too
+    assert check(x, False).requires_grad
+    with torch.no_grad():
+        # the layer's tensors replaced or moved: the closure is stale, the general path runs and the
+        # shortcut is made again (a new closure)
+        w, qs = layer.weight, layer.quant_state
+        for change in (lambda: setattr(w, "data", w.data.clone()),
+                       lambda: setattr(w, "quant_state", copy.deepcopy(w.quant_state)),
+                       lambda: setattr(layer.quant_state, "absmax", layer.quant_state.absmax.clone()),
+                       lambda: setattr(layer.bias, "data", layer.bias.data * 2),
+                       lambda: layer.load_state_dict({k: v.clone() for k, v in layer.state_dict().items()})):
+            before, calls = layer._fast, len(answered)
+            change()
+            y = layer(x)
+            assert not any(answered[calls:])  # dropped (load_state_dict) or declined
+            assert layer._fast is not before and layer._fast is not None
+            assert torch.equal(y, general_path(layer, x)) and rel_err(y, reference(x)) <= TOL_4BIT[dtype]
+            answered = watch_fast_path(layer)
+            check(x, True)
+        layer.compute_dtype = dtype  # assigning a pinned attribute drops the shortcut (even the same value)
+        assert layer._fast is None
+        y = layer(x)
+        assert layer._fast is not None and torch.equal(y, general_path(layer, x))
+        # jit.trace would record no library call: it gets the general path (which it cannot trace)
+        answered = watch_fast_path(layer)
+        with pytest.raises(TypeError), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # jit.trace is deprecated; its tracer warns too
+            torch.jit.trace(layer, x, check_trace=False)
+        assert not any(answered)
 
 
 def test_linear4bit_call_shortcut_keeps_what_module_call_does():

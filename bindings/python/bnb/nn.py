@@ -293,7 +293,7 @@ class _FastLinear(torch.nn.Linear):
         super().__setattr__(name, value)
 
     def forward(self, x):
-        if type(x) is _Tensor and not _is_compiling():
+        if type(x) is _Tensor and not _is_compiling() and not _is_tracing():  # (jit.trace records no library call)
             run = self._fast
             if run is not None:
                 out = run(self.__dict__, x)
@@ -594,8 +594,8 @@ def _fast_gemm_4bit(layer, x):
         rows = fast_rows(x, dtype, device_id, bias, K, N)
         if rows is None:
             return None
-        M, out = rows
-        st = plan_run(hp, M, data_ptr(x), data_ptr(out), None if raw_stream is None else raw_stream(stream_device))
+        M, x_ptr, out = rows
+        st = plan_run(hp, M, x_ptr, data_ptr(out), None if raw_stream is None else raw_stream(stream_device))
         if st:
             raise_for(st, "bnb_gemm_4bit_plan_run")
         return out
@@ -605,11 +605,15 @@ def _fast_gemm_4bit(layer, x):
 
 
 def _fast_rows(x, dtype, device_id, bias, K, N):
-    """For the layers' eager fast paths: (M, output tensor [..., N]) when `x` fits the cached call
-    (a plain tensor of the cached dtype and device, contiguous, K columns, at least one row, no
-    autograd to record), else None."""
+    """For the layers' eager fast paths: (M, x's data pointer, output tensor [..., N]) when `x`
+    fits the cached call (a plain tensor of the cached dtype and device, contiguous, K columns, at
+    least one row, no autograd to record), else None. A meta tensor has the host's device index
+    (-1) and no data: it does not fit (the general path names the device it does not support)."""
     if (type(x) is not _Tensor or x.dtype is not dtype or x.get_device() != device_id or not x.is_contiguous()
             or (_grad_enabled() and (x.requires_grad or (bias is not None and bias.requires_grad)))):
+        return None
+    x_ptr = _data_ptr(x)
+    if not x_ptr:
         return None
     # The sizes go to new_empty as separate arguments: torch parses a tuple (shape[:-1] + (N,))
     # about 2 us slower. Ranks 2 and 3 ([batch, 1, K] from generate()) unpack the shape directly.
@@ -618,15 +622,15 @@ def _fast_rows(x, dtype, device_id, bias, K, N):
     if rank == 2:
         M, k = shape
         if k == K and M:
-            return M, _new_empty(x, M, N)
+            return M, x_ptr, _new_empty(x, M, N)
     elif rank == 3:
         B, T, k = shape
         if k == K and B and T:
-            return B * T, _new_empty(x, B, T, N)
+            return B * T, x_ptr, _new_empty(x, B, T, N)
     elif rank and shape[-1] == K:
         M = x.numel() // K
         if M:
-            return M, _new_empty(x, *shape[:-1], N)
+            return M, x_ptr, _new_empty(x, *shape[:-1], N)
     return None  # no rows (the general path gives the empty result) or not K columns
 
 
@@ -861,13 +865,13 @@ def _fast_int8_linear(layer, x):
         rows = None if state.threshold != 0 else fast_rows(x, dtype, device_id, bias, K, N)
         if rows is None:
             return None
-        M, out = rows
+        M, x_ptr, out = rows
         q = x.new_empty(M, K, dtype=i8)
         row_stats = x.new_empty(M, dtype=f32)
         C = x.new_empty(M, N, dtype=i32)
         stream = None if raw_stream is None else raw_stream(stream_device)
         q_ptr, rs_ptr, c_ptr = data_ptr(q), data_ptr(row_stats), data_ptr(C)
-        status = quant(ctx, code, M, K, data_ptr(x), 0.0, q_ptr, rs_ptr, stream)
+        status = quant(ctx, code, M, K, x_ptr, 0.0, q_ptr, rs_ptr, stream)
         if status:
             raise_for(status, "bnb_int8_vectorwise_quant")
         status = matmul(ctx, M, N, K, q_ptr, cb_ptr, c_ptr, stream)
