@@ -288,12 +288,13 @@ class _FastLinear(torch.nn.Linear):
         return _Module.__call__(self, *args, **kwargs)
 
     def __setattr__(self, name, value):
-        if name in self._fast_keys:  # what the fast path was made for: it goes
+        if name in self._fast_keys:  # the fast path was made for the old value
             self.__dict__.pop("_fast", None)
         super().__setattr__(name, value)
 
     def forward(self, x):
-        if type(x) is _Tensor and not _is_compiling() and not _is_tracing():  # (jit.trace records no library call)
+        # (not under jit.trace either: a trace records no library call)
+        if type(x) is _Tensor and not _is_compiling() and not _is_tracing():
             run = self._fast
             if run is not None:
                 out = run(self.__dict__, x)
@@ -838,8 +839,8 @@ def _fast_int8_linear(layer, x):
     """The eager fast path of one Linear8bitLt for inputs like `x`, or None when it does not fit
     (it covers threshold 0: no outlier columns). Same contract as _fast_gemm_4bit: per call the
     closure returns _STALE when the weight (object, data pointer, SCB) or the bias (object, data
-    pointer) changed (assigning another state object drops it: `_fast_keys`), None when this input or the threshold does not fit,
-    else the output of the same three library calls the general path makes
+    pointer) changed (assigning another state object drops it: `_fast_keys`), None when this
+    input or the threshold does not fit, else the output of the same three library calls the general path makes
     (int8_vectorwise_quant, int8_matmul, int8_mm_dequant), so bit-identical to it."""
     params = layer._parameters
     w, b = params["weight"], params["bias"]
