@@ -8,5 +8,6 @@ nvidia-smi --query-gpu=name,driver_version --format=csv,noheader | tee $OUT/gpu.
 timeout 120 $B/bnb_bench_gemm4_cuda --m 128,256,1024,4096 --dtypes bf16 --json $OUT/gemm4_large_m.json 2>&1 | tail -24 | tee $OUT/gemm4_large_m.log
 export BNB_LIBRARY_PATH=$PWD/.gpu_carry/lib
 PYTHONPATH=$PWD/.gpu_carry/site timeout 100 python3 bench/python/qlora_layer.py --json $OUT/qlora_layer.json 2>&1 | grep -v Warn | tail -8
+for r in 2 3; do PYTHONPATH=$PWD/bindings/python:$PWD/bindings/python/compat timeout 60 python3 bench/python/layer4bit.py --device cuda --rank $r --shapes 4096x4096 --json $OUT/layer4bit_rank$r.json 2>&1 | tail -3; done
 unset BNB_LIBRARY_PATH
 STEPS=20 GEN=32 T=200 OUT=$OUT bash scripts/gpu/hf_qlora.sh 2>&1 | tail -32
