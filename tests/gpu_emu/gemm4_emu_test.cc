@@ -17,50 +17,17 @@
 #include <thread>
 #include <vector>
 
+#include "gpu_emu.h"
 #include "half.h"
 #include "ref.h"
 #include "tables.h"
 
 // ---------------------------------------------------------------- the CUDA subset, on the host
-#define BNB_GPU_GPU_PORT_H_  // the real gpu_port.h needs a CUDA compiler
 #define BNB_GEMM4_DYNAMIC_SHARED extern
-#define __global__
-#define __device__
-#define __host__
-#define __forceinline__ inline
-#define __launch_bounds__(...)
-#define __shared__ static  // one copy shared by the block's threads (blocks run one at a time)
 
 namespace {
 
-struct Dim {
-  unsigned x = 0, y = 0, z = 0;
-};
-thread_local Dim threadIdx, blockIdx;
-Dim blockDim, gridDim;
-
-// A reusable barrier for `count` threads.
-class Barrier {
- public:
-  explicit Barrier(int count) : count_(count) {}
-  void wait() {
-    std::unique_lock<std::mutex> lock(mu_);
-    const int64_t gen = generation_;
-    if (++arrived_ == count_) {
-      arrived_ = 0;
-      ++generation_;
-      cv_.notify_all();
-    } else {
-      cv_.wait(lock, [&] { return generation_ != gen; });
-    }
-  }
-
- private:
-  std::mutex mu_;
-  std::condition_variable cv_;
-  int count_, arrived_ = 0;
-  int64_t generation_ = 0;
-};
+using bnb_emu::Barrier;
 
 constexpr int kMaxThreads = 256;
 Barrier* g_block = nullptr;
@@ -105,23 +72,6 @@ inline float __fadd_rn(float a, float b) {
   volatile float r = a + b;
   return r;
 }
-inline float __uint_as_float(uint32_t u) {
-  float f;
-  std::memcpy(&f, &u, 4);
-  return f;
-}
-inline uint32_t __float_as_uint(float f) {
-  uint32_t u;
-  std::memcpy(&u, &f, 4);
-  return u;
-}
-struct __half {
-  uint16_t bits;
-};
-inline __half __ushort_as_half(uint16_t b) { return {b}; }
-inline uint16_t __half_as_ushort(__half h) { return h.bits; }
-inline float __half2float(__half h) { return bnb::f16_to_f32(h.bits); }
-inline __half __float2half_rn(float f) { return {bnb::f32_to_f16(f)}; }
 
 namespace bnb {
 namespace gpu {

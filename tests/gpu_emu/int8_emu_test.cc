@@ -1,0 +1,189 @@
+// The LLM.int8() GPU kernels of bnb_int8_linear_outliers (src/gpu/int8_kernels.cuh) compiled as
+// host C++ and run with one std::thread per GPU thread: the outlier flags written into the
+// caller's column buffer and compacted there in place (the kernel's HIP path: the CUDA path
+// counts with a warp ballot instead), and the outlier product against the CPU backend's
+// int8_add_outlier_product bit for bit (both docs/OPS.md §5.10, which tests/unit/test_int8.cc
+// holds to an independent reference). The arithmetic is the device's: binary32, one rounding
+// per operation, subnormal operands and results flushed (the HIP build's
+// -fgpu-flush-denormals-to-zero; CUDA's .ftz instructions). Says nothing about speed or the
+// memory model: tests/gpu does that on a device.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#include <memory>
+#include <random>
+#include <thread>
+#include <vector>
+
+#include "code8_select.h"
+#include "gpu_emu.h"
+#include "half.h"
+#include "int8_kernels.h"  // the CPU backend's int8_add_outlier_product
+
+// ---------------------------------------------------------------- the HIP subset, on the host
+#define BNB_GPU_HIP 1
+
+namespace {
+bnb_emu::Barrier* g_block = nullptr;
+}  // namespace
+
+inline void __syncthreads() { g_block->wait(); }
+[[noreturn]] inline void __trap() { std::abort(); }
+template <class T>
+T __ldg(const T* p) {
+  return *p;
+}
+inline float ftz(float x) { return bnb::c8_ftz(x); }
+inline float __fmaf_rn(float a, float b, float c) { return ftz(std::fma(ftz(a), ftz(b), ftz(c))); }
+inline float __int2float_rn(int32_t i) { return static_cast<float>(i); }
+inline int __float2int_rn(float f) { return static_cast<int>(std::nearbyint(f)); }
+inline float __shfl_xor(float, int, int) { std::abort(); }  // not in the kernels run here
+struct int4 {
+  int32_t x, y, z, w;
+};
+inline int4 make_int4(int32_t a, int32_t b, int32_t c, int32_t d) { return {a, b, c, d}; }
+
+namespace bnb {
+namespace gpu {
+constexpr int kWarpSize = 32;
+inline float gpu_mul_ftz(float a, float b) { return ftz(ftz(a) * ftz(b)); }
+inline float gpu_add_ftz(float a, float b) { return ftz(ftz(a) + ftz(b)); }
+inline float gpu_max_ftz(float a, float b) { return std::fmax(a, b); }
+inline float gpu_block_reciprocal(float m) { return 1.0f / m; }
+inline float gpu_shfl_xor(float, int, int) { std::abort(); }  // not in the kernels run here
+}  // namespace gpu
+}  // namespace bnb
+
+#include "int8_kernels.cuh"
+
+namespace {
+
+using namespace bnb::gpu;
+using namespace bnb::gpu::int8;
+
+// Runs body() as a grid of gx x gy blocks of bx x by threads, one block at a time.
+template <class F>
+void launch(unsigned gx, unsigned gy, unsigned bx, unsigned by, const F& body) {
+  blockDim = {bx, by, 1};
+  gridDim = {gx, gy, 1};
+  for (unsigned y = 0; y < gy; ++y) {
+    for (unsigned x = 0; x < gx; ++x) {
+      bnb_emu::Barrier block(static_cast<int>(bx * by));
+      g_block = &block;
+      std::vector<std::thread> ts;
+      for (unsigned t = 0; t < bx * by; ++t) {
+        ts.emplace_back([&, t, x, y] {
+          threadIdx = {t % bx, t / bx, 0};
+          blockIdx = {x, y, 0};
+          body();
+        });
+      }
+      for (auto& t : ts) t.join();
+    }
+  }
+}
+
+// fp16 activations [rows, cols]: |x| < 4 except at the given columns, which hold one |x| >= 6.
+std::vector<uint16_t> activations(int64_t rows, int64_t cols, const std::vector<int32_t>& outliers, uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  std::vector<uint16_t> a(static_cast<size_t>(rows * cols));
+  for (auto& h : a) h = bnb::f32_to_f16(std::fmax(-3.9f, std::fmin(3.9f, normal(rng))));
+  for (const int32_t c : outliers)
+    a[static_cast<size_t>(static_cast<int64_t>(rng() % static_cast<uint64_t>(rows)) * cols + c)] =
+        bnb::f32_to_f16((rng() % 2 ? 1.0f : -1.0f) * (6.0f + static_cast<float>(rng() % 500) / 10.0f));
+  return a;
+}
+
+std::vector<int32_t> random_columns(int64_t cols, int64_t n, uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  std::vector<int32_t> c;
+  while (static_cast<int64_t>(c.size()) < n) {
+    const auto v = static_cast<int32_t>(rng() % static_cast<uint64_t>(cols));
+    if (std::find(c.begin(), c.end(), v) == c.end()) c.push_back(v);
+  }
+  std::sort(c.begin(), c.end());
+  return c;
+}
+
+// The flags written into `columns` itself, then compacted there (one block of 1024 threads
+// walks the columns 1024 at a time): the ascending outlier columns and their count.
+TEST(Int8KernelsOnHost, OutlierColumnsCompactInPlace) {
+  const int64_t shapes[][3] = {{1, 1, 1}, {3, 33, 2}, {7, 1000, 9}, {2, 2053, 40}, {5, 2100, 2100}};
+  uint64_t seed = 11;
+  for (const auto& s : shapes) {
+    const int64_t rows = s[0], cols = s[1];
+    SCOPED_TRACE(testing::Message() << "rows " << rows << " cols " << cols << " outliers " << s[2]);
+    const std::vector<int32_t> want = s[2] == cols ? [&] {
+      std::vector<int32_t> all(static_cast<size_t>(cols));
+      for (int64_t c = 0; c < cols; ++c) all[static_cast<size_t>(c)] = static_cast<int32_t>(c);
+      return all;
+    }()
+                                                   : random_columns(cols, s[2], ++seed);
+    const std::vector<uint16_t> a = activations(rows, cols, want, ++seed);
+    std::vector<int32_t> columns(static_cast<size_t>(cols), -7);
+    int64_t count = -1;
+    const float t = 6.0f;
+    // The launcher's blocks are 32 x 32; the kernel takes any number of row phases (4 here: fewer threads).
+    launch(static_cast<unsigned>((cols + 31) / 32), 1, 32, 4,
+           [&] { outlier_columns_kernel<kF16, false>(a.data(), rows, cols, t, nullptr, columns.data()); });
+    launch(1, 1, 1024, 1, [&] { compact_columns_kernel(columns.data(), cols, columns.data(), cols, &count); });
+    ASSERT_EQ(count, static_cast<int64_t>(want.size()));
+    columns.resize(static_cast<size_t>(count));
+    EXPECT_EQ(columns, want);
+  }
+}
+
+// outlier_product_kernel on grids smaller than the tiles (blocks stride) and exact, against the
+// CPU backend, for every dtype; count 0 leaves out untouched.
+template <int D>
+void check_outlier_product(int64_t M, int64_t N, int64_t K, int64_t n_cols, unsigned gx, unsigned gy,
+                           uint64_t seed) {
+  SCOPED_TRACE(testing::Message() << "D " << D << " M " << M << " N " << N << " K " << K << " columns " << n_cols
+                                  << " grid " << gx << " x " << gy);
+  using T = typename Elem<D>::T;
+  std::mt19937_64 rng(seed);
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  const auto as_d = [](float v) {
+    T out;
+    bnb::store_from_f32(D, &out, 0, v);
+    return out;
+  };
+  std::vector<T> A(static_cast<size_t>(M * K)), out(static_cast<size_t>(M * N));
+  for (auto& v : A) v = as_d(normal(rng) * (rng() % 7 == 0 ? 20.0f : 1.0f));
+  for (auto& v : out) v = as_d(normal(rng) * 4.0f);
+  std::vector<int8_t> W(static_cast<size_t>(N * K));
+  for (auto& w : W) w = static_cast<int8_t>(static_cast<int>(rng() % 255) - 127);
+  std::vector<float> scb(static_cast<size_t>(N));
+  for (auto& v : scb) v = bnb::round_to_dtype(BNB_F16, 0.05f + static_cast<float>(rng() % 1000) / 300.0f);
+  const std::vector<int32_t> cols = random_columns(K, n_cols, seed + 1);
+  const int64_t count = n_cols;
+  std::vector<T> want = out, got = out;
+  bnb::cpu::ThreadPool pool(1);
+  bnb::cpu::int8_add_outlier_product(pool, D, M, N, K, A.data(), W.data(), scb.data(), cols.data(), count,
+                                     want.data());
+  launch(gx, gy, 256, 1, [&] {
+    outlier_product_kernel<D>(A.data(), W.data(), scb.data(), cols.data(), &count, M, N, K, got.data());
+  });
+  EXPECT_EQ(0, std::memcmp(got.data(), want.data(), got.size() * sizeof(T)));
+  if (count > 0) EXPECT_NE(0, std::memcmp(got.data(), out.data(), got.size() * sizeof(T)));
+}
+
+TEST(Int8KernelsOnHost, OutlierProductMatchesCpu) {
+  // {M, N, K, outlier columns, grid x, grid y}: tails in M and N, more than one 32-column chunk,
+  // grids of fewer blocks than tiles, no outlier column at all.
+  const int64_t cases[][6] = {{1, 70, 300, 3, 2, 1}, {65, 64, 100, 33, 1, 1}, {130, 129, 200, 70, 2, 2},
+                              {5, 7, 40, 40, 1, 1}, {9, 20, 50, 0, 1, 1}};
+  uint64_t seed = 100;
+  for (const auto& c : cases) {
+    check_outlier_product<kF16>(c[0], c[1], c[2], c[3], static_cast<unsigned>(c[4]), static_cast<unsigned>(c[5]), ++seed);
+    check_outlier_product<kBF16>(c[0], c[1], c[2], c[3], static_cast<unsigned>(c[4]), static_cast<unsigned>(c[5]), ++seed);
+    check_outlier_product<kF32>(c[0], c[1], c[2], c[3], static_cast<unsigned>(c[4]), static_cast<unsigned>(c[5]), ++seed);
+  }
+}
+
+}  // namespace
