@@ -769,10 +769,14 @@ def test_matmul_int8_numpy():
 
 
 @pytest.mark.parametrize("device", DEVICES)
-def test_linear8bitlt_under_torch_compile(device):
+@pytest.mark.parametrize("threshold", [0.0, 6.0])
+def test_linear8bitlt_under_torch_compile(device, threshold):
+    """threshold 6: one torch.ops.bnb.int8_linear_outliers call, whose output sizes do not depend
+    on the data, so the graph needs no dynamic size."""
     torch._dynamo.reset()
-    layer, _, _ = make_int8_layer(64, 32, device, threshold=0.0)
+    layer, _, _ = make_int8_layer(64, 32, device, threshold=threshold)
     x = randn((4, 64), device, torch.float16)
+    x[:, 3] *= 20  # an outlier column at threshold 6
     eager = layer(x)
     assert torch.equal(torch.compile(layer, fullgraph=True)(x), eager)
 
