@@ -171,6 +171,10 @@ def test_int8_linear_outliers_op_torch_and_numpy(rng, device):
     assert np.array_equal(on_host.view(np.uint16), out.cpu().numpy().view(np.uint16))
     out0, _, count0 = torch.ops.bnb.int8_linear_outliers(A, CB, SCB, bias, 0.0)
     assert int(count0) == 0 and torch.equal(out0, int8_term(A, CB, SCB, bias, 0.0)[0])
+    with pytest.raises(ValueError, match="M, N, K > 0"):
+        torch.ops.bnb.int8_linear_outliers(A[:0], CB, SCB, bias, 6.0)
+    empty = bnb.functional.int8_linear(A[:0], CB, SCB, bias=bias, threshold=6.0)
+    assert empty.shape == (0, N)
     # the fake implementation: the sizes depend on the input sizes only
     with torch._subclasses.fake_tensor.FakeTensorMode() as mode:
         fo, fc, fn = torch.ops.bnb.int8_linear_outliers(mode.from_tensor(A), mode.from_tensor(CB),

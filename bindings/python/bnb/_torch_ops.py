@@ -350,6 +350,9 @@ def int8_linear_outliers(A: Tensor, CB: Tensor, SCB: Tensor, bias: Optional[Tens
     columns are columns[:count]. A is [M, K] (M, N, K > 0), CB int8 [N, K], SCB float32 [N], bias
     None or [N] in A's dtype. The count stays on the device: no synchronisation, and the output
     sizes depend only on the input sizes (CUDA-graph capturable)."""
+    if A.dim() != 2 or CB.dim() != 2 or A.numel() == 0 or CB.numel() == 0:
+        raise ValueError(f"bnb.int8_linear_outliers takes A [M, K] and CB [N, K] with M, N, K > 0, not "
+                         f"{tuple(A.shape)} and {tuple(CB.shape)} (bnb.functional.int8_linear takes any)")
     kit = kit_for(A)
     A, dt = kit.prepare(A, "A")
     M, K = A.shape
