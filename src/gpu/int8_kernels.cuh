@@ -353,7 +353,7 @@ __global__ void __launch_bounds__(256)
     for (int64_t j0 = 0; j0 < total; j0 += kC) {
       const int chunk = total - j0 < kC ? static_cast<int>(total - j0) : kC;
       __syncthreads();  // the previous chunk's tiles are read
-      if (threadIdx.x < chunk) col_s[threadIdx.x] = columns[j0 + threadIdx.x];
+      if (static_cast<int>(threadIdx.x) < chunk) col_s[threadIdx.x] = columns[j0 + threadIdx.x];
       __syncthreads();
       for (int e = threadIdx.x; e < kT * kC; e += 256) {
         const int r = e / kC, j = e % kC;
