@@ -307,7 +307,7 @@ bnb_status_t over_dequantized_slabs(const GpuContext& ctx, const Problem& p, gpu
   bnb_status_t st = BNB_SUCCESS;
   for (int64_t n0 = 0; n0 < p.N && st == BNB_SUCCESS; n0 += slab) {
     const int64_t rows = p.N - n0 < slab ? p.N - n0 : slab;
-    const int64_t e0 = n0 * p.K;  // the slab's first weight: a whole number of blocks in
+    const int64_t e0 = n0 * p.K;  // the slab's first weight, on a block boundary (above)
     const int64_t b0 = e0 >> p.log2_blocksize;
     bnb_scales_resolved_t s = *p.resolved;
     if (s.absmax != nullptr) {
