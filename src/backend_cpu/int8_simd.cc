@@ -69,9 +69,6 @@ struct Int8DequantArgs {
   void* out;
 };
 
-// RN32(1 / (127 * 127)) (docs/FORMATS.md §6.3).
-constexpr uint32_t kDequantScaleBits = 0x38820610u;
-
 // Code of one element: rint(RN32(x * s)) with NaN -> 0, saturated to int8.
 inline int8_t quant_scalar(float x, float s) {
   float p = x * s;
@@ -522,7 +519,7 @@ void int8_add_outlier_product(ThreadPool& pool, int32_t dtype, int64_t M, int64_
                               const int8_t* W, const float* SCB, const int32_t* columns, int64_t count, void* out) {
   if (count == 0) return;
   // Binary32 as the GPU's ftz instructions compute it: subnormal operands and results are 0.
-  constexpr float kInv127 = 1.0f / 127.0f;  // RN32(1/127)
+  const float inv127 = bits_to_float(kInv127Bits);
   const auto cnt = static_cast<size_t>(count);
   std::vector<float> a(static_cast<size_t>(M) * cnt), w(static_cast<size_t>(N) * cnt);
   for (int64_t m = 0; m < M; ++m)
@@ -531,7 +528,7 @@ void int8_add_outlier_product(ThreadPool& pool, int32_t dtype, int64_t M, int64_
     const float scb = c8_ftz(SCB[n]);
     for (size_t j = 0; j < cnt; ++j) {
       const float ws = c8_ftz(static_cast<float>(W[n * K + columns[j]]) * scb);
-      w[n * cnt + j] = round_to_dtype(dtype, c8_ftz(ws * kInv127));
+      w[n * cnt + j] = round_to_dtype(dtype, c8_ftz(ws * inv127));
     }
   }
   const int64_t tasks = pool.task_count(M, N * count);

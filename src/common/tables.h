@@ -112,6 +112,11 @@ inline constexpr float kAbsmaxEmpty = -3.40282347e38f;
 // which is -0.0 in fp16) leaves it.
 inline float row_stat_from_max(float m) { return m < 0.0f ? -0.0f : m; }
 
+// The LLM.int8() scales: RN32(1 / (127 * 127)), the dequantization's (docs/FORMATS.md §6.3), and
+// RN32(1 / 127), the outlier product's weight scale (docs/OPS.md §5.10).
+inline constexpr uint32_t kDequantScaleBits = 0x38820610u;
+inline constexpr uint32_t kInv127Bits = 0x3c010204u;
+
 inline float bits_to_float(uint32_t b) {
   float f;
   std::memcpy(&f, &b, sizeof f);

@@ -15,10 +15,6 @@ namespace bnb {
 namespace gpu {
 namespace int8 {
 
-// RN32(1 / (127 * 127)) (docs/FORMATS.md §6.3).
-constexpr uint32_t kDequantScaleBits = 0x38820610u;
-// RN32(1 / 127) (docs/OPS.md §5.2).
-constexpr uint32_t kInv127Bits = 0x3c010204u;
 
 template <int D>
 __device__ __forceinline__ float load_f32(const void* p, int64_t i) {
@@ -272,6 +268,18 @@ __global__ void __launch_bounds__(256)
   }
 }
 
+// Element i of p (dtype D) = RN_D(v).
+template <int D>
+__device__ __forceinline__ void store_f32(void* p, int64_t i, float v) {
+  if constexpr (D == kF32) {
+    static_cast<float*>(p)[i] = v;
+  } else if constexpr (D == kF16) {
+    static_cast<uint16_t*>(p)[i] = f32_to_f16_bits(v);
+  } else {
+    static_cast<uint16_t*>(p)[i] = f32_to_bf16_bits(v);
+  }
+}
+
 // out[m, n] from the int32 product (docs/FORMATS.md §6.3): t = RN32(RN32(C * row) * col); fp16 bias fused
 // (RN16(fma(t, K_DQ, bias))), else RN16(t * K_DQ) and a bias of out_dtype added in binary32 and
 // rounded to fp16 again; then converted to out_dtype. Element e of out, bias element n.
@@ -289,10 +297,8 @@ __device__ __forceinline__ void dequant_store(int32_t c, float rs, float cs, con
   }
   if constexpr (O == kF16) {
     static_cast<uint16_t*>(out)[e] = h;
-  } else if constexpr (O == kF32) {
-    static_cast<float*>(out)[e] = f16_bits_to_f32(h);
   } else {
-    static_cast<uint16_t*>(out)[e] = f32_to_bf16_bits(f16_bits_to_f32(h));
+    store_f32<O>(out, e, f16_bits_to_f32(h));
   }
 }
 
@@ -316,17 +322,6 @@ __device__ __forceinline__ float round_to(float v) {
     return __uint_as_float(static_cast<uint32_t>(f32_to_bf16_bits(v)) << 16);
   } else {
     return v;
-  }
-}
-
-template <int D>
-__device__ __forceinline__ void store_f32(void* p, int64_t i, float v) {
-  if constexpr (D == kF32) {
-    static_cast<float*>(p)[i] = v;
-  } else if constexpr (D == kF16) {
-    static_cast<uint16_t*>(p)[i] = f32_to_f16_bits(v);
-  } else {
-    static_cast<uint16_t*>(p)[i] = f32_to_bf16_bits(v);
   }
 }
 
