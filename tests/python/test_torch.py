@@ -1,6 +1,10 @@
 """torch tensors: same results as numpy, outputs on the input's device, custom ops that pass
 torch.library.opcheck, torch.compile(fullgraph=True) and CUDA graphs. Skipped without torch."""
 
+import os
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
@@ -181,6 +185,60 @@ def test_torch_compile_fullgraph(rng, device):
         return bnb.dequantize_4bit(packed, state)
 
     assert torch.equal(torch.compile(quantize_and_back, fullgraph=True)(x), quantize_and_back(x))
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_each_quant_state_owns_a_fresh_code_table(rng, device):
+    A = t(rng.standard_normal(4096).astype(np.float32), device)
+    _, first = bnb.quantize_4bit(A, quant_type="nf4", compress_statistics=True)
+    _, second = bnb.quantize_4bit(A, quant_type="nf4", compress_statistics=True)
+    for a, b, name in ((first.code, second.code, "nf4"), (first.state2.code, second.state2.code, "dynamic_signed")):
+        assert a.device == A.device and a.data_ptr() != b.data_ptr()
+        assert np.array_equal(host(a), bnb.get_code_table(name))
+    first.code.zero_()  # a caller's write reaches neither another state nor the next one
+    _, third = bnb.quantize_4bit(A, quant_type="nf4", compress_statistics=True)
+    assert np.array_equal(host(second.code), bnb.get_code_table("nf4"))
+    assert np.array_equal(host(third.code), bnb.get_code_table("nf4"))
+
+
+@needs_cuda
+def test_quantize_4bit_holds_no_device_memory_beyond_its_outputs():
+    # In a fresh process: after the first nested NF4 quantization, the allocator holds exactly the
+    # blocks of the packed weight and the QuantState's tensors (no cached device code tables).
+    code = (
+        "import torch, bnb\n"
+        "W = torch.randn(512, 384, device='cuda', dtype=torch.bfloat16)\n"
+        "torch.cuda.synchronize(); before = torch.cuda.memory_allocated()\n"
+        "q, s = bnb.quantize_4bit(W, quant_type='nf4', compress_statistics=True)\n"
+        "torch.cuda.synchronize()\n"
+        "held = [q, s.absmax, s.code, s.offset, s.state2.absmax, s.state2.code]\n"
+        "blocks = sum(-(-x.untyped_storage().nbytes() // 512) * 512 for x in held if x.is_cuda)\n"
+        "print(torch.cuda.memory_allocated() - before, blocks)\n")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert r.returncode == 0, r.stderr
+    grown, blocks = map(int, r.stdout.split())
+    assert grown == blocks
+
+
+@needs_cuda
+def test_quantize_4bit_in_a_cuda_graph(rng):
+    A = t(rng.standard_normal(1 << 14).astype(np.float32), "cuda").to(torch.bfloat16)
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):  # warm up outside the capture
+        bnb.quantize_4bit(A, quant_type="nf4", compress_statistics=True)
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        q, state = bnb.quantize_4bit(A, quant_type="nf4", compress_statistics=True)
+        out = bnb.dequantize_4bit(q, state)
+    A.copy_(t(rng.standard_normal(1 << 14).astype(np.float32), "cuda").to(torch.bfloat16))
+    graph.replay()
+    torch.cuda.synchronize()
+    want_q, want_state = bnb.quantize_4bit(A, quant_type="nf4", compress_statistics=True)
+    assert torch.equal(q, want_q) and torch.equal(state.code, want_state.code)
+    assert torch.equal(out, bnb.dequantize_4bit(want_q, want_state))
 
 
 @needs_cuda
