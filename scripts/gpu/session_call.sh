@@ -6,6 +6,7 @@ nvidia-smi --query-gpu=name,driver_version --format=csv,noheader | tee $OUT/gpu.
 (timeout 100 $B/bnb_gpu_tests 2>&1 | grep -E "FAILED|PASSED|tests ran" | tail -8) | tee $OUT/gpu_tests.log
 (BNB_GEMM4_SLAB_BYTES=1024 timeout 60 $B/bnb_gpu_tests --gtest_filter='Gemm4Gpu.*' 2>&1 | grep -E "FAILED|PASSED" | tail -4
  BNB_GEMM4_SLAB_BYTES=1024 timeout 60 $B/bnb_tests --gtest_filter='Backends/Gemm4.*/cuda*' 2>&1 | grep -E "FAILED|PASSED" | tail -4) | tee $OUT/slab_tests.log
+BNB_LIBRARY_PATH=$PWD/.gpu_carry/lib PYTHONPATH=$PWD/bindings/python timeout 120 python3 -m pytest -q -p no:cacheprovider tests/python/test_torch.py 2>&1 | tail -4 | tee $OUT/pytest_torch.log
 timeout 100 $B/bnb_bench_gemm4_cuda --m 128,256,1024,4096 --dtypes bf16 --json $OUT/gemm4_large_m.json 2>&1 | tail -24 | tee $OUT/gemm4_large_m.log
 for r in 2 3; do PYTHONPATH=$PWD/bindings/python:$PWD/bindings/python/compat BNB_LIBRARY_PATH=$PWD/.gpu_carry/lib timeout 60 python3 bench/python/layer4bit.py --device cuda --rank $r --shapes 4096x4096 --json $OUT/layer4bit_rank$r.json 2>&1 | tail -3; done
 PYTHONPATH=$PWD/.gpu_carry/site BNB_LIBRARY_PATH=$PWD/.gpu_carry/lib timeout 80 python3 bench/python/qlora_layer.py --json $OUT/qlora_layer.json 2>&1 | grep -v Warn | tail -8
