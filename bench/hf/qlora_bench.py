@@ -215,6 +215,8 @@ def run_side(args):
         try:
             out["generate"]["compiled_reduce_overhead"] = _time_generate(model, prompt, args.gen_tokens, gen, device,
                                                                          torch, warmups=2)
+            if device.startswith("cuda"):
+                out["generate_compiled_profile"] = _profile_generate(model, prompt, gen, device, torch)
         except Exception as e:  # recorded: a side whose compiled decode fails has only its eager figure
             out["generate_compiled_error"] = f"{type(e).__name__}: {str(e)[:400]}"
             print(f"[{args.worker}] compiled generate failed: {out['generate_compiled_error']}", file=sys.stderr)
@@ -245,6 +247,29 @@ def _time_generate(model, prompt, n, gen, device, torch, warmups=1):
         dt = time.perf_counter() - t0
     new = toks.shape[1] - prompt.shape[1]
     return {"tokens": int(new), "seconds": dt, "tokens_per_s": new / dt, "first_tokens": toks[0, 16:32].tolist()}
+
+
+def _profile_generate(model, prompt, gen, device, torch, n=32):
+    """Where a compiled decode step's time goes: generate() of n tokens under torch.profiler, per
+    token: the wall time, the GPU kernel time (what the CUDA graphs replay), the kernel count and the
+    costliest kernels. Wall time well above kernel time means the step waits on the host (generate()'s
+    own loop, dynamo's guards, the graph launch), which no kernel of either engine changes."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with torch.no_grad(), profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+        _sync(device)
+        t0 = time.perf_counter()
+        model.generate(prompt, max_new_tokens=n, min_new_tokens=n, **gen)
+        _sync(device)
+        wall = time.perf_counter() - t0
+    kernels, by_name = 0, {}
+    for e in prof.events():
+        if e.device_type.name == "CUDA":
+            kernels += 1
+            by_name[e.name] = by_name.get(e.name, 0.0) + e.time_range.elapsed_us()
+    top = sorted(by_name.items(), key=lambda kv: -kv[1])[:12]
+    return {"tokens": n, "wall_ms_per_token": wall * 1e3 / n, "kernel_ms_per_token": sum(by_name.values()) / 1e3 / n,
+            "kernels_per_token": kernels / n, "top_kernels_us_per_token": {k[:120]: us / n for k, us in top}}
 
 
 # ----------------------------------------------------------------------------------------------- driver
@@ -334,6 +359,11 @@ def print_table(results, comparison):
     for m in modes:
         rows.append((f"generate {m} tok/s",
                      lambda r, m=m: f"{r['generate'][m]['tokens_per_s']:.1f}" if m in r["generate"] else "-"))
+    prof = lambda key: lambda r: (f"{r['generate_compiled_profile'][key]:.3f}" if "generate_compiled_profile" in r
+                                  else "-")
+    rows += [("compiled: wall ms / token", prof("wall_ms_per_token")),
+             ("compiled: kernel ms / token", prof("kernel_ms_per_token")),
+             ("compiled: kernels / token", prof("kernels_per_token"))]
     sides = list(results)
     print(f"{'':28}" + "".join(f"{s:>22}" for s in sides))
     for name, f in rows:
@@ -345,6 +375,10 @@ def print_table(results, comparison):
             print(f"{s}: engine kernels, us per step")
             for name, us in results[s]["engine_kernels_us_per_step"].items():
                 print(f"  {us:9.0f}  {name}")
+        if results[s].get("generate_compiled_profile"):
+            print(f"{s}: compiled decode, costliest kernels, us per token")
+            for name, us in results[s]["generate_compiled_profile"]["top_kernels_us_per_token"].items():
+                print(f"  {us:9.1f}  {name}")
 
 
 def main():
