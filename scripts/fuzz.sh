@@ -7,18 +7,30 @@
 # grows a scratch copy under build-fuzz/corpus. A finding leaves crash-*/leak-*/timeout-* files in
 # build-fuzz/findings and fails the script. Python: BNB_VENV's interpreter (scripts/install_deps.sh
 # installs atheris there), bnb from that venv or BNB_LIBRARY_PATH.
+# BNB_FUZZ_CTEST=1 (scripts/test.sh): the C/C++ suites and the CLI are built in the same
+# configuration and `ctest -L cpu` runs under its ASan + UBSan first, so one sanitizer build serves
+# both the suites and the fuzz targets.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SECONDS_EACH=${1:-60}
 BUILD=build-fuzz
+SUITES=OFF
+[ "${BNB_FUZZ_CTEST:-0}" = 1 ] && SUITES=ON
 CC=clang CXX=clang++ cmake -S . -B "$BUILD" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DBNB_FUZZ=ON \
-  -DBNB_BUILD_CUDA=OFF -DBNB_BUILD_HIP=OFF -DBNB_BUILD_TESTS=OFF -DBNB_BUILD_TOOLS=OFF -DBNB_BUILD_BENCH=OFF >/dev/null
-ninja -C "$BUILD" -j"$(nproc)" bnb_fuzz_quant bnb_fuzz_matmul bnb_fuzz_optim
+  -DBNB_BUILD_CUDA=OFF -DBNB_BUILD_HIP=OFF -DBNB_BUILD_TESTS=$SUITES -DBNB_BUILD_TOOLS=$SUITES -DBNB_BUILD_BENCH=OFF >/dev/null
+# verify_asan_link_order: the library links the shared sanitizer runtime (root CMakeLists.txt),
+# which the executables load after libstdc++. oneDNN stays out: its OpenMP worker threads crash
+# LeakSanitizer's tracer at exit (the Release ctest run covers the oneDNN path).
+export ASAN_OPTIONS=verify_asan_link_order=0:detect_leaks=1 BNB_ONEDNN_LIBRARY=/nonexistent
+if [ "$SUITES" = ON ]; then
+  echo "== ctest under AddressSanitizer + UndefinedBehaviorSanitizer (clang, cpu label)"
+  ninja -C "$BUILD" -j"$(nproc)"
+  ctest --test-dir "$BUILD" --output-on-failure -L cpu -j"$(nproc)"
+else
+  ninja -C "$BUILD" -j"$(nproc)" bnb_fuzz_quant bnb_fuzz_matmul bnb_fuzz_optim
+fi
 
 mkdir -p "$BUILD/findings"
-# verify_asan_link_order: the library links the shared sanitizer runtime (root CMakeLists.txt),
-# which the executables load after libstdc++. oneDNN stays out (its OpenMP threads and LSan).
-export ASAN_OPTIONS=verify_asan_link_order=0:detect_leaks=1 BNB_ONEDNN_LIBRARY=/nonexistent
 failed=()
 for target in fuzz_quant fuzz_matmul fuzz_optim; do
   corpus="$BUILD/corpus/$target"

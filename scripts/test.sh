@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # Every test suite: C/C++ (CTest, labels cpu and gpu — GPU tests skip without a device), the same
-# C/C++ suites cross-compiled for aarch64 and run under qemu-user, the CPU suites again under
-# AddressSanitizer + UBSan, the Python binding and the bitsandbytes
+# C/C++ suites cross-compiled for aarch64 and run under qemu-user, the Python binding and the bitsandbytes
 # compatibility layer with transformers/peft/accelerate (pytest, in build/venv), the thread tests
-# under ThreadSanitizer, a 30-second run of each fuzz target (scripts/fuzz.sh), the Rust and Go
-# bindings and the installed-tree examples.
+# under ThreadSanitizer, the CPU suites again under AddressSanitizer + UBSan (clang) and a 30-second
+# run of each fuzz target from that same build (scripts/fuzz.sh), the Rust and Go bindings and the
+# installed-tree examples.
 # Usage: scripts/test.sh [--python]
 #   --python  only the Python part (deps, `pip install . ./bindings/python/compat`, tests/python and
 #             tests/compat). With BNB_LIBRARY_PATH set, bnb is not built into a wheel: the tests use
@@ -68,18 +68,6 @@ release() {
   ninja -C build -j"$(jobs)"
 }
 
-sanitizers() {
-  echo "== ctest under AddressSanitizer + UndefinedBehaviorSanitizer (cpu label)"
-  cmake -S . -B build-asan -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DBNB_SANITIZE=ON \
-    -DBNB_BUILD_CUDA=OFF -DBNB_BUILD_HIP=OFF -DBNB_BUILD_BENCH=OFF
-  ninja -C build-asan -j"$(jobs)"
-  # oneDNN is left out here (BNB_ONEDNN_LIBRARY names no library, so int8 products take the
-  # Highway path): its OpenMP worker threads crash LeakSanitizer's tracer at exit. The Release run
-  # above covers the oneDNN path.
-  BNB_ONEDNN_LIBRARY=/nonexistent ASAN_OPTIONS=detect_leaks=1 \
-    ctest --test-dir build-asan --output-on-failure -L cpu -j"$(jobs)"
-}
-
 threads() {
   echo "== ThreadSanitizer: 32 threads, shared and private contexts, mixed ops (tests/unit/test_threads.cc)"
   cmake -S . -B build-tsan -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DBNB_TSAN=ON \
@@ -90,15 +78,16 @@ threads() {
     build-tsan/bin/bnb_tests --gtest_filter='Threads.*:Api.ErrorMessageIsPerThread'
 }
 
-# The fuzz run is a smoke test (a finding in 30 s per target fails CI); the longer campaigns are
-# recorded in bench/results/cpu_fuzz_campaign.
+# The sanitizer step is one clang build (ASan + UBSan + fuzzer coverage, scripts/fuzz.sh): ctest -L
+# cpu under it, then a 30-second smoke run of each fuzz target (a finding fails CI; the longer
+# campaigns are recorded in bench/results/cpu_fuzz_campaign). It runs after the Python step, whose
+# venv the Python fuzz target uses.
 step release release
 step ctest ctest --test-dir build --output-on-failure -j"$(jobs)"
 step aarch64 scripts/test_aarch64.sh build-aarch64
-step sanitizers sanitizers
 step tsan threads
 step python python_suites
-step fuzz env BNB_VENV="$VENV" scripts/fuzz.sh 30
+step sanitizers env BNB_FUZZ_CTEST=1 BNB_VENV="$VENV" scripts/fuzz.sh 30
 if [ -x scripts/test_bindings.sh ]; then
   echo "== rust, go, install tree"
   step bindings scripts/test_bindings.sh build
