@@ -259,19 +259,27 @@ class _FastLinear(torch.nn.Linear):
     attributes named in `_fast_keys`: assigning one drops the closure (`__setattr__`), so the
     calls do not compare them.
 
-    `layer(x)` reaches the closure without torch's Module.__call__ and forward (two more Python
-    frames with their own checks, about 1 us a call) when torch's __call__ would only call
-    forward: nothing hooked (the module's or the global hooks), no forward replaced on the instance
-    (accelerate's hooks do that), no module.compile(), not compiling, not tracing, torch's
-    __call__ not patched (torch.fx does), and a forward known to do nothing else while the
-    closure's checks pass (`_CALL_SHORTCUT_FORWARDS`: this class's, and any a subclass registers
-    with `allow_call_shortcut`). Otherwise torch's __call__ runs. (A profiler's module hierarchy
-    does not show these calls; their library call and allocation are there.)"""
+    `layer(x)` reaches the closure without torch's Module._call_impl and forward (two more Python
+    frames with their own checks, about 1 us a call) when _call_impl would only call forward:
+    nothing hooked (the module's or the global hooks), no forward replaced on the instance
+    (accelerate's hooks do that), not compiling, not tracing, torch's __call__ not patched
+    (torch.fx does), and a forward known to do nothing else while the closure's checks pass
+    (`_CALL_SHORTCUT_FORWARDS`: this class's, and any a subclass registers with
+    `allow_call_shortcut`). Otherwise _call_impl runs. (A profiler's module hierarchy does not
+    show these calls; their library call and allocation are there.)
+
+    The way in is torch's own: Module.__call__ calls an instance's `_compiled_call_impl` when it
+    is set (module.compile() sets it), and the first forward that makes the closure sets it to
+    `_call_shortcut` unless module.compile() did. The class keeps torch's __call__, so
+    torch.compile sees a plain module and traces its forward directly: overriding __call__ made
+    dynamo trace that override and torch's __call__ and _call_impl behind it, about ten more guards
+    per layer (hook dictionaries, instance-dict lookups) that every compiled call evaluates, for
+    every layer of the model (bench/python/compile_guards.py)."""
 
     _fast = None
     _fast_keys = ()
 
-    def __call__(self, *args, **kwargs):
+    def _call_shortcut(self, *args, **kwargs):
         if not kwargs and len(args) == 1 and not _is_compiling():
             d = self.__dict__
             run = d.get("_fast")
@@ -280,12 +288,11 @@ class _FastLinear(torch.nn.Linear):
                              or d["_backward_hooks"] or _global_hooks["_global_forward_pre_hooks"]
                              or _global_hooks["_global_forward_hooks"] or _global_hooks["_global_backward_pre_hooks"]
                              or _global_hooks["_global_backward_hooks"])
-                    and d.get("_compiled_call_impl") is None and _Module.__call__ is _module_call
-                    and not _is_tracing()):
+                    and _Module.__call__ is _module_call and not _is_tracing()):
                 out = run(d, args[0])
                 if out is not None and out is not _STALE:
                     return out
-        return _Module.__call__(self, *args, **kwargs)
+        return self._call_impl(*args, **kwargs)
 
     def __setattr__(self, name, value):
         if name in self._fast_keys:  # the fast path was made for the old value
@@ -304,6 +311,9 @@ class _FastLinear(torch.nn.Linear):
                     return self._forward(x)  # this input does not fit the shortcut
             out = self._forward(x)
             self._fast = self._make_fast(x)
+            d = self.__dict__
+            if d.get("_compiled_call_impl") is None:  # (copies and pickles leave it out: Module.__getstate__)
+                d["_compiled_call_impl"] = self._call_shortcut
             return out
         return self._forward(x)
 
