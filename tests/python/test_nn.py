@@ -510,9 +510,10 @@ def test_linear4bit_fast_path_falls_back(dtype, rank):
 
 
 def test_linear4bit_call_shortcut_keeps_what_module_call_does():
-    """layer(x) reaches the fast path without torch's Module.__call__ only where that would just
+    """layer(x) reaches the fast path without torch's Module._call_impl only where that would just
     call forward: hooks (the module's and the global ones), a forward replaced on the instance
-    (accelerate) or overridden by a subclass, module.compile() and torch.compile see every call."""
+    (accelerate) or overridden by a subclass, module.compile() and torch.compile see every call,
+    hooks included under torch.compile."""
     from torch.nn.modules.module import register_module_forward_hook, register_module_forward_pre_hook
 
     K, N = 64, 32
@@ -529,7 +530,7 @@ def test_linear4bit_call_shortcut_keeps_what_module_call_does():
             return real_run(d, x)
 
         layer._fast = counting_run
-        assert torch.equal(layer(x), want) and calls == [1]  # the shortcut: no Module.__call__
+        assert torch.equal(layer(x), want) and calls == [1]  # the shortcut: no Module._call_impl
         seen = []
         pre = layer.register_forward_pre_hook(lambda m, args: seen.append("pre"))
         post = layer.register_forward_hook(lambda m, args, out: out * 2)
@@ -570,8 +571,12 @@ def test_linear4bit_call_shortcut_keeps_what_module_call_does():
     with torch.no_grad():
         assert torch.allclose(compiled(x), want) and len(graphs) == 1
         assert any("gemm_4bit" in str(n.target) for n in graphs[0].graph.nodes)
+        hooked = torch.compile(torch.nn.Sequential(layer), fullgraph=True, backend=backend)
+        post = layer.register_forward_hook(lambda m, args, out: out * 5)
+        assert torch.allclose(hooked(x), want * 5) and len(graphs) == 2
+        post.remove()
         layer.compile(backend=backend)  # module.compile(): the module's own call goes through it
-        assert torch.allclose(layer(x), want) and len(graphs) == 2
+        assert torch.allclose(layer(x), want) and len(graphs) == 3
     torch._dynamo.reset()
 
 
