@@ -23,7 +23,9 @@ sequence 1024 random tokens (seed 1234). Recorded per side:
     greedy, eager with a static cache; with --compile also with transformers' compiled decoding (prefill
     eager, each decode step through torch.compile(mode="reduce-overhead"), i.e. replayed from CUDA
     graphs; transformers enables it for static caches of models whose quantizer allows it, and both
-    sides get the same override of the bitsandbytes quantizer's "no").
+    sides get the same override of the bitsandbytes quantizer's "no"); on a GPU also through
+    bnb.generation.greedy_decode on both sides (the same greedy tokens, the prompt eager, each decode
+    step one replay of a CUDA graph captured once: the issue's "captured step of your own").
 It prints a table with the issue's criteria and writes JSON under bench/results/.
 
 Needs torch (CUDA), transformers, peft, accelerate and safetensors; the real bitsandbytes installed
@@ -210,6 +212,12 @@ def run_side(args):
     prompt = torch.randint(0, cfg["vocab_size"], (1, 16), generator=torch.Generator().manual_seed(7)).to(device)
     gen = dict(do_sample=False, cache_implementation="static", pad_token_id=0)
     out["generate"] = {"eager_static": _time_generate(model, prompt, args.gen_tokens, gen, device, torch)}
+    if device.startswith("cuda"):  # the same greedy tokens, each decode step one CUDA graph replay
+        try:
+            out["generate"]["captured_cuda_graph"] = _time_captured(model, prompt, args.gen_tokens, device, torch)
+        except Exception as e:  # recorded: a side whose step does not capture has no captured figure
+            out["generate_captured_error"] = f"{type(e).__name__}: {str(e)[:400]}"
+            print(f"[{args.worker}] captured decode failed: {out['generate_captured_error']}", file=sys.stderr)
     if args.compile:
         _allow_compiled_decode(model)
         try:
@@ -247,6 +255,29 @@ def _time_generate(model, prompt, n, gen, device, torch, warmups=1):
         dt = time.perf_counter() - t0
     new = toks.shape[1] - prompt.shape[1]
     return {"tokens": int(new), "seconds": dt, "tokens_per_s": new / dt, "first_tokens": toks[0, 16:32].tolist()}
+
+
+def _greedy_decode():
+    """bnb.generation.greedy_decode, loaded from this repository's file alone (it needs torch and
+    transformers only), so that either side runs the same captured decode step."""
+    import importlib.util
+
+    path = os.path.join(REPO, "bindings", "python", "bnb", "generation.py")
+    spec = importlib.util.spec_from_file_location("bnb_generation_bench", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod.greedy_decode
+
+
+def _time_captured(model, prompt, n, device, torch):
+    decode = _greedy_decode()
+    decode(model, prompt, min(n, 16))  # warm-up: kernels, cache allocations
+    _sync(device)
+    t0 = time.perf_counter()
+    toks = decode(model, prompt, n)
+    _sync(device)
+    dt = time.perf_counter() - t0
+    return {"tokens": n, "seconds": dt, "tokens_per_s": n / dt, "first_tokens": toks[0, 16:32].tolist()}
 
 
 def _profile_generate(model, prompt, gen, device, torch, n=32):
@@ -337,9 +368,13 @@ def compare(results):
     for mode in a["generate"]:
         if mode in b["generate"]:
             c[f"generate_{mode}_ratio"] = (b["generate"][mode]["tokens_per_s"] / a["generate"][mode]["tokens_per_s"])
-    if "compiled_reduce_overhead" in b["generate"]:
-        best = max(g["tokens_per_s"] for g in a["generate"].values())
-        c["generate_compiled_vs_bitsandbytes_best"] = b["generate"]["compiled_reduce_overhead"]["tokens_per_s"] / best
+    best = max(g["tokens_per_s"] for g in a["generate"].values())  # bitsandbytes' best, its captured steps included
+    for mode in ("compiled_reduce_overhead", "captured_cuda_graph"):
+        if mode in b["generate"]:
+            c[f"generate_{mode}_vs_bitsandbytes_best"] = b["generate"][mode]["tokens_per_s"] / best
+    if "captured_cuda_graph" in a["generate"] and "captured_cuda_graph" in b["generate"]:
+        c["captured_same_tokens"] = a["generate"]["captured_cuda_graph"]["first_tokens"] == \
+            b["generate"]["captured_cuda_graph"]["first_tokens"]
     return c
 
 

@@ -1,0 +1,61 @@
+"""bnb.generation.greedy_decode on the fixture model loaded in 4 and 8 bits through transformers: the
+tokens of generate()'s greedy decoding with a static cache, for batches of one and two prompts
+and any number of new tokens; with BNB_TEST_DEVICE=cuda the decode step is replayed from a CUDA
+graph (the default there), and equals the plain loop too."""
+
+import pytest
+import torch
+
+from conftest import DEVICE, input_ids, load, needs_bnb_layer
+
+pytestmark = needs_bnb_layer
+
+CONFIGS = {
+    "nf4-nested-bf16": dict(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                            bnb_4bit_compute_dtype="bfloat16"),
+    "fp4-fp32": dict(load_in_4bit=True, bnb_4bit_quant_type="fp4", bnb_4bit_compute_dtype="float32"),
+    "int8": dict(load_in_8bit=True),
+}
+
+
+@pytest.fixture(scope="module", params=sorted(CONFIGS))
+def model(request):
+    return load(**CONFIGS[request.param]).eval()
+
+
+def generate(model, ids, n):
+    with torch.no_grad():
+        return model.generate(ids, max_new_tokens=n, min_new_tokens=n, do_sample=False, pad_token_id=0,
+                              cache_implementation="static")
+
+
+@pytest.mark.parametrize("n", [1, 2, 4, 7])
+@pytest.mark.parametrize("batch", [1, 2])
+def test_greedy_decode_gives_generates_tokens(model, n, batch):
+    from bnb.generation import greedy_decode
+
+    ids = input_ids()[:batch, :6].contiguous()
+    want = generate(model, ids, n)
+    got = greedy_decode(model, ids, n)
+    assert got.shape == (batch, 6 + n) and torch.equal(got, want)
+    if DEVICE == "cuda":  # the graph's replays equal the plain loop's steps
+        assert torch.equal(greedy_decode(model, ids, n, cuda_graph=False), got)
+
+
+def test_greedy_decode_rejects_bad_arguments(model):
+    from bnb.generation import greedy_decode
+
+    ids = input_ids()[:1, :6].contiguous()
+    assert torch.equal(greedy_decode(model, ids, 0), ids)
+    with pytest.raises(ValueError, match="input_ids"):
+        greedy_decode(model, ids.float(), 2)
+    with pytest.raises(ValueError, match="input_ids"):
+        greedy_decode(model, ids[0], 2)
+    with pytest.raises(ValueError, match="input_ids"):
+        greedy_decode(model, ids[:, :0], 2)
+    for bad in (-1, 2.0, True):
+        with pytest.raises(ValueError, match="max_new_tokens"):
+            greedy_decode(model, ids, bad)
+    if DEVICE == "cpu":
+        with pytest.raises(ValueError, match="cuda_graph"):
+            greedy_decode(model, ids, 2, cuda_graph=True)
