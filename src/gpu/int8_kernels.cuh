@@ -126,12 +126,17 @@ __global__ void __launch_bounds__(kThreads)
 }
 
 // Columns holding any |x| >= t. Block (32, kRowPhases): x = column of a 32-column tile, y = row
-// phase. kZero: writes 0 over the whole column of q; else stores the flag per column.
-template <int D, bool kZero>
+// phase. Each output is optional: q (non-null) gets 0 over every outlier column, flags[c] (non-null)
+// gets 1 for an outlier column and 0 for any other, and block 0 writes *arrivals = 0 (non-null)
+// for the outlier product launched after it in the stream (outlier_product_kernel counts its
+// blocks there).
+template <int D>
 __global__ void outlier_columns_kernel(const void* __restrict__ A, int64_t rows, int64_t cols, float t,
-                                       int8_t* __restrict__ q, int32_t* __restrict__ flags) {
+                                       int8_t* __restrict__ q, int32_t* __restrict__ flags,
+                                       int64_t* __restrict__ arrivals) {
   __shared__ int32_t hit[32];
   const int64_t c = static_cast<int64_t>(blockIdx.x) * 32 + threadIdx.x;
+  if (arrivals != nullptr && blockIdx.x == 0 && threadIdx.x == 0 && threadIdx.y == 0) *arrivals = 0;
   if (threadIdx.y == 0) hit[threadIdx.x] = 0;
   __syncthreads();
   bool any = false;
@@ -141,54 +146,89 @@ __global__ void outlier_columns_kernel(const void* __restrict__ A, int64_t rows,
   if (any) hit[threadIdx.x] = 1;
   __syncthreads();
   if (c >= cols) return;
-  if constexpr (kZero) {
-    if (hit[threadIdx.x]) {
-      for (int64_t r = threadIdx.y; r < rows; r += blockDim.y) q[r * cols + c] = 0;
-    }
-  } else {
-    if (threadIdx.y == 0) flags[c] = hit[threadIdx.x];
+  if (q != nullptr && hit[threadIdx.x]) {
+    for (int64_t r = threadIdx.y; r < rows; r += blockDim.y) q[r * cols + c] = 0;
   }
+  if (flags != nullptr && threadIdx.y == 0) flags[c] = hit[threadIdx.x];
 }
 
-// Ascending indices of the flagged columns (one block of 1024 threads); count = how many.
-// columns may be flags itself (capacity = cols): every thread reads its flag before the first
-// barrier of its chunk, and a chunk writes only below its own end, to flags already read.
+// Exclusive prefix sum of v over the block's threads in thread order; *total = the block's sum.
+// Every thread calls it (it holds barriers); scratch has kThreads + kThreads / 32 entries and is
+// free again when it returns. Groups of 32 threads count first (a warp scan on CUDA; on HIP,
+// where a wavefront may be 64 wide, through shared memory), then the group totals.
+template <int kThreads>
+__device__ __forceinline__ int block_exclusive_sum(int v, int32_t* scratch, int* total) {
+  int32_t* groups = scratch + kThreads;
+  const int lane = threadIdx.x % 32, group = threadIdx.x / 32;
+#if defined(BNB_GPU_HIP)
+  scratch[threadIdx.x] = v;
+  __syncthreads();
+  int inclusive = 0;
+  for (int i = 0; i <= lane; ++i) inclusive += scratch[group * 32 + i];
+#else
+  int inclusive = v;
+#pragma unroll
+  for (int off = 1; off < 32; off *= 2) {
+    const int u = __shfl_up_sync(0xffffffffu, inclusive, off);
+    if (lane >= off) inclusive += u;
+  }
+#endif
+  if (lane == 31) groups[group] = inclusive;
+  __syncthreads();
+  int before = inclusive - v, all = 0;
+#pragma unroll
+  for (int g = 0; g < kThreads / 32; ++g) {
+    const int s = groups[g];
+    before += g < group ? s : 0;
+    all += s;
+  }
+  __syncthreads();
+  *total = all;
+  return before;
+}
+
+// The flagged columns of [c0, c1) in ascending order: emit(j, c) for the j-th of them (j from 0),
+// kThreads * 4 columns per step (4 consecutive ones per thread). Returns how many. Every thread
+// calls it. A step reads all its flags before its first barrier and emits only after it, and
+// j <= c - c0, so the list may overwrite the flags it is made from (c0 = 0, columns = flags).
+template <int kThreads, class Flag, class Emit>
+__device__ __forceinline__ int64_t walk_flags(int64_t c0, int64_t c1, const Flag& flag, const Emit& emit,
+                                              int32_t* scratch) {
+  constexpr int kPer = 4;
+  int64_t base = 0;
+  for (int64_t s = c0; s < c1; s += int64_t{kThreads} * kPer) {
+    const int64_t first = s + static_cast<int64_t>(threadIdx.x) * kPer;
+    bool f[kPer];
+    int n = 0;
+#pragma unroll
+    for (int i = 0; i < kPer; ++i) {
+      f[i] = first + i < c1 && flag(first + i);
+      n += f[i] ? 1 : 0;
+    }
+    int total = 0;
+    int64_t j = base + block_exclusive_sum<kThreads>(n, scratch, &total);
+#pragma unroll
+    for (int i = 0; i < kPer; ++i) {
+      if (f[i]) emit(j++, first + i);
+    }
+    base += total;
+  }
+  return base;
+}
+
+// Ascending indices of the flagged columns (one block of 1024 threads); count = how many, of
+// which the first `capacity` are written. columns may be flags itself (walk_flags).
 __global__ void __launch_bounds__(1024)
     compact_columns_kernel(const int32_t* flags, int64_t cols, int32_t* columns, int64_t capacity,
                            int64_t* __restrict__ count) {
-  __shared__ int32_t warp_totals[1024 / 32];
-  int64_t base = 0;
-  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
-  for (int64_t c0 = 0; c0 < cols; c0 += 1024) {
-    const int64_t c = c0 + threadIdx.x;
-    const bool f = c < cols && flags[c] != 0;
-#if defined(BNB_GPU_HIP)
-    // Wave64: count within aligned groups of 32 lanes through shared memory.
-    __shared__ int32_t bits[1024];
-    bits[threadIdx.x] = f;
-    __syncthreads();
-    int before = 0, total = 0;
-    for (int i = 0; i < 32; ++i) {
-      const int b = bits[warp * 32 + i];
-      before += (i < lane) ? b : 0;
-      total += b;
-    }
-#else
-    const unsigned ballot = __ballot_sync(0xffffffffu, f);
-    const int before = __popc(ballot & ((1u << lane) - 1u));
-    const int total = __popc(ballot);
-#endif
-    if (lane == 0) warp_totals[warp] = total;
-    __syncthreads();
-    int64_t offset = base;
-    for (int w = 0; w < warp; ++w) offset += warp_totals[w];
-    if (f && offset + before < capacity) columns[offset + before] = static_cast<int32_t>(c);
-    int64_t all = 0;
-    for (int w = 0; w < 1024 / 32; ++w) all += warp_totals[w];
-    base += all;
-    __syncthreads();
-  }
-  if (threadIdx.x == 0) *count = base;
+  __shared__ int32_t scratch[1024 + 1024 / 32];
+  const int64_t n = walk_flags<1024>(
+      0, cols, [&](int64_t c) { return flags[c] != 0; },
+      [&](int64_t j, int64_t c) {
+        if (j < capacity) columns[j] = static_cast<int32_t>(c);
+      },
+      scratch);
+  if (threadIdx.x == 0) *count = n;
 }
 
 // C[m, n] = sum_k A[m, k] * B[n, k]. One warp per kRowsB rows of B; lanes split K. Each chunk
@@ -305,14 +345,29 @@ __device__ __forceinline__ void dequant_store(int32_t c, float rs, float cs, con
 // ---------------------------------------------------------------- the outlier product
 //
 // bnb_int8_linear_outliers' last step (docs/OPS.md §5.10), in place on out [M, N] (dtype D):
-// out[m, n] = RN_D(out + RN_D(s)), s = fma(A[m, c], Wc[n, c], s) over the *count columns c of
-// `columns` in order, Wc = RN_D(RN32(RN32(W * SCB) * RN32(1/127))), every step .ftz. The count is
-// read on the device (0: nothing is written). A block owns a 64 x 64 tile of out (thread
-// (tx, ty) of 16 x 16 the outputs m0 + ty + 16 i, n0 + tx + 16 j); the columns go through shared
-// memory kOutlierChunk at a time, A and Wc gathered there once per block. Blocks stride over
-// the tiles when the grid is capped.
+// out[m, n] = RN_D(out + RN_D(s)), s = fma(A[m, c], Wc[n, c], s) over the outlier columns c
+// ascending from s = +0, Wc = RN_D(RN32(RN32(W * SCB) * RN32(1/127))), every step .ftz; nothing
+// is written to out when there is no outlier column. The kernel also writes the ascending list
+// of outlier columns to columns[0 .. n) and n to *count.
+//
+// Where the flags come from:
+// * kRowFlags (M = 1): column c is an outlier where |A[0, c]| >= t; every block finds them in
+//   A's row, and block (0, 0) writes the list and the count.
+// * else: columns[c] holds the flag of column c (0 or 1, outlier_columns_kernel), and *count
+//   holds 0 on entry. Each block counts itself into *count once it has read its last flag; the
+//   last one to arrive, when no block reads a flag any more, writes the list over the flags and
+//   the final count.
+//
+// A block owns 64 x 64 tiles of out (thread (tx, ty) of 16 x 16 the outputs m0 + ty + 16 i,
+// n0 + tx + 16 j): the n-tiles blockIdx.x + k gridDim.x, and for each of them the m-tiles
+// blockIdx.y + k gridDim.y. With up to kOutlierCached outlier columns the block keeps its Wc
+// rows for all of them in shared memory, gathered once per n-tile; above that it walks the
+// columns kOutlierCached flags at a time and gathers Wc again for every m-tile. A is gathered
+// kOutlierChunk columns at a time per m-tile.
 constexpr int kOutlierTile = 64;
 constexpr int kOutlierChunk = 32;
+constexpr int kOutlierCached = 128;
+constexpr int kOutlierThreads = 256;
 
 template <int D>
 __device__ __forceinline__ float round_to(float v) {
@@ -325,44 +380,60 @@ __device__ __forceinline__ float round_to(float v) {
   }
 }
 
-template <int D>
-__global__ void __launch_bounds__(256)
+template <int D, bool kRowFlags>
+__global__ void __launch_bounds__(kOutlierThreads)
     outlier_product_kernel(const void* __restrict__ A, const int8_t* __restrict__ W, const float* __restrict__ SCB,
-                           const int32_t* __restrict__ columns, const int64_t* __restrict__ count, int64_t M,
-                           int64_t N, int64_t K, void* __restrict__ out) {
-  constexpr int kT = kOutlierTile, kC = kOutlierChunk, kPer = kT / 16;
+                           float t, int32_t* columns, int64_t* count, int64_t M, int64_t N, int64_t K,
+                           void* __restrict__ out) {
+  constexpr int kT = kOutlierTile, kC = kOutlierChunk, kL = kOutlierCached, kPer = kT / 16;
+  constexpr int kThreads = kOutlierThreads;
   __shared__ float a_s[kT][kC + 1];
-  __shared__ float w_s[kT][kC + 1];
-  __shared__ int32_t col_s[kC];
-  const int64_t total = *count;
-  if (total == 0) return;
+  __shared__ float w_s[kT][kL + 1];
+  __shared__ int32_t col_s[kL];
+  __shared__ int32_t scratch[kThreads + kThreads / 32];
+  __shared__ int32_t last_s;
   const float inv127 = __uint_as_float(kInv127Bits);
   const int tx = threadIdx.x % 16, ty = threadIdx.x / 16;
-  for (int64_t n0 = static_cast<int64_t>(blockIdx.x) * kT; n0 < N; n0 += static_cast<int64_t>(gridDim.x) * kT)
-  for (int64_t m0 = static_cast<int64_t>(blockIdx.y) * kT; m0 < M; m0 += static_cast<int64_t>(gridDim.y) * kT) {
-    float acc[kPer][kPer];
-#pragma unroll
-    for (int i = 0; i < kPer; ++i)
-#pragma unroll
-      for (int j = 0; j < kPer; ++j) acc[i][j] = 0.0f;
-    for (int64_t j0 = 0; j0 < total; j0 += kC) {
-      const int chunk = total - j0 < kC ? static_cast<int>(total - j0) : kC;
-      __syncthreads();  // the previous chunk's tiles are read
-      if (static_cast<int>(threadIdx.x) < chunk) col_s[threadIdx.x] = columns[j0 + threadIdx.x];
-      __syncthreads();
-      for (int e = threadIdx.x; e < kT * kC; e += 256) {
+  const bool lead = blockIdx.x == 0 && blockIdx.y == 0;
+  const auto flag = [&](int64_t c) {
+    if constexpr (kRowFlags) {
+      return fabsf(load_f32<D>(A, c)) >= t;
+    } else {
+      return columns[c] != 0;
+    }
+  };
+
+  // All the flags: the count, and the first kL columns into col_s.
+  const int64_t total = walk_flags<kThreads>(
+      0, K, flag,
+      [&](int64_t j, int64_t c) {
+        if (j < kL) col_s[j] = static_cast<int32_t>(c);
+        if (kRowFlags && lead) columns[j] = static_cast<int32_t>(c);
+      },
+      scratch);
+  const bool cached = total <= kL;
+
+  // w_s[r][j] = Wc[n0 + r, col_s[j]] for j < n (0 past N).
+  const auto gather_w = [&](int64_t n0, int n) {
+    for (int e = threadIdx.x; e < kT * n; e += kThreads) {
+      const int r = e / n, j = e % n;
+      float wv = 0.0f;
+      if (n0 + r < N) {
+        const float ws = gpu_mul_ftz(static_cast<float>(W[(n0 + r) * K + col_s[j]]), SCB[n0 + r]);
+        wv = round_to<D>(gpu_mul_ftz(ws, inv127));
+      }
+      w_s[r][j] = wv;
+    }
+  };
+  // acc = fma(A[m, col_s[j]], w_s[n][j], acc) for j = 0 .. n - 1 in turn (w_s written before the
+  // call; the first barrier inside orders it).
+  const auto accumulate = [&](float (&acc)[kPer][kPer], int64_t m0, int n) {
+    for (int j0 = 0; j0 < n; j0 += kC) {
+      const int chunk = n - j0 < kC ? n - j0 : kC;
+      __syncthreads();  // the previous chunk's a_s is read
+      for (int e = threadIdx.x; e < kT * kC; e += kThreads) {
         const int r = e / kC, j = e % kC;
-        float av = 0.0f, wv = 0.0f;
-        if (j < chunk) {
-          const int64_t c = col_s[j];
-          if (m0 + r < M) av = load_f32<D>(A, (m0 + r) * K + c);
-          if (n0 + r < N) {
-            const float ws = gpu_mul_ftz(static_cast<float>(W[(n0 + r) * K + c]), SCB[n0 + r]);
-            wv = round_to<D>(gpu_mul_ftz(ws, inv127));
-          }
-        }
-        a_s[r][j] = av;
-        w_s[r][j] = wv;
+        a_s[r][j] = j < chunk && m0 + r < M ? load_f32<D>(A, (m0 + r) * K + col_s[j0 + j]) : 0.0f;
       }
       __syncthreads();
       for (int j = 0; j < chunk; ++j) {
@@ -370,7 +441,7 @@ __global__ void __launch_bounds__(256)
 #pragma unroll
         for (int i = 0; i < kPer; ++i) {
           a[i] = a_s[ty + 16 * i][j];
-          w[i] = w_s[tx + 16 * i][j];
+          w[i] = w_s[tx + 16 * i][j0 + j];
         }
 #pragma unroll
         for (int i = 0; i < kPer; ++i)
@@ -378,17 +449,68 @@ __global__ void __launch_bounds__(256)
           for (int k = 0; k < kPer; ++k) acc[i][k] = fma_ftz(a[i], w[k], acc[i][k]);
       }
     }
-#pragma unroll
-    for (int i = 0; i < kPer; ++i) {
-      const int64_t m = m0 + ty + 16 * i;
-      if (m >= M) continue;
-#pragma unroll
-      for (int k = 0; k < kPer; ++k) {
-        const int64_t n = n0 + tx + 16 * k;
-        if (n >= N) continue;
-        const float o = load_f32<D>(out, m * N + n);
-        store_f32<D>(out, m * N + n, gpu_add_ftz(o, round_to<D>(acc[i][k])));
+  };
+
+  if (total > 0) {
+    for (int64_t n0 = static_cast<int64_t>(blockIdx.x) * kT; n0 < N; n0 += static_cast<int64_t>(gridDim.x) * kT) {
+      if (cached) {
+        __syncthreads();  // col_s is written, the previous n-tile's w_s read
+        gather_w(n0, static_cast<int>(total));
       }
+      for (int64_t m0 = static_cast<int64_t>(blockIdx.y) * kT; m0 < M; m0 += static_cast<int64_t>(gridDim.y) * kT) {
+        float acc[kPer][kPer];
+#pragma unroll
+        for (int i = 0; i < kPer; ++i)
+#pragma unroll
+          for (int k = 0; k < kPer; ++k) acc[i][k] = 0.0f;
+        if (cached) {
+          accumulate(acc, m0, static_cast<int>(total));
+        } else {
+          for (int64_t f0 = 0; f0 < K; f0 += kL) {
+            __syncthreads();  // col_s and w_s are read
+            const int n = static_cast<int>(walk_flags<kThreads>(
+                f0, f0 + kL < K ? f0 + kL : K, flag, [&](int64_t j, int64_t c) { col_s[j] = static_cast<int32_t>(c); },
+                scratch));
+            __syncthreads();
+            gather_w(n0, n);
+            accumulate(acc, m0, n);
+          }
+        }
+#pragma unroll
+        for (int i = 0; i < kPer; ++i) {
+          const int64_t m = m0 + ty + 16 * i;
+          if (m >= M) continue;
+#pragma unroll
+          for (int k = 0; k < kPer; ++k) {
+            const int64_t n = n0 + tx + 16 * k;
+            if (n >= N) continue;
+            const float o = load_f32<D>(out, m * N + n);
+            store_f32<D>(out, m * N + n, gpu_add_ftz(o, round_to<D>(acc[i][k])));
+          }
+        }
+      }
+    }
+  }
+
+  if constexpr (kRowFlags) {
+    if (lead && threadIdx.x == 0) *count = total;
+  } else {
+    __syncthreads();  // every thread of the block has read its last flag
+    if (threadIdx.x == 0) {
+      __threadfence();
+      const unsigned long long blocks = static_cast<unsigned long long>(gridDim.x) * gridDim.y;
+      last_s = atomicAdd(reinterpret_cast<unsigned long long*>(count), 1ull) == blocks - 1;
+    }
+    __syncthreads();
+    if (last_s) {
+      __threadfence();
+      if (cached) {
+        for (int64_t j = threadIdx.x; j < total; j += kThreads) columns[j] = col_s[j];
+      } else {
+        walk_flags<kThreads>(0, K, flag, [&](int64_t j, int64_t c) { columns[j] = static_cast<int32_t>(c); },
+                             scratch);
+      }
+      if (threadIdx.x == 0) *count = total;
     }
   }
 }

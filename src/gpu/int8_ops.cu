@@ -8,6 +8,7 @@
 // bandwidth-bound kernel that reads B once. cuBLASLt is loaded at run time (dlopen), so the
 // plugin loads on machines without it. Nothing here synchronises except outlier_columns, whose
 // contract returns a host-visible count (linear_outliers writes its count to device memory).
+#include <algorithm>
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
@@ -41,37 +42,49 @@ unsigned grid_of(int64_t blocks, int64_t cap) {
 
 // ---------------------------------------------------------------- vectorwise quantization
 
+// With outliers and more than one row, outlier_columns_kernel zeroes the outlier columns of q;
+// given `flags`, it also writes the column flags there and 0 to *arrivals
+// (bnb_int8_linear_outliers' product reads both).
 template <int D>
 bnb_status_t launch_vectorwise_quant(const GpuContext& ctx, int64_t rows, int64_t cols, const void* A,
-                                     bool outliers, float t, int8_t* q, float* row_stats, gpuStream_t stream) {
+                                     bool outliers, float t, int8_t* q, float* row_stats, int32_t* flags,
+                                     int64_t* arrivals, gpuStream_t stream) {
   constexpr int kThreads = 256;
   const unsigned grid = grid_of(rows, int64_t{ctx.sm_count} * 16);
   row_quant_kernel<D, kThreads><<<grid, kThreads, 0, stream>>>(A, rows, cols, outliers, t, q, row_stats);
   bnb_status_t st = check_launch("int8 row_quant_kernel");
   if (st != BNB_SUCCESS || !outliers || rows == 1) return st;  // one row: its outliers are already 0
-  outlier_columns_kernel<D, true><<<static_cast<unsigned>((cols + 31) / 32), dim3(32, 32), 0, stream>>>(
-      A, rows, cols, t, q, nullptr);
+  outlier_columns_kernel<D><<<static_cast<unsigned>((cols + 31) / 32), dim3(32, 32), 0, stream>>>(
+      A, rows, cols, t, q, flags, arrivals);
   return check_launch("int8 outlier_columns_kernel (zero)");
 }
 
-bnb_status_t op_vectorwise_quant(void* impl, int32_t dtype, int64_t rows, int64_t cols, const void* A,
-                                 float threshold, int8_t* q, float* row_stats, void* stream) {
+// bnb_int8_vectorwise_quant, and with flags / arrivals the quantization step of
+// bnb_int8_linear_outliers (launch_vectorwise_quant).
+bnb_status_t vectorwise_quant(void* impl, int32_t dtype, int64_t rows, int64_t cols, const void* A, float threshold,
+                              int8_t* q, float* row_stats, int32_t* flags, int64_t* arrivals, void* stream) {
   const GpuContext& ctx = ctx_of(impl);
   DeviceGuard guard(ctx.device);
   const bool outliers = threshold > 0.0f;
   const float t = outliers ? round_to_dtype(dtype, threshold) : 0.0f;
   const auto s = static_cast<gpuStream_t>(stream);
   return with_dtype(dtype, "int8_vectorwise_quant", [&](auto d) {
-    return launch_vectorwise_quant<decltype(d)::value>(ctx, rows, cols, A, outliers, t, q, row_stats, s);
+    return launch_vectorwise_quant<decltype(d)::value>(ctx, rows, cols, A, outliers, t, q, row_stats, flags,
+                                                       arrivals, s);
   });
+}
+
+bnb_status_t op_vectorwise_quant(void* impl, int32_t dtype, int64_t rows, int64_t cols, const void* A,
+                                 float threshold, int8_t* q, float* row_stats, void* stream) {
+  return vectorwise_quant(impl, dtype, rows, cols, A, threshold, q, row_stats, nullptr, nullptr, stream);
 }
 
 // ---------------------------------------------------------------- outlier columns
 
 template <int D>
 void launch_outlier_flags(int64_t rows, int64_t cols, const void* A, float t, int32_t* flags, gpuStream_t stream) {
-  outlier_columns_kernel<D, false><<<static_cast<unsigned>((cols + 31) / 32), dim3(32, 32), 0, stream>>>(
-      A, rows, cols, t, nullptr, flags);
+  outlier_columns_kernel<D><<<static_cast<unsigned>((cols + 31) / 32), dim3(32, 32), 0, stream>>>(
+      A, rows, cols, t, nullptr, flags, nullptr);
 }
 
 bnb_status_t op_outlier_columns(void* impl, int32_t dtype, int64_t rows, int64_t cols, const void* A,
@@ -444,10 +457,11 @@ bnb_status_t op_mm_dequant(void* impl, int64_t M, int64_t N, const int32_t* C, c
 // M <= 16 on tensor cores: for small M * K one kernel for everything (every block finds the row
 // statistics itself); else the quantization, then one kernel for the product and its
 // dequantization, launched as a programmatic dependent of the quantization so that its first
-// loads of W overlap it. Otherwise the three ops in turn.
-bnb_status_t op_linear(void* impl, int32_t dtype, int64_t M, int64_t N, int64_t K, const void* A, float threshold,
-                       const int8_t* W, const float* SCB, const void* bias, int8_t* q, float* row_stats, int32_t* C,
-                       void* out, void* stream) {
+// loads of W overlap it. Otherwise the three ops in turn. flags / arrivals: as
+// launch_vectorwise_quant's (NULL for bnb_int8_linear).
+bnb_status_t linear(void* impl, int32_t dtype, int64_t M, int64_t N, int64_t K, const void* A, float threshold,
+                    const int8_t* W, const float* SCB, const void* bias, int8_t* q, float* row_stats, int32_t* C,
+                    void* out, int32_t* flags, int64_t* arrivals, void* stream) {
   const GpuContext& ctx = ctx_of(impl);
   DeviceGuard guard(ctx.device);
   const auto s = static_cast<gpuStream_t>(stream);
@@ -458,7 +472,7 @@ bnb_status_t op_linear(void* impl, int32_t dtype, int64_t M, int64_t N, int64_t 
       return launch_fused_quant<decltype(d)::value>(ctx, M, N, K, A, outliers, t, W, SCB, bias, q, row_stats, out, s);
     });
   }
-  bnb_status_t st = op_vectorwise_quant(impl, dtype, M, K, A, threshold, q, row_stats, stream);
+  bnb_status_t st = vectorwise_quant(impl, dtype, M, K, A, threshold, q, row_stats, flags, arrivals, stream);
   if (st != BNB_SUCCESS) return st;
   if (mma_rows_fit(ctx, M, N, K, q, W)) {
     return with_dtype(dtype, "int8_linear", [&](auto d) {
@@ -472,31 +486,45 @@ bnb_status_t op_linear(void* impl, int32_t dtype, int64_t M, int64_t N, int64_t 
   return op_mm_dequant(impl, M, N, C, row_stats, SCB, bias, dtype, out, stream);
 }
 
-// bnb_int8_linear_outliers: bnb_int8_linear's kernels, then the outlier columns (flags written
-// into `columns`, compacted there in place, the count to `count`) and the outlier product, which
-// reads the count on the device. No host synchronisation and no allocation: capturable.
+bnb_status_t op_linear(void* impl, int32_t dtype, int64_t M, int64_t N, int64_t K, const void* A, float threshold,
+                       const int8_t* W, const float* SCB, const void* bias, int8_t* q, float* row_stats, int32_t* C,
+                       void* out, void* stream) {
+  return linear(impl, dtype, M, N, K, A, threshold, W, SCB, bias, q, row_stats, C, out, nullptr, nullptr, stream);
+}
+
+// Blocks of the outlier product along M (each walks its m-tiles with its n-tiles' Wc kept):
+// about kOutlierBlocksPerSm blocks per multiprocessor in all, at most one per m-tile.
+constexpr int64_t kOutlierBlocksPerSm = 4;
+
+// bnb_int8_linear_outliers: bnb_int8_linear's kernels, then outlier_product_kernel, which also
+// writes the column list and the count. With more than one row, the quantization's
+// outlier_columns_kernel writes the column flags into `columns` and zeroes *count (the product
+// counts its blocks there); one row has no such kernel (its outlier elements are already 0 in
+// q), and the product finds the outlier columns in A's row itself. No host synchronisation and
+// no allocation: capturable.
 bnb_status_t op_linear_outliers(void* impl, int32_t dtype, int64_t M, int64_t N, int64_t K, const void* A,
                                 float threshold, const int8_t* W, const float* SCB, const void* bias, int8_t* q,
                                 float* row_stats, int32_t* C, int32_t* columns, int64_t* count, void* out,
                                 void* stream) {
-  bnb_status_t st = op_linear(impl, dtype, M, N, K, A, threshold, W, SCB, bias, q, row_stats, C, out, stream);
+  const bool outliers = threshold > 0.0f;
+  bnb_status_t st = linear(impl, dtype, M, N, K, A, threshold, W, SCB, bias, q, row_stats, C, out,
+                           outliers ? columns : nullptr, outliers ? count : nullptr, stream);
   if (st != BNB_SUCCESS) return st;
   const GpuContext& ctx = ctx_of(impl);
   DeviceGuard guard(ctx.device);
   const auto s = static_cast<gpuStream_t>(stream);
-  if (!(threshold > 0.0f)) return check(gpuMemsetAsync(count, 0, sizeof *count, s), "writing the outlier count");
+  if (!outliers) return check(gpuMemsetAsync(count, 0, sizeof *count, s), "writing the outlier count");
   const float t = round_to_dtype(dtype, threshold);
+  const int64_t n_tiles = ceil_div(N, int64_t{kOutlierTile}), m_tiles = ceil_div(M, int64_t{kOutlierTile});
+  const dim3 grid(grid_of(n_tiles, 1 << 30),
+                  grid_of(std::min(ceil_div(int64_t{ctx.sm_count} * kOutlierBlocksPerSm, n_tiles), m_tiles), 65535));
   return with_dtype(dtype, "int8_linear_outliers", [&](auto d) {
     constexpr int D = decltype(d)::value;
-    launch_outlier_flags<D>(M, K, A, t, columns, s);
-    bnb_status_t st2 = check_launch("int8 outlier_columns_kernel (flags)");
-    if (st2 != BNB_SUCCESS) return st2;
-    compact_columns_kernel<<<1, 1024, 0, s>>>(columns, K, columns, K, count);
-    st2 = check_launch("int8 compact_columns_kernel");
-    if (st2 != BNB_SUCCESS) return st2;
-    const dim3 grid(grid_of(ceil_div(N, int64_t{kOutlierTile}), 1 << 30),
-                    grid_of(ceil_div(M, int64_t{kOutlierTile}), 65535));
-    outlier_product_kernel<D><<<grid, 256, 0, s>>>(A, W, SCB, columns, count, M, N, K, out);
+    if (M == 1) {
+      outlier_product_kernel<D, true><<<grid, kOutlierThreads, 0, s>>>(A, W, SCB, t, columns, count, M, N, K, out);
+    } else {
+      outlier_product_kernel<D, false><<<grid, kOutlierThreads, 0, s>>>(A, W, SCB, t, columns, count, M, N, K, out);
+    }
     return check_launch("int8 outlier_product_kernel");
   });
 }

@@ -58,11 +58,12 @@ std::vector<uint8_t> random_int8_bytes(int64_t n, uint64_t seed) {
   return v;
 }
 
-// fp16 activations with a few outlier columns (|x| >= 6 in most rows).
-std::vector<uint8_t> activations_f16(int64_t rows, int64_t cols, uint64_t seed) {
+// fp16 activations with `outliers` random outlier columns (|x| >= 6 in most rows; fewer columns
+// where two draws coincide).
+std::vector<uint8_t> activations_f16(int64_t rows, int64_t cols, uint64_t seed, int outliers = 6) {
   std::vector<float> x = random_normal(rows * cols, seed, 1.0f);
   std::mt19937_64 rng(seed + 1);
-  for (int j = 0; j < 6; ++j) {
+  for (int j = 0; j < outliers; ++j) {
     const int64_t c = static_cast<int64_t>(rng() % static_cast<uint64_t>(cols));
     for (int64_t r = 0; r < rows; ++r)
       if (rng() % 8 != 0) x[static_cast<size_t>(r * cols + c)] = (rng() % 2 ? 1.f : -1.f) * (6.0f + (rng() % 6000) / 100.f);
@@ -375,21 +376,27 @@ void expect_same(const Results& g, const Results& c) {
 // bnb_int8_linear_outliers at layer sizes against the CPU backend (held to the scalar reference of
 // docs/OPS.md §5.10 by tests/unit/test_int8.cc): count, columns, q, row_stats and out bit for bit.
 TEST_F(Int8Gpu, LinearOutliersMatchesCpu) {
-  const int64_t cases[][3] = {{1, 4096, 4096}, {5, 11008, 4096}, {16, 4096, 11008}, {24, 1024, 4096},
-                              {256, 4096, 4096}, {130, 258, 4100}};
+  // {M, N, K, outlier columns}: one row through the fused kernel and (K > 8192) through the
+  // quantization kernel, few rows on tensor cores, larger M through cuBLASLt, M = 2048 where the
+  // product's blocks walk several m-tiles each, and more outlier columns than a product block
+  // keeps in shared memory (kOutlierCached = 128) for one row and for many.
+  const int64_t cases[][4] = {{1, 4096, 4096, 6},    {5, 11008, 4096, 6},   {16, 4096, 11008, 6},
+                              {24, 1024, 4096, 6},   {256, 4096, 4096, 6},  {130, 258, 4100, 6},
+                              {1, 1024, 11008, 6},   {2048, 4096, 1024, 6}, {1, 4096, 4096, 300},
+                              {300, 1024, 2048, 300}};
   for (const auto& c : cases) {
     const int64_t M = c[0], N = c[1], K = c[2];
     const auto w = random_int8_bytes(N * K, static_cast<uint64_t>(N + K));
     std::mt19937_64 rng(static_cast<uint64_t>(M * 7 + N));
     std::vector<float> scb(static_cast<size_t>(N));
     for (auto& v : scb) v = from_dtype(to_dtype({0.05f + (rng() % 1000) / 400.0f}, BNB_F16), BNB_F16)[0];
-    const std::vector<uint8_t> x16 = activations_f16(M, K, static_cast<uint64_t>(M + 3));
+    const std::vector<uint8_t> x16 = activations_f16(M, K, static_cast<uint64_t>(M + 3), static_cast<int>(c[3]));
     for (const int32_t dtype : {BNB_F16, BNB_BF16, BNB_F32}) {
       const std::vector<uint8_t> x = dtype == BNB_F16 ? x16 : to_dtype(from_dtype(x16, BNB_F16), dtype);
       const std::vector<uint8_t> bias = to_dtype(random_normal(N, rng(), 1.0f), dtype);
       for (const float threshold : {0.0f, 6.0f}) {
-        SCOPED_TRACE(testing::Message() << "M " << M << " N " << N << " K " << K << " dtype " << dtype
-                                        << " threshold " << threshold);
+        SCOPED_TRACE(testing::Message() << "M " << M << " N " << N << " K " << K << " outliers " << c[3]
+                                        << " dtype " << dtype << " threshold " << threshold);
         Results r[2];
         const Context* ctxs[2] = {gpu_.get(), cpu_.get()};
         for (int i = 0; i < 2; ++i) {

@@ -1,12 +1,15 @@
 // The LLM.int8() GPU kernels of bnb_int8_linear_outliers (src/gpu/int8_kernels.cuh) compiled as
-// host C++ and run with one std::thread per GPU thread: the outlier flags written into the
-// caller's column buffer and compacted there in place (the kernel's HIP path: the CUDA path
-// counts with a warp ballot instead), and the outlier product against the CPU backend's
-// int8_add_outlier_product bit for bit (both docs/OPS.md §5.10, which tests/unit/test_int8.cc
-// holds to an independent reference). The arithmetic is the device's: binary32, one rounding
-// per operation, subnormal operands and results flushed (the HIP build's
-// -fgpu-flush-denormals-to-zero; CUDA's .ftz instructions). Says nothing about speed or the
-// memory model: tests/gpu does that on a device.
+// host C++ and run with one std::thread per GPU thread, blocks one after another: the outlier
+// flags written into the caller's column buffer and compacted there in place (bnb_int8_outlier_columns),
+// and the layer's outlier step (the quantization pass's zeroing kernel writing the flags, then
+// the product that also writes the column list and count; for one row the product alone)
+// against the CPU backend's int8_add_outlier_product bit for bit (docs/OPS.md §5.10, which
+// tests/unit/test_int8.cc holds to an independent reference). The prefix sums take the kernels'
+// HIP path (shared memory; the CUDA path scans with warp shuffles instead). The arithmetic is
+// the device's: binary32, one rounding per operation, subnormal operands and results flushed (the
+// HIP build's -fgpu-flush-denormals-to-zero; CUDA's .ftz instructions). Says nothing about speed
+// or the memory model (the last-block pattern's fences and atomics): tests/gpu does that on a
+// device.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -42,6 +45,13 @@ inline float __fmaf_rn(float a, float b, float c) { return ftz(std::fma(ftz(a), 
 inline float __int2float_rn(int32_t i) { return static_cast<float>(i); }
 inline int __float2int_rn(float f) { return static_cast<int>(std::nearbyint(f)); }
 inline float __shfl_xor(float, int, int) { std::abort(); }  // not in the kernels run here
+// Blocks run one at a time and only one thread of a block counts it in: a plain add is atomic here.
+inline void __threadfence() {}
+inline unsigned long long atomicAdd(unsigned long long* p, unsigned long long v) {
+  const unsigned long long old = *p;
+  *p = old + v;
+  return old;
+}
 struct int4 {
   int32_t x, y, z, w;
 };
@@ -130,7 +140,7 @@ TEST(Int8KernelsOnHost, OutlierColumnsCompactInPlace) {
     const float t = 6.0f;
     // The launcher's blocks are 32 x 32; the kernel takes any number of row phases (4 here: fewer threads).
     launch(static_cast<unsigned>((cols + 31) / 32), 1, 32, 4,
-           [&] { outlier_columns_kernel<kF16, false>(a.data(), rows, cols, t, nullptr, columns.data()); });
+           [&] { outlier_columns_kernel<kF16>(a.data(), rows, cols, t, nullptr, columns.data(), nullptr); });
     launch(1, 1, 1024, 1, [&] { compact_columns_kernel(columns.data(), cols, columns.data(), cols, &count); });
     ASSERT_EQ(count, static_cast<int64_t>(want.size()));
     columns.resize(static_cast<size_t>(count));
@@ -138,11 +148,15 @@ TEST(Int8KernelsOnHost, OutlierColumnsCompactInPlace) {
   }
 }
 
-// outlier_product_kernel on grids smaller than the tiles (blocks stride) and exact, against the
-// CPU backend, for every dtype; count 0 leaves out untouched.
+// The layer's outlier step on A [M, K] (dtype D) whose outlier columns (|x| >= 6 in one row; row
+// 0 when M = 1) are n_cols random ones, against the CPU backend's int8_add_outlier_product bit
+// for bit, on a grid of gx x gy blocks. M > 1: the quantization pass's outlier_columns_kernel
+// zeroes those columns of q, writes their flags into `columns` and 0 into the count, and the
+// product reads them there (the last block writes the list over the flags); M = 1: the product
+// finds the columns in A's row. Either way columns[0 .. count) and count are checked; with no
+// outlier column out is left untouched.
 template <int D>
-void check_outlier_product(int64_t M, int64_t N, int64_t K, int64_t n_cols, unsigned gx, unsigned gy,
-                           uint64_t seed) {
+void check_outlier_step(int64_t M, int64_t N, int64_t K, int64_t n_cols, unsigned gx, unsigned gy, uint64_t seed) {
   SCOPED_TRACE(testing::Message() << "D " << D << " M " << M << " N " << N << " K " << K << " columns " << n_cols
                                   << " grid " << gx << " x " << gy);
   using T = typename Elem<D>::T;
@@ -153,38 +167,71 @@ void check_outlier_product(int64_t M, int64_t N, int64_t K, int64_t n_cols, unsi
     bnb::store_from_f32(D, &out, 0, v);
     return out;
   };
+  const std::vector<int32_t> want_cols = random_columns(K, n_cols, seed + 1);
   std::vector<T> A(static_cast<size_t>(M * K)), out(static_cast<size_t>(M * N));
-  for (auto& v : A) v = as_d(normal(rng) * (rng() % 7 == 0 ? 20.0f : 1.0f));
+  for (auto& v : A) v = as_d(std::fmax(-3.9f, std::fmin(3.9f, normal(rng) * 2.0f)));
+  for (const int32_t c : want_cols) {
+    const int64_t r = M == 1 ? 0 : static_cast<int64_t>(rng() % static_cast<uint64_t>(M));
+    A[static_cast<size_t>(r * K + c)] = as_d((rng() % 2 ? 1.0f : -1.0f) * (6.0f + static_cast<float>(rng() % 500) / 10.0f));
+  }
   for (auto& v : out) v = as_d(normal(rng) * 4.0f);
   std::vector<int8_t> W(static_cast<size_t>(N * K));
   for (auto& w : W) w = static_cast<int8_t>(static_cast<int>(rng() % 255) - 127);
   std::vector<float> scb(static_cast<size_t>(N));
   for (auto& v : scb) v = bnb::round_to_dtype(BNB_F16, 0.05f + static_cast<float>(rng() % 1000) / 300.0f);
-  const std::vector<int32_t> cols = random_columns(K, n_cols, seed + 1);
-  const int64_t count = n_cols;
   std::vector<T> want = out, got = out;
   bnb::cpu::ThreadPool pool(1);
-  bnb::cpu::int8_add_outlier_product(pool, D, M, N, K, A.data(), W.data(), scb.data(), cols.data(), count,
-                                     want.data());
-  launch(gx, gy, 256, 1, [&] {
-    outlier_product_kernel<D>(A.data(), W.data(), scb.data(), cols.data(), &count, M, N, K, got.data());
-  });
+  bnb::cpu::int8_add_outlier_product(pool, D, M, N, K, A.data(), W.data(), scb.data(), want_cols.data(),
+                                     static_cast<int64_t>(want_cols.size()), want.data());
+
+  const float t = 6.0f;
+  std::vector<int32_t> columns(static_cast<size_t>(K), -7);
+  int64_t count = -1;
+  if (M > 1) {
+    std::vector<int8_t> q(static_cast<size_t>(M * K), 5);
+    launch(static_cast<unsigned>((K + 31) / 32), 1, 32, 4,
+           [&] { outlier_columns_kernel<D>(A.data(), M, K, t, q.data(), columns.data(), &count); });
+    ASSERT_EQ(count, 0);
+    std::vector<int32_t> flags(static_cast<size_t>(K), 0);
+    for (const int32_t c : want_cols) flags[static_cast<size_t>(c)] = 1;
+    ASSERT_EQ(columns, flags);
+    for (int64_t i = 0; i < M * K; ++i) {
+      ASSERT_EQ(q[static_cast<size_t>(i)], flags[static_cast<size_t>(i % K)] ? 0 : 5) << "q element " << i;
+    }
+    launch(gx, gy, kOutlierThreads, 1, [&] {
+      outlier_product_kernel<D, false>(A.data(), W.data(), scb.data(), t, columns.data(), &count, M, N, K, got.data());
+    });
+  } else {
+    launch(gx, gy, kOutlierThreads, 1, [&] {
+      outlier_product_kernel<D, true>(A.data(), W.data(), scb.data(), t, columns.data(), &count, M, N, K, got.data());
+    });
+  }
+  ASSERT_EQ(count, n_cols);
+  columns.resize(static_cast<size_t>(count));
+  EXPECT_EQ(columns, want_cols);
   EXPECT_EQ(0, std::memcmp(got.data(), want.data(), got.size() * sizeof(T)));
-  if (count > 0) {
+  if (n_cols > 0) {
     EXPECT_NE(0, std::memcmp(got.data(), out.data(), got.size() * sizeof(T)));
   }
 }
 
-TEST(Int8KernelsOnHost, OutlierProductMatchesCpu) {
-  // {M, N, K, outlier columns, grid x, grid y}: tails in M and N, more than one 32-column chunk,
-  // grids of fewer blocks than tiles, no outlier column at all.
-  const int64_t cases[][6] = {{1, 70, 300, 3, 2, 1}, {65, 64, 100, 33, 1, 1}, {130, 129, 200, 70, 2, 2},
-                              {5, 7, 40, 40, 1, 1}, {9, 20, 50, 0, 1, 1}};
+// {M, N, K, outlier columns, grid x, grid y}: tails in M and N; grids of fewer blocks than tiles
+// (blocks stride over n- and m-tiles) and of more blocks than m-tiles (idle blocks still count
+// themselves in); more than one chunk of A's columns; more outlier columns than a block keeps
+// (kOutlierCached: the block walks the flags again per m-tile); more columns than one step of
+// the flag walk (1024); no outlier column; every column an outlier.
+TEST(Int8KernelsOnHost, OutlierStepMatchesCpu) {
+  static_assert(kOutlierCached == 128, "the cases below straddle kOutlierCached");
+  const int64_t cases[][6] = {{65, 64, 100, 33, 1, 1},    {130, 129, 200, 70, 2, 2},  {5, 7, 40, 40, 1, 2},
+                              {9, 20, 50, 0, 1, 1},       {70, 70, 400, 129, 1, 2},   {3, 130, 300, 300, 2, 1},
+                              {2, 10, 1500, 5, 1, 1},     {140, 65, 140, 128, 1, 2},  {1, 70, 300, 3, 2, 1},
+                              {1, 200, 2000, 150, 2, 1},  {1, 10, 50, 0, 1, 1},       {1, 65, 64, 64, 1, 1}};
   uint64_t seed = 100;
   for (const auto& c : cases) {
-    check_outlier_product<kF16>(c[0], c[1], c[2], c[3], static_cast<unsigned>(c[4]), static_cast<unsigned>(c[5]), ++seed);
-    check_outlier_product<kBF16>(c[0], c[1], c[2], c[3], static_cast<unsigned>(c[4]), static_cast<unsigned>(c[5]), ++seed);
-    check_outlier_product<kF32>(c[0], c[1], c[2], c[3], static_cast<unsigned>(c[4]), static_cast<unsigned>(c[5]), ++seed);
+    const auto gx = static_cast<unsigned>(c[4]), gy = static_cast<unsigned>(c[5]);
+    check_outlier_step<kF16>(c[0], c[1], c[2], c[3], gx, gy, ++seed);
+    check_outlier_step<kBF16>(c[0], c[1], c[2], c[3], gx, gy, ++seed);
+    check_outlier_step<kF32>(c[0], c[1], c[2], c[3], gx, gy, ++seed);
   }
 }
 
