@@ -320,21 +320,38 @@ __device__ __forceinline__ void store_f32(void* p, int64_t i, float v) {
   }
 }
 
-// out[m, n] from the int32 product (docs/FORMATS.md §6.3): t = RN32(RN32(C * row) * col); fp16 bias fused
-// (RN16(fma(t, K_DQ, bias))), else RN16(t * K_DQ) and a bias of out_dtype added in binary32 and
-// rounded to fp16 again; then converted to out_dtype. Element e of out, bias element n.
+// RN_D(v), in binary32.
+template <int D>
+__device__ __forceinline__ float round_to(float v) {
+  if constexpr (D == kF16) {
+    return f16_bits_to_f32(f32_to_f16_bits(v));
+  } else if constexpr (D == kBF16) {
+    return __uint_as_float(static_cast<uint32_t>(f32_to_bf16_bits(v)) << 16);
+  } else {
+    return v;
+  }
+}
+
+// The fp16 value of out[m, n] from the int32 product (docs/FORMATS.md §6.3), as bits:
+// t = RN32(RN32(C * row) * col); fp16 bias fused (RN16(fma(t, K_DQ, bias))), else RN16(t * K_DQ)
+// and a bias of out_dtype O added in binary32 and rounded to fp16 again. Bias element n.
 template <int O, bool kBias>
-__device__ __forceinline__ void dequant_store(int32_t c, float rs, float cs, const void* __restrict__ bias, int64_t n,
-                                              void* __restrict__ out, int64_t e) {
+__device__ __forceinline__ uint16_t dequant_f16(int32_t c, float rs, float cs, const void* __restrict__ bias,
+                                                int64_t n) {
   const float kdq = __uint_as_float(kDequantScaleBits);
   const float t = gpu_mul_ftz(gpu_mul_ftz(__int2float_rn(c), rs), cs);
-  uint16_t h;
   if constexpr (kBias && O == kF16) {
-    h = f32_to_f16_bits(fma_ftz(t, kdq, load_f32<kF16>(bias, n)));
+    return f32_to_f16_bits(fma_ftz(t, kdq, load_f32<kF16>(bias, n)));
   } else {
-    h = f32_to_f16_bits(gpu_mul_ftz(t, kdq));
-    if constexpr (kBias) h = f32_to_f16_bits(gpu_add_ftz(f16_bits_to_f32(h), load_f32<O>(bias, n)));
+    const uint16_t h = f32_to_f16_bits(gpu_mul_ftz(t, kdq));
+    if constexpr (kBias) return f32_to_f16_bits(gpu_add_ftz(f16_bits_to_f32(h), load_f32<O>(bias, n)));
+    return h;
   }
+}
+
+// Element e of out (dtype O) = the fp16 value h converted to O.
+template <int O>
+__device__ __forceinline__ void store_f16_as(void* __restrict__ out, int64_t e, uint16_t h) {
   if constexpr (O == kF16) {
     static_cast<uint16_t*>(out)[e] = h;
   } else {
@@ -342,13 +359,34 @@ __device__ __forceinline__ void dequant_store(int32_t c, float rs, float cs, con
   }
 }
 
+// What load_f32<O> reads back from the element store_f16_as<O> writes for h.
+template <int O>
+__device__ __forceinline__ float f16_as(uint16_t h) {
+  if constexpr (O == kF16) {
+    return f16_bits_to_f32(h);
+  } else {
+    return round_to<O>(f16_bits_to_f32(h));
+  }
+}
+
+// out[m, n] (element e, dtype O) from the int32 product: dequant_f16 converted to O.
+template <int O, bool kBias>
+__device__ __forceinline__ void dequant_store(int32_t c, float rs, float cs, const void* __restrict__ bias, int64_t n,
+                                              void* __restrict__ out, int64_t e) {
+  store_f16_as<O>(out, e, dequant_f16<O, kBias>(c, rs, cs, bias, n));
+}
+
 // ---------------------------------------------------------------- the outlier product
 //
-// bnb_int8_linear_outliers' last step (docs/OPS.md §5.10), in place on out [M, N] (dtype D):
-// out[m, n] = RN_D(out + RN_D(s)), s = fma(A[m, c], Wc[n, c], s) over the outlier columns c
-// ascending from s = +0, Wc = RN_D(RN32(RN32(W * SCB) * RN32(1/127))), every step .ftz; nothing
-// is written to out when there is no outlier column. The kernel also writes the ascending list
-// of outlier columns to columns[0 .. n) and n to *count.
+// bnb_int8_linear_outliers' last step (docs/OPS.md §5.10) on out [M, N] (dtype D):
+// out[m, n] = RN_D(o + RN_D(s)), s = fma(A[m, c], Wc[n, c], s) over the outlier columns c
+// ascending from s = +0, Wc = RN_D(RN32(RN32(W * SCB) * RN32(1/127))), every step .ftz, where o
+// is (kEpi = kOutlierInPlace) out as the layer's int8 term wrote it, or (kOutlierDequant,
+// kOutlierDequantBias) the int8 term itself, dequantized here from the int32 product C [M, N]
+// with row_stats, SCB and bias (dequant_store's value: the separate dequantization pass and its
+// rewrite of out are saved). With no outlier column, out is o as dequant_store writes it (in
+// place: left untouched). The kernel also writes the ascending list of outlier columns to
+// columns[0 .. n) and n to *count.
 //
 // Where the flags come from:
 // * kRowFlags (M = 1): column c is an outlier where |A[0, c]| >= t; every block finds them in
@@ -368,23 +406,14 @@ constexpr int kOutlierTile = 64;
 constexpr int kOutlierChunk = 32;
 constexpr int kOutlierCached = 128;
 constexpr int kOutlierThreads = 256;
+constexpr int kOutlierInPlace = 0, kOutlierDequant = 1, kOutlierDequantBias = 2;
 
-template <int D>
-__device__ __forceinline__ float round_to(float v) {
-  if constexpr (D == kF16) {
-    return f16_bits_to_f32(f32_to_f16_bits(v));
-  } else if constexpr (D == kBF16) {
-    return __uint_as_float(static_cast<uint32_t>(f32_to_bf16_bits(v)) << 16);
-  } else {
-    return v;
-  }
-}
-
-template <int D, bool kRowFlags>
+template <int D, bool kRowFlags, int kEpi>
 __global__ void __launch_bounds__(kOutlierThreads)
     outlier_product_kernel(const void* __restrict__ A, const int8_t* __restrict__ W, const float* __restrict__ SCB,
                            float t, int32_t* columns, int64_t* count, int64_t M, int64_t N, int64_t K,
-                           void* __restrict__ out) {
+                           const int32_t* __restrict__ C, const float* __restrict__ row_stats,
+                           const void* __restrict__ bias, void* __restrict__ out) {
   constexpr int kT = kOutlierTile, kC = kOutlierChunk, kL = kOutlierCached, kPer = kT / 16;
   constexpr int kThreads = kOutlierThreads;
   __shared__ float a_s[kT][kC + 1];
@@ -451,9 +480,9 @@ __global__ void __launch_bounds__(kOutlierThreads)
     }
   };
 
-  if (total > 0) {
+  if (total > 0 || kEpi != kOutlierInPlace) {
     for (int64_t n0 = static_cast<int64_t>(blockIdx.x) * kT; n0 < N; n0 += static_cast<int64_t>(gridDim.x) * kT) {
-      if (cached) {
+      if (cached && total > 0) {
         __syncthreads();  // col_s is written, the previous n-tile's w_s read
         gather_w(n0, static_cast<int>(total));
       }
@@ -464,7 +493,7 @@ __global__ void __launch_bounds__(kOutlierThreads)
 #pragma unroll
           for (int k = 0; k < kPer; ++k) acc[i][k] = 0.0f;
         if (cached) {
-          accumulate(acc, m0, static_cast<int>(total));
+          if (total > 0) accumulate(acc, m0, static_cast<int>(total));
         } else {
           for (int64_t f0 = 0; f0 < K; f0 += kL) {
             __syncthreads();  // col_s and w_s are read
@@ -482,10 +511,20 @@ __global__ void __launch_bounds__(kOutlierThreads)
           if (m >= M) continue;
 #pragma unroll
           for (int k = 0; k < kPer; ++k) {
-            const int64_t n = n0 + tx + 16 * k;
+            const int64_t n = n0 + tx + 16 * k, e = m * N + n;
             if (n >= N) continue;
-            const float o = load_f32<D>(out, m * N + n);
-            store_f32<D>(out, m * N + n, gpu_add_ftz(o, round_to<D>(acc[i][k])));
+            float o;
+            if constexpr (kEpi == kOutlierInPlace) {
+              o = load_f32<D>(out, e);
+            } else {
+              const uint16_t h = dequant_f16<D, kEpi == kOutlierDequantBias>(C[e], row_stats[m], SCB[n], bias, n);
+              if (total == 0) {
+                store_f16_as<D>(out, e, h);
+                continue;
+              }
+              o = f16_as<D>(h);
+            }
+            store_f32<D>(out, e, gpu_add_ftz(o, round_to<D>(acc[i][k])));
           }
         }
       }

@@ -458,13 +458,15 @@ bnb_status_t op_mm_dequant(void* impl, int64_t M, int64_t N, const int32_t* C, c
 // statistics itself); else the quantization, then one kernel for the product and its
 // dequantization, launched as a programmatic dependent of the quantization so that its first
 // loads of W overlap it. Otherwise the three ops in turn. flags / arrivals: as
-// launch_vectorwise_quant's (NULL for bnb_int8_linear).
+// launch_vectorwise_quant's (NULL for bnb_int8_linear). dequant_left (non-null): on the path of
+// the three ops, the dequantization is left to the caller and *dequant_left set (else cleared).
 bnb_status_t linear(void* impl, int32_t dtype, int64_t M, int64_t N, int64_t K, const void* A, float threshold,
                     const int8_t* W, const float* SCB, const void* bias, int8_t* q, float* row_stats, int32_t* C,
-                    void* out, int32_t* flags, int64_t* arrivals, void* stream) {
+                    void* out, int32_t* flags, int64_t* arrivals, bool* dequant_left, void* stream) {
   const GpuContext& ctx = ctx_of(impl);
   DeviceGuard guard(ctx.device);
   const auto s = static_cast<gpuStream_t>(stream);
+  if (dequant_left != nullptr) *dequant_left = false;
   if (mma_rows_fit(ctx, M, N, K, q, W) && fused_quant_fits(M, K, A, threshold)) {
     const bool outliers = threshold > 0.0f;
     const float t = outliers ? round_to_dtype(dtype, threshold) : 0.0f;
@@ -483,49 +485,81 @@ bnb_status_t linear(void* impl, int32_t dtype, int64_t M, int64_t N, int64_t K, 
   }
   st = op_matmul(impl, M, N, K, q, W, C, stream);
   if (st != BNB_SUCCESS) return st;
+  if (dequant_left != nullptr) {
+    *dequant_left = true;
+    return BNB_SUCCESS;
+  }
   return op_mm_dequant(impl, M, N, C, row_stats, SCB, bias, dtype, out, stream);
 }
 
 bnb_status_t op_linear(void* impl, int32_t dtype, int64_t M, int64_t N, int64_t K, const void* A, float threshold,
                        const int8_t* W, const float* SCB, const void* bias, int8_t* q, float* row_stats, int32_t* C,
                        void* out, void* stream) {
-  return linear(impl, dtype, M, N, K, A, threshold, W, SCB, bias, q, row_stats, C, out, nullptr, nullptr, stream);
+  return linear(impl, dtype, M, N, K, A, threshold, W, SCB, bias, q, row_stats, C, out, nullptr, nullptr, nullptr,
+                stream);
 }
 
 // Blocks of the outlier product along M (each walks its m-tiles with its n-tiles' Wc kept):
 // about kOutlierBlocksPerSm blocks per multiprocessor in all, at most one per m-tile.
 constexpr int64_t kOutlierBlocksPerSm = 4;
 
+// BNB_INT8_OUTLIER_DEQUANT=0: the layer's own dequantization pass runs before the outlier
+// product, which then adds in place (A/B measurements of the fused epilogue).
+bool outlier_dequant_disabled() {
+  static const bool off = env_zero("BNB_INT8_OUTLIER_DEQUANT");
+  return off;
+}
+
+template <int D, bool kRowFlags>
+bnb_status_t launch_outlier_product(dim3 grid, int epi, const void* A, const int8_t* W, const float* SCB, float t,
+                                    int32_t* columns, int64_t* count, int64_t M, int64_t N, int64_t K,
+                                    const int32_t* C, const float* row_stats, const void* bias, void* out,
+                                    gpuStream_t s) {
+  if (epi == kOutlierDequantBias) {
+    outlier_product_kernel<D, kRowFlags, kOutlierDequantBias><<<grid, kOutlierThreads, 0, s>>>(
+        A, W, SCB, t, columns, count, M, N, K, C, row_stats, bias, out);
+  } else if (epi == kOutlierDequant) {
+    outlier_product_kernel<D, kRowFlags, kOutlierDequant><<<grid, kOutlierThreads, 0, s>>>(
+        A, W, SCB, t, columns, count, M, N, K, C, row_stats, bias, out);
+  } else {
+    outlier_product_kernel<D, kRowFlags, kOutlierInPlace><<<grid, kOutlierThreads, 0, s>>>(
+        A, W, SCB, t, columns, count, M, N, K, C, row_stats, bias, out);
+  }
+  return check_launch("int8 outlier_product_kernel");
+}
+
 // bnb_int8_linear_outliers: bnb_int8_linear's kernels, then outlier_product_kernel, which also
 // writes the column list and the count. With more than one row, the quantization's
 // outlier_columns_kernel writes the column flags into `columns` and zeroes *count (the product
 // counts its blocks there); one row has no such kernel (its outlier elements are already 0 in
-// q), and the product finds the outlier columns in A's row itself. No host synchronisation and
-// no allocation: capturable.
+// q), and the product finds the outlier columns in A's row itself. Where bnb_int8_linear would
+// dequantize in a pass of its own (the int32 product in C), the product kernel dequantizes
+// instead. No host synchronisation and no allocation: capturable.
 bnb_status_t op_linear_outliers(void* impl, int32_t dtype, int64_t M, int64_t N, int64_t K, const void* A,
                                 float threshold, const int8_t* W, const float* SCB, const void* bias, int8_t* q,
                                 float* row_stats, int32_t* C, int32_t* columns, int64_t* count, void* out,
                                 void* stream) {
   const bool outliers = threshold > 0.0f;
+  bool dequant_left = false;
   bnb_status_t st = linear(impl, dtype, M, N, K, A, threshold, W, SCB, bias, q, row_stats, C, out,
-                           outliers ? columns : nullptr, outliers ? count : nullptr, stream);
+                           outliers ? columns : nullptr, outliers ? count : nullptr,
+                           outliers && !outlier_dequant_disabled() ? &dequant_left : nullptr, stream);
   if (st != BNB_SUCCESS) return st;
   const GpuContext& ctx = ctx_of(impl);
   DeviceGuard guard(ctx.device);
   const auto s = static_cast<gpuStream_t>(stream);
   if (!outliers) return check(gpuMemsetAsync(count, 0, sizeof *count, s), "writing the outlier count");
   const float t = round_to_dtype(dtype, threshold);
+  const int epi = !dequant_left ? kOutlierInPlace : (bias != nullptr ? kOutlierDequantBias : kOutlierDequant);
   const int64_t n_tiles = ceil_div(N, int64_t{kOutlierTile}), m_tiles = ceil_div(M, int64_t{kOutlierTile});
   const dim3 grid(grid_of(n_tiles, 1 << 30),
                   grid_of(std::min(ceil_div(int64_t{ctx.sm_count} * kOutlierBlocksPerSm, n_tiles), m_tiles), 65535));
   return with_dtype(dtype, "int8_linear_outliers", [&](auto d) {
     constexpr int D = decltype(d)::value;
-    if (M == 1) {
-      outlier_product_kernel<D, true><<<grid, kOutlierThreads, 0, s>>>(A, W, SCB, t, columns, count, M, N, K, out);
-    } else {
-      outlier_product_kernel<D, false><<<grid, kOutlierThreads, 0, s>>>(A, W, SCB, t, columns, count, M, N, K, out);
-    }
-    return check_launch("int8 outlier_product_kernel");
+    return M == 1 ? launch_outlier_product<D, true>(grid, epi, A, W, SCB, t, columns, count, M, N, K, C, row_stats,
+                                                    bias, out, s)
+                  : launch_outlier_product<D, false>(grid, epi, A, W, SCB, t, columns, count, M, N, K, C, row_stats,
+                                                     bias, out, s);
   });
 }
 

@@ -216,7 +216,8 @@ TEST_F(Int8Gpu, MmDequantMatchesCpu) {
 TEST_F(Int8Gpu, LinearMatchesCpu) {
   const int64_t cases[][3] = {{1, 4096, 4096}, {1, 8192, 8192}, {3, 4096, 2048}, {5, 11008, 4096},
                               {16, 4096, 11008}, {24, 1024, 4096}};
-  for (const auto& c : cases) {
+  for (size_t ci = 0; ci < sizeof cases / sizeof cases[0]; ++ci) {
+    const auto& c = cases[ci];
     const int64_t M = c[0], N = c[1], K = c[2];
     const auto w = random_int8_bytes(N * K, static_cast<uint64_t>(N + K));
     std::mt19937_64 rng(static_cast<uint64_t>(M * 7 + N));
@@ -323,7 +324,7 @@ TEST_F(Int8Gpu, LayerForwardCapturesInAGraph) {
 
 namespace {
 
-// The inputs of one int8 layer call, in one context's memory.
+// The inputs of one int8 layer call, in one context's memory (an empty bias: none).
 struct LayerInputs {
   LayerInputs(const Context& ctx, const std::vector<uint8_t>& x, const std::vector<uint8_t>& w,
               const std::vector<float>& scb, const std::vector<uint8_t>& bias)
@@ -333,6 +334,7 @@ struct LayerInputs {
     S.upload(scb.data(), scb.size() * 4);
     Bi.upload(bias.data(), bias.size());
   }
+  const void* bias() const { return Bi.bytes() > 0 ? Bi.get() : nullptr; }
   Buffer X, W, S, Bi;
 };
 
@@ -346,7 +348,7 @@ struct LayerOutputs {
   bnb_status_t run(const Context& ctx, const LayerInputs& in, int32_t dtype, int64_t M, int64_t N, int64_t K,
                    float threshold, void* stream) {
     return bnb_int8_linear_outliers(ctx.get(), dtype, M, N, K, in.X.get(), threshold, in.W.as<int8_t>(),
-                                    in.S.as<float>(), in.Bi.get(), Q.as<int8_t>(), RS.as<float>(), Cc.as<int32_t>(),
+                                    in.S.as<float>(), in.bias(), Q.as<int8_t>(), RS.as<float>(), Cc.as<int32_t>(),
                                     Cols.as<int32_t>(), Count.as<int64_t>(), O.get(), stream);
   }
   // q, row_stats, count, columns[0 .. count) and out.
@@ -379,12 +381,14 @@ TEST_F(Int8Gpu, LinearOutliersMatchesCpu) {
   // {M, N, K, outlier columns}: one row through the fused kernel and (K > 8192) through the
   // quantization kernel, few rows on tensor cores, larger M through cuBLASLt, M = 2048 where the
   // product's blocks walk several m-tiles each, and more outlier columns than a product block
-  // keeps in shared memory (kOutlierCached = 128) for one row and for many.
+  // keeps in shared memory (kOutlierCached = 128) for one row and for many. Every other case has
+  // no bias (the product kernel dequantizes with and without one on the paths through cuBLASLt).
   const int64_t cases[][4] = {{1, 4096, 4096, 6},    {5, 11008, 4096, 6},   {16, 4096, 11008, 6},
                               {24, 1024, 4096, 6},   {256, 4096, 4096, 6},  {130, 258, 4100, 6},
                               {1, 1024, 11008, 6},   {2048, 4096, 1024, 6}, {1, 4096, 4096, 300},
                               {300, 1024, 2048, 300}};
-  for (const auto& c : cases) {
+  for (size_t ci = 0; ci < sizeof cases / sizeof cases[0]; ++ci) {
+    const auto& c = cases[ci];
     const int64_t M = c[0], N = c[1], K = c[2];
     const auto w = random_int8_bytes(N * K, static_cast<uint64_t>(N + K));
     std::mt19937_64 rng(static_cast<uint64_t>(M * 7 + N));
@@ -393,7 +397,8 @@ TEST_F(Int8Gpu, LinearOutliersMatchesCpu) {
     const std::vector<uint8_t> x16 = activations_f16(M, K, static_cast<uint64_t>(M + 3), static_cast<int>(c[3]));
     for (const int32_t dtype : {BNB_F16, BNB_BF16, BNB_F32}) {
       const std::vector<uint8_t> x = dtype == BNB_F16 ? x16 : to_dtype(from_dtype(x16, BNB_F16), dtype);
-      const std::vector<uint8_t> bias = to_dtype(random_normal(N, rng(), 1.0f), dtype);
+      const std::vector<uint8_t> bias =
+          ci % 2 == 0 ? to_dtype(random_normal(N, rng(), 1.0f), dtype) : std::vector<uint8_t>{};
       for (const float threshold : {0.0f, 6.0f}) {
         SCOPED_TRACE(testing::Message() << "M " << M << " N " << N << " K " << K << " outliers " << c[3]
                                         << " dtype " << dtype << " threshold " << threshold);

@@ -153,12 +153,14 @@ TEST(Int8KernelsOnHost, OutlierColumnsCompactInPlace) {
 // for bit, on a grid of gx x gy blocks. M > 1: the quantization pass's outlier_columns_kernel
 // zeroes those columns of q, writes their flags into `columns` and 0 into the count, and the
 // product reads them there (the last block writes the list over the flags); M = 1: the product
-// finds the columns in A's row. Either way columns[0 .. count) and count are checked; with no
-// outlier column out is left untouched.
-template <int D>
+// finds the columns in A's row. Either way columns[0 .. count) and count are checked. kEpi: out
+// holds the int8 term before (in place; with no outlier column it is left untouched), or the
+// kernel dequantizes it from a random int32 product C (with a bias for kOutlierDequantBias),
+// against the CPU backend's int8_mm_dequant.
+template <int D, int kEpi>
 void check_outlier_step(int64_t M, int64_t N, int64_t K, int64_t n_cols, unsigned gx, unsigned gy, uint64_t seed) {
-  SCOPED_TRACE(testing::Message() << "D " << D << " M " << M << " N " << N << " K " << K << " columns " << n_cols
-                                  << " grid " << gx << " x " << gy);
+  SCOPED_TRACE(testing::Message() << "D " << D << " epilogue " << kEpi << " M " << M << " N " << N << " K " << K
+                                  << " columns " << n_cols << " grid " << gx << " x " << gy);
   using T = typename Elem<D>::T;
   std::mt19937_64 rng(seed);
   std::normal_distribution<float> normal(0.0f, 1.0f);
@@ -181,6 +183,17 @@ void check_outlier_step(int64_t M, int64_t N, int64_t K, int64_t n_cols, unsigne
   for (auto& v : scb) v = bnb::round_to_dtype(BNB_F16, 0.05f + static_cast<float>(rng() % 1000) / 300.0f);
   std::vector<T> want = out, got = out;
   bnb::cpu::ThreadPool pool(1);
+  std::vector<int32_t> C(static_cast<size_t>(M * N));
+  std::vector<float> row_stats(static_cast<size_t>(M));
+  std::vector<T> bias(static_cast<size_t>(N));
+  if (kEpi != kOutlierInPlace) {
+    for (auto& c : C) c = static_cast<int32_t>(rng() % 2000001) - 1000000;
+    for (auto& r : row_stats) r = 0.5f + static_cast<float>(rng() % 1000) / 250.0f;
+    for (auto& b : bias) b = as_d(normal(rng));
+    bnb::cpu::int8_mm_dequant(pool, M, N, C.data(), row_stats.data(), scb.data(),
+                              kEpi == kOutlierDequantBias ? bias.data() : nullptr, D, want.data());
+    out = want;
+  }
   bnb::cpu::int8_add_outlier_product(pool, D, M, N, K, A.data(), W.data(), scb.data(), want_cols.data(),
                                      static_cast<int64_t>(want_cols.size()), want.data());
 
@@ -199,11 +212,13 @@ void check_outlier_step(int64_t M, int64_t N, int64_t K, int64_t n_cols, unsigne
       ASSERT_EQ(q[static_cast<size_t>(i)], flags[static_cast<size_t>(i % K)] ? 0 : 5) << "q element " << i;
     }
     launch(gx, gy, kOutlierThreads, 1, [&] {
-      outlier_product_kernel<D, false>(A.data(), W.data(), scb.data(), t, columns.data(), &count, M, N, K, got.data());
+      outlier_product_kernel<D, false, kEpi>(A.data(), W.data(), scb.data(), t, columns.data(), &count, M, N, K,
+                                             C.data(), row_stats.data(), bias.data(), got.data());
     });
   } else {
     launch(gx, gy, kOutlierThreads, 1, [&] {
-      outlier_product_kernel<D, true>(A.data(), W.data(), scb.data(), t, columns.data(), &count, M, N, K, got.data());
+      outlier_product_kernel<D, true, kEpi>(A.data(), W.data(), scb.data(), t, columns.data(), &count, M, N, K,
+                                            C.data(), row_stats.data(), bias.data(), got.data());
     });
   }
   ASSERT_EQ(count, n_cols);
@@ -219,7 +234,8 @@ void check_outlier_step(int64_t M, int64_t N, int64_t K, int64_t n_cols, unsigne
 // (blocks stride over n- and m-tiles) and of more blocks than m-tiles (idle blocks still count
 // themselves in); more than one chunk of A's columns; more outlier columns than a block keeps
 // (kOutlierCached: the block walks the flags again per m-tile); more columns than one step of
-// the flag walk (1024); no outlier column; every column an outlier.
+// the flag walk (1024); no outlier column; every column an outlier. The dequantizing epilogues
+// on a subset.
 TEST(Int8KernelsOnHost, OutlierStepMatchesCpu) {
   static_assert(kOutlierCached == 128, "the cases below straddle kOutlierCached");
   const int64_t cases[][6] = {{65, 64, 100, 33, 1, 1},    {130, 129, 200, 70, 2, 2},  {5, 7, 40, 40, 1, 2},
@@ -229,9 +245,20 @@ TEST(Int8KernelsOnHost, OutlierStepMatchesCpu) {
   uint64_t seed = 100;
   for (const auto& c : cases) {
     const auto gx = static_cast<unsigned>(c[4]), gy = static_cast<unsigned>(c[5]);
-    check_outlier_step<kF16>(c[0], c[1], c[2], c[3], gx, gy, ++seed);
-    check_outlier_step<kBF16>(c[0], c[1], c[2], c[3], gx, gy, ++seed);
-    check_outlier_step<kF32>(c[0], c[1], c[2], c[3], gx, gy, ++seed);
+    check_outlier_step<kF16, kOutlierInPlace>(c[0], c[1], c[2], c[3], gx, gy, ++seed);
+    check_outlier_step<kBF16, kOutlierInPlace>(c[0], c[1], c[2], c[3], gx, gy, ++seed);
+    check_outlier_step<kF32, kOutlierInPlace>(c[0], c[1], c[2], c[3], gx, gy, ++seed);
+  }
+  const int64_t dequant_cases[][6] = {{130, 129, 200, 70, 2, 2}, {9, 20, 50, 0, 1, 1}, {70, 70, 400, 129, 1, 2},
+                                      {1, 70, 300, 3, 2, 1},     {1, 10, 50, 0, 1, 1}};
+  for (const auto& c : dequant_cases) {
+    const auto gx = static_cast<unsigned>(c[4]), gy = static_cast<unsigned>(c[5]);
+    check_outlier_step<kF16, kOutlierDequant>(c[0], c[1], c[2], c[3], gx, gy, ++seed);
+    check_outlier_step<kF16, kOutlierDequantBias>(c[0], c[1], c[2], c[3], gx, gy, ++seed);
+    check_outlier_step<kBF16, kOutlierDequant>(c[0], c[1], c[2], c[3], gx, gy, ++seed);
+    check_outlier_step<kBF16, kOutlierDequantBias>(c[0], c[1], c[2], c[3], gx, gy, ++seed);
+    check_outlier_step<kF32, kOutlierDequant>(c[0], c[1], c[2], c[3], gx, gy, ++seed);
+    check_outlier_step<kF32, kOutlierDequantBias>(c[0], c[1], c[2], c[3], gx, gy, ++seed);
   }
 }
 
