@@ -187,30 +187,24 @@ __device__ __forceinline__ int block_exclusive_sum(int v, int32_t* scratch, int*
   return before;
 }
 
-// The flagged columns of [c0, c1) in ascending order: emit(j, c) for the j-th of them (j from 0),
-// kThreads * 4 columns per step (4 consecutive ones per thread). Returns how many. Every thread
+// The flagged columns of [c0, c1) in ascending order: emit(j, c) for the j-th of them (j from 0).
+// A step takes kThreads * 64 columns, 64 consecutive ones per thread as a bit mask, so a block
+// finds the outlier columns of a layer in one or two steps. Returns how many. Every thread
 // calls it. A step reads all its flags before its first barrier and emits only after it, and
 // j <= c - c0, so the list may overwrite the flags it is made from (c0 = 0, columns = flags).
 template <int kThreads, class Flag, class Emit>
 __device__ __forceinline__ int64_t walk_flags(int64_t c0, int64_t c1, const Flag& flag, const Emit& emit,
                                               int32_t* scratch) {
-  constexpr int kPer = 4;
+  constexpr int kPer = 64;
   int64_t base = 0;
   for (int64_t s = c0; s < c1; s += int64_t{kThreads} * kPer) {
     const int64_t first = s + static_cast<int64_t>(threadIdx.x) * kPer;
-    bool f[kPer];
-    int n = 0;
-#pragma unroll
-    for (int i = 0; i < kPer; ++i) {
-      f[i] = first + i < c1 && flag(first + i);
-      n += f[i] ? 1 : 0;
-    }
+    const int n_here = first >= c1 ? 0 : (c1 - first < kPer ? static_cast<int>(c1 - first) : kPer);
+    uint64_t mask = 0;
+    for (int i = 0; i < n_here; ++i) mask |= static_cast<uint64_t>(flag(first + i) ? 1 : 0) << i;
     int total = 0;
-    int64_t j = base + block_exclusive_sum<kThreads>(n, scratch, &total);
-#pragma unroll
-    for (int i = 0; i < kPer; ++i) {
-      if (f[i]) emit(j++, first + i);
-    }
+    int64_t j = base + block_exclusive_sum<kThreads>(__popcll(mask), scratch, &total);
+    for (; mask != 0; mask &= mask - 1) emit(j++, first + (__ffsll(static_cast<long long>(mask)) - 1));
     base += total;
   }
   return base;

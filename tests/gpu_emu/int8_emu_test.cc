@@ -45,6 +45,8 @@ inline float __fmaf_rn(float a, float b, float c) { return ftz(std::fma(ftz(a), 
 inline float __int2float_rn(int32_t i) { return static_cast<float>(i); }
 inline int __float2int_rn(float f) { return static_cast<int>(std::nearbyint(f)); }
 inline float __shfl_xor(float, int, int) { std::abort(); }  // not in the kernels run here
+inline int __popcll(unsigned long long x) { return __builtin_popcountll(x); }
+inline int __ffsll(long long x) { return __builtin_ffsll(x); }
 // Blocks run one at a time and only one thread of a block counts it in: a plain add is atomic here.
 inline void __threadfence() {}
 inline unsigned long long atomicAdd(unsigned long long* p, unsigned long long v) {
@@ -121,7 +123,7 @@ std::vector<int32_t> random_columns(int64_t cols, int64_t n, uint64_t seed) {
 }
 
 // The flags written into `columns` itself, then compacted there (one block of 1024 threads
-// walks the columns 1024 at a time): the ascending outlier columns and their count.
+// walks the columns 64 per thread per step): the ascending outlier columns and their count.
 TEST(Int8KernelsOnHost, OutlierColumnsCompactInPlace) {
   const int64_t shapes[][3] = {{1, 1, 1}, {3, 33, 2}, {7, 1000, 9}, {2, 2053, 40}, {5, 2100, 2100}};
   uint64_t seed = 11;
@@ -146,6 +148,21 @@ TEST(Int8KernelsOnHost, OutlierColumnsCompactInPlace) {
     columns.resize(static_cast<size_t>(count));
     EXPECT_EQ(columns, want);
   }
+}
+
+// More columns than one step of the walk (1024 x 64), into a separate list of fewer entries than
+// there are outlier columns: the count is the total, the first `capacity` columns are written.
+TEST(Int8KernelsOnHost, CompactColumnsTakesSeveralStepsAndCapacity) {
+  const int64_t cols = 1024 * 64 * 2 + 77, capacity = 3000;
+  const std::vector<int32_t> want = random_columns(cols, 5000, 7);
+  std::vector<int32_t> flags(static_cast<size_t>(cols), 0), columns(static_cast<size_t>(capacity + 8), -7);
+  for (const int32_t c : want) flags[static_cast<size_t>(c)] = 1;
+  int64_t count = -1;
+  launch(1, 1, 1024, 1, [&] { compact_columns_kernel(flags.data(), cols, columns.data(), capacity, &count); });
+  ASSERT_EQ(count, 5000);
+  EXPECT_EQ(std::vector<int32_t>(columns.begin(), columns.begin() + capacity),
+            std::vector<int32_t>(want.begin(), want.begin() + capacity));
+  EXPECT_EQ(std::vector<int32_t>(columns.begin() + capacity, columns.end()), std::vector<int32_t>(8, -7));
 }
 
 // The layer's outlier step on A [M, K] (dtype D) whose outlier columns (|x| >= 6 in one row; row
@@ -234,14 +251,15 @@ void check_outlier_step(int64_t M, int64_t N, int64_t K, int64_t n_cols, unsigne
 // (blocks stride over n- and m-tiles) and of more blocks than m-tiles (idle blocks still count
 // themselves in); more than one chunk of A's columns; more outlier columns than a block keeps
 // (kOutlierCached: the block walks the flags again per m-tile); more columns than one step of
-// the flag walk (1024); no outlier column; every column an outlier. The dequantizing epilogues
+// the flag walk (256 x 64, for one row and for many); no outlier column; every column an outlier. The dequantizing epilogues
 // on a subset.
 TEST(Int8KernelsOnHost, OutlierStepMatchesCpu) {
   static_assert(kOutlierCached == 128, "the cases below straddle kOutlierCached");
-  const int64_t cases[][6] = {{65, 64, 100, 33, 1, 1},    {130, 129, 200, 70, 2, 2},  {5, 7, 40, 40, 1, 2},
-                              {9, 20, 50, 0, 1, 1},       {70, 70, 400, 129, 1, 2},   {3, 130, 300, 300, 2, 1},
-                              {2, 10, 1500, 5, 1, 1},     {140, 65, 140, 128, 1, 2},  {1, 70, 300, 3, 2, 1},
-                              {1, 200, 2000, 150, 2, 1},  {1, 10, 50, 0, 1, 1},       {1, 65, 64, 64, 1, 1}};
+  const int64_t cases[][6] = {{65, 64, 100, 33, 1, 1},   {130, 129, 200, 70, 2, 2}, {5, 7, 40, 40, 1, 2},
+                              {9, 20, 50, 0, 1, 1},      {70, 70, 400, 129, 1, 2},  {3, 130, 300, 300, 2, 1},
+                              {2, 10, 1500, 5, 1, 1},    {140, 65, 140, 128, 1, 2}, {2, 10, 16500, 140, 1, 1},
+                              {1, 20, 17000, 9, 1, 1},   {1, 70, 300, 3, 2, 1},     {1, 200, 2000, 150, 2, 1},
+                              {1, 10, 50, 0, 1, 1},      {1, 65, 64, 64, 1, 1}};
   uint64_t seed = 100;
   for (const auto& c : cases) {
     const auto gx = static_cast<unsigned>(c[4]), gy = static_cast<unsigned>(c[5]);
