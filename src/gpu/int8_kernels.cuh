@@ -6,6 +6,7 @@
 #define BNB_GPU_INT8_KERNELS_CUH_
 
 #include <cstdint>
+#include <type_traits>
 
 #include "gpu_dtype.h"
 #include "gpu_port.h"
@@ -192,6 +193,8 @@ __device__ __forceinline__ int block_exclusive_sum(int v, int32_t* scratch, int*
 // finds the outlier columns of a layer in one or two steps. Returns how many. Every thread
 // calls it. A step reads all its flags before its first barrier and emits only after it, and
 // j <= c - c0, so the list may overwrite the flags it is made from (c0 = 0, columns = flags).
+// Its callers keep the result in a non-const variable: nvcc 13's front end fails (an internal
+// error in i_copy_expr_tree) on a const one passed on to another function.
 template <int kThreads, class Flag, class Emit>
 __device__ __forceinline__ int64_t walk_flags(int64_t c0, int64_t c1, const Flag& flag, const Emit& emit,
                                               int32_t* scratch) {
@@ -199,9 +202,13 @@ __device__ __forceinline__ int64_t walk_flags(int64_t c0, int64_t c1, const Flag
   int64_t base = 0;
   for (int64_t s = c0; s < c1; s += int64_t{kThreads} * kPer) {
     const int64_t first = s + static_cast<int64_t>(threadIdx.x) * kPer;
-    const int n_here = first >= c1 ? 0 : (c1 - first < kPer ? static_cast<int>(c1 - first) : kPer);
     uint64_t mask = 0;
-    for (int i = 0; i < n_here; ++i) mask |= static_cast<uint64_t>(flag(first + i) ? 1 : 0) << i;
+    if (first + kPer <= c1) {  // unrolled: the 64 loads in flight together
+#pragma unroll
+      for (int i = 0; i < kPer; ++i) mask |= static_cast<uint64_t>(flag(first + i) ? 1 : 0) << i;
+    } else {
+      for (int i = 0; first + i < c1; ++i) mask |= static_cast<uint64_t>(flag(first + i) ? 1 : 0) << i;
+    }
     int total = 0;
     int64_t j = base + block_exclusive_sum<kThreads>(__popcll(mask), scratch, &total);
     for (; mask != 0; mask &= mask - 1) emit(j++, first + (__ffsll(static_cast<long long>(mask)) - 1));
@@ -402,6 +409,62 @@ constexpr int kOutlierCached = 128;
 constexpr int kOutlierThreads = 256;
 constexpr int kOutlierInPlace = 0, kOutlierDequant = 1, kOutlierDequantBias = 2;
 
+// Wc[n, c] = RN_D(RN32(RN32(W[n, c] * SCB[n]) * RN32(1/127))), .ftz (docs/OPS.md §5.10).
+template <int D>
+__device__ __forceinline__ float outlier_weight(const int8_t* __restrict__ W, const float* __restrict__ SCB,
+                                                int64_t n, int64_t c, int64_t K) {
+  const float ws = gpu_mul_ftz(static_cast<float>(W[n * K + c]), SCB[n]);
+  return round_to<D>(gpu_mul_ftz(ws, __uint_as_float(kInv127Bits)));
+}
+
+// Element e of out (dtype D) = RN_D(o + RN_D(s)): the int8 term o with the outlier sum s.
+template <int D>
+__device__ __forceinline__ void store_with_outlier_sum(void* __restrict__ out, int64_t e, float o, float s) {
+  store_f32<D>(out, e, gpu_add_ftz(o, round_to<D>(s)));
+}
+
+// dequant_store of the int32 product c, with the outlier sum s added where there are outlier
+// columns (any): out as bnb_int8_linear writes it, then as the outlier product updates it.
+template <int D, bool kBias>
+__device__ __forceinline__ void dequant_store_outliers(int32_t c, float rs, float cs, const void* __restrict__ bias,
+                                                       int64_t n, void* __restrict__ out, int64_t e, bool any,
+                                                       float s) {
+  const uint16_t h = dequant_f16<D, kBias>(c, rs, cs, bias, n);
+  if (any) {
+    store_with_outlier_sum<D>(out, e, f16_as<D>(h), s);
+  } else {
+    store_f16_as<D>(out, e, h);
+  }
+}
+
+// The end of a kernel that lists the outlier columns from their flags in `columns` (0 or 1 per
+// column, *count = 0 on entry, total of them flagged): each block counts itself into *count once
+// it has read its last flag, and the last one to arrive, when no block reads a flag any more,
+// writes the ascending list over the flags (from list[0 .. total) where the block holds all of
+// it, else walking the flags again) and total to *count. Every thread of every block calls it;
+// last is a shared flag.
+template <int kThreads>
+__device__ __forceinline__ void publish_outlier_columns(int32_t* columns, int64_t* count, int64_t K, int64_t total,
+                                                        const int32_t* list, int32_t* scratch, int32_t* last) {
+  __syncthreads();  // every thread of the block has read its last flag
+  if (threadIdx.x == 0) {
+    __threadfence();
+    const unsigned long long blocks = static_cast<unsigned long long>(gridDim.x) * gridDim.y;
+    *last = atomicAdd(reinterpret_cast<unsigned long long*>(count), 1ull) == blocks - 1;
+  }
+  __syncthreads();
+  if (!*last) return;
+  __threadfence();
+  if (list != nullptr) {
+    for (int64_t j = threadIdx.x; j < total; j += kThreads) columns[j] = list[j];
+  } else {
+    walk_flags<kThreads>(
+        0, K, [&](int64_t c) { return columns[c] != 0; },
+        [&](int64_t j, int64_t c) { columns[j] = static_cast<int32_t>(c); }, scratch);
+  }
+  if (threadIdx.x == 0) *count = total;
+}
+
 template <int D, bool kRowFlags, int kEpi>
 __global__ void __launch_bounds__(kOutlierThreads)
     outlier_product_kernel(const void* __restrict__ A, const int8_t* __restrict__ W, const float* __restrict__ SCB,
@@ -415,7 +478,6 @@ __global__ void __launch_bounds__(kOutlierThreads)
   __shared__ int32_t col_s[kL];
   __shared__ int32_t scratch[kThreads + kThreads / 32];
   __shared__ int32_t last_s;
-  const float inv127 = __uint_as_float(kInv127Bits);
   const int tx = threadIdx.x % 16, ty = threadIdx.x / 16;
   const bool lead = blockIdx.x == 0 && blockIdx.y == 0;
   const auto flag = [&](int64_t c) {
@@ -427,7 +489,7 @@ __global__ void __launch_bounds__(kOutlierThreads)
   };
 
   // All the flags: the count, and the first kL columns into col_s.
-  const int64_t total = walk_flags<kThreads>(
+  int64_t total = walk_flags<kThreads>(
       0, K, flag,
       [&](int64_t j, int64_t c) {
         if (j < kL) col_s[j] = static_cast<int32_t>(c);
@@ -440,12 +502,7 @@ __global__ void __launch_bounds__(kOutlierThreads)
   const auto gather_w = [&](int64_t n0, int n) {
     for (int e = threadIdx.x; e < kT * n; e += kThreads) {
       const int r = e / n, j = e % n;
-      float wv = 0.0f;
-      if (n0 + r < N) {
-        const float ws = gpu_mul_ftz(static_cast<float>(W[(n0 + r) * K + col_s[j]]), SCB[n0 + r]);
-        wv = round_to<D>(gpu_mul_ftz(ws, inv127));
-      }
-      w_s[r][j] = wv;
+      w_s[r][j] = n0 + r < N ? outlier_weight<D>(W, SCB, n0 + r, col_s[j], K) : 0.0f;
     }
   };
   // acc = fma(A[m, col_s[j]], w_s[n][j], acc) for j = 0 .. n - 1 in turn (w_s written before the
@@ -507,18 +564,12 @@ __global__ void __launch_bounds__(kOutlierThreads)
           for (int k = 0; k < kPer; ++k) {
             const int64_t n = n0 + tx + 16 * k, e = m * N + n;
             if (n >= N) continue;
-            float o;
             if constexpr (kEpi == kOutlierInPlace) {
-              o = load_f32<D>(out, e);
+              store_with_outlier_sum<D>(out, e, load_f32<D>(out, e), acc[i][k]);
             } else {
-              const uint16_t h = dequant_f16<D, kEpi == kOutlierDequantBias>(C[e], row_stats[m], SCB[n], bias, n);
-              if (total == 0) {
-                store_f16_as<D>(out, e, h);
-                continue;
-              }
-              o = f16_as<D>(h);
+              dequant_store_outliers<D, kEpi == kOutlierDequantBias>(C[e], row_stats[m], SCB[n], bias, n, out, e,
+                                                                     total > 0, acc[i][k]);
             }
-            store_f32<D>(out, e, gpu_add_ftz(o, round_to<D>(acc[i][k])));
           }
         }
       }
@@ -528,24 +579,97 @@ __global__ void __launch_bounds__(kOutlierThreads)
   if constexpr (kRowFlags) {
     if (lead && threadIdx.x == 0) *count = total;
   } else {
-    __syncthreads();  // every thread of the block has read its last flag
-    if (threadIdx.x == 0) {
-      __threadfence();
-      const unsigned long long blocks = static_cast<unsigned long long>(gridDim.x) * gridDim.y;
-      last_s = atomicAdd(reinterpret_cast<unsigned long long*>(count), 1ull) == blocks - 1;
-    }
-    __syncthreads();
-    if (last_s) {
-      __threadfence();
-      if (cached) {
-        for (int64_t j = threadIdx.x; j < total; j += kThreads) columns[j] = col_s[j];
-      } else {
-        walk_flags<kThreads>(0, K, flag, [&](int64_t j, int64_t c) { columns[j] = static_cast<int32_t>(c); },
-                             scratch);
+    publish_outlier_columns<kThreads>(columns, count, K, total, cached ? col_s : nullptr, scratch, &last_s);
+  }
+}
+
+// The outlier sums for a kernel whose block owns rows n0 .. n0 + R - 1 of out for all M <= kM
+// rows of A (int8_mma_rows_kernel's epilogue adds them): sums[r][m] = s[m, n0 + r] of docs/OPS.md
+// §5.10 (0 past N and M). The block lists the outlier columns kOutlierList at a time (above
+// that, walking the flags again per kOutlierList columns), gathers Wc and A for
+// kOutlierRowsChunk of them at a time into shared memory, and each thread sums R * kM / kThreads
+// outputs in column order.
+constexpr int kOutlierList = 512;
+constexpr int kOutlierRowsChunk = 64;
+
+template <int R, int kM, int kThreads>
+struct OutlierRowsSmem {
+  float sums[R][kM];
+  float w[R][kOutlierRowsChunk + 1];
+  float x[kM][kOutlierRowsChunk + 1];
+  int32_t list[kOutlierList];
+  int32_t scratch[kThreads + kThreads / 32];
+  int32_t last;
+};
+
+// The flags: row_flags (M = 1) those of A's row (|x| >= t), and block 0 writes the column list
+// and the count; else the flags in `columns` (publish_outlier_columns). Returns the number of
+// outlier columns. Every thread calls it; sm.sums is complete after the caller's next barrier.
+template <int D, int R, int kM, int kThreads>
+__device__ __forceinline__ int64_t block_outlier_sums(const void* __restrict__ A, const int8_t* __restrict__ W,
+                                                      const float* __restrict__ SCB, float t, int32_t* columns,
+                                                      int64_t* count, int64_t M, int64_t N, int64_t K, int64_t n0,
+                                                      bool row_flags, OutlierRowsSmem<R, kM, kThreads>& sm) {
+  constexpr int kL = kOutlierList, kC = kOutlierRowsChunk, kPer = (R * kM + kThreads - 1) / kThreads;
+  const bool lead = blockIdx.x == 0 && blockIdx.y == 0;
+  const auto flag = [&](int64_t c) { return row_flags ? fabsf(load_f32<D>(A, c)) >= t : columns[c] != 0; };
+  int64_t total = walk_flags<kThreads>(
+      0, K, flag,
+      [&](int64_t j, int64_t c) {
+        if (j < kL) sm.list[j] = static_cast<int32_t>(c);
+        if (row_flags && lead) columns[j] = static_cast<int32_t>(c);
+      },
+      sm.scratch);
+  float s[kPer];
+#pragma unroll
+  for (int p = 0; p < kPer; ++p) s[p] = 0.0f;
+  // s = fma(A[m, list[j]], Wc[n0 + r, list[j]], s) for j = 0 .. n - 1 in turn.
+  const auto accumulate = [&](int n) {
+    for (int j0 = 0; j0 < n; j0 += kC) {
+      const int chunk = n - j0 < kC ? n - j0 : kC;
+      __syncthreads();  // the list is written, the previous chunk read
+      for (int e = threadIdx.x; e < (R + kM) * kC; e += kThreads) {
+        const int r = e / kC, j = e % kC;
+        const int64_t c = j < chunk ? sm.list[j0 + j] : 0;
+        if (r < R) {
+          sm.w[r][j] = j < chunk && n0 + r < N ? outlier_weight<D>(W, SCB, n0 + r, c, K) : 0.0f;
+        } else {
+          sm.x[r - R][j] = j < chunk && r - R < M ? load_f32<D>(A, (r - R) * K + c) : 0.0f;
+        }
       }
-      if (threadIdx.x == 0) *count = total;
+      __syncthreads();
+#pragma unroll
+      for (int p = 0; p < kPer; ++p) {
+        const int o = static_cast<int>(threadIdx.x) + kThreads * p;
+        if (o >= R * kM) break;
+        const int r = o / kM, m = o % kM;
+        for (int j = 0; j < chunk; ++j) s[p] = fma_ftz(sm.x[m][j], sm.w[r][j], s[p]);
+      }
+    }
+  };
+  if (total <= kL) {
+    accumulate(static_cast<int>(total));
+  } else {
+    for (int64_t f0 = 0; f0 < K; f0 += kL) {
+      __syncthreads();  // the list is read
+      int n = static_cast<int>(walk_flags<kThreads>(
+          f0, f0 + kL < K ? f0 + kL : K, flag, [&](int64_t j, int64_t c) { sm.list[j] = static_cast<int32_t>(c); },
+          sm.scratch));
+      accumulate(n);
     }
   }
+#pragma unroll
+  for (int p = 0; p < kPer; ++p) {
+    const int o = static_cast<int>(threadIdx.x) + kThreads * p;
+    if (o < R * kM) sm.sums[o / kM][o % kM] = s[p];
+  }
+  if (row_flags) {
+    if (lead && threadIdx.x == 0) *count = total;
+  } else {
+    publish_outlier_columns<kThreads>(columns, count, K, total, total <= kL ? sm.list : nullptr, sm.scratch,
+                                      &sm.last);
+  }
+  return total;
 }
 
 // The dequantization as its own pass. Grid: x over tiles of kDequantCols columns (each thread
@@ -592,6 +716,10 @@ __global__ void __launch_bounds__(256)
 // the same codes) and quantizes its fragments as it loads them; block 0 also writes q and
 // row_stats. For small M * K and no outlier columns (threshold 0, or M = 1 where the outlier
 // elements are the outlier columns), where reading A again per block is cheaper than a launch.
+// kOutliers (kOut >= 0): bnb_int8_linear_outliers' outlier step as well (block_outlier_sums on
+// the activations X, dtype kOut; M = 1: the flags from X's row, else from `columns` with *count
+// = 0 on entry), the sums added in the epilogue (dequant_store_outliers); the kernel writes the
+// column list and the count.
 constexpr int kMmaWarps = 4;
 constexpr int kMmaLoads = 4;  // chunks of one 16-row tile in flight per warp (kMmaLoads / RT per tile)
 constexpr int kFusedQuantMaxElems = 8192;  // M * K of the kQuantD path
@@ -668,14 +796,19 @@ __device__ __forceinline__ void quant_fragment(const void* A, int64_t at, bool o
   }
 }
 
-template <int MT, int RT, int kOut, bool kBias, int kQuantD>
+struct NoOutlierSmem {};
+
+template <int MT, int RT, int kOut, bool kBias, int kQuantD, bool kOutliers>
 __global__ void __launch_bounds__(kMmaWarps * 32)
     int8_mma_rows_kernel(const void* __restrict__ A, const int8_t* __restrict__ B, int64_t M, int64_t N, int64_t K,
                          int32_t* __restrict__ C, float* __restrict__ row_stats, const float* __restrict__ col_stats,
                          const void* __restrict__ bias, void* __restrict__ out, bool wait_grid, bool outliers,
-                         float threshold, int8_t* __restrict__ q) {
+                         float threshold, int8_t* __restrict__ q, const void* __restrict__ X, int32_t* columns,
+                         int64_t* count) {
   constexpr bool kFusedQuant = kQuantD >= 0;
   static_assert(!kFusedQuant || (MT == 1 && kOut == kQuantD), "the fused quantization is for M <= 8");
+  static_assert(!kOutliers || kOut >= 0, "the outlier step adds to the dequantized out");
+  __shared__ std::conditional_t<kOutliers, OutlierRowsSmem<16 * RT, 8 * MT, kMmaWarps * 32>, NoOutlierSmem> osm;
   constexpr int kU = kMmaLoads / RT;  // chunks per iteration
   __shared__ int32_t partial[kMmaWarps - 1][4 * MT * RT][32];
   __shared__ float red[kMmaWarps];
@@ -790,7 +923,13 @@ __global__ void __launch_bounds__(kMmaWarps * 32)
     }
   }
 
-  // Split-K sums: warps 1.. hand theirs to warp 0.
+  int64_t outlier_count = 0;
+  if constexpr (kOutliers) {
+    outlier_count = block_outlier_sums<kOut, 16 * RT, 8 * MT, kMmaWarps * 32>(X, B, col_stats, threshold, columns,
+                                                                              count, M, N, K, n0, M == 1, osm);
+  }
+
+  // Split-K sums: warps 1.. hand theirs to warp 0 (the barrier also orders osm.sums).
   if (warp > 0) {
 #pragma unroll
     for (int r = 0; r < RT; ++r)
@@ -816,6 +955,9 @@ __global__ void __launch_bounds__(kMmaWarps * 32)
         if (n >= N || m >= M) continue;
         if constexpr (kOut < 0) {
           C[m * N + n] = sum;
+        } else if constexpr (kOutliers) {
+          dequant_store_outliers<kOut, kBias>(sum, kFusedQuant ? stat[m] : row_stats[m], col_stats[n], bias, n, out,
+                                              m * N + n, outlier_count > 0, osm.sums[n - n0][m]);
         } else if constexpr (kFusedQuant) {
           dequant_store<kOut, kBias>(sum, stat[m], col_stats[n], bias, n, out, m * N + n);
         } else {

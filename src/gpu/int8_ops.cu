@@ -119,6 +119,16 @@ bnb_status_t op_outlier_columns(void* impl, int32_t dtype, int64_t rows, int64_t
 
 // ---------------------------------------------------------------- int8 matmul
 
+// bnb_int8_linear_outliers' outlier step, for the kernels that take it along (int8_mma_rows_kernel's
+// kOutliers): the activations, the threshold rounded to their dtype, the caller's columns (the
+// flags there for M > 1) and count.
+struct OutlierStep {
+  const void* X;
+  float t;
+  int32_t* columns;
+  int64_t* count;
+};
+
 template <int kMaxM>
 bnb_status_t launch_rows_matmul_m(int64_t M, int64_t N, int64_t K, const int8_t* A, const int8_t* B, int32_t* C,
                                   gpuStream_t stream) {
@@ -165,14 +175,29 @@ int mma_row_tiles(int64_t M) {
   return M > 8 ? rt : 1;
 }
 
+// int8_mma_rows_kernel with or without the outlier step (only with for kOut >= 0).
+template <int MT, int RT, int kOut, bool kBias, int kQuantD>
+decltype(&int8_mma_rows_kernel<MT, RT, kOut, kBias, kQuantD, false>) mma_rows_kernel_for(bool outliers) {
+  if constexpr (kOut >= 0) {
+    if (outliers) return int8_mma_rows_kernel<MT, RT, kOut, kBias, kQuantD, true>;
+  }
+  return int8_mma_rows_kernel<MT, RT, kOut, kBias, kQuantD, false>;
+}
+
 // A: q (int8, kQuantD < 0) or the activations (dtype kQuantD). dependent: launched as a
 // programmatic dependent of the kernel before it in the stream (compute capability 9.0; a plain
-// launch elsewhere or if the runtime declines).
+// launch elsewhere or if the runtime declines). os (non-null, kOut >= 0): the kernel takes the
+// outlier step too (kOutliers).
 template <int MT, int RT, int kOut, bool kBias, int kQuantD>
 bnb_status_t launch_mma_rows_mt(const GpuContext& ctx, bool dependent, int64_t M, int64_t N, int64_t K,
                                 const void* A, const int8_t* B, int32_t* C, float* row_stats, const float* col_stats,
-                                const void* bias, void* out, bool outliers, float t, int8_t* q, gpuStream_t stream) {
-  const auto kernel = int8_mma_rows_kernel<MT, RT, kOut, kBias, kQuantD>;
+                                const void* bias, void* out, bool outliers, float t, int8_t* q,
+                                const OutlierStep* os, gpuStream_t stream) {
+  const auto kernel = mma_rows_kernel_for<MT, RT, kOut, kBias, kQuantD>(os != nullptr);
+  const float threshold = os != nullptr ? os->t : t;
+  const void* X = os != nullptr ? os->X : nullptr;
+  int32_t* columns = os != nullptr ? os->columns : nullptr;
+  int64_t* count = os != nullptr ? os->count : nullptr;
   const dim3 grid(static_cast<unsigned>((N + 16 * RT - 1) / (16 * RT))), block(kMmaWarps * 32);
   if (dependent && ctx.cc_major >= 9) {
     gpuLaunchConfig_t config = {};
@@ -185,32 +210,34 @@ bnb_status_t launch_mma_rows_mt(const GpuContext& ctx, bool dependent, int64_t M
     attr[0].val.programmaticStreamSerializationAllowed = 1;
     config.attrs = attr;
     config.numAttrs = 1;
-    if (gpuLaunchKernelEx(&config, kernel, A, B, M, N, K, C, row_stats, col_stats, bias, out, true, outliers, t, q) ==
-        gpuSuccess) {
+    if (gpuLaunchKernelEx(&config, kernel, A, B, M, N, K, C, row_stats, col_stats, bias, out, true, outliers,
+                          threshold, q, X, columns, count) == gpuSuccess) {
       return check_launch("int8_mma_rows_kernel (dependent)");
     }
     (void)gpuGetLastError();  // not offered here: a plain launch below
   }
-  kernel<<<grid, block, 0, stream>>>(A, B, M, N, K, C, row_stats, col_stats, bias, out, false, outliers, t, q);
+  kernel<<<grid, block, 0, stream>>>(A, B, M, N, K, C, row_stats, col_stats, bias, out, false, outliers, threshold, q,
+                                     X, columns, count);
   return check_launch("int8_mma_rows_kernel");
 }
 
-// The product of q and W for M <= 16: int32 C (kOut < 0) or dequantized into out.
+// The product of q and W for M <= 16: int32 C (kOut < 0) or dequantized into out (with the
+// outlier step where os is non-null).
 template <int kOut, bool kBias>
 bnb_status_t launch_mma_rows(const GpuContext& ctx, bool dependent, int64_t M, int64_t N, int64_t K, const int8_t* A,
                              const int8_t* B, int32_t* C, const float* row_stats, const float* col_stats,
-                             const void* bias, void* out, gpuStream_t stream) {
+                             const void* bias, void* out, const OutlierStep* os, gpuStream_t stream) {
   float* rs = const_cast<float*>(row_stats);  // only the kQuantD kernels write it
   if (M <= 8) {
     return launch_mma_rows_mt<1, 1, kOut, kBias, -1>(ctx, dependent, M, N, K, A, B, C, rs, col_stats, bias, out,
-                                                     false, 0.0f, nullptr, stream);
+                                                     false, 0.0f, nullptr, os, stream);
   }
   if (mma_row_tiles(M) == 2) {
     return launch_mma_rows_mt<2, 2, kOut, kBias, -1>(ctx, dependent, M, N, K, A, B, C, rs, col_stats, bias, out,
-                                                     false, 0.0f, nullptr, stream);
+                                                     false, 0.0f, nullptr, os, stream);
   }
   return launch_mma_rows_mt<2, 1, kOut, kBias, -1>(ctx, dependent, M, N, K, A, B, C, rs, col_stats, bias, out, false,
-                                                   0.0f, nullptr, stream);
+                                                   0.0f, nullptr, os, stream);
 }
 
 // The whole layer in one kernel (kQuantD): M <= 8, M * K <= kFusedQuantMaxElems, 16-byte aligned
@@ -224,13 +251,13 @@ bool fused_quant_fits(int64_t M, int64_t K, const void* A, float threshold) {
 template <int D>
 bnb_status_t launch_fused_quant(const GpuContext& ctx, int64_t M, int64_t N, int64_t K, const void* A, bool outliers,
                                 float t, const int8_t* W, const float* SCB, const void* bias, int8_t* q,
-                                float* row_stats, void* out, gpuStream_t stream) {
+                                float* row_stats, void* out, const OutlierStep* os, gpuStream_t stream) {
   if (bias != nullptr) {
     return launch_mma_rows_mt<1, 1, D, true, D>(ctx, false, M, N, K, A, W, nullptr, row_stats, SCB, bias, out,
-                                                outliers, t, q, stream);
+                                                outliers, t, q, os, stream);
   }
   return launch_mma_rows_mt<1, 1, D, false, D>(ctx, false, M, N, K, A, W, nullptr, row_stats, SCB, bias, out, outliers,
-                                               t, q, stream);
+                                               t, q, os, stream);
 }
 
 #else
@@ -240,13 +267,14 @@ bool mma_rows_fit(const GpuContext&, int64_t, int64_t, int64_t, const int8_t*, c
 
 template <int kOut, bool kBias>
 bnb_status_t launch_mma_rows(const GpuContext&, bool, int64_t, int64_t, int64_t, const int8_t*, const int8_t*,
-                             int32_t*, const float*, const float*, const void*, void*, gpuStream_t) {
+                             int32_t*, const float*, const float*, const void*, void*, const OutlierStep*,
+                             gpuStream_t) {
   return fail(BNB_ERR_INTERNAL, "int8_mma_rows_kernel is not built for HIP");
 }
 bool fused_quant_fits(int64_t, int64_t, const void*, float) { return false; }
 template <int D>
 bnb_status_t launch_fused_quant(const GpuContext&, int64_t, int64_t, int64_t, const void*, bool, float, const int8_t*,
-                                const float*, const void*, int8_t*, float*, void*, gpuStream_t) {
+                                const float*, const void*, int8_t*, float*, void*, const OutlierStep*, gpuStream_t) {
   return fail(BNB_ERR_INTERNAL, "int8_mma_rows_kernel is not built for HIP");
 }
 
@@ -419,7 +447,7 @@ bnb_status_t op_matmul(void* impl, int64_t M, int64_t N, int64_t K, const int8_t
   DeviceGuard guard(ctx.device);
   const auto s = static_cast<gpuStream_t>(stream);
   if (mma_rows_fit(ctx, M, N, K, A, B)) {
-    return launch_mma_rows<-1, false>(ctx, false, M, N, K, A, B, C, nullptr, nullptr, nullptr, nullptr, s);
+    return launch_mma_rows<-1, false>(ctx, false, M, N, K, A, B, C, nullptr, nullptr, nullptr, nullptr, nullptr, s);
   }
   if (M > kRowsKernelMaxM && try_cublaslt(ctx, M, N, K, A, B, C, s)) return BNB_SUCCESS;
   return launch_rows_matmul(M, N, K, A, B, C, s);
@@ -454,40 +482,65 @@ bnb_status_t op_mm_dequant(void* impl, int64_t M, int64_t N, const int32_t* C, c
 
 // ---------------------------------------------------------------- the whole layer
 
+// BNB_INT8_OUTLIER_MMA=0: the tensor-core kernels leave the outlier step to
+// outlier_product_kernel; BNB_INT8_OUTLIER_DEQUANT=0: the layer's own dequantization pass runs
+// before it, and it adds in place (A/B measurements of the fused forms).
+bool outlier_mma_disabled() {
+  static const bool off = env_zero("BNB_INT8_OUTLIER_MMA");
+  return off;
+}
+bool outlier_dequant_disabled() {
+  static const bool off = env_zero("BNB_INT8_OUTLIER_DEQUANT");
+  return off;
+}
+
+// What linear() leaves of bnb_int8_linear_outliers' outlier step to outlier_product_kernel.
+enum class OutlierLeft { kNothing, kProduct, kProductAndDequant };
+
 // M <= 16 on tensor cores: for small M * K one kernel for everything (every block finds the row
 // statistics itself); else the quantization, then one kernel for the product and its
 // dequantization, launched as a programmatic dependent of the quantization so that its first
-// loads of W overlap it. Otherwise the three ops in turn. flags / arrivals: as
-// launch_vectorwise_quant's (NULL for bnb_int8_linear). dequant_left (non-null): on the path of
-// the three ops, the dequantization is left to the caller and *dequant_left set (else cleared).
+// loads of W overlap it. Otherwise the three ops in turn.
+// os (non-null): bnb_int8_linear_outliers. The quantization of more than one row also writes the
+// column flags into os->columns and 0 into *os->count (launch_vectorwise_quant); the tensor-core
+// kernels take the outlier step along, and *left says what remains (on the path of the three
+// ops, the outlier product and, unless BNB_INT8_OUTLIER_DEQUANT=0, the dequantization).
 bnb_status_t linear(void* impl, int32_t dtype, int64_t M, int64_t N, int64_t K, const void* A, float threshold,
                     const int8_t* W, const float* SCB, const void* bias, int8_t* q, float* row_stats, int32_t* C,
-                    void* out, int32_t* flags, int64_t* arrivals, bool* dequant_left, void* stream) {
+                    void* out, const OutlierStep* os, OutlierLeft* left, void* stream) {
   const GpuContext& ctx = ctx_of(impl);
   DeviceGuard guard(ctx.device);
   const auto s = static_cast<gpuStream_t>(stream);
-  if (dequant_left != nullptr) *dequant_left = false;
+  const OutlierStep* mma_os = outlier_mma_disabled() ? nullptr : os;
+  if (left != nullptr) *left = mma_os != nullptr ? OutlierLeft::kNothing : OutlierLeft::kProduct;
   if (mma_rows_fit(ctx, M, N, K, q, W) && fused_quant_fits(M, K, A, threshold)) {
     const bool outliers = threshold > 0.0f;
     const float t = outliers ? round_to_dtype(dtype, threshold) : 0.0f;
     return with_dtype(dtype, "int8_linear", [&](auto d) {
-      return launch_fused_quant<decltype(d)::value>(ctx, M, N, K, A, outliers, t, W, SCB, bias, q, row_stats, out, s);
+      return launch_fused_quant<decltype(d)::value>(ctx, M, N, K, A, outliers, t, W, SCB, bias, q, row_stats, out,
+                                                    mma_os, s);
     });
   }
-  bnb_status_t st = vectorwise_quant(impl, dtype, M, K, A, threshold, q, row_stats, flags, arrivals, stream);
+  bnb_status_t st = vectorwise_quant(impl, dtype, M, K, A, threshold, q, row_stats,
+                                     os != nullptr ? os->columns : nullptr, os != nullptr ? os->count : nullptr,
+                                     stream);
   if (st != BNB_SUCCESS) return st;
   if (mma_rows_fit(ctx, M, N, K, q, W)) {
     return with_dtype(dtype, "int8_linear", [&](auto d) {
       constexpr int D = decltype(d)::value;
-      return bias != nullptr ? launch_mma_rows<D, true>(ctx, true, M, N, K, q, W, C, row_stats, SCB, bias, out, s)
-                             : launch_mma_rows<D, false>(ctx, true, M, N, K, q, W, C, row_stats, SCB, bias, out, s);
+      return bias != nullptr
+                 ? launch_mma_rows<D, true>(ctx, true, M, N, K, q, W, C, row_stats, SCB, bias, out, mma_os, s)
+                 : launch_mma_rows<D, false>(ctx, true, M, N, K, q, W, C, row_stats, SCB, bias, out, mma_os, s);
     });
   }
   st = op_matmul(impl, M, N, K, q, W, C, stream);
   if (st != BNB_SUCCESS) return st;
-  if (dequant_left != nullptr) {
-    *dequant_left = true;
-    return BNB_SUCCESS;
+  if (os != nullptr) {
+    *left = OutlierLeft::kProduct;
+    if (!outlier_dequant_disabled()) {
+      *left = OutlierLeft::kProductAndDequant;
+      return BNB_SUCCESS;
+    }
   }
   return op_mm_dequant(impl, M, N, C, row_stats, SCB, bias, dtype, out, stream);
 }
@@ -495,20 +548,12 @@ bnb_status_t linear(void* impl, int32_t dtype, int64_t M, int64_t N, int64_t K, 
 bnb_status_t op_linear(void* impl, int32_t dtype, int64_t M, int64_t N, int64_t K, const void* A, float threshold,
                        const int8_t* W, const float* SCB, const void* bias, int8_t* q, float* row_stats, int32_t* C,
                        void* out, void* stream) {
-  return linear(impl, dtype, M, N, K, A, threshold, W, SCB, bias, q, row_stats, C, out, nullptr, nullptr, nullptr,
-                stream);
+  return linear(impl, dtype, M, N, K, A, threshold, W, SCB, bias, q, row_stats, C, out, nullptr, nullptr, stream);
 }
 
 // Blocks of the outlier product along M (each walks its m-tiles with its n-tiles' Wc kept):
 // about kOutlierBlocksPerSm blocks per multiprocessor in all, at most one per m-tile.
 constexpr int64_t kOutlierBlocksPerSm = 4;
-
-// BNB_INT8_OUTLIER_DEQUANT=0: the layer's own dequantization pass runs before the outlier
-// product, which then adds in place (A/B measurements of the fused epilogue).
-bool outlier_dequant_disabled() {
-  static const bool off = env_zero("BNB_INT8_OUTLIER_DEQUANT");
-  return off;
-}
 
 template <int D, bool kRowFlags>
 bnb_status_t launch_outlier_product(dim3 grid, int epi, const void* A, const int8_t* W, const float* SCB, float t,
@@ -528,38 +573,41 @@ bnb_status_t launch_outlier_product(dim3 grid, int epi, const void* A, const int
   return check_launch("int8 outlier_product_kernel");
 }
 
-// bnb_int8_linear_outliers: bnb_int8_linear's kernels, then outlier_product_kernel, which also
-// writes the column list and the count. With more than one row, the quantization's
-// outlier_columns_kernel writes the column flags into `columns` and zeroes *count (the product
-// counts its blocks there); one row has no such kernel (its outlier elements are already 0 in
-// q), and the product finds the outlier columns in A's row itself. Where bnb_int8_linear would
-// dequantize in a pass of its own (the int32 product in C), the product kernel dequantizes
-// instead. No host synchronisation and no allocation: capturable.
+// bnb_int8_linear_outliers: bnb_int8_linear's kernels taking the outlier step along where they
+// can (linear()), else outlier_product_kernel after them; either writes the column list and the
+// count. With more than one row, the quantization's outlier_columns_kernel writes the column
+// flags into `columns` and zeroes *count (the blocks of the kernel with the outlier step count
+// themselves there); one row has no such kernel (its outlier elements are already 0 in q), and
+// the outlier columns are found in A's row. No host synchronisation and no allocation:
+// capturable.
 bnb_status_t op_linear_outliers(void* impl, int32_t dtype, int64_t M, int64_t N, int64_t K, const void* A,
                                 float threshold, const int8_t* W, const float* SCB, const void* bias, int8_t* q,
                                 float* row_stats, int32_t* C, int32_t* columns, int64_t* count, void* out,
                                 void* stream) {
-  const bool outliers = threshold > 0.0f;
-  bool dequant_left = false;
-  bnb_status_t st = linear(impl, dtype, M, N, K, A, threshold, W, SCB, bias, q, row_stats, C, out,
-                           outliers ? columns : nullptr, outliers ? count : nullptr,
-                           outliers && !outlier_dequant_disabled() ? &dequant_left : nullptr, stream);
-  if (st != BNB_SUCCESS) return st;
   const GpuContext& ctx = ctx_of(impl);
   DeviceGuard guard(ctx.device);
   const auto s = static_cast<gpuStream_t>(stream);
-  if (!outliers) return check(gpuMemsetAsync(count, 0, sizeof *count, s), "writing the outlier count");
-  const float t = round_to_dtype(dtype, threshold);
-  const int epi = !dequant_left ? kOutlierInPlace : (bias != nullptr ? kOutlierDequantBias : kOutlierDequant);
+  if (!(threshold > 0.0f)) {
+    const bnb_status_t st = op_linear(impl, dtype, M, N, K, A, threshold, W, SCB, bias, q, row_stats, C, out, stream);
+    if (st != BNB_SUCCESS) return st;
+    return check(gpuMemsetAsync(count, 0, sizeof *count, s), "writing the outlier count");
+  }
+  const OutlierStep os{A, round_to_dtype(dtype, threshold), columns, count};
+  OutlierLeft left = OutlierLeft::kNothing;
+  const bnb_status_t st = linear(impl, dtype, M, N, K, A, threshold, W, SCB, bias, q, row_stats, C, out, &os, &left,
+                                 stream);
+  if (st != BNB_SUCCESS || left == OutlierLeft::kNothing) return st;
+  const int epi = left == OutlierLeft::kProduct ? kOutlierInPlace
+                                                : (bias != nullptr ? kOutlierDequantBias : kOutlierDequant);
   const int64_t n_tiles = ceil_div(N, int64_t{kOutlierTile}), m_tiles = ceil_div(M, int64_t{kOutlierTile});
   const dim3 grid(grid_of(n_tiles, 1 << 30),
                   grid_of(std::min(ceil_div(int64_t{ctx.sm_count} * kOutlierBlocksPerSm, n_tiles), m_tiles), 65535));
   return with_dtype(dtype, "int8_linear_outliers", [&](auto d) {
     constexpr int D = decltype(d)::value;
-    return M == 1 ? launch_outlier_product<D, true>(grid, epi, A, W, SCB, t, columns, count, M, N, K, C, row_stats,
-                                                    bias, out, s)
-                  : launch_outlier_product<D, false>(grid, epi, A, W, SCB, t, columns, count, M, N, K, C, row_stats,
-                                                     bias, out, s);
+    return M == 1 ? launch_outlier_product<D, true>(grid, epi, A, W, SCB, os.t, columns, count, M, N, K, C,
+                                                    row_stats, bias, out, s)
+                  : launch_outlier_product<D, false>(grid, epi, A, W, SCB, os.t, columns, count, M, N, K, C,
+                                                     row_stats, bias, out, s);
   });
 }
 

@@ -216,8 +216,7 @@ TEST_F(Int8Gpu, MmDequantMatchesCpu) {
 TEST_F(Int8Gpu, LinearMatchesCpu) {
   const int64_t cases[][3] = {{1, 4096, 4096}, {1, 8192, 8192}, {3, 4096, 2048}, {5, 11008, 4096},
                               {16, 4096, 11008}, {24, 1024, 4096}};
-  for (size_t ci = 0; ci < sizeof cases / sizeof cases[0]; ++ci) {
-    const auto& c = cases[ci];
+  for (const auto& c : cases) {
     const int64_t M = c[0], N = c[1], K = c[2];
     const auto w = random_int8_bytes(N * K, static_cast<uint64_t>(N + K));
     std::mt19937_64 rng(static_cast<uint64_t>(M * 7 + N));
@@ -379,14 +378,15 @@ void expect_same(const Results& g, const Results& c) {
 // docs/OPS.md §5.10 by tests/unit/test_int8.cc): count, columns, q, row_stats and out bit for bit.
 TEST_F(Int8Gpu, LinearOutliersMatchesCpu) {
   // {M, N, K, outlier columns}: one row through the fused kernel and (K > 8192) through the
-  // quantization kernel, few rows on tensor cores, larger M through cuBLASLt, M = 2048 where the
-  // product's blocks walk several m-tiles each, and more outlier columns than a product block
-  // keeps in shared memory (kOutlierCached = 128) for one row and for many. Every other case has
-  // no bias (the product kernel dequantizes with and without one on the paths through cuBLASLt).
-  const int64_t cases[][4] = {{1, 4096, 4096, 6},    {5, 11008, 4096, 6},   {16, 4096, 11008, 6},
-                              {24, 1024, 4096, 6},   {256, 4096, 4096, 6},  {130, 258, 4100, 6},
-                              {1, 1024, 11008, 6},   {2048, 4096, 1024, 6}, {1, 4096, 4096, 300},
-                              {300, 1024, 2048, 300}};
+  // quantization kernel, few rows on tensor cores (8 and 16 rows per tile), M = 16 with a
+  // weight too large for them (the rows kernel), larger M through cuBLASLt, M = 2048 where the
+  // product kernel's blocks walk several m-tiles each; more outlier columns than a product block
+  // keeps in shared memory (kOutlierCached = 128) and than a tensor-core block lists at once
+  // (kOutlierList = 512), for one row and for many. Every other case has no bias.
+  const int64_t cases[][4] = {{1, 4096, 4096, 6},    {5, 11008, 4096, 6},    {16, 4096, 11008, 6},
+                              {24, 1024, 4096, 6},   {256, 4096, 4096, 6},   {130, 258, 4100, 6},
+                              {1, 1024, 11008, 6},   {2048, 4096, 1024, 6},  {1, 4096, 4096, 600},
+                              {300, 1024, 2048, 300}, {12, 1024, 4096, 40},  {8, 2048, 4096, 600}};
   for (size_t ci = 0; ci < sizeof cases / sizeof cases[0]; ++ci) {
     const auto& c = cases[ci];
     const int64_t M = c[0], N = c[1], K = c[2];

@@ -173,11 +173,14 @@ TEST(Int8KernelsOnHost, CompactColumnsTakesSeveralStepsAndCapacity) {
 // finds the columns in A's row. Either way columns[0 .. count) and count are checked. kEpi: out
 // holds the int8 term before (in place; with no outlier column it is left untouched), or the
 // kernel dequantizes it from a random int32 product C (with a bias for kOutlierDequantBias),
-// against the CPU backend's int8_mm_dequant.
-template <int D, int kEpi>
+// against the CPU backend's int8_mm_dequant. kR > 0: instead of outlier_product_kernel,
+// block_outlier_sums for blocks of kR rows of W and kM rows of A (M <= kM), as
+// int8_mm_rows_kernel runs it, and its epilogue's use of the sums (grid gx x 1, every n).
+template <int D, int kEpi, int kR = 0, int kM = 0>
 void check_outlier_step(int64_t M, int64_t N, int64_t K, int64_t n_cols, unsigned gx, unsigned gy, uint64_t seed) {
-  SCOPED_TRACE(testing::Message() << "D " << D << " epilogue " << kEpi << " M " << M << " N " << N << " K " << K
-                                  << " columns " << n_cols << " grid " << gx << " x " << gy);
+  SCOPED_TRACE(testing::Message() << "D " << D << " epilogue " << kEpi << " rows " << kR << " x " << kM << " M " << M
+                                  << " N " << N << " K " << K << " columns " << n_cols << " grid " << gx << " x "
+                                  << gy);
   using T = typename Elem<D>::T;
   std::mt19937_64 rng(seed);
   std::normal_distribution<float> normal(0.0f, 1.0f);
@@ -217,6 +220,26 @@ void check_outlier_step(int64_t M, int64_t N, int64_t K, int64_t n_cols, unsigne
   const float t = 6.0f;
   std::vector<int32_t> columns(static_cast<size_t>(K), -7);
   int64_t count = -1;
+  // int8_mma_rows_kernel's outlier sums and their use in its epilogue.
+  const auto rows_kernel = [&] {
+    using Smem = OutlierRowsSmem<kR, kM, 128>;
+    __shared__ Smem sm;
+    const int64_t n0 = static_cast<int64_t>(blockIdx.x) * kR;
+    const int64_t total = block_outlier_sums<D, kR, kM, 128>(A.data(), W.data(), scb.data(), t, columns.data(),
+                                                             &count, M, N, K, n0, M == 1, sm);
+    __syncthreads();
+    for (int o = static_cast<int>(threadIdx.x); o < kR * kM; o += 128) {
+      const int64_t n = n0 + o / kM, m = o % kM, e = m * N + n;
+      if (n >= N || m >= M) continue;
+      if constexpr (kEpi == kOutlierInPlace) {
+        if (total > 0) store_with_outlier_sum<D>(got.data(), e, load_f32<D>(got.data(), e), sm.sums[o / kM][m]);
+      } else {
+        dequant_store_outliers<D, kEpi == kOutlierDequantBias>(C[static_cast<size_t>(e)], row_stats[static_cast<size_t>(m)],
+                                                               scb[static_cast<size_t>(n)], bias.data(), n, got.data(),
+                                                               e, total > 0, sm.sums[o / kM][m]);
+      }
+    }
+  };
   if (M > 1) {
     std::vector<int8_t> q(static_cast<size_t>(M * K), 5);
     launch(static_cast<unsigned>((K + 31) / 32), 1, 32, 4,
@@ -228,10 +251,16 @@ void check_outlier_step(int64_t M, int64_t N, int64_t K, int64_t n_cols, unsigne
     for (int64_t i = 0; i < M * K; ++i) {
       ASSERT_EQ(q[static_cast<size_t>(i)], flags[static_cast<size_t>(i % K)] ? 0 : 5) << "q element " << i;
     }
-    launch(gx, gy, kOutlierThreads, 1, [&] {
-      outlier_product_kernel<D, false, kEpi>(A.data(), W.data(), scb.data(), t, columns.data(), &count, M, N, K,
-                                             C.data(), row_stats.data(), bias.data(), got.data());
-    });
+    if constexpr (kR > 0) {
+      launch(gx, 1, 128, 1, rows_kernel);
+    } else {
+      launch(gx, gy, kOutlierThreads, 1, [&] {
+        outlier_product_kernel<D, false, kEpi>(A.data(), W.data(), scb.data(), t, columns.data(), &count, M, N, K,
+                                               C.data(), row_stats.data(), bias.data(), got.data());
+      });
+    }
+  } else if constexpr (kR > 0) {
+    launch(gx, 1, 128, 1, rows_kernel);
   } else {
     launch(gx, gy, kOutlierThreads, 1, [&] {
       outlier_product_kernel<D, true, kEpi>(A.data(), W.data(), scb.data(), t, columns.data(), &count, M, N, K,
@@ -277,6 +306,29 @@ TEST(Int8KernelsOnHost, OutlierStepMatchesCpu) {
     check_outlier_step<kBF16, kOutlierDequantBias>(c[0], c[1], c[2], c[3], gx, gy, ++seed);
     check_outlier_step<kF32, kOutlierDequant>(c[0], c[1], c[2], c[3], gx, gy, ++seed);
     check_outlier_step<kF32, kOutlierDequantBias>(c[0], c[1], c[2], c[3], gx, gy, ++seed);
+  }
+}
+
+// block_outlier_sums (int8_mma_rows_kernel's outlier step, M <= 16) for its three block shapes
+// ({16, 8}, {16, 16}, {32, 16} outputs): {M, N, K, outlier columns}: one row (flags from A's row)
+// and several (flags from the zeroing kernel, the last block lists the columns); N a multiple of
+// the block's rows and not (every block counts itself in); more outlier columns than one chunk
+// (64) and than a block lists at once (kOutlierList: it walks the flags again); none; all.
+TEST(Int8KernelsOnHost, OutlierRowSumsMatchCpu) {
+  static_assert(kOutlierList == 512, "the cases below straddle kOutlierList");
+  const int64_t cases[][4] = {{1, 40, 300, 5},    {8, 33, 200, 70},  {3, 16, 1200, 600},
+                              {1, 20, 1100, 513}, {5, 50, 90, 0},    {2, 17, 64, 64}};
+  uint64_t seed = 500;
+  for (const auto& c : cases) {
+    const auto blocks = [&](int64_t r) { return static_cast<unsigned>((c[1] + r - 1) / r); };
+    if (c[0] <= 8) {
+      check_outlier_step<kF16, kOutlierInPlace, 16, 8>(c[0], c[1], c[2], c[3], blocks(16), 1, ++seed);
+      check_outlier_step<kBF16, kOutlierDequant, 16, 8>(c[0], c[1], c[2], c[3], blocks(16), 1, ++seed);
+      check_outlier_step<kF32, kOutlierDequantBias, 16, 8>(c[0], c[1], c[2], c[3], blocks(16), 1, ++seed);
+    }
+    check_outlier_step<kF16, kOutlierDequantBias, 16, 16>(c[0], c[1], c[2], c[3], blocks(16), 1, ++seed);
+    check_outlier_step<kBF16, kOutlierInPlace, 32, 16>(c[0], c[1], c[2], c[3], blocks(32), 1, ++seed);
+    check_outlier_step<kF32, kOutlierDequant, 32, 16>(c[0], c[1], c[2], c[3], blocks(32), 1, ++seed);
   }
 }
 
