@@ -129,8 +129,8 @@ __global__ void __launch_bounds__(kThreads)
 // Columns holding any |x| >= t. Block (32, kRowPhases): x = column of a 32-column tile, y = row
 // phase. Each output is optional: q (non-null) gets 0 over every outlier column, flags[c] (non-null)
 // gets 1 for an outlier column and 0 for any other, and block 0 writes *arrivals = 0 (non-null)
-// for the outlier product launched after it in the stream (outlier_product_kernel counts its
-// blocks there).
+// for the kernel that takes the outlier step after it in the stream and counts its blocks there
+// (publish_outlier_columns).
 template <int D>
 __global__ void outlier_columns_kernel(const void* __restrict__ A, int64_t rows, int64_t cols, float t,
                                        int8_t* __restrict__ q, int32_t* __restrict__ flags,
@@ -223,7 +223,7 @@ __global__ void __launch_bounds__(1024)
     compact_columns_kernel(const int32_t* flags, int64_t cols, int32_t* columns, int64_t capacity,
                            int64_t* __restrict__ count) {
   __shared__ int32_t scratch[1024 + 1024 / 32];
-  const int64_t n = walk_flags<1024>(
+  int64_t n = walk_flags<1024>(
       0, cols, [&](int64_t c) { return flags[c] != 0; },
       [&](int64_t j, int64_t c) {
         if (j < capacity) columns[j] = static_cast<int32_t>(c);
@@ -548,7 +548,7 @@ __global__ void __launch_bounds__(kOutlierThreads)
         } else {
           for (int64_t f0 = 0; f0 < K; f0 += kL) {
             __syncthreads();  // col_s and w_s are read
-            const int n = static_cast<int>(walk_flags<kThreads>(
+            int n = static_cast<int>(walk_flags<kThreads>(
                 f0, f0 + kL < K ? f0 + kL : K, flag, [&](int64_t j, int64_t c) { col_s[j] = static_cast<int32_t>(c); },
                 scratch));
             __syncthreads();
