@@ -153,12 +153,16 @@ __global__ void outlier_columns_kernel(const void* __restrict__ A, int64_t rows,
   if (flags != nullptr && threadIdx.y == 0) flags[c] = hit[threadIdx.x];
 }
 
-// Exclusive prefix sum of v over the block's threads in thread order; *total = the block's sum.
-// Every thread calls it (it holds barriers); scratch has kThreads + kThreads / 32 entries and is
-// free again when it returns. Groups of 32 threads count first (a warp scan on CUDA; on HIP,
-// where a wavefront may be 64 wide, through shared memory), then the group totals.
+// Exclusive prefix sum of v over the block's threads in thread order (before), and the block's
+// sum (total). Every thread calls it (it holds barriers); scratch has kThreads + kThreads / 32
+// entries and is free again when it returns. Groups of 32 threads count first (a warp scan on
+// CUDA; on HIP, where a wavefront may be 64 wide, through shared memory), then the group totals.
+struct ExclusiveSum {
+  int before, total;
+};
+
 template <int kThreads>
-__device__ __forceinline__ int block_exclusive_sum(int v, int32_t* scratch, int* total) {
+__device__ __forceinline__ ExclusiveSum block_exclusive_sum(int v, int32_t* scratch) {
   int32_t* groups = scratch + kThreads;
   const int lane = threadIdx.x % 32, group = threadIdx.x / 32;
 #if defined(BNB_GPU_HIP)
@@ -184,8 +188,7 @@ __device__ __forceinline__ int block_exclusive_sum(int v, int32_t* scratch, int*
     all += s;
   }
   __syncthreads();
-  *total = all;
-  return before;
+  return {before, all};
 }
 
 // The flagged columns of [c0, c1) in ascending order: emit(j, c) for the j-th of them (j from 0).
@@ -203,16 +206,16 @@ __device__ __forceinline__ int64_t walk_flags(int64_t c0, int64_t c1, const Flag
   for (int64_t s = c0; s < c1; s += int64_t{kThreads} * kPer) {
     const int64_t first = s + static_cast<int64_t>(threadIdx.x) * kPer;
     uint64_t mask = 0;
-    if (first + kPer <= c1) {  // unrolled: the 64 loads in flight together
-#pragma unroll
+    if (first + kPer <= c1) {  // 16 loads in flight at a time
+#pragma unroll 16
       for (int i = 0; i < kPer; ++i) mask |= static_cast<uint64_t>(flag(first + i) ? 1 : 0) << i;
     } else {
       for (int i = 0; first + i < c1; ++i) mask |= static_cast<uint64_t>(flag(first + i) ? 1 : 0) << i;
     }
-    int total = 0;
-    int64_t j = base + block_exclusive_sum<kThreads>(__popcll(mask), scratch, &total);
+    const ExclusiveSum sum = block_exclusive_sum<kThreads>(__popcll(mask), scratch);
+    int64_t j = base + sum.before;
     for (; mask != 0; mask &= mask - 1) emit(j++, first + (__ffsll(static_cast<long long>(mask)) - 1));
-    base += total;
+    base += sum.total;
   }
   return base;
 }
