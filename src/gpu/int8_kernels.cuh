@@ -410,6 +410,7 @@ constexpr int kOutlierTile = 64;
 constexpr int kOutlierChunk = 32;
 constexpr int kOutlierCached = 128;
 constexpr int kOutlierThreads = 256;
+constexpr int kOutlierBlocksPerSm = 3;  // resident per multiprocessor (the launch bounds cap registers for it)
 constexpr int kOutlierInPlace = 0, kOutlierDequant = 1, kOutlierDequantBias = 2;
 
 // Wc[n, c] = RN_D(RN32(RN32(W[n, c] * SCB[n]) * RN32(1/127))), .ftz (docs/OPS.md §5.10).
@@ -469,7 +470,7 @@ __device__ __forceinline__ void publish_outlier_columns(int32_t* columns, int64_
 }
 
 template <int D, bool kRowFlags, int kEpi>
-__global__ void __launch_bounds__(kOutlierThreads)
+__global__ void __launch_bounds__(kOutlierThreads, kOutlierBlocksPerSm)
     outlier_product_kernel(const void* __restrict__ A, const int8_t* __restrict__ W, const float* __restrict__ SCB,
                            float t, int32_t* columns, int64_t* count, int64_t M, int64_t N, int64_t K,
                            const int32_t* __restrict__ C, const float* __restrict__ row_stats,

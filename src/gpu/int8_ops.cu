@@ -175,10 +175,11 @@ int mma_row_tiles(int64_t M) {
   return M > 8 ? rt : 1;
 }
 
-// int8_mma_rows_kernel with or without the outlier step (only with for kOut >= 0).
+// int8_mma_rows_kernel with or without the outlier step (only with for kOut >= 0 and RT = 1:
+// launch_mma_rows takes one tile of W per block for it).
 template <int MT, int RT, int kOut, bool kBias, int kQuantD>
 decltype(&int8_mma_rows_kernel<MT, RT, kOut, kBias, kQuantD, false>) mma_rows_kernel_for(bool outliers) {
-  if constexpr (kOut >= 0) {
+  if constexpr (kOut >= 0 && RT == 1) {
     if (outliers) return int8_mma_rows_kernel<MT, RT, kOut, kBias, kQuantD, true>;
   }
   return int8_mma_rows_kernel<MT, RT, kOut, kBias, kQuantD, false>;
@@ -232,7 +233,7 @@ bnb_status_t launch_mma_rows(const GpuContext& ctx, bool dependent, int64_t M, i
     return launch_mma_rows_mt<1, 1, kOut, kBias, -1>(ctx, dependent, M, N, K, A, B, C, rs, col_stats, bias, out,
                                                      false, 0.0f, nullptr, os, stream);
   }
-  if (mma_row_tiles(M) == 2) {
+  if (mma_row_tiles(M) == 2 && os == nullptr) {  // the outlier step spills registers with two tiles
     return launch_mma_rows_mt<2, 2, kOut, kBias, -1>(ctx, dependent, M, N, K, A, B, C, rs, col_stats, bias, out,
                                                      false, 0.0f, nullptr, os, stream);
   }
@@ -551,9 +552,6 @@ bnb_status_t op_linear(void* impl, int32_t dtype, int64_t M, int64_t N, int64_t 
   return linear(impl, dtype, M, N, K, A, threshold, W, SCB, bias, q, row_stats, C, out, nullptr, nullptr, stream);
 }
 
-// Blocks of the outlier product along M (each walks its m-tiles with its n-tiles' Wc kept):
-// about kOutlierBlocksPerSm blocks per multiprocessor in all, at most one per m-tile.
-constexpr int64_t kOutlierBlocksPerSm = 4;
 
 template <int D, bool kRowFlags>
 bnb_status_t launch_outlier_product(dim3 grid, int epi, const void* A, const int8_t* W, const float* SCB, float t,
@@ -600,6 +598,8 @@ bnb_status_t op_linear_outliers(void* impl, int32_t dtype, int64_t M, int64_t N,
   const int epi = left == OutlierLeft::kProduct ? kOutlierInPlace
                                                 : (bias != nullptr ? kOutlierDequantBias : kOutlierDequant);
   const int64_t n_tiles = ceil_div(N, int64_t{kOutlierTile}), m_tiles = ceil_div(M, int64_t{kOutlierTile});
+  // Along M, blocks walk their m-tiles with their n-tiles' Wc kept: as many as are resident in
+  // all (kOutlierBlocksPerSm per multiprocessor), at most one per m-tile.
   const dim3 grid(grid_of(n_tiles, 1 << 30),
                   grid_of(std::min(ceil_div(int64_t{ctx.sm_count} * kOutlierBlocksPerSm, n_tiles), m_tiles), 65535));
   return with_dtype(dtype, "int8_linear_outliers", [&](auto d) {
