@@ -59,8 +59,8 @@ TINY = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_atte
 ENGINE_KERNEL = re.compile(
     r"(^|[\s:])k(?:[A-Z]|gemm|dequant|spmm)\w*"
     r"|(^|[\s:])(?:compact_columns|dequant|dequantize_4bit|dequantize_blockwise|gemm4_\w+|int8_mma_rows|"
-    r"mean_finish|mean_partial|optim32\w*|optim8\w*|outlier_columns|quantize_4bit|quantize_blockwise|"
-    r"row_quant|rows_matmul)_kernel\b")
+    r"mean_finish|mean_partial|optim32\w*|optim8\w*|outlier_columns|outlier_product|quantize_4bit|"
+    r"quantize_blockwise|row_quant|rows_matmul)_kernel\b")
 ENGINE_OPS = ("bitsandbytes::", "bnb::")
 
 
