@@ -43,8 +43,8 @@ unsigned grid_of(int64_t blocks, int64_t cap) {
 // ---------------------------------------------------------------- vectorwise quantization
 
 // With outliers and more than one row, outlier_columns_kernel zeroes the outlier columns of q;
-// given `flags`, it also writes the column flags there and 0 to *arrivals
-// (bnb_int8_linear_outliers' product reads both).
+// given `flags`, it also writes the column flags there and 0 to *arrivals (the kernel that
+// takes bnb_int8_linear_outliers' outlier step reads both).
 template <int D>
 bnb_status_t launch_vectorwise_quant(const GpuContext& ctx, int64_t rows, int64_t cols, const void* A,
                                      bool outliers, float t, int8_t* q, float* row_stats, int32_t* flags,
