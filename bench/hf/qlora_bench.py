@@ -25,7 +25,9 @@ sequence 1024 random tokens (seed 1234). Recorded per side:
     graphs; transformers enables it for static caches of models whose quantizer allows it, and both
     sides get the same override of the bitsandbytes quantizer's "no"); on a GPU also through
     bnb.generation.greedy_decode on both sides (the same greedy tokens, the prompt eager, each decode
-    step one replay of a CUDA graph captured once: the issue's "captured step of your own").
+    step one replay of a CUDA graph captured once: the issue's "captured step of your own"), its step
+    eager (captured_cuda_graph) and through torch.compile without CUDA graphs of its own
+    (captured_compiled: inductor's fused kernels, replayed).
 It prints a table with the issue's criteria and writes JSON under bench/results/.
 
 Needs torch (CUDA), transformers, peft, accelerate and safetensors; the real bitsandbytes installed
@@ -213,11 +215,12 @@ def run_side(args):
     gen = dict(do_sample=False, cache_implementation="static", pad_token_id=0)
     out["generate"] = {"eager_static": _time_generate(model, prompt, args.gen_tokens, gen, device, torch)}
     if device.startswith("cuda"):  # the same greedy tokens, each decode step one CUDA graph replay
-        try:
-            out["generate"]["captured_cuda_graph"] = _time_captured(model, prompt, args.gen_tokens, device, torch)
-        except Exception as e:  # recorded: a side whose step does not capture has no captured figure
-            out["generate_captured_error"] = f"{type(e).__name__}: {str(e)[:400]}"
-            print(f"[{args.worker}] captured decode failed: {out['generate_captured_error']}", file=sys.stderr)
+        for mode, compiled in (("captured_cuda_graph", False), ("captured_compiled", True)):
+            try:
+                out["generate"][mode] = _time_captured(model, prompt, args.gen_tokens, device, torch, compiled)
+            except Exception as e:  # recorded: a side whose step does not capture has no captured figure
+                out[f"generate_{mode}_error"] = f"{type(e).__name__}: {str(e)[:400]}"
+                print(f"[{args.worker}] {mode} decode failed: {out[f'generate_{mode}_error']}", file=sys.stderr)
     if args.compile:
         _allow_compiled_decode(model)
         try:
@@ -269,12 +272,12 @@ def _greedy_decode():
     return mod.greedy_decode
 
 
-def _time_captured(model, prompt, n, device, torch):
+def _time_captured(model, prompt, n, device, torch, compiled):
     decode = _greedy_decode()
-    decode(model, prompt, min(n, 16))  # warm-up: kernels, cache allocations
+    decode(model, prompt, min(n, 16), compile=compiled)  # warm-up: kernels, cache allocations, compilation
     _sync(device)
     t0 = time.perf_counter()
-    toks = decode(model, prompt, n)
+    toks = decode(model, prompt, n, compile=compiled)
     _sync(device)
     dt = time.perf_counter() - t0
     return {"tokens": n, "seconds": dt, "tokens_per_s": n / dt, "first_tokens": toks[0, 16:32].tolist()}
@@ -369,7 +372,7 @@ def compare(results):
         if mode in b["generate"]:
             c[f"generate_{mode}_ratio"] = (b["generate"][mode]["tokens_per_s"] / a["generate"][mode]["tokens_per_s"])
     best = max(g["tokens_per_s"] for g in a["generate"].values())  # bitsandbytes' best, its captured steps included
-    for mode in ("compiled_reduce_overhead", "captured_cuda_graph"):
+    for mode in ("compiled_reduce_overhead", "captured_cuda_graph", "captured_compiled"):
         if mode in b["generate"]:
             c[f"generate_{mode}_vs_bitsandbytes_best"] = b["generate"][mode]["tokens_per_s"] / best
     if "captured_cuda_graph" in a["generate"] and "captured_cuda_graph" in b["generate"]:

@@ -24,10 +24,12 @@ import torch
 __all__ = ["greedy_decode"]
 
 
-def greedy_decode(model, input_ids, max_new_tokens, cuda_graph=None):
+def greedy_decode(model, input_ids, max_new_tokens, cuda_graph=None, compile=False):
     """input_ids [B, L] (int64, on the model's device) followed by max_new_tokens greedy tokens,
     [B, L + max_new_tokens]. cuda_graph: replay the decode step from a CUDA graph (default: when
-    input_ids is on a CUDA or ROCm device)."""
+    input_ids is on a CUDA or ROCm device). compile: the decode step's model call goes through
+    torch.compile (inductor, no CUDA graphs of its own), so the captured graph replays its fused
+    kernels instead of eager mode's many small ones; the first call compiles."""
     from transformers import StaticCache
 
     if not isinstance(input_ids, torch.Tensor) or input_ids.dim() != 2 or input_ids.dtype != torch.int64:
@@ -48,6 +50,7 @@ def greedy_decode(model, input_ids, max_new_tokens, cuda_graph=None):
     out_ids[:, :L] = input_ids
     if max_new_tokens == 0:
         return out_ids
+    forward = torch.compile(model, dynamic=False) if compile else model  # (dynamo's cache serves later calls)
     with torch.no_grad():
         cache = StaticCache(config=model.config, max_cache_len=L + max_new_tokens)
         logits = model(input_ids, past_key_values=cache, cache_position=torch.arange(L, device=device),
@@ -58,8 +61,8 @@ def greedy_decode(model, input_ids, max_new_tokens, cuda_graph=None):
 
         def step():
             # tok at position pos -> the next token, written at pos + 1; then pos + 1 becomes tok's place
-            logits = model(tok, past_key_values=cache, cache_position=pos, position_ids=pos.expand(B, 1),
-                           use_cache=True).logits
+            logits = forward(tok, past_key_values=cache, cache_position=pos, position_ids=pos.expand(B, 1),
+                             use_cache=True).logits
             nxt = logits[:, -1:].argmax(-1)
             pos.add_(1)
             out_ids.index_copy_(1, pos, nxt)
@@ -79,8 +82,13 @@ def greedy_decode(model, input_ids, max_new_tokens, cuda_graph=None):
             step()
         torch.cuda.current_stream(device).wait_stream(side)
         graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
-            step()
+        try:
+            with torch.cuda.graph(graph):
+                step()
+        except Exception as e:  # e.g. a layer that synchronises or allocates outside torch
+            raise RuntimeError(f"greedy_decode: the model's decode step cannot be captured in a CUDA graph "
+                               f"({type(e).__name__}: {e}); pass cuda_graph=False") from e
         for _ in range(steps - 2):
             graph.replay()
     return out_ids
+
