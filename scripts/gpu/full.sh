@@ -58,6 +58,7 @@ device() {
     done
     BNB_GEMM4_TILE=0 timeout 120 "$CARRY/bin/bnb_gpu_tests" --gtest_filter='Gemm4Gpu.*' > "$out/gpu_tests_tile0.log" 2>&1
     BNB_INT8_MMA_RT=2 timeout 120 "$CARRY/bin/bnb_gpu_tests" --gtest_filter='Int8Gpu.*' > "$out/gpu_tests_int8_rt2.log" 2>&1
+    BNB_INT8_OUTLIER_MMA=1 timeout 120 "$CARRY/bin/bnb_gpu_tests" --gtest_filter='Int8Gpu.*' > "$out/gpu_tests_int8_outlier_mma.log" 2>&1
     BNB_GEMM4_NO_CUBLAS=1 timeout 120 "$CARRY/bin/bnb_tests" --gtest_filter='Backends/Gemm4.Transposed*/cuda*' \
       > "$out/gpu_tests_transposed_simt.log" 2>&1
   fi

@@ -6,7 +6,7 @@ nvidia-smi --query-gpu=name,driver_version --format=csv,noheader | tee $OUT/gpu.
 (timeout 100 $B/bnb_gpu_tests 2>&1 | grep -E "FAILED|PASSED|tests ran" | tail -12
  timeout 60 $B/bnb_tests --gtest_filter='*Int8*cuda*:*Int8*Outlier*' 2>&1 | grep -E "FAILED|PASSED" | tail -6) | tee $OUT/gpu_tests.log
 (timeout 40 $B/bnb_bench_int8_cuda --threshold 6 --outlier-fraction 0.005 --json $OUT/int8_outliers.json 2>&1 | tail -12
- for knob in BNB_INT8_OUTLIER_MMA BNB_INT8_OUTLIER_DEQUANT; do echo "== $knob=0"
-   env $knob=0 timeout 40 $B/bnb_bench_int8_cuda --threshold 6 --outlier-fraction 0.005 2>&1 | tail -9; done) | tee $OUT/int8_outliers.log
+ for knob in BNB_INT8_OUTLIER_MMA=1 BNB_INT8_OUTLIER_DEQUANT=0; do echo "== $knob"
+   env $knob timeout 40 $B/bnb_bench_int8_cuda --threshold 6 --outlier-fraction 0.005 2>&1 | tail -9; done) | tee $OUT/int8_outliers.log
 BNB_TEST_DEVICE=cuda BNB_LIBRARY_PATH=$PWD/.gpu_carry/lib PYTHONPATH=$PWD/bindings/python timeout 120 python3 -m pytest -q -p no:cacheprovider tests/compat/test_generation.py 2>&1 | tail -6 | tee $OUT/pytest_generation.log
 COMPILE=1 STEPS=10 GEN=256 T=${HF_T:-330} OUT=$OUT bash scripts/gpu/hf_qlora.sh 2>&1 | tail -50

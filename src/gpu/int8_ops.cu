@@ -483,11 +483,13 @@ bnb_status_t op_mm_dequant(void* impl, int64_t M, int64_t N, const int32_t* C, c
 
 // ---------------------------------------------------------------- the whole layer
 
-// BNB_INT8_OUTLIER_MMA=0: the tensor-core kernels leave the outlier step to
-// outlier_product_kernel; BNB_INT8_OUTLIER_DEQUANT=0: the layer's own dequantization pass runs
-// before it, and it adds in place (A/B measurements of the fused forms).
+// BNB_INT8_OUTLIER_MMA=1: the tensor-core kernels take the outlier step along (off by default
+// until it has run on a GPU: its host emulation covers the outlier sums and the epilogue's use of
+// them, not the kernel they sit in); otherwise outlier_product_kernel does.
+// BNB_INT8_OUTLIER_DEQUANT=0: the layer's own dequantization pass runs before
+// outlier_product_kernel, which then adds in place (A/B measurements of the fused form).
 bool outlier_mma_disabled() {
-  static const bool off = env_zero("BNB_INT8_OUTLIER_MMA");
+  static const bool off = !env_on("BNB_INT8_OUTLIER_MMA");
   return off;
 }
 bool outlier_dequant_disabled() {
