@@ -274,7 +274,7 @@ def _greedy_decode():
 
 def _time_captured(model, prompt, n, device, torch, compiled):
     decode = _greedy_decode()
-    decode(model, prompt, min(n, 16), compile=compiled)  # warm-up: kernels, cache allocations, compilation
+    decode(model, prompt, n, compile=compiled)  # warm-up: kernels, cache allocations, compilation (per cache length)
     _sync(device)
     t0 = time.perf_counter()
     toks = decode(model, prompt, n, compile=compiled)

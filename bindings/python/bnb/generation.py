@@ -29,7 +29,8 @@ def greedy_decode(model, input_ids, max_new_tokens, cuda_graph=None, compile=Fal
     [B, L + max_new_tokens]. cuda_graph: replay the decode step from a CUDA graph (default: when
     input_ids is on a CUDA or ROCm device). compile: the decode step's model call goes through
     torch.compile (inductor, no CUDA graphs of its own), so the captured graph replays its fused
-    kernels instead of eager mode's many small ones; the first call compiles."""
+    kernels instead of eager mode's many small ones; the first call for a batch size and a total
+    length (prompt + new tokens: the static cache's shape) compiles, later ones reuse it."""
     from transformers import StaticCache
 
     if not isinstance(input_ids, torch.Tensor) or input_ids.dim() != 2 or input_ids.dtype != torch.int64:
