@@ -1,12 +1,15 @@
-# One device call of this session: tests first, then benches, most wanted first (the call may be
-# cut short). Carry .gpu_carry (scripts/gpu/full.sh build).
+# One device call: tests first, then benches, most wanted first (the call may be cut short).
+# Carry .gpu_carry (scripts/gpu/full.sh build). SHORT=1 (little device time left) stops before the
+# QLoRA + generate() side by side.
 export LD_LIBRARY_PATH=$PWD/.gpu_carry/lib:$(python3 -c "import nvidia,os;print(os.path.dirname(nvidia.__file__))")/cu13/lib
 B=.gpu_carry/bin
 nvidia-smi --query-gpu=name,driver_version --format=csv,noheader | tee $OUT/gpu.txt
 (timeout 100 $B/bnb_gpu_tests 2>&1 | grep -E "FAILED|PASSED|tests ran" | tail -12
+ BNB_INT8_OUTLIER_MMA=1 timeout 40 $B/bnb_gpu_tests --gtest_filter='Int8Gpu.*' 2>&1 | grep -E "FAILED|PASSED" | tail -4
  timeout 60 $B/bnb_tests --gtest_filter='*Int8*cuda*:*Int8*Outlier*' 2>&1 | grep -E "FAILED|PASSED" | tail -6) | tee $OUT/gpu_tests.log
 (timeout 40 $B/bnb_bench_int8_cuda --threshold 6 --outlier-fraction 0.005 --json $OUT/int8_outliers.json 2>&1 | tail -12
  for knob in BNB_INT8_OUTLIER_MMA=1 BNB_INT8_OUTLIER_DEQUANT=0; do echo "== $knob"
    env $knob timeout 40 $B/bnb_bench_int8_cuda --threshold 6 --outlier-fraction 0.005 2>&1 | tail -9; done) | tee $OUT/int8_outliers.log
 BNB_TEST_DEVICE=cuda BNB_LIBRARY_PATH=$PWD/.gpu_carry/lib PYTHONPATH=$PWD/bindings/python timeout 120 python3 -m pytest -q -p no:cacheprovider tests/compat/test_generation.py 2>&1 | tail -6 | tee $OUT/pytest_generation.log
+[ "${SHORT:-0}" = 1 ] && exit 0
 COMPILE=1 STEPS=10 GEN=256 T=${HF_T:-330} OUT=$OUT bash scripts/gpu/hf_qlora.sh 2>&1 | tail -50

@@ -272,9 +272,9 @@ class _FastLinear(torch.nn.Linear):
     is set (module.compile() sets it), and the first forward that makes the closure sets it to
     `_call_shortcut` unless module.compile() did. The class keeps torch's __call__, so
     torch.compile sees a plain module and traces its forward directly: overriding __call__ made
-    dynamo trace that override and torch's __call__ and _call_impl behind it, about ten more guards
-    per layer (hook dictionaries, instance-dict lookups) that every compiled call evaluates, for
-    every layer of the model (bench/python/compile_guards.py)."""
+    dynamo trace that override and torch's __call__ and _call_impl behind it, about seven more
+    guards per layer (60.7 against 53.6: hook dictionaries, instance-dict lookups) that every
+    compiled call evaluates, for every layer of the model (bench/python/compile_guards.py)."""
 
     _fast = None
     _fast_keys = ()
