@@ -469,6 +469,22 @@ __device__ __forceinline__ void publish_outlier_columns(int32_t* columns, int64_
   if (threadIdx.x == 0) *count = total;
 }
 
+// Above a kernel's list capacity kL: the outlier columns of [0, K) a span of kL flags at a time,
+// list[0 .. n) getting the span's n columns (ascending, walked again from the flags) before
+// body(n) runs, span after span. Every thread calls it; the barrier before each walk waits for
+// the previous body's readers of list (body orders its own reads after the walk's writes).
+template <int kThreads, int kL, class Flag, class Body>
+__device__ __forceinline__ void for_each_flag_span(int64_t K, const Flag& flag, int32_t* list, int32_t* scratch,
+                                                   const Body& body) {
+  for (int64_t f0 = 0; f0 < K; f0 += kL) {
+    __syncthreads();
+    int n = static_cast<int>(walk_flags<kThreads>(
+        f0, f0 + kL < K ? f0 + kL : K, flag, [&](int64_t j, int64_t c) { list[j] = static_cast<int32_t>(c); },
+        scratch));
+    body(n);
+  }
+}
+
 template <int D, bool kRowFlags, int kEpi>
 __global__ void __launch_bounds__(kOutlierThreads, kOutlierBlocksPerSm)
     outlier_product_kernel(const void* __restrict__ A, const int8_t* __restrict__ W, const float* __restrict__ SCB,
@@ -550,15 +566,11 @@ __global__ void __launch_bounds__(kOutlierThreads, kOutlierBlocksPerSm)
         if (cached) {
           if (total > 0) accumulate(acc, m0, static_cast<int>(total));
         } else {
-          for (int64_t f0 = 0; f0 < K; f0 += kL) {
-            __syncthreads();  // col_s and w_s are read
-            int n = static_cast<int>(walk_flags<kThreads>(
-                f0, f0 + kL < K ? f0 + kL : K, flag, [&](int64_t j, int64_t c) { col_s[j] = static_cast<int32_t>(c); },
-                scratch));
-            __syncthreads();
+          for_each_flag_span<kThreads, kL>(K, flag, col_s, scratch, [&](int n) {
+            __syncthreads();  // col_s is written (and the previous span's w_s read)
             gather_w(n0, n);
             accumulate(acc, m0, n);
-          }
+          });
         }
 #pragma unroll
         for (int i = 0; i < kPer; ++i) {
@@ -654,13 +666,7 @@ __device__ __forceinline__ int64_t block_outlier_sums(const void* __restrict__ A
   if (total <= kL) {
     accumulate(static_cast<int>(total));
   } else {
-    for (int64_t f0 = 0; f0 < K; f0 += kL) {
-      __syncthreads();  // the list is read
-      int n = static_cast<int>(walk_flags<kThreads>(
-          f0, f0 + kL < K ? f0 + kL : K, flag, [&](int64_t j, int64_t c) { sm.list[j] = static_cast<int32_t>(c); },
-          sm.scratch));
-      accumulate(n);
-    }
+    for_each_flag_span<kThreads, kL>(K, flag, sm.list, sm.scratch, accumulate);
   }
 #pragma unroll
   for (int p = 0; p < kPer; ++p) {
