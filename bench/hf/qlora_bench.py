@@ -247,17 +247,23 @@ def _allow_compiled_decode(model):
     model.generation_config.compile_config = CompileConfig(mode="reduce-overhead")
 
 
-def _time_generate(model, prompt, n, gen, device, torch, warmups=1):
-    with torch.no_grad():
-        for _ in range(warmups):
-            model.generate(prompt, max_new_tokens=min(n, 16), min_new_tokens=min(n, 16), **gen)
-        _sync(device)
-        t0 = time.perf_counter()
-        toks = model.generate(prompt, max_new_tokens=n, min_new_tokens=n, **gen)
-        _sync(device)
-        dt = time.perf_counter() - t0
+def _time_tokens(decode, prompt, n, device, warm_n, warmups):
+    """decode(k) -> the prompt followed by k new tokens: timed for n after `warmups` calls for warm_n."""
+    for _ in range(warmups):
+        decode(warm_n)
+    _sync(device)
+    t0 = time.perf_counter()
+    toks = decode(n)
+    _sync(device)
+    dt = time.perf_counter() - t0
     new = toks.shape[1] - prompt.shape[1]
     return {"tokens": int(new), "seconds": dt, "tokens_per_s": new / dt, "first_tokens": toks[0, 16:32].tolist()}
+
+
+def _time_generate(model, prompt, n, gen, device, torch, warmups=1):
+    with torch.no_grad():
+        return _time_tokens(lambda k: model.generate(prompt, max_new_tokens=k, min_new_tokens=k, **gen), prompt, n,
+                            device, min(n, 16), warmups)
 
 
 def _greedy_decode():
@@ -274,13 +280,8 @@ def _greedy_decode():
 
 def _time_captured(model, prompt, n, device, torch, compiled):
     decode = _greedy_decode()
-    decode(model, prompt, n, compile=compiled)  # warm-up: kernels, cache allocations, compilation (per cache length)
-    _sync(device)
-    t0 = time.perf_counter()
-    toks = decode(model, prompt, n, compile=compiled)
-    _sync(device)
-    dt = time.perf_counter() - t0
-    return {"tokens": n, "seconds": dt, "tokens_per_s": n / dt, "first_tokens": toks[0, 16:32].tolist()}
+    # warmed up at the timed length: a compiled step compiles once per cache length
+    return _time_tokens(lambda k: decode(model, prompt, k, compile=compiled), prompt, n, device, n, 1)
 
 
 def _profile_generate(model, prompt, gen, device, torch, n=32):
@@ -375,9 +376,6 @@ def compare(results):
     for mode in ("compiled_reduce_overhead", "captured_cuda_graph", "captured_compiled"):
         if mode in b["generate"]:
             c[f"generate_{mode}_vs_bitsandbytes_best"] = b["generate"][mode]["tokens_per_s"] / best
-    if "captured_cuda_graph" in a["generate"] and "captured_cuda_graph" in b["generate"]:
-        c["captured_same_tokens"] = a["generate"]["captured_cuda_graph"]["first_tokens"] == \
-            b["generate"]["captured_cuda_graph"]["first_tokens"]
     return c
 
 
