@@ -11,5 +11,6 @@ nvidia-smi --query-gpu=name,driver_version --format=csv,noheader | tee $OUT/gpu.
  for knob in BNB_INT8_OUTLIER_MMA=1 BNB_INT8_OUTLIER_DEQUANT=0; do echo "== $knob"
    env $knob timeout 40 $B/bnb_bench_int8_cuda --threshold 6 --outlier-fraction 0.005 2>&1 | tail -9; done) | tee $OUT/int8_outliers.log
 BNB_TEST_DEVICE=cuda BNB_LIBRARY_PATH=$PWD/.gpu_carry/lib PYTHONPATH=$PWD/bindings/python timeout 120 python3 -m pytest -q -p no:cacheprovider tests/compat/test_generation.py 2>&1 | tail -6 | tee $OUT/pytest_generation.log
+BNB_LIBRARY_PATH=$PWD/.gpu_carry/lib timeout 120 python3 bench/python/layer4bit.py --device cuda --rank 3 --shapes 4096x4096 --json $OUT/layer4bit.json 2>&1 | tail -5 | tee $OUT/layer4bit.log
 [ "${SHORT:-0}" = 1 ] && exit 0
 COMPILE=1 STEPS=10 GEN=256 T=${HF_T:-330} OUT=$OUT bash scripts/gpu/hf_qlora.sh 2>&1 | tail -50

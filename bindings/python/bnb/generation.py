@@ -16,17 +16,22 @@ tokens stay in device memory, so the host neither reads a token nor waits for on
 
 The tokens are generate()'s greedy ones for the same static cache: no attention mask (every row
 of `input_ids` is a whole prompt, no padding) and no stopping at an end-of-sequence token
-(exactly `max_new_tokens` are produced). Needs torch and transformers (StaticCache); on a device
+(exactly `max_new_tokens` are produced). output_logits=True also returns the logits each new token
+was chosen from, as generate(output_logits=True, return_dict_in_generate=True) does. Needs torch
+and transformers (StaticCache); on a device
 without CUDA graphs (the CPU) the same step runs in a plain loop (cuda_graph=False)."""
+
+import inspect
 
 import torch
 
 __all__ = ["greedy_decode"]
 
 
-def greedy_decode(model, input_ids, max_new_tokens, cuda_graph=None, compile=False):
+def greedy_decode(model, input_ids, max_new_tokens, cuda_graph=None, compile=False, output_logits=False):
     """input_ids [B, L] (int64, on the model's device) followed by max_new_tokens greedy tokens,
-    [B, L + max_new_tokens]. cuda_graph: replay the decode step from a CUDA graph (default: when
+    [B, L + max_new_tokens]; with output_logits=True the pair (those ids, the logits each new token
+    was chosen from, [B, max_new_tokens, vocab] in the model's output dtype). cuda_graph: replay the decode step from a CUDA graph (default: when
     input_ids is on a CUDA or ROCm device). compile: the decode step's model call goes through
     torch.compile (inductor, no CUDA graphs of its own), so the captured graph replays its fused
     kernels instead of eager mode's many small ones; the first call for a batch size and a total
@@ -50,14 +55,21 @@ def greedy_decode(model, input_ids, max_new_tokens, cuda_graph=None, compile=Fal
     out_ids = input_ids.new_empty((B, L + max_new_tokens))
     out_ids[:, :L] = input_ids
     if max_new_tokens == 0:
-        return out_ids
+        return (out_ids, input_ids.new_empty((B, 0, model.config.vocab_size), dtype=model.dtype)) \
+            if output_logits else out_ids
     forward = torch.compile(model, dynamic=False) if compile else model  # (dynamo's cache serves later calls)
     with torch.no_grad():
         cache = StaticCache(config=model.config, max_cache_len=L + max_new_tokens)
+        # the prompt's last logits only, as generate() asks for them (the same product shapes)
+        keep = {"logits_to_keep": 1} if "logits_to_keep" in inspect.signature(model.forward).parameters else {}
         logits = model(input_ids, past_key_values=cache, cache_position=torch.arange(L, device=device),
-                       use_cache=True).logits
+                       use_cache=True, **keep).logits
         tok = logits[:, -1:].argmax(-1)  # [B, 1]: the token at position L
         out_ids[:, L:L + 1] = tok
+        out_logits = None
+        if output_logits:  # slot j: the logits of the token at position L + j
+            out_logits = logits.new_empty((B, max_new_tokens, logits.shape[-1]))
+            out_logits[:, :1] = logits[:, -1:]
         pos = torch.full((1,), L, dtype=torch.int64, device=device)  # the position of tok
 
         def step():
@@ -67,13 +79,15 @@ def greedy_decode(model, input_ids, max_new_tokens, cuda_graph=None, compile=Fal
             nxt = logits[:, -1:].argmax(-1)
             pos.add_(1)
             out_ids.index_copy_(1, pos, nxt)
+            if out_logits is not None:
+                out_logits.index_copy_(1, pos - L, logits[:, -1:])
             tok.copy_(nxt)
 
         steps = max_new_tokens - 1
         if not cuda_graph or steps < 3:
             for _ in range(steps):
                 step()
-            return out_ids
+            return (out_ids, out_logits) if output_logits else out_ids
         # Two real steps warm up the kernels and allocations on a side stream (as CUDA graph capture
         # wants), then the third is captured and every later token is one replay.
         side = torch.cuda.Stream(device)
@@ -91,5 +105,5 @@ def greedy_decode(model, input_ids, max_new_tokens, cuda_graph=None, compile=Fal
                                f"({type(e).__name__}: {e}); pass cuda_graph=False") from e
         for _ in range(steps - 2):
             graph.replay()
-    return out_ids
+    return (out_ids, out_logits) if output_logits else out_ids
 
