@@ -9,8 +9,13 @@ statistics) and one input row x [1, K], these ways to compute x @ W^T:
   c_call  bnb_gemm_4bit through its ctypes prototype: prebuilt arguments and scales struct,
           preallocated output, the same context and stream (the library's own time plus the
           unavoidable ctypes trampoline)
+  plan    (CUDA only) bnb_gemm_4bit_plan_run through its ctypes prototype with the layer's plan:
+          the library call the layers' fast path makes
   graph   (CUDA only) one layer forward captured in a torch.cuda.CUDAGraph, timed as graph.replay():
           what a CUDA-graph user (e.g. torch.compile mode="reduce-overhead") pays per layer
+On CUDA each is also timed as issued: the wall time of 64 calls right after a synchronisation,
+before the next (the GPU queue does not fill), per call: the host's own cost (`*_issue_us`, the
+second line of each row), which bounds the loop when it exceeds the kernel's time.
 Times are per call: the best of `--repeats` interleaved timed loops (each at least --min-time
 seconds; on CUDA the loop is synchronised at both ends, so a launch-bound call shows its Python
 cost). ratio = c_call / layer (and compat, op; 1.0 = no overhead). The layers are called once
@@ -93,6 +98,21 @@ def best_us(fns, sync, min_time, repeats):
     return best
 
 
+def best_issue_us(fn, sync, repeats, calls=64):
+    """Host microseconds per call: the wall time of `calls` calls issued back to back after a
+    synchronisation, before the next one (the GPU queue does not fill: the host's own cost),
+    best of `repeats`."""
+    best = float("inf")
+    for _ in range(repeats):
+        sync()
+        t0 = time.perf_counter()
+        for _ in range(calls):
+            fn()
+        best = min(best, (time.perf_counter() - t0) / calls * 1e6)
+    sync()
+    return best
+
+
 class _NoOpLibrary:
     """The library with bnb_gemm_4bit answered by a C no-op (--host-only); the rest unchanged."""
 
@@ -161,12 +181,15 @@ def bench_one(N, K, dtype, device, min_time, repeats, noop, rank=2):
     with torch.inference_mode():
         want = layer(x)
         assert gemm(*c_args) == 0, _lib.last_error_message()
-        if noop:  # the no-op of the call the layers make: their library plan's, five arguments
-            plan_run, plan_args = _ops.gemm4_plan_run, (layer._fast.keep_alive.ptr, 1, x.data_ptr(), out.data_ptr(),
-                                                        None)
+        # the call the layers make: their library plan's, five arguments (the stream: the plan's)
+        plan_run, plan_args = _ops.gemm4_plan_run, (layer._fast.keep_alive.ptr, 1, x.data_ptr(), out.data_ptr(),
+                                                    stream)
 
-            def c_call():
-                plan_run(*plan_args)
+        def plan_call():
+            plan_run(*plan_args)
+
+        if noop:  # the no-op of that call
+            c_call = plan_call
         sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
         sync()
         y = op(*op_args)  # its first call imports more of torch: not in the timed loops
@@ -179,13 +202,18 @@ def bench_one(N, K, dtype, device, min_time, repeats, noop, rank=2):
             assert other._fast is not None, "the compatibility layer's eager fast path was not taken"
             fns["compat"] = lambda: other(x)
         if device == "cuda":
+            fns["plan_call"] = plan_call
             fns["graph"] = captured_layer(layer, x, want).replay
         times = dict(zip(fns, best_us(list(fns.values()), sync, min_time, repeats)))
+        # on a GPU: the host's share, the wall time of issuing calls while the GPU works behind
+        issue = {name: best_issue_us(fn, sync, repeats) for name, fn in fns.items()} if device == "cuda" else {}
     t_c = times["c_call"]
     r = {"N": N, "K": K, "dtype": str(dtype).replace("torch.", ""), "quant_type": "nf4", "blocksize": 64,
          "nested": True, "M": 1, "input_shape": list(x.shape)}
-    for name in ("layer", "compat", "op", "c_call", "graph"):
+    for name in ("layer", "compat", "op", "c_call", "plan_call", "graph"):
         r[name + "_us"] = round(times[name], 3) if name in times else None
+    for name, us in issue.items():
+        r[name + "_issue_us"] = round(us, 3)
     if noop:  # host-only: the Python each call adds over the (no-op) C call
         for name in ("layer", "compat", "op"):
             r[name + "_host_us"] = round(times[name] - t_c, 3) if name in times else None
@@ -270,6 +298,10 @@ def main():
                         f"{_cell(r['ratio_compat'], 10, pct)}{_cell(r['ratio_op'], 8, pct)}"
                         f"{'yes' if r['meets_target'] else 'NO':>7}")
             print(row)
+            if r.get("layer_issue_us") is not None:
+                print(f"{'issued, host us:':>24}" + "  ".join(f"{n} {r[n + '_issue_us']:.2f}" for n in
+                                                          ("layer", "compat", "op", "c_call", "plan_call", "graph")
+                                                          if r.get(n + "_issue_us") is not None))
     report = {"bench": "layer4bit", "device": device, "device_name": name, "bnb_version": bnb.__version__,
               "torch": torch.__version__, "python": platform.python_version(), "library": bnb.library_path,
               "backends": [b["name"] + ": " + b["detail"] for b in bnb.backends() if b["available"]],
