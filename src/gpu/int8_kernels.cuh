@@ -759,6 +759,51 @@ __device__ __forceinline__ int32_t quant_code(float x, float s, bool outliers, f
   return v;
 }
 
+// 16 consecutive activations of dtype D at element `at` (16-byte aligned) as binary32, or 0 when
+// !ok: two to four 16-byte loads.
+template <int D>
+__device__ __forceinline__ void load_run16(const void* A, int64_t at, bool ok, float (&v)[16]) {
+  if constexpr (D == kF32) {
+    const float4* p = reinterpret_cast<const float4*>(static_cast<const float*>(A) + at);
+#pragma unroll
+    for (int j = 0; j < 4; ++j) {
+      const float4 f = ok ? __ldg(p + j) : make_float4(0.f, 0.f, 0.f, 0.f);
+      v[4 * j] = f.x;
+      v[4 * j + 1] = f.y;
+      v[4 * j + 2] = f.z;
+      v[4 * j + 3] = f.w;
+    }
+  } else {
+    const int4* p = reinterpret_cast<const int4*>(static_cast<const uint16_t*>(A) + at);
+#pragma unroll
+    for (int j = 0; j < 2; ++j) {
+      const int4 r = ok ? __ldg(p + j) : make_int4(0, 0, 0, 0);
+      const uint32_t w[4] = {uint32_t(r.x), uint32_t(r.y), uint32_t(r.z), uint32_t(r.w)};
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        if constexpr (D == kF16) {
+          v[8 * j + 2 * e] = f16_bits_to_f32(static_cast<uint16_t>(w[e] & 0xffffu));
+          v[8 * j + 2 * e + 1] = f16_bits_to_f32(static_cast<uint16_t>(w[e] >> 16));
+        } else {
+          v[8 * j + 2 * e] = __uint_as_float(w[e] << 16);
+          v[8 * j + 2 * e + 1] = __uint_as_float(w[e] & 0xffff0000u);
+        }
+      }
+    }
+  }
+}
+
+// 16 activations quantized into 4 words of 4 codes in memory order.
+__device__ __forceinline__ void quant_run16(const float (&v)[16], float s, bool outliers, float t, uint32_t* words) {
+#pragma unroll
+  for (int j = 0; j < 4; ++j) {
+    uint32_t word = 0;
+#pragma unroll
+    for (int e = 0; e < 4; ++e) word |= (static_cast<uint32_t>(quant_code(v[4 * j + e], s, outliers, t)) & 0xffu) << (8 * e);
+    words[j] = word;
+  }
+}
+
 // 32 activations of dtype D from p (16-element halves in or out as ok0 / ok1), quantized into 8
 // words of 4 codes in memory order.
 template <int D>
@@ -766,43 +811,9 @@ __device__ __forceinline__ void quant_fragment(const void* A, int64_t at, bool o
                                                float t, uint32_t (&xs)[8]) {
 #pragma unroll
   for (int h = 0; h < 2; ++h) {
-    const bool ok = h == 0 ? ok0 : ok1;
     float v[16];
-    if constexpr (D == kF32) {
-      const float4* p = reinterpret_cast<const float4*>(static_cast<const float*>(A) + at + 16 * h);
-#pragma unroll
-      for (int j = 0; j < 4; ++j) {
-        const float4 f = ok ? __ldg(p + j) : make_float4(0.f, 0.f, 0.f, 0.f);
-        v[4 * j] = f.x;
-        v[4 * j + 1] = f.y;
-        v[4 * j + 2] = f.z;
-        v[4 * j + 3] = f.w;
-      }
-    } else {
-      const int4* p = reinterpret_cast<const int4*>(static_cast<const uint16_t*>(A) + at + 16 * h);
-#pragma unroll
-      for (int j = 0; j < 2; ++j) {
-        const int4 r = ok ? __ldg(p + j) : make_int4(0, 0, 0, 0);
-        const uint32_t w[4] = {uint32_t(r.x), uint32_t(r.y), uint32_t(r.z), uint32_t(r.w)};
-#pragma unroll
-        for (int e = 0; e < 4; ++e) {
-          if constexpr (D == kF16) {
-            v[8 * j + 2 * e] = f16_bits_to_f32(static_cast<uint16_t>(w[e] & 0xffffu));
-            v[8 * j + 2 * e + 1] = f16_bits_to_f32(static_cast<uint16_t>(w[e] >> 16));
-          } else {
-            v[8 * j + 2 * e] = __uint_as_float(w[e] << 16);
-            v[8 * j + 2 * e + 1] = __uint_as_float(w[e] & 0xffff0000u);
-          }
-        }
-      }
-    }
-#pragma unroll
-    for (int j = 0; j < 4; ++j) {
-      uint32_t word = 0;
-#pragma unroll
-      for (int e = 0; e < 4; ++e) word |= (static_cast<uint32_t>(quant_code(v[4 * j + e], s, outliers, t)) & 0xffu) << (8 * e);
-      xs[4 * h + j] = word;
-    }
+    load_run16<D>(A, at + 16 * h, h == 0 ? ok0 : ok1, v);
+    quant_run16(v, s, outliers, t, xs + 4 * h);
   }
 }
 
@@ -872,13 +883,24 @@ __global__ void __launch_bounds__(kMmaWarps * 32)
 
   float s_row = 0.0f;  // kFusedQuant: this lane's row scale (row g)
   if constexpr (kFusedQuant) {
+    // Runs of 16 activations a thread, all of a row's loads in flight together (K <= 8192: at most
+    // four runs a thread); the max does not depend on the order, so the codes are row_quant_kernel's.
+    constexpr int kRunsMax = kFusedQuantMaxElems / (16 * kMmaWarps * 32);
     for (int64_t r = 0; r < M; ++r) {
+      float v[kRunsMax][16];
       float m = kAbsmaxEmpty;
-#pragma unroll 4
-      for (int64_t c = threadIdx.x; c < K; c += kMmaWarps * 32) {
-        const float a = fabsf(load_f32<kQuantD>(A, r * K + c));
-        if (!outliers || a < threshold) m = gpu_max_ftz(m, a);
+#pragma unroll
+      for (int j = 0; j < kRunsMax; ++j) {
+        const int64_t c = (int64_t{j} * kMmaWarps * 32 + threadIdx.x) * 16;
+        load_run16<kQuantD>(A, r * K + c, c < K, v[j]);
       }
+#pragma unroll
+      for (int j = 0; j < kRunsMax; ++j)
+#pragma unroll
+        for (int e = 0; e < 16; ++e) {
+          const float a = fabsf(v[j][e]);
+          if (!outliers || a < threshold) m = gpu_max_ftz(m, a);  // (a run past K holds zeros: no effect)
+        }
       m = block_row_stat<kMmaWarps * 32>(m, red);
       const float s = gpu_mul_ftz(127.0f, gpu_block_reciprocal(m));
       if (threadIdx.x == 0) {
@@ -887,8 +909,15 @@ __global__ void __launch_bounds__(kMmaWarps * 32)
         if (blockIdx.x == 0) row_stats[r] = m;
       }
       if (blockIdx.x == 0) {
-        for (int64_t c = threadIdx.x; c < K; c += kMmaWarps * 32)
-          q[r * K + c] = static_cast<int8_t>(quant_code(load_f32<kQuantD>(A, r * K + c), s, outliers, threshold));
+#pragma unroll
+        for (int j = 0; j < kRunsMax; ++j) {
+          const int64_t c = (int64_t{j} * kMmaWarps * 32 + threadIdx.x) * 16;
+          if (c >= K) break;
+          uint32_t words[4];
+          quant_run16(v[j], s, outliers, threshold, words);
+          *reinterpret_cast<int4*>(q + r * K + c) =
+              make_int4(int(words[0]), int(words[1]), int(words[2]), int(words[3]));
+        }
       }
     }
     __syncthreads();
