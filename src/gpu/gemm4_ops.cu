@@ -169,12 +169,10 @@ template <int D, typename Launch>
 bnb_status_t with_split_k(const GpuContext& ctx, const Problem& p, gpuStream_t stream, int64_t splits, Launch launch) {
   using T = typename Elem<D>::T;
   if (splits == 1) return launch(static_cast<float*>(nullptr));
-  float* partial = nullptr;
   const size_t bytes = static_cast<size_t>(p.M * p.N) * sizeof(float);
-  if (gpuMallocAsync(reinterpret_cast<void**>(&partial), bytes, stream) != gpuSuccess) {
-    (void)gpuGetLastError();
-    return BNB_ERR_NOT_SUPPORTED;
-  }
+  StreamScratch scratch(bytes, stream);
+  float* partial = scratch.get<float>();
+  if (partial == nullptr) return BNB_ERR_NOT_SUPPORTED;
   bnb_status_t st = check(gpuMemsetAsync(partial, 0, bytes, stream), "clearing the gemm_4bit partial sums");
   if (st == BNB_SUCCESS) st = launch(partial);
   if (st == BNB_SUCCESS) {
@@ -183,9 +181,7 @@ bnb_status_t with_split_k(const GpuContext& ctx, const Problem& p, gpuStream_t s
         partial, static_cast<const T*>(p.bias), static_cast<T*>(p.out), p.M, p.N);
     st = check_launch("gemm4_finish_kernel");
   }
-  const gpuError_t fe = gpuFreeAsync(partial, stream);
-  if (st == BNB_SUCCESS) st = check(fe, "freeing the gemm_4bit partial sums");
-  return st;
+  return scratch.finish(st, "freeing the gemm_4bit partial sums");
 }
 
 // `total` elements cut into at most `splits` ranges of whole `unit`s: the range length (a multiple
@@ -298,12 +294,9 @@ bnb_status_t over_dequantized_slabs(const GpuContext& ctx, const Problem& p, gpu
     slab = slab < rows ? rows : slab / rows * rows;
   }
   if (slab > p.N) slab = p.N;
-  T* ws = nullptr;
-  if (gpuMallocAsync(reinterpret_cast<void**>(&ws), static_cast<size_t>(slab * p.K) * sizeof(T), stream) !=
-      gpuSuccess) {
-    (void)gpuGetLastError();
-    return BNB_ERR_NOT_SUPPORTED;
-  }
+  StreamScratch scratch(static_cast<size_t>(slab * p.K) * sizeof(T), stream);
+  T* ws = scratch.get<T>();
+  if (ws == nullptr) return BNB_ERR_NOT_SUPPORTED;
   bnb_status_t st = BNB_SUCCESS;
   for (int64_t n0 = 0; n0 < p.N && st == BNB_SUCCESS; n0 += slab) {
     const int64_t rows = p.N - n0 < slab ? p.N - n0 : slab;
@@ -319,9 +312,7 @@ bnb_status_t over_dequantized_slabs(const GpuContext& ctx, const Problem& p, gpu
     st = dequantize_4bit_on(ctx, p.quant_type, p.W + e0 / 2, &s, rows * p.K, p.blocksize, D, ws, stream);
     if (st == BNB_SUCCESS) st = multiply(handle, n0, rows, static_cast<const T*>(ws));
   }
-  const gpuError_t fe = gpuFreeAsync(ws, stream);
-  if (st == BNB_SUCCESS) st = check(fe, "freeing the gemm_4bit workspace");
-  return st;
+  return scratch.finish(st, "freeing the gemm_4bit workspace");
 }
 
 // BNB_SUCCESS, or BNB_ERR_NOT_SUPPORTED when this path can't run (the caller falls back).

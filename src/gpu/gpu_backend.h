@@ -105,6 +105,38 @@ int resident_blocks(Kernel kernel, int threads, int smem) {
   return n;
 }
 
+// Scratch memory ordered in a stream, from the device's default pool (which keeps what it is given
+// back between calls, plugin.cu; capturable in a CUDA graph). get() is null when none could be had
+// (the caller takes another path). finish(st, what) gives it back in the stream and returns st, or
+// the release's error (naming `what`) when st is a success; otherwise the destructor gives it back.
+class StreamScratch {
+ public:
+  StreamScratch(size_t bytes, gpuStream_t stream) : stream_(stream) {
+    if (gpuMallocAsync(&p_, bytes, stream) != gpuSuccess) {
+      (void)gpuGetLastError();
+      p_ = nullptr;
+    }
+  }
+  ~StreamScratch() {
+    if (p_ != nullptr) (void)gpuFreeAsync(p_, stream_);
+  }
+  StreamScratch(const StreamScratch&) = delete;
+  StreamScratch& operator=(const StreamScratch&) = delete;
+  template <class T = void>
+  T* get() const {
+    return static_cast<T*>(p_);
+  }
+  bnb_status_t finish(bnb_status_t st, const char* what) {
+    const gpuError_t err = gpuFreeAsync(p_, stream_);
+    p_ = nullptr;
+    return st == BNB_SUCCESS ? check(err, what) : st;
+  }
+
+ private:
+  void* p_ = nullptr;
+  gpuStream_t stream_;
+};
+
 // Grid size for a persistent kernel: enough blocks to fill every multiprocessor, at most `tiles`.
 int64_t persistent_grid(const GpuContext& ctx, int blocks_per_sm, int64_t tiles);
 // Empties the plugin's cache of pointer classifications (called when bnb frees memory).

@@ -14,6 +14,7 @@
 #include <cstring>
 #include <map>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <tuple>
 
@@ -337,12 +338,21 @@ int alignment_of(const void* p) {
   return align;
 }
 
-// One product shape on one device: descriptors and the heuristic's first algorithm.
+// The scratch cuBLASLt may use per product (the heuristic then also offers the algorithms that
+// need one, e.g. split-K): 32 MiB, NVIDIA's advice for Hopper, taken from the stream-ordered pool
+// per call, so concurrent streams never share it. BNB_INT8_LT_WORKSPACE=0: none (A/B timings).
+size_t lt_workspace_limit() {
+  static const size_t bytes = env_zero("BNB_INT8_LT_WORKSPACE") ? 0 : size_t{32} << 20;
+  return bytes;
+}
+
+// One product shape on one device: descriptors, the heuristic's first algorithm and its scratch.
 struct LtPlan {
   bool ok = false;
   cublasLtMatmulDesc_t desc = nullptr;
   cublasLtMatrixLayout_t b_layout = nullptr, a_layout = nullptr, c_layout = nullptr;
   cublasLtMatmulAlgo_t algo{};
+  size_t workspace = 0;
 };
 
 class LtPlans {
@@ -393,7 +403,7 @@ class LtPlans {
     }
     cublasLtMatmulPreference_t pref = nullptr;
     if (lt.pref_create(&pref) != CUBLAS_STATUS_SUCCESS) return false;
-    const uint64_t workspace = 0;  // none: concurrent streams never share scratch
+    const uint64_t workspace = lt_workspace_limit();
     const uint32_t aa = static_cast<uint32_t>(align_a), ab = static_cast<uint32_t>(align_b),
                    ac = static_cast<uint32_t>(align_c);
     lt.pref_set(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &workspace, sizeof workspace);
@@ -408,6 +418,7 @@ class LtPlans {
     lt.pref_destroy(pref);
     if (hs != CUBLAS_STATUS_SUCCESS || found < 1) return false;
     plan->algo = result.algo;
+    plan->workspace = result.workspaceSize;
     return true;
   }
 
@@ -427,10 +438,15 @@ bool try_cublaslt(const GpuContext& ctx, int64_t M, int64_t N, int64_t K, const 
   if (K % 4 != 0 || M > INT32_MAX || N > INT32_MAX) return false;
   const LtPlan* plan = lt_plans().get(ctx.device, M, N, K, alignment_of(A), alignment_of(B), alignment_of(C));
   if (plan == nullptr) return false;
+  std::optional<StreamScratch> scratch;
+  if (plan->workspace > 0) {
+    scratch.emplace(plan->workspace, stream);
+    if (scratch->get() == nullptr) return false;
+  }
   const int32_t alpha = 1, beta = 0;
-  const cublasStatus_t st =
-      cublaslt().matmul(lt_plans().handle(ctx.device), plan->desc, &alpha, B, plan->b_layout, A, plan->a_layout, &beta,
-                        C, plan->c_layout, C, plan->c_layout, &plan->algo, nullptr, 0, stream);
+  const cublasStatus_t st = cublaslt().matmul(lt_plans().handle(ctx.device), plan->desc, &alpha, B, plan->b_layout, A,
+                                              plan->a_layout, &beta, C, plan->c_layout, C, plan->c_layout, &plan->algo,
+                                              scratch ? scratch->get() : nullptr, plan->workspace, stream);
   return st == CUBLAS_STATUS_SUCCESS;
 }
 
