@@ -390,25 +390,27 @@ __device__ __forceinline__ void select_codes_fast(const float (&x)[kE], const Qu
 
 // ---------------------------------------------------------------- 8-bit blockwise kernels
 
-// kChunk = bytes of input a thread owns per slice: 32 (one slice, 32 contiguous bytes per thread)
-// or 16 (two slices; each warp load instruction covers 512 contiguous bytes).
-template <int D, int kChunk>
+// The quantizers' unit of work: 32 contiguous bytes of input per thread and tile, one slice (kS
+// = 1). Two 16-byte slices, the decoders' layout, measured slower for the quantizers on the H100
+// (bench/gpu/NOTES.md, run 4) and were dropped.
+constexpr int kQuantChunkBytes = 32;
+template <int D>
 __host__ __device__ constexpr int quant_chunk_elems() {
-  return kChunk / static_cast<int>(sizeof(typename Elem<D>::T));
+  return kQuantChunkBytes / static_cast<int>(sizeof(typename Elem<D>::T));
 }
 
-// With one slice per thread (kChunk 32, the layout the launchers use) the next tile's input is
-// loaded before this tile's block reduction, so a block whose G spans several warps keeps loads in
-// flight across the barrier (H100 bs 4096: 78 -> 81-82 % of copy).
-template <int D, int B, int kChunk>
-__global__ void __launch_bounds__(threads_for(B / quant_chunk_elems<D, kChunk>()))
+// With one slice per thread the next tile's input is loaded before this tile's block reduction,
+// so a block whose G spans several warps keeps loads in flight across the barrier (H100 bs 4096:
+// 78 -> 81-82 % of copy).
+template <int D, int B>
+__global__ void __launch_bounds__(threads_for(B / quant_chunk_elems<D>()))
     quantize_blockwise_kernel(const typename Elem<D>::T* __restrict__ a, const float* __restrict__ code,
                               uint8_t* __restrict__ out, float* __restrict__ absmax, int64_t n, int vec,
                               const float* __restrict__ offset) {
-  constexpr int kE = quant_chunk_elems<D, kChunk>();
+  constexpr int kE = quant_chunk_elems<D>();
   constexpr int kG = B / kE;
   constexpr int kThreads = threads_for(kG);
-  constexpr int kS = 32 / kChunk;
+  constexpr int kS = 1;
   constexpr int64_t kTile = int64_t{kThreads} * kE * kS;
   __shared__ Quant8Shared sh;
   __shared__ float red[2 * kS * kThreads / 32];  // two buffers of one float per warp and slice
@@ -419,7 +421,6 @@ __global__ void __launch_bounds__(threads_for(B / quant_chunk_elems<D, kChunk>()
   const int64_t nblocks = (n + B - 1) / B;
   int round = 0;  // tiles this block has walked (group_max alternates buffers by it)
   constexpr int kVecWords = kE * static_cast<int>(sizeof(typename Elem<D>::T)) / 16;
-  constexpr bool kPf = kS == 1;
   uint4 next[kVecWords];
   bool have_next = false;
   for (int64_t t = blockIdx.x; t < ntiles; t += gridDim.x) {
@@ -429,13 +430,13 @@ __global__ void __launch_bounds__(threads_for(B / quant_chunk_elems<D, kChunk>()
 #pragma unroll
     for (int k = 0; k < kS; ++k) {
       i0[k] = t * kTile + (static_cast<int64_t>(k) * kThreads + threadIdx.x) * kE;
-      if (kPf && have_next) {
+      if (have_next) {
         words_to_f32<D, kE>(next, v[k]);
       } else {
         load_chunk<D, kE>(a, i0[k], n, vec != 0, v[k]);
       }
     }
-    if constexpr (kPf) {
+    {  // the next tile's input, in flight across this tile's reduction
       const int64_t j0 = (t + gridDim.x) * kTile + static_cast<int64_t>(threadIdx.x) * kE;
       have_next = vec != 0 && t + gridDim.x < ntiles && j0 + kE <= n;
       if (have_next) {
@@ -559,14 +560,14 @@ __device__ __forceinline__ uint32_t encode_fp4(float x, const float* t) {
   return (x < 0.0f ? 8u : 0u) | pattern;
 }
 
-template <int D, int B, int QT, int kChunk>
-__global__ void __launch_bounds__(threads_for(B / quant_chunk_elems<D, kChunk>()))
+template <int D, int B, int QT>
+__global__ void __launch_bounds__(threads_for(B / quant_chunk_elems<D>()))
     quantize_4bit_kernel(const typename Elem<D>::T* __restrict__ a, Table16 thresholds,
                          uint8_t* __restrict__ packed, float* __restrict__ absmax, int64_t n, int vec) {
-  constexpr int kE = quant_chunk_elems<D, kChunk>();
+  constexpr int kE = quant_chunk_elems<D>();
   constexpr int kG = B / kE;
   constexpr int kThreads = threads_for(kG);
-  constexpr int kS = 32 / kChunk;
+  constexpr int kS = 1;
   constexpr int64_t kTile = int64_t{kThreads} * kE * kS;
   __shared__ float t16[16];
   __shared__ float red[2 * kS * kThreads / 32];  // two buffers of one float per warp and slice

@@ -25,10 +25,6 @@ int occupancy(Kernel kernel, int threads) {
   return blocks > 0 ? blocks : 1;
 }
 
-// Input bytes a quantizer thread owns per tile: 32 contiguous bytes. (16-byte slices, the
-// decoders' layout, measured slower for quantizers on the H100: bench/gpu/NOTES.md, run 4.)
-constexpr int kQuantChunk = 32;
-
 // A persistent grid whose blocks all walk the same number of tiles (32768 tiles on 1056 blocks
 // would leave 32 rounds for some and 31 for others: a 3 % tail).
 int64_t balanced_grid(const GpuContext& ctx, int per_sm, int64_t tiles) {
@@ -39,24 +35,18 @@ int64_t balanced_grid(const GpuContext& ctx, int per_sm, int64_t tiles) {
 
 // ---------------------------------------------------------------- 8-bit blockwise
 
-template <int D, int B, int kChunk>
-bnb_status_t launch_quantize_blockwise_chunk(const GpuContext& ctx, const void* a, int64_t n, const float* code,
-                                             uint8_t* out, float* absmax, const float* offset, gpuStream_t stream) {
-  using T = typename Elem<D>::T;
-  constexpr int kThreads = threads_for(B / quant_chunk_elems<D, kChunk>());
-  constexpr int64_t kTile = int64_t{kThreads} * 32 / static_cast<int64_t>(sizeof(T));
-  static const int per_sm = occupancy(quantize_blockwise_kernel<D, B, kChunk>, kThreads);
-  const int64_t grid = balanced_grid(ctx, per_sm, (n + kTile - 1) / kTile);
-  const int vec = aligned16(a) && aligned16(out);
-  quantize_blockwise_kernel<D, B, kChunk><<<static_cast<unsigned>(grid), kThreads, 0, stream>>>(
-      static_cast<const T*>(a), code, out, absmax, n, vec, offset);
-  return check_launch("quantize_blockwise");
-}
-
 template <int D, int B>
 bnb_status_t launch_quantize_blockwise(const GpuContext& ctx, const void* a, int64_t n, const float* code,
                                        uint8_t* out, float* absmax, const float* offset, gpuStream_t stream) {
-  return launch_quantize_blockwise_chunk<D, B, kQuantChunk>(ctx, a, n, code, out, absmax, offset, stream);
+  using T = typename Elem<D>::T;
+  constexpr int kThreads = threads_for(B / quant_chunk_elems<D>());
+  constexpr int64_t kTile = int64_t{kThreads} * kQuantChunkBytes / static_cast<int64_t>(sizeof(T));
+  static const int per_sm = occupancy(quantize_blockwise_kernel<D, B>, kThreads);
+  const int64_t grid = balanced_grid(ctx, per_sm, (n + kTile - 1) / kTile);
+  const int vec = aligned16(a) && aligned16(out);
+  quantize_blockwise_kernel<D, B><<<static_cast<unsigned>(grid), kThreads, 0, stream>>>(
+      static_cast<const T*>(a), code, out, absmax, n, vec, offset);
+  return check_launch("quantize_blockwise");
 }
 
 template <int D>
@@ -112,27 +102,21 @@ bnb_status_t dequantize_blockwise(void* impl, const uint8_t* q, const float* abs
 
 // ---------------------------------------------------------------- 4-bit
 
-template <int D, int B, int QT, int kChunk>
-bnb_status_t launch_quantize_4bit_chunk(const GpuContext& ctx, const void* a, int64_t n, uint8_t* packed,
-                                        float* absmax, gpuStream_t stream) {
+template <int D, int B, int QT>
+bnb_status_t launch_quantize_4bit(const GpuContext& ctx, const void* a, int64_t n, uint8_t* packed, float* absmax,
+                                  gpuStream_t stream) {
   using T = typename Elem<D>::T;
-  constexpr int kThreads = threads_for(B / quant_chunk_elems<D, kChunk>());
-  constexpr int64_t kTile = int64_t{kThreads} * 32 / static_cast<int64_t>(sizeof(T));
-  static const int per_sm = occupancy(quantize_4bit_kernel<D, B, QT, kChunk>, kThreads);
+  constexpr int kThreads = threads_for(B / quant_chunk_elems<D>());
+  constexpr int64_t kTile = int64_t{kThreads} * kQuantChunkBytes / static_cast<int64_t>(sizeof(T));
+  static const int per_sm = occupancy(quantize_4bit_kernel<D, B, QT>, kThreads);
   // Thresholds at 1..15 (NF4) or 1..7 (FP4), so the search needs no bounds.
   static const Table16 thresholds =
       QT == kNF4 ? table16(kNF4ThresholdBits, 15, 1) : table16(kFP4ThresholdBits, 7, 1);
   const int64_t grid = balanced_grid(ctx, per_sm, (n + kTile - 1) / kTile);
   const int vec = aligned16(a) && aligned16(packed);
-  quantize_4bit_kernel<D, B, QT, kChunk><<<static_cast<unsigned>(grid), kThreads, 0, stream>>>(
+  quantize_4bit_kernel<D, B, QT><<<static_cast<unsigned>(grid), kThreads, 0, stream>>>(
       static_cast<const T*>(a), thresholds, packed, absmax, n, vec);
   return check_launch("quantize_4bit");
-}
-
-template <int D, int B, int QT>
-bnb_status_t launch_quantize_4bit(const GpuContext& ctx, const void* a, int64_t n, uint8_t* packed, float* absmax,
-                                  gpuStream_t stream) {
-  return launch_quantize_4bit_chunk<D, B, QT, kQuantChunk>(ctx, a, n, packed, absmax, stream);
 }
 
 
