@@ -97,31 +97,106 @@ __device__ __forceinline__ float block_row_stat(float m, float* smem) {
   return m < 0.0f ? -0.0f : m;
 }
 
+// The code of x under scale s (threshold t when outliers): RN32(x * s) rounded to the nearest
+// integer, saturated, and 0 for an outlier element.
+__device__ __forceinline__ int32_t quant_code(float x, float s, bool outliers, float t) {
+  int v = __float2int_rn(gpu_mul_ftz(x, s));
+  v = v < -128 ? -128 : (v > 127 ? 127 : v);
+  if (outliers && fabsf(x) >= t) v = 0;
+  return v;
+}
+
+// 16 consecutive activations of dtype D at element `at` (16-byte aligned) as binary32, or 0 when
+// !ok: two to four 16-byte loads.
+template <int D>
+__device__ __forceinline__ void load_run16(const void* A, int64_t at, bool ok, float (&v)[16]) {
+  if constexpr (D == kF32) {
+    const float4* p = reinterpret_cast<const float4*>(static_cast<const float*>(A) + at);
+#pragma unroll
+    for (int j = 0; j < 4; ++j) {
+      const float4 f = ok ? __ldg(p + j) : make_float4(0.f, 0.f, 0.f, 0.f);
+      v[4 * j] = f.x;
+      v[4 * j + 1] = f.y;
+      v[4 * j + 2] = f.z;
+      v[4 * j + 3] = f.w;
+    }
+  } else {
+    const int4* p = reinterpret_cast<const int4*>(static_cast<const uint16_t*>(A) + at);
+#pragma unroll
+    for (int j = 0; j < 2; ++j) {
+      const int4 r = ok ? __ldg(p + j) : make_int4(0, 0, 0, 0);
+      const uint32_t w[4] = {uint32_t(r.x), uint32_t(r.y), uint32_t(r.z), uint32_t(r.w)};
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        if constexpr (D == kF16) {
+          v[8 * j + 2 * e] = f16_bits_to_f32(static_cast<uint16_t>(w[e] & 0xffffu));
+          v[8 * j + 2 * e + 1] = f16_bits_to_f32(static_cast<uint16_t>(w[e] >> 16));
+        } else {
+          v[8 * j + 2 * e] = __uint_as_float(w[e] << 16);
+          v[8 * j + 2 * e + 1] = __uint_as_float(w[e] & 0xffff0000u);
+        }
+      }
+    }
+  }
+}
+
+// 16 activations quantized into 4 words of 4 codes in memory order.
+__device__ __forceinline__ void quant_run16(const float (&v)[16], float s, bool outliers, float t, uint32_t* words) {
+#pragma unroll
+  for (int j = 0; j < 4; ++j) {
+    uint32_t word = 0;
+#pragma unroll
+    for (int e = 0; e < 4; ++e) word |= (static_cast<uint32_t>(quant_code(v[4 * j + e], s, outliers, t)) & 0xffu) << (8 * e);
+    words[j] = word;
+  }
+}
+
 // One row per block iteration: SCB = NaN-dropping max over |x| < t (all without outliers),
 // s = RN32(127 * RCP(SCB)), q = rint(RN32(x * s)) with elements |x| >= t written as 0.
 // The conversion gives 0 for NaN (also 0 * inf when SCB = +-0), and saturates.
+// vec (cols % 16 == 0, A and q 16-byte aligned): runs of 16 elements a thread with 16-byte loads
+// and stores (a 4096-wide fp16 row is one run a thread: the row's loads all in flight at once);
+// else one element a thread per step. The max does not depend on the order: the same codes.
 template <int D, int kThreads>
 __global__ void __launch_bounds__(kThreads)
     row_quant_kernel(const void* __restrict__ A, int64_t rows, int64_t cols, bool outliers, float t,
-                     int8_t* __restrict__ q, float* __restrict__ row_stats) {
+                     int8_t* __restrict__ q, float* __restrict__ row_stats, bool vec) {
   __shared__ float smem[kThreads / kWarpSize];
   grid_dependents_may_launch();  // a dependent product waits for this grid's end anyway
+  const int64_t step = vec ? int64_t{kThreads} * 16 : kThreads;
+  const int64_t first = vec ? int64_t{threadIdx.x} * 16 : threadIdx.x;
   for (int64_t r = blockIdx.x; r < rows; r += gridDim.x) {
     const int64_t base = r * cols;
     float m = kAbsmaxEmpty;
-    for (int64_t c = threadIdx.x; c < cols; c += kThreads) {
-      const float a = fabsf(load_f32<D>(A, base + c));
+    const auto take = [&](float x) {
+      const float a = fabsf(x);
       if (!outliers || a < t) m = gpu_max_ftz(m, a);
+    };
+    if (vec) {
+#pragma unroll 2
+      for (int64_t c = first; c < cols; c += step) {
+        float v[16];
+        load_run16<D>(A, base + c, true, v);
+#pragma unroll
+        for (int e = 0; e < 16; ++e) take(v[e]);
+      }
+    } else {
+      for (int64_t c = first; c < cols; c += step) take(load_f32<D>(A, base + c));
     }
     m = block_row_stat<kThreads>(m, smem);
     if (threadIdx.x == 0) row_stats[r] = m;
     const float s = gpu_mul_ftz(127.0f, gpu_block_reciprocal(m));
-    for (int64_t c = threadIdx.x; c < cols; c += kThreads) {
-      const float x = load_f32<D>(A, base + c);
-      int v = __float2int_rn(gpu_mul_ftz(x, s));
-      v = v < -128 ? -128 : (v > 127 ? 127 : v);
-      if (outliers && fabsf(x) >= t) v = 0;
-      q[base + c] = static_cast<int8_t>(v);
+    if (vec) {
+      for (int64_t c = first; c < cols; c += step) {
+        float v[16];
+        load_run16<D>(A, base + c, true, v);  // (the first pass brought the row into L1)
+        uint32_t words[4];
+        quant_run16(v, s, outliers, t, words);
+        *reinterpret_cast<int4*>(q + base + c) = make_int4(int(words[0]), int(words[1]), int(words[2]), int(words[3]));
+      }
+    } else {
+      for (int64_t c = first; c < cols; c += step)
+        q[base + c] = static_cast<int8_t>(quant_code(load_f32<D>(A, base + c), s, outliers, t));
     }
   }
 }
@@ -749,59 +824,6 @@ __device__ __forceinline__ void mma_s8_16832(int32_t (&c)[4], uint32_t a0, uint3
 
 __device__ __forceinline__ int4 load16_or_zero(const int8_t* p, bool ok) {
   return ok ? __ldg(reinterpret_cast<const int4*>(p)) : make_int4(0, 0, 0, 0);
-}
-
-// row_quant_kernel's code of x under scale s (threshold t when outliers).
-__device__ __forceinline__ int32_t quant_code(float x, float s, bool outliers, float t) {
-  int v = __float2int_rn(gpu_mul_ftz(x, s));
-  v = v < -128 ? -128 : (v > 127 ? 127 : v);
-  if (outliers && fabsf(x) >= t) v = 0;
-  return v;
-}
-
-// 16 consecutive activations of dtype D at element `at` (16-byte aligned) as binary32, or 0 when
-// !ok: two to four 16-byte loads.
-template <int D>
-__device__ __forceinline__ void load_run16(const void* A, int64_t at, bool ok, float (&v)[16]) {
-  if constexpr (D == kF32) {
-    const float4* p = reinterpret_cast<const float4*>(static_cast<const float*>(A) + at);
-#pragma unroll
-    for (int j = 0; j < 4; ++j) {
-      const float4 f = ok ? __ldg(p + j) : make_float4(0.f, 0.f, 0.f, 0.f);
-      v[4 * j] = f.x;
-      v[4 * j + 1] = f.y;
-      v[4 * j + 2] = f.z;
-      v[4 * j + 3] = f.w;
-    }
-  } else {
-    const int4* p = reinterpret_cast<const int4*>(static_cast<const uint16_t*>(A) + at);
-#pragma unroll
-    for (int j = 0; j < 2; ++j) {
-      const int4 r = ok ? __ldg(p + j) : make_int4(0, 0, 0, 0);
-      const uint32_t w[4] = {uint32_t(r.x), uint32_t(r.y), uint32_t(r.z), uint32_t(r.w)};
-#pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        if constexpr (D == kF16) {
-          v[8 * j + 2 * e] = f16_bits_to_f32(static_cast<uint16_t>(w[e] & 0xffffu));
-          v[8 * j + 2 * e + 1] = f16_bits_to_f32(static_cast<uint16_t>(w[e] >> 16));
-        } else {
-          v[8 * j + 2 * e] = __uint_as_float(w[e] << 16);
-          v[8 * j + 2 * e + 1] = __uint_as_float(w[e] & 0xffff0000u);
-        }
-      }
-    }
-  }
-}
-
-// 16 activations quantized into 4 words of 4 codes in memory order.
-__device__ __forceinline__ void quant_run16(const float (&v)[16], float s, bool outliers, float t, uint32_t* words) {
-#pragma unroll
-  for (int j = 0; j < 4; ++j) {
-    uint32_t word = 0;
-#pragma unroll
-    for (int e = 0; e < 4; ++e) word |= (static_cast<uint32_t>(quant_code(v[4 * j + e], s, outliers, t)) & 0xffu) << (8 * e);
-    words[j] = word;
-  }
 }
 
 // 32 activations of dtype D from p (16-element halves in or out as ok0 / ok1), quantized into 8

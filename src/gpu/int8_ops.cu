@@ -52,7 +52,8 @@ bnb_status_t launch_vectorwise_quant(const GpuContext& ctx, int64_t rows, int64_
                                      int64_t* arrivals, gpuStream_t stream) {
   constexpr int kThreads = 256;
   const unsigned grid = grid_of(rows, int64_t{ctx.sm_count} * 16);
-  row_quant_kernel<D, kThreads><<<grid, kThreads, 0, stream>>>(A, rows, cols, outliers, t, q, row_stats);
+  const bool vec = cols % 16 == 0 && aligned16(A) && aligned16(q);
+  row_quant_kernel<D, kThreads><<<grid, kThreads, 0, stream>>>(A, rows, cols, outliers, t, q, row_stats, vec);
   bnb_status_t st = check_launch("int8 row_quant_kernel");
   if (st != BNB_SUCCESS || !outliers || rows == 1) return st;  // one row: its outliers are already 0
   outlier_columns_kernel<D><<<static_cast<unsigned>((cols + 31) / 32), dim3(32, 32), 0, stream>>>(

@@ -58,6 +58,10 @@ struct int4 {
   int32_t x, y, z, w;
 };
 inline int4 make_int4(int32_t a, int32_t b, int32_t c, int32_t d) { return {a, b, c, d}; }
+struct float4 {
+  float x, y, z, w;
+};
+inline float4 make_float4(float a, float b, float c, float d) { return {a, b, c, d}; }
 
 namespace bnb {
 namespace gpu {
@@ -66,7 +70,17 @@ inline float gpu_mul_ftz(float a, float b) { return ftz(ftz(a) * ftz(b)); }
 inline float gpu_add_ftz(float a, float b) { return ftz(ftz(a) + ftz(b)); }
 inline float gpu_max_ftz(float a, float b) { return std::fmax(a, b); }
 inline float gpu_block_reciprocal(float m) { return 1.0f / m; }
-inline float gpu_shfl_xor(float, int, int) { std::abort(); }  // not in the kernels run here
+// A warp's exchange, through the block's barrier: every thread of the block makes the same calls
+// (block_max's butterfly does), so each finds its partner's value in the slot it wrote.
+inline float gpu_shfl_xor(float v, int off, int width) {
+  static float slot[1024];
+  const unsigned t = threadIdx.x + threadIdx.y * blockDim.x, base = t / width * width;
+  slot[t] = v;
+  g_block->wait();
+  const float r = slot[base + ((t - base) ^ static_cast<unsigned>(off))];
+  g_block->wait();
+  return r;
+}
 }  // namespace gpu
 }  // namespace bnb
 
@@ -163,6 +177,47 @@ TEST(Int8KernelsOnHost, CompactColumnsTakesSeveralStepsAndCapacity) {
   EXPECT_EQ(std::vector<int32_t>(columns.begin(), columns.begin() + capacity),
             std::vector<int32_t>(want.begin(), want.begin() + capacity));
   EXPECT_EQ(std::vector<int32_t>(columns.begin() + capacity, columns.end()), std::vector<int32_t>(8, -7));
+}
+
+// row_quant_kernel's runs of 16 elements a thread (16-byte loads and stores: cols % 16 == 0,
+// aligned) against its one-element-a-thread loop, bit for bit, with and without a threshold;
+// the row statistic is also the plain max over |x| (below the threshold). Rows of several runs a
+// thread and a last run that only some threads have.
+template <int kThreads>
+void check_row_quant_runs(int64_t rows, int64_t cols, uint64_t seed) {
+  SCOPED_TRACE(testing::Message() << "threads " << kThreads << " rows " << rows << " cols " << cols);
+  const std::vector<uint16_t> a = activations(rows, cols, random_columns(cols, 3, seed), seed + 1);
+  alignas(16) static int8_t q_vec[1 << 16], q_one[1 << 16];
+  ASSERT_LE(rows * cols, int64_t{1} << 16);
+  for (const float t : {0.0f, 6.0f}) {
+    SCOPED_TRACE(testing::Message() << "threshold " << t);
+    std::vector<float> stats_vec(static_cast<size_t>(rows), -1.0f), stats_one(static_cast<size_t>(rows), -2.0f);
+    std::memset(q_vec, 0x55, sizeof q_vec);
+    std::memset(q_one, 0x77, sizeof q_one);
+    launch(static_cast<unsigned>(rows), 1, kThreads, 1, [&] {
+      row_quant_kernel<kF16, kThreads>(a.data(), rows, cols, t > 0.0f, t, q_vec, stats_vec.data(), true);
+    });
+    launch(static_cast<unsigned>(rows), 1, kThreads, 1, [&] {
+      row_quant_kernel<kF16, kThreads>(a.data(), rows, cols, t > 0.0f, t, q_one, stats_one.data(), false);
+    });
+    EXPECT_EQ(std::memcmp(q_vec, q_one, static_cast<size_t>(rows * cols)), 0);
+    EXPECT_EQ(q_vec[rows * cols], 0x55);  // nothing written past the rows
+    for (int64_t r = 0; r < rows; ++r) {
+      float m = 0.0f;
+      for (int64_t c = 0; c < cols; ++c) {
+        const float x = std::fabs(bnb::f16_to_f32(a[static_cast<size_t>(r * cols + c)]));
+        if (t == 0.0f || x < t) m = std::fmax(m, x);
+      }
+      EXPECT_EQ(stats_vec[static_cast<size_t>(r)], m) << "row " << r;
+      EXPECT_EQ(stats_one[static_cast<size_t>(r)], m) << "row " << r;
+    }
+  }
+}
+
+TEST(Int8KernelsOnHost, RowQuantRunsMatchOneElementSteps) {
+  check_row_quant_runs<64>(3, 4096, 21);  // four runs a thread
+  check_row_quant_runs<64>(2, 1008, 23);  // 63 runs: the last step's runs on 63 of 64 threads
+  check_row_quant_runs<256>(1, 4112, 25);  // one run a thread, one more on thread 0
 }
 
 // The layer's outlier step on A [M, K] (dtype D) whose outlier columns (|x| >= 6 in one row; row
