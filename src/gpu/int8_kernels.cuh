@@ -560,6 +560,48 @@ __device__ __forceinline__ void for_each_flag_span(int64_t K, const Flag& flag, 
   }
 }
 
+// An outlier step's flag of column c: row_flags (M = 1) |A[0, c]| >= t, else the flag the
+// quantization pass wrote into `columns`.
+template <int D>
+struct OutlierFlag {
+  const void* A;
+  float t;
+  const int32_t* columns;
+  bool row_flags;
+  __device__ __forceinline__ bool operator()(int64_t c) const {
+    return row_flags ? fabsf(load_f32<D>(A, c)) >= t : columns[c] != 0;
+  }
+};
+
+// The start of an outlier step (outlier_product_kernel, block_outlier_sums): walks every flag,
+// lists the first kL outlier columns in list (ascending; with row flags block 0 also writes every
+// one to `columns`) and returns how many there are. Every thread calls it.
+template <int kThreads, int kL, class Flag>
+__device__ __forceinline__ int64_t list_outlier_columns(const Flag& flag, int64_t K, int32_t* columns, int32_t* list,
+                                                        int32_t* scratch) {
+  const bool lead = flag.row_flags && blockIdx.x == 0 && blockIdx.y == 0;
+  return walk_flags<kThreads>(
+      0, K, flag,
+      [&](int64_t j, int64_t c) {
+        if (j < kL) list[j] = static_cast<int32_t>(c);
+        if (lead) columns[j] = static_cast<int32_t>(c);
+      },
+      scratch);
+}
+
+// Its end: with row flags block 0 writes the count (the list is written); else the flags become
+// the list (publish_outlier_columns; list holds all `total` columns when total <= kL).
+template <int kThreads, int kL, class Flag>
+__device__ __forceinline__ void end_outlier_step(const Flag& flag, int64_t K, int64_t total, int32_t* columns,
+                                                 int64_t* count, const int32_t* list, int32_t* scratch,
+                                                 int32_t* last) {
+  if (flag.row_flags) {
+    if (blockIdx.x == 0 && blockIdx.y == 0 && threadIdx.x == 0) *count = total;
+  } else {
+    publish_outlier_columns<kThreads>(columns, count, K, total, total <= kL ? list : nullptr, scratch, last);
+  }
+}
+
 template <int D, bool kRowFlags, int kEpi>
 __global__ void __launch_bounds__(kOutlierThreads, kOutlierBlocksPerSm)
     outlier_product_kernel(const void* __restrict__ A, const int8_t* __restrict__ W, const float* __restrict__ SCB,
@@ -574,23 +616,9 @@ __global__ void __launch_bounds__(kOutlierThreads, kOutlierBlocksPerSm)
   __shared__ int32_t scratch[kThreads + kThreads / 32];
   __shared__ int32_t last_s;
   const int tx = threadIdx.x % 16, ty = threadIdx.x / 16;
-  const bool lead = blockIdx.x == 0 && blockIdx.y == 0;
-  const auto flag = [&](int64_t c) {
-    if constexpr (kRowFlags) {
-      return fabsf(load_f32<D>(A, c)) >= t;
-    } else {
-      return columns[c] != 0;
-    }
-  };
-
+  const OutlierFlag<D> flag{A, t, columns, kRowFlags};
   // All the flags: the count, and the first kL columns into col_s.
-  int64_t total = walk_flags<kThreads>(
-      0, K, flag,
-      [&](int64_t j, int64_t c) {
-        if (j < kL) col_s[j] = static_cast<int32_t>(c);
-        if (kRowFlags && lead) columns[j] = static_cast<int32_t>(c);
-      },
-      scratch);
+  const int64_t total = list_outlier_columns<kThreads, kL>(flag, K, columns, col_s, scratch);
   const bool cached = total <= kL;
 
   // w_s[r][j] = Wc[n0 + r, col_s[j]] for j < n (0 past N).
@@ -667,11 +695,7 @@ __global__ void __launch_bounds__(kOutlierThreads, kOutlierBlocksPerSm)
     }
   }
 
-  if constexpr (kRowFlags) {
-    if (lead && threadIdx.x == 0) *count = total;
-  } else {
-    publish_outlier_columns<kThreads>(columns, count, K, total, cached ? col_s : nullptr, scratch, &last_s);
-  }
+  end_outlier_step<kThreads, kL>(flag, K, total, columns, count, col_s, scratch, &last_s);
 }
 
 // The outlier sums for a kernel whose block owns rows n0 .. n0 + R - 1 of out for all M <= kM
@@ -702,15 +726,8 @@ __device__ __forceinline__ int64_t block_outlier_sums(const void* __restrict__ A
                                                       int64_t* count, int64_t M, int64_t N, int64_t K, int64_t n0,
                                                       bool row_flags, OutlierRowsSmem<R, kM, kThreads>& sm) {
   constexpr int kL = kOutlierList, kC = kOutlierRowsChunk, kPer = (R * kM + kThreads - 1) / kThreads;
-  const bool lead = blockIdx.x == 0 && blockIdx.y == 0;
-  const auto flag = [&](int64_t c) { return row_flags ? fabsf(load_f32<D>(A, c)) >= t : columns[c] != 0; };
-  int64_t total = walk_flags<kThreads>(
-      0, K, flag,
-      [&](int64_t j, int64_t c) {
-        if (j < kL) sm.list[j] = static_cast<int32_t>(c);
-        if (row_flags && lead) columns[j] = static_cast<int32_t>(c);
-      },
-      sm.scratch);
+  const OutlierFlag<D> flag{A, t, columns, row_flags};
+  const int64_t total = list_outlier_columns<kThreads, kL>(flag, K, columns, sm.list, sm.scratch);
   float s[kPer];
 #pragma unroll
   for (int p = 0; p < kPer; ++p) s[p] = 0.0f;
@@ -748,12 +765,7 @@ __device__ __forceinline__ int64_t block_outlier_sums(const void* __restrict__ A
     const int o = static_cast<int>(threadIdx.x) + kThreads * p;
     if (o < R * kM) sm.sums[o / kM][o % kM] = s[p];
   }
-  if (row_flags) {
-    if (lead && threadIdx.x == 0) *count = total;
-  } else {
-    publish_outlier_columns<kThreads>(columns, count, K, total, total <= kL ? sm.list : nullptr, sm.scratch,
-                                      &sm.last);
-  }
+  end_outlier_step<kThreads, kL>(flag, K, total, columns, count, sm.list, sm.scratch, &sm.last);
   return total;
 }
 
