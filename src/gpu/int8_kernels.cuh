@@ -929,12 +929,16 @@ __global__ void __launch_bounds__(kMmaWarps * 32)
         load_run16<kQuantD>(A, r * K + c, c < K, v[j]);
       }
 #pragma unroll
-      for (int j = 0; j < kRunsMax; ++j)
+      for (int j = 0; j < kRunsMax; ++j) {
+        // (a run past K holds zeros, which must not count: a row with nothing counted has the
+        // statistic -0.0, e.g. all NaN or every element an outlier)
+        if ((int64_t{j} * kMmaWarps * 32 + threadIdx.x) * 16 >= K) break;
 #pragma unroll
         for (int e = 0; e < 16; ++e) {
           const float a = fabsf(v[j][e]);
-          if (!outliers || a < threshold) m = gpu_max_ftz(m, a);  // (a run past K holds zeros: no effect)
+          if (!outliers || a < threshold) m = gpu_max_ftz(m, a);
         }
+      }
       m = block_row_stat<kMmaWarps * 32>(m, red);
       const float s = gpu_mul_ftz(127.0f, gpu_block_reciprocal(m));
       if (threadIdx.x == 0) {
