@@ -12,6 +12,7 @@ nvidia-smi --query-gpu=name,driver_version --format=csv,noheader | tee $OUT/gpu.
    env $knob timeout 40 $B/bnb_bench_int8_cuda --threshold 6 --outlier-fraction 0.005 2>&1 | tail -9; done) | tee $OUT/int8_outliers.log
 (for knob in BNB_INT8_LT_WORKSPACE=1 BNB_INT8_LT_WORKSPACE=0; do echo "== threshold 0, $knob"
    env $knob timeout 40 $B/bnb_bench_int8_cuda 2>&1 | tail -9; done) | tee $OUT/int8_t0.log
+timeout 90 $B/bnb_bench_gpu_quant --n $((128 << 20)) --reps 20 --json $OUT/quant.json 2>&1 | grep -E "dequantize_4bit|device" | tee $OUT/quant.log
 BNB_TEST_DEVICE=cuda BNB_LIBRARY_PATH=$PWD/.gpu_carry/lib PYTHONPATH=$PWD/bindings/python timeout 120 python3 -m pytest -q -p no:cacheprovider tests/compat/test_generation.py 2>&1 | tail -6 | tee $OUT/pytest_generation.log
 BNB_LIBRARY_PATH=$PWD/.gpu_carry/lib timeout 120 python3 bench/python/layer4bit.py --device cuda --rank 3 --shapes 4096x4096 --json $OUT/layer4bit.json 2>&1 | tail -5 | tee $OUT/layer4bit.log
 [ "${SHORT:-0}" = 1 ] && exit 0

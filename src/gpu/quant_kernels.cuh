@@ -612,7 +612,7 @@ struct Scales4 {
   const float* absmax2;
   const float* code2;
   const float* offset;
-  int64_t blocksize2;
+  int log2_blocksize2;  // blocksize2 is a power of two (the core checks): a shift, not a 64-bit division
 };
 
 
@@ -629,6 +629,8 @@ __global__ void __launch_bounds__(256)
   if constexpr (kNested) {
     for (int j = threadIdx.x; j < 256; j += blockDim.x) code2[j] = scales.code2[j];
   }
+  // Loaded once: for all the compiler knows, the stores to out could change it.
+  const float offset = kNested ? *scales.offset : 0.0f;
   __syncthreads();
   const int64_t ntiles = (n + kTile - 1) / kTile;
   const int64_t nbytes = (n + 1) / 2;
@@ -641,9 +643,8 @@ __global__ void __launch_bounds__(256)
       i0[k] = t * kTile + (static_cast<int64_t>(k) * 256 + threadIdx.x) * kE;
       if constexpr (kNested) {
         const int64_t blk = i0[k] >> log2_block;
-        s[k] = i0[k] < n ? gpu_add_ftz(gpu_mul_ftz(code2[scales.absmax_q[blk]], scales.absmax2[blk / scales.blocksize2]),
-                                       *scales.offset)
-                         : 0.0f;
+        const float s2 = i0[k] < n ? scales.absmax2[blk >> scales.log2_blocksize2] : 0.0f;
+        s[k] = i0[k] < n ? gpu_add_ftz(gpu_mul_ftz(code2[scales.absmax_q[blk]], s2), offset) : 0.0f;
       } else {
         s[k] = i0[k] < n ? scales.absmax[i0[k] >> log2_block] : 0.0f;
       }
