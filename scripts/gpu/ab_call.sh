@@ -10,6 +10,7 @@
 # summary on stdout.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
+AFTER=${AFTER:-.gpu_carry}
 BENCH_BINS="bnb_bench_gpu_quant bnb_bench_optim bnb_bench_gemm4_cuda bnb_bench_int8_cuda"
 
 if [ "${1:-}" = stage ]; then
@@ -30,7 +31,7 @@ for d in "$nv"/cublas/lib "$nv"/cu13/lib; do [ -d "$d" ] && extra=$extra:$d; don
 nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem --format=csv,noheader | tee "$out/gpu.txt"
 
 run_side() {  # side (before|after), round, bench
-  local side=$1 round=$2 bench=$3 dir=.gpu_carry
+  local side=$1 round=$2 bench=$3 dir=$AFTER
   [ "$side" = before ] && dir=.gpu_carry_before
   local tag="$out/${bench}_${side}_$round"
   export LD_LIBRARY_PATH=$PWD/$dir/lib$extra

@@ -20,11 +20,19 @@ CONFIGS = {
 
 @pytest.fixture(scope="module", params=sorted(CONFIGS))
 def model(request):
-    # On a GPU the 8-bit model runs in float16, where its layers take bnb's capturable LLM.int8()
-    # op (threshold 6 included); the float32 path follows bitsandbytes' roundings with outlier
-    # columns of data-dependent size, which a CUDA graph cannot hold.
-    dtype = torch.float16 if request.param == "int8" and DEVICE == "cuda" else None
-    return load(dtype=dtype, **CONFIGS[request.param]).eval()
+    return load(**CONFIGS[request.param]).eval()
+
+
+def capturable(model):
+    """Whether the model's decode step can be captured in a CUDA graph. The compatibility layer's
+    8-bit product with outlier columns (threshold > 0, transformers' default) is bitsandbytes' own
+    (its roundings, the outlier columns gathered by their count, which is read on the host), and a
+    graph cannot hold that; greedy_decode then raises (test below) and runs with cuda_graph=False."""
+    return not getattr(model, "is_loaded_in_8bit", False)
+
+
+def graph_arg(model):
+    return None if capturable(model) else False
 
 
 def generate(model, ids, n):
@@ -55,11 +63,11 @@ def test_greedy_decode_gives_generates_tokens(model, n, batch):
 
     ids = input_ids()[:batch, :6].contiguous()
     want = generate(model, ids, n)
-    got = greedy_decode(model, ids, n, output_logits=True)
+    got = greedy_decode(model, ids, n, cuda_graph=graph_arg(model), output_logits=True)
     assert got[0].shape == (batch, 6 + n)
     assert_same_decoding(got, want)
-    assert torch.equal(greedy_decode(model, ids, n), got[0])  # the ids alone without output_logits
-    if DEVICE == "cuda":  # the graph's replays equal the plain loop's steps
+    assert torch.equal(greedy_decode(model, ids, n, cuda_graph=graph_arg(model)), got[0])  # ids without logits
+    if DEVICE == "cuda" and capturable(model):  # the graph's replays equal the plain loop's steps
         assert_same_decoding(greedy_decode(model, ids, n, cuda_graph=False, output_logits=True), got)
 
 
@@ -67,8 +75,17 @@ def test_greedy_decode_through_torch_compile(model):
     from bnb.generation import greedy_decode
 
     ids = input_ids()[:2, :6].contiguous()
-    assert_same_decoding(greedy_decode(model, ids, 5, compile=True, output_logits=True), generate(model, ids, 5),
-                         exact=False)
+    assert_same_decoding(greedy_decode(model, ids, 5, compile=True, cuda_graph=graph_arg(model), output_logits=True),
+                         generate(model, ids, 5), exact=False)
+
+
+def test_uncapturable_step_names_the_way_out(model):
+    from bnb.generation import greedy_decode
+
+    if DEVICE != "cuda" or capturable(model):
+        pytest.skip("a CUDA device and a model whose step cannot be captured")
+    with pytest.raises(RuntimeError, match="cuda_graph=False"):
+        greedy_decode(model, input_ids()[:1, :6].contiguous(), 7)
 
 
 def test_greedy_decode_rejects_bad_arguments(model):
