@@ -104,7 +104,17 @@ using gpuMemPool_t = cudaMemPool_t;
 #define gpuDeviceGetDefaultMemPool cudaDeviceGetDefaultMemPool
 #define gpuMemPoolSetAttribute cudaMemPoolSetAttribute
 #define gpuMemPoolAttrReleaseThreshold cudaMemPoolAttrReleaseThreshold
-// CUDA only (no HIP counterpart used): programmatic dependent launch (int8_ops.cu)
+// CUDA only (no HIP counterpart used): events and capture status (the int8 product's algorithm
+// search, int8_ops.cu) and programmatic dependent launch (int8_ops.cu)
+using gpuEvent_t = cudaEvent_t;
+#define gpuEventCreate cudaEventCreate
+#define gpuEventRecord cudaEventRecord
+#define gpuEventSynchronize cudaEventSynchronize
+#define gpuEventElapsedTime cudaEventElapsedTime
+#define gpuEventDestroy cudaEventDestroy
+using gpuStreamCaptureStatus = cudaStreamCaptureStatus;
+#define gpuStreamIsCapturing cudaStreamIsCapturing
+#define gpuStreamCaptureStatusNone cudaStreamCaptureStatusNone
 using gpuLaunchConfig_t = cudaLaunchConfig_t;
 using gpuLaunchAttribute = cudaLaunchAttribute;
 #define gpuLaunchKernelEx cudaLaunchKernelEx

@@ -9,12 +9,12 @@
 // plugin loads on machines without it. Nothing here synchronises except outlier_columns, whose
 // contract returns a host-visible count (linear_outliers writes its count to device memory).
 #include <algorithm>
+#include <atomic>
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
 #include <map>
 #include <mutex>
-#include <optional>
 #include <string>
 #include <tuple>
 
@@ -347,19 +347,36 @@ size_t lt_workspace_limit() {
   return bytes;
 }
 
-// One product shape on one device: descriptors, the heuristic's first algorithm and its scratch.
+// The heuristic's first algorithm is not always the fastest (H100 run 18: with scratch allowed,
+// M = 256, N = K = 8192 took 64 us where the first without took 41): it offers up to kLtCandidates
+// and the first call of a shape times them (LtPlans::search). BNB_INT8_LT_SEARCH=0: the first
+// (A/B timings).
+constexpr int kLtCandidates = 8;
+bool lt_search_disabled() {
+  static const bool off = env_zero("BNB_INT8_LT_SEARCH");
+  return off;
+}
+
+struct LtAlgo {
+  cublasLtMatmulAlgo_t algo{};
+  size_t workspace = 0;
+};
+
+// One product shape on one device: descriptors and the heuristic's candidates; `best` indexes the
+// one calls run (the heuristic's first until the search has run).
 struct LtPlan {
   bool ok = false;
   cublasLtMatmulDesc_t desc = nullptr;
   cublasLtMatrixLayout_t b_layout = nullptr, a_layout = nullptr, c_layout = nullptr;
-  cublasLtMatmulAlgo_t algo{};
-  size_t workspace = 0;
+  LtAlgo candidates[kLtCandidates];
+  int count = 0, best = 0;
+  std::atomic<bool> searched{false};  // published after best (release), read before it (acquire)
 };
 
 class LtPlans {
  public:
   // NULL when cuBLASLt is unavailable or has no algorithm for the shape.
-  const LtPlan* get(int device, int64_t M, int64_t N, int64_t K, int align_a, int align_b, int align_c) {
+  LtPlan* get(int device, int64_t M, int64_t N, int64_t K, int align_a, int align_b, int align_c) {
     const CublasLt& lt = cublaslt();
     if (!lt.ok) return nullptr;
     std::lock_guard<std::mutex> lock(mu_);
@@ -375,6 +392,66 @@ class LtPlans {
   cublasLtHandle_t handle(int device) {
     std::lock_guard<std::mutex> lock(mu_);
     return handle_for(device, cublaslt());
+  }
+
+  // The first call of a shape on a stream that is not being captured: every candidate runs on the
+  // caller's own operands (C is written by the call that follows anyway), once to warm up and
+  // twice timed, between events on that stream; the fastest is kept. The host waits for it, once
+  // per shape. Under capture nothing is timed (the heuristic's first serves until a call outside
+  // one searches). One search at a time (the plans' lock).
+  void search(int device, LtPlan* plan, const int8_t* A, const int8_t* B, int32_t* C, gpuStream_t stream) {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (plan->searched.load(std::memory_order_relaxed)) return;  // another thread's search
+    if (plan->count < 2) {
+      plan->searched.store(true, std::memory_order_release);
+      return;
+    }
+    gpuStreamCaptureStatus capture = gpuStreamCaptureStatusNone;
+    if (gpuStreamIsCapturing(stream, &capture) != gpuSuccess || capture != gpuStreamCaptureStatusNone) {
+      (void)gpuGetLastError();
+      return;
+    }
+    const CublasLt& lt = cublaslt();
+    cublasLtHandle_t handle = handle_for(device, lt);
+    gpuEvent_t start = nullptr, stop = nullptr;
+    if (handle == nullptr || gpuEventCreate(&start) != gpuSuccess || gpuEventCreate(&stop) != gpuSuccess) {
+      (void)gpuGetLastError();
+      if (start != nullptr) (void)gpuEventDestroy(start);
+      return;
+    }
+    float best_ms = 0.0f;
+    int best = 0;
+    for (int i = 0; i < plan->count; ++i) {
+      const LtAlgo& c = plan->candidates[i];
+      StreamScratch scratch(c.workspace, stream);
+      if (c.workspace > 0 && scratch.get() == nullptr) continue;
+      const auto run = [&] { return lt_run(lt, handle, *plan, c, A, B, C, scratch.get(), stream); };
+      float ms = 0.0f;
+      const bool ok = run() && gpuEventRecord(start, stream) == gpuSuccess && run() && run() &&
+                      gpuEventRecord(stop, stream) == gpuSuccess && gpuEventSynchronize(stop) == gpuSuccess &&
+                      gpuEventElapsedTime(&ms, start, stop) == gpuSuccess;
+      (void)scratch.finish(BNB_SUCCESS, "the int8 product's search scratch");
+      if (!ok) {
+        (void)gpuGetLastError();
+        continue;
+      }
+      if (best_ms == 0.0f || ms < best_ms) {
+        best_ms = ms;
+        best = i;
+      }
+    }
+    (void)gpuEventDestroy(start);
+    (void)gpuEventDestroy(stop);
+    plan->best = best;
+    plan->searched.store(true, std::memory_order_release);
+  }
+
+  // One product C^T = B^T-view x A with candidate c and its scratch.
+  static bool lt_run(const CublasLt& lt, cublasLtHandle_t handle, const LtPlan& plan, const LtAlgo& c,
+                     const int8_t* A, const int8_t* B, int32_t* C, void* scratch, gpuStream_t stream) {
+    const int32_t alpha = 1, beta = 0;
+    return lt.matmul(handle, plan.desc, &alpha, B, plan.b_layout, A, plan.a_layout, &beta, C, plan.c_layout, C,
+                     plan.c_layout, &c.algo, scratch, c.workspace, stream) == CUBLAS_STATUS_SUCCESS;
   }
 
  private:
@@ -412,15 +489,18 @@ class LtPlans {
     lt.pref_set(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, &aa, sizeof aa);
     lt.pref_set(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, &ac, sizeof ac);
     lt.pref_set(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, &ac, sizeof ac);
-    cublasLtMatmulHeuristicResult_t result{};
+    cublasLtMatmulHeuristicResult_t results[kLtCandidates] = {};
     int found = 0;
     const cublasStatus_t hs = lt.heuristic(handle, plan->desc, plan->b_layout, plan->a_layout, plan->c_layout,
-                                           plan->c_layout, pref, 1, &result, &found);
+                                           plan->c_layout, pref, lt_search_disabled() ? 1 : kLtCandidates, results,
+                                           &found);
     lt.pref_destroy(pref);
     if (hs != CUBLAS_STATUS_SUCCESS || found < 1) return false;
-    plan->algo = result.algo;
-    plan->workspace = result.workspaceSize;
-    return true;
+    for (int i = 0; i < found && i < kLtCandidates; ++i) {
+      if (results[i].state != CUBLAS_STATUS_SUCCESS) continue;
+      plan->candidates[plan->count++] = LtAlgo{results[i].algo, results[i].workspaceSize};
+    }
+    return plan->count > 0;
   }
 
   std::mutex mu_;
@@ -437,18 +517,14 @@ LtPlans& lt_plans() {
 bool try_cublaslt(const GpuContext& ctx, int64_t M, int64_t N, int64_t K, const int8_t* A, const int8_t* B,
                   int32_t* C, gpuStream_t stream) {
   if (K % 4 != 0 || M > INT32_MAX || N > INT32_MAX) return false;
-  const LtPlan* plan = lt_plans().get(ctx.device, M, N, K, alignment_of(A), alignment_of(B), alignment_of(C));
+  LtPlan* plan = lt_plans().get(ctx.device, M, N, K, alignment_of(A), alignment_of(B), alignment_of(C));
   if (plan == nullptr) return false;
-  std::optional<StreamScratch> scratch;
-  if (plan->workspace > 0) {
-    scratch.emplace(plan->workspace, stream);
-    if (scratch->get() == nullptr) return false;
-  }
-  const int32_t alpha = 1, beta = 0;
-  const cublasStatus_t st = cublaslt().matmul(lt_plans().handle(ctx.device), plan->desc, &alpha, B, plan->b_layout, A,
-                                              plan->a_layout, &beta, C, plan->c_layout, C, plan->c_layout, &plan->algo,
-                                              scratch ? scratch->get() : nullptr, plan->workspace, stream);
-  return st == CUBLAS_STATUS_SUCCESS;
+  if (!plan->searched.load(std::memory_order_acquire)) lt_plans().search(ctx.device, plan, A, B, C, stream);
+  const LtAlgo& c = plan->candidates[plan->best];
+  StreamScratch scratch(c.workspace, stream);
+  if (c.workspace > 0 && scratch.get() == nullptr) return false;
+  const bool ok = LtPlans::lt_run(cublaslt(), lt_plans().handle(ctx.device), *plan, c, A, B, C, scratch.get(), stream);
+  return scratch.finish(ok ? BNB_SUCCESS : BNB_ERR_DEVICE, "the int8 product's scratch") == BNB_SUCCESS;
 }
 
 #else
