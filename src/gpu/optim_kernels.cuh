@@ -422,6 +422,53 @@ __global__ void __launch_bounds__(kUnormThreads) optim32_unorm_kernel(OptimKerne
 
 // ---------------------------------------------------------------- 8-bit blockwise
 
+// The 8-bit optimizers' new states of one element (docs/OPTIMIZERS.md), shared by the search
+// kernel (optim8_kernel) and the bucketed one (opt8_fast_update): from the raw gradient graw and
+// the decoded old states (old(1), old(2), old(3): state1, state2, AdEMAMix's second state1; each
+// called only where that state exists), two-state optimizers write s, v and e; one-state ones s
+// and aux (the gradient RMSprop and Adagrad step with, or Lion's new parameter, which uses the old
+// state), reading p (a callable: the search kernel loads it only here). Returns false when the
+// element keeps its parameter: a non-finite gradient with two states (the states become 0), a
+// skipped zero gradient with one (s keeps the old state). decay_g: weight decay is added to the
+// gradient here (not in the clipping pre-pass).
+template <int D, int OPT, class Old, class P>
+__device__ __forceinline__ bool opt8_new_states(const OptimKernelArgs& a, float graw, const Old& old, const P& p,
+                                                bool decay, bool decay_g, float& s, float& v, float& e, float& aux) {
+  constexpr bool kTwo = optim_traits(OPT).states == 2;
+  constexpr bool kEma = optim_traits(OPT).state1_copies == 2;
+  float gs = graw * a.gnorm_scale;
+  if constexpr (kTwo) {
+    if (!isfinite(graw)) return false;  // state reset to zero, p kept
+    const float vd = old(2);
+    v = D == kBF16 ? opt_fma(vd, a.beta2, ((1.0f - a.beta2) * gs) * gs) : opt_fma((1.0f - a.beta2) * gs, gs, vd * a.beta2);
+    s = opt_fma(1.0f - a.beta1, gs, old(1) * a.beta1);
+    if constexpr (kEma) e = opt_fma(1.0f - a.beta3, gs, old(3) * a.beta3);
+  } else {
+    const float sd = old(1);
+    if (a.skip_zeros && graw == 0.0f) {
+      s = sd + 0.0f;  // keeps the state; -0 -> +0 so the sign fix cannot make it negative
+      return false;
+    }
+    const float pv = p();
+    if (OPT != kOptLion && decay && decay_g) gs = opt_fma(pv, a.weight_decay, gs);
+    if constexpr (OPT == kOptMomentum) {
+      s = a.first_step ? gs : opt_fma(sd, a.beta1, gs);
+    } else if constexpr (OPT == kOptRmsprop) {
+      s = opt_fma(1.0f - a.beta1, gs * gs, sd * a.beta1);
+      aux = gs;
+    } else if constexpr (OPT == kOptAdagrad) {
+      s = opt_fma(gs, gs, sd);
+      aux = gs;
+    } else {  // Lion: the parameter step uses the old state
+      const float p1 = decay ? round_p<D>(pv * (1.0f - a.lr * a.weight_decay)) : pv;
+      const float d = round_p<D>(a.lr * sign_of(opt_fma(sd, a.beta1, (1.0f - a.beta1) * gs)));
+      aux = round_p<D>(p1 - d);
+      s = opt_fma(1.0f - a.beta2, gs, sd * a.beta2);
+    }
+  }
+  return true;
+}
+
 __device__ __forceinline__ void load_tables(const OptimKernelArgs& a, float* q1, float* q2, bool two) {
   for (int j = static_cast<int>(threadIdx.x); j < 256; j += blockDim.x) {
     q1[j] = a.qmap1[j];
@@ -460,40 +507,11 @@ __global__ void __launch_bounds__(kOptimThreads) optim8_kernel(OptimKernelArgs a
       s[j] = v[j] = e[j] = aux[j] = 0.0f;
       keep[j] = true;
       if (!block_ok || i >= a.n) continue;
-      const float graw = load_p<D>(a.g, i);
-      float gs = graw * a.gnorm_scale;
-      if constexpr (kTwo) {
-        if (!isfinite(graw)) continue;  // state reset to zero, p kept
-        keep[j] = false;
-        const float vd = q2[a.c2[i]] * scale2;
-        v[j] = D == kBF16 ? opt_fma(vd, a.beta2, ((1.0f - a.beta2) * gs) * gs)
-                          : opt_fma((1.0f - a.beta2) * gs, gs, vd * a.beta2);
-        s[j] = opt_fma(1.0f - a.beta1, gs, (q1[a.c1[i]] * scale1) * a.beta1);
-        if constexpr (kEma) e[j] = opt_fma(1.0f - a.beta3, gs, (q1[a.c1[a.n + i]] * scale3) * a.beta3);
-      } else {
-        const float p = load_p<D>(a.p, i);
-        const float sd = q1[a.c1[i]] * scale1;
-        if (a.skip_zeros && graw == 0.0f) {
-          s[j] = sd + 0.0f;  // keeps the state; -0 -> +0 so the sign fix cannot make it negative
-          continue;
-        }
-        keep[j] = false;
-        if (OPT != kOptLion && decay && !kUnorm) gs = opt_fma(p, a.weight_decay, gs);
-        if constexpr (OPT == kOptMomentum) {
-          s[j] = a.first_step ? gs : opt_fma(sd, a.beta1, gs);
-        } else if constexpr (OPT == kOptRmsprop) {
-          s[j] = opt_fma(1.0f - a.beta1, gs * gs, sd * a.beta1);
-          aux[j] = gs;
-        } else if constexpr (OPT == kOptAdagrad) {
-          s[j] = opt_fma(gs, gs, sd);
-          aux[j] = gs;
-        } else {  // Lion: the parameter step uses the old state
-          const float p1 = decay ? round_p<D>(p * (1.0f - a.lr * a.weight_decay)) : p;
-          const float d = round_p<D>(a.lr * sign_of(opt_fma(sd, a.beta1, (1.0f - a.beta1) * gs)));
-          aux[j] = round_p<D>(p1 - d);
-          s[j] = opt_fma(1.0f - a.beta2, gs, sd * a.beta2);
-        }
-      }
+      const auto old = [&](int which) {
+        return which == 1 ? q1[a.c1[i]] * scale1 : which == 2 ? q2[a.c2[i]] * scale2 : q1[a.c1[a.n + i]] * scale3;
+      };
+      keep[j] = !opt8_new_states<D, OPT>(a, load_p<D>(a.g, i), old, [&] { return load_p<D>(a.p, i); }, decay,
+                                          !kUnorm, s[j], v[j], e[j], aux[j]);
       max1 = fmaxf(max1, fabsf(s[j]));
       max2 = fmaxf(max2, fabsf(v[j]));
       max3 = fmaxf(max3, fabsf(e[j]));
@@ -849,39 +867,10 @@ __device__ __forceinline__ void opt8_fast_update(const OptimKernelArgs& a, const
       s[e] = v[e] = e3[e] = aux[e] = 0.0f;
       keep[e] = true;
       if (!full && 128 * (e >> 2) + 4 * lane + (e & 3) >= rem) continue;
-      const float graw = g[e];
-      float gs = graw * a.gnorm_scale;
-      if constexpr (kTwo) {
-        if (!isfinite(graw)) continue;  // state reset to zero, p kept
-        keep[e] = false;
-        const float vd = t2.code[c2[e]] * scale2;
-        v[e] = D == kBF16 ? opt_fma(vd, a.beta2, ((1.0f - a.beta2) * gs) * gs)
-                             : opt_fma((1.0f - a.beta2) * gs, gs, vd * a.beta2);
-        s[e] = opt_fma(1.0f - a.beta1, gs, (t1.code[c1[e]] * scale1) * a.beta1);
-        if constexpr (kEma) e3[e] = opt_fma(1.0f - a.beta3, gs, (t1.code[c3[e]] * scale3) * a.beta3);
-      } else {
-        const float sd = t1.code[c1[e]] * scale1;
-        if (a.skip_zeros && graw == 0.0f) {
-          s[e] = sd + 0.0f;  // keeps the state; -0 -> +0 so the sign fix cannot make it negative
-          continue;
-        }
-        keep[e] = false;
-        if (OPT != kOptLion && decay) gs = opt_fma(p[e], a.weight_decay, gs);
-        if constexpr (OPT == kOptMomentum) {
-          s[e] = a.first_step ? gs : opt_fma(sd, a.beta1, gs);
-        } else if constexpr (OPT == kOptRmsprop) {
-          s[e] = opt_fma(1.0f - a.beta1, gs * gs, sd * a.beta1);
-          aux[e] = gs;
-        } else if constexpr (OPT == kOptAdagrad) {
-          s[e] = opt_fma(gs, gs, sd);
-          aux[e] = gs;
-        } else {  // Lion: the parameter step uses the old state
-          const float p1 = decay ? round_p<D>(p[e] * (1.0f - a.lr * a.weight_decay)) : p[e];
-          const float d = round_p<D>(a.lr * sign_of(opt_fma(sd, a.beta1, (1.0f - a.beta1) * gs)));
-          aux[e] = round_p<D>(p1 - d);
-          s[e] = opt_fma(1.0f - a.beta2, gs, sd * a.beta2);
-        }
-      }
+      const auto old = [&](int which) {
+        return which == 1 ? t1.code[c1[e]] * scale1 : which == 2 ? t2.code[c2[e]] * scale2 : t1.code[c3[e]] * scale3;
+      };
+      keep[e] = !opt8_new_states<D, OPT>(a, g[e], old, [&] { return p[e]; }, decay, true, s[e], v[e], e3[e], aux[e]);
     }
     // Phase B: the new scales (a skipped element's state counts too: it is re-encoded).
     float max1 = 0.0f, max2 = 0.0f, max3 = 0.0f;
