@@ -6,8 +6,8 @@
 #           tree built with -DBNB_BUILD_CUDA=ON -DBNB_BUILD_BENCH=ON, targets bnb bnb_backend_cpu
 #           bnb_backend_cuda and the four GPU benchmarks)
 #   device: run tool, carry [".gpu_carry", ".gpu_carry_before"]:  bash scripts/gpu/ab_call.sh
-# BENCHES (default: quant optim gemm4 int8) picks a subset. Logs and JSON: $OUT/ab.tgz, the
-# summary on stdout.
+# BENCHES (default: quant optim gemm4 int8) picks a subset. Logs and JSON: $OUT/ab.tgz (unpacked,
+# scripts/gpu/ab_table.py DIR prints the before/after tables).
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 AFTER=${AFTER:-.gpu_carry}
