@@ -107,12 +107,13 @@ int resident_blocks(Kernel kernel, int threads, int smem) {
 
 // Scratch memory ordered in a stream, from the device's default pool (which keeps what it is given
 // back between calls, plugin.cu; capturable in a CUDA graph). get() is null when none could be had
-// (the caller takes another path). finish(st, what) gives it back in the stream and returns st, or
-// the release's error (naming `what`) when st is a success; otherwise the destructor gives it back.
+// (the caller takes another path) and for 0 bytes (nothing is asked of the runtime). finish(st,
+// what) gives it back in the stream and returns st, or the release's error (naming `what`) when st
+// is a success; otherwise the destructor gives it back.
 class StreamScratch {
  public:
   StreamScratch(size_t bytes, gpuStream_t stream) : stream_(stream) {
-    if (gpuMallocAsync(&p_, bytes, stream) != gpuSuccess) {
+    if (bytes > 0 && gpuMallocAsync(&p_, bytes, stream) != gpuSuccess) {
       (void)gpuGetLastError();
       p_ = nullptr;
     }
@@ -127,6 +128,7 @@ class StreamScratch {
     return static_cast<T*>(p_);
   }
   bnb_status_t finish(bnb_status_t st, const char* what) {
+    if (p_ == nullptr) return st;
     const gpuError_t err = gpuFreeAsync(p_, stream_);
     p_ = nullptr;
     return st == BNB_SUCCESS ? check(err, what) : st;
