@@ -41,17 +41,7 @@ constexpr int kGemm4Warps = 8;                      // warps per block of the SI
 constexpr int kGemm4PieceWeights = 32;              // weights per lane per 16-byte load
 constexpr int kGemm4WarpStep = 32 * kGemm4PieceWeights;  // weights per warp per load round: 1024
 
-// The scales of a 4-bit weight, as the core resolved them (backend_abi.h).
-struct Gemm4Scales {
-  const float* absmax;      // plain, or NULL
-  const uint8_t* absmax_q;  // nested
-  const float* absmax2;
-  const float* code2;
-  const float* offset;
-  int log2_blocksize2;
-};
-
-__device__ __forceinline__ float gemm4_block_scale(const Gemm4Scales& s, int64_t b) {
+__device__ __forceinline__ float gemm4_block_scale(const Scales4& s, int64_t b) {
   if (s.absmax != nullptr) return __ldg(s.absmax + b);
   const float c = __ldg(s.code2 + __ldg(s.absmax_q + b));
   const float m = __ldg(s.absmax2 + (b >> s.log2_blocksize2));
@@ -184,7 +174,7 @@ __device__ __forceinline__ void gemm4_stage_a(const typename Elem<D>::T* __restr
 // weight is scaled (RN32(LUT * absmax)) once and serves the MB rows.
 template <int D, int MB, int NR, int U, bool ALIGNED>
 __global__ void __launch_bounds__(kGemm4Warps * 32)
-    gemm4_simt_kernel(const typename Elem<D>::T* __restrict__ A, const uint8_t* __restrict__ W, Gemm4Scales scales,
+    gemm4_simt_kernel(const typename Elem<D>::T* __restrict__ A, const uint8_t* __restrict__ W, Scales4 scales,
                       Table16 table, const typename Elem<D>::T* __restrict__ bias, typename Elem<D>::T* __restrict__ out,
                       int64_t M, int64_t N, int64_t K, int log2_blocksize, int kc) {
   BNB_GEMM4_DYNAMIC_SHARED float smem[];
@@ -413,7 +403,7 @@ constexpr int kTransposedChunk = 64;  // W rows per staged chunk of A
 template <int D, int MB>
 __global__ void __launch_bounds__(kTransposedThreads)
     gemm4_transposed_simt_kernel(const typename Elem<D>::T* __restrict__ A, const uint8_t* __restrict__ W,
-                                 Gemm4Scales scales, Table16 table, float* __restrict__ partial,
+                                 Scales4 scales, Table16 table, float* __restrict__ partial,
                                  typename Elem<D>::T* __restrict__ out, int64_t M, int64_t N, int64_t K,
                                  int log2_blocksize, int64_t n_split) {
   __shared__ float lut[16];

@@ -85,7 +85,7 @@ __device__ __forceinline__ uint32_t gemm4_lut_pair(const Table16& table, int b) 
 // A 16-byte and W 4-byte aligned (the launcher checks), and k_split % 64 == 0.
 template <int D, int MT>
 __global__ void __launch_bounds__(kMmaWarps * 32)
-    gemm4_mma_kernel(const typename Elem<D>::T* __restrict__ A, const uint8_t* __restrict__ W, Gemm4Scales scales,
+    gemm4_mma_kernel(const typename Elem<D>::T* __restrict__ A, const uint8_t* __restrict__ W, Scales4 scales,
                      Table16 table, const typename Elem<D>::T* __restrict__ bias, typename Elem<D>::T* __restrict__ out,
                      float* __restrict__ partial, int64_t M, int64_t N, int64_t K, int log2_blocksize,
                      int64_t k_split) {
@@ -225,7 +225,7 @@ __host__ __device__ constexpr int gemm4_mma_small_smem_bytes(int mt) {
 
 template <int D, int MT, bool NESTED>
 __global__ void __launch_bounds__(kSmallWarps * 32, 2)  // two blocks per SM: <= 128 registers
-    gemm4_mma_small_kernel(const typename Elem<D>::T* __restrict__ A, const uint8_t* __restrict__ W, Gemm4Scales scales,
+    gemm4_mma_small_kernel(const typename Elem<D>::T* __restrict__ A, const uint8_t* __restrict__ W, Scales4 scales,
                            Table16 table, const typename Elem<D>::T* __restrict__ bias,
                            typename Elem<D>::T* __restrict__ out, int64_t M, int64_t N, int64_t K, int log2_blocksize) {
   using T = typename Elem<D>::T;

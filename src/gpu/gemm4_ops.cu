@@ -83,7 +83,7 @@ struct Problem {
   int64_t M, N, K;
   const void* A;
   const uint8_t* W;
-  Gemm4Scales scales;
+  Scales4 scales;
   Table16 table;
   int log2_blocksize;
   const void* bias;
@@ -532,8 +532,7 @@ Problem make_problem(int64_t M, int64_t N, int64_t K, const void* A, const uint8
   p.K = K;
   p.A = A;
   p.W = W;
-  p.scales = Gemm4Scales{scales->absmax, scales->absmax_q, scales->absmax2, scales->code2, scales->offset,
-                         scales->absmax != nullptr ? 0 : log2_of(scales->blocksize2)};
+  p.scales = scales4_of(*scales);
   p.table = decode_table(quant_type);
   p.log2_blocksize = log2_of(blocksize);
   p.bias = bias;

@@ -57,7 +57,7 @@ __host__ __device__ constexpr int gemm4_tile_smem_bytes(int mt) {
 
 template <int D, int MT, bool NESTED>
 __global__ void __launch_bounds__(kTileWarps * 32, 1)
-    gemm4_tile_kernel(const typename Elem<D>::T* __restrict__ A, const uint8_t* __restrict__ W, Gemm4Scales scales,
+    gemm4_tile_kernel(const typename Elem<D>::T* __restrict__ A, const uint8_t* __restrict__ W, Scales4 scales,
                       Table16 table, const typename Elem<D>::T* __restrict__ bias, typename Elem<D>::T* __restrict__ out,
                       float* __restrict__ partial, int64_t M, int64_t N, int64_t K, int log2_blocksize,
                       int64_t k_split) {

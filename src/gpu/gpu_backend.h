@@ -77,6 +77,11 @@ inline int log2_of(int64_t v) {
   return l;
 }
 
+// A 4-bit weight's scales as the kernels read them.
+inline Scales4 scales4_of(const bnb_scales_resolved_t& s) {
+  return Scales4{s.absmax, s.absmax_q, s.absmax2, s.code2, s.offset, s.absmax != nullptr ? 0 : log2_of(s.blocksize2)};
+}
+
 // Environment switches of the plugin (A/B timings and tests of its other paths): env_on(name) is
 // true when `name` is set to anything but "" or "0..."; env_zero(name) when it is set to "0..."
 // (the switches of paths that are on by default).

@@ -1,6 +1,7 @@
 // The element dtypes the GPU kernels are instantiated for: template tags numbered as bnb_dtype_t
-// and the storage type of each. Every kernel family uses these (host code dispatches a run-time
-// dtype to them with with_dtype, gpu_backend.h); tests/gpu_emu compiles them as host code.
+// and the storage type of each, and the scales of a 4-bit weight as its kernels read them. Every
+// kernel family uses these (host code dispatches a run-time dtype to them with with_dtype, and
+// makes Scales4 with scales4_of, gpu_backend.h); tests/gpu_emu compiles them as host code.
 #ifndef BNB_GPU_GPU_DTYPE_H_
 #define BNB_GPU_GPU_DTYPE_H_
 
@@ -23,6 +24,18 @@ struct Elem {
 template <>
 struct Elem<kF32> {
   using T = float;
+};
+
+// The scales of a 4-bit weight (the core's bnb_scales_resolved_t): plain floats (absmax), or
+// double-quantized codes rebuilt as RN32(RN32(code2[q] * absmax2[b >> log2_blocksize2]) + offset)
+// (docs/FORMATS.md §4.1). blocksize2 is a power of two (the core checks): a shift, not a division.
+struct Scales4 {
+  const float* absmax;      // plain, or NULL
+  const uint8_t* absmax_q;  // nested
+  const float* absmax2;
+  const float* code2;
+  const float* offset;
+  int log2_blocksize2;
 };
 
 }  // namespace gpu

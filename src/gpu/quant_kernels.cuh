@@ -604,17 +604,6 @@ __global__ void __launch_bounds__(threads_for(B / quant_chunk_elems<D>()))
   }
 }
 
-// Scales of a 4-bit tensor: plain floats, or double-quantized codes rebuilt as
-// RN32(RN32(code2[q] * absmax2[b / blocksize2]) + offset) (docs/FORMATS.md §4.1).
-struct Scales4 {
-  const float* absmax;
-  const uint8_t* absmax_q;
-  const float* absmax2;
-  const float* code2;
-  const float* offset;
-  int log2_blocksize2;  // blocksize2 is a power of two (the core checks): a shift, not a 64-bit division
-};
-
 
 template <int D, bool kNested>
 __global__ void __launch_bounds__(256)

@@ -235,8 +235,7 @@ bnb_status_t dequantize_4bit_on(const GpuContext& ctx, int32_t quant_type, const
     case kFP4: lut = &fp4; break;
     default: return fail(BNB_ERR_NOT_SUPPORTED, "quant_type %d is not supported: use BNB_NF4 or BNB_FP4", quant_type);
   }
-  Scales4 sc{scales->absmax, scales->absmax_q, scales->absmax2, scales->code2, scales->offset,
-             scales->absmax != nullptr ? 0 : log2_of(scales->blocksize2)};
+  const Scales4 sc = scales4_of(*scales);
   if (scales->absmax != nullptr) {
     return dispatch_dequantize_4bit<false>(ctx, *lut, packed, sc, n, blocksize, out_dtype, out, stream);
   }

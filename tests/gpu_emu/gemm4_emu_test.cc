@@ -242,7 +242,7 @@ struct Problem {
   uint8_t* packed = nullptr;
   std::vector<float> absmax, absmax2, effective, code2, wdq, a_exact, b_exact;
   float offset = 0.0f;
-  Gemm4Scales scales{};
+  Scales4 scales{};
   Table16 table{};
   int log2_bs = 0;
   std::vector<T> A, bias, out;
@@ -261,12 +261,12 @@ struct Problem {
     absmax2.resize(static_cast<size_t>((nb + 255) / 256));
     effective = absmax;
     code2.resize(256);
-    scales = Gemm4Scales{absmax.data(), nullptr, nullptr, nullptr, nullptr, 8};
+    scales = Scales4{absmax.data(), nullptr, nullptr, nullptr, nullptr, 8};
     if (c.nested) {
       bnb::ref::compress_absmax(absmax.data(), nb, absmax_q.data(), absmax2.data(), &offset);
       for (int i = 0; i < 256; ++i) code2[static_cast<size_t>(i)] = bnb::bits_to_float(bnb::BNB_DYNAMIC_SIGNED_BITS[i]);
       bnb::ref::decompress_absmax(absmax_q.data(), absmax2.data(), code2.data(), offset, nb, 256, effective.data());
-      scales = Gemm4Scales{nullptr, absmax_q.data(), absmax2.data(), code2.data(), &offset, 8};
+      scales = Scales4{nullptr, absmax_q.data(), absmax2.data(), code2.data(), &offset, 8};
     }
     wdq.resize(static_cast<size_t>(n));
     bnb::ref::dequantize_4bit(c.qt, packed, effective.data(), n, c.bs, BNB_F32, wdq.data());
