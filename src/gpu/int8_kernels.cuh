@@ -146,9 +146,24 @@ __device__ __forceinline__ void quant_run16(const float (&v)[16], float s, bool 
   for (int j = 0; j < 4; ++j) {
     uint32_t word = 0;
 #pragma unroll
-    for (int e = 0; e < 4; ++e) word |= (static_cast<uint32_t>(quant_code(v[4 * j + e], s, outliers, t)) & 0xffu) << (8 * e);
+    for (int e = 0; e < 4; ++e)
+      word |= (static_cast<uint32_t>(quant_code(v[4 * j + e], s, outliers, t)) & 0xffu) << (8 * e);
     words[j] = word;
   }
+}
+
+// The row statistic's running max m with x counted: NaN-dropping, over |x| < t (every x without
+// outliers).
+__device__ __forceinline__ float row_stat_take(float m, float x, bool outliers, float t) {
+  const float a = fabsf(x);
+  return !outliers || a < t ? gpu_max_ftz(m, a) : m;
+}
+
+// A run's 16 codes stored at q (16-byte aligned).
+__device__ __forceinline__ void store_codes16(const float (&v)[16], float s, bool outliers, float t, int8_t* q) {
+  uint32_t w[4];
+  quant_run16(v, s, outliers, t, w);
+  *reinterpret_cast<int4*>(q) = make_int4(int(w[0]), int(w[1]), int(w[2]), int(w[3]));
 }
 
 // One row per block iteration: SCB = NaN-dropping max over |x| < t (all without outliers),
@@ -168,20 +183,16 @@ __global__ void __launch_bounds__(kThreads)
   for (int64_t r = blockIdx.x; r < rows; r += gridDim.x) {
     const int64_t base = r * cols;
     float m = kAbsmaxEmpty;
-    const auto take = [&](float x) {
-      const float a = fabsf(x);
-      if (!outliers || a < t) m = gpu_max_ftz(m, a);
-    };
     if (vec) {
 #pragma unroll 2
       for (int64_t c = first; c < cols; c += step) {
         float v[16];
         load_run16<D>(A, base + c, true, v);
 #pragma unroll
-        for (int e = 0; e < 16; ++e) take(v[e]);
+        for (int e = 0; e < 16; ++e) m = row_stat_take(m, v[e], outliers, t);
       }
     } else {
-      for (int64_t c = first; c < cols; c += step) take(load_f32<D>(A, base + c));
+      for (int64_t c = first; c < cols; c += step) m = row_stat_take(m, load_f32<D>(A, base + c), outliers, t);
     }
     m = block_row_stat<kThreads>(m, smem);
     if (threadIdx.x == 0) row_stats[r] = m;
@@ -190,9 +201,7 @@ __global__ void __launch_bounds__(kThreads)
       for (int64_t c = first; c < cols; c += step) {
         float v[16];
         load_run16<D>(A, base + c, true, v);  // (the first pass brought the row into L1)
-        uint32_t words[4];
-        quant_run16(v, s, outliers, t, words);
-        *reinterpret_cast<int4*>(q + base + c) = make_int4(int(words[0]), int(words[1]), int(words[2]), int(words[3]));
+        store_codes16(v, s, outliers, t, q + base + c);
       }
     } else {
       for (int64_t c = first; c < cols; c += step)
@@ -920,24 +929,19 @@ __global__ void __launch_bounds__(kMmaWarps * 32)
     // Runs of 16 activations a thread, all of a row's loads in flight together (K <= 8192: at most
     // four runs a thread); the max does not depend on the order, so the codes are row_quant_kernel's.
     constexpr int kRunsMax = kFusedQuantMaxElems / (16 * kMmaWarps * 32);
+    const auto run_at = [](int j) { return (int64_t{j} * kMmaWarps * 32 + threadIdx.x) * 16; };  // its column
     for (int64_t r = 0; r < M; ++r) {
       float v[kRunsMax][16];
       float m = kAbsmaxEmpty;
 #pragma unroll
-      for (int j = 0; j < kRunsMax; ++j) {
-        const int64_t c = (int64_t{j} * kMmaWarps * 32 + threadIdx.x) * 16;
-        load_run16<kQuantD>(A, r * K + c, c < K, v[j]);
-      }
+      for (int j = 0; j < kRunsMax; ++j) load_run16<kQuantD>(A, r * K + run_at(j), run_at(j) < K, v[j]);
 #pragma unroll
       for (int j = 0; j < kRunsMax; ++j) {
         // (a run past K holds zeros, which must not count: a row with nothing counted has the
         // statistic -0.0, e.g. all NaN or every element an outlier)
-        if ((int64_t{j} * kMmaWarps * 32 + threadIdx.x) * 16 >= K) break;
+        if (run_at(j) >= K) break;
 #pragma unroll
-        for (int e = 0; e < 16; ++e) {
-          const float a = fabsf(v[j][e]);
-          if (!outliers || a < threshold) m = gpu_max_ftz(m, a);
-        }
+        for (int e = 0; e < 16; ++e) m = row_stat_take(m, v[j][e], outliers, threshold);
       }
       m = block_row_stat<kMmaWarps * 32>(m, red);
       const float s = gpu_mul_ftz(127.0f, gpu_block_reciprocal(m));
@@ -948,14 +952,8 @@ __global__ void __launch_bounds__(kMmaWarps * 32)
       }
       if (blockIdx.x == 0) {
 #pragma unroll
-        for (int j = 0; j < kRunsMax; ++j) {
-          const int64_t c = (int64_t{j} * kMmaWarps * 32 + threadIdx.x) * 16;
-          if (c >= K) break;
-          uint32_t words[4];
-          quant_run16(v[j], s, outliers, threshold, words);
-          *reinterpret_cast<int4*>(q + r * K + c) =
-              make_int4(int(words[0]), int(words[1]), int(words[2]), int(words[3]));
-        }
+        for (int j = 0; j < kRunsMax && run_at(j) < K; ++j)
+          store_codes16(v[j], s, outliers, threshold, q + r * K + run_at(j));
       }
     }
     __syncthreads();

@@ -440,7 +440,8 @@ __device__ __forceinline__ bool opt8_new_states(const OptimKernelArgs& a, float 
   if constexpr (kTwo) {
     if (!isfinite(graw)) return false;  // state reset to zero, p kept
     const float vd = old(2);
-    v = D == kBF16 ? opt_fma(vd, a.beta2, ((1.0f - a.beta2) * gs) * gs) : opt_fma((1.0f - a.beta2) * gs, gs, vd * a.beta2);
+    v = D == kBF16 ? opt_fma(vd, a.beta2, ((1.0f - a.beta2) * gs) * gs)
+                   : opt_fma((1.0f - a.beta2) * gs, gs, vd * a.beta2);
     s = opt_fma(1.0f - a.beta1, gs, old(1) * a.beta1);
     if constexpr (kEma) e = opt_fma(1.0f - a.beta3, gs, old(3) * a.beta3);
   } else {
