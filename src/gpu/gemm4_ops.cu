@@ -171,8 +171,8 @@ bnb_status_t with_split_k(const GpuContext& ctx, const Problem& p, gpuStream_t s
   if (splits == 1) return launch(static_cast<float*>(nullptr));
   const size_t bytes = static_cast<size_t>(p.M * p.N) * sizeof(float);
   StreamScratch scratch(bytes, stream);
+  if (!scratch.ok()) return BNB_ERR_NOT_SUPPORTED;
   float* partial = scratch.get<float>();
-  if (partial == nullptr) return BNB_ERR_NOT_SUPPORTED;
   bnb_status_t st = check(gpuMemsetAsync(partial, 0, bytes, stream), "clearing the gemm_4bit partial sums");
   if (st == BNB_SUCCESS) st = launch(partial);
   if (st == BNB_SUCCESS) {
@@ -295,8 +295,8 @@ bnb_status_t over_dequantized_slabs(const GpuContext& ctx, const Problem& p, gpu
   }
   if (slab > p.N) slab = p.N;
   StreamScratch scratch(static_cast<size_t>(slab * p.K) * sizeof(T), stream);
+  if (!scratch.ok()) return BNB_ERR_NOT_SUPPORTED;
   T* ws = scratch.get<T>();
-  if (ws == nullptr) return BNB_ERR_NOT_SUPPORTED;
   bnb_status_t st = BNB_SUCCESS;
   for (int64_t n0 = 0; n0 < p.N && st == BNB_SUCCESS; n0 += slab) {
     const int64_t rows = p.N - n0 < slab ? p.N - n0 : slab;

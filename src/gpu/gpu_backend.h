@@ -111,16 +111,17 @@ int resident_blocks(Kernel kernel, int threads, int smem) {
 }
 
 // Scratch memory ordered in a stream, from the device's default pool (which keeps what it is given
-// back between calls, plugin.cu; capturable in a CUDA graph). get() is null when none could be had
-// (the caller takes another path) and for 0 bytes (nothing is asked of the runtime). finish(st,
-// what) gives it back in the stream and returns st, or the release's error (naming `what`) when st
-// is a success; otherwise the destructor gives it back.
+// back between calls, plugin.cu; capturable in a CUDA graph). ok() is false when it could not be
+// had (the caller takes another path); 0 bytes asks nothing of the runtime (get() is null, ok()
+// true). finish(st, what) gives it back in the stream and returns st, or the release's error
+// (naming `what`) when st is a success; otherwise the destructor gives it back.
 class StreamScratch {
  public:
   StreamScratch(size_t bytes, gpuStream_t stream) : stream_(stream) {
     if (bytes > 0 && gpuMallocAsync(&p_, bytes, stream) != gpuSuccess) {
       (void)gpuGetLastError();
       p_ = nullptr;
+      ok_ = false;
     }
   }
   ~StreamScratch() {
@@ -128,6 +129,7 @@ class StreamScratch {
   }
   StreamScratch(const StreamScratch&) = delete;
   StreamScratch& operator=(const StreamScratch&) = delete;
+  bool ok() const { return ok_; }
   template <class T = void>
   T* get() const {
     return static_cast<T*>(p_);
@@ -141,6 +143,7 @@ class StreamScratch {
 
  private:
   void* p_ = nullptr;
+  bool ok_ = true;
   gpuStream_t stream_;
 };
 

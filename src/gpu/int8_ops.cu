@@ -7,7 +7,9 @@
 // K % 4 == 0; otherwise, and whenever cuBLASLt is missing or offers no algorithm, the
 // bandwidth-bound kernel that reads B once. cuBLASLt is loaded at run time (dlopen), so the
 // plugin loads on machines without it. Nothing here synchronises except outlier_columns, whose
-// contract returns a host-visible count (linear_outliers writes its count to device memory).
+// contract returns a host-visible count (linear_outliers writes its count to device memory), and
+// the first cuBLASLt product of a shape outside a graph capture, which times the candidate
+// algorithms once (LtPlans::search).
 #include <algorithm>
 #include <atomic>
 #include <cstdint>
@@ -366,6 +368,7 @@ struct LtAlgo {
 // one calls run (the heuristic's first until the search has run).
 struct LtPlan {
   bool ok = false;
+  cublasLtHandle_t handle = nullptr;  // the device's
   cublasLtMatmulDesc_t desc = nullptr;
   cublasLtMatrixLayout_t b_layout = nullptr, a_layout = nullptr, c_layout = nullptr;
   LtAlgo candidates[kLtCandidates];
@@ -386,20 +389,18 @@ class LtPlans {
     auto it = plans_.find(key);
     if (it != plans_.end()) return it->second.ok ? &it->second : nullptr;
     LtPlan& plan = plans_[key];
+    plan.handle = handle;
     plan.ok = make_plan(lt, handle, M, N, K, align_a, align_b, align_c, &plan);
     return plan.ok ? &plan : nullptr;
-  }
-  cublasLtHandle_t handle(int device) {
-    std::lock_guard<std::mutex> lock(mu_);
-    return handle_for(device, cublaslt());
   }
 
   // The first call of a shape on a stream that is not being captured: every candidate runs on the
   // caller's own operands (C is written by the call that follows anyway), once to warm up and
   // twice timed, between events on that stream; the fastest is kept. The host waits for it, once
   // per shape. Under capture nothing is timed (the heuristic's first serves until a call outside
-  // one searches). One search at a time (the plans' lock).
-  void search(int device, LtPlan* plan, const int8_t* A, const int8_t* B, int32_t* C, gpuStream_t stream) {
+  // one searches). One search at a time, under the plans' lock (meanwhile other threads wait at
+  // their next get(): once per shape).
+  void search(LtPlan* plan, const int8_t* A, const int8_t* B, int32_t* C, gpuStream_t stream) {
     std::lock_guard<std::mutex> lock(mu_);
     if (plan->searched.load(std::memory_order_relaxed)) return;  // another thread's search
     if (plan->count < 2) {
@@ -411,10 +412,8 @@ class LtPlans {
       (void)gpuGetLastError();
       return;
     }
-    const CublasLt& lt = cublaslt();
-    cublasLtHandle_t handle = handle_for(device, lt);
     gpuEvent_t start = nullptr, stop = nullptr;
-    if (handle == nullptr || gpuEventCreate(&start) != gpuSuccess || gpuEventCreate(&stop) != gpuSuccess) {
+    if (gpuEventCreate(&start) != gpuSuccess || gpuEventCreate(&stop) != gpuSuccess) {
       (void)gpuGetLastError();
       if (start != nullptr) (void)gpuEventDestroy(start);
       return;
@@ -424,8 +423,8 @@ class LtPlans {
     for (int i = 0; i < plan->count; ++i) {
       const LtAlgo& c = plan->candidates[i];
       StreamScratch scratch(c.workspace, stream);
-      if (c.workspace > 0 && scratch.get() == nullptr) continue;
-      const auto run = [&] { return lt_run(lt, handle, *plan, c, A, B, C, scratch.get(), stream); };
+      if (!scratch.ok()) continue;
+      const auto run = [&] { return lt_run(*plan, c, A, B, C, scratch.get(), stream); };
       float ms = 0.0f;
       const bool ok = run() && gpuEventRecord(start, stream) == gpuSuccess && run() && run() &&
                       gpuEventRecord(stop, stream) == gpuSuccess && gpuEventSynchronize(stop) == gpuSuccess &&
@@ -447,11 +446,12 @@ class LtPlans {
   }
 
   // One product C^T = B^T-view x A with candidate c and its scratch.
-  static bool lt_run(const CublasLt& lt, cublasLtHandle_t handle, const LtPlan& plan, const LtAlgo& c,
-                     const int8_t* A, const int8_t* B, int32_t* C, void* scratch, gpuStream_t stream) {
+  static bool lt_run(const LtPlan& plan, const LtAlgo& c, const int8_t* A, const int8_t* B, int32_t* C, void* scratch,
+                     gpuStream_t stream) {
     const int32_t alpha = 1, beta = 0;
-    return lt.matmul(handle, plan.desc, &alpha, B, plan.b_layout, A, plan.a_layout, &beta, C, plan.c_layout, C,
-                     plan.c_layout, &c.algo, scratch, c.workspace, stream) == CUBLAS_STATUS_SUCCESS;
+    return cublaslt().matmul(plan.handle, plan.desc, &alpha, B, plan.b_layout, A, plan.a_layout, &beta, C,
+                             plan.c_layout, C, plan.c_layout, &c.algo, scratch, c.workspace,
+                             stream) == CUBLAS_STATUS_SUCCESS;
   }
 
  private:
@@ -519,11 +519,11 @@ bool try_cublaslt(const GpuContext& ctx, int64_t M, int64_t N, int64_t K, const 
   if (K % 4 != 0 || M > INT32_MAX || N > INT32_MAX) return false;
   LtPlan* plan = lt_plans().get(ctx.device, M, N, K, alignment_of(A), alignment_of(B), alignment_of(C));
   if (plan == nullptr) return false;
-  if (!plan->searched.load(std::memory_order_acquire)) lt_plans().search(ctx.device, plan, A, B, C, stream);
+  if (!plan->searched.load(std::memory_order_acquire)) lt_plans().search(plan, A, B, C, stream);
   const LtAlgo& c = plan->candidates[plan->best];
   StreamScratch scratch(c.workspace, stream);
-  if (c.workspace > 0 && scratch.get() == nullptr) return false;
-  const bool ok = LtPlans::lt_run(cublaslt(), lt_plans().handle(ctx.device), *plan, c, A, B, C, scratch.get(), stream);
+  if (!scratch.ok()) return false;
+  const bool ok = LtPlans::lt_run(*plan, c, A, B, C, scratch.get(), stream);
   return scratch.finish(ok ? BNB_SUCCESS : BNB_ERR_DEVICE, "the int8 product's scratch") == BNB_SUCCESS;
 }
 
