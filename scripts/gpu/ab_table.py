@@ -3,7 +3,10 @@ the two rounds of each side, and after/before.
 
     python3 scripts/gpu/ab_table.py DIR > tables.md
 """
-import json, sys, glob, os
+import glob
+import json
+import sys
+
 d = sys.argv[1]
 def load(bench, side):
     return [json.load(open(f)) for f in sorted(glob.glob(f"{d}/{bench}_{side}_*.json"))]

@@ -42,9 +42,8 @@ device() {
   rm -rf "$out" && mkdir -p "$out"
   export LD_LIBRARY_PATH=$CARRY/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
   # cuBLAS/cuBLASLt (dlopened by the gemm_4bit and int8 paths) come with torch's CUDA wheels there.
-  local nv
-  nv=$(python3 -c "import nvidia, os; print(os.path.dirname(nvidia.__file__))" 2>/dev/null)
-  for d in "$nv"/cublas/lib "$nv"/cu13/lib; do [ -d "$d" ] && export LD_LIBRARY_PATH=$LD_LIBRARY_PATH:$d; done
+  source "$ROOT/scripts/gpu/nvidia_libs.sh"
+  export LD_LIBRARY_PATH=$LD_LIBRARY_PATH$(nvidia_lib_path)
   export BNB_GOLDEN_DIR=$ROOT/tests/data/golden  # the build-time default is this machine's path
   nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem,temperature.gpu,power.draw --format=csv > "$out/gpu.txt" 2>&1
   "$CARRY/bin/bnb" info > "$out/info.txt" 2>&1

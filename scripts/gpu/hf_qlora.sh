@@ -9,8 +9,8 @@
 set -uo pipefail
 C=$PWD/.gpu_carry
 export LD_LIBRARY_PATH=$C/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
-nv=$(python3 -c "import nvidia, os; print(os.path.dirname(nvidia.__file__))" 2>/dev/null)
-for d in "$nv"/cublas/lib "$nv"/cu13/lib; do [ -d "$d" ] && export LD_LIBRARY_PATH=$LD_LIBRARY_PATH:$d; done
+source "$(dirname "${BASH_SOURCE[0]}")/nvidia_libs.sh"
+export LD_LIBRARY_PATH=$LD_LIBRARY_PATH$(nvidia_lib_path)
 # bnb's side: this library and bindings/python/compat; bitsandbytes' side: the unpacked wheel.
 export BNB_LIBRARY_PATH=$C/lib PYTHONPATH=$C/site HF_HUB_OFFLINE=1
 nvidia-smi --query-gpu=name,driver_version --format=csv,noheader

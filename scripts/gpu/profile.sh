@@ -5,8 +5,8 @@
 #   bash scripts/gpu/profile.sh            # the default set below
 set -u
 export LD_LIBRARY_PATH=$PWD/.gpu_carry/lib
-nv=$(python3 -c "import nvidia, os; print(os.path.dirname(nvidia.__file__))" 2>/dev/null)
-for d in "$nv"/cublas/lib "$nv"/cu13/lib; do [ -d "$d" ] && export LD_LIBRARY_PATH=$LD_LIBRARY_PATH:$d; done
+source "$(dirname "${BASH_SOURCE[0]}")/nvidia_libs.sh"
+export LD_LIBRARY_PATH=$LD_LIBRARY_PATH$(nvidia_lib_path)
 B=.gpu_carry/bin
 OUTDIR=${OUT:-/tmp/prof}
 mkdir -p "$OUTDIR"

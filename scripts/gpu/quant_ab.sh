@@ -10,8 +10,8 @@
 set -u
 export LD_LIBRARY_PATH=$PWD/.gpu_carry/lib
 export BNB_GOLDEN_DIR=$PWD/tests/data/golden
-nv=$(python3 -c "import nvidia, os; print(os.path.dirname(nvidia.__file__))" 2>/dev/null)
-for d in "$nv"/cublas/lib "$nv"/cu13/lib; do [ -d "$d" ] && export LD_LIBRARY_PATH=$LD_LIBRARY_PATH:$d; done
+source "$(dirname "${BASH_SOURCE[0]}")/nvidia_libs.sh"
+export LD_LIBRARY_PATH=$LD_LIBRARY_PATH$(nvidia_lib_path)
 KNOB=${KNOB:?set KNOB to the environment variable to compare}
 VALUES=${VALUES:-"0 1"}
 BENCH=${BENCH:-quant}

@@ -16,8 +16,8 @@ C=$PWD/.gpu_carry
 OUT=${OUT:-/tmp/sanitize}
 mkdir -p "$OUT"
 export LD_LIBRARY_PATH=$C/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
-nv=$(python3 -c "import nvidia, os; print(os.path.dirname(nvidia.__file__))" 2>/dev/null)
-for d in "$nv"/cublas/lib "$nv"/cu13/lib; do [ -d "$d" ] && export LD_LIBRARY_PATH=$LD_LIBRARY_PATH:$d; done
+source "$(dirname "${BASH_SOURCE[0]}")/nvidia_libs.sh"
+export LD_LIBRARY_PATH=$LD_LIBRARY_PATH$(nvidia_lib_path)
 export BNB_GOLDEN_DIR=$PWD/tests/data/golden
 CS=$(command -v compute-sanitizer || ls /usr/local/cuda/bin/compute-sanitizer 2>/dev/null | head -1)
 [ -x "$CS" ] || { echo "compute-sanitizer not found" >&2; exit 2; }

@@ -1,12 +1,13 @@
 # One device call: tests first, then benches, most wanted first (the call may be cut short).
 # Carry .gpu_carry (scripts/gpu/full.sh build). SHORT=1 (little device time left) stops before the
 # QLoRA + generate() side by side.
-export LD_LIBRARY_PATH=$PWD/.gpu_carry/lib:$(python3 -c "import nvidia,os;print(os.path.dirname(nvidia.__file__))")/cu13/lib
+source scripts/gpu/nvidia_libs.sh
+export LD_LIBRARY_PATH=$PWD/.gpu_carry/lib$(nvidia_lib_path)
 B=.gpu_carry/bin
 nvidia-smi --query-gpu=name,driver_version --format=csv,noheader | tee $OUT/gpu.txt
 (timeout 100 $B/bnb_gpu_tests 2>&1 | grep -E "FAILED|PASSED|tests ran" | tail -12
  BNB_INT8_OUTLIER_MMA=1 timeout 40 $B/bnb_gpu_tests --gtest_filter='Int8Gpu.*' 2>&1 | grep -E "FAILED|PASSED" | tail -4
- timeout 90 $B/bnb_tests --gtest_filter='*Int8*cuda*:*Int8*Outlier*:*Optim*cuda*:*Optim*Cuda*' 2>&1 | grep -E "FAILED|PASSED" | tail -6
+ timeout 90 $B/bnb_tests --gtest_filter='*Int8*cuda*:*Int8*Outlier*:*Optim*cuda*' 2>&1 | grep -E "FAILED|PASSED" | tail -6
  BNB_INT8_FUSED_QUANT=0 timeout 40 $B/bnb_tests --gtest_filter='*Int8*cuda*' 2>&1 | grep -E "FAILED|PASSED" | tail -4) | tee $OUT/gpu_tests.log
 (timeout 40 $B/bnb_bench_int8_cuda --threshold 6 --outlier-fraction 0.005 --json $OUT/int8_outliers.json 2>&1 | tail -12
  for knob in BNB_INT8_OUTLIER_MMA=1 BNB_INT8_OUTLIER_DEQUANT=0; do echo "== $knob"

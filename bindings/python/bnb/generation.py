@@ -31,11 +31,12 @@ __all__ = ["greedy_decode"]
 def greedy_decode(model, input_ids, max_new_tokens, cuda_graph=None, compile=False, output_logits=False):
     """input_ids [B, L] (int64, on the model's device) followed by max_new_tokens greedy tokens,
     [B, L + max_new_tokens]; with output_logits=True the pair (those ids, the logits each new token
-    was chosen from, [B, max_new_tokens, vocab] in the model's output dtype). cuda_graph: replay the decode step from a CUDA graph (default: when
-    input_ids is on a CUDA or ROCm device). compile: the decode step's model call goes through
-    torch.compile (inductor, no CUDA graphs of its own), so the captured graph replays its fused
-    kernels instead of eager mode's many small ones; the first call for a batch size and a total
-    length (prompt + new tokens: the static cache's shape) compiles, later ones reuse it."""
+    was chosen from, [B, max_new_tokens, vocab] in the model's output dtype). cuda_graph: replay
+    the decode step from a CUDA graph (default: when input_ids is on a CUDA or ROCm device).
+    compile: the decode step's model call goes through torch.compile (inductor, no CUDA graphs of
+    its own), so the captured graph replays its fused kernels instead of eager mode's many small
+    ones; the first call for a batch size and a total length (prompt + new tokens: the static
+    cache's shape) compiles, later ones reuse it."""
     from transformers import StaticCache
 
     if not isinstance(input_ids, torch.Tensor) or input_ids.dim() != 2 or input_ids.dtype != torch.int64:
