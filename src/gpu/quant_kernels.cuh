@@ -280,6 +280,21 @@ __device__ __forceinline__ void group_max(float (&v)[kS], float* red, int parity
   }
 }
 
+// The blockwise quantizers' scale step, once per tile: the block maximum of each slice (group_max
+// on this tile's buffer, `round` then counts the tile), stored by the block's first thread where
+// the block is inside the tensor, and its reciprocal, by which every thread scales its values.
+template <int B, int kG, int kS>
+__device__ __forceinline__ void block_scales(float (&m)[kS], float* red, int& round, const int64_t (&i0)[kS],
+                                             int64_t nblocks, float* __restrict__ absmax, float (&inv)[kS]) {
+  group_max<kG, kS>(m, red, round & 1);
+  ++round;
+#pragma unroll
+  for (int k = 0; k < kS; ++k) {
+    if (static_cast<int>(threadIdx.x) % kG == 0 && i0[k] / B < nblocks) absmax[i0[k] / B] = m[k];
+    inv[k] = gpu_block_reciprocal(m[k]);
+  }
+}
+
 // ---------------------------------------------------------------- 8-bit code selection
 
 // The plan, the search and the binary16-keyed buckets are bnb::code8_* (src/common/code8_select.h):
@@ -453,15 +468,13 @@ __global__ void __launch_bounds__(threads_for(B / quant_chunk_elems<D>()))
       }
       m[k] = chunk_absmax<kE>(v[k]);
     }
-    group_max<kG, kS>(m, red, round & 1);
-    ++round;
+    float inv[kS];
+    block_scales<B, kG, kS>(m, red, round, i0, nblocks, absmax, inv);
 #pragma unroll
     for (int k = 0; k < kS; ++k) {
-      if (static_cast<int>(threadIdx.x) % kG == 0 && i0[k] / B < nblocks) absmax[i0[k] / B] = m[k];
-      const float inv = gpu_block_reciprocal(m[k]);
       float x[kE];
 #pragma unroll
-      for (int j = 0; j < kE; ++j) x[j] = gpu_mul_ftz(v[k][j], inv);
+      for (int j = 0; j < kE; ++j) x[j] = gpu_mul_ftz(v[k][j], inv[k]);
       uint32_t q[kE];
       if (mode != kQ8Search) {
         constexpr int kH = kE < 8 ? kE : 8;  // look-ups in flight per batch (bounds registers)
@@ -587,16 +600,14 @@ __global__ void __launch_bounds__(threads_for(B / quant_chunk_elems<D>()))
     }
 #pragma unroll
     for (int k = 0; k < kS; ++k) m[k] = chunk_absmax<kE>(v[k]);
-    group_max<kG, kS>(m, red, round & 1);
-    ++round;
+    float inv[kS];
+    block_scales<B, kG, kS>(m, red, round, i0, nblocks, absmax, inv);
 #pragma unroll
     for (int k = 0; k < kS; ++k) {
-      if (static_cast<int>(threadIdx.x) % kG == 0 && i0[k] / B < nblocks) absmax[i0[k] / B] = m[k];
-      const float inv = gpu_block_reciprocal(m[k]);
       uint32_t q[kE];
 #pragma unroll
       for (int j = 0; j < kE; ++j) {
-        const float x = gpu_mul_ftz(v[k][j], inv);
+        const float x = gpu_mul_ftz(v[k][j], inv[k]);
         q[j] = QT == kNF4 ? encode_nf4(x, t16) : encode_fp4(x, t16);
       }
       store_codes4<kE>(packed, i0[k], n, vec != 0, q);
