@@ -478,6 +478,23 @@ __device__ __forceinline__ void load_tables(const OptimKernelArgs& a, float* q1,
   __syncthreads();
 }
 
+// The new scales of 256-element state block b, am1..am3 (each kernel reduces them its own way):
+// lane 0 stores them (state 1, state 2 for two-state optimizers, the EMA copy's after the first
+// nblocks for AdEMAMix), and every lane gets their block reciprocals, by which it encodes.
+struct Opt8Inv {
+  float s1, s2, s3;  // the reciprocals of am1, am2 and am3
+};
+template <bool kTwo, bool kEma>
+__device__ __forceinline__ Opt8Inv opt8_store_scales(const OptimKernelArgs& a, int64_t b, int64_t nblocks, int lane,
+                                                     float am1, float am2, float am3) {
+  if (lane == 0) {
+    a.absmax1[b] = am1;
+    if (kTwo) a.absmax2[b] = am2;
+    if (kEma) a.absmax1[nblocks + b] = am3;
+  }
+  return Opt8Inv{gpu_block_reciprocal(am1), gpu_block_reciprocal(am2), gpu_block_reciprocal(am3)};
+}
+
 // kUnorm: the clipping pre-pass (sum of squared update quantities, nothing written).
 template <int D, int OPT, bool kUnorm>
 __global__ void __launch_bounds__(kOptimThreads) optim8_kernel(OptimKernelArgs a) {
@@ -543,14 +560,7 @@ __global__ void __launch_bounds__(kOptimThreads) optim8_kernel(OptimKernelArgs a
     const float am2 = kTwo ? group_max(max2, red) : 0.0f;
     const float am3 = kEma ? group_max(max3, red) : 0.0f;
     if (!block_ok) continue;
-    if (lane == 0) {
-      a.absmax1[b] = am1;
-      if (kTwo) a.absmax2[b] = am2;
-      if (kEma) a.absmax1[nblocks + b] = am3;
-    }
-    const float inv1 = gpu_block_reciprocal(am1);
-    const float inv2 = gpu_block_reciprocal(am2);
-    const float inv3 = gpu_block_reciprocal(am3);
+    const Opt8Inv inv = opt8_store_scales<kTwo, kEma>(a, b, nblocks, lane, am1, am2, am3);
     // Phases C and D.
 #pragma unroll
     for (int j = 0; j < kOptimPerThread; ++j) {
@@ -576,9 +586,9 @@ __global__ void __launch_bounds__(kOptimThreads) optim8_kernel(OptimKernelArgs a
         if (kTwo && decay) pn = round_p<D>(pn * (1.0f - a.lr * a.weight_decay));
         store_p<D>(a.p, i, pn);
       }
-      a.c1[i] = optim_encode<true>(q1, s[j], inv1);
-      if constexpr (kTwo) a.c2[i] = optim_encode<false>(q2, v[j], inv2);
-      if constexpr (kEma) a.c1[a.n + i] = optim_encode<true>(q1, e[j], inv3);
+      a.c1[i] = optim_encode<true>(q1, s[j], inv.s1);
+      if constexpr (kTwo) a.c2[i] = optim_encode<false>(q2, v[j], inv.s2);
+      if constexpr (kEma) a.c1[a.n + i] = optim_encode<true>(q1, e[j], inv.s3);
     }
   }
   if constexpr (kUnorm) block_sum_atomic(unorm_acc, a.unorm_vec);
@@ -884,14 +894,7 @@ __device__ __forceinline__ void opt8_fast_update(const OptimKernelArgs& a, const
     const float am1 = warp_max32(max1);
     const float am2 = kTwo ? warp_max32(max2) : 0.0f;
     const float am3 = kEma ? warp_max32(max3) : 0.0f;
-    if (lane == 0) {
-      a.absmax1[b] = am1;
-      if (kTwo) a.absmax2[b] = am2;
-      if (kEma) a.absmax1[nblocks + b] = am3;
-    }
-    const float inv1 = gpu_block_reciprocal(am1);
-    const float inv2 = gpu_block_reciprocal(am2);
-    const float inv3 = gpu_block_reciprocal(am3);
+    const Opt8Inv inv = opt8_store_scales<kTwo, kEma>(a, b, nblocks, lane, am1, am2, am3);
     // Phases C and D.
     float pn[8];
 #pragma unroll
@@ -915,16 +918,16 @@ __device__ __forceinline__ void opt8_fast_update(const OptimKernelArgs& a, const
     opt8_store_p<D>(a.p, base, lane, full, a.n, pn, p, praw, keep);
     uint32_t o[8];
 #pragma unroll
-    for (int e = 0; e < 8; ++e) o[e] = opt8_encode_fast<true>(t1, crowd1, s[e], inv1);
+    for (int e = 0; e < 8; ++e) o[e] = opt8_encode_fast<true>(t1, crowd1, s[e], inv.s1);
     opt8_store_codes(a.c1, base, lane, full, a.n, o);
     if constexpr (kTwo) {
 #pragma unroll
-      for (int e = 0; e < 8; ++e) o[e] = opt8_encode_fast<false>(t2, crowd2, v[e], inv2);
+      for (int e = 0; e < 8; ++e) o[e] = opt8_encode_fast<false>(t2, crowd2, v[e], inv.s2);
       opt8_store_codes(a.c2, base, lane, full, a.n, o);
     }
     if constexpr (kEma) {
 #pragma unroll
-      for (int e = 0; e < 8; ++e) o[e] = opt8_encode_fast<true>(t1, crowd1, e3[e], inv3);
+      for (int e = 0; e < 8; ++e) o[e] = opt8_encode_fast<true>(t1, crowd1, e3[e], inv.s3);
       opt8_store_codes(a.c1 + a.n, base, lane, full, a.n, o);
     }
   }
