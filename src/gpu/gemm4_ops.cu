@@ -372,15 +372,24 @@ bool mma_disabled() {
   return off;
 }
 
+// The blocks of a tensor-core kernel (launched with kBlockThreads threads and kSmem bytes of
+// dynamic shared memory) the whole GPU holds at once: its resident blocks per multiprocessor,
+// asked once per kernel, times the multiprocessors. 0 when it can't run with that shared memory;
+// its launcher then returns BNB_ERR_NOT_SUPPORTED, and the next path takes the problem.
+template <auto kKernel, int kBlockThreads, int kSmem>
+int64_t resident_on_gpu(const GpuContext& ctx) {
+  static const int per_sm = resident_blocks(kKernel, kBlockThreads, kSmem);
+  return static_cast<int64_t>(ctx.sm_count) * per_sm;
+}
+
 // BNB_SUCCESS, or BNB_ERR_NOT_SUPPORTED when the kernel can't take the problem (the caller falls
 // back to the other paths).
 template <int D, int MT>
 bnb_status_t launch_mma(const GpuContext& ctx, const Problem& p, gpuStream_t stream) {
   using T = typename Elem<D>::T;
-  const auto kernel = gemm4_mma_kernel<D, MT>;
+  constexpr auto kernel = gemm4_mma_kernel<D, MT>;
   constexpr int kSmem = gemm4_mma_smem_bytes(MT);
-  static const bool smem_ok = resident_blocks(kernel, kMmaWarps * 32, kSmem) > 0;
-  if (!smem_ok) return BNB_ERR_NOT_SUPPORTED;
+  if (resident_on_gpu<kernel, kMmaWarps * 32, kSmem>(ctx) < 1) return BNB_ERR_NOT_SUPPORTED;
   const int64_t gx = ceil_div(p.N, kMmaRows);
   const int64_t gz = ceil_div(p.M, 8 * MT);
   if (gx > 2147483647 || gz > 65535) return BNB_ERR_NOT_SUPPORTED;
@@ -429,14 +438,14 @@ int64_t tile_splits(int64_t blocks, int64_t steps, int64_t resident) {
 template <int D, int MT, bool NESTED>
 bnb_status_t launch_tile(const GpuContext& ctx, const Problem& p, gpuStream_t stream) {
   using T = typename Elem<D>::T;
-  const auto kernel = gemm4_tile_kernel<D, MT, NESTED>;
+  constexpr auto kernel = gemm4_tile_kernel<D, MT, NESTED>;
   constexpr int kSmem = gemm4_tile_smem_bytes(MT);
-  static const int per_sm = resident_blocks(kernel, kTileWarps * 32, kSmem);
-  if (per_sm < 1) return BNB_ERR_NOT_SUPPORTED;
+  const int64_t resident = resident_on_gpu<kernel, kTileWarps * 32, kSmem>(ctx);
+  if (resident < 1) return BNB_ERR_NOT_SUPPORTED;
   const int64_t gx = ceil_div(p.M, 8 * MT);
   const int64_t gy = ceil_div(p.N, kTileRows);
   if (gx > 2147483647 || gy > 65535) return BNB_ERR_NOT_SUPPORTED;
-  const int64_t splits = tile_splits(gx * gy, ceil_div(p.K, kTileStep), static_cast<int64_t>(ctx.sm_count) * per_sm);
+  const int64_t splits = tile_splits(gx * gy, ceil_div(p.K, kTileStep), resident);
   const Ranges k = even_ranges(p.K, kTileStep, splits);
   const dim3 grid(static_cast<unsigned>(gx), static_cast<unsigned>(gy), static_cast<unsigned>(k.count));
   return with_split_k<D>(ctx, p, stream, k.count, [&](float* partial) {
@@ -456,12 +465,11 @@ bool mma_small_disabled() {
 template <int D, int MT, bool NESTED>
 bnb_status_t launch_mma_small(const GpuContext& ctx, const Problem& p, gpuStream_t stream) {
   using T = typename Elem<D>::T;
-  const auto kernel = gemm4_mma_small_kernel<D, MT, NESTED>;
+  constexpr auto kernel = gemm4_mma_small_kernel<D, MT, NESTED>;
   constexpr int kSmem = gemm4_mma_small_smem_bytes(MT);
-  static const int per_sm = resident_blocks(kernel, kSmallWarps * 32, kSmem);
-  if (per_sm < 1) return BNB_ERR_NOT_SUPPORTED;
+  const int64_t resident = resident_on_gpu<kernel, kSmallWarps * 32, kSmem>(ctx);
+  if (resident < 1) return BNB_ERR_NOT_SUPPORTED;
   const int64_t tiles = ceil_div(p.N, 16) * ceil_div(p.M, 8 * MT);
-  const int64_t resident = static_cast<int64_t>(ctx.sm_count) * per_sm;
   const int64_t gx = tiles < resident ? tiles : resident;
   kernel<<<static_cast<unsigned>(gx), kSmallWarps * 32, kSmem, stream>>>(
       static_cast<const T*>(p.A), p.W, p.scales, p.table, static_cast<const T*>(p.bias), static_cast<T*>(p.out), p.M,
