@@ -374,6 +374,7 @@ struct LtPlan {
   LtAlgo candidates[kLtCandidates];
   int count = 0, best = 0;
   std::atomic<bool> searched{false};  // published after best (release), read before it (acquire)
+  bool searching = false;             // a thread is timing the candidates (guarded by the plans' lock)
 };
 
 class LtPlans {
@@ -394,37 +395,69 @@ class LtPlans {
     return plan.ok ? &plan : nullptr;
   }
 
-  // The first call of a shape on a stream that is not being captured: every candidate runs on the
-  // caller's own operands (C is written by the call that follows anyway), once to warm up and
-  // twice timed, between events on that stream; the fastest is kept. The host waits for it, once
-  // per shape. Under capture nothing is timed (the heuristic's first serves until a call outside
-  // one searches). One search at a time, under the plans' lock (meanwhile other threads wait at
-  // their next get(): once per shape).
-  void search(LtPlan* plan, const int8_t* A, const int8_t* B, int32_t* C, gpuStream_t stream) {
+  // The candidate a call runs: `best` once the shape's search has run, else the first call of a
+  // shape on a stream that is not being captured searches. Every candidate runs on the caller's
+  // own operands (C is written by the call that follows anyway), once to warm up and twice timed,
+  // between events on that stream; the fastest is kept. The host waits for it, once per shape.
+  // Under capture nothing is timed (the heuristic's first serves until a call outside one
+  // searches). The timing runs outside the plans' lock, so other shapes' products go on; a
+  // product of the same shape meanwhile runs the heuristic's first rather than wait. That is safe
+  // because a plan is never moved or erased (std::map), its descriptors and candidates are fixed
+  // once get() has made it, products already share the device's handle outside the lock, and
+  // `best` is read only after `searched` (acquire) or as this function's result. The price: other
+  // threads' products may now run on the GPU while the candidates are timed (as any other work on
+  // the device always could), which can make the timings noisier.
+  int search(LtPlan* plan, const int8_t* A, const int8_t* B, int32_t* C, gpuStream_t stream) {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (plan->searched.load(std::memory_order_relaxed)) return plan->best;  // another thread's search
+      if (plan->searching) return 0;
+      if (plan->count < 2) {
+        plan->searched.store(true, std::memory_order_release);
+        return 0;
+      }
+      gpuStreamCaptureStatus capture = gpuStreamCaptureStatusNone;
+      if (gpuStreamIsCapturing(stream, &capture) != gpuSuccess || capture != gpuStreamCaptureStatusNone) {
+        (void)gpuGetLastError();
+        return 0;
+      }
+      plan->searching = true;
+    }
+    const int best = fastest(*plan, A, B, C, stream);
     std::lock_guard<std::mutex> lock(mu_);
-    if (plan->searched.load(std::memory_order_relaxed)) return;  // another thread's search
-    if (plan->count < 2) {
-      plan->searched.store(true, std::memory_order_release);
-      return;
-    }
-    gpuStreamCaptureStatus capture = gpuStreamCaptureStatusNone;
-    if (gpuStreamIsCapturing(stream, &capture) != gpuSuccess || capture != gpuStreamCaptureStatusNone) {
-      (void)gpuGetLastError();
-      return;
-    }
+    plan->searching = false;
+    if (best < 0) return 0;  // no events: a later call searches again
+    plan->best = best;
+    plan->searched.store(true, std::memory_order_release);
+    return best;
+  }
+
+  // One product C^T = B^T-view x A with candidate c and its scratch.
+  static bool lt_run(const LtPlan& plan, const LtAlgo& c, const int8_t* A, const int8_t* B, int32_t* C, void* scratch,
+                     gpuStream_t stream) {
+    const int32_t alpha = 1, beta = 0;
+    return cublaslt().matmul(plan.handle, plan.desc, &alpha, B, plan.b_layout, A, plan.a_layout, &beta, C,
+                             plan.c_layout, C, plan.c_layout, &c.algo, scratch, c.workspace,
+                             stream) == CUBLAS_STATUS_SUCCESS;
+  }
+
+ private:
+  // The index of plan's fastest candidate on the caller's operands (search), or -1 when the
+  // events to time them could not be had.
+  static int fastest(const LtPlan& plan, const int8_t* A, const int8_t* B, int32_t* C, gpuStream_t stream) {
     gpuEvent_t start = nullptr, stop = nullptr;
     if (gpuEventCreate(&start) != gpuSuccess || gpuEventCreate(&stop) != gpuSuccess) {
       (void)gpuGetLastError();
       if (start != nullptr) (void)gpuEventDestroy(start);
-      return;
+      return -1;
     }
     float best_ms = 0.0f;
     int best = 0;
-    for (int i = 0; i < plan->count; ++i) {
-      const LtAlgo& c = plan->candidates[i];
+    for (int i = 0; i < plan.count; ++i) {
+      const LtAlgo& c = plan.candidates[i];
       StreamScratch scratch(c.workspace, stream);
       if (!scratch.ok()) continue;
-      const auto run = [&] { return lt_run(*plan, c, A, B, C, scratch.get(), stream); };
+      const auto run = [&] { return lt_run(plan, c, A, B, C, scratch.get(), stream); };
       float ms = 0.0f;
       const bool ok = run() && gpuEventRecord(start, stream) == gpuSuccess && run() && run() &&
                       gpuEventRecord(stop, stream) == gpuSuccess && gpuEventSynchronize(stop) == gpuSuccess &&
@@ -441,20 +474,9 @@ class LtPlans {
     }
     (void)gpuEventDestroy(start);
     (void)gpuEventDestroy(stop);
-    plan->best = best;
-    plan->searched.store(true, std::memory_order_release);
+    return best;
   }
 
-  // One product C^T = B^T-view x A with candidate c and its scratch.
-  static bool lt_run(const LtPlan& plan, const LtAlgo& c, const int8_t* A, const int8_t* B, int32_t* C, void* scratch,
-                     gpuStream_t stream) {
-    const int32_t alpha = 1, beta = 0;
-    return cublaslt().matmul(plan.handle, plan.desc, &alpha, B, plan.b_layout, A, plan.a_layout, &beta, C,
-                             plan.c_layout, C, plan.c_layout, &c.algo, scratch, c.workspace,
-                             stream) == CUBLAS_STATUS_SUCCESS;
-  }
-
- private:
   cublasLtHandle_t handle_for(int device, const CublasLt& lt) {
     auto it = handles_.find(device);
     if (it != handles_.end()) return it->second;
@@ -519,8 +541,9 @@ bool try_cublaslt(const GpuContext& ctx, int64_t M, int64_t N, int64_t K, const 
   if (K % 4 != 0 || M > INT32_MAX || N > INT32_MAX) return false;
   LtPlan* plan = lt_plans().get(ctx.device, M, N, K, alignment_of(A), alignment_of(B), alignment_of(C));
   if (plan == nullptr) return false;
-  if (!plan->searched.load(std::memory_order_acquire)) lt_plans().search(plan, A, B, C, stream);
-  const LtAlgo& c = plan->candidates[plan->best];
+  const int best =
+      plan->searched.load(std::memory_order_acquire) ? plan->best : lt_plans().search(plan, A, B, C, stream);
+  const LtAlgo& c = plan->candidates[best];
   StreamScratch scratch(c.workspace, stream);
   if (!scratch.ok()) return false;
   const bool ok = LtPlans::lt_run(*plan, c, A, B, C, scratch.get(), stream);
