@@ -43,11 +43,13 @@ python_suites() {
     # whenever nvcc is found, for every architecture: many minutes); the Release build above
     # compiles and tests that plugin.
     SKBUILD_CMAKE_DEFINE="BNB_BUILD_CUDA=OFF" "${pip[@]}" . ./bindings/python/compat
+    # the wheel carries the compiled hot call (python3-dev is installed): its absence fails a test
+    export BNB_EXPECT_HOTCALL=1
   fi
   # from outside the source tree: the installed packages, and the Hugging Face stack is there
   (cd "$VENV" && "$PWD/bin/python" -c "
 import bnb, bitsandbytes, torch, transformers, peft, accelerate
-print('bnb', bnb.backends())
+print('bnb', bnb.backends(), 'hotcall', bnb._lib.hotcall)
 print('bitsandbytes', bitsandbytes.__version__, 'torch', torch.__version__, 'transformers', transformers.__version__,
       'peft', peft.__version__, 'accelerate', accelerate.__version__)")
   local failed=()

@@ -25,10 +25,11 @@ built, as it is after a model's first forward.
 --host-only: the Python cost alone, on the CPU. Every library call the timed functions make
 (bnb_gemm_4bit_plan_run of the layers' fast path, bnb_gemm_4bit of the op) is replaced by a C
 function that returns 0 at once (glibc's getauxval, which reads only its first argument: an
-address, never an auxv type, so it finds nothing), declared with the same prototype, so ctypes
-converts the same arguments and releases the GIL as for the real call. `C us` is then the
-no-op of the layers' call (bnb_gemm_4bit_plan_run with their plan, five arguments) and
-layer - C, compat - C are the Python each forward adds on the host. On a GPU the
+address, never an auxv type, so it finds nothing), declared with the same prototype and called
+the same way (the layers: through bnb._hotcall where it loaded, else ctypes; both release the
+GIL as for the real call). `C us` is then that no-op through its ctypes prototype
+(bnb_gemm_4bit_plan_run with the layers' plan, five arguments) and layer - C, compat - C are
+what each forward adds on the host over a bare ctypes call (below zero: less than ctypes alone). On a GPU the
 kernel runs asynchronously, so a layer reaches the target once that host time (plus the launch)
 is below the kernel's time. Default shape 64x64 (the shape does not change the Python). The
 loops are timed in the thread's CPU time (time.thread_time), not wall time, so that other
@@ -139,7 +140,9 @@ def host_only():
     its fast path, which keeps the function it calls) and times CPU time."""
     global clock
     clock = time.thread_time
-    _ops.gemm4_plan_run = c_noop_like(_ops.gemm4_plan_run)
+    global plan_run_noop
+    plan_run_noop = c_noop_like(_lib.lib.bnb_gemm_4bit_plan_run)
+    _ops.gemm4_plan_run = _lib.plan_run_caller(plan_run_noop)  # bnb._hotcall's caller where it loaded
     _ops._c = _NoOpLibrary(_ops._c, c_noop_like(_lib.lib.bnb_gemm_4bit))
 
 
@@ -188,8 +191,9 @@ def bench_one(N, K, dtype, device, min_time, repeats, noop, rank=2):
         def plan_call():
             plan_run(*plan_args)
 
-        if noop:  # the no-op of that call
-            c_call = plan_call
+        if noop:  # the no-op of that call, through its ctypes prototype
+            def c_call():
+                plan_run_noop(*plan_args)
         sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
         sync()
         y = op(*op_args)  # its first call imports more of torch: not in the timed loops
@@ -306,7 +310,7 @@ def main():
               "torch": torch.__version__, "python": platform.python_version(), "library": bnb.library_path,
               "backends": [b["name"] + ": " + b["detail"] for b in bnb.backends() if b["available"]],
               "compat": None if compat is None else compat.__version__,
-              "host_only": noop,
+              "host_only": noop, "hotcall": _lib.hotcall is not None,
               "timing": f"best of {args.repeats} interleaved loops of >= {args.min_time} s, inference_mode",
               "target_ratio": None if noop else 0.9, "results": results}
     os.makedirs(os.path.dirname(os.path.abspath(json_path)), exist_ok=True)

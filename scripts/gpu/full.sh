@@ -23,7 +23,7 @@ build() {
     bnb_bench_gemm4_cuda bnb_bench_int8_cuda bnb_bench_optim || exit 1
   rm -rf "$CARRY/lib" "$CARRY/bin"
   mkdir -p "$CARRY/lib" "$CARRY/bin"
-  cp -L "$build"/lib/libbnb.so.0 "$build"/lib/libbnb_backend_*.so "$build"/lib/libhwy.so.1 "$CARRY/lib/"
+  cp -L "$build"/lib/libbnb.so.0 "$build"/lib/libbnb_backend_*.so "$build"/lib/libhwy.so.1 "$build"/lib/_hotcall*.so "$CARRY/lib/"
   ln -sf libbnb.so.0 "$CARRY/lib/libbnb.so"
   for b in $BINS; do cp "$build/bin/$b" "$CARRY/bin/"; done
   local wheel

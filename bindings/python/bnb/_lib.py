@@ -1,7 +1,9 @@
 """Loading libbnb with ctypes: the library, its prototypes, errors and cached contexts.
 
 Every C function of include/bnb.h gets argtypes and restype here (PROTOTYPES); nothing else in
-the package calls into the library by another route. Array arguments are declared c_void_p
+the package calls into the library by another route but one: `plan_run_caller` gives the eager
+4-bit layers' hot call (bnb_gemm_4bit_plan_run) to the optional compiled bnb._hotcall, which calls
+the address of that ctypes prototype without ctypes' argument conversion. Array arguments are declared c_void_p
 and passed as integers (a data pointer), which keeps each call cheap.
 """
 
@@ -295,6 +297,41 @@ def _load(path):
 
 LIBRARY_PATH = os.path.abspath(find_library())
 lib = _load(LIBRARY_PATH)
+
+
+def _load_hotcall():
+    """bnb._hotcall (bnb/_hotcall.c), the compiled caller of the eager 4-bit layers' library call,
+    from libbnb's directory (a build's lib/ or the installed package), or None where it is not
+    there (built without Python's headers), does not load in this interpreter, or BNB_HOTCALL=0
+    turns it off. Without it that call goes through ctypes: same arguments, same status."""
+    if os.environ.get("BNB_HOTCALL", "1") == "0":
+        return None
+    found = sorted(glob.glob(os.path.join(os.path.dirname(LIBRARY_PATH), "_hotcall*.so")))
+    if not found:
+        return None
+    import importlib.machinery
+    import importlib.util
+
+    try:
+        loader = importlib.machinery.ExtensionFileLoader("bnb._hotcall", found[0])
+        spec = importlib.util.spec_from_file_location("bnb._hotcall", found[0], loader=loader)
+        module = importlib.util.module_from_spec(spec)
+        loader.exec_module(module)
+    except ImportError:  # e.g. an interpreter older than the module's limited API, or not CPython
+        return None
+    return module
+
+
+hotcall = _load_hotcall()
+
+
+def plan_run_caller(fn):
+    """The fastest caller of `fn`, a ctypes function with bnb_gemm_4bit_plan_run's prototype:
+    bnb._hotcall's where it loaded, else `fn` itself. Both take (plan, M, A, out, stream) as
+    integers (None for NULL) and return the status."""
+    if hotcall is None:
+        return fn
+    return hotcall.PlanRun(ctypes.cast(fn, ctypes.c_void_p).value)
 
 
 def last_error_message():

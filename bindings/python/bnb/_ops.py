@@ -361,5 +361,5 @@ class Gemm4Plan:
             self.ptr = None
 
 
-gemm4_plan_run = _c.bnb_gemm_4bit_plan_run
+gemm4_plan_run = _lib.plan_run_caller(_c.bnb_gemm_4bit_plan_run)
 
