@@ -154,6 +154,46 @@ def test_int8_linear_with_outliers_is_ops_5_10_bit_for_bit(rng, device, dtype, f
 
 
 @pytest.mark.parametrize("device", torch_devices())
+@pytest.mark.parametrize("dtype", ["float32", "float16", "bfloat16"])
+@pytest.mark.parametrize("M", [1, 5, 16, 67])
+def test_int8_linear_threshold_0_is_the_three_ops_bit_for_bit(rng, device, dtype, M):
+    """threshold 0: functional.int8_linear is one library call (torch.ops.bnb.int8_linear,
+    bnb_int8_linear: on a GPU the layer's own kernels) giving the three ops' bits, with and
+    without a bias, on torch and numpy; near the float64 product."""
+    import torch
+
+    dt = getattr(torch, dtype)
+    N, K = 48, 256
+    A, CB, SCB, bias = int8_layer_inputs(rng, M, N, K, 0.0, dt, device)
+    for b in (bias, None):
+        state = bnb.MatmulLtState()
+        out = offered(bnb.functional.int8_linear, A, CB, SCB, bias=b, threshold=0.0, state=state)
+        want, cols = int8_term(A, CB, SCB, b, 0.0)
+        assert out.dtype == dt and out.shape == (M, N) and state.idx is None and cols is None
+        assert torch.equal(out, want) and torch.equal(torch.ops.bnb.int8_linear(A, CB, SCB, b), want)
+    on_host = bnb.functional.int8_linear(A.cpu().float().numpy(), CB.cpu().numpy(), SCB.cpu().numpy(),
+                                         bias=bias.cpu().float().numpy())
+    assert np.array_equal(on_host, int8_term(A.cpu().float().numpy(), CB.cpu().numpy(), SCB.cpu().numpy(),
+                                             bias.cpu().float().numpy(), 0.0)[0])
+    # against float64 with the dequantized weight: only the activations' rounding to int8 (at most
+    # half a step, row absmax / 254, per element) and the output's rounding to its dtype
+    a, wdq = A.double().cpu(), CB.double().cpu() * SCB.double().cpu()[:, None] / 127
+    exact = a @ wdq.T + bias.double().cpu()
+    out = bnb.functional.int8_linear(A, CB, SCB, bias=bias)
+    ulp = {"float32": 2.0 ** -23, "float16": 2.0 ** -10, "bfloat16": 2.0 ** -7}[dtype]
+    bound = a.abs().amax(1, keepdim=True) / 254 * wdq.abs().sum(1)[None, :] * (1 + 1e-6) + ulp * exact.abs() + 1e-12
+    assert ((out.double().cpu() - exact).abs() <= bound).all()
+    x3 = A.reshape(1, M, K)
+    assert torch.equal(bnb.functional.int8_linear(x3, CB, SCB, bias=bias), int8_term(A, CB, SCB, bias, 0.0)[0][None])
+    with pytest.raises(ValueError, match="M, N, K > 0"):
+        torch.ops.bnb.int8_linear(A[:0], CB, SCB, bias)
+    assert bnb.functional.int8_linear(A[:0], CB, SCB, bias=bias).shape == (0, N)
+    with torch._subclasses.fake_tensor.FakeTensorMode() as mode:
+        fo = torch.ops.bnb.int8_linear(mode.from_tensor(A), mode.from_tensor(CB), mode.from_tensor(SCB), None)
+    assert fo.shape == (M, N) and fo.dtype == dt
+
+
+@pytest.mark.parametrize("device", torch_devices())
 def test_int8_linear_outliers_op_torch_and_numpy(rng, device):
     """torch.ops.bnb.int8_linear_outliers: (out, columns [K], count [1]); functional.int8_linear on
     numpy arrays gives the same bits; threshold 0 gives count 0 and the int8 term."""

@@ -342,6 +342,31 @@ def _(C, row_stats, col_stats, bias, dtype):
     return C.new_empty(tuple(C.shape), dtype=dtype)
 
 
+@_op("int8_linear")
+def int8_linear(A: Tensor, CB: Tensor, SCB: Tensor, bias: Optional[Tensor]) -> Tensor:
+    """The LLM.int8() layer without outliers (threshold 0) in one library call (bnb_int8_linear):
+    out [M, N] in A's dtype, bit for bit int8_vectorwise_quant, int8_matmul and int8_mm_dequant.
+    A is [M, K] (M, N, K > 0), CB int8 [N, K], SCB float32 [N], bias None or [N] in A's dtype."""
+    _layer_shapes(A, CB, "int8_linear")
+    kit = kit_for(A)
+    A, dt = kit.prepare(A, "A")
+    M, K = A.shape
+    N = CB.shape[0]
+    return _ops.int8_linear(kit, A, dt, M, N, K, _prep(kit, CB, "CB", _I8), _prep(kit, SCB, "SCB", _F32),
+                            _prep(kit, bias, "bias", dt))
+
+
+@int8_linear.register_fake
+def _(A, CB, SCB, bias):
+    return A.new_empty((A.shape[0], CB.shape[0]), dtype=A.dtype)
+
+
+def _layer_shapes(A, CB, name):
+    if A.dim() != 2 or CB.dim() != 2 or A.numel() == 0 or CB.numel() == 0:
+        raise ValueError(f"bnb.{name} takes A [M, K] and CB [N, K] with M, N, K > 0, not "
+                         f"{tuple(A.shape)} and {tuple(CB.shape)} (bnb.functional.int8_linear takes any)")
+
+
 @_op("int8_linear_outliers")
 def int8_linear_outliers(A: Tensor, CB: Tensor, SCB: Tensor, bias: Optional[Tensor],
                          threshold: float) -> Tuple[Tensor, Tensor, Tensor]:
@@ -350,9 +375,7 @@ def int8_linear_outliers(A: Tensor, CB: Tensor, SCB: Tensor, bias: Optional[Tens
     columns are columns[:count]. A is [M, K] (M, N, K > 0), CB int8 [N, K], SCB float32 [N], bias
     None or [N] in A's dtype. The count stays on the device: no synchronisation, and the output
     sizes depend only on the input sizes (CUDA-graph capturable)."""
-    if A.dim() != 2 or CB.dim() != 2 or A.numel() == 0 or CB.numel() == 0:
-        raise ValueError(f"bnb.int8_linear_outliers takes A [M, K] and CB [N, K] with M, N, K > 0, not "
-                         f"{tuple(A.shape)} and {tuple(CB.shape)} (bnb.functional.int8_linear takes any)")
+    _layer_shapes(A, CB, "int8_linear_outliers")
     kit = kit_for(A)
     A, dt = kit.prepare(A, "A")
     M, K = A.shape
@@ -371,9 +394,9 @@ def _(A, CB, SCB, bias, threshold):
 
 
 def int8_linear_plan(A, CB, SCB, bias):
-    """The fixed arguments of the three library calls of an LLM.int8() product without outliers
-    (int8_vectorwise_quant, int8_matmul, int8_mm_dequant) for inputs like A and this weight:
-    (the three C functions, context, A's dtype code, N, K, CB pointer, SCB pointer, bias pointer,
+    """The fixed arguments of the library call of an LLM.int8() product without outliers
+    (bnb_int8_linear) for inputs like A and this weight:
+    (the C function, context, A's dtype code, N, K, CB pointer, SCB pointer, bias pointer,
     device index for the stream or None on the host, the objects to keep alive); None when they do
     not fit (every tensor contiguous on A's device, CB int8 [N, K], SCB float32 [N], bias [N] in
     A's dtype). For bnb.nn.Linear8bitLt's eager fast path, like gemm_4bit_plan."""
@@ -393,7 +416,7 @@ def int8_linear_plan(A, CB, SCB, bias):
         return None
     c = _ops._c
     stream_device = None if kit.backend == _lib.BACKEND_CPU else kit.index
-    return (c.bnb_int8_vectorwise_quant, c.bnb_int8_matmul, c.bnb_int8_mm_dequant, kit.ctx, dt, N, K, CB.data_ptr(),
+    return (c.bnb_int8_linear, kit.ctx, dt, N, K, CB.data_ptr(),
             SCB.data_ptr(), None if bias is None else bias.data_ptr(), stream_device, (CB, SCB, bias))
 
 

@@ -805,7 +805,8 @@ def int8_linear(A, CB, SCB, bias=None, threshold=0.0, state=None):
     """The LLM.int8() layer product (docs/FORMATS.md §6.5): A[..., K] @ (CB * SCB / 127)^T (+ bias).
 
     A is quantized row-wise (int8_vectorwise_quant with `threshold`); the int8 product is
-    dequantized with int8_mm_dequant into A's dtype with the bias fused. With threshold > 0 the
+    dequantized with int8_mm_dequant into A's dtype with the bias fused, in one library call
+    (bnb_int8_linear, bit for bit those three). With threshold > 0 the
     outlier columns of A are added back in A's dtype against CB's columns times SCB / 127, all in
     one library call (bnb_int8_linear_outliers, docs/OPS.md §5.10: a fixed summation order, no
     host synchronisation, output sizes that do not depend on the data). `state`, when given,
@@ -817,10 +818,15 @@ def int8_linear(A, CB, SCB, bias=None, threshold=0.0, state=None):
     torch_in = is_torch(A)
     if bias is not None and bias.dtype != A.dtype:
         bias = bias.to(A.dtype) if torch_in else np.asarray(bias).astype(A.dtype)
-    if threshold > 0 and A2.shape[0] > 0 and N > 0 and K > 0:
-        out, columns, count = _int8_linear_outliers(A2, CB, SCB, bias, float(threshold))
-        if state is not None:
-            state._set_pending_idx(columns, count)
+    if A2.shape[0] > 0 and N > 0 and K > 0:
+        if threshold > 0:
+            out, columns, count = _int8_linear_outliers(A2, CB, SCB, bias, float(threshold))
+            if state is not None:
+                state._set_pending_idx(columns, count)
+        else:
+            out = _int8_linear_plain(A2, CB, SCB, bias)
+            if state is not None:
+                state.idx = None
         return out.reshape(lead + (N,)) if len(lead) != 1 else out
     CA, SCA, cols = int8_vectorwise_quant(A2, threshold)
     if state is not None:
@@ -828,6 +834,19 @@ def int8_linear(A, CB, SCB, bias=None, threshold=0.0, state=None):
     C = int8_linear_matmul(CA, CB)
     out = int8_mm_dequant(C, SCA, SCB, bias=bias, dtype=A.dtype)
     return out.reshape(lead + (N,)) if len(lead) != 1 else out
+
+
+def _int8_linear_plain(A, CB, SCB, bias):
+    """bnb_int8_linear (threshold 0) on A [M, K] (M, N, K > 0): out [M, N] in A's dtype."""
+    M, K = (int(d) for d in A.shape)
+    N = int(CB.shape[0])
+    if is_torch(A):
+        if _torch_ops().tracing():
+            _check_torch_inputs(A, B=CB, SCB=SCB, bias=bias)
+        return _torch_ops().int8_linear(A, CB, SCB, bias)
+    A, dt = _host(A, "A")
+    return _ops.int8_linear(_arrays.NUMPY, A, dt, M, N, K, _host_opt(CB, "CB", _lib.I8),
+                            _host_opt(SCB, "SCB", _lib.F32), _host_opt(bias, "bias", dt))
 
 
 def _int8_linear_outliers(A, CB, SCB, bias, threshold):

@@ -850,8 +850,8 @@ def _fast_int8_linear(layer, x):
     (it covers threshold 0: no outlier columns). Same contract as _fast_gemm_4bit: per call the
     closure returns _STALE when the weight (object, data pointer, SCB) or the bias (object, data
     pointer) changed (assigning another state object drops it: `_fast_keys`), None when this
-    input or the threshold does not fit, else the output of the same three library calls the general path makes
-    (int8_vectorwise_quant, int8_matmul, int8_mm_dequant), so bit-identical to it."""
+    input or the threshold does not fit, else the output of the library call the general path makes
+    (bnb_int8_linear), so bit-identical to it."""
     params = layer._parameters
     w, b = params["weight"], params["bias"]
     state = layer.state
@@ -861,7 +861,7 @@ def _fast_int8_linear(layer, x):
     plan = _torch_ops.int8_linear_plan(x, w.data, SCB, None if b is None else b.data)
     if plan is None:
         return None
-    quant, matmul, dequant, ctx, code, N, K, cb_ptr, scb_ptr, b_ptr, stream_device, keep_alive = plan
+    linear, ctx, code, N, K, cb_ptr, scb_ptr, b_ptr, stream_device, keep_alive = plan
     dtype, device_id = x.dtype, x.get_device()
     raw_stream = None if stream_device is None else _arrays.raw_stream_function()
     data_ptr, raise_for, fast_rows = _data_ptr, _raise_for, _fast_rows
@@ -880,17 +880,10 @@ def _fast_int8_linear(layer, x):
         q = x.new_empty(M, K, dtype=i8)
         row_stats = x.new_empty(M, dtype=f32)
         C = x.new_empty(M, N, dtype=i32)
-        stream = None if raw_stream is None else raw_stream(stream_device)
-        q_ptr, rs_ptr, c_ptr = data_ptr(q), data_ptr(row_stats), data_ptr(C)
-        status = quant(ctx, code, M, K, x_ptr, 0.0, q_ptr, rs_ptr, stream)
+        status = linear(ctx, code, M, N, K, x_ptr, 0.0, cb_ptr, scb_ptr, b_ptr, data_ptr(q), data_ptr(row_stats),
+                        data_ptr(C), data_ptr(out), None if raw_stream is None else raw_stream(stream_device))
         if status:
-            raise_for(status, "bnb_int8_vectorwise_quant")
-        status = matmul(ctx, M, N, K, q_ptr, cb_ptr, c_ptr, stream)
-        if status:
-            raise_for(status, "bnb_int8_matmul")
-        status = dequant(ctx, M, N, c_ptr, rs_ptr, scb_ptr, b_ptr, code, data_ptr(out), stream)
-        if status:
-            raise_for(status, "bnb_int8_mm_dequant")
+            raise_for(status, "bnb_int8_linear")
         return out
 
     run.keep_alive = keep_alive
