@@ -803,8 +803,8 @@ __global__ void __launch_bounds__(256)
 //
 // C[m, n] = sum_k A[m, k] * B[n, k] for M <= 8 * MT (MT = 1, 2) with mma.sync m16n8k32 (s8, s32
 // accumulation, exact): 16 rows of B are the 16-row operand, rows of A the 8-column operand(s).
-// A block of kMmaWarps warps owns 16 * RT rows of B (RT tiles of 16); its warps split K in
-// chunks of 128 bytes (warp w takes chunks w, w + kMmaWarps, ...) and their sums meet in shared
+// A block of kWarps warps owns 16 * RT rows of B (RT tiles of 16); its warps split K in
+// chunks of 128 bytes (warp w takes chunks w, w + kWarps, ...) and their sums meet in shared
 // memory. In a chunk, lane (g = lane / 4, t = lane % 4) loads bytes [32 t, 32 t + 32) of rows g
 // and g + 8 of each tile of B (two 16-byte loads each) and of row g of each A tile; the four
 // mma steps of the chunk take these bytes in order 8 at a time (step s: bytes 32 t + 8 s + 0..3
@@ -826,7 +826,8 @@ __global__ void __launch_bounds__(256)
 // the activations X, dtype kOut; M = 1: the flags from X's row, else from `columns` with *count
 // = 0 on entry), the sums added in the epilogue (dequant_store_outliers); the kernel writes the
 // column list and the count.
-constexpr int kMmaWarps = 4;
+constexpr int kMmaWarps = 4;      // warps per block (kWarps), the kernel's default
+constexpr int kMmaWarpsWide = 8;  // M <= 8 on weights up to 4096 x 4096 (int8_ops.cu: mma_rows_wide)
 constexpr int kMmaLoads = 4;  // chunks of one 16-row tile in flight per warp (kMmaLoads / RT per tile)
 constexpr int kFusedQuantMaxElems = 8192;  // M * K of the kQuantD path
 
@@ -862,8 +863,8 @@ __device__ __forceinline__ void quant_fragment(const void* A, int64_t at, bool o
 
 struct NoOutlierSmem {};
 
-template <int MT, int RT, int kOut, bool kBias, int kQuantD, bool kOutliers>
-__global__ void __launch_bounds__(kMmaWarps * 32)
+template <int MT, int RT, int kOut, bool kBias, int kQuantD, bool kOutliers, int kWarps = kMmaWarps>
+__global__ void __launch_bounds__(kWarps * 32)
     int8_mma_rows_kernel(const void* __restrict__ A, const int8_t* __restrict__ B, int64_t M, int64_t N, int64_t K,
                          int32_t* __restrict__ C, float* __restrict__ row_stats, const float* __restrict__ col_stats,
                          const void* __restrict__ bias, void* __restrict__ out, bool wait_grid, bool outliers,
@@ -872,10 +873,10 @@ __global__ void __launch_bounds__(kMmaWarps * 32)
   constexpr bool kFusedQuant = kQuantD >= 0;
   static_assert(!kFusedQuant || (MT == 1 && kOut == kQuantD), "the fused quantization is for M <= 8");
   static_assert(!kOutliers || kOut >= 0, "the outlier step adds to the dequantized out");
-  __shared__ std::conditional_t<kOutliers, OutlierRowsSmem<16 * RT, 8 * MT, kMmaWarps * 32>, NoOutlierSmem> osm;
+  __shared__ std::conditional_t<kOutliers, OutlierRowsSmem<16 * RT, 8 * MT, kWarps * 32>, NoOutlierSmem> osm;
   constexpr int kU = kMmaLoads / RT;  // chunks per iteration
-  __shared__ int32_t partial[kMmaWarps - 1][4 * MT * RT][32];
-  __shared__ float red[kMmaWarps];
+  __shared__ int32_t partial[kWarps - 1][4 * MT * RT][32];
+  __shared__ float red[kWarps];
   __shared__ float scale[8], stat[8];
   const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
   const int g = lane / 4, t = lane % 4;
@@ -906,12 +907,12 @@ __global__ void __launch_bounds__(kMmaWarps * 32)
       for (int i = 0; i < 4; ++i) acc[r][mt][i] = 0;
 
   const int64_t chunks = (K + 127) / 128;
-  const int64_t step = int64_t{kMmaWarps} * kU;
+  const int64_t step = int64_t{kWarps} * kU;
   int4 w[kU][RT][4];
   const auto load_w = [&](int64_t c0) {
 #pragma unroll
     for (int u = 0; u < kU; ++u) {
-      const int64_t k = (c0 + int64_t{u} * kMmaWarps) * 128 + t * 32;
+      const int64_t k = (c0 + int64_t{u} * kWarps) * 128 + t * 32;
       const bool in0 = k < K, in1 = k + 16 < K;  // K % 16 == 0: a 16-byte piece is all in or all out
 #pragma unroll
       for (int r = 0; r < RT; ++r) {
@@ -928,8 +929,8 @@ __global__ void __launch_bounds__(kMmaWarps * 32)
   if constexpr (kFusedQuant) {
     // Runs of 16 activations a thread, all of a row's loads in flight together (K <= 8192: at most
     // four runs a thread); the max does not depend on the order, so the codes are row_quant_kernel's.
-    constexpr int kRunsMax = kFusedQuantMaxElems / (16 * kMmaWarps * 32);
-    const auto run_at = [](int j) { return (int64_t{j} * kMmaWarps * 32 + threadIdx.x) * 16; };  // its column
+    constexpr int kRunsMax = kFusedQuantMaxElems / (16 * kWarps * 32);
+    const auto run_at = [](int j) { return (int64_t{j} * kWarps * 32 + threadIdx.x) * 16; };  // its column
     for (int64_t r = 0; r < M; ++r) {
       float v[kRunsMax][16];
       float m = kAbsmaxEmpty;
@@ -943,7 +944,7 @@ __global__ void __launch_bounds__(kMmaWarps * 32)
 #pragma unroll
         for (int e = 0; e < 16; ++e) m = row_stat_take(m, v[j][e], outliers, threshold);
       }
-      m = block_row_stat<kMmaWarps * 32>(m, red);
+      m = block_row_stat<kWarps * 32>(m, red);
       const float s = gpu_mul_ftz(127.0f, gpu_block_reciprocal(m));
       if (threadIdx.x == 0) {
         scale[r] = s;
@@ -966,7 +967,7 @@ __global__ void __launch_bounds__(kMmaWarps * 32)
     if (c0 != warp) load_w(c0);
 #pragma unroll
     for (int u = 0; u < kU; ++u) {
-      const int64_t k = (c0 + int64_t{u} * kMmaWarps) * 128 + t * 32;
+      const int64_t k = (c0 + int64_t{u} * kWarps) * 128 + t * 32;
       const bool in0 = k < K, in1 = k + 16 < K;
 #pragma unroll
       for (int mt = 0; mt < MT; ++mt) {
@@ -1000,7 +1001,7 @@ __global__ void __launch_bounds__(kMmaWarps * 32)
 
   int64_t outlier_count = 0;
   if constexpr (kOutliers) {
-    outlier_count = block_outlier_sums<kOut, 16 * RT, 8 * MT, kMmaWarps * 32>(X, B, col_stats, threshold, columns,
+    outlier_count = block_outlier_sums<kOut, 16 * RT, 8 * MT, kWarps * 32>(X, B, col_stats, threshold, columns,
                                                                               count, M, N, K, n0, M == 1, osm);
   }
 
@@ -1023,7 +1024,7 @@ __global__ void __launch_bounds__(kMmaWarps * 32)
       for (int i = 0; i < 4; ++i) {
         int32_t sum = acc[r][mt][i];
 #pragma unroll
-        for (int v = 0; v < kMmaWarps - 1; ++v) sum += partial[v][(r * MT + mt) * 4 + i][lane];
+        for (int v = 0; v < kWarps - 1; ++v) sum += partial[v][(r * MT + mt) * 4 + i][lane];
         // Fragment of C: i = 0, 1 row g, i = 2, 3 row g + 8 (of B's tile); column 2 t + (i & 1) (of A).
         const int64_t n = n0 + 16 * r + g + (i >= 2 ? 8 : 0);
         const int64_t m = mt * 8 + 2 * t + (i & 1);

@@ -181,29 +181,38 @@ int mma_row_tiles(int64_t M) {
 
 // int8_mma_rows_kernel with or without the outlier step (only with for kOut >= 0 and RT = 1:
 // launch_mma_rows takes one tile of W per block for it).
-template <int MT, int RT, int kOut, bool kBias, int kQuantD>
-decltype(&int8_mma_rows_kernel<MT, RT, kOut, kBias, kQuantD, false>) mma_rows_kernel_for(bool outliers) {
+template <int MT, int RT, int kOut, bool kBias, int kQuantD, int kWarps>
+decltype(&int8_mma_rows_kernel<MT, RT, kOut, kBias, kQuantD, false, kWarps>) mma_rows_kernel_for(bool outliers) {
   if constexpr (kOut >= 0 && RT == 1) {
-    if (outliers) return int8_mma_rows_kernel<MT, RT, kOut, kBias, kQuantD, true>;
+    if (outliers) return int8_mma_rows_kernel<MT, RT, kOut, kBias, kQuantD, true, kWarps>;
   }
-  return int8_mma_rows_kernel<MT, RT, kOut, kBias, kQuantD, false>;
+  return int8_mma_rows_kernel<MT, RT, kOut, kBias, kQuantD, false, kWarps>;
+}
+
+// kMmaWarpsWide (8) warps a block instead of 4 for M <= 8 on weights of at most 4096 x 4096, without
+// the outlier step: at M = 1..4, N = K = 4096 the product takes 8.0 instead of 8.7 us and the layer
+// 9.0 instead of 9.8 us; at 8192 x 8192 it is slower (28.0 against 26.9 us), at M = 16 too (H100,
+// bench/results/h100_run19). BNB_INT8_MMA_WIDE=0 keeps 4 (A/B measurements).
+bool mma_rows_wide(int64_t M, int64_t N, int64_t K, const OutlierStep* os) {
+  static const bool off = env_zero("BNB_INT8_MMA_WIDE");
+  return !off && M <= 8 && N * K <= kMmaRowsWideMaxWeight && os == nullptr;
 }
 
 // A: q (int8, kQuantD < 0) or the activations (dtype kQuantD). dependent: launched as a
 // programmatic dependent of the kernel before it in the stream (compute capability 9.0; a plain
 // launch elsewhere or if the runtime declines). os (non-null, kOut >= 0): the kernel takes the
 // outlier step too (kOutliers).
-template <int MT, int RT, int kOut, bool kBias, int kQuantD>
+template <int MT, int RT, int kOut, bool kBias, int kQuantD, int kWarps = kMmaWarps>
 bnb_status_t launch_mma_rows_mt(const GpuContext& ctx, bool dependent, int64_t M, int64_t N, int64_t K,
                                 const void* A, const int8_t* B, int32_t* C, float* row_stats, const float* col_stats,
                                 const void* bias, void* out, bool outliers, float t, int8_t* q,
                                 const OutlierStep* os, gpuStream_t stream) {
-  const auto kernel = mma_rows_kernel_for<MT, RT, kOut, kBias, kQuantD>(os != nullptr);
+  const auto kernel = mma_rows_kernel_for<MT, RT, kOut, kBias, kQuantD, kWarps>(os != nullptr);
   const float threshold = os != nullptr ? os->t : t;
   const void* X = os != nullptr ? os->X : nullptr;
   int32_t* columns = os != nullptr ? os->columns : nullptr;
   int64_t* count = os != nullptr ? os->count : nullptr;
-  const dim3 grid(static_cast<unsigned>((N + 16 * RT - 1) / (16 * RT))), block(kMmaWarps * 32);
+  const dim3 grid(static_cast<unsigned>((N + 16 * RT - 1) / (16 * RT))), block(kWarps * 32);
   if (dependent && ctx.cc_major >= 9) {
     gpuLaunchConfig_t config = {};
     config.gridDim = grid;
@@ -233,6 +242,10 @@ bnb_status_t launch_mma_rows(const GpuContext& ctx, bool dependent, int64_t M, i
                              const int8_t* B, int32_t* C, const float* row_stats, const float* col_stats,
                              const void* bias, void* out, const OutlierStep* os, gpuStream_t stream) {
   float* rs = const_cast<float*>(row_stats);  // only the kQuantD kernels write it
+  if (mma_rows_wide(M, N, K, os)) {
+    return launch_mma_rows_mt<1, 1, kOut, kBias, -1, kMmaWarpsWide>(ctx, dependent, M, N, K, A, B, C, rs, col_stats,
+                                                                    bias, out, false, 0.0f, nullptr, os, stream);
+  }
   if (M <= 8) {
     return launch_mma_rows_mt<1, 1, kOut, kBias, -1>(ctx, dependent, M, N, K, A, B, C, rs, col_stats, bias, out,
                                                      false, 0.0f, nullptr, os, stream);
@@ -246,10 +259,13 @@ bnb_status_t launch_mma_rows(const GpuContext& ctx, bool dependent, int64_t M, i
 }
 
 // The whole layer in one kernel (kQuantD): M <= 8, M * K <= kFusedQuantMaxElems, 16-byte aligned
-// activations, no outlier columns to find across rows. BNB_INT8_FUSED_QUANT=0 turns it off.
+// activations, no outlier columns to find across rows. Only with BNB_INT8_FUSED_QUANT=1: it is
+// slower than the quantization followed by the dependent product (H100, M = 1: 12.9 against 9.8 us
+// at 4096 x 4096, 38.7 against 26.9 us at 8192 x 8192; bench/results/h100_run19): every block
+// reads and reduces the whole row before its first product.
 bool fused_quant_fits(int64_t M, int64_t K, const void* A, float threshold) {
-  static const bool off = env_zero("BNB_INT8_FUSED_QUANT");
-  return !off && M <= 8 && M * K <= kFusedQuantMaxElems && (threshold == 0.0f || M == 1) &&
+  static const bool on = env_on("BNB_INT8_FUSED_QUANT");
+  return on && M <= 8 && M * K <= kFusedQuantMaxElems && (threshold == 0.0f || M == 1) &&
          (reinterpret_cast<uintptr_t>(A) & 15u) == 0;
 }
 
