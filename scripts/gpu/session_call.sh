@@ -1,6 +1,9 @@
 # One device call: tests first, then benches, most wanted first (the call may be cut short).
 # Carry .gpu_carry (scripts/gpu/full.sh build). SHORT=1 (little device time left) stops before the
 # QLoRA + generate() side by side.
+# The device tool returns a limited number of files: the JSON files travel as one archive.
+trap 'cd "$OUT" && ls *.json >/dev/null 2>&1 && tar czf json.tgz *.json && rm -f *.json' EXIT
+trap 'exit 143' TERM
 source scripts/gpu/nvidia_libs.sh
 export LD_LIBRARY_PATH=$PWD/.gpu_carry/lib$(nvidia_lib_path)
 B=.gpu_carry/bin
