@@ -2,10 +2,11 @@
 // mean used by double quantization. Bit-exact with the reference CUDA kernels (docs/FORMATS.md §2-4).
 //
 // Layout shared by every kernel: a CUDA block walks the tensor in tiles (a persistent grid, so the
-// per-launch set-up of code tables and search buckets is paid once per resident block). A tile is
-// kSub slices; in slice k thread t owns one 16-byte chunk of the wide side (the 16-bit or fp32
-// input of a quantizer, the output of a decoder) at chunk index k * threads + t, so every load and
-// store instruction of a warp covers one contiguous span. A block of blocksize B is then owned by
+// per-launch set-up of code tables and search buckets is paid once per resident block). Thread t
+// owns chunk t of a tile's wide side (the 16-bit or fp32 input of a quantizer, the output of a
+// decoder), so every load and store instruction of a warp covers one contiguous span. A decoder's
+// tile is kDequantSlices such slices of 16-byte chunks (slice k: chunk index k * threads + t); a
+// quantizer's is one slice of 32-byte chunks. A block of blocksize B is then owned by
 // G = B / (chunk elements) consecutive threads of one slice.
 #ifndef BNB_GPU_QUANT_KERNELS_CUH_
 #define BNB_GPU_QUANT_KERNELS_CUH_
@@ -242,57 +243,46 @@ __device__ __forceinline__ float chunk_absmax(const float (&v)[kE]) {
   return m;
 }
 
-// Maximum over the G consecutive threads owning one block, for each of the kS slices. `red` holds
-// two buffers of kS x (warps) floats, used by alternate tiles (`parity`), so one barrier per tile
-// suffices: a tile's writers cannot overtake the readers of the tile before the previous one. The
-// calling loop must be uniform across the CUDA block when G exceeds a warp.
-template <int G, int kS>
-__device__ __forceinline__ void group_max(float (&v)[kS], float* red, int parity) {
+// Maximum over the G consecutive threads owning one block. `red` holds two buffers of one float
+// per warp, used by alternate tiles (`parity`), so one barrier per tile suffices: a tile's writers
+// cannot overtake the readers of the tile before the previous one. The calling loop must be
+// uniform across the CUDA block when G exceeds a warp.
+template <int G>
+__device__ __forceinline__ float group_max(float v, float* red, int parity) {
   if constexpr (G <= kWarpSize) {
 #pragma unroll
-    for (int s = G / 2; s > 0; s >>= 1) {
-#pragma unroll
-      for (int k = 0; k < kS; ++k) v[k] = gpu_max_ftz(v[k], gpu_shfl_xor(v[k], s, G));
-    }
+    for (int s = G / 2; s > 0; s >>= 1) v = gpu_max_ftz(v, gpu_shfl_xor(v, s, G));
+    return v;
   } else {
 #pragma unroll
-    for (int s = kWarpSize / 2; s > 0; s >>= 1) {
-#pragma unroll
-      for (int k = 0; k < kS; ++k) v[k] = gpu_max_ftz(v[k], gpu_shfl_xor(v[k], s, kWarpSize));
-    }
+    for (int s = kWarpSize / 2; s > 0; s >>= 1) v = gpu_max_ftz(v, gpu_shfl_xor(v, s, kWarpSize));
     constexpr int kWarpsPerGroup = G / kWarpSize;
     const int warps = static_cast<int>(blockDim.x) / kWarpSize;
     const int warp = static_cast<int>(threadIdx.x) / kWarpSize;
-    red += parity * kS * warps;
-    if (static_cast<int>(threadIdx.x) % kWarpSize == 0) {
-#pragma unroll
-      for (int k = 0; k < kS; ++k) red[k * warps + warp] = v[k];
-    }
+    red += parity * warps;
+    if (static_cast<int>(threadIdx.x) % kWarpSize == 0) red[warp] = v;
     __syncthreads();
     const int first = (warp / kWarpsPerGroup) * kWarpsPerGroup;
+    float r = red[first];
 #pragma unroll
-    for (int k = 0; k < kS; ++k) {
-      float r = red[k * warps + first];
-#pragma unroll
-      for (int j = 1; j < kWarpsPerGroup; ++j) r = gpu_max_ftz(r, red[k * warps + first + j]);
-      v[k] = r;
-    }
+    for (int j = 1; j < kWarpsPerGroup; ++j) r = gpu_max_ftz(r, red[first + j]);
+    return r;
   }
 }
 
-// The blockwise quantizers' scale step, once per tile: the block maximum of each slice (group_max
-// on this tile's buffer, `round` then counts the tile), stored by the block's first thread where
-// the block is inside the tensor, and its reciprocal, by which every thread scales its values.
-template <int B, int kG, int kS>
-__device__ __forceinline__ void block_scales(float (&m)[kS], float* red, int& round, const int64_t (&i0)[kS],
-                                             int64_t nblocks, float* __restrict__ absmax, float (&inv)[kS]) {
-  group_max<kG, kS>(m, red, round & 1);
+// The blockwise quantizers' scale step, once per tile: the block maximum of this thread's chunk
+// maximum m (group_max on this tile's buffer, `round` then counts the tile), stored by the block's
+// first thread where the block, the one holding element i0, is inside the tensor; returns its
+// reciprocal, by which every thread scales its values. i0 is taken by reference, as the former
+// per-slice arrays were: by value, NVVM emits the store's condition as two branches instead of one
+// combined predicate (equivalent, but different machine code).
+template <int B, int kG>
+__device__ __forceinline__ float block_scales(float m, float* red, int& round, const int64_t& i0, int64_t nblocks,
+                                              float* __restrict__ absmax) {
+  m = group_max<kG>(m, red, round & 1);
   ++round;
-#pragma unroll
-  for (int k = 0; k < kS; ++k) {
-    if (static_cast<int>(threadIdx.x) % kG == 0 && i0[k] / B < nblocks) absmax[i0[k] / B] = m[k];
-    inv[k] = gpu_block_reciprocal(m[k]);
-  }
+  if (static_cast<int>(threadIdx.x) % kG == 0 && i0 / B < nblocks) absmax[i0 / B] = m;
+  return gpu_block_reciprocal(m);
 }
 
 // ---------------------------------------------------------------- 8-bit code selection
@@ -405,18 +395,18 @@ __device__ __forceinline__ void select_codes_fast(const float (&x)[kE], const Qu
 
 // ---------------------------------------------------------------- 8-bit blockwise kernels
 
-// The quantizers' unit of work: 32 contiguous bytes of input per thread and tile, one slice (kS
-// = 1). Two 16-byte slices, the decoders' layout, measured slower for the quantizers on the H100
-// (bench/gpu/NOTES.md, run 4) and were dropped.
+// The quantizers' unit of work: 32 contiguous bytes of input per thread and tile (one slice). Two
+// 16-byte slices, the decoders' layout, measured slower for the quantizers on the H100
+// (bench/gpu/NOTES.md, run 4) and were dropped, and with them the quantizers' slice dimension.
 constexpr int kQuantChunkBytes = 32;
 template <int D>
 __host__ __device__ constexpr int quant_chunk_elems() {
   return kQuantChunkBytes / static_cast<int>(sizeof(typename Elem<D>::T));
 }
 
-// With one slice per thread the next tile's input is loaded before this tile's block reduction,
-// so a block whose G spans several warps keeps loads in flight across the barrier (H100 bs 4096:
-// 78 -> 81-82 % of copy).
+// With one chunk per thread and tile, the next tile's input is loaded before this tile's block
+// reduction, so a block whose G spans several warps keeps loads in flight across the barrier
+// (H100 bs 4096: 78 -> 81-82 % of copy).
 template <int D, int B>
 __global__ void __launch_bounds__(threads_for(B / quant_chunk_elems<D>()))
     quantize_blockwise_kernel(const typename Elem<D>::T* __restrict__ a, const float* __restrict__ code,
@@ -425,10 +415,9 @@ __global__ void __launch_bounds__(threads_for(B / quant_chunk_elems<D>()))
   constexpr int kE = quant_chunk_elems<D>();
   constexpr int kG = B / kE;
   constexpr int kThreads = threads_for(kG);
-  constexpr int kS = 1;
-  constexpr int64_t kTile = int64_t{kThreads} * kE * kS;
+  constexpr int64_t kTile = int64_t{kThreads} * kE;
   __shared__ Quant8Shared sh;
-  __shared__ float red[2 * kS * kThreads / 32];  // two buffers of one float per warp and slice
+  __shared__ float red[2 * kThreads / 32];  // two buffers of one float per warp
   const int mode = quant8_setup(code, sh);
   // Double quantization subtracts the mean first: r_i = RN32(absmax_i - offset) (docs/FORMATS.md §4.1).
   const float sub = offset != nullptr ? *offset : 0.0f;
@@ -439,17 +428,12 @@ __global__ void __launch_bounds__(threads_for(B / quant_chunk_elems<D>()))
   uint4 next[kVecWords];
   bool have_next = false;
   for (int64_t t = blockIdx.x; t < ntiles; t += gridDim.x) {
-    int64_t i0[kS];
-    float v[kS][kE];
-    float m[kS];
-#pragma unroll
-    for (int k = 0; k < kS; ++k) {
-      i0[k] = t * kTile + (static_cast<int64_t>(k) * kThreads + threadIdx.x) * kE;
-      if (have_next) {
-        words_to_f32<D, kE>(next, v[k]);
-      } else {
-        load_chunk<D, kE>(a, i0[k], n, vec != 0, v[k]);
-      }
+    const int64_t i0 = t * kTile + static_cast<int64_t>(threadIdx.x) * kE;
+    float v[kE];
+    if (have_next) {
+      words_to_f32<D, kE>(next, v);
+    } else {
+      load_chunk<D, kE>(a, i0, n, vec != 0, v);
     }
     {  // the next tile's input, in flight across this tile's reduction
       const int64_t j0 = (t + gridDim.x) * kTile + static_cast<int64_t>(threadIdx.x) * kE;
@@ -460,40 +444,32 @@ __global__ void __launch_bounds__(threads_for(B / quant_chunk_elems<D>()))
         for (int k = 0; k < kVecWords; ++k) next[k] = src[k];
       }
     }
+    if (offset != nullptr) {
 #pragma unroll
-    for (int k = 0; k < kS; ++k) {
-      if (offset != nullptr) {
-#pragma unroll
-        for (int j = 0; j < kE; ++j) v[k][j] = i0[k] + j < n ? gpu_add_ftz(v[k][j], -sub) : 0.0f;
-      }
-      m[k] = chunk_absmax<kE>(v[k]);
+      for (int j = 0; j < kE; ++j) v[j] = i0 + j < n ? gpu_add_ftz(v[j], -sub) : 0.0f;
     }
-    float inv[kS];
-    block_scales<B, kG, kS>(m, red, round, i0, nblocks, absmax, inv);
+    const float inv = block_scales<B, kG>(chunk_absmax<kE>(v), red, round, i0, nblocks, absmax);
+    float x[kE];
 #pragma unroll
-    for (int k = 0; k < kS; ++k) {
-      float x[kE];
+    for (int j = 0; j < kE; ++j) x[j] = gpu_mul_ftz(v[j], inv);
+    uint32_t q[kE];
+    if (mode != kQ8Search) {
+      constexpr int kH = kE < 8 ? kE : 8;  // look-ups in flight per batch (bounds registers)
 #pragma unroll
-      for (int j = 0; j < kE; ++j) x[j] = gpu_mul_ftz(v[k][j], inv[k]);
-      uint32_t q[kE];
-      if (mode != kQ8Search) {
-        constexpr int kH = kE < 8 ? kE : 8;  // look-ups in flight per batch (bounds registers)
+      for (int h = 0; h < kE; h += kH) {
+        float xh[kH];
+        uint32_t qh[kH];
 #pragma unroll
-        for (int h = 0; h < kE; h += kH) {
-          float xh[kH];
-          uint32_t qh[kH];
+        for (int j = 0; j < kH; ++j) xh[j] = x[h + j];
+        select_codes_fast<kH>(xh, sh, mode, qh);
 #pragma unroll
-          for (int j = 0; j < kH; ++j) xh[j] = x[h + j];
-          select_codes_fast<kH>(xh, sh, mode, qh);
-#pragma unroll
-          for (int j = 0; j < kH; ++j) q[h + j] = qh[j];
-        }
-      } else {
-#pragma unroll
-        for (int j = 0; j < kE; ++j) q[j] = static_cast<uint32_t>(code8_search(sh.code, x[j]));
+        for (int j = 0; j < kH; ++j) q[h + j] = qh[j];
       }
-      store_codes8<kE>(out, i0[k], n, vec != 0, q);
+    } else {
+#pragma unroll
+      for (int j = 0; j < kE; ++j) q[j] = static_cast<uint32_t>(code8_search(sh.code, x[j]));
     }
+    store_codes8<kE>(out, i0, n, vec != 0, q);
   }
 }
 
@@ -580,38 +556,26 @@ __global__ void __launch_bounds__(threads_for(B / quant_chunk_elems<D>()))
   constexpr int kE = quant_chunk_elems<D>();
   constexpr int kG = B / kE;
   constexpr int kThreads = threads_for(kG);
-  constexpr int kS = 1;
-  constexpr int64_t kTile = int64_t{kThreads} * kE * kS;
+  constexpr int64_t kTile = int64_t{kThreads} * kE;
   __shared__ float t16[16];
-  __shared__ float red[2 * kS * kThreads / 32];  // two buffers of one float per warp and slice
+  __shared__ float red[2 * kThreads / 32];  // two buffers of one float per warp
   if (threadIdx.x < 16) t16[threadIdx.x] = thresholds.v[threadIdx.x];
   __syncthreads();
   const int64_t ntiles = (n + kTile - 1) / kTile;
   const int64_t nblocks = (n + B - 1) / B;
   int round = 0;  // tiles this block has walked (group_max alternates buffers by it)
   for (int64_t t = blockIdx.x; t < ntiles; t += gridDim.x) {
-    int64_t i0[kS];
-    float v[kS][kE];
-    float m[kS];
+    const int64_t i0 = t * kTile + static_cast<int64_t>(threadIdx.x) * kE;
+    float v[kE];
+    load_chunk<D, kE>(a, i0, n, vec != 0, v);
+    const float inv = block_scales<B, kG>(chunk_absmax<kE>(v), red, round, i0, nblocks, absmax);
+    uint32_t q[kE];
 #pragma unroll
-    for (int k = 0; k < kS; ++k) {
-      i0[k] = t * kTile + (static_cast<int64_t>(k) * kThreads + threadIdx.x) * kE;
-      load_chunk<D, kE>(a, i0[k], n, vec != 0, v[k]);
+    for (int j = 0; j < kE; ++j) {
+      const float x = gpu_mul_ftz(v[j], inv);
+      q[j] = QT == kNF4 ? encode_nf4(x, t16) : encode_fp4(x, t16);
     }
-#pragma unroll
-    for (int k = 0; k < kS; ++k) m[k] = chunk_absmax<kE>(v[k]);
-    float inv[kS];
-    block_scales<B, kG, kS>(m, red, round, i0, nblocks, absmax, inv);
-#pragma unroll
-    for (int k = 0; k < kS; ++k) {
-      uint32_t q[kE];
-#pragma unroll
-      for (int j = 0; j < kE; ++j) {
-        const float x = gpu_mul_ftz(v[k][j], inv[k]);
-        q[j] = QT == kNF4 ? encode_nf4(x, t16) : encode_fp4(x, t16);
-      }
-      store_codes4<kE>(packed, i0[k], n, vec != 0, q);
-    }
+    store_codes4<kE>(packed, i0, n, vec != 0, q);
   }
 }
 
