@@ -827,7 +827,7 @@ __global__ void __launch_bounds__(256)
 // = 0 on entry), the sums added in the epilogue (dequant_store_outliers); the kernel writes the
 // column list and the count.
 constexpr int kMmaWarps = 4;      // warps per block (kWarps), the kernel's default
-constexpr int kMmaWarpsWide = 8;  // M <= 8 on weights up to 4096 x 4096 (int8_ops.cu: mma_rows_wide)
+constexpr int kMmaWarpsWide = 8;  // M <= 8 on small weights (int8_ops.cu: mma_rows_wide)
 constexpr int kMmaLoads = 4;  // chunks of one 16-row tile in flight per warp (kMmaLoads / RT per tile)
 constexpr int kFusedQuantMaxElems = 8192;  // M * K of the kQuantD path
 

@@ -189,13 +189,15 @@ decltype(&int8_mma_rows_kernel<MT, RT, kOut, kBias, kQuantD, false, kWarps>) mma
   return int8_mma_rows_kernel<MT, RT, kOut, kBias, kQuantD, false, kWarps>;
 }
 
-// kMmaWarpsWide (8) warps a block instead of 4 for M <= 8 on weights of at most 4096 x 4096, without
-// the outlier step: at M = 1..4, N = K = 4096 the product takes 8.0 instead of 8.7 us and the layer
-// 9.0 instead of 9.8 us; at 8192 x 8192 it is slower (28.0 against 26.9 us), at M = 16 too (H100,
-// bench/results/h100_run19). BNB_INT8_MMA_WIDE=0 keeps 4 (A/B measurements).
-bool mma_rows_wide(int64_t M, int64_t N, int64_t K, const OutlierStep* os) {
+// For M <= 8: kMmaWarpsWide (8) warps a block instead of 4 on weights of at most
+// kMmaWarpsWideMaxWeight, without the outlier step: at M = 1..4, N = K = 4096 the product takes 8.0
+// instead of 8.7 us and the layer 9.0 instead of 9.8 us; at 8192 x 8192 it is slower (28.0 against
+// 26.9 us), at M = 16 too (H100, bench/results/h100_run19). BNB_INT8_MMA_WIDE=0 keeps 4 (A/B
+// measurements).
+constexpr int64_t kMmaWarpsWideMaxWeight = int64_t{4096} * 4096;
+bool mma_rows_wide(int64_t N, int64_t K, const OutlierStep* os) {
   static const bool off = env_zero("BNB_INT8_MMA_WIDE");
-  return !off && M <= 8 && N * K <= kMmaRowsWideMaxWeight && os == nullptr;
+  return !off && N * K <= kMmaWarpsWideMaxWeight && os == nullptr;
 }
 
 // A: q (int8, kQuantD < 0) or the activations (dtype kQuantD). dependent: launched as a
@@ -242,13 +244,10 @@ bnb_status_t launch_mma_rows(const GpuContext& ctx, bool dependent, int64_t M, i
                              const int8_t* B, int32_t* C, const float* row_stats, const float* col_stats,
                              const void* bias, void* out, const OutlierStep* os, gpuStream_t stream) {
   float* rs = const_cast<float*>(row_stats);  // only the kQuantD kernels write it
-  if (mma_rows_wide(M, N, K, os)) {
-    return launch_mma_rows_mt<1, 1, kOut, kBias, -1, kMmaWarpsWide>(ctx, dependent, M, N, K, A, B, C, rs, col_stats,
-                                                                    bias, out, false, 0.0f, nullptr, os, stream);
-  }
   if (M <= 8) {
-    return launch_mma_rows_mt<1, 1, kOut, kBias, -1>(ctx, dependent, M, N, K, A, B, C, rs, col_stats, bias, out,
-                                                     false, 0.0f, nullptr, os, stream);
+    const auto launch = mma_rows_wide(N, K, os) ? launch_mma_rows_mt<1, 1, kOut, kBias, -1, kMmaWarpsWide>
+                                                : launch_mma_rows_mt<1, 1, kOut, kBias, -1, kMmaWarps>;
+    return launch(ctx, dependent, M, N, K, A, B, C, rs, col_stats, bias, out, false, 0.0f, nullptr, os, stream);
   }
   if (mma_row_tiles(M) == 2 && os == nullptr) {  // the outlier step spills registers with two tiles
     return launch_mma_rows_mt<2, 2, kOut, kBias, -1>(ctx, dependent, M, N, K, A, B, C, rs, col_stats, bias, out,
@@ -419,8 +418,8 @@ class LtPlans {
   // The candidate a call runs: `best` once the shape's search has run, else the first call of a
   // shape on a stream that is not being captured searches. Every candidate runs on the caller's
   // own operands (C is written by the call that follows anyway), once to warm up, then in two
-  // rounds of kLtTimedRuns between events on that stream; the fastest is kept. The host waits for it, once per shape.
-  // Under capture nothing is timed (the heuristic's first serves until a call outside one
+  // rounds of kLtTimedRuns between events on that stream (fastest(): which one is kept). The host
+  // waits for it, once per shape. Under capture nothing is timed (the heuristic's first serves until a call outside one
   // searches). The timing runs outside the plans' lock, so other shapes' products go on; a
   // product of the same shape meanwhile runs the heuristic's first rather than wait. That is safe
   // because a plan is never moved or erased (std::map), its descriptors and candidates are fixed
@@ -555,11 +554,12 @@ class LtPlans {
       }
       for (int i = 0; i < found && i < wanted; ++i) {
         if (results[i].state != CUBLAS_STATUS_SUCCESS) continue;
-        bool seen = false;  // the scratch-free list repeats some of the first
-        for (int j = 0; j < plan->count; ++j) {
-          seen = seen || std::memcmp(&plan->candidates[j].algo, &results[i].algo, sizeof results[i].algo) == 0;
+        const auto same = [&](const LtAlgo& c) {  // the scratch-free list repeats some of the first
+          return std::memcmp(&c.algo, &results[i].algo, sizeof c.algo) == 0;
+        };
+        if (std::none_of(plan->candidates, plan->candidates + plan->count, same)) {
+          plan->candidates[plan->count++] = LtAlgo{results[i].algo, results[i].workspaceSize};
         }
-        if (!seen) plan->candidates[plan->count++] = LtAlgo{results[i].algo, results[i].workspaceSize};
       }
     };
     add(lt_search_disabled() ? 1 : kLtCandidates);

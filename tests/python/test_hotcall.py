@@ -60,7 +60,9 @@ def test_same_output_bits_and_status_as_the_ctypes_call(dtype, M):
 
 
 @hot
-def test_the_layer_takes_the_compiled_call():
+def test_the_fast_path_calls_the_ops_caller():
+    """The layer's fast path calls _ops.gemm4_plan_run (bnb._hotcall's PlanRun where the module
+    loaded: test_the_module_is_there_where_ci_built_it), bound when the fast path is built."""
     layer = make_layer(24, 64, torch.bfloat16, bias=False)
     x = torch.randn(2, 64, dtype=torch.bfloat16)
     seen = []
@@ -100,7 +102,7 @@ def test_bad_arguments_raise_naming_the_argument():
         run(1 << 70, 1, 0, 0, None)
     with pytest.raises(ValueError, match="address is NULL"):
         _lib.hotcall.PlanRun(0)
-    with pytest.raises(TypeError):
+    with pytest.raises(TypeError, match="PlanRun: address must be an integer address or None"):
         _lib.hotcall.PlanRun("bnb_gemm_4bit_plan_run")
 
 

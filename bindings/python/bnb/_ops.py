@@ -303,22 +303,22 @@ def int8_mm_dequant(kit, C, M, N, row_stats, col_stats, bias, out_dtype):
     return out
 
 
-def _int8_layer_sizes(kit, A, M, N, K, CB, SCB, bias):
+def _int8_layer_buffers(kit, A, dtype, M, N, K, CB, SCB, bias):
+    """The size checks of an LLM.int8() layer call, then its buffers: q [M, K] and row_stats [M]
+    (written), C [M, N] (scratch) and out [M, N] in dtype."""
     need_size(kit, A, "A", M * K, "[{}, {}] inputs", M, K)
     need_size(kit, CB, "CB", N * K, "an [{}, {}] int8 weight", N, K)
     need_size(kit, SCB, "SCB", N, "an [{}, {}] weight (one per row)", N, K, exact=True)
     need_size(kit, bias, "bias", N, "an [{}, {}] weight (one per row)", N, K, exact=True)
+    return (kit.empty((M, K), _lib.I8), kit.empty((M,), _lib.F32), kit.empty((M, N), _lib.I32),
+            kit.empty((M, N), dtype))
 
 
 def int8_linear(kit, A, dtype, M, N, K, CB, SCB, bias):
     """bnb_int8_linear without outliers (threshold 0): out [M, N] in dtype, bit for bit what
     int8_vectorwise_quant, int8_matmul and int8_mm_dequant give, in one library call (on a GPU the
     layer's own kernels: no int32 product through memory for small M)."""
-    _int8_layer_sizes(kit, A, M, N, K, CB, SCB, bias)
-    q = kit.empty((M, K), _lib.I8)
-    row_stats = kit.empty((M,), _lib.F32)
-    C = kit.empty((M, N), _lib.I32)
-    out = kit.empty((M, N), dtype)
+    q, row_stats, C, out = _int8_layer_buffers(kit, A, dtype, M, N, K, CB, SCB, bias)
     ptr = kit.ptr
     st = _c.bnb_int8_linear(kit.ctx, dtype, M, N, K, ptr(A), 0.0, ptr(CB), ptr(SCB), ptr(bias), ptr(q),
                             ptr(row_stats), ptr(C), ptr(out), kit.stream)
@@ -331,12 +331,8 @@ def int8_linear_outliers(kit, A, dtype, M, N, K, CB, SCB, bias, threshold, count
     """bnb_int8_linear_outliers: (out [M, N] in dtype, columns int32 [K]); the outlier count goes to
     `count` (one int64 in the same place as A), the outlier columns to columns[:count]. Nothing is
     read back to the host."""
-    _int8_layer_sizes(kit, A, M, N, K, CB, SCB, bias)
-    q = kit.empty((M, K), _lib.I8)
-    row_stats = kit.empty((M,), _lib.F32)
-    C = kit.empty((M, N), _lib.I32)
+    q, row_stats, C, out = _int8_layer_buffers(kit, A, dtype, M, N, K, CB, SCB, bias)
     columns = kit.empty((K,), _lib.I32)
-    out = kit.empty((M, N), dtype)
     ptr = kit.ptr
     st = _c.bnb_int8_linear_outliers(kit.ctx, dtype, M, N, K, ptr(A), threshold, ptr(CB), ptr(SCB), ptr(bias),
                                      ptr(q), ptr(row_stats), ptr(C), ptr(columns), ptr(count), ptr(out), kit.stream)
