@@ -172,10 +172,13 @@ __device__ __forceinline__ void store_codes16(const float (&v)[16], float s, boo
 // vec (cols % 16 == 0, A and q 16-byte aligned): runs of 16 elements a thread with 16-byte loads
 // and stores (a 4096-wide fp16 row is one run a thread: the row's loads all in flight at once);
 // else one element a thread per step. The max does not depend on the order: the same codes.
+// flags (non-null, with outliers): flags[c] = 1 for every column holding an |x| >= t (the caller
+// zeroed them; the other flags are left as they are).
 template <int D, int kThreads>
 __global__ void __launch_bounds__(kThreads)
     row_quant_kernel(const void* __restrict__ A, int64_t rows, int64_t cols, bool outliers, float t,
-                     int8_t* __restrict__ q, float* __restrict__ row_stats, bool vec) {
+                     int8_t* __restrict__ q, float* __restrict__ row_stats, bool vec,
+                     int32_t* __restrict__ flags) {
   __shared__ float smem[kThreads / kWarpSize];
   grid_dependents_may_launch();  // a dependent product waits for this grid's end anyway
   const int64_t step = vec ? int64_t{kThreads} * 16 : kThreads;
@@ -202,10 +205,19 @@ __global__ void __launch_bounds__(kThreads)
         float v[16];
         load_run16<D>(A, base + c, true, v);  // (the first pass brought the row into L1)
         store_codes16(v, s, outliers, t, q + base + c);
+        if (flags != nullptr) {
+#pragma unroll
+          for (int e = 0; e < 16; ++e) {
+            if (fabsf(v[e]) >= t) flags[c + e] = 1;
+          }
+        }
       }
     } else {
-      for (int64_t c = first; c < cols; c += step)
-        q[base + c] = static_cast<int8_t>(quant_code(load_f32<D>(A, base + c), s, outliers, t));
+      for (int64_t c = first; c < cols; c += step) {
+        const float x = load_f32<D>(A, base + c);
+        q[base + c] = static_cast<int8_t>(quant_code(x, s, outliers, t));
+        if (flags != nullptr && fabsf(x) >= t) flags[c] = 1;
+      }
     }
   }
 }
@@ -235,6 +247,30 @@ __global__ void outlier_columns_kernel(const void* __restrict__ A, int64_t rows,
     for (int64_t r = threadIdx.y; r < rows; r += blockDim.y) q[r * cols + c] = 0;
   }
   if (flags != nullptr && threadIdx.y == 0) flags[c] = hit[threadIdx.x];
+}
+
+// bnb_int8_linear_outliers with more than one row, after row_quant_kernel wrote the flags: every
+// element of q [rows, cols] in a flagged column set to 0, a block per kZeroRows rows (each walks
+// all the flags, four a thread at a time); block 0 writes *arrivals = 0 for the outlier step after
+// it (publish_outlier_columns).
+constexpr int kZeroRows = 64;
+constexpr int kZeroThreads = 256;
+
+__global__ void __launch_bounds__(kZeroThreads)
+    zero_outlier_columns_kernel(const int32_t* __restrict__ flags, int64_t rows, int64_t cols,
+                                int8_t* __restrict__ q, int64_t* __restrict__ arrivals) {
+  grid_dependents_may_launch();  // a dependent product waits for this grid's end anyway
+  if (blockIdx.x == 0 && threadIdx.x == 0) *arrivals = 0;
+  const int64_t r0 = static_cast<int64_t>(blockIdx.x) * kZeroRows;
+  const int64_t r1 = r0 + kZeroRows < rows ? r0 + kZeroRows : rows;
+  for (int64_t c0 = int64_t{threadIdx.x} * 4; c0 < cols; c0 += int64_t{kZeroThreads} * 4) {
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      if (c0 + i < cols && flags[c0 + i] != 0) {
+        for (int64_t r = r0; r < r1; ++r) q[r * cols + c0 + i] = 0;
+      }
+    }
+  }
 }
 
 // Exclusive prefix sum of v over the block's threads in thread order (before), and the block's
@@ -396,16 +432,22 @@ __global__ void __launch_bounds__(256)
   }
 }
 
+// RN_D(v) as dtype D's storage (Elem<D>::T).
+template <int D>
+__device__ __forceinline__ typename Elem<D>::T elem_of(float v) {
+  if constexpr (D == kF32) {
+    return v;
+  } else if constexpr (D == kF16) {
+    return f32_to_f16_bits(v);
+  } else {
+    return f32_to_bf16_bits(v);
+  }
+}
+
 // Element i of p (dtype D) = RN_D(v).
 template <int D>
 __device__ __forceinline__ void store_f32(void* p, int64_t i, float v) {
-  if constexpr (D == kF32) {
-    static_cast<float*>(p)[i] = v;
-  } else if constexpr (D == kF16) {
-    static_cast<uint16_t*>(p)[i] = f32_to_f16_bits(v);
-  } else {
-    static_cast<uint16_t*>(p)[i] = f32_to_bf16_bits(v);
-  }
+  static_cast<typename Elem<D>::T*>(p)[i] = elem_of<D>(v);
 }
 
 // RN_D(v), in binary32.
@@ -437,14 +479,19 @@ __device__ __forceinline__ uint16_t dequant_f16(int32_t c, float rs, float cs, c
   }
 }
 
-// Element e of out (dtype O) = the fp16 value h converted to O.
+// The fp16 value h converted to dtype O, as O's storage; store_f16_as stores it as element e of out.
+template <int O>
+__device__ __forceinline__ typename Elem<O>::T elem_of_f16(uint16_t h) {
+  if constexpr (O == kF16) {
+    return h;
+  } else {
+    return elem_of<O>(f16_bits_to_f32(h));
+  }
+}
+
 template <int O>
 __device__ __forceinline__ void store_f16_as(void* __restrict__ out, int64_t e, uint16_t h) {
-  if constexpr (O == kF16) {
-    static_cast<uint16_t*>(out)[e] = h;
-  } else {
-    store_f32<O>(out, e, f16_bits_to_f32(h));
-  }
+  static_cast<typename Elem<O>::T*>(out)[e] = elem_of_f16<O>(h);
 }
 
 // What load_f32<O> reads back from the element store_f16_as<O> writes for h.
@@ -499,10 +546,15 @@ constexpr int kOutlierInPlace = 0, kOutlierDequant = 1, kOutlierDequantBias = 2;
 
 // Wc[n, c] = RN_D(RN32(RN32(W[n, c] * SCB[n]) * RN32(1/127))), .ftz (docs/OPS.md §5.10).
 template <int D>
+__device__ __forceinline__ float outlier_weight_of(int8_t w, float scb) {
+  const float ws = gpu_mul_ftz(static_cast<float>(w), scb);
+  return round_to<D>(gpu_mul_ftz(ws, __uint_as_float(kInv127Bits)));
+}
+
+template <int D>
 __device__ __forceinline__ float outlier_weight(const int8_t* __restrict__ W, const float* __restrict__ SCB,
                                                 int64_t n, int64_t c, int64_t K) {
-  const float ws = gpu_mul_ftz(static_cast<float>(W[n * K + c]), SCB[n]);
-  return round_to<D>(gpu_mul_ftz(ws, __uint_as_float(kInv127Bits)));
+  return outlier_weight_of<D>(W[n * K + c], SCB[n]);
 }
 
 // Element e of out (dtype D) = RN_D(o + RN_D(s)): the int8 term o with the outlier sum s.
@@ -705,6 +757,176 @@ __global__ void __launch_bounds__(kOutlierThreads, kOutlierBlocksPerSm)
   }
 
   end_outlier_step<kThreads, kL>(flag, K, total, columns, count, col_s, scratch, &last_s);
+}
+
+// The outlier step of bnb_int8_linear_outliers as a tiled epilogue (BNB_INT8_OUTLIER_TILED=1):
+// the same values as outlier_product_kernel (out[m, n] = RN_D(o + RN_D(s)), o in place or
+// dequantized from C here, the flags walked and the list published the same way), with the
+// accesses of a dequantization pass: a block owns kEpiCols columns of out (lane l of every warp
+// the four at 4l and the four at 128 + 4l: 16-byte loads of C and SCB, 8- or 16-byte stores)
+// and walks row steps of kEpiRows rows (warp w the rows w + 8i). Wc for its columns and up to
+// kEpiList outlier columns sits in shared memory, gathered once (a thread per column of out,
+// kEpiGather loads in flight); each row step gathers A over the outlier columns into shared
+// memory. Above kEpiList outlier columns the block walks them a span at a time, gathering Wc again
+// for every row step.
+constexpr int kEpiThreads = 256;
+constexpr int kEpiCols = 256;
+constexpr int kEpiRowsPerWarp = 4;
+constexpr int kEpiRows = kEpiRowsPerWarp * kEpiThreads / 32;
+constexpr int kEpiList = 32;
+constexpr int kEpiGather = 8;
+constexpr int kEpiBlocksPerSm = 2;
+
+// Four consecutive elements of out (dtype D) at e (vec: 4-aligned, one store), else one at a time
+// where n + i < N.
+template <int D>
+__device__ __forceinline__ void store4(void* __restrict__ out, int64_t e, const typename Elem<D>::T (&v)[4],
+                                       bool vec, int live) {
+  using T = typename Elem<D>::T;
+  if (vec) {
+    if constexpr (D == kF32) {
+      *reinterpret_cast<float4*>(static_cast<float*>(out) + e) = make_float4(v[0], v[1], v[2], v[3]);
+    } else {
+      *reinterpret_cast<uint2*>(static_cast<uint16_t*>(out) + e) =
+          make_uint2(v[0] | (static_cast<uint32_t>(v[1]) << 16), v[2] | (static_cast<uint32_t>(v[3]) << 16));
+    }
+  } else {
+    for (int i = 0; i < live; ++i) static_cast<T*>(out)[e + i] = v[i];
+  }
+}
+
+template <int D, bool kRowFlags, int kEpi>
+__global__ void __launch_bounds__(kEpiThreads, kEpiBlocksPerSm)
+    outlier_epilogue_kernel(const void* __restrict__ A, const int8_t* __restrict__ W, const float* __restrict__ SCB,
+                            float t, int32_t* columns, int64_t* count, int64_t M, int64_t N, int64_t K,
+                            const int32_t* __restrict__ C, const float* __restrict__ row_stats,
+                            const void* __restrict__ bias, void* __restrict__ out, bool vec) {
+  constexpr int kL = kEpiList, kR = kEpiRowsPerWarp, kWarps = kEpiThreads / 32;
+  __shared__ float w_s[kL][kEpiCols];
+  __shared__ float a_s[kEpiRows][kL + 1];
+  __shared__ int32_t col_s[kL];
+  __shared__ int32_t scratch[kEpiThreads + kEpiThreads / 32];
+  __shared__ int32_t last_s;
+  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+  const OutlierFlag<D> flag{A, t, columns, kRowFlags};
+  const int64_t total = list_outlier_columns<kEpiThreads, kL>(flag, K, columns, col_s, scratch);
+  const bool cached = total <= kL;
+  const int64_t n0 = static_cast<int64_t>(blockIdx.x) * kEpiCols;
+
+  // w_s[j][x] = Wc[n0 + x, col_s[j]] for j < n (0 past N): thread x, kEpiGather loads at a time.
+  const auto gather_w = [&](int n) {
+    __syncthreads();  // col_s is written, the previous w_s read
+    const int64_t c = n0 + threadIdx.x;
+    const float scb = c < N ? SCB[c] : 0.0f;
+    for (int j0 = 0; j0 < n; j0 += kEpiGather) {
+      int8_t w[kEpiGather];
+#pragma unroll
+      for (int i = 0; i < kEpiGather; ++i) w[i] = j0 + i < n && c < N ? W[c * K + col_s[j0 + i]] : int8_t{0};
+#pragma unroll
+      for (int i = 0; i < kEpiGather; ++i) {
+        if (j0 + i < n) w_s[j0 + i][threadIdx.x] = c < N ? outlier_weight_of<D>(w[i], scb) : 0.0f;
+      }
+    }
+  };
+  // s[i][k] = fma(A[m, col_s[j]], w_s[j][x], s[i][k]) for j = 0 .. n - 1 in turn, m = m0 + warp + 8i,
+  // x = the thread's k-th column (w_s written before the call; the first barrier orders it).
+  const auto accumulate = [&](float (&s)[kR][8], int64_t m0, int n) {
+    __syncthreads();  // the previous step's a_s is read
+    for (int e = threadIdx.x; e < kEpiRows * n; e += kEpiThreads) {
+      const int r = e / n, j = e % n;
+      a_s[r][j] = m0 + r < M ? load_f32<D>(A, (m0 + r) * K + col_s[j]) : 0.0f;
+    }
+    __syncthreads();
+    for (int j = 0; j < n; ++j) {
+      const float4 w0 = *reinterpret_cast<const float4*>(&w_s[j][4 * lane]);
+      const float4 w1 = *reinterpret_cast<const float4*>(&w_s[j][128 + 4 * lane]);
+      const float w[8] = {w0.x, w0.y, w0.z, w0.w, w1.x, w1.y, w1.z, w1.w};
+#pragma unroll
+      for (int i = 0; i < kR; ++i) {
+        const float a = a_s[warp + kWarps * i][j];
+#pragma unroll
+        for (int k = 0; k < 8; ++k) s[i][k] = fma_ftz(a, w[k], s[i][k]);
+      }
+    }
+  };
+
+  if (total > 0 || kEpi != kOutlierInPlace) {
+    if (cached && total > 0) gather_w(static_cast<int>(total));
+    for (int64_t m0 = static_cast<int64_t>(blockIdx.y) * kEpiRows; m0 < M;
+         m0 += static_cast<int64_t>(gridDim.y) * kEpiRows) {
+      float s[kR][8];
+#pragma unroll
+      for (int i = 0; i < kR; ++i)
+#pragma unroll
+        for (int k = 0; k < 8; ++k) s[i][k] = 0.0f;
+      if (cached) {
+        if (total > 0) accumulate(s, m0, static_cast<int>(total));
+      } else {
+        for_each_flag_span<kEpiThreads, kL>(K, flag, col_s, scratch, [&](int n) {
+          gather_w(n);
+          accumulate(s, m0, n);
+        });
+      }
+#pragma unroll
+      for (int i = 0; i < kR; ++i) {
+        const int64_t m = m0 + warp + kWarps * i;
+        if (m >= M) continue;
+        const float rs = kEpi != kOutlierInPlace ? row_stats[m] : 0.0f;
+#pragma unroll
+        for (int h = 0; h < 2; ++h) {
+          const int64_t n = n0 + 128 * h + 4 * lane, e = m * N + n;
+          if (n >= N) continue;
+          const int live = N - n < 4 ? static_cast<int>(N - n) : 4;
+          const bool v4 = vec && live == 4;
+          typename Elem<D>::T r[4];
+          if constexpr (kEpi == kOutlierInPlace) {
+            float o[4];
+            if (v4) {
+              if constexpr (D == kF32) {
+                const float4 f = *reinterpret_cast<const float4*>(static_cast<const float*>(out) + e);
+                o[0] = f.x, o[1] = f.y, o[2] = f.z, o[3] = f.w;
+              } else {
+                const uint2 u = *reinterpret_cast<const uint2*>(static_cast<const uint16_t*>(out) + e);
+                const uint16_t b[4] = {static_cast<uint16_t>(u.x & 0xffffu), static_cast<uint16_t>(u.x >> 16),
+                                       static_cast<uint16_t>(u.y & 0xffffu), static_cast<uint16_t>(u.y >> 16)};
+#pragma unroll
+                for (int k = 0; k < 4; ++k) o[k] = load_f32<D>(b, k);
+              }
+            } else {
+#pragma unroll
+              for (int k = 0; k < 4; ++k) o[k] = k < live ? load_f32<D>(out, e + k) : 0.0f;
+            }
+#pragma unroll
+            for (int k = 0; k < 4; ++k) r[k] = elem_of<D>(gpu_add_ftz(o[k], round_to<D>(s[i][4 * h + k])));
+          } else {
+            int32_t c[4];
+            float cs[4];
+            if (v4) {
+              const int4 ci = *reinterpret_cast<const int4*>(C + e);
+              const float4 sc = *reinterpret_cast<const float4*>(SCB + n);
+              c[0] = ci.x, c[1] = ci.y, c[2] = ci.z, c[3] = ci.w;
+              cs[0] = sc.x, cs[1] = sc.y, cs[2] = sc.z, cs[3] = sc.w;
+            } else {
+#pragma unroll
+              for (int k = 0; k < 4; ++k) {
+                c[k] = k < live ? C[e + k] : 0;
+                cs[k] = k < live ? SCB[n + k] : 0.0f;
+              }
+            }
+#pragma unroll
+            for (int k = 0; k < 4; ++k) {
+              const uint16_t d = dequant_f16<D, kEpi == kOutlierDequantBias>(c[k], rs, cs[k], bias, n + k < N ? n + k : n);
+              r[k] = total > 0 ? elem_of<D>(gpu_add_ftz(f16_as<D>(d), round_to<D>(s[i][4 * h + k])))
+                               : elem_of_f16<D>(d);
+            }
+          }
+          store4<D>(out, e, r, v4, live);
+        }
+      }
+    }
+  }
+
+  end_outlier_step<kEpiThreads, kL>(flag, K, total, columns, count, col_s, scratch, &last_s);
 }
 
 // The outlier sums for a kernel whose block owns rows n0 .. n0 + R - 1 of out for all M <= kM

@@ -48,15 +48,23 @@ unsigned grid_of(int64_t blocks, int64_t cap) {
 // With outliers and more than one row, outlier_columns_kernel zeroes the outlier columns of q;
 // given `flags`, it also writes the column flags there and 0 to *arrivals (the kernel that
 // takes bnb_int8_linear_outliers' outlier step reads both).
+// row_quant_kernel (row_flags: the outlier flags written into them as well).
+template <int D>
+bnb_status_t launch_row_quant(const GpuContext& ctx, int64_t rows, int64_t cols, const void* A, bool outliers,
+                              float t, int8_t* q, float* row_stats, int32_t* row_flags, gpuStream_t stream) {
+  constexpr int kThreads = 256;
+  const unsigned grid = grid_of(rows, int64_t{ctx.sm_count} * 16);
+  const bool vec = cols % 16 == 0 && aligned16(A) && aligned16(q);
+  row_quant_kernel<D, kThreads><<<grid, kThreads, 0, stream>>>(A, rows, cols, outliers, t, q, row_stats, vec,
+                                                                row_flags);
+  return check_launch("int8 row_quant_kernel");
+}
+
 template <int D>
 bnb_status_t launch_vectorwise_quant(const GpuContext& ctx, int64_t rows, int64_t cols, const void* A,
                                      bool outliers, float t, int8_t* q, float* row_stats, int32_t* flags,
                                      int64_t* arrivals, gpuStream_t stream) {
-  constexpr int kThreads = 256;
-  const unsigned grid = grid_of(rows, int64_t{ctx.sm_count} * 16);
-  const bool vec = cols % 16 == 0 && aligned16(A) && aligned16(q);
-  row_quant_kernel<D, kThreads><<<grid, kThreads, 0, stream>>>(A, rows, cols, outliers, t, q, row_stats, vec);
-  bnb_status_t st = check_launch("int8 row_quant_kernel");
+  bnb_status_t st = launch_row_quant<D>(ctx, rows, cols, A, outliers, t, q, row_stats, nullptr, stream);
   if (st != BNB_SUCCESS || !outliers || rows == 1) return st;  // one row: its outliers are already 0
   outlier_columns_kernel<D><<<static_cast<unsigned>((cols + 31) / 32), dim3(32, 32), 0, stream>>>(
       A, rows, cols, t, q, flags, arrivals);
@@ -736,6 +744,81 @@ bnb_status_t launch_outlier_product(dim3 grid, int epi, const void* A, const int
   return check_launch("int8 outlier_product_kernel");
 }
 
+// BNB_INT8_OUTLIER_TILED=1: bnb_int8_linear_outliers as linear_outliers_tiled (A/B measurements
+// before it becomes the default).
+bool outlier_tiled() {
+  static const bool on = env_on("BNB_INT8_OUTLIER_TILED");
+  return on;
+}
+
+template <int D, bool kRowFlags>
+bnb_status_t launch_outlier_epilogue(dim3 grid, int epi, const void* A, const int8_t* W, const float* SCB, float t,
+                                     int32_t* columns, int64_t* count, int64_t M, int64_t N, int64_t K,
+                                     const int32_t* C, const float* row_stats, const void* bias, void* out, bool vec,
+                                     gpuStream_t s) {
+  const auto kernel = epi == kOutlierDequantBias ? outlier_epilogue_kernel<D, kRowFlags, kOutlierDequantBias>
+                      : epi == kOutlierDequant   ? outlier_epilogue_kernel<D, kRowFlags, kOutlierDequant>
+                                                 : outlier_epilogue_kernel<D, kRowFlags, kOutlierInPlace>;
+  kernel<<<grid, kEpiThreads, 0, s>>>(A, W, SCB, t, columns, count, M, N, K, C, row_stats, bias, out, vec);
+  return check_launch("int8 outlier_epilogue_kernel");
+}
+
+// bnb_int8_linear_outliers with the outlier step after the product in one tiled pass
+// (outlier_epilogue_kernel). More than one row: the flags are cleared, the quantization writes
+// them (row_quant_kernel) and zero_outlier_columns_kernel zeroes those columns of q (and *count
+// for the step's block count); one row: the outlier elements are q's only zeros to write, and
+// the step finds the columns in A's row. Then int8_mma_rows_kernel (dequantized into out; the step
+// adds in place) or op_matmul's int32 product (the step dequantizes it).
+bnb_status_t linear_outliers_tiled(void* impl, int32_t dtype, int64_t M, int64_t N, int64_t K, const void* A,
+                                   float threshold, const int8_t* W, const float* SCB, const void* bias, int8_t* q,
+                                   float* row_stats, int32_t* C, int32_t* columns, int64_t* count, void* out,
+                                   void* stream) {
+  const GpuContext& ctx = ctx_of(impl);
+  DeviceGuard guard(ctx.device);
+  const auto s = static_cast<gpuStream_t>(stream);
+  const float t = round_to_dtype(dtype, threshold);
+  const bool rows = M > 1;
+  bnb_status_t st = BNB_SUCCESS;
+  if (rows) st = check(gpuMemsetAsync(columns, 0, static_cast<size_t>(K) * sizeof *columns, s), "clearing the outlier flags");
+  if (st != BNB_SUCCESS) return st;
+  st = with_dtype(dtype, "int8_linear_outliers", [&](auto d) {
+    return launch_row_quant<decltype(d)::value>(ctx, M, K, A, true, t, q, row_stats, rows ? columns : nullptr, s);
+  });
+  if (st != BNB_SUCCESS) return st;
+  if (rows) {
+    zero_outlier_columns_kernel<<<grid_of(ceil_div(M, int64_t{kZeroRows}), INT32_MAX), kZeroThreads, 0, s>>>(
+        columns, M, K, q, count);
+    st = check_launch("int8 zero_outlier_columns_kernel");
+    if (st != BNB_SUCCESS) return st;
+  }
+  int epi = kOutlierInPlace;
+  if (mma_rows_fit(ctx, M, N, K, q, W)) {
+    st = with_dtype(dtype, "int8_linear_outliers", [&](auto d) {
+      constexpr int D = decltype(d)::value;
+      return bias != nullptr
+                 ? launch_mma_rows<D, true>(ctx, true, M, N, K, q, W, C, row_stats, SCB, bias, out, nullptr, s)
+                 : launch_mma_rows<D, false>(ctx, true, M, N, K, q, W, C, row_stats, SCB, bias, out, nullptr, s);
+    });
+  } else {
+    st = op_matmul(impl, M, N, K, q, W, C, stream);
+    epi = bias != nullptr ? kOutlierDequantBias : kOutlierDequant;
+  }
+  if (st != BNB_SUCCESS) return st;
+  const int64_t n_tiles = ceil_div(N, int64_t{kEpiCols});
+  const dim3 grid(grid_of(n_tiles, INT32_MAX),
+                  grid_of(std::min(ceil_div(int64_t{ctx.sm_count} * kEpiBlocksPerSm, n_tiles),
+                                   ceil_div(M, int64_t{kEpiRows})),
+                          65535));
+  const bool vec = N % 4 == 0 && aligned16(out) && aligned16(SCB) && (epi == kOutlierInPlace || aligned16(C));
+  return with_dtype(dtype, "int8_linear_outliers", [&](auto d) {
+    constexpr int D = decltype(d)::value;
+    return rows ? launch_outlier_epilogue<D, false>(grid, epi, A, W, SCB, t, columns, count, M, N, K, C, row_stats,
+                                                    bias, out, vec, s)
+                : launch_outlier_epilogue<D, true>(grid, epi, A, W, SCB, t, columns, count, M, N, K, C, row_stats,
+                                                   bias, out, vec, s);
+  });
+}
+
 // bnb_int8_linear_outliers: bnb_int8_linear's kernels taking the outlier step along where they
 // can (linear()), else outlier_product_kernel after them; either writes the column list and the
 // count. With more than one row, the quantization's outlier_columns_kernel writes the column
@@ -754,6 +837,10 @@ bnb_status_t op_linear_outliers(void* impl, int32_t dtype, int64_t M, int64_t N,
     const bnb_status_t st = op_linear(impl, dtype, M, N, K, A, threshold, W, SCB, bias, q, row_stats, C, out, stream);
     if (st != BNB_SUCCESS) return st;
     return check(gpuMemsetAsync(count, 0, sizeof *count, s), "writing the outlier count");
+  }
+  if (outlier_tiled()) {
+    return linear_outliers_tiled(impl, dtype, M, N, K, A, threshold, W, SCB, bias, q, row_stats, C, columns, count,
+                                 out, stream);
   }
   const OutlierStep os{A, round_to_dtype(dtype, threshold), columns, count};
   OutlierLeft left = OutlierLeft::kNothing;

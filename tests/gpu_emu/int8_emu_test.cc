@@ -62,6 +62,10 @@ struct float4 {
   float x, y, z, w;
 };
 inline float4 make_float4(float a, float b, float c, float d) { return {a, b, c, d}; }
+struct uint2 {
+  uint32_t x, y;
+};
+inline uint2 make_uint2(uint32_t a, uint32_t b) { return {a, b}; }
 
 namespace bnb {
 namespace gpu {
@@ -198,13 +202,25 @@ void check_row_quant_runs(int64_t rows, int64_t cols, uint64_t seed) {
     std::vector<float> stats_vec(static_cast<size_t>(rows), -1.0f), stats_one(static_cast<size_t>(rows), -2.0f);
     std::memset(q_vec, 0x55, sizeof q_vec);
     std::memset(q_one, 0x77, sizeof q_one);
+    // With a threshold, the flags of the columns holding an |x| >= t (the others keep their 0).
+    std::vector<int32_t> flags_vec(static_cast<size_t>(cols), 0), flags_one = flags_vec, want_flags = flags_vec;
+    int32_t* fv = t > 0.0f ? flags_vec.data() : nullptr;
+    int32_t* fo = t > 0.0f ? flags_one.data() : nullptr;
     launch(static_cast<unsigned>(rows), 1, kThreads, 1, [&] {
-      row_quant_kernel<kF16, kThreads>(a.data(), rows, cols, t > 0.0f, t, q_vec, stats_vec.data(), true);
+      row_quant_kernel<kF16, kThreads>(a.data(), rows, cols, t > 0.0f, t, q_vec, stats_vec.data(), true, fv);
     });
     launch(static_cast<unsigned>(rows), 1, kThreads, 1, [&] {
-      row_quant_kernel<kF16, kThreads>(a.data(), rows, cols, t > 0.0f, t, q_one, stats_one.data(), false);
+      row_quant_kernel<kF16, kThreads>(a.data(), rows, cols, t > 0.0f, t, q_one, stats_one.data(), false, fo);
     });
     EXPECT_EQ(std::memcmp(q_vec, q_one, static_cast<size_t>(rows * cols)), 0);
+    if (t > 0.0f) {
+      for (int64_t i = 0; i < rows * cols; ++i) {
+        if (std::fabs(bnb::f16_to_f32(a[static_cast<size_t>(i)])) >= t) want_flags[static_cast<size_t>(i % cols)] = 1;
+      }
+      EXPECT_EQ(std::count(want_flags.begin(), want_flags.end(), 1), 3);
+    }
+    EXPECT_EQ(flags_vec, want_flags);
+    EXPECT_EQ(flags_one, want_flags);
     EXPECT_EQ(q_vec[rows * cols], 0x55);  // nothing written past the rows
     for (int64_t r = 0; r < rows; ++r) {
       float m = 0.0f;
@@ -235,11 +251,15 @@ TEST(Int8KernelsOnHost, RowQuantRunsMatchOneElementSteps) {
 // against the CPU backend's int8_mm_dequant. kR > 0: instead of outlier_product_kernel,
 // block_outlier_sums for blocks of kR rows of W and kM rows of A (M <= kM), as
 // int8_mm_rows_kernel runs it, and its epilogue's use of the sums (grid gx x 1, every n).
-template <int D, int kEpi, int kR = 0, int kM = 0>
-void check_outlier_step(int64_t M, int64_t N, int64_t K, int64_t n_cols, unsigned gx, unsigned gy, uint64_t seed) {
-  SCOPED_TRACE(testing::Message() << "D " << D << " epilogue " << kEpi << " rows " << kR << " x " << kM << " M " << M
-                                  << " N " << N << " K " << K << " columns " << n_cols << " grid " << gx << " x "
-                                  << gy);
+// kTiled: the path of BNB_INT8_OUTLIER_TILED instead (M > 1: the flags as row_quant_kernel writes
+// them, zero_outlier_columns_kernel, then outlier_epilogue_kernel on gx = its column tiles x gy
+// blocks, vec as given).
+template <int D, int kEpi, int kR = 0, int kM = 0, bool kTiled = false>
+void check_outlier_step(int64_t M, int64_t N, int64_t K, int64_t n_cols, unsigned gx, unsigned gy, uint64_t seed,
+                        bool vec = false) {
+  SCOPED_TRACE(testing::Message() << "D " << D << " epilogue " << kEpi << " rows " << kR << " x " << kM << " tiled "
+                                  << kTiled << " vec " << vec << " M " << M << " N " << N << " K " << K
+                                  << " columns " << n_cols << " grid " << gx << " x " << gy);
   using T = typename Elem<D>::T;
   std::mt19937_64 rng(seed);
   std::normal_distribution<float> normal(0.0f, 1.0f);
@@ -299,7 +319,27 @@ void check_outlier_step(int64_t M, int64_t N, int64_t K, int64_t n_cols, unsigne
       }
     }
   };
-  if (M > 1) {
+  const auto tiled_kernel = [&] {
+    const auto kernel = M > 1 ? outlier_epilogue_kernel<D, false, kEpi> : outlier_epilogue_kernel<D, true, kEpi>;
+    kernel(A.data(), W.data(), scb.data(), t, columns.data(), &count, M, N, K, C.data(), row_stats.data(), bias.data(),
+           got.data(), vec);
+  };
+  if (kTiled && M > 1) {
+    std::vector<int8_t> q(static_cast<size_t>(M * K), 5);
+    std::vector<int32_t> flags(static_cast<size_t>(K), 0);
+    for (const int32_t c : want_cols) flags[static_cast<size_t>(c)] = 1;
+    columns = flags;
+    launch(static_cast<unsigned>((M + kZeroRows - 1) / kZeroRows), 1, kZeroThreads, 1,
+           [&] { zero_outlier_columns_kernel(columns.data(), M, K, q.data(), &count); });
+    ASSERT_EQ(count, 0);
+    ASSERT_EQ(columns, flags);
+    for (int64_t i = 0; i < M * K; ++i) {
+      ASSERT_EQ(q[static_cast<size_t>(i)], flags[static_cast<size_t>(i % K)] ? 0 : 5) << "q element " << i;
+    }
+    launch(gx, gy, kEpiThreads, 1, tiled_kernel);
+  } else if (kTiled) {
+    launch(gx, gy, kEpiThreads, 1, tiled_kernel);
+  } else if (M > 1) {
     std::vector<int8_t> q(static_cast<size_t>(M * K), 5);
     launch(static_cast<unsigned>((K + 31) / 32), 1, 32, 4,
            [&] { outlier_columns_kernel<D>(A.data(), M, K, t, q.data(), columns.data(), &count); });
@@ -365,6 +405,31 @@ TEST(Int8KernelsOnHost, OutlierStepMatchesCpu) {
     check_outlier_step<kBF16, kOutlierDequantBias>(c[0], c[1], c[2], c[3], gx, gy, ++seed);
     check_outlier_step<kF32, kOutlierDequant>(c[0], c[1], c[2], c[3], gx, gy, ++seed);
     check_outlier_step<kF32, kOutlierDequantBias>(c[0], c[1], c[2], c[3], gx, gy, ++seed);
+  }
+}
+
+// outlier_epilogue_kernel (BNB_INT8_OUTLIER_TILED): {M, N, K, outlier columns, grid y}, each with
+// 16-byte accesses where N % 4 == 0 and one element at a time: tails in M (row steps of kEpiRows)
+// and N (column tiles of kEpiCols, a last group of fewer than 4); more row steps than blocks;
+// more outlier columns than the block keeps (kEpiList: spans); one row (flags from A's row); none;
+// every column an outlier.
+TEST(Int8KernelsOnHost, OutlierEpilogueMatchesCpu) {
+  static_assert(kEpiList == 32 && kEpiRows == 32 && kEpiCols == 256, "the cases below straddle them");
+  const int64_t cases[][5] = {{70, 300, 200, 20, 2}, {33, 258, 100, 33, 1}, {5, 20, 64, 64, 1},
+                              {40, 10, 90, 0, 1},    {1, 260, 300, 7, 1},   {1, 12, 70, 40, 1},
+                              {2, 8, 16500, 9, 1},   {1, 6, 40, 0, 1}};
+  uint64_t seed = 900;
+  for (const auto& c : cases) {
+    const auto gx = static_cast<unsigned>((c[1] + kEpiCols - 1) / kEpiCols), gy = static_cast<unsigned>(c[4]);
+    for (const bool vec : {false, true}) {
+      if (vec && c[1] % 4 != 0) continue;
+      check_outlier_step<kF16, kOutlierInPlace, 0, 0, true>(c[0], c[1], c[2], c[3], gx, gy, ++seed, vec);
+      check_outlier_step<kBF16, kOutlierDequant, 0, 0, true>(c[0], c[1], c[2], c[3], gx, gy, ++seed, vec);
+      check_outlier_step<kF32, kOutlierDequantBias, 0, 0, true>(c[0], c[1], c[2], c[3], gx, gy, ++seed, vec);
+      check_outlier_step<kF16, kOutlierDequantBias, 0, 0, true>(c[0], c[1], c[2], c[3], gx, gy, ++seed, vec);
+      check_outlier_step<kBF16, kOutlierInPlace, 0, 0, true>(c[0], c[1], c[2], c[3], gx, gy, ++seed, vec);
+      check_outlier_step<kF32, kOutlierInPlace, 0, 0, true>(c[0], c[1], c[2], c[3], gx, gy, ++seed, vec);
+    }
   }
 }
 

@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# One device call for issue 20's outlier step (carry .gpu_carry after scripts/gpu/full.sh build):
+# the int8 GPU tests on the default path and on BNB_INT8_OUTLIER_TILED=1, then the threshold-6
+# layer (0.5 % outlier columns) with each, interleaved, and per-kernel GPU times (ncu) of the tiled
+# path. Logs and JSON go into one archive under $OUT.
+set -u
+source scripts/gpu/nvidia_libs.sh
+export LD_LIBRARY_PATH=$PWD/.gpu_carry/lib$(nvidia_lib_path)
+B=.gpu_carry/bin
+O=/tmp/int8_out; rm -rf $O; mkdir -p $O
+trap 'cd /tmp && tar czf $OUT/int8_outliers.tgz int8_out' EXIT
+nvidia-smi --query-gpu=name,driver_version --format=csv,noheader | tee $O/gpu.txt
+for v in 0 1; do echo "== BNB_INT8_OUTLIER_TILED=$v"
+  BNB_INT8_OUTLIER_TILED=$v timeout 60 $B/bnb_gpu_tests --gtest_filter='Int8Gpu.*' 2>&1 | grep -E "FAILED|PASSED|OK \]" | tail -12
+  BNB_INT8_OUTLIER_TILED=$v timeout 90 $B/bnb_tests --gtest_filter='*Int8*cuda*:*Int8*Outlier*' 2>&1 | grep -E "FAILED|PASSED" | tail -6
+done 2>&1 | tee $O/tests.log
+for round in 1 2; do for v in 0 1; do echo "== round $round BNB_INT8_OUTLIER_TILED=$v"
+  BNB_INT8_OUTLIER_TILED=$v timeout 60 $B/bnb_bench_int8_cuda --m 1,16,256,2048 --threshold 6 --outlier-fraction 0.005 \
+    --json $O/t6_tiled${v}_$round.json 2>&1 | tail -9
+done; done 2>&1 | tee $O/bench.log
+for M in 16 256 2048; do
+  BNB_INT8_OUTLIER_TILED=1 timeout 60 ncu --clock-control none -k 'regex:outlier_epilogue|zero_outlier' \
+    --metrics gpu__time_duration.sum,launch__grid_size,launch__registers_per_thread --csv --page raw -c 30 \
+    $B/bnb_bench_int8_cuda --m $M --nk 4096 --reps 1 --threshold 6 > $O/ncu_tiled_m$M.csv 2>&1
+done
+echo done
