@@ -18,9 +18,16 @@ for round in 1 2; do for v in 0 1; do echo "== round $round BNB_INT8_OUTLIER_TIL
   BNB_INT8_OUTLIER_TILED=$v timeout 60 $B/bnb_bench_int8_cuda --m 1,16,256,2048 --threshold 6 --outlier-fraction 0.005 \
     --json $O/t6_tiled${v}_$round.json 2>&1 | tail -9
 done; done 2>&1 | tee $O/bench.log
-for M in 16 256 2048; do
+for M in 1 16 256 2048; do
   BNB_INT8_OUTLIER_TILED=1 timeout 60 ncu --clock-control none -k 'regex:outlier_epilogue|zero_outlier' \
     --metrics gpu__time_duration.sum,launch__grid_size,launch__registers_per_thread --csv --page raw -c 30 \
     $B/bnb_bench_int8_cuda --m $M --nk 4096 --reps 1 --threshold 6 > $O/ncu_tiled_m$M.csv 2>&1
 done
+# The CUTLASS sm90 int8 GEMM with the dequantization in its epilogue (bench/int8/bench_int8_cutlass.cu,
+# built with -DBNB_BUILD_INT8_CUTLASS=ON and copied into .gpu_carry/bin), when it is there.
+if [ -x $B/bnb_bench_int8_cutlass ]; then
+  timeout 150 $B/bnb_bench_int8_cutlass --m 64,128,256,512,1024,2048 --nk 4096,8192 --reps 20 \
+    --json $O/int8_cutlass.json > $O/int8_cutlass.log 2>&1; echo "cutlass rc $?" >> $O/int8_cutlass.log
+  tail -40 $O/int8_cutlass.log
+fi
 echo done

@@ -17,14 +17,46 @@ namespace gpu {
 namespace int8 {
 
 
+// A value of dtype D's storage as binary32 (exact).
+template <int D>
+__device__ __forceinline__ float f32_of(typename Elem<D>::T v) {
+  if constexpr (D == kF32) {
+    return v;
+  } else if constexpr (D == kF16) {
+    return __half2float(__ushort_as_half(v));
+  } else {
+    return __uint_as_float(static_cast<uint32_t>(v) << 16);
+  }
+}
+
 template <int D>
 __device__ __forceinline__ float load_f32(const void* p, int64_t i) {
+  return f32_of<D>(static_cast<const typename Elem<D>::T*>(p)[i]);
+}
+
+// Four consecutive elements of dtype D at p (16-byte aligned for fp32, 8-byte else) as binary32,
+// in one load; store4 stores four as D's storage the same way.
+template <int D>
+__device__ __forceinline__ void load4(const void* p, float (&v)[4]) {
   if constexpr (D == kF32) {
-    return static_cast<const float*>(p)[i];
-  } else if constexpr (D == kF16) {
-    return __half2float(static_cast<const __half*>(p)[i]);
+    const float4 f = *static_cast<const float4*>(p);
+    v[0] = f.x, v[1] = f.y, v[2] = f.z, v[3] = f.w;
   } else {
-    return __uint_as_float(static_cast<uint32_t>(static_cast<const uint16_t*>(p)[i]) << 16);
+    const uint2 u = *static_cast<const uint2*>(p);
+    v[0] = f32_of<D>(static_cast<uint16_t>(u.x & 0xffffu));
+    v[1] = f32_of<D>(static_cast<uint16_t>(u.x >> 16));
+    v[2] = f32_of<D>(static_cast<uint16_t>(u.y & 0xffffu));
+    v[3] = f32_of<D>(static_cast<uint16_t>(u.y >> 16));
+  }
+}
+
+template <int D>
+__device__ __forceinline__ void store4(void* p, const typename Elem<D>::T (&v)[4]) {
+  if constexpr (D == kF32) {
+    *static_cast<float4*>(p) = make_float4(v[0], v[1], v[2], v[3]);
+  } else {
+    *static_cast<uint2*>(p) = make_uint2(v[0] | (static_cast<uint32_t>(v[1]) << 16),
+                                         v[2] | (static_cast<uint32_t>(v[3]) << 16));
   }
 }
 
@@ -172,15 +204,17 @@ __device__ __forceinline__ void store_codes16(const float (&v)[16], float s, boo
 // vec (cols % 16 == 0, A and q 16-byte aligned): runs of 16 elements a thread with 16-byte loads
 // and stores (a 4096-wide fp16 row is one run a thread: the row's loads all in flight at once);
 // else one element a thread per step. The max does not depend on the order: the same codes.
-// flags (non-null, with outliers): flags[c] = 1 for every column holding an |x| >= t (the caller
-// zeroed them; the other flags are left as they are).
+// flag_bits (non-null, with outliers): bit c % 32 of word c / 32 set for every column c holding an
+// |x| >= t (the caller cleared them), and block 0 writes *arrivals = 0 for the outlier step after
+// it (outlier_epilogue_kernel).
 template <int D, int kThreads>
 __global__ void __launch_bounds__(kThreads)
     row_quant_kernel(const void* __restrict__ A, int64_t rows, int64_t cols, bool outliers, float t,
                      int8_t* __restrict__ q, float* __restrict__ row_stats, bool vec,
-                     int32_t* __restrict__ flags) {
+                     uint32_t* __restrict__ flag_bits, int64_t* __restrict__ arrivals) {
   __shared__ float smem[kThreads / kWarpSize];
   grid_dependents_may_launch();  // a dependent product waits for this grid's end anyway
+  if (arrivals != nullptr && blockIdx.x == 0 && threadIdx.x == 0) *arrivals = 0;
   const int64_t step = vec ? int64_t{kThreads} * 16 : kThreads;
   const int64_t first = vec ? int64_t{threadIdx.x} * 16 : threadIdx.x;
   for (int64_t r = blockIdx.x; r < rows; r += gridDim.x) {
@@ -205,18 +239,18 @@ __global__ void __launch_bounds__(kThreads)
         float v[16];
         load_run16<D>(A, base + c, true, v);  // (the first pass brought the row into L1)
         store_codes16(v, s, outliers, t, q + base + c);
-        if (flags != nullptr) {
+        if (flag_bits != nullptr) {  // c % 16 == 0: the run's 16 bits lie in one word
+          uint32_t bits = 0;
 #pragma unroll
-          for (int e = 0; e < 16; ++e) {
-            if (fabsf(v[e]) >= t) flags[c + e] = 1;
-          }
+          for (int e = 0; e < 16; ++e) bits |= (fabsf(v[e]) >= t ? 1u : 0u) << e;
+          if (bits != 0) atomicOr(flag_bits + c / 32, bits << (c % 32));
         }
       }
     } else {
       for (int64_t c = first; c < cols; c += step) {
         const float x = load_f32<D>(A, base + c);
         q[base + c] = static_cast<int8_t>(quant_code(x, s, outliers, t));
-        if (flags != nullptr && fabsf(x) >= t) flags[c] = 1;
+        if (flag_bits != nullptr && fabsf(x) >= t) atomicOr(flag_bits + c / 32, 1u << (c % 32));
       }
     }
   }
@@ -249,26 +283,22 @@ __global__ void outlier_columns_kernel(const void* __restrict__ A, int64_t rows,
   if (flags != nullptr && threadIdx.y == 0) flags[c] = hit[threadIdx.x];
 }
 
-// bnb_int8_linear_outliers with more than one row, after row_quant_kernel wrote the flags: every
-// element of q [rows, cols] in a flagged column set to 0, a block per kZeroRows rows (each walks
-// all the flags, four a thread at a time); block 0 writes *arrivals = 0 for the outlier step after
-// it (publish_outlier_columns).
+// bnb_int8_linear_outliers with more than one row, after row_quant_kernel wrote the flag bits:
+// every element of q [rows, cols] in a flagged column set to 0, a block per kZeroRows rows (each
+// reads all the flag words, a thread per word).
 constexpr int kZeroRows = 64;
 constexpr int kZeroThreads = 256;
 
 __global__ void __launch_bounds__(kZeroThreads)
-    zero_outlier_columns_kernel(const int32_t* __restrict__ flags, int64_t rows, int64_t cols,
-                                int8_t* __restrict__ q, int64_t* __restrict__ arrivals) {
+    zero_outlier_columns_kernel(const uint32_t* __restrict__ flag_bits, int64_t rows, int64_t cols,
+                                int8_t* __restrict__ q) {
   grid_dependents_may_launch();  // a dependent product waits for this grid's end anyway
-  if (blockIdx.x == 0 && threadIdx.x == 0) *arrivals = 0;
   const int64_t r0 = static_cast<int64_t>(blockIdx.x) * kZeroRows;
   const int64_t r1 = r0 + kZeroRows < rows ? r0 + kZeroRows : rows;
-  for (int64_t c0 = int64_t{threadIdx.x} * 4; c0 < cols; c0 += int64_t{kZeroThreads} * 4) {
-#pragma unroll
-    for (int i = 0; i < 4; ++i) {
-      if (c0 + i < cols && flags[c0 + i] != 0) {
-        for (int64_t r = r0; r < r1; ++r) q[r * cols + c0 + i] = 0;
-      }
+  for (int64_t w = threadIdx.x; w * 32 < cols; w += kZeroThreads) {
+    for (uint32_t b = flag_bits[w]; b != 0; b &= b - 1) {
+      const int64_t c = w * 32 + (__ffs(static_cast<int>(b)) - 1);
+      for (int64_t r = r0; r < r1; ++r) q[r * cols + c] = 0;
     }
   }
 }
@@ -760,77 +790,90 @@ __global__ void __launch_bounds__(kOutlierThreads, kOutlierBlocksPerSm)
 }
 
 // The outlier step of bnb_int8_linear_outliers as a tiled epilogue (BNB_INT8_OUTLIER_TILED=1):
-// the same values as outlier_product_kernel (out[m, n] = RN_D(o + RN_D(s)), o in place or
-// dequantized from C here, the flags walked and the list published the same way), with the
-// accesses of a dequantization pass: a block owns kEpiCols columns of out (lane l of every warp
-// the four at 4l and the four at 128 + 4l: 16-byte loads of C and SCB, 8- or 16-byte stores)
-// and walks row steps of kEpiRows rows (warp w the rows w + 8i). Wc for its columns and up to
-// kEpiList outlier columns sits in shared memory, gathered once (a thread per column of out,
-// kEpiGather loads in flight); each row step gathers A over the outlier columns into shared
-// memory. Above kEpiList outlier columns the block walks them a span at a time, gathering Wc again
-// for every row step.
+// the values of outlier_product_kernel (out[m, n] = RN_D(o + RN_D(s)), o in place or dequantized
+// from C here), with the accesses of a dequantization pass. The flags are bits (row_quant_kernel's
+// flag_bits, in `columns`: K <= kEpiMaxK); every block reads them once (a thread per
+// kEpiWordsPerThread consecutive words, in registers) and lists the columns from a block prefix
+// sum; the last block to finish writes the ascending list over the bits and the count to *count
+// (0 on entry: the block counter). A block owns kEpiCols columns of out (lane l of every warp the
+// four at 4l: 16-byte loads of C and SCB) and walks row steps of kEpiRows rows (warp w the rows
+// w + 8i). Wc for its columns and up to kEpiList<D> outlier columns sits in shared memory
+// (in D: RN_D values), gathered once; each row step gathers A over the outlier columns. Above
+// kEpiList<D> outlier columns the block takes them a span at a time, gathering Wc again for every
+// row step.
 constexpr int kEpiThreads = 256;
-constexpr int kEpiCols = 256;
-constexpr int kEpiRowsPerWarp = 4;
+constexpr int kEpiCols = 128;
+constexpr int kEpiRowsPerWarp = 2;
 constexpr int kEpiRows = kEpiRowsPerWarp * kEpiThreads / 32;
-constexpr int kEpiList = 32;
-constexpr int kEpiGather = 8;
-constexpr int kEpiBlocksPerSm = 2;
-
-// Four consecutive elements of out (dtype D) at e (vec: 4-aligned, one store), else one at a time
-// where n + i < N.
+constexpr int kEpiWordsPerThread = 8;
+constexpr int64_t kEpiMaxK = int64_t{kEpiThreads} * kEpiWordsPerThread * 32;
+constexpr int kEpiGather = 16;
+constexpr int kEpiBlocksPerSm = 3;
 template <int D>
-__device__ __forceinline__ void store4(void* __restrict__ out, int64_t e, const typename Elem<D>::T (&v)[4],
-                                       bool vec, int live) {
-  using T = typename Elem<D>::T;
-  if (vec) {
-    if constexpr (D == kF32) {
-      *reinterpret_cast<float4*>(static_cast<float*>(out) + e) = make_float4(v[0], v[1], v[2], v[3]);
-    } else {
-      *reinterpret_cast<uint2*>(static_cast<uint16_t*>(out) + e) =
-          make_uint2(v[0] | (static_cast<uint32_t>(v[1]) << 16), v[2] | (static_cast<uint32_t>(v[3]) << 16));
-    }
-  } else {
-    for (int i = 0; i < live; ++i) static_cast<T*>(out)[e + i] = v[i];
-  }
-}
+constexpr int kEpiList = D == kF32 ? 64 : 128;
 
-template <int D, bool kRowFlags, int kEpi>
+template <int D, int kEpi>
 __global__ void __launch_bounds__(kEpiThreads, kEpiBlocksPerSm)
     outlier_epilogue_kernel(const void* __restrict__ A, const int8_t* __restrict__ W, const float* __restrict__ SCB,
-                            float t, int32_t* columns, int64_t* count, int64_t M, int64_t N, int64_t K,
+                            int32_t* columns, int64_t* count, int64_t M, int64_t N, int64_t K,
                             const int32_t* __restrict__ C, const float* __restrict__ row_stats,
                             const void* __restrict__ bias, void* __restrict__ out, bool vec) {
-  constexpr int kL = kEpiList, kR = kEpiRowsPerWarp, kWarps = kEpiThreads / 32;
-  __shared__ float w_s[kL][kEpiCols];
+  using T = typename Elem<D>::T;
+  constexpr int kL = kEpiList<D>, kR = kEpiRowsPerWarp, kWarps = kEpiThreads / 32, kWpt = kEpiWordsPerThread;
+  alignas(16) __shared__ T w_s[kL][kEpiCols];
   __shared__ float a_s[kEpiRows][kL + 1];
   __shared__ int32_t col_s[kL];
   __shared__ int32_t scratch[kEpiThreads + kEpiThreads / 32];
   __shared__ int32_t last_s;
   const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
-  const OutlierFlag<D> flag{A, t, columns, kRowFlags};
-  const int64_t total = list_outlier_columns<kEpiThreads, kL>(flag, K, columns, col_s, scratch);
-  const bool cached = total <= kL;
   const int64_t n0 = static_cast<int64_t>(blockIdx.x) * kEpiCols;
 
-  // w_s[j][x] = Wc[n0 + x, col_s[j]] for j < n (0 past N): thread x, kEpiGather loads at a time.
+  // The thread's flag words (words w0 .. w0 + kWpt - 1) and how many outlier columns come before them.
+  const int64_t words = (K + 31) / 32, w0 = int64_t{threadIdx.x} * kWpt;
+  uint32_t bits[kWpt];
+  int mine = 0;
+#pragma unroll
+  for (int i = 0; i < kWpt; ++i) {
+    bits[i] = w0 + i < words ? static_cast<const uint32_t*>(static_cast<const void*>(columns))[w0 + i] : 0u;
+    mine += __popc(bits[i]);
+  }
+  const ExclusiveSum sum = block_exclusive_sum<kEpiThreads>(mine, scratch);
+  const int64_t total = sum.total;
+  // Columns j0 .. j0 + kL - 1 of the list into col_s (out[j - j0] = column), returns how many.
+  const auto list_span = [&](int64_t j0, int32_t* dst, int64_t cap) {
+    int64_t j = sum.before;
+#pragma unroll
+    for (int i = 0; i < kWpt; ++i) {
+      for (uint32_t b = bits[i]; b != 0; b &= b - 1, ++j) {
+        if (j >= j0 && j < j0 + cap) dst[j - j0] = static_cast<int32_t>((w0 + i) * 32 + __ffs(static_cast<int>(b)) - 1);
+      }
+    }
+    return total - j0 < cap ? static_cast<int>(total - j0) : static_cast<int>(cap);
+  };
+
+  // w_s[j][x] = Wc[n0 + x, col_s[j]] for j < n (0 past N): two threads a column, kEpiGather loads in flight.
   const auto gather_w = [&](int n) {
     __syncthreads();  // col_s is written, the previous w_s read
-    const int64_t c = n0 + threadIdx.x;
+    const int x = threadIdx.x % kEpiCols, jp = threadIdx.x / kEpiCols;
+    const int64_t c = n0 + x;
     const float scb = c < N ? SCB[c] : 0.0f;
-    for (int j0 = 0; j0 < n; j0 += kEpiGather) {
+    for (int j0 = jp; j0 < n; j0 += 2 * kEpiGather) {
       int8_t w[kEpiGather];
 #pragma unroll
-      for (int i = 0; i < kEpiGather; ++i) w[i] = j0 + i < n && c < N ? W[c * K + col_s[j0 + i]] : int8_t{0};
+      for (int i = 0; i < kEpiGather; ++i) {
+        const int j = j0 + 2 * i;
+        w[i] = j < n && c < N ? W[c * K + col_s[j]] : int8_t{0};
+      }
 #pragma unroll
       for (int i = 0; i < kEpiGather; ++i) {
-        if (j0 + i < n) w_s[j0 + i][threadIdx.x] = c < N ? outlier_weight_of<D>(w[i], scb) : 0.0f;
+        const int j = j0 + 2 * i;
+        if (j < n) w_s[j][x] = elem_of<D>(c < N ? outlier_weight_of<D>(w[i], scb) : 0.0f);
       }
     }
   };
-  // s[i][k] = fma(A[m, col_s[j]], w_s[j][x], s[i][k]) for j = 0 .. n - 1 in turn, m = m0 + warp + 8i,
-  // x = the thread's k-th column (w_s written before the call; the first barrier orders it).
-  const auto accumulate = [&](float (&s)[kR][8], int64_t m0, int n) {
+  // s[i][k] = fma(A[m, col_s[j]], w_s[j][4 lane + k], s[i][k]) for j = 0 .. n - 1 in turn,
+  // m = m0 + warp + 8i (w_s written before the call; the first barrier orders it).
+  const auto accumulate = [&](float (&s)[kR][4], int64_t m0, int n) {
     __syncthreads();  // the previous step's a_s is read
     for (int e = threadIdx.x; e < kEpiRows * n; e += kEpiThreads) {
       const int r = e / n, j = e % n;
@@ -838,95 +881,112 @@ __global__ void __launch_bounds__(kEpiThreads, kEpiBlocksPerSm)
     }
     __syncthreads();
     for (int j = 0; j < n; ++j) {
-      const float4 w0 = *reinterpret_cast<const float4*>(&w_s[j][4 * lane]);
-      const float4 w1 = *reinterpret_cast<const float4*>(&w_s[j][128 + 4 * lane]);
-      const float w[8] = {w0.x, w0.y, w0.z, w0.w, w1.x, w1.y, w1.z, w1.w};
+      float w[4];
+      load4<D>(&w_s[j][4 * lane], w);
 #pragma unroll
       for (int i = 0; i < kR; ++i) {
         const float a = a_s[warp + kWarps * i][j];
 #pragma unroll
-        for (int k = 0; k < 8; ++k) s[i][k] = fma_ftz(a, w[k], s[i][k]);
+        for (int k = 0; k < 4; ++k) s[i][k] = fma_ftz(a, w[k], s[i][k]);
       }
     }
   };
 
+  const bool cached = total <= kL;
   if (total > 0 || kEpi != kOutlierInPlace) {
-    if (cached && total > 0) gather_w(static_cast<int>(total));
+    if (cached && total > 0) {
+      list_span(0, col_s, kL);
+      gather_w(static_cast<int>(total));
+    }
+    const int64_t n = n0 + 4 * lane;
+    const int live = n >= N ? 0 : (N - n < 4 ? static_cast<int>(N - n) : 4);
+    const bool v4 = vec && live == 4;
+    float cs[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+    if constexpr (kEpi != kOutlierInPlace) {
+      if (v4) {
+        const float4 f = *reinterpret_cast<const float4*>(SCB + n);
+        cs[0] = f.x, cs[1] = f.y, cs[2] = f.z, cs[3] = f.w;
+      } else {
+        for (int k = 0; k < live; ++k) cs[k] = SCB[n + k];
+      }
+    }
     for (int64_t m0 = static_cast<int64_t>(blockIdx.y) * kEpiRows; m0 < M;
          m0 += static_cast<int64_t>(gridDim.y) * kEpiRows) {
-      float s[kR][8];
+      // The int8 term's inputs first: their loads overlap the outlier sums.
+      int32_t c[kR][4];
+      float o[kR][4];
+#pragma unroll
+      for (int i = 0; i < kR; ++i) {
+        const int64_t m = m0 + warp + kWarps * i, e = m * N + n;
+#pragma unroll
+        for (int k = 0; k < 4; ++k) c[i][k] = 0, o[i][k] = 0.0f;
+        if (m >= M || live == 0) continue;
+        if constexpr (kEpi == kOutlierInPlace) {
+          if (v4) {
+            load4<D>(static_cast<const T*>(out) + e, o[i]);
+          } else {
+            for (int k = 0; k < live; ++k) o[i][k] = load_f32<D>(out, e + k);
+          }
+        } else {
+          if (v4) {
+            const int4 ci = *reinterpret_cast<const int4*>(C + e);
+            c[i][0] = ci.x, c[i][1] = ci.y, c[i][2] = ci.z, c[i][3] = ci.w;
+          } else {
+            for (int k = 0; k < live; ++k) c[i][k] = C[e + k];
+          }
+        }
+      }
+      float s[kR][4];
 #pragma unroll
       for (int i = 0; i < kR; ++i)
 #pragma unroll
-        for (int k = 0; k < 8; ++k) s[i][k] = 0.0f;
+        for (int k = 0; k < 4; ++k) s[i][k] = 0.0f;
       if (cached) {
         if (total > 0) accumulate(s, m0, static_cast<int>(total));
       } else {
-        for_each_flag_span<kEpiThreads, kL>(K, flag, col_s, scratch, [&](int n) {
-          gather_w(n);
-          accumulate(s, m0, n);
-        });
+        for (int64_t j0 = 0; j0 < total; j0 += kL) {
+          __syncthreads();  // the previous span's col_s is read
+          const int span = list_span(j0, col_s, kL);
+          gather_w(span);
+          accumulate(s, m0, span);
+        }
       }
 #pragma unroll
       for (int i = 0; i < kR; ++i) {
-        const int64_t m = m0 + warp + kWarps * i;
-        if (m >= M) continue;
-        const float rs = kEpi != kOutlierInPlace ? row_stats[m] : 0.0f;
+        const int64_t m = m0 + warp + kWarps * i, e = m * N + n;
+        if (m >= M || live == 0) continue;
+        T r[4];
 #pragma unroll
-        for (int h = 0; h < 2; ++h) {
-          const int64_t n = n0 + 128 * h + 4 * lane, e = m * N + n;
-          if (n >= N) continue;
-          const int live = N - n < 4 ? static_cast<int>(N - n) : 4;
-          const bool v4 = vec && live == 4;
-          typename Elem<D>::T r[4];
+        for (int k = 0; k < 4; ++k) {
           if constexpr (kEpi == kOutlierInPlace) {
-            float o[4];
-            if (v4) {
-              if constexpr (D == kF32) {
-                const float4 f = *reinterpret_cast<const float4*>(static_cast<const float*>(out) + e);
-                o[0] = f.x, o[1] = f.y, o[2] = f.z, o[3] = f.w;
-              } else {
-                const uint2 u = *reinterpret_cast<const uint2*>(static_cast<const uint16_t*>(out) + e);
-                const uint16_t b[4] = {static_cast<uint16_t>(u.x & 0xffffu), static_cast<uint16_t>(u.x >> 16),
-                                       static_cast<uint16_t>(u.y & 0xffffu), static_cast<uint16_t>(u.y >> 16)};
-#pragma unroll
-                for (int k = 0; k < 4; ++k) o[k] = load_f32<D>(b, k);
-              }
-            } else {
-#pragma unroll
-              for (int k = 0; k < 4; ++k) o[k] = k < live ? load_f32<D>(out, e + k) : 0.0f;
-            }
-#pragma unroll
-            for (int k = 0; k < 4; ++k) r[k] = elem_of<D>(gpu_add_ftz(o[k], round_to<D>(s[i][4 * h + k])));
+            r[k] = elem_of<D>(gpu_add_ftz(o[i][k], round_to<D>(s[i][k])));
           } else {
-            int32_t c[4];
-            float cs[4];
-            if (v4) {
-              const int4 ci = *reinterpret_cast<const int4*>(C + e);
-              const float4 sc = *reinterpret_cast<const float4*>(SCB + n);
-              c[0] = ci.x, c[1] = ci.y, c[2] = ci.z, c[3] = ci.w;
-              cs[0] = sc.x, cs[1] = sc.y, cs[2] = sc.z, cs[3] = sc.w;
-            } else {
-#pragma unroll
-              for (int k = 0; k < 4; ++k) {
-                c[k] = k < live ? C[e + k] : 0;
-                cs[k] = k < live ? SCB[n + k] : 0.0f;
-              }
-            }
-#pragma unroll
-            for (int k = 0; k < 4; ++k) {
-              const uint16_t d = dequant_f16<D, kEpi == kOutlierDequantBias>(c[k], rs, cs[k], bias, n + k < N ? n + k : n);
-              r[k] = total > 0 ? elem_of<D>(gpu_add_ftz(f16_as<D>(d), round_to<D>(s[i][4 * h + k])))
-                               : elem_of_f16<D>(d);
-            }
+            const uint16_t d = dequant_f16<D, kEpi == kOutlierDequantBias>(c[i][k], row_stats[m], cs[k], bias,
+                                                                           k < live ? n + k : n);
+            r[k] = total > 0 ? elem_of<D>(gpu_add_ftz(f16_as<D>(d), round_to<D>(s[i][k]))) : elem_of_f16<D>(d);
           }
-          store4<D>(out, e, r, v4, live);
+        }
+        if (v4) {
+          store4<D>(static_cast<T*>(out) + e, r);
+        } else {
+          for (int k = 0; k < live; ++k) static_cast<T*>(out)[e + k] = r[k];
         }
       }
     }
   }
 
-  end_outlier_step<kEpiThreads, kL>(flag, K, total, columns, count, col_s, scratch, &last_s);
+  // The last block to finish writes the list over the flag words (every block has read them).
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    __threadfence();
+    const unsigned long long blocks = static_cast<unsigned long long>(gridDim.x) * gridDim.y;
+    last_s = atomicAdd(reinterpret_cast<unsigned long long*>(count), 1ull) == blocks - 1;
+  }
+  __syncthreads();
+  if (!last_s) return;
+  __threadfence();
+  list_span(0, columns, total);
+  if (threadIdx.x == 0) *count = total;
 }
 
 // The outlier sums for a kernel whose block owns rows n0 .. n0 + R - 1 of out for all M <= kM

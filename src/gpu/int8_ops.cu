@@ -51,12 +51,13 @@ unsigned grid_of(int64_t blocks, int64_t cap) {
 // row_quant_kernel (row_flags: the outlier flags written into them as well).
 template <int D>
 bnb_status_t launch_row_quant(const GpuContext& ctx, int64_t rows, int64_t cols, const void* A, bool outliers,
-                              float t, int8_t* q, float* row_stats, int32_t* row_flags, gpuStream_t stream) {
+                              float t, int8_t* q, float* row_stats, uint32_t* flag_bits, int64_t* arrivals,
+                              gpuStream_t stream) {
   constexpr int kThreads = 256;
   const unsigned grid = grid_of(rows, int64_t{ctx.sm_count} * 16);
   const bool vec = cols % 16 == 0 && aligned16(A) && aligned16(q);
   row_quant_kernel<D, kThreads><<<grid, kThreads, 0, stream>>>(A, rows, cols, outliers, t, q, row_stats, vec,
-                                                                row_flags);
+                                                                flag_bits, arrivals);
   return check_launch("int8 row_quant_kernel");
 }
 
@@ -64,7 +65,7 @@ template <int D>
 bnb_status_t launch_vectorwise_quant(const GpuContext& ctx, int64_t rows, int64_t cols, const void* A,
                                      bool outliers, float t, int8_t* q, float* row_stats, int32_t* flags,
                                      int64_t* arrivals, gpuStream_t stream) {
-  bnb_status_t st = launch_row_quant<D>(ctx, rows, cols, A, outliers, t, q, row_stats, nullptr, stream);
+  bnb_status_t st = launch_row_quant<D>(ctx, rows, cols, A, outliers, t, q, row_stats, nullptr, nullptr, stream);
   if (st != BNB_SUCCESS || !outliers || rows == 1) return st;  // one row: its outliers are already 0
   outlier_columns_kernel<D><<<static_cast<unsigned>((cols + 31) / 32), dim3(32, 32), 0, stream>>>(
       A, rows, cols, t, q, flags, arrivals);
@@ -744,31 +745,30 @@ bnb_status_t launch_outlier_product(dim3 grid, int epi, const void* A, const int
   return check_launch("int8 outlier_product_kernel");
 }
 
-// BNB_INT8_OUTLIER_TILED=1: bnb_int8_linear_outliers as linear_outliers_tiled (A/B measurements
-// before it becomes the default).
-bool outlier_tiled() {
+// BNB_INT8_OUTLIER_TILED=1: bnb_int8_linear_outliers as linear_outliers_tiled where K <= kEpiMaxK
+// (A/B measurements before it becomes the default).
+bool outlier_tiled(int64_t K) {
   static const bool on = env_on("BNB_INT8_OUTLIER_TILED");
-  return on;
+  return on && K <= kEpiMaxK;
 }
 
-template <int D, bool kRowFlags>
-bnb_status_t launch_outlier_epilogue(dim3 grid, int epi, const void* A, const int8_t* W, const float* SCB, float t,
+template <int D>
+bnb_status_t launch_outlier_epilogue(dim3 grid, int epi, const void* A, const int8_t* W, const float* SCB,
                                      int32_t* columns, int64_t* count, int64_t M, int64_t N, int64_t K,
                                      const int32_t* C, const float* row_stats, const void* bias, void* out, bool vec,
                                      gpuStream_t s) {
-  const auto kernel = epi == kOutlierDequantBias ? outlier_epilogue_kernel<D, kRowFlags, kOutlierDequantBias>
-                      : epi == kOutlierDequant   ? outlier_epilogue_kernel<D, kRowFlags, kOutlierDequant>
-                                                 : outlier_epilogue_kernel<D, kRowFlags, kOutlierInPlace>;
-  kernel<<<grid, kEpiThreads, 0, s>>>(A, W, SCB, t, columns, count, M, N, K, C, row_stats, bias, out, vec);
+  const auto kernel = epi == kOutlierDequantBias ? outlier_epilogue_kernel<D, kOutlierDequantBias>
+                      : epi == kOutlierDequant   ? outlier_epilogue_kernel<D, kOutlierDequant>
+                                                 : outlier_epilogue_kernel<D, kOutlierInPlace>;
+  kernel<<<grid, kEpiThreads, 0, s>>>(A, W, SCB, columns, count, M, N, K, C, row_stats, bias, out, vec);
   return check_launch("int8 outlier_epilogue_kernel");
 }
 
 // bnb_int8_linear_outliers with the outlier step after the product in one tiled pass
-// (outlier_epilogue_kernel). More than one row: the flags are cleared, the quantization writes
-// them (row_quant_kernel) and zero_outlier_columns_kernel zeroes those columns of q (and *count
-// for the step's block count); one row: the outlier elements are q's only zeros to write, and
-// the step finds the columns in A's row. Then int8_mma_rows_kernel (dequantized into out; the step
-// adds in place) or op_matmul's int32 product (the step dequantizes it).
+// (outlier_epilogue_kernel): the flag bits (in `columns`) are cleared, the quantization sets them
+// and zeroes *count (row_quant_kernel), with more than one row zero_outlier_columns_kernel zeroes
+// those columns of q; then int8_mma_rows_kernel (dequantized into out; the step adds in place) or
+// op_matmul's int32 product (the step dequantizes it), then the step.
 bnb_status_t linear_outliers_tiled(void* impl, int32_t dtype, int64_t M, int64_t N, int64_t K, const void* A,
                                    float threshold, const int8_t* W, const float* SCB, const void* bias, int8_t* q,
                                    float* row_stats, int32_t* C, int32_t* columns, int64_t* count, void* out,
@@ -777,17 +777,17 @@ bnb_status_t linear_outliers_tiled(void* impl, int32_t dtype, int64_t M, int64_t
   DeviceGuard guard(ctx.device);
   const auto s = static_cast<gpuStream_t>(stream);
   const float t = round_to_dtype(dtype, threshold);
-  const bool rows = M > 1;
-  bnb_status_t st = BNB_SUCCESS;
-  if (rows) st = check(gpuMemsetAsync(columns, 0, static_cast<size_t>(K) * sizeof *columns, s), "clearing the outlier flags");
+  auto* bits = reinterpret_cast<uint32_t*>(columns);
+  bnb_status_t st = check(gpuMemsetAsync(bits, 0, static_cast<size_t>(ceil_div(K, 32)) * sizeof *bits, s),
+                          "clearing the outlier flags");
   if (st != BNB_SUCCESS) return st;
   st = with_dtype(dtype, "int8_linear_outliers", [&](auto d) {
-    return launch_row_quant<decltype(d)::value>(ctx, M, K, A, true, t, q, row_stats, rows ? columns : nullptr, s);
+    return launch_row_quant<decltype(d)::value>(ctx, M, K, A, true, t, q, row_stats, bits, count, s);
   });
   if (st != BNB_SUCCESS) return st;
-  if (rows) {
-    zero_outlier_columns_kernel<<<grid_of(ceil_div(M, int64_t{kZeroRows}), INT32_MAX), kZeroThreads, 0, s>>>(
-        columns, M, K, q, count);
+  if (M > 1) {  // one row: its outlier elements are already 0
+    zero_outlier_columns_kernel<<<grid_of(ceil_div(M, int64_t{kZeroRows}), INT32_MAX), kZeroThreads, 0, s>>>(bits, M,
+                                                                                                            K, q);
     st = check_launch("int8 zero_outlier_columns_kernel");
     if (st != BNB_SUCCESS) return st;
   }
@@ -811,11 +811,8 @@ bnb_status_t linear_outliers_tiled(void* impl, int32_t dtype, int64_t M, int64_t
                           65535));
   const bool vec = N % 4 == 0 && aligned16(out) && aligned16(SCB) && (epi == kOutlierInPlace || aligned16(C));
   return with_dtype(dtype, "int8_linear_outliers", [&](auto d) {
-    constexpr int D = decltype(d)::value;
-    return rows ? launch_outlier_epilogue<D, false>(grid, epi, A, W, SCB, t, columns, count, M, N, K, C, row_stats,
-                                                    bias, out, vec, s)
-                : launch_outlier_epilogue<D, true>(grid, epi, A, W, SCB, t, columns, count, M, N, K, C, row_stats,
-                                                   bias, out, vec, s);
+    return launch_outlier_epilogue<decltype(d)::value>(grid, epi, A, W, SCB, columns, count, M, N, K, C, row_stats,
+                                                       bias, out, vec, s);
   });
 }
 
@@ -838,7 +835,7 @@ bnb_status_t op_linear_outliers(void* impl, int32_t dtype, int64_t M, int64_t N,
     if (st != BNB_SUCCESS) return st;
     return check(gpuMemsetAsync(count, 0, sizeof *count, s), "writing the outlier count");
   }
-  if (outlier_tiled()) {
+  if (outlier_tiled(K)) {
     return linear_outliers_tiled(impl, dtype, M, N, K, A, threshold, W, SCB, bias, q, row_stats, C, columns, count,
                                  out, stream);
   }

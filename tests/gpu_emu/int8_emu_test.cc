@@ -47,6 +47,10 @@ inline int __float2int_rn(float f) { return static_cast<int>(std::nearbyint(f));
 inline float __shfl_xor(float, int, int) { std::abort(); }  // not in the kernels run here
 inline int __popcll(unsigned long long x) { return __builtin_popcountll(x); }
 inline int __ffsll(long long x) { return __builtin_ffsll(x); }
+inline int __ffs(int x) { return __builtin_ffs(x); }
+inline int __popc(unsigned x) { return __builtin_popcount(x); }
+// The threads of a block run at once: a real atomic.
+inline unsigned atomicOr(unsigned* p, unsigned v) { return __atomic_fetch_or(p, v, __ATOMIC_RELAXED); }
 // Blocks run one at a time and only one thread of a block counts it in: a plain add is atomic here.
 inline void __threadfence() {}
 inline unsigned long long atomicAdd(unsigned long long* p, unsigned long long v) {
@@ -202,25 +206,35 @@ void check_row_quant_runs(int64_t rows, int64_t cols, uint64_t seed) {
     std::vector<float> stats_vec(static_cast<size_t>(rows), -1.0f), stats_one(static_cast<size_t>(rows), -2.0f);
     std::memset(q_vec, 0x55, sizeof q_vec);
     std::memset(q_one, 0x77, sizeof q_one);
-    // With a threshold, the flags of the columns holding an |x| >= t (the others keep their 0).
-    std::vector<int32_t> flags_vec(static_cast<size_t>(cols), 0), flags_one = flags_vec, want_flags = flags_vec;
-    int32_t* fv = t > 0.0f ? flags_vec.data() : nullptr;
-    int32_t* fo = t > 0.0f ? flags_one.data() : nullptr;
+    // With a threshold, the flag bits of the columns holding an |x| >= t (the others keep their 0)
+    // and the block counter zeroed.
+    const size_t words = static_cast<size_t>((cols + 31) / 32);
+    std::vector<uint32_t> bits_vec(words, 0), bits_one(words, 0), want_bits(words, 0);
+    int64_t arrivals_vec = 5, arrivals_one = 5;
+    uint32_t* bv = t > 0.0f ? bits_vec.data() : nullptr;
+    uint32_t* bo = t > 0.0f ? bits_one.data() : nullptr;
     launch(static_cast<unsigned>(rows), 1, kThreads, 1, [&] {
-      row_quant_kernel<kF16, kThreads>(a.data(), rows, cols, t > 0.0f, t, q_vec, stats_vec.data(), true, fv);
+      row_quant_kernel<kF16, kThreads>(a.data(), rows, cols, t > 0.0f, t, q_vec, stats_vec.data(), true, bv,
+                                       &arrivals_vec);
     });
     launch(static_cast<unsigned>(rows), 1, kThreads, 1, [&] {
-      row_quant_kernel<kF16, kThreads>(a.data(), rows, cols, t > 0.0f, t, q_one, stats_one.data(), false, fo);
+      row_quant_kernel<kF16, kThreads>(a.data(), rows, cols, t > 0.0f, t, q_one, stats_one.data(), false, bo,
+                                       &arrivals_one);
     });
+    EXPECT_EQ(arrivals_vec, 0);
+    EXPECT_EQ(arrivals_one, 0);
     EXPECT_EQ(std::memcmp(q_vec, q_one, static_cast<size_t>(rows * cols)), 0);
     if (t > 0.0f) {
-      for (int64_t i = 0; i < rows * cols; ++i) {
-        if (std::fabs(bnb::f16_to_f32(a[static_cast<size_t>(i)])) >= t) want_flags[static_cast<size_t>(i % cols)] = 1;
+      int flagged = 0;
+      for (int64_t c = 0; c < cols; ++c) {
+        bool any = false;
+        for (int64_t r = 0; r < rows; ++r) any |= std::fabs(bnb::f16_to_f32(a[static_cast<size_t>(r * cols + c)])) >= t;
+        if (any) want_bits[static_cast<size_t>(c / 32)] |= 1u << (c % 32), ++flagged;
       }
-      EXPECT_EQ(std::count(want_flags.begin(), want_flags.end(), 1), 3);
+      EXPECT_EQ(flagged, 3);
     }
-    EXPECT_EQ(flags_vec, want_flags);
-    EXPECT_EQ(flags_one, want_flags);
+    EXPECT_EQ(bits_vec, want_bits);
+    EXPECT_EQ(bits_one, want_bits);
     EXPECT_EQ(q_vec[rows * cols], 0x55);  // nothing written past the rows
     for (int64_t r = 0; r < rows; ++r) {
       float m = 0.0f;
@@ -251,9 +265,9 @@ TEST(Int8KernelsOnHost, RowQuantRunsMatchOneElementSteps) {
 // against the CPU backend's int8_mm_dequant. kR > 0: instead of outlier_product_kernel,
 // block_outlier_sums for blocks of kR rows of W and kM rows of A (M <= kM), as
 // int8_mm_rows_kernel runs it, and its epilogue's use of the sums (grid gx x 1, every n).
-// kTiled: the path of BNB_INT8_OUTLIER_TILED instead (M > 1: the flags as row_quant_kernel writes
-// them, zero_outlier_columns_kernel, then outlier_epilogue_kernel on gx = its column tiles x gy
-// blocks, vec as given).
+// kTiled: the path of BNB_INT8_OUTLIER_TILED instead: the flag bits as row_quant_kernel writes them
+// (and *count = 0), for M > 1 zero_outlier_columns_kernel, then outlier_epilogue_kernel on gx = its
+// column tiles x gy blocks, vec as given.
 template <int D, int kEpi, int kR = 0, int kM = 0, bool kTiled = false>
 void check_outlier_step(int64_t M, int64_t N, int64_t K, int64_t n_cols, unsigned gx, unsigned gy, uint64_t seed,
                         bool vec = false) {
@@ -319,26 +333,26 @@ void check_outlier_step(int64_t M, int64_t N, int64_t K, int64_t n_cols, unsigne
       }
     }
   };
-  const auto tiled_kernel = [&] {
-    const auto kernel = M > 1 ? outlier_epilogue_kernel<D, false, kEpi> : outlier_epilogue_kernel<D, true, kEpi>;
-    kernel(A.data(), W.data(), scb.data(), t, columns.data(), &count, M, N, K, C.data(), row_stats.data(), bias.data(),
-           got.data(), vec);
-  };
-  if (kTiled && M > 1) {
-    std::vector<int8_t> q(static_cast<size_t>(M * K), 5);
-    std::vector<int32_t> flags(static_cast<size_t>(K), 0);
-    for (const int32_t c : want_cols) flags[static_cast<size_t>(c)] = 1;
-    columns = flags;
-    launch(static_cast<unsigned>((M + kZeroRows - 1) / kZeroRows), 1, kZeroThreads, 1,
-           [&] { zero_outlier_columns_kernel(columns.data(), M, K, q.data(), &count); });
-    ASSERT_EQ(count, 0);
-    ASSERT_EQ(columns, flags);
-    for (int64_t i = 0; i < M * K; ++i) {
-      ASSERT_EQ(q[static_cast<size_t>(i)], flags[static_cast<size_t>(i % K)] ? 0 : 5) << "q element " << i;
+  if (kTiled) {
+    std::vector<uint32_t> bits(static_cast<size_t>((K + 31) / 32), 0);
+    for (const int32_t c : want_cols) bits[static_cast<size_t>(c / 32)] |= 1u << (c % 32);
+    std::memcpy(columns.data(), bits.data(), bits.size() * 4);
+    count = 0;
+    if (M > 1) {
+      std::vector<int8_t> q(static_cast<size_t>(M * K), 5);
+      launch(static_cast<unsigned>((M + kZeroRows - 1) / kZeroRows), 1, kZeroThreads, 1, [&] {
+        zero_outlier_columns_kernel(reinterpret_cast<const uint32_t*>(columns.data()), M, K, q.data());
+      });
+      for (int64_t i = 0; i < M * K; ++i) {
+        const int64_t c = i % K;
+        ASSERT_EQ(q[static_cast<size_t>(i)], bits[static_cast<size_t>(c / 32)] >> (c % 32) & 1u ? 0 : 5)
+            << "q element " << i;
+      }
     }
-    launch(gx, gy, kEpiThreads, 1, tiled_kernel);
-  } else if (kTiled) {
-    launch(gx, gy, kEpiThreads, 1, tiled_kernel);
+    launch(gx, gy, kEpiThreads, 1, [&] {
+      outlier_epilogue_kernel<D, kEpi>(A.data(), W.data(), scb.data(), columns.data(), &count, M, N, K, C.data(),
+                                       row_stats.data(), bias.data(), got.data(), vec);
+    });
   } else if (M > 1) {
     std::vector<int8_t> q(static_cast<size_t>(M * K), 5);
     launch(static_cast<unsigned>((K + 31) / 32), 1, 32, 4,
@@ -414,10 +428,11 @@ TEST(Int8KernelsOnHost, OutlierStepMatchesCpu) {
 // more outlier columns than the block keeps (kEpiList: spans); one row (flags from A's row); none;
 // every column an outlier.
 TEST(Int8KernelsOnHost, OutlierEpilogueMatchesCpu) {
-  static_assert(kEpiList == 32 && kEpiRows == 32 && kEpiCols == 256, "the cases below straddle them");
-  const int64_t cases[][5] = {{70, 300, 200, 20, 2}, {33, 258, 100, 33, 1}, {5, 20, 64, 64, 1},
-                              {40, 10, 90, 0, 1},    {1, 260, 300, 7, 1},   {1, 12, 70, 40, 1},
-                              {2, 8, 16500, 9, 1},   {1, 6, 40, 0, 1}};
+  static_assert(kEpiList<kF16> == 128 && kEpiList<kF32> == 64 && kEpiRows == 16 && kEpiCols == 128,
+                "the cases below straddle them");
+  const int64_t cases[][5] = {{40, 300, 200, 20, 2}, {17, 130, 300, 129, 1}, {5, 20, 70, 70, 1},
+                              {20, 10, 90, 0, 1},    {1, 260, 300, 7, 1},    {1, 12, 200, 140, 1},
+                              {2, 8, 16500, 9, 1},   {1, 6, 40, 0, 1},      {3, 9, 9000, 65, 1}};
   uint64_t seed = 900;
   for (const auto& c : cases) {
     const auto gx = static_cast<unsigned>((c[1] + kEpiCols - 1) / kEpiCols), gy = static_cast<unsigned>(c[4]);
