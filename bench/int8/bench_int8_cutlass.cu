@@ -48,6 +48,7 @@
 #include <cuda_runtime.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
@@ -174,14 +175,22 @@ struct Int8DequantGemm {
 };
 
 // One configuration at run time: prepare() builds the kernel's parameters for every weight copy
-// (host work, outside any graph capture), launch(i) enqueues the product on copy i.
+// (host work, outside any graph capture), try_launch(i) enqueues the product on copy i (false
+// and why if the launch failed), launch(i) the same, stopping the program on a failure.
 struct Config {
   virtual ~Config() = default;
   virtual const char* name() const = 0;
   // False (and why) when the configuration cannot run the shape.
   virtual bool prepare(int M, int N, int K, const int8_t* A, const std::vector<void*>& W, const float* row_stats,
                        const float* col_stats, const void* bias, void* D, std::string* why) = 0;
-  virtual void launch(int i, cudaStream_t stream) = 0;
+  virtual bool try_launch(int i, cudaStream_t stream, std::string* why) = 0;
+  void launch(int i, cudaStream_t stream) {
+    std::string why;
+    if (!try_launch(i, stream, &why)) {
+      std::fprintf(stderr, "%s: %s\n", name(), why.c_str());
+      std::exit(1);
+    }
+  }
 };
 
 template <class G>
@@ -248,12 +257,14 @@ struct ConfigImpl final : Config {
     return true;
   }
 
-  void launch(int i, cudaStream_t stream) override {
+  bool try_launch(int i, cudaStream_t stream, std::string* why) override {
     const cutlass::Status st = gemms[static_cast<size_t>(i) % gemms.size()]->run(stream);
     if (st != cutlass::Status::kSuccess) {
-      std::fprintf(stderr, "%s: run failed (%s)\n", name_, cutlass::cutlassGetStatusString(st));
-      std::exit(1);
+      *why = std::string("run: ") + cutlass::cutlassGetStatusString(st) + " (" + cudaGetErrorString(cudaGetLastError()) +
+             ")";
+      return false;
     }
+    return true;
   }
 };
 
@@ -286,6 +297,28 @@ std::vector<std::unique_ptr<Config>> make_configs() {
 }
 
 // ------------------------------------------------------------------ host helpers
+
+// dequant_f16 on the host, for the diagnostics only: binary32 operations in round-to-nearest (no
+// flushing: the values here are far from the denormal range), fp16 from cuda_fp16's host
+// conversion (round to nearest even).
+uint16_t host_dequant(int32_t c, float rs, float cs, const uint16_t* bias) {
+  float kdq;
+  const uint32_t bits = kDqBits;
+  std::memcpy(&kdq, &bits, 4);
+  volatile float t0 = static_cast<float>(c) * rs;  // volatile: one rounding per operation
+  volatile float t = t0 * cs;
+  float v;
+  if (bias != nullptr) {
+    __half_raw hb;
+    hb.x = *bias;
+    v = std::fmaf(t, kdq, __half2float(__half(hb)));
+  } else {
+    volatile float p = t * kdq;
+    v = p;
+  }
+  const __half_raw h = __half(__float2half_rn(v));
+  return h.x;
+}
 
 // The number of elements whose 16 bits differ (and the first such index, n if none): a bit
 // comparison, so -0 vs +0 and different NaN payloads count as mismatches too.
@@ -336,7 +369,13 @@ bool selftest_compare() {
   b[5] ^= 0x0400;
   b[4000] ^= 0x0001;
   expect("two elements", b, 2, 5);
-  return ok;
+  // The host model: 127 * 127 * K_DQ rounds to fp16 1.0; with a bias of 1.0, 2.0; 0 is +0.
+  const uint16_t one = 0x3c00;
+  const bool model = host_dequant(127 * 127, 1.0f, 1.0f, nullptr) == 0x3c00 &&
+                     host_dequant(127 * 127, 1.0f, 1.0f, &one) == 0x4000 &&
+                     host_dequant(-127 * 127, 2.0f, 0.5f, nullptr) == 0xbc00 && host_dequant(0, 1.0f, 1.0f, nullptr) == 0;
+  std::printf("selftest %-22s %s\n", "host model", model ? "ok" : "FAILED");
+  return ok && model;
 }
 
 // Milliseconds per call of enqueue(i), i = 0..calls-1, captured into one graph (bench_int8_cuda.cc).
@@ -388,6 +427,7 @@ struct Result {
   int64_t M, N, K;
   double fp16_ms = 0, linear_ms = 0, mm_dq_ms = 0, quant_ms = 0, layer_ms = 0;
   std::string best;
+  size_t host_model_mismatches = 0;  // host_dequant against the library's two references
   std::vector<ConfigResult> configs;
 };
 
@@ -524,6 +564,24 @@ int main(int argc, char** argv) {
       r.M = M;
       r.N = N;
       r.K = K;
+      {
+        // The host model of the formula (host_dequant) against the library's references, every
+        // element: that the formula the EVT implements is the library's (a diagnostic; the pass or
+        // fail of this program is the CUTLASS output against the library).
+        std::vector<int32_t> ch(mn);
+        std::vector<float> rsh(static_cast<size_t>(M));
+        CUDA_OK(cudaMemcpy(ch.data(), C, mn * 4, cudaMemcpyDeviceToHost));
+        CUDA_OK(cudaMemcpy(rsh.data(), SCA, rsh.size() * 4, cudaMemcpyDeviceToHost));
+        for (size_t e = 0; e < mn; ++e) {
+          const size_t mm = e / static_cast<size_t>(N), nn = e % static_cast<size_t>(N);
+          r.host_model_mismatches += host_dequant(ch[e], rsh[mm], scb[nn], nullptr) != ref_nobias[e];
+          r.host_model_mismatches += host_dequant(ch[e], rsh[mm], scb[nn], &bias_h[nn]) != ref_bias[e];
+        }
+        if (r.host_model_mismatches != 0)
+          std::fprintf(stderr, "warning: M=%lld N=K=%lld: the host model of the formula differs from "
+                       "bnb_int8_mm_dequant in %zu of %zu elements\n", static_cast<long long>(M),
+                       static_cast<long long>(N), r.host_model_mismatches, 2 * mn);
+      }
       const int calls = std::max(copies8, 8);
       for (auto& cfg : configs) {
         ConfigResult cr;
@@ -539,7 +597,11 @@ int main(int argc, char** argv) {
           continue;
         }
         CUDA_OK(cudaMemsetAsync(OC, 0xff, mn * 2, stream));
-        cfg->launch(0, stream);
+        if (!cfg->try_launch(0, stream, &why)) {
+          cr.why = why;
+          r.configs.push_back(cr);
+          continue;
+        }
         CUDA_OK(cudaStreamSynchronize(stream));
         CUDA_OK(cudaGetLastError());
         const std::vector<uint16_t> got_nobias = download_f16(OC, mn);
@@ -552,7 +614,11 @@ int main(int argc, char** argv) {
           continue;
         }
         CUDA_OK(cudaMemsetAsync(OC, 0xff, mn * 2, stream));
-        cfg->launch(0, stream);
+        if (!cfg->try_launch(0, stream, &why)) {
+          cr.why = "with bias: " + why;
+          r.configs.push_back(cr);
+          continue;
+        }
         CUDA_OK(cudaStreamSynchronize(stream));
         CUDA_OK(cudaGetLastError());
         const std::vector<uint16_t> got_bias = download_f16(OC, mn);
@@ -565,10 +631,19 @@ int main(int argc, char** argv) {
           const Mismatch& m = m0.count != 0 ? m0 : m1;
           const auto& ref = m0.count != 0 ? ref_nobias : ref_bias;
           const auto& got = m0.count != 0 ? got_nobias : got_bias;
-          std::fprintf(stderr, "%s M=%lld N=K=%lld: %zu + %zu mismatches; first at [%zu, %zu] (%s): ref 0x%04x got 0x%04x\n",
-                       cr.name.c_str(), static_cast<long long>(M), static_cast<long long>(N), m0.count, m1.count,
-                       m.first / static_cast<size_t>(N), m.first % static_cast<size_t>(N),
-                       m0.count != 0 ? "no bias" : "bias", ref[m.first], got[m.first]);
+          // A third opinion: the formula on the host from bnb_int8_matmul's int32 product (C still
+          // holds copy 0's, as the references).
+          const size_t mm = m.first / static_cast<size_t>(N), nn = m.first % static_cast<size_t>(N);
+          int32_t c = 0;
+          float rs = 0;
+          CUDA_OK(cudaMemcpy(&c, static_cast<const int32_t*>(C) + m.first, 4, cudaMemcpyDeviceToHost));
+          CUDA_OK(cudaMemcpy(&rs, static_cast<const float*>(SCA) + mm, 4, cudaMemcpyDeviceToHost));
+          const uint16_t model = host_dequant(c, rs, scb[nn], m0.count != 0 ? nullptr : &bias_h[nn]);
+          std::fprintf(stderr,
+                       "%s M=%lld N=K=%lld: %zu + %zu mismatches; first at [%zu, %zu] (%s): ref 0x%04x got 0x%04x "
+                       "host model 0x%04x (c %d, row_stats %.9g, SCB %.9g)\n",
+                       cr.name.c_str(), static_cast<long long>(M), static_cast<long long>(N), m0.count, m1.count, mm,
+                       nn, m0.count != 0 ? "no bias" : "bias", ref[m.first], got[m.first], model, c, rs, scb[nn]);
         }
         {
           // The comparison is not trivially true: one flipped bit of a copy of the reference is seen.
@@ -662,11 +737,11 @@ int main(int argc, char** argv) {
                    "    {\"M\": %lld, \"N\": %lld, \"K\": %lld, \"fp16_us\": %.3f, \"linear_us\": %.3f, "
                    "\"matmul_dequant_us\": %.3f, \"quant_us\": %.3f, \"layer_cutlass_us\": %.3f, "
                    "\"best_config\": \"%s\", \"linear_speedup_vs_fp16\": %.4f, \"layer_cutlass_speedup_vs_fp16\": %.4f, "
-                   "\"configs\": [",
+                   "\"host_model_mismatches\": %zu, \"configs\": [",
                    static_cast<long long>(r.M), static_cast<long long>(r.N), static_cast<long long>(r.K),
                    r.fp16_ms * 1e3, r.linear_ms * 1e3, r.mm_dq_ms * 1e3, r.quant_ms * 1e3, r.layer_ms * 1e3,
                    r.best.c_str(), r.linear_ms > 0 ? r.fp16_ms / r.linear_ms : 0.0,
-                   r.layer_ms > 0 ? r.fp16_ms / r.layer_ms : 0.0);
+                   r.layer_ms > 0 ? r.fp16_ms / r.layer_ms : 0.0, r.host_model_mismatches);
       for (size_t c = 0; c < r.configs.size(); ++c) {
         const ConfigResult& x = r.configs[c];
         if (x.ran)
