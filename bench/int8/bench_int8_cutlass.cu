@@ -12,9 +12,9 @@
 // The roundings are explicit PTX (mul.rn.ftz.f32, fma.rn.ftz.f32, cvt.rn.f16.f32) as in the
 // library's kernels; the TU is built with -ftz=true --fmad=false all the same.
 //
-// For each (M, N = K): A [M, K] random fp16 activations (|x| < 2) -> bnb_int8_vectorwise_quant
-// (threshold 0) -> q [M, K] int8, row_stats [M]; W [N, K] random int8 in [-127, 127], SCB [N]
-// random in [0.5, 2), fp16 bias [N].
+// For each (M, N = K): A [M, K] random fp16 activations (1/8 <= |x| < 2; row 1 all zero) ->
+// bnb_int8_vectorwise_quant (threshold 0) -> q [M, K] int8, row_stats [M]; W [N, K] random int8
+// in [-127, 127] (row 3 all zero), SCB [N] random in [0.5, 2), fp16 bias [N] (1/8 <= |b| < 2).
 //   1. Check: every CUTLASS configuration's out against bnb_int8_matmul + bnb_int8_mm_dequant, bit
 //      for bit (number of fp16 elements whose bits differ), without and with the bias. A
 //      configuration that cannot run a shape (can_implement) is reported as skipped. The program
@@ -428,6 +428,7 @@ struct Result {
   double fp16_ms = 0, linear_ms = 0, mm_dq_ms = 0, quant_ms = 0, layer_ms = 0;
   std::string best;
   size_t host_model_mismatches = 0;  // host_dequant against the library's two references
+  size_t linear_mismatches = 0;      // bnb_int8_linear's out against the three calls'
   std::vector<ConfigResult> configs;
 };
 
@@ -504,6 +505,7 @@ int main(int argc, char** argv) {
       std::mt19937_64 rng(7);
       std::vector<int8_t> w(w8);
       for (auto& b : w) b = static_cast<int8_t>(static_cast<int>(rng() % 255) - 127);
+      std::fill(w.begin() + 3 * K, w.begin() + 4 * K, int8_t{0});  // row 3: c = 0 in column 3
       for (int c = 0; c < copies8; ++c) W8.push_back(device_upload(w.data(), w8));
       const std::vector<uint16_t> wf = random_f16(w8, 8);
       if (have_cublas)
@@ -522,7 +524,8 @@ int main(int argc, char** argv) {
     std::printf("%6s %9s %9s %9s %9s %9s %8s %8s  %s\n", "M", "fp16 us", "linear us", "mm+dq us", "quant us",
                 "layer us", "lin x", "layer x", "CUTLASS product+dequant us (mismatches no bias/bias)");
     for (const int64_t M : parse_int_list(m_list)) {
-      const std::vector<uint16_t> xh = random_f16(static_cast<size_t>(M * K), 10);
+      std::vector<uint16_t> xh = random_f16(static_cast<size_t>(M * K), 10);
+      if (M > 1) std::fill(xh.begin() + K, xh.begin() + 2 * K, uint16_t{0});  // row 1 zero: row_stats 0
       void* X = device_upload(xh.data(), xh.size() * 2);
       void *CA, *SCA, *C, *O, *O16, *OC;
       const size_t mn = static_cast<size_t>(M * N);
@@ -668,6 +671,15 @@ int main(int argc, char** argv) {
       }
 
       r.linear_ms = time_calls(stream, calls, reps, [&](int i) { linear(i); });
+      {
+        // bnb_int8_linear promises the three calls' out bit for bit (include/bnb.h): a diagnostic.
+        CUDA_OK(cudaStreamSynchronize(stream));
+        const std::vector<uint16_t> lin = download_f16(O, mn);
+        r.linear_mismatches = compare_bits(ref_bias.data(), lin.data(), mn).count;
+        if (r.linear_mismatches != 0)
+          std::fprintf(stderr, "warning: M=%lld N=K=%lld: bnb_int8_linear differs from the three calls in %zu elements\n",
+                       static_cast<long long>(M), static_cast<long long>(N), r.linear_mismatches);
+      }
       r.mm_dq_ms = time_calls(stream, calls, reps, [&](int i) {
         matmul(i);
         dequant(bias);
@@ -737,11 +749,11 @@ int main(int argc, char** argv) {
                    "    {\"M\": %lld, \"N\": %lld, \"K\": %lld, \"fp16_us\": %.3f, \"linear_us\": %.3f, "
                    "\"matmul_dequant_us\": %.3f, \"quant_us\": %.3f, \"layer_cutlass_us\": %.3f, "
                    "\"best_config\": \"%s\", \"linear_speedup_vs_fp16\": %.4f, \"layer_cutlass_speedup_vs_fp16\": %.4f, "
-                   "\"host_model_mismatches\": %zu, \"configs\": [",
+                   "\"host_model_mismatches\": %zu, \"linear_mismatches\": %zu, \"configs\": [",
                    static_cast<long long>(r.M), static_cast<long long>(r.N), static_cast<long long>(r.K),
                    r.fp16_ms * 1e3, r.linear_ms * 1e3, r.mm_dq_ms * 1e3, r.quant_ms * 1e3, r.layer_ms * 1e3,
                    r.best.c_str(), r.linear_ms > 0 ? r.fp16_ms / r.linear_ms : 0.0,
-                   r.layer_ms > 0 ? r.fp16_ms / r.layer_ms : 0.0, r.host_model_mismatches);
+                   r.layer_ms > 0 ? r.fp16_ms / r.layer_ms : 0.0, r.host_model_mismatches, r.linear_mismatches);
       for (size_t c = 0; c < r.configs.size(); ++c) {
         const ConfigResult& x = r.configs[c];
         if (x.ran)
