@@ -18,6 +18,10 @@ for round in 1 2; do for v in 0 1; do echo "== round $round BNB_INT8_OUTLIER_TIL
   BNB_INT8_OUTLIER_TILED=$v timeout 60 $B/bnb_bench_int8_cuda --m 1,16,256,2048 --threshold 6 --outlier-fraction 0.005 \
     --json $O/t6_tiled${v}_$round.json 2>&1 | tail -9
 done; done 2>&1 | tee $O/bench.log
+for v in 0 1; do echo "== 1 % outlier columns, BNB_INT8_OUTLIER_TILED=$v"
+  BNB_INT8_OUTLIER_TILED=$v timeout 60 $B/bnb_bench_int8_cuda --m 1,16,64,256,1024,2048 --threshold 6 --outlier-fraction 0.01 \
+    --json $O/t6_f01_tiled$v.json 2>&1 | tail -13
+done 2>&1 | tee $O/bench_f01.log
 for M in 1 16 256 2048; do
   BNB_INT8_OUTLIER_TILED=1 timeout 60 ncu --clock-control none -k 'regex:outlier_epilogue|zero_outlier' \
     --metrics gpu__time_duration.sum,launch__grid_size,launch__registers_per_thread --csv --page raw -c 30 \

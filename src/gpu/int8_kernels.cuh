@@ -303,6 +303,68 @@ __global__ void __launch_bounds__(kZeroThreads)
   }
 }
 
+// bnb_int8_linear_outliers' whole quantization for at most kOutlierQuantRows rows, in one block
+// (BNB_INT8_OUTLIER_TILED; cols % 16 == 0, A and q 16-byte aligned, cols <= kOutlierQuantMaxCols):
+// the row statistics and the outlier columns of every row first (bits in shared memory), then the
+// codes of row_quant_kernel with every element of an outlier column 0, as row_quant_kernel and
+// zero_outlier_columns_kernel give them. Writes every flag word (nothing to clear before) and
+// *arrivals = 0.
+constexpr int kOutlierQuantRows = 16;
+constexpr int kOutlierQuantThreads = 1024;
+constexpr int64_t kOutlierQuantMaxCols = 65536;
+
+template <int D>
+__global__ void __launch_bounds__(kOutlierQuantThreads)
+    row_quant_outliers_kernel(const void* __restrict__ A, int64_t rows, int64_t cols, float t,
+                              int8_t* __restrict__ q, float* __restrict__ row_stats,
+                              uint32_t* __restrict__ flag_bits, int64_t* __restrict__ arrivals) {
+  constexpr int kThreads = kOutlierQuantThreads;
+  __shared__ uint32_t bits_s[kOutlierQuantMaxCols / 32];
+  __shared__ float stat_s[kOutlierQuantRows];
+  __shared__ float red[kThreads / kWarpSize];
+  grid_dependents_may_launch();  // a dependent product waits for this grid's end anyway
+  const int64_t words = (cols + 31) / 32, first = int64_t{threadIdx.x} * 16, step = int64_t{kThreads} * 16;
+  for (int64_t w = threadIdx.x; w < words; w += kThreads) bits_s[w] = 0;
+  if (threadIdx.x == 0) *arrivals = 0;
+  __syncthreads();
+  for (int64_t r = 0; r < rows; ++r) {
+    float m = kAbsmaxEmpty;
+    for (int64_t c = first; c < cols; c += step) {
+      float v[16];
+      load_run16<D>(A, r * cols + c, true, v);
+      uint32_t bits = 0;
+#pragma unroll
+      for (int e = 0; e < 16; ++e) {
+        m = row_stat_take(m, v[e], true, t);
+        bits |= (fabsf(v[e]) >= t ? 1u : 0u) << e;
+      }
+      if (bits != 0) atomicOr(bits_s + c / 32, bits << (c % 32));
+    }
+    m = block_row_stat<kThreads>(m, red);
+    if (threadIdx.x == 0) {
+      row_stats[r] = m;
+      stat_s[r] = m;
+    }
+  }
+  __syncthreads();
+  for (int64_t w = threadIdx.x; w < words; w += kThreads) flag_bits[w] = bits_s[w];
+  for (int64_t r = 0; r < rows; ++r) {
+    const float s = gpu_mul_ftz(127.0f, gpu_block_reciprocal(stat_s[r]));
+    for (int64_t c = first; c < cols; c += step) {
+      float v[16];
+      load_run16<D>(A, r * cols + c, true, v);  // (the first pass brought the rows into L1)
+      uint32_t w[4];
+      quant_run16(v, s, true, t, w);
+      const uint32_t out16 = (bits_s[c / 32] >> (c % 32)) & 0xffffu;
+#pragma unroll
+      for (int e = 0; e < 16; ++e) {
+        if (out16 >> e & 1u) w[e / 4] &= ~(0xffu << (8 * (e % 4)));
+      }
+      *reinterpret_cast<int4*>(q + r * cols + c) = make_int4(int(w[0]), int(w[1]), int(w[2]), int(w[3]));
+    }
+  }
+}
+
 // Exclusive prefix sum of v over the block's threads in thread order (before), and the block's
 // sum (total). Every thread calls it (it holds barriers); scratch has kThreads + kThreads / 32
 // entries and is free again when it returns. Groups of 32 threads count first (a warp scan on
@@ -893,11 +955,15 @@ __global__ void __launch_bounds__(kEpiThreads, kEpiBlocksPerSm)
   };
 
   const bool cached = total <= kL;
+  if (cached && total > 0) {
+    list_span(0, col_s, kL);
+    gather_w(static_cast<int>(total));
+  }
+  // Launched as a programmatic dependent of the product: the flag bits, A and W were written
+  // before the product's inputs; the int8 term (out or C) is the product's own. Every block waits
+  // (the grid ends after the product).
+  grid_dependency_wait();
   if (total > 0 || kEpi != kOutlierInPlace) {
-    if (cached && total > 0) {
-      list_span(0, col_s, kL);
-      gather_w(static_cast<int>(total));
-    }
     const int64_t n = n0 + 4 * lane;
     const int live = n >= N ? 0 : (N - n < 4 ? static_cast<int>(N - n) : 4);
     const bool v4 = vec && live == 4;
@@ -1244,6 +1310,9 @@ __global__ void __launch_bounds__(kWarps * 32)
   } else if (wait_grid) {
     grid_dependency_wait();  // A (q) and row_stats are written by the kernel before
   }
+  // A dependent after it (outlier_epilogue_kernel) may start now: what it reads before its own
+  // wait was written before this kernel's inputs.
+  grid_dependents_may_launch();
 
   for (int64_t c0 = warp; c0 < chunks; c0 += step) {
     if (c0 != warp) load_w(c0);

@@ -142,6 +142,35 @@ struct OutlierStep {
   int64_t* count;
 };
 
+// kernel<<<grid, block, 0, stream>>>(args...), launched as a programmatic dependent of the kernel
+// before it in the stream where asked and offered (compute capability 9.0 on CUDA; a plain launch
+// elsewhere or if the runtime declines): it may start while that one runs, and waits for it in
+// grid_dependency_wait (a no-op after a plain launch).
+template <class... Params, class... Args>
+bnb_status_t launch_after(const GpuContext& ctx, bool dependent, void (*kernel)(Params...), dim3 grid, dim3 block,
+                          gpuStream_t stream, const char* what, Args... args) {
+#if !defined(BNB_GPU_HIP)
+  if (dependent && ctx.cc_major >= 9) {
+    gpuLaunchConfig_t config = {};
+    config.gridDim = grid;
+    config.blockDim = block;
+    config.dynamicSmemBytes = 0;
+    config.stream = stream;
+    gpuLaunchAttribute attr[1];
+    attr[0].id = gpuLaunchAttributeProgrammaticStreamSerialization;
+    attr[0].val.programmaticStreamSerializationAllowed = 1;
+    config.attrs = attr;
+    config.numAttrs = 1;
+    if (gpuLaunchKernelEx(&config, kernel, args...) == gpuSuccess) return check_launch(what);
+    (void)gpuGetLastError();  // not offered here: a plain launch below
+  }
+#else
+  (void)ctx, (void)dependent;
+#endif
+  kernel<<<grid, block, 0, stream>>>(args...);
+  return check_launch(what);
+}
+
 template <int kMaxM>
 bnb_status_t launch_rows_matmul_m(int64_t M, int64_t N, int64_t K, const int8_t* A, const int8_t* B, int32_t* C,
                                   gpuStream_t stream) {
@@ -224,26 +253,8 @@ bnb_status_t launch_mma_rows_mt(const GpuContext& ctx, bool dependent, int64_t M
   int32_t* columns = os != nullptr ? os->columns : nullptr;
   int64_t* count = os != nullptr ? os->count : nullptr;
   const dim3 grid(static_cast<unsigned>((N + 16 * RT - 1) / (16 * RT))), block(kWarps * 32);
-  if (dependent && ctx.cc_major >= 9) {
-    gpuLaunchConfig_t config = {};
-    config.gridDim = grid;
-    config.blockDim = block;
-    config.dynamicSmemBytes = 0;
-    config.stream = stream;
-    gpuLaunchAttribute attr[1];
-    attr[0].id = gpuLaunchAttributeProgrammaticStreamSerialization;
-    attr[0].val.programmaticStreamSerializationAllowed = 1;
-    config.attrs = attr;
-    config.numAttrs = 1;
-    if (gpuLaunchKernelEx(&config, kernel, A, B, M, N, K, C, row_stats, col_stats, bias, out, true, outliers,
-                          threshold, q, X, columns, count) == gpuSuccess) {
-      return check_launch("int8_mma_rows_kernel (dependent)");
-    }
-    (void)gpuGetLastError();  // not offered here: a plain launch below
-  }
-  kernel<<<grid, block, 0, stream>>>(A, B, M, N, K, C, row_stats, col_stats, bias, out, false, outliers, threshold, q,
-                                     X, columns, count);
-  return check_launch("int8_mma_rows_kernel");
+  return launch_after(ctx, dependent, kernel, grid, block, stream, "int8_mma_rows_kernel", A, B, M, N, K, C,
+                      row_stats, col_stats, bias, out, dependent, outliers, threshold, q, X, columns, count);
 }
 
 // The product of q and W for M <= 16: int32 C (kOut < 0) or dequantized into out (with the
@@ -752,23 +763,26 @@ bool outlier_tiled(int64_t K) {
   return on && K <= kEpiMaxK;
 }
 
+// As a programmatic dependent of the product: its blocks list the columns and gather Wc while the
+// product runs.
 template <int D>
-bnb_status_t launch_outlier_epilogue(dim3 grid, int epi, const void* A, const int8_t* W, const float* SCB,
-                                     int32_t* columns, int64_t* count, int64_t M, int64_t N, int64_t K,
-                                     const int32_t* C, const float* row_stats, const void* bias, void* out, bool vec,
-                                     gpuStream_t s) {
+bnb_status_t launch_outlier_epilogue(const GpuContext& ctx, dim3 grid, int epi, const void* A, const int8_t* W,
+                                     const float* SCB, int32_t* columns, int64_t* count, int64_t M, int64_t N,
+                                     int64_t K, const int32_t* C, const float* row_stats, const void* bias, void* out,
+                                     bool vec, gpuStream_t s) {
   const auto kernel = epi == kOutlierDequantBias ? outlier_epilogue_kernel<D, kOutlierDequantBias>
                       : epi == kOutlierDequant   ? outlier_epilogue_kernel<D, kOutlierDequant>
                                                  : outlier_epilogue_kernel<D, kOutlierInPlace>;
-  kernel<<<grid, kEpiThreads, 0, s>>>(A, W, SCB, columns, count, M, N, K, C, row_stats, bias, out, vec);
-  return check_launch("int8 outlier_epilogue_kernel");
+  return launch_after(ctx, true, kernel, grid, dim3(kEpiThreads), s, "int8 outlier_epilogue_kernel", A, W, SCB,
+                      columns, count, M, N, K, C, row_stats, bias, out, vec);
 }
 
 // bnb_int8_linear_outliers with the outlier step after the product in one tiled pass
-// (outlier_epilogue_kernel): the flag bits (in `columns`) are cleared, the quantization sets them
-// and zeroes *count (row_quant_kernel), with more than one row zero_outlier_columns_kernel zeroes
-// those columns of q; then int8_mma_rows_kernel (dequantized into out; the step adds in place) or
-// op_matmul's int32 product (the step dequantizes it), then the step.
+// (outlier_epilogue_kernel). The quantization writes the flag bits (in `columns`) and zeroes
+// *count: for at most kOutlierQuantRows rows one block does all of it (row_quant_outliers_kernel);
+// else the bits are cleared, row_quant_kernel sets them and, with more than one row,
+// zero_outlier_columns_kernel zeroes those columns of q. Then int8_mma_rows_kernel (dequantized into
+// out; the step adds in place) or op_matmul's int32 product (the step dequantizes it), then the step.
 bnb_status_t linear_outliers_tiled(void* impl, int32_t dtype, int64_t M, int64_t N, int64_t K, const void* A,
                                    float threshold, const int8_t* W, const float* SCB, const void* bias, int8_t* q,
                                    float* row_stats, int32_t* C, int32_t* columns, int64_t* count, void* out,
@@ -778,19 +792,27 @@ bnb_status_t linear_outliers_tiled(void* impl, int32_t dtype, int64_t M, int64_t
   const auto s = static_cast<gpuStream_t>(stream);
   const float t = round_to_dtype(dtype, threshold);
   auto* bits = reinterpret_cast<uint32_t*>(columns);
-  bnb_status_t st = check(gpuMemsetAsync(bits, 0, static_cast<size_t>(ceil_div(K, 32)) * sizeof *bits, s),
-                          "clearing the outlier flags");
-  if (st != BNB_SUCCESS) return st;
-  st = with_dtype(dtype, "int8_linear_outliers", [&](auto d) {
-    return launch_row_quant<decltype(d)::value>(ctx, M, K, A, true, t, q, row_stats, bits, count, s);
-  });
-  if (st != BNB_SUCCESS) return st;
-  if (M > 1) {  // one row: its outlier elements are already 0
-    zero_outlier_columns_kernel<<<grid_of(ceil_div(M, int64_t{kZeroRows}), INT32_MAX), kZeroThreads, 0, s>>>(bits, M,
-                                                                                                            K, q);
-    st = check_launch("int8 zero_outlier_columns_kernel");
+  bnb_status_t st = BNB_SUCCESS;
+  if (M <= kOutlierQuantRows && K % 16 == 0 && K <= kOutlierQuantMaxCols && aligned16(A) && aligned16(q)) {
+    st = with_dtype(dtype, "int8_linear_outliers", [&](auto d) {
+      row_quant_outliers_kernel<decltype(d)::value><<<1, kOutlierQuantThreads, 0, s>>>(A, M, K, t, q, row_stats,
+                                                                                      bits, count);
+      return check_launch("int8 row_quant_outliers_kernel");
+    });
+  } else {
+    st = check(gpuMemsetAsync(bits, 0, static_cast<size_t>(ceil_div(K, 32)) * sizeof *bits, s),
+               "clearing the outlier flags");
     if (st != BNB_SUCCESS) return st;
+    st = with_dtype(dtype, "int8_linear_outliers", [&](auto d) {
+      return launch_row_quant<decltype(d)::value>(ctx, M, K, A, true, t, q, row_stats, bits, count, s);
+    });
+    if (st == BNB_SUCCESS && M > 1) {  // one row: its outlier elements are already 0
+      zero_outlier_columns_kernel<<<grid_of(ceil_div(M, int64_t{kZeroRows}), INT32_MAX), kZeroThreads, 0, s>>>(
+          bits, M, K, q);
+      st = check_launch("int8 zero_outlier_columns_kernel");
+    }
   }
+  if (st != BNB_SUCCESS) return st;
   int epi = kOutlierInPlace;
   if (mma_rows_fit(ctx, M, N, K, q, W)) {
     st = with_dtype(dtype, "int8_linear_outliers", [&](auto d) {
@@ -811,8 +833,8 @@ bnb_status_t linear_outliers_tiled(void* impl, int32_t dtype, int64_t M, int64_t
                           65535));
   const bool vec = N % 4 == 0 && aligned16(out) && aligned16(SCB) && (epi == kOutlierInPlace || aligned16(C));
   return with_dtype(dtype, "int8_linear_outliers", [&](auto d) {
-    return launch_outlier_epilogue<decltype(d)::value>(grid, epi, A, W, SCB, columns, count, M, N, K, C, row_stats,
-                                                       bias, out, vec, s);
+    return launch_outlier_epilogue<decltype(d)::value>(ctx, grid, epi, A, W, SCB, columns, count, M, N, K, C,
+                                                       row_stats, bias, out, vec, s);
   });
 }
 

@@ -254,6 +254,48 @@ TEST(Int8KernelsOnHost, RowQuantRunsMatchOneElementSteps) {
   check_row_quant_runs<256>(1, 4112, 25);  // one run a thread, one more on thread 0
 }
 
+// row_quant_outliers_kernel (one block, at most 16 rows) against row_quant_kernel with the flag
+// bits followed by zero_outlier_columns_kernel, bit for bit: codes, statistics, flag words (it
+// writes them all: the buffer starts dirty) and the block counter. Outliers in several rows, a
+// row of outliers only (statistic -0.0), rows of one run a thread and of several.
+TEST(Int8KernelsOnHost, SmallQuantWithOutliersMatchesTwoKernels) {
+  const int64_t shapes[][2] = {{1, 64}, {3, 4096}, {16, 1040}, {5, 20000}};
+  uint64_t seed = 41;
+  for (const auto& sh : shapes) {
+    const int64_t rows = sh[0], cols = sh[1];
+    SCOPED_TRACE(testing::Message() << "rows " << rows << " cols " << cols);
+    std::vector<uint16_t> a = activations(rows, cols, random_columns(cols, 5, ++seed), ++seed);
+    if (rows > 2) {
+      for (int64_t c = 0; c < cols; ++c) a[static_cast<size_t>(2 * cols + c)] = bnb::f32_to_f16(c % 2 ? 7.0f : -9.0f);
+    }
+    const float t = 6.0f;
+    const size_t n = static_cast<size_t>(rows * cols), words = static_cast<size_t>((cols + 31) / 32);
+    alignas(16) static int8_t q_two[1 << 17], q_one[1 << 17];
+    ASSERT_LE(n, sizeof q_one);
+    std::memset(q_two, 0x55, n);
+    std::memset(q_one, 0x77, n);
+    std::vector<float> stats_two(static_cast<size_t>(rows), -1.0f), stats_one(static_cast<size_t>(rows), -2.0f);
+    std::vector<uint32_t> bits_two(words, 0), bits_one(words, 0xdeadbeefu);
+    int64_t arrivals_two = 3, arrivals_one = 4;
+    launch(static_cast<unsigned>(rows), 1, 256, 1, [&] {
+      row_quant_kernel<kF16, 256>(a.data(), rows, cols, true, t, q_two, stats_two.data(), true, bits_two.data(),
+                                  &arrivals_two);
+    });
+    launch(static_cast<unsigned>((rows + kZeroRows - 1) / kZeroRows), 1, kZeroThreads, 1,
+           [&] { zero_outlier_columns_kernel(bits_two.data(), rows, cols, q_two); });
+    launch(1, 1, kOutlierQuantThreads, 1, [&] {
+      row_quant_outliers_kernel<kF16>(a.data(), rows, cols, t, q_one, stats_one.data(), bits_one.data(),
+                                      &arrivals_one);
+    });
+    EXPECT_EQ(std::memcmp(q_two, q_one, n), 0);
+    EXPECT_EQ(std::memcmp(stats_two.data(), stats_one.data(), stats_one.size() * 4), 0);
+    EXPECT_EQ(bits_one, bits_two);
+    EXPECT_EQ(arrivals_two, 0);
+    EXPECT_EQ(arrivals_one, 0);
+    EXPECT_GE(std::count_if(bits_one.begin(), bits_one.end(), [](uint32_t b) { return b != 0; }), 1);
+  }
+}
+
 // The layer's outlier step on A [M, K] (dtype D) whose outlier columns (|x| >= 6 in one row; row
 // 0 when M = 1) are n_cols random ones, against the CPU backend's int8_add_outlier_product bit
 // for bit, on a grid of gx x gy blocks. M > 1: the quantization pass's outlier_columns_kernel
