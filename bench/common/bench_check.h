@@ -1,5 +1,5 @@
-// Shared by the CUDA benchmark programs: stop with a message on the first failed CUDA call, and
-// time CUDA-graph replays with events.
+// Shared by the CUDA benchmark programs: stop with a message on the first failed CUDA call, time
+// CUDA-graph replays with events, upload host data.
 #ifndef BNB_BENCH_COMMON_BENCH_CHECK_H_
 #define BNB_BENCH_COMMON_BENCH_CHECK_H_
 
@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <cstdio>
 #include <cstdlib>
+#include <functional>
 #include <vector>
 
 #include "bench_util.h"
@@ -49,6 +50,32 @@ double time_events(cudaStream_t stream, int reps, int warmups, const F& launch) 
 // Median milliseconds of one replay of `graph`, over `reps` replays after one warm-up.
 inline double time_graph(cudaGraphExec_t graph, cudaStream_t stream, int reps) {
   return time_events(stream, reps, 1, [&] { CUDA_OK(cudaGraphLaunch(graph, stream)); });
+}
+
+// Milliseconds per call of enqueue(i), i = 0 .. calls - 1, captured into one CUDA graph (each call
+// may use its own copy of the data, e.g. more weight copies than the L2 cache holds): two calls as
+// warm-up outside the capture, then time_graph's median over `reps` replays, divided by `calls`.
+inline double time_calls(cudaStream_t stream, int calls, int reps, const std::function<void(int)>& enqueue) {
+  for (int i = 0; i < std::min(calls, 2); ++i) enqueue(i);
+  CUDA_OK(cudaStreamSynchronize(stream));
+  CUDA_OK(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal));
+  for (int i = 0; i < calls; ++i) enqueue(i);
+  cudaGraph_t graph;
+  CUDA_OK(cudaStreamEndCapture(stream, &graph));
+  cudaGraphExec_t exec;
+  CUDA_OK(cudaGraphInstantiate(&exec, graph, 0));
+  CUDA_OK(cudaGraphDestroy(graph));
+  const double ms = time_graph(exec, stream, reps) / calls;
+  CUDA_OK(cudaGraphExecDestroy(exec));
+  return ms;
+}
+
+// A device copy of `bytes` bytes of host memory (cudaMalloc; the caller frees it).
+inline void* device_upload(const void* host, size_t bytes) {
+  void* d = nullptr;
+  CUDA_OK(cudaMalloc(&d, bytes));
+  CUDA_OK(cudaMemcpy(d, host, bytes, cudaMemcpyHostToDevice));
+  return d;
 }
 
 #endif  // BNB_BENCH_COMMON_BENCH_CHECK_H_

@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <random>
 #include <string>
 #include <vector>
 
@@ -46,6 +47,16 @@ inline std::vector<int64_t> parse_int_list(const std::string& s) {
   std::vector<int64_t> out;
   for (const std::string& field : split(s, ',')) out.push_back(std::atoll(field.c_str()));
   return out;
+}
+
+// n random fp16 values (bits) of either sign, exponents 12 .. max_exponent (the default: 1/8 <= |x|
+// < 2), random mantissas: plausible activations.
+inline std::vector<uint16_t> random_f16(size_t n, uint64_t seed, int max_exponent = 15) {
+  std::mt19937_64 rng(seed);
+  std::vector<uint16_t> v(n);
+  const uint64_t span = static_cast<uint64_t>(max_exponent - 11);
+  for (auto& h : v) h = static_cast<uint16_t>(((rng() & 1) << 15) | ((12 + rng() % span) << 10) | (rng() & 0x3ff));
+  return v;
 }
 
 #endif  // BNB_BENCH_COMMON_BENCH_UTIL_H_

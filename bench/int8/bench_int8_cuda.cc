@@ -34,35 +34,8 @@
 
 namespace {
 
-// Milliseconds per call of enqueue(i), i = 0..calls-1, captured into one graph.
-double time_calls(cudaStream_t stream, int calls, int reps, const std::function<void(int)>& enqueue) {
-  for (int i = 0; i < std::min(calls, 2); ++i) enqueue(i);  // warm-up outside the capture
-  CUDA_OK(cudaStreamSynchronize(stream));
-  CUDA_OK(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal));
-  for (int i = 0; i < calls; ++i) enqueue(i);
-  cudaGraph_t graph;
-  CUDA_OK(cudaStreamEndCapture(stream, &graph));
-  cudaGraphExec_t exec;
-  CUDA_OK(cudaGraphInstantiate(&exec, graph, 0));
-  CUDA_OK(cudaGraphDestroy(graph));
-  const double ms = time_graph(exec, stream, reps) / calls;
-  CUDA_OK(cudaGraphExecDestroy(exec));
-  return ms;
-}
 
-void* device_upload(const void* host, size_t bytes) {
-  void* d = nullptr;
-  CUDA_OK(cudaMalloc(&d, bytes));
-  CUDA_OK(cudaMemcpy(d, host, bytes, cudaMemcpyHostToDevice));
-  return d;
-}
 
-std::vector<uint16_t> random_f16(size_t n, uint64_t seed) {
-  std::mt19937_64 rng(seed);
-  std::vector<uint16_t> v(n);
-  for (auto& h : v) h = static_cast<uint16_t>(((rng() & 1) << 15) | ((12 + rng() % 4) << 10) | (rng() & 0x3ff));
-  return v;
-}
 
 struct Result {
   int64_t M, N, K;

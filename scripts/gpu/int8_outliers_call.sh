@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # One device call for issue 20's outlier step (carry .gpu_carry after scripts/gpu/full.sh build):
 # the int8 GPU tests on the default path and on BNB_INT8_OUTLIER_TILED=1, then the threshold-6
-# layer (0.5 % outlier columns) with each, interleaved, and per-kernel GPU times (ncu) of the tiled
-# path. Logs and JSON go into one archive under $OUT.
+# layer with each (0.5 % and 1 % outlier columns), per-kernel GPU times (ncu) of the tiled path at
+# M = 2048, and the CUTLASS bench when it is in .gpu_carry/bin. Logs and JSON go into one archive
+# under $OUT.
 set -u
 source scripts/gpu/nvidia_libs.sh
 export LD_LIBRARY_PATH=$PWD/.gpu_carry/lib$(nvidia_lib_path)
@@ -10,28 +11,22 @@ B=.gpu_carry/bin
 O=/tmp/int8_out; rm -rf $O; mkdir -p $O
 trap 'cd /tmp && tar czf $OUT/int8_outliers.tgz int8_out' EXIT
 nvidia-smi --query-gpu=name,driver_version --format=csv,noheader | tee $O/gpu.txt
-for v in 0 1; do echo "== BNB_INT8_OUTLIER_TILED=$v"
-  BNB_INT8_OUTLIER_TILED=$v timeout 60 $B/bnb_gpu_tests --gtest_filter='Int8Gpu.*' 2>&1 | grep -E "FAILED|PASSED|OK \]" | tail -12
-  BNB_INT8_OUTLIER_TILED=$v timeout 90 $B/bnb_tests --gtest_filter='*Int8*cuda*:*Int8*Outlier*' 2>&1 | grep -E "FAILED|PASSED" | tail -6
+for v in 1 0; do echo "== BNB_INT8_OUTLIER_TILED=$v"
+  BNB_INT8_OUTLIER_TILED=$v timeout 60 $B/bnb_gpu_tests --gtest_filter='Int8Gpu.*' 2>&1 | grep -E "FAILED|PASSED" | tail -6
+  [ $v = 1 ] && BNB_INT8_OUTLIER_TILED=1 timeout 90 $B/bnb_tests --gtest_filter='*Int8*cuda*:*Int8*Outlier*' 2>&1 | grep -E "FAILED|PASSED" | tail -6
 done 2>&1 | tee $O/tests.log
-for round in 1 2; do for v in 0 1; do echo "== round $round BNB_INT8_OUTLIER_TILED=$v"
-  BNB_INT8_OUTLIER_TILED=$v timeout 60 $B/bnb_bench_int8_cuda --m 1,16,256,2048 --threshold 6 --outlier-fraction 0.005 \
-    --json $O/t6_tiled${v}_$round.json 2>&1 | tail -9
+for f in 0.005 0.01; do for v in 0 1; do echo "== outlier fraction $f, BNB_INT8_OUTLIER_TILED=$v"
+  BNB_INT8_OUTLIER_TILED=$v timeout 60 $B/bnb_bench_int8_cuda --m 1,16,256,2048 --threshold 6 --outlier-fraction $f \
+    --reps 10 --json $O/t6_f${f}_tiled$v.json 2>&1 | tail -9
 done; done 2>&1 | tee $O/bench.log
-for v in 0 1; do echo "== 1 % outlier columns, BNB_INT8_OUTLIER_TILED=$v"
-  BNB_INT8_OUTLIER_TILED=$v timeout 60 $B/bnb_bench_int8_cuda --m 1,16,64,256,1024,2048 --threshold 6 --outlier-fraction 0.01 \
-    --json $O/t6_f01_tiled$v.json 2>&1 | tail -13
-done 2>&1 | tee $O/bench_f01.log
-for M in 1 16 256 2048; do
-  BNB_INT8_OUTLIER_TILED=1 timeout 60 ncu --clock-control none -k 'regex:outlier_epilogue|zero_outlier' \
-    --metrics gpu__time_duration.sum,launch__grid_size,launch__registers_per_thread --csv --page raw -c 30 \
-    $B/bnb_bench_int8_cuda --m $M --nk 4096 --reps 1 --threshold 6 > $O/ncu_tiled_m$M.csv 2>&1
-done
+BNB_INT8_OUTLIER_TILED=1 timeout 40 ncu --clock-control none -k 'regex:outlier_epilogue|zero_outlier|row_quant' \
+  --metrics gpu__time_duration.sum,launch__grid_size,launch__registers_per_thread --csv --page raw -c 40 \
+  $B/bnb_bench_int8_cuda --m 2048 --nk 4096 --reps 1 --threshold 6 > $O/ncu_tiled_m2048.csv 2>&1
 # The CUTLASS sm90 int8 GEMM with the dequantization in its epilogue (bench/int8/bench_int8_cutlass.cu,
 # built with -DBNB_BUILD_INT8_CUTLASS=ON and copied into .gpu_carry/bin), when it is there.
 if [ -x $B/bnb_bench_int8_cutlass ]; then
-  timeout 150 $B/bnb_bench_int8_cutlass --m 64,128,256,512,1024,2048 --nk 4096,8192 --reps 20 \
+  timeout 100 $B/bnb_bench_int8_cutlass --m 64,256,2048 --nk 4096,8192 --reps 10 \
     --json $O/int8_cutlass.json > $O/int8_cutlass.log 2>&1; echo "cutlass rc $?" >> $O/int8_cutlass.log
-  tail -40 $O/int8_cutlass.log
+  tail -30 $O/int8_cutlass.log
 fi
 echo done
