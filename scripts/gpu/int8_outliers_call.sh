@@ -19,13 +19,13 @@ for f in 0.005 0.01; do for v in 0 1; do echo "== outlier fraction $f, BNB_INT8_
   BNB_INT8_OUTLIER_TILED=$v timeout 60 $B/bnb_bench_int8_cuda --m 1,16,256,2048 --threshold 6 --outlier-fraction $f \
     --reps 10 --json $O/t6_f${f}_tiled$v.json 2>&1 | tail -9
 done; done 2>&1 | tee $O/bench.log
-BNB_INT8_OUTLIER_TILED=1 timeout 40 ncu --clock-control none -k 'regex:outlier_epilogue|zero_outlier|row_quant' \
-  --metrics gpu__time_duration.sum,launch__grid_size,launch__registers_per_thread --csv --page raw -c 40 \
-  $B/bnb_bench_int8_cuda --m 2048 --nk 4096 --reps 1 --threshold 6 > $O/ncu_tiled_m2048.csv 2>&1
+[ "${NCU:-1}" = 1 ] && BNB_INT8_OUTLIER_TILED=1 timeout 40 ncu --clock-control none \
+  -k 'regex:outlier_epilogue|zero_outlier|row_quant' --metrics gpu__time_duration.sum,launch__grid_size \
+  --csv --page raw -c 40 $B/bnb_bench_int8_cuda --m 2048 --nk 4096 --reps 1 --threshold 6 > $O/ncu_tiled_m2048.csv 2>&1
 # The CUTLASS sm90 int8 GEMM with the dequantization in its epilogue (bench/int8/bench_int8_cutlass.cu,
 # built with -DBNB_BUILD_INT8_CUTLASS=ON and copied into .gpu_carry/bin), when it is there.
 if [ -x $B/bnb_bench_int8_cutlass ]; then
-  timeout 100 $B/bnb_bench_int8_cutlass --m 64,256,2048 --nk 4096,8192 --reps 10 \
+  timeout 45 $B/bnb_bench_int8_cutlass --m ${CUTLASS_M:-64,256,2048} --nk ${CUTLASS_NK:-4096,8192} --reps 10 \
     --json $O/int8_cutlass.json > $O/int8_cutlass.log 2>&1; echo "cutlass rc $?" >> $O/int8_cutlass.log
   tail -30 $O/int8_cutlass.log
 fi
