@@ -45,10 +45,7 @@ unsigned grid_of(int64_t blocks, int64_t cap) {
 
 // ---------------------------------------------------------------- vectorwise quantization
 
-// With outliers and more than one row, outlier_columns_kernel zeroes the outlier columns of q;
-// given `flags`, it also writes the column flags there and 0 to *arrivals (the kernel that
-// takes bnb_int8_linear_outliers' outlier step reads both).
-// row_quant_kernel (row_flags: the outlier flags written into them as well).
+// row_quant_kernel (flag_bits, arrivals: the outlier columns' bits set there and *arrivals = 0).
 template <int D>
 bnb_status_t launch_row_quant(const GpuContext& ctx, int64_t rows, int64_t cols, const void* A, bool outliers,
                               float t, int8_t* q, float* row_stats, uint32_t* flag_bits, int64_t* arrivals,
@@ -61,6 +58,9 @@ bnb_status_t launch_row_quant(const GpuContext& ctx, int64_t rows, int64_t cols,
   return check_launch("int8 row_quant_kernel");
 }
 
+// With outliers and more than one row, outlier_columns_kernel zeroes the outlier columns of q;
+// given `flags`, it also writes the column flags there and 0 to *arrivals (the kernel that
+// takes bnb_int8_linear_outliers' outlier step reads both).
 template <int D>
 bnb_status_t launch_vectorwise_quant(const GpuContext& ctx, int64_t rows, int64_t cols, const void* A,
                                      bool outliers, float t, int8_t* q, float* row_stats, int32_t* flags,
