@@ -820,11 +820,11 @@ def int8_linear(A, CB, SCB, bias=None, threshold=0.0, state=None):
         bias = bias.to(A.dtype) if torch_in else np.asarray(bias).astype(A.dtype)
     if A2.shape[0] > 0 and N > 0 and K > 0:
         if threshold > 0:
-            out, columns, count = _int8_linear_outliers(A2, CB, SCB, bias, float(threshold))
+            out, columns, count = _int8_linear_call(A2, CB, SCB, bias, float(threshold))
             if state is not None:
                 state._set_pending_idx(columns, count)
         else:
-            out = _int8_linear_plain(A2, CB, SCB, bias)
+            out = _int8_linear_call(A2, CB, SCB, bias, 0.0)
             if state is not None:
                 state.idx = None
         return out.reshape(lead + (N,)) if len(lead) != 1 else out
@@ -836,33 +836,25 @@ def int8_linear(A, CB, SCB, bias=None, threshold=0.0, state=None):
     return out.reshape(lead + (N,)) if len(lead) != 1 else out
 
 
-def _int8_linear_plain(A, CB, SCB, bias):
-    """bnb_int8_linear (threshold 0) on A [M, K] (M, N, K > 0): out [M, N] in A's dtype."""
+def _int8_linear_call(A, CB, SCB, bias, threshold):
+    """The layer in one library call on A [M, K] (M, N, K > 0): threshold 0, bnb_int8_linear: out [M, N]
+    in A's dtype; threshold > 0, bnb_int8_linear_outliers: (out, columns [K], count [1])."""
     M, K = (int(d) for d in A.shape)
     N = int(CB.shape[0])
     if is_torch(A):
         if _torch_ops().tracing():
             _check_torch_inputs(A, B=CB, SCB=SCB, bias=bias)
+        if threshold > 0:
+            return _torch_ops().int8_linear_outliers(A, CB, SCB, bias, threshold)
         return _torch_ops().int8_linear(A, CB, SCB, bias)
     A, dt = _host(A, "A")
-    return _ops.int8_linear(_arrays.NUMPY, A, dt, M, N, K, _host_opt(CB, "CB", _lib.I8),
-                            _host_opt(SCB, "SCB", _lib.F32), _host_opt(bias, "bias", dt))
-
-
-def _int8_linear_outliers(A, CB, SCB, bias, threshold):
-    """bnb_int8_linear_outliers on A [M, K] (M, N, K > 0): (out, columns [K], count [1])."""
-    M, K = (int(d) for d in A.shape)
-    N = int(CB.shape[0])
-    if is_torch(A):
-        if _torch_ops().tracing():
-            _check_torch_inputs(A, B=CB, SCB=SCB, bias=bias)
-        return _torch_ops().int8_linear_outliers(A, CB, SCB, bias, threshold)
-    A, dt = _host(A, "A")
-    count = np.zeros(1, np.int64)
-    out, columns = _ops.int8_linear_outliers(_arrays.NUMPY, A, dt, M, N, K, _host_opt(CB, "CB", _lib.I8),
-                                             _host_opt(SCB, "SCB", _lib.F32), _host_opt(bias, "bias", dt), threshold,
-                                             count)
-    return out, columns, count
+    args = (_arrays.NUMPY, A, dt, M, N, K, _host_opt(CB, "CB", _lib.I8), _host_opt(SCB, "SCB", _lib.F32),
+            _host_opt(bias, "bias", dt))
+    if threshold > 0:
+        count = np.zeros(1, np.int64)
+        out, columns = _ops.int8_linear_outliers(*args, threshold, count)
+        return out, columns, count
+    return _ops.int8_linear(*args)
 
 
 # ---------------------------------------------------------------- the 4-bit linear layer's state dict
