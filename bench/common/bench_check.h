@@ -52,10 +52,10 @@ inline double time_graph(cudaGraphExec_t graph, cudaStream_t stream, int reps) {
   return time_events(stream, reps, 1, [&] { CUDA_OK(cudaGraphLaunch(graph, stream)); });
 }
 
-// Milliseconds per call of enqueue(i), i = 0 .. calls - 1, captured into one CUDA graph (each call
-// may use its own copy of the data, e.g. more weight copies than the L2 cache holds): two calls as
-// warm-up outside the capture, then time_graph's median over `reps` replays, divided by `calls`.
-inline double time_calls(cudaStream_t stream, int calls, int reps, const std::function<void(int)>& enqueue) {
+// enqueue(i), i = 0 .. calls - 1, captured into one CUDA graph (each call may use its own copy of
+// the data, e.g. more weight copies than the L2 cache holds), after two calls as warm-up outside
+// the capture.
+inline cudaGraphExec_t capture_calls(cudaStream_t stream, int calls, const std::function<void(int)>& enqueue) {
   for (int i = 0; i < std::min(calls, 2); ++i) enqueue(i);
   CUDA_OK(cudaStreamSynchronize(stream));
   CUDA_OK(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal));
@@ -65,6 +65,13 @@ inline double time_calls(cudaStream_t stream, int calls, int reps, const std::fu
   cudaGraphExec_t exec;
   CUDA_OK(cudaGraphInstantiate(&exec, graph, 0));
   CUDA_OK(cudaGraphDestroy(graph));
+  return exec;
+}
+
+// Milliseconds per call of capture_calls' graph: time_graph's median over `reps` replays, divided
+// by `calls`.
+inline double time_calls(cudaStream_t stream, int calls, int reps, const std::function<void(int)>& enqueue) {
+  const cudaGraphExec_t exec = capture_calls(stream, calls, enqueue);
   const double ms = time_graph(exec, stream, reps) / calls;
   CUDA_OK(cudaGraphExecDestroy(exec));
   return ms;

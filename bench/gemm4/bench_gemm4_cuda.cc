@@ -28,19 +28,6 @@
 
 namespace {
 
-// Captures `calls` invocations of enqueue(i) into a graph.
-cudaGraphExec_t capture(cudaStream_t stream, int calls, const std::function<void(int)>& enqueue) {
-  for (int i = 0; i < std::min(calls, 2); ++i) enqueue(i);  // warm-up outside the capture
-  CUDA_OK(cudaStreamSynchronize(stream));
-  CUDA_OK(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal));
-  for (int i = 0; i < calls; ++i) enqueue(i);
-  cudaGraph_t graph;
-  CUDA_OK(cudaStreamEndCapture(stream, &graph));
-  cudaGraphExec_t exec;
-  CUDA_OK(cudaGraphInstantiate(&exec, graph, 0));
-  CUDA_OK(cudaGraphDestroy(graph));
-  return exec;
-}
 
 struct Result {
   int64_t M, N, K;
@@ -180,7 +167,7 @@ int main(int argc, char** argv) {
         CUDA_OK(cudaMalloc(&A, static_cast<size_t>(M * K) * es));
         CUDA_OK(cudaMalloc(&out, static_cast<size_t>(M * N) * es));
         CUDA_OK(cudaMemset(A, 0x3c, static_cast<size_t>(M * K) * es));  // ~1.0 in fp16, ~0.01 in bf16
-        cudaGraphExec_t g4 = capture(stream, copies, [&](int i) {
+        cudaGraphExec_t g4 = capture_calls(stream, copies, [&](int i) {
           bnb_scales_t sc;
           BNB_OK(bnb_scales_init(&sc));
           if (nested) {
@@ -197,7 +184,7 @@ int main(int argc, char** argv) {
         double dense_ms = NAN;
         if (cublas.ok) {
           const float alpha = 1.0f, beta = 0.0f;
-          cudaGraphExec_t gd = capture(stream, dense_copies, [&](int i) {
+          cudaGraphExec_t gd = capture_calls(stream, dense_copies, [&](int i) {
             const cublasStatus_t s =
                 cublas.gemm_ex(cublas.handle, CUBLAS_OP_T, CUBLAS_OP_N, static_cast<int>(N), static_cast<int>(M),
                                static_cast<int>(K), &alpha, dense[i], ct, static_cast<int>(K), A, ct,
