@@ -120,13 +120,15 @@ __device__ __forceinline__ float block_max(float v, float* smem) {
   return v;
 }
 
-// The statistic of a row from the values each thread counted (NaN-dropping max over |x| < t, all
-// without outliers, from kAbsmaxEmpty): the block's maximum, or -0.0 when no thread counted
-// anything (bnb::row_stat_from_max, docs/FORMATS.md §6.1).
+// The statistic of a row from the max of what was counted (NaN-dropping max over |x| < t, all
+// without outliers, from kAbsmaxEmpty): that max, or -0.0 when nothing was counted
+// (bnb::row_stat_from_max, docs/FORMATS.md §6.1).
+__device__ __forceinline__ float row_stat_of_max(float m) { return m < 0.0f ? -0.0f : m; }
+
+// row_stat_of_max of the block's maximum of the values each thread counted.
 template <int kThreads>
 __device__ __forceinline__ float block_row_stat(float m, float* smem) {
-  m = block_max<kThreads>(m, smem);
-  return m < 0.0f ? -0.0f : m;
+  return row_stat_of_max(block_max<kThreads>(m, smem));
 }
 
 // The code of x under scale s (threshold t when outliers): RN32(x * s) rounded to the nearest
@@ -308,10 +310,13 @@ __global__ void __launch_bounds__(kZeroThreads)
 // the row statistics and the outlier columns of every row first (bits in shared memory), then the
 // codes of row_quant_kernel with every element of an outlier column 0, as row_quant_kernel and
 // zero_outlier_columns_kernel give them. Writes every flag word (nothing to clear before) and
-// *arrivals = 0.
+// *arrivals = 0. The rows run side by side: the block's threads split into `lanes` groups of
+// kOutlierQuantThreads / lanes (lanes: the rows rounded up to a power of two, at most
+// kOutlierQuantRows), a group per row, each thread taking runs of 16 columns.
 constexpr int kOutlierQuantRows = 16;
 constexpr int kOutlierQuantThreads = 1024;
 constexpr int64_t kOutlierQuantMaxCols = 65536;
+static_assert(kOutlierQuantThreads / kOutlierQuantRows >= kWarpSize, "a row's group is whole warps");
 
 template <int D>
 __global__ void __launch_bounds__(kOutlierQuantThreads)
@@ -323,13 +328,19 @@ __global__ void __launch_bounds__(kOutlierQuantThreads)
   __shared__ float stat_s[kOutlierQuantRows];
   __shared__ float red[kThreads / kWarpSize];
   grid_dependents_may_launch();  // a dependent product waits for this grid's end anyway
-  const int64_t words = (cols + 31) / 32, first = int64_t{threadIdx.x} * 16, step = int64_t{kThreads} * 16;
+  int lanes = 1;
+  while (lanes < rows && lanes < kOutlierQuantRows) lanes *= 2;
+  const int group_threads = kThreads / lanes, group_warps = group_threads / kWarpSize;
+  const int group = static_cast<int>(threadIdx.x) / group_threads;
+  const int64_t first = int64_t{static_cast<int>(threadIdx.x) % group_threads} * 16,
+                step = int64_t{group_threads} * 16, words = (cols + 31) / 32;
   for (int64_t w = threadIdx.x; w < words; w += kThreads) bits_s[w] = 0;
   if (threadIdx.x == 0) *arrivals = 0;
   __syncthreads();
-  for (int64_t r = 0; r < rows; ++r) {
+  for (int64_t r0 = 0; r0 < rows; r0 += lanes) {  // every thread takes every step: barriers inside
+    const int64_t r = r0 + group;
     float m = kAbsmaxEmpty;
-    for (int64_t c = first; c < cols; c += step) {
+    for (int64_t c = first; r < rows && c < cols; c += step) {
       float v[16];
       load_run16<D>(A, r * cols + c, true, v);
       uint32_t bits = 0;
@@ -340,15 +351,20 @@ __global__ void __launch_bounds__(kOutlierQuantThreads)
       }
       if (bits != 0) atomicOr(bits_s + c / 32, bits << (c % 32));
     }
-    m = block_row_stat<kThreads>(m, red);
-    if (threadIdx.x == 0) {
+#pragma unroll
+    for (int off = kWarpSize / 2; off > 0; off /= 2) m = gpu_max_ftz(m, gpu_shfl_xor(m, off, kWarpSize));
+    if (threadIdx.x % kWarpSize == 0) red[threadIdx.x / kWarpSize] = m;
+    __syncthreads();
+    if (static_cast<int>(threadIdx.x) % group_threads == 0 && r < rows) {
+      for (int w = 1; w < group_warps; ++w) m = gpu_max_ftz(m, red[group * group_warps + w]);
+      m = row_stat_of_max(m);
       row_stats[r] = m;
       stat_s[r] = m;
     }
+    __syncthreads();  // red is free again
   }
-  __syncthreads();
   for (int64_t w = threadIdx.x; w < words; w += kThreads) flag_bits[w] = bits_s[w];
-  for (int64_t r = 0; r < rows; ++r) {
+  for (int64_t r = group; r < rows; r += lanes) {
     const float s = gpu_mul_ftz(127.0f, gpu_block_reciprocal(stat_s[r]));
     for (int64_t c = first; c < cols; c += step) {
       float v[16];

@@ -763,6 +763,19 @@ bool outlier_tiled(int64_t K) {
   return on && K <= kEpiMaxK;
 }
 
+// The most rows linear_outliers_tiled quantizes with row_quant_outliers_kernel (one block, its rows
+// side by side) rather than row_quant_kernel (a block a row) and zero_outlier_columns_kernel: 1
+// until more are measured; BNB_INT8_OUTLIER_QUANT_ROWS=n (at most kOutlierQuantRows) for A/B
+// measurements.
+int64_t outlier_quant_rows() {
+  static const int64_t rows = [] {
+    const char* e = std::getenv("BNB_INT8_OUTLIER_QUANT_ROWS");
+    const int64_t n = e != nullptr ? std::atoll(e) : 1;
+    return std::clamp<int64_t>(n, 0, kOutlierQuantRows);
+  }();
+  return rows;
+}
+
 // As a programmatic dependent of the product: its blocks list the columns and gather Wc while the
 // product runs.
 template <int D>
@@ -779,7 +792,7 @@ bnb_status_t launch_outlier_epilogue(const GpuContext& ctx, dim3 grid, int epi, 
 
 // bnb_int8_linear_outliers with the outlier step after the product in one tiled pass
 // (outlier_epilogue_kernel). The quantization writes the flag bits (in `columns`) and zeroes
-// *count: for one row one block does all of it (row_quant_outliers_kernel); else the bits are
+// *count: for few rows one block does all of it (row_quant_outliers_kernel); else the bits are
 // cleared, row_quant_kernel sets them and zero_outlier_columns_kernel zeroes those columns of q. Then int8_mma_rows_kernel (dequantized into
 // out; the step adds in place) or op_matmul's int32 product (the step dequantizes it), then the step.
 bnb_status_t linear_outliers_tiled(void* impl, int32_t dtype, int64_t M, int64_t N, int64_t K, const void* A,
@@ -792,11 +805,9 @@ bnb_status_t linear_outliers_tiled(void* impl, int32_t dtype, int64_t M, int64_t
   const float t = round_to_dtype(dtype, threshold);
   auto* bits = reinterpret_cast<uint32_t*>(columns);
   bnb_status_t st = BNB_SUCCESS;
-  // One row: row_quant_outliers_kernel, the one block row_quant_kernel would take, without the
-  // clearing memset. It takes up to kOutlierQuantRows rows, but one after another (a row's loads,
-  // then its statistic, then the next row's), where row_quant_kernel gives each row its block:
-  // not used for more rows until it is measured against that.
-  if (M == 1 && K % 16 == 0 && K <= kOutlierQuantMaxCols && aligned16(A) && aligned16(q)) {
+  // Up to outlier_quant_rows() rows: row_quant_outliers_kernel, one block without the clearing
+  // memset and the zeroing kernel.
+  if (M <= outlier_quant_rows() && K % 16 == 0 && K <= kOutlierQuantMaxCols && aligned16(A) && aligned16(q)) {
     st = with_dtype(dtype, "int8_linear_outliers", [&](auto d) {
       row_quant_outliers_kernel<decltype(d)::value><<<1, kOutlierQuantThreads, 0, s>>>(A, M, K, t, q, row_stats,
                                                                                       bits, count);

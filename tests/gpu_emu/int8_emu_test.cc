@@ -264,9 +264,10 @@ TEST(Int8KernelsOnHost, RowQuantRunsMatchOneElementSteps) {
 // row_quant_outliers_kernel (one block, at most 16 rows) against row_quant_kernel with the flag
 // bits followed by zero_outlier_columns_kernel, bit for bit: codes, statistics, flag words (it
 // writes them all: the buffer starts dirty) and the block counter. Outliers in several rows, a
-// row of outliers only (statistic -0.0), rows of one run a thread and of several.
+// row of outliers only (statistic -0.0), rows of one run a thread and of several; row counts that
+// fill the groups of threads (1, 2, 16) and that leave groups idle (3, 5, 9, 12).
 TEST(Int8KernelsOnHost, SmallQuantWithOutliersMatchesTwoKernels) {
-  const int64_t shapes[][2] = {{1, 64}, {3, 4096}, {16, 1040}, {5, 20000}};
+  const int64_t shapes[][2] = {{1, 64}, {2, 4096}, {3, 4096}, {9, 1008}, {12, 16}, {16, 1040}, {5, 20000}, {16, 4096}};
   uint64_t seed = 41;
   for (const auto& sh : shapes) {
     const int64_t rows = sh[0], cols = sh[1];
