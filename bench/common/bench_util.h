@@ -1,5 +1,5 @@
-// Shared by the benchmark programs: stop on the first failed bnb call, wall-clock timing and
-// parsing of comma/x-separated command-line lists.
+// Shared by the benchmark programs: stop on the first failed bnb call, wall-clock timing, the
+// command-line flags and parsing of comma/x-separated command-line lists.
 #ifndef BNB_BENCH_COMMON_BENCH_UTIL_H_
 #define BNB_BENCH_COMMON_BENCH_UTIL_H_
 
@@ -28,6 +28,55 @@ using Clock = std::chrono::steady_clock;
 inline double seconds_since(Clock::time_point t0) {
   return std::chrono::duration<double>(Clock::now() - t0).count();
 }
+
+// argv flag by flag; a flag's value is the argument after it:
+//   Args args(argc, argv);
+//   for (std::string a; args.next_flag(a);) {
+//     if (a == "--n") n = args.int_value();
+//     else if (a == "--plain") plain = true;
+//     else args.usage("[--n N] [--plain]");
+//   }
+class Args {
+ public:
+  Args(int argc, char** argv) : argc_(argc), argv_(argv) {}
+
+  // The next argument into `name`; false after the last.
+  bool next_flag(std::string& name) {
+    if (i_ + 1 >= argc_) return false;
+    name = flag_ = argv_[++i_];
+    return true;
+  }
+
+  // The current flag's value; without one, "<prog>: <flag> needs a value" and exit 2.
+  std::string value() {
+    if (i_ + 1 >= argc_) {
+      std::fprintf(stderr, "%s: %s needs a value\n", argv_[0], flag_.c_str());
+      std::exit(2);
+    }
+    return argv_[++i_];
+  }
+  // The value as a number (atoll, atof: 0 where it is none).
+  int64_t int_value() { return std::atoll(value().c_str()); }
+  double real_value() { return std::atof(value().c_str()); }
+
+  // An unknown flag: "usage: <prog> <synopsis>" and exit 2.
+  [[noreturn]] void usage(const char* synopsis) const {
+    std::fprintf(stderr, "usage: %s %s\n", argv_[0], synopsis);
+    std::exit(2);
+  }
+
+  // An unknown flag: "unknown argument <flag> (<hint>)" and exit 2.
+  [[noreturn]] void unknown(const char* hint) const {
+    std::fprintf(stderr, "unknown argument %s (%s)\n", flag_.c_str(), hint);
+    std::exit(2);
+  }
+
+ private:
+  int argc_;
+  char** argv_;
+  int i_ = 0;
+  std::string flag_;
+};
 
 // "a,b,c" -> {"a", "b", "c"} (empty fields kept).
 inline std::vector<std::string> split(const std::string& s, char sep) {

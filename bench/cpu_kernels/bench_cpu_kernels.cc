@@ -13,6 +13,7 @@
 #include <string>
 #include <vector>
 
+#include "bench_util.h"
 #include "quant_kernels.h"
 #include "tables.h"
 
@@ -49,12 +50,12 @@ int main(int argc, char** argv) {
   int64_t n = int64_t{64} << 20;
   int threads = 2, reps = 5;
   std::string json = "bench_cpu_kernels.json";
-  for (int i = 1; i + 1 < argc; i += 2) {
-    const std::string a = argv[i];
-    if (a == "--n") n = std::atoll(argv[i + 1]);
-    else if (a == "--threads") threads = std::atoi(argv[i + 1]);
-    else if (a == "--reps") reps = std::atoi(argv[i + 1]);
-    else if (a == "--json") json = argv[i + 1];
+  Args args(argc, argv);
+  for (std::string a; args.next_flag(a);) {  // other arguments are ignored
+    if (a == "--n") n = args.int_value();
+    else if (a == "--threads") threads = args.int_value();
+    else if (a == "--reps") reps = args.int_value();
+    else if (a == "--json") json = args.value();
   }
   bnb::cpu::ThreadPool pool(threads);
   float* A = alloc<float>(n);

@@ -119,29 +119,19 @@ int main(int argc, char** argv) {
   int64_t blocksize = 64;
   bool nested = true, transposed = false;
   double min_ms = 400.0;
-  for (int i = 1; i < argc; ++i) {
-    const std::string a = argv[i];
-    const auto next = [&]() -> std::string {
-      if (i + 1 >= argc) {
-        std::fprintf(stderr, "%s needs a value\n", a.c_str());
-        std::exit(2);
-      }
-      return argv[++i];
-    };
-    if (a == "--threads") threads = std::atoi(next().c_str());
-    else if (a == "--shapes") shapes = next();
-    else if (a == "--m") ms_list = next();
-    else if (a == "--dtypes") dtypes = next();
-    else if (a == "--quant") quant = next();
-    else if (a == "--blocksize") blocksize = std::atoll(next().c_str());
+  Args args(argc, argv);
+  for (std::string a; args.next_flag(a);) {
+    if (a == "--threads") threads = args.int_value();
+    else if (a == "--shapes") shapes = args.value();
+    else if (a == "--m") ms_list = args.value();
+    else if (a == "--dtypes") dtypes = args.value();
+    else if (a == "--quant") quant = args.value();
+    else if (a == "--blocksize") blocksize = args.int_value();
     else if (a == "--plain") nested = false;
     else if (a == "--transposed") transposed = true;
-    else if (a == "--min-ms") min_ms = std::atof(next().c_str());
-    else if (a == "--json") json = next();
-    else {
-      std::fprintf(stderr, "unknown argument %s (see the comment at the top of bench_gemm4_cpu.cc)\n", a.c_str());
-      return 2;
-    }
+    else if (a == "--min-ms") min_ms = args.real_value();
+    else if (a == "--json") json = args.value();
+    else args.unknown("see the comment at the top of bench_gemm4_cpu.cc");
   }
   const int32_t qt = quant == "fp4" ? BNB_FP4 : BNB_NF4;
 

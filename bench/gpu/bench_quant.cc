@@ -46,11 +46,11 @@ int main(int argc, char** argv) {
   int64_t n = int64_t{1} << 28;
   int reps = 30;
   std::string json;
-  for (int i = 1; i < argc; ++i) {
-    const std::string a = argv[i];
-    if (a == "--n" && i + 1 < argc) n = std::atoll(argv[++i]);
-    else if (a == "--reps" && i + 1 < argc) reps = std::atoi(argv[++i]);
-    else if (a == "--json" && i + 1 < argc) json = argv[++i];
+  Args args(argc, argv);
+  for (std::string a; args.next_flag(a);) {  // other arguments are ignored
+    if (a == "--n") n = args.int_value();
+    else if (a == "--reps") reps = args.int_value();
+    else if (a == "--json") json = args.value();
   }
   bnb_context_options_t opts;
   bnb_context_options_init(&opts);

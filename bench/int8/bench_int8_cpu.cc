@@ -129,25 +129,14 @@ int main(int argc, char** argv) {
   std::string json_path;
   std::string shapes_arg = "2048x2048x2048,1x4096x4096,1x8192x8192,4x4096x4096,8x4096x4096,16x4096x4096,"
                            "64x4096x4096,256x4096x4096";
-  for (int i = 1; i < argc; ++i) {
-    const std::string a = argv[i];
-    const auto next = [&]() -> std::string {
-      if (i + 1 >= argc) {
-        std::fprintf(stderr, "%s needs a value\n", a.c_str());
-        std::exit(2);
-      }
-      return argv[++i];
-    };
-    if (a == "--threads") threads = std::atoi(next().c_str());
-    else if (a == "--shapes") shapes_arg = next();
-    else if (a == "--min-ms") min_ms = std::atof(next().c_str());
-    else if (a == "--json") json_path = next();
-    else if (a == "--copies") copies_arg = std::atoll(next().c_str());
-    else {
-      std::fprintf(stderr, "usage: %s [--threads N] [--shapes MxNxK,...] [--min-ms MS] [--copies N] [--json PATH]\n",
-                   argv[0]);
-      return 2;
-    }
+  Args args(argc, argv);
+  for (std::string a; args.next_flag(a);) {
+    if (a == "--threads") threads = args.int_value();
+    else if (a == "--shapes") shapes_arg = args.value();
+    else if (a == "--min-ms") min_ms = args.real_value();
+    else if (a == "--json") json_path = args.value();
+    else if (a == "--copies") copies_arg = args.int_value();
+    else args.usage("[--threads N] [--shapes MxNxK,...] [--min-ms MS] [--copies N] [--json PATH]");
   }
   setenv("OMP_NUM_THREADS", std::to_string(threads).c_str(), 1);  // oneDNN reference runs
 

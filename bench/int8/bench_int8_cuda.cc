@@ -66,28 +66,16 @@ int main(int argc, char** argv) {
   int reps = 20;
   float threshold = 6.0f;
   double fraction = 0.005;
-  for (int i = 1; i < argc; ++i) {
-    const std::string a = argv[i];
-    const auto next = [&]() -> std::string {
-      if (i + 1 >= argc) {
-        std::fprintf(stderr, "%s needs a value\n", a.c_str());
-        std::exit(2);
-      }
-      return argv[++i];
-    };
-    if (a == "--nk") nk_list = next();
-    else if (a == "--m") m_list = next();
-    else if (a == "--reps") reps = std::atoi(next().c_str());
-    else if (a == "--json") json = next();
-    else if (a == "--threshold") threshold = std::strtof(next().c_str(), nullptr);
-    else if (a == "--outlier-fraction") fraction = std::strtod(next().c_str(), nullptr);
-    else {
-      std::fprintf(stderr,
-                   "usage: %s [--nk 4096,8192] [--m 1,16,256,2048] [--reps 20] [--threshold 6] "
-                   "[--outlier-fraction 0.005] [--json PATH]\n",
-                   argv[0]);
-      return 2;
-    }
+  Args args(argc, argv);
+  for (std::string a; args.next_flag(a);) {
+    if (a == "--nk") nk_list = args.value();
+    else if (a == "--m") m_list = args.value();
+    else if (a == "--reps") reps = args.int_value();
+    else if (a == "--json") json = args.value();
+    else if (a == "--threshold") threshold = std::strtof(args.value().c_str(), nullptr);
+    else if (a == "--outlier-fraction") fraction = args.real_value();
+    else args.usage("[--nk 4096,8192] [--m 1,16,256,2048] [--reps 20] [--threshold 6] "
+                    "[--outlier-fraction 0.005] [--json PATH]");
   }
   bnb_context_options_t opts;
   BNB_OK(bnb_context_options_init(&opts));

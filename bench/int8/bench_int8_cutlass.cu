@@ -410,27 +410,14 @@ int main(int argc, char** argv) {
   std::string nk_list = "4096,8192", m_list = "64,128,256,512,1024,2048", json;
   int reps = 20;
   bool selftest = false;
-  for (int i = 1; i < argc; ++i) {
-    const std::string a = argv[i];
-    const auto next = [&]() -> std::string {
-      if (i + 1 >= argc) {
-        std::fprintf(stderr, "%s needs a value\n", a.c_str());
-        std::exit(2);
-      }
-      return argv[++i];
-    };
-    if (a == "--nk") nk_list = next();
-    else if (a == "--m") m_list = next();
-    else if (a == "--reps") reps = std::atoi(next().c_str());
-    else if (a == "--json") json = next();
+  Args args(argc, argv);
+  for (std::string a; args.next_flag(a);) {
+    if (a == "--nk") nk_list = args.value();
+    else if (a == "--m") m_list = args.value();
+    else if (a == "--reps") reps = args.int_value();
+    else if (a == "--json") json = args.value();
     else if (a == "--selftest") selftest = true;
-    else {
-      std::fprintf(stderr,
-                   "usage: %s [--m 64,128,256,512,1024,2048] [--nk 4096,8192] [--reps 20] [--json PATH] "
-                   "[--selftest]\n",
-                   argv[0]);
-      return 2;
-    }
+    else args.usage("[--m 64,128,256,512,1024,2048] [--nk 4096,8192] [--reps 20] [--json PATH] [--selftest]");
   }
   if (selftest) return selftest_compare() ? 0 : 1;
 

@@ -237,26 +237,17 @@ int main(int argc, char** argv) {
   std::string backend = "cpu", mode, json, only;
   int threads = 2, iters = 20;
   int64_t n = int64_t{1} << 25;
-  for (int i = 1; i < argc; ++i) {
-    const std::string a = argv[i];
-    auto next = [&]() -> std::string {
-      if (i + 1 >= argc) {
-        std::fprintf(stderr, "%s needs a value\n", a.c_str());
-        std::exit(2);
-      }
-      return argv[++i];
-    };
-    if (a == "--backend") backend = next();
-    else if (a == "--threads") threads = std::atoi(next().c_str());
-    else if (a == "--mode") mode = next();
-    else if (a == "--iters") iters = std::atoi(next().c_str());
-    else if (a == "--n") n = std::atoll(next().c_str());
-    else if (a == "--json") json = next();
-    else if (a == "--only") only = next();
-    else {
-      std::fprintf(stderr, "usage: %s [--backend cpu|cuda|hip] [--threads N] [--mode cpu|gpu] [--iters N] [--n N] [--only NAME] [--json PATH]\n", argv[0]);
-      return 2;
-    }
+  Args args(argc, argv);
+  for (std::string a; args.next_flag(a);) {
+    if (a == "--backend") backend = args.value();
+    else if (a == "--threads") threads = args.int_value();
+    else if (a == "--mode") mode = args.value();
+    else if (a == "--iters") iters = args.int_value();
+    else if (a == "--n") n = args.int_value();
+    else if (a == "--json") json = args.value();
+    else if (a == "--only") only = args.value();
+    else args.usage("[--backend cpu|cuda|hip] [--threads N] [--mode cpu|gpu] [--iters N] [--n N] [--only NAME] "
+                    "[--json PATH]");
   }
   bnb_context_options_t opts;
   BNB_OK(bnb_context_options_init(&opts));
