@@ -2,8 +2,9 @@
 # One device call for issue 20's outlier step (carry .gpu_carry after scripts/gpu/full.sh build):
 # the int8 GPU tests on the default path and on BNB_INT8_OUTLIER_TILED=1, then the threshold-6
 # layer with each (0.5 % and 1 % outlier columns), the one-block quantization for M <= 16
-# (BNB_INT8_OUTLIER_QUANT_ROWS), per-kernel GPU times (ncu) of the tiled path at M = 2048, and the
-# CUTLASS bench when it is in .gpu_carry/bin. Logs and JSON go into one archive under $OUT.
+# (BNB_INT8_OUTLIER_QUANT_ROWS), threshold 0 at M = 12, 16 with each BNB_INT8_MMA_RT, per-kernel
+# GPU times (ncu) of the tiled path at M = 2048, and the CUTLASS bench when it is in
+# .gpu_carry/bin. Logs and JSON go into one archive under $OUT.
 set -u
 source scripts/gpu/nvidia_libs.sh
 export LD_LIBRARY_PATH=$PWD/.gpu_carry/lib$(nvidia_lib_path)
@@ -15,9 +16,9 @@ for v in 1 0; do echo "== BNB_INT8_OUTLIER_TILED=$v"
   BNB_INT8_OUTLIER_TILED=$v timeout 60 $B/bnb_gpu_tests --gtest_filter='Int8Gpu.*' 2>&1 | grep -E "FAILED|PASSED" | tail -6
   [ $v = 1 ] && BNB_INT8_OUTLIER_TILED=1 timeout 90 $B/bnb_tests --gtest_filter='*Int8*cuda*:*Int8*Outlier*' 2>&1 | grep -E "FAILED|PASSED" | tail -6
 done 2>&1 | tee $O/tests.log
-echo "== BNB_INT8_OUTLIER_TILED=1 BNB_INT8_OUTLIER_QUANT_ROWS=16" | tee -a $O/tests.log
-BNB_INT8_OUTLIER_TILED=1 BNB_INT8_OUTLIER_QUANT_ROWS=16 timeout 60 $B/bnb_gpu_tests --gtest_filter='Int8Gpu.*' 2>&1 \
-  | grep -E "FAILED|PASSED" | tail -6 | tee -a $O/tests.log
+for v in "BNB_INT8_OUTLIER_TILED=1 BNB_INT8_OUTLIER_QUANT_ROWS=16" BNB_INT8_MMA_RT=2w; do echo "== $v"
+  env $v timeout 60 $B/bnb_gpu_tests --gtest_filter='Int8Gpu.*' 2>&1 | grep -E "FAILED|PASSED" | tail -6
+done 2>&1 | tee -a $O/tests.log
 for f in 0.005 0.01; do for v in 0 1; do echo "== outlier fraction $f, BNB_INT8_OUTLIER_TILED=$v"
   BNB_INT8_OUTLIER_TILED=$v timeout 60 $B/bnb_bench_int8_cuda --m 1,16,256,2048 --threshold 6 --outlier-fraction $f \
     --reps 10 --json $O/t6_f${f}_tiled$v.json 2>&1 | tail -9
@@ -27,6 +28,11 @@ done; done 2>&1 | tee $O/bench.log
 for rows in 1 16; do echo "== tiled, BNB_INT8_OUTLIER_QUANT_ROWS=$rows"
   BNB_INT8_OUTLIER_TILED=1 BNB_INT8_OUTLIER_QUANT_ROWS=$rows timeout 60 $B/bnb_bench_int8_cuda --m 2,4,8,16 \
     --threshold 6 --outlier-fraction 0.005 --reps 10 --json $O/t6_small_rows$rows.json 2>&1 | tail -9
+done 2>&1 | tee -a $O/bench.log
+# Threshold 0, 8 < M <= 16: one tile of W rows a block, two, two with 8 warps (BNB_INT8_MMA_RT).
+for run in 1 2 2w 1-again; do rt=${run%-again}; echo "== threshold 0, BNB_INT8_MMA_RT=$rt"
+  BNB_INT8_MMA_RT=$rt timeout 60 $B/bnb_bench_int8_cuda --m 12,16 --threshold 0 --reps 10 --json $O/t0_rt$run.json 2>&1 \
+    | tail -5
 done 2>&1 | tee -a $O/bench.log
 [ "${NCU:-1}" = 1 ] && BNB_INT8_OUTLIER_TILED=1 timeout 40 ncu --clock-control none \
   -k 'regex:outlier_epilogue|zero_outlier|row_quant' --metrics gpu__time_duration.sum,launch__grid_size \

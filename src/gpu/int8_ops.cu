@@ -208,13 +208,17 @@ bool mma_rows_fit(const GpuContext& ctx, int64_t M, int64_t N, int64_t K, const 
          aligned16(B) && !mma_rows_disabled();
 }
 
-// Tiles of 16 rows of W per block for 8 < M <= 16: 1 or 2 (BNB_INT8_MMA_RT, A/B measurements).
-int mma_row_tiles(int64_t M) {
-  static const int rt = [] {
+// Tiles of 16 rows of W per block for 8 < M <= 16, and its warps (A/B measurements): one tile of
+// kMmaWarps; BNB_INT8_MMA_RT=2: two tiles; =2w: two tiles of kMmaWarpsWide warps (each block reads
+// q once for twice the rows of W, with as many loads in flight per warp).
+enum class MmaRowTiles { kOne, kTwo, kTwoWide };
+MmaRowTiles mma_row_tiles(int64_t M) {
+  static const MmaRowTiles rt = [] {
     const char* e = std::getenv("BNB_INT8_MMA_RT");
-    return e != nullptr && e[0] == '2' ? 2 : 1;
+    if (e == nullptr || e[0] != '2') return MmaRowTiles::kOne;
+    return e[1] == 'w' ? MmaRowTiles::kTwoWide : MmaRowTiles::kTwo;
   }();
-  return M > 8 ? rt : 1;
+  return M > 8 ? rt : MmaRowTiles::kOne;
 }
 
 // int8_mma_rows_kernel with or without the outlier step (only with for kOut >= 0 and RT = 1:
@@ -269,9 +273,11 @@ bnb_status_t launch_mma_rows(const GpuContext& ctx, bool dependent, int64_t M, i
                                                 : launch_mma_rows_mt<1, 1, kOut, kBias, -1, kMmaWarps>;
     return launch(ctx, dependent, M, N, K, A, B, C, rs, col_stats, bias, out, false, 0.0f, nullptr, os, stream);
   }
-  if (mma_row_tiles(M) == 2 && os == nullptr) {  // the outlier step spills registers with two tiles
-    return launch_mma_rows_mt<2, 2, kOut, kBias, -1>(ctx, dependent, M, N, K, A, B, C, rs, col_stats, bias, out,
-                                                     false, 0.0f, nullptr, os, stream);
+  const MmaRowTiles rt = mma_row_tiles(M);
+  if (rt != MmaRowTiles::kOne && os == nullptr) {  // the outlier step spills registers with two tiles
+    const auto launch = rt == MmaRowTiles::kTwoWide ? launch_mma_rows_mt<2, 2, kOut, kBias, -1, kMmaWarpsWide>
+                                                    : launch_mma_rows_mt<2, 2, kOut, kBias, -1, kMmaWarps>;
+    return launch(ctx, dependent, M, N, K, A, B, C, rs, col_stats, bias, out, false, 0.0f, nullptr, os, stream);
   }
   return launch_mma_rows_mt<2, 1, kOut, kBias, -1>(ctx, dependent, M, N, K, A, B, C, rs, col_stats, bias, out, false,
                                                    0.0f, nullptr, os, stream);
