@@ -1,16 +1,11 @@
-// Experiment (BNB_BUILD_INT8_CUTLASS, OFF by default): the LLM.int8() product and dequantization as
-// ONE Hopper kernel. A CUTLASS 3.x sm_90a int8 GEMM (CollectiveBuilder: TMA loads, wgmma, the
-// warp-specialized kernels) whose epilogue is an epilogue visitor tree (EVT) computing
-//
-//   out[m, n] (fp16) = dequant(c, row_stats[m], col_stats[n], bias[n]),  c = sum_k A[m, k] W[n, k] (int32)
-//   t = RN32(RN32(float(c) * row_stats[m]) * col_stats[n])            (two binary32 multiplies, ftz)
-//   no bias:   out = RN16(RN32(t * K_DQ))
-//   fp16 bias: out = RN16(fma(t, K_DQ, float(bias[n])))                (one fused multiply-add, ftz)
-//
-// K_DQ = kDequantScaleBits (src/common/tables.h, RN32(1/127^2)), i.e. what bnb_int8_mm_dequant
-// (src/gpu/int8_kernels.cuh: dequant_f16) computes, so no int32 [M, N] matrix goes through memory.
-// The roundings are explicit PTX (mul.rn.ftz.f32, fma.rn.ftz.f32, cvt.rn.f16.f32) as in the
-// library's kernels; the TU is built with -ftz=true --fmad=false all the same.
+// Experiment (BNB_INT8_CUTLASS=ON, OFF by default): the LLM.int8() product and dequantization as
+// ONE Hopper kernel, the CUTLASS 3.x sm_90a int8 GEMMs of src/gpu/int8_cutlass_sm90.cuh (TMA loads,
+// wgmma, the warp-specialized kernels; the dequantization in an epilogue visitor tree, bit for bit
+// bnb_int8_mm_dequant's for an fp16 out; the formula is in that header). The same kernels are the
+// CUDA plugin's opt-in path (int8_cutlass_sm90.cu), which bnb_int8_linear takes with the
+// environment switch BNB_INT8_CUTLASS=1 (the plugin's shape rule) or =<configuration name> (one of
+// the names printed here): run this program with it set and the "linear us" column times the
+// library's layer on that path (its bit check against the three calls then checks the path too).
 //
 // For each (M, N = K): A [M, K] random fp16 activations (1/8 <= |x| < 2; row 1 all zero) ->
 // bnb_int8_vectorwise_quant (threshold 0) -> q [M, K] int8, row_stats [M]; W [N, K] random int8
@@ -25,22 +20,23 @@
 //      calls, each on its own weight copy (the copies together at least 4x the L2 cache), CUDA
 //      events around graph replays, median over --reps replays, divided by R (as
 //      bnb_bench_int8_cuda): fp16 cuBLAS GEMM (cublasGemmEx, fp16 in/out, fp32 compute) of the
-//      same shape; bnb_int8_linear (the one-call layer, threshold 0); bnb_int8_matmul +
+//      same shape; bnb_int8_linear (the one-call layer, threshold 0; the plugin's CUTLASS path
+//      with BNB_INT8_CUTLASS set); bnb_int8_matmul +
 //      bnb_int8_mm_dequant; bnb_int8_vectorwise_quant alone; each CUTLASS configuration alone
 //      (product + dequantization fused); and the layer as bnb_int8_vectorwise_quant + the
 //      fastest CUTLASS configuration for the shape. Speedups are over the fp16 GEMM.
 //
 // Build (sm_90a only; CUTLASS's headers from BNB_CUTLASS_INCLUDE, or from the PyPI package
-// nvidia-cutlass in the Python 3 CMake finds):
+// nvidia-cutlass in the Python 3 CMake finds: cmake/cutlass.cmake):
 //   python3 -m venv /tmp/cutvenv && /tmp/cutvenv/bin/pip install nvidia-cutlass
 //   cmake -S . -B build-cut -G Ninja -DCMAKE_BUILD_TYPE=Release -DBNB_BUILD_CUDA=ON
 //         -DBNB_CUDA_ARCHITECTURES=90 -DBNB_BUILD_CPU=OFF -DBNB_BUILD_TESTS=OFF -DBNB_BUILD_TOOLS=OFF
-//         -DBNB_BUILD_PYTHON_EXT=OFF -DBNB_BUILD_INT8_CUTLASS=ON -DPython3_EXECUTABLE=/tmp/cutvenv/bin/python
+//         -DBNB_BUILD_PYTHON_EXT=OFF -DBNB_INT8_CUTLASS=ON -DPython3_EXECUTABLE=/tmp/cutvenv/bin/python
 //         [-DBNB_CUTLASS_INCLUDE=/path/to/cutlass/include]          (one command line)
 //   ninja -C build-cut bnb_bench_int8_cutlass     (the TU: about 80 s on one core, CUDA 13.0)
 // Run (an H100; the CUDA plugin libbnb_backend_cuda is found beside libbnb in build-cut/lib):
-//   build-cut/bin/bnb_bench_int8_cutlass [--m 64,128,256,512,1024,2048] [--nk 4096,8192] [--reps 20]
-//                                        [--json out.json] [--selftest]
+//   [BNB_INT8_CUTLASS=1|<name>] build-cut/bin/bnb_bench_int8_cutlass [--m 64,128,256,512,1024,2048]
+//                                        [--nk 4096,8192] [--reps 20] [--json out.json] [--selftest]
 //
 // cuBLAS is loaded with dlopen (libcublas.so.13/.12); without it the fp16 column is empty.
 #include <cublas_v2.h>
@@ -59,16 +55,7 @@
 #include <string>
 #include <vector>
 
-#include "cute/tensor.hpp"
-#include "cutlass/cutlass.h"
-#include "cutlass/epilogue/collective/collective_builder.hpp"
-#include "cutlass/epilogue/fusion/sm90_callbacks_tma_warpspecialized.hpp"
-#include "cutlass/gemm/collective/collective_builder.hpp"
-#include "cutlass/gemm/device/gemm_universal_adapter.h"
-#include "cutlass/gemm/dispatch_policy.hpp"
-#include "cutlass/gemm/kernel/gemm_universal.hpp"
-#include "cutlass/kernel_hardware_info.h"
-#include "cutlass/util/packed_stride.hpp"
+#include "int8_cutlass_sm90.cuh"  // src/gpu: the GEMM types and their arguments
 
 #include "bnb.h"
 #include "bench_check.h"
@@ -77,102 +64,8 @@
 
 namespace {
 
-// K_DQ's bits: the library's own constant (src/common/tables.h), RN32(1 / (127 * 127)).
+namespace cfg = bnb::gpu::int8_cutlass::cfg;
 constexpr uint32_t kDqBits = bnb::kDequantScaleBits;
-static_assert(kDqBits == 0x38820610u, "K_DQ changed: check dequant_f16 (src/gpu/int8_kernels.cuh) again");
-
-// ------------------------------------------------------------------ the EVT's compute node
-//
-// The roundings of src/gpu/int8_kernels.cuh dequant_f16 (O = fp16), one PTX instruction each, so
-// neither the compiler nor its flags can contract or re-associate them.
-__device__ __forceinline__ float mul_rn_ftz(float a, float b) {
-  float r;
-  asm("mul.rn.ftz.f32 %0, %1, %2;" : "=f"(r) : "f"(a), "f"(b));
-  return r;
-}
-__device__ __forceinline__ float fma_rn_ftz(float a, float b, float c) {
-  float r;
-  asm("fma.rn.ftz.f32 %0, %1, %2, %3;" : "=f"(r) : "f"(a), "f"(b), "f"(c));
-  return r;
-}
-
-// The node's run-time argument (Sm90Compute passes ComputeFn<float>::Arguments to the functor,
-// so the type is shared by every instantiation of DequantFn): whether the bias child holds a
-// vector (else its values are ignored and the no-bias rounding is used).
-struct DequantArgs {
-  int has_bias = 0;
-};
-
-// Sm90Compute<DequantFn, half_t, float, round_to_nearest>: its inputs arrive converted to float by
-// Sm90Compute (acc: static_cast<float>(int32_t), cvt.rn.f32.s32 = __int2float_rn; row and column
-// scales: float as is; bias: fp16 -> float, exact). It returns fp16 itself, so Sm90Compute's
-// output conversion is the identity.
-template <class T>
-struct DequantFn {
-  using Arguments = DequantArgs;
-
-  template <int N>
-  __device__ __forceinline__ cutlass::Array<cutlass::half_t, N> operator()(
-      cutlass::Array<float, N> const& acc, cutlass::Array<float, N> const& row_scale,
-      cutlass::Array<float, N> const& col_scale, cutlass::Array<float, N> const& bias,
-      DequantArgs const& args) const {
-    const float kdq = __uint_as_float(kDqBits);
-    cutlass::Array<cutlass::half_t, N> out;
-    if (args.has_bias) {
-      CUTLASS_PRAGMA_UNROLL
-      for (int i = 0; i < N; ++i) {
-        const float t = mul_rn_ftz(mul_rn_ftz(acc[i], row_scale[i]), col_scale[i]);
-        out[i] = cutlass::half_t::bitcast(__half_as_ushort(__float2half_rn(fma_rn_ftz(t, kdq, bias[i]))));
-      }
-    } else {
-      CUTLASS_PRAGMA_UNROLL
-      for (int i = 0; i < N; ++i) {
-        const float t = mul_rn_ftz(mul_rn_ftz(acc[i], row_scale[i]), col_scale[i]);
-        out[i] = cutlass::half_t::bitcast(__half_as_ushort(__float2half_rn(mul_rn_ftz(t, kdq))));
-      }
-    }
-    return out;
-  }
-};
-
-// ------------------------------------------------------------------ the GEMM types
-//
-// A [M, K] int8 row-major (K-major), W [N, K] int8 row-major = B [K, N] column-major (K-major),
-// D [M, N] fp16 row-major, no C. The EVT: DequantFn(acc, row_stats[m] (a column vector: one value
-// per row of D), col_stats[n] (a row vector), bias[n] (a row vector, null = no bias)).
-template <class TileShape, class ClusterShape, class KernelSchedule, class EpilogueSchedule>
-struct Int8DequantGemm {
-  using ElementD = cutlass::half_t;
-  using LayoutA = cutlass::layout::RowMajor;
-  using LayoutB = cutlass::layout::ColumnMajor;
-  using LayoutD = cutlass::layout::RowMajor;
-  static constexpr int kAlignAB = 16;  // int8 elements: 16 bytes
-  static constexpr int kAlignD = 8;    // fp16 elements: 16 bytes
-
-  using RowStats = cutlass::epilogue::fusion::Sm90ColBroadcast<0, TileShape, float, float>;
-  using ColStats = cutlass::epilogue::fusion::Sm90RowBroadcast<0, TileShape, float, float>;
-  using Bias = cutlass::epilogue::fusion::Sm90RowBroadcast<0, TileShape, cutlass::half_t, float>;
-  using Node = cutlass::epilogue::fusion::Sm90Compute<DequantFn, ElementD, float,
-                                                      cutlass::FloatRoundStyle::round_to_nearest>;
-  using EVT = cutlass::epilogue::fusion::Sm90EVT<Node, cutlass::epilogue::fusion::Sm90AccFetch, RowStats, ColStats,
-                                                 Bias>;
-
-  using CollectiveEpilogue = typename cutlass::epilogue::collective::CollectiveBuilder<
-      cutlass::arch::Sm90, cutlass::arch::OpClassTensorOp, TileShape, ClusterShape,
-      cutlass::epilogue::collective::EpilogueTileAuto, int32_t, float, void, LayoutD, kAlignD, ElementD, LayoutD,
-      kAlignD, EpilogueSchedule, EVT>::CollectiveOp;
-
-  using CollectiveMainloop = typename cutlass::gemm::collective::CollectiveBuilder<
-      cutlass::arch::Sm90, cutlass::arch::OpClassTensorOp, int8_t, LayoutA, kAlignAB, int8_t, LayoutB, kAlignAB,
-      int32_t, TileShape, ClusterShape,
-      cutlass::gemm::collective::StageCountAutoCarveout<static_cast<int>(
-          sizeof(typename CollectiveEpilogue::SharedStorage))>,
-      KernelSchedule>::CollectiveOp;
-
-  using Kernel = cutlass::gemm::kernel::GemmUniversal<cute::Shape<int, int, int, int>, CollectiveMainloop,
-                                                      CollectiveEpilogue>;
-  using Gemm = cutlass::gemm::device::GemmUniversalAdapter<Kernel>;
-};
 
 // One configuration at run time: prepare() builds the kernel's parameters for every weight copy
 // (host work, outside any graph capture), try_launch(i) enqueues the product on copy i (false
@@ -196,44 +89,24 @@ struct Config {
 template <class G>
 struct ConfigImpl final : Config {
   using Gemm = typename G::Gemm;
-  const char* name_;
   std::vector<std::unique_ptr<Gemm>> gemms;
   void* workspace = nullptr;
   size_t workspace_bytes = 0;
 
-  explicit ConfigImpl(const char* n) : name_(n) {}
   ~ConfigImpl() override {
     if (workspace != nullptr) cudaFree(workspace);
   }
-  const char* name() const override { return name_; }
+  const char* name() const override { return G::kName; }
 
   bool prepare(int M, int N, int K, const int8_t* A, const std::vector<void*>& W, const float* row_stats,
                const float* col_stats, const void* bias, void* D, std::string* why) override {
     gemms.clear();
-    using StrideA = typename Gemm::GemmKernel::StrideA;
-    using StrideB = typename Gemm::GemmKernel::StrideB;
-    using StrideC = typename Gemm::GemmKernel::StrideC;
-    using StrideD = typename Gemm::GemmKernel::StrideD;
-    const StrideA sA = cutlass::make_cute_packed_stride(StrideA{}, cute::make_shape(M, K, 1));
-    const StrideB sB = cutlass::make_cute_packed_stride(StrideB{}, cute::make_shape(N, K, 1));
-    const StrideC sC = cutlass::make_cute_packed_stride(StrideC{}, cute::make_shape(M, N, 1));
-    const StrideD sD = cutlass::make_cute_packed_stride(StrideD{}, cute::make_shape(M, N, 1));
     cutlass::KernelHardwareInfo hw;
     hw.device_id = 0;
     hw.sm_count = cutlass::KernelHardwareInfo::query_device_multiprocessor_count(0);
     for (void* w : W) {
-      typename Gemm::Arguments args{cutlass::gemm::GemmUniversalMode::kGemm,
-                                    {M, N, K, 1},
-                                    {A, sA, static_cast<const int8_t*>(w), sB},
-                                    {{}, nullptr, sC, static_cast<cutlass::half_t*>(D), sD},
-                                    hw};
-      // EVT arguments: the children in order (acc, row_stats, col_stats, bias), then the node.
-      auto& t = args.epilogue.thread;
-      cute::get<1>(t).ptr_col = row_stats;
-      cute::get<2>(t).ptr_row = col_stats;
-      cute::get<3>(t).ptr_row = static_cast<const cutlass::half_t*>(bias);
-      cute::get<3>(t).null_default = cutlass::half_t(0.0f);
-      cute::get<4>(t).has_bias = bias != nullptr ? 1 : 0;
+      const typename Gemm::Arguments args = bnb::gpu::int8_cutlass::make_arguments<G>(
+          M, N, K, A, static_cast<const int8_t*>(w), row_stats, col_stats, bias, D, hw);
       if (Gemm::can_implement(args) != cutlass::Status::kSuccess) {
         *why = "can_implement";
         gemms.clear();
@@ -268,31 +141,14 @@ struct ConfigImpl final : Config {
   }
 };
 
-using namespace cute;
-namespace cg = cutlass::gemm;
-namespace ce = cutlass::epilogue;
-
-using Coop128x128 = Int8DequantGemm<Shape<_128, _128, _128>, Shape<_1, _1, _1>,
-                                    cg::KernelTmaWarpSpecializedCooperative, ce::TmaWarpSpecializedCooperative>;
-using Coop128x128C2 = Int8DequantGemm<Shape<_128, _128, _128>, Shape<_2, _1, _1>,
-                                      cg::KernelTmaWarpSpecializedCooperative, ce::TmaWarpSpecializedCooperative>;
-using Coop128x256 = Int8DequantGemm<Shape<_128, _256, _128>, Shape<_1, _1, _1>,
-                                    cg::KernelTmaWarpSpecializedCooperative, ce::TmaWarpSpecializedCooperative>;
-using Ping64x128 = Int8DequantGemm<Shape<_64, _128, _128>, Shape<_1, _1, _1>, cg::KernelTmaWarpSpecializedPingpong,
-                                   ce::TmaWarpSpecialized>;
-using Ping128x64 = Int8DequantGemm<Shape<_128, _64, _128>, Shape<_1, _1, _1>, cg::KernelTmaWarpSpecializedPingpong,
-                                   ce::TmaWarpSpecialized>;
-using Ws64x128 = Int8DequantGemm<Shape<_64, _128, _128>, Shape<_1, _1, _1>, cg::KernelTmaWarpSpecialized,
-                                 ce::TmaWarpSpecialized>;
-
 std::vector<std::unique_ptr<Config>> make_configs() {
   std::vector<std::unique_ptr<Config>> c;
-  c.push_back(std::make_unique<ConfigImpl<Coop128x128>>("coop_128x128x128_c1"));
-  c.push_back(std::make_unique<ConfigImpl<Coop128x128C2>>("coop_128x128x128_c2x1"));
-  c.push_back(std::make_unique<ConfigImpl<Coop128x256>>("coop_128x256x128_c1"));
-  c.push_back(std::make_unique<ConfigImpl<Ping64x128>>("ping_64x128x128_c1"));
-  c.push_back(std::make_unique<ConfigImpl<Ping128x64>>("ping_128x64x128_c1"));
-  c.push_back(std::make_unique<ConfigImpl<Ws64x128>>("ws_64x128x128_c1"));
+  c.push_back(std::make_unique<ConfigImpl<cfg::Coop128x128>>());
+  c.push_back(std::make_unique<ConfigImpl<cfg::Coop128x128C2>>());
+  c.push_back(std::make_unique<ConfigImpl<cfg::Coop128x256>>());
+  c.push_back(std::make_unique<ConfigImpl<cfg::Ping64x128>>());
+  c.push_back(std::make_unique<ConfigImpl<cfg::Ping128x64>>());
+  c.push_back(std::make_unique<ConfigImpl<cfg::Ws64x128>>());
   return c;
 }
 

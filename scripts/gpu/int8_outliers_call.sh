@@ -38,7 +38,9 @@ done 2>&1 | tee -a $O/bench.log
   -k 'regex:outlier_epilogue|zero_outlier|row_quant' --metrics gpu__time_duration.sum,launch__grid_size \
   --csv --page raw -c 40 $B/bnb_bench_int8_cuda --m 2048 --nk 4096 --reps 1 --threshold 6 > $O/ncu_tiled_m2048.csv 2>&1
 # The CUTLASS sm90 int8 GEMM with the dequantization in its epilogue (bench/int8/bench_int8_cutlass.cu,
-# built with -DBNB_BUILD_INT8_CUTLASS=ON and copied into .gpu_carry/bin), when it is there.
+# built with -DBNB_INT8_CUTLASS=ON and copied into .gpu_carry/bin), when it is there. Its "linear us"
+# column times the plugin beside libbnb; with BNB_INT8_CUTLASS=1 set and a plugin of that build,
+# the plugin's CUTLASS path.
 if [ -x $B/bnb_bench_int8_cutlass ]; then
   timeout 45 $B/bnb_bench_int8_cutlass --m ${CUTLASS_M:-64,256,2048} --nk ${CUTLASS_NK:-4096,8192} --reps 10 \
     --json $O/int8_cutlass.json > $O/int8_cutlass.log 2>&1; echo "cutlass rc $?" >> $O/int8_cutlass.log

@@ -22,6 +22,7 @@
 
 #include "gpu_backend.h"
 #include "half.h"
+#include "int8_cutlass.h"
 #include "int8_kernels.cuh"
 #include "int_math.h"
 
@@ -725,6 +726,11 @@ bnb_status_t linear(void* impl, int32_t dtype, int64_t M, int64_t N, int64_t K, 
                  : launch_mma_rows<D, false>(ctx, true, M, N, K, q, W, C, row_stats, SCB, bias, out, mma_os, s);
     });
   }
+  // fp16 out with the switch BNB_INT8_CUTLASS (int8_cutlass.h): product and dequantization in one
+  // Hopper kernel, no int32 C.
+  if (os == nullptr && dtype == kF16 && int8_cutlass_linear(ctx, M, N, K, q, W, row_stats, SCB, bias, out, s, &st)) {
+    return st;
+  }
   st = op_matmul(impl, M, N, K, q, W, C, stream);
   if (st != BNB_SUCCESS) return st;
   if (os != nullptr) {
@@ -841,10 +847,10 @@ bnb_status_t linear_outliers_tiled(void* impl, int32_t dtype, int64_t M, int64_t
                  ? launch_mma_rows<D, true>(ctx, true, M, N, K, q, W, C, row_stats, SCB, bias, out, nullptr, s)
                  : launch_mma_rows<D, false>(ctx, true, M, N, K, q, W, C, row_stats, SCB, bias, out, nullptr, s);
     });
-  } else {
+  } else if (dtype != kF16 || !int8_cutlass_linear(ctx, M, N, K, q, W, row_stats, SCB, bias, out, s, &st)) {
     st = op_matmul(impl, M, N, K, q, W, C, stream);
     epi = bias != nullptr ? kOutlierDequantBias : kOutlierDequant;
-  }
+  }  // else the CUTLASS kernel (BNB_INT8_CUTLASS, fp16) dequantized into out: the step adds in place
   if (st != BNB_SUCCESS) return st;
   const int64_t n_tiles = ceil_div(N, int64_t{kEpiCols});
   const dim3 grid(grid_of(n_tiles, INT32_MAX),

@@ -212,10 +212,13 @@ TEST_F(Int8Gpu, MmDequantMatchesCpu) {
 }
 
 // bnb_int8_linear at layer sizes against the CPU backend's (the three steps there): q,
-// row_stats and out bit for bit.
+// row_stats and out bit for bit, with and without the bias. M >= 64: cuBLASLt's product and the
+// dequantization pass, or with BNB_INT8_CUTLASS=1 (CTest gpu_int8_with_BNB_INT8_CUTLASS_1, on an
+// H100) the CUTLASS kernel, which declines N % 8 != 0 (200 x 1004) and K % 16 != 0 (96 x 1000).
 TEST_F(Int8Gpu, LinearMatchesCpu) {
-  const int64_t cases[][3] = {{1, 4096, 4096}, {1, 8192, 8192}, {3, 4096, 2048}, {5, 11008, 4096},
-                              {16, 4096, 11008}, {24, 1024, 4096}};
+  const int64_t cases[][3] = {{1, 4096, 4096},   {1, 8192, 8192},  {3, 4096, 2048},   {5, 11008, 4096},
+                              {16, 4096, 11008}, {24, 1024, 4096}, {64, 4096, 4096},  {256, 4096, 4096},
+                              {200, 1004, 4096}, {96, 2048, 1000}, {130, 4096, 1040}, {1024, 2048, 4096}};
   for (const auto& c : cases) {
     const int64_t M = c[0], N = c[1], K = c[2];
     const auto w = random_int8_bytes(N * K, static_cast<uint64_t>(N + K));
@@ -224,8 +227,10 @@ TEST_F(Int8Gpu, LinearMatchesCpu) {
     for (auto& v : scb) v = from_dtype(to_dtype({0.05f + (rng() % 1000) / 400.0f}, BNB_F16), BNB_F16)[0];
     const std::vector<uint8_t> x = activations_f16(M, K, static_cast<uint64_t>(M + 3));
     const std::vector<uint8_t> bias = to_dtype(random_normal(N, rng(), 1.0f), BNB_F16);
-    for (const float threshold : {0.0f, 6.0f}) {
-      SCOPED_TRACE(testing::Message() << "M " << M << " N " << N << " K " << K << " threshold " << threshold);
+    for (const float threshold : {0.0f, 6.0f})
+    for (const bool with_bias : {true, false}) {
+      SCOPED_TRACE(testing::Message() << "M " << M << " N " << N << " K " << K << " threshold " << threshold
+                                      << (with_bias ? " bias" : " no bias"));
       Results r[2];
       const Context* ctxs[2] = {gpu_.get(), cpu_.get()};
       for (int i = 0; i < 2; ++i) {
@@ -239,7 +244,8 @@ TEST_F(Int8Gpu, LinearMatchesCpu) {
         Bi.upload(bias.data(), bias.size());
         O.fill(0xcd);
         ASSERT_BNB_OK(bnb_int8_linear(ctx.get(), BNB_F16, M, N, K, X.get(), threshold, W.as<int8_t>(), S.as<float>(),
-                                      Bi.get(), Q.as<int8_t>(), RS.as<float>(), Cc.as<int32_t>(), O.get(), nullptr));
+                                      with_bias ? Bi.get() : nullptr, Q.as<int8_t>(), RS.as<float>(),
+                                      Cc.as<int32_t>(), O.get(), nullptr));
         r[i].q = Q.download();
         r[i].stats = RS.download();
         r[i].out = O.download();
