@@ -2,10 +2,10 @@
 // ONE Hopper kernel, the CUTLASS 3.x sm_90a int8 GEMMs of src/gpu/int8_cutlass_sm90.cuh (TMA loads,
 // wgmma, the warp-specialized kernels; the dequantization in an epilogue visitor tree, bit for bit
 // bnb_int8_mm_dequant's for an fp16 out; the formula is in that header). The same kernels are the
-// CUDA plugin's opt-in path (int8_cutlass_sm90.cu), which bnb_int8_linear takes with the
-// environment switch BNB_INT8_CUTLASS=1 (the plugin's shape rule) or =<configuration name> (one of
-// the names printed here): run this program with it set and the "linear us" column times the
-// library's layer on that path (its bit check against the three calls then checks the path too).
+// CUDA plugin's path for M > 16 in a build with BNB_INT8_CUTLASS=ON (int8_cutlass_sm90.cu), so the
+// "linear us" column times the library's layer on it (its shape rule; BNB_INT8_CUTLASS=0: on
+// cuBLASLt, =<configuration name>: one of the names printed here), and its bit check against the
+// three calls checks the path too.
 //
 // For each (M, N = K): A [M, K] random fp16 activations (1/8 <= |x| < 2; row 1 all zero) ->
 // bnb_int8_vectorwise_quant (threshold 0) -> q [M, K] int8, row_stats [M]; W [N, K] random int8
@@ -21,7 +21,7 @@
 //      events around graph replays, median over --reps replays, divided by R (as
 //      bnb_bench_int8_cuda): fp16 cuBLAS GEMM (cublasGemmEx, fp16 in/out, fp32 compute) of the
 //      same shape; bnb_int8_linear (the one-call layer, threshold 0; the plugin's CUTLASS path
-//      with BNB_INT8_CUTLASS set); bnb_int8_matmul +
+//      where it is built); bnb_int8_matmul +
 //      bnb_int8_mm_dequant; bnb_int8_vectorwise_quant alone; each CUTLASS configuration alone
 //      (product + dequantization fused); and the layer as bnb_int8_vectorwise_quant + the
 //      fastest CUTLASS configuration for the shape. Speedups are over the fp16 GEMM.
@@ -35,7 +35,7 @@
 //         [-DBNB_CUTLASS_INCLUDE=/path/to/cutlass/include]          (one command line)
 //   ninja -C build-cut bnb_bench_int8_cutlass     (the TU: about 80 s on one core, CUDA 13.0)
 // Run (an H100; the CUDA plugin libbnb_backend_cuda is found beside libbnb in build-cut/lib):
-//   [BNB_INT8_CUTLASS=1|<name>] build-cut/bin/bnb_bench_int8_cutlass [--m 64,128,256,512,1024,2048]
+//   [BNB_INT8_CUTLASS=0|<name>] build-cut/bin/bnb_bench_int8_cutlass [--m 64,128,256,512,1024,2048]
 //                                        [--nk 4096,8192] [--reps 20] [--json out.json] [--selftest]
 //
 // cuBLAS is loaded with dlopen (libcublas.so.13/.12); without it the fp16 column is empty.

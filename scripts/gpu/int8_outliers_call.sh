@@ -1,16 +1,16 @@
 #!/usr/bin/env bash
 # One device call for issue 20 (carry .gpu_carry after scripts/gpu/full.sh build; a build with
-# -DBNB_INT8_CUTLASS=ON adds the CUTLASS plugin path and bench). Stages, most wanted first; each
-# saves the archive $OUT/int8_outliers.tgz again, and a stage that would start after DEADLINE
-# seconds (default 330) is skipped, so a call cut short still returns what ran:
-#   1. Int8Gpu with the tiled outlier path (one-block quantization up to 16 rows), with the CUTLASS
-#      product under it, and with BNB_INT8_MMA_RT=2w; the CUDA int8 unit cases with the tiled path.
+# -DBNB_INT8_CUTLASS=ON adds the CUTLASS plugin path, the default there, and its bench). Stages,
+# most wanted first (STAGES="tests cutlass_layer ..." runs a subset); each saves the archive
+# $OUT/int8_outliers.tgz again, and a stage that would start after DEADLINE seconds (default 330)
+# is skipped, so a call cut short still returns what ran:
+#   1. Int8Gpu as built, with BNB_INT8_CUTLASS=0, and with the tiled outlier path (one-block
+#      quantization up to 16 rows); the CUDA int8 unit cases with the tiled path.
 #   2. Threshold 6 (0.5 % outlier columns), default against tiled; 1 % tiled.
-#   3. M >= 64 with BNB_INT8_CUTLASS=1 against the default (tiled outliers for both).
+#   3. M >= 64 (threshold 0 and 6, tiled outliers) with the CUTLASS path and with BNB_INT8_CUTLASS=0.
 #   4. The CUTLASS bench (every configuration, bit-checked).
-#   5. M <= 16: one-block quantization for every row count against the tiled default (M = 1 only).
-#   6. Threshold 0 at M = 12, 16 with BNB_INT8_MMA_RT=1 and 2w.
-#   7. ncu of the tiled path's kernels at M = 2048 (NCU=0 skips).
+#   5. M <= 16, tiled: one-block quantization up to 1 row against up to 16.
+#   6. ncu of the tiled path's kernels at M = 2048.
 set -u
 source scripts/gpu/nvidia_libs.sh
 export LD_LIBRARY_PATH=$PWD/.gpu_carry/lib$(nvidia_lib_path)
@@ -18,16 +18,17 @@ B=.gpu_carry/bin
 O=/tmp/int8_out; rm -rf $O; mkdir -p $O
 DEADLINE=${DEADLINE:-330}
 save() { (cd /tmp && tar czf $OUT/int8_outliers.tgz int8_out); }
-stage() {  # stage NAME: false (skip) once past the deadline
+STAGES=" ${STAGES:-tests threshold6 cutlass_layer cutlass_bench small_rows ncu} "
+stage() {  # stage NAME: false (skip) when not in STAGES or once past the deadline
+  [[ "$STAGES" == *" $1 "* ]] || return 1
   if [ $SECONDS -gt $DEADLINE ]; then echo "skipped $1 at ${SECONDS}s" | tee -a $O/skipped.txt; save; return 1; fi
   echo "## $1 at ${SECONDS}s" | tee -a $O/stages.txt
 }
-bench() { timeout 60 $B/bnb_bench_int8_cuda --reps 10 "$@" 2>&1 | tail -9; }
+bench() { timeout 60 $B/bnb_bench_int8_cuda --reps 10 "$@" 2>&1 | tail -16; }
 nvidia-smi --query-gpu=name,driver_version --format=csv,noheader | tee $O/gpu.txt
 
 if stage tests; then
-  for v in "BNB_INT8_OUTLIER_TILED=1 BNB_INT8_OUTLIER_QUANT_ROWS=16" "BNB_INT8_CUTLASS=1 BNB_INT8_OUTLIER_TILED=1" \
-           BNB_INT8_MMA_RT=2w; do echo "== Int8Gpu, $v"
+  for v in X=0 BNB_INT8_CUTLASS=0 "BNB_INT8_OUTLIER_TILED=1 BNB_INT8_OUTLIER_QUANT_ROWS=16"; do echo "== Int8Gpu, $v"
     env $v timeout 90 $B/bnb_gpu_tests --gtest_filter='Int8Gpu.*' 2>&1 | grep -E "Failure|FAILED|PASSED|error" | head -20
   done 2>&1 | tee $O/tests.log
   echo "== bnb_tests int8 cuda, BNB_INT8_OUTLIER_TILED=1" | tee -a $O/tests.log
@@ -46,7 +47,8 @@ if stage threshold6; then
 fi
 if stage cutlass_layer; then
   for v in 0 1; do echo "== M >= 64, BNB_INT8_CUTLASS=$v, BNB_INT8_OUTLIER_TILED=1"
-    BNB_INT8_CUTLASS=$v BNB_INT8_OUTLIER_TILED=1 bench --m 64,256,2048 --threshold 6 --json $O/cutlass_layer$v.json
+    BNB_INT8_CUTLASS=$v BNB_INT8_OUTLIER_TILED=1 bench --m ${LAYER_M:-64,256,2048} --threshold 6 \
+      --json $O/cutlass_layer$v.json
   done 2>&1 | tee -a $O/bench.log
   save
 fi
@@ -63,15 +65,9 @@ if stage small_rows; then
   done 2>&1 | tee -a $O/bench.log
   save
 fi
-if stage mma_rt; then
-  for rt in 1 2w; do echo "== threshold 0, BNB_INT8_MMA_RT=$rt"
-    BNB_INT8_MMA_RT=$rt bench --m 12,16 --threshold 0 --json $O/t0_rt$rt.json
-  done 2>&1 | tee -a $O/bench.log
-  save
-fi
-if [ "${NCU:-1}" = 1 ] && stage ncu; then
+if stage ncu; then
   BNB_INT8_OUTLIER_TILED=1 timeout 40 ncu --clock-control none \
-    -k 'regex:outlier_epilogue|zero_outlier|row_quant' --metrics gpu__time_duration.sum,launch__grid_size \
+    -k 'regex:outlier_epilogue|zero_outlier|row_quant_outliers' --metrics gpu__time_duration.sum,launch__grid_size \
     --csv --page raw -c 40 $B/bnb_bench_int8_cuda --m 2048 --nk 4096 --reps 1 --threshold 6 > $O/ncu_tiled_m2048.csv 2>&1
 fi
 echo "done at ${SECONDS}s" | tee -a $O/stages.txt

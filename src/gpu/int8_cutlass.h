@@ -15,7 +15,7 @@ namespace gpu {
 // out [M, N] (fp16) = bnb_int8_mm_dequant(q [M, K] W [N, K]^T, row_stats [M], SCB [N], bias [N]
 // (fp16, or null)), bit for bit, in one CUTLASS sm_90a kernel on stream s. The caller passes an
 // fp16 out (and bias) only. Returns false, launching nothing, when the path is off
-// (BNB_INT8_CUTLASS unset or "0") or does not apply: a device other than compute capability 9.x,
+// (BNB_INT8_CUTLASS=0) or does not apply: a device other than compute capability 9.x,
 // K % 16 != 0 or N % 8 != 0, a pointer not 16-byte aligned, M, N or K not in 1 .. INT32_MAX, or the
 // configuration's can_implement declines. Otherwise it launches and returns true with *status
 // the launch's (BNB_ERR_DEVICE and a message when it failed). No host synchronisation, no

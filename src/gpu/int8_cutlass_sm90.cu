@@ -2,10 +2,9 @@
 // sm_90a kernel (int8_cutlass_sm90.cuh). Built only with -DBNB_INT8_CUTLASS=ON, as an object
 // library of its own compiled for sm_90a alone (src/backend_cuda/CMakeLists.txt).
 //
-// BNB_INT8_CUTLASS (read once): unset, "" or "0..." = off (the default until measured); a
-// configuration's name (cfg::*::kName, as bench_int8_cutlass prints them, e.g.
-// "coop_128x256x128_c1") = that configuration for every shape (A/B measurements); anything else
-// ("1") = config_for_shape's rule.
+// BNB_INT8_CUTLASS (read once): "0..." = off; a configuration's name (cfg::*::kName, as
+// bench_int8_cutlass prints them, e.g. "coop_128x256x128_c1") = that configuration for every
+// shape (A/B measurements); unset or anything else = config_for_shape's rule.
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
@@ -77,7 +76,8 @@ constexpr int kOff = -2, kRule = -1;
 int configured() {
   static const int choice = [] {
     const char* e = std::getenv("BNB_INT8_CUTLASS");
-    if (e == nullptr || e[0] == '\0' || e[0] == '0') return kOff;
+    if (e == nullptr) return kRule;
+    if (e[0] == '0') return kOff;
     for (int i = 0; i < static_cast<int>(sizeof kConfigs / sizeof kConfigs[0]); ++i)
       if (std::strcmp(e, kConfigs[i].name) == 0) return i;
     return kRule;
@@ -85,11 +85,17 @@ int configured() {
   return choice;
 }
 
-// The configuration for a shape under BNB_INT8_CUTLASS=1. Unmeasured: a first guess (64-row
-// pingpong tiles for few rows, 128 x 128 cooperative tiles above) until bench_int8_cutlass has
-// run on an H100.
-RunFn config_for_shape(int64_t M) {
-  return M <= 128 ? run_config<cfg::Ping64x128> : run_config<cfg::Coop128x128>;
+// The configuration for a shape. From bench_int8_cutlass on an H100 (bench/results/h100_run21,
+// product + dequantization, us): N = K = 4096, M = 64 / 256 / 2048: ws_64x128 10.3 / 9.8, then
+// coop_128x256 53.1 (coop_128x128 56.4, ws_64x128 78.2); N = K = 8192: ws_64x128 27.2 at M = 64,
+// coop_128x128 31.2 at M = 256 (ws_64x128 34.9: 256 tiles of 64 x 128, two waves), coop_128x256
+// 167.5 at M = 2048 (coop_128x128 216.8). So: 64-row tiles while they fill at most one wave of
+// the multiprocessors, 128 x 256 tiles from M = 1024 (unmeasured between 256 and 2048), else
+// 128 x 128.
+RunFn config_for_shape(const GpuContext& ctx, int64_t M, int64_t N) {
+  if (M >= 1024) return run_config<cfg::Coop128x256>;
+  const int64_t tiles_64x128 = (M + 63) / 64 * ((N + 127) / 128);
+  return M <= 128 || tiles_64x128 <= ctx.sm_count ? run_config<cfg::Ws64x128> : run_config<cfg::Coop128x128>;
 }
 
 bool aligned16_all(std::initializer_list<const void*> ptrs) {
@@ -110,7 +116,7 @@ bool int8_cutlass_linear(const GpuContext& ctx, int64_t M, int64_t N, int64_t K,
   if (K % 16 != 0 || N % 8 != 0) return false;  // TMA: 16-byte strides
   if (!aligned16_all({q, W, row_stats, SCB, bias, out})) return false;  // aligned16(nullptr) holds
   const Problem p{static_cast<int>(M), static_cast<int>(N), static_cast<int>(K), q, W, row_stats, SCB, bias, out};
-  const RunFn run = choice == kRule ? config_for_shape(M) : kConfigs[choice].run;
+  const RunFn run = choice == kRule ? config_for_shape(ctx, M, N) : kConfigs[choice].run;
   return run(ctx, p, s, status);
 }
 
