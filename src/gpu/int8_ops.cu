@@ -801,8 +801,10 @@ bnb_status_t launch_outlier_epilogue(const GpuContext& ctx, dim3 grid, int epi, 
 // bnb_int8_linear_outliers with the outlier step after the product in one tiled pass
 // (outlier_epilogue_kernel). The quantization writes the flag bits (in `columns`) and zeroes
 // *count: for few rows one block does all of it (row_quant_outliers_kernel); else the bits are
-// cleared, row_quant_kernel sets them and zero_outlier_columns_kernel zeroes those columns of q. Then int8_mma_rows_kernel (dequantized into
-// out; the step adds in place) or op_matmul's int32 product (the step dequantizes it), then the step.
+// cleared, row_quant_kernel sets them and zero_outlier_columns_kernel zeroes those columns of q.
+// Then int8_mma_rows_kernel or, for fp16 where it is built, the CUTLASS kernel (both dequantize
+// into out; the step adds in place), else op_matmul's int32 product (the step dequantizes it);
+// then the step.
 bnb_status_t linear_outliers_tiled(void* impl, int32_t dtype, int64_t M, int64_t N, int64_t K, const void* A,
                                    float threshold, const int8_t* W, const float* SCB, const void* bias, int8_t* q,
                                    float* row_stats, int32_t* C, int32_t* columns, int64_t* count, void* out,

@@ -212,9 +212,10 @@ TEST_F(Int8Gpu, MmDequantMatchesCpu) {
 }
 
 // bnb_int8_linear at layer sizes against the CPU backend's (the three steps there): q,
-// row_stats and out bit for bit, with and without the bias. M >= 64: cuBLASLt's product and the
-// dequantization pass, or with BNB_INT8_CUTLASS=1 (CTest gpu_int8_with_BNB_INT8_CUTLASS_1, on an
-// H100) the CUTLASS kernel, which declines N % 8 != 0 (200 x 1004) and K % 16 != 0 (96 x 1000).
+// row_stats and out bit for bit, with and without the bias. M >= 64: in a build with
+// BNB_INT8_CUTLASS on an H100 the CUTLASS kernel (the default there), which declines N % 8 != 0
+// (200 x 1004) and K % 16 != 0 (96 x 1000); else, and with BNB_INT8_CUTLASS=0 (CTest
+// gpu_int8_with_BNB_INT8_CUTLASS_0), cuBLASLt's product and the dequantization pass.
 TEST_F(Int8Gpu, LinearMatchesCpu) {
   const int64_t cases[][3] = {{1, 4096, 4096},   {1, 8192, 8192},  {3, 4096, 2048},   {5, 11008, 4096},
                               {16, 4096, 11008}, {24, 1024, 4096}, {64, 4096, 4096},  {256, 4096, 4096},
