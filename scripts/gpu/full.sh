@@ -26,8 +26,8 @@ build() {
   cp -L "$build"/lib/libbnb.so.0 "$build"/lib/libbnb_backend_*.so "$build"/lib/libhwy.so.1 "$build"/lib/_hotcall*.so "$CARRY/lib/"
   ln -sf libbnb.so.0 "$CARRY/lib/libbnb.so"
   for b in $BINS; do cp "$build/bin/$b" "$CARRY/bin/"; done
-  # The CUTLASS bench where the build has BNB_INT8_CUTLASS=ON (cmake/cutlass.cmake).
-  if grep -q '^BNB_INT8_CUTLASS:BOOL=ON' "$build/CMakeCache.txt"; then
+  # The CUTLASS bench where BNB_INT8_CUTLASS is ON, given or resolved from AUTO (CMakeLists.txt).
+  if grep -Eq '^BNB_INT8_CUTLASS:[A-Z]+=ON$' "$build/CMakeCache.txt"; then
     ninja -C "$build" -j2 bnb_bench_int8_cutlass && cp "$build/bin/bnb_bench_int8_cutlass" "$CARRY/bin/" || exit 1
   fi
   local wheel

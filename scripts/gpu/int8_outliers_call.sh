@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # One device call for issue 20 (carry .gpu_carry after scripts/gpu/full.sh build; a build with
-# -DBNB_INT8_CUTLASS=ON adds the CUTLASS plugin path, the default there, and its bench). Stages,
+# BNB_INT8_CUTLASS ON adds the CUTLASS plugin path, the default there, and its bench). Stages,
 # most wanted first (STAGES="tests cutlass_layer ..." runs a subset); each saves the archive
 # $OUT/int8_outliers.tgz again, and a stage that would start after DEADLINE seconds (default 330)
 # is skipped, so a call cut short still returns what ran:
