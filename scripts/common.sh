@@ -1,6 +1,7 @@
 # Shared by setup.sh and test.sh: configure flags that follow what this machine has.
+have_nvcc() { command -v nvcc >/dev/null 2>&1 || [ -x /usr/local/cuda/bin/nvcc ]; }
 cuda_flags() {
-  if command -v nvcc >/dev/null 2>&1 || [ -x /usr/local/cuda/bin/nvcc ]; then
+  if have_nvcc; then
     export PATH="$PATH:/usr/local/cuda/bin"
     # One architecture keeps CI builds short; release builds use the default list.
     echo "-DBNB_BUILD_CUDA=ON -DBNB_CUDA_ARCHITECTURES=${BNB_CUDA_ARCHITECTURES:-90}"

@@ -8,21 +8,27 @@
 #     bitsandbytes compatibility layer's tests with the Hugging Face stack, needs; scripts/test.sh
 #     passes it), and atheris (the Python fuzz target, scripts/fuzz.sh). PyPI's torch wheel is a
 #     large download, a few minutes on a CI machine.
+#     With --cutlass also nvidia-cutlass, for CUTLASS's headers (the CUDA plugin's Hopper int8 path,
+#     BNB_INT8_CUTLASS in CMakeLists.txt), with --no-deps: the build reads its headers only, and its
+#     own dependencies (scipy, cuda-python, networkx) are large. scripts/setup.sh passes it where nvcc
+#     is found; scripts/test.sh does not.
 #   With --aarch64 also the aarch64 cross build and its test runs (scripts/test_aarch64.sh):
 #     Debian's arm64 architecture added to dpkg, the cross compiler, qemu-user and the arm64 -dev
 #     packages of the libraries the library and its tests link (about 40 s).
-# Usage: scripts/install_deps.sh [--hf] [--aarch64]      Prints the venv's path last.
+# Usage: scripts/install_deps.sh [--hf] [--aarch64] [--cutlass]      Prints the venv's path last.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SUDO=""
 if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 HF=0
 AARCH64=0
+CUTLASS=0
 for arg in "$@"; do
   case "$arg" in
     --hf) HF=1 ;;
     --aarch64) AARCH64=1 ;;
-    *) echo "usage: $0 [--hf] [--aarch64]" >&2; exit 2 ;;
+    --cutlass) CUTLASS=1 ;;
+    *) echo "usage: $0 [--hf] [--aarch64] [--cutlass]" >&2; exit 2 ;;
   esac
 done
 
@@ -82,5 +88,9 @@ pip_install numpy pytest ml_dtypes scikit-build-core
 if [ "$HF" = 1 ]; then
   echo "installing torch, transformers, peft, accelerate, safetensors into $VENV"
   pip_install torch transformers peft accelerate safetensors atheris
+fi
+if [ "$CUTLASS" = 1 ]; then
+  echo "installing nvidia-cutlass (headers; --no-deps) into $VENV"
+  pip_install --no-deps nvidia-cutlass
 fi
 echo "python environment: $VENV"
