@@ -27,44 +27,40 @@
 #include <cstdint>
 #include <cstring>
 
-// Device code inlines these like the kernels' own helpers.
-#if defined(__CUDACC__) || defined(__HIPCC__)
-#define BNB_C8_HD __host__ __device__ __forceinline__
-#else
-#define BNB_C8_HD inline
-#endif
+#include "hd.h"  // BNB_HD_INLINE: device code inlines these like the kernels' own helpers
+
 
 namespace bnb {
 
 constexpr float kC8FltMin = 1.17549435e-38f;  // smallest normal binary32
 
-BNB_C8_HD float c8_bits_float(uint32_t b) {
+BNB_HD_INLINE float c8_bits_float(uint32_t b) {
   float f;
   memcpy(&f, &b, 4);
   return f;
 }
-BNB_C8_HD uint32_t c8_float_bits(float f) {
+BNB_HD_INLINE uint32_t c8_float_bits(float f) {
   uint32_t b;
   memcpy(&b, &f, 4);
   return b;
 }
 
 // The next binary32 value toward -inf of a finite x (0 gives -denorm_min).
-BNB_C8_HD float c8_prev(float x) {
+BNB_HD_INLINE float c8_prev(float x) {
   if (x == 0.0f) return -c8_bits_float(1u);
   const uint32_t b = c8_float_bits(x);
   return c8_bits_float(x > 0.0f ? b - 1u : b + 1u);
 }
 
 // x with a subnormal value flushed to a zero of its sign (what the GPU arithmetic does).
-BNB_C8_HD float c8_ftz(float x) {
+BNB_HD_INLINE float c8_ftz(float x) {
   if (x < kC8FltMin && x > -kC8FltMin) return c8_bits_float(c8_float_bits(x) & 0x80000000u);
   return x;
 }
 
 // Q_C(x) for any table: the reference's search, verbatim. Plain binary32 arithmetic: the device
 // builds flush it (-ftz=true / -fgpu-flush-denormals-to-zero) and none contracts it into an FMA.
-BNB_C8_HD int32_t code8_search(const float* code, float x) {
+BNB_HD_INLINE int32_t code8_search(const float* code, float x) {
   int32_t p = 127, lo_i = 0, hi_i = 255;
   float lo_v = -1.0f, hi_v = 1.0f, v = code[127];
 #if defined(__CUDA_ARCH__) || defined(__HIP_DEVICE_COMPILE__)
@@ -90,14 +86,14 @@ BNB_C8_HD int32_t code8_search(const float* code, float x) {
 
 // Midpoint m_j (j < 255) of `code`, rounded as the reference's search rounds it (and flushed
 // under ftz).
-BNB_C8_HD float code8_midpoint(const float* code, int j, bool ftz) {
+BNB_HD_INLINE float code8_midpoint(const float* code, int j, bool ftz) {
   const float sum = code[j] + code[j + 1];
   return ftz ? c8_ftz(c8_ftz(sum) * 0.5f) : sum * 0.5f;
 }
 
 // Threshold t_j of the midpoint m = m_j; *ok becomes false where the closed form cannot use it
 // (a non-finite midpoint, or under ftz an odd midpoint that is not normal).
-BNB_C8_HD float code8_threshold(float m, int j, bool ftz, bool* ok) {
+BNB_HD_INLINE float code8_threshold(float m, int j, bool ftz, bool* ok) {
   const float mag = m < 0.0f ? -m : m;
   if (!(mag <= 3.40282347e38f) || ((j & 1) != 0 && ftz && !(mag > kC8FltMin))) {
     *ok = false;
@@ -116,7 +112,7 @@ struct Code8Plan {
 // Threshold t_j (j < 255) of `code`; *ok becomes false unless the closed form holds there: c_j
 // and c_j+1 finite and increasing, m_j finite (ftz: normal when j is odd), and m_j and t_j above
 // m_j-1 and t_j-1. One entry per call, so that a GPU block can check a table thread by thread.
-BNB_C8_HD float code8_plan_entry(const float* code, int j, bool ftz, bool* ok) {
+BNB_HD_INLINE float code8_plan_entry(const float* code, int j, bool ftz, bool* ok) {
   const float big = 3.40282347e38f;
   if (!(code[j] < code[j + 1]) || !(code[j] >= -big) || !(code[j + 1] <= big)) *ok = false;
   const float m = code8_midpoint(code, j, ftz);
@@ -130,7 +126,7 @@ BNB_C8_HD float code8_plan_entry(const float* code, int j, bool ftz, bool* ok) {
 }
 
 // The closed form applies when it holds at every entry.
-BNB_C8_HD void code8_plan(const float* code, bool ftz, Code8Plan* plan) {
+BNB_HD_INLINE void code8_plan(const float* code, bool ftz, Code8Plan* plan) {
   bool ok = true;
   plan->negative_count = 0;
   while (plan->negative_count < 256 && (c8_float_bits(code[plan->negative_count]) >> 31) != 0) ++plan->negative_count;
@@ -147,14 +143,14 @@ inline void code8_levels(const Code8Plan& plan, float* levels) {
 }
 
 // #{j < 255 : t[j] < v} over sorted thresholds (NaN: 0).
-BNB_C8_HD int32_t code8_count_below(const float* t, float v) {
+BNB_HD_INLINE int32_t code8_count_below(const float* t, float v) {
   int32_t c = 0;
   for (int32_t s = 128; s > 0; s >>= 1) c += t[c + s - 1] < v ? s : 0;
   return c;
 }
 
 // Q_C(x) of a fast plan, element by element: the count of thresholds below x.
-BNB_C8_HD int32_t code8_select(const Code8Plan& plan, float x) { return code8_count_below(plan.t, x); }
+BNB_HD_INLINE int32_t code8_select(const Code8Plan& plan, float x) { return code8_count_below(plan.t, x); }
 
 // The thresholds a bucket of x in [xmin, xmax] needs: lo = #{t_j < xmin}, so that
 // q(x) = lo + #{the `inside` thresholds t_lo, t_lo+1, ... below x}.
@@ -162,7 +158,7 @@ struct Code8Bucket {
   int32_t lo;
   int32_t inside;
 };
-BNB_C8_HD Code8Bucket code8_bucket(const float* t, float xmin, float xmax) {
+BNB_HD_INLINE Code8Bucket code8_bucket(const float* t, float xmin, float xmax) {
   const int32_t lo = code8_count_below(t, xmin);
   return Code8Bucket{lo, code8_count_below(t, xmax) - lo};
 }
@@ -170,7 +166,7 @@ BNB_C8_HD Code8Bucket code8_bucket(const float* t, float xmin, float xmax) {
 // The sign fix of the signed 8-bit optimizer states (docs/OPS.md §6.5): a code whose table sign
 // differs from the value's moves one step toward it (uint8 wrap). The codes with the sign bit set
 // are those below negative_count (a fast plan's, whose table is sorted).
-BNB_C8_HD int32_t code8_sign_fix(int32_t c, int32_t negative_count, float value) {
+BNB_HD_INLINE int32_t code8_sign_fix(int32_t c, int32_t negative_count, float value) {
 #if defined(__CUDACC__) || defined(__HIPCC__)
   // The GPU library's signbit (an int): the kernels' compare and this test fuse into one
   // instruction, where a bool-valued sign test costs two more per value.
@@ -183,7 +179,7 @@ BNB_C8_HD int32_t code8_sign_fix(int32_t c, int32_t negative_count, float value)
 }
 
 // The same for any table: the sign of code[c] itself.
-BNB_C8_HD int32_t code8_sign_fix(const float* code, int32_t c, float value) {
+BNB_HD_INLINE int32_t code8_sign_fix(const float* code, int32_t c, float value) {
   return code8_sign_fix(c, (c8_float_bits(code[c]) >> 31) != 0 ? c + 1 : c, value);
 }
 
@@ -199,7 +195,7 @@ struct alignas(8) Code8F16Bucket {
 };
 
 // Value of the finite binary16 magnitude bits h (< 0x7c00) as binary32 (exact).
-BNB_C8_HD float c8_half_value(uint32_t h) {
+BNB_HD_INLINE float c8_half_value(uint32_t h) {
   const uint32_t e = h >> 10;
   const uint32_t m = h & 0x3ffu;
   if (e == 0) return static_cast<float>(m) * 5.9604644775390625e-8f;  // m * 2^-24
@@ -207,7 +203,7 @@ BNB_C8_HD float c8_half_value(uint32_t h) {
 }
 
 // Binary16 bits of x rounded toward zero (the device's cvt.rz.f16.f32), for the host model.
-BNB_C8_HD uint32_t c8_f16_rz_bits(float x) {
+BNB_HD_INLINE uint32_t c8_f16_rz_bits(float x) {
   const uint32_t b = c8_float_bits(x);
   const uint32_t sign = (b >> 16) & 0x8000u;
   const uint32_t a = b & 0x7fffffffu;
@@ -223,7 +219,7 @@ BNB_C8_HD uint32_t c8_f16_rz_bits(float x) {
 }
 
 // The binary32 values whose key is `key`: [xmin, xmax]; false for the NaN keys.
-BNB_C8_HD bool c8_f16_key_range(uint32_t key, float* xmin, float* xmax) {
+BNB_HD_INLINE bool c8_f16_key_range(uint32_t key, float* xmin, float* xmax) {
   const uint32_t mag = key & 0x7ffu;
   const bool neg = (key >> 11) != 0;
   if ((mag >> 6) == 31 && (mag & 63u) != 0) return false;
@@ -241,7 +237,7 @@ BNB_C8_HD bool c8_f16_key_range(uint32_t key, float* xmin, float* xmax) {
 }
 
 // The stored form of a bucket (NaN keys: nan = true).
-BNB_C8_HD Code8F16Bucket c8_f16_bucket_entry(const float* t, bool nan, Code8Bucket b) {
+BNB_HD_INLINE Code8F16Bucket c8_f16_bucket_entry(const float* t, bool nan, Code8Bucket b) {
   Code8F16Bucket out;
   if (nan) {
     out.info = 0;
@@ -253,14 +249,14 @@ BNB_C8_HD Code8F16Bucket c8_f16_bucket_entry(const float* t, bool nan, Code8Buck
   return out;
 }
 
-BNB_C8_HD Code8F16Bucket c8_f16_bucket(const float* t, uint32_t key) {
+BNB_HD_INLINE Code8F16Bucket c8_f16_bucket(const float* t, uint32_t key) {
   float xmin = 0.0f, xmax = 0.0f;
   if (!c8_f16_key_range(key, &xmin, &xmax)) return c8_f16_bucket_entry(t, true, Code8Bucket{0, 0});
   return c8_f16_bucket_entry(t, false, code8_bucket(t, xmin, xmax));
 }
 
 // q(x) through the binary16-keyed buckets (host model; the kernels inline the same steps).
-BNB_C8_HD uint32_t c8_f16_select(const Code8F16Bucket* buckets, const float* t, float x) {
+BNB_HD_INLINE uint32_t c8_f16_select(const Code8F16Bucket* buckets, const float* t, float x) {
   const Code8F16Bucket e = buckets[c8_f16_rz_bits(x) >> 4];
   uint32_t q = (e.info & 0xffu) + (x > c8_bits_float(e.thr) ? 1u : 0u);
   const uint32_t inside = e.info >> 8;
@@ -280,14 +276,14 @@ constexpr int kC8BinadeMags = 1 + 25 * 64 + 1;
 constexpr int kC8BinadeBuckets = 2 * kC8BinadeMags;
 constexpr int kC8FirstBinadeBits = 103;  // biased exponent of 2^-24
 
-BNB_C8_HD int c8_binade_bucket_of_bits(uint32_t b) {
+BNB_HD_INLINE int c8_binade_bucket_of_bits(uint32_t b) {
   int mag = static_cast<int>((b >> 17) & 0x3fffu) - (kC8FirstBinadeBits * 64 - 1);
   mag = mag < 0 ? 0 : (mag > kC8BinadeMags - 1 ? kC8BinadeMags - 1 : mag);
   return (b >> 31) != 0u ? kC8BinadeMags - 1 - mag : kC8BinadeMags + mag;
 }
 
 // The binary32 values of bucket b: [xmin, xmax].
-BNB_C8_HD void c8_binade_bucket_range(int b, float* xmin, float* xmax) {
+BNB_HD_INLINE void c8_binade_bucket_range(int b, float* xmin, float* xmax) {
   const int mb = b >= kC8BinadeMags ? b - kC8BinadeMags : kC8BinadeMags - 1 - b;
   const uint32_t first = mb == 0 ? 0u : static_cast<uint32_t>(mb - 1 + kC8FirstBinadeBits * 64) << 17;
   const uint32_t last = mb == kC8BinadeMags - 1 ? 0x7f800000u : (static_cast<uint32_t>(mb + kC8FirstBinadeBits * 64) << 17) - 1u;
@@ -296,13 +292,13 @@ BNB_C8_HD void c8_binade_bucket_range(int b, float* xmin, float* xmax) {
 }
 
 // The stored form of a bucket: info = lo | (two inside) << 8, thr = bits of t_lo.
-BNB_C8_HD void c8_binade_bucket_entry(const float* t, Code8Bucket b, uint32_t* info, uint32_t* thr) {
+BNB_HD_INLINE void c8_binade_bucket_entry(const float* t, Code8Bucket b, uint32_t* info, uint32_t* thr) {
   *info = static_cast<uint32_t>(b.lo) | (b.inside >= 2 ? 256u : 0u);
   *thr = c8_float_bits(t[b.lo]);
 }
 
 // q(x) from x's bucket entry (crowded: some bucket of the table holds two thresholds).
-BNB_C8_HD int c8_binade_select(uint32_t info, uint32_t thr, const float* t, bool crowded, float x) {
+BNB_HD_INLINE int c8_binade_select(uint32_t info, uint32_t thr, const float* t, bool crowded, float x) {
   const int lo = static_cast<int>(info & 255u);
   int q = lo + (x > c8_bits_float(thr) ? 1 : 0);
   if (crowded && (info >> 8) != 0u) q += x > t[lo + 1] ? 1 : 0;  // crowded: uniform

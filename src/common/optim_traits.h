@@ -10,12 +10,8 @@
 #include <type_traits>
 
 #include "bnb.h"
+#include "hd.h"
 
-#if defined(__CUDACC__) || defined(__HIPCC__)
-#define BNB_OPTIM_HD __host__ __device__
-#else
-#define BNB_OPTIM_HD
-#endif
 
 // X(id, name, kernel, states, state1_copies, bias_correction, clipping, beta3_alpha), one row per
 // bnb_optimizer_t, in enum order:
@@ -52,7 +48,7 @@ struct OptimTraits {
 
 // The row of `opt`; an id that is not a bnb_optimizer_t gets id 0 and zeros. Values, not a table
 // in memory, so that device code may call it (as a constant expression).
-BNB_OPTIM_HD constexpr OptimTraits optim_traits(int32_t opt) {
+BNB_HD constexpr OptimTraits optim_traits(int32_t opt) {
   switch (opt) {
 #define BNB_OPTIM_TRAITS_ROW(id, name, kernel, states, copies, bias, clip, b3a) \
   case id: return OptimTraits{id, name, kernel, states, copies, bias != 0, clip != 0, b3a != 0};
@@ -66,7 +62,7 @@ BNB_OPTIM_HD constexpr OptimTraits optim_traits(int32_t opt) {
 inline constexpr int32_t kOptimCount = 0 BNB_OPTIMIZERS(BNB_OPTIM_COUNT_ROW);
 #undef BNB_OPTIM_COUNT_ROW
 
-BNB_OPTIM_HD constexpr bool optim_known(int32_t opt) { return optim_traits(opt).id != 0; }
+BNB_HD constexpr bool optim_known(int32_t opt) { return optim_traits(opt).id != 0; }
 
 // Rows are in enum order from 1, so the ids are exactly 1..kOptimCount.
 constexpr bool optim_rows_in_order() {

@@ -8,6 +8,8 @@
 #include <cstdint>
 #include <cstring>
 
+#include "hd.h"
+
 namespace bnb {
 
 inline constexpr uint32_t BNB_DYNAMIC_SIGNED_BITS[256] = {
@@ -109,8 +111,8 @@ inline constexpr float kAbsmaxEmpty = -3.40282347e38f;
 
 // An int8 row statistic from its maximum (docs/FORMATS.md §6.1): a row with nothing counted (all
 // NaN, or every element an outlier) gets -0.0, as the reference's fp16 reduction (from -FLT_MIN,
-// which is -0.0 in fp16) leaves it.
-inline float row_stat_from_max(float m) { return m < 0.0f ? -0.0f : m; }
+// which is -0.0 in fp16) leaves it. The CPU backend and the GPU kernels both call it.
+BNB_HD_INLINE float row_stat_from_max(float m) { return m < 0.0f ? -0.0f : m; }
 
 // The LLM.int8() scales: RN32(1 / (127 * 127)), the dequantization's (docs/FORMATS.md §6.3), and
 // RN32(1 / 127), the outlier product's weight scale (docs/OPS.md §5.10).

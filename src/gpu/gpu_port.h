@@ -215,6 +215,17 @@ __device__ __forceinline__ float gpu_add_ftz(float a, float b) {
   return r;
 #endif
 }
+// fma(a, b, c) rounded once, denormals flushed (the LLM.int8() dequantization's bias step and the
+// outlier sums, docs/OPS.md §5.10).
+__device__ __forceinline__ float gpu_fma_ftz(float a, float b, float c) {
+#if defined(BNB_GPU_HIP)
+  return __fmaf_rn(a, b, c);
+#else
+  float r;
+  asm("fma.rn.ftz.f32 %0, %1, %2, %3;" : "=f"(r) : "f"(a), "f"(b), "f"(c));
+  return r;
+#endif
+}
 // NaN-dropping maximum (a NaN operand yields the other one).
 __device__ __forceinline__ float gpu_max_ftz(float a, float b) {
 #if defined(BNB_GPU_HIP)

@@ -28,7 +28,7 @@
 #include "cutlass/kernel_hardware_info.h"
 #include "cutlass/util/packed_stride.hpp"
 
-#include "gpu_port.h"  // gpu_mul_ftz: mul.rn.ftz.f32
+#include "gpu_port.h"  // gpu_mul_ftz, gpu_fma_ftz: mul.rn.ftz.f32, fma.rn.ftz.f32
 #include "tables.h"    // kDequantScaleBits
 
 namespace bnb {
@@ -38,14 +38,6 @@ namespace int8_cutlass {
 static_assert(kDequantScaleBits == 0x38820610u, "K_DQ changed: check dequant_f16 (int8_kernels.cuh) again");
 
 // ------------------------------------------------------------------ the EVT's compute node
-
-// fma.rn.ftz.f32, the instruction of int8_kernels.cuh's fma_ftz (that header defines non-template
-// kernels, which a second TU of the plugin must not define again).
-__device__ __forceinline__ float fma_rn_ftz(float a, float b, float c) {
-  float r;
-  asm("fma.rn.ftz.f32 %0, %1, %2, %3;" : "=f"(r) : "f"(a), "f"(b), "f"(c));
-  return r;
-}
 
 // The node's run-time argument (Sm90Compute passes ComputeFn<float>::Arguments to the functor,
 // so the type is shared by every instantiation of DequantFn): whether the bias child holds a
@@ -74,7 +66,7 @@ struct DequantFn {
       CUTLASS_PRAGMA_UNROLL
       for (int i = 0; i < N; ++i) {
         const float t = gpu_mul_ftz(gpu_mul_ftz(acc[i], row_scale[i]), col_scale[i]);
-        out[i] = cutlass::half_t::bitcast(__half_as_ushort(__float2half_rn(fma_rn_ftz(t, kdq, bias[i]))));
+        out[i] = cutlass::half_t::bitcast(__half_as_ushort(__float2half_rn(gpu_fma_ftz(t, kdq, bias[i]))));
       }
     } else {
       CUTLASS_PRAGMA_UNROLL

@@ -68,15 +68,6 @@ __device__ __forceinline__ uint16_t f32_to_bf16_bits(float f) {
   return static_cast<uint16_t>((b + 0x7fffu + ((b >> 16) & 1u)) >> 16);
 }
 
-__device__ __forceinline__ float fma_ftz(float a, float b, float c) {
-#if defined(BNB_GPU_HIP)
-  return __fmaf_rn(a, b, c);
-#else
-  float r;
-  asm("fma.rn.ftz.f32 %0, %1, %2, %3;" : "=f"(r) : "f"(a), "f"(b), "f"(c));
-  return r;
-#endif
-}
 
 // Signed 4 x int8 dot product accumulated into c.
 __device__ __forceinline__ int32_t dot4(int32_t a, int32_t b, int32_t c) {
@@ -120,15 +111,11 @@ __device__ __forceinline__ float block_max(float v, float* smem) {
   return v;
 }
 
-// The statistic of a row from the max of what was counted (NaN-dropping max over |x| < t, all
-// without outliers, from kAbsmaxEmpty): that max, or -0.0 when nothing was counted
-// (bnb::row_stat_from_max, docs/FORMATS.md §6.1).
-__device__ __forceinline__ float row_stat_of_max(float m) { return m < 0.0f ? -0.0f : m; }
-
-// row_stat_of_max of the block's maximum of the values each thread counted.
+// The statistic of a row (row_stat_from_max, tables.h) from the block's maximum of the values each
+// thread counted (NaN-dropping max over |x| < t, all without outliers, from kAbsmaxEmpty).
 template <int kThreads>
 __device__ __forceinline__ float block_row_stat(float m, float* smem) {
-  return row_stat_of_max(block_max<kThreads>(m, smem));
+  return row_stat_from_max(block_max<kThreads>(m, smem));
 }
 
 // The code of x under scale s (threshold t when outliers): RN32(x * s) rounded to the nearest
@@ -357,7 +344,7 @@ __global__ void __launch_bounds__(kOutlierQuantThreads)
     __syncthreads();
     if (static_cast<int>(threadIdx.x) % group_threads == 0 && r < rows) {
       for (int w = 1; w < group_warps; ++w) m = gpu_max_ftz(m, red[group * group_warps + w]);
-      m = row_stat_of_max(m);
+      m = row_stat_from_max(m);
       row_stats[r] = m;
       stat_s[r] = m;
     }
@@ -579,7 +566,7 @@ __device__ __forceinline__ uint16_t dequant_f16(int32_t c, float rs, float cs, c
   const float kdq = __uint_as_float(kDequantScaleBits);
   const float t = gpu_mul_ftz(gpu_mul_ftz(__int2float_rn(c), rs), cs);
   if constexpr (kBias && O == kF16) {
-    return f32_to_f16_bits(fma_ftz(t, kdq, load_f32<kF16>(bias, n)));
+    return f32_to_f16_bits(gpu_fma_ftz(t, kdq, load_f32<kF16>(bias, n)));
   } else {
     const uint16_t h = f32_to_f16_bits(gpu_mul_ftz(t, kdq));
     if constexpr (kBias) return f32_to_f16_bits(gpu_add_ftz(f16_bits_to_f32(h), load_f32<O>(bias, n)));
@@ -818,7 +805,7 @@ __global__ void __launch_bounds__(kOutlierThreads, kOutlierBlocksPerSm)
 #pragma unroll
         for (int i = 0; i < kPer; ++i)
 #pragma unroll
-          for (int k = 0; k < kPer; ++k) acc[i][k] = fma_ftz(a[i], w[k], acc[i][k]);
+          for (int k = 0; k < kPer; ++k) acc[i][k] = gpu_fma_ftz(a[i], w[k], acc[i][k]);
       }
     }
   };
@@ -965,7 +952,7 @@ __global__ void __launch_bounds__(kEpiThreads, kEpiBlocksPerSm)
       for (int i = 0; i < kR; ++i) {
         const float a = a_s[warp + kWarps * i][j];
 #pragma unroll
-        for (int k = 0; k < 4; ++k) s[i][k] = fma_ftz(a, w[k], s[i][k]);
+        for (int k = 0; k < 4; ++k) s[i][k] = gpu_fma_ftz(a, w[k], s[i][k]);
       }
     }
   };
@@ -1124,7 +1111,7 @@ __device__ __forceinline__ int64_t block_outlier_sums(const void* __restrict__ A
         const int o = static_cast<int>(threadIdx.x) + kThreads * p;
         if (o >= R * kM) break;
         const int r = o / kM, m = o % kM;
-        for (int j = 0; j < chunk; ++j) s[p] = fma_ftz(sm.x[m][j], sm.w[r][j], s[p]);
+        for (int j = 0; j < chunk; ++j) s[p] = gpu_fma_ftz(sm.x[m][j], sm.w[r][j], s[p]);
       }
     }
   };

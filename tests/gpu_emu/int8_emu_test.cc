@@ -83,6 +83,7 @@ namespace gpu {
 constexpr int kWarpSize = 32;
 inline float gpu_mul_ftz(float a, float b) { return ftz(ftz(a) * ftz(b)); }
 inline float gpu_add_ftz(float a, float b) { return ftz(ftz(a) + ftz(b)); }
+inline float gpu_fma_ftz(float a, float b, float c) { return ftz(std::fma(ftz(a), ftz(b), ftz(c))); }
 inline float gpu_max_ftz(float a, float b) { return std::fmax(a, b); }
 inline float gpu_block_reciprocal(float m) { return 1.0f / m; }
 // A warp's exchange, through the block's barrier: every thread of the block makes the same calls
