@@ -141,14 +141,10 @@ struct ConfigImpl final : Config {
   }
 };
 
-std::vector<std::unique_ptr<Config>> make_configs() {
+template <class... G>
+std::vector<std::unique_ptr<Config>> make_configs(cfg::List<G...>) {
   std::vector<std::unique_ptr<Config>> c;
-  c.push_back(std::make_unique<ConfigImpl<cfg::Coop128x128>>());
-  c.push_back(std::make_unique<ConfigImpl<cfg::Coop128x128C2>>());
-  c.push_back(std::make_unique<ConfigImpl<cfg::Coop128x256>>());
-  c.push_back(std::make_unique<ConfigImpl<cfg::Ping64x128>>());
-  c.push_back(std::make_unique<ConfigImpl<cfg::Ping128x64>>());
-  c.push_back(std::make_unique<ConfigImpl<cfg::Ws64x128>>());
+  (c.push_back(std::make_unique<ConfigImpl<G>>()), ...);
   return c;
 }
 
@@ -294,7 +290,7 @@ int main(int argc, char** argv) {
     return 1;
   }
   const size_t l2 = static_cast<size_t>(prop.l2CacheSize);
-  std::vector<std::unique_ptr<Config>> configs = make_configs();
+  std::vector<std::unique_ptr<Config>> configs = make_configs(cfg::All{});
   std::printf("device %s, L2 %zu MiB, cuBLAS %s, %zu CUTLASS configurations\n", prop.name, l2 >> 20,
               have_cublas ? "loaded" : "missing", configs.size());
   if (!selftest_compare()) {

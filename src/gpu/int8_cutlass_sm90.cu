@@ -5,6 +5,7 @@
 // BNB_INT8_CUTLASS (read once): "0..." = off; a configuration's name (cfg::*::kName, as
 // bench_int8_cutlass prints them, e.g. "coop_128x256x128_c1") = that configuration for every
 // shape (A/B measurements); unset or anything else = config_for_shape's rule.
+#include <array>
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
@@ -62,14 +63,11 @@ struct Config {
   const char* name;
   RunFn run;
 };
-constexpr Config kConfigs[] = {
-    {cfg::Coop128x128::kName, run_config<cfg::Coop128x128>},
-    {cfg::Coop128x128C2::kName, run_config<cfg::Coop128x128C2>},
-    {cfg::Coop128x256::kName, run_config<cfg::Coop128x256>},
-    {cfg::Ping64x128::kName, run_config<cfg::Ping64x128>},
-    {cfg::Ping128x64::kName, run_config<cfg::Ping128x64>},
-    {cfg::Ws64x128::kName, run_config<cfg::Ws64x128>},
-};
+template <class... G>
+constexpr std::array<Config, sizeof...(G)> config_table(cfg::List<G...>) {
+  return {{{G::kName, run_config<G>}...}};
+}
+constexpr auto kConfigs = config_table(cfg::All{});
 constexpr int kOff = -2, kRule = -1;
 
 // BNB_INT8_CUTLASS as kOff, kRule or an index of kConfigs.
@@ -78,7 +76,7 @@ int configured() {
     const char* e = std::getenv("BNB_INT8_CUTLASS");
     if (e == nullptr) return kRule;
     if (e[0] == '0') return kOff;
-    for (int i = 0; i < static_cast<int>(sizeof kConfigs / sizeof kConfigs[0]); ++i)
+    for (int i = 0; i < static_cast<int>(kConfigs.size()); ++i)
       if (std::strcmp(e, kConfigs[i].name) == 0) return i;
     return kRule;
   }();

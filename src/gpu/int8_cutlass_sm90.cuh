@@ -169,6 +169,16 @@ struct Coop128x256 : CoopG<128, 256, 1> { static constexpr char kName[] = "coop_
 struct Ping64x128 : WsG<64, 128, Ping> { static constexpr char kName[] = "ping_64x128x128_c1"; };
 struct Ping128x64 : WsG<128, 64, Ping> { static constexpr char kName[] = "ping_128x64x128_c1"; };
 struct Ws64x128 : WsG<64, 128, Ws> { static constexpr char kName[] = "ws_64x128x128_c1"; };
+// Narrower tiles for M <= 64, where 64 x 128 tiles leave most multiprocessors idle (N = 4096: 32
+// tiles at M <= 64) and the product is a stream of W: more tiles, each streaming fewer rows of W.
+struct Ws64x64 : WsG<64, 64, Ws> { static constexpr char kName[] = "ws_64x64x128_c1"; };
+struct Ws64x32 : WsG<64, 32, Ws> { static constexpr char kName[] = "ws_64x32x128_c1"; };
+
+// Every configuration: the plugin's table of names (BNB_INT8_CUTLASS=<name>) and the bench's list
+// are made from it.
+template <class... G>
+struct List {};
+using All = List<Coop128x128, Coop128x128C2, Coop128x256, Ping64x128, Ping128x64, Ws64x128, Ws64x64, Ws64x32>;
 }  // namespace cfg
 
 }  // namespace int8_cutlass
