@@ -10,7 +10,7 @@
 #   3. M >= 64 (threshold 0 and 6, tiled outliers) with the CUTLASS path and with BNB_INT8_CUTLASS=0.
 #   4. The CUTLASS bench (every configuration, bit-checked).
 #   5. M <= 16, tiled: one-block quantization up to 1 row against up to 16.
-#   6. ncu of the tiled path's kernels at M = 2048.
+#   6. ncu of every kernel of the layer calls at M = NCU_M (256), default and tiled outlier paths.
 set -u
 source scripts/gpu/nvidia_libs.sh
 export LD_LIBRARY_PATH=$PWD/.gpu_carry/lib$(nvidia_lib_path)
@@ -53,7 +53,7 @@ if stage cutlass_layer; then
   save
 fi
 if [ -x $B/bnb_bench_int8_cutlass ] && stage cutlass_bench; then
-  timeout 60 $B/bnb_bench_int8_cutlass --m ${CUTLASS_M:-64,256,2048} --nk ${CUTLASS_NK:-4096,8192} --reps 10 \
+  timeout ${CUTLASS_TIMEOUT:-60} $B/bnb_bench_int8_cutlass --m ${CUTLASS_M:-64,256,2048} --nk ${CUTLASS_NK:-4096,8192} --reps 10 \
     --json $O/int8_cutlass.json > $O/int8_cutlass.log 2>&1; echo "cutlass rc $?" >> $O/int8_cutlass.log
   tail -30 $O/int8_cutlass.log
   save
@@ -65,10 +65,12 @@ if stage small_rows; then
   done 2>&1 | tee -a $O/bench.log
   save
 fi
-if stage ncu; then
-  BNB_INT8_OUTLIER_TILED=1 timeout 40 ncu --clock-control none \
-    -k 'regex:outlier_epilogue|zero_outlier|row_quant_outliers' --metrics gpu__time_duration.sum,launch__grid_size \
-    --csv --page raw -c 40 $B/bnb_bench_int8_cuda --m 2048 --nk 4096 --reps 1 --threshold 6 > $O/ncu_tiled_m2048.csv 2>&1
+if stage ncu; then  # every kernel of the layer calls at NCU_M (default 256), N = K = 4096, default and tiled
+  for v in 0 1; do
+    BNB_INT8_OUTLIER_TILED=$v timeout 60 ncu --clock-control none --metrics gpu__time_duration.sum,launch__grid_size \
+      --csv --page raw -c 400 $B/bnb_bench_int8_cuda --m ${NCU_M:-256} --nk 4096 --reps 1 --threshold 6 \
+      > $O/ncu_m${NCU_M:-256}_tiled$v.csv 2>&1
+  done
 fi
 echo "done at ${SECONDS}s" | tee -a $O/stages.txt
 save
