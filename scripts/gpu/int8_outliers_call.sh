@@ -9,8 +9,9 @@
 #   2. Threshold 6 (0.5 % outlier columns), default against tiled; 1 % tiled.
 #   3. M >= 64 (threshold 0 and 6, tiled outliers) with the CUTLASS path and with BNB_INT8_CUTLASS=0.
 #   4. The CUTLASS bench (every configuration, bit-checked).
-#   5. M <= 16, tiled: one-block quantization up to 1 row against up to 16.
-#   6. ncu of every kernel of the layer calls at M = NCU_M (256), default and tiled outlier paths.
+#   5. The layer through torch: bnb, bitsandbytes and fp16 side by side (bench_int8_torch.py).
+#   6. M <= 16, tiled: one-block quantization up to 1 row against up to 16.
+#   7. ncu of every kernel of the layer calls at M = NCU_M (256), default and tiled outlier paths.
 set -u
 source scripts/gpu/nvidia_libs.sh
 export LD_LIBRARY_PATH=$PWD/.gpu_carry/lib$(nvidia_lib_path)
@@ -18,7 +19,7 @@ B=.gpu_carry/bin
 O=/tmp/int8_out; rm -rf $O; mkdir -p $O
 DEADLINE=${DEADLINE:-330}
 save() { (cd /tmp && tar czf $OUT/int8_outliers.tgz int8_out); }
-STAGES=" ${STAGES:-tests threshold6 cutlass_layer cutlass_bench small_rows ncu} "
+STAGES=" ${STAGES:-tests threshold6 cutlass_layer cutlass_bench torch small_rows ncu} "
 stage() {  # stage NAME: false (skip) when not in STAGES or once past the deadline
   [[ "$STAGES" == *" $1 "* ]] || return 1
   if [ $SECONDS -gt $DEADLINE ]; then echo "skipped $1 at ${SECONDS}s" | tee -a $O/skipped.txt; save; return 1; fi
@@ -56,6 +57,12 @@ if [ -x $B/bnb_bench_int8_cutlass ] && stage cutlass_bench; then
   timeout ${CUTLASS_TIMEOUT:-60} $B/bnb_bench_int8_cutlass --m ${CUTLASS_M:-64,256,2048} --nk ${CUTLASS_NK:-4096,8192} --reps 10 \
     --json $O/int8_cutlass.json > $O/int8_cutlass.log 2>&1; echo "cutlass rc $?" >> $O/int8_cutlass.log
   tail -30 $O/int8_cutlass.log
+  save
+fi
+if stage torch; then  # through torch, side by side with bitsandbytes (bench/int8/bench_int8_torch.py)
+  PYTHONPATH=$PWD/.gpu_carry/site BNB_LIBRARY_PATH=$PWD/.gpu_carry/lib timeout ${TORCH_TIMEOUT:-240} \
+    python3 bench/int8/bench_int8_torch.py --m ${TORCH_M:-1,16,256,2048} --reps 10 --json $O/int8_torch.json \
+    2>&1 | tee $O/int8_torch.log | tail -14
   save
 fi
 if stage small_rows; then
