@@ -131,7 +131,9 @@ struct ConfigImpl final : Config {
   }
 
   bool try_launch(int i, cudaStream_t stream, std::string* why) override {
-    const cutlass::Status st = gemms[static_cast<size_t>(i) % gemms.size()]->run(stream);
+    // As the plugin launches it (a programmatic dependent of the kernel before it with BNB_INT8_CUTLASS_PDL=1).
+    const cutlass::Status st =
+        gemms[static_cast<size_t>(i) % gemms.size()]->run(stream, nullptr, bnb::gpu::int8_cutlass::cutlass_pdl());
     if (st != cutlass::Status::kSuccess) {
       *why = std::string("run: ") + cutlass::cutlassGetStatusString(st) + " (" + cudaGetErrorString(cudaGetLastError()) +
              ")";

@@ -4,11 +4,11 @@
 # most wanted first (STAGES="tests cutlass_layer ..." runs a subset); each saves the archive
 # $OUT/int8_outliers.tgz again, and a stage that would start after DEADLINE seconds (default 330)
 # is skipped, so a call cut short still returns what ran:
-#   1. Int8Gpu as built, with BNB_INT8_CUTLASS=0, and with the tiled outlier path (one-block
-#      quantization up to 16 rows); the CUDA int8 unit cases with the tiled path.
+#   1. Int8Gpu as built, with BNB_INT8_CUTLASS=0, with BNB_INT8_CUTLASS_PDL=1, and with the tiled
+#      outlier path and PDL; the CUDA int8 unit cases with the tiled path.
 #   2. Threshold 6 (0.5 % outlier columns), default against tiled; 1 % tiled.
-#   3. M >= 64 (threshold 0 and 6, tiled outliers) with the CUTLASS path and with BNB_INT8_CUTLASS=0.
-#   4. The CUTLASS bench (every configuration, bit-checked).
+#   3. The layer (threshold 0 and 6, tiled outliers) with BNB_INT8_CUTLASS=0, =1, and with PDL.
+#   4. The CUTLASS bench (every configuration, bit-checked; launched with PDL unless CUTLASS_PDL=0).
 #   5. The layer through torch: bnb, bitsandbytes and fp16 side by side (bench_int8_torch.py).
 #   6. M <= 16, tiled: one-block quantization up to 1 row against up to 16.
 #   7. ncu of every kernel of the layer calls at M = NCU_M (256), default and tiled outlier paths.
@@ -29,7 +29,8 @@ bench() { timeout 60 $B/bnb_bench_int8_cuda --reps 10 "$@" 2>&1 | tail -16; }
 nvidia-smi --query-gpu=name,driver_version --format=csv,noheader | tee $O/gpu.txt
 
 if stage tests; then
-  for v in X=0 BNB_INT8_CUTLASS=0 "BNB_INT8_OUTLIER_TILED=1 BNB_INT8_OUTLIER_QUANT_ROWS=16"; do echo "== Int8Gpu, $v"
+  for v in X=0 BNB_INT8_CUTLASS=0 BNB_INT8_CUTLASS_PDL=1 "BNB_INT8_OUTLIER_TILED=1 BNB_INT8_CUTLASS_PDL=1"; do
+    echo "== Int8Gpu, $v"
     env $v timeout 90 $B/bnb_gpu_tests --gtest_filter='Int8Gpu.*' 2>&1 | grep -E "Failure|FAILED|PASSED|error" | head -20
   done 2>&1 | tee $O/tests.log
   echo "== bnb_tests int8 cuda, BNB_INT8_OUTLIER_TILED=1" | tee -a $O/tests.log
@@ -47,14 +48,13 @@ if stage threshold6; then
   save
 fi
 if stage cutlass_layer; then
-  for v in 0 1; do echo "== M >= 64, BNB_INT8_CUTLASS=$v, BNB_INT8_OUTLIER_TILED=1"
-    BNB_INT8_CUTLASS=$v BNB_INT8_OUTLIER_TILED=1 bench --m ${LAYER_M:-64,256,2048} --threshold 6 \
-      --json $O/cutlass_layer$v.json
+  for v in BNB_INT8_CUTLASS=0 BNB_INT8_CUTLASS=1 BNB_INT8_CUTLASS_PDL=1; do echo "== M >= 64, $v, BNB_INT8_OUTLIER_TILED=1"
+    env $v BNB_INT8_OUTLIER_TILED=1 bench --m ${LAYER_M:-64,256,2048} --threshold 6 --json $O/cutlass_layer_$v.json
   done 2>&1 | tee -a $O/bench.log
   save
 fi
 if [ -x $B/bnb_bench_int8_cutlass ] && stage cutlass_bench; then
-  timeout ${CUTLASS_TIMEOUT:-60} $B/bnb_bench_int8_cutlass --m ${CUTLASS_M:-64,256,2048} --nk ${CUTLASS_NK:-4096,8192} --reps 10 \
+  BNB_INT8_CUTLASS_PDL=${CUTLASS_PDL:-1} timeout ${CUTLASS_TIMEOUT:-60} $B/bnb_bench_int8_cutlass --m ${CUTLASS_M:-64,256,2048} --nk ${CUTLASS_NK:-4096,8192} --reps 10 \
     --json $O/int8_cutlass.json > $O/int8_cutlass.log 2>&1; echo "cutlass rc $?" >> $O/int8_cutlass.log
   tail -30 $O/int8_cutlass.log
   save

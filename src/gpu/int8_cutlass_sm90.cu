@@ -46,7 +46,7 @@ bool run_config(const GpuContext& ctx, const Problem& p, gpuStream_t s, bnb_stat
   // initialize builds the TMA descriptors on the host and sets the kernel's shared-memory limit.
   Gemm gemm;
   cutlass::Status st = gemm.initialize(args, workspace.get(), s);
-  if (st == cutlass::Status::kSuccess) st = gemm.run(s);
+  if (st == cutlass::Status::kSuccess) st = gemm.run(s, nullptr, cutlass_pdl());
   if (st != cutlass::Status::kSuccess) {
     const gpuError_t err = gpuGetLastError();
     *status = workspace.finish(fail(BNB_ERR_DEVICE, "int8 CUTLASS product %s failed: %s (%s)", G::kName,

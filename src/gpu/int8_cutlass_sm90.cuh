@@ -17,6 +17,13 @@
 
 #include <cstdint>
 
+// Programmatic dependent launch in CUTLASS's sm90 kernels (griddepcontrol): compiled in here, so
+// that every TU that includes the kernels agrees; used only by launches with launch_with_pdl
+// (cutlass_pdl() below).
+#ifndef CUTLASS_ENABLE_GDC_FOR_SM90
+#define CUTLASS_ENABLE_GDC_FOR_SM90 1
+#endif
+
 #include "cute/tensor.hpp"
 #include "cutlass/cutlass.h"
 #include "cutlass/epilogue/collective/collective_builder.hpp"
@@ -28,7 +35,8 @@
 #include "cutlass/kernel_hardware_info.h"
 #include "cutlass/util/packed_stride.hpp"
 
-#include "gpu_port.h"  // gpu_mul_ftz, gpu_fma_ftz: mul.rn.ftz.f32, fma.rn.ftz.f32
+#include "gpu_backend.h"  // env_on
+#include "gpu_port.h"     // gpu_mul_ftz, gpu_fma_ftz: mul.rn.ftz.f32, fma.rn.ftz.f32
 #include "tables.h"    // kDequantScaleBits
 
 namespace bnb {
@@ -78,6 +86,16 @@ struct DequantFn {
     return out;
   }
 };
+
+// BNB_INT8_CUTLASS_PDL=1 (read once; off until measured on a GPU): the kernels are launched as
+// programmatic dependents (launch_with_pdl) of the kernel before them in the stream (the
+// quantization): a kernel starts while that one finishes, its producer waits for it
+// (griddepcontrol.wait) before its first load, and it lets the next dependent kernel (the outlier
+// step) start after its last main-loop tile. The plugin and the bench both ask here.
+inline bool cutlass_pdl() {
+  static const bool on = env_on("BNB_INT8_CUTLASS_PDL");
+  return on;
+}
 
 // ------------------------------------------------------------------ the GEMM types
 //
