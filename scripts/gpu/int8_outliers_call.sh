@@ -49,7 +49,7 @@ if stage threshold6; then
 fi
 if stage cutlass_layer; then
   for v in BNB_INT8_CUTLASS=0 BNB_INT8_CUTLASS=1 BNB_INT8_CUTLASS_PDL=1; do echo "== M >= 64, $v, BNB_INT8_OUTLIER_TILED=1"
-    env $v BNB_INT8_OUTLIER_TILED=1 bench --m ${LAYER_M:-64,256,2048} --threshold 6 --json $O/cutlass_layer_$v.json
+    (export $v BNB_INT8_OUTLIER_TILED=1; bench --m ${LAYER_M:-64,256,2048} --threshold 6 --json $O/cutlass_layer_$v.json)
   done 2>&1 | tee -a $O/bench.log
   save
 fi

@@ -83,17 +83,21 @@ int configured() {
   return choice;
 }
 
-// The configuration for a shape. From bench_int8_cutlass on an H100 (bench/results/h100_run21,
-// product + dequantization, us): N = K = 4096, M = 64 / 256 / 2048: ws_64x128 10.3 / 9.8, then
-// coop_128x256 53.1 (coop_128x128 56.4, ws_64x128 78.2); N = K = 8192: ws_64x128 27.2 at M = 64,
-// coop_128x128 31.2 at M = 256 (ws_64x128 34.9: 256 tiles of 64 x 128, two waves), coop_128x256
-// 167.5 at M = 2048 (coop_128x128 216.8). So: 64-row tiles while they fill at most one wave of
-// the multiprocessors, 128 x 256 tiles from M = 1024 (unmeasured between 256 and 2048), else
-// 128 x 128.
+// The configuration for a shape, from bench_int8_cutlass (product + dequantization, us): an H100
+// (bench/results/h100_run21) at M = 64 / 256 / 2048 and an H200 (bench/results/h200_run22) at
+// M = 16 .. 2048, N = K = 4096 and 8192. Small M streams W: the narrowest tiles that still fill at
+// most one wave of the multiprocessors win (64 x 64: M = 64 at 4096 7.0 against 8.5 for 64 x 128,
+// M = 16 .. 64 at 8192 19.7-22.2 against 21.7-22.7; 64 x 128: M = 256 at 4096 9.4, M = 128 at 8192
+// 21.5). Past one wave of 64-row tiles, 128-row cooperative tiles: 128 x 256 where they fill
+// at least three quarters of a wave (M = 512 at 8192 44.4 against 47.5 for 128 x 128, M >= 1024
+// 23.8-167.1 against 25.2-190.9), else 128 x 128 (M = 512 at 4096 13.9 against 23.0, M = 256 at
+// 8192 27.2 against 42.3).
 RunFn config_for_shape(const GpuContext& ctx, int64_t M, int64_t N) {
-  if (M >= 1024) return run_config<cfg::Coop128x256>;
-  const int64_t tiles_64x128 = (M + 63) / 64 * ((N + 127) / 128);
-  return M <= 128 || tiles_64x128 <= ctx.sm_count ? run_config<cfg::Ws64x128> : run_config<cfg::Coop128x128>;
+  const auto tiles = [&](int64_t tm, int64_t tn) { return (M + tm - 1) / tm * ((N + tn - 1) / tn); };
+  if (tiles(64, 64) <= ctx.sm_count) return run_config<cfg::Ws64x64>;
+  if (tiles(64, 128) <= ctx.sm_count) return run_config<cfg::Ws64x128>;
+  return 4 * tiles(128, 256) >= 3 * int64_t{ctx.sm_count} ? run_config<cfg::Coop128x256>
+                                                             : run_config<cfg::Coop128x128>;
 }
 
 bool aligned16_all(std::initializer_list<const void*> ptrs) {

@@ -212,14 +212,18 @@ TEST_F(Int8Gpu, MmDequantMatchesCpu) {
 }
 
 // bnb_int8_linear at layer sizes against the CPU backend's (the three steps there): q,
-// row_stats and out bit for bit, with and without the bias. M >= 64: in a build with
-// BNB_INT8_CUTLASS on an H100 the CUTLASS kernel (the default there), which declines N % 8 != 0
-// (200 x 1004) and K % 16 != 0 (96 x 1000); else, and with BNB_INT8_CUTLASS=0 (CTest
+// row_stats and out bit for bit, with and without the bias. Where the M <= 16 kernels don't take
+// it (16 x 11008 does not fit them), in a build with BNB_INT8_CUTLASS on an H100/H200 the CUTLASS
+// kernel (the default there), which declines N % 8 != 0 (200 x 1004) and K % 16 != 0 (96 x 1000);
+// its shape rule (int8_cutlass_sm90.cu) gives 64 x 64 tiles to 16 x 11008, 24 x 1024 (partial)
+// and 64 x 4096, 64 x 128 to 256 x 4096 and 130 x 4096 (partial), 128 x 128 to 1024 x 2048 and
+// 128 x 256 to 512 x 8192. Else, and with BNB_INT8_CUTLASS=0 (CTest
 // gpu_int8_with_BNB_INT8_CUTLASS_0), cuBLASLt's product and the dequantization pass.
 TEST_F(Int8Gpu, LinearMatchesCpu) {
   const int64_t cases[][3] = {{1, 4096, 4096},   {1, 8192, 8192},  {3, 4096, 2048},   {5, 11008, 4096},
                               {16, 4096, 11008}, {24, 1024, 4096}, {64, 4096, 4096},  {256, 4096, 4096},
-                              {200, 1004, 4096}, {96, 2048, 1000}, {130, 4096, 1040}, {1024, 2048, 4096}};
+                              {200, 1004, 4096}, {96, 2048, 1000}, {130, 4096, 1040}, {1024, 2048, 4096},
+                              {512, 8192, 1024}};
   for (const auto& c : cases) {
     const int64_t M = c[0], N = c[1], K = c[2];
     const auto w = random_int8_bytes(N * K, static_cast<uint64_t>(N + K));
