@@ -1,4 +1,5 @@
-# Shared by setup.sh and test.sh: configure flags that follow what this machine has.
+# Shared by the scripts: the Python environment and configure flags that follow what this machine has.
+VENV=${BNB_VENV:-build/venv}  # where install_deps.sh puts the Python packages (BNB_VENV names another)
 have_nvcc() { command -v nvcc >/dev/null 2>&1 || [ -x /usr/local/cuda/bin/nvcc ]; }
 cuda_flags() {
   if have_nvcc; then

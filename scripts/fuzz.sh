@@ -12,6 +12,7 @@
 # both the suites and the fuzz targets.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source scripts/common.sh  # VENV
 SECONDS_EACH=${1:-60}
 BUILD=build-fuzz
 SUITES=OFF
@@ -46,7 +47,7 @@ for target in fuzz_quant fuzz_matmul fuzz_optim; do
   grep -E "^stat::number_of_executed_units|^Done" "$BUILD/$target.log" | tr '\n' ' '; echo
 done
 
-PY=${BNB_VENV:-build/venv}/bin/python
+PY=$VENV/bin/python
 if [ -x "$PY" ] && "$PY" -c "import atheris, bnb" 2>/dev/null; then
   echo "== fuzz_quant_state (atheris): ${SECONDS_EACH}s"
   corpus="$BUILD/corpus/quant_state"

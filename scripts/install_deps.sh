@@ -18,6 +18,7 @@
 # Usage: scripts/install_deps.sh [--hf] [--aarch64] [--cutlass]      Prints the venv's path last.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source scripts/common.sh  # VENV
 SUDO=""
 if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 HF=0
@@ -78,7 +79,6 @@ if [ ${#missing[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}"
 fi
 
-VENV=${BNB_VENV:-build/venv}
 if [ ! -x "$VENV/bin/python" ]; then
   echo "creating the Python environment $VENV"
   python3 -m venv "$VENV"

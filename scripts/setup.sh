@@ -10,7 +10,6 @@ BUILD=${1:-build}
 # for them: BNB_INT8_CUTLASS=AUTO then builds the Hopper int8 path where BNB_CUDA_ARCHITECTURES has
 # sm_90 (CMakeLists.txt). AUTO is passed so that a build directory decides again on each run.
 if have_nvcc; then scripts/install_deps.sh --cutlass; else scripts/install_deps.sh; fi
-VENV=${BNB_VENV:-build/venv}
 cmake -S . -B "$BUILD" -G Ninja -DCMAKE_BUILD_TYPE=Release $(cuda_flags) $(hip_flags) \
   -DBNB_INT8_CUTLASS=AUTO -DPython3_EXECUTABLE="$(cd "$VENV" && pwd)/bin/python"
 ninja -C "$BUILD" -j"$(jobs)"

@@ -22,7 +22,6 @@ case "${1:-}" in
   *) echo "usage: $0 [--python]" >&2; exit 2 ;;
 esac
 if [ "$PYTHON_ONLY" = 1 ]; then scripts/install_deps.sh --hf; else step deps scripts/install_deps.sh --hf --aarch64; fi
-VENV=${BNB_VENV:-build/venv}
 PY="$VENV/bin/python"
 
 run_pytest() {  # pytest, with "no tests collected" (exit status 5) counted as a failure
