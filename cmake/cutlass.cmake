@@ -1,10 +1,10 @@
-# CUTLASS for the Hopper int8 path (BNB_INT8_CUTLASS, CMakeLists.txt). bnb_find_cutlass(<inc> <where>)
-# sets <inc> to CUTLASS's include directory, from BNB_CUTLASS_INCLUDE or else the PyPI package
-# nvidia-cutlass in the Python 3 that CMake finds (-DPython3_EXECUTABLE=...), or to "" where there
-# is none, and <where> to where it looked: AUTO asks it without failing. bnb_cutlass_headers() makes the target bnb_cutlass_headers
-# or fails (ON, or AUTO once it found them), and bnb_cutlass_sm90(target) makes a target's CUDA
-# sources CUTLASS sm_90a code. Users: src/backend_cuda (the plugin's int8_cutlass_sm90.cu) and
-# bench/int8 (bnb_bench_int8_cutlass).
+# CUTLASS for the Hopper int8 path (BNB_INT8_CUTLASS, CMakeLists.txt). bnb_find_cutlass(<inc>
+# <where>) sets <inc> to CUTLASS's include directory, from BNB_CUTLASS_INCLUDE or else the PyPI
+# package nvidia-cutlass in the Python 3 that CMake finds (-DPython3_EXECUTABLE=...), or to "" where
+# there is none, and <where> to where it looked: AUTO asks it without failing.
+# bnb_cutlass_headers() makes the target bnb_cutlass_headers or fails (ON, or AUTO once it found
+# them), and bnb_cutlass_sm90(target) makes a target's CUDA sources CUTLASS sm_90a code. Users:
+# src/backend_cuda (the plugin's int8_cutlass_sm90.cu) and bench/int8 (bnb_bench_int8_cutlass).
 include_guard(GLOBAL)
 
 # The package is located, not imported: its headers are all the build needs, so

@@ -1,8 +1,9 @@
-// Experiment (BNB_INT8_CUTLASS=ON, OFF by default): the LLM.int8() product and dequantization as
-// ONE Hopper kernel, the CUTLASS 3.x sm_90a int8 GEMMs of src/gpu/int8_cutlass_sm90.cuh (TMA loads,
-// wgmma, the warp-specialized kernels; the dequantization in an epilogue visitor tree, bit for bit
-// bnb_int8_mm_dequant's for an fp16 out; the formula is in that header). The same kernels are the
-// CUDA plugin's path for M > 16 in a build with BNB_INT8_CUTLASS=ON (int8_cutlass_sm90.cu), so the
+// Every configuration of the LLM.int8() product and dequantization as ONE Hopper kernel: the
+// CUTLASS 3.x sm_90a int8 GEMMs of src/gpu/int8_cutlass_sm90.cuh (TMA loads, wgmma, the
+// warp-specialized kernels; the dequantization in an epilogue visitor tree, bit for bit
+// bnb_int8_mm_dequant's for an fp16 out; the formula is in that header). Built where the CUTLASS
+// path is (BNB_INT8_CUTLASS ON, given or resolved from AUTO). The same kernels are the CUDA
+// plugin's path wherever its M <= 16 kernels don't take the shape (int8_cutlass_sm90.cu), so the
 // "linear us" column times the library's layer on it (its shape rule; BNB_INT8_CUTLASS=0: on
 // cuBLASLt, =<configuration name>: one of the names printed here), and its bit check against the
 // three calls checks the path too.

@@ -29,7 +29,6 @@
 
 #include "hd.h"  // BNB_HD_INLINE: device code inlines these like the kernels' own helpers
 
-
 namespace bnb {
 
 constexpr float kC8FltMin = 1.17549435e-38f;  // smallest normal binary32

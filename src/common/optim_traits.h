@@ -12,7 +12,6 @@
 #include "bnb.h"
 #include "hd.h"
 
-
 // X(id, name, kernel, states, state1_copies, bias_correction, clipping, beta3_alpha), one row per
 // bnb_optimizer_t, in enum order:
 //   kernel           the optimizer whose update rule runs (LAMB runs Adam's, LARS Momentum's; the

@@ -68,7 +68,6 @@ __device__ __forceinline__ uint16_t f32_to_bf16_bits(float f) {
   return static_cast<uint16_t>((b + 0x7fffu + ((b >> 16) & 1u)) >> 16);
 }
 
-
 // Signed 4 x int8 dot product accumulated into c.
 __device__ __forceinline__ int32_t dot4(int32_t a, int32_t b, int32_t c) {
 #if defined(BNB_GPU_HIP)

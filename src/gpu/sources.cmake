@@ -8,7 +8,8 @@ set(BNB_GPU_SOURCES
   ${BNB_GPU_DIR}/optim_ops.cu
   ${BNB_GPU_DIR}/finite_ops.cu
 )
-# CUDA only, where BNB_INT8_CUTLASS resolves ON (src/backend_cuda/CMakeLists.txt): sm_90a, CUTLASS's headers.
+# CUDA only, where BNB_INT8_CUTLASS resolves ON (src/backend_cuda/CMakeLists.txt): sm_90a,
+# CUTLASS's headers.
 set(BNB_GPU_CUTLASS_SOURCES ${BNB_GPU_DIR}/int8_cutlass_sm90.cu)
 set(BNB_GPU_HEADERS
   ${BNB_GPU_DIR}/gpu_port.h

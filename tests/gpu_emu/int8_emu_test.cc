@@ -41,7 +41,6 @@ T __ldg(const T* p) {
   return *p;
 }
 inline float ftz(float x) { return bnb::c8_ftz(x); }
-inline float __fmaf_rn(float a, float b, float c) { return ftz(std::fma(ftz(a), ftz(b), ftz(c))); }
 inline float __int2float_rn(int32_t i) { return static_cast<float>(i); }
 // cvt.rni.s32.f32: saturates (+-inf and beyond the range to INT_MAX / INT_MIN), NaN gives 0.
 inline int __float2int_rn(float f) {
